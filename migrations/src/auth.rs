@@ -1,0 +1,83 @@
+//! Tables of the auth service.
+
+use sea_orm_migration::prelude::*;
+use sea_orm_migration::schema::{big_integer, big_integer_null, blob, boolean, integer, string, string_len};
+
+use crate::{index, migration_name, outbox_table};
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(Initial)]
+    }
+}
+
+migration_name!(Initial, "m0001_auth_initial");
+
+#[async_trait::async_trait]
+impl MigrationTrait for Initial {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table("credentials")
+                    .if_not_exists()
+                    .col(string_len("user_id", 36).primary_key())
+                    .col(string_len("username", 32).unique_key())
+                    .col(string_len("email", 254).unique_key())
+                    .col(string("password_hash"))
+                    .col(integer("role"))
+                    .col(boolean("email_verified"))
+                    .col(boolean("deactivated"))
+                    .col(big_integer("created_at"))
+                    .col(big_integer("updated_at"))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table("sessions")
+                    .if_not_exists()
+                    .col(string_len("session_id", 36).primary_key())
+                    .col(string_len("user_id", 36))
+                    .col(string_len("device_name", 128))
+                    .col(big_integer("created_at"))
+                    .col(big_integer("last_used_at"))
+                    .col(big_integer("expires_at"))
+                    .col(big_integer_null("revoked_at"))
+                    .to_owned(),
+            )
+            .await?;
+        manager.create_index(index("sessions_by_user", "sessions", &["user_id"])).await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table("refresh_tokens")
+                    .if_not_exists()
+                    .col(string_len("token_hash", 64).primary_key())
+                    .col(string_len("session_id", 36))
+                    .col(big_integer("created_at"))
+                    .col(big_integer("expires_at"))
+                    .col(big_integer_null("used_at"))
+                    .to_owned(),
+            )
+            .await?;
+        manager.create_index(index("refresh_tokens_by_session", "refresh_tokens", &["session_id"])).await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table("signing_keys")
+                    .if_not_exists()
+                    .col(string_len("kid", 64).primary_key())
+                    .col(blob("secret_key"))
+                    .col(big_integer("created_at"))
+                    .col(big_integer_null("retired_at"))
+                    .to_owned(),
+            )
+            .await?;
+        manager.create_table(outbox_table()).await
+    }
+}

@@ -1,0 +1,117 @@
+//! Tables of the messaging service.
+
+use sea_orm_migration::prelude::*;
+use sea_orm_migration::schema::{
+    big_integer, big_integer_null, big_pk_auto, blob, boolean, integer, string_len, string_len_null, text,
+};
+
+use crate::{index, migration_name, outbox_table, processed_events_table, unique_index};
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(Initial)]
+    }
+}
+
+migration_name!(Initial, "m0001_messaging_initial");
+
+#[async_trait::async_trait]
+impl MigrationTrait for Initial {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table("messages")
+                    .if_not_exists()
+                    .col(string_len("message_id", 36).primary_key())
+                    .col(string_len("channel_id", 36))
+                    .col(big_integer("seq"))
+                    .col(string_len("sender_id", 36))
+                    .col(text("text"))
+                    .col(string_len_null("thread_id", 36))
+                    // Comma-separated file ids.
+                    .col(string_len("file_ids", 400))
+                    .col(integer("version"))
+                    .col(big_integer("created_at"))
+                    .col(big_integer_null("edited_at"))
+                    .col(big_integer_null("deleted_at"))
+                    .col(boolean("recalled"))
+                    .col(big_integer_null("pinned_at"))
+                    .col(string_len_null("pinned_by", 36))
+                    .to_owned(),
+            )
+            .await?;
+        manager.create_index(unique_index("messages_by_channel_seq", "messages", &["channel_id", "seq"])).await?;
+        manager.create_index(index("messages_by_thread", "messages", &["thread_id", "seq"])).await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table("message_edits")
+                    .if_not_exists()
+                    .col(big_pk_auto("id"))
+                    .col(string_len("message_id", 36))
+                    .col(integer("version"))
+                    .col(text("text"))
+                    .col(string_len("editor_id", 36))
+                    .col(big_integer("edited_at"))
+                    .to_owned(),
+            )
+            .await?;
+        manager.create_index(index("message_edits_by_message", "message_edits", &["message_id", "version"])).await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table("channel_events")
+                    .if_not_exists()
+                    .col(string_len("channel_id", 36))
+                    .col(big_integer("seq"))
+                    // An encoded colink.messaging.v1.ChannelEvent.
+                    .col(blob("payload"))
+                    .col(big_integer("created_at"))
+                    .primary_key(Index::create().col("channel_id").col("seq"))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table("channel_heads")
+                    .if_not_exists()
+                    .col(string_len("channel_id", 36).primary_key())
+                    .col(big_integer("last_seq"))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table("message_idempotency")
+                    .if_not_exists()
+                    .col(string_len("sender_id", 36))
+                    .col(string_len("idempotency_key", 128))
+                    .col(string_len("message_id", 36))
+                    .col(big_integer("created_at"))
+                    .primary_key(Index::create().col("sender_id").col("idempotency_key"))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table("read_states")
+                    .if_not_exists()
+                    .col(string_len("channel_id", 36))
+                    .col(string_len("user_id", 36))
+                    .col(big_integer("last_read_seq"))
+                    .col(big_integer("updated_at"))
+                    .primary_key(Index::create().col("channel_id").col("user_id"))
+                    .to_owned(),
+            )
+            .await?;
+        manager.create_table(outbox_table()).await?;
+        manager.create_table(processed_events_table()).await
+    }
+}

@@ -1,0 +1,240 @@
+//! A Colink node: hosts any subset of the services on one listener (gRPC and
+//! gRPC-Web), with health, reflection, the shared auth layer, and the
+//! embedded backends. `colink serve` runs one; the tests start several.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use colink_auth::AuthService;
+use colink_channels::ChannelsService;
+use colink_messaging::MessagingService;
+use colink_migrations::MigratorTrait;
+use colink_realtime::RealtimeService;
+use colink_runtime::auth::{AuthLayer, TokenVerifier};
+use colink_runtime::clients::Peers;
+use colink_runtime::config::Config;
+use colink_runtime::db::{self, Db};
+use colink_runtime::events::{self, CHANNEL_EVENTS, EventLog, InProcessEventLog, USER_EVENTS};
+use colink_runtime::pubsub::{MemoryPubSub, PubSub};
+use colink_users::UsersService;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::server::NamedService;
+use tonic::service::RoutesBuilder;
+use tonic::transport::Server;
+use tonic_health::ServingStatus;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("{service}: database: {source}")]
+    Database { service: &'static str, source: sea_orm::DbErr },
+    #[error("{service}: {message}")]
+    Start { service: &'static str, message: String },
+    #[error(transparent)]
+    Peers(#[from] colink_runtime::clients::PeerError),
+    #[error("server: {0}")]
+    Serve(#[from] tonic::transport::Error),
+}
+
+/// A running node.
+pub struct Node {
+    addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    server: JoinHandle<Result<(), NodeError>>,
+    background: Vec<JoinHandle<()>>,
+    grace: Duration,
+}
+
+impl Node {
+    /// Binds the listener, opens and migrates each hosted service's database,
+    /// and starts serving. Returns once the node accepts connections.
+    pub async fn start(config: Config) -> Result<Self, NodeError> {
+        let listener =
+            TcpListener::bind(config.listen).await.map_err(|source| NodeError::Bind { addr: config.listen, source })?;
+        let addr = listener.local_addr().map_err(|source| NodeError::Bind { addr: config.listen, source })?;
+        let config = Arc::new(config);
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let peers = Peers::new(&config, addr)?;
+        let pubsub: Arc<dyn PubSub> = Arc::new(MemoryPubSub::new(4096));
+        let event_log: Arc<dyn EventLog> = Arc::new(InProcessEventLog::default());
+        let verifier = Arc::new(TokenVerifier::new(config.auth.issuer.clone(), peers.channel("auth")));
+
+        let (health, health_service) = tonic_health::server::health_reporter();
+        let mut routes = RoutesBuilder::default();
+        let mut background = Vec::new();
+        let mut serving = Vec::new();
+        for service in config.hosted_services() {
+            let name = match service {
+                "auth" => {
+                    let db = open(&config, service).await?;
+                    colink_migrations::auth::Migrator::up(&db.writer, None)
+                        .await
+                        .map_err(|source| NodeError::Database { service, source })?;
+                    let (outbox, relay) =
+                        events::spawn_relay(service, db.clone(), event_log.clone(), shutdown_rx.clone());
+                    background.push(relay);
+                    let svc = AuthService::new(db, outbox, config.auth.clone())
+                        .await
+                        .map_err(|e| NodeError::Start { service, message: e.to_string() })?
+                        .into_server();
+                    routes.add_service(svc);
+                    <colink_proto::auth::v1::auth_service_server::AuthServiceServer<AuthService> as NamedService>::NAME
+                }
+                "users" => {
+                    let db = open(&config, service).await?;
+                    colink_migrations::users::Migrator::up(&db.writer, None)
+                        .await
+                        .map_err(|source| NodeError::Database { service, source })?;
+                    let svc = UsersService::new(db);
+                    event_log.subscribe(USER_EVENTS, "users.profiles", svc.profile_creator());
+                    routes.add_service(svc.into_server());
+                    <colink_proto::users::v1::users_service_server::UsersServiceServer<UsersService> as NamedService>::NAME
+                }
+                "channels" => {
+                    let db = open(&config, service).await?;
+                    colink_migrations::channels::Migrator::up(&db.writer, None)
+                        .await
+                        .map_err(|source| NodeError::Database { service, source })?;
+                    let (outbox, relay) =
+                        events::spawn_relay(service, db.clone(), event_log.clone(), shutdown_rx.clone());
+                    background.push(relay);
+                    routes.add_service(ChannelsService::new(db, outbox, peers.channel("users")).into_server());
+                    <colink_proto::channels::v1::channels_service_server::ChannelsServiceServer<ChannelsService> as NamedService>::NAME
+                }
+                "messaging" => {
+                    let db = open(&config, service).await?;
+                    colink_migrations::messaging::Migrator::up(&db.writer, None)
+                        .await
+                        .map_err(|source| NodeError::Database { service, source })?;
+                    let (outbox, relay) =
+                        events::spawn_relay(service, db.clone(), event_log.clone(), shutdown_rx.clone());
+                    background.push(relay);
+                    let svc = MessagingService::new(db, outbox, pubsub.clone(), peers.channel("channels"));
+                    event_log.subscribe(CHANNEL_EVENTS, "messaging.channel-log", svc.membership_recorder());
+                    routes.add_service(svc.into_server());
+                    <colink_proto::messaging::v1::messaging_service_server::MessagingServiceServer<MessagingService> as NamedService>::NAME
+                }
+                "realtime" => {
+                    let svc = RealtimeService::new(
+                        pubsub.clone(),
+                        peers.channel("messaging"),
+                        peers.channel("channels"),
+                        verifier.clone(),
+                        config.realtime.clone(),
+                        shutdown_rx.clone(),
+                    );
+                    routes.add_service(svc.into_server());
+                    <colink_proto::realtime::v1::realtime_service_server::RealtimeServiceServer<RealtimeService> as NamedService>::NAME
+                }
+                other => return Err(NodeError::Start { service: "node", message: format!("unknown service {other}") }),
+            };
+            health.set_service_status(name, ServingStatus::NotServing).await;
+            serving.push(name);
+        }
+        // Both reflection versions: many deployed grpcurl builds only speak v1alpha.
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(colink_proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        };
+        let reflection_error =
+            |e: tonic_reflection::server::Error| NodeError::Start { service: "reflection", message: e.to_string() };
+        routes.add_service(health_service);
+        routes.add_service(reflection().build_v1().map_err(reflection_error)?);
+        routes.add_service(reflection().build_v1alpha().map_err(reflection_error)?);
+
+        let mut stop = shutdown_rx.clone();
+        let server = Server::builder()
+            .accept_http1(true)
+            .tcp_nodelay(true)
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            .layer(tonic_web::GrpcWebLayer::new())
+            .layer(AuthLayer::new(verifier))
+            .add_routes(routes.routes())
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+                let _ = stop.wait_for(|stopping| *stopping).await;
+            });
+        let server = tokio::spawn(async move { server.await.map_err(NodeError::from) });
+        for name in &serving {
+            health.set_service_status(*name, ServingStatus::Serving).await;
+        }
+        health.set_service_status("", ServingStatus::Serving).await;
+        // Readiness goes back to NOT_SERVING as soon as shutdown begins.
+        let mut stopping = shutdown_rx;
+        background.push(tokio::spawn(async move {
+            let _ = stopping.wait_for(|s| *s).await;
+            for name in serving {
+                health.set_service_status(name, ServingStatus::NotServing).await;
+            }
+            health.set_service_status("", ServingStatus::NotServing).await;
+        }));
+        tracing::info!(%addr, services = ?config.hosted_services(), "colink node listening");
+        Ok(Self { addr, shutdown, server, background, grace: Duration::from_secs(config.shutdown_grace_secs) })
+    }
+
+    /// The address the node listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting calls, lets streams end with a resume hint, flushes
+    /// the outboxes, and waits (up to the grace period) for all of it.
+    pub async fn shutdown(self) -> Result<(), NodeError> {
+        let _ = self.shutdown.send(true);
+        let all = async {
+            let served = self.server.await;
+            for task in self.background {
+                let _ = task.await;
+            }
+            served
+        };
+        match tokio::time::timeout(self.grace, all).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(join)) => Err(NodeError::Start { service: "node", message: join.to_string() }),
+            Err(_) => {
+                tracing::warn!("shutdown grace period passed; exiting anyway");
+                Ok(())
+            }
+        }
+    }
+
+    /// Serves until the server stops on its own (it only does on error).
+    pub async fn wait(&mut self) -> Result<(), NodeError> {
+        match (&mut self.server).await {
+            Ok(result) => result,
+            Err(join) => Err(NodeError::Start { service: "node", message: join.to_string() }),
+        }
+    }
+}
+
+async fn open(config: &Config, service: &'static str) -> Result<Db, NodeError> {
+    db::connect(&config.database, &config.data_dir, service)
+        .await
+        .map_err(|source| NodeError::Database { service, source })
+}
+
+/// Applies every hosted service's migrations without serving.
+pub async fn migrate(config: &Config) -> Result<(), NodeError> {
+    for service in config.hosted_services() {
+        if service == "realtime" {
+            continue;
+        }
+        let db = open(config, service).await?;
+        let result = match service {
+            "auth" => colink_migrations::auth::Migrator::up(&db.writer, None).await,
+            "users" => colink_migrations::users::Migrator::up(&db.writer, None).await,
+            "channels" => colink_migrations::channels::Migrator::up(&db.writer, None).await,
+            "messaging" => colink_migrations::messaging::Migrator::up(&db.writer, None).await,
+            _ => Ok(()),
+        };
+        result.map_err(|source| NodeError::Database { service, source })?;
+        tracing::info!(service, "migrations applied");
+    }
+    Ok(())
+}

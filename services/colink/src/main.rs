@@ -1,0 +1,124 @@
+//! The `colink` command: serve any subset of the services, or apply
+//! migrations.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use colink::Node;
+use colink_runtime::config::Config;
+
+#[derive(Parser)]
+#[command(name = "colink", version, about = "Self-hostable team chat: every service in one binary.")]
+struct Cli {
+    /// TOML config file (also COLINK_CONFIG). COLINK_* variables override it.
+    #[arg(long, global = true, env = "COLINK_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the selected services (all by default) until SIGTERM or Ctrl-C.
+    Serve {
+        /// Comma-separated services to host: auth, users, channels, messaging, realtime (or "all").
+        #[arg(long)]
+        services: Option<String>,
+        /// Listen address, e.g. 0.0.0.0:7700.
+        #[arg(long)]
+        listen: Option<String>,
+        /// Directory for the embedded backends' data.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Apply database migrations of the selected services and exit.
+    Migrate {
+        /// Comma-separated services (default: all).
+        #[arg(long)]
+        services: Option<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let mut env: Vec<(String, String)> = std::env::vars().collect();
+    let (services, listen, data_dir) = match &cli.command {
+        Command::Serve { services, listen, data_dir } => (services.clone(), listen.clone(), data_dir.clone()),
+        Command::Migrate { services } => (services.clone(), None, None),
+    };
+    // Flags win over the environment, which wins over the file.
+    if let Some(services) = services {
+        env.push(("COLINK_SERVICES".into(), services));
+    }
+    if let Some(listen) = listen {
+        env.push(("COLINK_LISTEN".into(), format!("\"{listen}\"")));
+    }
+    if let Some(dir) = data_dir {
+        env.push(("COLINK_DATA_DIR".into(), format!("\"{}\"", dir.display())));
+    }
+    let config = match Config::load(cli.config.as_deref(), env) {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("colink: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    colink_runtime::telemetry::init(&config.log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("colink: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve { .. } => serve(config).await,
+            Command::Migrate { .. } => colink::migrate(&config).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!(error = %err, "colink stopped");
+            eprintln!("colink: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: Config) -> Result<(), colink::NodeError> {
+    let mut node = Node::start(config).await?;
+    tokio::select! {
+        result = node.wait() => return result,
+        _ = shutdown_signal() => {}
+    }
+    tracing::info!("shutting down; a second signal exits at once");
+    tokio::select! {
+        result = node.shutdown() => result,
+        _ = shutdown_signal() => {
+            tracing::warn!("second signal: exiting now");
+            Ok(())
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(_) => return interrupt.await.unwrap_or(()),
+        };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}

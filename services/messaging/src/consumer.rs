@@ -1,0 +1,60 @@
+//! Records membership and archive changes from `channel.events` in the
+//! channel log, so that they share the sequence with messages and reach
+//! streaming clients in order.
+
+use std::sync::Arc;
+
+use colink_proto::events::v1::{Event, MembershipChanged, event::Payload};
+use colink_proto::messaging::v1::channel_event::Kind;
+use colink_proto::messaging::v1::{ChannelStateChanged, MemberChanged};
+use colink_runtime::db::Db;
+use colink_runtime::events::{EventError, EventHandler, mark_processed};
+use colink_runtime::pubsub::{Frame, PubSub, channel_topic, user_topic};
+use prost::Message as _;
+use sea_orm::TransactionTrait;
+
+use crate::log;
+
+pub struct MembershipRecorder {
+    db: Db,
+    pubsub: Arc<dyn PubSub>,
+}
+
+impl MembershipRecorder {
+    pub fn new(db: Db, pubsub: Arc<dyn PubSub>) -> Self {
+        Self { db, pubsub }
+    }
+}
+
+fn member(change: &MembershipChanged) -> MemberChanged {
+    MemberChanged { user_id: change.user_id.clone(), role: change.role.clone() }
+}
+
+#[async_trait::async_trait]
+impl EventHandler for MembershipRecorder {
+    async fn handle(&self, event: &Event) -> Result<(), EventError> {
+        let (channel_id, kind, concerns) = match &event.payload {
+            Some(Payload::MemberJoined(c)) => (&c.channel_id, Kind::MemberJoined(member(c)), Some(&c.user_id)),
+            Some(Payload::MemberLeft(c)) => (&c.channel_id, Kind::MemberLeft(member(c)), Some(&c.user_id)),
+            Some(Payload::ChannelArchived(c)) => (&c.channel_id, Kind::ChannelArchived(ChannelStateChanged {}), None),
+            Some(Payload::ChannelUnarchived(c)) => {
+                (&c.channel_id, Kind::ChannelUnarchived(ChannelStateChanged {}), None)
+            }
+            _ => return Ok(()),
+        };
+        let failed = |e: sea_orm::DbErr| EventError::Consumer(e.to_string());
+        let txn = self.db.writer.begin().await.map_err(failed)?;
+        if !mark_processed(&txn, &event.event_id).await.map_err(failed)? {
+            return Ok(());
+        }
+        let appended = log::append(&txn, channel_id, &event.actor_id, kind).await.map_err(failed)?;
+        txn.commit().await.map_err(failed)?;
+        let bytes = Frame::Event(appended.encode_to_vec().into()).encode();
+        self.pubsub.publish(&channel_topic(channel_id), bytes.clone()).await;
+        // The member's own streams learn that they gained or lost a channel.
+        if let Some(user_id) = concerns {
+            self.pubsub.publish(&user_topic(user_id), bytes).await;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,772 @@
+//! The messaging service: messages, their edit history, pins, read state,
+//! and each channel's event log with gap-free sequence numbers. Live
+//! delivery is a best-effort publish after commit; the log is the truth.
+
+mod consumer;
+mod log;
+mod store;
+
+use std::sync::Arc;
+
+use colink_proto::channels::v1::channels_service_client::ChannelsServiceClient;
+use colink_proto::channels::v1::{Channel, GetChannelRequest, MemberRole, OpenDirectMessageRequest};
+use colink_proto::events::v1::{MessageChanged, event::Payload};
+use colink_proto::messaging::v1 as pb;
+use colink_proto::messaging::v1::channel_event::Kind;
+use colink_proto::messaging::v1::messaging_service_server::{MessagingService as MessagingRpc, MessagingServiceServer};
+use colink_runtime::clients::{on_behalf_of, retry_idempotent};
+use colink_runtime::db::Db;
+use colink_runtime::error::{Violations, is_unique_violation};
+use colink_runtime::events::{self, EventHandler, MESSAGE_EVENTS, Outbox};
+use colink_runtime::ids::{
+    check_idempotency_key, check_text, decode_page_token, encode_page_token, new_id, now_micros, opt_timestamp,
+    page_size, parse_id, parse_optional_id, timestamp,
+};
+use colink_runtime::pubsub::{Frame, PubSub, channel_topic};
+use colink_runtime::{Caller, Error, Result, Role, caller};
+use prost::Message as _;
+use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, DatabaseTransaction, EntityTrait, IntoActiveModel, PaginatorTrait, QueryFilter,
+    QueryOrder, QuerySelect, Set, TransactionTrait,
+};
+use tonic::transport::Channel as GrpcChannel;
+use tonic::{Request, Response, Status};
+
+use crate::store::{channel_event, channel_head, idempotency, message, message_edit, read_state};
+
+pub const MAX_TEXT: usize = 40_000;
+const MAX_FILES: usize = 10;
+/// How long after sending a message its sender may recall it.
+const RECALL_WINDOW_MICROS: i64 = 2 * 60 * 1_000_000;
+
+pub struct MessagingService {
+    db: Db,
+    outbox: Outbox,
+    pubsub: Arc<dyn PubSub>,
+    channels: ChannelsServiceClient<GrpcChannel>,
+}
+
+/// What the caller may do in a conversation, as the channels service says.
+struct Access {
+    channel: Channel,
+}
+
+impl Access {
+    fn is_member(&self) -> bool {
+        self.channel.viewer_role != MemberRole::Unspecified as i32
+    }
+
+    fn can_moderate(&self, caller: &Caller) -> bool {
+        matches!(caller.role, Role::Admin | Role::Moderator)
+            || self.channel.viewer_role == MemberRole::Owner as i32
+            || self.channel.viewer_role == MemberRole::Admin as i32
+    }
+
+    /// Posting and changing content needs membership in a live channel.
+    fn require_writable(&self) -> Result<()> {
+        if !self.is_member() {
+            return Err(Error::denied("join the conversation to post in it"));
+        }
+        if self.channel.archived {
+            return Err(Error::precondition("the channel is archived"));
+        }
+        Ok(())
+    }
+}
+
+impl MessagingService {
+    pub fn new(db: Db, outbox: Outbox, pubsub: Arc<dyn PubSub>, channels: GrpcChannel) -> Self {
+        Self { db, outbox, pubsub, channels: ChannelsServiceClient::new(channels) }
+    }
+
+    pub fn into_server(self) -> MessagingServiceServer<Self> {
+        MessagingServiceServer::new(self)
+    }
+
+    /// The consumer of `channel.events` that records membership and archive
+    /// changes in the channel log.
+    pub fn membership_recorder(&self) -> Arc<dyn EventHandler> {
+        Arc::new(consumer::MembershipRecorder::new(self.db.clone(), self.pubsub.clone()))
+    }
+
+    /// Asks the channels service what the caller may do in a channel; it
+    /// answers PERMISSION_DENIED for conversations the caller cannot see.
+    async fn access(&self, caller: &Caller, channel_id: &str) -> Result<Access> {
+        let request = GetChannelRequest { channel_id: channel_id.to_string() };
+        let response = retry_idempotent(|| {
+            let mut client = self.channels.clone();
+            let request = on_behalf_of(caller, request.clone());
+            async move { client.get_channel(request).await }
+        })
+        .await?;
+        let channel =
+            response.into_inner().channel.ok_or_else(|| Error::internal("channels answered without a channel"))?;
+        Ok(Access { channel })
+    }
+
+    async fn find(&self, message_id: &str) -> Result<message::Model> {
+        message::Entity::find_by_id(message_id.to_string())
+            .one(&self.db.reader)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("message {message_id} not found")))
+    }
+
+    /// A message and the caller's access to its conversation.
+    async fn visible_message(&self, caller: &Caller, raw_id: &str) -> Result<(message::Model, Access)> {
+        let id = parse_id("message_id", raw_id)?;
+        let found = self.find(&id).await?;
+        let access = self.access(caller, &found.channel_id).await?;
+        Ok((found, access))
+    }
+
+    /// Publishes committed events to live subscribers, after commit.
+    async fn publish(&self, events: &[pb::ChannelEvent]) {
+        for event in events {
+            self.pubsub
+                .publish(&channel_topic(&event.channel_id), Frame::Event(event.encode_to_vec().into()).encode())
+                .await;
+        }
+        self.outbox.notify();
+    }
+
+    async fn domain_event(
+        &self,
+        txn: &DatabaseTransaction,
+        kind: &str,
+        m: &message::Model,
+        seq: i64,
+        actor: &str,
+    ) -> Result<()> {
+        let payload = Payload::MessageChanged(MessageChanged {
+            message_id: m.message_id.clone(),
+            channel_id: m.channel_id.clone(),
+            sender_id: m.sender_id.clone(),
+            seq,
+            text: m.text.clone(),
+        });
+        events::enqueue(txn, MESSAGE_EVENTS, &m.channel_id, &events::event(kind, actor, payload)).await?;
+        Ok(())
+    }
+
+    async fn send(&self, caller: &Caller, req: pb::SendMessageRequest) -> Result<pb::Message> {
+        let mut v = Violations::default();
+        let channel_id = v.check(parse_optional_id("channel_id", &req.channel_id)).flatten();
+        let recipient_id = v.check(parse_optional_id("recipient_id", &req.recipient_id)).flatten();
+        if req.channel_id.is_empty() == req.recipient_id.is_empty() {
+            v.add("channel_id", "exactly one of channel_id and recipient_id is required");
+        }
+        if recipient_id.as_deref() == Some(caller.user_id.as_str()) {
+            v.add("recipient_id", "must not be the sender");
+        }
+        v.check(check_text("text", &req.text, 1, MAX_TEXT));
+        let thread_id = v.check(parse_optional_id("thread_id", &req.thread_id)).flatten();
+        if req.file_ids.len() > MAX_FILES {
+            v.add("file_ids", format!("must list at most {MAX_FILES} files"));
+        }
+        let file_ids: Vec<String> = req
+            .file_ids
+            .iter()
+            .enumerate()
+            .filter_map(|(i, raw)| v.check(parse_id(&format!("file_ids[{i}]"), raw)))
+            .collect();
+        let key = v.check(check_idempotency_key("idempotency_key", &req.idempotency_key)).flatten();
+        v.finish()?;
+
+        if let Some(key) = &key {
+            if let Some(original) = self.replayed(caller, key).await? {
+                return Ok(original);
+            }
+        }
+        let channel_id = match (channel_id, recipient_id) {
+            (Some(id), _) => id,
+            (None, Some(recipient)) => self.open_dm(caller, recipient).await?,
+            (None, None) => return Err(Error::invalid("channel_id", "is required")),
+        };
+        self.access(caller, &channel_id).await?.require_writable()?;
+        if let Some(thread) = &thread_id {
+            let parent = self.find(thread).await.map_err(|_| Error::not_found(format!("thread {thread} not found")))?;
+            if parent.channel_id != channel_id || parent.thread_id.is_some() {
+                return Err(Error::invalid("thread_id", "must be a top-level message of the same conversation"));
+            }
+        }
+
+        let now = now_micros();
+        let txn = self.db.writer.begin().await?;
+        let seq = log::next_seq(&txn, &channel_id).await?;
+        let stored = message::ActiveModel {
+            message_id: Set(new_id()),
+            channel_id: Set(channel_id.clone()),
+            seq: Set(seq),
+            sender_id: Set(caller.user_id.clone()),
+            text: Set(req.text),
+            thread_id: Set(thread_id),
+            file_ids: Set(file_ids.join(",")),
+            version: Set(1),
+            created_at: Set(now),
+            edited_at: Set(None),
+            deleted_at: Set(None),
+            recalled: Set(false),
+            pinned_at: Set(None),
+            pinned_by: Set(None),
+        }
+        .insert(&txn)
+        .await?;
+        if let Some(key) = &key {
+            let recorded = idempotency::ActiveModel {
+                sender_id: Set(caller.user_id.clone()),
+                idempotency_key: Set(key.clone()),
+                message_id: Set(stored.message_id.clone()),
+                created_at: Set(now),
+            }
+            .insert(&txn)
+            .await;
+            if let Err(err) = recorded {
+                // A concurrent retry with the same key committed first.
+                if is_unique_violation(&err) {
+                    drop(txn);
+                    return self
+                        .replayed(caller, key)
+                        .await?
+                        .ok_or_else(|| Error::internal("idempotent original vanished"));
+                }
+                return Err(err.into());
+            }
+        }
+        let created = to_proto(&stored);
+        let event =
+            log::append_at(&txn, &channel_id, seq, &caller.user_id, Kind::MessageCreated(created.clone())).await?;
+        self.domain_event(&txn, "message.created", &stored, seq, &caller.user_id).await?;
+        txn.commit().await?;
+        self.publish(&[event]).await;
+        Ok(created)
+    }
+
+    async fn replayed(&self, caller: &Caller, key: &str) -> Result<Option<pb::Message>> {
+        let seen =
+            idempotency::Entity::find_by_id((caller.user_id.clone(), key.to_string())).one(&self.db.writer).await?;
+        match seen {
+            Some(seen) => Ok(Some(to_proto(&self.find(&seen.message_id).await?))),
+            None => Ok(None),
+        }
+    }
+
+    async fn open_dm(&self, caller: &Caller, recipient: String) -> Result<String> {
+        let request = on_behalf_of(caller, OpenDirectMessageRequest { user_ids: vec![recipient] });
+        let response = self.channels.clone().open_direct_message(request).await?;
+        response
+            .into_inner()
+            .channel
+            .map(|c| c.channel_id)
+            .ok_or_else(|| Error::internal("channels answered without a channel"))
+    }
+
+    /// Applies a change to a message the caller may change, in one
+    /// transaction with its log entry, then publishes it.
+    async fn change(
+        &self,
+        caller: &Caller,
+        raw_id: &str,
+        authorize: impl FnOnce(&message::Model, &Access) -> Result<()>,
+        apply: impl FnOnce(&mut message::ActiveModel, &message::Model, i64) -> Result<Option<(Kind, &'static str)>>,
+    ) -> Result<pb::Message> {
+        let (found, access) = self.visible_message(caller, raw_id).await?;
+        authorize(&found, &access)?;
+        let txn = self.db.writer.begin().await?;
+        // Re-read inside the transaction: the change must apply to the latest version.
+        let current = message::Entity::find_by_id(found.message_id.clone())
+            .one(&txn)
+            .await?
+            .ok_or_else(|| Error::not_found("message not found"))?;
+        let now = now_micros();
+        let mut model = current.clone().into_active_model();
+        let Some((kind, name)) = apply(&mut model, &current, now)? else {
+            return Ok(to_proto(&current));
+        };
+        if name == "message.updated" {
+            message_edit::ActiveModel {
+                message_id: Set(current.message_id.clone()),
+                version: Set(current.version),
+                text: Set(current.text.clone()),
+                editor_id: Set(caller.user_id.clone()),
+                edited_at: Set(now),
+                ..Default::default()
+            }
+            .insert(&txn)
+            .await?;
+        }
+        let updated = model.update(&txn).await?;
+        let kind = match kind {
+            Kind::MessageEdited(_) => Kind::MessageEdited(to_proto(&updated)),
+            other => other,
+        };
+        let event = log::append(&txn, &updated.channel_id, &caller.user_id, kind).await?;
+        self.domain_event(&txn, name, &updated, event.seq, &caller.user_id).await?;
+        txn.commit().await?;
+        self.publish(&[event]).await;
+        Ok(to_proto(&updated))
+    }
+
+    async fn edit(&self, caller: &Caller, req: pb::EditMessageRequest) -> Result<pb::Message> {
+        check_text("text", &req.text, 1, MAX_TEXT)?;
+        if req.expected_version < 0 {
+            return Err(Error::invalid("expected_version", "must not be negative"));
+        }
+        let user_id = caller.user_id.clone();
+        self.change(
+            caller,
+            &req.message_id,
+            |m, access| {
+                access.require_writable()?;
+                if m.sender_id != user_id {
+                    return Err(Error::denied("only the sender can edit a message"));
+                }
+                Ok(())
+            },
+            |model, current, now| {
+                if current.deleted_at.is_some() || current.recalled {
+                    return Err(Error::precondition("the message was deleted or recalled"));
+                }
+                if req.expected_version > 0 && current.version != req.expected_version {
+                    return Err(Error::precondition(format!(
+                        "the message is at version {}, not {}: it changed since you read it",
+                        current.version, req.expected_version
+                    )));
+                }
+                if current.text == req.text {
+                    return Ok(None);
+                }
+                model.text = Set(req.text.clone());
+                model.version = Set(current.version + 1);
+                model.edited_at = Set(Some(now));
+                Ok(Some((Kind::MessageEdited(pb::Message::default()), "message.updated")))
+            },
+        )
+        .await
+    }
+
+    async fn delete(&self, caller: &Caller, raw_id: &str) -> Result<pb::Message> {
+        let user_id = caller.user_id.clone();
+        let moderator = caller.clone();
+        self.change(
+            caller,
+            raw_id,
+            |m, access| {
+                if m.sender_id == user_id || access.can_moderate(&moderator) {
+                    Ok(())
+                } else {
+                    Err(Error::denied("only the sender or a channel admin can delete a message"))
+                }
+            },
+            |model, current, now| {
+                if current.deleted_at.is_some() {
+                    return Ok(None);
+                }
+                model.deleted_at = Set(Some(now));
+                model.text = Set(String::new());
+                model.pinned_at = Set(None);
+                model.pinned_by = Set(None);
+                Ok(Some((
+                    Kind::MessageDeleted(pb::MessageDeleted { message_id: current.message_id.clone() }),
+                    "message.deleted",
+                )))
+            },
+        )
+        .await
+    }
+
+    async fn recall(&self, caller: &Caller, raw_id: &str) -> Result<pb::Message> {
+        let user_id = caller.user_id.clone();
+        let now = now_micros();
+        self.change(
+            caller,
+            raw_id,
+            |m, _| {
+                if m.sender_id != user_id {
+                    return Err(Error::denied("only the sender can recall a message"));
+                }
+                if m.deleted_at.is_none() && !m.recalled && now - m.created_at > RECALL_WINDOW_MICROS {
+                    return Err(Error::precondition("messages can only be recalled within two minutes of sending"));
+                }
+                Ok(())
+            },
+            |model, current, _| {
+                if current.recalled || current.deleted_at.is_some() {
+                    return Ok(None);
+                }
+                model.recalled = Set(true);
+                model.text = Set(String::new());
+                model.pinned_at = Set(None);
+                model.pinned_by = Set(None);
+                Ok(Some((
+                    Kind::MessageRecalled(pb::MessageDeleted { message_id: current.message_id.clone() }),
+                    "message.recalled",
+                )))
+            },
+        )
+        .await
+    }
+
+    async fn set_pinned(&self, caller: &Caller, raw_id: &str, pinned: bool) -> Result<pb::Message> {
+        let user_id = caller.user_id.clone();
+        self.change(
+            caller,
+            raw_id,
+            |_, access| access.require_writable(),
+            |model, current, now| {
+                if current.deleted_at.is_some() || current.recalled {
+                    return Err(Error::precondition("the message was deleted or recalled"));
+                }
+                if current.pinned_at.is_some() == pinned {
+                    return Ok(None);
+                }
+                let change = pb::PinChanged { message_id: current.message_id.clone() };
+                if pinned {
+                    model.pinned_at = Set(Some(now));
+                    model.pinned_by = Set(Some(user_id.clone()));
+                    Ok(Some((Kind::MessagePinned(change), "message.pinned")))
+                } else {
+                    model.pinned_at = Set(None);
+                    model.pinned_by = Set(None);
+                    Ok(Some((Kind::MessageUnpinned(change), "message.unpinned")))
+                }
+            },
+        )
+        .await
+    }
+
+    async fn list(&self, caller: &Caller, req: pb::ListMessagesRequest) -> Result<pb::ListMessagesResponse> {
+        let mut v = Violations::default();
+        let channel_id = v.check(parse_id("channel_id", &req.channel_id));
+        let limit = v.check(page_size("page_size", req.page_size, 50, 100));
+        let token = v.check(decode_page_token("page_token", &req.page_token)).flatten();
+        let thread_id = v.check(parse_optional_id("thread_id", &req.thread_id)).flatten();
+        let direction = pb::Direction::try_from(req.direction).ok();
+        if direction.is_none() {
+            v.add("direction", "is not a known direction");
+        }
+        if req.anchor_seq < 0 {
+            v.add("anchor_seq", "must not be negative");
+        }
+        // Tokens are "b:<seq>" (older than seq) or "f:<seq>" (newer than seq).
+        let start = match &token {
+            Some(t) => {
+                let parsed = t.split_once(':').and_then(|(d, s)| Some((d == "f", s.parse::<i64>().ok()?)));
+                if parsed.is_none() {
+                    v.add("page_token", "is not a valid page token");
+                }
+                parsed
+            }
+            None => {
+                let forward = direction == Some(pb::Direction::Forward);
+                (req.anchor_seq > 0)
+                    .then_some((forward, req.anchor_seq))
+                    .or(Some((forward, if forward { 0 } else { i64::MAX })))
+            }
+        };
+        v.finish()?;
+        let (Some(channel_id), Some(limit), Some((forward, from))) = (channel_id, limit, start) else {
+            return Err(Error::internal("validated values missing"));
+        };
+        self.access(caller, &channel_id).await?;
+        let mut query = message::Entity::find().filter(message::Column::ChannelId.eq(&channel_id));
+        if let Some(thread) = &thread_id {
+            query = query.filter(message::Column::ThreadId.eq(thread));
+        }
+        query = if forward {
+            query.filter(message::Column::Seq.gt(from)).order_by_asc(message::Column::Seq)
+        } else {
+            query.filter(message::Column::Seq.lt(from)).order_by_desc(message::Column::Seq)
+        };
+        let mut rows = query.limit(limit + 1).all(&self.db.reader).await?;
+        let more = rows.len() as u64 > limit;
+        rows.truncate(limit as usize);
+        let dir = |f: bool| if f { "f" } else { "b" };
+        let next_page_token = match rows.last() {
+            Some(last) if more => encode_page_token(&format!("{}:{}", dir(forward), last.seq)),
+            _ => String::new(),
+        };
+        let started_inside = token.is_some() || req.anchor_seq > 0;
+        let prev_page_token = match rows.first() {
+            Some(first) if started_inside => encode_page_token(&format!("{}:{}", dir(!forward), first.seq)),
+            _ => String::new(),
+        };
+        Ok(pb::ListMessagesResponse { messages: rows.iter().map(to_proto).collect(), next_page_token, prev_page_token })
+    }
+
+    async fn head_seq(&self, channel_id: &str) -> Result<i64> {
+        Ok(channel_head::Entity::find_by_id(channel_id.to_string())
+            .one(&self.db.reader)
+            .await?
+            .map_or(0, |h| h.last_seq))
+    }
+
+    async fn channel_events(
+        &self,
+        caller: &Caller,
+        req: pb::ListChannelEventsRequest,
+    ) -> Result<pb::ListChannelEventsResponse> {
+        let mut v = Violations::default();
+        let channel_id = v.check(parse_id("channel_id", &req.channel_id));
+        let limit = v.check(page_size("page_size", req.page_size, 500, 1000));
+        if req.after_seq < 0 {
+            v.add("after_seq", "must not be negative");
+        }
+        v.finish()?;
+        let (Some(channel_id), Some(limit)) = (channel_id, limit) else {
+            return Err(Error::internal("validated values missing"));
+        };
+        self.access(caller, &channel_id).await?;
+        let head_seq = self.head_seq(&channel_id).await?;
+        let rows = channel_event::Entity::find()
+            .filter(channel_event::Column::ChannelId.eq(&channel_id))
+            .filter(channel_event::Column::Seq.gt(req.after_seq))
+            .order_by_asc(channel_event::Column::Seq)
+            .limit(limit)
+            .all(&self.db.reader)
+            .await?;
+        let events = rows
+            .iter()
+            .map(|row| pb::ChannelEvent::decode(row.payload.as_slice()).map_err(Error::internal))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(pb::ListChannelEventsResponse { events, head_seq })
+    }
+
+    async fn read_state(&self, channel_id: &str, user_id: &str) -> Result<pb::ReadState> {
+        let head_seq = self.head_seq(channel_id).await?;
+        let last_read_seq = read_state::Entity::find_by_id((channel_id.to_string(), user_id.to_string()))
+            .one(&self.db.reader)
+            .await?
+            .map_or(0, |r| r.last_read_seq);
+        let unread_count = message::Entity::find()
+            .filter(message::Column::ChannelId.eq(channel_id))
+            .filter(message::Column::Seq.gt(last_read_seq))
+            .filter(message::Column::SenderId.ne(user_id))
+            .filter(message::Column::DeletedAt.is_null())
+            .filter(message::Column::Recalled.eq(false))
+            .count(&self.db.reader)
+            .await?;
+        Ok(pb::ReadState {
+            channel_id: channel_id.to_string(),
+            last_read_seq,
+            head_seq,
+            unread_count: i64::try_from(unread_count).unwrap_or(i64::MAX),
+        })
+    }
+
+    async fn mark_read(&self, caller: &Caller, req: pb::MarkReadRequest) -> Result<pb::ReadState> {
+        let channel_id = parse_id("channel_id", &req.channel_id)?;
+        if req.seq < 0 {
+            return Err(Error::invalid("seq", "must not be negative"));
+        }
+        if !self.access(caller, &channel_id).await?.is_member() {
+            return Err(Error::denied("only members have a read position"));
+        }
+        let seq = std::cmp::min(req.seq, self.head_seq(&channel_id).await?);
+        let row = read_state::ActiveModel {
+            channel_id: Set(channel_id.clone()),
+            user_id: Set(caller.user_id.clone()),
+            last_read_seq: Set(seq),
+            updated_at: Set(now_micros()),
+        };
+        // Read positions only move forward.
+        read_state::Entity::insert(row)
+            .on_conflict(
+                OnConflict::columns([read_state::Column::ChannelId, read_state::Column::UserId])
+                    .value(
+                        read_state::Column::LastReadSeq,
+                        Expr::case(Expr::col(("read_states", "last_read_seq")).lt(seq), Expr::val(seq))
+                            .finally(Expr::col(("read_states", "last_read_seq"))),
+                    )
+                    .update_column(read_state::Column::UpdatedAt)
+                    .to_owned(),
+            )
+            .exec(&self.db.writer)
+            .await?;
+        self.read_state(&channel_id, &caller.user_id).await
+    }
+}
+
+fn to_proto(m: &message::Model) -> pb::Message {
+    pb::Message {
+        message_id: m.message_id.clone(),
+        channel_id: m.channel_id.clone(),
+        seq: m.seq,
+        sender_id: m.sender_id.clone(),
+        text: m.text.clone(),
+        thread_id: m.thread_id.clone().unwrap_or_default(),
+        file_ids: m.file_ids.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect(),
+        version: m.version,
+        create_time: Some(timestamp(m.created_at)),
+        edit_time: opt_timestamp(m.edited_at),
+        deleted: m.deleted_at.is_some(),
+        delete_time: opt_timestamp(m.deleted_at),
+        recalled: m.recalled,
+        pinned: m.pinned_at.is_some(),
+    }
+}
+
+#[tonic::async_trait]
+impl MessagingRpc for MessagingService {
+    async fn send_message(
+        &self,
+        request: Request<pb::SendMessageRequest>,
+    ) -> Result<Response<pb::SendMessageResponse>, Status> {
+        let caller = caller(&request)?.clone();
+        let message = self.send(&caller, request.into_inner()).await?;
+        Ok(Response::new(pb::SendMessageResponse { message: Some(message) }))
+    }
+
+    async fn get_message(
+        &self,
+        request: Request<pb::GetMessageRequest>,
+    ) -> Result<Response<pb::GetMessageResponse>, Status> {
+        let caller = caller(&request)?;
+        let (found, _) = self.visible_message(caller, &request.get_ref().message_id).await?;
+        Ok(Response::new(pb::GetMessageResponse { message: Some(to_proto(&found)) }))
+    }
+
+    async fn list_messages(
+        &self,
+        request: Request<pb::ListMessagesRequest>,
+    ) -> Result<Response<pb::ListMessagesResponse>, Status> {
+        let caller = caller(&request)?.clone();
+        Ok(Response::new(self.list(&caller, request.into_inner()).await?))
+    }
+
+    async fn edit_message(
+        &self,
+        request: Request<pb::EditMessageRequest>,
+    ) -> Result<Response<pb::EditMessageResponse>, Status> {
+        let caller = caller(&request)?.clone();
+        let message = self.edit(&caller, request.into_inner()).await?;
+        Ok(Response::new(pb::EditMessageResponse { message: Some(message) }))
+    }
+
+    async fn delete_message(
+        &self,
+        request: Request<pb::DeleteMessageRequest>,
+    ) -> Result<Response<pb::DeleteMessageResponse>, Status> {
+        let caller = caller(&request)?;
+        let message = self.delete(caller, &request.get_ref().message_id).await?;
+        Ok(Response::new(pb::DeleteMessageResponse { message: Some(message) }))
+    }
+
+    async fn recall_message(
+        &self,
+        request: Request<pb::RecallMessageRequest>,
+    ) -> Result<Response<pb::RecallMessageResponse>, Status> {
+        let caller = caller(&request)?;
+        let message = self.recall(caller, &request.get_ref().message_id).await?;
+        Ok(Response::new(pb::RecallMessageResponse { message: Some(message) }))
+    }
+
+    async fn list_message_edits(
+        &self,
+        request: Request<pb::ListMessageEditsRequest>,
+    ) -> Result<Response<pb::ListMessageEditsResponse>, Status> {
+        let caller = caller(&request)?;
+        let (found, _) = self.visible_message(caller, &request.get_ref().message_id).await?;
+        // The history of a removed message goes with it.
+        let edits = if found.deleted_at.is_some() || found.recalled {
+            Vec::new()
+        } else {
+            message_edit::Entity::find()
+                .filter(message_edit::Column::MessageId.eq(&found.message_id))
+                .order_by_asc(message_edit::Column::Version)
+                .all(&self.db.reader)
+                .await
+                .map_err(Error::from)?
+        };
+        let edits = edits
+            .into_iter()
+            .map(|e| pb::MessageEdit {
+                version: e.version,
+                text: e.text,
+                editor_id: e.editor_id,
+                edit_time: Some(timestamp(e.edited_at)),
+            })
+            .collect();
+        Ok(Response::new(pb::ListMessageEditsResponse { edits }))
+    }
+
+    async fn pin_message(
+        &self,
+        request: Request<pb::PinMessageRequest>,
+    ) -> Result<Response<pb::PinMessageResponse>, Status> {
+        let caller = caller(&request)?;
+        let message = self.set_pinned(caller, &request.get_ref().message_id, true).await?;
+        Ok(Response::new(pb::PinMessageResponse { message: Some(message) }))
+    }
+
+    async fn unpin_message(
+        &self,
+        request: Request<pb::UnpinMessageRequest>,
+    ) -> Result<Response<pb::UnpinMessageResponse>, Status> {
+        let caller = caller(&request)?;
+        let message = self.set_pinned(caller, &request.get_ref().message_id, false).await?;
+        Ok(Response::new(pb::UnpinMessageResponse { message: Some(message) }))
+    }
+
+    async fn list_pinned_messages(
+        &self,
+        request: Request<pb::ListPinnedMessagesRequest>,
+    ) -> Result<Response<pb::ListPinnedMessagesResponse>, Status> {
+        let caller = caller(&request)?;
+        let channel_id = parse_id("channel_id", &request.get_ref().channel_id).map_err(Error::from)?;
+        self.access(caller, &channel_id).await?;
+        let rows = message::Entity::find()
+            .filter(message::Column::ChannelId.eq(&channel_id))
+            .filter(message::Column::PinnedAt.is_not_null())
+            .order_by_desc(message::Column::PinnedAt)
+            .limit(100)
+            .all(&self.db.reader)
+            .await
+            .map_err(Error::from)?;
+        Ok(Response::new(pb::ListPinnedMessagesResponse { messages: rows.iter().map(to_proto).collect() }))
+    }
+
+    async fn mark_read(&self, request: Request<pb::MarkReadRequest>) -> Result<Response<pb::MarkReadResponse>, Status> {
+        let caller = caller(&request)?.clone();
+        let read_state = MessagingService::mark_read(self, &caller, request.into_inner()).await?;
+        Ok(Response::new(pb::MarkReadResponse { read_state: Some(read_state) }))
+    }
+
+    async fn get_read_state(
+        &self,
+        request: Request<pb::GetReadStateRequest>,
+    ) -> Result<Response<pb::GetReadStateResponse>, Status> {
+        let caller = caller(&request)?;
+        let channel_id = parse_id("channel_id", &request.get_ref().channel_id).map_err(Error::from)?;
+        if !self.access(caller, &channel_id).await?.is_member() {
+            return Err(Error::denied("only members have a read position").into());
+        }
+        let read_state = self.read_state(&channel_id, &caller.user_id).await?;
+        Ok(Response::new(pb::GetReadStateResponse { read_state: Some(read_state) }))
+    }
+
+    async fn list_read_receipts(
+        &self,
+        request: Request<pb::ListReadReceiptsRequest>,
+    ) -> Result<Response<pb::ListReadReceiptsResponse>, Status> {
+        let caller = caller(&request)?;
+        let (found, _) = self.visible_message(caller, &request.get_ref().message_id).await?;
+        let readers = read_state::Entity::find()
+            .filter(read_state::Column::ChannelId.eq(&found.channel_id))
+            .filter(read_state::Column::LastReadSeq.gte(found.seq))
+            .filter(read_state::Column::UserId.ne(&found.sender_id))
+            .limit(1000)
+            .all(&self.db.reader)
+            .await
+            .map_err(Error::from)?;
+        Ok(Response::new(pb::ListReadReceiptsResponse { reader_ids: readers.into_iter().map(|r| r.user_id).collect() }))
+    }
+
+    async fn list_channel_events(
+        &self,
+        request: Request<pb::ListChannelEventsRequest>,
+    ) -> Result<Response<pb::ListChannelEventsResponse>, Status> {
+        let caller = caller(&request)?.clone();
+        Ok(Response::new(self.channel_events(&caller, request.into_inner()).await?))
+    }
+}

@@ -1,0 +1,473 @@
+//! One client stream: its subscriptions, cursors and output buffer.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use colink_proto::channels::v1::{GetChannelRequest, ListMyChannelsRequest, MemberRole};
+use colink_proto::messaging::v1::channel_event::Kind;
+use colink_proto::messaging::v1::{ChannelEvent, ListChannelEventsRequest};
+use colink_proto::realtime::v1 as pb;
+use colink_proto::realtime::v1::connect_request::Frame as ClientFrame;
+use colink_proto::realtime::v1::server_frame::Frame;
+use colink_runtime::Caller;
+use colink_runtime::clients::{retry_idempotent, with_token};
+use colink_runtime::error::Violations;
+use colink_runtime::ids::{now_micros, parse_id, timestamp};
+use colink_runtime::pubsub::{self, channel_topic, user_topic};
+use prost::Message as _;
+use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+use tokio_stream::{StreamExt, StreamMap};
+use tonic::{Code, Status, Streaming};
+
+use crate::Shared;
+
+/// How long a typing notice shows without renewal.
+const TYPING_TTL_MICROS: i64 = 6_000_000;
+/// How long a slow client gets to drain its buffer before the final
+/// "resume" frame is given up on.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a session ends.
+#[derive(Debug)]
+pub enum End {
+    /// The client went away.
+    Gone,
+    /// Tell the client to reconnect with its cursors.
+    Resume(&'static str),
+    /// End the stream with this status.
+    Failed(Status),
+}
+
+type Flow = Result<(), End>;
+
+struct Subscription {
+    last_seq: i64,
+    /// Whether the caller is a member (checked on first typing notice).
+    member: Option<bool>,
+}
+
+pub struct Session {
+    shared: Arc<Shared>,
+    user_id: String,
+    token: Arc<str>,
+    expires_at: i64,
+    all_channels: bool,
+    subs: HashMap<String, Subscription>,
+    live: StreamMap<String, BroadcastStream<Bytes>>,
+    user_feed: Option<BroadcastStream<Bytes>>,
+    out: mpsc::Sender<Result<pb::ServerFrame, Status>>,
+}
+
+/// Checks subscription cursors, naming each bad one.
+pub fn validate_cursors(cursors: &[pb::ChannelCursor], max: usize, v: &mut Violations) {
+    if cursors.len() > max {
+        v.add("cursors", format!("must list at most {max} channels"));
+    }
+    for (i, cursor) in cursors.iter().enumerate() {
+        v.check(parse_id(&format!("cursors[{i}].channel_id"), &cursor.channel_id));
+        if cursor.last_seq.is_some_and(|s| s < 0) {
+            v.add(&format!("cursors[{i}].last_seq"), "must not be negative");
+        }
+    }
+}
+
+impl Session {
+    pub fn new(shared: Arc<Shared>, caller: Caller, out: mpsc::Sender<Result<pb::ServerFrame, Status>>) -> Self {
+        Self {
+            shared,
+            user_id: caller.user_id,
+            token: caller.token,
+            expires_at: caller.expires_at,
+            all_channels: false,
+            subs: HashMap::new(),
+            live: StreamMap::new(),
+            user_feed: None,
+            out,
+        }
+    }
+
+    /// Serves the stream until the client leaves, its token expires, it is
+    /// too slow, or the node shuts down.
+    pub async fn run(mut self, mut client: Option<Streaming<pb::ConnectRequest>>, initial: Option<pb::SubscribeFrame>) {
+        let mut shutdown = self.shared.shutdown.clone();
+        let mut end = match initial {
+            Some(frame) => self.subscribe(frame).await.err(),
+            None => None,
+        };
+        while end.is_none() {
+            let expiry = Duration::from_micros(u64::try_from(self.expires_at * 1_000_000 - now_micros()).unwrap_or(0));
+            let flow = tokio::select! {
+                frame = next_client_frame(&mut client) => match frame {
+                    Some(Ok(frame)) => self.on_client_frame(frame).await,
+                    Some(Err(_)) => Err(End::Gone),
+                    // The client closed its half; it may still be listening.
+                    None => { client = None; Ok(()) }
+                },
+                Some((channel_id, item)) = self.live.next(), if !self.live.is_empty() => self.on_live(channel_id, item).await,
+                item = next_feed(&mut self.user_feed) => self.on_user_feed(item).await,
+                _ = tokio::time::sleep(expiry) => Err(End::Resume("token_expired")),
+                _ = shutdown.changed() => Err(End::Resume("shutdown")),
+                _ = self.out.closed() => Err(End::Gone),
+            };
+            end = flow.err();
+        }
+        if let Some(end) = end {
+            self.finish(end).await;
+        }
+    }
+
+    async fn finish(&mut self, end: End) {
+        let last = match end {
+            End::Gone => return,
+            End::Resume(reason) => {
+                let cursors = self
+                    .subs
+                    .iter()
+                    .map(|(id, s)| pb::ChannelCursor { channel_id: id.clone(), last_seq: Some(s.last_seq) })
+                    .collect();
+                Ok(frame(Frame::ResumeRequired(pb::ResumeRequiredFrame { reason: reason.into(), cursors })))
+            }
+            End::Failed(status) => Err(status),
+        };
+        // Wait (bounded) for room: a slow client still gets the last word.
+        let _ = tokio::time::timeout(DRAIN_TIMEOUT, self.out.send(last)).await;
+    }
+
+    /// Queues a frame. Typing notices are dropped when the client is slow;
+    /// conversation frames never are: the stream ends with a resume instead.
+    fn send(&self, f: Frame) -> Flow {
+        let droppable = matches!(f, Frame::Typing(_));
+        match self.out.try_send(Ok(frame(f))) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(_)) if droppable => Ok(()),
+            Err(TrySendError::Full(_)) => Err(End::Resume("slow_consumer")),
+            Err(TrySendError::Closed(_)) => Err(End::Gone),
+        }
+    }
+
+    fn error_frame(&self, code: Code, message: impl Into<String>, channel_id: &str) -> Flow {
+        self.send(Frame::Error(pb::ErrorFrame {
+            code: format!("{code:?}").to_uppercase(),
+            message: message.into(),
+            channel_id: channel_id.to_string(),
+        }))
+    }
+
+    async fn on_client_frame(&mut self, request: pb::ConnectRequest) -> Flow {
+        match request.frame {
+            Some(ClientFrame::Subscribe(frame)) => {
+                let mut v = Violations::default();
+                validate_cursors(&frame.cursors, self.shared.config.max_channels_per_stream, &mut v);
+                match v.finish() {
+                    Ok(()) => self.subscribe(frame).await,
+                    Err(err) => self.error_frame(Code::InvalidArgument, err.to_string(), ""),
+                }
+            }
+            Some(ClientFrame::Unsubscribe(frame)) => {
+                for channel_id in frame.channel_ids {
+                    if self.drop_channel(&channel_id) {
+                        self.send(Frame::Unsubscribed(pb::UnsubscribedFrame {
+                            channel_id,
+                            reason: "requested".into(),
+                        }))?;
+                    }
+                }
+                Ok(())
+            }
+            // Acknowledgements carry no obligation here: replay is driven by
+            // the client's cursors, not by what it acknowledged.
+            Some(ClientFrame::Ack(_)) => Ok(()),
+            Some(ClientFrame::Typing(frame)) => self.on_typing(frame.channel_id).await,
+            Some(ClientFrame::Ping(ping)) => {
+                self.send(Frame::Pong(pb::PongFrame { nonce: ping.nonce, server_time: Some(timestamp(now_micros())) }))
+            }
+            Some(ClientFrame::Reauthenticate(frame)) => match self.shared.verifier.verify(&frame.access_token).await {
+                Ok(caller) if caller.user_id == self.user_id => {
+                    self.token = caller.token;
+                    self.expires_at = caller.expires_at;
+                    Ok(())
+                }
+                Ok(_) => self.error_frame(Code::PermissionDenied, "the new token belongs to another user", ""),
+                Err(status) => self.error_frame(Code::Unauthenticated, status.message(), ""),
+            },
+            None => self.error_frame(Code::InvalidArgument, "frame: empty client frame", ""),
+        }
+    }
+
+    async fn subscribe(&mut self, frame: pb::SubscribeFrame) -> Flow {
+        for cursor in frame.cursors {
+            self.follow(&cursor.channel_id, cursor.last_seq).await?;
+        }
+        if frame.all_channels && !self.all_channels {
+            self.all_channels = true;
+            // Subscribe to joins before listing, so none falls in between.
+            self.user_feed = Some(BroadcastStream::new(self.shared.pubsub.subscribe(&user_topic(&self.user_id)).await));
+            for channel_id in self.my_channels().await? {
+                if !self.subs.contains_key(&channel_id) {
+                    self.follow(&channel_id, None).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn my_channels(&self) -> Result<Vec<String>, End> {
+        let mut ids = Vec::new();
+        let mut page_token = String::new();
+        loop {
+            let request =
+                ListMyChannelsRequest { page_size: 200, page_token: page_token.clone(), ..Default::default() };
+            let response = retry_idempotent(|| {
+                let mut client = self.shared.channels.clone();
+                let request = with_token(&self.token, request.clone());
+                async move { client.list_my_channels(request).await }
+            })
+            .await
+            .map_err(upstream_end)?
+            .into_inner();
+            ids.extend(response.channels.into_iter().map(|c| c.channel_id));
+            if response.next_page_token.is_empty() || ids.len() >= self.shared.config.max_channels_per_stream {
+                ids.truncate(self.shared.config.max_channels_per_stream);
+                return Ok(ids);
+            }
+            page_token = response.next_page_token;
+        }
+    }
+
+    /// Starts following a channel: live first, then replay from the cursor.
+    async fn follow(&mut self, raw_id: &str, cursor: Option<i64>) -> Flow {
+        let Ok(channel_id) = parse_id("channel_id", raw_id) else {
+            return self.error_frame(Code::InvalidArgument, "channel_id: must be a UUID", raw_id);
+        };
+        if self.subs.contains_key(&channel_id) {
+            return Ok(());
+        }
+        if self.subs.len() >= self.shared.config.max_channels_per_stream {
+            return self.error_frame(
+                Code::ResourceExhausted,
+                "this stream follows the maximum number of channels",
+                &channel_id,
+            );
+        }
+        let receiver = self.shared.pubsub.subscribe(&channel_topic(&channel_id)).await;
+        // Reading an empty page checks access and tells the head.
+        let head = match self.fetch(&channel_id, i64::MAX, 1).await {
+            Ok(page) => page.head_seq,
+            Err(status) => return self.refused(&channel_id, status),
+        };
+        self.subs.insert(channel_id.clone(), Subscription { last_seq: cursor.unwrap_or(head), member: None });
+        self.live.insert(channel_id.clone(), BroadcastStream::new(receiver));
+        self.send(Frame::Subscribed(pb::SubscribedFrame { channel_id: channel_id.clone(), head_seq: head }))?;
+        if cursor.is_some() {
+            self.catch_up(&channel_id).await?;
+            let seq = self.subs.get(&channel_id).map_or(0, |s| s.last_seq);
+            self.send(Frame::CaughtUp(pb::CaughtUpFrame { channel_id, seq }))?;
+        }
+        Ok(())
+    }
+
+    /// A channel the caller may not (or no longer) follow.
+    fn refused(&mut self, channel_id: &str, status: Status) -> Flow {
+        let reason = match status.code() {
+            Code::PermissionDenied => "permission_denied",
+            Code::NotFound => "not_found",
+            Code::Unauthenticated => return Err(End::Resume("token_expired")),
+            _ => return Err(End::Resume("unavailable")),
+        };
+        self.drop_channel(channel_id);
+        self.send(Frame::Unsubscribed(pb::UnsubscribedFrame {
+            channel_id: channel_id.to_string(),
+            reason: reason.into(),
+        }))
+    }
+
+    fn drop_channel(&mut self, channel_id: &str) -> bool {
+        self.live.remove(channel_id);
+        self.subs.remove(channel_id).is_some()
+    }
+
+    async fn fetch(
+        &self,
+        channel_id: &str,
+        after_seq: i64,
+        page_size: i32,
+    ) -> Result<colink_proto::messaging::v1::ListChannelEventsResponse, Status> {
+        let request = ListChannelEventsRequest { channel_id: channel_id.to_string(), after_seq, page_size };
+        retry_idempotent(|| {
+            let mut client = self.shared.messaging.clone();
+            let request = with_token(&self.token, request.clone());
+            async move { client.list_channel_events(request).await }
+        })
+        .await
+        .map(tonic::Response::into_inner)
+    }
+
+    /// Replays everything after the channel's cursor from the log.
+    async fn catch_up(&mut self, channel_id: &str) -> Flow {
+        let page_size = self.shared.config.replay_page_size;
+        loop {
+            let Some(after) = self.subs.get(channel_id).map(|s| s.last_seq) else { return Ok(()) };
+            let page = match self.fetch(channel_id, after, page_size).await {
+                Ok(page) => page,
+                Err(status) => return self.refused(channel_id, status),
+            };
+            let count = page.events.len();
+            for event in page.events {
+                self.deliver(channel_id, event)?;
+                if !self.subs.contains_key(channel_id) {
+                    return Ok(());
+                }
+            }
+            let last = self.subs.get(channel_id).map_or(0, |s| s.last_seq);
+            if count < page_size as usize || last >= page.head_seq {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Sends the next event of a channel and moves its cursor.
+    fn deliver(&mut self, channel_id: &str, event: ChannelEvent) -> Flow {
+        let Some(sub) = self.subs.get_mut(channel_id) else { return Ok(()) };
+        if event.seq <= sub.last_seq {
+            return Ok(());
+        }
+        sub.last_seq = event.seq;
+        let left = match &event.kind {
+            Some(Kind::MemberLeft(m)) if m.user_id == self.user_id => {
+                Some(if event.actor_id == self.user_id { "left" } else { "removed" })
+            }
+            _ => None,
+        };
+        self.send(Frame::Event(event))?;
+        if let Some(reason) = left {
+            self.drop_channel(channel_id);
+            self.send(Frame::Unsubscribed(pb::UnsubscribedFrame {
+                channel_id: channel_id.to_string(),
+                reason: reason.into(),
+            }))?;
+        }
+        Ok(())
+    }
+
+    async fn on_live(&mut self, channel_id: String, item: Result<Bytes, BroadcastStreamRecvError>) -> Flow {
+        let bytes = match item {
+            Ok(bytes) => bytes,
+            // This node's buffer for the channel overflowed: the log has it all.
+            Err(BroadcastStreamRecvError::Lagged(_)) => return self.catch_up(&channel_id).await,
+        };
+        match pubsub::Frame::decode(bytes) {
+            Some(pubsub::Frame::Event(body)) => {
+                let Ok(event) = ChannelEvent::decode(body) else { return Ok(()) };
+                let Some(last) = self.subs.get(&channel_id).map(|s| s.last_seq) else { return Ok(()) };
+                if event.seq > last + 1 {
+                    // A publish went missing; fill the gap (this event included).
+                    self.catch_up(&channel_id).await
+                } else {
+                    self.deliver(&channel_id, event)
+                }
+            }
+            Some(pubsub::Frame::Typing(body)) => match pb::TypingEvent::decode(body) {
+                Ok(typing) if typing.user_id != self.user_id => self.send(Frame::Typing(typing)),
+                _ => Ok(()),
+            },
+            None => Ok(()),
+        }
+    }
+
+    async fn on_user_feed(&mut self, item: Option<Result<Bytes, BroadcastStreamRecvError>>) -> Flow {
+        match item {
+            Some(Ok(bytes)) => {
+                let Some(pubsub::Frame::Event(body)) = pubsub::Frame::decode(bytes) else { return Ok(()) };
+                let Ok(event) = ChannelEvent::decode(body) else { return Ok(()) };
+                let joined_me = matches!(&event.kind, Some(Kind::MemberJoined(m)) if m.user_id == self.user_id);
+                if joined_me && !self.subs.contains_key(&event.channel_id) {
+                    // Start just before the join, so the join itself is delivered.
+                    self.follow(&event.channel_id.clone(), Some(event.seq - 1)).await?;
+                }
+                Ok(())
+            }
+            // Missed joins: look at the membership list again.
+            Some(Err(BroadcastStreamRecvError::Lagged(_))) => {
+                for channel_id in self.my_channels().await? {
+                    if !self.subs.contains_key(&channel_id) {
+                        self.follow(&channel_id, Some(0)).await?;
+                    }
+                }
+                Ok(())
+            }
+            None => {
+                self.user_feed = None;
+                Ok(())
+            }
+        }
+    }
+
+    async fn on_typing(&mut self, raw_id: String) -> Flow {
+        let Ok(channel_id) = parse_id("channel_id", &raw_id) else {
+            return self.error_frame(Code::InvalidArgument, "channel_id: must be a UUID", &raw_id);
+        };
+        let member = match self.subs.get(&channel_id).map(|s| s.member) {
+            None => return self.error_frame(Code::FailedPrecondition, "subscribe to the channel first", &channel_id),
+            Some(Some(member)) => member,
+            Some(None) => {
+                let request = GetChannelRequest { channel_id: channel_id.clone() };
+                let member = self
+                    .shared
+                    .channels
+                    .clone()
+                    .get_channel(with_token(&self.token, request))
+                    .await
+                    .ok()
+                    .and_then(|r| r.into_inner().channel)
+                    .is_some_and(|c| c.viewer_role != MemberRole::Unspecified as i32);
+                if let Some(sub) = self.subs.get_mut(&channel_id) {
+                    sub.member = Some(member);
+                }
+                member
+            }
+        };
+        if !member {
+            return self.error_frame(Code::PermissionDenied, "only members can type in a conversation", &channel_id);
+        }
+        let typing = pb::TypingEvent {
+            channel_id: channel_id.clone(),
+            user_id: self.user_id.clone(),
+            expire_time: Some(timestamp(now_micros() + TYPING_TTL_MICROS)),
+        };
+        let frame = pubsub::Frame::Typing(typing.encode_to_vec().into()).encode();
+        self.shared.pubsub.publish(&channel_topic(&channel_id), frame).await;
+        Ok(())
+    }
+}
+
+fn frame(f: Frame) -> pb::ServerFrame {
+    pb::ServerFrame { frame: Some(f) }
+}
+
+fn upstream_end(status: Status) -> End {
+    match status.code() {
+        Code::Unauthenticated => End::Resume("token_expired"),
+        _ => End::Resume("unavailable"),
+    }
+}
+
+async fn next_client_frame(
+    client: &mut Option<Streaming<pb::ConnectRequest>>,
+) -> Option<Result<pb::ConnectRequest, Status>> {
+    match client {
+        Some(stream) => stream.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn next_feed(feed: &mut Option<BroadcastStream<Bytes>>) -> Option<Result<Bytes, BroadcastStreamRecvError>> {
+    match feed {
+        Some(stream) => stream.next().await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,103 @@
+//! How services reach each other: one lazily connected channel per peer
+//! service, with a deadline on every call, the caller's token forwarded, and
+//! retries only for idempotent calls.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+
+use crate::auth::Caller;
+use crate::config::{Config, SERVICES};
+
+/// Channels to every service, local or remote.
+#[derive(Clone)]
+pub struct Peers {
+    channels: HashMap<&'static str, Channel>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("peers.{service}: invalid address {address:?}: {reason}")]
+pub struct PeerError {
+    service: String,
+    address: String,
+    reason: String,
+}
+
+impl Peers {
+    /// Builds channels from `peers` in the config; unlisted services are
+    /// reached on this node's own listener.
+    pub fn new(config: &Config, local: SocketAddr) -> Result<Self, PeerError> {
+        let local_host =
+            if local.ip().is_unspecified() { SocketAddr::from(([127, 0, 0, 1], local.port())) } else { local };
+        let timeout = Duration::from_millis(config.call_timeout_ms);
+        let mut channels = HashMap::new();
+        for service in SERVICES {
+            let address = config.peers.get(*service).cloned().unwrap_or_else(|| format!("http://{local_host}"));
+            let endpoint = Endpoint::from_shared(address.clone()).map_err(|e| PeerError {
+                service: service.to_string(),
+                address: address.clone(),
+                reason: e.to_string(),
+            })?;
+            let channel = endpoint
+                .connect_timeout(Duration::from_secs(2))
+                .timeout(timeout)
+                .tcp_nodelay(true)
+                .http2_keep_alive_interval(Duration::from_secs(30))
+                .keep_alive_timeout(Duration::from_secs(10))
+                .keep_alive_while_idle(true)
+                .connect_lazy();
+            channels.insert(*service, channel);
+        }
+        Ok(Self { channels })
+    }
+
+    /// The channel to a service by name (one of `SERVICES`).
+    pub fn channel(&self, service: &str) -> Channel {
+        match self.channels.get(service) {
+            Some(channel) => channel.clone(),
+            // Names come from our own code; an unknown one is a bug, made
+            // visible as a failing call rather than a panic.
+            None => Endpoint::from_static("http://0.0.0.0:1").connect_lazy(),
+        }
+    }
+}
+
+/// A request made on behalf of a caller: carries their token.
+pub fn on_behalf_of<T>(caller: &Caller, message: T) -> tonic::Request<T> {
+    with_token(&caller.token, message)
+}
+
+/// A request carrying a bearer token.
+pub fn with_token<T>(token: &str, message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    if let Ok(value) = format!("Bearer {token}").parse() {
+        request.metadata_mut().insert("authorization", value);
+    }
+    request
+}
+
+/// Retries an idempotent call while the peer is unavailable: three attempts,
+/// with jittered exponential backoff.
+pub async fn retry_idempotent<T, F, Fut>(mut call: F) -> Result<T, Status>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, Status>>,
+{
+    let mut delay = Duration::from_millis(25);
+    let mut attempt = 1;
+    loop {
+        match call().await {
+            Err(status) if status.code() == Code::Unavailable && attempt < 3 => {
+                let jitter = Duration::from_micros(u64::from(crate::ids::now_micros().unsigned_abs() as u32 % 25_000));
+                tokio::time::sleep(delay + jitter).await;
+                delay *= 2;
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}

@@ -1,0 +1,312 @@
+//! Configuration: one TOML file, then `COLINK_*` environment overrides, with
+//! the embedded defaults for everything left unset.
+//!
+//! An override names a key path with `__` between levels:
+//! `COLINK_DATABASE__URL=postgres://...` sets `database.url`. Its value is
+//! read as a TOML value when it parses as one (numbers, booleans, arrays) and
+//! as a plain string otherwise.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Every service this binary can host, in start-up order.
+pub const SERVICES: &[&str] = &["auth", "users", "channels", "messaging", "realtime"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path} is not valid TOML: {source}")]
+    Parse { path: PathBuf, source: toml::de::Error },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address of the gRPC (and gRPC-Web) listener; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// Where embedded backends keep their files.
+    pub data_dir: PathBuf,
+    /// Which services this node hosts: "all" or a list of names.
+    #[serde(deserialize_with = "service_list")]
+    pub services: Vec<String>,
+    pub log: LogConfig,
+    pub database: DatabaseConfig,
+    pub auth: AuthConfig,
+    pub realtime: RealtimeConfig,
+    /// Where to reach services this node does not host, e.g.
+    /// `channels = "http://10.0.0.5:7700"`. Unlisted services are reached on
+    /// this node's own listener.
+    pub peers: BTreeMap<String, String>,
+    /// Deadline of every call between services, in milliseconds.
+    pub call_timeout_ms: u64,
+    /// How long shutdown waits for streams and the outbox to drain.
+    pub shutdown_grace_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// Filter such as "info" or "info,colink_messaging=debug".
+    pub level: String,
+    /// "text" or "json".
+    pub format: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// Database URL template; `{service}` and `{data_dir}` are substituted.
+    /// Empty means one SQLite file per service under the data directory.
+    pub url: String,
+    /// Pool size per service (readers, for SQLite; writers are serialised).
+    pub max_connections: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// `iss` of issued tokens, checked on every token.
+    pub issuer: String,
+    pub access_token_ttl_secs: u64,
+    pub refresh_token_ttl_secs: u64,
+    /// Argon2id cost. The defaults follow OWASP's recommendation
+    /// (19 MiB, 2 passes, 1 lane).
+    pub argon2_memory_kib: u32,
+    pub argon2_iterations: u32,
+    pub argon2_parallelism: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RealtimeConfig {
+    /// Frames buffered per stream before it counts as a slow consumer.
+    pub stream_buffer: usize,
+    /// Events fetched per replay call.
+    pub replay_page_size: i32,
+    /// Channels one stream may follow.
+    pub max_channels_per_stream: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7700)),
+            data_dir: PathBuf::from("colink-data"),
+            services: vec!["all".into()],
+            log: LogConfig::default(),
+            database: DatabaseConfig::default(),
+            auth: AuthConfig::default(),
+            realtime: RealtimeConfig::default(),
+            peers: BTreeMap::new(),
+            call_timeout_ms: 5_000,
+            shutdown_grace_secs: 10,
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { level: "info".into(), format: "text".into() }
+    }
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self { url: String::new(), max_connections: 8 }
+    }
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            issuer: "colink".into(),
+            access_token_ttl_secs: 15 * 60,
+            refresh_token_ttl_secs: 30 * 24 * 3600,
+            argon2_memory_kib: 19 * 1024,
+            argon2_iterations: 2,
+            argon2_parallelism: 1,
+        }
+    }
+}
+
+impl Default for RealtimeConfig {
+    fn default() -> Self {
+        Self { stream_buffer: 512, replay_page_size: 500, max_channels_per_stream: 1_000 }
+    }
+}
+
+impl Config {
+    /// Reads the file (if any), applies `COLINK_*` overrides from `env`, and
+    /// validates the result, reporting every problem at once.
+    pub fn load(file: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
+        let mut root = match file {
+            Some(path) => {
+                let text =
+                    std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+                toml::from_str::<toml::Table>(&text)
+                    .map_err(|source| ConfigError::Parse { path: path.into(), source })?
+            }
+            None => toml::Table::new(),
+        };
+        let mut problems = Vec::new();
+        for (name, value) in env {
+            let Some(rest) = name.strip_prefix("COLINK_") else { continue };
+            if rest == "CONFIG" {
+                continue;
+            }
+            let path: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
+            if let Err(problem) = set_path(&mut root, &path, parse_env_value(&value)) {
+                problems.push(format!("{name}: {problem}"));
+            }
+        }
+        let config = Config::deserialize(toml::Value::Table(root)).map_err(|err| ConfigError::Invalid(err.to_string()));
+        match config {
+            Ok(config) => {
+                problems.extend(config.problems());
+                if problems.is_empty() { Ok(config) } else { Err(ConfigError::Invalid(problems.join("; "))) }
+            }
+            Err(err) => {
+                problems.push(err.to_string());
+                Err(ConfigError::Invalid(problems.join("; ")))
+            }
+        }
+    }
+
+    fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        for name in &self.services {
+            if name != "all" && !SERVICES.contains(&name.as_str()) {
+                problems.push(format!("services: unknown service {name:?} (known: all, {})", SERVICES.join(", ")));
+            }
+        }
+        if !["text", "json"].contains(&self.log.format.as_str()) {
+            problems.push(format!("log.format: {:?} is neither \"text\" nor \"json\"", self.log.format));
+        }
+        if self.log.level.parse::<tracing_subscriber::filter::Targets>().is_err() {
+            problems.push(format!("log.level: {:?} is not a valid filter", self.log.level));
+        }
+        if self.database.max_connections == 0 {
+            problems.push("database.max_connections: must be at least 1".into());
+        }
+        if self.auth.access_token_ttl_secs < 30 {
+            problems.push("auth.access_token_ttl_secs: must be at least 30".into());
+        }
+        if self.auth.refresh_token_ttl_secs < self.auth.access_token_ttl_secs {
+            problems.push("auth.refresh_token_ttl_secs: must not be shorter than the access token's".into());
+        }
+        if self.auth.argon2_memory_kib < 8 * self.auth.argon2_parallelism.max(1)
+            || self.auth.argon2_iterations == 0
+            || self.auth.argon2_parallelism == 0
+        {
+            problems.push("auth.argon2_*: invalid Argon2 parameters".into());
+        }
+        if self.realtime.stream_buffer < 16 {
+            problems.push("realtime.stream_buffer: must be at least 16".into());
+        }
+        if !(1..=1000).contains(&self.realtime.replay_page_size) {
+            problems.push("realtime.replay_page_size: must be within 1..=1000".into());
+        }
+        if self.call_timeout_ms == 0 {
+            problems.push("call_timeout_ms: must be at least 1".into());
+        }
+        problems
+    }
+
+    /// The services this node hosts, in start-up order.
+    pub fn hosted_services(&self) -> Vec<&'static str> {
+        if self.services.iter().any(|s| s == "all") {
+            return SERVICES.to_vec();
+        }
+        SERVICES.iter().copied().filter(|s| self.services.iter().any(|n| n == s)).collect()
+    }
+}
+
+fn parse_env_value(raw: &str) -> toml::Value {
+    toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()))
+}
+
+fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value) -> Result<(), String> {
+    match path {
+        [] => Err("empty key".into()),
+        [last] => {
+            table.insert(last.clone(), value);
+            Ok(())
+        }
+        [first, rest @ ..] => {
+            let entry = table.entry(first.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            match entry {
+                toml::Value::Table(inner) => set_path(inner, rest, value),
+                _ => Err(format!("{first} is not a section")),
+            }
+        }
+    }
+}
+
+fn service_list<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(de)? {
+        OneOrMany::One(s) => s.split(',').map(|p| p.trim().to_string()).filter(|p| !p.is_empty()).collect(),
+        OneOrMany::Many(v) => v,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults_are_embedded() {
+        let config = Config::load(None, env(&[])).unwrap();
+        assert_eq!(config.hosted_services(), SERVICES);
+        assert!(config.database.url.is_empty());
+    }
+
+    #[test]
+    fn environment_overrides_nested_keys_and_lists() {
+        let config = Config::load(
+            None,
+            env(&[
+                ("COLINK_DATABASE__URL", "postgres://db/colink_{service}"),
+                ("COLINK_SERVICES", "auth,users"),
+                ("COLINK_AUTH__ARGON2_ITERATIONS", "3"),
+                ("OTHER", "ignored"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.database.url, "postgres://db/colink_{service}");
+        assert_eq!(config.hosted_services(), vec!["auth", "users"]);
+        assert_eq!(config.auth.argon2_iterations, 3);
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let err = Config::load(None, env(&[("COLINK_SERVICES", "auth,nope"), ("COLINK_LOG__FORMAT", "xml")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("nope") && err.contains("xml"), "{err}");
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let err = Config::load(None, env(&[("COLINK_DATABSE__URL", "x")])).unwrap_err();
+        assert!(err.to_string().contains("databse"), "{err}");
+    }
+}

@@ -1,0 +1,229 @@
+//! Domain events through a transactional outbox.
+//!
+//! A service writes its events to its `outbox` table in the same transaction
+//! as the change they describe. A relay task publishes them to the event log
+//! in order and deletes them once the log has accepted them, so a crash or a
+//! broker outage delays events but never loses one. Consumers may see an
+//! event more than once and drop repeats by event id (`mark_processed`).
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use colink_proto::events::v1::Event;
+use prost::Message;
+use sea_orm::sea_query::{Expr, ExprTrait, Func, OnConflict, Query};
+use sea_orm::{ConnectionTrait, DbErr, FromQueryResult, StatementBuilder};
+use tokio::sync::{Notify, watch};
+
+use crate::db::Db;
+use crate::ids::now_micros;
+
+pub const USER_EVENTS: &str = "user.events";
+pub const CHANNEL_EVENTS: &str = "channel.events";
+pub const MESSAGE_EVENTS: &str = "message.events";
+
+#[derive(Debug, thiserror::Error)]
+pub enum EventError {
+    #[error("event log unavailable: {0}")]
+    Unavailable(String),
+    #[error("event could not be decoded: {0}")]
+    Decode(#[from] prost::DecodeError),
+    #[error("consumer failed: {0}")]
+    Consumer(String),
+}
+
+/// Applies events of one topic. Must be idempotent by event id.
+#[async_trait::async_trait]
+pub trait EventHandler: Send + Sync + 'static {
+    async fn handle(&self, event: &Event) -> Result<(), EventError>;
+}
+
+/// Where committed events go: Kafka in the distributed deployment, direct
+/// dispatch to in-process consumers in the embedded one.
+#[async_trait::async_trait]
+pub trait EventLog: Send + Sync + 'static {
+    /// Accepts an encoded `Event`; Ok means it will reach every consumer.
+    async fn publish(&self, topic: &str, key: &str, payload: Bytes) -> Result<(), EventError>;
+    /// Starts delivering the topic's events to a consumer group.
+    fn subscribe(&self, topic: &str, group: &str, handler: Arc<dyn EventHandler>);
+}
+
+/// The embedded event log: publishing hands the event to every consumer of
+/// the topic in this process and succeeds once they have all applied it.
+#[derive(Default)]
+pub struct InProcessEventLog {
+    handlers: RwLock<HashMap<String, Vec<Arc<dyn EventHandler>>>>,
+}
+
+#[async_trait::async_trait]
+impl EventLog for InProcessEventLog {
+    async fn publish(&self, topic: &str, _key: &str, payload: Bytes) -> Result<(), EventError> {
+        let handlers = match self.handlers.read() {
+            Ok(map) => map.get(topic).cloned().unwrap_or_default(),
+            Err(_) => return Err(EventError::Unavailable("handler registry poisoned".into())),
+        };
+        if handlers.is_empty() {
+            return Ok(());
+        }
+        let event = Event::decode(payload)?;
+        for handler in handlers {
+            handler.handle(&event).await?;
+        }
+        Ok(())
+    }
+
+    fn subscribe(&self, topic: &str, _group: &str, handler: Arc<dyn EventHandler>) {
+        if let Ok(mut map) = self.handlers.write() {
+            map.entry(topic.to_string()).or_default().push(handler);
+        }
+    }
+}
+
+/// Builds an event envelope.
+pub fn event(kind: &str, actor_id: &str, payload: colink_proto::events::v1::event::Payload) -> Event {
+    Event {
+        event_id: crate::ids::new_id(),
+        r#type: kind.to_string(),
+        occur_time: Some(crate::ids::timestamp(now_micros())),
+        actor_id: actor_id.to_string(),
+        payload: Some(payload),
+    }
+}
+
+/// Writes an event to the outbox; call inside the transaction of the change.
+pub async fn enqueue<C: ConnectionTrait>(conn: &C, topic: &str, key: &str, event: &Event) -> Result<(), DbErr> {
+    let insert = Query::insert()
+        .into_table("outbox")
+        .columns(["topic", "event_key", "payload", "created_at"])
+        .values_panic([topic.into(), key.into(), event.encode_to_vec().into(), now_micros().into()])
+        .to_owned();
+    conn.execute(&insert).await?;
+    Ok(())
+}
+
+/// Records that a consumer applied an event; false if it already had. Call
+/// inside the consumer's transaction so the mark and the effect commit together.
+pub async fn mark_processed<C: ConnectionTrait>(conn: &C, event_id: &str) -> Result<bool, DbErr> {
+    let insert = Query::insert()
+        .into_table("processed_events")
+        .columns(["event_id", "processed_at"])
+        .values_panic([event_id.into(), now_micros().into()])
+        .on_conflict(OnConflict::column("event_id").do_nothing().to_owned())
+        .to_owned();
+    let result = conn.execute(&insert).await?;
+    Ok(result.rows_affected() == 1)
+}
+
+#[derive(FromQueryResult)]
+struct OutboxRow {
+    id: i64,
+    topic: String,
+    event_key: String,
+    payload: Vec<u8>,
+}
+
+/// A service's outbox: wake the relay after committing events.
+#[derive(Clone)]
+pub struct Outbox {
+    wake: Arc<Notify>,
+    /// Highest outbox id the relay has published.
+    published: watch::Receiver<i64>,
+}
+
+impl Outbox {
+    /// Tells the relay there is something to publish.
+    pub fn notify(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Waits until everything committed so far has been published, or the
+    /// timeout passes. For read-your-writes across services where it matters.
+    pub async fn flush(&self, db: &Db, timeout: Duration) -> Result<bool, DbErr> {
+        #[derive(FromQueryResult)]
+        struct MaxId {
+            max_id: Option<i64>,
+        }
+        let query = Query::select().expr_as(Func::max(Expr::col("id")), "max_id").from("outbox").to_owned();
+        let row = MaxId::find_by_statement(StatementBuilder::build(&query, &db.writer.get_database_backend()))
+            .one(&db.writer)
+            .await?;
+        let Some(target) = row.and_then(|r| r.max_id) else { return Ok(true) };
+        self.notify();
+        let mut published = self.published.clone();
+        Ok(tokio::time::timeout(timeout, published.wait_for(|id| *id >= target)).await.is_ok_and(|r| r.is_ok()))
+    }
+}
+
+/// Starts the relay of a service's outbox; it runs until `shutdown` fires,
+/// then publishes what is left (bounded by the caller's grace period).
+pub fn spawn_relay(
+    service: &'static str,
+    db: Db,
+    log: Arc<dyn EventLog>,
+    mut shutdown: watch::Receiver<bool>,
+) -> (Outbox, tokio::task::JoinHandle<()>) {
+    let wake = Arc::new(Notify::new());
+    let (published_tx, published_rx) = watch::channel(0_i64);
+    let outbox = Outbox { wake: wake.clone(), published: published_rx };
+    let task = tokio::spawn(async move {
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            match relay_batch(&db, log.as_ref()).await {
+                Ok(Some(last_id)) => {
+                    backoff = Duration::from_millis(50);
+                    published_tx.send_replace(last_id);
+                    continue;
+                }
+                Ok(None) => backoff = Duration::from_millis(50),
+                Err(err) => {
+                    tracing::warn!(service, error = %err, "outbox relay failed; retrying");
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+            if *shutdown.borrow() {
+                break;
+            }
+            tokio::select! {
+                _ = wake.notified() => {}
+                _ = tokio::time::sleep(backoff) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+    });
+    (outbox, task)
+}
+
+/// Publishes one batch in order; returns the last published id, or None when
+/// the outbox was empty.
+async fn relay_batch(db: &Db, log: &dyn EventLog) -> Result<Option<i64>, String> {
+    let query = Query::select()
+        .columns(["id", "topic", "event_key", "payload"])
+        .from("outbox")
+        .order_by("id", sea_orm::Order::Asc)
+        .limit(256)
+        .to_owned();
+    let backend = db.writer.get_database_backend();
+    let rows = OutboxRow::find_by_statement(StatementBuilder::build(&query, &backend))
+        .all(&db.writer)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut last = None;
+    let mut failure = None;
+    for row in rows {
+        if let Err(err) = log.publish(&row.topic, &row.event_key, Bytes::from(row.payload)).await {
+            failure = Some(err.to_string());
+            break;
+        }
+        last = Some(row.id);
+    }
+    if let Some(last_id) = last {
+        let delete = Query::delete().from_table("outbox").and_where(Expr::col("id").lte(last_id)).to_owned();
+        db.writer.execute(&delete).await.map_err(|e| e.to_string())?;
+    }
+    match failure {
+        Some(err) if last.is_none() => Err(err),
+        _ => Ok(last),
+    }
+}

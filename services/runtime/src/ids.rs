@@ -1,0 +1,133 @@
+//! Ids, times, text limits and page tokens: the small shared vocabulary of
+//! request validation.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+use crate::error::FieldError;
+
+/// A new time-ordered id (UUIDv7) in its canonical text form.
+pub fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+/// Checks that a field holds a UUID and returns it in canonical form.
+pub fn parse_id(field: &str, raw: &str) -> Result<String, FieldError> {
+    if raw.is_empty() {
+        return Err(FieldError::new(field, "is required"));
+    }
+    uuid::Uuid::try_parse(raw).map(|id| id.to_string()).map_err(|_| FieldError::new(field, "must be a UUID"))
+}
+
+/// Like `parse_id`, but an empty value means "none".
+pub fn parse_optional_id(field: &str, raw: &str) -> Result<Option<String>, FieldError> {
+    if raw.is_empty() { Ok(None) } else { parse_id(field, raw).map(Some) }
+}
+
+/// Microseconds since the Unix epoch.
+pub fn now_micros() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX)).unwrap_or(0)
+}
+
+/// A stored time as a protobuf timestamp.
+pub fn timestamp(micros: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: micros.div_euclid(1_000_000),
+        nanos: i32::try_from(micros.rem_euclid(1_000_000) * 1_000).unwrap_or(0),
+    }
+}
+
+/// An optional stored time as an optional protobuf timestamp.
+pub fn opt_timestamp(micros: Option<i64>) -> Option<prost_types::Timestamp> {
+    micros.map(timestamp)
+}
+
+/// Checks a text field's length in characters; `trim_required` also rejects
+/// values that are only white space.
+pub fn check_text(field: &str, value: &str, min: usize, max: usize) -> Result<(), FieldError> {
+    let len = value.chars().count();
+    if min > 0 && value.trim().is_empty() {
+        return Err(FieldError::new(field, "is required"));
+    }
+    if len < min || len > max {
+        return Err(FieldError::new(field, format!("must be {min} to {max} characters long (got {len})")));
+    }
+    Ok(())
+}
+
+/// Resolves a requested page size: 0 means the default, otherwise it must lie
+/// within 1..=max.
+pub fn page_size(field: &str, requested: i32, default: u64, max: u64) -> Result<u64, FieldError> {
+    match requested {
+        0 => Ok(default),
+        n if n < 0 || n as u64 > max => Err(FieldError::new(field, format!("must be within 1..={max}"))),
+        n => Ok(n as u64),
+    }
+}
+
+/// Encodes an opaque page token.
+pub fn encode_page_token(parts: &str) -> String {
+    URL_SAFE_NO_PAD.encode(parts)
+}
+
+/// Decodes a page token made by `encode_page_token`; empty means none.
+pub fn decode_page_token(field: &str, token: &str) -> Result<Option<String>, FieldError> {
+    if token.is_empty() {
+        return Ok(None);
+    }
+    URL_SAFE_NO_PAD
+        .decode(token)
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .map(Some)
+        .ok_or_else(|| FieldError::new(field, "is not a valid page token"))
+}
+
+/// An idempotency key: empty for none, else 1..=128 printable ASCII characters.
+pub fn check_idempotency_key(field: &str, key: &str) -> Result<Option<String>, FieldError> {
+    if key.is_empty() {
+        return Ok(None);
+    }
+    if key.len() > 128 || !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(FieldError::new(field, "must be at most 128 printable ASCII characters"));
+    }
+    Ok(Some(key.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_canonical_and_checked() {
+        let id = new_id();
+        assert_eq!(parse_id("x", &id.to_uppercase()).unwrap(), id);
+        assert_eq!(parse_id("channel_id", "nope").unwrap_err().field, "channel_id");
+        assert!(parse_id("x", "").is_err());
+    }
+
+    #[test]
+    fn timestamps_round_down_to_seconds_and_nanos() {
+        let ts = timestamp(1_700_000_000_123_456);
+        assert_eq!((ts.seconds, ts.nanos), (1_700_000_000, 123_456_000));
+    }
+
+    #[test]
+    fn text_limits_count_characters() {
+        assert!(check_text("text", "héllo", 1, 5).is_ok());
+        assert!(check_text("text", "   ", 1, 5).is_err());
+        assert!(check_text("text", "toolong", 1, 5).is_err());
+    }
+
+    #[test]
+    fn page_tokens_round_trip_and_reject_garbage() {
+        let token = encode_page_token("b:42");
+        assert_eq!(decode_page_token("page_token", &token).unwrap().as_deref(), Some("b:42"));
+        assert!(decode_page_token("page_token", "%%%").is_err());
+        assert_eq!(page_size("page_size", 0, 50, 100).unwrap(), 50);
+        assert!(page_size("page_size", 101, 50, 100).is_err());
+        assert!(page_size("page_size", -1, 50, 100).is_err());
+    }
+}

@@ -1,0 +1,29 @@
+//! What every Colink service shares: configuration, the auth layer, database
+//! handles, pub/sub, the event outbox, clients to other services, the error
+//! taxonomy and request-validation helpers. No domain logic lives here.
+
+pub mod auth;
+pub mod clients;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod events;
+pub mod ids;
+pub mod pubsub;
+pub mod telemetry;
+pub mod token;
+
+use std::sync::Arc;
+
+pub use auth::{Caller, Role, caller};
+pub use error::{Error, Result};
+
+/// Everything a service needs from its host, built once per node.
+#[derive(Clone)]
+pub struct Context {
+    pub config: Arc<config::Config>,
+    pub peers: clients::Peers,
+    pub pubsub: Arc<dyn pubsub::PubSub>,
+    pub events: Arc<dyn events::EventLog>,
+    pub verifier: Arc<auth::TokenVerifier>,
+}

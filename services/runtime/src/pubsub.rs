@@ -1,0 +1,132 @@
+//! Live fan-out between the service that commits a change and the realtime
+//! nodes that deliver it. Best-effort by design: correctness comes from the
+//! per-channel sequence numbers, so a lost publish costs latency, not data.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use tokio::sync::broadcast;
+
+/// Topic carrying a channel's events (encoded `ChannelEvent`s).
+pub fn channel_topic(channel_id: &str) -> String {
+    format!("channel.{channel_id}")
+}
+
+/// Topic carrying events addressed to one user (e.g. "you joined a channel").
+pub fn user_topic(user_id: &str) -> String {
+    format!("user.{user_id}")
+}
+
+/// What travels on a channel or user topic: a one-byte tag, then the
+/// encoded protobuf. Sequenced conversation events and ephemeral typing
+/// notices share a topic, so a node needs one subscription per channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    /// An encoded `colink.messaging.v1.ChannelEvent`.
+    Event(Bytes),
+    /// An encoded `colink.realtime.v1.TypingEvent`.
+    Typing(Bytes),
+}
+
+impl Frame {
+    const EVENT: u8 = 0;
+    const TYPING: u8 = 1;
+
+    pub fn encode(&self) -> Bytes {
+        let (tag, body) = match self {
+            Frame::Event(b) => (Self::EVENT, b),
+            Frame::Typing(b) => (Self::TYPING, b),
+        };
+        let mut out = Vec::with_capacity(body.len() + 1);
+        out.push(tag);
+        out.extend_from_slice(body);
+        out.into()
+    }
+
+    pub fn decode(mut bytes: Bytes) -> Option<Self> {
+        if bytes.is_empty() {
+            return None;
+        }
+        let tag = bytes.split_to(1)[0];
+        match tag {
+            Self::EVENT => Some(Frame::Event(bytes)),
+            Self::TYPING => Some(Frame::Typing(bytes)),
+            _ => None,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+pub trait PubSub: Send + Sync + 'static {
+    /// Delivers to current subscribers of the topic, on every node.
+    async fn publish(&self, topic: &str, payload: Bytes);
+    /// Receives what is published to the topic from now on. A receiver that
+    /// falls behind sees `RecvError::Lagged` and must catch up from the store.
+    async fn subscribe(&self, topic: &str) -> broadcast::Receiver<Bytes>;
+}
+
+/// In-process pub/sub for a single node.
+pub struct MemoryPubSub {
+    topics: Mutex<HashMap<String, broadcast::Sender<Bytes>>>,
+    capacity: usize,
+}
+
+impl MemoryPubSub {
+    pub fn new(capacity: usize) -> Self {
+        Self { topics: Mutex::new(HashMap::new()), capacity }
+    }
+
+    /// Topics that currently have a sender (for tests and metrics).
+    pub fn topic_count(&self) -> usize {
+        self.topics.lock().map(|t| t.len()).unwrap_or(0)
+    }
+}
+
+#[async_trait::async_trait]
+impl PubSub for MemoryPubSub {
+    async fn publish(&self, topic: &str, payload: Bytes) {
+        let Ok(mut topics) = self.topics.lock() else { return };
+        if let Some(sender) = topics.get(topic) {
+            if sender.send(payload).is_err() {
+                // Nobody listens any more: forget the topic.
+                topics.remove(topic);
+            }
+        }
+    }
+
+    async fn subscribe(&self, topic: &str) -> broadcast::Receiver<Bytes> {
+        match self.topics.lock() {
+            Ok(mut topics) => {
+                topics.entry(topic.to_string()).or_insert_with(|| broadcast::channel(self.capacity).0).subscribe()
+            }
+            // A poisoned lock means a panic elsewhere; hand out a closed receiver.
+            Err(_) => broadcast::channel(1).1,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip() {
+        for frame in [Frame::Event(Bytes::from_static(b"e")), Frame::Typing(Bytes::new())] {
+            assert_eq!(Frame::decode(frame.encode()), Some(frame));
+        }
+        assert_eq!(Frame::decode(Bytes::new()), None);
+        assert_eq!(Frame::decode(Bytes::from_static(&[9, 1])), None);
+    }
+
+    #[tokio::test]
+    async fn delivers_to_subscribers_and_forgets_idle_topics() {
+        let pubsub = MemoryPubSub::new(8);
+        let mut rx = pubsub.subscribe("t").await;
+        pubsub.publish("t", Bytes::from_static(b"a")).await;
+        assert_eq!(rx.recv().await.unwrap(), Bytes::from_static(b"a"));
+        drop(rx);
+        pubsub.publish("t", Bytes::from_static(b"b")).await;
+        assert_eq!(pubsub.topic_count(), 0);
+    }
+}
