@@ -35,6 +35,8 @@ use crate::rules::{
 use crate::store::{channel, idempotency, invitation, member};
 
 const MAX_DM_OTHERS: usize = 8;
+/// How long a membership change waits for its events to be published.
+const FLUSH_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 pub struct ChannelsService {
     db: Db,
@@ -225,6 +227,14 @@ impl ChannelsService {
         Ok(())
     }
 
+    /// After a commit: waits (briefly) until its events are published, so
+    /// that the caller's next read of the channel log already shows them.
+    async fn published(&self) {
+        if !self.outbox.flush(&self.db, FLUSH_WAIT).await.unwrap_or(false) {
+            tracing::warn!("channel events not yet published; they follow shortly");
+        }
+    }
+
     // ---- operations ----------------------------------------------------
 
     async fn create_channel(&self, caller: &Caller, req: pb::CreateChannelRequest) -> Result<pb::Channel> {
@@ -309,7 +319,7 @@ impl ChannelsService {
                 e.into()
             }
         })?;
-        self.outbox.notify();
+        self.published().await;
         tracing::info!(channel_id = %result.channel_id, name = %result.name, "channel created");
         Ok(result)
     }
@@ -367,7 +377,7 @@ impl ChannelsService {
         self.channel_event(&txn, "channel.updated", &updated, &caller.user_id).await?;
         let result = self.to_proto(&txn, updated, membership.as_ref()).await?;
         txn.commit().await?;
-        self.outbox.notify();
+        self.published().await;
         Ok(result)
     }
 
@@ -498,7 +508,7 @@ impl ChannelsService {
         let channel = self.find(&txn, &channel.channel_id).await?;
         let result = self.to_proto(&txn, channel, Some(&membership)).await?;
         txn.commit().await?;
-        self.outbox.notify();
+        self.published().await;
         Ok(result)
     }
 
@@ -519,7 +529,7 @@ impl ChannelsService {
         }
         self.remove_member(&txn, &channel.channel_id, &caller.user_id, &caller.user_id).await?;
         txn.commit().await?;
-        self.outbox.notify();
+        self.published().await;
         Ok(())
     }
 
@@ -581,7 +591,7 @@ impl ChannelsService {
             }
         }
         txn.commit().await?;
-        self.outbox.notify();
+        self.published().await;
         Ok(added)
     }
 
@@ -612,7 +622,7 @@ impl ChannelsService {
         }
         self.remove_member(&txn, &channel_id, &user_id, &caller.user_id).await?;
         txn.commit().await?;
-        self.outbox.notify();
+        self.published().await;
         Ok(())
     }
 
@@ -685,7 +695,7 @@ impl ChannelsService {
         self.membership_event(&txn, "channel.member_role_changed", &channel_id, &user_id, new_role, &caller.user_id)
             .await?;
         txn.commit().await?;
-        self.outbox.notify();
+        self.published().await;
         Ok(to_member(&updated))
     }
 
@@ -711,7 +721,7 @@ impl ChannelsService {
         };
         let result = self.to_proto(&txn, result, membership.as_ref()).await?;
         txn.commit().await?;
-        self.outbox.notify();
+        self.published().await;
         Ok(result)
     }
 
@@ -798,7 +808,7 @@ impl ChannelsService {
         let stored = self.find(&txn, &created.channel_id).await?;
         let channel = self.to_proto(&txn, stored, mine.as_ref()).await?;
         txn.commit().await?;
-        self.outbox.notify();
+        self.published().await;
         Ok(pb::OpenDirectMessageResponse { channel: Some(channel), created: true })
     }
 
@@ -911,7 +921,7 @@ impl ChannelsService {
         model.responded_at = Set(Some(now));
         let updated = model.update(&txn).await?;
         txn.commit().await?;
-        self.outbox.notify();
+        self.published().await;
         Ok(to_invitation(&updated, channel.name.as_deref().unwrap_or_default(), now))
     }
 

@@ -20,9 +20,9 @@ use colink_runtime::auth::TokenVerifier;
 use colink_runtime::config::RealtimeConfig;
 use colink_runtime::error::Violations;
 use colink_runtime::pubsub::PubSub;
-use colink_runtime::{Error, caller};
+use colink_runtime::{Caller, Error, caller};
 use futures_util::Stream;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel as GrpcChannel;
@@ -67,6 +67,16 @@ impl RealtimeService {
     pub fn into_server(self) -> RealtimeServiceServer<Self> {
         RealtimeServiceServer::new(self)
     }
+
+    /// A session and the frames it produces: its bounded buffer, then its
+    /// last word (a resume hint or an error), if it has one.
+    fn open(&self, caller: Caller) -> (Session, impl Stream<Item = Result<pb::ServerFrame, Status>> + Send + 'static) {
+        let (tx, rx) = mpsc::channel(self.shared.config.stream_buffer);
+        let (last_tx, last_rx) = oneshot::channel();
+        let session = Session::new(self.shared.clone(), caller, tx, last_tx);
+        let last = futures_util::stream::once(last_rx).filter_map(Result::ok);
+        (session, ReceiverStream::new(rx).chain(last))
+    }
 }
 
 type FrameStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
@@ -81,10 +91,9 @@ impl RealtimeRpc for RealtimeService {
         request: Request<Streaming<pb::ConnectRequest>>,
     ) -> Result<Response<Self::ConnectStream>, Status> {
         let caller = caller(&request)?.clone();
-        let (tx, rx) = mpsc::channel(self.shared.config.stream_buffer);
-        let session = Session::new(self.shared.clone(), caller, tx);
+        let (session, frames) = self.open(caller);
         tokio::spawn(session.run(Some(request.into_inner()), None));
-        let frames = ReceiverStream::new(rx).map(|frame| frame.map(|f| pb::ConnectResponse { frame: Some(f) }));
+        let frames = frames.map(|frame| frame.map(|f| pb::ConnectResponse { frame: Some(f) }));
         Ok(Response::new(Box::pin(frames)))
     }
 
@@ -97,11 +106,10 @@ impl RealtimeRpc for RealtimeService {
         let mut v = Violations::default();
         validate_cursors(&request.cursors, self.shared.config.max_channels_per_stream, &mut v);
         v.finish()?;
-        let (tx, rx) = mpsc::channel(self.shared.config.stream_buffer);
-        let session = Session::new(self.shared.clone(), caller, tx);
+        let (session, frames) = self.open(caller);
         let initial = pb::SubscribeFrame { cursors: request.cursors, all_channels: request.all_channels };
         tokio::spawn(session.run(None, Some(initial)));
-        let frames = ReceiverStream::new(rx).map(|frame| frame.map(|f| pb::SubscribeResponse { frame: Some(f) }));
+        let frames = frames.map(|frame| frame.map(|f| pb::SubscribeResponse { frame: Some(f) }));
         Ok(Response::new(Box::pin(frames)))
     }
 }

@@ -17,8 +17,8 @@ use colink_runtime::error::Violations;
 use colink_runtime::ids::{now_micros, parse_id, timestamp};
 use colink_runtime::pubsub::{self, channel_topic, user_topic};
 use prost::Message as _;
-use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_stream::{StreamExt, StreamMap};
@@ -28,9 +28,6 @@ use crate::Shared;
 
 /// How long a typing notice shows without renewal.
 const TYPING_TTL_MICROS: i64 = 6_000_000;
-/// How long a slow client gets to drain its buffer before the final
-/// "resume" frame is given up on.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why a session ends.
 #[derive(Debug)]
@@ -61,6 +58,8 @@ pub struct Session {
     live: StreamMap<String, BroadcastStream<Bytes>>,
     user_feed: Option<BroadcastStream<Bytes>>,
     out: mpsc::Sender<Result<pb::ServerFrame, Status>>,
+    /// The stream's last frame, delivered after everything queued in `out`.
+    last_word: Option<oneshot::Sender<Result<pb::ServerFrame, Status>>>,
 }
 
 /// Checks subscription cursors, naming each bad one.
@@ -77,7 +76,12 @@ pub fn validate_cursors(cursors: &[pb::ChannelCursor], max: usize, v: &mut Viola
 }
 
 impl Session {
-    pub fn new(shared: Arc<Shared>, caller: Caller, out: mpsc::Sender<Result<pb::ServerFrame, Status>>) -> Self {
+    pub fn new(
+        shared: Arc<Shared>,
+        caller: Caller,
+        out: mpsc::Sender<Result<pb::ServerFrame, Status>>,
+        last_word: oneshot::Sender<Result<pb::ServerFrame, Status>>,
+    ) -> Self {
         Self {
             shared,
             user_id: caller.user_id,
@@ -88,6 +92,7 @@ impl Session {
             live: StreamMap::new(),
             user_feed: None,
             out,
+            last_word: Some(last_word),
         }
     }
 
@@ -134,28 +139,37 @@ impl Session {
             }
             End::Failed(status) => Err(status),
         };
-        // Wait (bounded) for room: a slow client still gets the last word.
-        let _ = tokio::time::timeout(DRAIN_TIMEOUT, self.out.send(last)).await;
-    }
-
-    /// Queues a frame. Typing notices are dropped when the client is slow;
-    /// conversation frames never are: the stream ends with a resume instead.
-    fn send(&self, f: Frame) -> Flow {
-        let droppable = matches!(f, Frame::Typing(_));
-        match self.out.try_send(Ok(frame(f))) {
-            Ok(()) => Ok(()),
-            Err(TrySendError::Full(_)) if droppable => Ok(()),
-            Err(TrySendError::Full(_)) => Err(End::Resume("slow_consumer")),
-            Err(TrySendError::Closed(_)) => Err(End::Gone),
+        if let Some(last_word) = self.last_word.take() {
+            let _ = last_word.send(last);
         }
     }
 
-    fn error_frame(&self, code: Code, message: impl Into<String>, channel_id: &str) -> Flow {
+    /// Queues a frame. A conversation frame waits for room for up to the
+    /// slow-client grace; a client that stays stuck that long is told to
+    /// resume from its cursors. Typing notices are simply dropped when the
+    /// buffer is full.
+    async fn send(&self, f: Frame) -> Flow {
+        if matches!(f, Frame::Typing(_)) {
+            return match self.out.try_send(Ok(frame(f))) {
+                Ok(()) | Err(TrySendError::Full(_)) => Ok(()),
+                Err(TrySendError::Closed(_)) => Err(End::Gone),
+            };
+        }
+        let grace = Duration::from_millis(self.shared.config.slow_client_grace_ms);
+        match tokio::time::timeout(grace, self.out.send(Ok(frame(f)))).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(End::Gone),
+            Err(_) => Err(End::Resume("slow_consumer")),
+        }
+    }
+
+    async fn error_frame(&self, code: Code, message: impl Into<String>, channel_id: &str) -> Flow {
         self.send(Frame::Error(pb::ErrorFrame {
             code: format!("{code:?}").to_uppercase(),
             message: message.into(),
             channel_id: channel_id.to_string(),
         }))
+        .await
     }
 
     async fn on_client_frame(&mut self, request: pb::ConnectRequest) -> Flow {
@@ -165,7 +179,7 @@ impl Session {
                 validate_cursors(&frame.cursors, self.shared.config.max_channels_per_stream, &mut v);
                 match v.finish() {
                     Ok(()) => self.subscribe(frame).await,
-                    Err(err) => self.error_frame(Code::InvalidArgument, err.to_string(), ""),
+                    Err(err) => self.error_frame(Code::InvalidArgument, err.to_string(), "").await,
                 }
             }
             Some(ClientFrame::Unsubscribe(frame)) => {
@@ -174,7 +188,8 @@ impl Session {
                         self.send(Frame::Unsubscribed(pb::UnsubscribedFrame {
                             channel_id,
                             reason: "requested".into(),
-                        }))?;
+                        }))
+                        .await?;
                     }
                 }
                 Ok(())
@@ -185,6 +200,7 @@ impl Session {
             Some(ClientFrame::Typing(frame)) => self.on_typing(frame.channel_id).await,
             Some(ClientFrame::Ping(ping)) => {
                 self.send(Frame::Pong(pb::PongFrame { nonce: ping.nonce, server_time: Some(timestamp(now_micros())) }))
+                    .await
             }
             Some(ClientFrame::Reauthenticate(frame)) => match self.shared.verifier.verify(&frame.access_token).await {
                 Ok(caller) if caller.user_id == self.user_id => {
@@ -192,10 +208,10 @@ impl Session {
                     self.expires_at = caller.expires_at;
                     Ok(())
                 }
-                Ok(_) => self.error_frame(Code::PermissionDenied, "the new token belongs to another user", ""),
-                Err(status) => self.error_frame(Code::Unauthenticated, status.message(), ""),
+                Ok(_) => self.error_frame(Code::PermissionDenied, "the new token belongs to another user", "").await,
+                Err(status) => self.error_frame(Code::Unauthenticated, status.message(), "").await,
             },
-            None => self.error_frame(Code::InvalidArgument, "frame: empty client frame", ""),
+            None => self.error_frame(Code::InvalidArgument, "frame: empty client frame", "").await,
         }
     }
 
@@ -242,37 +258,35 @@ impl Session {
     /// Starts following a channel: live first, then replay from the cursor.
     async fn follow(&mut self, raw_id: &str, cursor: Option<i64>) -> Flow {
         let Ok(channel_id) = parse_id("channel_id", raw_id) else {
-            return self.error_frame(Code::InvalidArgument, "channel_id: must be a UUID", raw_id);
+            return self.error_frame(Code::InvalidArgument, "channel_id: must be a UUID", raw_id).await;
         };
         if self.subs.contains_key(&channel_id) {
             return Ok(());
         }
         if self.subs.len() >= self.shared.config.max_channels_per_stream {
-            return self.error_frame(
-                Code::ResourceExhausted,
-                "this stream follows the maximum number of channels",
-                &channel_id,
-            );
+            return self
+                .error_frame(Code::ResourceExhausted, "this stream follows the maximum number of channels", &channel_id)
+                .await;
         }
         let receiver = self.shared.pubsub.subscribe(&channel_topic(&channel_id)).await;
         // Reading an empty page checks access and tells the head.
         let head = match self.fetch(&channel_id, i64::MAX, 1).await {
             Ok(page) => page.head_seq,
-            Err(status) => return self.refused(&channel_id, status),
+            Err(status) => return self.refused(&channel_id, status).await,
         };
         self.subs.insert(channel_id.clone(), Subscription { last_seq: cursor.unwrap_or(head), member: None });
         self.live.insert(channel_id.clone(), BroadcastStream::new(receiver));
-        self.send(Frame::Subscribed(pb::SubscribedFrame { channel_id: channel_id.clone(), head_seq: head }))?;
+        self.send(Frame::Subscribed(pb::SubscribedFrame { channel_id: channel_id.clone(), head_seq: head })).await?;
         if cursor.is_some() {
             self.catch_up(&channel_id).await?;
             let seq = self.subs.get(&channel_id).map_or(0, |s| s.last_seq);
-            self.send(Frame::CaughtUp(pb::CaughtUpFrame { channel_id, seq }))?;
+            self.send(Frame::CaughtUp(pb::CaughtUpFrame { channel_id, seq })).await?;
         }
         Ok(())
     }
 
     /// A channel the caller may not (or no longer) follow.
-    fn refused(&mut self, channel_id: &str, status: Status) -> Flow {
+    async fn refused(&mut self, channel_id: &str, status: Status) -> Flow {
         let reason = match status.code() {
             Code::PermissionDenied => "permission_denied",
             Code::NotFound => "not_found",
@@ -284,6 +298,7 @@ impl Session {
             channel_id: channel_id.to_string(),
             reason: reason.into(),
         }))
+        .await
     }
 
     fn drop_channel(&mut self, channel_id: &str) -> bool {
@@ -314,11 +329,11 @@ impl Session {
             let Some(after) = self.subs.get(channel_id).map(|s| s.last_seq) else { return Ok(()) };
             let page = match self.fetch(channel_id, after, page_size).await {
                 Ok(page) => page,
-                Err(status) => return self.refused(channel_id, status),
+                Err(status) => return self.refused(channel_id, status).await,
             };
             let count = page.events.len();
             for event in page.events {
-                self.deliver(channel_id, event)?;
+                self.deliver(channel_id, event).await?;
                 if !self.subs.contains_key(channel_id) {
                     return Ok(());
                 }
@@ -331,25 +346,30 @@ impl Session {
     }
 
     /// Sends the next event of a channel and moves its cursor.
-    fn deliver(&mut self, channel_id: &str, event: ChannelEvent) -> Flow {
-        let Some(sub) = self.subs.get_mut(channel_id) else { return Ok(()) };
-        if event.seq <= sub.last_seq {
+    async fn deliver(&mut self, channel_id: &str, event: ChannelEvent) -> Flow {
+        let Some(last_seq) = self.subs.get(channel_id).map(|s| s.last_seq) else { return Ok(()) };
+        if event.seq <= last_seq {
             return Ok(());
         }
-        sub.last_seq = event.seq;
+        let seq = event.seq;
         let left = match &event.kind {
             Some(Kind::MemberLeft(m)) if m.user_id == self.user_id => {
                 Some(if event.actor_id == self.user_id { "left" } else { "removed" })
             }
             _ => None,
         };
-        self.send(Frame::Event(event))?;
+        self.send(Frame::Event(event)).await?;
+        // Only a queued event moves the cursor: a resume must not skip one.
+        if let Some(sub) = self.subs.get_mut(channel_id) {
+            sub.last_seq = seq;
+        }
         if let Some(reason) = left {
             self.drop_channel(channel_id);
             self.send(Frame::Unsubscribed(pb::UnsubscribedFrame {
                 channel_id: channel_id.to_string(),
                 reason: reason.into(),
-            }))?;
+            }))
+            .await?;
         }
         Ok(())
     }
@@ -368,11 +388,11 @@ impl Session {
                     // A publish went missing; fill the gap (this event included).
                     self.catch_up(&channel_id).await
                 } else {
-                    self.deliver(&channel_id, event)
+                    self.deliver(&channel_id, event).await
                 }
             }
             Some(pubsub::Frame::Typing(body)) => match pb::TypingEvent::decode(body) {
-                Ok(typing) if typing.user_id != self.user_id => self.send(Frame::Typing(typing)),
+                Ok(typing) if typing.user_id != self.user_id => self.send(Frame::Typing(typing)).await,
                 _ => Ok(()),
             },
             None => Ok(()),
@@ -409,10 +429,12 @@ impl Session {
 
     async fn on_typing(&mut self, raw_id: String) -> Flow {
         let Ok(channel_id) = parse_id("channel_id", &raw_id) else {
-            return self.error_frame(Code::InvalidArgument, "channel_id: must be a UUID", &raw_id);
+            return self.error_frame(Code::InvalidArgument, "channel_id: must be a UUID", &raw_id).await;
         };
         let member = match self.subs.get(&channel_id).map(|s| s.member) {
-            None => return self.error_frame(Code::FailedPrecondition, "subscribe to the channel first", &channel_id),
+            None => {
+                return self.error_frame(Code::FailedPrecondition, "subscribe to the channel first", &channel_id).await;
+            }
             Some(Some(member)) => member,
             Some(None) => {
                 let request = GetChannelRequest { channel_id: channel_id.clone() };
@@ -432,7 +454,9 @@ impl Session {
             }
         };
         if !member {
-            return self.error_frame(Code::PermissionDenied, "only members can type in a conversation", &channel_id);
+            return self
+                .error_frame(Code::PermissionDenied, "only members can type in a conversation", &channel_id)
+                .await;
         }
         let typing = pb::TypingEvent {
             channel_id: channel_id.clone(),

@@ -91,6 +91,9 @@ pub struct RealtimeConfig {
     pub replay_page_size: i32,
     /// Channels one stream may follow.
     pub max_channels_per_stream: usize,
+    /// How long a stream waits for a client that does not read before
+    /// telling it to reconnect and resume from its cursors.
+    pub slow_client_grace_ms: u64,
 }
 
 impl Default for Config {
@@ -137,7 +140,7 @@ impl Default for AuthConfig {
 
 impl Default for RealtimeConfig {
     fn default() -> Self {
-        Self { stream_buffer: 512, replay_page_size: 500, max_channels_per_stream: 1_000 }
+        Self { stream_buffer: 512, replay_page_size: 500, max_channels_per_stream: 1_000, slow_client_grace_ms: 5_000 }
     }
 }
 

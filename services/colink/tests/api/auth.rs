@@ -1,0 +1,146 @@
+use colink_proto::auth::v1::{
+    ChangePasswordRequest, GetJwksRequest, ListSessionsRequest, LoginRequest, LogoutRequest, RefreshRequest,
+    RegisterRequest, Role, login_response,
+};
+use colink_proto::users::v1::GetMeRequest;
+use colink_runtime::clients::with_token;
+use tonic::Code;
+
+use crate::helpers::{TestApp, assert_code};
+
+fn login(login: &str, password: &str) -> LoginRequest {
+    LoginRequest { login: login.into(), password: password.into(), device_name: "tests".into() }
+}
+
+#[tokio::test]
+async fn first_account_administers_the_workspace_and_others_are_members() {
+    let app = TestApp::spawn().await;
+    let admin = app.register("alice").await;
+    let member = app
+        .auth()
+        .register(RegisterRequest {
+            username: "Bob".into(),
+            email: "BOB@Example.com".into(),
+            password: "correct horse battery".into(),
+            display_name: "Bob B.".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .account
+        .unwrap();
+    assert_eq!(member.role, Role::Member as i32);
+    assert_eq!(member.username, "bob");
+    assert_eq!(member.email, "bob@example.com");
+    let me = app.users().get_me(admin.req(GetMeRequest {})).await.unwrap().into_inner().user.unwrap();
+    assert_eq!(me.username, "alice");
+    let bob = app.auth().login(login("bob", "correct horse battery")).await.unwrap().into_inner();
+    assert_eq!(bob.account.unwrap().role, Role::Member as i32);
+}
+
+#[tokio::test]
+async fn taken_usernames_and_emails_are_refused() {
+    let app = TestApp::spawn().await;
+    app.register("alice").await;
+    for (username, email) in [("alice", "other@example.com"), ("other", "ALICE@example.com")] {
+        let result = app
+            .auth()
+            .register(RegisterRequest {
+                username: username.into(),
+                email: email.into(),
+                password: "correct horse battery".into(),
+                display_name: String::new(),
+            })
+            .await;
+        assert_code(result, Code::AlreadyExists);
+    }
+}
+
+#[tokio::test]
+async fn login_accepts_username_or_email_and_refuses_wrong_passwords_alike() {
+    let app = TestApp::spawn().await;
+    app.register("alice").await;
+    for who in ["alice", "ALICE@example.com"] {
+        let response = app.auth().login(login(who, "correct horse battery")).await.unwrap().into_inner();
+        assert!(matches!(response.result, Some(login_response::Result::Tokens(_))));
+    }
+    let wrong = assert_code(app.auth().login(login("alice", "wrong password")).await, Code::Unauthenticated);
+    let unknown = assert_code(app.auth().login(login("nobody", "wrong password")).await, Code::Unauthenticated);
+    assert_eq!(wrong.message(), unknown.message(), "the answer must not reveal which accounts exist");
+}
+
+#[tokio::test]
+async fn refresh_rotates_and_a_reused_token_revokes_the_session() {
+    let app = TestApp::spawn().await;
+    let alice = app.register("alice").await;
+    let first = alice.tokens.refresh_token.clone();
+    let second =
+        app.auth().refresh(RefreshRequest { refresh_token: first.clone() }).await.unwrap().into_inner().tokens.unwrap();
+    assert_ne!(second.refresh_token, first);
+    assert!(app.users().get_me(with_token(&second.access_token, GetMeRequest {})).await.is_ok());
+
+    // Someone replays the spent token: the whole session ends.
+    assert_code(app.auth().refresh(RefreshRequest { refresh_token: first }).await, Code::Unauthenticated);
+    assert_code(
+        app.auth().refresh(RefreshRequest { refresh_token: second.refresh_token }).await,
+        Code::Unauthenticated,
+    );
+}
+
+#[tokio::test]
+async fn logout_ends_the_session_and_its_refresh_token() {
+    let app = TestApp::spawn().await;
+    let alice = app.register("alice").await;
+    let other = app.auth().login(login("alice", "correct horse battery")).await.unwrap().into_inner();
+    let Some(login_response::Result::Tokens(other)) = other.result else { panic!("tokens") };
+    let sessions = app.auth().list_sessions(alice.req(ListSessionsRequest {})).await.unwrap().into_inner().sessions;
+    assert_eq!(sessions.len(), 2);
+    assert_eq!(sessions.iter().filter(|s| s.current).count(), 1);
+
+    let ended = app.auth().logout(alice.req(LogoutRequest { all_sessions: false })).await.unwrap().into_inner();
+    assert_eq!(ended.sessions_ended, 1);
+    let refresh = RefreshRequest { refresh_token: alice.tokens.refresh_token.clone() };
+    assert_code(app.auth().refresh(refresh).await, Code::Unauthenticated);
+    // The other device is still signed in.
+    assert!(app.auth().refresh(RefreshRequest { refresh_token: other.refresh_token }).await.is_ok());
+}
+
+#[tokio::test]
+async fn changing_the_password_ends_other_sessions() {
+    let app = TestApp::spawn().await;
+    let alice = app.register("alice").await;
+    let other = app.auth().login(login("alice", "correct horse battery")).await.unwrap().into_inner();
+    let Some(login_response::Result::Tokens(other)) = other.result else { panic!("tokens") };
+    let wrong = ChangePasswordRequest { current_password: "nope nope".into(), new_password: "a new password".into() };
+    assert_code(app.auth().change_password(alice.req(wrong)).await, Code::PermissionDenied);
+    let change = ChangePasswordRequest {
+        current_password: "correct horse battery".into(),
+        new_password: "a new password".into(),
+    };
+    app.auth().change_password(alice.req(change)).await.unwrap();
+    assert_code(app.auth().login(login("alice", "correct horse battery")).await, Code::Unauthenticated);
+    assert!(app.auth().login(login("alice", "a new password")).await.is_ok());
+    assert_code(app.auth().refresh(RefreshRequest { refresh_token: other.refresh_token }).await, Code::Unauthenticated);
+    assert!(app.auth().refresh(RefreshRequest { refresh_token: alice.tokens.refresh_token }).await.is_ok());
+}
+
+#[tokio::test]
+async fn tokens_are_checked_against_the_published_keys() {
+    let app = TestApp::spawn().await;
+    let alice = app.register("alice").await;
+    let keys = app.auth().get_jwks(GetJwksRequest {}).await.unwrap().into_inner().keys;
+    assert_eq!(keys.len(), 1);
+    assert_eq!((keys[0].kty.as_str(), keys[0].alg.as_str()), ("OKP", "EdDSA"));
+
+    // A token with a forged payload (alice claims to be someone else).
+    let mut parts: Vec<String> = alice.token().split('.').map(str::to_string).collect();
+    parts[1] = parts[1].chars().rev().collect();
+    let forged = parts.join(".");
+    for token in [forged.as_str(), "not-a-token", ""] {
+        assert_code(app.users().get_me(with_token(token, GetMeRequest {})).await, Code::Unauthenticated);
+    }
+    // A token signed by another Colink installation.
+    let other = TestApp::spawn().await;
+    let stranger = other.register("alice").await;
+    assert_code(app.users().get_me(stranger.req(GetMeRequest {})).await, Code::Unauthenticated);
+}

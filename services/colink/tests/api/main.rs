@@ -1,0 +1,14 @@
+//! End-to-end tests: each starts a real `colink` node on an ephemeral port
+//! with its own data directory and talks to it only through the generated
+//! gRPC clients.
+
+mod helpers;
+
+mod auth;
+mod authorization;
+mod bad_input;
+mod channels;
+mod messaging;
+mod node;
+mod realtime;
+mod users;

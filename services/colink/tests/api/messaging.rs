@@ -1,0 +1,207 @@
+use colink_proto::channels::v1::ChannelKind;
+use colink_proto::messaging::v1::{
+    DeleteMessageRequest, Direction, EditMessageRequest, GetMessageRequest, GetReadStateRequest,
+    ListChannelEventsRequest, ListMessageEditsRequest, ListMessagesRequest, ListPinnedMessagesRequest,
+    ListReadReceiptsRequest, MarkReadRequest, PinMessageRequest, RecallMessageRequest, SendMessageRequest,
+};
+use tonic::Code;
+
+use crate::helpers::{TestApp, assert_code};
+
+#[tokio::test]
+async fn a_retried_send_returns_the_original_and_writes_nothing() {
+    let app = TestApp::spawn().await;
+    let alice = app.register("alice").await;
+    let room = app.create_channel(&alice, "room", ChannelKind::Public, &[]).await;
+    let send = SendMessageRequest {
+        channel_id: room.channel_id.clone(),
+        text: "exactly once".into(),
+        idempotency_key: "7c9e6679-7425-40de-944b-e07fc1f90ae7".into(),
+        ..Default::default()
+    };
+    let first = app.messaging().send_message(alice.req(send.clone())).await.unwrap().into_inner().message.unwrap();
+    let retry = app.messaging().send_message(alice.req(send.clone())).await.unwrap().into_inner().message.unwrap();
+    assert_eq!(first, retry);
+    // The key belongs to its sender: the same key from someone else is a new message.
+    let bob = app.register("bob").await;
+    app.channels()
+        .join_channel(bob.req(colink_proto::channels::v1::JoinChannelRequest { channel_id: room.channel_id.clone() }))
+        .await
+        .unwrap();
+    let theirs = app.messaging().send_message(bob.req(send)).await.unwrap().into_inner().message.unwrap();
+    assert_ne!(theirs.message_id, first.message_id);
+    let list = ListMessagesRequest { channel_id: room.channel_id.clone(), ..Default::default() };
+    assert_eq!(app.messaging().list_messages(alice.req(list)).await.unwrap().into_inner().messages.len(), 2);
+}
+
+#[tokio::test]
+async fn history_pages_in_both_directions() {
+    let app = TestApp::spawn().await;
+    let alice = app.register("alice").await;
+    let room = app.create_channel(&alice, "room", ChannelKind::Public, &[]).await;
+    for i in 1..=7 {
+        app.send(&alice, &room.channel_id, &format!("m{i}")).await;
+    }
+    let texts = |r: &colink_proto::messaging::v1::ListMessagesResponse| {
+        r.messages.iter().map(|m| m.text.clone()).collect::<Vec<_>>()
+    };
+    let page = |token: String| ListMessagesRequest {
+        channel_id: room.channel_id.clone(),
+        page_size: 3,
+        page_token: token,
+        ..Default::default()
+    };
+    let newest = app.messaging().list_messages(alice.req(page(String::new()))).await.unwrap().into_inner();
+    assert_eq!(texts(&newest), ["m7", "m6", "m5"]);
+    assert!(newest.prev_page_token.is_empty());
+    let older = app.messaging().list_messages(alice.req(page(newest.next_page_token))).await.unwrap().into_inner();
+    assert_eq!(texts(&older), ["m4", "m3", "m2"]);
+    let back =
+        app.messaging().list_messages(alice.req(page(older.prev_page_token.clone()))).await.unwrap().into_inner();
+    assert_eq!(texts(&back), ["m5", "m6", "m7"]);
+    let oldest = app.messaging().list_messages(alice.req(page(older.next_page_token))).await.unwrap().into_inner();
+    assert_eq!(texts(&oldest), ["m1"]);
+    assert!(oldest.next_page_token.is_empty());
+
+    let forward = ListMessagesRequest {
+        channel_id: room.channel_id.clone(),
+        page_size: 4,
+        direction: Direction::Forward as i32,
+        ..Default::default()
+    };
+    let from_start = app.messaging().list_messages(alice.req(forward)).await.unwrap().into_inner();
+    assert_eq!(texts(&from_start), ["m1", "m2", "m3", "m4"]);
+}
+
+#[tokio::test]
+async fn edits_keep_history_and_respect_versions() {
+    let app = TestApp::spawn().await;
+    let alice = app.register("alice").await;
+    let bob = app.register("bob").await;
+    let room = app.create_channel(&alice, "room", ChannelKind::Public, &[&bob]).await;
+    let sent = app.send(&alice, &room.channel_id, "helo").await;
+    let edit = |text: &str, expected: i32| EditMessageRequest {
+        message_id: sent.message_id.clone(),
+        text: text.into(),
+        expected_version: expected,
+    };
+    let edited = app.messaging().edit_message(alice.req(edit("hello", 1))).await.unwrap().into_inner().message.unwrap();
+    assert_eq!((edited.text.as_str(), edited.version), ("hello", 2));
+    assert!(edited.edit_time.is_some());
+    assert_code(app.messaging().edit_message(alice.req(edit("hullo", 1))).await, Code::FailedPrecondition);
+    assert_code(app.messaging().edit_message(bob.req(edit("bob was here", 0))).await, Code::PermissionDenied);
+    let history = app
+        .messaging()
+        .list_message_edits(bob.req(ListMessageEditsRequest { message_id: sent.message_id.clone() }))
+        .await
+        .unwrap()
+        .into_inner()
+        .edits;
+    assert_eq!(history.len(), 1);
+    assert_eq!((history[0].version, history[0].text.as_str()), (1, "helo"));
+}
+
+#[tokio::test]
+async fn deletion_is_for_senders_and_channel_admins() {
+    let app = TestApp::spawn().await;
+    let alice = app.register("alice").await;
+    let bob = app.register("bob").await;
+    let carol = app.register("carol").await;
+    let room = app.create_channel(&alice, "room", ChannelKind::Public, &[&bob, &carol]).await;
+    let by_bob = app.send(&bob, &room.channel_id, "bob's").await;
+    let delete = |id: &str| DeleteMessageRequest { message_id: id.to_string() };
+    assert_code(app.messaging().delete_message(carol.req(delete(&by_bob.message_id))).await, Code::PermissionDenied);
+    // The channel owner moderates.
+    let deleted = app
+        .messaging()
+        .delete_message(alice.req(delete(&by_bob.message_id)))
+        .await
+        .unwrap()
+        .into_inner()
+        .message
+        .unwrap();
+    assert!(deleted.deleted && deleted.text.is_empty());
+    // Deleting twice changes nothing; editing a deleted message is refused.
+    app.messaging().delete_message(bob.req(delete(&by_bob.message_id))).await.unwrap();
+    let edit = EditMessageRequest { message_id: by_bob.message_id.clone(), text: "back".into(), expected_version: 0 };
+    assert_code(app.messaging().edit_message(bob.req(edit)).await, Code::FailedPrecondition);
+    let got = app.messaging().get_message(carol.req(GetMessageRequest { message_id: by_bob.message_id.clone() })).await;
+    assert!(got.unwrap().into_inner().message.unwrap().deleted);
+}
+
+#[tokio::test]
+async fn direct_messages_by_recipient_recall_pins_and_read_state() {
+    let app = TestApp::spawn().await;
+    let alice = app.register("alice").await;
+    let bob = app.register("bob").await;
+    let send = SendMessageRequest { recipient_id: bob.user_id.clone(), text: "psst".into(), ..Default::default() };
+    let first = app.messaging().send_message(alice.req(send.clone())).await.unwrap().into_inner().message.unwrap();
+    let second = app.messaging().send_message(alice.req(send)).await.unwrap().into_inner().message.unwrap();
+    assert_eq!(first.channel_id, second.channel_id, "both go to the one DM");
+    let dm = first.channel_id.clone();
+
+    let read = app.messaging().get_read_state(bob.req(GetReadStateRequest { channel_id: dm.clone() })).await.unwrap();
+    assert_eq!(read.into_inner().read_state.unwrap().unread_count, 2);
+    let marked =
+        app.messaging().mark_read(bob.req(MarkReadRequest { channel_id: dm.clone(), seq: first.seq })).await.unwrap();
+    assert_eq!(marked.into_inner().read_state.unwrap().unread_count, 1);
+    // Read positions never move back.
+    let back = app.messaging().mark_read(bob.req(MarkReadRequest { channel_id: dm.clone(), seq: 1 })).await.unwrap();
+    assert_eq!(back.into_inner().read_state.unwrap().last_read_seq, first.seq);
+    let receipts = app
+        .messaging()
+        .list_read_receipts(alice.req(ListReadReceiptsRequest { message_id: first.message_id.clone() }))
+        .await;
+    assert_eq!(receipts.unwrap().into_inner().reader_ids, [bob.user_id.clone()]);
+
+    app.messaging().pin_message(bob.req(PinMessageRequest { message_id: first.message_id.clone() })).await.unwrap();
+    let pins =
+        app.messaging().list_pinned_messages(alice.req(ListPinnedMessagesRequest { channel_id: dm.clone() })).await;
+    assert_eq!(pins.unwrap().into_inner().messages[0].message_id, first.message_id);
+
+    assert_code(
+        app.messaging().recall_message(bob.req(RecallMessageRequest { message_id: second.message_id.clone() })).await,
+        Code::PermissionDenied,
+    );
+    let recalled = app
+        .messaging()
+        .recall_message(alice.req(RecallMessageRequest { message_id: second.message_id.clone() }))
+        .await
+        .unwrap()
+        .into_inner()
+        .message
+        .unwrap();
+    assert!(recalled.recalled && recalled.text.is_empty());
+}
+
+#[tokio::test]
+async fn every_change_takes_the_next_sequence_without_gaps() {
+    let app = TestApp::spawn().await;
+    let alice = app.register("alice").await;
+    let bob = app.register("bob").await;
+    let room = app.create_channel(&alice, "room", ChannelKind::Public, &[&bob]).await;
+    let m = app.send(&alice, &room.channel_id, "one").await;
+    app.messaging()
+        .edit_message(alice.req(EditMessageRequest {
+            message_id: m.message_id.clone(),
+            text: "two".into(),
+            expected_version: 0,
+        }))
+        .await
+        .unwrap();
+    app.messaging().delete_message(alice.req(DeleteMessageRequest { message_id: m.message_id.clone() })).await.unwrap();
+    let events = app
+        .messaging()
+        .list_channel_events(bob.req(ListChannelEventsRequest {
+            channel_id: room.channel_id.clone(),
+            after_seq: 0,
+            page_size: 0,
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let seqs: Vec<i64> = events.events.iter().map(|e| e.seq).collect();
+    // owner joined, bob joined, created, edited, deleted.
+    assert_eq!(seqs, [1, 2, 3, 4, 5]);
+    assert_eq!(events.head_seq, 5);
+}
