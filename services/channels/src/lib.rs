@@ -18,7 +18,7 @@ use colink_runtime::error::{Violations, is_unique_violation};
 use colink_runtime::events::{self, CHANNEL_EVENTS, Outbox};
 use colink_runtime::ids::{
     check_idempotency_key, check_text, decode_page_token, encode_page_token, new_id, now_micros, page_size, parse_id,
-    timestamp,
+    parse_id_list, timestamp,
 };
 use colink_runtime::{Caller, Error, Result, Role, caller};
 use sea_orm::sea_query::{Expr, ExprTrait};
@@ -253,20 +253,14 @@ impl ChannelsService {
         if req.member_ids.len() > 100 {
             v.add("member_ids", "must list at most 100 users");
         }
-        let mut member_ids = Vec::new();
-        for (i, raw) in req.member_ids.iter().enumerate() {
-            if let Some(id) = v.check(parse_id(&format!("member_ids[{i}]"), raw)) {
-                if id != caller.user_id && !member_ids.contains(&id) {
-                    member_ids.push(id);
-                }
-            }
-        }
+        let mut member_ids = parse_id_list(&mut v, "member_ids", &req.member_ids);
+        member_ids.retain(|id| *id != caller.user_id);
         v.finish()?;
         let (Some(name), Some(key)) = (name, key) else { return Err(Error::internal("validated values missing")) };
-        if let Some(key) = &key {
-            if let Some(existing) = self.replayed_creation(caller, key).await? {
-                return Ok(existing);
-            }
+        if let Some(key) = &key
+            && let Some(existing) = self.replayed_creation(caller, key).await?
+        {
+            return Ok(existing);
         }
         self.require_users(caller, "member_ids", &member_ids).await?;
 
@@ -547,14 +541,7 @@ impl ChannelsService {
         if req.user_ids.is_empty() || req.user_ids.len() > 100 {
             v.add("user_ids", "must list 1 to 100 users");
         }
-        let mut ids = Vec::new();
-        for (i, raw) in req.user_ids.iter().enumerate() {
-            if let Some(id) = v.check(parse_id(&format!("user_ids[{i}]"), raw)) {
-                if !ids.contains(&id) {
-                    ids.push(id);
-                }
-            }
-        }
+        let ids = parse_id_list(&mut v, "user_ids", &req.user_ids);
         let new_role = match MemberRole::try_from(req.role) {
             Ok(MemberRole::Unspecified) | Ok(MemberRole::Member) => MemberRole::Member,
             Ok(MemberRole::Admin) => MemberRole::Admin,
@@ -731,14 +718,8 @@ impl ChannelsService {
         req: pb::OpenDirectMessageRequest,
     ) -> Result<pb::OpenDirectMessageResponse> {
         let mut v = Violations::default();
-        let mut others = Vec::new();
-        for (i, raw) in req.user_ids.iter().enumerate() {
-            if let Some(id) = v.check(parse_id(&format!("user_ids[{i}]"), raw)) {
-                if id != caller.user_id && !others.contains(&id) {
-                    others.push(id);
-                }
-            }
-        }
+        let mut others = parse_id_list(&mut v, "user_ids", &req.user_ids);
+        others.retain(|id| *id != caller.user_id);
         if v.is_empty() && (others.is_empty() || others.len() > MAX_DM_OTHERS) {
             v.add("user_ids", format!("must name 1 to {MAX_DM_OTHERS} other users"));
         }

@@ -20,7 +20,7 @@ use colink_runtime::error::{Violations, is_unique_violation};
 use colink_runtime::events::{self, EventHandler, MESSAGE_EVENTS, Outbox};
 use colink_runtime::ids::{
     check_idempotency_key, check_text, decode_page_token, encode_page_token, new_id, now_micros, opt_timestamp,
-    page_size, parse_id, parse_optional_id, timestamp,
+    page_size, parse_id, parse_id_list, parse_optional_id, timestamp,
 };
 use colink_runtime::pubsub::{Frame, PubSub, channel_topic};
 use colink_runtime::{Caller, Error, Result, Role, caller};
@@ -164,19 +164,14 @@ impl MessagingService {
         if req.file_ids.len() > MAX_FILES {
             v.add("file_ids", format!("must list at most {MAX_FILES} files"));
         }
-        let file_ids: Vec<String> = req
-            .file_ids
-            .iter()
-            .enumerate()
-            .filter_map(|(i, raw)| v.check(parse_id(&format!("file_ids[{i}]"), raw)))
-            .collect();
+        let file_ids = parse_id_list(&mut v, "file_ids", &req.file_ids);
         let key = v.check(check_idempotency_key("idempotency_key", &req.idempotency_key)).flatten();
         v.finish()?;
 
-        if let Some(key) = &key {
-            if let Some(original) = self.replayed(caller, key).await? {
-                return Ok(original);
-            }
+        if let Some(key) = &key
+            && let Some(original) = self.replayed(caller, key).await?
+        {
+            return Ok(original);
         }
         let channel_id = match (channel_id, recipient_id) {
             (Some(id), _) => id,

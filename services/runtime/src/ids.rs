@@ -21,6 +21,19 @@ pub fn parse_id(field: &str, raw: &str) -> Result<String, FieldError> {
     uuid::Uuid::try_parse(raw).map(|id| id.to_string()).map_err(|_| FieldError::new(field, "must be a UUID"))
 }
 
+/// Parses a list of ids, naming each bad one as `field[i]`; repeats are dropped.
+pub fn parse_id_list(v: &mut crate::error::Violations, field: &str, raw: &[String]) -> Vec<String> {
+    let mut ids: Vec<String> = Vec::with_capacity(raw.len());
+    for (i, value) in raw.iter().enumerate() {
+        if let Some(id) = v.check(parse_id(&format!("{field}[{i}]"), value))
+            && !ids.contains(&id)
+        {
+            ids.push(id);
+        }
+    }
+    ids
+}
+
 /// Like `parse_id`, but an empty value means "none".
 pub fn parse_optional_id(field: &str, raw: &str) -> Result<Option<String>, FieldError> {
     if raw.is_empty() { Ok(None) } else { parse_id(field, raw).map(Some) }

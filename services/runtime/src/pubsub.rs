@@ -87,11 +87,11 @@ impl MemoryPubSub {
 impl PubSub for MemoryPubSub {
     async fn publish(&self, topic: &str, payload: Bytes) {
         let Ok(mut topics) = self.topics.lock() else { return };
-        if let Some(sender) = topics.get(topic) {
-            if sender.send(payload).is_err() {
-                // Nobody listens any more: forget the topic.
-                topics.remove(topic);
-            }
+        // Nobody listens any more: forget the topic.
+        if let Some(sender) = topics.get(topic)
+            && sender.send(payload).is_err()
+        {
+            topics.remove(topic);
         }
     }
 

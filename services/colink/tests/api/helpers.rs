@@ -54,12 +54,14 @@ impl TestApp {
     /// password hashing; `adjust` may change anything else.
     pub async fn spawn_with(adjust: impl FnOnce(&mut Config)) -> Self {
         let data = TempDir::new().expect("temp dir");
-        let mut config = Config::default();
-        config.listen = "127.0.0.1:0".parse().expect("address");
-        config.data_dir = data.path().to_path_buf();
+        let mut config = Config {
+            listen: "127.0.0.1:0".parse().expect("address"),
+            data_dir: data.path().to_path_buf(),
+            shutdown_grace_secs: 5,
+            ..Config::default()
+        };
         config.auth.argon2_memory_kib = 64;
         config.auth.argon2_iterations = 1;
-        config.shutdown_grace_secs = 5;
         adjust(&mut config);
         let node = Node::start(config).await.expect("node starts");
         let channel_uri = format!("http://{}", node.addr());

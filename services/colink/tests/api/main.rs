@@ -2,6 +2,8 @@
 //! with its own data directory and talks to it only through the generated
 //! gRPC clients.
 
+#![allow(clippy::unwrap_used)]
+
 mod helpers;
 
 mod auth;

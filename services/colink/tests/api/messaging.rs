@@ -152,7 +152,7 @@ async fn direct_messages_by_recipient_recall_pins_and_read_state() {
         .messaging()
         .list_read_receipts(alice.req(ListReadReceiptsRequest { message_id: first.message_id.clone() }))
         .await;
-    assert_eq!(receipts.unwrap().into_inner().reader_ids, [bob.user_id.clone()]);
+    assert_eq!(receipts.unwrap().into_inner().reader_ids, vec![bob.user_id.clone()]);
 
     app.messaging().pin_message(bob.req(PinMessageRequest { message_id: first.message_id.clone() })).await.unwrap();
     let pins =
