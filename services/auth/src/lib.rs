@@ -14,7 +14,7 @@ use colink_proto::auth::v1::auth_service_server::{AuthService as AuthRpc, AuthSe
 use colink_proto::events::v1::{UserCreated, event::Payload};
 use colink_runtime::config::AuthConfig;
 use colink_runtime::db::Db;
-use colink_runtime::error::is_unique_violation;
+use colink_runtime::error::duplicate_as;
 use colink_runtime::events::{self, Outbox, USER_EVENTS};
 use colink_runtime::ids::{new_id, now_micros, timestamp};
 use colink_runtime::token::{self, Claims};
@@ -163,13 +163,7 @@ impl AuthService {
         }
         .insert(&txn)
         .await
-        .map_err(|e| {
-            if is_unique_violation(&e) {
-                Error::AlreadyExists("username or email is already taken".into())
-            } else {
-                e.into()
-            }
-        })?;
+        .map_err(duplicate_as("username or email is already taken"))?;
         let tokens = self.open_session(&txn, &account, "").await?;
         let event = events::event(
             "user.created",

@@ -14,11 +14,10 @@ use colink_proto::users::v1::users_service_client::UsersServiceClient;
 use colink_proto::users::v1::{BatchGetUsersRequest, CheckBlockedRequest};
 use colink_runtime::clients::{on_behalf_of, retry_idempotent};
 use colink_runtime::db::Db;
-use colink_runtime::error::{Violations, is_unique_violation};
+use colink_runtime::error::{Page, Violations, duplicate_as, is_unique_violation};
 use colink_runtime::events::{self, CHANNEL_EVENTS, Outbox};
 use colink_runtime::ids::{
-    check_idempotency_key, check_text, decode_page_token, encode_page_token, new_id, now_micros, page_size, parse_id,
-    parse_id_list, timestamp,
+    check_idempotency_key, check_text, encode_page_token, new_id, now_micros, parse_id, parse_id_list, timestamp,
 };
 use colink_runtime::{Caller, Error, Result, Role, caller};
 use sea_orm::sea_query::{Expr, ExprTrait};
@@ -242,21 +241,20 @@ impl ChannelsService {
             return Err(Error::denied("guests cannot create channels"));
         }
         let mut v = Violations::default();
-        let name = v.check(normalize_name("name", &req.name));
+        let name = v.check(normalize_name("name", &req.name)).unwrap_or_default();
         let channel_kind = ChannelKind::try_from(req.kind).unwrap_or(ChannelKind::Unspecified);
         if !matches!(channel_kind, ChannelKind::Public | ChannelKind::Private) {
             v.add("kind", "must be CHANNEL_KIND_PUBLIC or CHANNEL_KIND_PRIVATE (open DMs with OpenDirectMessage)");
         }
         v.check(check_text("topic", &req.topic, 0, 250));
         v.check(check_text("description", &req.description, 0, 1000));
-        let key = v.check(check_idempotency_key("idempotency_key", &req.idempotency_key));
+        let key = v.check(check_idempotency_key("idempotency_key", &req.idempotency_key)).flatten();
         if req.member_ids.len() > 100 {
             v.add("member_ids", "must list at most 100 users");
         }
         let mut member_ids = parse_id_list(&mut v, "member_ids", &req.member_ids);
         member_ids.retain(|id| *id != caller.user_id);
         v.finish()?;
-        let (Some(name), Some(key)) = (name, key) else { return Err(Error::internal("validated values missing")) };
         if let Some(key) = &key
             && let Some(existing) = self.replayed_creation(caller, key).await?
         {
@@ -281,13 +279,7 @@ impl ChannelsService {
         }
         .insert(&txn)
         .await
-        .map_err(|e| {
-            if is_unique_violation(&e) {
-                Error::AlreadyExists(format!("a channel named {name:?} already exists"))
-            } else {
-                e.into()
-            }
-        })?;
+        .map_err(duplicate_as(format!("a channel named {name:?} already exists")))?;
         if let Some(key) = key {
             idempotency::ActiveModel {
                 creator_id: Set(caller.user_id.clone()),
@@ -306,13 +298,7 @@ impl ChannelsService {
         }
         let stored = self.find(&txn, &created.channel_id).await?;
         let result = self.to_proto(&txn, stored, Some(&owner)).await?;
-        txn.commit().await.map_err(|e| {
-            if is_unique_violation(&e) {
-                Error::AlreadyExists("this request was already applied".into())
-            } else {
-                e.into()
-            }
-        })?;
+        txn.commit().await.map_err(duplicate_as("this request was already applied"))?;
         self.published().await;
         tracing::info!(channel_id = %result.channel_id, name = %result.name, "channel created");
         Ok(result)
@@ -361,13 +347,7 @@ impl ChannelsService {
         }
         v.finish()?;
         model.updated_at = Set(now_micros());
-        let updated = model.update(&txn).await.map_err(|e| {
-            if is_unique_violation(&e) {
-                Error::AlreadyExists("a channel with that name already exists".into())
-            } else {
-                e.into()
-            }
-        })?;
+        let updated = model.update(&txn).await.map_err(duplicate_as("a channel with that name already exists"))?;
         self.channel_event(&txn, "channel.updated", &updated, &caller.user_id).await?;
         let result = self.to_proto(&txn, updated, membership.as_ref()).await?;
         txn.commit().await?;
@@ -381,16 +361,12 @@ impl ChannelsService {
         req: pb::ListMyChannelsRequest,
     ) -> Result<pb::ListMyChannelsResponse> {
         let mut v = Violations::default();
-        let limit = v.check(page_size("page_size", req.page_size, 100, 200));
-        let after = v.check(decode_page_token("page_token", &req.page_token));
-        let filter = pb::ChannelFilter::try_from(req.filter).ok();
-        if filter.is_none() {
+        let Page { limit, after } = v.page(req.page_size, &req.page_token, 100, 200);
+        let filter = pb::ChannelFilter::try_from(req.filter).unwrap_or_else(|_| {
             v.add("filter", "is not a known filter");
-        }
+            pb::ChannelFilter::Unspecified
+        });
         v.finish()?;
-        let (Some(limit), Some(after), Some(filter)) = (limit, after, filter) else {
-            return Err(Error::internal("validated values missing"));
-        };
         // Page through memberships by (joined_at desc, channel_id desc).
         let mut query = member::Entity::find().filter(member::Column::UserId.eq(&caller.user_id));
         if let Some(after) = after {
@@ -449,12 +425,8 @@ impl ChannelsService {
         {
             v.add("name_prefix", "must be at most 80 characters of a-z, 0-9, '-' or '_'");
         }
-        let limit = v.check(page_size("page_size", req.page_size, 50, 100));
-        let after = v.check(decode_page_token("page_token", &req.page_token));
+        let Page { limit, after } = v.page(req.page_size, &req.page_token, 50, 100);
         v.finish()?;
-        let (Some(limit), Some(after)) = (limit, after) else {
-            return Err(Error::internal("validated values missing"));
-        };
         // Every name character sorts below '~', so this range is the prefix.
         let mut query = channel::Entity::find()
             .filter(channel::Column::Kind.eq(ChannelKind::Public as i32))
@@ -550,9 +522,8 @@ impl ChannelsService {
                 MemberRole::Member
             }
         };
-        let channel_id = v.check(parse_id("channel_id", &req.channel_id));
+        let channel_id = v.id("channel_id", &req.channel_id);
         v.finish()?;
-        let Some(channel_id) = channel_id else { return Err(Error::internal("validated values missing")) };
         // Authorize before asking another service about the users.
         let (channel, membership) = self.viewable(&self.db.reader, caller, &channel_id).await?;
         if !can_add_members(&channel, membership.as_ref(), caller.role) {
@@ -584,12 +555,9 @@ impl ChannelsService {
 
     async fn remove(&self, caller: &Caller, req: pb::RemoveMemberRequest) -> Result<()> {
         let mut v = Violations::default();
-        let channel_id = v.check(parse_id("channel_id", &req.channel_id));
-        let user_id = v.check(parse_id("user_id", &req.user_id));
+        let channel_id = v.id("channel_id", &req.channel_id);
+        let user_id = v.id("user_id", &req.user_id);
         v.finish()?;
-        let (Some(channel_id), Some(user_id)) = (channel_id, user_id) else {
-            return Err(Error::internal("validated values missing"));
-        };
         if user_id == caller.user_id {
             return Err(Error::invalid("user_id", "use LeaveChannel to leave"));
         }
@@ -615,12 +583,8 @@ impl ChannelsService {
 
     async fn list_members(&self, caller: &Caller, req: pb::ListMembersRequest) -> Result<pb::ListMembersResponse> {
         let mut v = Violations::default();
-        let limit = v.check(page_size("page_size", req.page_size, 100, 1000));
-        let after = v.check(decode_page_token("page_token", &req.page_token));
+        let Page { limit, after } = v.page(req.page_size, &req.page_token, 100, 1000);
         v.finish()?;
-        let (Some(limit), Some(after)) = (limit, after) else {
-            return Err(Error::internal("validated values missing"));
-        };
         let (channel, _) = self.viewable(&self.db.reader, caller, &req.channel_id).await?;
         let mut query = member::Entity::find().filter(member::Column::ChannelId.eq(&channel.channel_id));
         if let Some(after) = after {
@@ -649,16 +613,16 @@ impl ChannelsService {
 
     async fn update_member_role(&self, caller: &Caller, req: pb::UpdateMemberRoleRequest) -> Result<pb::Member> {
         let mut v = Violations::default();
-        let channel_id = v.check(parse_id("channel_id", &req.channel_id));
-        let user_id = v.check(parse_id("user_id", &req.user_id));
-        let new_role = MemberRole::try_from(req.role).ok().filter(|r| *r != MemberRole::Unspecified);
-        if new_role.is_none() {
-            v.add("role", "must be MEMBER_ROLE_OWNER, MEMBER_ROLE_ADMIN or MEMBER_ROLE_MEMBER");
-        }
-        v.finish()?;
-        let (Some(channel_id), Some(user_id), Some(new_role)) = (channel_id, user_id, new_role) else {
-            return Err(Error::internal("validated values missing"));
+        let channel_id = v.id("channel_id", &req.channel_id);
+        let user_id = v.id("user_id", &req.user_id);
+        let new_role = match MemberRole::try_from(req.role) {
+            Ok(role) if role != MemberRole::Unspecified => role,
+            _ => {
+                v.add("role", "must be MEMBER_ROLE_OWNER, MEMBER_ROLE_ADMIN or MEMBER_ROLE_MEMBER");
+                MemberRole::Unspecified
+            }
         };
+        v.finish()?;
         let txn = self.db.writer.begin().await?;
         let (channel, membership) = self.viewable(&txn, caller, &channel_id).await?;
         if is_direct(&channel) {
@@ -795,8 +759,8 @@ impl ChannelsService {
 
     async fn create_invitation(&self, caller: &Caller, req: pb::CreateInvitationRequest) -> Result<pb::Invitation> {
         let mut v = Violations::default();
-        let channel_id = v.check(parse_id("channel_id", &req.channel_id));
-        let invitee = v.check(parse_id("invitee_id", &req.invitee_id));
+        let channel_id = v.id("channel_id", &req.channel_id);
+        let invitee = v.id("invitee_id", &req.invitee_id);
         let ttl_hours = match req.ttl_hours {
             0 => 168,
             h @ 1..=720 => h,
@@ -806,9 +770,6 @@ impl ChannelsService {
             }
         };
         v.finish()?;
-        let (Some(channel_id), Some(invitee)) = (channel_id, invitee) else {
-            return Err(Error::internal("validated values missing"));
-        };
         let (channel, membership) = self.viewable(&self.db.reader, caller, &channel_id).await?;
         if !can_add_members(&channel, membership.as_ref(), caller.role) {
             return Err(if is_direct(&channel) {
@@ -846,12 +807,8 @@ impl ChannelsService {
         req: pb::ListMyInvitationsRequest,
     ) -> Result<pb::ListMyInvitationsResponse> {
         let mut v = Violations::default();
-        let limit = v.check(page_size("page_size", req.page_size, 50, 100));
-        let after = v.check(decode_page_token("page_token", &req.page_token));
+        let Page { limit, after } = v.page(req.page_size, &req.page_token, 50, 100);
         v.finish()?;
-        let (Some(limit), Some(after)) = (limit, after) else {
-            return Err(Error::internal("validated values missing"));
-        };
         let now = now_micros();
         let mut query = invitation::Entity::find()
             .filter(invitation::Column::InviteeId.eq(&caller.user_id))

@@ -16,11 +16,11 @@ use colink_proto::messaging::v1::channel_event::Kind;
 use colink_proto::messaging::v1::messaging_service_server::{MessagingService as MessagingRpc, MessagingServiceServer};
 use colink_runtime::clients::{on_behalf_of, retry_idempotent};
 use colink_runtime::db::Db;
-use colink_runtime::error::{Violations, is_unique_violation};
+use colink_runtime::error::{Page, Violations, is_unique_violation};
 use colink_runtime::events::{self, EventHandler, MESSAGE_EVENTS, Outbox};
 use colink_runtime::ids::{
-    check_idempotency_key, check_text, decode_page_token, encode_page_token, new_id, now_micros, opt_timestamp,
-    page_size, parse_id, parse_id_list, parse_optional_id, timestamp,
+    check_idempotency_key, check_text, encode_page_token, new_id, now_micros, opt_timestamp, page_size, parse_id,
+    parse_id_list, timestamp,
 };
 use colink_runtime::pubsub::{Frame, PubSub, channel_topic};
 use colink_runtime::{Caller, Error, Result, Role, caller};
@@ -151,8 +151,8 @@ impl MessagingService {
 
     async fn send(&self, caller: &Caller, req: pb::SendMessageRequest) -> Result<pb::Message> {
         let mut v = Violations::default();
-        let channel_id = v.check(parse_optional_id("channel_id", &req.channel_id)).flatten();
-        let recipient_id = v.check(parse_optional_id("recipient_id", &req.recipient_id)).flatten();
+        let channel_id = v.optional_id("channel_id", &req.channel_id);
+        let recipient_id = v.optional_id("recipient_id", &req.recipient_id);
         if req.channel_id.is_empty() == req.recipient_id.is_empty() {
             v.add("channel_id", "exactly one of channel_id and recipient_id is required");
         }
@@ -160,7 +160,7 @@ impl MessagingService {
             v.add("recipient_id", "must not be the sender");
         }
         v.check(check_text("text", &req.text, 1, MAX_TEXT));
-        let thread_id = v.check(parse_optional_id("thread_id", &req.thread_id)).flatten();
+        let thread_id = v.optional_id("thread_id", &req.thread_id);
         if req.file_ids.len() > MAX_FILES {
             v.add("file_ids", format!("must list at most {MAX_FILES} files"));
         }
@@ -432,37 +432,32 @@ impl MessagingService {
 
     async fn list(&self, caller: &Caller, req: pb::ListMessagesRequest) -> Result<pb::ListMessagesResponse> {
         let mut v = Violations::default();
-        let channel_id = v.check(parse_id("channel_id", &req.channel_id));
-        let limit = v.check(page_size("page_size", req.page_size, 50, 100));
-        let token = v.check(decode_page_token("page_token", &req.page_token)).flatten();
-        let thread_id = v.check(parse_optional_id("thread_id", &req.thread_id)).flatten();
-        let direction = pb::Direction::try_from(req.direction).ok();
-        if direction.is_none() {
+        let channel_id = v.id("channel_id", &req.channel_id);
+        let Page { limit, after: token } = v.page(req.page_size, &req.page_token, 50, 100);
+        let thread_id = v.optional_id("thread_id", &req.thread_id);
+        let direction = pb::Direction::try_from(req.direction).unwrap_or_else(|_| {
             v.add("direction", "is not a known direction");
-        }
+            pb::Direction::Unspecified
+        });
         if req.anchor_seq < 0 {
             v.add("anchor_seq", "must not be negative");
         }
-        // Tokens are "b:<seq>" (older than seq) or "f:<seq>" (newer than seq).
-        let start = match &token {
+        // Tokens are "b:<seq>" (older than seq) or "f:<seq>" (newer than seq);
+        // without one, a page starts at the anchor or at the end it faces.
+        let (forward, from) = match &token {
             Some(t) => {
-                let parsed = t.split_once(':').and_then(|(d, s)| Some((d == "f", s.parse::<i64>().ok()?)));
-                if parsed.is_none() {
+                t.split_once(':').and_then(|(d, s)| Some((d == "f", s.parse::<i64>().ok()?))).unwrap_or_else(|| {
                     v.add("page_token", "is not a valid page token");
-                }
-                parsed
+                    (false, 0)
+                })
             }
             None => {
-                let forward = direction == Some(pb::Direction::Forward);
-                (req.anchor_seq > 0)
-                    .then_some((forward, req.anchor_seq))
-                    .or(Some((forward, if forward { 0 } else { i64::MAX })))
+                let forward = direction == pb::Direction::Forward;
+                let edge = if forward { 0 } else { i64::MAX };
+                (forward, if req.anchor_seq > 0 { req.anchor_seq } else { edge })
             }
         };
         v.finish()?;
-        let (Some(channel_id), Some(limit), Some((forward, from))) = (channel_id, limit, start) else {
-            return Err(Error::internal("validated values missing"));
-        };
         self.access(caller, &channel_id).await?;
         let mut query = message::Entity::find().filter(message::Column::ChannelId.eq(&channel_id));
         if let Some(thread) = &thread_id {
@@ -502,15 +497,12 @@ impl MessagingService {
         req: pb::ListChannelEventsRequest,
     ) -> Result<pb::ListChannelEventsResponse> {
         let mut v = Violations::default();
-        let channel_id = v.check(parse_id("channel_id", &req.channel_id));
-        let limit = v.check(page_size("page_size", req.page_size, 500, 1000));
+        let channel_id = v.id("channel_id", &req.channel_id);
+        let limit = v.check(page_size("page_size", req.page_size, 500, 1000)).unwrap_or(500);
         if req.after_seq < 0 {
             v.add("after_seq", "must not be negative");
         }
         v.finish()?;
-        let (Some(channel_id), Some(limit)) = (channel_id, limit) else {
-            return Err(Error::internal("validated values missing"));
-        };
         self.access(caller, &channel_id).await?;
         let head_seq = self.head_seq(&channel_id).await?;
         let rows = channel_event::Entity::find()

@@ -128,6 +128,25 @@ impl Violations {
         }
     }
 
+    /// A required id in canonical form; empty (and recorded) when bad, which
+    /// `finish` then reports.
+    pub fn id(&mut self, field: &str, raw: &str) -> String {
+        self.check(crate::ids::parse_id(field, raw)).unwrap_or_default()
+    }
+
+    /// An optional id: `None` when empty (or bad, which is recorded).
+    pub fn optional_id(&mut self, field: &str, raw: &str) -> Option<String> {
+        self.check(crate::ids::parse_optional_id(field, raw)).flatten()
+    }
+
+    /// `page_size` (0 means `default`, else 1..=max) and `page_token`.
+    pub fn page(&mut self, size: i32, token: &str, default: u64, max: u64) -> Page {
+        Page {
+            limit: self.check(crate::ids::page_size("page_size", size, default, max)).unwrap_or(default),
+            after: self.check(crate::ids::decode_page_token("page_token", token)).flatten(),
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
@@ -157,6 +176,22 @@ impl std::fmt::Display for Violations {
         }
         Ok(())
     }
+}
+
+/// A validated page request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    /// How many items to return.
+    pub limit: u64,
+    /// The decoded page token: where the previous page ended.
+    pub after: Option<String>,
+}
+
+/// Maps a unique-constraint violation to ALREADY_EXISTS with `message`;
+/// any other error passes through.
+pub fn duplicate_as(message: impl Into<String>) -> impl FnOnce(sea_orm::DbErr) -> Error {
+    let message = message.into();
+    move |err| if is_unique_violation(&err) { Error::AlreadyExists(message) } else { Error::Database(err) }
 }
 
 /// One bad field.

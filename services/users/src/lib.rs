@@ -9,11 +9,9 @@ use colink_proto::events::v1::{Event, event::Payload};
 use colink_proto::users::v1 as pb;
 use colink_proto::users::v1::users_service_server::{UsersService as UsersRpc, UsersServiceServer};
 use colink_runtime::db::Db;
-use colink_runtime::error::{FieldError, Violations};
+use colink_runtime::error::{FieldError, Page, Violations};
 use colink_runtime::events::{EventError, EventHandler, mark_processed};
-use colink_runtime::ids::{
-    check_text, decode_page_token, encode_page_token, now_micros, page_size, parse_id, timestamp,
-};
+use colink_runtime::ids::{check_text, encode_page_token, now_micros, parse_id, timestamp};
 use colink_runtime::{Caller, Error, Result, Role, caller};
 use sea_orm::sea_query::{ExprTrait, OnConflict};
 use sea_orm::{
@@ -157,12 +155,8 @@ impl UsersService {
         {
             v.add("username_prefix", "must be at most 32 characters of a-z, 0-9, '.', '_' or '-'");
         }
-        let limit = v.check(page_size("page_size", req.page_size, 50, 100));
-        let after = v.check(decode_page_token("page_token", &req.page_token));
+        let Page { limit, after } = v.page(req.page_size, &req.page_token, 50, 100);
         v.finish()?;
-        let (Some(limit), Some(after)) = (limit, after) else {
-            return Err(Error::internal("validated values missing"));
-        };
         // Every username character sorts below '~', so this range is the prefix.
         let mut query = profile::Entity::find()
             .filter(profile::Column::Username.gte(prefix.as_str()))
@@ -216,12 +210,8 @@ impl UsersService {
 
     async fn list_contacts(&self, caller: &Caller, size: i32, token: &str) -> Result<pb::ListContactsResponse> {
         let mut v = Violations::default();
-        let limit = v.check(page_size("page_size", size, 50, 100));
-        let after = v.check(decode_page_token("page_token", token));
+        let Page { limit, after } = v.page(size, token, 50, 100);
         v.finish()?;
-        let (Some(limit), Some(after)) = (limit, after) else {
-            return Err(Error::internal("validated values missing"));
-        };
         let mut query = contact::Entity::find().filter(contact::Column::UserId.eq(&caller.user_id));
         if let Some(after) = after {
             query = query.filter(contact::Column::ContactId.gt(after));
@@ -245,12 +235,8 @@ impl UsersService {
 
     async fn list_blocked(&self, caller: &Caller, size: i32, token: &str) -> Result<pb::ListBlockedUsersResponse> {
         let mut v = Violations::default();
-        let limit = v.check(page_size("page_size", size, 50, 100));
-        let after = v.check(decode_page_token("page_token", token));
+        let Page { limit, after } = v.page(size, token, 50, 100);
         v.finish()?;
-        let (Some(limit), Some(after)) = (limit, after) else {
-            return Err(Error::internal("validated values missing"));
-        };
         let mut query = block::Entity::find().filter(block::Column::UserId.eq(&caller.user_id));
         if let Some(after) = after {
             query = query.filter(block::Column::BlockedId.gt(after));
@@ -542,10 +528,9 @@ impl UsersRpc for UsersService {
         let caller = caller(&request)?;
         let req = request.get_ref();
         let mut v = Violations::default();
-        let a = v.check(parse_id("user_id", &req.user_id));
-        let b = v.check(parse_id("other_user_id", &req.other_user_id));
+        let a = v.id("user_id", &req.user_id);
+        let b = v.id("other_user_id", &req.other_user_id);
         v.finish()?;
-        let (Some(a), Some(b)) = (a, b) else { return Err(Error::internal("validated values missing").into()) };
         if a != caller.user_id && b != caller.user_id && caller.role != Role::Admin {
             return Err(Error::denied("only admins may ask about other people's blocks").into());
         }
