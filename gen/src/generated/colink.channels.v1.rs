@@ -757,7 +757,7 @@ pub mod channels_service_client {
                 );
             self.inner.unary(req, path, codec).await
         }
-        /// The conversations the caller is in, most recently active first.
+        /// The conversations the caller is in, most recently joined first.
         pub async fn list_my_channels(
             &mut self,
             request: impl tonic::IntoRequest<super::ListMyChannelsRequest>,
@@ -1239,7 +1239,7 @@ pub mod channels_service_server {
             tonic::Response<super::UpdateChannelResponse>,
             tonic::Status,
         >;
-        /// The conversations the caller is in, most recently active first.
+        /// The conversations the caller is in, most recently joined first.
         async fn list_my_channels(
             &self,
             request: tonic::Request<super::ListMyChannelsRequest>,

@@ -908,8 +908,8 @@ pub mod messaging_service_client {
                 );
             self.inner.unary(req, path, codec).await
         }
-        /// Who has read a message (members whose read position is at or past it and
-        /// who share read receipts).
+        /// Who has read a message: members other than its sender whose read
+        /// position is at or past it (at most 1,000).
         pub async fn list_read_receipts(
             &mut self,
             request: impl tonic::IntoRequest<super::ListReadReceiptsRequest>,
@@ -1088,8 +1088,8 @@ pub mod messaging_service_server {
             tonic::Response<super::GetReadStateResponse>,
             tonic::Status,
         >;
-        /// Who has read a message (members whose read position is at or past it and
-        /// who share read receipts).
+        /// Who has read a message: members other than its sender whose read
+        /// position is at or past it (at most 1,000).
         async fn list_read_receipts(
             &self,
             request: tonic::Request<super::ListReadReceiptsRequest>,

@@ -57,6 +57,7 @@ impl Node {
         let listener =
             TcpListener::bind(config.listen).await.map_err(|source| NodeError::Bind { addr: config.listen, source })?;
         let addr = listener.local_addr().map_err(|source| NodeError::Bind { addr: config.listen, source })?;
+        check_event_consumers(&config.hosted_services())?;
         let config = Arc::new(config);
         let (shutdown, shutdown_rx) = watch::channel(false);
         let peers = Peers::new(&config, addr)?;
@@ -211,6 +212,26 @@ impl Node {
             Err(join) => Err(NodeError::Start { service: "node", message: join.to_string() }),
         }
     }
+}
+
+/// With the in-process event log, an event reaches only consumers in the
+/// same process: a node that produces events whose consumer it does not host
+/// would drop them. Such a split needs the distributed event log.
+fn check_event_consumers(hosted: &[&'static str]) -> Result<(), NodeError> {
+    const PRODUCER_CONSUMER: &[(&str, &str, &str)] =
+        &[("auth", "users", "user.events"), ("channels", "messaging", "channel.events")];
+    for (producer, consumer, topic) in PRODUCER_CONSUMER {
+        if hosted.contains(producer) && !hosted.contains(consumer) {
+            return Err(NodeError::Start {
+                service: "node",
+                message: format!(
+                    "{producer} publishes {topic}, which {consumer} consumes: with the in-process event log \
+                     they must run on the same node"
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 async fn open(config: &Config, service: &'static str) -> Result<Db, NodeError> {

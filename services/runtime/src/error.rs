@@ -79,7 +79,8 @@ impl From<Error> for Status {
                     Status::internal("internal error")
                 }
                 Code::DeadlineExceeded | Code::Cancelled => Status::unavailable(status.message()),
-                _ => Status::new(status.code(), status.message()),
+                // Client-facing codes pass through whole, field violations included.
+                _ => status,
             },
             Error::Database(db) => {
                 tracing::error!(error = %db, "database error");

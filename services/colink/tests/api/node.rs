@@ -27,7 +27,7 @@ async fn every_hosted_service_reports_serving() {
 
 #[tokio::test]
 async fn a_node_hosts_only_the_services_it_is_given() {
-    let app = TestApp::spawn_with(|c| c.services = vec!["auth".into()]).await;
+    let app = TestApp::spawn_with(|c| c.services = vec!["auth".into(), "users".into()]).await;
     assert!(app.auth().get_jwks(GetJwksRequest {}).await.is_ok());
     assert_code(app.channels().list_my_channels(ListMyChannelsRequest::default()).await, Code::Unauthenticated);
     let alice = app.register("alice").await;
@@ -53,4 +53,73 @@ async fn shutdown_tells_streams_to_resume_elsewhere() {
         other => panic!("expected a resume hint, got {other:?}"),
     }
     stopping.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn services_split_across_nodes_call_each_other_over_the_network() {
+    use colink_proto::realtime::v1::server_frame::Frame;
+
+    let identity = TestApp::spawn_with(|c| c.services = vec!["auth".into(), "users".into()]).await;
+    let identity_uri = identity.uri();
+    let chat = TestApp::spawn_with(|c| {
+        c.services = vec!["channels".into(), "messaging".into(), "realtime".into()];
+        c.peers.insert("auth".into(), identity_uri.clone());
+        c.peers.insert("users".into(), identity_uri.clone());
+    })
+    .await;
+    let alice = identity.register("alice").await;
+    let bob = identity.register("bob").await;
+
+    // The chat node trusts tokens from the identity node (keys fetched over
+    // gRPC) and asks it whether Bob exists before adding him.
+    let room = chat.create_channel(&alice, "split", ChannelKind::Private, &[&bob]).await;
+    let mut stream = chat.subscribe(&bob, &room.channel_id, Some(0)).await;
+    chat.send(&alice, &room.channel_id, "across nodes").await;
+    let mut texts = Vec::new();
+    while texts.is_empty() {
+        if let Frame::Event(e) = frame(&mut stream).await
+            && let Some(colink_proto::messaging::v1::channel_event::Kind::MessageCreated(m)) = e.kind
+        {
+            texts.push(m.text);
+        }
+    }
+    assert_eq!(texts, ["across nodes"]);
+    // Identity-only calls are not served by the chat node.
+    assert_code(chat.auth().get_jwks(GetJwksRequest {}).await, Code::Unimplemented);
+}
+
+#[tokio::test]
+async fn browsers_reach_the_same_listener_with_grpc_web() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let app = TestApp::spawn().await;
+    let addr = app.uri().trim_start_matches("http://").to_string();
+    let mut socket = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    // One empty GetJwksRequest: flag 0, length 0.
+    let request = format!(
+        "POST /colink.auth.v1.AuthService/GetJwks HTTP/1.1\r\nHost: {addr}\r\n\
+         Content-Type: application/grpc-web+proto\r\nX-Grpc-Web: 1\r\nContent-Length: 5\r\nConnection: close\r\n\r\n"
+    );
+    socket.write_all(request.as_bytes()).await.unwrap();
+    socket.write_all(&[0, 0, 0, 0, 0]).await.unwrap();
+    let mut response = Vec::new();
+    tokio::time::timeout(crate::helpers::WAIT, socket.read_to_end(&mut response)).await.unwrap().unwrap();
+    let text = String::from_utf8_lossy(&response);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.contains("application/grpc-web"), "{text}");
+    assert!(text.contains("EdDSA"), "the key set is in the body: {text}");
+    assert!(text.contains("grpc-status:0"), "trailers travel in the body: {text}");
+}
+
+#[tokio::test]
+async fn a_split_that_would_drop_events_is_refused() {
+    let mut config = colink_runtime::config::Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        services: vec!["channels".into()],
+        ..Default::default()
+    };
+    let data = tempfile::TempDir::new().unwrap();
+    config.data_dir = data.path().to_path_buf();
+    let err = colink::Node::start(config).await.err().expect("refused");
+    assert!(err.to_string().contains("channel.events"), "{err}");
 }
