@@ -10,7 +10,7 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(Initial)]
+        vec![Box::new(Initial), Box::new(SecondFactors)]
     }
 }
 
@@ -79,5 +79,54 @@ impl MigrationTrait for Initial {
             )
             .await?;
         manager.create_table(outbox_table()).await
+    }
+}
+
+migration_name!(SecondFactors, "m0002_auth_second_factors");
+
+#[async_trait::async_trait]
+impl MigrationTrait for SecondFactors {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table("second_factors")
+                    .if_not_exists()
+                    .col(string_len("user_id", 36).primary_key())
+                    .col(blob("totp_secret"))
+                    // NULL until the user proves their app has the secret.
+                    .col(big_integer_null("confirmed_at"))
+                    // The last accepted time step: older codes never work again.
+                    .col(big_integer("last_step"))
+                    .col(big_integer("created_at"))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table("recovery_codes")
+                    .if_not_exists()
+                    .col(string_len("user_id", 36))
+                    .col(string_len("code_hash", 64))
+                    .col(big_integer_null("used_at"))
+                    .primary_key(Index::create().col("user_id").col("code_hash"))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table("login_challenges")
+                    .if_not_exists()
+                    .col(string_len("challenge_id", 36).primary_key())
+                    .col(string_len("user_id", 36))
+                    .col(string_len("device_name", 128))
+                    .col(integer("attempts"))
+                    .col(big_integer("expires_at"))
+                    .col(big_integer_null("used_at"))
+                    .to_owned(),
+            )
+            .await
     }
 }

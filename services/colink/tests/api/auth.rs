@@ -144,3 +144,75 @@ async fn tokens_are_checked_against_the_published_keys() {
     let stranger = other.register("alice").await;
     assert_code(app.users().get_me(stranger.req(GetMeRequest {})).await, Code::Unauthenticated);
 }
+
+#[tokio::test]
+async fn totp_turns_sign_in_into_two_steps() {
+    use colink_auth::totp::{STEP_SECS, code_at, decode_base32};
+    use colink_proto::auth::v1::{
+        ConfirmTotpRequest, DisableTotpRequest, EnrollTotpRequest, SecondFactorMethod, VerifySecondFactorRequest,
+    };
+
+    let now_code = |secret: &[u8]| {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+        code_at(secret, now / STEP_SECS)
+    };
+    let app = TestApp::spawn().await;
+    let alice = app.register("alice").await;
+    let enrolled = app.auth().enroll_totp(alice.req(EnrollTotpRequest {})).await.unwrap().into_inner();
+    assert!(enrolled.otpauth_uri.starts_with("otpauth://totp/colink:alice?secret="), "{}", enrolled.otpauth_uri);
+    let secret = decode_base32(&enrolled.secret).unwrap();
+    // Until confirmed, a password still signs in on its own.
+    let before = app.auth().login(login("alice", "correct horse battery")).await.unwrap().into_inner();
+    assert!(matches!(before.result, Some(login_response::Result::Tokens(_))));
+
+    let wrong = ConfirmTotpRequest { code: "000000".into() };
+    crate::helpers::assert_invalid(app.auth().confirm_totp(alice.req(wrong)).await, "code");
+    let confirming_code = now_code(&secret);
+    let confirm = ConfirmTotpRequest { code: confirming_code.clone() };
+    let recovery = app.auth().confirm_totp(alice.req(confirm)).await.unwrap().into_inner().recovery_codes;
+    assert_eq!(recovery.len(), 8);
+
+    // Now the password only earns a challenge.
+    let challenge = || async {
+        let response = app.auth().login(login("alice", "correct horse battery")).await.unwrap().into_inner();
+        assert!(response.account.unwrap().second_factor_enabled);
+        match response.result {
+            Some(login_response::Result::Challenge(c)) => c.challenge_id,
+            other => panic!("expected a challenge, got {other:?}"),
+        }
+    };
+    let answer = |challenge_id: String, code: String| VerifySecondFactorRequest {
+        challenge_id,
+        method: SecondFactorMethod::Totp as i32,
+        code,
+        webauthn_assertion_json: String::new(),
+    };
+    let first = challenge().await;
+    let refused = app.auth().verify_second_factor(answer(first.clone(), "123456".into())).await;
+    assert_code(refused, Code::Unauthenticated);
+    // The confirming code was already used: a code works once.
+    let replay = app.auth().verify_second_factor(answer(first.clone(), confirming_code)).await;
+    assert_code(replay, Code::Unauthenticated);
+    // A recovery code works, once.
+    let signed_in =
+        app.auth().verify_second_factor(answer(first.clone(), recovery[0].clone())).await.unwrap().into_inner();
+    assert!(signed_in.tokens.is_some());
+    assert_code(app.auth().verify_second_factor(answer(first, recovery[1].clone())).await, Code::Unauthenticated);
+    let second = challenge().await;
+    assert_code(app.auth().verify_second_factor(answer(second, recovery[0].clone())).await, Code::Unauthenticated);
+
+    // Five wrong answers spend a challenge.
+    let third = challenge().await;
+    for _ in 0..5 {
+        assert_code(
+            app.auth().verify_second_factor(answer(third.clone(), "999999".into())).await,
+            Code::Unauthenticated,
+        );
+    }
+    assert_code(app.auth().verify_second_factor(answer(third, recovery[2].clone())).await, Code::Unauthenticated);
+
+    // Disabling takes a recovery code too, after which a password suffices again.
+    app.auth().disable_totp(alice.req(DisableTotpRequest { code: recovery[3].clone() })).await.unwrap();
+    let after = app.auth().login(login("alice", "correct horse battery")).await.unwrap().into_inner();
+    assert!(matches!(after.result, Some(login_response::Result::Tokens(_))));
+}
