@@ -165,7 +165,7 @@ impl Session {
 
     async fn error_frame(&self, code: Code, message: impl Into<String>, channel_id: &str) -> Flow {
         self.send(Frame::Error(pb::ErrorFrame {
-            code: format!("{code:?}").to_uppercase(),
+            code: code_name(code),
             message: message.into(),
             channel_id: channel_id.to_string(),
         }))
@@ -469,6 +469,18 @@ impl Session {
     }
 }
 
+/// The canonical name of a status code, e.g. "INVALID_ARGUMENT".
+fn code_name(code: Code) -> String {
+    let mut name = String::new();
+    for (i, c) in format!("{code:?}").chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            name.push('_');
+        }
+        name.push(c.to_ascii_uppercase());
+    }
+    name
+}
+
 fn frame(f: Frame) -> pb::ServerFrame {
     pb::ServerFrame { frame: Some(f) }
 }
@@ -493,5 +505,17 @@ async fn next_feed(feed: &mut Option<BroadcastStream<Bytes>>) -> Option<Result<B
     match feed {
         Some(stream) => stream.next().await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_codes_use_their_canonical_names() {
+        assert_eq!(code_name(Code::InvalidArgument), "INVALID_ARGUMENT");
+        assert_eq!(code_name(Code::Unauthenticated), "UNAUTHENTICATED");
+        assert_eq!(code_name(Code::ResourceExhausted), "RESOURCE_EXHAUSTED");
     }
 }

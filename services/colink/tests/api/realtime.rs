@@ -242,3 +242,43 @@ async fn a_slow_client_is_told_to_resume_and_never_stalls_the_others() {
     assert!(fast_seen.iter().all(|s| all.contains(s)));
     assert_eq!(all.len(), delivered.len() + rest.len());
 }
+
+#[tokio::test]
+async fn streams_renew_their_token_and_unsubscribe_on_request() {
+    use colink_proto::auth::v1::RefreshRequest;
+    use colink_proto::realtime::v1::{ReauthenticateFrame, UnsubscribeFrame};
+
+    let app = TestApp::spawn().await;
+    let alice = app.register("alice").await;
+    let mallory = app.register("mallory").await;
+    let room = app.create_channel(&alice, "room", ChannelKind::Public, &[]).await;
+    let (tx, mut rx) = connect(&app, &alice).await;
+    tx.send(subscribe(vec![cursor(&room.channel_id, None)], false)).await.unwrap();
+    subscribed(&mut rx).await;
+
+    let fresh = app.auth().refresh(RefreshRequest { refresh_token: alice.tokens.refresh_token.clone() }).await.unwrap();
+    let renew = |token: String| ConnectRequest {
+        frame: Some(ClientFrame::Reauthenticate(ReauthenticateFrame { access_token: token })),
+    };
+    tx.send(renew(fresh.into_inner().tokens.unwrap().access_token)).await.unwrap();
+    // Someone else's token cannot take the stream over.
+    tx.send(renew(mallory.token().to_string())).await.unwrap();
+    match frame(&mut rx).await {
+        Frame::Error(e) => assert_eq!(e.code, "PERMISSION_DENIED"),
+        other => panic!("expected an error frame, got {other:?}"),
+    }
+    tx.send(renew("garbage".into())).await.unwrap();
+    match frame(&mut rx).await {
+        Frame::Error(e) => assert_eq!(e.code, "UNAUTHENTICATED"),
+        other => panic!("expected an error frame, got {other:?}"),
+    }
+
+    let unsubscribe = ClientFrame::Unsubscribe(UnsubscribeFrame { channel_ids: vec![room.channel_id.clone()] });
+    tx.send(ConnectRequest { frame: Some(unsubscribe) }).await.unwrap();
+    match frame(&mut rx).await {
+        Frame::Unsubscribed(u) => assert_eq!(u.reason, "requested"),
+        other => panic!("expected the unsubscription, got {other:?}"),
+    }
+    app.send(&alice, &room.channel_id, "nobody listens").await;
+    assert_quiet(&mut rx).await;
+}
