@@ -648,7 +648,8 @@ pub mod auth_service_client {
                 .insert(GrpcMethod::new("colink.auth.v1.AuthService", "Logout"));
             self.inner.unary(req, path, codec).await
         }
-        /// The public keys that verify access tokens, as a JSON Web Key Set.
+        /// The public keys that verify access tokens. Its JSON form is a JSON Web Key
+        /// Set, also served at the conventional /.well-known/jwks.json.
         pub async fn get_jwks(
             &mut self,
             request: impl tonic::IntoRequest<super::GetJwksRequest>,
@@ -1013,7 +1014,8 @@ pub mod auth_service_server {
             &self,
             request: tonic::Request<super::LogoutRequest>,
         ) -> std::result::Result<tonic::Response<super::LogoutResponse>, tonic::Status>;
-        /// The public keys that verify access tokens, as a JSON Web Key Set.
+        /// The public keys that verify access tokens. Its JSON form is a JSON Web Key
+        /// Set, also served at the conventional /.well-known/jwks.json.
         async fn get_jwks(
             &self,
             request: tonic::Request<super::GetJwksRequest>,
