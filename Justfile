@@ -30,6 +30,7 @@ lint:
     cargo fmt --all --check
     cargo clippy --workspace --all-targets -- -D warnings
     buf lint
+    buf format --diff --exit-code
 
 verify: lint test gen-check
 
