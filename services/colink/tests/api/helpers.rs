@@ -21,6 +21,25 @@ use tonic::{Code, Status, Streaming};
 
 pub const WAIT: Duration = Duration::from_secs(10);
 
+/// When set to a server URL such as `postgres://postgres@127.0.0.1:5432`,
+/// every test node keeps its tables in fresh PostgreSQL databases on that
+/// server instead of SQLite files: the same suite then covers both engines.
+const POSTGRES_ENV: &str = "COLINK_TEST_POSTGRES";
+
+/// Creates one empty database per service; returns the URL template.
+async fn fresh_postgres(server: &str) -> String {
+    use sea_orm::ConnectionTrait;
+
+    let server = server.trim_end_matches('/');
+    let prefix = format!("colink_test_{}", uuid::Uuid::now_v7().simple());
+    let admin = sea_orm::Database::connect(format!("{server}/postgres")).await.expect("PostgreSQL reachable");
+    for service in ["auth", "users", "channels", "messaging"] {
+        admin.execute_unprepared(&format!("CREATE DATABASE {prefix}_{service}")).await.expect("create database");
+    }
+    admin.close().await.expect("close");
+    format!("{server}/{prefix}_{{service}}")
+}
+
 pub struct TestApp {
     pub node: Option<Node>,
     pub channel: GrpcChannel,
@@ -60,6 +79,10 @@ impl TestApp {
             shutdown_grace_secs: 5,
             ..Config::default()
         };
+        if let Ok(server) = std::env::var(POSTGRES_ENV) {
+            config.database.url = fresh_postgres(&server).await;
+            config.database.max_connections = 4;
+        }
         config.auth.argon2_memory_kib = 64;
         config.auth.argon2_iterations = 1;
         adjust(&mut config);
