@@ -16,7 +16,7 @@ use colink_runtime::clients::Peers;
 use colink_runtime::config::Config;
 use colink_runtime::db::{self, Db};
 use colink_runtime::events::{self, CHANNEL_EVENTS, EventLog, InProcessEventLog, USER_EVENTS};
-use colink_runtime::pubsub::{MemoryPubSub, PubSub};
+use colink_runtime::pubsub::{MemoryPubSub, PubSub, RedisPubSub};
 use colink_users::UsersService;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -26,6 +26,10 @@ use tonic::server::NamedService;
 use tonic::service::RoutesBuilder;
 use tonic::transport::Server;
 use tonic_health::ServingStatus;
+
+/// Live events buffered per topic and node before a slow stream lags (and
+/// then catches up from the store).
+const PUBSUB_CAPACITY: usize = 4096;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -61,7 +65,14 @@ impl Node {
         let config = Arc::new(config);
         let (shutdown, shutdown_rx) = watch::channel(false);
         let peers = Peers::new(&config, addr)?;
-        let pubsub: Arc<dyn PubSub> = Arc::new(MemoryPubSub::new(4096));
+        let pubsub: Arc<dyn PubSub> = if config.pubsub.url.is_empty() {
+            Arc::new(MemoryPubSub::new(PUBSUB_CAPACITY))
+        } else {
+            let redis = RedisPubSub::connect(&config.pubsub.url, PUBSUB_CAPACITY)
+                .await
+                .map_err(|e| NodeError::Start { service: "pubsub", message: format!("redis: {e}") })?;
+            Arc::new(redis)
+        };
         let event_log: Arc<dyn EventLog> = Arc::new(InProcessEventLog::default());
         let verifier = Arc::new(TokenVerifier::new(config.auth.issuer.clone(), peers.channel("auth")));
 

@@ -395,6 +395,8 @@ impl Session {
                 Ok(typing) if typing.user_id != self.user_id => self.send(Frame::Typing(typing)).await,
                 _ => Ok(()),
             },
+            // Publishes may have been lost: the log has them.
+            Some(pubsub::Frame::Resync) => self.catch_up(&channel_id).await,
             None => Ok(()),
         }
     }
@@ -402,7 +404,11 @@ impl Session {
     async fn on_user_feed(&mut self, item: Option<Result<Bytes, BroadcastStreamRecvError>>) -> Flow {
         match item {
             Some(Ok(bytes)) => {
-                let Some(pubsub::Frame::Event(body)) = pubsub::Frame::decode(bytes) else { return Ok(()) };
+                let body = match pubsub::Frame::decode(bytes) {
+                    Some(pubsub::Frame::Event(body)) => body,
+                    Some(pubsub::Frame::Resync) => return self.follow_new_channels().await,
+                    _ => return Ok(()),
+                };
                 let Ok(event) = ChannelEvent::decode(body) else { return Ok(()) };
                 let joined_me = matches!(&event.kind, Some(Kind::MemberJoined(m)) if m.user_id == self.user_id);
                 if joined_me && !self.subs.contains_key(&event.channel_id) {
@@ -411,20 +417,23 @@ impl Session {
                 }
                 Ok(())
             }
-            // Missed joins: look at the membership list again.
-            Some(Err(BroadcastStreamRecvError::Lagged(_))) => {
-                for channel_id in self.my_channels().await? {
-                    if !self.subs.contains_key(&channel_id) {
-                        self.follow(&channel_id, Some(0)).await?;
-                    }
-                }
-                Ok(())
-            }
+            Some(Err(BroadcastStreamRecvError::Lagged(_))) => self.follow_new_channels().await,
             None => {
                 self.user_feed = None;
                 Ok(())
             }
         }
+    }
+
+    /// Joins may have been missed: look at the membership list again and
+    /// follow new conversations from their start.
+    async fn follow_new_channels(&mut self) -> Flow {
+        for channel_id in self.my_channels().await? {
+            if !self.subs.contains_key(&channel_id) {
+                self.follow(&channel_id, Some(0)).await?;
+            }
+        }
+        Ok(())
     }
 
     async fn on_typing(&mut self, raw_id: String) -> Flow {

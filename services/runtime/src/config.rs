@@ -37,6 +37,7 @@ pub struct Config {
     pub services: Vec<String>,
     pub log: LogConfig,
     pub database: DatabaseConfig,
+    pub pubsub: PubSubConfig,
     pub auth: AuthConfig,
     pub realtime: RealtimeConfig,
     /// Where to reach services this node does not host, e.g.
@@ -66,6 +67,14 @@ pub struct DatabaseConfig {
     pub url: String,
     /// Pool size per service (readers, for SQLite; writers are serialised).
     pub max_connections: u32,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PubSubConfig {
+    /// Empty: in-process (one node). `redis://host:6379`: live fan-out
+    /// between nodes through Redis.
+    pub url: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -104,6 +113,7 @@ impl Default for Config {
             services: vec!["all".into()],
             log: LogConfig::default(),
             database: DatabaseConfig::default(),
+            pubsub: PubSubConfig::default(),
             auth: AuthConfig::default(),
             realtime: RealtimeConfig::default(),
             peers: BTreeMap::new(),
@@ -193,6 +203,12 @@ impl Config {
         }
         if self.log.level.parse::<tracing_subscriber::filter::Targets>().is_err() {
             problems.push(format!("log.level: {:?} is not a valid filter", self.log.level));
+        }
+        if !(self.pubsub.url.is_empty()
+            || self.pubsub.url.starts_with("redis://")
+            || self.pubsub.url.starts_with("rediss://"))
+        {
+            problems.push(format!("pubsub.url: {:?} is neither empty nor a redis:// URL", self.pubsub.url));
         }
         if self.database.max_connections == 0 {
             problems.push("database.max_connections: must be at least 1".into());

@@ -142,17 +142,43 @@ impl Outbox {
     /// timeout passes. For read-your-writes across services where it matters.
     pub async fn flush(&self, db: &Db, timeout: Duration) -> Result<bool, DbErr> {
         #[derive(FromQueryResult)]
-        struct MaxId {
-            max_id: Option<i64>,
+        struct Scalar {
+            value: Option<i64>,
         }
-        let query = Query::select().expr_as(Func::max(Expr::col("id")), "max_id").from("outbox").to_owned();
-        let row = MaxId::find_by_statement(StatementBuilder::build(&query, &db.writer.get_database_backend()))
+        let query = Query::select().expr_as(Func::max(Expr::col("id")), "value").from("outbox").to_owned();
+        let row = Scalar::find_by_statement(StatementBuilder::build(&query, &db.writer.get_database_backend()))
             .one(&db.writer)
             .await?;
-        let Some(target) = row.and_then(|r| r.max_id) else { return Ok(true) };
+        let Some(target) = row.and_then(|r| r.value) else { return Ok(true) };
         self.notify();
         let mut published = self.published.clone();
-        Ok(tokio::time::timeout(timeout, published.wait_for(|id| *id >= target)).await.is_ok_and(|r| r.is_ok()))
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if *published.borrow_and_update() >= target {
+                return Ok(true);
+            }
+            // Another node's relay may have published these rows already.
+            let pending = Query::select()
+                .expr_as(Expr::col("id").count(), "value")
+                .from("outbox")
+                .and_where(Expr::col("id").lte(target))
+                .to_owned();
+            let left = Scalar::find_by_statement(StatementBuilder::build(&pending, &db.writer.get_database_backend()))
+                .one(&db.writer)
+                .await?;
+            if left.and_then(|r| r.value).unwrap_or(0) == 0 {
+                return Ok(true);
+            }
+            let wait = tokio::time::timeout_at(deadline, async {
+                tokio::select! {
+                    _ = published.changed() => {}
+                    _ = tokio::time::sleep(Duration::from_millis(25)) => {}
+                }
+            });
+            if wait.await.is_err() {
+                return Ok(false);
+            }
+        }
     }
 }
 

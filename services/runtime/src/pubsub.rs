@@ -8,6 +8,10 @@ use std::sync::Mutex;
 use bytes::Bytes;
 use tokio::sync::broadcast;
 
+mod redis;
+
+pub use self::redis::RedisPubSub;
+
 /// Topic carrying a channel's events (encoded `ChannelEvent`s).
 pub fn channel_topic(channel_id: &str) -> String {
     format!("channel.{channel_id}")
@@ -27,16 +31,22 @@ pub enum Frame {
     Event(Bytes),
     /// An encoded `colink.realtime.v1.TypingEvent`.
     Typing(Bytes),
+    /// Made locally, never sent: publishes may have been missed (the
+    /// connection to the broker was lost), so catch up from the store.
+    Resync,
 }
 
 impl Frame {
     const EVENT: u8 = 0;
     const TYPING: u8 = 1;
+    const RESYNC: u8 = 2;
 
     pub fn encode(&self) -> Bytes {
+        let empty = Bytes::new();
         let (tag, body) = match self {
             Frame::Event(b) => (Self::EVENT, b),
             Frame::Typing(b) => (Self::TYPING, b),
+            Frame::Resync => (Self::RESYNC, &empty),
         };
         let mut out = Vec::with_capacity(body.len() + 1);
         out.push(tag);
@@ -52,6 +62,7 @@ impl Frame {
         match tag {
             Self::EVENT => Some(Frame::Event(bytes)),
             Self::TYPING => Some(Frame::Typing(bytes)),
+            Self::RESYNC => Some(Frame::Resync),
             _ => None,
         }
     }
@@ -112,7 +123,7 @@ mod tests {
 
     #[test]
     fn frames_round_trip() {
-        for frame in [Frame::Event(Bytes::from_static(b"e")), Frame::Typing(Bytes::new())] {
+        for frame in [Frame::Event(Bytes::from_static(b"e")), Frame::Typing(Bytes::new()), Frame::Resync] {
             assert_eq!(Frame::decode(frame.encode()), Some(frame));
         }
         assert_eq!(Frame::decode(Bytes::new()), None);

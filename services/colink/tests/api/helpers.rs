@@ -27,7 +27,7 @@ pub const WAIT: Duration = Duration::from_secs(10);
 const POSTGRES_ENV: &str = "COLINK_TEST_POSTGRES";
 
 /// Creates one empty database per service; returns the URL template.
-async fn fresh_postgres(server: &str) -> String {
+pub async fn fresh_postgres(server: &str) -> String {
     use sea_orm::ConnectionTrait;
 
     let server = server.trim_end_matches('/');

@@ -10,6 +10,7 @@ mod auth;
 mod authorization;
 mod bad_input;
 mod channels;
+mod cluster;
 mod messaging;
 mod node;
 mod realtime;

@@ -1,0 +1,48 @@
+//! Several nodes sharing the distributed backends. These tests need real
+//! servers, so a plain `cargo test` lists them as ignored; the full suite
+//! (`.ci/run`) runs them and fails when a server is missing.
+
+use colink_proto::channels::v1::ChannelKind;
+use colink_proto::messaging::v1::channel_event::Kind;
+
+use crate::helpers::{TestApp, event, fresh_postgres};
+
+fn server(variable: &str) -> String {
+    std::env::var(variable).unwrap_or_else(|_| panic!("{variable} must name the server this test runs against"))
+}
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL and Redis: set COLINK_TEST_POSTGRES and COLINK_TEST_REDIS (the full suite does)"]
+async fn a_stream_on_one_node_receives_live_what_another_node_commits() {
+    let database = fresh_postgres(&server("COLINK_TEST_POSTGRES")).await;
+    let redis = server("COLINK_TEST_REDIS");
+    let node = |database: String, redis: String| {
+        TestApp::spawn_with(move |c| {
+            c.database.url = database;
+            c.pubsub.url = redis;
+        })
+    };
+    let a = node(database.clone(), redis.clone()).await;
+    let b = node(database, redis).await;
+
+    // Accounts and tokens are shared: signed up on either node, valid on both.
+    let alice = a.register("alice").await;
+    let bob = b.register("bob").await;
+    let room = a.create_channel(&alice, "everywhere", ChannelKind::Private, &[&bob]).await;
+
+    // Bob streams from node A, live only; Alice posts through node B.
+    let mut on_a = a.subscribe(&bob, &room.channel_id, None).await;
+    b.send(&alice, &room.channel_id, "sent on b").await;
+    let live = event(&mut on_a).await;
+    match live.kind {
+        Some(Kind::MessageCreated(m)) => assert_eq!(m.text, "sent on b"),
+        other => panic!("expected the message, got {other:?}"),
+    }
+    // And the other way round, on a second stream.
+    let mut on_b = b.subscribe(&alice, &room.channel_id, Some(live.seq - 1)).await;
+    assert_eq!(event(&mut on_b).await.seq, live.seq, "replayed from the shared log");
+    a.send(&bob, &room.channel_id, "sent on a").await;
+    let next = event(&mut on_b).await;
+    assert_eq!(next.seq, live.seq + 1);
+    assert!(matches!(event(&mut on_a).await.kind, Some(Kind::MessageCreated(m)) if m.text == "sent on a"));
+}
