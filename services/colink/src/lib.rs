@@ -83,10 +83,7 @@ impl Node {
         for service in config.hosted_services() {
             let name = match service {
                 "auth" => {
-                    let db = open(&config, service).await?;
-                    colink_migrations::auth::Migrator::up(&db.writer, None)
-                        .await
-                        .map_err(|source| NodeError::Database { service, source })?;
+                    let db = open_migrated::<colink_migrations::auth::Migrator>(&config, service).await?;
                     let (outbox, relay) =
                         events::spawn_relay(service, db.clone(), event_log.clone(), shutdown_rx.clone());
                     background.push(relay);
@@ -98,20 +95,14 @@ impl Node {
                     <colink_proto::auth::v1::auth_service_server::AuthServiceServer<AuthService> as NamedService>::NAME
                 }
                 "users" => {
-                    let db = open(&config, service).await?;
-                    colink_migrations::users::Migrator::up(&db.writer, None)
-                        .await
-                        .map_err(|source| NodeError::Database { service, source })?;
+                    let db = open_migrated::<colink_migrations::users::Migrator>(&config, service).await?;
                     let svc = UsersService::new(db);
                     event_log.subscribe(USER_EVENTS, "users.profiles", svc.profile_creator());
                     routes.add_service(svc.into_server());
                     <colink_proto::users::v1::users_service_server::UsersServiceServer<UsersService> as NamedService>::NAME
                 }
                 "channels" => {
-                    let db = open(&config, service).await?;
-                    colink_migrations::channels::Migrator::up(&db.writer, None)
-                        .await
-                        .map_err(|source| NodeError::Database { service, source })?;
+                    let db = open_migrated::<colink_migrations::channels::Migrator>(&config, service).await?;
                     let (outbox, relay) =
                         events::spawn_relay(service, db.clone(), event_log.clone(), shutdown_rx.clone());
                     background.push(relay);
@@ -119,10 +110,7 @@ impl Node {
                     <colink_proto::channels::v1::channels_service_server::ChannelsServiceServer<ChannelsService> as NamedService>::NAME
                 }
                 "messaging" => {
-                    let db = open(&config, service).await?;
-                    colink_migrations::messaging::Migrator::up(&db.writer, None)
-                        .await
-                        .map_err(|source| NodeError::Database { service, source })?;
+                    let db = open_migrated::<colink_migrations::messaging::Migrator>(&config, service).await?;
                     let (outbox, relay) =
                         events::spawn_relay(service, db.clone(), event_log.clone(), shutdown_rx.clone());
                     background.push(relay);
@@ -245,27 +233,26 @@ fn check_event_consumers(hosted: &[&'static str]) -> Result<(), NodeError> {
     Ok(())
 }
 
-async fn open(config: &Config, service: &'static str) -> Result<Db, NodeError> {
-    db::connect(&config.database, &config.data_dir, service)
+/// Opens a service's database and brings its schema up to date.
+async fn open_migrated<M: MigratorTrait>(config: &Config, service: &'static str) -> Result<Db, NodeError> {
+    let db = db::connect(&config.database, &config.data_dir, service)
         .await
-        .map_err(|source| NodeError::Database { service, source })
+        .map_err(|source| NodeError::Database { service, source })?;
+    M::up(&db.writer, None).await.map_err(|source| NodeError::Database { service, source })?;
+    Ok(db)
 }
 
 /// Applies every hosted service's migrations without serving.
 pub async fn migrate(config: &Config) -> Result<(), NodeError> {
     for service in config.hosted_services() {
-        if service == "realtime" {
-            continue;
-        }
-        let db = open(config, service).await?;
-        let result = match service {
-            "auth" => colink_migrations::auth::Migrator::up(&db.writer, None).await,
-            "users" => colink_migrations::users::Migrator::up(&db.writer, None).await,
-            "channels" => colink_migrations::channels::Migrator::up(&db.writer, None).await,
-            "messaging" => colink_migrations::messaging::Migrator::up(&db.writer, None).await,
-            _ => Ok(()),
+        match service {
+            "auth" => open_migrated::<colink_migrations::auth::Migrator>(config, service).await?,
+            "users" => open_migrated::<colink_migrations::users::Migrator>(config, service).await?,
+            "channels" => open_migrated::<colink_migrations::channels::Migrator>(config, service).await?,
+            "messaging" => open_migrated::<colink_migrations::messaging::Migrator>(config, service).await?,
+            // The realtime gateway keeps no tables.
+            _ => continue,
         };
-        result.map_err(|source| NodeError::Database { service, source })?;
         tracing::info!(service, "migrations applied");
     }
     Ok(())

@@ -37,6 +37,9 @@ enum Command {
         /// Comma-separated services (default: all).
         #[arg(long)]
         services: Option<String>,
+        /// Directory for the embedded backends' data.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
     },
 }
 
@@ -45,7 +48,7 @@ fn main() -> ExitCode {
     let mut env: Vec<(String, String)> = std::env::vars().collect();
     let (services, listen, data_dir) = match &cli.command {
         Command::Serve { services, listen, data_dir } => (services.clone(), listen.clone(), data_dir.clone()),
-        Command::Migrate { services } => (services.clone(), None, None),
+        Command::Migrate { services, data_dir } => (services.clone(), None, data_dir.clone()),
     };
     // Flags win over the environment, which wins over the file.
     if let Some(services) = services {
