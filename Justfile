@@ -13,6 +13,10 @@ default: verify
 run *ARGS:
     cargo run -p colink -- serve {{ARGS}}
 
+# Envoy in front of a node started with `just run`: REST and gRPC-Web on 127.0.0.1:8080.
+envoy:
+    envoy -c envoy/envoy.yaml --use-dynamic-base-id
+
 # The test suite (embedded backends; needs no servers).
 test:
     cargo test --workspace

@@ -7,8 +7,6 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use prost::Message;
-
 const PROTO_ROOT: &str = "proto";
 const RUST_OUT: &str = "gen/src/generated";
 const DESCRIPTOR_OUT: &str = "gen/colink.binpb";
@@ -33,8 +31,13 @@ fn run() -> Result<usize, Box<dyn std::error::Error>> {
     let relative: Vec<PathBuf> =
         files.iter().map(|f| f.strip_prefix(PROTO_ROOT).map(Path::to_path_buf)).collect::<Result<_, _>>()?;
 
-    let descriptors = protox::compile(&relative, [PROTO_ROOT])?;
-    fs::write(DESCRIPTOR_OUT, descriptors.encode_to_vec())?;
+    let mut compiler = protox::Compiler::new([PROTO_ROOT])?;
+    compiler.include_source_info(true).include_imports(true);
+    compiler.open_files(&relative)?;
+    // Encoded by protox itself: going through prost_types would drop the
+    // `google.api.http` options, which Envoy's transcoder reads.
+    fs::write(DESCRIPTOR_OUT, compiler.encode_file_descriptor_set())?;
+    let descriptors = compiler.file_descriptor_set();
 
     // Start from an empty directory so a removed proto leaves no stale file.
     if Path::new(RUST_OUT).exists() {

@@ -17,7 +17,8 @@ use colink_runtime::db::Db;
 use colink_runtime::error::{Page, Violations, duplicate_as, is_unique_violation};
 use colink_runtime::events::{self, CHANNEL_EVENTS, Outbox};
 use colink_runtime::ids::{
-    check_idempotency_key, check_text, encode_page_token, new_id, now_micros, parse_id, parse_id_list, timestamp,
+    check_idempotency_key, check_text, encode_page_token, idempotency_key, new_id, now_micros, parse_id, parse_id_list,
+    timestamp,
 };
 use colink_runtime::{Caller, Error, Result, Role, caller};
 use sea_orm::sea_query::{Expr, ExprTrait};
@@ -931,7 +932,9 @@ impl ChannelsRpc for ChannelsService {
         request: Request<pb::CreateChannelRequest>,
     ) -> Result<Response<pb::CreateChannelResponse>, Status> {
         let caller = caller(&request)?.clone();
-        let channel = ChannelsService::create_channel(self, &caller, request.into_inner()).await?;
+        let idempotency_key = idempotency_key(&request.get_ref().idempotency_key, &request);
+        let request = pb::CreateChannelRequest { idempotency_key, ..request.into_inner() };
+        let channel = ChannelsService::create_channel(self, &caller, request).await?;
         Ok(Response::new(pb::CreateChannelResponse { channel: Some(channel) }))
     }
 

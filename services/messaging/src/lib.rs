@@ -19,8 +19,8 @@ use colink_runtime::db::Db;
 use colink_runtime::error::{Page, Violations, is_unique_violation};
 use colink_runtime::events::{self, EventHandler, MESSAGE_EVENTS, Outbox};
 use colink_runtime::ids::{
-    check_idempotency_key, check_text, encode_page_token, new_id, now_micros, opt_timestamp, page_size, parse_id,
-    parse_id_list, timestamp,
+    check_idempotency_key, check_text, encode_page_token, idempotency_key, new_id, now_micros, opt_timestamp,
+    page_size, parse_id, parse_id_list, timestamp,
 };
 use colink_runtime::pubsub::{Frame, PubSub, channel_topic};
 use colink_runtime::{Caller, Error, Result, Role, caller};
@@ -600,7 +600,8 @@ impl MessagingRpc for MessagingService {
         request: Request<pb::SendMessageRequest>,
     ) -> Result<Response<pb::SendMessageResponse>, Status> {
         let caller = caller(&request)?.clone();
-        let message = self.send(&caller, request.into_inner()).await?;
+        let idempotency_key = idempotency_key(&request.get_ref().idempotency_key, &request);
+        let message = self.send(&caller, pb::SendMessageRequest { idempotency_key, ..request.into_inner() }).await?;
         Ok(Response::new(pb::SendMessageResponse { message: Some(message) }))
     }
 

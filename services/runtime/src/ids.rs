@@ -98,6 +98,16 @@ pub fn decode_page_token(field: &str, token: &str) -> Result<Option<String>, Fie
         .ok_or_else(|| FieldError::new(field, "is not a valid page token"))
 }
 
+/// The idempotency key of a request: the body field, or else the
+/// `Idempotency-Key` header, which REST clients send and Envoy passes on as
+/// gRPC metadata.
+pub fn idempotency_key<T>(field: &str, request: &tonic::Request<T>) -> String {
+    if !field.is_empty() {
+        return field.to_string();
+    }
+    request.metadata().get("idempotency-key").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string()
+}
+
 /// An idempotency key: empty for none, else 1..=128 printable ASCII characters.
 pub fn check_idempotency_key(field: &str, key: &str) -> Result<Option<String>, FieldError> {
     if key.is_empty() {
