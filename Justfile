@@ -17,6 +17,26 @@ run *ARGS:
 envoy:
     envoy -c envoy/envoy.yaml --use-dynamic-base-id
 
+# The distributed topology on this machine: a core node (auth, users, channels,
+# messaging) on :7700 and two realtime nodes on :7701 and :7702, sharing
+# PostgreSQL (one database per service, created if missing) and Redis.
+cluster postgres="postgres://postgres@127.0.0.1:5432" redis="redis://127.0.0.1:6379":
+    #!/usr/bin/env bash
+    set -euo pipefail
+    cargo build -q -p colink
+    bin="$CARGO_TARGET_DIR/debug/colink"
+    for service in auth users channels messaging; do
+        psql "{{postgres}}/postgres" -tAc "select 1 from pg_database where datname = 'colink_$service'" | grep -q 1 \
+            || psql "{{postgres}}/postgres" -qc "create database colink_$service"
+    done
+    export COLINK_DATABASE__URL="{{postgres}}/colink_{service}" COLINK_PUBSUB__URL="{{redis}}"
+    for peer in AUTH USERS CHANNELS MESSAGING; do export "COLINK_PEERS__$peer=http://127.0.0.1:7700"; done
+    trap 'kill $(jobs -p) 2>/dev/null' EXIT INT TERM
+    "$bin" serve --services auth,users,channels,messaging --listen 127.0.0.1:7700 &
+    "$bin" serve --services realtime --listen 127.0.0.1:7701 &
+    "$bin" serve --services realtime --listen 127.0.0.1:7702 &
+    wait
+
 # The test suite (embedded backends; needs no servers).
 test:
     cargo test --workspace

@@ -170,7 +170,8 @@ impl Config {
         let mut problems = Vec::new();
         for (name, value) in env {
             let Some(rest) = name.strip_prefix("COLINK_") else { continue };
-            if rest == "CONFIG" {
+            // COLINK_CONFIG names the file; COLINK_TEST_* belong to the test suite.
+            if rest == "CONFIG" || rest.starts_with("TEST_") {
                 continue;
             }
             let path: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
@@ -178,8 +179,7 @@ impl Config {
                 problems.push(format!("{name}: {problem}"));
             }
         }
-        let config = Config::deserialize(toml::Value::Table(root)).map_err(|err| ConfigError::Invalid(err.to_string()));
-        match config {
+        match Config::deserialize(toml::Value::Table(root)) {
             Ok(config) => {
                 problems.extend(config.problems());
                 if problems.is_empty() { Ok(config) } else { Err(ConfigError::Invalid(problems.join("; "))) }
@@ -306,6 +306,7 @@ mod tests {
                 ("COLINK_DATABASE__URL", "postgres://db/colink_{service}"),
                 ("COLINK_SERVICES", "auth,users"),
                 ("COLINK_AUTH__ARGON2_ITERATIONS", "3"),
+                ("COLINK_TEST_POSTGRES", "postgres://tests-only"),
                 ("OTHER", "ignored"),
             ]),
         )

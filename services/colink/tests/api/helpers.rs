@@ -65,6 +65,11 @@ impl TestUser {
 }
 
 impl TestApp {
+    /// A client of a node that runs elsewhere (another process).
+    pub fn at(channel: GrpcChannel) -> Self {
+        Self { node: None, channel, channel_uri: String::new(), _data: TempDir::new().expect("temp dir") }
+    }
+
     pub async fn spawn() -> Self {
         Self::spawn_with(|_| {}).await
     }

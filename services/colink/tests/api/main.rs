@@ -11,6 +11,7 @@ mod authorization;
 mod bad_input;
 mod channels;
 mod cluster;
+mod crash;
 mod envoy;
 mod messaging;
 mod node;
