@@ -20,7 +20,7 @@ use colink_runtime::auth::TokenVerifier;
 use colink_runtime::config::RealtimeConfig;
 use colink_runtime::error::Violations;
 use colink_runtime::pubsub::PubSub;
-use colink_runtime::{Caller, Error, caller};
+use colink_runtime::{Caller, caller};
 use futures_util::Stream;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_stream::StreamExt;
@@ -111,11 +111,5 @@ impl RealtimeRpc for RealtimeService {
         tokio::spawn(session.run(None, Some(initial)));
         let frames = frames.map(|frame| frame.map(|f| pb::SubscribeResponse { frame: Some(f) }));
         Ok(Response::new(Box::pin(frames)))
-    }
-}
-
-impl From<Error> for session::End {
-    fn from(err: Error) -> Self {
-        session::End::Failed(Status::from(err))
     }
 }

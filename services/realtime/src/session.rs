@@ -36,8 +36,6 @@ pub enum End {
     Gone,
     /// Tell the client to reconnect with its cursors.
     Resume(&'static str),
-    /// End the stream with this status.
-    Failed(Status),
 }
 
 type Flow = Result<(), End>;
@@ -122,25 +120,22 @@ impl Session {
             end = flow.err();
         }
         if let Some(end) = end {
-            self.finish(end).await;
+            self.finish(end);
         }
     }
 
-    async fn finish(&mut self, end: End) {
-        let last = match end {
-            End::Gone => return,
-            End::Resume(reason) => {
-                let cursors = self
-                    .subs
-                    .iter()
-                    .map(|(id, s)| pb::ChannelCursor { channel_id: id.clone(), last_seq: Some(s.last_seq) })
-                    .collect();
-                Ok(frame(Frame::ResumeRequired(pb::ResumeRequiredFrame { reason: reason.into(), cursors })))
-            }
-            End::Failed(status) => Err(status),
-        };
+    /// Ends the stream: a client that is still there is told to reconnect
+    /// and resume from the cursors it has reached.
+    fn finish(&mut self, end: End) {
+        let End::Resume(reason) = end else { return };
+        let cursors = self
+            .subs
+            .iter()
+            .map(|(id, s)| pb::ChannelCursor { channel_id: id.clone(), last_seq: Some(s.last_seq) })
+            .collect();
+        let last = frame(Frame::ResumeRequired(pb::ResumeRequiredFrame { reason: reason.into(), cursors }));
         if let Some(last_word) = self.last_word.take() {
-            let _ = last_word.send(last);
+            let _ = last_word.send(Ok(last));
         }
     }
 
