@@ -18,21 +18,32 @@ envoy:
     envoy -c envoy/envoy.yaml --use-dynamic-base-id
 
 # The distributed topology on this machine: a core node (auth, users, channels,
-# messaging) on :7700 and two realtime nodes on :7701 and :7702, sharing
-# PostgreSQL (one database per service, created if missing) and Redis.
-cluster postgres="postgres://postgres@127.0.0.1:5432" redis="redis://127.0.0.1:6379":
+# messaging, presence, admin) on :7700 and two realtime nodes on :7701 and
+# :7702, sharing PostgreSQL (one database per service, created if missing),
+# Redis (fan-out, presence, rate limits) and Kafka. Without a `kafka` URL a
+# tansu broker is started on 127.0.0.1:9092 (installed under ~/.cache/colink
+# on first use; it keeps its log in memory, so it is for trying things out).
+cluster postgres="postgres://postgres@127.0.0.1:5432" redis="redis://127.0.0.1:6379" kafka="":
     #!/usr/bin/env bash
     set -euo pipefail
     cargo build -q -p colink
     bin="$CARGO_TARGET_DIR/debug/colink"
-    for service in auth users channels messaging; do
+    for service in auth users channels messaging admin; do
         psql "{{postgres}}/postgres" -tAc "select 1 from pg_database where datname = 'colink_$service'" | grep -q 1 \
             || psql "{{postgres}}/postgres" -qc "create database colink_$service"
     done
-    export COLINK_DATABASE__URL="{{postgres}}/colink_{service}" COLINK_PUBSUB__URL="{{redis}}"
-    for peer in AUTH USERS CHANNELS MESSAGING; do export "COLINK_PEERS__$peer=http://127.0.0.1:7700"; done
     trap 'kill $(jobs -p) 2>/dev/null' EXIT INT TERM
-    "$bin" serve --services auth,users,channels,messaging --listen 127.0.0.1:7700 &
+    kafka="{{kafka}}"
+    if [ -z "$kafka" ]; then
+        tansu=$(.ci/install-tansu)
+        "$tansu" broker --listener-url tcp://127.0.0.1:9092 --advertised-listener-url tcp://127.0.0.1:9092 \
+            --storage-engine memory://colink/ &
+        kafka="kafka://127.0.0.1:9092"
+    fi
+    export COLINK_DATABASE__URL="{{postgres}}/colink_{service}" COLINK_PUBSUB__URL="{{redis}}" \
+        COLINK_EPHEMERAL__URL="{{redis}}" COLINK_EVENTS__URL="$kafka"
+    for peer in AUTH USERS CHANNELS MESSAGING PRESENCE ADMIN; do export "COLINK_PEERS__$peer=http://127.0.0.1:7700"; done
+    "$bin" serve --services auth,users,channels,messaging,presence,admin --listen 127.0.0.1:7700 &
     "$bin" serve --services realtime --listen 127.0.0.1:7701 &
     "$bin" serve --services realtime --listen 127.0.0.1:7702 &
     wait

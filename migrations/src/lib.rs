@@ -6,6 +6,7 @@
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::schema::{big_integer, big_pk_auto, blob, string, string_len};
 
+pub mod admin;
 pub mod auth;
 pub mod channels;
 pub mod messaging;

@@ -15,7 +15,7 @@ pub struct Event {
     #[prost(string, tag = "4")]
     pub actor_id: ::prost::alloc::string::String,
     /// What happened.
-    #[prost(oneof = "event::Payload", tags = "10, 11, 12, 13, 14, 15, 16, 17, 18")]
+    #[prost(oneof = "event::Payload", tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19")]
     pub payload: ::core::option::Option<event::Payload>,
 }
 /// Nested message and enum types in `Event`.
@@ -51,6 +51,9 @@ pub mod event {
         /// message.pinned, message.unpinned
         #[prost(message, tag = "18")]
         MessageChanged(super::MessageChanged),
+        /// message.moderated
+        #[prost(message, tag = "19")]
+        MessageModerated(super::MessageModerated),
     }
 }
 /// A new account.
@@ -113,4 +116,26 @@ pub struct MessageChanged {
     /// The text after the change (empty for deletions).
     #[prost(string, tag = "5")]
     pub text: ::prost::alloc::string::String,
+}
+/// A moderator acted on a message.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct MessageModerated {
+    /// The moderation record.
+    #[prost(string, tag = "1")]
+    pub moderation_id: ::prost::alloc::string::String,
+    /// The message.
+    #[prost(string, tag = "2")]
+    pub message_id: ::prost::alloc::string::String,
+    /// Its channel.
+    #[prost(string, tag = "3")]
+    pub channel_id: ::prost::alloc::string::String,
+    /// Who sent it.
+    #[prost(string, tag = "4")]
+    pub sender_id: ::prost::alloc::string::String,
+    /// "delete" or "warn".
+    #[prost(string, tag = "5")]
+    pub action: ::prost::alloc::string::String,
+    /// Why, as given by the moderator.
+    #[prost(string, tag = "6")]
+    pub reason: ::prost::alloc::string::String,
 }

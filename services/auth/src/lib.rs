@@ -14,6 +14,9 @@ use std::time::Duration;
 use colink_proto::auth::v1 as pb;
 use colink_proto::auth::v1::auth_service_server::{AuthService as AuthRpc, AuthServiceServer};
 use colink_proto::events::v1::{UserCreated, event::Payload};
+use colink_proto::users::v1::GetUserRequest;
+use colink_proto::users::v1::users_service_client::UsersServiceClient;
+use colink_runtime::clients::with_token;
 use colink_runtime::config::AuthConfig;
 use colink_runtime::db::Db;
 use colink_runtime::error::duplicate_as;
@@ -26,14 +29,15 @@ use sea_orm::{
     ActiveModelTrait, ColumnTrait, Condition, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, Set,
     TransactionTrait,
 };
-use tonic::{Request, Response, Status};
+use tonic::transport::Channel;
+use tonic::{Code, Request, Response, Status};
 
 use crate::domain::{PasswordHashing, check_password, hash_refresh_token, new_refresh_token, validate_registration};
 use crate::keys::Keys;
 use crate::store::{credential, refresh_token, session};
 
 /// How long `Register` waits for the new account's profile to be created.
-const PROFILE_WAIT: Duration = Duration::from_secs(2);
+const PROFILE_WAIT: Duration = Duration::from_secs(5);
 
 /// The auth service's state.
 pub struct AuthService {
@@ -42,6 +46,7 @@ pub struct AuthService {
     config: AuthConfig,
     hashing: PasswordHashing,
     keys: Keys,
+    users: UsersServiceClient<Channel>,
     /// A real hash to check unknown logins against, so that answering "no such
     /// user" takes as long as "wrong password".
     decoy_hash: Arc<str>,
@@ -49,7 +54,7 @@ pub struct AuthService {
 
 impl AuthService {
     /// Loads (or creates) the signing keys.
-    pub async fn new(db: Db, outbox: Outbox, config: AuthConfig) -> Result<Self> {
+    pub async fn new(db: Db, outbox: Outbox, config: AuthConfig, users: Channel) -> Result<Self> {
         let hashing = PasswordHashing::new(&config).map_err(Error::internal)?;
         let keys = Keys::load_or_create(&db).await?;
         let decoy_hash = {
@@ -59,7 +64,15 @@ impl AuthService {
                 .map_err(Error::internal)?
                 .map_err(Error::internal)?
         };
-        Ok(Self { db, outbox, config, hashing, keys, decoy_hash: decoy_hash.into() })
+        Ok(Self {
+            db,
+            outbox,
+            config,
+            hashing,
+            keys,
+            users: UsersServiceClient::new(users),
+            decoy_hash: decoy_hash.into(),
+        })
     }
 
     pub fn into_server(self) -> AuthServiceServer<Self> {
@@ -180,11 +193,37 @@ impl AuthService {
         txn.commit().await?;
         // Let the profile exist before the client's next call; if the event
         // log is slow the profile follows shortly after.
-        if !self.outbox.flush(&self.db, PROFILE_WAIT).await.unwrap_or(false) {
-            tracing::warn!(user_id = %account.user_id, "user.created not yet delivered");
+        if !self.profile_exists(&account.user_id, &tokens.access_token).await {
+            tracing::warn!(user_id = %account.user_id, "user.created not yet applied by users");
         }
         tracing::info!(user_id = %account.user_id, username = %account.username, "account registered");
         Ok(pb::RegisterResponse { account: Some(to_account(&account, false)), tokens: Some(tokens) })
+    }
+
+    /// Waits, up to `PROFILE_WAIT`, until the users service has applied the
+    /// new account's `user.created`: at once with the in-process event log,
+    /// after a Kafka round trip with the distributed one.
+    async fn profile_exists(&self, user_id: &str, token: &str) -> bool {
+        let deadline = tokio::time::Instant::now() + PROFILE_WAIT;
+        if !self.outbox.flush(&self.db, PROFILE_WAIT).await.unwrap_or(false) {
+            return false;
+        }
+        let mut pause = Duration::from_millis(10);
+        loop {
+            let request = with_token(token, GetUserRequest { user_id: user_id.to_string() });
+            match self.users.clone().get_user(request).await {
+                Ok(_) => return true,
+                Err(status) if status.code() != Code::NotFound => {
+                    tracing::warn!(%status, "cannot ask users for the new profile");
+                    return false;
+                }
+                Err(_) if tokio::time::Instant::now() + pause > deadline => return false,
+                Err(_) => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(200));
+                }
+            }
+        }
     }
 
     async fn ensure_available(&self, username: &str, email: &str) -> Result<()> {

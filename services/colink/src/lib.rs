@@ -6,16 +6,21 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use colink_admin::AdminService;
 use colink_auth::AuthService;
 use colink_channels::ChannelsService;
-use colink_messaging::MessagingService;
+use colink_messaging::{MessagingService, SendLimit};
 use colink_migrations::MigratorTrait;
+use colink_presence::PresenceService;
 use colink_realtime::RealtimeService;
 use colink_runtime::auth::{AuthLayer, TokenVerifier};
 use colink_runtime::clients::Peers;
 use colink_runtime::config::Config;
 use colink_runtime::db::{self, Db};
-use colink_runtime::events::{self, CHANNEL_EVENTS, EventLog, InProcessEventLog, USER_EVENTS};
+use colink_runtime::ephemeral::{Ephemeral, MemoryEphemeral, RedisEphemeral};
+use colink_runtime::events::{
+    self, CHANNEL_EVENTS, EventLog, InProcessEventLog, KafkaEventLog, MESSAGE_EVENTS, TOPICS, USER_EVENTS,
+};
 use colink_runtime::pubsub::{MemoryPubSub, PubSub, RedisPubSub};
 use colink_users::UsersService;
 use tokio::net::TcpListener;
@@ -61,7 +66,6 @@ impl Node {
         let listener =
             TcpListener::bind(config.listen).await.map_err(|source| NodeError::Bind { addr: config.listen, source })?;
         let addr = listener.local_addr().map_err(|source| NodeError::Bind { addr: config.listen, source })?;
-        check_event_consumers(&config.hosted_services())?;
         let config = Arc::new(config);
         let (shutdown, shutdown_rx) = watch::channel(false);
         let peers = Peers::new(&config, addr)?;
@@ -73,7 +77,28 @@ impl Node {
                 .map_err(|e| NodeError::Start { service: "pubsub", message: format!("redis: {e}") })?;
             Arc::new(redis)
         };
-        let event_log: Arc<dyn EventLog> = Arc::new(InProcessEventLog::default());
+        let event_log: Arc<dyn EventLog> = if config.events.url.is_empty() {
+            check_event_consumers(&config.hosted_services())?;
+            Arc::new(InProcessEventLog::default())
+        } else {
+            let events = &config.events;
+            let kafka = KafkaEventLog::connect(
+                &events.url,
+                &events.topic_prefix,
+                events.partitions,
+                TOPICS,
+                shutdown_rx.clone(),
+            )
+            .map_err(|e| NodeError::Start { service: "events", message: e.to_string() })?;
+            Arc::new(kafka)
+        };
+        let ephemeral: Arc<dyn Ephemeral> = if config.ephemeral.url.is_empty() {
+            Arc::new(MemoryEphemeral::default())
+        } else {
+            let redis = RedisEphemeral::new(&config.ephemeral.url)
+                .map_err(|e| NodeError::Start { service: "ephemeral", message: e.to_string() })?;
+            Arc::new(redis)
+        };
         let verifier = Arc::new(TokenVerifier::new(config.auth.issuer.clone(), peers.channel("auth")));
 
         let (health, health_service) = tonic_health::server::health_reporter();
@@ -87,7 +112,7 @@ impl Node {
                     let (outbox, relay) =
                         events::spawn_relay(service, db.clone(), event_log.clone(), shutdown_rx.clone());
                     background.push(relay);
-                    let svc = AuthService::new(db, outbox, config.auth.clone())
+                    let svc = AuthService::new(db, outbox, config.auth.clone(), peers.channel("users"))
                         .await
                         .map_err(|e| NodeError::Start { service, message: e.to_string() })?
                         .into_server();
@@ -114,7 +139,9 @@ impl Node {
                     let (outbox, relay) =
                         events::spawn_relay(service, db.clone(), event_log.clone(), shutdown_rx.clone());
                     background.push(relay);
-                    let svc = MessagingService::new(db, outbox, pubsub.clone(), peers.channel("channels"));
+                    let limit =
+                        SendLimit { counters: ephemeral.clone(), per_minute: config.ephemeral.sends_per_minute };
+                    let svc = MessagingService::new(db, outbox, pubsub.clone(), peers.channel("channels"), limit);
                     event_log.subscribe(CHANNEL_EVENTS, "messaging.channel-log", svc.membership_recorder());
                     routes.add_service(svc.into_server());
                     <colink_proto::messaging::v1::messaging_service_server::MessagingServiceServer<MessagingService> as NamedService>::NAME
@@ -122,6 +149,7 @@ impl Node {
                 "realtime" => {
                     let svc = RealtimeService::new(
                         pubsub.clone(),
+                        ephemeral.clone(),
                         peers.channel("messaging"),
                         peers.channel("channels"),
                         verifier.clone(),
@@ -130,6 +158,23 @@ impl Node {
                     );
                     routes.add_service(svc.into_server());
                     <colink_proto::realtime::v1::realtime_service_server::RealtimeServiceServer<RealtimeService> as NamedService>::NAME
+                }
+                "presence" => {
+                    let svc = PresenceService::new(ephemeral.clone(), pubsub.clone(), peers.channel("channels"));
+                    routes.add_service(svc.into_server());
+                    <colink_proto::presence::v1::presence_service_server::PresenceServiceServer<PresenceService> as NamedService>::NAME
+                }
+                "admin" => {
+                    let db = open_migrated::<colink_migrations::admin::Migrator>(&config, service).await?;
+                    let (outbox, relay) =
+                        events::spawn_relay(service, db.clone(), event_log.clone(), shutdown_rx.clone());
+                    background.push(relay);
+                    let svc = AdminService::new(db, outbox, peers.channel("messaging"));
+                    for topic in [USER_EVENTS, CHANNEL_EVENTS, MESSAGE_EVENTS] {
+                        event_log.subscribe(topic, "admin.audit", svc.audit_recorder());
+                    }
+                    routes.add_service(svc.into_server());
+                    <colink_proto::admin::v1::admin_service_server::AdminServiceServer<AdminService> as NamedService>::NAME
                 }
                 other => return Err(NodeError::Start { service: "node", message: format!("unknown service {other}") }),
             };
@@ -215,11 +260,15 @@ impl Node {
 
 /// With the in-process event log, an event reaches only consumers in the
 /// same process: a node that produces events whose consumer it does not host
-/// would drop them. Such a split needs the distributed event log.
+/// would drop them. Such a split needs Kafka (`events.url`). Profiles and the
+/// channel log depend on their events, so such a node refuses to start; the
+/// audit log only misses entries, so that is a warning.
 fn check_event_consumers(hosted: &[&'static str]) -> Result<(), NodeError> {
-    const PRODUCER_CONSUMER: &[(&str, &str, &str)] =
-        &[("auth", "users", "user.events"), ("channels", "messaging", "channel.events")];
-    for (producer, consumer, topic) in PRODUCER_CONSUMER {
+    const REQUIRED: &[(&str, &str, &str)] =
+        &[("auth", "users", USER_EVENTS), ("channels", "messaging", CHANNEL_EVENTS)];
+    const AUDITED: &[(&str, &str)] =
+        &[("auth", USER_EVENTS), ("channels", CHANNEL_EVENTS), ("messaging", MESSAGE_EVENTS)];
+    for (producer, consumer, topic) in REQUIRED {
         if hosted.contains(producer) && !hosted.contains(consumer) {
             return Err(NodeError::Start {
                 service: "node",
@@ -228,6 +277,13 @@ fn check_event_consumers(hosted: &[&'static str]) -> Result<(), NodeError> {
                      they must run on the same node"
                 ),
             });
+        }
+    }
+    for (producer, topic) in AUDITED {
+        if hosted.contains(producer) && !hosted.contains(&"admin") {
+            tracing::warn!(
+                "{producer} publishes {topic} but admin is not on this node: without Kafka the audit log misses them"
+            );
         }
     }
     Ok(())
@@ -250,7 +306,8 @@ pub async fn migrate(config: &Config) -> Result<(), NodeError> {
             "users" => open_migrated::<colink_migrations::users::Migrator>(config, service).await?,
             "channels" => open_migrated::<colink_migrations::channels::Migrator>(config, service).await?,
             "messaging" => open_migrated::<colink_migrations::messaging::Migrator>(config, service).await?,
-            // The realtime gateway keeps no tables.
+            "admin" => open_migrated::<colink_migrations::admin::Migrator>(config, service).await?,
+            // The realtime gateway and presence keep no tables.
             _ => continue,
         };
         tracing::info!(service, "migrations applied");

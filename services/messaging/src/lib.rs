@@ -16,6 +16,7 @@ use colink_proto::messaging::v1::channel_event::Kind;
 use colink_proto::messaging::v1::messaging_service_server::{MessagingService as MessagingRpc, MessagingServiceServer};
 use colink_runtime::clients::{on_behalf_of, retry_idempotent};
 use colink_runtime::db::Db;
+use colink_runtime::ephemeral::{Ephemeral, within_budget};
 use colink_runtime::error::{Page, Violations, is_unique_violation};
 use colink_runtime::events::{self, EventHandler, MESSAGE_EVENTS, Outbox};
 use colink_runtime::ids::{
@@ -45,6 +46,14 @@ pub struct MessagingService {
     outbox: Outbox,
     pubsub: Arc<dyn PubSub>,
     channels: ChannelsServiceClient<GrpcChannel>,
+    limit: SendLimit,
+}
+
+/// How many messages one user may send per minute, counted in ephemeral
+/// state shared by every node; 0 means no limit.
+pub struct SendLimit {
+    pub counters: Arc<dyn Ephemeral>,
+    pub per_minute: u32,
 }
 
 /// What the caller may do in a conversation, as the channels service says.
@@ -76,8 +85,8 @@ impl Access {
 }
 
 impl MessagingService {
-    pub fn new(db: Db, outbox: Outbox, pubsub: Arc<dyn PubSub>, channels: GrpcChannel) -> Self {
-        Self { db, outbox, pubsub, channels: ChannelsServiceClient::new(channels) }
+    pub fn new(db: Db, outbox: Outbox, pubsub: Arc<dyn PubSub>, channels: GrpcChannel, limit: SendLimit) -> Self {
+        Self { db, outbox, pubsub, channels: ChannelsServiceClient::new(channels), limit }
     }
 
     pub fn into_server(self) -> MessagingServiceServer<Self> {
@@ -172,6 +181,13 @@ impl MessagingService {
             && let Some(original) = self.replayed(caller, key).await?
         {
             return Ok(original);
+        }
+        let budget_key = format!("ratelimit:send:{}", caller.user_id);
+        if !within_budget(self.limit.counters.as_ref(), &budget_key, self.limit.per_minute).await {
+            return Err(Error::ResourceExhausted(format!(
+                "more than {} messages in a minute; wait a moment and send again",
+                self.limit.per_minute
+            )));
         }
         let channel_id = match (channel_id, recipient_id) {
             (Some(id), _) => id,

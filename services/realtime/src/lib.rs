@@ -18,6 +18,7 @@ use colink_proto::realtime::v1 as pb;
 use colink_proto::realtime::v1::realtime_service_server::{RealtimeService as RealtimeRpc, RealtimeServiceServer};
 use colink_runtime::auth::TokenVerifier;
 use colink_runtime::config::RealtimeConfig;
+use colink_runtime::ephemeral::Ephemeral;
 use colink_runtime::error::Violations;
 use colink_runtime::pubsub::PubSub;
 use colink_runtime::{Caller, caller};
@@ -33,6 +34,7 @@ use crate::session::{Session, validate_cursors};
 /// What every stream of this node shares.
 pub(crate) struct Shared {
     pub pubsub: Arc<dyn PubSub>,
+    pub ephemeral: Arc<dyn Ephemeral>,
     pub messaging: MessagingServiceClient<GrpcChannel>,
     pub channels: ChannelsServiceClient<GrpcChannel>,
     pub verifier: Arc<TokenVerifier>,
@@ -47,6 +49,7 @@ pub struct RealtimeService {
 impl RealtimeService {
     pub fn new(
         pubsub: Arc<dyn PubSub>,
+        ephemeral: Arc<dyn Ephemeral>,
         messaging: GrpcChannel,
         channels: GrpcChannel,
         verifier: Arc<TokenVerifier>,
@@ -55,6 +58,7 @@ impl RealtimeService {
     ) -> Self {
         let shared = Shared {
             pubsub,
+            ephemeral,
             messaging: MessagingServiceClient::new(messaging),
             channels: ChannelsServiceClient::new(channels),
             verifier,

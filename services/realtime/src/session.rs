@@ -13,6 +13,7 @@ use colink_proto::realtime::v1::connect_request::Frame as ClientFrame;
 use colink_proto::realtime::v1::server_frame::Frame;
 use colink_runtime::Caller;
 use colink_runtime::clients::{retry_idempotent, with_token};
+use colink_runtime::ephemeral::{TYPING_TTL, typing_expires_at, typing_key};
 use colink_runtime::error::Violations;
 use colink_runtime::ids::{now_micros, parse_id, timestamp};
 use colink_runtime::pubsub::{self, channel_topic, user_topic};
@@ -25,9 +26,6 @@ use tokio_stream::{StreamExt, StreamMap};
 use tonic::{Code, Status, Streaming};
 
 use crate::Shared;
-
-/// How long a typing notice shows without renewal.
-const TYPING_TTL_MICROS: i64 = 6_000_000;
 
 /// Why a session ends.
 #[derive(Debug)]
@@ -462,10 +460,14 @@ impl Session {
                 .error_frame(Code::PermissionDenied, "only members can type in a conversation", &channel_id)
                 .await;
         }
+        // Stored for ListTypingUsers; the live notice does not depend on it.
+        if let Err(err) = self.shared.ephemeral.set_put(&typing_key(&channel_id), &self.user_id, TYPING_TTL).await {
+            tracing::debug!(error = %err, "typing notice not stored");
+        }
         let typing = pb::TypingEvent {
             channel_id: channel_id.clone(),
             user_id: self.user_id.clone(),
-            expire_time: Some(timestamp(now_micros() + TYPING_TTL_MICROS)),
+            expire_time: Some(timestamp(typing_expires_at())),
         };
         let frame = pubsub::Frame::Typing(typing.encode_to_vec().into()).encode();
         self.shared.pubsub.publish(&channel_topic(&channel_id), frame).await;

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 /// Every service this binary can host, in start-up order.
-pub const SERVICES: &[&str] = &["auth", "users", "channels", "messaging", "realtime"];
+pub const SERVICES: &[&str] = &["auth", "users", "channels", "messaging", "realtime", "presence", "admin"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -38,6 +38,8 @@ pub struct Config {
     pub log: LogConfig,
     pub database: DatabaseConfig,
     pub pubsub: PubSubConfig,
+    pub events: EventsConfig,
+    pub ephemeral: EphemeralConfig,
     pub auth: AuthConfig,
     pub realtime: RealtimeConfig,
     /// Where to reach services this node does not host, e.g.
@@ -79,6 +81,30 @@ pub struct PubSubConfig {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+pub struct EventsConfig {
+    /// Empty: in-process, so a service that publishes an event must share a
+    /// node with the services that consume it. `kafka://host:9092[,host:9092]`:
+    /// Kafka, with any placement of services.
+    pub url: String,
+    /// Prepended to every topic and consumer-group name, so that several
+    /// deployments can share one cluster.
+    pub topic_prefix: String,
+    /// Partitions of each topic this node creates when it is missing.
+    pub partitions: i32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EphemeralConfig {
+    /// Where presence, typing and rate-limit counters live. Empty: in this
+    /// process (one node). `redis://host:6379`: shared by every node.
+    pub url: String,
+    /// Sends one user may make per minute; 0 turns the limit off.
+    pub sends_per_minute: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
     /// `iss` of issued tokens, checked on every token.
     pub issuer: String,
@@ -114,6 +140,8 @@ impl Default for Config {
             log: LogConfig::default(),
             database: DatabaseConfig::default(),
             pubsub: PubSubConfig::default(),
+            events: EventsConfig::default(),
+            ephemeral: EphemeralConfig::default(),
             auth: AuthConfig::default(),
             realtime: RealtimeConfig::default(),
             peers: BTreeMap::new(),
@@ -132,6 +160,19 @@ impl Default for LogConfig {
 impl Default for DatabaseConfig {
     fn default() -> Self {
         Self { url: String::new(), max_connections: 8 }
+    }
+}
+
+impl Default for EphemeralConfig {
+    fn default() -> Self {
+        // The seeds' per-user API budget is 1,000 requests a minute.
+        Self { url: String::new(), sends_per_minute: 1_000 }
+    }
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        Self { url: String::new(), topic_prefix: String::new(), partitions: 6 }
     }
 }
 
@@ -209,6 +250,18 @@ impl Config {
             || self.pubsub.url.starts_with("rediss://"))
         {
             problems.push(format!("pubsub.url: {:?} is neither empty nor a redis:// URL", self.pubsub.url));
+        }
+        if !(self.ephemeral.url.is_empty()
+            || self.ephemeral.url.starts_with("redis://")
+            || self.ephemeral.url.starts_with("rediss://"))
+        {
+            problems.push(format!("ephemeral.url: {:?} is neither empty nor a redis:// URL", self.ephemeral.url));
+        }
+        if !(self.events.url.is_empty() || self.events.url.starts_with("kafka://")) {
+            problems.push(format!("events.url: {:?} is neither empty nor a kafka:// URL", self.events.url));
+        }
+        if !(1..=1024).contains(&self.events.partitions) {
+            problems.push("events.partitions: must be within 1..=1024".into());
         }
         if self.database.max_connections == 0 {
             problems.push("database.max_connections: must be at least 1".into());

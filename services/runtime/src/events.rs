@@ -20,9 +20,16 @@ use tokio::sync::{Notify, watch};
 use crate::db::Db;
 use crate::ids::now_micros;
 
+pub mod kafka;
+
+pub use kafka::KafkaEventLog;
+
 pub const USER_EVENTS: &str = "user.events";
 pub const CHANNEL_EVENTS: &str = "channel.events";
 pub const MESSAGE_EVENTS: &str = "message.events";
+pub const AUDIT_EVENTS: &str = "audit.events";
+/// Every topic a Colink deployment uses.
+pub const TOPICS: &[&str] = &[USER_EVENTS, CHANNEL_EVENTS, MESSAGE_EVENTS, AUDIT_EVENTS];
 
 #[derive(Debug, thiserror::Error)]
 pub enum EventError {
@@ -46,8 +53,25 @@ pub trait EventHandler: Send + Sync + 'static {
 pub trait EventLog: Send + Sync + 'static {
     /// Accepts an encoded `Event`; Ok means it will reach every consumer.
     async fn publish(&self, topic: &str, key: &str, payload: Bytes) -> Result<(), EventError>;
+    /// Publishes events in order; returns how many were accepted (a prefix
+    /// of the batch) and the error that stopped the rest, if any.
+    async fn publish_batch(&self, events: &[Outgoing]) -> (usize, Option<EventError>) {
+        for (done, event) in events.iter().enumerate() {
+            if let Err(err) = self.publish(&event.topic, &event.key, event.payload.clone()).await {
+                return (done, Some(err));
+            }
+        }
+        (events.len(), None)
+    }
     /// Starts delivering the topic's events to a consumer group.
     fn subscribe(&self, topic: &str, group: &str, handler: Arc<dyn EventHandler>);
+}
+
+/// One event on its way from an outbox to the log.
+pub struct Outgoing {
+    pub topic: String,
+    pub key: String,
+    pub payload: Bytes,
 }
 
 /// The embedded event log: publishing hands the event to every consumer of
@@ -128,7 +152,7 @@ struct OutboxRow {
 #[derive(Clone)]
 pub struct Outbox {
     wake: Arc<Notify>,
-    /// Highest outbox id the relay has published.
+    /// Last outbox id the relay published; a change wakes waiting flushes.
     published: watch::Receiver<i64>,
 }
 
@@ -154,10 +178,9 @@ impl Outbox {
         let mut published = self.published.clone();
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            if *published.borrow_and_update() >= target {
-                return Ok(true);
-            }
-            // Another node's relay may have published these rows already.
+            // Counting rows rather than comparing with the relay's last id:
+            // on PostgreSQL ids commit out of order, and another node's relay
+            // may have published these rows already.
             let pending = Query::select()
                 .expr_as(Expr::col("id").count(), "value")
                 .from("outbox")
@@ -235,17 +258,18 @@ async fn relay_batch(db: &Db, log: &dyn EventLog) -> Result<Option<i64>, String>
         .all(&db.writer)
         .await
         .map_err(|e| e.to_string())?;
-    let mut last = None;
-    let mut failure = None;
-    for row in rows {
-        if let Err(err) = log.publish(&row.topic, &row.event_key, Bytes::from(row.payload)).await {
-            failure = Some(err.to_string());
-            break;
-        }
-        last = Some(row.id);
-    }
-    if let Some(last_id) = last {
-        let delete = Query::delete().from_table("outbox").and_where(Expr::col("id").lte(last_id)).to_owned();
+    let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+    let batch: Vec<Outgoing> = rows
+        .into_iter()
+        .map(|r| Outgoing { topic: r.topic, key: r.event_key, payload: Bytes::from(r.payload) })
+        .collect();
+    let (published, failure) = log.publish_batch(&batch).await;
+    let failure = failure.map(|e| e.to_string());
+    let last = published.checked_sub(1).and_then(|i| ids.get(i)).copied();
+    if last.is_some() {
+        // Exactly the rows sent: a lower id may have committed after the read.
+        let sent = ids.iter().take(published).copied();
+        let delete = Query::delete().from_table("outbox").and_where(Expr::col("id").is_in(sent)).to_owned();
         db.writer.execute(&delete).await.map_err(|e| e.to_string())?;
     }
     match failure {

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod clients;
 pub mod config;
 pub mod db;
+pub mod ephemeral;
 pub mod error;
 pub mod events;
 pub mod ids;

@@ -1,8 +1,8 @@
 //! Real `colink` processes killed with SIGKILL under load: nothing
 //! acknowledged is lost, and a client that resumes by cursor sees every
 //! message once, in order. The topology is the distributed one: a core node
-//! (auth, users, channels, messaging) and two realtime nodes, sharing
-//! PostgreSQL and Redis.
+//! (auth, users, channels, messaging, presence, admin) and two realtime
+//! nodes, sharing PostgreSQL, Redis and a Kafka-protocol broker.
 
 use std::collections::BTreeSet;
 use std::process::{Child, Command};
@@ -20,6 +20,7 @@ use colink_runtime::clients::with_token;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::helpers::{TestApp, fresh_postgres};
+use crate::servers::{Server, free_port};
 
 const MESSAGES: usize = 300;
 
@@ -84,29 +85,30 @@ impl Drop for Process {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 #[tokio::test]
-#[ignore = "needs PostgreSQL and Redis: set COLINK_TEST_POSTGRES and COLINK_TEST_REDIS (the full suite does)"]
+#[ignore = "needs PostgreSQL, Redis and tansu: set COLINK_TEST_POSTGRES, COLINK_TEST_REDIS and COLINK_TEST_TANSU \
+            (the full suite does)"]
 async fn killed_nodes_lose_nothing_acknowledged_and_clients_resume_without_gaps() {
     let postgres = std::env::var("COLINK_TEST_POSTGRES").expect("COLINK_TEST_POSTGRES");
     let redis = std::env::var("COLINK_TEST_REDIS").expect("COLINK_TEST_REDIS");
+    let broker = Server::kafka().await;
     let data = tempfile::TempDir::new().unwrap();
     let core_port = free_port();
     let core_url = format!("http://127.0.0.1:{core_port}");
     let mut shared = vec![
         ("COLINK_DATABASE__URL".to_string(), fresh_postgres(&postgres).await),
-        ("COLINK_PUBSUB__URL".to_string(), redis),
+        ("COLINK_PUBSUB__URL".to_string(), redis.clone()),
+        ("COLINK_EPHEMERAL__URL".to_string(), redis),
+        ("COLINK_EVENTS__URL".to_string(), format!("kafka://127.0.0.1:{}", broker.port)),
+        ("COLINK_EVENTS__TOPIC_PREFIX".to_string(), format!("t{}.", uuid::Uuid::now_v7().simple())),
         ("COLINK_DATA_DIR".to_string(), data.path().display().to_string()),
         ("COLINK_AUTH__ARGON2_MEMORY_KIB".to_string(), "64".to_string()),
         ("COLINK_AUTH__ARGON2_ITERATIONS".to_string(), "1".to_string()),
     ];
-    for peer in ["auth", "users", "channels", "messaging"] {
+    for peer in ["auth", "users", "channels", "messaging", "presence", "admin"] {
         shared.push((format!("COLINK_PEERS__{}", peer.to_uppercase()), core_url.clone()));
     }
-    let mut core = Process::spawn("auth,users,channels,messaging", core_port, shared.clone());
+    let mut core = Process::spawn("auth,users,channels,messaging,presence,admin", core_port, shared.clone());
     let mut realtime_a = Process::spawn("realtime", free_port(), shared.clone());
     let realtime_b = Process::spawn("realtime", free_port(), shared.clone());
     for node in [&core, &realtime_a, &realtime_b] {

@@ -3,12 +3,14 @@
 use std::time::Duration;
 
 use colink::Node;
+use colink_proto::admin::v1::admin_service_client::AdminServiceClient;
 use colink_proto::auth::v1::auth_service_client::AuthServiceClient;
 use colink_proto::auth::v1::{RegisterRequest, TokenPair};
 use colink_proto::channels::v1::channels_service_client::ChannelsServiceClient;
 use colink_proto::channels::v1::{Channel, ChannelKind, CreateChannelRequest};
 use colink_proto::messaging::v1::messaging_service_client::MessagingServiceClient;
 use colink_proto::messaging::v1::{ChannelEvent, Message, SendMessageRequest};
+use colink_proto::presence::v1::presence_service_client::PresenceServiceClient;
 use colink_proto::realtime::v1::realtime_service_client::RealtimeServiceClient;
 use colink_proto::realtime::v1::server_frame::Frame;
 use colink_proto::realtime::v1::{ChannelCursor, ServerFrame, SubscribeRequest, SubscribeResponse};
@@ -33,7 +35,7 @@ pub async fn fresh_postgres(server: &str) -> String {
     let server = server.trim_end_matches('/');
     let prefix = format!("colink_test_{}", uuid::Uuid::now_v7().simple());
     let admin = sea_orm::Database::connect(format!("{server}/postgres")).await.expect("PostgreSQL reachable");
-    for service in ["auth", "users", "channels", "messaging"] {
+    for service in ["auth", "users", "channels", "messaging", "admin"] {
         admin.execute_unprepared(&format!("CREATE DATABASE {prefix}_{service}")).await.expect("create database");
     }
     admin.close().await.expect("close");
@@ -120,6 +122,14 @@ impl TestApp {
 
     pub fn realtime(&self) -> RealtimeServiceClient<GrpcChannel> {
         RealtimeServiceClient::new(self.channel.clone())
+    }
+
+    pub fn presence(&self) -> PresenceServiceClient<GrpcChannel> {
+        PresenceServiceClient::new(self.channel.clone())
+    }
+
+    pub fn admin(&self) -> AdminServiceClient<GrpcChannel> {
+        AdminServiceClient::new(self.channel.clone())
     }
 
     pub async fn register(&self, username: &str) -> TestUser {

@@ -5,7 +5,9 @@
 #![allow(clippy::unwrap_used)]
 
 mod helpers;
+mod servers;
 
+mod admin;
 mod auth;
 mod authorization;
 mod bad_input;
@@ -13,7 +15,9 @@ mod channels;
 mod cluster;
 mod crash;
 mod envoy;
+mod kafka;
 mod messaging;
 mod node;
+mod presence;
 mod realtime;
 mod users;

@@ -1,0 +1,133 @@
+//! The audit log: who did what to which target, and why. Entries come from
+//! the domain events of every service (membership and channel changes,
+//! message edits, deletions, recalls and pins, new accounts) and from the
+//! admin service's own actions, written in the same transaction as them.
+
+use std::collections::BTreeMap;
+
+use colink_proto::admin::v1 as pb;
+use colink_proto::events::v1::{Event, event::Payload};
+use colink_runtime::db::Db;
+use colink_runtime::events::{EventError, EventHandler};
+use colink_runtime::ids::{now_micros, timestamp};
+use sea_orm::{ConnectionTrait, DbErr, EntityTrait, Set};
+
+use crate::store::audit_log;
+
+/// One entry before it is stored.
+pub(crate) struct Entry {
+    pub id: String,
+    pub actor_id: String,
+    pub actor_role: String,
+    pub action: String,
+    pub target_type: &'static str,
+    pub target_id: String,
+    pub reason: String,
+    pub metadata: BTreeMap<&'static str, String>,
+    pub created_at: i64,
+}
+
+/// Stores an entry; storing one with the same id again changes nothing.
+pub(crate) async fn record<C: ConnectionTrait>(conn: &C, entry: Entry) -> Result<(), DbErr> {
+    let metadata = serde_json::to_string(&entry.metadata).map_err(|e| DbErr::Custom(e.to_string()))?;
+    let row = audit_log::ActiveModel {
+        audit_log_id: Set(entry.id),
+        actor_id: Set(entry.actor_id),
+        actor_role: Set(entry.actor_role),
+        action: Set(entry.action),
+        target_type: Set(entry.target_type.to_string()),
+        target_id: Set(entry.target_id),
+        reason: Set(entry.reason),
+        metadata: Set(metadata),
+        request_id: Set(String::new()),
+        client_ip: Set(String::new()),
+        created_at: Set(entry.created_at),
+    };
+    audit_log::Entity::insert(row).on_conflict_do_nothing_on([audit_log::Column::AuditLogId]).exec(conn).await?;
+    Ok(())
+}
+
+/// The audit entry an event makes, if it is one the audit log keeps. New
+/// messages are not audited: they are the content, not changes to it.
+fn entry_for(event: &Event) -> Option<Entry> {
+    let (target_type, target_id, metadata): (&'static str, String, BTreeMap<&'static str, String>) =
+        match event.payload.as_ref()? {
+            Payload::UserCreated(u) => ("user", u.user_id.clone(), BTreeMap::from([("username", u.username.clone())])),
+            Payload::ChannelCreated(c)
+            | Payload::ChannelUpdated(c)
+            | Payload::ChannelArchived(c)
+            | Payload::ChannelUnarchived(c) => {
+                ("channel", c.channel_id.clone(), BTreeMap::from([("name", c.name.clone()), ("kind", c.kind.clone())]))
+            }
+            Payload::MemberJoined(m) | Payload::MemberLeft(m) | Payload::MemberRoleChanged(m) => {
+                let mut metadata = BTreeMap::from([("user_id", m.user_id.clone())]);
+                if !m.role.is_empty() {
+                    metadata.insert("role", m.role.clone());
+                }
+                ("channel", m.channel_id.clone(), metadata)
+            }
+            Payload::MessageChanged(_) if event.r#type == "message.created" => return None,
+            Payload::MessageChanged(m) => (
+                "message",
+                m.message_id.clone(),
+                BTreeMap::from([
+                    ("channel_id", m.channel_id.clone()),
+                    ("sender_id", m.sender_id.clone()),
+                    ("seq", m.seq.to_string()),
+                ]),
+            ),
+            // Written by the admin service itself, with the moderation.
+            Payload::MessageModerated(_) => return None,
+        };
+    let created_at =
+        event.occur_time.as_ref().map_or_else(now_micros, |t| t.seconds * 1_000_000 + i64::from(t.nanos) / 1_000);
+    Some(Entry {
+        id: event.event_id.clone(),
+        actor_id: event.actor_id.clone(),
+        actor_role: String::new(),
+        action: event.r#type.clone(),
+        target_type,
+        target_id,
+        reason: String::new(),
+        metadata,
+        created_at,
+    })
+}
+
+/// Consumes `user.events`, `channel.events` and `message.events` into the
+/// audit log. An entry takes its event's id, so redelivery adds nothing.
+pub(crate) struct AuditRecorder {
+    pub db: Db,
+}
+
+#[async_trait::async_trait]
+impl EventHandler for AuditRecorder {
+    async fn handle(&self, event: &Event) -> Result<(), EventError> {
+        let Some(entry) = entry_for(event) else { return Ok(()) };
+        record(&self.db.writer, entry).await.map_err(|e| EventError::Consumer(e.to_string()))
+    }
+}
+
+pub(crate) fn to_pb(row: audit_log::Model) -> pb::AuditLog {
+    let metadata = serde_json::from_str::<std::collections::HashMap<String, String>>(&row.metadata).unwrap_or_default();
+    let actor_role = match row.actor_role.as_str() {
+        "admin" => pb::UserRole::Admin,
+        "moderator" => pb::UserRole::Moderator,
+        "member" => pb::UserRole::Member,
+        "guest" => pb::UserRole::Guest,
+        _ => pb::UserRole::Unspecified,
+    };
+    pb::AuditLog {
+        audit_log_id: row.audit_log_id,
+        actor_id: row.actor_id,
+        actor_role: actor_role as i32,
+        action: row.action,
+        target_type: row.target_type,
+        target_id: row.target_id,
+        reason: row.reason,
+        metadata,
+        request_id: row.request_id,
+        client_ip: row.client_ip,
+        create_time: Some(timestamp(row.created_at)),
+    }
+}

@@ -1,0 +1,482 @@
+//! The admin service: the audit log, fed by every service's domain events,
+//! and moderation of messages. Account administration, reports, sanctions
+//! and retention are part of the contract but not of this version; those
+//! RPCs answer UNIMPLEMENTED.
+
+mod audit;
+mod store;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use colink_proto::admin::v1 as pb;
+use colink_proto::admin::v1::admin_service_server::{AdminService as AdminRpc, AdminServiceServer};
+use colink_proto::events::v1::{MessageModerated, event::Payload};
+use colink_proto::messaging::v1::messaging_service_client::MessagingServiceClient;
+use colink_proto::messaging::v1::{DeleteMessageRequest, GetMessageRequest};
+use colink_runtime::clients::{on_behalf_of, retry_idempotent};
+use colink_runtime::db::Db;
+use colink_runtime::error::{Page, Violations};
+use colink_runtime::events::{self, AUDIT_EVENTS, EventHandler, Outbox};
+use colink_runtime::ids::{
+    check_idempotency_key, check_text, encode_page_token, idempotency_key, new_id, now_micros, timestamp,
+};
+use colink_runtime::{Caller, Error, Result, Role, caller};
+use sea_orm::sea_query::{Expr, ExprTrait, LikeExpr};
+use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait};
+use tonic::transport::Channel;
+use tonic::{Request, Response, Status};
+
+use crate::audit::Entry;
+use crate::store::{audit_log, moderation};
+
+pub struct AdminService {
+    db: Db,
+    outbox: Outbox,
+    messaging: MessagingServiceClient<Channel>,
+}
+
+impl AdminService {
+    pub fn new(db: Db, outbox: Outbox, messaging: Channel) -> Self {
+        Self { db, outbox, messaging: MessagingServiceClient::new(messaging) }
+    }
+
+    pub fn into_server(self) -> AdminServiceServer<Self> {
+        AdminServiceServer::new(self)
+    }
+
+    /// The consumer of `user.events`, `channel.events` and `message.events`
+    /// that fills the audit log.
+    pub fn audit_recorder(&self) -> Arc<dyn EventHandler> {
+        Arc::new(audit::AuditRecorder { db: self.db.clone() })
+    }
+
+    async fn list_audit_logs(
+        &self,
+        caller: &Caller,
+        req: &pb::ListAuditLogsRequest,
+    ) -> Result<pb::ListAuditLogsResponse> {
+        require_admin(caller)?;
+        let mut v = Violations::default();
+        let actor = v.optional_id("actor_id", &req.actor_id);
+        let action = v.check(action_filter(&req.action)).flatten();
+        if req.target_type.len() > 32 {
+            v.add("target_type", "must be at most 32 characters");
+        }
+        if req.target_id.len() > 36 {
+            v.add("target_id", "must be at most 36 characters");
+        }
+        let micros = |t: &prost_types::Timestamp| t.seconds.saturating_mul(1_000_000) + i64::from(t.nanos) / 1_000;
+        let start = req.start_time.as_ref().map(micros);
+        let end = req.end_time.as_ref().map(micros);
+        if let (Some(start), Some(end)) = (start, end)
+            && start >= end
+        {
+            v.add("end_time", "must be after start_time");
+        }
+        let Page { limit, after } = v.page(req.page_size, &req.page_token, 50, 100);
+        let cursor = after.as_deref().map(|token| {
+            token.split_once(':').and_then(|(at, id)| Some((at.parse::<i64>().ok()?, id.to_string()))).ok_or(())
+        });
+        if let Some(Err(())) = cursor {
+            v.add("page_token", "is not a valid page token");
+        }
+        v.finish()?;
+
+        let mut query = audit_log::Entity::find();
+        if let Some(actor) = actor {
+            query = query.filter(audit_log::Column::ActorId.eq(actor));
+        }
+        query = match action {
+            Some(ActionFilter::Exact(name)) => query.filter(audit_log::Column::Action.eq(name)),
+            Some(ActionFilter::Family(prefix)) => query.filter(Expr::col(audit_log::Column::Action).like(prefix)),
+            None => query,
+        };
+        if !req.target_type.is_empty() {
+            query = query.filter(audit_log::Column::TargetType.eq(req.target_type.as_str()));
+        }
+        if !req.target_id.is_empty() {
+            query = query.filter(audit_log::Column::TargetId.eq(req.target_id.as_str()));
+        }
+        if let Some(start) = start {
+            query = query.filter(audit_log::Column::CreatedAt.gte(start));
+        }
+        if let Some(end) = end {
+            query = query.filter(audit_log::Column::CreatedAt.lt(end));
+        }
+        if let Some(Ok((at, id))) = cursor {
+            query = query.filter(Condition::any().add(audit_log::Column::CreatedAt.lt(at)).add(
+                Condition::all().add(audit_log::Column::CreatedAt.eq(at)).add(audit_log::Column::AuditLogId.lt(id)),
+            ));
+        }
+        let mut rows = query
+            .order_by_desc(audit_log::Column::CreatedAt)
+            .order_by_desc(audit_log::Column::AuditLogId)
+            .limit(limit + 1)
+            .all(&self.db.reader)
+            .await?;
+        let next_page_token = if rows.len() as u64 > limit {
+            rows.truncate(limit as usize);
+            rows.last().map(|r| encode_page_token(&format!("{}:{}", r.created_at, r.audit_log_id))).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(pb::ListAuditLogsResponse { audit_logs: rows.into_iter().map(audit::to_pb).collect(), next_page_token })
+    }
+
+    async fn get_audit_log(&self, caller: &Caller, raw_id: &str) -> Result<pb::AuditLog> {
+        require_admin(caller)?;
+        let id = colink_runtime::ids::parse_id("audit_log_id", raw_id)?;
+        let row = audit_log::Entity::find_by_id(id.clone())
+            .one(&self.db.reader)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("audit log entry {id} not found")))?;
+        Ok(audit::to_pb(row))
+    }
+
+    /// Applies a moderation action through the messaging service, then
+    /// records it, its audit entry and its `message.moderated` event in one
+    /// transaction. A retry with the same idempotency key returns the record.
+    async fn moderate_message(
+        &self,
+        caller: &Caller,
+        req: &pb::ModerateMessageRequest,
+        key: &str,
+    ) -> Result<pb::ModerationRecord> {
+        if !matches!(caller.role, Role::Admin | Role::Moderator) {
+            return Err(Error::denied("only workspace admins and moderators can moderate messages"));
+        }
+        let mut v = Violations::default();
+        let message_id = v.id("message_id", &req.message_id);
+        let action = pb::ModerationAction::try_from(req.action).unwrap_or(pb::ModerationAction::Unspecified);
+        let action_name = match action {
+            pb::ModerationAction::Delete => "delete",
+            pb::ModerationAction::Warn => "warn",
+            // Turned away as UNIMPLEMENTED before this point.
+            pb::ModerationAction::Hide | pb::ModerationAction::Restore => {
+                v.add("action", "must be DELETE or WARN in this version of Colink");
+                ""
+            }
+            pb::ModerationAction::Unspecified => {
+                v.add("action", "must be DELETE, HIDE, RESTORE or WARN");
+                ""
+            }
+        };
+        v.check(check_text("reason", req.reason.trim(), 1, 1000));
+        if !req.report_id.is_empty() {
+            v.add("report_id", "reports are not available in this version of Colink");
+        }
+        let key = v.check(check_idempotency_key("idempotency_key", key)).flatten();
+        v.finish()?;
+
+        if let Some(key) = &key
+            && let Some(done) = moderation::Entity::find()
+                .filter(moderation::Column::ActorId.eq(caller.user_id.as_str()))
+                .filter(moderation::Column::IdempotencyKey.eq(key.as_str()))
+                .filter(moderation::Column::MessageId.eq(message_id.as_str()))
+                .one(&self.db.reader)
+                .await?
+        {
+            return Ok(moderation_to_pb(done));
+        }
+
+        let request = GetMessageRequest { message_id: message_id.clone() };
+        let message = retry_idempotent(|| {
+            let mut client = self.messaging.clone();
+            let request = on_behalf_of(caller, request.clone());
+            async move { client.get_message(request).await }
+        })
+        .await?
+        .into_inner()
+        .message
+        .ok_or_else(|| Error::internal("messaging answered without a message"))?;
+        if action == pb::ModerationAction::Delete {
+            // Deleting is idempotent in messaging, so a retry is safe.
+            let request = DeleteMessageRequest { message_id: message_id.clone() };
+            retry_idempotent(|| {
+                let mut client = self.messaging.clone();
+                let request = on_behalf_of(caller, request.clone());
+                async move { client.delete_message(request).await }
+            })
+            .await?;
+        }
+
+        let now = now_micros();
+        let record = moderation::Model {
+            moderation_id: new_id(),
+            message_id: message.message_id.clone(),
+            channel_id: message.channel_id.clone(),
+            sender_id: message.sender_id.clone(),
+            action: action as i32,
+            reason: req.reason.trim().to_string(),
+            actor_id: caller.user_id.clone(),
+            report_id: String::new(),
+            idempotency_key: key,
+            created_at: now,
+        };
+        let event = events::event(
+            "message.moderated",
+            &caller.user_id,
+            Payload::MessageModerated(MessageModerated {
+                moderation_id: record.moderation_id.clone(),
+                message_id: record.message_id.clone(),
+                channel_id: record.channel_id.clone(),
+                sender_id: record.sender_id.clone(),
+                action: action_name.to_string(),
+                reason: record.reason.clone(),
+            }),
+        );
+        let entry = Entry {
+            id: event.event_id.clone(),
+            actor_id: caller.user_id.clone(),
+            actor_role: caller.role.as_str().to_string(),
+            action: "message.moderated".into(),
+            target_type: "message",
+            target_id: record.message_id.clone(),
+            reason: record.reason.clone(),
+            metadata: BTreeMap::from([
+                ("moderation_id", record.moderation_id.clone()),
+                ("moderation_action", action_name.to_string()),
+                ("channel_id", record.channel_id.clone()),
+                ("sender_id", record.sender_id.clone()),
+            ]),
+            created_at: now,
+        };
+        let txn = self.db.writer.begin().await?;
+        let inserted = moderation::Entity::insert(to_active(&record)).exec(&txn).await;
+        if let Err(err) = inserted {
+            // A concurrent retry with the same key got there first.
+            if colink_runtime::error::is_unique_violation(&err) {
+                drop(txn);
+                return self.moderation_by_key(caller, &record).await;
+            }
+            return Err(err.into());
+        }
+        audit::record(&txn, entry).await?;
+        events::enqueue(&txn, AUDIT_EVENTS, &record.message_id, &event).await?;
+        txn.commit().await?;
+        self.outbox.notify();
+        Ok(moderation_to_pb(record))
+    }
+
+    async fn moderation_by_key(&self, caller: &Caller, record: &moderation::Model) -> Result<pb::ModerationRecord> {
+        let found = moderation::Entity::find()
+            .filter(moderation::Column::ActorId.eq(caller.user_id.as_str()))
+            .filter(moderation::Column::IdempotencyKey.eq(record.idempotency_key.clone()))
+            .filter(moderation::Column::MessageId.eq(record.message_id.as_str()))
+            .one(&self.db.writer)
+            .await?
+            .ok_or_else(|| Error::internal("moderation vanished after a duplicate key"))?;
+        Ok(moderation_to_pb(found))
+    }
+}
+
+fn require_admin(caller: &Caller) -> Result<()> {
+    if caller.role == Role::Admin { Ok(()) } else { Err(Error::denied("only workspace admins can read the audit log")) }
+}
+
+enum ActionFilter {
+    Exact(String),
+    /// A LIKE pattern matching every action that starts with a prefix.
+    Family(LikeExpr),
+}
+
+/// `user.deactivated`, or a family such as `user.*`; empty for any.
+fn action_filter(raw: &str) -> Result<Option<ActionFilter>, colink_runtime::error::FieldError> {
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    let name = raw.strip_suffix('*').unwrap_or(raw);
+    let well_formed = raw.len() <= 64
+        && !name.is_empty()
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'_');
+    if !well_formed || (name.len() != raw.len() && !name.ends_with('.')) {
+        return Err(colink_runtime::error::FieldError::new(
+            "action",
+            "must be an action such as \"channel.member_joined\" or a family such as \"channel.*\"",
+        ));
+    }
+    if name.len() == raw.len() {
+        return Ok(Some(ActionFilter::Exact(name.to_string())));
+    }
+    // `_` is a LIKE wildcard: escape it so the prefix matches literally.
+    let escaped = name.replace('_', "\\_");
+    Ok(Some(ActionFilter::Family(LikeExpr::new(format!("{escaped}%")).escape('\\'))))
+}
+
+fn to_active(m: &moderation::Model) -> moderation::ActiveModel {
+    moderation::ActiveModel {
+        moderation_id: Set(m.moderation_id.clone()),
+        message_id: Set(m.message_id.clone()),
+        channel_id: Set(m.channel_id.clone()),
+        sender_id: Set(m.sender_id.clone()),
+        action: Set(m.action),
+        reason: Set(m.reason.clone()),
+        actor_id: Set(m.actor_id.clone()),
+        report_id: Set(m.report_id.clone()),
+        idempotency_key: Set(m.idempotency_key.clone()),
+        created_at: Set(m.created_at),
+    }
+}
+
+fn moderation_to_pb(m: moderation::Model) -> pb::ModerationRecord {
+    pb::ModerationRecord {
+        moderation_id: m.moderation_id,
+        message_id: m.message_id,
+        channel_id: m.channel_id,
+        sender_id: m.sender_id,
+        action: m.action,
+        reason: m.reason,
+        actor_id: m.actor_id,
+        report_id: m.report_id,
+        create_time: Some(timestamp(m.created_at)),
+    }
+}
+
+/// Part of the contract, not of this version.
+fn not_yet(what: &str) -> Status {
+    Status::unimplemented(format!("{what} is not available in this version of Colink"))
+}
+
+#[tonic::async_trait]
+impl AdminRpc for AdminService {
+    async fn list_audit_logs(
+        &self,
+        request: Request<pb::ListAuditLogsRequest>,
+    ) -> Result<Response<pb::ListAuditLogsResponse>, Status> {
+        let caller = caller(&request)?;
+        Ok(Response::new(AdminService::list_audit_logs(self, caller, request.get_ref()).await?))
+    }
+
+    async fn get_audit_log(
+        &self,
+        request: Request<pb::GetAuditLogRequest>,
+    ) -> Result<Response<pb::GetAuditLogResponse>, Status> {
+        let caller = caller(&request)?;
+        let audit_log = AdminService::get_audit_log(self, caller, &request.get_ref().audit_log_id).await?;
+        Ok(Response::new(pb::GetAuditLogResponse { audit_log: Some(audit_log) }))
+    }
+
+    async fn moderate_message(
+        &self,
+        request: Request<pb::ModerateMessageRequest>,
+    ) -> Result<Response<pb::ModerateMessageResponse>, Status> {
+        let caller = caller(&request)?;
+        let action = request.get_ref().action;
+        if action == pb::ModerationAction::Hide as i32 || action == pb::ModerationAction::Restore as i32 {
+            return Err(not_yet("hiding and restoring messages"));
+        }
+        let key = idempotency_key(&request.get_ref().idempotency_key, &request);
+        let moderation = AdminService::moderate_message(self, caller, request.get_ref(), &key).await?;
+        Ok(Response::new(pb::ModerateMessageResponse { moderation: Some(moderation) }))
+    }
+
+    async fn deactivate_user(
+        &self,
+        _: Request<pb::DeactivateUserRequest>,
+    ) -> Result<Response<pb::DeactivateUserResponse>, Status> {
+        Err(not_yet("deactivating accounts"))
+    }
+
+    async fn reactivate_user(
+        &self,
+        _: Request<pb::ReactivateUserRequest>,
+    ) -> Result<Response<pb::ReactivateUserResponse>, Status> {
+        Err(not_yet("reactivating accounts"))
+    }
+
+    async fn set_user_role(
+        &self,
+        _: Request<pb::SetUserRoleRequest>,
+    ) -> Result<Response<pb::SetUserRoleResponse>, Status> {
+        Err(not_yet("changing workspace roles"))
+    }
+
+    async fn report_message(
+        &self,
+        _: Request<pb::ReportMessageRequest>,
+    ) -> Result<Response<pb::ReportMessageResponse>, Status> {
+        Err(not_yet("reporting messages"))
+    }
+
+    async fn list_reports(
+        &self,
+        _: Request<pb::ListReportsRequest>,
+    ) -> Result<Response<pb::ListReportsResponse>, Status> {
+        Err(not_yet("reports"))
+    }
+
+    async fn get_report(&self, _: Request<pb::GetReportRequest>) -> Result<Response<pb::GetReportResponse>, Status> {
+        Err(not_yet("reports"))
+    }
+
+    async fn resolve_report(
+        &self,
+        _: Request<pb::ResolveReportRequest>,
+    ) -> Result<Response<pb::ResolveReportResponse>, Status> {
+        Err(not_yet("reports"))
+    }
+
+    async fn create_sanction(
+        &self,
+        _: Request<pb::CreateSanctionRequest>,
+    ) -> Result<Response<pb::CreateSanctionResponse>, Status> {
+        Err(not_yet("sanctions"))
+    }
+
+    async fn list_sanctions(
+        &self,
+        _: Request<pb::ListSanctionsRequest>,
+    ) -> Result<Response<pb::ListSanctionsResponse>, Status> {
+        Err(not_yet("sanctions"))
+    }
+
+    async fn lift_sanction(
+        &self,
+        _: Request<pb::LiftSanctionRequest>,
+    ) -> Result<Response<pb::LiftSanctionResponse>, Status> {
+        Err(not_yet("sanctions"))
+    }
+
+    async fn get_message_retention_policy(
+        &self,
+        _: Request<pb::GetMessageRetentionPolicyRequest>,
+    ) -> Result<Response<pb::GetMessageRetentionPolicyResponse>, Status> {
+        Err(not_yet("retention policies"))
+    }
+
+    async fn set_message_retention_policy(
+        &self,
+        _: Request<pb::SetMessageRetentionPolicyRequest>,
+    ) -> Result<Response<pb::SetMessageRetentionPolicyResponse>, Status> {
+        Err(not_yet("retention policies"))
+    }
+
+    async fn list_message_retention_policies(
+        &self,
+        _: Request<pb::ListMessageRetentionPoliciesRequest>,
+    ) -> Result<Response<pb::ListMessageRetentionPoliciesResponse>, Status> {
+        Err(not_yet("retention policies"))
+    }
+
+    async fn delete_message_retention_policy(
+        &self,
+        _: Request<pb::DeleteMessageRetentionPolicyRequest>,
+    ) -> Result<Response<pb::DeleteMessageRetentionPolicyResponse>, Status> {
+        Err(not_yet("retention policies"))
+    }
+
+    async fn list_file_retention_policies(
+        &self,
+        _: Request<pb::ListFileRetentionPoliciesRequest>,
+    ) -> Result<Response<pb::ListFileRetentionPoliciesResponse>, Status> {
+        Err(not_yet("retention policies"))
+    }
+
+    async fn set_file_retention_policy(
+        &self,
+        _: Request<pb::SetFileRetentionPolicyRequest>,
+    ) -> Result<Response<pb::SetFileRetentionPolicyResponse>, Status> {
+        Err(not_yet("retention policies"))
+    }
+}

@@ -1,0 +1,53 @@
+//! The admin service's tables.
+
+pub mod audit_log {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "audit_logs")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub audit_log_id: String,
+        pub actor_id: String,
+        pub actor_role: String,
+        pub action: String,
+        pub target_type: String,
+        pub target_id: String,
+        pub reason: String,
+        /// A JSON object of strings.
+        pub metadata: String,
+        pub request_id: String,
+        pub client_ip: String,
+        pub created_at: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod moderation {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "moderations")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub moderation_id: String,
+        pub message_id: String,
+        pub channel_id: String,
+        pub sender_id: String,
+        pub action: i32,
+        pub reason: String,
+        pub actor_id: String,
+        pub report_id: String,
+        pub idempotency_key: Option<String>,
+        pub created_at: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

@@ -1,0 +1,187 @@
+//! The audit log and message moderation.
+
+use std::time::Duration;
+
+use colink_proto::admin::v1::{
+    AuditLog, GetAuditLogRequest, ListAuditLogsRequest, ModerateMessageRequest, ModerationAction,
+};
+use colink_proto::channels::v1::{ChannelKind, JoinChannelRequest};
+use colink_proto::messaging::v1::{DeleteMessageRequest, EditMessageRequest, GetMessageRequest};
+use tonic::Code;
+
+use crate::helpers::{TestApp, TestUser, assert_code};
+use crate::servers::eventually;
+
+/// The audit entries matching `filter` once there are at least `count`.
+pub async fn audit_entries(
+    app: &TestApp,
+    admin: &TestUser,
+    filter: ListAuditLogsRequest,
+    count: usize,
+) -> Vec<AuditLog> {
+    eventually(Duration::from_secs(60), &format!("{count} audit entries for {filter:?}"), || {
+        let filter = ListAuditLogsRequest { page_size: 100, ..filter.clone() };
+        async move {
+            let entries = app.admin().list_audit_logs(admin.req(filter)).await.unwrap().into_inner().audit_logs;
+            (entries.len() >= count).then_some(entries)
+        }
+    })
+    .await
+}
+
+fn actions(entries: &[AuditLog]) -> Vec<&str> {
+    entries.iter().map(|e| e.action.as_str()).collect()
+}
+
+#[tokio::test]
+async fn membership_changes_and_message_edits_and_deletes_are_audited() {
+    let app = TestApp::spawn().await;
+    let admin = app.register("root").await; // the first account is the admin
+    let bob = app.register("bob").await;
+    let room = app.create_channel(&bob, "audited", ChannelKind::Public, &[]).await;
+    let carol = app.register("carol").await;
+    app.channels().join_channel(carol.req(JoinChannelRequest { channel_id: room.channel_id.clone() })).await.unwrap();
+    let edited = app.send(&bob, &room.channel_id, "first draft").await;
+    let request =
+        EditMessageRequest { message_id: edited.message_id.clone(), text: "final".into(), ..Default::default() };
+    app.messaging().edit_message(bob.req(request)).await.unwrap();
+    let deleted = app.send(&carol, &room.channel_id, "oops").await;
+    let request = DeleteMessageRequest { message_id: deleted.message_id.clone() };
+    app.messaging().delete_message(carol.req(request)).await.unwrap();
+
+    let about_room = ListAuditLogsRequest { target_id: room.channel_id.clone(), ..Default::default() };
+    let entries = audit_entries(&app, &admin, about_room, 3).await;
+    // Newest first: carol joined after the channel was made with its owner.
+    let mut kinds = actions(&entries);
+    kinds.sort_unstable();
+    assert_eq!(kinds, ["channel.created", "channel.member_joined", "channel.member_joined"]);
+    assert_eq!(entries[0].action, "channel.member_joined");
+    assert_eq!(entries[0].actor_id, carol.user_id);
+    assert_eq!(entries[0].metadata["user_id"], carol.user_id);
+    assert_eq!(entries[0].target_type, "channel");
+
+    let messages = ListAuditLogsRequest { action: "message.*".into(), ..Default::default() };
+    let entries = audit_entries(&app, &admin, messages, 2).await;
+    assert_eq!(actions(&entries), ["message.deleted", "message.updated"]);
+    assert_eq!(entries[0].target_id, deleted.message_id);
+    assert_eq!(entries[1].actor_id, bob.user_id);
+    assert_eq!(entries[1].metadata["channel_id"], room.channel_id);
+    assert!(entries.iter().all(|e| !e.metadata.values().any(|v| v.contains("draft"))), "no content in the log");
+
+    // New messages are content, not changes: none is audited.
+    let created = ListAuditLogsRequest { action: "message.created".into(), ..Default::default() };
+    assert!(app.admin().list_audit_logs(admin.req(created)).await.unwrap().into_inner().audit_logs.is_empty());
+
+    // One entry by id, and the actor filter.
+    let one = app
+        .admin()
+        .get_audit_log(admin.req(GetAuditLogRequest { audit_log_id: entries[1].audit_log_id.clone() }))
+        .await
+        .unwrap()
+        .into_inner()
+        .audit_log
+        .unwrap();
+    assert_eq!(one, entries[1]);
+    let by_carol = ListAuditLogsRequest { actor_id: carol.user_id.clone(), ..Default::default() };
+    assert_eq!(
+        actions(&audit_entries(&app, &admin, by_carol, 3).await),
+        ["message.deleted", "channel.member_joined", "user.created"]
+    );
+}
+
+#[tokio::test]
+async fn the_audit_log_pages_newest_first_and_only_admins_read_it() {
+    let app = TestApp::spawn().await;
+    let admin = app.register("root").await;
+    let bob = app.register("bob").await;
+    for name in ["one", "two", "three", "four", "five"] {
+        app.create_channel(&bob, name, ChannelKind::Public, &[]).await;
+    }
+    let created = ListAuditLogsRequest { action: "channel.created".into(), ..Default::default() };
+    audit_entries(&app, &admin, created.clone(), 5).await;
+    let mut names = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let request = ListAuditLogsRequest { page_size: 2, page_token: page_token.clone(), ..created.clone() };
+        let page = app.admin().list_audit_logs(admin.req(request)).await.unwrap().into_inner();
+        assert!(page.audit_logs.len() <= 2);
+        names.extend(page.audit_logs.into_iter().map(|e| e.metadata["name"].clone()));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    assert_eq!(names, ["five", "four", "three", "two", "one"]);
+
+    assert_code(app.admin().list_audit_logs(bob.req(ListAuditLogsRequest::default())).await, Code::PermissionDenied);
+    let status = assert_code(
+        app.admin()
+            .list_audit_logs(admin.req(ListAuditLogsRequest { action: "user*".into(), ..Default::default() }))
+            .await,
+        Code::InvalidArgument,
+    );
+    assert!(status.message().contains("action"), "{status:?}");
+    let request = GetAuditLogRequest { audit_log_id: colink_runtime::ids::new_id() };
+    assert_code(app.admin().get_audit_log(admin.req(request)).await, Code::NotFound);
+}
+
+#[tokio::test]
+async fn moderators_delete_messages_with_a_reason_on_record() {
+    let app = TestApp::spawn().await;
+    let admin = app.register("root").await;
+    let bob = app.register("bob").await;
+    let room = app.create_channel(&bob, "moderated", ChannelKind::Public, &[]).await;
+    let spam = app.send(&bob, &room.channel_id, "buy now").await;
+
+    let request = |action: ModerationAction, reason: &str| ModerateMessageRequest {
+        message_id: spam.message_id.clone(),
+        action: action as i32,
+        reason: reason.into(),
+        idempotency_key: "mod-1".into(),
+        ..Default::default()
+    };
+    // Members cannot moderate; bad input names its field and changes nothing.
+    assert_code(
+        app.admin().moderate_message(bob.req(request(ModerationAction::Delete, "spam"))).await,
+        Code::PermissionDenied,
+    );
+    let status = assert_code(
+        app.admin().moderate_message(admin.req(request(ModerationAction::Delete, " "))).await,
+        Code::InvalidArgument,
+    );
+    assert!(status.message().contains("reason"), "{status:?}");
+    assert_code(
+        app.admin().moderate_message(admin.req(request(ModerationAction::Hide, "spam"))).await,
+        Code::Unimplemented,
+    );
+    let fetched = GetMessageRequest { message_id: spam.message_id.clone() };
+    assert!(
+        !app.messaging().get_message(bob.req(fetched.clone())).await.unwrap().into_inner().message.unwrap().deleted
+    );
+
+    let record = app
+        .admin()
+        .moderate_message(admin.req(request(ModerationAction::Delete, "spam")))
+        .await
+        .unwrap()
+        .into_inner()
+        .moderation
+        .unwrap();
+    assert_eq!(
+        (record.sender_id.as_str(), record.channel_id.as_str()),
+        (bob.user_id.as_str(), room.channel_id.as_str())
+    );
+    assert!(app.messaging().get_message(bob.req(fetched)).await.unwrap().into_inner().message.unwrap().deleted);
+    // A retry returns the same record and writes nothing new.
+    let again = app.admin().moderate_message(admin.req(request(ModerationAction::Delete, "spam"))).await.unwrap();
+    assert_eq!(again.into_inner().moderation.unwrap(), record);
+
+    let about_message = ListAuditLogsRequest { target_id: spam.message_id.clone(), ..Default::default() };
+    let entries = audit_entries(&app, &admin, about_message, 2).await;
+    let moderated: Vec<&AuditLog> = entries.iter().filter(|e| e.action == "message.moderated").collect();
+    assert_eq!(moderated.len(), 1, "{entries:?}");
+    assert_eq!(moderated[0].reason, "spam");
+    assert_eq!(moderated[0].actor_id, admin.user_id);
+    assert_eq!(moderated[0].metadata["moderation_id"], record.moderation_id);
+    assert!(entries.iter().any(|e| e.action == "message.deleted" && e.actor_id == admin.user_id));
+}

@@ -1,0 +1,119 @@
+//! Backend servers a test starts for itself, so that it can freeze, kill and
+//! restart them without disturbing the other tests: a Kafka-protocol broker
+//! (tansu, from `COLINK_TEST_TANSU`) and Redis (`redis-server` on the PATH).
+
+use std::future::Future;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Polls `check` until it yields a value or `timeout` passes.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A server process on its own port; killed when dropped.
+pub struct Server {
+    program: String,
+    args: Vec<String>,
+    child: Option<Child>,
+    pub port: u16,
+}
+
+impl Server {
+    /// A tansu broker keeping its log in memory.
+    pub async fn kafka() -> Self {
+        let program = std::env::var("COLINK_TEST_TANSU").expect("COLINK_TEST_TANSU names the tansu binary");
+        let port = free_port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let args = ["broker", "--listener-url", &url, "--advertised-listener-url", &url, "--storage-engine"]
+            .iter()
+            .map(|s| s.to_string())
+            .chain([format!("memory://colink-test-{port}/")])
+            .collect();
+        Self::start(program, args, port).await
+    }
+
+    /// A Redis that keeps nothing on disk.
+    pub async fn redis() -> Self {
+        let port = free_port();
+        let args = ["--bind", "127.0.0.1", "--port", &port.to_string(), "--save", "", "--appendonly", "no"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        Self::start("redis-server".into(), args, port).await
+    }
+
+    async fn start(program: String, args: Vec<String>, port: u16) -> Self {
+        let mut server = Self { program, args, child: None, port };
+        server.run().await;
+        server
+    }
+
+    async fn run(&mut self) {
+        let child = Command::new(&self.program)
+            .args(&self.args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.program));
+        self.child = Some(child);
+        eventually(Duration::from_secs(20), "the server to listen", || async {
+            tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.ok().map(|_| ())
+        })
+        .await;
+    }
+
+    /// SIGKILL: the server is gone, with whatever it kept in memory.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port.
+    pub async fn restart(&mut self) {
+        self.kill();
+        self.run().await;
+    }
+
+    /// SIGSTOP: connections stay open and nothing answers, the way a hung
+    /// or partitioned server looks to its clients.
+    pub fn freeze(&self) {
+        self.signal("-STOP");
+    }
+
+    pub fn thaw(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("running").id().to_string();
+        let status = Command::new("kill").args([signal, &pid]).status().expect("kill runs");
+        assert!(status.success(), "kill {signal} {pid}");
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            self.thaw();
+        }
+        self.kill();
+    }
+}

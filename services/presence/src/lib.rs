@@ -1,0 +1,338 @@
+//! The presence service: who is online, away or busy, and who is typing.
+//!
+//! Presence is ephemeral state: an entry lives 60 seconds unless a heartbeat
+//! (due every 30) renews it, and a user without one is offline. Typing
+//! notices live 5 seconds and reach streaming members through pub/sub. When
+//! the ephemeral store is down, presence answers UNAVAILABLE and typing
+//! notices still reach live streams; both recover as soon as it returns.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use colink_proto::channels::v1::channels_service_client::ChannelsServiceClient;
+use colink_proto::channels::v1::{GetChannelRequest, MemberRole};
+use colink_proto::presence::v1 as pb;
+use colink_proto::presence::v1::presence_service_server::{PresenceService as PresenceRpc, PresenceServiceServer};
+use colink_proto::realtime::v1::TypingEvent;
+use colink_runtime::clients::{on_behalf_of, retry_idempotent};
+use colink_runtime::ephemeral::{
+    Ephemeral, EphemeralError, TYPING_TTL, last_seen_key, presence_key, typing_expires_at, typing_key,
+};
+use colink_runtime::error::Violations;
+use colink_runtime::ids::{check_text, now_micros, parse_id, parse_id_list, timestamp};
+use colink_runtime::pubsub::{Frame, PubSub, channel_topic};
+use colink_runtime::{Caller, Error, Result, caller};
+use prost::Message as _;
+use serde::{Deserialize, Serialize};
+use tonic::transport::Channel;
+use tonic::{Request, Response, Status};
+
+/// How long presence lasts without a heartbeat (the seeds' 60 s).
+const PRESENCE_TTL: Duration = Duration::from_secs(60);
+/// What clients are told to use; two heartbeats fit in one TTL.
+const HEARTBEAT_INTERVAL_SECS: i32 = 30;
+/// How long "last seen" is remembered after a user goes offline.
+const LAST_SEEN_TTL: Duration = Duration::from_secs(90 * 24 * 3600);
+const MAX_BATCH: usize = 100;
+
+/// A user's presence as stored.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Stored {
+    status: i32,
+    custom_status: String,
+    custom_status_emoji: String,
+    /// When the custom status ends (microseconds), if it does.
+    custom_status_expires: Option<i64>,
+    last_seen: i64,
+    updated: i64,
+}
+
+pub struct PresenceService {
+    store: Arc<dyn Ephemeral>,
+    pubsub: Arc<dyn PubSub>,
+    channels: ChannelsServiceClient<Channel>,
+}
+
+impl PresenceService {
+    pub fn new(store: Arc<dyn Ephemeral>, pubsub: Arc<dyn PubSub>, channels: Channel) -> Self {
+        Self { store, pubsub, channels: ChannelsServiceClient::new(channels) }
+    }
+
+    pub fn into_server(self) -> PresenceServiceServer<Self> {
+        PresenceServiceServer::new(self)
+    }
+
+    async fn load(&self, user_ids: &[String]) -> Result<Vec<pb::Presence>> {
+        let keys: Vec<String> = user_ids.iter().flat_map(|id| [presence_key(id), last_seen_key(id)]).collect();
+        let values = self.store.get_many(&keys).await.map_err(degraded)?;
+        let now = now_micros();
+        Ok(user_ids
+            .iter()
+            .zip(values.chunks(2))
+            .map(|(user_id, pair)| {
+                let decode = |v: &Option<Bytes>| v.as_ref().and_then(|b| serde_json::from_slice::<Stored>(b).ok());
+                match pair.first().and_then(decode) {
+                    Some(stored) => to_pb(user_id, stored, now),
+                    None => {
+                        let seen = pair.get(1).and_then(decode).map(|s| s.last_seen);
+                        pb::Presence {
+                            user_id: user_id.clone(),
+                            status: pb::PresenceStatus::Offline as i32,
+                            last_seen_time: seen.map(timestamp),
+                            ..Default::default()
+                        }
+                    }
+                }
+            })
+            .collect())
+    }
+
+    async fn save(&self, user_id: &str, stored: &Stored) -> Result<()> {
+        let bytes = Bytes::from(serde_json::to_vec(stored).map_err(Error::internal)?);
+        self.store.put(&presence_key(user_id), bytes.clone(), PRESENCE_TTL).await.map_err(degraded)?;
+        self.store.put(&last_seen_key(user_id), bytes, LAST_SEEN_TTL).await.map_err(degraded)
+    }
+
+    async fn current(&self, user_id: &str) -> Result<Option<Stored>> {
+        let values = self.store.get_many(&[presence_key(user_id)]).await.map_err(degraded)?;
+        Ok(values.into_iter().next().flatten().and_then(|b| serde_json::from_slice(&b).ok()))
+    }
+
+    async fn set_presence(&self, caller: &Caller, req: &pb::SetPresenceRequest) -> Result<pb::Presence> {
+        let paths: Vec<&str> = match &req.update_mask {
+            Some(mask) if !mask.paths.is_empty() => mask.paths.iter().map(String::as_str).collect(),
+            _ => vec!["status", "custom_status", "custom_status_emoji", "expires_at"],
+        };
+        let now = now_micros();
+        let mut v = Violations::default();
+        let mut stored = self
+            .current(&caller.user_id)
+            .await?
+            .unwrap_or_else(|| Stored { status: pb::PresenceStatus::Online as i32, ..Default::default() });
+        for path in paths {
+            match path {
+                "status" => match pb::PresenceStatus::try_from(req.status) {
+                    Ok(pb::PresenceStatus::Unspecified) | Err(_) => {
+                        v.add("status", "must be ONLINE, AWAY, DND or OFFLINE")
+                    }
+                    Ok(status) => stored.status = status as i32,
+                },
+                "custom_status" => {
+                    v.check(check_text("custom_status", &req.custom_status, 0, 100));
+                    stored.custom_status = req.custom_status.clone();
+                }
+                "custom_status_emoji" => {
+                    v.check(check_text("custom_status_emoji", &req.custom_status_emoji, 0, 32));
+                    stored.custom_status_emoji = req.custom_status_emoji.clone();
+                }
+                "expires_at" => {
+                    stored.custom_status_expires = req.expires_at.as_ref().map(micros);
+                    if stored.custom_status_expires.is_some_and(|at| at <= now) {
+                        v.add("expires_at", "must be in the future");
+                    }
+                }
+                other => v.add("update_mask", format!("unknown field {other:?}")),
+            }
+        }
+        v.finish()?;
+        stored.last_seen = now;
+        stored.updated = now;
+        self.save(&caller.user_id, &stored).await?;
+        Ok(to_pb(&caller.user_id, stored, now))
+    }
+
+    /// Keeps the caller's presence alive. ONLINE and AWAY follow `idle`;
+    /// DND and OFFLINE (invisible) were chosen by the user and stay.
+    async fn heartbeat(&self, caller: &Caller, idle: bool) -> Result<pb::Presence> {
+        let now = now_micros();
+        let mut stored = self.current(&caller.user_id).await?.unwrap_or_default();
+        let chosen = [pb::PresenceStatus::Dnd as i32, pb::PresenceStatus::Offline as i32];
+        if !chosen.contains(&stored.status) {
+            let status = if idle { pb::PresenceStatus::Away } else { pb::PresenceStatus::Online };
+            if stored.status != status as i32 {
+                stored.status = status as i32;
+                stored.updated = now;
+            }
+        }
+        stored.last_seen = now;
+        self.save(&caller.user_id, &stored).await?;
+        Ok(to_pb(&caller.user_id, stored, now))
+    }
+
+    /// Whether the caller is a member of the channel; PERMISSION_DENIED or
+    /// NOT_FOUND from channels pass through for channels they cannot see.
+    async fn is_member(&self, caller: &Caller, channel_id: &str) -> Result<bool> {
+        let request = GetChannelRequest { channel_id: channel_id.to_string() };
+        let channel = retry_idempotent(|| {
+            let mut client = self.channels.clone();
+            let request = on_behalf_of(caller, request.clone());
+            async move { client.get_channel(request).await }
+        })
+        .await?
+        .into_inner()
+        .channel
+        .ok_or_else(|| Error::internal("channels answered without a channel"))?;
+        Ok(channel.viewer_role != MemberRole::Unspecified as i32)
+    }
+
+    async fn start_typing(&self, caller: &Caller, req: &pb::StartTypingRequest) -> Result<prost_types::Timestamp> {
+        let mut v = Violations::default();
+        let channel_id = v.id("channel_id", &req.channel_id);
+        v.optional_id("thread_id", &req.thread_id);
+        v.finish()?;
+        if !self.is_member(caller, &channel_id).await? {
+            return Err(Error::denied("only members can type in a conversation"));
+        }
+        // The live notice does not need the store: typing keeps working
+        // for streaming members while it is down.
+        if let Err(err) = self.store.set_put(&typing_key(&channel_id), &caller.user_id, TYPING_TTL).await {
+            tracing::warn!(error = %err, "typing notice not stored");
+        }
+        let expires = typing_expires_at();
+        self.announce(&channel_id, &caller.user_id, expires).await;
+        Ok(timestamp(expires))
+    }
+
+    async fn stop_typing(&self, caller: &Caller, raw_channel_id: &str) -> Result<()> {
+        let channel_id = parse_id("channel_id", raw_channel_id)?;
+        if let Err(err) = self.store.set_remove(&typing_key(&channel_id), &caller.user_id).await {
+            tracing::warn!(error = %err, "typing notice not removed");
+        }
+        // An expiry that has passed tells clients to hide the indicator now.
+        self.announce(&channel_id, &caller.user_id, now_micros()).await;
+        Ok(())
+    }
+
+    async fn list_typing(&self, caller: &Caller, raw_channel_id: &str) -> Result<Vec<pb::TypingUser>> {
+        let channel_id = parse_id("channel_id", raw_channel_id)?;
+        // Seeing the channel is enough; the call fails for outsiders.
+        self.is_member(caller, &channel_id).await?;
+        let members = self.store.set_members(&typing_key(&channel_id)).await.map_err(degraded)?;
+        Ok(members
+            .into_iter()
+            .map(|(user_id, expires)| pb::TypingUser {
+                channel_id: channel_id.clone(),
+                user_id,
+                expire_time: Some(timestamp(expires)),
+                thread_id: String::new(),
+            })
+            .collect())
+    }
+
+    async fn announce(&self, channel_id: &str, user_id: &str, expires: i64) {
+        let typing = TypingEvent {
+            channel_id: channel_id.to_string(),
+            user_id: user_id.to_string(),
+            expire_time: Some(timestamp(expires)),
+        };
+        self.pubsub.publish(&channel_topic(channel_id), Frame::Typing(typing.encode_to_vec().into()).encode()).await;
+    }
+}
+
+fn micros(t: &prost_types::Timestamp) -> i64 {
+    t.seconds.saturating_mul(1_000_000).saturating_add(i64::from(t.nanos) / 1_000)
+}
+
+fn to_pb(user_id: &str, mut stored: Stored, now: i64) -> pb::Presence {
+    if stored.custom_status_expires.is_some_and(|at| at <= now) {
+        stored.custom_status.clear();
+        stored.custom_status_emoji.clear();
+        stored.custom_status_expires = None;
+    }
+    pb::Presence {
+        user_id: user_id.to_string(),
+        status: stored.status,
+        custom_status: stored.custom_status,
+        custom_status_emoji: stored.custom_status_emoji,
+        expires_at: stored.custom_status_expires.map(timestamp),
+        last_seen_time: Some(timestamp(stored.last_seen)),
+        update_time: Some(timestamp(stored.updated)),
+    }
+}
+
+fn degraded(err: EphemeralError) -> Error {
+    tracing::warn!(error = %err, "presence store unavailable");
+    Error::Unavailable("presence is temporarily unavailable; retry shortly".into())
+}
+
+#[tonic::async_trait]
+impl PresenceRpc for PresenceService {
+    async fn set_presence(
+        &self,
+        request: Request<pb::SetPresenceRequest>,
+    ) -> Result<Response<pb::SetPresenceResponse>, Status> {
+        let caller = caller(&request)?;
+        let presence = PresenceService::set_presence(self, caller, request.get_ref()).await?;
+        Ok(Response::new(pb::SetPresenceResponse { presence: Some(presence) }))
+    }
+
+    async fn heartbeat(
+        &self,
+        request: Request<pb::HeartbeatRequest>,
+    ) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        let caller = caller(&request)?;
+        let req = request.get_ref();
+        if req.device_id.len() > 128 {
+            return Err(Error::invalid("device_id", "must be at most 128 characters").into());
+        }
+        let presence = PresenceService::heartbeat(self, caller, req.idle).await?;
+        Ok(Response::new(pb::HeartbeatResponse {
+            presence: Some(presence),
+            next_heartbeat_seconds: HEARTBEAT_INTERVAL_SECS,
+        }))
+    }
+
+    async fn get_presence(
+        &self,
+        request: Request<pb::GetPresenceRequest>,
+    ) -> Result<Response<pb::GetPresenceResponse>, Status> {
+        caller(&request)?;
+        let user_id = parse_id("user_id", &request.get_ref().user_id).map_err(Error::from)?;
+        let presence = self.load(&[user_id]).await?.into_iter().next();
+        Ok(Response::new(pb::GetPresenceResponse { presence }))
+    }
+
+    async fn batch_get_presence(
+        &self,
+        request: Request<pb::BatchGetPresenceRequest>,
+    ) -> Result<Response<pb::BatchGetPresenceResponse>, Status> {
+        caller(&request)?;
+        let raw = &request.get_ref().user_ids;
+        let mut v = Violations::default();
+        if raw.is_empty() || raw.len() > MAX_BATCH {
+            v.add("user_ids", format!("must list 1..={MAX_BATCH} users"));
+        }
+        let user_ids = parse_id_list(&mut v, "user_ids", raw);
+        v.finish()?;
+        let presences = self.load(&user_ids).await?;
+        Ok(Response::new(pb::BatchGetPresenceResponse { presences }))
+    }
+
+    async fn start_typing(
+        &self,
+        request: Request<pb::StartTypingRequest>,
+    ) -> Result<Response<pb::StartTypingResponse>, Status> {
+        let caller = caller(&request)?;
+        let expire_time = PresenceService::start_typing(self, caller, request.get_ref()).await?;
+        Ok(Response::new(pb::StartTypingResponse { expire_time: Some(expire_time) }))
+    }
+
+    async fn stop_typing(
+        &self,
+        request: Request<pb::StopTypingRequest>,
+    ) -> Result<Response<pb::StopTypingResponse>, Status> {
+        let caller = caller(&request)?;
+        PresenceService::stop_typing(self, caller, &request.get_ref().channel_id).await?;
+        Ok(Response::new(pb::StopTypingResponse {}))
+    }
+
+    async fn list_typing_users(
+        &self,
+        request: Request<pb::ListTypingUsersRequest>,
+    ) -> Result<Response<pb::ListTypingUsersResponse>, Status> {
+        let caller = caller(&request)?;
+        let typing_users = self.list_typing(caller, &request.get_ref().channel_id).await?;
+        Ok(Response::new(pb::ListTypingUsersResponse { typing_users }))
+    }
+}
