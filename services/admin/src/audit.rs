@@ -131,3 +131,33 @@ pub(crate) fn to_pb(row: audit_log::Model) -> pb::AuditLog {
         create_time: Some(timestamp(row.created_at)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use colink_migrations::MigratorTrait;
+    use colink_proto::events::v1::MessageChanged;
+    use colink_runtime::config::DatabaseConfig;
+    use colink_runtime::events::event;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_redelivered_event_makes_one_entry_and_new_messages_none() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let db = colink_runtime::db::connect(&DatabaseConfig::default(), dir.path(), "admin").await.unwrap();
+        colink_migrations::admin::Migrator::up(&db.writer, None).await.unwrap();
+        let recorder = AuditRecorder { db: db.clone() };
+        let change = MessageChanged { message_id: "m".into(), channel_id: "c".into(), ..Default::default() };
+        let edited = event("message.updated", "u", Payload::MessageChanged(change.clone()));
+        let created = event("message.created", "u", Payload::MessageChanged(change));
+        for delivery in [&edited, &edited, &created] {
+            recorder.handle(delivery).await.unwrap();
+        }
+        let rows = audit_log::Entity::find().all(&db.reader).await.unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(
+            (rows[0].audit_log_id.as_str(), rows[0].action.as_str()),
+            (edited.event_id.as_str(), "message.updated")
+        );
+    }
+}

@@ -14,7 +14,7 @@ use colink_proto::admin::v1::admin_service_server::{AdminService as AdminRpc, Ad
 use colink_proto::events::v1::{MessageModerated, event::Payload};
 use colink_proto::messaging::v1::messaging_service_client::MessagingServiceClient;
 use colink_proto::messaging::v1::{DeleteMessageRequest, GetMessageRequest};
-use colink_runtime::clients::{on_behalf_of, retry_idempotent};
+use colink_runtime::clients::call_on_behalf;
 use colink_runtime::db::Db;
 use colink_runtime::error::{Page, Violations};
 use colink_runtime::events::{self, AUDIT_EVENTS, EventHandler, Outbox};
@@ -181,24 +181,16 @@ impl AdminService {
         }
 
         let request = GetMessageRequest { message_id: message_id.clone() };
-        let message = retry_idempotent(|| {
-            let mut client = self.messaging.clone();
-            let request = on_behalf_of(caller, request.clone());
-            async move { client.get_message(request).await }
-        })
-        .await?
-        .into_inner()
-        .message
-        .ok_or_else(|| Error::internal("messaging answered without a message"))?;
+        let message =
+            call_on_behalf(&self.messaging, caller, request, |mut c, r| async move { c.get_message(r).await })
+                .await?
+                .message
+                .ok_or_else(|| Error::internal("messaging answered without a message"))?;
         if action == pb::ModerationAction::Delete {
             // Deleting is idempotent in messaging, so a retry is safe.
             let request = DeleteMessageRequest { message_id: message_id.clone() };
-            retry_idempotent(|| {
-                let mut client = self.messaging.clone();
-                let request = on_behalf_of(caller, request.clone());
-                async move { client.delete_message(request).await }
-            })
-            .await?;
+            call_on_behalf(&self.messaging, caller, request, |mut c, r| async move { c.delete_message(r).await })
+                .await?;
         }
 
         let now = now_micros();

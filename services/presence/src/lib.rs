@@ -15,7 +15,7 @@ use colink_proto::channels::v1::{GetChannelRequest, MemberRole};
 use colink_proto::presence::v1 as pb;
 use colink_proto::presence::v1::presence_service_server::{PresenceService as PresenceRpc, PresenceServiceServer};
 use colink_proto::realtime::v1::TypingEvent;
-use colink_runtime::clients::{on_behalf_of, retry_idempotent};
+use colink_runtime::clients::call_on_behalf;
 use colink_runtime::ephemeral::{
     Ephemeral, EphemeralError, TYPING_TTL, last_seen_key, presence_key, typing_expires_at, typing_key,
 };
@@ -164,15 +164,10 @@ impl PresenceService {
     /// NOT_FOUND from channels pass through for channels they cannot see.
     async fn is_member(&self, caller: &Caller, channel_id: &str) -> Result<bool> {
         let request = GetChannelRequest { channel_id: channel_id.to_string() };
-        let channel = retry_idempotent(|| {
-            let mut client = self.channels.clone();
-            let request = on_behalf_of(caller, request.clone());
-            async move { client.get_channel(request).await }
-        })
-        .await?
-        .into_inner()
-        .channel
-        .ok_or_else(|| Error::internal("channels answered without a channel"))?;
+        let channel = call_on_behalf(&self.channels, caller, request, |mut c, r| async move { c.get_channel(r).await })
+            .await?
+            .channel
+            .ok_or_else(|| Error::internal("channels answered without a channel"))?;
         Ok(channel.viewer_role != MemberRole::Unspecified as i32)
     }
 

@@ -101,3 +101,17 @@ where
         }
     }
 }
+
+/// An idempotent call made on a caller's behalf, retried while the peer is
+/// unavailable: `call` gets a fresh clone of the client and the request.
+pub async fn call_on_behalf<C, T, R, F, Fut>(client: &C, caller: &Caller, message: T, call: F) -> Result<R, Status>
+where
+    C: Clone,
+    T: Clone,
+    F: Fn(C, tonic::Request<T>) -> Fut,
+    Fut: Future<Output = Result<tonic::Response<R>, Status>>,
+{
+    retry_idempotent(|| call(client.clone(), on_behalf_of(caller, message.clone())))
+        .await
+        .map(tonic::Response::into_inner)
+}
