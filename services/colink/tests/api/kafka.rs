@@ -100,6 +100,7 @@ async fn events_reach_consumers_on_other_nodes_and_survive_a_broker_outage() {
     }
     let during = started.elapsed();
     assert!(during < Duration::from_secs(10), "40 writes took {during:?} with the broker down");
+    tokio::time::sleep(Duration::from_secs(2)).await;
     let request = ListAuditLogsRequest { page_size: 100, ..edits.clone() };
     let seen = consumers.admin().list_audit_logs(admin.req(request)).await.unwrap().into_inner().audit_logs.len();
     assert_eq!(seen, 5, "nothing new can arrive while the broker is frozen");

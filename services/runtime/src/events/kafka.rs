@@ -113,9 +113,11 @@ impl EventLog for KafkaEventLog {
     }
 
     fn subscribe(&self, topic: &str, group: &str, handler: Arc<dyn EventHandler>) {
+        // A group per topic: a consumer of several topics rebalances each
+        // on its own.
         let consumer = ClientConfig::new()
             .set("bootstrap.servers", &self.brokers)
-            .set("group.id", format!("{}{group}", self.prefix))
+            .set("group.id", format!("{}{group}.{topic}", self.prefix))
             .set("client.id", "colink")
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
