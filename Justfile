@@ -48,6 +48,13 @@ cluster postgres="postgres://postgres@127.0.0.1:5432" redis="redis://127.0.0.1:6
     "$bin" serve --services realtime --listen 127.0.0.1:7702 &
     wait
 
+# The benchmark scenarios at their standard sizes, on SQLite and on PostgreSQL,
+# against a release build; writes BENCHMARKS.md. Takes a while: every run is
+# bounded, and progress is printed as it goes.
+bench postgres="postgres://postgres@127.0.0.1:5432":
+    cargo build --release -q -p colink
+    "$CARGO_TARGET_DIR/release/colink" bench --size standard --postgres {{postgres}} --markdown BENCHMARKS.md
+
 # The test suite (embedded backends; needs no servers).
 test:
     cargo test --workspace

@@ -1,6 +1,9 @@
 //! A Colink node: hosts any subset of the services on one listener (gRPC and
 //! gRPC-Web), with health, reflection, the shared auth layer, and the
 //! embedded backends. `colink serve` runs one; the tests start several.
+//! `colink bench` measures one under load.
+
+pub mod bench;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -202,7 +205,7 @@ impl Node {
             .layer(tonic_web::GrpcWebLayer::new())
             .layer(AuthLayer::new(verifier))
             .add_routes(routes.routes())
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+            .serve_with_incoming_shutdown(incoming(listener), async move {
                 let _ = stop.wait_for(|stopping| *stopping).await;
             });
         let server = tokio::spawn(async move { server.await.map_err(NodeError::from) });
@@ -256,6 +259,21 @@ impl Node {
             Err(join) => Err(NodeError::Start { service: "node", message: join.to_string() }),
         }
     }
+}
+
+/// Accepted connections with Nagle's algorithm off. The server's own
+/// `tcp_nodelay` applies only to listeners it binds itself; without this, a
+/// response written in several pieces waits for the client's delayed ACK
+/// (about 40 ms) between them.
+fn incoming(listener: TcpListener) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use tokio_stream::StreamExt;
+    TcpListenerStream::new(listener).map(|accepted| {
+        let stream = accepted?;
+        if let Err(err) = stream.set_nodelay(true) {
+            tracing::debug!(error = %err, "cannot turn Nagle's algorithm off");
+        }
+        Ok(stream)
+    })
 }
 
 /// With the in-process event log, an event reaches only consumers in the

@@ -1,5 +1,5 @@
-//! The `colink` command: serve any subset of the services, or apply
-//! migrations.
+//! The `colink` command: serve any subset of the services, apply
+//! migrations, or measure a node under load.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -22,7 +22,8 @@ struct Cli {
 enum Command {
     /// Serve the selected services (all by default) until SIGTERM or Ctrl-C.
     Serve {
-        /// Comma-separated services to host: auth, users, channels, messaging, realtime (or "all").
+        /// Comma-separated services to host: auth, users, channels, messaging, realtime, presence, admin
+        /// (or "all").
         #[arg(long)]
         services: Option<String>,
         /// Listen address, e.g. 0.0.0.0:7700.
@@ -41,6 +42,22 @@ enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// Run benchmark scenarios against a fresh `colink serve` child process.
+    Bench {
+        /// Comma-separated scenarios (ingest, small-channels, fan-out, big-channel, idle, reconnect,
+        /// history) or "all".
+        #[arg(long, default_value = "all")]
+        scenarios: String,
+        /// "smoke" (seconds; proves the tool and the paths) or "standard" (the published figures).
+        #[arg(long, default_value = "smoke")]
+        size: String,
+        /// Also run each scenario on PostgreSQL, e.g. postgres://postgres@127.0.0.1:5432 (SQLite always runs).
+        #[arg(long)]
+        postgres: Option<String>,
+        /// Write the results as a Markdown page to this file.
+        #[arg(long)]
+        markdown: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -49,6 +66,9 @@ fn main() -> ExitCode {
     let (services, listen, data_dir) = match &cli.command {
         Command::Serve { services, listen, data_dir } => (services.clone(), listen.clone(), data_dir.clone()),
         Command::Migrate { services, data_dir } => (services.clone(), None, data_dir.clone()),
+        Command::Bench { scenarios, size, postgres, markdown } => {
+            return bench(scenarios, size, postgres.clone(), markdown.clone());
+        }
     };
     // Flags win over the environment, which wins over the file.
     if let Some(services) = services {
@@ -79,6 +99,8 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve { .. } => serve(config).await,
             Command::Migrate { .. } => colink::migrate(&config).await,
+            // Handled before any configuration is read.
+            Command::Bench { .. } => Ok(()),
         }
     });
     match result {
@@ -86,6 +108,45 @@ fn main() -> ExitCode {
         Err(err) => {
             tracing::error!(error = %err, "colink stopped");
             eprintln!("colink: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn bench(scenarios: &str, size: &str, postgres: Option<String>, markdown: Option<PathBuf>) -> ExitCode {
+    use colink::bench::{Options, SCENARIOS, Size};
+
+    let size = match size {
+        "smoke" => Size::Smoke,
+        "standard" => Size::Standard,
+        other => {
+            eprintln!("colink bench: --size: {other:?} is neither \"smoke\" nor \"standard\"");
+            return ExitCode::from(2);
+        }
+    };
+    let scenarios: Vec<String> = if scenarios == "all" {
+        SCENARIOS.iter().map(|s| s.to_string()).collect()
+    } else {
+        scenarios.split(',').map(|s| s.trim().to_string()).collect()
+    };
+    if let Some(unknown) = scenarios.iter().find(|s| !SCENARIOS.contains(&s.as_str())) {
+        eprintln!("colink bench: --scenarios: unknown scenario {unknown:?} (known: {})", SCENARIOS.join(", "));
+        return ExitCode::from(2);
+    }
+    colink_runtime::telemetry::init(&colink_runtime::config::LogConfig { level: "warn".into(), format: "text".into() });
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let options = Options { scenarios, size, postgres, markdown, command };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("colink bench: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(colink::bench::run(options)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("colink bench: {err}");
             ExitCode::FAILURE
         }
     }

@@ -1,0 +1,316 @@
+//! Users, channels, senders and streaming receivers, all through the
+//! generated gRPC clients, the way real clients use a node.
+//!
+//! Every message carries its bench id and its send time (`"<id> <micros>"`),
+//! so that a receiver can tell latency, loss and duplicates on its own.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use colink_proto::auth::v1::RegisterRequest;
+use colink_proto::auth::v1::auth_service_client::AuthServiceClient;
+use colink_proto::channels::v1::channels_service_client::ChannelsServiceClient;
+use colink_proto::channels::v1::{AddMembersRequest, ChannelKind, CreateChannelRequest};
+use colink_proto::messaging::v1::channel_event::Kind;
+use colink_proto::messaging::v1::messaging_service_client::MessagingServiceClient;
+use colink_proto::messaging::v1::{ListMessagesRequest, SendMessageRequest};
+use colink_proto::realtime::v1::realtime_service_client::RealtimeServiceClient;
+use colink_proto::realtime::v1::server_frame::Frame;
+use colink_proto::realtime::v1::{ChannelCursor, SubscribeRequest};
+use colink_runtime::clients::with_token;
+use colink_runtime::ids::now_micros;
+use futures_util::StreamExt;
+use futures_util::stream::{self, FuturesUnordered};
+use tokio::task::JoinHandle;
+use tonic::transport::Channel;
+
+use super::BenchError;
+
+/// Calls in flight while setting up users and channels.
+const SETUP_CONCURRENCY: usize = 32;
+
+#[derive(Clone)]
+pub struct User {
+    pub user_id: String,
+    pub token: String,
+}
+
+/// Connections to the node, used round-robin so that no single HTTP/2
+/// connection carries every stream.
+#[derive(Clone)]
+pub struct Pool {
+    channels: Arc<Vec<Channel>>,
+    next: Arc<AtomicUsize>,
+}
+
+impl Pool {
+    pub fn new(channels: Vec<Channel>) -> Self {
+        Self { channels: Arc::new(channels), next: Arc::default() }
+    }
+
+    pub fn pick(&self) -> Channel {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.channels.len();
+        self.channels[i].clone()
+    }
+}
+
+pub async fn register_users(pool: &Pool, count: usize, progress: &super::Progress) -> Result<Vec<User>, BenchError> {
+    let run = format!("{:x}", now_micros());
+    let users: Vec<Result<User, BenchError>> = stream::iter(0..count)
+        .map(|i| {
+            let mut auth = AuthServiceClient::new(pool.pick());
+            let username = format!("b{run}{i}");
+            async move {
+                let request = RegisterRequest {
+                    email: format!("{username}@bench.invalid"),
+                    username,
+                    password: "bench password 1234".into(),
+                    display_name: String::new(),
+                };
+                let response = auth.register(request).await?.into_inner();
+                let user_id = response.account.map(|a| a.user_id).unwrap_or_default();
+                let token = response.tokens.map(|t| t.access_token).unwrap_or_default();
+                progress.tick();
+                Ok(User { user_id, token })
+            }
+        })
+        .buffered(SETUP_CONCURRENCY)
+        .collect()
+        .await;
+    users.into_iter().collect()
+}
+
+/// Creates `count` public channels of `members` users each: channel `c` is
+/// owned by user `c * members` and has the next `members - 1` users.
+pub async fn create_channels(
+    pool: &Pool,
+    users: &[User],
+    count: usize,
+    members: usize,
+    progress: &super::Progress,
+) -> Result<Vec<String>, BenchError> {
+    let created: Vec<Result<String, BenchError>> = stream::iter(0..count)
+        .map(|c| {
+            let mut channels = ChannelsServiceClient::new(pool.pick());
+            let group = &users[c * members..(c + 1) * members];
+            async move {
+                let owner = &group[0];
+                let first: Vec<String> = group[1..].iter().take(100).map(|u| u.user_id.clone()).collect();
+                let request = CreateChannelRequest {
+                    name: format!("bench-{c}-{:x}", now_micros()),
+                    kind: ChannelKind::Public as i32,
+                    member_ids: first,
+                    ..Default::default()
+                };
+                let channel = channels.create_channel(with_token(&owner.token, request)).await?.into_inner().channel;
+                let channel_id = channel.map(|c| c.channel_id).unwrap_or_default();
+                for chunk in group[1..].chunks(100).skip(1) {
+                    let request = AddMembersRequest {
+                        channel_id: channel_id.clone(),
+                        user_ids: chunk.iter().map(|u| u.user_id.clone()).collect(),
+                        ..Default::default()
+                    };
+                    channels.add_members(with_token(&owner.token, request)).await?;
+                }
+                progress.tick();
+                Ok(channel_id)
+            }
+        })
+        .buffered(SETUP_CONCURRENCY.min(8))
+        .collect()
+        .await;
+    created.into_iter().collect()
+}
+
+/// What one receiver saw.
+#[derive(Default)]
+pub struct Received {
+    pub ids: HashSet<u64>,
+    pub duplicates: u64,
+    pub latencies_us: Vec<u32>,
+    /// Highest sequence seen, the cursor to resume from.
+    pub last_seq: i64,
+}
+
+/// A streaming receiver of one channel.
+pub struct Receiver {
+    pub channel: usize,
+    pub seen: Arc<Mutex<Received>>,
+    task: JoinHandle<()>,
+}
+
+impl Receiver {
+    /// Opens a `Subscribe` stream from `cursor` (live only when `None`) and
+    /// returns once the node confirmed the subscription.
+    pub async fn open(
+        pool: &Pool,
+        user: &User,
+        channel: usize,
+        channel_id: &str,
+        cursor: Option<i64>,
+        seen: Arc<Mutex<Received>>,
+    ) -> Result<Self, BenchError> {
+        let mut realtime = RealtimeServiceClient::new(pool.pick());
+        let request = SubscribeRequest {
+            cursors: vec![ChannelCursor { channel_id: channel_id.to_string(), last_seq: cursor }],
+            all_channels: false,
+        };
+        let mut stream = realtime.subscribe(with_token(&user.token, request)).await?.into_inner();
+        loop {
+            match stream.message().await?.and_then(|r| r.frame).and_then(|f| f.frame) {
+                Some(Frame::Subscribed(_)) => break,
+                Some(_) => continue,
+                None => return Err(BenchError::Protocol("stream ended before it was confirmed".into())),
+            }
+        }
+        let record = seen.clone();
+        let task = tokio::spawn(async move {
+            while let Ok(Some(response)) = stream.message().await {
+                let Some(Frame::Event(event)) = response.frame.and_then(|f| f.frame) else { continue };
+                let now = now_micros();
+                let mut seen = match record.lock() {
+                    Ok(seen) => seen,
+                    Err(_) => return,
+                };
+                seen.last_seq = seen.last_seq.max(event.seq);
+                if let Some(Kind::MessageCreated(message)) = event.kind
+                    && let Some((id, sent)) = parse_text(&message.text)
+                {
+                    if seen.ids.insert(id) {
+                        seen.latencies_us.push(u32::try_from((now - sent).max(0)).unwrap_or(u32::MAX));
+                    } else {
+                        seen.duplicates += 1;
+                    }
+                }
+            }
+        });
+        Ok(Self { channel, seen, task })
+    }
+
+    /// Drops the stream, as a client losing its connection does.
+    pub fn close(self) -> Arc<Mutex<Received>> {
+        self.task.abort();
+        self.seen
+    }
+}
+
+fn parse_text(text: &str) -> Option<(u64, i64)> {
+    let (id, sent) = text.split_once(' ')?;
+    Some((id.parse().ok()?, sent.parse().ok()?))
+}
+
+/// Acknowledged sends, per channel, and the acknowledgement latencies.
+#[derive(Default)]
+pub struct Sent {
+    pub ids_by_channel: Vec<Mutex<Vec<u64>>>,
+    pub ack_latencies_us: Mutex<Vec<u32>>,
+    pub failed: AtomicU64,
+}
+
+/// How much to send, how fast, and until when.
+pub struct SendPlan {
+    /// Concurrent senders.
+    pub senders: usize,
+    /// Messages per second in all; 0 as fast as acknowledgements come.
+    pub rate: u32,
+    /// Bench id of the first message; the others follow.
+    pub first_id: u64,
+    pub total: u64,
+    pub deadline: Instant,
+}
+
+/// Sends `plan.total` messages (or what fits before the deadline), spread
+/// over the channels round-robin, each sent by the channel's owner.
+pub async fn send(
+    pool: &Pool,
+    owners: &[User],
+    channel_ids: &[String],
+    plan: SendPlan,
+    progress: &super::Progress,
+) -> Arc<Sent> {
+    let SendPlan { senders, rate, first_id, total, deadline } = plan;
+    let sent =
+        Arc::new(Sent { ids_by_channel: channel_ids.iter().map(|_| Mutex::default()).collect(), ..Default::default() });
+    let next = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let owners = Arc::new(owners.to_vec());
+    let channel_ids = Arc::new(channel_ids.to_vec());
+    let mut tasks = FuturesUnordered::new();
+    for _ in 0..senders.max(1) {
+        let mut messaging = MessagingServiceClient::new(pool.pick());
+        let (sent, next, owners, channel_ids) = (sent.clone(), next.clone(), owners.clone(), channel_ids.clone());
+        let progress = progress.clone();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                if n >= total || Instant::now() >= deadline {
+                    break;
+                }
+                let id = first_id + n;
+                if rate > 0 {
+                    // The n-th message is due n / rate seconds after the start.
+                    let due = started + Duration::from_secs_f64(n as f64 / f64::from(rate));
+                    tokio::time::sleep_until(due.into()).await;
+                }
+                let c = (n % channel_ids.len() as u64) as usize;
+                let sent_at = now_micros();
+                let request = SendMessageRequest {
+                    channel_id: channel_ids[c].clone(),
+                    text: format!("{id} {sent_at}"),
+                    idempotency_key: format!("bench-{id}-{sent_at}"),
+                    ..Default::default()
+                };
+                match messaging.send_message(with_token(&owners[c].token, request)).await {
+                    Ok(_) => {
+                        let ack = u32::try_from(now_micros() - sent_at).unwrap_or(u32::MAX);
+                        if let Ok(mut ids) = sent.ids_by_channel[c].lock() {
+                            ids.push(id);
+                        }
+                        if let Ok(mut acks) = sent.ack_latencies_us.lock() {
+                            acks.push(ack);
+                        }
+                        progress.tick();
+                    }
+                    Err(status) => {
+                        sent.failed.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(%status, "send failed");
+                    }
+                }
+            }
+        }));
+    }
+    while tasks.next().await.is_some() {}
+    sent
+}
+
+/// Pages back through a channel from its newest message, `page_size` at a
+/// time, and returns each page's latency.
+pub async fn page_back(
+    pool: &Pool,
+    user: &User,
+    channel_id: &str,
+    page_size: i32,
+    max_pages: usize,
+) -> Result<Vec<u32>, BenchError> {
+    let mut messaging = MessagingServiceClient::new(pool.pick());
+    let mut latencies = Vec::new();
+    let mut page_token = String::new();
+    while latencies.len() < max_pages {
+        let request = ListMessagesRequest {
+            channel_id: channel_id.to_string(),
+            page_size,
+            page_token: page_token.clone(),
+            ..Default::default()
+        };
+        let started = Instant::now();
+        let page = messaging.list_messages(with_token(&user.token, request)).await?.into_inner();
+        latencies.push(u32::try_from(started.elapsed().as_micros()).unwrap_or(u32::MAX));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    Ok(latencies)
+}

@@ -1,0 +1,623 @@
+//! `colink bench`: drives a real node (a `colink serve` child process) with
+//! the standard scenarios and reports throughput, send→deliver latency, loss,
+//! duplicates, and the node's CPU time and peak memory.
+//!
+//! Every run is bounded in count and time and stops by itself; it prints its
+//! progress to stderr, a table to stdout, and one JSON line per scenario.
+
+mod load;
+mod server;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use self::load::{Pool, Received, Receiver, SendPlan, User};
+use self::server::Server;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("server: {0}")]
+    Server(String),
+    #[error("call failed: {0}")]
+    Call(#[from] tonic::Status),
+    #[error("protocol: {0}")]
+    Protocol(String),
+    #[error("database: {0}")]
+    Database(String),
+    #[error("{0} message(s) lost or duplicated")]
+    Integrity(u64),
+}
+
+pub const SCENARIOS: &[&str] = &["ingest", "small-channels", "fan-out", "big-channel", "idle", "reconnect", "history"];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Size {
+    /// A few users and messages: proves the tool and the paths work.
+    Smoke,
+    /// The sizes the published figures are measured at.
+    Standard,
+}
+
+/// What a scenario does and at what size.
+#[derive(Debug, Clone)]
+struct Shape {
+    channels: usize,
+    members: usize,
+    /// Every member streams its channel (one stream each), or for `idle`,
+    /// this many streams per channel owner.
+    streams_per_member: usize,
+    senders: usize,
+    /// Messages per second in all; 0 as fast as acknowledgements come.
+    rate: u32,
+    messages: u64,
+    max_secs: u64,
+}
+
+fn shape(scenario: &str, size: Size) -> Shape {
+    let standard = size == Size::Standard;
+    let pick = |smoke: usize, full: usize| if standard { full } else { smoke };
+    let base =
+        Shape { channels: 1, members: 1, streams_per_member: 0, senders: 16, rate: 0, messages: 0, max_secs: 30 };
+    match scenario {
+        "ingest" => Shape { channels: pick(4, 100), senders: pick(4, 64), messages: pick(200, 200_000) as u64, ..base },
+        "small-channels" => Shape {
+            channels: pick(10, 1_000),
+            members: pick(3, 10),
+            streams_per_member: 1,
+            rate: if standard { 1_000 } else { 100 },
+            messages: pick(100, 10_000) as u64,
+            ..base
+        },
+        "fan-out" => Shape {
+            channels: pick(4, 100),
+            members: pick(5, 100),
+            streams_per_member: 1,
+            rate: if standard { 1_000 } else { 100 },
+            messages: pick(100, 10_000) as u64,
+            ..base
+        },
+        "big-channel" => Shape {
+            members: pick(20, 10_000),
+            streams_per_member: 1,
+            senders: 1,
+            rate: 10,
+            messages: pick(20, 100) as u64,
+            ..base
+        },
+        "idle" => Shape { channels: pick(10, 1_000), streams_per_member: pick(10, 100), ..base },
+        "reconnect" => Shape { channels: pick(10, 1_000), members: pick(3, 10), streams_per_member: 1, ..base },
+        "history" => Shape { senders: 32, messages: pick(500, 1_000_000) as u64, max_secs: 300, ..base },
+        _ => base,
+    }
+}
+
+/// Counts progress for the line printed every second.
+#[derive(Clone, Default)]
+pub struct Progress {
+    done: Arc<AtomicU64>,
+}
+
+impl Progress {
+    pub fn tick(&self) {
+        self.done.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Prints `phase: done/total` every second until dropped.
+    fn show(&self, phase: &'static str, total: u64) -> ProgressLine {
+        self.done.store(0, Ordering::Relaxed);
+        let done = self.done.clone();
+        let task = tokio::spawn(async move {
+            let started = Instant::now();
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let n = done.load(Ordering::Relaxed);
+                eprintln!("  {phase}: {n}/{total} ({:.0} s)", started.elapsed().as_secs_f64());
+            }
+        });
+        ProgressLine(task)
+    }
+}
+
+struct ProgressLine(tokio::task::JoinHandle<()>);
+
+impl Drop for ProgressLine {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+pub struct Options {
+    pub scenarios: Vec<String>,
+    pub size: Size,
+    /// A PostgreSQL server: each scenario then also runs with the node's
+    /// tables in fresh databases there, after its SQLite run.
+    pub postgres: Option<String>,
+    /// Rewrites this Markdown file with the results.
+    pub markdown: Option<PathBuf>,
+    /// The command line, recorded in the Markdown file.
+    pub command: String,
+}
+
+/// Runs the scenarios one after another, each against a fresh node.
+pub async fn run(options: Options) -> Result<(), BenchError> {
+    let mut results = Vec::new();
+    let mut broken = 0;
+    let databases = [None, options.postgres.as_deref()];
+    for scenario in &options.scenarios {
+        for database in databases.iter().take(if options.postgres.is_some() { 2 } else { 1 }) {
+            eprintln!("scenario {scenario} ({:?}, {})", options.size, database.map_or("sqlite", |_| "postgresql"));
+            let report = run_one(scenario, options.size, *database).await?;
+            broken += report.lost + report.duplicated;
+            print_report(&report);
+            println!("{}", report.json());
+            results.push(report);
+        }
+    }
+    if let Some(path) = &options.markdown {
+        std::fs::write(path, markdown(&results, &options)).map_err(|e| BenchError::Server(e.to_string()))?;
+        eprintln!("wrote {}", path.display());
+    }
+    if broken > 0 { Err(BenchError::Integrity(broken)) } else { Ok(()) }
+}
+
+#[derive(Debug, Default)]
+struct Report {
+    scenario: String,
+    size: String,
+    database: String,
+    streams: usize,
+    sends: u64,
+    send_failures: u64,
+    sends_per_s: f64,
+    deliveries: u64,
+    deliveries_per_s: f64,
+    latency_ms: Percentiles,
+    ack_ms: Percentiles,
+    lost: u64,
+    duplicated: u64,
+    /// Reconnect storm: from the first resume to the last receiver caught up.
+    catch_up_s: Option<f64>,
+    /// History: time per page of 50.
+    page_ms: Option<Percentiles>,
+    /// Idle: memory the streams added, per stream.
+    rss_per_stream_kib: Option<f64>,
+    server_cpu_s: f64,
+    server_peak_rss_mib: f64,
+    elapsed_s: f64,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Percentiles {
+    p50: f64,
+    p95: f64,
+    p99: f64,
+    max: f64,
+}
+
+impl Percentiles {
+    fn of_micros(mut samples: Vec<u32>) -> Self {
+        if samples.is_empty() {
+            return Self::default();
+        }
+        samples.sort_unstable();
+        let at = |q: f64| f64::from(samples[((samples.len() - 1) as f64 * q).round() as usize]) / 1000.0;
+        Self { p50: at(0.50), p95: at(0.95), p99: at(0.99), max: at(1.0) }
+    }
+
+    fn json(&self) -> serde_json::Value {
+        json!({ "p50": round(self.p50), "p95": round(self.p95), "p99": round(self.p99), "max": round(self.max) })
+    }
+}
+
+fn round(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+impl Report {
+    fn json(&self) -> String {
+        json!({
+            "scenario": self.scenario,
+            "size": self.size,
+            "database": self.database,
+            "streams": self.streams,
+            "sends": self.sends,
+            "send_failures": self.send_failures,
+            "sends_per_s": round(self.sends_per_s),
+            "deliveries": self.deliveries,
+            "deliveries_per_s": round(self.deliveries_per_s),
+            "latency_ms": self.latency_ms.json(),
+            "ack_ms": self.ack_ms.json(),
+            "lost": self.lost,
+            "duplicated": self.duplicated,
+            "catch_up_s": self.catch_up_s.map(round),
+            "page_ms": self.page_ms.map(|p| p.json()),
+            "rss_per_stream_kib": self.rss_per_stream_kib.map(round),
+            "server_cpu_s": round(self.server_cpu_s),
+            "server_peak_rss_mib": round(self.server_peak_rss_mib),
+            "elapsed_s": round(self.elapsed_s),
+        })
+        .to_string()
+    }
+}
+
+fn print_report(r: &Report) {
+    let p = |x: &Percentiles| format!("p50 {:.2}  p95 {:.2}  p99 {:.2}  max {:.2}", x.p50, x.p95, x.p99, x.max);
+    println!("{} ({}, {})", r.scenario, r.size, r.database);
+    println!("  streams              {}", r.streams);
+    println!("  sends acknowledged   {} ({} failed), {:.0}/s", r.sends, r.send_failures, r.sends_per_s);
+    println!("  ack latency ms       {}", p(&r.ack_ms));
+    println!("  deliveries           {}, {:.0}/s", r.deliveries, r.deliveries_per_s);
+    println!("  send→deliver ms      {}", p(&r.latency_ms));
+    println!("  lost / duplicated    {} / {}", r.lost, r.duplicated);
+    if let Some(s) = r.catch_up_s {
+        println!("  all caught up in     {s:.2} s");
+    }
+    if let Some(page) = &r.page_ms {
+        println!("  page of 50 ms        {}", p(page));
+    }
+    if let Some(kib) = r.rss_per_stream_kib {
+        println!("  memory per stream    {kib:.1} KiB");
+    }
+    println!("  server CPU           {:.1} s, peak RSS {:.0} MiB", r.server_cpu_s, r.server_peak_rss_mib);
+    println!("  elapsed              {:.1} s", r.elapsed_s);
+}
+
+async fn run_one(scenario: &str, size: Size, postgres: Option<&str>) -> Result<Report, BenchError> {
+    let shape = shape(scenario, size);
+    let data = std::env::temp_dir().join(format!("colink-bench-{}", uuid::Uuid::now_v7().simple()));
+    let prefix = format!("colink_bench_{}", uuid::Uuid::now_v7().simple());
+    let database_url = match postgres {
+        Some(server) => Some(databases(server, &prefix, false).await?),
+        None => None,
+    };
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| BenchError::Server(e.to_string()))?
+        .port();
+    let server = Server::start(&format!("127.0.0.1:{port}"), &data, database_url.as_deref()).await?;
+    let started = Instant::now();
+    let connections = (shape.channels * shape.members * shape.streams_per_member / 200).clamp(4, 512);
+    let pool = Pool::new((0..connections).map(|_| server.connect()).collect::<Result<_, _>>()?);
+    let progress = Progress::default();
+
+    let users = {
+        let _line = progress.show("registering users", (shape.channels * shape.members) as u64);
+        load::register_users(&pool, shape.channels * shape.members, &progress).await?
+    };
+    let channel_ids = {
+        let _line = progress.show("creating channels", shape.channels as u64);
+        load::create_channels(&pool, &users, shape.channels, shape.members, &progress).await?
+    };
+    let owners: Vec<User> = (0..shape.channels).map(|c| users[c * shape.members].clone()).collect();
+    let cpu_before = server.cpu_seconds();
+    let mut report = Report {
+        scenario: scenario.to_string(),
+        size: format!("{size:?}").to_lowercase(),
+        database: if postgres.is_some() { "postgresql".into() } else { "sqlite".into() },
+        ..Default::default()
+    };
+    match scenario {
+        "idle" => idle(&pool, &server, &owners, &channel_ids, &shape, &progress, &mut report).await?,
+        "reconnect" => reconnect(&pool, &users, &owners, &channel_ids, &shape, &progress, &mut report).await?,
+        "history" => history(&pool, &owners, &channel_ids, &shape, &progress, &mut report).await?,
+        _ => traffic(&pool, &users, &owners, &channel_ids, &shape, &progress, &mut report).await?,
+    }
+    report.server_cpu_s = server.cpu_seconds() - cpu_before;
+    report.server_peak_rss_mib = server.memory().1 as f64 / (1024.0 * 1024.0);
+    report.elapsed_s = started.elapsed().as_secs_f64();
+    drop(server);
+    let _ = std::fs::remove_dir_all(&data);
+    if let Some(server) = postgres {
+        databases(server, &prefix, true).await?;
+    }
+    Ok(report)
+}
+
+/// Opens one stream per member of every channel.
+async fn open_receivers(
+    pool: &Pool,
+    users: &[User],
+    channel_ids: &[String],
+    shape: &Shape,
+    cursors: Option<&[Arc<std::sync::Mutex<Received>>]>,
+    progress: &Progress,
+) -> Result<Vec<Receiver>, BenchError> {
+    use futures_util::StreamExt;
+
+    let total = channel_ids.len() * shape.members;
+    let _line = progress.show("opening streams", total as u64);
+    let opened: Vec<Result<Receiver, BenchError>> = futures_util::stream::iter(0..total)
+        .map(|i| {
+            let channel = i / shape.members;
+            let seen = cursors.map_or_else(Arc::default, |c| c[i].clone());
+            let cursor = cursors.map(|_| seen.lock().map(|s| s.last_seq).unwrap_or(0));
+            let (pool, user, channel_id) = (pool.clone(), users[i].clone(), channel_ids[channel].clone());
+            let progress = progress.clone();
+            async move {
+                let receiver = Receiver::open(&pool, &user, channel, &channel_id, cursor, seen).await;
+                progress.tick();
+                receiver
+            }
+        })
+        .buffered(256)
+        .collect()
+        .await;
+    opened.into_iter().collect()
+}
+
+/// Scenarios 1 to 4: senders at a rate, every member streaming (or none).
+async fn traffic(
+    pool: &Pool,
+    users: &[User],
+    owners: &[User],
+    channel_ids: &[String],
+    shape: &Shape,
+    progress: &Progress,
+    report: &mut Report,
+) -> Result<(), BenchError> {
+    let receivers = if shape.streams_per_member > 0 {
+        open_receivers(pool, users, channel_ids, shape, None, progress).await?
+    } else {
+        Vec::new()
+    };
+    let send_started = Instant::now();
+    let sent = {
+        let _line = progress.show("sending", shape.messages);
+        let deadline = Instant::now() + Duration::from_secs(shape.max_secs);
+        let plan = SendPlan { senders: shape.senders, rate: shape.rate, first_id: 0, total: shape.messages, deadline };
+        load::send(pool, owners, channel_ids, plan, progress).await
+    };
+    let send_secs = send_started.elapsed().as_secs_f64();
+    let delivered_until = drain(&receivers, &sent).await;
+    tally(report, &receivers, &sent, send_secs, delivered_until.duration_since(send_started).as_secs_f64());
+    Ok(())
+}
+
+/// Waits until every receiver has every message sent to its channel, or
+/// ten seconds without progress; returns when the last one arrived.
+async fn drain(receivers: &[Receiver], sent: &load::Sent) -> Instant {
+    let expected: Vec<usize> =
+        sent.ids_by_channel.iter().map(|ids| ids.lock().map(|ids| ids.len()).unwrap_or(0)).collect();
+    let count = || -> (usize, usize) {
+        receivers.iter().fold((0, 0), |(have, want), r| {
+            let got = r.seen.lock().map(|s| s.ids.len()).unwrap_or(0);
+            (have + got, want + expected[r.channel])
+        })
+    };
+    let mut last = count();
+    let mut last_change = Instant::now();
+    while last.0 < last.1 && last_change.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let now = count();
+        if now.0 != last.0 {
+            last = now;
+            last_change = Instant::now();
+        }
+    }
+    last_change
+}
+
+fn tally(report: &mut Report, receivers: &[Receiver], sent: &load::Sent, send_secs: f64, deliver_secs: f64) {
+    report.streams = receivers.len();
+    report.sends = sent.ids_by_channel.iter().map(|ids| ids.lock().map(|i| i.len() as u64).unwrap_or(0)).sum();
+    report.send_failures = sent.failed.load(Ordering::Relaxed);
+    report.sends_per_s = report.sends as f64 / send_secs.max(1e-9);
+    report.ack_ms = Percentiles::of_micros(sent.ack_latencies_us.lock().map(|a| a.clone()).unwrap_or_default());
+    let mut latencies = Vec::new();
+    for receiver in receivers {
+        let Ok(seen) = receiver.seen.lock() else { continue };
+        let Ok(expected) = sent.ids_by_channel[receiver.channel].lock() else { continue };
+        report.lost += expected.iter().filter(|id| !seen.ids.contains(id)).count() as u64;
+        report.duplicated += seen.duplicates;
+        report.deliveries += seen.ids.len() as u64;
+        latencies.extend_from_slice(&seen.latencies_us);
+    }
+    report.deliveries_per_s = report.deliveries as f64 / deliver_secs.max(1e-9);
+    report.latency_ms = Percentiles::of_micros(latencies);
+}
+
+/// Scenario 5: many connected streams doing nothing; memory per stream.
+async fn idle(
+    pool: &Pool,
+    server: &Server,
+    owners: &[User],
+    channel_ids: &[String],
+    shape: &Shape,
+    progress: &Progress,
+    report: &mut Report,
+) -> Result<(), BenchError> {
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (before, _) = server.memory();
+    let users: Vec<User> =
+        owners.iter().flat_map(|o| std::iter::repeat_n(o.clone(), shape.streams_per_member)).collect();
+    let per_channel = Shape { members: shape.streams_per_member, ..shape.clone() };
+    let receivers = open_receivers(pool, &users, channel_ids, &per_channel, None, progress).await?;
+    // Held open past one HTTP/2 keep-alive round (30 s) in the standard size.
+    let hold = if receivers.len() >= 10_000 { 35 } else { 2 };
+    tokio::time::sleep(Duration::from_secs(hold)).await;
+    let (after, _) = server.memory();
+    report.streams = receivers.len();
+    report.rss_per_stream_kib = Some(after.saturating_sub(before) as f64 / 1024.0 / receivers.len().max(1) as f64);
+    Ok(())
+}
+
+/// Scenario 6: every client drops, misses messages, and resumes at once.
+async fn reconnect(
+    pool: &Pool,
+    users: &[User],
+    owners: &[User],
+    channel_ids: &[String],
+    shape: &Shape,
+    progress: &Progress,
+    report: &mut Report,
+) -> Result<(), BenchError> {
+    const MISSED: u64 = 10;
+    let receivers = open_receivers(pool, users, channel_ids, shape, None, progress).await?;
+    let far = Instant::now() + Duration::from_secs(600);
+    let channels = channel_ids.len() as u64;
+    // One message each so that every client has a cursor, then all drop.
+    let plan = |first_id, total| SendPlan { senders: shape.senders, rate: 0, first_id, total, deadline: far };
+    let warm_up = load::send(pool, owners, channel_ids, plan(0, channels), progress).await;
+    drain(&receivers, &warm_up).await;
+    let seen: Vec<_> = receivers.into_iter().map(Receiver::close).collect();
+    let missed = {
+        let _line = progress.show("sending while disconnected", channels * MISSED);
+        load::send(pool, owners, channel_ids, plan(channels, channels * MISSED), progress).await
+    };
+    // Both batches count: each receiver must end with all of them, once.
+    for (c, ids) in missed.ids_by_channel.iter().enumerate() {
+        let (Ok(mut all), Ok(more)) = (warm_up.ids_by_channel[c].lock(), ids.lock()) else { continue };
+        all.extend(more.iter().copied());
+    }
+    let resumed_at = Instant::now();
+    let receivers = open_receivers(pool, users, channel_ids, shape, Some(&seen), progress).await?;
+    let caught_up = drain(&receivers, &warm_up).await;
+    let catch_up = caught_up.duration_since(resumed_at).as_secs_f64();
+    report.catch_up_s = Some(catch_up);
+    tally(report, &receivers, &warm_up, catch_up, catch_up);
+    Ok(())
+}
+
+/// Scenario 7: one long channel, paged back from the newest message.
+async fn history(
+    pool: &Pool,
+    owners: &[User],
+    channel_ids: &[String],
+    shape: &Shape,
+    progress: &Progress,
+    report: &mut Report,
+) -> Result<(), BenchError> {
+    let send_started = Instant::now();
+    let sent = {
+        let _line = progress.show("filling the channel", shape.messages);
+        let deadline = Instant::now() + Duration::from_secs(shape.max_secs);
+        let plan = SendPlan { senders: shape.senders, rate: 0, first_id: 0, total: shape.messages, deadline };
+        load::send(pool, owners, channel_ids, plan, progress).await
+    };
+    tally(report, &[], &sent, send_started.elapsed().as_secs_f64(), 1.0);
+    let pages = (shape.messages / 50) as usize;
+    let latencies = load::page_back(pool, &owners[0], &channel_ids[0], 50, pages).await?;
+    report.page_ms = Some(Percentiles::of_micros(latencies));
+    Ok(())
+}
+
+const DATABASES: &[&str] = &["auth", "users", "channels", "messaging", "admin"];
+
+/// Creates (or, with `drop`, removes) one database per service named after
+/// `prefix`; returns the URL template.
+async fn databases(server: &str, prefix: &str, drop: bool) -> Result<String, BenchError> {
+    use sea_orm::ConnectionTrait;
+
+    let server = server.trim_end_matches('/');
+    let failed = |e: sea_orm::DbErr| BenchError::Database(e.to_string());
+    let admin = sea_orm::Database::connect(format!("{server}/postgres")).await.map_err(failed)?;
+    for service in DATABASES {
+        let statement = if drop {
+            format!("DROP DATABASE IF EXISTS {prefix}_{service} WITH (FORCE)")
+        } else {
+            format!("CREATE DATABASE {prefix}_{service}")
+        };
+        admin.execute_unprepared(&statement).await.map_err(failed)?;
+    }
+    Ok(format!("{server}/{prefix}_{{service}}"))
+}
+
+/// The results as a Markdown page: machine, date, command, and a table.
+fn markdown(results: &[Report], options: &Options) -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find_map(|l| l.strip_prefix("model name").map(|m| m.trim_start_matches([' ', '\t', ':']).to_string()))
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let mut out = format!(
+        "# Benchmarks\n\nMeasured by `colink bench` against a `colink serve` child process on the same machine.\n\n\
+         - machine: {cores} cores, {cpu}\n- date: {}\n- command: `{}`\n\n\
+         | scenario | db | streams | sends/s | deliveries/s | send→deliver p50 / p99 / max ms | ack p99 ms | lost | dup | other | server CPU s | peak RSS MiB |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        today(),
+        options.command
+    );
+    for r in results {
+        let mut other = Vec::new();
+        if let Some(s) = r.catch_up_s {
+            other.push(format!("caught up in {s:.2} s"));
+        }
+        if let Some(p) = &r.page_ms {
+            other.push(format!("page of 50: p50 {:.2} / p99 {:.2} ms", p.p50, p.p99));
+        }
+        if let Some(k) = r.rss_per_stream_kib {
+            other.push(format!("{k:.1} KiB per stream"));
+        }
+        out.push_str(&format!(
+            "| {} | {} | {} | {:.0} | {:.0} | {:.2} / {:.2} / {:.2} | {:.2} | {} | {} | {} | {:.1} | {:.0} |\n",
+            r.scenario,
+            r.database,
+            r.streams,
+            r.sends_per_s,
+            r.deliveries_per_s,
+            r.latency_ms.p50,
+            r.latency_ms.p99,
+            r.latency_ms.max,
+            r.ack_ms.p99,
+            r.lost,
+            r.duplicated,
+            other.join("; "),
+            r.server_cpu_s,
+            r.server_peak_rss_mib
+        ));
+    }
+    out
+}
+
+/// Today's date (UTC) as YYYY-MM-DD.
+fn today() -> String {
+    let days = colink_runtime::ids::now_micros().div_euclid(86_400_000_000);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_are_read_off_the_sorted_samples() {
+        let p = Percentiles::of_micros((1..=1000).rev().map(|ms| ms * 1000).collect());
+        assert_eq!((p.p50, p.p95, p.p99, p.max), (501.0, 950.0, 990.0, 1000.0));
+        assert_eq!(Percentiles::of_micros(Vec::new()).max, 0.0);
+    }
+
+    #[test]
+    fn dates_are_civil() {
+        let date = today();
+        assert_eq!(date.len(), 10);
+        assert!(date.as_str() >= "2025-01-01", "{date}");
+    }
+
+    #[test]
+    fn every_scenario_has_a_bounded_shape() {
+        for scenario in SCENARIOS {
+            for size in [Size::Smoke, Size::Standard] {
+                let s = shape(scenario, size);
+                assert!(s.channels >= 1 && s.members >= 1 && s.max_secs > 0, "{scenario}");
+            }
+        }
+        assert!(shape("fan-out", Size::Standard).channels * shape("fan-out", Size::Standard).members == 10_000);
+    }
+}

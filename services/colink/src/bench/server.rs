@@ -1,0 +1,101 @@
+//! The Colink node under load: a `colink serve` child process, so that its
+//! CPU time and memory are its own and can be read from `/proc`.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use tonic::transport::{Channel, Endpoint};
+
+use super::BenchError;
+
+/// Clock ticks per second of `/proc/<pid>/stat` times; 100 on Linux.
+const CLOCK_TICKS: f64 = 100.0;
+
+pub struct Server {
+    child: Child,
+    pub addr: String,
+}
+
+impl Server {
+    /// Starts every service on `addr` with its data under `data_dir` (or in
+    /// PostgreSQL when `database_url` is a template), the send limit off and
+    /// password hashing cheap: the load is chat, not sign-ups.
+    pub async fn start(addr: &str, data_dir: &Path, database_url: Option<&str>) -> Result<Self, BenchError> {
+        let exe = std::env::current_exe().map_err(|e| BenchError::Server(e.to_string()))?;
+        let mut command = Command::new(exe);
+        command
+            .args(["serve", "--listen", addr, "--data-dir"])
+            .arg(data_dir)
+            .env("COLINK_EPHEMERAL__SENDS_PER_MINUTE", "0")
+            .env("COLINK_AUTH__ARGON2_MEMORY_KIB", "64")
+            .env("COLINK_AUTH__ARGON2_ITERATIONS", "1")
+            .env("COLINK_LOG__LEVEL", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        if let Some(url) = database_url {
+            command.env("COLINK_DATABASE__URL", url);
+        }
+        let child = command.spawn().map_err(|e| BenchError::Server(format!("cannot start colink serve: {e}")))?;
+        let server = Self { child, addr: addr.to_string() };
+        server.wait_ready().await?;
+        Ok(server)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// A new HTTP/2 connection to the node.
+    pub fn connect(&self) -> Result<Channel, BenchError> {
+        Ok(Endpoint::from_shared(format!("http://{}", self.addr))
+            .map_err(|e| BenchError::Server(e.to_string()))?
+            .tcp_nodelay(true)
+            .timeout(Duration::from_secs(30))
+            .connect_lazy())
+    }
+
+    async fn wait_ready(&self) -> Result<(), BenchError> {
+        let mut health = tonic_health::pb::health_client::HealthClient::new(self.connect()?);
+        for _ in 0..300 {
+            let request = tonic_health::pb::HealthCheckRequest { service: String::new() };
+            if health.check(request).await.is_ok_and(|r| r.into_inner().status == 1) {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err(BenchError::Server(format!("node on {} did not become ready", self.addr)))
+    }
+
+    /// CPU seconds (user + system) the node has used so far.
+    pub fn cpu_seconds(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
+        // Fields after the command name, which is in parentheses.
+        let fields: Vec<&str> =
+            stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+        // utime and stime, fields 14 and 15 of the line, counted from the state (field 3).
+        (ticks(11) + ticks(12)) / CLOCK_TICKS
+    }
+
+    /// Memory now and at its peak, in bytes (VmRSS, VmHWM).
+    pub fn memory(&self) -> (u64, u64) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                .unwrap_or(0)
+                * 1024
+        };
+        (field("VmRSS:"), field("VmHWM:"))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
