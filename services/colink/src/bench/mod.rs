@@ -32,6 +32,9 @@ pub enum BenchError {
     Integrity(u64),
 }
 
+/// Where the generated part of the Markdown page ends.
+const ANALYSIS_MARKER: &str = "<!-- analysis: kept when the page is regenerated -->";
+
 pub const SCENARIOS: &[&str] = &["ingest", "small-channels", "fan-out", "big-channel", "idle", "reconnect", "history"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,7 +161,13 @@ pub async fn run(options: Options) -> Result<(), BenchError> {
         }
     }
     if let Some(path) = &options.markdown {
-        std::fs::write(path, markdown(&results, &options)).map_err(|e| BenchError::Server(e.to_string()))?;
+        // The analysis below the marker is written by people: keep it.
+        let kept = std::fs::read_to_string(path)
+            .ok()
+            .and_then(|old| old.find(ANALYSIS_MARKER).map(|at| old[at..].to_string()))
+            .unwrap_or_else(|| format!("{ANALYSIS_MARKER}\n"));
+        let page = format!("{}\n{kept}", markdown(&results, &options));
+        std::fs::write(path, page).map_err(|e| BenchError::Server(e.to_string()))?;
         eprintln!("wrote {}", path.display());
     }
     if broken > 0 { Err(BenchError::Integrity(broken)) } else { Ok(()) }
@@ -539,8 +548,8 @@ fn markdown(results: &[Report], options: &Options) -> String {
     let mut out = format!(
         "# Benchmarks\n\nMeasured by `colink bench` against a `colink serve` child process on the same machine.\n\n\
          - machine: {cores} cores, {cpu}\n- date: {}\n- command: `{}`\n\n\
-         | scenario | db | streams | sends/s | deliveries/s | send→deliver p50 / p99 / max ms | ack p99 ms | lost | dup | other | server CPU s | peak RSS MiB |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|---|\n",
+         | scenario | db | streams | sends/s | deliveries/s | send→deliver p50 / p99 / max ms | ack p99 ms | lost | dup | other | server CPU s | peak RSS MiB | goal |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
         today(),
         options.command
     );
@@ -550,13 +559,13 @@ fn markdown(results: &[Report], options: &Options) -> String {
             other.push(format!("caught up in {s:.2} s"));
         }
         if let Some(p) = &r.page_ms {
-            other.push(format!("page of 50: p50 {:.2} / p99 {:.2} ms", p.p50, p.p99));
+            other.push(format!("{} messages; page of 50: p50 {:.2} / p99 {:.2} ms", r.sends, p.p50, p.p99));
         }
         if let Some(k) = r.rss_per_stream_kib {
             other.push(format!("{k:.1} KiB per stream"));
         }
         out.push_str(&format!(
-            "| {} | {} | {} | {:.0} | {:.0} | {:.2} / {:.2} / {:.2} | {:.2} | {} | {} | {} | {:.1} | {:.0} |\n",
+            "| {} | {} | {} | {:.0} | {:.0} | {:.2} / {:.2} / {:.2} | {:.2} | {} | {} | {} | {:.1} | {:.0} | {} |\n",
             r.scenario,
             r.database,
             r.streams,
@@ -570,10 +579,36 @@ fn markdown(results: &[Report], options: &Options) -> String {
             r.duplicated,
             other.join("; "),
             r.server_cpu_s,
-            r.server_peak_rss_mib
+            r.server_peak_rss_mib,
+            goal(r)
         ));
     }
     out
+}
+
+/// The figure a scenario must reach on a 2-core machine, and whether this
+/// run reached it. Smoke runs are too small to say.
+fn goal(r: &Report) -> String {
+    let postgres = r.database == "postgresql";
+    let (text, met) = match r.scenario.as_str() {
+        "ingest" if postgres => {
+            ("≥ 10,000 sends/s, ack p99 ≤ 20 ms", r.sends_per_s >= 10_000.0 && r.ack_ms.p99 <= 20.0)
+        }
+        "ingest" => ("≥ 20,000 sends/s, ack p99 ≤ 20 ms", r.sends_per_s >= 20_000.0 && r.ack_ms.p99 <= 20.0),
+        "small-channels" => ("1,000 msg/s, p99 ≤ 10 ms", r.sends_per_s >= 990.0 && r.latency_ms.p99 <= 10.0),
+        "fan-out" => ("1,000 msg/s, p99 ≤ 50 ms", r.sends_per_s >= 990.0 && r.latency_ms.p99 <= 50.0),
+        "big-channel" => ("10 msg/s, p99 ≤ 100 ms", r.latency_ms.p99 <= 100.0),
+        "idle" => ("≤ 12 KiB per stream", r.rss_per_stream_kib.is_some_and(|k| k <= 12.0)),
+        "reconnect" => ("all caught up < 2 s", r.catch_up_s.is_some_and(|s| s < 2.0)),
+        "history" => ("page p99 ≤ 5 ms", r.page_ms.is_some_and(|p| p.p99 <= 5.0)),
+        _ => ("", false),
+    };
+    let integrity = r.lost == 0 && r.duplicated == 0;
+    match (r.size.as_str(), met && integrity) {
+        ("smoke", _) => format!("{text} (smoke: not judged)"),
+        (_, true) => format!("{text}: **met**"),
+        (_, false) => format!("{text}: **missed**"),
+    }
 }
 
 /// Today's date (UTC) as YYYY-MM-DD.
