@@ -88,7 +88,13 @@ pub struct TokenVerifier {
     keys: RwLock<HashMap<String, VerifyingKey>>,
     auth: AuthServiceClient<Channel>,
     last_fetch: Mutex<Option<Instant>>,
+    /// Tokens already verified, until they expire. A client sends the same
+    /// token with every call, and each call otherwise pays a signature check.
+    verified: std::sync::Mutex<HashMap<Arc<str>, Caller>>,
 }
+
+/// Verified tokens remembered at most; beyond this the memory starts over.
+const VERIFIED_CAPACITY: usize = 16_384;
 
 impl TokenVerifier {
     pub fn new(issuer: String, auth: Channel) -> Self {
@@ -97,11 +103,16 @@ impl TokenVerifier {
             keys: RwLock::new(HashMap::new()),
             auth: AuthServiceClient::new(auth),
             last_fetch: Mutex::new(None),
+            verified: std::sync::Mutex::new(HashMap::new()),
         }
     }
 
     /// Verifies a bearer token and returns its caller.
     pub async fn verify(&self, token: &str) -> Result<Caller, Status> {
+        let now = crate::ids::now_micros() / 1_000_000;
+        if let Some(caller) = self.remembered(token, now) {
+            return Ok(caller);
+        }
         let kid = token::key_id(token).map_err(reject)?;
         // Bind first: a guard in the match scrutinee would be held across
         // `refetch`, which takes the write lock.
@@ -110,9 +121,21 @@ impl TokenVerifier {
             Some(key) => key,
             None => self.refetch(&kid).await?,
         };
-        let now = crate::ids::now_micros() / 1_000_000;
         let claims = token::verify(token, &key, &self.issuer, now).map_err(reject)?;
-        caller_from(claims, token)
+        let caller = caller_from(claims, token)?;
+        if let Ok(mut verified) = self.verified.lock() {
+            if verified.len() >= VERIFIED_CAPACITY {
+                verified.clear();
+            }
+            verified.insert(caller.token.clone(), caller.clone());
+        }
+        Ok(caller)
+    }
+
+    /// A token verified before that has not expired since.
+    fn remembered(&self, token: &str, now: i64) -> Option<Caller> {
+        let verified = self.verified.lock().ok()?;
+        verified.get(token).filter(|caller| caller.expires_at > now).cloned()
     }
 
     async fn refetch(&self, kid: &str) -> Result<VerifyingKey, Status> {
@@ -141,6 +164,10 @@ impl TokenVerifier {
             .collect();
         let found = fresh.get(kid).copied();
         *self.keys.write().await = fresh;
+        // Keys may have been withdrawn: verify every token again.
+        if let Ok(mut verified) = self.verified.lock() {
+            verified.clear();
+        }
         found.ok_or_else(|| reject(TokenError::UnknownKey(kid.into())))
     }
 }
@@ -235,5 +262,37 @@ where
                 Err(status) => Ok(status.into_http()),
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn caller(token: &str, expires_at: i64) -> Caller {
+        Caller {
+            user_id: "u".into(),
+            username: "u".into(),
+            session_id: "s".into(),
+            role: Role::Member,
+            expires_at,
+            token: Arc::from(token),
+        }
+    }
+
+    #[tokio::test]
+    async fn remembered_tokens_stop_counting_when_they_expire() {
+        let verifier = TokenVerifier::new(
+            "colink".into(),
+            tonic::transport::Endpoint::from_static("http://[::1]:1").connect_lazy(),
+        );
+        let now = 1_000;
+        if let Ok(mut verified) = verifier.verified.lock() {
+            verified.insert(Arc::from("live"), caller("live", now + 60));
+            verified.insert(Arc::from("stale"), caller("stale", now));
+        }
+        assert_eq!(verifier.remembered("live", now).map(|c| c.user_id), Some("u".to_string()));
+        assert!(verifier.remembered("stale", now).is_none());
+        assert!(verifier.remembered("unknown", now).is_none());
     }
 }
