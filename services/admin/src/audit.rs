@@ -9,7 +9,7 @@ use colink_proto::admin::v1 as pb;
 use colink_proto::events::v1::{Event, event::Payload};
 use colink_runtime::db::Db;
 use colink_runtime::events::{EventError, EventHandler};
-use colink_runtime::ids::{now_micros, timestamp};
+use colink_runtime::ids::{micros_of, now_micros, timestamp};
 use sea_orm::{ConnectionTrait, DbErr, EntityTrait, Set};
 
 use crate::store::audit_log;
@@ -79,8 +79,7 @@ fn entry_for(event: &Event) -> Option<Entry> {
             // Written by the admin service itself, with the moderation.
             Payload::MessageModerated(_) => return None,
         };
-    let created_at =
-        event.occur_time.as_ref().map_or_else(now_micros, |t| t.seconds * 1_000_000 + i64::from(t.nanos) / 1_000);
+    let created_at = event.occur_time.as_ref().map_or_else(now_micros, micros_of);
     Some(Entry {
         id: event.event_id.clone(),
         actor_id: event.actor_id.clone(),

@@ -19,7 +19,7 @@ use colink_runtime::db::Db;
 use colink_runtime::error::{Page, Violations};
 use colink_runtime::events::{self, AUDIT_EVENTS, EventHandler, Outbox};
 use colink_runtime::ids::{
-    check_idempotency_key, check_text, encode_page_token, idempotency_key, new_id, now_micros, timestamp,
+    check_idempotency_key, check_text, encode_page_token, idempotency_key, micros_of, new_id, now_micros, timestamp,
 };
 use colink_runtime::{Caller, Error, Result, Role, caller};
 use sea_orm::sea_query::{Expr, ExprTrait, LikeExpr};
@@ -66,9 +66,8 @@ impl AdminService {
         if req.target_id.len() > 36 {
             v.add("target_id", "must be at most 36 characters");
         }
-        let micros = |t: &prost_types::Timestamp| t.seconds.saturating_mul(1_000_000) + i64::from(t.nanos) / 1_000;
-        let start = req.start_time.as_ref().map(micros);
-        let end = req.end_time.as_ref().map(micros);
+        let start = req.start_time.as_ref().map(micros_of);
+        let end = req.end_time.as_ref().map(micros_of);
         if let (Some(start), Some(end)) = (start, end)
             && start >= end
         {
@@ -170,12 +169,7 @@ impl AdminService {
         v.finish()?;
 
         if let Some(key) = &key
-            && let Some(done) = moderation::Entity::find()
-                .filter(moderation::Column::ActorId.eq(caller.user_id.as_str()))
-                .filter(moderation::Column::IdempotencyKey.eq(key.as_str()))
-                .filter(moderation::Column::MessageId.eq(message_id.as_str()))
-                .one(&self.db.reader)
-                .await?
+            && let Some(done) = moderation_by_key(&self.db.reader, &caller.user_id, key, &message_id).await?
         {
             return Ok(moderation_to_pb(done));
         }
@@ -238,9 +232,14 @@ impl AdminService {
         let inserted = moderation::Entity::insert(to_active(&record)).exec(&txn).await;
         if let Err(err) = inserted {
             // A concurrent retry with the same key got there first.
-            if colink_runtime::error::is_unique_violation(&err) {
+            if let Some(key) = &record.idempotency_key
+                && colink_runtime::error::is_unique_violation(&err)
+            {
                 drop(txn);
-                return self.moderation_by_key(caller, &record).await;
+                return moderation_by_key(&self.db.writer, &caller.user_id, key, &record.message_id)
+                    .await?
+                    .map(moderation_to_pb)
+                    .ok_or_else(|| Error::internal("moderation vanished after a duplicate key"));
             }
             return Err(err.into());
         }
@@ -250,17 +249,21 @@ impl AdminService {
         self.outbox.notify();
         Ok(moderation_to_pb(record))
     }
+}
 
-    async fn moderation_by_key(&self, caller: &Caller, record: &moderation::Model) -> Result<pb::ModerationRecord> {
-        let found = moderation::Entity::find()
-            .filter(moderation::Column::ActorId.eq(caller.user_id.as_str()))
-            .filter(moderation::Column::IdempotencyKey.eq(record.idempotency_key.clone()))
-            .filter(moderation::Column::MessageId.eq(record.message_id.as_str()))
-            .one(&self.db.writer)
-            .await?
-            .ok_or_else(|| Error::internal("moderation vanished after a duplicate key"))?;
-        Ok(moderation_to_pb(found))
-    }
+/// The moderation an actor made of a message with an idempotency key.
+async fn moderation_by_key<C: sea_orm::ConnectionTrait>(
+    conn: &C,
+    actor_id: &str,
+    key: &str,
+    message_id: &str,
+) -> Result<Option<moderation::Model>> {
+    Ok(moderation::Entity::find()
+        .filter(moderation::Column::ActorId.eq(actor_id))
+        .filter(moderation::Column::IdempotencyKey.eq(key))
+        .filter(moderation::Column::MessageId.eq(message_id))
+        .one(conn)
+        .await?)
 }
 
 fn require_admin(caller: &Caller) -> Result<()> {

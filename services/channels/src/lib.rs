@@ -12,7 +12,7 @@ use colink_proto::channels::v1::{ChannelKind, InvitationState, MemberRole};
 use colink_proto::events::v1::{ChannelChanged, MembershipChanged, event::Payload};
 use colink_proto::users::v1::users_service_client::UsersServiceClient;
 use colink_proto::users::v1::{BatchGetUsersRequest, CheckBlockedRequest};
-use colink_runtime::clients::{on_behalf_of, retry_idempotent};
+use colink_runtime::clients::call_on_behalf;
 use colink_runtime::db::Db;
 use colink_runtime::error::{Page, Violations, duplicate_as, is_unique_violation};
 use colink_runtime::events::{self, CHANNEL_EVENTS, Outbox};
@@ -126,14 +126,10 @@ impl ChannelsService {
     async fn require_users(&self, caller: &Caller, field: &str, ids: &[String]) -> Result<()> {
         for chunk in ids.chunks(100) {
             let request = BatchGetUsersRequest { user_ids: chunk.to_vec() };
-            let found = retry_idempotent(|| {
-                let mut users = self.users.clone();
-                let request = on_behalf_of(caller, request.clone());
-                async move { users.batch_get_users(request).await }
-            })
-            .await?
-            .into_inner()
-            .users;
+            let found =
+                call_on_behalf(&self.users, caller, request, |mut c, r| async move { c.batch_get_users(r).await })
+                    .await?
+                    .users;
             if let Some(missing) = chunk.iter().find(|id| !found.iter().any(|u| &u.user_id == *id)) {
                 return Err(Error::not_found(format!("{field}: user {missing} not found")));
             }
@@ -704,14 +700,10 @@ impl ChannelsService {
         self.require_users(caller, "user_ids", &others).await?;
         if let [other] = others.as_slice() {
             let request = CheckBlockedRequest { user_id: caller.user_id.clone(), other_user_id: other.clone() };
-            let blocked = retry_idempotent(|| {
-                let mut users = self.users.clone();
-                let request = on_behalf_of(caller, request.clone());
-                async move { users.check_blocked(request).await }
-            })
-            .await?
-            .into_inner()
-            .blocked;
+            let blocked =
+                call_on_behalf(&self.users, caller, request, |mut c, r| async move { c.check_blocked(r).await })
+                    .await?
+                    .blocked;
             if blocked {
                 return Err(Error::denied("you cannot message this user"));
             }

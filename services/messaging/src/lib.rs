@@ -14,7 +14,7 @@ use colink_proto::events::v1::{MessageChanged, event::Payload};
 use colink_proto::messaging::v1 as pb;
 use colink_proto::messaging::v1::channel_event::Kind;
 use colink_proto::messaging::v1::messaging_service_server::{MessagingService as MessagingRpc, MessagingServiceServer};
-use colink_runtime::clients::{on_behalf_of, retry_idempotent};
+use colink_runtime::clients::{call_on_behalf, on_behalf_of};
 use colink_runtime::db::Db;
 use colink_runtime::ephemeral::{Ephemeral, within_budget};
 use colink_runtime::error::{Page, Violations, is_unique_violation};
@@ -103,14 +103,10 @@ impl MessagingService {
     /// answers PERMISSION_DENIED for conversations the caller cannot see.
     async fn access(&self, caller: &Caller, channel_id: &str) -> Result<Access> {
         let request = GetChannelRequest { channel_id: channel_id.to_string() };
-        let response = retry_idempotent(|| {
-            let mut client = self.channels.clone();
-            let request = on_behalf_of(caller, request.clone());
-            async move { client.get_channel(request).await }
-        })
-        .await?;
-        let channel =
-            response.into_inner().channel.ok_or_else(|| Error::internal("channels answered without a channel"))?;
+        let channel = call_on_behalf(&self.channels, caller, request, |mut c, r| async move { c.get_channel(r).await })
+            .await?
+            .channel
+            .ok_or_else(|| Error::internal("channels answered without a channel"))?;
         Ok(Access { channel })
     }
 

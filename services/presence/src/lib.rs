@@ -20,7 +20,7 @@ use colink_runtime::ephemeral::{
     Ephemeral, EphemeralError, TYPING_TTL, last_seen_key, presence_key, typing_expires_at, typing_key,
 };
 use colink_runtime::error::Violations;
-use colink_runtime::ids::{check_text, now_micros, parse_id, parse_id_list, timestamp};
+use colink_runtime::ids::{check_text, micros_of, now_micros, parse_id, parse_id_list, timestamp};
 use colink_runtime::pubsub::{Frame, PubSub, channel_topic};
 use colink_runtime::{Caller, Error, Result, caller};
 use prost::Message as _;
@@ -127,7 +127,7 @@ impl PresenceService {
                     stored.custom_status_emoji = req.custom_status_emoji.clone();
                 }
                 "expires_at" => {
-                    stored.custom_status_expires = req.expires_at.as_ref().map(micros);
+                    stored.custom_status_expires = req.expires_at.as_ref().map(micros_of);
                     if stored.custom_status_expires.is_some_and(|at| at <= now) {
                         v.add("expires_at", "must be in the future");
                     }
@@ -223,10 +223,6 @@ impl PresenceService {
         };
         self.pubsub.publish(&channel_topic(channel_id), Frame::Typing(typing.encode_to_vec().into()).encode()).await;
     }
-}
-
-fn micros(t: &prost_types::Timestamp) -> i64 {
-    t.seconds.saturating_mul(1_000_000).saturating_add(i64::from(t.nanos) / 1_000)
 }
 
 fn to_pb(user_id: &str, mut stored: Stored, now: i64) -> pb::Presence {

@@ -245,17 +245,10 @@ impl Config {
         if self.log.level.parse::<tracing_subscriber::filter::Targets>().is_err() {
             problems.push(format!("log.level: {:?} is not a valid filter", self.log.level));
         }
-        if !(self.pubsub.url.is_empty()
-            || self.pubsub.url.starts_with("redis://")
-            || self.pubsub.url.starts_with("rediss://"))
-        {
-            problems.push(format!("pubsub.url: {:?} is neither empty nor a redis:// URL", self.pubsub.url));
-        }
-        if !(self.ephemeral.url.is_empty()
-            || self.ephemeral.url.starts_with("redis://")
-            || self.ephemeral.url.starts_with("rediss://"))
-        {
-            problems.push(format!("ephemeral.url: {:?} is neither empty nor a redis:// URL", self.ephemeral.url));
+        for (key, url) in [("pubsub.url", &self.pubsub.url), ("ephemeral.url", &self.ephemeral.url)] {
+            if !(url.is_empty() || url.starts_with("redis://") || url.starts_with("rediss://")) {
+                problems.push(format!("{key}: {url:?} is neither empty nor a redis:// URL"));
+            }
         }
         if !(self.events.url.is_empty() || self.events.url.starts_with("kafka://")) {
             problems.push(format!("events.url: {:?} is neither empty nor a kafka:// URL", self.events.url));

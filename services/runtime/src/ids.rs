@@ -52,6 +52,11 @@ pub fn timestamp(micros: i64) -> prost_types::Timestamp {
     }
 }
 
+/// A protobuf timestamp as stored: microseconds since the epoch.
+pub fn micros_of(t: &prost_types::Timestamp) -> i64 {
+    t.seconds.saturating_mul(1_000_000).saturating_add(i64::from(t.nanos) / 1_000)
+}
+
 /// An optional stored time as an optional protobuf timestamp.
 pub fn opt_timestamp(micros: Option<i64>) -> Option<prost_types::Timestamp> {
     micros.map(timestamp)
