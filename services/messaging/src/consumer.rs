@@ -13,16 +13,18 @@ use colink_runtime::pubsub::{Frame, PubSub, channel_topic, user_topic};
 use prost::Message as _;
 use sea_orm::TransactionTrait;
 
+use crate::access::{ACCESS_TOPIC, AccessCache};
 use crate::log;
 
 pub struct MembershipRecorder {
     db: Db,
     pubsub: Arc<dyn PubSub>,
+    remembered: Arc<AccessCache>,
 }
 
 impl MembershipRecorder {
-    pub fn new(db: Db, pubsub: Arc<dyn PubSub>) -> Self {
-        Self { db, pubsub }
+    pub fn new(db: Db, pubsub: Arc<dyn PubSub>, remembered: Arc<AccessCache>) -> Self {
+        Self { db, pubsub, remembered }
     }
 }
 
@@ -42,6 +44,11 @@ impl EventHandler for MembershipRecorder {
             }
             _ => return Ok(()),
         };
+        // Before anything else, so that sends stop trusting the old answer
+        // as early as possible, here and on every other node.
+        self.remembered.forget(channel_id);
+        let notice = Frame::Event(bytes::Bytes::copy_from_slice(channel_id.as_bytes())).encode();
+        self.pubsub.publish(ACCESS_TOPIC, notice).await;
         let failed = |e: sea_orm::DbErr| EventError::Consumer(e.to_string());
         let txn = self.db.writer.begin().await.map_err(failed)?;
         if !mark_processed(&txn, &event.event_id).await.map_err(failed)? {

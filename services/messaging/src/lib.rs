@@ -2,6 +2,8 @@
 //! and each channel's event log with gap-free sequence numbers. Live
 //! delivery is a best-effort publish after commit; the log is the truth.
 
+mod access;
+pub mod commit;
 mod consumer;
 mod log;
 mod store;
@@ -17,11 +19,11 @@ use colink_proto::messaging::v1::messaging_service_server::{MessagingService as 
 use colink_runtime::clients::{call_on_behalf, on_behalf_of};
 use colink_runtime::db::Db;
 use colink_runtime::ephemeral::{Ephemeral, within_budget};
-use colink_runtime::error::{Page, Violations, is_unique_violation};
+use colink_runtime::error::{Page, Violations};
 use colink_runtime::events::{self, EventHandler, MESSAGE_EVENTS, Outbox};
 use colink_runtime::ids::{
-    check_idempotency_key, check_text, encode_page_token, idempotency_key, new_id, now_micros, opt_timestamp,
-    page_size, parse_id, parse_id_list, timestamp,
+    check_idempotency_key, check_text, encode_page_token, idempotency_key, now_micros, opt_timestamp, page_size,
+    parse_id, parse_id_list, timestamp,
 };
 use colink_runtime::pubsub::{Frame, PubSub, channel_topic};
 use colink_runtime::{Caller, Error, Result, Role, caller};
@@ -34,6 +36,8 @@ use sea_orm::{
 use tonic::transport::Channel as GrpcChannel;
 use tonic::{Request, Response, Status};
 
+use crate::access::{ACCESS_TOPIC, ACCESS_TTL, AccessCache};
+use crate::commit::{GroupCommit, NewMessage, Stored};
 use crate::store::{channel_event, channel_head, idempotency, message, message_edit, read_state};
 
 pub const MAX_TEXT: usize = 40_000;
@@ -47,6 +51,8 @@ pub struct MessagingService {
     pubsub: Arc<dyn PubSub>,
     channels: ChannelsServiceClient<GrpcChannel>,
     limit: SendLimit,
+    writer: GroupCommit,
+    remembered: Arc<AccessCache>,
 }
 
 /// How many messages one user may send per minute, counted in ephemeral
@@ -86,7 +92,10 @@ impl Access {
 
 impl MessagingService {
     pub fn new(db: Db, outbox: Outbox, pubsub: Arc<dyn PubSub>, channels: GrpcChannel, limit: SendLimit) -> Self {
-        Self { db, outbox, pubsub, channels: ChannelsServiceClient::new(channels), limit }
+        let writer = GroupCommit::spawn(db.clone(), outbox.clone(), pubsub.clone());
+        let remembered = Arc::new(AccessCache::new(ACCESS_TTL));
+        tokio::spawn(forget_on_notice(pubsub.clone(), remembered.clone()));
+        Self { db, outbox, pubsub, channels: ChannelsServiceClient::new(channels), limit, writer, remembered }
     }
 
     pub fn into_server(self) -> MessagingServiceServer<Self> {
@@ -96,7 +105,7 @@ impl MessagingService {
     /// The consumer of `channel.events` that records membership and archive
     /// changes in the channel log.
     pub fn membership_recorder(&self) -> Arc<dyn EventHandler> {
-        Arc::new(consumer::MembershipRecorder::new(self.db.clone(), self.pubsub.clone()))
+        Arc::new(consumer::MembershipRecorder::new(self.db.clone(), self.pubsub.clone(), self.remembered.clone()))
     }
 
     /// Asks the channels service what the caller may do in a channel; it
@@ -108,6 +117,20 @@ impl MessagingService {
             .channel
             .ok_or_else(|| Error::internal("channels answered without a channel"))?;
         Ok(Access { channel })
+    }
+
+    /// The caller's access for posting and reading, from memory when it was
+    /// a member of the live channel a moment ago (see `access.rs`).
+    async fn member_access(&self, caller: &Caller, channel_id: &str) -> Result<Access> {
+        if let Some(channel) = self.remembered.get(channel_id, &caller.user_id) {
+            return Ok(Access { channel });
+        }
+        let epoch = self.remembered.epoch();
+        let access = self.access(caller, channel_id).await?;
+        if access.is_member() && !access.channel.archived {
+            self.remembered.remember(epoch, &caller.user_id, &access.channel);
+        }
+        Ok(access)
     }
 
     async fn find(&self, message_id: &str) -> Result<message::Model> {
@@ -173,11 +196,46 @@ impl MessagingService {
         let key = v.check(check_idempotency_key("idempotency_key", &req.idempotency_key)).flatten();
         v.finish()?;
 
-        if let Some(key) = &key
-            && let Some(original) = self.replayed(caller, key).await?
-        {
-            return Ok(original);
+        let channel_id = match self.admit(caller, channel_id, recipient_id, thread_id.as_deref()).await {
+            Ok(channel_id) => channel_id,
+            Err(err) => {
+                // A retry of a send that went through gets the original, even
+                // if the sender has since lost access or used up its budget.
+                if let Some(key) = &key
+                    && let Some(original) = self.replayed(caller, key).await?
+                {
+                    return Ok(original);
+                }
+                return Err(err);
+            }
+        };
+        let message = NewMessage {
+            sender_id: caller.user_id.clone(),
+            channel_id,
+            text: req.text,
+            thread_id,
+            file_ids,
+            idempotency_key: key.clone(),
+        };
+        match self.writer.store(message).await? {
+            Stored::Created(created) => Ok(*created),
+            // A concurrent retry with the same key committed first.
+            Stored::Repeated => self
+                .replayed(caller, key.as_deref().unwrap_or_default())
+                .await?
+                .ok_or_else(|| Error::internal("idempotent original vanished")),
         }
+    }
+
+    /// Checks that the caller may post now, in the conversation it named
+    /// (opening the direct message to a recipient), and returns its id.
+    async fn admit(
+        &self,
+        caller: &Caller,
+        channel_id: Option<String>,
+        recipient_id: Option<String>,
+        thread_id: Option<&str>,
+    ) -> Result<String> {
         let budget_key = format!("ratelimit:send:{}", caller.user_id);
         if !within_budget(self.limit.counters.as_ref(), &budget_key, self.limit.per_minute).await {
             return Err(Error::ResourceExhausted(format!(
@@ -190,63 +248,14 @@ impl MessagingService {
             (None, Some(recipient)) => self.open_dm(caller, recipient).await?,
             (None, None) => return Err(Error::invalid("channel_id", "is required")),
         };
-        self.access(caller, &channel_id).await?.require_writable()?;
-        if let Some(thread) = &thread_id {
+        self.member_access(caller, &channel_id).await?.require_writable()?;
+        if let Some(thread) = thread_id {
             let parent = self.find(thread).await.map_err(|_| Error::not_found(format!("thread {thread} not found")))?;
             if parent.channel_id != channel_id || parent.thread_id.is_some() {
                 return Err(Error::invalid("thread_id", "must be a top-level message of the same conversation"));
             }
         }
-
-        let now = now_micros();
-        let txn = self.db.writer.begin().await?;
-        let seq = log::next_seq(&txn, &channel_id).await?;
-        let stored = message::ActiveModel {
-            message_id: Set(new_id()),
-            channel_id: Set(channel_id.clone()),
-            seq: Set(seq),
-            sender_id: Set(caller.user_id.clone()),
-            text: Set(req.text),
-            thread_id: Set(thread_id),
-            file_ids: Set(file_ids.join(",")),
-            version: Set(1),
-            created_at: Set(now),
-            edited_at: Set(None),
-            deleted_at: Set(None),
-            recalled: Set(false),
-            pinned_at: Set(None),
-            pinned_by: Set(None),
-        }
-        .insert(&txn)
-        .await?;
-        if let Some(key) = &key {
-            let recorded = idempotency::ActiveModel {
-                sender_id: Set(caller.user_id.clone()),
-                idempotency_key: Set(key.clone()),
-                message_id: Set(stored.message_id.clone()),
-                created_at: Set(now),
-            }
-            .insert(&txn)
-            .await;
-            if let Err(err) = recorded {
-                // A concurrent retry with the same key committed first.
-                if is_unique_violation(&err) {
-                    drop(txn);
-                    return self
-                        .replayed(caller, key)
-                        .await?
-                        .ok_or_else(|| Error::internal("idempotent original vanished"));
-                }
-                return Err(err.into());
-            }
-        }
-        let created = to_proto(&stored);
-        let event =
-            log::append_at(&txn, &channel_id, seq, &caller.user_id, Kind::MessageCreated(created.clone())).await?;
-        self.domain_event(&txn, "message.created", &stored, seq, &caller.user_id).await?;
-        txn.commit().await?;
-        self.publish(&[event]).await;
-        Ok(created)
+        Ok(channel_id)
     }
 
     async fn replayed(&self, caller: &Caller, key: &str) -> Result<Option<pb::Message>> {
@@ -470,7 +479,7 @@ impl MessagingService {
             }
         };
         v.finish()?;
-        self.access(caller, &channel_id).await?;
+        self.member_access(caller, &channel_id).await?;
         let mut query = message::Entity::find().filter(message::Column::ChannelId.eq(&channel_id));
         if let Some(thread) = &thread_id {
             query = query.filter(message::Column::ThreadId.eq(thread));
@@ -515,7 +524,7 @@ impl MessagingService {
             v.add("after_seq", "must not be negative");
         }
         v.finish()?;
-        self.access(caller, &channel_id).await?;
+        self.member_access(caller, &channel_id).await?;
         let head_seq = self.head_seq(&channel_id).await?;
         let rows = channel_event::Entity::find()
             .filter(channel_event::Column::ChannelId.eq(&channel_id))
@@ -583,6 +592,24 @@ impl MessagingService {
             .exec(&self.db.writer)
             .await?;
         self.read_state(&channel_id, &caller.user_id).await
+    }
+}
+
+/// Applies other nodes' notices that a channel's access changed, for as long
+/// as the node runs.
+async fn forget_on_notice(pubsub: Arc<dyn PubSub>, remembered: Arc<AccessCache>) {
+    use tokio::sync::broadcast::error::RecvError;
+    let mut notices = pubsub.subscribe(ACCESS_TOPIC).await;
+    loop {
+        match notices.recv().await {
+            Ok(payload) => match Frame::decode(payload) {
+                Some(Frame::Event(channel_id)) => remembered.on_notice(&channel_id),
+                // Notices may have been missed.
+                _ => remembered.clear(),
+            },
+            Err(RecvError::Lagged(_)) => remembered.clear(),
+            Err(RecvError::Closed) => return,
+        }
     }
 }
 

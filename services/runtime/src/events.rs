@@ -127,6 +127,28 @@ pub async fn enqueue<C: ConnectionTrait>(conn: &C, topic: &str, key: &str, event
     Ok(())
 }
 
+/// An event for `enqueue_many`.
+pub struct NewEvent {
+    pub topic: &'static str,
+    pub key: String,
+    pub event: Event,
+}
+
+/// Writes several events to the outbox in one statement, in order.
+pub async fn enqueue_many<C: ConnectionTrait>(conn: &C, events: &[NewEvent]) -> Result<(), DbErr> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let now = now_micros();
+    let mut insert = Query::insert();
+    insert.into_table("outbox").columns(["topic", "event_key", "payload", "created_at"]);
+    for e in events {
+        insert.values_panic([e.topic.into(), e.key.clone().into(), e.event.encode_to_vec().into(), now.into()]);
+    }
+    conn.execute(&insert).await?;
+    Ok(())
+}
+
 /// Records that a consumer applied an event; false if it already had. Call
 /// inside the consumer's transaction so the mark and the effect commit together.
 pub async fn mark_processed<C: ConnectionTrait>(conn: &C, event_id: &str) -> Result<bool, DbErr> {

@@ -1,0 +1,180 @@
+//! Micro-benchmarks of the three paths every message takes: checking the
+//! caller's token, taking a sequence number and storing the message, and
+//! fanning the stored event out to the streams that follow its channel.
+//! `colink bench` measures the whole node; these isolate the parts.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use colink_migrations::MigratorTrait;
+use colink_proto::messaging::v1::channel_event::Kind;
+use colink_proto::messaging::v1::{ChannelEvent, Message};
+use colink_proto::realtime::v1::{ServerFrame, server_frame::Frame as ServerFrameKind};
+use colink_runtime::auth::TokenVerifier;
+use colink_runtime::config::DatabaseConfig;
+use colink_runtime::events::{InProcessEventLog, spawn_relay};
+use colink_runtime::ids::{new_id, now_micros, timestamp};
+use colink_runtime::pubsub::{Frame, MemoryPubSub, PubSub, channel_topic};
+use colink_runtime::token::{self, Claims};
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use ed25519_dalek::SigningKey;
+use prost::Message as _;
+
+const ISSUER: &str = "colink-bench";
+
+fn runtime() -> tokio::runtime::Runtime {
+    match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(rt) => rt,
+        Err(err) => panic!("cannot start a tokio runtime: {err}"),
+    }
+}
+
+fn signed_token(key: &SigningKey) -> String {
+    let now = now_micros() / 1_000_000;
+    let claims = Claims {
+        iss: ISSUER.into(),
+        sub: new_id(),
+        sid: new_id(),
+        usr: "bench".into(),
+        role: "member".into(),
+        iat: now,
+        exp: now + 3_600,
+    };
+    token::sign(&claims, "k1", key)
+}
+
+fn token_check(c: &mut Criterion) {
+    let key = SigningKey::from_bytes(&[7; 32]);
+    let public = key.verifying_key();
+    let token = signed_token(&key);
+    let now = now_micros() / 1_000_000;
+    let mut group = c.benchmark_group("token_check");
+    group.bench_function("signature", |b| {
+        b.iter(|| token::verify(std::hint::black_box(&token), &public, ISSUER, now));
+    });
+    let rt = runtime();
+    let verifier = rt.block_on(async {
+        // The key is known up front, so no call reaches this address.
+        let auth = tonic::transport::Endpoint::from_static("http://127.0.0.1:9").connect_lazy();
+        let verifier = TokenVerifier::new(ISSUER.into(), auth);
+        verifier.preload("k1", public).await;
+        verifier
+    });
+    group.bench_function("remembered", |b| {
+        b.to_async(&rt).iter(|| async {
+            if verifier.verify(std::hint::black_box(&token)).await.is_err() {
+                panic!("the bench token was refused");
+            }
+        });
+    });
+    group.finish();
+}
+
+fn seq_and_insert(c: &mut Criterion) {
+    let rt = runtime();
+    let dir = match tempfile::tempdir() {
+        Ok(dir) => dir,
+        Err(err) => panic!("cannot make a temporary directory: {err}"),
+    };
+    let (writer, channels) = rt.block_on(async {
+        let db = match colink_runtime::db::connect(&DatabaseConfig::default(), dir.path(), "messaging").await {
+            Ok(db) => db,
+            Err(err) => panic!("cannot open the bench database: {err}"),
+        };
+        if let Err(err) = colink_migrations::messaging::Migrator::up(&db.writer, None).await {
+            panic!("cannot migrate the bench database: {err}");
+        }
+        let (_stop, shutdown) = tokio::sync::watch::channel(false);
+        let (outbox, _relay) = spawn_relay("messaging", db.clone(), Arc::new(InProcessEventLog::default()), shutdown);
+        let pubsub: Arc<dyn PubSub> = Arc::new(MemoryPubSub::new(1024));
+        let channels: Vec<String> = (0..16).map(|_| new_id()).collect();
+        (colink_messaging::commit::GroupCommit::spawn(db, outbox, pubsub), channels)
+    });
+    let sender = new_id();
+    let message = |i: usize| colink_messaging::commit::NewMessage {
+        sender_id: sender.clone(),
+        channel_id: channels[i % channels.len()].clone(),
+        text: "a message of ordinary length, about sixty characters long".into(),
+        thread_id: None,
+        file_ids: Vec::new(),
+        idempotency_key: Some(new_id()),
+    };
+    let mut group = c.benchmark_group("seq_and_insert");
+    group.sample_size(20).measurement_time(Duration::from_secs(10));
+    for concurrent in [1_usize, 64] {
+        group.throughput(Throughput::Elements(concurrent as u64));
+        group.bench_function(format!("{concurrent} concurrent sends"), |b| {
+            b.to_async(&rt).iter_batched(
+                || (0..concurrent).map(message).collect::<Vec<_>>(),
+                |batch| async {
+                    let sends = batch.into_iter().map(|m| {
+                        let writer = writer.clone();
+                        tokio::spawn(async move { writer.store(m).await })
+                    });
+                    for send in futures_util::future::join_all(sends).await {
+                        if !matches!(send, Ok(Ok(_))) {
+                            panic!("a bench send failed");
+                        }
+                    }
+                },
+                BatchSize::SmallInput,
+            );
+        });
+    }
+    group.finish();
+}
+
+fn fan_out(c: &mut Criterion) {
+    let rt = runtime();
+    let channel_id = new_id();
+    let event = ChannelEvent {
+        channel_id: channel_id.clone(),
+        seq: 42,
+        occur_time: Some(timestamp(now_micros())),
+        actor_id: new_id(),
+        kind: Some(Kind::MessageCreated(Message {
+            message_id: new_id(),
+            channel_id: channel_id.clone(),
+            seq: 42,
+            sender_id: new_id(),
+            text: "a message of ordinary length, about sixty characters long".into(),
+            version: 1,
+            create_time: Some(timestamp(now_micros())),
+            ..Default::default()
+        })),
+    };
+    let mut group = c.benchmark_group("fan_out");
+    for streams in [100_usize, 10_000] {
+        group.throughput(Throughput::Elements(streams as u64));
+        let pubsub = MemoryPubSub::new(16);
+        let topic = channel_topic(&channel_id);
+        let mut receivers = rt.block_on(async {
+            let mut receivers = Vec::with_capacity(streams);
+            for _ in 0..streams {
+                receivers.push(pubsub.subscribe(&topic).await);
+            }
+            receivers
+        });
+        // One publish, then what each stream does with it: decode the frame
+        // and the event, and encode the frame its client receives.
+        group.bench_function(format!("{streams} streams"), |b| {
+            b.iter(|| {
+                let frame = Frame::Event(event.encode_to_vec().into()).encode();
+                rt.block_on(pubsub.publish(&topic, frame));
+                let mut bytes = 0;
+                for receiver in &mut receivers {
+                    let Ok(payload) = receiver.try_recv() else { panic!("a stream missed the event") };
+                    let Some(Frame::Event(body)) = Frame::decode(payload) else { panic!("not an event frame") };
+                    let Ok(delivered) = ChannelEvent::decode(body) else { panic!("undecodable event") };
+                    let out = ServerFrame { frame: Some(ServerFrameKind::Event(delivered)) };
+                    bytes += out.encode_to_vec().len();
+                }
+                bytes
+            });
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(hot_paths, token_check, seq_and_insert, fan_out);
+criterion_main!(hot_paths);
