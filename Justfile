@@ -55,6 +55,11 @@ bench postgres="postgres://postgres@127.0.0.1:5432":
     cargo build --release -q -p colink
     "$CARGO_TARGET_DIR/release/colink" bench --size standard --postgres {{postgres}} --markdown BENCHMARKS.md
 
+# Criterion micro-benchmarks of the hot paths: token check, sequence
+# allocation with the insert, and fan-out decode/encode per stream.
+micro:
+    cargo bench -p colink --bench hot_paths
+
 # The test suite (embedded backends; needs no servers).
 test:
     cargo test --workspace

@@ -205,3 +205,87 @@ async fn every_change_takes_the_next_sequence_without_gaps() {
     assert_eq!(seqs, [1, 2, 3, 4, 5]);
     assert_eq!(events.head_seq, 5);
 }
+
+#[tokio::test]
+async fn concurrent_sends_get_gap_free_sequences_and_a_repeated_key_stores_once() {
+    let app = TestApp::spawn().await;
+    let alice = app.register("alice").await;
+    let rooms = [
+        app.create_channel(&alice, "one", ChannelKind::Public, &[]).await,
+        app.create_channel(&alice, "two", ChannelKind::Public, &[]).await,
+    ];
+    // Forty sends at once, spread over two channels, four of them retries
+    // of one idempotency key: they share transactions.
+    let sends = (0..40).map(|i| {
+        let mut client = app.messaging();
+        let key = if i % 10 == 0 { "same-key".to_string() } else { String::new() };
+        let request = SendMessageRequest {
+            channel_id: rooms[i % 2].channel_id.clone(),
+            text: format!("m{i}"),
+            idempotency_key: key,
+            ..Default::default()
+        };
+        let request = alice.req(request);
+        async move { client.send_message(request).await.map(|r| r.into_inner().message.unwrap_or_default()) }
+    });
+    let sent: Vec<_> = futures_util::future::join_all(sends).await.into_iter().map(Result::unwrap).collect();
+    let repeated: Vec<_> = sent.iter().enumerate().filter(|(i, _)| i % 10 == 0).map(|(_, m)| m).collect();
+    assert!(repeated.iter().all(|m| *m == repeated[0]), "one key, one message");
+    for room in &rooms {
+        let request = ListChannelEventsRequest { channel_id: room.channel_id.clone(), after_seq: 0, page_size: 500 };
+        let log = app.messaging().list_channel_events(alice.req(request)).await.unwrap().into_inner().events;
+        let seqs: Vec<i64> = log.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, (1..=log.len() as i64).collect::<Vec<_>>(), "the log of {} has a gap", room.name);
+        let mut logged: Vec<i64> = log
+            .iter()
+            .filter_map(|e| match &e.kind {
+                Some(colink_proto::messaging::v1::channel_event::Kind::MessageCreated(m)) => Some(m.seq),
+                _ => None,
+            })
+            .collect();
+        let mut acknowledged: Vec<i64> =
+            sent.iter().filter(|m| m.channel_id == room.channel_id).map(|m| m.seq).collect();
+        acknowledged.sort_unstable();
+        acknowledged.dedup();
+        logged.sort_unstable();
+        assert_eq!(logged, acknowledged, "every acknowledged send is in the log of {}, once", room.name);
+    }
+    let stored: usize = futures_util::future::join_all(rooms.iter().map(|room| {
+        let mut client = app.messaging();
+        let request = alice.req(ListMessagesRequest { channel_id: room.channel_id.clone(), ..Default::default() });
+        async move { client.list_messages(request).await.unwrap().into_inner().messages.len() }
+    }))
+    .await
+    .into_iter()
+    .sum();
+    assert_eq!(stored, 37);
+}
+
+#[tokio::test]
+async fn a_removed_member_cannot_post_after_posting_before() {
+    let app = TestApp::spawn().await;
+    let alice = app.register("alice").await;
+    let bob = app.register("bob").await;
+    let room = app.create_channel(&alice, "room", ChannelKind::Private, &[&bob]).await;
+    // Bob's right to post is now remembered.
+    app.send(&bob, &room.channel_id, "hello").await;
+    let remove = colink_proto::channels::v1::RemoveMemberRequest {
+        channel_id: room.channel_id.clone(),
+        user_id: bob.user_id.clone(),
+    };
+    app.channels().remove_member(alice.req(remove)).await.unwrap();
+    let post =
+        SendMessageRequest { channel_id: room.channel_id.clone(), text: "still here?".into(), ..Default::default() };
+    // The removal reaches messaging as an event; it must be honoured promptly.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        match app.messaging().send_message(bob.req(post.clone())).await {
+            Err(status) => {
+                assert_eq!(status.code(), Code::PermissionDenied);
+                break;
+            }
+            Ok(_) => assert!(tokio::time::Instant::now() < deadline, "a removed member could still post"),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
