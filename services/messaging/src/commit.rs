@@ -8,18 +8,18 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
-use colink_proto::events::v1::{MessageChanged, event::Payload};
+use colink_proto::messaging::v1 as pb;
 use colink_proto::messaging::v1::channel_event::Kind;
-use colink_proto::messaging::v1::{self as pb, ChannelEvent};
 use colink_runtime::db::Db;
 use colink_runtime::events::{self, MESSAGE_EVENTS, Outbox};
-use colink_runtime::ids::{new_id, now_micros, timestamp};
+use colink_runtime::ids::{new_id, now_micros};
 use colink_runtime::pubsub::{Frame, PubSub, channel_topic};
 use prost::Message as _;
 use sea_orm::sea_query::{Expr, OnConflict, Query};
-use sea_orm::{ConnectionTrait, DbErr, EntityTrait, Set, TransactionTrait};
+use sea_orm::{ActiveModelTrait, ConnectionTrait, DbErr, EntityTrait, IntoActiveModel, TransactionTrait};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::log;
 use crate::store::{channel_event, message};
 
 /// The most sends one transaction takes; it keeps every multi-row statement
@@ -119,7 +119,7 @@ impl Writer {
         let mut next = firsts;
         let now = now_micros();
         let mut rows = Vec::new();
-        let mut log = Vec::new();
+        let mut appended = Vec::new();
         let mut outgoing = Vec::new();
         let mut results = Vec::with_capacity(messages.len());
         for ((m, id), fresh) in messages.iter().zip(ids).zip(fresh) {
@@ -133,35 +133,32 @@ impl Writer {
             let stored = model(m, id, *seq, now);
             *seq += 1;
             let created = crate::to_proto(&stored);
-            let event = ChannelEvent {
-                channel_id: stored.channel_id.clone(),
-                seq: stored.seq,
-                occur_time: Some(timestamp(now)),
-                actor_id: stored.sender_id.clone(),
-                kind: Some(Kind::MessageCreated(created.clone())),
-            };
+            let event = log::event(
+                &stored.channel_id,
+                stored.seq,
+                &stored.sender_id,
+                Kind::MessageCreated(created.clone()),
+                now,
+            );
             outgoing.push(domain_event(&stored));
-            log.push(event);
+            appended.push(event);
             rows.push(stored);
             results.push(Stored::Created(Box::new(created)));
         }
         if !rows.is_empty() {
-            let entries = log.iter().map(|e| channel_event::ActiveModel {
-                channel_id: Set(e.channel_id.clone()),
-                seq: Set(e.seq),
-                payload: Set(e.encode_to_vec()),
-                created_at: Set(now),
-            });
-            message::Entity::insert_many(rows.into_iter().map(active)).exec_without_returning(&txn).await?;
+            // Every column is written: `reset_all` marks them all as set.
+            let rows = rows.into_iter().map(|m| m.into_active_model().reset_all());
+            message::Entity::insert_many(rows).exec_without_returning(&txn).await?;
+            let entries = appended.iter().map(|e| log::row(e, now));
             channel_event::Entity::insert_many(entries).exec_without_returning(&txn).await?;
             events::enqueue_many(&txn, &outgoing).await?;
         }
         txn.commit().await?;
-        for event in &log {
+        for event in &appended {
             let frame = Frame::Event(event.encode_to_vec().into()).encode();
             self.pubsub.publish(&channel_topic(&event.channel_id), frame).await;
         }
-        if !log.is_empty() {
+        if !appended.is_empty() {
             self.outbox.notify();
         }
         Ok(results)
@@ -261,36 +258,10 @@ fn model(m: &NewMessage, message_id: String, seq: i64, now: i64) -> message::Mod
     }
 }
 
-fn active(m: message::Model) -> message::ActiveModel {
-    message::ActiveModel {
-        message_id: Set(m.message_id),
-        channel_id: Set(m.channel_id),
-        seq: Set(m.seq),
-        sender_id: Set(m.sender_id),
-        text: Set(m.text),
-        thread_id: Set(m.thread_id),
-        file_ids: Set(m.file_ids),
-        version: Set(m.version),
-        created_at: Set(m.created_at),
-        edited_at: Set(m.edited_at),
-        deleted_at: Set(m.deleted_at),
-        recalled: Set(m.recalled),
-        pinned_at: Set(m.pinned_at),
-        pinned_by: Set(m.pinned_by),
-    }
-}
-
 fn domain_event(m: &message::Model) -> events::NewEvent {
-    let payload = Payload::MessageChanged(MessageChanged {
-        message_id: m.message_id.clone(),
-        channel_id: m.channel_id.clone(),
-        sender_id: m.sender_id.clone(),
-        seq: m.seq,
-        text: m.text.clone(),
-    });
     events::NewEvent {
         topic: MESSAGE_EVENTS,
         key: m.channel_id.clone(),
-        event: events::event("message.created", &m.sender_id, payload),
+        event: events::event("message.created", &m.sender_id, crate::message_changed(m, m.seq)),
     }
 }

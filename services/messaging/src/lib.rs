@@ -166,14 +166,8 @@ impl MessagingService {
         seq: i64,
         actor: &str,
     ) -> Result<()> {
-        let payload = Payload::MessageChanged(MessageChanged {
-            message_id: m.message_id.clone(),
-            channel_id: m.channel_id.clone(),
-            sender_id: m.sender_id.clone(),
-            seq,
-            text: m.text.clone(),
-        });
-        events::enqueue(txn, MESSAGE_EVENTS, &m.channel_id, &events::event(kind, actor, payload)).await?;
+        events::enqueue(txn, MESSAGE_EVENTS, &m.channel_id, &events::event(kind, actor, message_changed(m, seq)))
+            .await?;
         Ok(())
     }
 
@@ -611,6 +605,17 @@ async fn forget_on_notice(pubsub: Arc<dyn PubSub>, remembered: Arc<AccessCache>)
             Err(RecvError::Closed) => return,
         }
     }
+}
+
+/// The `message.events` payload describing a message at a sequence.
+fn message_changed(m: &message::Model, seq: i64) -> Payload {
+    Payload::MessageChanged(MessageChanged {
+        message_id: m.message_id.clone(),
+        channel_id: m.channel_id.clone(),
+        sender_id: m.sender_id.clone(),
+        seq,
+        text: m.text.clone(),
+    })
 }
 
 fn to_proto(m: &message::Model) -> pb::Message {

@@ -47,20 +47,28 @@ pub async fn append_at<C: ConnectionTrait>(
     kind: Kind,
 ) -> Result<ChannelEvent, DbErr> {
     let now = now_micros();
-    let event = ChannelEvent {
+    let event = event(channel_id, seq, actor_id, kind, now);
+    row(&event, now).insert(txn).await?;
+    Ok(event)
+}
+
+/// A log entry at a sequence already taken.
+pub fn event(channel_id: &str, seq: i64, actor_id: &str, kind: Kind, now: i64) -> ChannelEvent {
+    ChannelEvent {
         channel_id: channel_id.to_string(),
         seq,
         occur_time: Some(timestamp(now)),
         actor_id: actor_id.to_string(),
         kind: Some(kind),
-    };
+    }
+}
+
+/// The stored row of a log entry.
+pub fn row(event: &ChannelEvent, now: i64) -> channel_event::ActiveModel {
     channel_event::ActiveModel {
-        channel_id: Set(channel_id.to_string()),
-        seq: Set(seq),
-        payload: Set(prost::Message::encode_to_vec(&event)),
+        channel_id: Set(event.channel_id.clone()),
+        seq: Set(event.seq),
+        payload: Set(prost::Message::encode_to_vec(event)),
         created_at: Set(now),
     }
-    .insert(txn)
-    .await?;
-    Ok(event)
 }

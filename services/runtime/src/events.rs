@@ -118,13 +118,7 @@ pub fn event(kind: &str, actor_id: &str, payload: colink_proto::events::v1::even
 
 /// Writes an event to the outbox; call inside the transaction of the change.
 pub async fn enqueue<C: ConnectionTrait>(conn: &C, topic: &str, key: &str, event: &Event) -> Result<(), DbErr> {
-    let insert = Query::insert()
-        .into_table("outbox")
-        .columns(["topic", "event_key", "payload", "created_at"])
-        .values_panic([topic.into(), key.into(), event.encode_to_vec().into(), now_micros().into()])
-        .to_owned();
-    conn.execute(&insert).await?;
-    Ok(())
+    insert_outbox(conn, [(topic, key, event)]).await
 }
 
 /// An event for `enqueue_many`.
@@ -136,16 +130,24 @@ pub struct NewEvent {
 
 /// Writes several events to the outbox in one statement, in order.
 pub async fn enqueue_many<C: ConnectionTrait>(conn: &C, events: &[NewEvent]) -> Result<(), DbErr> {
-    if events.is_empty() {
-        return Ok(());
-    }
+    insert_outbox(conn, events.iter().map(|e| (e.topic, e.key.as_str(), &e.event))).await
+}
+
+async fn insert_outbox<'a, C: ConnectionTrait>(
+    conn: &C,
+    events: impl IntoIterator<Item = (&'a str, &'a str, &'a Event)>,
+) -> Result<(), DbErr> {
     let now = now_micros();
     let mut insert = Query::insert();
     insert.into_table("outbox").columns(["topic", "event_key", "payload", "created_at"]);
-    for e in events {
-        insert.values_panic([e.topic.into(), e.key.clone().into(), e.event.encode_to_vec().into(), now.into()]);
+    let mut empty = true;
+    for (topic, key, event) in events {
+        insert.values_panic([topic.into(), key.into(), event.encode_to_vec().into(), now.into()]);
+        empty = false;
     }
-    conn.execute(&insert).await?;
+    if !empty {
+        conn.execute(&insert).await?;
+    }
     Ok(())
 }
 
