@@ -10,6 +10,7 @@ use colink_migrations::MigratorTrait;
 use colink_proto::messaging::v1::channel_event::Kind;
 use colink_proto::messaging::v1::{ChannelEvent, Message};
 use colink_proto::realtime::v1::{ServerFrame, server_frame::Frame as ServerFrameKind};
+use colink_realtime::wire::{EventHead, Outgoing};
 use colink_runtime::auth::TokenVerifier;
 use colink_runtime::config::DatabaseConfig;
 use colink_runtime::events::{InProcessEventLog, spawn_relay};
@@ -155,25 +156,50 @@ fn fan_out(c: &mut Criterion) {
             }
             receivers
         });
-        // One publish, then what each stream does with it: decode the frame
-        // and the event, and encode the frame its client receives.
-        group.bench_function(format!("{streams} streams"), |b| {
+        // One publish, then what each stream does with it. As streams did
+        // first: decode the event and encode the frame its client receives.
+        let mut out = Vec::with_capacity(1024);
+        group.bench_function(format!("{streams} streams, decode and encode"), |b| {
             b.iter(|| {
                 let frame = Frame::Event(event.encode_to_vec().into()).encode();
                 rt.block_on(pubsub.publish(&topic, frame));
                 let mut bytes = 0;
                 for receiver in &mut receivers {
-                    let Ok(payload) = receiver.try_recv() else { panic!("a stream missed the event") };
-                    let Some(Frame::Event(body)) = Frame::decode(payload) else { panic!("not an event frame") };
+                    let body = received_event(receiver);
                     let Ok(delivered) = ChannelEvent::decode(body) else { panic!("undecodable event") };
-                    let out = ServerFrame { frame: Some(ServerFrameKind::Event(delivered)) };
-                    bytes += out.encode_to_vec().len();
+                    let response = ServerFrame { frame: Some(ServerFrameKind::Event(delivered)) };
+                    out.clear();
+                    prost::encoding::message::encode(1, &response, &mut out);
+                    bytes += out.len();
+                }
+                bytes
+            });
+        });
+        // As they do now: read the event's head, write the bytes as published.
+        group.bench_function(format!("{streams} streams, head only"), |b| {
+            b.iter(|| {
+                let frame = Frame::Event(event.encode_to_vec().into()).encode();
+                rt.block_on(pubsub.publish(&topic, frame));
+                let mut bytes = 0;
+                for receiver in &mut receivers {
+                    let body = received_event(receiver);
+                    let Ok(head) = EventHead::decode(body.clone()) else { panic!("undecodable event") };
+                    assert_eq!(head.seq, 42);
+                    out.clear();
+                    Outgoing::Event(body).write(&mut out);
+                    bytes += out.len();
                 }
                 bytes
             });
         });
     }
     group.finish();
+}
+
+fn received_event(receiver: &mut tokio::sync::broadcast::Receiver<prost::bytes::Bytes>) -> prost::bytes::Bytes {
+    let Ok(payload) = receiver.try_recv() else { panic!("a stream missed the event") };
+    let Some(Frame::Event(body)) = Frame::decode(payload) else { panic!("not an event frame") };
+    body
 }
 
 criterion_group!(hot_paths, token_check, seq_and_insert, fan_out);

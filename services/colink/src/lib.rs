@@ -15,7 +15,7 @@ use colink_channels::ChannelsService;
 use colink_messaging::{MessagingService, SendLimit};
 use colink_migrations::MigratorTrait;
 use colink_presence::PresenceService;
-use colink_realtime::RealtimeService;
+use colink_realtime::{RealtimeServer, RealtimeService};
 use colink_runtime::auth::{AuthLayer, TokenVerifier};
 use colink_runtime::clients::Peers;
 use colink_runtime::config::Config;
@@ -160,7 +160,7 @@ impl Node {
                         shutdown_rx.clone(),
                     );
                     routes.add_service(svc.into_server());
-                    <colink_proto::realtime::v1::realtime_service_server::RealtimeServiceServer<RealtimeService> as NamedService>::NAME
+                    <RealtimeServer as NamedService>::NAME
                 }
                 "presence" => {
                     let svc = PresenceService::new(ephemeral.clone(), pubsub.clone(), peers.channel("channels"));

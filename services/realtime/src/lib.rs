@@ -8,14 +8,17 @@
 //! order per channel whatever happens to pub/sub.
 
 mod session;
+pub mod wire;
 
+use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use colink_proto::channels::v1::channels_service_client::ChannelsServiceClient;
 use colink_proto::messaging::v1::messaging_service_client::MessagingServiceClient;
 use colink_proto::realtime::v1 as pb;
-use colink_proto::realtime::v1::realtime_service_server::{RealtimeService as RealtimeRpc, RealtimeServiceServer};
+use colink_proto::realtime::v1::realtime_service_server;
 use colink_runtime::auth::TokenVerifier;
 use colink_runtime::config::RealtimeConfig;
 use colink_runtime::ephemeral::Ephemeral;
@@ -26,10 +29,14 @@ use futures_util::Stream;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
+use tonic::codegen::{Body, BoxFuture, Service, StdError, http};
+use tonic::server::{Grpc, NamedService};
 use tonic::transport::Channel as GrpcChannel;
 use tonic::{Request, Response, Status, Streaming};
+use tower::service_fn;
 
 use crate::session::{Session, validate_cursors};
+use crate::wire::{FrameCodec, Outgoing};
 
 /// What every stream of this node shares.
 pub(crate) struct Shared {
@@ -68,43 +75,28 @@ impl RealtimeService {
         Self { shared: Arc::new(shared) }
     }
 
-    pub fn into_server(self) -> RealtimeServiceServer<Self> {
-        RealtimeServiceServer::new(self)
+    pub fn into_server(self) -> RealtimeServer {
+        RealtimeServer { service: Arc::new(self) }
     }
 
     /// A session and the frames it produces: its bounded buffer, then its
-    /// last word (a resume hint or an error), if it has one.
-    fn open(&self, caller: Caller) -> (Session, impl Stream<Item = Result<pb::ServerFrame, Status>> + Send + 'static) {
+    /// last word (a resume hint), if it has one.
+    fn open(&self, caller: Caller) -> (Session, FrameStream) {
         let (tx, rx) = mpsc::channel(self.shared.config.stream_buffer);
         let (last_tx, last_rx) = oneshot::channel();
         let session = Session::new(self.shared.clone(), caller, tx, last_tx);
         let last = futures_util::stream::once(last_rx).filter_map(Result::ok);
-        (session, ReceiverStream::new(rx).chain(last))
+        (session, Box::pin(ReceiverStream::new(rx).chain(last).map(Ok)))
     }
-}
 
-type FrameStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
-
-#[tonic::async_trait]
-impl RealtimeRpc for RealtimeService {
-    type ConnectStream = FrameStream<pb::ConnectResponse>;
-    type SubscribeStream = FrameStream<pb::SubscribeResponse>;
-
-    async fn connect(
-        &self,
-        request: Request<Streaming<pb::ConnectRequest>>,
-    ) -> Result<Response<Self::ConnectStream>, Status> {
+    fn connect(&self, request: Request<Streaming<pb::ConnectRequest>>) -> Result<Response<FrameStream>, Status> {
         let caller = caller(&request)?.clone();
         let (session, frames) = self.open(caller);
         tokio::spawn(session.run(Some(request.into_inner()), None));
-        let frames = frames.map(|frame| frame.map(|f| pb::ConnectResponse { frame: Some(f) }));
-        Ok(Response::new(Box::pin(frames)))
+        Ok(Response::new(frames))
     }
 
-    async fn subscribe(
-        &self,
-        request: Request<pb::SubscribeRequest>,
-    ) -> Result<Response<Self::SubscribeStream>, Status> {
+    fn subscribe(&self, request: Request<pb::SubscribeRequest>) -> Result<Response<FrameStream>, Status> {
         let caller = caller(&request)?.clone();
         let request = request.into_inner();
         let mut v = Violations::default();
@@ -113,7 +105,57 @@ impl RealtimeRpc for RealtimeService {
         let (session, frames) = self.open(caller);
         let initial = pb::SubscribeFrame { cursors: request.cursors, all_channels: request.all_channels };
         tokio::spawn(session.run(None, Some(initial)));
-        let frames = frames.map(|frame| frame.map(|f| pb::SubscribeResponse { frame: Some(f) }));
-        Ok(Response::new(Box::pin(frames)))
+        Ok(Response::new(frames))
+    }
+}
+
+type FrameStream = Pin<Box<dyn Stream<Item = Result<Outgoing, Status>> + Send + 'static>>;
+
+const CONNECT_PATH: &str = "/colink.realtime.v1.RealtimeService/Connect";
+const SUBSCRIBE_PATH: &str = "/colink.realtime.v1.RealtimeService/Subscribe";
+
+/// The `colink.realtime.v1.RealtimeService` endpoint.
+///
+/// Wired by hand rather than through the generated server so that its calls
+/// use [`FrameCodec`]: events go out as the bytes they were published as,
+/// and per-stream buffers start small. On the wire it is the same contract;
+/// the generated clients talk to it.
+#[derive(Clone)]
+pub struct RealtimeServer {
+    service: Arc<RealtimeService>,
+}
+
+impl NamedService for RealtimeServer {
+    const NAME: &'static str = realtime_service_server::SERVICE_NAME;
+}
+
+impl<B> Service<http::Request<B>> for RealtimeServer
+where
+    B: Body + Send + 'static,
+    B::Error: Into<StdError> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let service = self.service.clone();
+        match request.uri().path() {
+            CONNECT_PATH => Box::pin(async move {
+                let method =
+                    service_fn(move |r: Request<Streaming<pb::ConnectRequest>>| std::future::ready(service.connect(r)));
+                Ok(Grpc::new(FrameCodec::default()).streaming(method, request).await)
+            }),
+            SUBSCRIBE_PATH => Box::pin(async move {
+                let method =
+                    service_fn(move |r: Request<pb::SubscribeRequest>| std::future::ready(service.subscribe(r)));
+                Ok(Grpc::new(FrameCodec::default()).server_streaming(method, request).await)
+            }),
+            _ => Box::pin(std::future::ready(Ok(Status::unimplemented("no such method").into_http()))),
+        }
     }
 }

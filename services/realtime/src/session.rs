@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use colink_proto::channels::v1::{GetChannelRequest, ListMyChannelsRequest, MemberRole};
 use colink_proto::messaging::v1::channel_event::Kind;
-use colink_proto::messaging::v1::{ChannelEvent, ListChannelEventsRequest};
+use colink_proto::messaging::v1::{ChannelEvent, ListChannelEventsRequest, ListChannelEventsResponse};
 use colink_proto::realtime::v1 as pb;
 use colink_proto::realtime::v1::connect_request::Frame as ClientFrame;
 use colink_proto::realtime::v1::server_frame::Frame;
@@ -26,6 +26,7 @@ use tokio_stream::{StreamExt, StreamMap};
 use tonic::{Code, Status, Streaming};
 
 use crate::Shared;
+use crate::wire::{EventHead, Outgoing};
 
 /// Why a session ends.
 #[derive(Debug)]
@@ -53,9 +54,9 @@ pub struct Session {
     subs: HashMap<String, Subscription>,
     live: StreamMap<String, BroadcastStream<Bytes>>,
     user_feed: Option<BroadcastStream<Bytes>>,
-    out: mpsc::Sender<Result<pb::ServerFrame, Status>>,
+    out: mpsc::Sender<Outgoing>,
     /// The stream's last frame, delivered after everything queued in `out`.
-    last_word: Option<oneshot::Sender<Result<pb::ServerFrame, Status>>>,
+    last_word: Option<oneshot::Sender<Outgoing>>,
 }
 
 /// Checks subscription cursors, naming each bad one.
@@ -75,8 +76,8 @@ impl Session {
     pub fn new(
         shared: Arc<Shared>,
         caller: Caller,
-        out: mpsc::Sender<Result<pb::ServerFrame, Status>>,
-        last_word: oneshot::Sender<Result<pb::ServerFrame, Status>>,
+        out: mpsc::Sender<Outgoing>,
+        last_word: oneshot::Sender<Outgoing>,
     ) -> Self {
         Self {
             shared,
@@ -131,9 +132,9 @@ impl Session {
             .iter()
             .map(|(id, s)| pb::ChannelCursor { channel_id: id.clone(), last_seq: Some(s.last_seq) })
             .collect();
-        let last = frame(Frame::ResumeRequired(pb::ResumeRequiredFrame { reason: reason.into(), cursors }));
+        let last = Outgoing::frame(Frame::ResumeRequired(pb::ResumeRequiredFrame { reason: reason.into(), cursors }));
         if let Some(last_word) = self.last_word.take() {
-            let _ = last_word.send(Ok(last));
+            let _ = last_word.send(last);
         }
     }
 
@@ -143,13 +144,17 @@ impl Session {
     /// buffer is full.
     async fn send(&self, f: Frame) -> Flow {
         if matches!(f, Frame::Typing(_)) {
-            return match self.out.try_send(Ok(frame(f))) {
+            return match self.out.try_send(Outgoing::frame(f)) {
                 Ok(()) | Err(TrySendError::Full(_)) => Ok(()),
                 Err(TrySendError::Closed(_)) => Err(End::Gone),
             };
         }
+        self.queue(Outgoing::frame(f)).await
+    }
+
+    async fn queue(&self, out: Outgoing) -> Flow {
         let grace = Duration::from_millis(self.shared.config.slow_client_grace_ms);
-        match tokio::time::timeout(grace, self.out.send(Ok(frame(f)))).await {
+        match tokio::time::timeout(grace, self.out.send(out)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(End::Gone),
             Err(_) => Err(End::Resume("slow_consumer")),
@@ -262,16 +267,24 @@ impl Session {
                 .await;
         }
         let receiver = self.shared.pubsub.subscribe(&channel_topic(&channel_id)).await;
-        // Reading an empty page checks access and tells the head.
-        let head = match self.fetch(&channel_id, i64::MAX, 1).await {
-            Ok(page) => page.head_seq,
+        // Reading a page checks access and tells the head: with a cursor,
+        // the first page of the replay; without, an empty one.
+        let (after, page_size) = match cursor {
+            Some(seq) => (seq, self.shared.config.replay_page_size),
+            None => (i64::MAX, 1),
+        };
+        let page = match self.fetch(&channel_id, after, page_size).await {
+            Ok(page) => page,
             Err(status) => return self.refused(&channel_id, status).await,
         };
+        let head = page.head_seq;
         self.subs.insert(channel_id.clone(), Subscription { last_seq: cursor.unwrap_or(head), member: None });
         self.live.insert(channel_id.clone(), BroadcastStream::new(receiver));
         self.send(Frame::Subscribed(pb::SubscribedFrame { channel_id: channel_id.clone(), head_seq: head })).await?;
         if cursor.is_some() {
-            self.catch_up(&channel_id).await?;
+            if self.replay(&channel_id, page).await? {
+                self.catch_up(&channel_id).await?;
+            }
             let seq = self.subs.get(&channel_id).map_or(0, |s| s.last_seq);
             self.send(Frame::CaughtUp(pb::CaughtUpFrame { channel_id, seq })).await?;
         }
@@ -304,7 +317,7 @@ impl Session {
         channel_id: &str,
         after_seq: i64,
         page_size: i32,
-    ) -> Result<colink_proto::messaging::v1::ListChannelEventsResponse, Status> {
+    ) -> Result<ListChannelEventsResponse, Status> {
         let request = ListChannelEventsRequest { channel_id: channel_id.to_string(), after_seq, page_size };
         retry_idempotent(|| {
             let mut client = self.shared.messaging.clone();
@@ -317,41 +330,56 @@ impl Session {
 
     /// Replays everything after the channel's cursor from the log.
     async fn catch_up(&mut self, channel_id: &str) -> Flow {
-        let page_size = self.shared.config.replay_page_size;
         loop {
             let Some(after) = self.subs.get(channel_id).map(|s| s.last_seq) else { return Ok(()) };
-            let page = match self.fetch(channel_id, after, page_size).await {
+            let page = match self.fetch(channel_id, after, self.shared.config.replay_page_size).await {
                 Ok(page) => page,
                 Err(status) => return self.refused(channel_id, status).await,
             };
-            let count = page.events.len();
-            for event in page.events {
-                self.deliver(channel_id, event).await?;
-                if !self.subs.contains_key(channel_id) {
-                    return Ok(());
-                }
-            }
-            let last = self.subs.get(channel_id).map_or(0, |s| s.last_seq);
-            if count < page_size as usize || last >= page.head_seq {
+            if !self.replay(channel_id, page).await? {
                 return Ok(());
             }
         }
     }
 
-    /// Sends the next event of a channel and moves its cursor.
-    async fn deliver(&mut self, channel_id: &str, event: ChannelEvent) -> Flow {
-        let Some(last_seq) = self.subs.get(channel_id).map(|s| s.last_seq) else { return Ok(()) };
-        if event.seq <= last_seq {
-            return Ok(());
-        }
-        let seq = event.seq;
-        let left = match &event.kind {
-            Some(Kind::MemberLeft(m)) if m.user_id == self.user_id => {
-                Some(if event.actor_id == self.user_id { "left" } else { "removed" })
+    /// Delivers a page read from the log; tells whether more may follow.
+    async fn replay(&mut self, channel_id: &str, page: ListChannelEventsResponse) -> Result<bool, End> {
+        let full = page.events.len() >= self.shared.config.replay_page_size as usize;
+        for event in page.events {
+            self.deliver_logged(channel_id, event).await?;
+            if !self.subs.contains_key(channel_id) {
+                return Ok(false);
             }
+        }
+        let last = self.subs.get(channel_id).map_or(0, |s| s.last_seq);
+        Ok(full && last < page.head_seq)
+    }
+
+    /// Sends an event read from the log.
+    async fn deliver_logged(&mut self, channel_id: &str, event: ChannelEvent) -> Flow {
+        let left_user = match &event.kind {
+            Some(Kind::MemberLeft(m)) => Some(m.user_id.as_bytes()),
             _ => None,
         };
-        self.send(Frame::Event(event)).await?;
+        let left = self.leaving(event.actor_id.as_bytes(), left_user);
+        let seq = event.seq;
+        self.deliver(channel_id, seq, left, Outgoing::frame(Frame::Event(event))).await
+    }
+
+    /// Why the caller stops following a channel after an event, if it does:
+    /// they left it, or were removed from it.
+    fn leaving(&self, actor_id: &[u8], left_user: Option<&[u8]>) -> Option<&'static str> {
+        let me = self.user_id.as_bytes();
+        (left_user == Some(me)).then_some(if actor_id == me { "left" } else { "removed" })
+    }
+
+    /// Sends the next event of a channel and moves its cursor.
+    async fn deliver(&mut self, channel_id: &str, seq: i64, left: Option<&'static str>, event: Outgoing) -> Flow {
+        let Some(last_seq) = self.subs.get(channel_id).map(|s| s.last_seq) else { return Ok(()) };
+        if seq <= last_seq {
+            return Ok(());
+        }
+        self.queue(event).await?;
         // Only a queued event moves the cursor: a resume must not skip one.
         if let Some(sub) = self.subs.get_mut(channel_id) {
             sub.last_seq = seq;
@@ -375,13 +403,14 @@ impl Session {
         };
         match pubsub::Frame::decode(bytes) {
             Some(pubsub::Frame::Event(body)) => {
-                let Ok(event) = ChannelEvent::decode(body) else { return Ok(()) };
+                let Ok(head) = EventHead::decode(body.clone()) else { return Ok(()) };
                 let Some(last) = self.subs.get(&channel_id).map(|s| s.last_seq) else { return Ok(()) };
-                if event.seq > last + 1 {
+                if head.seq > last + 1 {
                     // A publish went missing; fill the gap (this event included).
                     self.catch_up(&channel_id).await
                 } else {
-                    self.deliver(&channel_id, event).await
+                    let left = self.leaving(&head.actor_id, head.member_left.as_ref().map(|m| m.user_id.as_ref()));
+                    self.deliver(&channel_id, head.seq, left, Outgoing::Event(body)).await
                 }
             }
             Some(pubsub::Frame::Typing(body)) => match pb::TypingEvent::decode(body) {
@@ -485,10 +514,6 @@ fn code_name(code: Code) -> String {
         name.push(c.to_ascii_uppercase());
     }
     name
-}
-
-fn frame(f: Frame) -> pb::ServerFrame {
-    pb::ServerFrame { frame: Some(f) }
 }
 
 fn upstream_end(status: Status) -> End {

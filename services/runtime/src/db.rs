@@ -43,6 +43,10 @@ pub async fn connect(config: &DatabaseConfig, data_dir: &Path, service: &str) ->
             .min_connections(1)
             .connect_timeout(Duration::from_secs(5))
             .acquire_timeout(Duration::from_secs(5))
+            // A ping on every checkout is a round trip per statement; only a
+            // connection idle long enough for a server or proxy to drop it is
+            // worth checking.
+            .test_before_acquire_if_idle_for(Duration::from_secs(10))
             .sqlx_logging(false);
         let pool = Database::connect(options).await?;
         Ok(Db { writer: pool.clone(), reader: pool })
@@ -55,6 +59,8 @@ fn sqlite_options(url: &str, connections: u32) -> ConnectOptions {
         .max_connections(connections)
         .min_connections(1)
         .acquire_timeout(Duration::from_secs(10))
+        // A file does not drop connections: no ping on checkout.
+        .test_before_acquire(false)
         .sqlx_logging(false)
         .map_sqlx_sqlite_opts(|o| {
             o.journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)

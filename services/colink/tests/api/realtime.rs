@@ -126,6 +126,37 @@ async fn a_reconnecting_client_receives_exactly_what_it_missed_then_live_events(
 }
 
 #[tokio::test]
+async fn a_replay_longer_than_a_page_comes_whole_after_the_head() {
+    let app = TestApp::spawn_with(|c| c.realtime.replay_page_size = 4).await;
+    let alice = app.register("alice").await;
+    let bob = app.register("bob").await;
+    let room = app.create_channel(&alice, "room", ChannelKind::Public, &[&bob]).await;
+    let first = app.send(&alice, &room.channel_id, "seen").await;
+    for i in 0..10 {
+        app.send(&alice, &room.channel_id, &format!("missed {i}")).await;
+    }
+
+    let request = SubscribeRequest { cursors: vec![cursor(&room.channel_id, Some(first.seq))], all_channels: false };
+    let mut stream = app.realtime().subscribe(bob.req(request)).await.expect("subscribe").into_inner();
+    match frame(&mut stream).await {
+        Frame::Subscribed(s) => assert_eq!(s.head_seq, first.seq + 10),
+        other => panic!("expected the head first, got {other:?}"),
+    }
+    let replayed = events(&mut stream, 10).await;
+    let texts: Vec<String> = replayed.iter().map(|e| created_text(&e.kind)).collect();
+    assert_eq!(texts, (0..10).map(|i| format!("missed {i}")).collect::<Vec<_>>());
+    assert_eq!(
+        replayed.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        ((first.seq + 1)..=(first.seq + 10)).collect::<Vec<_>>()
+    );
+    match frame(&mut stream).await {
+        Frame::CaughtUp(c) => assert_eq!(c.seq, first.seq + 10),
+        other => panic!("expected caught-up, got {other:?}"),
+    }
+    assert_quiet(&mut stream).await;
+}
+
+#[tokio::test]
 async fn edits_and_deletions_arrive_live() {
     let app = TestApp::spawn().await;
     let alice = app.register("alice").await;
@@ -281,4 +312,49 @@ async fn streams_renew_their_token_and_unsubscribe_on_request() {
     }
     app.send(&alice, &room.channel_id, "nobody listens").await;
     assert_quiet(&mut rx).await;
+}
+
+#[tokio::test]
+async fn a_browser_follows_a_channel_over_grpc_web() {
+    use prost::Message as _;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let app = TestApp::spawn().await;
+    let alice = app.register("alice").await;
+    let bob = app.register("bob").await;
+    let room = app.create_channel(&alice, "room", ChannelKind::Public, &[&bob]).await;
+
+    let addr = app.uri().trim_start_matches("http://").to_string();
+    let mut socket = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let body = SubscribeRequest { cursors: vec![cursor(&room.channel_id, None)], all_channels: false }.encode_to_vec();
+    let mut framed = vec![0];
+    framed.extend_from_slice(&u32::try_from(body.len()).unwrap().to_be_bytes());
+    framed.extend_from_slice(&body);
+    let request = format!(
+        "POST /colink.realtime.v1.RealtimeService/Subscribe HTTP/1.1\r\nHost: {addr}\r\n\
+         Content-Type: application/grpc-web+proto\r\nX-Grpc-Web: 1\r\nAuthorization: Bearer {}\r\n\
+         Content-Length: {}\r\n\r\n",
+        bob.token(),
+        framed.len()
+    );
+    socket.write_all(request.as_bytes()).await.unwrap();
+    socket.write_all(&framed).await.unwrap();
+
+    // Reads the open response until it holds `needle`.
+    let mut received = Vec::new();
+    let mut read_until = async |needle: &[u8]| {
+        let mut chunk = [0u8; 4096];
+        while !received.windows(needle.len()).any(|w| w == needle) {
+            let n = tokio::time::timeout(crate::helpers::WAIT, socket.read(&mut chunk)).await.unwrap().unwrap();
+            assert!(n > 0, "the stream ended early: {}", String::from_utf8_lossy(&received));
+            received.extend_from_slice(&chunk[..n]);
+        }
+    };
+    read_until(b"HTTP/1.1 200").await;
+    // The Subscribed frame names the channel.
+    read_until(room.channel_id.as_bytes()).await;
+    app.send(&alice, &room.channel_id, "hello browser").await;
+    read_until(b"hello browser").await;
+    let text = String::from_utf8_lossy(&received);
+    assert!(text.contains("application/grpc-web"), "{text}");
 }
