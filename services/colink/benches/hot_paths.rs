@@ -20,6 +20,8 @@ use colink_runtime::token::{self, Claims};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use ed25519_dalek::SigningKey;
 use prost::Message as _;
+use prost::bytes::Bytes;
+use tokio::sync::broadcast::Receiver;
 
 const ISSUER: &str = "colink-bench";
 
@@ -161,45 +163,50 @@ fn fan_out(c: &mut Criterion) {
         let mut out = Vec::with_capacity(1024);
         group.bench_function(format!("{streams} streams, decode and encode"), |b| {
             b.iter(|| {
-                let frame = Frame::Event(event.encode_to_vec().into()).encode();
-                rt.block_on(pubsub.publish(&topic, frame));
-                let mut bytes = 0;
-                for receiver in &mut receivers {
-                    let body = received_event(receiver);
+                publish_to_all(&rt, &pubsub, &topic, &event, &mut receivers, |body| {
                     let Ok(delivered) = ChannelEvent::decode(body) else { panic!("undecodable event") };
                     let response = ServerFrame { frame: Some(ServerFrameKind::Event(delivered)) };
                     out.clear();
                     prost::encoding::message::encode(1, &response, &mut out);
-                    bytes += out.len();
-                }
-                bytes
+                    out.len()
+                })
             });
         });
         // As they do now: read the event's head, write the bytes as published.
         group.bench_function(format!("{streams} streams, head only"), |b| {
             b.iter(|| {
-                let frame = Frame::Event(event.encode_to_vec().into()).encode();
-                rt.block_on(pubsub.publish(&topic, frame));
-                let mut bytes = 0;
-                for receiver in &mut receivers {
-                    let body = received_event(receiver);
+                publish_to_all(&rt, &pubsub, &topic, &event, &mut receivers, |body| {
                     let Ok(head) = EventHead::decode(body.clone()) else { panic!("undecodable event") };
                     assert_eq!(head.seq, 42);
                     out.clear();
                     Outgoing::Event(body).write(&mut out);
-                    bytes += out.len();
-                }
-                bytes
+                    out.len()
+                })
             });
         });
     }
     group.finish();
 }
 
-fn received_event(receiver: &mut tokio::sync::broadcast::Receiver<prost::bytes::Bytes>) -> prost::bytes::Bytes {
-    let Ok(payload) = receiver.try_recv() else { panic!("a stream missed the event") };
-    let Some(Frame::Event(body)) = Frame::decode(payload) else { panic!("not an event frame") };
-    body
+/// Publishes the event once and hands each stream's copy of its body to
+/// `deliver`; returns the bytes written for all streams.
+fn publish_to_all(
+    rt: &tokio::runtime::Runtime,
+    pubsub: &MemoryPubSub,
+    topic: &str,
+    event: &ChannelEvent,
+    receivers: &mut [Receiver<Bytes>],
+    mut deliver: impl FnMut(Bytes) -> usize,
+) -> usize {
+    let frame = Frame::Event(event.encode_to_vec().into()).encode();
+    rt.block_on(pubsub.publish(topic, frame));
+    let mut bytes = 0;
+    for receiver in receivers {
+        let Ok(payload) = receiver.try_recv() else { panic!("a stream missed the event") };
+        let Some(Frame::Event(body)) = Frame::decode(payload) else { panic!("not an event frame") };
+        bytes += deliver(body);
+    }
+    bytes
 }
 
 criterion_group!(hot_paths, token_check, seq_and_insert, fan_out);
