@@ -155,7 +155,11 @@ where
                     service_fn(move |r: Request<pb::SubscribeRequest>| std::future::ready(service.subscribe(r)));
                 Ok(Grpc::new(FrameCodec::default()).server_streaming(method, request).await)
             }),
-            _ => Box::pin(std::future::ready(Ok(Status::unimplemented("no such method").into_http()))),
+            // What a generated server answers too: the path names no method of this service.
+            other => {
+                let status = Status::unimplemented(format!("{other} is not a method of {}", Self::NAME));
+                Box::pin(std::future::ready(Ok(status.into_http())))
+            }
         }
     }
 }

@@ -358,3 +358,26 @@ async fn a_browser_follows_a_channel_over_grpc_web() {
     let text = String::from_utf8_lossy(&received);
     assert!(text.contains("application/grpc-web"), "{text}");
 }
+
+#[tokio::test]
+async fn an_unknown_realtime_method_is_named_in_an_unimplemented_answer() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let app = TestApp::spawn().await;
+    let alice = app.register("alice").await;
+    let addr = app.uri().trim_start_matches("http://").to_string();
+    let mut socket = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let request = format!(
+        "POST /colink.realtime.v1.RealtimeService/Teleport HTTP/1.1\r\nHost: {addr}\r\n\
+         Content-Type: application/grpc-web+proto\r\nX-Grpc-Web: 1\r\nAuthorization: Bearer {}\r\n\
+         Content-Length: 5\r\nConnection: close\r\n\r\n",
+        alice.token()
+    );
+    socket.write_all(request.as_bytes()).await.unwrap();
+    socket.write_all(&[0, 0, 0, 0, 0]).await.unwrap();
+    let mut response = Vec::new();
+    tokio::time::timeout(crate::helpers::WAIT, socket.read_to_end(&mut response)).await.unwrap().unwrap();
+    let text = String::from_utf8_lossy(&response);
+    assert!(text.contains("grpc-status: 12") || text.contains("grpc-status:12"), "{text}");
+    assert!(text.contains("Teleport"), "the answer names the method: {text}");
+}
