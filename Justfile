@@ -64,13 +64,13 @@ micro:
 test:
     cargo test --workspace
 
-# Regenerate gen/ (Rust stubs and the descriptor set) from proto/. Needs no protoc and no network.
+# Regenerate gen/ (Rust stubs and the descriptor set) and the 405 routes of envoy/envoy.yaml from proto/. Needs no protoc and no network.
 gen:
     cargo run -q -p colink-codegen
 
-# Fail if gen/ is not what proto/ generates.
+# Fail if gen/ (or the 405 routes in envoy/envoy.yaml) is not what proto/ generates.
 gen-check: gen
-    @test -z "$(git status --porcelain -- gen proto)" || { git status --short -- gen proto; echo "gen/ is stale: run 'just gen' and commit"; exit 1; }
+    @test -z "$(git status --porcelain -- gen proto envoy)" || { git status --short -- gen proto envoy; echo "gen/ or envoy/envoy.yaml is stale: run 'just gen' and commit"; exit 1; }
 
 # Formatting, clippy (warnings are errors) and buf lint.
 lint:

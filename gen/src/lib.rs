@@ -9,6 +9,8 @@ mod generated {
     include!("generated/mod.rs");
 }
 
+pub mod codec;
+
 pub use generated::colink::*;
 
 /// The FileDescriptorSet of every Colink proto and its imports, with source

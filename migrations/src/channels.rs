@@ -3,14 +3,14 @@
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::schema::{big_integer, big_integer_null, boolean, integer, string_len, string_len_null};
 
-use crate::{index, migration_name, outbox_table, unique_index};
+use crate::{add_request_fingerprint, index, migration_name, outbox_table, unique_index};
 
 pub struct Migrator;
 
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(Initial)]
+        vec![Box::new(Initial), Box::new(RequestFingerprints)]
     }
 }
 
@@ -90,5 +90,14 @@ impl MigrationTrait for Initial {
             )
             .await?;
         manager.create_table(outbox_table()).await
+    }
+}
+
+migration_name!(RequestFingerprints, "m0002_channels_request_fingerprints");
+
+#[async_trait::async_trait]
+impl MigrationTrait for RequestFingerprints {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        add_request_fingerprint(manager, "channel_idempotency").await
     }
 }

@@ -51,6 +51,23 @@ pub(crate) fn processed_events_table() -> TableCreateStatement {
         .to_owned()
 }
 
+/// Adds the digest of the request an idempotency key was first used with
+/// (`colink_runtime::ids::request_fingerprint`). Rows from before it have
+/// none.
+pub(crate) async fn add_request_fingerprint(manager: &SchemaManager<'_>, table: &'static str) -> Result<(), DbErr> {
+    if manager.has_column(table, "request_fingerprint").await? {
+        return Ok(());
+    }
+    manager
+        .alter_table(
+            Table::alter()
+                .table(table)
+                .add_column(sea_orm_migration::schema::string_len_null("request_fingerprint", 32))
+                .to_owned(),
+        )
+        .await
+}
+
 /// A non-unique index.
 pub(crate) fn index(name: &'static str, table: &'static str, cols: &[&'static str]) -> IndexCreateStatement {
     let mut index = Index::create();

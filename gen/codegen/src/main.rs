@@ -1,15 +1,23 @@
 //! Regenerates `gen/` from `proto/`: the Rust stubs (messages, clients and
 //! servers) and the binary FileDescriptorSet used by server reflection and by
-//! Envoy's gRPC-JSON transcoder. Run from the workspace root (`just gen`).
+//! Envoy's gRPC-JSON transcoder; and, in envoy/envoy.yaml, the routes that
+//! answer 405 to a REST path called with the wrong method. Run from the
+//! workspace root (`just gen`).
 
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+mod envoy_routes;
+
 const PROTO_ROOT: &str = "proto";
 const RUST_OUT: &str = "gen/src/generated";
 const DESCRIPTOR_OUT: &str = "gen/colink.binpb";
+/// Compiled although no Colink proto imports them: Envoy's transcoder can
+/// render an error's `grpc-status-details-bin` as the JSON body of a REST
+/// error only when the status and every detail type are in the descriptor set.
+const ERROR_PROTOS: [&str; 2] = ["google/rpc/status.proto", "google/rpc/error_details.proto"];
 
 fn main() -> ExitCode {
     match run() {
@@ -28,15 +36,18 @@ fn run() -> Result<usize, Box<dyn std::error::Error>> {
     let mut files = Vec::new();
     collect_protos(Path::new(PROTO_ROOT).join("colink").as_path(), &mut files)?;
     files.sort();
-    let relative: Vec<PathBuf> =
+    let mut relative: Vec<PathBuf> =
         files.iter().map(|f| f.strip_prefix(PROTO_ROOT).map(Path::to_path_buf)).collect::<Result<_, _>>()?;
+    relative.extend(ERROR_PROTOS.iter().map(PathBuf::from));
 
     let mut compiler = protox::Compiler::new([PROTO_ROOT])?;
     compiler.include_source_info(true).include_imports(true);
     compiler.open_files(&relative)?;
     // Encoded by protox itself: going through prost_types would drop the
     // `google.api.http` options, which Envoy's transcoder reads.
-    fs::write(DESCRIPTOR_OUT, compiler.encode_file_descriptor_set())?;
+    let encoded = compiler.encode_file_descriptor_set();
+    fs::write(DESCRIPTOR_OUT, &encoded)?;
+    envoy_routes::write(&encoded)?;
     let descriptors = compiler.file_descriptor_set();
 
     // Start from an empty directory so a removed proto leaves no stale file.
@@ -50,6 +61,8 @@ fn run() -> Result<usize, Box<dyn std::error::Error>> {
         // No `connect` constructors: channels are built in one place (runtime::clients),
         // and they would clash with the realtime `Connect` RPC.
         .build_transport(false)
+        // Undecodable requests are INVALID_ARGUMENT, not INTERNAL (see gen/src/codec.rs).
+        .codec_path("crate::codec::ProtoCodec")
         .emit_rerun_if_changed(false)
         .include_file("mod.rs")
         .out_dir(RUST_OUT)

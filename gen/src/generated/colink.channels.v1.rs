@@ -685,7 +685,7 @@ pub mod channels_service_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::codec::ProtoCodec::default();
             let path = http::uri::PathAndQuery::from_static(
                 "/colink.channels.v1.ChannelsService/CreateChannel",
             );
@@ -700,7 +700,8 @@ pub mod channels_service_client {
             self.inner.unary(req, path, codec).await
         }
         /// A channel the caller can see: any public channel, or a private channel or
-        /// DM the caller is in (PERMISSION_DENIED otherwise).
+        /// DM the caller is in. NOT_FOUND otherwise, the same answer as for an id
+        /// that names no channel, so outsiders cannot tell which exist.
         pub async fn get_channel(
             &mut self,
             request: impl tonic::IntoRequest<super::GetChannelRequest>,
@@ -716,7 +717,7 @@ pub mod channels_service_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::codec::ProtoCodec::default();
             let path = http::uri::PathAndQuery::from_static(
                 "/colink.channels.v1.ChannelsService/GetChannel",
             );
@@ -743,7 +744,7 @@ pub mod channels_service_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::codec::ProtoCodec::default();
             let path = http::uri::PathAndQuery::from_static(
                 "/colink.channels.v1.ChannelsService/UpdateChannel",
             );
@@ -773,7 +774,7 @@ pub mod channels_service_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::codec::ProtoCodec::default();
             let path = http::uri::PathAndQuery::from_static(
                 "/colink.channels.v1.ChannelsService/ListMyChannels",
             );
@@ -803,7 +804,7 @@ pub mod channels_service_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::codec::ProtoCodec::default();
             let path = http::uri::PathAndQuery::from_static(
                 "/colink.channels.v1.ChannelsService/BrowseChannels",
             );
@@ -834,7 +835,7 @@ pub mod channels_service_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::codec::ProtoCodec::default();
             let path = http::uri::PathAndQuery::from_static(
                 "/colink.channels.v1.ChannelsService/JoinChannel",
             );
@@ -862,7 +863,7 @@ pub mod channels_service_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::codec::ProtoCodec::default();
             let path = http::uri::PathAndQuery::from_static(
                 "/colink.channels.v1.ChannelsService/LeaveChannel",
             );
@@ -891,7 +892,7 @@ pub mod channels_service_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::codec::ProtoCodec::default();
             let path = http::uri::PathAndQuery::from_static(
                 "/colink.channels.v1.ChannelsService/AddMembers",
             );
@@ -918,7 +919,7 @@ pub mod channels_service_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::codec::ProtoCodec::default();
             let path = http::uri::PathAndQuery::from_static(
                 "/colink.channels.v1.ChannelsService/RemoveMember",
             );
@@ -945,7 +946,7 @@ pub mod channels_service_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::codec::ProtoCodec::default();
             let path = http::uri::PathAndQuery::from_static(
                 "/colink.channels.v1.ChannelsService/ListMembers",
             );
@@ -972,7 +973,7 @@ pub mod channels_service_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::codec::ProtoCodec::default();
             let path = http::uri::PathAndQuery::from_static(
                 "/colink.channels.v1.ChannelsService/UpdateMemberRole",
             );
@@ -1002,7 +1003,7 @@ pub mod channels_service_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::codec::ProtoCodec::default();
             let path = http::uri::PathAndQuery::from_static(
                 "/colink.channels.v1.ChannelsService/ArchiveChannel",
             );
@@ -1032,7 +1033,7 @@ pub mod channels_service_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::codec::ProtoCodec::default();
             let path = http::uri::PathAndQuery::from_static(
                 "/colink.channels.v1.ChannelsService/UnarchiveChannel",
             );
@@ -1064,7 +1065,7 @@ pub mod channels_service_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::codec::ProtoCodec::default();
             let path = http::uri::PathAndQuery::from_static(
                 "/colink.channels.v1.ChannelsService/OpenDirectMessage",
             );
@@ -1094,7 +1095,7 @@ pub mod channels_service_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::codec::ProtoCodec::default();
             let path = http::uri::PathAndQuery::from_static(
                 "/colink.channels.v1.ChannelsService/CreateInvitation",
             );
@@ -1124,7 +1125,7 @@ pub mod channels_service_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::codec::ProtoCodec::default();
             let path = http::uri::PathAndQuery::from_static(
                 "/colink.channels.v1.ChannelsService/ListMyInvitations",
             );
@@ -1154,7 +1155,7 @@ pub mod channels_service_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::codec::ProtoCodec::default();
             let path = http::uri::PathAndQuery::from_static(
                 "/colink.channels.v1.ChannelsService/RespondToInvitation",
             );
@@ -1184,7 +1185,7 @@ pub mod channels_service_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::codec::ProtoCodec::default();
             let path = http::uri::PathAndQuery::from_static(
                 "/colink.channels.v1.ChannelsService/UpdateChannelPreferences",
             );
@@ -1223,7 +1224,8 @@ pub mod channels_service_server {
             tonic::Status,
         >;
         /// A channel the caller can see: any public channel, or a private channel or
-        /// DM the caller is in (PERMISSION_DENIED otherwise).
+        /// DM the caller is in. NOT_FOUND otherwise, the same answer as for an id
+        /// that names no channel, so outsiders cannot tell which exist.
         async fn get_channel(
             &self,
             request: tonic::Request<super::GetChannelRequest>,
@@ -1474,7 +1476,7 @@ pub mod channels_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = CreateChannelSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::codec::ProtoCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -1519,7 +1521,7 @@ pub mod channels_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = GetChannelSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::codec::ProtoCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -1565,7 +1567,7 @@ pub mod channels_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = UpdateChannelSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::codec::ProtoCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -1611,7 +1613,7 @@ pub mod channels_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = ListMyChannelsSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::codec::ProtoCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -1657,7 +1659,7 @@ pub mod channels_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = BrowseChannelsSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::codec::ProtoCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -1702,7 +1704,7 @@ pub mod channels_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = JoinChannelSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::codec::ProtoCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -1747,7 +1749,7 @@ pub mod channels_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = LeaveChannelSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::codec::ProtoCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -1792,7 +1794,7 @@ pub mod channels_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = AddMembersSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::codec::ProtoCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -1837,7 +1839,7 @@ pub mod channels_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = RemoveMemberSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::codec::ProtoCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -1882,7 +1884,7 @@ pub mod channels_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = ListMembersSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::codec::ProtoCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -1928,7 +1930,7 @@ pub mod channels_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = UpdateMemberRoleSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::codec::ProtoCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -1974,7 +1976,7 @@ pub mod channels_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = ArchiveChannelSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::codec::ProtoCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -2020,7 +2022,7 @@ pub mod channels_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = UnarchiveChannelSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::codec::ProtoCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -2066,7 +2068,7 @@ pub mod channels_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = OpenDirectMessageSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::codec::ProtoCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -2112,7 +2114,7 @@ pub mod channels_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = CreateInvitationSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::codec::ProtoCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -2158,7 +2160,7 @@ pub mod channels_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = ListMyInvitationsSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::codec::ProtoCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -2207,7 +2209,7 @@ pub mod channels_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = RespondToInvitationSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::codec::ProtoCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -2258,7 +2260,7 @@ pub mod channels_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = UpdateChannelPreferencesSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::codec::ProtoCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,

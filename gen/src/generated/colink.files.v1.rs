@@ -808,7 +808,7 @@ pub mod files_service_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::codec::ProtoCodec::default();
             let path = http::uri::PathAndQuery::from_static(
                 "/colink.files.v1.FilesService/CreateUploadUrl",
             );
@@ -841,7 +841,7 @@ pub mod files_service_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::codec::ProtoCodec::default();
             let path = http::uri::PathAndQuery::from_static(
                 "/colink.files.v1.FilesService/ConfirmUpload",
             );
@@ -868,7 +868,7 @@ pub mod files_service_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::codec::ProtoCodec::default();
             let path = http::uri::PathAndQuery::from_static(
                 "/colink.files.v1.FilesService/GetFile",
             );
@@ -896,7 +896,7 @@ pub mod files_service_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::codec::ProtoCodec::default();
             let path = http::uri::PathAndQuery::from_static(
                 "/colink.files.v1.FilesService/UpdateFile",
             );
@@ -928,7 +928,7 @@ pub mod files_service_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::codec::ProtoCodec::default();
             let path = http::uri::PathAndQuery::from_static(
                 "/colink.files.v1.FilesService/GetDownloadUrl",
             );
@@ -957,7 +957,7 @@ pub mod files_service_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::codec::ProtoCodec::default();
             let path = http::uri::PathAndQuery::from_static(
                 "/colink.files.v1.FilesService/DeleteFile",
             );
@@ -985,7 +985,7 @@ pub mod files_service_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::codec::ProtoCodec::default();
             let path = http::uri::PathAndQuery::from_static(
                 "/colink.files.v1.FilesService/ListFiles",
             );
@@ -1011,7 +1011,7 @@ pub mod files_service_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::codec::ProtoCodec::default();
             let path = http::uri::PathAndQuery::from_static(
                 "/colink.files.v1.FilesService/GetQuota",
             );
@@ -1039,7 +1039,7 @@ pub mod files_service_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::codec::ProtoCodec::default();
             let path = http::uri::PathAndQuery::from_static(
                 "/colink.files.v1.FilesService/SetQuota",
             );
@@ -1068,7 +1068,7 @@ pub mod files_service_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::codec::ProtoCodec::default();
             let path = http::uri::PathAndQuery::from_static(
                 "/colink.files.v1.FilesService/UpdateFileRetention",
             );
@@ -1103,7 +1103,7 @@ pub mod files_service_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::codec::ProtoCodec::default();
             let path = http::uri::PathAndQuery::from_static(
                 "/colink.files.v1.FilesService/ShareFile",
             );
@@ -1128,7 +1128,7 @@ pub mod files_service_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::codec::ProtoCodec::default();
             let path = http::uri::PathAndQuery::from_static(
                 "/colink.files.v1.FilesService/ListFileShares",
             );
@@ -1156,7 +1156,7 @@ pub mod files_service_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::codec::ProtoCodec::default();
             let path = http::uri::PathAndQuery::from_static(
                 "/colink.files.v1.FilesService/RevokeFileShare",
             );
@@ -1440,7 +1440,7 @@ pub mod files_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = CreateUploadUrlSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::codec::ProtoCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -1485,7 +1485,7 @@ pub mod files_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = ConfirmUploadSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::codec::ProtoCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -1530,7 +1530,7 @@ pub mod files_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = GetFileSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::codec::ProtoCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -1575,7 +1575,7 @@ pub mod files_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = UpdateFileSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::codec::ProtoCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -1620,7 +1620,7 @@ pub mod files_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = GetDownloadUrlSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::codec::ProtoCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -1665,7 +1665,7 @@ pub mod files_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = DeleteFileSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::codec::ProtoCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -1710,7 +1710,7 @@ pub mod files_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = ListFilesSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::codec::ProtoCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -1755,7 +1755,7 @@ pub mod files_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = GetQuotaSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::codec::ProtoCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -1800,7 +1800,7 @@ pub mod files_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = SetQuotaSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::codec::ProtoCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -1846,7 +1846,7 @@ pub mod files_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = UpdateFileRetentionSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::codec::ProtoCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -1891,7 +1891,7 @@ pub mod files_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = ShareFileSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::codec::ProtoCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -1936,7 +1936,7 @@ pub mod files_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = ListFileSharesSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::codec::ProtoCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -1982,7 +1982,7 @@ pub mod files_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = RevokeFileShareSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::codec::ProtoCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,

@@ -586,7 +586,7 @@ pub mod notifications_service_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::codec::ProtoCodec::default();
             let path = http::uri::PathAndQuery::from_static(
                 "/colink.notifications.v1.NotificationsService/ListNotifications",
             );
@@ -617,7 +617,7 @@ pub mod notifications_service_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::codec::ProtoCodec::default();
             let path = http::uri::PathAndQuery::from_static(
                 "/colink.notifications.v1.NotificationsService/MarkNotificationRead",
             );
@@ -648,7 +648,7 @@ pub mod notifications_service_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::codec::ProtoCodec::default();
             let path = http::uri::PathAndQuery::from_static(
                 "/colink.notifications.v1.NotificationsService/MarkAllNotificationsRead",
             );
@@ -678,7 +678,7 @@ pub mod notifications_service_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::codec::ProtoCodec::default();
             let path = http::uri::PathAndQuery::from_static(
                 "/colink.notifications.v1.NotificationsService/DeleteNotification",
             );
@@ -708,7 +708,7 @@ pub mod notifications_service_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::codec::ProtoCodec::default();
             let path = http::uri::PathAndQuery::from_static(
                 "/colink.notifications.v1.NotificationsService/GetNotificationSettings",
             );
@@ -742,7 +742,7 @@ pub mod notifications_service_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::codec::ProtoCodec::default();
             let path = http::uri::PathAndQuery::from_static(
                 "/colink.notifications.v1.NotificationsService/UpdateNotificationSettings",
             );
@@ -774,7 +774,7 @@ pub mod notifications_service_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::codec::ProtoCodec::default();
             let path = http::uri::PathAndQuery::from_static(
                 "/colink.notifications.v1.NotificationsService/ListChannelNotificationSettings",
             );
@@ -809,7 +809,7 @@ pub mod notifications_service_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::codec::ProtoCodec::default();
             let path = http::uri::PathAndQuery::from_static(
                 "/colink.notifications.v1.NotificationsService/SetChannelNotificationSettings",
             );
@@ -842,7 +842,7 @@ pub mod notifications_service_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::codec::ProtoCodec::default();
             let path = http::uri::PathAndQuery::from_static(
                 "/colink.notifications.v1.NotificationsService/DeleteChannelNotificationSettings",
             );
@@ -876,7 +876,7 @@ pub mod notifications_service_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::codec::ProtoCodec::default();
             let path = http::uri::PathAndQuery::from_static(
                 "/colink.notifications.v1.NotificationsService/RegisterPushToken",
             );
@@ -907,7 +907,7 @@ pub mod notifications_service_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::codec::ProtoCodec::default();
             let path = http::uri::PathAndQuery::from_static(
                 "/colink.notifications.v1.NotificationsService/UnregisterPushToken",
             );
@@ -938,7 +938,7 @@ pub mod notifications_service_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::codec::ProtoCodec::default();
             let path = http::uri::PathAndQuery::from_static(
                 "/colink.notifications.v1.NotificationsService/ListPushTokens",
             );
@@ -971,7 +971,7 @@ pub mod notifications_service_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::codec::ProtoCodec::default();
             let path = http::uri::PathAndQuery::from_static(
                 "/colink.notifications.v1.NotificationsService/GetUnreadCounts",
             );
@@ -1238,7 +1238,7 @@ pub mod notifications_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = ListNotificationsSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::codec::ProtoCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -1287,7 +1287,7 @@ pub mod notifications_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = MarkNotificationReadSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::codec::ProtoCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -1340,7 +1340,7 @@ pub mod notifications_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = MarkAllNotificationsReadSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::codec::ProtoCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -1389,7 +1389,7 @@ pub mod notifications_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = DeleteNotificationSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::codec::ProtoCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -1442,7 +1442,7 @@ pub mod notifications_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = GetNotificationSettingsSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::codec::ProtoCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -1496,7 +1496,7 @@ pub mod notifications_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = UpdateNotificationSettingsSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::codec::ProtoCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -1550,7 +1550,7 @@ pub mod notifications_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = ListChannelNotificationSettingsSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::codec::ProtoCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -1604,7 +1604,7 @@ pub mod notifications_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = SetChannelNotificationSettingsSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::codec::ProtoCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -1658,7 +1658,7 @@ pub mod notifications_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = DeleteChannelNotificationSettingsSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::codec::ProtoCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -1707,7 +1707,7 @@ pub mod notifications_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = RegisterPushTokenSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::codec::ProtoCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -1756,7 +1756,7 @@ pub mod notifications_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = UnregisterPushTokenSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::codec::ProtoCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -1805,7 +1805,7 @@ pub mod notifications_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = ListPushTokensSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::codec::ProtoCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -1854,7 +1854,7 @@ pub mod notifications_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = GetUnreadCountsSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::codec::ProtoCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,

@@ -307,7 +307,7 @@ pub mod presence_service_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::codec::ProtoCodec::default();
             let path = http::uri::PathAndQuery::from_static(
                 "/colink.presence.v1.PresenceService/SetPresence",
             );
@@ -338,7 +338,7 @@ pub mod presence_service_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::codec::ProtoCodec::default();
             let path = http::uri::PathAndQuery::from_static(
                 "/colink.presence.v1.PresenceService/Heartbeat",
             );
@@ -368,7 +368,7 @@ pub mod presence_service_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::codec::ProtoCodec::default();
             let path = http::uri::PathAndQuery::from_static(
                 "/colink.presence.v1.PresenceService/GetPresence",
             );
@@ -398,7 +398,7 @@ pub mod presence_service_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::codec::ProtoCodec::default();
             let path = http::uri::PathAndQuery::from_static(
                 "/colink.presence.v1.PresenceService/BatchGetPresence",
             );
@@ -433,7 +433,7 @@ pub mod presence_service_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::codec::ProtoCodec::default();
             let path = http::uri::PathAndQuery::from_static(
                 "/colink.presence.v1.PresenceService/StartTyping",
             );
@@ -461,7 +461,7 @@ pub mod presence_service_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::codec::ProtoCodec::default();
             let path = http::uri::PathAndQuery::from_static(
                 "/colink.presence.v1.PresenceService/StopTyping",
             );
@@ -489,7 +489,7 @@ pub mod presence_service_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::codec::ProtoCodec::default();
             let path = http::uri::PathAndQuery::from_static(
                 "/colink.presence.v1.PresenceService/ListTypingUsers",
             );
@@ -707,7 +707,7 @@ pub mod presence_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = SetPresenceSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::codec::ProtoCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -752,7 +752,7 @@ pub mod presence_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = HeartbeatSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::codec::ProtoCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -797,7 +797,7 @@ pub mod presence_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = GetPresenceSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::codec::ProtoCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -843,7 +843,7 @@ pub mod presence_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = BatchGetPresenceSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::codec::ProtoCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -888,7 +888,7 @@ pub mod presence_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = StartTypingSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::codec::ProtoCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -933,7 +933,7 @@ pub mod presence_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = StopTypingSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::codec::ProtoCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -979,7 +979,7 @@ pub mod presence_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = ListTypingUsersSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::codec::ProtoCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,

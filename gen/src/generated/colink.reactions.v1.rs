@@ -252,7 +252,7 @@ pub mod reactions_service_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::codec::ProtoCodec::default();
             let path = http::uri::PathAndQuery::from_static(
                 "/colink.reactions.v1.ReactionsService/AddReaction",
             );
@@ -284,7 +284,7 @@ pub mod reactions_service_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::codec::ProtoCodec::default();
             let path = http::uri::PathAndQuery::from_static(
                 "/colink.reactions.v1.ReactionsService/RemoveReaction",
             );
@@ -315,7 +315,7 @@ pub mod reactions_service_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::codec::ProtoCodec::default();
             let path = http::uri::PathAndQuery::from_static(
                 "/colink.reactions.v1.ReactionsService/ListReactions",
             );
@@ -347,7 +347,7 @@ pub mod reactions_service_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::codec::ProtoCodec::default();
             let path = http::uri::PathAndQuery::from_static(
                 "/colink.reactions.v1.ReactionsService/BatchGetReactions",
             );
@@ -377,7 +377,7 @@ pub mod reactions_service_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::codec::ProtoCodec::default();
             let path = http::uri::PathAndQuery::from_static(
                 "/colink.reactions.v1.ReactionsService/ListReactionUsers",
             );
@@ -569,7 +569,7 @@ pub mod reactions_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = AddReactionSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::codec::ProtoCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -615,7 +615,7 @@ pub mod reactions_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = RemoveReactionSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::codec::ProtoCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -661,7 +661,7 @@ pub mod reactions_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = ListReactionsSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::codec::ProtoCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -710,7 +710,7 @@ pub mod reactions_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = BatchGetReactionsSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::codec::ProtoCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -759,7 +759,7 @@ pub mod reactions_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = ListReactionUsersSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::codec::ProtoCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,

@@ -6,7 +6,9 @@ pub struct ChannelCursor {
     #[prost(string, tag = "1")]
     pub channel_id: ::prost::alloc::string::String,
     /// The last sequence the client has; events after it are replayed. Unset
-    /// to start with live events only.
+    /// to start with live events only. A sequence beyond the channel's newest
+    /// event gets an ErrorFrame (OUT_OF_RANGE) naming both, and the stream
+    /// follows the channel from its newest event.
     #[prost(int64, optional, tag = "2")]
     pub last_seq: ::core::option::Option<i64>,
 }
@@ -118,7 +120,8 @@ pub struct UnsubscribedFrame {
     /// The channel.
     #[prost(string, tag = "1")]
     pub channel_id: ::prost::alloc::string::String,
-    /// Why: "requested", "left", "removed", "not_found", "permission_denied".
+    /// Why: "requested", "left", "removed", or "not_found" (no such channel,
+    /// or one the caller may not read: the two are not told apart).
     #[prost(string, tag = "2")]
     pub reason: ::prost::alloc::string::String,
 }
@@ -328,7 +331,7 @@ pub mod realtime_service_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::codec::ProtoCodec::default();
             let path = http::uri::PathAndQuery::from_static(
                 "/colink.realtime.v1.RealtimeService/Connect",
             );
@@ -357,7 +360,7 @@ pub mod realtime_service_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::codec::ProtoCodec::default();
             let path = http::uri::PathAndQuery::from_static(
                 "/colink.realtime.v1.RealtimeService/Subscribe",
             );
@@ -519,7 +522,7 @@ pub mod realtime_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = ConnectSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::codec::ProtoCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -565,7 +568,7 @@ pub mod realtime_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = SubscribeSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::codec::ProtoCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,

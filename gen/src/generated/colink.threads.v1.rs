@@ -463,7 +463,7 @@ pub mod threads_service_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::codec::ProtoCodec::default();
             let path = http::uri::PathAndQuery::from_static(
                 "/colink.threads.v1.ThreadsService/CreateThread",
             );
@@ -490,7 +490,7 @@ pub mod threads_service_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::codec::ProtoCodec::default();
             let path = http::uri::PathAndQuery::from_static(
                 "/colink.threads.v1.ThreadsService/GetThread",
             );
@@ -519,7 +519,7 @@ pub mod threads_service_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::codec::ProtoCodec::default();
             let path = http::uri::PathAndQuery::from_static(
                 "/colink.threads.v1.ThreadsService/ListThreadReplies",
             );
@@ -553,7 +553,7 @@ pub mod threads_service_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::codec::ProtoCodec::default();
             let path = http::uri::PathAndQuery::from_static(
                 "/colink.threads.v1.ThreadsService/ReplyToThread",
             );
@@ -581,7 +581,7 @@ pub mod threads_service_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::codec::ProtoCodec::default();
             let path = http::uri::PathAndQuery::from_static(
                 "/colink.threads.v1.ThreadsService/FollowThread",
             );
@@ -609,7 +609,7 @@ pub mod threads_service_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::codec::ProtoCodec::default();
             let path = http::uri::PathAndQuery::from_static(
                 "/colink.threads.v1.ThreadsService/UnfollowThread",
             );
@@ -637,7 +637,7 @@ pub mod threads_service_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::codec::ProtoCodec::default();
             let path = http::uri::PathAndQuery::from_static(
                 "/colink.threads.v1.ThreadsService/ListFollowedThreads",
             );
@@ -667,7 +667,7 @@ pub mod threads_service_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::codec::ProtoCodec::default();
             let path = http::uri::PathAndQuery::from_static(
                 "/colink.threads.v1.ThreadsService/ListChannelThreads",
             );
@@ -700,7 +700,7 @@ pub mod threads_service_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::codec::ProtoCodec::default();
             let path = http::uri::PathAndQuery::from_static(
                 "/colink.threads.v1.ThreadsService/MarkThreadRead",
             );
@@ -932,7 +932,7 @@ pub mod threads_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = CreateThreadSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::codec::ProtoCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -977,7 +977,7 @@ pub mod threads_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = GetThreadSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::codec::ProtoCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -1023,7 +1023,7 @@ pub mod threads_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = ListThreadRepliesSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::codec::ProtoCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -1069,7 +1069,7 @@ pub mod threads_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = ReplyToThreadSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::codec::ProtoCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -1114,7 +1114,7 @@ pub mod threads_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = FollowThreadSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::codec::ProtoCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -1160,7 +1160,7 @@ pub mod threads_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = UnfollowThreadSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::codec::ProtoCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -1209,7 +1209,7 @@ pub mod threads_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = ListFollowedThreadsSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::codec::ProtoCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -1255,7 +1255,7 @@ pub mod threads_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = ListChannelThreadsSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::codec::ProtoCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -1301,7 +1301,7 @@ pub mod threads_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = MarkThreadReadSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::codec::ProtoCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,

@@ -70,4 +70,7 @@ pub mod google {
     pub mod api {
         include!("google.api.rs");
     }
+    pub mod rpc {
+        include!("google.rpc.rs");
+    }
 }

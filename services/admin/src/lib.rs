@@ -171,7 +171,7 @@ impl AdminService {
         if let Some(key) = &key
             && let Some(done) = moderation_by_key(&self.db.reader, &caller.user_id, key, &message_id).await?
         {
-            return Ok(moderation_to_pb(done));
+            return repeated(done, action, req.reason.trim());
         }
 
         let request = GetMessageRequest { message_id: message_id.clone() };
@@ -236,10 +236,10 @@ impl AdminService {
                 && colink_runtime::error::is_unique_violation(&err)
             {
                 drop(txn);
-                return moderation_by_key(&self.db.writer, &caller.user_id, key, &record.message_id)
+                let done = moderation_by_key(&self.db.writer, &caller.user_id, key, &record.message_id)
                     .await?
-                    .map(moderation_to_pb)
-                    .ok_or_else(|| Error::internal("moderation vanished after a duplicate key"));
+                    .ok_or_else(|| Error::internal("moderation vanished after a duplicate key"))?;
+                return repeated(done, action, &record.reason);
             }
             return Err(err.into());
         }
@@ -249,6 +249,18 @@ impl AdminService {
         self.outbox.notify();
         Ok(moderation_to_pb(record))
     }
+}
+
+/// The answer to a retried moderation: the record it made, if the retry
+/// asks for the same action with the same reason.
+fn repeated(done: moderation::Model, action: pb::ModerationAction, reason: &str) -> Result<pb::ModerationRecord> {
+    if done.action != action as i32 || done.reason != reason {
+        return Err(Error::invalid(
+            "idempotency_key",
+            "was already used to moderate this message differently; a new action needs a new key",
+        ));
+    }
+    Ok(moderation_to_pb(done))
 }
 
 /// The moderation an actor made of a message with an idempotency key.

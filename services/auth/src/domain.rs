@@ -1,14 +1,17 @@
 //! Account rules: what a valid username, email and password are, and how
 //! passwords and refresh tokens are hashed. Free of gRPC.
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::{Algorithm, Argon2, Params, Version};
+use std::sync::{Arc, Mutex};
+
+use argon2::password_hash::{self, Output, ParamsString, PasswordHash, Salt, SaltString};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use colink_runtime::config::AuthConfig;
 use colink_runtime::error::{FieldError, Violations};
 use colink_runtime::ids::check_text;
 use sha2::{Digest, Sha256};
+use tokio::sync::{mpsc, oneshot};
 
 pub const MIN_PASSWORD: usize = 8;
 pub const MAX_PASSWORD: usize = 128;
@@ -92,33 +95,139 @@ pub fn check_password(field: &str, password: &str) -> Result<(), FieldError> {
 }
 
 /// Argon2id with the configured cost.
+///
+/// Each hash needs `argon2_memory_kib` of working memory (19 MiB by
+/// default). Allocating it per call let a burst of logins grow the node by
+/// gigabytes that the allocator kept, so hashing runs on a fixed set of
+/// worker threads, each of which reuses one buffer for its whole life:
+/// memory stays at workers × buffer, and a burst waits in a bounded queue.
 #[derive(Clone)]
 pub struct PasswordHashing {
-    params: Params,
+    jobs: mpsc::Sender<Job>,
 }
 
+enum Job {
+    Hash { password: String, reply: oneshot::Sender<Result<String, String>> },
+    Verify { password: String, stored: String, reply: oneshot::Sender<bool> },
+}
+
+/// Jobs that may wait for a worker; senders beyond it wait their turn.
+const QUEUE: usize = 256;
+
 impl PasswordHashing {
-    pub fn new(config: &AuthConfig) -> Result<Self, String> {
+    /// Starts `workers` hashing threads.
+    pub fn new(config: &AuthConfig, workers: usize) -> Result<Self, String> {
         let params = Params::new(config.argon2_memory_kib, config.argon2_iterations, config.argon2_parallelism, None)
             .map_err(|e| format!("invalid argon2 parameters: {e}"))?;
-        Ok(Self { params })
+        let (jobs, queue) = mpsc::channel(QUEUE);
+        let queue = Arc::new(Mutex::new(queue));
+        for i in 0..workers.max(1) {
+            let worker = Worker { params: params.clone(), memory: Vec::new() };
+            let queue = queue.clone();
+            std::thread::Builder::new()
+                .name(format!("password-hash-{i}"))
+                .spawn(move || worker.run(&queue))
+                .map_err(|e| format!("cannot start a password hashing thread: {e}"))?;
+        }
+        Ok(Self { jobs })
     }
 
-    fn argon2(&self) -> Argon2<'static> {
-        Argon2::new(Algorithm::Argon2id, Version::V0x13, self.params.clone())
+    /// A PHC-format hash with a fresh random salt.
+    pub async fn hash(&self, password: String) -> Result<String, String> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs.send(Job::Hash { password, reply }).await.map_err(|_| "password hashing stopped".to_string())?;
+        answer.await.map_err(|_| "password hashing stopped".to_string())?
     }
 
-    /// A PHC-format hash with a fresh random salt. CPU-heavy: call from a
-    /// blocking thread.
-    pub fn hash(&self, password: &str) -> Result<String, String> {
+    /// Whether a password matches a stored hash.
+    pub async fn verify(&self, password: String, stored: String) -> Result<bool, String> {
+        let (reply, answer) = oneshot::channel();
+        let job = Job::Verify { password, stored, reply };
+        self.jobs.send(job).await.map_err(|_| "password hashing stopped".to_string())?;
+        answer.await.map_err(|_| "password hashing stopped".to_string())
+    }
+}
+
+/// One hashing thread and its working memory.
+struct Worker {
+    params: Params,
+    memory: Vec<Block>,
+}
+
+impl Worker {
+    fn run(mut self, queue: &Mutex<mpsc::Receiver<Job>>) {
+        loop {
+            let job = match queue.lock() {
+                Ok(mut queue) => queue.blocking_recv(),
+                Err(_) => None,
+            };
+            match job {
+                Some(Job::Hash { password, reply }) => {
+                    let _ = reply.send(self.hash(password.as_bytes()));
+                }
+                Some(Job::Verify { password, stored, reply }) => {
+                    let _ = reply.send(self.verify(password.as_bytes(), &stored));
+                }
+                // Every sender is gone: the service stopped.
+                None => return,
+            }
+        }
+    }
+
+    /// The working memory for `params`, grown only for a stored hash made
+    /// with a larger cost than today's.
+    fn memory(&mut self, params: &Params) -> &mut [Block] {
+        if self.memory.len() < params.block_count() {
+            self.memory = vec![Block::default(); params.block_count()];
+        }
+        &mut self.memory[..params.block_count()]
+    }
+
+    fn hash(&mut self, password: &[u8]) -> Result<String, String> {
         let salt = SaltString::encode_b64(&random_bytes::<16>()?).map_err(|e| e.to_string())?;
-        self.argon2().hash_password(password.as_bytes(), &salt).map(|h| h.to_string()).map_err(|e| e.to_string())
+        let params = self.params.clone();
+        let output = self.compute(password, &salt.as_salt(), Version::V0x13, &params).map_err(|e| e.to_string())?;
+        let hash = PasswordHash {
+            algorithm: Algorithm::Argon2id.ident(),
+            version: Some(Version::V0x13.into()),
+            params: ParamsString::try_from(&params).map_err(|e| e.to_string())?,
+            salt: Some(salt.as_salt()),
+            hash: Some(output),
+        };
+        Ok(hash.to_string())
     }
 
-    /// Whether a password matches a stored hash. CPU-heavy: call from a
-    /// blocking thread.
-    pub fn verify(&self, password: &str, stored: &str) -> bool {
-        PasswordHash::new(stored).is_ok_and(|hash| self.argon2().verify_password(password.as_bytes(), &hash).is_ok())
+    fn verify(&mut self, password: &[u8], stored: &str) -> bool {
+        let Ok(hash) = PasswordHash::new(stored) else { return false };
+        let (Some(salt), Some(expected)) = (hash.salt, hash.hash) else { return false };
+        if hash.algorithm != Algorithm::Argon2id.ident() {
+            return false;
+        }
+        let Ok(params) = Params::try_from(&hash) else { return false };
+        let version = hash.version.map_or(Ok(Version::V0x13), Version::try_from).unwrap_or(Version::V0x13);
+        let params = match Params::new(params.m_cost(), params.t_cost(), params.p_cost(), Some(expected.len())) {
+            Ok(params) => params,
+            Err(_) => return false,
+        };
+        // `Output` compares in constant time.
+        self.compute(password, &salt, version, &params).is_ok_and(|output| output == expected)
+    }
+
+    fn compute(
+        &mut self,
+        password: &[u8],
+        salt: &Salt<'_>,
+        version: Version,
+        params: &Params,
+    ) -> password_hash::Result<Output> {
+        let argon2 = Argon2::new(Algorithm::Argon2id, version, params.clone());
+        let mut salt_bytes = [0_u8; Salt::MAX_LENGTH];
+        let salt_bytes = salt.decode_b64(&mut salt_bytes)?;
+        let len = params.output_len().unwrap_or(Params::DEFAULT_OUTPUT_LEN);
+        let memory = self.memory(params);
+        Output::init_with(len, |out| {
+            argon2.hash_password_into_with_memory(password, salt_bytes, out, &mut *memory).map_err(Into::into)
+        })
     }
 }
 
@@ -167,15 +276,33 @@ mod tests {
         assert!(text.contains("username") && text.contains("email") && text.contains("password"), "{text}");
     }
 
-    #[test]
-    fn passwords_hash_and_verify() {
+    fn hashing() -> PasswordHashing {
         let config = AuthConfig { argon2_memory_kib: 64, argon2_iterations: 1, ..AuthConfig::default() };
-        let hashing = PasswordHashing::new(&config).unwrap();
-        let hash = hashing.hash("correct horse").unwrap();
-        assert!(hash.starts_with("$argon2id$"));
-        assert!(hashing.verify("correct horse", &hash));
-        assert!(!hashing.verify("wrong horse", &hash));
-        assert!(!hashing.verify("correct horse", "not a hash"));
+        PasswordHashing::new(&config, 2).unwrap()
+    }
+
+    #[tokio::test]
+    async fn passwords_hash_and_verify() {
+        let hashing = hashing();
+        let hash = hashing.hash("correct horse".into()).await.unwrap();
+        assert!(hash.starts_with("$argon2id$v=19$m=64,t=1,p=1$"), "{hash}");
+        assert!(hashing.verify("correct horse".into(), hash.clone()).await.unwrap());
+        assert!(!hashing.verify("wrong horse".into(), hash).await.unwrap());
+        assert!(!hashing.verify("correct horse".into(), "not a hash".into()).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn hashes_made_elsewhere_with_other_costs_still_verify() {
+        use argon2::PasswordHasher as _;
+        let params = Params::new(128, 2, 1, None).unwrap();
+        let salt = SaltString::encode_b64(b"sixteen byte salt").unwrap();
+        let stored = Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+            .hash_password(b"correct horse", &salt)
+            .unwrap()
+            .to_string();
+        let hashing = hashing();
+        assert!(hashing.verify("correct horse".into(), stored.clone()).await.unwrap());
+        assert!(!hashing.verify("wrong horse".into(), stored).await.unwrap());
     }
 
     #[test]

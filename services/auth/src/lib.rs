@@ -6,6 +6,7 @@ mod domain;
 mod keys;
 mod second_factor;
 mod store;
+mod throttle;
 pub mod totp;
 
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use colink_proto::users::v1::users_service_client::UsersServiceClient;
 use colink_runtime::clients::with_token;
 use colink_runtime::config::AuthConfig;
 use colink_runtime::db::Db;
+use colink_runtime::ephemeral::Ephemeral;
 use colink_runtime::error::duplicate_as;
 use colink_runtime::events::{self, Outbox, USER_EVENTS};
 use colink_runtime::ids::{new_id, now_micros, timestamp};
@@ -35,6 +37,11 @@ use tonic::{Code, Request, Response, Status};
 use crate::domain::{PasswordHashing, check_password, hash_refresh_token, new_refresh_token, validate_registration};
 use crate::keys::Keys;
 use crate::store::{credential, refresh_token, session};
+use crate::throttle::LoginThrottle;
+
+/// Password hashing threads at most, however many cores: each holds the
+/// Argon2 working memory (19 MiB by default) for as long as the node runs.
+const MAX_HASHING_THREADS: usize = 4;
 
 /// How long `Register` waits for the new account's profile to be created.
 const PROFILE_WAIT: Duration = Duration::from_secs(5);
@@ -50,28 +57,35 @@ pub struct AuthService {
     /// A real hash to check unknown logins against, so that answering "no such
     /// user" takes as long as "wrong password".
     decoy_hash: Arc<str>,
+    throttle: LoginThrottle,
+    /// Take the client's address from the last `X-Forwarded-For` entry,
+    /// which a trusted proxy in front (Envoy) appends.
+    trust_forwarded_for: bool,
 }
 
 impl AuthService {
     /// Loads (or creates) the signing keys.
-    pub async fn new(db: Db, outbox: Outbox, config: AuthConfig, users: Channel) -> Result<Self> {
-        let hashing = PasswordHashing::new(&config).map_err(Error::internal)?;
+    pub async fn new(
+        db: Db,
+        outbox: Outbox,
+        config: AuthConfig,
+        users: Channel,
+        ephemeral: Arc<dyn Ephemeral>,
+    ) -> Result<Self> {
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(MAX_HASHING_THREADS);
+        let hashing = PasswordHashing::new(&config, workers).map_err(Error::internal)?;
         let keys = Keys::load_or_create(&db).await?;
-        let decoy_hash = {
-            let hashing = hashing.clone();
-            tokio::task::spawn_blocking(move || hashing.hash("decoy password for unknown logins"))
-                .await
-                .map_err(Error::internal)?
-                .map_err(Error::internal)?
-        };
+        let decoy_hash = hashing.hash("decoy password for unknown logins".into()).await.map_err(Error::internal)?;
         Ok(Self {
             db,
             outbox,
-            config,
             hashing,
             keys,
             users: UsersServiceClient::new(users),
             decoy_hash: decoy_hash.into(),
+            throttle: LoginThrottle::new(ephemeral),
+            trust_forwarded_for: config.trust_forwarded_for,
+            config,
         })
     }
 
@@ -80,16 +94,11 @@ impl AuthService {
     }
 
     async fn hash_password(&self, password: String) -> Result<String> {
-        let hashing = self.hashing.clone();
-        tokio::task::spawn_blocking(move || hashing.hash(&password))
-            .await
-            .map_err(Error::internal)?
-            .map_err(Error::internal)
+        self.hashing.hash(password).await.map_err(Error::internal)
     }
 
     async fn password_matches(&self, password: String, stored: String) -> Result<bool> {
-        let hashing = self.hashing.clone();
-        tokio::task::spawn_blocking(move || hashing.verify(&password, &stored)).await.map_err(Error::internal)
+        self.hashing.verify(password, stored).await.map_err(Error::internal)
     }
 
     /// Creates a session with its first refresh token, inside `txn`.
@@ -245,7 +254,7 @@ impl AuthService {
         if v.is_empty() { Ok(()) } else { Err(Error::AlreadyExists(v.to_string())) }
     }
 
-    async fn login(&self, req: pb::LoginRequest) -> Result<pb::LoginResponse> {
+    async fn login(&self, req: pb::LoginRequest, address: Option<String>) -> Result<pb::LoginResponse> {
         let login = req.login.trim().to_lowercase();
         let mut v = colink_runtime::error::Violations::default();
         if login.is_empty() {
@@ -264,11 +273,18 @@ impl AuthService {
             )
             .one(&self.db.reader)
             .await?;
+        // Known or not, an account is throttled under the user id if the
+        // login names one, else under what was typed.
+        let throttled_as = found.as_ref().map_or(login.as_str(), |c| c.user_id.as_str());
+        self.throttle.check(throttled_as, address.as_deref()).await?;
         let stored = found.as_ref().map_or_else(|| self.decoy_hash.to_string(), |c| c.password_hash.clone());
         let matches = self.password_matches(req.password, stored).await?;
         let account = match found {
             Some(account) if matches => account,
-            _ => return Err(Error::Unauthenticated("invalid login or password".into())),
+            _ => {
+                self.throttle.failed(throttled_as, address.as_deref()).await;
+                return Err(Error::Unauthenticated("invalid login or password".into()));
+            }
         };
         if account.deactivated {
             return Err(Error::denied("this account is deactivated"));
@@ -442,7 +458,8 @@ impl AuthRpc for AuthService {
     }
 
     async fn login(&self, request: Request<pb::LoginRequest>) -> Result<Response<pb::LoginResponse>, Status> {
-        Ok(Response::new(AuthService::login(self, request.into_inner()).await?))
+        let address = client_address(&request, self.trust_forwarded_for);
+        Ok(Response::new(AuthService::login(self, request.into_inner(), address).await?))
     }
 
     async fn verify_second_factor(
@@ -556,4 +573,16 @@ impl AuthRpc for AuthService {
     ) -> Result<Response<pb::VerifyEmailResponse>, Status> {
         Err(not_yet("email verification"))
     }
+}
+
+/// The address a request came from: the peer, or behind a trusted proxy,
+/// the address that proxy saw (the last `X-Forwarded-For` entry).
+fn client_address<T>(request: &Request<T>, trust_forwarded_for: bool) -> Option<String> {
+    if trust_forwarded_for
+        && let Some(forwarded) = request.metadata().get("x-forwarded-for").and_then(|v| v.to_str().ok())
+        && let Some(last) = forwarded.rsplit(',').next().map(str::trim).filter(|a| !a.is_empty())
+    {
+        return Some(last.to_string());
+    }
+    request.remote_addr().map(|a| a.ip().to_string())
 }

@@ -17,8 +17,8 @@ use colink_runtime::db::Db;
 use colink_runtime::error::{Page, Violations, duplicate_as, is_unique_violation};
 use colink_runtime::events::{self, CHANNEL_EVENTS, Outbox};
 use colink_runtime::ids::{
-    check_idempotency_key, check_text, encode_page_token, idempotency_key, new_id, now_micros, parse_id, parse_id_list,
-    timestamp,
+    check_idempotency_key, check_same_request, check_text, encode_page_token, idempotency_key, new_id, now_micros,
+    parse_id, parse_id_list, request_fingerprint, timestamp,
 };
 use colink_runtime::{Caller, Error, Result, Role, caller};
 use sea_orm::sea_query::{Expr, ExprTrait};
@@ -81,8 +81,9 @@ impl ChannelsService {
         let channel_id = parse_id("channel_id", raw_id)?;
         let channel = self.find(conn, &channel_id).await?;
         let membership = self.membership(conn, &channel_id, &caller.user_id).await?;
+        // An outsider learns nothing, not even that the conversation exists.
         if !can_view(&channel, membership.as_ref(), caller.role) {
-            return Err(Error::denied("you are not a member of this conversation"));
+            return Err(Error::not_found(format!("channel {channel_id} not found")));
         }
         Ok((channel, membership))
     }
@@ -120,6 +121,19 @@ impl ChannelsService {
             viewer_role: membership.map_or(MemberRole::Unspecified as i32, |m| m.role),
             viewer_preferences: membership.map(to_preferences),
         })
+    }
+
+    /// A direct message between two people exists for neither once one
+    /// blocks the other: it cannot be opened, new or old.
+    async fn require_unblocked(&self, caller: &Caller, other: &str) -> Result<()> {
+        let request = CheckBlockedRequest { user_id: caller.user_id.clone(), other_user_id: other.to_string() };
+        let blocked = call_on_behalf(&self.users, caller, request, |mut c, r| async move { c.check_blocked(r).await })
+            .await?
+            .blocked;
+        if blocked {
+            return Err(Error::denied("you cannot message this user"));
+        }
+        Ok(())
     }
 
     /// Checks that every id names an existing account.
@@ -252,8 +266,10 @@ impl ChannelsService {
         let mut member_ids = parse_id_list(&mut v, "member_ids", &req.member_ids);
         member_ids.retain(|id| *id != caller.user_id);
         v.finish()?;
+        let fingerprint =
+            request_fingerprint(&pb::CreateChannelRequest { idempotency_key: String::new(), ..req.clone() });
         if let Some(key) = &key
-            && let Some(existing) = self.replayed_creation(caller, key).await?
+            && let Some(existing) = self.replayed_creation(caller, key, &fingerprint).await?
         {
             return Ok(existing);
         }
@@ -283,6 +299,7 @@ impl ChannelsService {
                 idempotency_key: Set(key),
                 channel_id: Set(created.channel_id.clone()),
                 created_at: Set(now),
+                request_fingerprint: Set(Some(fingerprint)),
             }
             .insert(&txn)
             .await?;
@@ -301,12 +318,15 @@ impl ChannelsService {
         Ok(result)
     }
 
-    async fn replayed_creation(&self, caller: &Caller, key: &str) -> Result<Option<pb::Channel>> {
+    /// The channel first created with the key, if any; an error if the key
+    /// was first sent with a different request.
+    async fn replayed_creation(&self, caller: &Caller, key: &str, fingerprint: &str) -> Result<Option<pb::Channel>> {
         let Some(seen) =
             idempotency::Entity::find_by_id((caller.user_id.clone(), key.to_string())).one(&self.db.writer).await?
         else {
             return Ok(None);
         };
+        check_same_request(seen.request_fingerprint.as_deref(), fingerprint)?;
         let channel = self.find(&self.db.writer, &seen.channel_id).await?;
         let membership = self.membership(&self.db.writer, &seen.channel_id, &caller.user_id).await?;
         Ok(Some(self.to_proto(&self.db.writer, channel, membership.as_ref()).await?))
@@ -688,6 +708,9 @@ impl ChannelsService {
         let mut participants = others.clone();
         participants.push(caller.user_id.clone());
         let key = dm_key(&participants);
+        if let [other] = others.as_slice() {
+            self.require_unblocked(caller, other).await?;
+        }
         if let Some(existing) =
             channel::Entity::find().filter(channel::Column::DmKey.eq(&key)).one(&self.db.reader).await?
         {
@@ -698,16 +721,6 @@ impl ChannelsService {
             });
         }
         self.require_users(caller, "user_ids", &others).await?;
-        if let [other] = others.as_slice() {
-            let request = CheckBlockedRequest { user_id: caller.user_id.clone(), other_user_id: other.clone() };
-            let blocked =
-                call_on_behalf(&self.users, caller, request, |mut c, r| async move { c.check_blocked(r).await })
-                    .await?
-                    .blocked;
-            if blocked {
-                return Err(Error::denied("you cannot message this user"));
-            }
-        }
         let channel_kind = if others.len() == 1 { ChannelKind::Direct } else { ChannelKind::GroupDirect };
         let now = now_micros();
         let txn = self.db.writer.begin().await?;

@@ -88,6 +88,7 @@ pub mod idempotency {
         pub idempotency_key: String,
         pub channel_id: String,
         pub created_at: i64,
+        pub request_fingerprint: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

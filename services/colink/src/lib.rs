@@ -115,10 +115,11 @@ impl Node {
                     let (outbox, relay) =
                         events::spawn_relay(service, db.clone(), event_log.clone(), shutdown_rx.clone());
                     background.push(relay);
-                    let svc = AuthService::new(db, outbox, config.auth.clone(), peers.channel("users"))
-                        .await
-                        .map_err(|e| NodeError::Start { service, message: e.to_string() })?
-                        .into_server();
+                    let svc =
+                        AuthService::new(db, outbox, config.auth.clone(), peers.channel("users"), ephemeral.clone())
+                            .await
+                            .map_err(|e| NodeError::Start { service, message: e.to_string() })?
+                            .into_server();
                     routes.add_service(svc);
                     <colink_proto::auth::v1::auth_service_server::AuthServiceServer<AuthService> as NamedService>::NAME
                 }
@@ -144,7 +145,14 @@ impl Node {
                     background.push(relay);
                     let limit =
                         SendLimit { counters: ephemeral.clone(), per_minute: config.ephemeral.sends_per_minute };
-                    let svc = MessagingService::new(db, outbox, pubsub.clone(), peers.channel("channels"), limit);
+                    let svc = MessagingService::new(
+                        db,
+                        outbox,
+                        pubsub.clone(),
+                        peers.channel("channels"),
+                        peers.channel("users"),
+                        limit,
+                    );
                     event_log.subscribe(CHANNEL_EVENTS, "messaging.channel-log", svc.membership_recorder());
                     routes.add_service(svc.into_server());
                     <colink_proto::messaging::v1::messaging_service_server::MessagingServiceServer<MessagingService> as NamedService>::NAME

@@ -35,6 +35,8 @@ pub struct NewMessage {
     pub thread_id: Option<String>,
     pub file_ids: Vec<String>,
     pub idempotency_key: Option<String>,
+    /// What the request asked for, kept with its idempotency key.
+    pub request_fingerprint: Option<String>,
 }
 
 /// What became of a send.
@@ -180,11 +182,24 @@ async fn claim_keys<C: ConnectionTrait>(txn: &C, messages: &[NewMessage], ids: &
     }
     let now = now_micros();
     let mut insert = Query::insert();
-    insert.into_table("message_idempotency").columns(["sender_id", "idempotency_key", "message_id", "created_at"]);
+    insert.into_table("message_idempotency").columns([
+        "sender_id",
+        "idempotency_key",
+        "message_id",
+        "created_at",
+        "request_fingerprint",
+    ]);
     for &i in &keyed {
         let m = &messages[i];
         let key = m.idempotency_key.clone().unwrap_or_default();
-        insert.values_panic([m.sender_id.clone().into(), key.into(), ids[i].clone().into(), now.into()]);
+        let fingerprint = m.request_fingerprint.clone();
+        insert.values_panic([
+            m.sender_id.clone().into(),
+            key.into(),
+            ids[i].clone().into(),
+            now.into(),
+            fingerprint.into(),
+        ]);
     }
     insert
         .on_conflict(OnConflict::columns(["sender_id", "idempotency_key"]).do_nothing().to_owned())

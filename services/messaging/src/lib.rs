@@ -11,19 +11,21 @@ mod store;
 use std::sync::Arc;
 
 use colink_proto::channels::v1::channels_service_client::ChannelsServiceClient;
-use colink_proto::channels::v1::{Channel, GetChannelRequest, MemberRole, OpenDirectMessageRequest};
+use colink_proto::channels::v1::{Channel, ChannelKind, GetChannelRequest, MemberRole, OpenDirectMessageRequest};
 use colink_proto::events::v1::{MessageChanged, event::Payload};
 use colink_proto::messaging::v1 as pb;
 use colink_proto::messaging::v1::channel_event::Kind;
 use colink_proto::messaging::v1::messaging_service_server::{MessagingService as MessagingRpc, MessagingServiceServer};
+use colink_proto::users::v1::CheckBlockedRequest;
+use colink_proto::users::v1::users_service_client::UsersServiceClient;
 use colink_runtime::clients::{call_on_behalf, on_behalf_of};
 use colink_runtime::db::Db;
 use colink_runtime::ephemeral::{Ephemeral, within_budget};
 use colink_runtime::error::{Page, Violations};
 use colink_runtime::events::{self, EventHandler, MESSAGE_EVENTS, Outbox};
 use colink_runtime::ids::{
-    check_idempotency_key, check_text, encode_page_token, idempotency_key, now_micros, opt_timestamp, page_size,
-    parse_id, parse_id_list, timestamp,
+    check_idempotency_key, check_same_request, check_text, encode_page_token, idempotency_key, now_micros,
+    opt_timestamp, page_size, parse_id, parse_id_list, request_fingerprint, timestamp,
 };
 use colink_runtime::pubsub::{Frame, PubSub, channel_topic};
 use colink_runtime::{Caller, Error, Result, Role, caller};
@@ -50,6 +52,7 @@ pub struct MessagingService {
     outbox: Outbox,
     pubsub: Arc<dyn PubSub>,
     channels: ChannelsServiceClient<GrpcChannel>,
+    users: UsersServiceClient<GrpcChannel>,
     limit: SendLimit,
     writer: GroupCommit,
     remembered: Arc<AccessCache>,
@@ -91,11 +94,27 @@ impl Access {
 }
 
 impl MessagingService {
-    pub fn new(db: Db, outbox: Outbox, pubsub: Arc<dyn PubSub>, channels: GrpcChannel, limit: SendLimit) -> Self {
+    pub fn new(
+        db: Db,
+        outbox: Outbox,
+        pubsub: Arc<dyn PubSub>,
+        channels: GrpcChannel,
+        users: GrpcChannel,
+        limit: SendLimit,
+    ) -> Self {
         let writer = GroupCommit::spawn(db.clone(), outbox.clone(), pubsub.clone());
         let remembered = Arc::new(AccessCache::new(ACCESS_TTL));
         tokio::spawn(forget_on_notice(pubsub.clone(), remembered.clone()));
-        Self { db, outbox, pubsub, channels: ChannelsServiceClient::new(channels), limit, writer, remembered }
+        Self {
+            db,
+            outbox,
+            pubsub,
+            channels: ChannelsServiceClient::new(channels),
+            users: UsersServiceClient::new(users),
+            limit,
+            writer,
+            remembered,
+        }
     }
 
     pub fn into_server(self) -> MessagingServiceServer<Self> {
@@ -109,7 +128,7 @@ impl MessagingService {
     }
 
     /// Asks the channels service what the caller may do in a channel; it
-    /// answers PERMISSION_DENIED for conversations the caller cannot see.
+    /// answers NOT_FOUND for conversations the caller cannot see.
     async fn access(&self, caller: &Caller, channel_id: &str) -> Result<Access> {
         let request = GetChannelRequest { channel_id: channel_id.to_string() };
         let channel = call_on_behalf(&self.channels, caller, request, |mut c, r| async move { c.get_channel(r).await })
@@ -189,14 +208,17 @@ impl MessagingService {
         let file_ids = parse_id_list(&mut v, "file_ids", &req.file_ids);
         let key = v.check(check_idempotency_key("idempotency_key", &req.idempotency_key)).flatten();
         v.finish()?;
+        let fingerprint = key
+            .as_ref()
+            .map(|_| request_fingerprint(&pb::SendMessageRequest { idempotency_key: String::new(), ..req.clone() }));
 
         let channel_id = match self.admit(caller, channel_id, recipient_id, thread_id.as_deref()).await {
             Ok(channel_id) => channel_id,
             Err(err) => {
                 // A retry of a send that went through gets the original, even
                 // if the sender has since lost access or used up its budget.
-                if let Some(key) = &key
-                    && let Some(original) = self.replayed(caller, key).await?
+                if let (Some(key), Some(fingerprint)) = (&key, &fingerprint)
+                    && let Some(original) = self.replayed(caller, key, fingerprint).await?
                 {
                     return Ok(original);
                 }
@@ -210,12 +232,13 @@ impl MessagingService {
             thread_id,
             file_ids,
             idempotency_key: key.clone(),
+            request_fingerprint: fingerprint.clone(),
         };
         match self.writer.store(message).await? {
             Stored::Created(created) => Ok(*created),
-            // A concurrent retry with the same key committed first.
+            // The key was used before, or by a concurrent retry that committed first.
             Stored::Repeated => self
-                .replayed(caller, key.as_deref().unwrap_or_default())
+                .replayed(caller, key.as_deref().unwrap_or_default(), fingerprint.as_deref().unwrap_or_default())
                 .await?
                 .ok_or_else(|| Error::internal("idempotent original vanished")),
         }
@@ -242,7 +265,9 @@ impl MessagingService {
             (None, Some(recipient)) => self.open_dm(caller, recipient).await?,
             (None, None) => return Err(Error::invalid("channel_id", "is required")),
         };
-        self.member_access(caller, &channel_id).await?.require_writable()?;
+        let access = self.member_access(caller, &channel_id).await?;
+        access.require_writable()?;
+        self.require_unblocked(caller, &access).await?;
         if let Some(thread) = thread_id {
             let parent = self.find(thread).await.map_err(|_| Error::not_found(format!("thread {thread} not found")))?;
             if parent.channel_id != channel_id || parent.thread_id.is_some() {
@@ -252,11 +277,36 @@ impl MessagingService {
         Ok(channel_id)
     }
 
-    async fn replayed(&self, caller: &Caller, key: &str) -> Result<Option<pb::Message>> {
+    /// In a direct message between two people, either may block the other,
+    /// and then neither can write in it. Asked at every write, never
+    /// remembered, so that a block takes effect at once.
+    async fn require_unblocked(&self, caller: &Caller, access: &Access) -> Result<()> {
+        if access.channel.kind != ChannelKind::Direct as i32 {
+            return Ok(());
+        }
+        let Some(other) = access.channel.participant_ids.iter().find(|id| **id != caller.user_id) else {
+            return Ok(());
+        };
+        let request = CheckBlockedRequest { user_id: caller.user_id.clone(), other_user_id: other.clone() };
+        let blocked = call_on_behalf(&self.users, caller, request, |mut c, r| async move { c.check_blocked(r).await })
+            .await?
+            .blocked;
+        if blocked {
+            return Err(Error::denied("you cannot message this user"));
+        }
+        Ok(())
+    }
+
+    /// The message first sent with the key, if any; an error if the key
+    /// was first sent with a different request.
+    async fn replayed(&self, caller: &Caller, key: &str, fingerprint: &str) -> Result<Option<pb::Message>> {
         let seen =
             idempotency::Entity::find_by_id((caller.user_id.clone(), key.to_string())).one(&self.db.writer).await?;
         match seen {
-            Some(seen) => Ok(Some(to_proto(&self.find(&seen.message_id).await?))),
+            Some(seen) => {
+                check_same_request(seen.request_fingerprint.as_deref(), fingerprint)?;
+                Ok(Some(to_proto(&self.find(&seen.message_id).await?)))
+            }
             None => Ok(None),
         }
     }
@@ -277,11 +327,15 @@ impl MessagingService {
         &self,
         caller: &Caller,
         raw_id: &str,
+        writes_content: bool,
         authorize: impl FnOnce(&message::Model, &Access) -> Result<()>,
         apply: impl FnOnce(&mut message::ActiveModel, &message::Model, i64) -> Result<Option<(Kind, &'static str)>>,
     ) -> Result<pb::Message> {
         let (found, access) = self.visible_message(caller, raw_id).await?;
         authorize(&found, &access)?;
+        if writes_content {
+            self.require_unblocked(caller, &access).await?;
+        }
         let txn = self.db.writer.begin().await?;
         // Re-read inside the transaction: the change must apply to the latest version.
         let current = message::Entity::find_by_id(found.message_id.clone())
@@ -326,6 +380,7 @@ impl MessagingService {
         self.change(
             caller,
             &req.message_id,
+            true,
             |m, access| {
                 access.require_writable()?;
                 if m.sender_id != user_id {
@@ -361,6 +416,7 @@ impl MessagingService {
         self.change(
             caller,
             raw_id,
+            false,
             |m, access| {
                 if m.sender_id == user_id || access.can_moderate(&moderator) {
                     Ok(())
@@ -391,6 +447,7 @@ impl MessagingService {
         self.change(
             caller,
             raw_id,
+            false,
             |m, _| {
                 if m.sender_id != user_id {
                     return Err(Error::denied("only the sender can recall a message"));
@@ -422,6 +479,7 @@ impl MessagingService {
         self.change(
             caller,
             raw_id,
+            false,
             |_, access| access.require_writable(),
             |model, current, now| {
                 if current.deleted_at.is_some() || current.recalled {

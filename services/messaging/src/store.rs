@@ -101,6 +101,7 @@ pub mod idempotency {
         pub idempotency_key: String,
         pub message_id: String,
         pub created_at: i64,
+        pub request_fingerprint: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -7,6 +7,7 @@
 //! makes it replay the gap from the log, so delivery is exactly once and in
 //! order per channel whatever happens to pub/sub.
 
+mod limits;
 mod session;
 pub mod wire;
 
@@ -35,6 +36,7 @@ use tonic::transport::Channel as GrpcChannel;
 use tonic::{Request, Response, Status, Streaming};
 use tower::service_fn;
 
+use crate::limits::StreamCounts;
 use crate::session::{Session, validate_cursors};
 use crate::wire::{FrameCodec, Outgoing};
 
@@ -51,6 +53,7 @@ pub(crate) struct Shared {
 
 pub struct RealtimeService {
     shared: Arc<Shared>,
+    streams: Arc<StreamCounts>,
 }
 
 impl RealtimeService {
@@ -72,7 +75,8 @@ impl RealtimeService {
             config,
             shutdown,
         };
-        Self { shared: Arc::new(shared) }
+        let streams = StreamCounts::new(shared.config.max_streams_per_user);
+        Self { shared: Arc::new(shared), streams }
     }
 
     pub fn into_server(self) -> RealtimeServer {
@@ -80,18 +84,20 @@ impl RealtimeService {
     }
 
     /// A session and the frames it produces: its bounded buffer, then its
-    /// last word (a resume hint), if it has one.
-    fn open(&self, caller: Caller) -> (Session, FrameStream) {
+    /// last word (a resume hint), if it has one. Refused when the user
+    /// already holds as many streams as a user may.
+    fn open(&self, caller: Caller) -> Result<(Session, FrameStream), Status> {
+        let slot = self.streams.take(&caller.user_id)?;
         let (tx, rx) = mpsc::channel(self.shared.config.stream_buffer);
         let (last_tx, last_rx) = oneshot::channel();
-        let session = Session::new(self.shared.clone(), caller, tx, last_tx);
+        let session = Session::new(self.shared.clone(), caller, tx, last_tx, slot);
         let last = futures_util::stream::once(last_rx).filter_map(Result::ok);
-        (session, Box::pin(ReceiverStream::new(rx).chain(last).map(Ok)))
+        Ok((session, Box::pin(ReceiverStream::new(rx).chain(last).map(Ok))))
     }
 
     fn connect(&self, request: Request<Streaming<pb::ConnectRequest>>) -> Result<Response<FrameStream>, Status> {
         let caller = caller(&request)?.clone();
-        let (session, frames) = self.open(caller);
+        let (session, frames) = self.open(caller)?;
         tokio::spawn(session.run(Some(request.into_inner()), None));
         Ok(Response::new(frames))
     }
@@ -102,7 +108,7 @@ impl RealtimeService {
         let mut v = Violations::default();
         validate_cursors(&request.cursors, self.shared.config.max_channels_per_stream, &mut v);
         v.finish()?;
-        let (session, frames) = self.open(caller);
+        let (session, frames) = self.open(caller)?;
         let initial = pb::SubscribeFrame { cursors: request.cursors, all_channels: request.all_channels };
         tokio::spawn(session.run(None, Some(initial)));
         Ok(Response::new(frames))

@@ -26,6 +26,7 @@ use tokio_stream::{StreamExt, StreamMap};
 use tonic::{Code, Status, Streaming};
 
 use crate::Shared;
+use crate::limits::StreamSlot;
 use crate::wire::{EventHead, Outgoing};
 
 /// Why a session ends.
@@ -43,6 +44,9 @@ struct Subscription {
     last_seq: i64,
     /// Whether the caller is a member (checked on first typing notice).
     member: Option<bool>,
+    /// The replay reached the caller leaving ("left" or "removed"), and
+    /// the log has not been read since.
+    leaving: Option<&'static str>,
 }
 
 pub struct Session {
@@ -57,6 +61,22 @@ pub struct Session {
     out: mpsc::Sender<Outgoing>,
     /// The stream's last frame, delivered after everything queued in `out`.
     last_word: Option<oneshot::Sender<Outgoing>>,
+    /// Counts against the user's open streams until the session ends.
+    _slot: StreamSlot,
+}
+
+impl Drop for Session {
+    /// Lets go of the node's live topics that no other stream needs.
+    fn drop(&mut self) {
+        let channels: Vec<String> = self.live.keys().cloned().collect();
+        self.live = StreamMap::new();
+        for channel_id in channels {
+            self.shared.pubsub.release(&channel_topic(&channel_id));
+        }
+        if self.user_feed.take().is_some() {
+            self.shared.pubsub.release(&user_topic(&self.user_id));
+        }
+    }
 }
 
 /// Checks subscription cursors, naming each bad one.
@@ -78,6 +98,7 @@ impl Session {
         caller: Caller,
         out: mpsc::Sender<Outgoing>,
         last_word: oneshot::Sender<Outgoing>,
+        slot: StreamSlot,
     ) -> Self {
         Self {
             shared,
@@ -90,6 +111,7 @@ impl Session {
             user_feed: None,
             out,
             last_word: Some(last_word),
+            _slot: slot,
         }
     }
 
@@ -106,6 +128,11 @@ impl Session {
             let flow = tokio::select! {
                 frame = next_client_frame(&mut client) => match frame {
                     Some(Ok(frame)) => self.on_client_frame(frame).await,
+                    // A frame that does not decode ends the client's half:
+                    // say why before closing.
+                    Some(Err(status)) if status.code() == Code::InvalidArgument => {
+                        self.error_frame(Code::InvalidArgument, status.message(), "").await.and(Err(End::Gone))
+                    }
                     Some(Err(_)) => Err(End::Gone),
                     // The client closed its half; it may still be listening.
                     None => { client = None; Ok(()) }
@@ -253,7 +280,11 @@ impl Session {
         }
     }
 
-    /// Starts following a channel: live first, then replay from the cursor.
+    /// Starts following a channel: live first, so that nothing committed
+    /// after the first read of its log can be missed, then the replay from
+    /// the cursor. That read checks access: a topic taken for a channel the
+    /// caller may not read is let go at once, so a stream never holds more
+    /// than the one it is checking.
     async fn follow(&mut self, raw_id: &str, cursor: Option<i64>) -> Flow {
         let Ok(channel_id) = parse_id("channel_id", raw_id) else {
             return self.error_frame(Code::InvalidArgument, "channel_id: must be a UUID", raw_id).await;
@@ -262,30 +293,52 @@ impl Session {
             return Ok(());
         }
         if self.subs.len() >= self.shared.config.max_channels_per_stream {
-            return self
-                .error_frame(Code::ResourceExhausted, "this stream follows the maximum number of channels", &channel_id)
-                .await;
+            let message = format!(
+                "this stream follows {} channels, the most it may; unsubscribe from one first",
+                self.subs.len()
+            );
+            return self.error_frame(Code::ResourceExhausted, message, &channel_id).await;
         }
-        let receiver = self.shared.pubsub.subscribe(&channel_topic(&channel_id)).await;
-        // Reading a page checks access and tells the head: with a cursor,
-        // the first page of the replay; without, an empty one.
+        let topic = channel_topic(&channel_id);
+        let receiver = self.shared.pubsub.subscribe(&topic).await;
+        // With a cursor, the first page of the replay; without, an empty one.
         let (after, page_size) = match cursor {
             Some(seq) => (seq, self.shared.config.replay_page_size),
             None => (i64::MAX, 1),
         };
         let page = match self.fetch(&channel_id, after, page_size).await {
             Ok(page) => page,
-            Err(status) => return self.refused(&channel_id, status).await,
+            Err(status) => {
+                drop(receiver);
+                self.shared.pubsub.release(&topic);
+                return self.refused(&channel_id, status).await;
+            }
         };
         let head = page.head_seq;
-        self.subs.insert(channel_id.clone(), Subscription { last_seq: cursor.unwrap_or(head), member: None });
+        let start = cursor.map_or(head, |seq| seq.min(head));
+        self.subs.insert(channel_id.clone(), Subscription { last_seq: start, member: None, leaving: None });
         self.live.insert(channel_id.clone(), BroadcastStream::new(receiver));
         self.send(Frame::Subscribed(pb::SubscribedFrame { channel_id: channel_id.clone(), head_seq: head })).await?;
-        if cursor.is_some() {
-            if self.replay(&channel_id, page).await? {
-                self.catch_up(&channel_id).await?;
-            }
-            let seq = self.subs.get(&channel_id).map_or(0, |s| s.last_seq);
+        let more = if let Some(seq) = cursor.filter(|&seq| seq > head) {
+            // A cursor from the future is corrupt or from another deployment:
+            // say so, and follow from the head rather than wait for it.
+            let message = format!(
+                "last_seq: {seq} is beyond the channel's newest event ({head}); following from the newest event"
+            );
+            self.error_frame(Code::OutOfRange, message, &channel_id).await?;
+            false
+        } else if cursor.is_some() {
+            self.replay(&channel_id, page).await?
+        } else {
+            false
+        };
+        if more {
+            self.catch_up(&channel_id).await?;
+        }
+        if cursor.is_some()
+            && let Some(sub) = self.subs.get(&channel_id)
+        {
+            let seq = sub.last_seq;
             self.send(Frame::CaughtUp(pb::CaughtUpFrame { channel_id, seq })).await?;
         }
         Ok(())
@@ -293,9 +346,10 @@ impl Session {
 
     /// A channel the caller may not (or no longer) follow.
     async fn refused(&mut self, channel_id: &str, status: Status) -> Flow {
+        let leaving = self.subs.get(channel_id).and_then(|s| s.leaving);
         let reason = match status.code() {
-            Code::PermissionDenied => "permission_denied",
-            Code::NotFound => "not_found",
+            // Still out: say how they left if the replay showed it.
+            Code::PermissionDenied | Code::NotFound => leaving.unwrap_or("not_found"),
             Code::Unauthenticated => return Err(End::Resume("token_expired")),
             _ => return Err(End::Resume("unavailable")),
         };
@@ -308,7 +362,9 @@ impl Session {
     }
 
     fn drop_channel(&mut self, channel_id: &str) -> bool {
-        self.live.remove(channel_id);
+        if self.live.remove(channel_id).is_some() {
+            self.shared.pubsub.release(&channel_topic(channel_id));
+        }
         self.subs.remove(channel_id).is_some()
     }
 
@@ -345,25 +401,36 @@ impl Session {
     /// Delivers a page read from the log; tells whether more may follow.
     async fn replay(&mut self, channel_id: &str, page: ListChannelEventsResponse) -> Result<bool, End> {
         let full = page.events.len() >= self.shared.config.replay_page_size as usize;
+        if let Some(sub) = self.subs.get_mut(channel_id) {
+            // The log could be read, so the caller is a member now.
+            sub.leaving = None;
+        }
         for event in page.events {
-            self.deliver_logged(channel_id, event).await?;
-            if !self.subs.contains_key(channel_id) {
-                return Ok(false);
+            if let Some(reason) = self.deliver_logged(channel_id, event).await? {
+                // History shows the caller leaving here, but they may have
+                // come back since: the next read of the log tells, and is
+                // refused if they are still out.
+                if let Some(sub) = self.subs.get_mut(channel_id) {
+                    sub.leaving = Some(reason);
+                }
+                return Ok(true);
             }
         }
         let last = self.subs.get(channel_id).map_or(0, |s| s.last_seq);
         Ok(full && last < page.head_seq)
     }
 
-    /// Sends an event read from the log.
-    async fn deliver_logged(&mut self, channel_id: &str, event: ChannelEvent) -> Flow {
+    /// Sends an event read from the log; tells whether it is the caller
+    /// leaving the channel, and how.
+    async fn deliver_logged(&mut self, channel_id: &str, event: ChannelEvent) -> Result<Option<&'static str>, End> {
         let left_user = match &event.kind {
             Some(Kind::MemberLeft(m)) => Some(m.user_id.as_bytes()),
             _ => None,
         };
         let left = self.leaving(event.actor_id.as_bytes(), left_user);
         let seq = event.seq;
-        self.deliver(channel_id, seq, left, Outgoing::frame(Frame::Event(event))).await
+        let delivered = self.deliver(channel_id, seq, None, Outgoing::frame(Frame::Event(event))).await?;
+        Ok(left.filter(|_| delivered))
     }
 
     /// Why the caller stops following a channel after an event, if it does:
@@ -373,11 +440,19 @@ impl Session {
         (left_user == Some(me)).then_some(if actor_id == me { "left" } else { "removed" })
     }
 
-    /// Sends the next event of a channel and moves its cursor.
-    async fn deliver(&mut self, channel_id: &str, seq: i64, left: Option<&'static str>, event: Outgoing) -> Flow {
-        let Some(last_seq) = self.subs.get(channel_id).map(|s| s.last_seq) else { return Ok(()) };
+    /// Sends the next event of a channel and moves its cursor; tells
+    /// whether it was new. A live event that shows the caller leaving ends
+    /// the subscription (`left`).
+    async fn deliver(
+        &mut self,
+        channel_id: &str,
+        seq: i64,
+        left: Option<&'static str>,
+        event: Outgoing,
+    ) -> Result<bool, End> {
+        let Some(last_seq) = self.subs.get(channel_id).map(|s| s.last_seq) else { return Ok(false) };
         if seq <= last_seq {
-            return Ok(());
+            return Ok(false);
         }
         self.queue(event).await?;
         // Only a queued event moves the cursor: a resume must not skip one.
@@ -392,7 +467,7 @@ impl Session {
             }))
             .await?;
         }
-        Ok(())
+        Ok(true)
     }
 
     async fn on_live(&mut self, channel_id: String, item: Result<Bytes, BroadcastStreamRecvError>) -> Flow {
@@ -410,7 +485,7 @@ impl Session {
                     self.catch_up(&channel_id).await
                 } else {
                     let left = self.leaving(&head.actor_id, head.member_left.as_ref().map(|m| m.user_id.as_ref()));
-                    self.deliver(&channel_id, head.seq, left, Outgoing::Event(body)).await
+                    self.deliver(&channel_id, head.seq, left, Outgoing::Event(body)).await.map(drop)
                 }
             }
             Some(pubsub::Frame::Typing(body)) => match pb::TypingEvent::decode(body) {

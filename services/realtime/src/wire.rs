@@ -12,12 +12,12 @@
 use std::marker::PhantomData;
 
 use bytes::{BufMut, Bytes};
+use colink_proto::codec::MessageDecoder;
 use colink_proto::realtime::v1 as pb;
 use prost::Message;
 use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
 use tonic::Status;
 use tonic::codec::{BufferSettings, Codec, EncodeBuf, Encoder};
-use tonic_prost::ProstDecoder;
 
 /// `ConnectResponse.frame` and `SubscribeResponse.frame`.
 const RESPONSE_FRAME_FIELD: u32 = 1;
@@ -103,14 +103,14 @@ impl<R: Message + Default + Send + 'static> Codec for FrameCodec<R> {
     type Encode = Outgoing;
     type Decode = R;
     type Encoder = FrameEncoder;
-    type Decoder = ProstDecoder<R>;
+    type Decoder = MessageDecoder<R>;
 
     fn encoder(&mut self) -> Self::Encoder {
         FrameEncoder
     }
 
     fn decoder(&mut self) -> Self::Decoder {
-        ProstDecoder::new(buffer_settings())
+        MessageDecoder::new(buffer_settings())
     }
 }
 

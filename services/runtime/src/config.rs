@@ -115,6 +115,11 @@ pub struct AuthConfig {
     pub argon2_memory_kib: u32,
     pub argon2_iterations: u32,
     pub argon2_parallelism: u32,
+    /// Behind a proxy that appends the client's address to
+    /// `X-Forwarded-For` (Envoy with `use_remote_address`), throttle logins
+    /// by that address instead of the proxy's. Never set it on a node that
+    /// clients reach directly: they could claim any address.
+    pub trust_forwarded_for: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -126,6 +131,8 @@ pub struct RealtimeConfig {
     pub replay_page_size: i32,
     /// Channels one stream may follow.
     pub max_channels_per_stream: usize,
+    /// Streams one user may hold open on one node at once.
+    pub max_streams_per_user: usize,
     /// How long a stream waits for a client that does not read before
     /// telling it to reconnect and resume from its cursors.
     pub slow_client_grace_ms: u64,
@@ -185,13 +192,20 @@ impl Default for AuthConfig {
             argon2_memory_kib: 19 * 1024,
             argon2_iterations: 2,
             argon2_parallelism: 1,
+            trust_forwarded_for: false,
         }
     }
 }
 
 impl Default for RealtimeConfig {
     fn default() -> Self {
-        Self { stream_buffer: 512, replay_page_size: 500, max_channels_per_stream: 1_000, slow_client_grace_ms: 5_000 }
+        Self {
+            stream_buffer: 512,
+            replay_page_size: 500,
+            max_channels_per_stream: 1_000,
+            max_streams_per_user: 32,
+            slow_client_grace_ms: 5_000,
+        }
     }
 }
 
@@ -276,6 +290,12 @@ impl Config {
         }
         if !(1..=1000).contains(&self.realtime.replay_page_size) {
             problems.push("realtime.replay_page_size: must be within 1..=1000".into());
+        }
+        if self.realtime.max_streams_per_user == 0 {
+            problems.push("realtime.max_streams_per_user: must be at least 1".into());
+        }
+        if self.realtime.max_channels_per_stream == 0 {
+            problems.push("realtime.max_channels_per_stream: must be at least 1".into());
         }
         if self.call_timeout_ms == 0 {
             problems.push("call_timeout_ms: must be at least 1".into());

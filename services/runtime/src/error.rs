@@ -24,6 +24,9 @@ pub enum Error {
     FailedPrecondition(String),
     #[error("resource exhausted: {0}")]
     ResourceExhausted(String),
+    /// RESOURCE_EXHAUSTED with a `google.rpc.RetryInfo` saying when to retry.
+    #[error("throttled: {message}")]
+    Throttled { message: String, retry_after: std::time::Duration },
     #[error("unavailable: {0}")]
     Unavailable(String),
     /// A call to another service failed; its status passes through unchanged
@@ -72,6 +75,11 @@ impl From<Error> for Status {
             Error::AlreadyExists(m) => Status::already_exists(m),
             Error::FailedPrecondition(m) => Status::failed_precondition(m),
             Error::ResourceExhausted(m) => Status::resource_exhausted(m),
+            Error::Throttled { message, retry_after } => Status::with_error_details(
+                Code::ResourceExhausted,
+                message,
+                ErrorDetails::with_retry_info(Some(retry_after)),
+            ),
             Error::Unavailable(m) => Status::unavailable(m),
             Error::Upstream(status) => match status.code() {
                 Code::Internal | Code::Unknown | Code::DataLoss | Code::Unimplemented => {

@@ -124,6 +124,29 @@ pub fn check_idempotency_key(field: &str, key: &str) -> Result<Option<String>, F
     Ok(Some(key.to_string()))
 }
 
+/// A digest of what a request asks for, kept with its idempotency key: the
+/// same key with a different request is then refused instead of silently
+/// answered with the first request's result. `request` must have its key
+/// field cleared (the key may come in a header instead).
+pub fn request_fingerprint(request: &impl prost::Message) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(request.encode_to_vec());
+    URL_SAFE_NO_PAD.encode(&digest[..18])
+}
+
+/// Whether a request repeats the one first sent with its idempotency key.
+/// Keys stored before fingerprints were kept have none and match anything.
+pub fn check_same_request(stored: Option<&str>, fingerprint: &str) -> Result<(), crate::Error> {
+    match stored {
+        Some(stored) if stored != fingerprint => Err(crate::Error::invalid(
+            "idempotency_key",
+            "was already used for a different request; a retry must repeat the request exactly, \
+             and a new request needs a new key",
+        )),
+        _ => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -157,5 +180,16 @@ mod tests {
         assert_eq!(page_size("page_size", 0, 50, 100).unwrap(), 50);
         assert!(page_size("page_size", 101, 50, 100).is_err());
         assert!(page_size("page_size", -1, 50, 100).is_err());
+    }
+
+    #[test]
+    fn fingerprints_tell_requests_apart_and_old_keys_match_anything() {
+        let a = request_fingerprint(&prost_types::Duration { seconds: 1, nanos: 0 });
+        let b = request_fingerprint(&prost_types::Duration { seconds: 2, nanos: 0 });
+        assert_ne!(a, b);
+        assert_eq!(a, request_fingerprint(&prost_types::Duration { seconds: 1, nanos: 0 }));
+        assert!(check_same_request(Some(&a), &a).is_ok());
+        assert!(check_same_request(None, &a).is_ok());
+        assert!(check_same_request(Some(&b), &a).is_err());
     }
 }

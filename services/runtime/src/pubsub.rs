@@ -75,6 +75,10 @@ pub trait PubSub: Send + Sync + 'static {
     /// Receives what is published to the topic from now on. A receiver that
     /// falls behind sees `RecvError::Lagged` and must catch up from the store.
     async fn subscribe(&self, topic: &str) -> broadcast::Receiver<Bytes>;
+    /// Frees what the node holds for a topic once its last receiver is
+    /// gone; subscribers call it after dropping theirs. A topic that still
+    /// has receivers is left alone.
+    fn release(&self, topic: &str);
 }
 
 /// In-process pub/sub for a single node.
@@ -115,6 +119,14 @@ impl PubSub for MemoryPubSub {
             Err(_) => broadcast::channel(1).1,
         }
     }
+
+    fn release(&self, topic: &str) {
+        if let Ok(mut topics) = self.topics.lock()
+            && topics.get(topic).is_some_and(|s| s.receiver_count() == 0)
+        {
+            topics.remove(topic);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -138,6 +150,19 @@ mod tests {
         assert_eq!(rx.recv().await.unwrap(), Bytes::from_static(b"a"));
         drop(rx);
         pubsub.publish("t", Bytes::from_static(b"b")).await;
+        assert_eq!(pubsub.topic_count(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_released_topic_is_freed_only_once_nobody_listens() {
+        let pubsub = MemoryPubSub::new(8);
+        let first = pubsub.subscribe("t").await;
+        let second = pubsub.subscribe("t").await;
+        drop(first);
+        pubsub.release("t");
+        assert_eq!(pubsub.topic_count(), 1, "one receiver is left");
+        drop(second);
+        pubsub.release("t");
         assert_eq!(pubsub.topic_count(), 0);
     }
 }

@@ -189,18 +189,16 @@ impl UsersService {
             relationship: Set(req.relationship.clone()),
             created_at: Set(now_micros()),
         };
-        contact::Entity::insert(row)
+        // One statement writes and returns the row: a concurrent
+        // RemoveContact cannot slip in between a write and a read-back.
+        let stored = contact::Entity::insert(row)
             .on_conflict(
                 OnConflict::columns([contact::Column::UserId, contact::Column::ContactId])
                     .update_column(contact::Column::Relationship)
                     .to_owned(),
             )
-            .exec(&self.db.writer)
+            .exec_with_returning(&self.db.writer)
             .await?;
-        let stored = contact::Entity::find_by_id((caller.user_id.clone(), other.user_id.clone()))
-            .one(&self.db.writer)
-            .await?
-            .ok_or_else(|| Error::internal("contact vanished after insert"))?;
         Ok(pb::Contact {
             user: Some(to_user(&other)),
             relationship: stored.relationship,

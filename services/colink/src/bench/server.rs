@@ -28,6 +28,8 @@ impl Server {
             .args(["serve", "--listen", addr, "--data-dir"])
             .arg(data_dir)
             .env("COLINK_EPHEMERAL__SENDS_PER_MINUTE", "0")
+            // The idle scenario opens up to 100 streams per user.
+            .env("COLINK_REALTIME__MAX_STREAMS_PER_USER", "1000")
             .env("COLINK_AUTH__ARGON2_MEMORY_KIB", "64")
             .env("COLINK_AUTH__ARGON2_ITERATIONS", "1")
             .env("COLINK_LOG__LEVEL", "warn")

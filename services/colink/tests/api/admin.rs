@@ -175,6 +175,11 @@ async fn moderators_delete_messages_with_a_reason_on_record() {
     // A retry returns the same record and writes nothing new.
     let again = app.admin().moderate_message(admin.req(request(ModerationAction::Delete, "spam"))).await.unwrap();
     assert_eq!(again.into_inner().moderation.unwrap(), record);
+    // The same key for a different moderation is refused, not answered with the first.
+    let reworded = app.admin().moderate_message(admin.req(request(ModerationAction::Delete, "abuse"))).await;
+    crate::helpers::assert_invalid(reworded, "idempotency_key");
+    let warned = app.admin().moderate_message(admin.req(request(ModerationAction::Warn, "spam"))).await;
+    crate::helpers::assert_invalid(warned, "idempotency_key");
 
     let about_message = ListAuditLogsRequest { target_id: spam.message_id.clone(), ..Default::default() };
     let entries = audit_entries(&app, &admin, about_message, 2).await;

@@ -64,7 +64,7 @@ async fn private_channels_are_managed_by_owners_and_admins() {
 
     let join =
         app.channels().join_channel(carol.req(JoinChannelRequest { channel_id: secret.channel_id.clone() })).await;
-    assert_code(join, Code::PermissionDenied);
+    assert_code(join, Code::NotFound);
     let add = |who: &str| AddMembersRequest {
         channel_id: secret.channel_id.clone(),
         user_ids: vec![who.to_string()],
@@ -101,7 +101,7 @@ async fn private_channels_are_managed_by_owners_and_admins() {
     let remove = RemoveMemberRequest { channel_id: secret.channel_id.clone(), user_id: carol.user_id.clone() };
     app.channels().remove_member(bob.req(remove)).await.unwrap();
     let get = app.channels().get_channel(carol.req(GetChannelRequest { channel_id: secret.channel_id.clone() })).await;
-    assert_code(get, Code::PermissionDenied);
+    assert_code(get, Code::NotFound);
 }
 
 #[tokio::test]

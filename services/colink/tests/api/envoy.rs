@@ -1,15 +1,19 @@
 //! The REST API of the seeds, through a real Envoy in front of a node:
 //! gRPC-JSON transcoding from gen/colink.binpb, camelCase JSON, HTTP status
-//! codes, the Idempotency-Key header and CORS.
+//! codes, JSON error bodies (Envoy's own answers included), the
+//! Idempotency-Key header and CORS.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::Duration;
 
+use colink_proto::auth::v1::RegisterRequest;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tonic::transport::Endpoint;
 
-use crate::helpers::TestApp;
+use crate::helpers::{TestApp, assert_invalid};
 
 /// Envoy with our configuration, pointed at one node; stopped on drop.
 struct Envoy {
@@ -62,6 +66,12 @@ impl Envoy {
         panic!("envoy did not become ready");
     }
 
+    /// A gRPC client of the node through Envoy.
+    fn grpc(&self) -> TestApp {
+        let uri = format!("http://127.0.0.1:{}", self.port);
+        TestApp::at(Endpoint::from_shared(uri).expect("endpoint").timeout(crate::helpers::WAIT).connect_lazy())
+    }
+
     async fn call(&self, method: &str, path: &str, body: Option<Value>, headers: &[(&str, &str)]) -> (u16, Value) {
         let (status, _, body) = self.try_call(method, path, body, headers).await.expect("http exchange");
         let json = if body.trim().is_empty() {
@@ -95,8 +105,21 @@ impl Envoy {
         request.push_str("\r\n");
         request.push_str(&body);
         socket.write_all(request.as_bytes()).await?;
+        // Read until the response is whole rather than until the socket
+        // closes: after a reply of its own, Envoy lingers a second before
+        // closing the connection.
         let mut raw = Vec::new();
-        tokio::time::timeout(crate::helpers::WAIT, socket.read_to_end(&mut raw)).await??;
+        tokio::time::timeout(crate::helpers::WAIT, async {
+            let mut chunk = [0_u8; 8192];
+            while !response_complete(&raw) {
+                match socket.read(&mut chunk).await? {
+                    0 => break,
+                    n => raw.extend_from_slice(&chunk[..n]),
+                }
+            }
+            Ok::<_, std::io::Error>(())
+        })
+        .await??;
         let text = String::from_utf8_lossy(&raw).to_string();
         let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
         let mut lines = head.lines();
@@ -108,6 +131,26 @@ impl Envoy {
         let body = if chunked { dechunk(rest) } else { rest.to_string() };
         Ok((status, headers, body))
     }
+}
+
+/// Whether `raw` holds a whole HTTP/1.1 response: its head, and a body as
+/// long as Content-Length says, or chunks up to the last one.
+fn response_complete(raw: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(raw);
+    let Some((head, body)) = text.split_once("\r\n\r\n") else { return false };
+    let header = |name: &str| {
+        head.lines().skip(1).find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+        })
+    };
+    if let Some(length) = header("content-length").and_then(|v| v.parse::<usize>().ok()) {
+        return body.len() >= length;
+    }
+    if header("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+        return body.ends_with("0\r\n\r\n");
+    }
+    false
 }
 
 fn dechunk(mut rest: &str) -> String {
@@ -198,4 +241,226 @@ async fn the_rest_api_of_the_seeds_works_through_envoy() {
     );
     let (status, jwks) = envoy.call("GET", "/.well-known/jwks.json", None, &[]).await;
     assert_eq!((status, jwks["keys"][0]["alg"].as_str()), (200, Some("EdDSA")));
+}
+
+/// An answer that must be JSON: its status, its `Allow` header and its body.
+async fn json_answer(
+    envoy: &Envoy,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+    headers: &[(&str, &str)],
+) -> (u16, Option<String>, Value) {
+    let (status, response_headers, text) = envoy.try_call(method, path, body, headers).await.expect("http exchange");
+    let header = |name: &str| response_headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    assert_eq!(header("content-type").as_deref(), Some("application/json"), "{method} {path}: {status} {text}");
+    let json =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{method} {path}: {status} {text:?} is not JSON: {e}"));
+    (status, header("allow"), json)
+}
+
+/// The fields that a JSON error's `google.rpc.BadRequest` details name.
+fn violated_fields(error: &Value) -> Vec<String> {
+    error["details"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|detail| detail["@type"] == "type.googleapis.com/google.rpc.BadRequest")
+        .flat_map(|detail| detail["fieldViolations"].as_array().into_iter().flatten())
+        .filter_map(|violation| violation["field"].as_str().map(str::to_string))
+        .collect()
+}
+
+#[tokio::test]
+#[ignore = "needs Envoy: set COLINK_TEST_ENVOY to its binary (the full suite does)"]
+async fn field_violations_come_back_as_json_naming_the_fields() {
+    let node = TestApp::spawn().await;
+    let envoy = Envoy::start(&node).await;
+
+    let bad = json!({"username": "a", "email": "x", "password": "a"});
+    let (status, _, error) = json_answer(&envoy, "POST", "/v1/auth/register", Some(bad), &[]).await;
+    assert_eq!((status, error["code"].as_i64()), (400, Some(3)), "{error}");
+    let fields = violated_fields(&error);
+    for field in ["username", "email", "password"] {
+        assert!(fields.iter().any(|f| f == field), "no violation for {field}: {error}");
+    }
+
+    let user = envoy.grpc().register("alice").await;
+    let bearer = format!("Bearer {}", user.token());
+    let auth = [("Authorization", bearer.as_str())];
+    // A bad query parameter, after the transcoder has parsed it.
+    let (status, _, error) = json_answer(&envoy, "GET", "/v1/messages?pageSize=-5", None, &auth).await;
+    assert_eq!((status, error["code"].as_i64()), (400, Some(3)), "{error}");
+    assert!(violated_fields(&error).iter().any(|f| f == "page_size"), "{error}");
+    // One the transcoder rejects itself.
+    let (status, _, error) = json_answer(&envoy, "GET", "/v1/messages?bogus=1", None, &auth).await;
+    assert_eq!((status, error["code"].as_i64()), (400, Some(3)), "{error}");
+    assert!(error["message"].as_str().is_some_and(|m| m.contains("bogus")), "{error}");
+
+    // gRPC clients still find the violations in the status.
+    let bad = RegisterRequest { username: "a".into(), email: "x".into(), password: "a".into(), ..Default::default() };
+    assert_invalid(envoy.grpc().auth().register(bad).await, "username");
+}
+
+#[tokio::test]
+#[ignore = "needs Envoy: set COLINK_TEST_ENVOY to its binary (the full suite does)"]
+async fn unknown_paths_are_404_and_wrong_methods_405_in_json() {
+    let node = TestApp::spawn().await;
+    let envoy = Envoy::start(&node).await;
+    let user = envoy.grpc().register("alice").await;
+    let bearer = format!("Bearer {}", user.token());
+    let auth = [("Authorization", bearer.as_str())];
+
+    let (status, allow, error) = json_answer(&envoy, "GET", "/v1/nope", None, &auth).await;
+    assert_eq!((status, allow, error["code"].as_i64()), (404, None, Some(5)), "{error}");
+    assert!(error["message"].as_str().is_some_and(|m| !m.is_empty()), "{error}");
+    // A gRPC method's path is no REST route.
+    let (status, _, error) =
+        json_answer(&envoy, "POST", "/colink.auth.v1.AuthService/Login", Some(json!({})), &[]).await;
+    assert_eq!(status, 404, "{error}");
+
+    let (status, allow, error) = json_answer(&envoy, "DELETE", "/v1/auth/login", None, &[]).await;
+    assert_eq!((status, allow.as_deref(), error["code"].as_i64()), (405, Some("POST"), Some(12)), "{error}");
+    assert!(error["message"].as_str().is_some_and(|m| m.contains("POST")), "{error}");
+    // /v1/users/me is also a /v1/users/{user_id}: both paths' methods count.
+    let (status, allow, error) = json_answer(&envoy, "PUT", "/v1/users/me", None, &auth).await;
+    assert_eq!((status, allow.as_deref(), error["code"].as_i64()), (405, Some("GET, PATCH"), Some(12)), "{error}");
+    let (status, me) = envoy.call("GET", "/v1/users/me", None, &auth).await;
+    assert_eq!((status, me["user"]["userId"].as_str()), (200, Some(user.user_id.as_str())), "{me}");
+
+    // Browsers may read these answers, and a preflight still gets its own.
+    let origin = [("Origin", "https://chat.example.com")];
+    let (status, headers, _) = envoy.try_call("GET", "/v1/nope", None, &origin).await.unwrap();
+    assert_eq!(status, 404);
+    assert!(headers.iter().any(|(k, v)| k == "access-control-allow-origin" && v == origin[0].1), "{headers:?}");
+    let preflight = [origin[0], ("Access-Control-Request-Method", "POST")];
+    let (status, headers, _) = envoy.try_call("OPTIONS", "/v1/nope", None, &preflight).await.unwrap();
+    assert_eq!(status, 200, "{headers:?}");
+
+    // gRPC-Web is not REST: it reaches the node, which answers in gRPC-Web
+    // (here that the request has no message).
+    let grpc_web = [("Content-Type", "application/grpc-web+proto"), ("X-Grpc-Web", "1")];
+    let (status, headers, _) = envoy.try_call("POST", "/grpc.health.v1.Health/Check", None, &grpc_web).await.unwrap();
+    assert_eq!(status, 200, "{headers:?}");
+    assert!(headers.iter().any(|(k, v)| k == "content-type" && v.starts_with("application/grpc-web")), "{headers:?}");
+    assert!(headers.iter().any(|(k, _)| k == "grpc-status"), "{headers:?}");
+}
+
+/// Every REST path answers 405 to each method none of its HTTP rules takes,
+/// naming the ones they do, and passes those on to the node. Envoy's routes
+/// for this are generated; this notices when they lag behind the protos.
+#[tokio::test]
+#[ignore = "needs Envoy: set COLINK_TEST_ENVOY to its binary (the full suite does)"]
+async fn every_rest_path_tells_a_wrong_method_from_an_unknown_path() {
+    let node = TestApp::spawn().await;
+    let envoy = Envoy::start(&node).await;
+    let bindings = http_bindings();
+    assert!(bindings.len() > 100, "{bindings:?}");
+
+    let templates: BTreeSet<&str> = bindings.iter().map(|(_, template)| template.as_str()).collect();
+    for template in templates {
+        let path = example_path(template);
+        let takes: BTreeSet<&str> =
+            bindings.iter().filter(|(_, t)| template_matches(t, &path)).map(|(m, _)| m.as_str()).collect();
+        for method in ["GET", "POST", "PUT", "PATCH", "DELETE"] {
+            let (status, headers, body) = envoy.try_call(method, &path, None, &[]).await.expect("http exchange");
+            if takes.contains(method) {
+                // The node's own 404s are fine; Envoy's are not.
+                let from_node = headers.iter().any(|(k, _)| k == "x-envoy-upstream-service-time");
+                assert!(status != 405 && (status != 404 || from_node), "{method} {path}: {status} {body}");
+            } else {
+                let allow: BTreeSet<&str> =
+                    headers.iter().filter(|(k, _)| k == "allow").flat_map(|(_, v)| v.split(", ")).collect();
+                assert_eq!((status, allow), (405, takes.clone()), "{method} {path}: {body}");
+            }
+        }
+    }
+}
+
+/// A path that `template` matches: each variable, one segment in every
+/// Colink template, becomes `x`.
+fn example_path(template: &str) -> String {
+    template.split('/').map(|s| if s.starts_with('{') { "x" } else { s }).collect::<Vec<_>>().join("/")
+}
+
+fn template_matches(template: &str, path: &str) -> bool {
+    let (template, path): (Vec<&str>, Vec<&str>) = (template.split('/').collect(), path.split('/').collect());
+    template.len() == path.len()
+        && template.iter().zip(&path).all(|(t, p)| t == p || (t.starts_with('{') && t.ends_with('}') && !p.is_empty()))
+}
+
+/// Every (method, path template) of the HTTP rules in the descriptor set
+/// that Envoy transcodes from.
+fn http_bindings() -> Vec<(String, String)> {
+    use prost::Message;
+
+    // Just enough of descriptor.proto and google/api/http.proto: prost_types
+    // drops the `google.api.http` method option.
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct FileSet {
+        #[prost(message, repeated, tag = "1")]
+        file: Vec<File>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct File {
+        #[prost(message, repeated, tag = "6")]
+        service: Vec<Service>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct Service {
+        #[prost(message, repeated, tag = "2")]
+        method: Vec<Method>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct Method {
+        #[prost(message, optional, tag = "4")]
+        options: Option<MethodOptions>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct MethodOptions {
+        #[prost(message, optional, tag = "72295728")]
+        http: Option<HttpRule>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct HttpRule {
+        #[prost(string, optional, tag = "2")]
+        get: Option<String>,
+        #[prost(string, optional, tag = "3")]
+        put: Option<String>,
+        #[prost(string, optional, tag = "4")]
+        post: Option<String>,
+        #[prost(string, optional, tag = "5")]
+        delete: Option<String>,
+        #[prost(string, optional, tag = "6")]
+        patch: Option<String>,
+        #[prost(message, repeated, tag = "11")]
+        additional_bindings: Vec<HttpRule>,
+    }
+
+    fn collect(rule: &HttpRule, out: &mut Vec<(String, String)>) {
+        let verbs = [
+            ("GET", &rule.get),
+            ("PUT", &rule.put),
+            ("POST", &rule.post),
+            ("DELETE", &rule.delete),
+            ("PATCH", &rule.patch),
+        ];
+        for (verb, path) in verbs {
+            if let Some(path) = path {
+                out.push((verb.to_string(), path.clone()));
+            }
+        }
+        for extra in &rule.additional_bindings {
+            collect(extra, out);
+        }
+    }
+
+    let set = FileSet::decode(colink_proto::FILE_DESCRIPTOR_SET).expect("descriptor set");
+    let mut bindings = Vec::new();
+    for method in set.file.iter().flat_map(|f| &f.service).flat_map(|s| &s.method) {
+        if let Some(rule) = method.options.as_ref().and_then(|o| o.http.as_ref()) {
+            collect(rule, &mut bindings);
+        }
+    }
+    bindings
 }

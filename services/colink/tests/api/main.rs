@@ -15,6 +15,7 @@ mod channels;
 mod cluster;
 mod crash;
 mod envoy;
+mod hardening;
 mod kafka;
 mod messaging;
 mod node;

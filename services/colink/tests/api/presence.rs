@@ -101,8 +101,8 @@ async fn typing_reaches_streams_and_the_typing_list_and_expires() {
     assert_eq!(typing.iter().map(|t| t.user_id.as_str()).collect::<Vec<_>>(), [alice.user_id.as_str()]);
 
     // Outsiders can neither type nor look.
-    assert_code(app.presence().start_typing(eve.req(start.clone())).await, Code::PermissionDenied);
-    assert_code(app.presence().list_typing_users(eve.req(list.clone())).await, Code::PermissionDenied);
+    assert_code(app.presence().start_typing(eve.req(start.clone())).await, Code::NotFound);
+    assert_code(app.presence().list_typing_users(eve.req(list.clone())).await, Code::NotFound);
     assert_invalid(app.presence().start_typing(alice.req(StartTypingRequest::default())).await, "channel_id");
 
     let stop = StopTypingRequest { channel_id: room.channel_id.clone() };

@@ -77,6 +77,26 @@ impl PubSub for RedisPubSub {
         let _ = self.commands.send(Command::Subscribe(topic.to_string()));
         receiver
     }
+
+    fn release(&self, topic: &str) {
+        if let Ok(mut topics) = self.topics.lock() {
+            forget_if_idle(&mut topics, topic, &self.commands);
+        }
+    }
+}
+
+/// Drops an idle topic and its Redis subscription. Called with the topics
+/// locked, so that the command cannot overtake a SUBSCRIBE for the same
+/// topic issued by `subscribe` right after.
+fn forget_if_idle(
+    topics: &mut HashMap<String, broadcast::Sender<Bytes>>,
+    topic: &str,
+    commands: &mpsc::UnboundedSender<Command>,
+) {
+    if topics.get(topic).is_some_and(|s| s.receiver_count() == 0) {
+        topics.remove(topic);
+        let _ = commands.send(Command::Unsubscribe(topic.to_string()));
+    }
 }
 
 /// Publishes in order; after a failure, drops publishes for a short pause
@@ -159,25 +179,19 @@ fn resync(topics: &Topics) {
     }
 }
 
-/// Drops Redis subscriptions that no local receiver needs any more.
+/// Drops Redis subscriptions that no local receiver needs any more, for
+/// receivers dropped without a `release`.
 async fn sweeper(topics: Topics, commands: mpsc::UnboundedSender<Command>) {
     loop {
         tokio::time::sleep(SWEEP_INTERVAL).await;
-        let idle: Vec<String> = match topics.lock() {
-            Ok(mut topics) => {
-                let idle: Vec<String> =
-                    topics.iter().filter(|(_, s)| s.receiver_count() == 0).map(|(t, _)| t.clone()).collect();
-                for topic in &idle {
-                    topics.remove(topic);
-                }
-                idle
-            }
-            Err(_) => return,
-        };
+        let Ok(mut topics) = topics.lock() else { return };
+        let idle: Vec<String> =
+            topics.iter().filter(|(_, s)| s.receiver_count() == 0).map(|(t, _)| t.clone()).collect();
         for topic in idle {
-            if commands.send(Command::Unsubscribe(topic)).is_err() {
-                return;
-            }
+            forget_if_idle(&mut topics, &topic, &commands);
+        }
+        if commands.is_closed() {
+            return;
         }
     }
 }
