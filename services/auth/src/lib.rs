@@ -58,9 +58,6 @@ pub struct AuthService {
     /// user" takes as long as "wrong password".
     decoy_hash: Arc<str>,
     throttle: LoginThrottle,
-    /// Take the client's address from the last `X-Forwarded-For` entry,
-    /// which a trusted proxy in front (Envoy) appends.
-    trust_forwarded_for: bool,
 }
 
 impl AuthService {
@@ -79,13 +76,12 @@ impl AuthService {
         Ok(Self {
             db,
             outbox,
+            config,
             hashing,
             keys,
             users: UsersServiceClient::new(users),
             decoy_hash: decoy_hash.into(),
             throttle: LoginThrottle::new(ephemeral),
-            trust_forwarded_for: config.trust_forwarded_for,
-            config,
         })
     }
 
@@ -458,7 +454,7 @@ impl AuthRpc for AuthService {
     }
 
     async fn login(&self, request: Request<pb::LoginRequest>) -> Result<Response<pb::LoginResponse>, Status> {
-        let address = client_address(&request, self.trust_forwarded_for);
+        let address = client_address(&request, self.config.trust_forwarded_for);
         Ok(Response::new(AuthService::login(self, request.into_inner(), address).await?))
     }
 

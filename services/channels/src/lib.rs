@@ -10,9 +10,9 @@ use colink_proto::channels::v1 as pb;
 use colink_proto::channels::v1::channels_service_server::{ChannelsService as ChannelsRpc, ChannelsServiceServer};
 use colink_proto::channels::v1::{ChannelKind, InvitationState, MemberRole};
 use colink_proto::events::v1::{ChannelChanged, MembershipChanged, event::Payload};
+use colink_proto::users::v1::BatchGetUsersRequest;
 use colink_proto::users::v1::users_service_client::UsersServiceClient;
-use colink_proto::users::v1::{BatchGetUsersRequest, CheckBlockedRequest};
-use colink_runtime::clients::call_on_behalf;
+use colink_runtime::clients::{call_on_behalf, deny_if_blocked};
 use colink_runtime::db::Db;
 use colink_runtime::error::{Page, Violations, duplicate_as, is_unique_violation};
 use colink_runtime::events::{self, CHANNEL_EVENTS, Outbox};
@@ -121,19 +121,6 @@ impl ChannelsService {
             viewer_role: membership.map_or(MemberRole::Unspecified as i32, |m| m.role),
             viewer_preferences: membership.map(to_preferences),
         })
-    }
-
-    /// A direct message between two people exists for neither once one
-    /// blocks the other: it cannot be opened, new or old.
-    async fn require_unblocked(&self, caller: &Caller, other: &str) -> Result<()> {
-        let request = CheckBlockedRequest { user_id: caller.user_id.clone(), other_user_id: other.to_string() };
-        let blocked = call_on_behalf(&self.users, caller, request, |mut c, r| async move { c.check_blocked(r).await })
-            .await?
-            .blocked;
-        if blocked {
-            return Err(Error::denied("you cannot message this user"));
-        }
-        Ok(())
     }
 
     /// Checks that every id names an existing account.
@@ -708,8 +695,9 @@ impl ChannelsService {
         let mut participants = others.clone();
         participants.push(caller.user_id.clone());
         let key = dm_key(&participants);
+        // A block closes a direct message between two people, new or old.
         if let [other] = others.as_slice() {
-            self.require_unblocked(caller, other).await?;
+            deny_if_blocked(&self.users, caller, other).await?;
         }
         if let Some(existing) =
             channel::Entity::find().filter(channel::Column::DmKey.eq(&key)).one(&self.db.reader).await?

@@ -16,9 +16,8 @@ use colink_proto::events::v1::{MessageChanged, event::Payload};
 use colink_proto::messaging::v1 as pb;
 use colink_proto::messaging::v1::channel_event::Kind;
 use colink_proto::messaging::v1::messaging_service_server::{MessagingService as MessagingRpc, MessagingServiceServer};
-use colink_proto::users::v1::CheckBlockedRequest;
 use colink_proto::users::v1::users_service_client::UsersServiceClient;
-use colink_runtime::clients::{call_on_behalf, on_behalf_of};
+use colink_runtime::clients::{call_on_behalf, deny_if_blocked, on_behalf_of};
 use colink_runtime::db::Db;
 use colink_runtime::ephemeral::{Ephemeral, within_budget};
 use colink_runtime::error::{Page, Violations};
@@ -287,14 +286,7 @@ impl MessagingService {
         let Some(other) = access.channel.participant_ids.iter().find(|id| **id != caller.user_id) else {
             return Ok(());
         };
-        let request = CheckBlockedRequest { user_id: caller.user_id.clone(), other_user_id: other.clone() };
-        let blocked = call_on_behalf(&self.users, caller, request, |mut c, r| async move { c.check_blocked(r).await })
-            .await?
-            .blocked;
-        if blocked {
-            return Err(Error::denied("you cannot message this user"));
-        }
-        Ok(())
+        deny_if_blocked(&self.users, caller, other).await
     }
 
     /// The message first sent with the key, if any; an error if the key

@@ -10,6 +10,10 @@ use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
+use colink_proto::users::v1::CheckBlockedRequest;
+use colink_proto::users::v1::users_service_client::UsersServiceClient;
+
+use crate::Error;
 use crate::auth::Caller;
 use crate::config::{Config, SERVICES};
 
@@ -114,4 +118,16 @@ where
     retry_idempotent(|| call(client.clone(), on_behalf_of(caller, message.clone())))
         .await
         .map(tonic::Response::into_inner)
+}
+
+/// PERMISSION_DENIED when either the caller or `other` blocks the other:
+/// then neither may open or write in a direct message between them.
+pub async fn deny_if_blocked(users: &UsersServiceClient<Channel>, caller: &Caller, other: &str) -> Result<(), Error> {
+    let request = CheckBlockedRequest { user_id: caller.user_id.clone(), other_user_id: other.to_string() };
+    let blocked =
+        call_on_behalf(users, caller, request, |mut c, r| async move { c.check_blocked(r).await }).await?.blocked;
+    if blocked {
+        return Err(Error::denied("you cannot message this user"));
+    }
+    Ok(())
 }

@@ -464,3 +464,23 @@ fn http_bindings() -> Vec<(String, String)> {
     }
     bindings
 }
+
+#[tokio::test]
+#[ignore = "needs Envoy: set COLINK_TEST_ENVOY to its binary (the full suite does)"]
+async fn throttled_logins_are_429_with_when_to_retry() {
+    let node = TestApp::spawn().await;
+    let envoy = Envoy::start(&node).await;
+    let wrong = json!({"login": "nobody", "password": "wrong password"});
+    for _ in 0..5 {
+        let (status, _) = envoy.call("POST", "/v1/auth/login", Some(wrong.clone()), &[]).await;
+        assert_eq!(status, 401);
+    }
+    let (status, body) = envoy.call("POST", "/v1/auth/login", Some(wrong), &[]).await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["code"], 8, "{body}");
+    let retry = body["details"]
+        .as_array()
+        .and_then(|d| d.iter().find(|d| d["@type"] == "type.googleapis.com/google.rpc.RetryInfo"))
+        .unwrap_or_else(|| panic!("retry information in {body}"));
+    assert!(retry["retryDelay"].as_str().is_some_and(|d| d.ends_with('s')), "{body}");
+}

@@ -201,9 +201,9 @@ async fn a_block_closes_an_existing_direct_message_both_ways() {
 
 // ---- 3. a removed and re-added member resumes with an old cursor ---------
 
-#[tokio::test]
-async fn a_member_removed_and_added_back_resumes_from_an_old_cursor() {
-    let app = TestApp::spawn().await;
+/// A private room of alice's with one message, then bob removed from it,
+/// then a message he missed.
+async fn room_bob_was_removed_from(app: &TestApp) -> (TestUser, TestUser, String) {
     let alice = app.register("alice").await;
     let bob = app.register("bob").await;
     let room = app.create_channel(&alice, "room", ChannelKind::Private, &[&bob]).await;
@@ -212,6 +212,13 @@ async fn a_member_removed_and_added_back_resumes_from_an_old_cursor() {
     let remove = RemoveMemberRequest { channel_id: id.clone(), user_id: bob.user_id.clone() };
     app.channels().remove_member(alice.req(remove)).await.unwrap();
     app.send(&alice, &id, "while bob was away").await;
+    (alice, bob, id)
+}
+
+#[tokio::test]
+async fn a_member_removed_and_added_back_resumes_from_an_old_cursor() {
+    let app = TestApp::spawn().await;
+    let (alice, bob, id) = room_bob_was_removed_from(&app).await;
     let add = AddMembersRequest { channel_id: id.clone(), user_ids: vec![bob.user_id.clone()], ..Default::default() };
     app.channels().add_members(alice.req(add)).await.unwrap();
 
@@ -240,15 +247,7 @@ async fn a_member_removed_and_added_back_resumes_from_an_old_cursor() {
 #[tokio::test]
 async fn a_member_still_removed_gets_nothing_from_an_old_cursor() {
     let app = TestApp::spawn().await;
-    let alice = app.register("alice").await;
-    let bob = app.register("bob").await;
-    let room = app.create_channel(&alice, "room", ChannelKind::Private, &[&bob]).await;
-    let id = room.channel_id.clone();
-    app.send(&alice, &id, "before").await;
-    let remove = RemoveMemberRequest { channel_id: id.clone(), user_id: bob.user_id.clone() };
-    app.channels().remove_member(alice.req(remove)).await.unwrap();
-    app.send(&alice, &id, "after").await;
-
+    let (_alice, bob, id) = room_bob_was_removed_from(&app).await;
     let mut stream = app.realtime().subscribe(bob.req(cursors([id.clone()], Some(0)))).await.unwrap().into_inner();
     match frame(&mut stream).await {
         Frame::Unsubscribed(u) => assert_eq!((u.channel_id, u.reason.as_str()), (id, "not_found")),
@@ -322,6 +321,21 @@ async fn password_guessing_from_one_address_is_slowed_across_accounts() {
         assert_code(login(&app, &format!("guess{i}"), "wrong password").await, Code::Unauthenticated);
     }
     let held = assert_code(login(&app, "someone-new", "wrong password").await, Code::ResourceExhausted);
+    assert!(retry_after(&held) > Duration::ZERO);
+}
+
+#[tokio::test]
+#[ignore = "needs redis-server on the PATH and COLINK_TEST_REDIS set (the full suite does)"]
+async fn login_throttling_is_shared_by_nodes_through_redis() {
+    std::env::var("COLINK_TEST_REDIS").expect("COLINK_TEST_REDIS");
+    let redis = crate::servers::Server::redis().await;
+    let url = format!("redis://127.0.0.1:{}", redis.port);
+    let first = TestApp::spawn_with(|c| c.ephemeral.url = url.clone()).await;
+    let second = TestApp::spawn_with(|c| c.ephemeral.url = url.clone()).await;
+    for _ in 0..5 {
+        assert_code(login(&first, "nobody", "wrong password").await, Code::Unauthenticated);
+    }
+    let held = assert_code(login(&second, "nobody", "wrong password").await, Code::ResourceExhausted);
     assert!(retry_after(&held) > Duration::ZERO);
 }
 
