@@ -12,7 +12,7 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(Initial), Box::new(RequestFingerprints)]
+        vec![Box::new(Initial), Box::new(RequestFingerprints), Box::new(ThreadsAndReactions)]
     }
 }
 
@@ -122,5 +122,114 @@ migration_name!(RequestFingerprints, "m0002_messaging_request_fingerprints");
 impl MigrationTrait for RequestFingerprints {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         add_request_fingerprint(manager, "message_idempotency").await
+    }
+}
+
+migration_name!(ThreadsAndReactions, "m0003_messaging_threads_reactions");
+
+#[async_trait::async_trait]
+impl MigrationTrait for ThreadsAndReactions {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        if !manager.has_column("messages", "also_in_channel").await? {
+            manager
+                .alter_table(
+                    Table::alter().table("messages").add_column(boolean("also_in_channel").default(false)).to_owned(),
+                )
+                .await?;
+        }
+        manager
+            .create_table(
+                Table::create()
+                    .table("threads")
+                    .if_not_exists()
+                    // The id of the root message.
+                    .col(string_len("thread_id", 36).primary_key())
+                    .col(string_len("channel_id", 36))
+                    .col(string_len("creator_id", 36))
+                    .col(string_len("root_sender_id", 36))
+                    .col(string_len("first_reply_id", 36))
+                    // Live replies: not deleted, not recalled.
+                    .col(integer("reply_count"))
+                    .col(string_len_null("last_reply_id", 36))
+                    .col(big_integer("last_reply_seq"))
+                    .col(big_integer_null("last_reply_at"))
+                    .col(big_integer("created_at"))
+                    .to_owned(),
+            )
+            .await?;
+        manager.create_index(index("threads_by_channel", "threads", &["channel_id", "last_reply_at"])).await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table("thread_participants")
+                    .if_not_exists()
+                    .col(string_len("thread_id", 36))
+                    .col(string_len("user_id", 36))
+                    .col(integer("reply_count"))
+                    .col(big_integer("last_reply_at"))
+                    .primary_key(Index::create().col("thread_id").col("user_id"))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table("thread_followers")
+                    .if_not_exists()
+                    .col(string_len("thread_id", 36))
+                    .col(string_len("user_id", 36))
+                    .col(string_len("channel_id", 36))
+                    .col(boolean("following"))
+                    .col(big_integer("last_read_seq"))
+                    .col(string_len_null("last_read_id", 36))
+                    .col(big_integer("updated_at"))
+                    .primary_key(Index::create().col("thread_id").col("user_id"))
+                    .to_owned(),
+            )
+            .await?;
+        manager.create_index(index("thread_followers_by_user", "thread_followers", &["user_id", "channel_id"])).await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table("reactions")
+                    .if_not_exists()
+                    .col(string_len("message_id", 36))
+                    .col(string_len("user_id", 36))
+                    .col(string_len("emoji", 64))
+                    .col(string_len("channel_id", 36))
+                    .col(big_integer("created_at"))
+                    .primary_key(Index::create().col("message_id").col("user_id").col("emoji"))
+                    .to_owned(),
+            )
+            .await?;
+        manager.create_index(index("reactions_by_emoji", "reactions", &["message_id", "emoji", "created_at"])).await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table("reaction_counts")
+                    .if_not_exists()
+                    .col(string_len("message_id", 36))
+                    .col(string_len("emoji", 64))
+                    .col(integer("count"))
+                    .col(big_integer("first_at"))
+                    .primary_key(Index::create().col("message_id").col("emoji"))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table("reaction_idempotency")
+                    .if_not_exists()
+                    .col(string_len("user_id", 36))
+                    .col(string_len("idempotency_key", 128))
+                    .col(string_len("message_id", 36))
+                    .col(string_len("emoji", 64))
+                    .col(big_integer("created_at"))
+                    .col(string_len_null("request_fingerprint", 32))
+                    .primary_key(Index::create().col("user_id").col("idempotency_key"))
+                    .to_owned(),
+            )
+            .await
     }
 }

@@ -15,7 +15,10 @@ pub struct Event {
     #[prost(string, tag = "4")]
     pub actor_id: ::prost::alloc::string::String,
     /// What happened.
-    #[prost(oneof = "event::Payload", tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19")]
+    #[prost(
+        oneof = "event::Payload",
+        tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21"
+    )]
     pub payload: ::core::option::Option<event::Payload>,
 }
 /// Nested message and enum types in `Event`.
@@ -54,7 +57,57 @@ pub mod event {
         /// message.moderated
         #[prost(message, tag = "19")]
         MessageModerated(super::MessageModerated),
+        /// reaction.added, reaction.removed
+        #[prost(message, tag = "20")]
+        ReactionChanged(super::ReactionChanged),
+        /// thread.created, reply.created, thread.followed, thread.unfollowed
+        #[prost(message, tag = "21")]
+        ThreadChanged(super::ThreadChanged),
     }
+}
+/// A reaction was added or removed.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ReactionChanged {
+    /// The message.
+    #[prost(string, tag = "1")]
+    pub message_id: ::prost::alloc::string::String,
+    /// Its channel.
+    #[prost(string, tag = "2")]
+    pub channel_id: ::prost::alloc::string::String,
+    /// Who reacted.
+    #[prost(string, tag = "3")]
+    pub user_id: ::prost::alloc::string::String,
+    /// The emoji.
+    #[prost(string, tag = "4")]
+    pub emoji: ::prost::alloc::string::String,
+    /// Who wrote the message.
+    #[prost(string, tag = "5")]
+    pub message_sender_id: ::prost::alloc::string::String,
+    /// The channel event that recorded the change.
+    #[prost(int64, tag = "6")]
+    pub seq: i64,
+}
+/// A thread got a reply or a follower changed.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ThreadChanged {
+    /// The thread (its root message).
+    #[prost(string, tag = "1")]
+    pub thread_id: ::prost::alloc::string::String,
+    /// Its channel.
+    #[prost(string, tag = "2")]
+    pub channel_id: ::prost::alloc::string::String,
+    /// Who replied, followed or unfollowed.
+    #[prost(string, tag = "3")]
+    pub user_id: ::prost::alloc::string::String,
+    /// For thread.created and reply.created: the reply.
+    #[prost(string, tag = "4")]
+    pub reply_message_id: ::prost::alloc::string::String,
+    /// For thread.created and reply.created: the reply's sequence.
+    #[prost(int64, tag = "5")]
+    pub seq: i64,
+    /// Who wrote the root message.
+    #[prost(string, tag = "6")]
+    pub root_sender_id: ::prost::alloc::string::String,
 }
 /// A new account.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]

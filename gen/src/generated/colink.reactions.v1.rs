@@ -98,7 +98,8 @@ pub struct ListReactionsRequest {
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct ListReactionsResponse {
     /// The message's reactions, grouped by emoji. A message holds at most 50
-    /// emoji, so the list needs no pages.
+    /// emoji, so the list needs no pages. Empty for a deleted or recalled
+    /// message.
     #[prost(message, optional, tag = "1")]
     pub reactions: ::core::option::Option<MessageReactions>,
 }
@@ -159,8 +160,9 @@ pub mod reactions_service_client {
     /// Adding, removing and listing reactions.
     ///
     /// Every RPC needs a signed-in caller who can read the message: NOT_FOUND when
-    /// the message does not exist, PERMISSION_DENIED when the caller is not a
-    /// member of its conversation.
+    /// the message does not exist or is in a private conversation the caller is
+    /// not in (the two are not told apart), PERMISSION_DENIED for changes by a
+    /// non-member of a public channel.
     #[derive(Debug, Clone)]
     pub struct ReactionsServiceClient<T> {
         inner: tonic::client::Grpc<T>,
@@ -231,12 +233,15 @@ pub mod reactions_service_client {
             self
         }
         /// Adds the caller's reaction to a message. A message holds at most 50
-        /// distinct emoji (FAILED_PRECONDITION for a 51st); deleted and recalled
-        /// messages and archived channels take no reactions (FAILED_PRECONDITION);
-        /// members muted in the channel get PERMISSION_DENIED.
+        /// distinct emoji (FAILED_PRECONDITION for a 51st) and at most 20
+        /// reactions of any one user (FAILED_PRECONDITION for a 21st); deleted and
+        /// recalled messages and archived channels take no reactions
+        /// (FAILED_PRECONDITION), nor does a direct message between two people
+        /// when one blocked the other (PERMISSION_DENIED).
         /// ALREADY_EXISTS when the caller already reacted with this emoji, unless
         /// the call is a retry with the same idempotency key, which returns the
-        /// original reaction.
+        /// original reaction; the same key with a different request is
+        /// INVALID_ARGUMENT naming `idempotency_key`.
         pub async fn add_reaction(
             &mut self,
             request: impl tonic::IntoRequest<super::AddReactionRequest>,
@@ -268,7 +273,8 @@ pub mod reactions_service_client {
         }
         /// Removes the caller's reaction. Removing a reaction the caller has not
         /// made changes nothing and succeeds with `removed` false, so retries are
-        /// safe. Only the caller's own reaction can be removed.
+        /// safe. Only the caller's own reaction can be removed, and only while the
+        /// caller may post in the conversation.
         pub async fn remove_reaction(
             &mut self,
             request: impl tonic::IntoRequest<super::RemoveReactionRequest>,
@@ -407,12 +413,15 @@ pub mod reactions_service_server {
     #[async_trait]
     pub trait ReactionsService: std::marker::Send + std::marker::Sync + 'static {
         /// Adds the caller's reaction to a message. A message holds at most 50
-        /// distinct emoji (FAILED_PRECONDITION for a 51st); deleted and recalled
-        /// messages and archived channels take no reactions (FAILED_PRECONDITION);
-        /// members muted in the channel get PERMISSION_DENIED.
+        /// distinct emoji (FAILED_PRECONDITION for a 51st) and at most 20
+        /// reactions of any one user (FAILED_PRECONDITION for a 21st); deleted and
+        /// recalled messages and archived channels take no reactions
+        /// (FAILED_PRECONDITION), nor does a direct message between two people
+        /// when one blocked the other (PERMISSION_DENIED).
         /// ALREADY_EXISTS when the caller already reacted with this emoji, unless
         /// the call is a retry with the same idempotency key, which returns the
-        /// original reaction.
+        /// original reaction; the same key with a different request is
+        /// INVALID_ARGUMENT naming `idempotency_key`.
         async fn add_reaction(
             &self,
             request: tonic::Request<super::AddReactionRequest>,
@@ -422,7 +431,8 @@ pub mod reactions_service_server {
         >;
         /// Removes the caller's reaction. Removing a reaction the caller has not
         /// made changes nothing and succeeds with `removed` false, so retries are
-        /// safe. Only the caller's own reaction can be removed.
+        /// safe. Only the caller's own reaction can be removed, and only while the
+        /// caller may post in the conversation.
         async fn remove_reaction(
             &self,
             request: tonic::Request<super::RemoveReactionRequest>,
@@ -461,8 +471,9 @@ pub mod reactions_service_server {
     /// Adding, removing and listing reactions.
     ///
     /// Every RPC needs a signed-in caller who can read the message: NOT_FOUND when
-    /// the message does not exist, PERMISSION_DENIED when the caller is not a
-    /// member of its conversation.
+    /// the message does not exist or is in a private conversation the caller is
+    /// not in (the two are not told apart), PERMISSION_DENIED for changes by a
+    /// non-member of a public channel.
     #[derive(Debug)]
     pub struct ReactionsServiceServer<T> {
         inner: Arc<T>,

@@ -2,10 +2,12 @@
 /// A thread: the replies under one top-level message.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct Thread {
-    /// UUIDv7; read-only. Replies carry it as their `thread_id`.
+    /// The id of the root message; read-only. Replies carry it as their
+    /// `thread_id`.
     #[prost(string, tag = "1")]
     pub thread_id: ::prost::alloc::string::String,
-    /// The top-level message the thread hangs off; at most one thread per message.
+    /// The top-level message the thread hangs off: always equal to
+    /// `thread_id`, kept for clients that name it so.
     #[prost(string, tag = "2")]
     pub parent_message_id: ::prost::alloc::string::String,
     /// The conversation of the parent message (and of every reply).
@@ -55,7 +57,7 @@ pub struct ThreadViewerState {
 }
 /// A reply in a thread: a summary of the messaging service's message, so this
 /// package does not depend on colink.messaging.v1.
-#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+#[derive(Clone, PartialEq, ::prost::Message)]
 pub struct Reply {
     /// The message id (UUIDv7).
     #[prost(string, tag = "1")]
@@ -90,6 +92,9 @@ pub struct Reply {
     /// The reply was also posted to the channel's main flow.
     #[prost(bool, tag = "11")]
     pub also_sent_to_channel: bool,
+    /// Its reactions for the caller, as in colink.messaging.v1.Message.
+    #[prost(message, repeated, tag = "12")]
+    pub reactions: ::prost::alloc::vec::Vec<super::super::reactions::v1::ReactionGroup>,
 }
 /// A summary of the parent message of a thread.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -134,7 +139,7 @@ pub struct CreateThreadRequest {
     pub idempotency_key: ::prost::alloc::string::String,
 }
 /// CreateThread result.
-#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+#[derive(Clone, PartialEq, ::prost::Message)]
 pub struct CreateThreadResponse {
     /// The thread after the reply.
     #[prost(message, optional, tag = "1")]
@@ -219,7 +224,7 @@ pub struct ReplyToThreadRequest {
     pub idempotency_key: ::prost::alloc::string::String,
 }
 /// ReplyToThread result.
-#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+#[derive(Clone, PartialEq, ::prost::Message)]
 pub struct ReplyToThreadResponse {
     /// The thread after the reply.
     #[prost(message, optional, tag = "1")]
@@ -309,6 +314,7 @@ pub struct MarkThreadReadRequest {
     #[prost(string, tag = "1")]
     pub thread_id: ::prost::alloc::string::String,
     /// The newest reply the caller has seen; a reply of this thread. Required.
+    /// Replying also moves the replier's read position to the reply.
     #[prost(string, tag = "2")]
     pub last_read_message_id: ::prost::alloc::string::String,
 }
@@ -365,10 +371,10 @@ pub mod threads_service_client {
     use tonic::codegen::http::Uri;
     /// Threads: replies to one message, kept beside the channel's main flow.
     ///
-    /// Every RPC needs a signed-in caller who can read the parent message's
-    /// conversation: NOT_FOUND when the thread or message does not exist,
-    /// PERMISSION_DENIED when it does but the caller is not a member of its
-    /// channel or DM.
+    /// Every RPC needs a signed-in caller who can read the root message's
+    /// conversation: NOT_FOUND when the thread or message does not exist or is in
+    /// a private conversation the caller is not in (the two are not told apart),
+    /// PERMISSION_DENIED for writes by a non-member of a public channel.
     #[derive(Debug, Clone)]
     pub struct ThreadsServiceClient<T> {
         inner: tonic::client::Grpc<T>,
@@ -443,11 +449,13 @@ pub mod threads_service_client {
         /// already has a thread, the reply is added to that thread and
         /// `thread_created` is false, so two people replying at once both succeed.
         /// The caller must be allowed to post in the channel. The caller and the
-        /// parent's sender start following the thread.
-        /// Errors: INVALID_ARGUMENT naming `parent_message_id`, `text` or
-        /// `file_ids`; NOT_FOUND for an unknown parent; PERMISSION_DENIED for a
-        /// non-member or a muted member; FAILED_PRECONDITION when the parent is
-        /// itself a reply, is deleted or recalled, or the channel is archived.
+        /// parent's sender start following the thread (the sender only the first
+        /// time: one who unfollowed stays unfollowed).
+        /// Errors: INVALID_ARGUMENT naming `parent_message_id`, `text`, `file_ids`
+        /// or `idempotency_key` (also for a key first used with another request);
+        /// NOT_FOUND for an unknown parent; PERMISSION_DENIED for a non-member;
+        /// FAILED_PRECONDITION when the parent is itself a reply, is deleted or
+        /// recalled, or the channel is archived.
         pub async fn create_thread(
             &mut self,
             request: impl tonic::IntoRequest<super::CreateThreadRequest>,
@@ -534,10 +542,10 @@ pub mod threads_service_client {
             self.inner.unary(req, path, codec).await
         }
         /// Adds a reply to an existing thread. Same rules as CreateThread; the
-        /// caller starts following the thread.
-        /// Errors: INVALID_ARGUMENT naming `text` or `file_ids`; NOT_FOUND;
-        /// PERMISSION_DENIED; FAILED_PRECONDITION when the channel is archived or
-        /// the parent message was deleted.
+        /// caller starts following the thread again even after unfollowing it.
+        /// Errors: INVALID_ARGUMENT naming `text`, `file_ids` or
+        /// `idempotency_key`; NOT_FOUND; PERMISSION_DENIED; FAILED_PRECONDITION
+        /// when the channel is archived or the root message was deleted.
         pub async fn reply_to_thread(
             &mut self,
             request: impl tonic::IntoRequest<super::ReplyToThreadRequest>,
@@ -731,11 +739,13 @@ pub mod threads_service_server {
         /// already has a thread, the reply is added to that thread and
         /// `thread_created` is false, so two people replying at once both succeed.
         /// The caller must be allowed to post in the channel. The caller and the
-        /// parent's sender start following the thread.
-        /// Errors: INVALID_ARGUMENT naming `parent_message_id`, `text` or
-        /// `file_ids`; NOT_FOUND for an unknown parent; PERMISSION_DENIED for a
-        /// non-member or a muted member; FAILED_PRECONDITION when the parent is
-        /// itself a reply, is deleted or recalled, or the channel is archived.
+        /// parent's sender start following the thread (the sender only the first
+        /// time: one who unfollowed stays unfollowed).
+        /// Errors: INVALID_ARGUMENT naming `parent_message_id`, `text`, `file_ids`
+        /// or `idempotency_key` (also for a key first used with another request);
+        /// NOT_FOUND for an unknown parent; PERMISSION_DENIED for a non-member;
+        /// FAILED_PRECONDITION when the parent is itself a reply, is deleted or
+        /// recalled, or the channel is archived.
         async fn create_thread(
             &self,
             request: tonic::Request<super::CreateThreadRequest>,
@@ -762,10 +772,10 @@ pub mod threads_service_server {
             tonic::Status,
         >;
         /// Adds a reply to an existing thread. Same rules as CreateThread; the
-        /// caller starts following the thread.
-        /// Errors: INVALID_ARGUMENT naming `text` or `file_ids`; NOT_FOUND;
-        /// PERMISSION_DENIED; FAILED_PRECONDITION when the channel is archived or
-        /// the parent message was deleted.
+        /// caller starts following the thread again even after unfollowing it.
+        /// Errors: INVALID_ARGUMENT naming `text`, `file_ids` or
+        /// `idempotency_key`; NOT_FOUND; PERMISSION_DENIED; FAILED_PRECONDITION
+        /// when the channel is archived or the root message was deleted.
         async fn reply_to_thread(
             &self,
             request: tonic::Request<super::ReplyToThreadRequest>,
@@ -822,10 +832,10 @@ pub mod threads_service_server {
     }
     /// Threads: replies to one message, kept beside the channel's main flow.
     ///
-    /// Every RPC needs a signed-in caller who can read the parent message's
-    /// conversation: NOT_FOUND when the thread or message does not exist,
-    /// PERMISSION_DENIED when it does but the caller is not a member of its
-    /// channel or DM.
+    /// Every RPC needs a signed-in caller who can read the root message's
+    /// conversation: NOT_FOUND when the thread or message does not exist or is in
+    /// a private conversation the caller is not in (the two are not told apart),
+    /// PERMISSION_DENIED for writes by a non-member of a public channel.
     #[derive(Debug)]
     pub struct ThreadsServiceServer<T> {
         inner: Arc<T>,

@@ -1,6 +1,7 @@
 //! The audit log: who did what to which target, and why. Entries come from
 //! the domain events of every service (membership and channel changes,
-//! message edits, deletions, recalls and pins, new accounts) and from the
+//! message edits, deletions, recalls and pins, new accounts, reactions on
+//! moderated messages) and from the
 //! admin service's own actions, written in the same transaction as them.
 
 use std::collections::BTreeMap;
@@ -10,9 +11,9 @@ use colink_proto::events::v1::{Event, event::Payload};
 use colink_runtime::db::Db;
 use colink_runtime::events::{EventError, EventHandler};
 use colink_runtime::ids::{micros_of, now_micros, timestamp};
-use sea_orm::{ConnectionTrait, DbErr, EntityTrait, Set};
+use sea_orm::{ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, Set};
 
-use crate::store::audit_log;
+use crate::store::{audit_log, moderation};
 
 /// One entry before it is stored.
 pub(crate) struct Entry {
@@ -78,6 +79,19 @@ fn entry_for(event: &Event) -> Option<Entry> {
             ),
             // Written by the admin service itself, with the moderation.
             Payload::MessageModerated(_) => return None,
+            // Kept only for moderated messages; see `AuditRecorder::handle`.
+            Payload::ReactionChanged(r) => (
+                "message",
+                r.message_id.clone(),
+                BTreeMap::from([
+                    ("channel_id", r.channel_id.clone()),
+                    ("sender_id", r.message_sender_id.clone()),
+                    ("emoji", r.emoji.clone()),
+                    ("seq", r.seq.to_string()),
+                ]),
+            ),
+            // Replies are content, and following is nobody else's business.
+            Payload::ThreadChanged(_) => return None,
         };
     let created_at = event.occur_time.as_ref().map_or_else(now_micros, micros_of);
     Some(Entry {
@@ -102,8 +116,22 @@ pub(crate) struct AuditRecorder {
 #[async_trait::async_trait]
 impl EventHandler for AuditRecorder {
     async fn handle(&self, event: &Event) -> Result<(), EventError> {
+        let failed = |e: DbErr| EventError::Consumer(e.to_string());
         let Some(entry) = entry_for(event) else { return Ok(()) };
-        record(&self.db.writer, entry).await.map_err(|e| EventError::Consumer(e.to_string()))
+        // Reactions are everyday chatter; on a moderated message they are
+        // part of what a moderator may need to review.
+        if let Some(Payload::ReactionChanged(r)) = &event.payload {
+            let moderated = moderation::Entity::find()
+                .filter(moderation::Column::MessageId.eq(&r.message_id))
+                .one(&self.db.reader)
+                .await
+                .map_err(failed)?
+                .is_some();
+            if !moderated {
+                return Ok(());
+            }
+        }
+        record(&self.db.writer, entry).await.map_err(failed)
     }
 }
 

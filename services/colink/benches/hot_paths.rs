@@ -98,7 +98,7 @@ fn seq_and_insert(c: &mut Criterion) {
         sender_id: sender.clone(),
         channel_id: channels[i % channels.len()].clone(),
         text: "a message of ordinary length, about sixty characters long".into(),
-        thread_id: None,
+        thread: None,
         file_ids: Vec::new(),
         idempotency_key: Some(new_id()),
         request_fingerprint: Some(new_id()),

@@ -12,9 +12,11 @@ use std::time::Duration;
 use colink_admin::AdminService;
 use colink_auth::AuthService;
 use colink_channels::ChannelsService;
-use colink_messaging::{MessagingService, SendLimit};
+use colink_messaging::{MessagingService, Reactions, SendLimit, Threads};
 use colink_migrations::MigratorTrait;
 use colink_presence::PresenceService;
+use colink_proto::reactions::v1::reactions_service_server::ReactionsServiceServer;
+use colink_proto::threads::v1::threads_service_server::ThreadsServiceServer;
 use colink_realtime::{RealtimeServer, RealtimeService};
 use colink_runtime::auth::{AuthLayer, TokenVerifier};
 use colink_runtime::clients::Peers;
@@ -22,7 +24,8 @@ use colink_runtime::config::Config;
 use colink_runtime::db::{self, Db};
 use colink_runtime::ephemeral::{Ephemeral, MemoryEphemeral, RedisEphemeral};
 use colink_runtime::events::{
-    self, CHANNEL_EVENTS, EventLog, InProcessEventLog, KafkaEventLog, MESSAGE_EVENTS, TOPICS, USER_EVENTS,
+    self, CHANNEL_EVENTS, EventLog, InProcessEventLog, KafkaEventLog, MESSAGE_EVENTS, REACTION_EVENTS, TOPICS,
+    USER_EVENTS,
 };
 use colink_runtime::pubsub::{MemoryPubSub, PubSub, RedisPubSub};
 use colink_users::UsersService;
@@ -154,7 +157,12 @@ impl Node {
                         limit,
                     );
                     event_log.subscribe(CHANNEL_EVENTS, "messaging.channel-log", svc.membership_recorder());
-                    routes.add_service(svc.into_server());
+                    let (messages, threads, reactions) = svc.into_servers();
+                    routes.add_service(messages);
+                    routes.add_service(threads);
+                    routes.add_service(reactions);
+                    serving.push(<ThreadsServiceServer<Threads> as NamedService>::NAME);
+                    serving.push(<ReactionsServiceServer<Reactions> as NamedService>::NAME);
                     <colink_proto::messaging::v1::messaging_service_server::MessagingServiceServer<MessagingService> as NamedService>::NAME
                 }
                 "realtime" => {
@@ -181,7 +189,7 @@ impl Node {
                         events::spawn_relay(service, db.clone(), event_log.clone(), shutdown_rx.clone());
                     background.push(relay);
                     let svc = AdminService::new(db, outbox, peers.channel("messaging"));
-                    for topic in [USER_EVENTS, CHANNEL_EVENTS, MESSAGE_EVENTS] {
+                    for topic in [USER_EVENTS, CHANNEL_EVENTS, MESSAGE_EVENTS, REACTION_EVENTS] {
                         event_log.subscribe(topic, "admin.audit", svc.audit_recorder());
                     }
                     routes.add_service(svc.into_server());
@@ -292,8 +300,12 @@ fn incoming(listener: TcpListener) -> impl tokio_stream::Stream<Item = std::io::
 fn check_event_consumers(hosted: &[&'static str]) -> Result<(), NodeError> {
     const REQUIRED: &[(&str, &str, &str)] =
         &[("auth", "users", USER_EVENTS), ("channels", "messaging", CHANNEL_EVENTS)];
-    const AUDITED: &[(&str, &str)] =
-        &[("auth", USER_EVENTS), ("channels", CHANNEL_EVENTS), ("messaging", MESSAGE_EVENTS)];
+    const AUDITED: &[(&str, &str)] = &[
+        ("auth", USER_EVENTS),
+        ("channels", CHANNEL_EVENTS),
+        ("messaging", MESSAGE_EVENTS),
+        ("messaging", REACTION_EVENTS),
+    ];
     for (producer, consumer, topic) in REQUIRED {
         if hosted.contains(producer) && !hosted.contains(consumer) {
             return Err(NodeError::Start {

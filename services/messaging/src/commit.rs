@@ -8,10 +8,12 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
+use colink_proto::events::v1::ThreadChanged;
+use colink_proto::events::v1::event::Payload;
 use colink_proto::messaging::v1 as pb;
 use colink_proto::messaging::v1::channel_event::Kind;
 use colink_runtime::db::Db;
-use colink_runtime::events::{self, MESSAGE_EVENTS, Outbox};
+use colink_runtime::events::{self, MESSAGE_EVENTS, Outbox, THREAD_EVENTS};
 use colink_runtime::ids::{new_id, now_micros};
 use colink_runtime::pubsub::{Frame, PubSub, channel_topic};
 use prost::Message as _;
@@ -21,6 +23,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::log;
 use crate::store::{channel_event, message};
+use crate::threads::store as threads;
 
 /// The most sends one transaction takes; it keeps every multi-row statement
 /// well under SQLite's and PostgreSQL's limits on bound parameters.
@@ -32,17 +35,30 @@ pub struct NewMessage {
     pub sender_id: String,
     pub channel_id: String,
     pub text: String,
-    pub thread_id: Option<String>,
+    /// For a reply: its thread.
+    pub thread: Option<ThreadReply>,
     pub file_ids: Vec<String>,
     pub idempotency_key: Option<String>,
     /// What the request asked for, kept with its idempotency key.
     pub request_fingerprint: Option<String>,
 }
 
+/// The thread a reply goes into.
+#[derive(Debug, Clone)]
+pub struct ThreadReply {
+    /// The root message, which names the thread.
+    pub root_id: String,
+    /// Who wrote the root: they follow the thread from its first reply.
+    pub root_sender_id: String,
+    /// Also post the reply to the channel's main flow.
+    pub also_in_channel: bool,
+}
+
 /// What became of a send.
 #[derive(Debug)]
 pub enum Stored {
-    Created(Box<pb::Message>),
+    /// Stored now; for a reply, whether it created its thread.
+    Created { message: Box<pb::Message>, thread_created: bool },
     /// The sender used this idempotency key before (perhaps in the same
     /// batch); the original is the answer.
     Repeated,
@@ -116,8 +132,13 @@ impl Writer {
         let ids: Vec<String> = messages.iter().map(|_| new_id()).collect();
         let txn = self.db.writer.begin().await?;
         let fresh = claim_keys(&txn, messages, &ids).await?;
-        let firsts =
-            take_seqs(&txn, messages.iter().zip(&fresh).filter(|(_, f)| **f).map(|(m, _)| &m.channel_id)).await?;
+        // A reply takes two sequences: its own, and its thread's new summary.
+        let taken = messages
+            .iter()
+            .zip(&fresh)
+            .filter(|(_, f)| **f)
+            .flat_map(|(m, _)| std::iter::repeat_n(&m.channel_id, if m.thread.is_some() { 2 } else { 1 }));
+        let firsts = take_seqs(&txn, taken).await?;
         let mut next = firsts;
         let now = now_micros();
         let mut rows = Vec::new();
@@ -144,8 +165,24 @@ impl Writer {
             );
             outgoing.push(domain_event(&stored));
             appended.push(event);
+            let mut thread_created = false;
+            if let Some(reply) = &m.thread {
+                let summary_seq = *seq;
+                *seq += 1;
+                threads::record_reply(&txn, &stored, &reply.root_sender_id).await?;
+                thread_created = threads::created_by(&txn, &stored).await?;
+                let summary = threads::summary(&txn, &reply.root_id).await?;
+                appended.push(log::event(
+                    &stored.channel_id,
+                    summary_seq,
+                    &stored.sender_id,
+                    Kind::ThreadUpdated(summary),
+                    now,
+                ));
+                outgoing.push(thread_event(&stored, reply, thread_created));
+            }
             rows.push(stored);
-            results.push(Stored::Created(Box::new(created)));
+            results.push(Stored::Created { message: Box::new(created), thread_created });
         }
         if !rows.is_empty() {
             // Every column is written: `reset_all` marks them all as set.
@@ -261,7 +298,7 @@ fn model(m: &NewMessage, message_id: String, seq: i64, now: i64) -> message::Mod
         seq,
         sender_id: m.sender_id.clone(),
         text: m.text.clone(),
-        thread_id: m.thread_id.clone(),
+        thread_id: m.thread.as_ref().map(|t| t.root_id.clone()),
         file_ids: m.file_ids.join(","),
         version: 1,
         created_at: now,
@@ -270,6 +307,25 @@ fn model(m: &NewMessage, message_id: String, seq: i64, now: i64) -> message::Mod
         recalled: false,
         pinned_at: None,
         pinned_by: None,
+        also_in_channel: m.thread.as_ref().is_some_and(|t| t.also_in_channel),
+    }
+}
+
+/// `thread.created` for a thread's first reply, else `reply.created`.
+fn thread_event(m: &message::Model, reply: &ThreadReply, created: bool) -> events::NewEvent {
+    let kind = if created { "thread.created" } else { "reply.created" };
+    let changed = ThreadChanged {
+        thread_id: reply.root_id.clone(),
+        channel_id: m.channel_id.clone(),
+        user_id: m.sender_id.clone(),
+        reply_message_id: m.message_id.clone(),
+        seq: m.seq,
+        root_sender_id: reply.root_sender_id.clone(),
+    };
+    events::NewEvent {
+        topic: THREAD_EVENTS,
+        key: reply.root_id.clone(),
+        event: events::event(kind, &m.sender_id, Payload::ThreadChanged(changed)),
     }
 }
 

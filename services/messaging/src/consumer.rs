@@ -15,6 +15,7 @@ use sea_orm::TransactionTrait;
 
 use crate::access::{ACCESS_TOPIC, AccessCache};
 use crate::log;
+use crate::threads::store as threads;
 
 pub struct MembershipRecorder {
     db: Db,
@@ -53,6 +54,10 @@ impl EventHandler for MembershipRecorder {
         let txn = self.db.writer.begin().await.map_err(failed)?;
         if !mark_processed(&txn, &event.event_id).await.map_err(failed)? {
             return Ok(());
+        }
+        if let Some(Payload::MemberLeft(c)) = &event.payload {
+            // Threads of a conversation one has left are no longer followed.
+            threads::unfollow_channel(&txn, &c.channel_id, &c.user_id).await.map_err(failed)?;
         }
         let appended = log::append(&txn, channel_id, &event.actor_id, kind).await.map_err(failed)?;
         txn.commit().await.map_err(failed)?;

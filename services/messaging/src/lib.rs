@@ -5,8 +5,14 @@
 mod access;
 pub mod commit;
 mod consumer;
+mod emoji;
 mod log;
+mod reactions;
 mod store;
+mod threads;
+
+pub use reactions::Reactions;
+pub use threads::Threads;
 
 use std::sync::Arc;
 
@@ -16,6 +22,8 @@ use colink_proto::events::v1::{MessageChanged, event::Payload};
 use colink_proto::messaging::v1 as pb;
 use colink_proto::messaging::v1::channel_event::Kind;
 use colink_proto::messaging::v1::messaging_service_server::{MessagingService as MessagingRpc, MessagingServiceServer};
+use colink_proto::reactions::v1::reactions_service_server::ReactionsServiceServer;
+use colink_proto::threads::v1::threads_service_server::ThreadsServiceServer;
 use colink_proto::users::v1::users_service_client::UsersServiceClient;
 use colink_runtime::clients::{call_on_behalf, deny_if_blocked, on_behalf_of};
 use colink_runtime::db::Db;
@@ -38,7 +46,7 @@ use tonic::transport::Channel as GrpcChannel;
 use tonic::{Request, Response, Status};
 
 use crate::access::{ACCESS_TOPIC, ACCESS_TTL, AccessCache};
-use crate::commit::{GroupCommit, NewMessage, Stored};
+use crate::commit::{GroupCommit, NewMessage, Stored, ThreadReply};
 use crate::store::{channel_event, channel_head, idempotency, message, message_edit, read_state};
 
 pub const MAX_TEXT: usize = 40_000;
@@ -62,6 +70,46 @@ pub struct MessagingService {
 pub struct SendLimit {
     pub counters: Arc<dyn Ephemeral>,
     pub per_minute: u32,
+}
+
+/// The text and attachments of a message, validated.
+struct Content {
+    text: String,
+    file_ids: Vec<String>,
+}
+
+impl Content {
+    fn parse(v: &mut Violations, text: &str, file_ids: &[String]) -> Self {
+        v.check(check_text("text", text, 1, MAX_TEXT));
+        if file_ids.len() > MAX_FILES {
+            v.add("file_ids", format!("must list at most {MAX_FILES} files"));
+        }
+        Self { text: text.to_string(), file_ids: parse_id_list(v, "file_ids", file_ids) }
+    }
+}
+
+/// Where a message goes.
+enum Target {
+    Channel(String),
+    /// The direct message with this user, opened if needed.
+    Recipient(String),
+}
+
+/// A message or reply that passed validation.
+struct Post {
+    target: Target,
+    thread_id: Option<String>,
+    also_in_channel: bool,
+    content: Content,
+    key: Option<String>,
+    fingerprint: Option<String>,
+}
+
+/// Where a post may go, once admitted.
+struct Admitted {
+    channel_id: String,
+    /// For a reply: the thread's root message.
+    root: Option<message::Model>,
 }
 
 /// What the caller may do in a conversation, as the channels service says.
@@ -116,8 +164,17 @@ impl MessagingService {
         }
     }
 
-    pub fn into_server(self) -> MessagingServiceServer<Self> {
-        MessagingServiceServer::new(self)
+    /// The three gRPC services served from this store: messages, threads
+    /// and reactions.
+    pub fn into_servers(
+        self,
+    ) -> (MessagingServiceServer<Self>, ThreadsServiceServer<Threads>, ReactionsServiceServer<Reactions>) {
+        let shared = Arc::new(self);
+        (
+            MessagingServiceServer::from_arc(shared.clone()),
+            Threads(shared.clone()).into_server(),
+            Reactions(shared).into_server(),
+        )
     }
 
     /// The consumer of `channel.events` that records membership and archive
@@ -199,20 +256,32 @@ impl MessagingService {
         if recipient_id.as_deref() == Some(caller.user_id.as_str()) {
             v.add("recipient_id", "must not be the sender");
         }
-        v.check(check_text("text", &req.text, 1, MAX_TEXT));
         let thread_id = v.optional_id("thread_id", &req.thread_id);
-        if req.file_ids.len() > MAX_FILES {
-            v.add("file_ids", format!("must list at most {MAX_FILES} files"));
+        if req.also_send_to_channel && req.thread_id.is_empty() {
+            v.add("also_send_to_channel", "applies to replies only: set thread_id too");
         }
-        let file_ids = parse_id_list(&mut v, "file_ids", &req.file_ids);
+        let content = Content::parse(&mut v, &req.text, &req.file_ids);
         let key = v.check(check_idempotency_key("idempotency_key", &req.idempotency_key)).flatten();
         v.finish()?;
         let fingerprint = key
             .as_ref()
             .map(|_| request_fingerprint(&pb::SendMessageRequest { idempotency_key: String::new(), ..req.clone() }));
+        let target = match (channel_id, recipient_id) {
+            (Some(channel_id), _) => Target::Channel(channel_id),
+            (None, Some(recipient)) => Target::Recipient(recipient),
+            (None, None) => return Err(Error::invalid("channel_id", "is required")),
+        };
+        let post = Post { target, thread_id, also_in_channel: req.also_send_to_channel, content, key, fingerprint };
+        Ok(self.post(caller, post).await?.0)
+    }
 
-        let channel_id = match self.admit(caller, channel_id, recipient_id, thread_id.as_deref()).await {
-            Ok(channel_id) => channel_id,
+    /// Stores a validated message or reply once the caller may post it, or
+    /// answers a retry with the original. Also says whether a reply created
+    /// its thread.
+    async fn post(&self, caller: &Caller, post: Post) -> Result<(pb::Message, bool)> {
+        let Post { target, thread_id, also_in_channel, content, key, fingerprint } = post;
+        let admitted = match self.admit(caller, target, thread_id.as_deref()).await {
+            Ok(admitted) => admitted,
             Err(err) => {
                 // A retry of a send that went through gets the original, even
                 // if the sender has since lost access or used up its budget.
@@ -226,15 +295,19 @@ impl MessagingService {
         };
         let message = NewMessage {
             sender_id: caller.user_id.clone(),
-            channel_id,
-            text: req.text,
-            thread_id,
-            file_ids,
+            channel_id: admitted.channel_id,
+            text: content.text,
+            thread: admitted.root.map(|root| ThreadReply {
+                root_id: root.message_id,
+                root_sender_id: root.sender_id,
+                also_in_channel,
+            }),
+            file_ids: content.file_ids,
             idempotency_key: key.clone(),
             request_fingerprint: fingerprint.clone(),
         };
         match self.writer.store(message).await? {
-            Stored::Created(created) => Ok(*created),
+            Stored::Created { message, thread_created } => Ok((*message, thread_created)),
             // The key was used before, or by a concurrent retry that committed first.
             Stored::Repeated => self
                 .replayed(caller, key.as_deref().unwrap_or_default(), fingerprint.as_deref().unwrap_or_default())
@@ -244,14 +317,9 @@ impl MessagingService {
     }
 
     /// Checks that the caller may post now, in the conversation it named
-    /// (opening the direct message to a recipient), and returns its id.
-    async fn admit(
-        &self,
-        caller: &Caller,
-        channel_id: Option<String>,
-        recipient_id: Option<String>,
-        thread_id: Option<&str>,
-    ) -> Result<String> {
+    /// (opening the direct message to a recipient), and in the thread if
+    /// one is named; returns the conversation and the thread's root.
+    async fn admit(&self, caller: &Caller, target: Target, thread_id: Option<&str>) -> Result<Admitted> {
         let budget_key = format!("ratelimit:send:{}", caller.user_id);
         if !within_budget(self.limit.counters.as_ref(), &budget_key, self.limit.per_minute).await {
             return Err(Error::ResourceExhausted(format!(
@@ -259,21 +327,33 @@ impl MessagingService {
                 self.limit.per_minute
             )));
         }
-        let channel_id = match (channel_id, recipient_id) {
-            (Some(id), _) => id,
-            (None, Some(recipient)) => self.open_dm(caller, recipient).await?,
-            (None, None) => return Err(Error::invalid("channel_id", "is required")),
+        let channel_id = match target {
+            Target::Channel(id) => id,
+            Target::Recipient(recipient) => self.open_dm(caller, recipient).await?,
         };
         let access = self.member_access(caller, &channel_id).await?;
         access.require_writable()?;
         self.require_unblocked(caller, &access).await?;
-        if let Some(thread) = thread_id {
-            let parent = self.find(thread).await.map_err(|_| Error::not_found(format!("thread {thread} not found")))?;
-            if parent.channel_id != channel_id || parent.thread_id.is_some() {
-                return Err(Error::invalid("thread_id", "must be a top-level message of the same conversation"));
+        let root = match thread_id {
+            Some(thread) => {
+                let root =
+                    self.find(thread).await.map_err(|_| Error::not_found(format!("thread {thread} not found")))?;
+                if root.channel_id != channel_id {
+                    return Err(Error::invalid("thread_id", "must be a top-level message of the same conversation"));
+                }
+                if let Some(parent) = &root.thread_id {
+                    return Err(Error::precondition(format!(
+                        "message {thread} is itself a reply; reply in its thread {parent} instead"
+                    )));
+                }
+                if !root.is_live() {
+                    return Err(Error::precondition("the thread's root message was deleted or recalled"));
+                }
+                Some(root)
             }
-        }
-        Ok(channel_id)
+            None => None,
+        };
+        Ok(Admitted { channel_id, root })
     }
 
     /// In a direct message between two people, either may block the other,
@@ -291,13 +371,15 @@ impl MessagingService {
 
     /// The message first sent with the key, if any; an error if the key
     /// was first sent with a different request.
-    async fn replayed(&self, caller: &Caller, key: &str, fingerprint: &str) -> Result<Option<pb::Message>> {
+    async fn replayed(&self, caller: &Caller, key: &str, fingerprint: &str) -> Result<Option<(pb::Message, bool)>> {
         let seen =
             idempotency::Entity::find_by_id((caller.user_id.clone(), key.to_string())).one(&self.db.writer).await?;
         match seen {
             Some(seen) => {
                 check_same_request(seen.request_fingerprint.as_deref(), fingerprint)?;
-                Ok(Some(to_proto(&self.find(&seen.message_id).await?)))
+                let original = self.find(&seen.message_id).await?;
+                let created = threads::store::created_by(&self.db.reader, &original).await?;
+                Ok(Some((to_proto(&original), created)))
             }
             None => Ok(None),
         }
@@ -358,8 +440,15 @@ impl MessagingService {
         };
         let event = log::append(&txn, &updated.channel_id, &caller.user_id, kind).await?;
         self.domain_event(&txn, name, &updated, event.seq, &caller.user_id).await?;
+        let mut appended = vec![event];
+        // A reply that is gone no longer counts in its thread.
+        if let Some(thread_id) = updated.thread_id.as_deref().filter(|_| current.is_live() && !updated.is_live()) {
+            threads::store::record_removal(&txn, &updated).await?;
+            let summary = threads::store::summary(&txn, thread_id).await?;
+            appended.push(log::append(&txn, &updated.channel_id, &caller.user_id, Kind::ThreadUpdated(summary)).await?);
+        }
         txn.commit().await?;
-        self.publish(&[event]).await;
+        self.publish(&appended).await;
         Ok(to_proto(&updated))
     }
 
@@ -507,46 +596,69 @@ impl MessagingService {
         if req.anchor_seq < 0 {
             v.add("anchor_seq", "must not be negative");
         }
-        // Tokens are "b:<seq>" (older than seq) or "f:<seq>" (newer than seq);
-        // without one, a page starts at the anchor or at the end it faces.
-        let (forward, from) = match &token {
-            Some(t) => {
-                t.split_once(':').and_then(|(d, s)| Some((d == "f", s.parse::<i64>().ok()?))).unwrap_or_else(|| {
-                    v.add("page_token", "is not a valid page token");
-                    (false, 0)
-                })
-            }
-            None => {
-                let forward = direction == pb::Direction::Forward;
-                let edge = if forward { 0 } else { i64::MAX };
-                (forward, if req.anchor_seq > 0 { req.anchor_seq } else { edge })
-            }
-        };
+        let cursor =
+            SeqCursor::parse(&mut v, token.as_deref(), "", direction == pb::Direction::Forward, req.anchor_seq);
         v.finish()?;
         self.member_access(caller, &channel_id).await?;
         let mut query = message::Entity::find().filter(message::Column::ChannelId.eq(&channel_id));
-        if let Some(thread) = &thread_id {
-            query = query.filter(message::Column::ThreadId.eq(thread));
-        }
-        query = if forward {
-            query.filter(message::Column::Seq.gt(from)).order_by_asc(message::Column::Seq)
+        query = match &thread_id {
+            Some(thread) => query.filter(message::Column::ThreadId.eq(thread)),
+            None => query.filter(
+                sea_orm::Condition::any()
+                    .add(message::Column::ThreadId.is_null())
+                    .add(message::Column::AlsoInChannel.eq(true)),
+            ),
+        };
+        let page = self.seq_page(query, &cursor, limit).await?;
+        let messages = self.decorate(caller, page.rows.iter().map(to_proto).collect()).await?;
+        Ok(pb::ListMessagesResponse {
+            messages,
+            next_page_token: page.next_page_token,
+            prev_page_token: page.prev_page_token,
+        })
+    }
+
+    /// One page of a list ordered by sequence, in the cursor's direction.
+    async fn seq_page(
+        &self,
+        query: sea_orm::Select<message::Entity>,
+        cursor: &SeqCursor,
+        limit: u64,
+    ) -> Result<SeqPage<message::Model>> {
+        let query = if cursor.forward {
+            query.filter(message::Column::Seq.gt(cursor.from)).order_by_asc(message::Column::Seq)
         } else {
-            query.filter(message::Column::Seq.lt(from)).order_by_desc(message::Column::Seq)
+            query.filter(message::Column::Seq.lt(cursor.from)).order_by_desc(message::Column::Seq)
         };
         let mut rows = query.limit(limit + 1).all(&self.db.reader).await?;
         let more = rows.len() as u64 > limit;
         rows.truncate(limit as usize);
-        let dir = |f: bool| if f { "f" } else { "b" };
-        let next_page_token = match rows.last() {
-            Some(last) if more => encode_page_token(&format!("{}:{}", dir(forward), last.seq)),
-            _ => String::new(),
-        };
-        let started_inside = token.is_some() || req.anchor_seq > 0;
-        let prev_page_token = match rows.first() {
-            Some(first) if started_inside => encode_page_token(&format!("{}:{}", dir(!forward), first.seq)),
-            _ => String::new(),
-        };
-        Ok(pb::ListMessagesResponse { messages: rows.iter().map(to_proto).collect(), next_page_token, prev_page_token })
+        Ok(SeqPage {
+            next_page_token: match rows.last() {
+                Some(last) if more => cursor.token(cursor.forward, last.seq),
+                _ => String::new(),
+            },
+            prev_page_token: match rows.first() {
+                Some(first) if cursor.started_inside => cursor.token(!cursor.forward, first.seq),
+                _ => String::new(),
+            },
+            rows,
+        })
+    }
+
+    /// Adds what depends on the reader or on other rows: thread summaries
+    /// of root messages, and reactions.
+    async fn decorate(&self, caller: &Caller, mut messages: Vec<pb::Message>) -> Result<Vec<pb::Message>> {
+        let ids: Vec<String> = messages.iter().map(|m| m.message_id.clone()).collect();
+        let mut summaries = threads::store::summaries(&self.db.reader, &ids).await?;
+        let mut groups = reactions::store::groups(&self.db.reader, &ids, &caller.user_id).await?;
+        for m in &mut messages {
+            m.thread = summaries.remove(&m.message_id);
+            if !m.deleted && !m.recalled {
+                m.reactions = groups.remove(&m.message_id).unwrap_or_default();
+            }
+        }
+        Ok(messages)
     }
 
     async fn head_seq(&self, channel_id: &str) -> Result<i64> {
@@ -639,6 +751,58 @@ impl MessagingService {
     }
 }
 
+/// Where a page of a sequence-ordered list starts. Page tokens are
+/// "<scope>/f:<seq>" (newer than seq) or "<scope>/b:<seq>" (older), where the
+/// scope names what is listed (empty for a channel's messages, which keeps
+/// their tokens in the older "f:<seq>" form).
+struct SeqCursor {
+    scope: String,
+    forward: bool,
+    from: i64,
+    /// The page starts after a token or an anchor, not at an end.
+    started_inside: bool,
+}
+
+impl SeqCursor {
+    fn parse(v: &mut Violations, token: Option<&str>, scope: &str, forward: bool, anchor: i64) -> Self {
+        let mut cursor = Self { scope: scope.to_string(), forward, from: 0, started_inside: true };
+        match token {
+            Some(t) => {
+                let body = if scope.is_empty() { Some(t) } else { t.strip_prefix(&format!("{scope}/")) };
+                match body.and_then(|b| b.split_once(':')).and_then(|(d, s)| Some((d, s.parse::<i64>().ok()?))) {
+                    Some((d, seq)) if d == "f" || d == "b" => {
+                        cursor.forward = d == "f";
+                        cursor.from = seq;
+                    }
+                    _ => v.add("page_token", "is not a valid page token for this list"),
+                }
+            }
+            None if anchor > 0 => cursor.from = anchor,
+            None => {
+                cursor.started_inside = false;
+                cursor.from = if forward { 0 } else { i64::MAX };
+            }
+        }
+        cursor
+    }
+
+    fn token(&self, forward: bool, seq: i64) -> String {
+        let dir = if forward { "f" } else { "b" };
+        if self.scope.is_empty() {
+            encode_page_token(&format!("{dir}:{seq}"))
+        } else {
+            encode_page_token(&format!("{}/{dir}:{seq}", self.scope))
+        }
+    }
+}
+
+/// A page of rows with the tokens that continue it either way.
+struct SeqPage<T> {
+    rows: Vec<T>,
+    next_page_token: String,
+    prev_page_token: String,
+}
+
 /// Applies other nodes' notices that a channel's access changed, for as long
 /// as the node runs.
 async fn forget_on_notice(pubsub: Arc<dyn PubSub>, remembered: Arc<AccessCache>) {
@@ -684,6 +848,9 @@ fn to_proto(m: &message::Model) -> pb::Message {
         delete_time: opt_timestamp(m.deleted_at),
         recalled: m.recalled,
         pinned: m.pinned_at.is_some(),
+        thread: None,
+        also_sent_to_channel: m.also_in_channel,
+        reactions: Vec::new(),
     }
 }
 
@@ -705,7 +872,8 @@ impl MessagingRpc for MessagingService {
     ) -> Result<Response<pb::GetMessageResponse>, Status> {
         let caller = caller(&request)?;
         let (found, _) = self.visible_message(caller, &request.get_ref().message_id).await?;
-        Ok(Response::new(pb::GetMessageResponse { message: Some(to_proto(&found)) }))
+        let message = self.decorate(caller, vec![to_proto(&found)]).await?.pop();
+        Ok(Response::new(pb::GetMessageResponse { message }))
     }
 
     async fn list_messages(
@@ -805,7 +973,8 @@ impl MessagingRpc for MessagingService {
             .all(&self.db.reader)
             .await
             .map_err(Error::from)?;
-        Ok(Response::new(pb::ListPinnedMessagesResponse { messages: rows.iter().map(to_proto).collect() }))
+        let messages = self.decorate(caller, rows.iter().map(to_proto).collect()).await?;
+        Ok(Response::new(pb::ListPinnedMessagesResponse { messages }))
     }
 
     async fn mark_read(&self, request: Request<pb::MarkReadRequest>) -> Result<Response<pb::MarkReadResponse>, Status> {

@@ -22,6 +22,15 @@ pub mod message {
         pub recalled: bool,
         pub pinned_at: Option<i64>,
         pub pinned_by: Option<String>,
+        /// A reply that was also posted to the channel's main flow.
+        pub also_in_channel: bool,
+    }
+
+    impl Model {
+        /// Neither deleted nor recalled.
+        pub fn is_live(&self) -> bool {
+            self.deleted_at.is_none() && !self.recalled
+        }
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -122,6 +131,151 @@ pub mod read_state {
         pub user_id: String,
         pub last_read_seq: i64,
         pub updated_at: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod thread {
+    //! A thread's summary, changed in the transaction of each reply.
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "threads")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        /// The id of the root message.
+        pub thread_id: String,
+        pub channel_id: String,
+        pub creator_id: String,
+        pub root_sender_id: String,
+        /// The reply that created the thread.
+        pub first_reply_id: String,
+        /// Live replies.
+        pub reply_count: i32,
+        pub last_reply_id: Option<String>,
+        /// 0 when no live reply is left.
+        pub last_reply_seq: i64,
+        pub last_reply_at: Option<i64>,
+        pub created_at: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod thread_participant {
+    //! Who replied in a thread.
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "thread_participants")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub thread_id: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub user_id: String,
+        /// Their live replies in the thread.
+        pub reply_count: i32,
+        pub last_reply_at: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod thread_follower {
+    //! Who follows a thread, and every member's read position in it.
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "thread_followers")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub thread_id: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub user_id: String,
+        pub channel_id: String,
+        pub following: bool,
+        /// The member's read position in the thread: a reply's sequence.
+        pub last_read_seq: i64,
+        pub last_read_id: Option<String>,
+        pub updated_at: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod reaction {
+    //! One user's reaction with one emoji.
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "reactions")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub message_id: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub user_id: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub emoji: String,
+        pub channel_id: String,
+        pub created_at: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod reaction_count {
+    //! How many users reacted to a message with an emoji.
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "reaction_counts")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub message_id: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub emoji: String,
+        pub count: i32,
+        /// When the emoji was first used on the message; orders groups.
+        pub first_at: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod reaction_idempotency {
+    //! Idempotency keys of AddReaction.
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "reaction_idempotency")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub user_id: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub idempotency_key: String,
+        pub message_id: String,
+        pub emoji: String,
+        pub created_at: i64,
+        pub request_fingerprint: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -243,6 +243,52 @@ async fn the_rest_api_of_the_seeds_works_through_envoy() {
     assert_eq!((status, jwks["keys"][0]["alg"].as_str()), (200, Some("EdDSA")));
 }
 
+#[tokio::test]
+#[ignore = "needs Envoy: set COLINK_TEST_ENVOY to its binary (the full suite does)"]
+async fn threads_and_reactions_over_rest() {
+    let node = TestApp::spawn().await;
+    let envoy = Envoy::start(&node).await;
+    let alice = node.register("alice").await;
+    let room = node.create_channel(&alice, "room", colink_proto::channels::v1::ChannelKind::Public, &[]).await;
+    let root = node.send(&alice, &room.channel_id, "root").await;
+    let bearer = format!("Bearer {}", alice.token());
+    let auth = [("Authorization", bearer.as_str())];
+
+    let keyed = [("Authorization", bearer.as_str()), ("Idempotency-Key", "thread-1")];
+    let body = json!({"parentMessageId": root.message_id, "text": "first reply"});
+    let (status, created) = envoy.call("POST", "/v1/threads", Some(body.clone()), &keyed).await;
+    assert_eq!(status, 200, "{created}");
+    assert_eq!(
+        (created["threadCreated"].as_bool(), created["thread"]["threadId"].as_str()),
+        (Some(true), Some(root.message_id.as_str()))
+    );
+    let (_, retry) = envoy.call("POST", "/v1/threads", Some(body), &keyed).await;
+    assert_eq!(retry["reply"]["messageId"], created["reply"]["messageId"]);
+    let path = format!("/v1/threads/{}/replies", root.message_id);
+    let (status, replied) = envoy.call("POST", &path, Some(json!({"text": "second"})), &auth).await;
+    assert_eq!((status, replied["thread"]["replyCount"].as_i64()), (200, Some(2)), "{replied}");
+    let (status, page) =
+        envoy.call("GET", &format!("{path}?pageSize=1&direction=PAGE_DIRECTION_BACKWARD"), None, &auth).await;
+    assert_eq!((status, page["replies"][0]["text"].as_str()), (200, Some("second")), "{page}");
+    let (status, followed) = envoy.call("GET", "/v1/threads:followed", None, &auth).await;
+    assert_eq!((status, followed["threads"].as_array().map(Vec::len)), (200, Some(1)), "{followed}");
+
+    let reactions = format!("/v1/messages/{}/reactions", root.message_id);
+    let (status, added) = envoy.call("POST", &reactions, Some(json!({"emoji": "👍"})), &auth).await;
+    assert_eq!((status, added["reactions"]["groups"][0]["count"].as_i64()), (200, Some(1)), "{added}");
+    let (status, again) = envoy.call("POST", &reactions, Some(json!({"emoji": "👍"})), &auth).await;
+    assert_eq!(status, 409, "{again}");
+    let (status, bad) = envoy.call("POST", &reactions, Some(json!({"emoji": "not one"})), &auth).await;
+    assert_eq!((status, violated_fields(&bad)), (400, vec!["emoji".to_string()]), "{bad}");
+    // The emoji travels URL-encoded in the path.
+    let (status, users) = envoy.call("GET", &format!("{reactions}/%F0%9F%91%8D/users"), None, &auth).await;
+    assert_eq!((status, users["totalCount"].as_i64()), (200, Some(1)), "{users}");
+    let (status, removed) = envoy.call("DELETE", &format!("{reactions}/%F0%9F%91%8D"), None, &auth).await;
+    assert_eq!((status, removed["removed"].as_bool()), (200, Some(true)), "{removed}");
+    let (status, message) = envoy.call("GET", &format!("/v1/messages/{}", root.message_id), None, &auth).await;
+    assert_eq!((status, message["message"]["thread"]["replyCount"].as_i64()), (200, Some(2)), "{message}");
+}
+
 /// An answer that must be JSON: its status, its `Allow` header and its body.
 async fn json_answer(
     envoy: &Envoy,

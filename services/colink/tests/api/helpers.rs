@@ -11,9 +11,11 @@ use colink_proto::channels::v1::{Channel, ChannelKind, CreateChannelRequest};
 use colink_proto::messaging::v1::messaging_service_client::MessagingServiceClient;
 use colink_proto::messaging::v1::{ChannelEvent, Message, SendMessageRequest};
 use colink_proto::presence::v1::presence_service_client::PresenceServiceClient;
+use colink_proto::reactions::v1::reactions_service_client::ReactionsServiceClient;
 use colink_proto::realtime::v1::realtime_service_client::RealtimeServiceClient;
 use colink_proto::realtime::v1::server_frame::Frame;
 use colink_proto::realtime::v1::{ChannelCursor, ServerFrame, SubscribeRequest, SubscribeResponse};
+use colink_proto::threads::v1::threads_service_client::ThreadsServiceClient;
 use colink_proto::users::v1::users_service_client::UsersServiceClient;
 use colink_runtime::clients::with_token;
 use colink_runtime::config::Config;
@@ -118,6 +120,14 @@ impl TestApp {
 
     pub fn messaging(&self) -> MessagingServiceClient<GrpcChannel> {
         MessagingServiceClient::new(self.channel.clone())
+    }
+
+    pub fn threads(&self) -> ThreadsServiceClient<GrpcChannel> {
+        ThreadsServiceClient::new(self.channel.clone())
+    }
+
+    pub fn reactions(&self) -> ReactionsServiceClient<GrpcChannel> {
+        ReactionsServiceClient::new(self.channel.clone())
     }
 
     pub fn realtime(&self) -> RealtimeServiceClient<GrpcChannel> {

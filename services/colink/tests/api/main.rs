@@ -20,5 +20,7 @@ mod kafka;
 mod messaging;
 mod node;
 mod presence;
+mod reactions;
 mod realtime;
+mod threads;
 mod users;

@@ -16,17 +16,20 @@ use tonic::Streaming;
 use crate::helpers::{TestApp, TestUser, assert_quiet, event, events, frame};
 
 /// Opens a bidirectional stream; returns the sender for client frames.
-async fn connect(app: &TestApp, user: &TestUser) -> (mpsc::Sender<ConnectRequest>, Streaming<ConnectResponse>) {
+pub(crate) async fn connect(
+    app: &TestApp,
+    user: &TestUser,
+) -> (mpsc::Sender<ConnectRequest>, Streaming<ConnectResponse>) {
     let (tx, rx) = mpsc::channel(16);
     let stream = app.realtime().connect(user.req(ReceiverStream::new(rx))).await.expect("connect").into_inner();
     (tx, stream)
 }
 
-fn subscribe(cursors: Vec<ChannelCursor>, all_channels: bool) -> ConnectRequest {
+pub(crate) fn subscribe(cursors: Vec<ChannelCursor>, all_channels: bool) -> ConnectRequest {
     ConnectRequest { frame: Some(ClientFrame::Subscribe(SubscribeFrame { cursors, all_channels })) }
 }
 
-fn cursor(channel_id: &str, last_seq: Option<i64>) -> ChannelCursor {
+pub(crate) fn cursor(channel_id: &str, last_seq: Option<i64>) -> ChannelCursor {
     ChannelCursor { channel_id: channel_id.into(), last_seq }
 }
 
@@ -38,7 +41,7 @@ fn created_text(kind: &Option<Kind>) -> String {
 }
 
 /// Waits for the Subscribed frame of a channel.
-async fn subscribed(stream: &mut Streaming<ConnectResponse>) -> i64 {
+pub(crate) async fn subscribed(stream: &mut Streaming<ConnectResponse>) -> i64 {
     loop {
         if let Frame::Subscribed(s) = frame(stream).await {
             return s.head_seq;
