@@ -12,7 +12,12 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(Initial), Box::new(RequestFingerprints), Box::new(ThreadsAndReactions)]
+        vec![
+            Box::new(Initial),
+            Box::new(RequestFingerprints),
+            Box::new(ThreadsAndReactions),
+            Box::new(UnreadAndMentions),
+        ]
     }
 }
 
@@ -231,5 +236,81 @@ impl MigrationTrait for ThreadsAndReactions {
                     .to_owned(),
             )
             .await
+    }
+}
+
+migration_name!(UnreadAndMentions, "m0004_messaging_unread_mentions");
+
+#[async_trait::async_trait]
+impl MigrationTrait for UnreadAndMentions {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let columns: [(&str, ColumnDef); 8] = [
+            // A member's read state is kept from their joining on.
+            ("read_states", boolean("muted").default(false).to_owned()),
+            ("read_states", big_integer("delivered_seq").default(0).to_owned()),
+            // How many main-flow messages the conversation had up to the read position.
+            ("read_states", big_integer("read_ordinal").default(0).to_owned()),
+            // Main-flow messages ever posted; a message's ordinal is the count after it.
+            ("channel_heads", big_integer("message_count").default(0).to_owned()),
+            ("messages", big_integer_null("ordinal").to_owned()),
+            // Comma-separated ids of the members mentioned.
+            ("messages", text("mentioned_ids").default("").to_owned()),
+            ("messages", boolean("mentions_channel").default(false).to_owned()),
+            ("messages", boolean("mentions_here").default(false).to_owned()),
+        ];
+        for (table, mut column) in columns {
+            let name = column.get_column_name();
+            if !manager.has_column(table, &name).await? {
+                manager.alter_table(Table::alter().table(table).add_column(&mut column).to_owned()).await?;
+            }
+        }
+        manager
+            .create_table(
+                Table::create()
+                    .table("mentions")
+                    .if_not_exists()
+                    .col(string_len("user_id", 36))
+                    .col(string_len("message_id", 36))
+                    .col(string_len("channel_id", 36))
+                    .col(big_integer("seq"))
+                    .col(string_len_null("thread_id", 36))
+                    // The mention counts in the channel's main flow.
+                    .col(boolean("in_channel"))
+                    .col(string_len("sender_id", 36))
+                    .col(big_integer("created_at"))
+                    .primary_key(Index::create().col("user_id").col("message_id"))
+                    .to_owned(),
+            )
+            .await?;
+        manager.create_index(index("mentions_by_channel", "mentions", &["user_id", "channel_id", "seq"])).await?;
+        manager.create_index(index("mentions_by_message", "mentions", &["message_id"])).await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table("broadcasts")
+                    .if_not_exists()
+                    .col(string_len("message_id", 36).primary_key())
+                    .col(string_len("channel_id", 36))
+                    .col(big_integer("seq"))
+                    .col(string_len_null("thread_id", 36))
+                    .col(boolean("in_channel"))
+                    .col(string_len("sender_id", 36))
+                    .col(big_integer("created_at"))
+                    .to_owned(),
+            )
+            .await?;
+        manager.create_index(index("broadcasts_by_channel", "broadcasts", &["channel_id", "seq"])).await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table("removed_messages")
+                    .if_not_exists()
+                    .col(string_len("channel_id", 36))
+                    .col(big_integer("seq"))
+                    .primary_key(Index::create().col("channel_id").col("seq"))
+                    .to_owned(),
+            )
+            .await?;
+        manager.create_index(index("read_states_by_user", "read_states", &["user_id"])).await
     }
 }

@@ -17,7 +17,7 @@ pub struct Event {
     /// What happened.
     #[prost(
         oneof = "event::Payload",
-        tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21"
+        tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22"
     )]
     pub payload: ::core::option::Option<event::Payload>,
 }
@@ -63,6 +63,9 @@ pub mod event {
         /// thread.created, reply.created, thread.followed, thread.unfollowed
         #[prost(message, tag = "21")]
         ThreadChanged(super::ThreadChanged),
+        /// channel.member_preferences_changed
+        #[prost(message, tag = "22")]
+        MemberPreferencesChanged(super::MembershipChanged),
     }
 }
 /// A reaction was added or removed.
@@ -150,6 +153,10 @@ pub struct MembershipChanged {
     /// Who made the change, when it was not the member.
     #[prost(string, tag = "4")]
     pub by_user_id: ::prost::alloc::string::String,
+    /// The member muted the conversation (set on joining and on preference
+    /// changes).
+    #[prost(bool, tag = "5")]
+    pub muted: bool,
 }
 /// A message changed.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -169,6 +176,15 @@ pub struct MessageChanged {
     /// The text after the change (empty for deletions).
     #[prost(string, tag = "5")]
     pub text: ::prost::alloc::string::String,
+    /// For a reply: its thread (the root message's id).
+    #[prost(string, tag = "6")]
+    pub thread_id: ::prost::alloc::string::String,
+    /// Members the text mentions (see colink.messaging.v1.MessageMentions).
+    #[prost(string, repeated, tag = "7")]
+    pub mentioned_user_ids: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// The text mentions every member (@channel, @all).
+    #[prost(bool, tag = "8")]
+    pub mentions_channel: bool,
 }
 /// A moderator acted on a message.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]

@@ -56,6 +56,27 @@ pub struct Message {
     /// readers, and for deleted or recalled messages.
     #[prost(message, repeated, tag = "17")]
     pub reactions: ::prost::alloc::vec::Vec<super::super::reactions::v1::ReactionGroup>,
+    /// Who the text mentions, as resolved when it was sent or last edited.
+    #[prost(message, optional, tag = "18")]
+    pub mentions: ::core::option::Option<MessageMentions>,
+}
+/// The mentions of a message. `@username` mentions a member of the
+/// conversation (a non-member is not mentioned); `@channel` and `@all`
+/// mention every member; `@here` mentions the members online when the
+/// message was sent, who are then listed in `user_ids`. The sender never
+/// mentions themselves, and a member who blocked the sender is not
+/// mentioned by them.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct MessageMentions {
+    /// Members mentioned by name or, for `@here`, by being online.
+    #[prost(string, repeated, tag = "1")]
+    pub user_ids: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// `@channel` or `@all`: every member.
+    #[prost(bool, tag = "2")]
+    pub channel: bool,
+    /// `@here` was used.
+    #[prost(bool, tag = "3")]
+    pub here: bool,
 }
 /// The replies under a root message, as its readers see it.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -78,6 +99,9 @@ pub struct ThreadSummary {
     /// How many distinct users have replies in the thread.
     #[prost(int32, tag = "6")]
     pub participant_count: i32,
+    /// Who wrote the root message.
+    #[prost(string, tag = "7")]
+    pub root_sender_id: ::prost::alloc::string::String,
 }
 /// One earlier version of a message.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -164,12 +188,29 @@ pub mod channel_event {
         ThreadUpdated(super::ThreadSummary),
     }
 }
-/// A message that lost its content.
+/// A message that lost its content, with what a client needs to correct
+/// its counts.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct MessageDeleted {
     /// Which message.
     #[prost(string, tag = "1")]
     pub message_id: ::prost::alloc::string::String,
+    /// Its sequence.
+    #[prost(int64, tag = "2")]
+    pub message_seq: i64,
+    /// Who sent it.
+    #[prost(string, tag = "3")]
+    pub sender_id: ::prost::alloc::string::String,
+    /// Its thread, for a reply.
+    #[prost(string, tag = "4")]
+    pub thread_id: ::prost::alloc::string::String,
+    /// It was in the channel's main flow (top level, or a reply also sent to
+    /// the channel), so it counted as unread there.
+    #[prost(bool, tag = "5")]
+    pub in_channel: bool,
+    /// Who it mentioned.
+    #[prost(message, optional, tag = "6")]
+    pub mentions: ::core::option::Option<MessageMentions>,
 }
 /// A membership change.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -427,7 +468,9 @@ pub struct ReadState {
     /// The channel's newest sequence.
     #[prost(int64, tag = "3")]
     pub head_seq: i64,
-    /// Messages by others after last_read_seq that are not deleted.
+    /// Messages by others in the main flow after last_read_seq that are not
+    /// deleted or recalled; 0 when the caller muted the conversation (see
+    /// ChannelUnread).
     #[prost(int64, tag = "4")]
     pub unread_count: i64,
 }
@@ -455,9 +498,30 @@ pub struct ListReadReceiptsRequest {
 /// ListReadReceipts result.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct ListReadReceiptsResponse {
-    /// Members who have read it.
+    /// Members other than the sender who have read it.
     #[prost(string, repeated, tag = "1")]
     pub reader_ids: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// Members other than the sender whose clients have received it, and who
+    /// have not read it (or do not say).
+    #[prost(string, repeated, tag = "2")]
+    pub delivered_to_ids: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+}
+/// MarkDelivered.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct MarkDeliveredRequest {
+    /// The conversation; the caller must be a member.
+    #[prost(string, tag = "1")]
+    pub channel_id: ::prost::alloc::string::String,
+    /// The last sequence received; clamped to the conversation's head.
+    #[prost(int64, tag = "2")]
+    pub seq: i64,
+}
+/// MarkDelivered result.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct MarkDeliveredResponse {
+    /// The caller's delivered position after the call.
+    #[prost(int64, tag = "1")]
+    pub delivered_seq: i64,
 }
 /// ListChannelEvents.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -481,6 +545,113 @@ pub struct ListChannelEventsResponse {
     /// The channel's newest sequence when the page was read.
     #[prost(int64, tag = "2")]
     pub head_seq: i64,
+}
+/// GetUnreadCounts.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct GetUnreadCountsRequest {
+    /// Only these conversations (and `thread_ids`); every one when both are
+    /// empty. At most 1,000 ids together.
+    #[prost(string, repeated, tag = "1")]
+    pub channel_ids: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// Only these followed threads.
+    #[prost(string, repeated, tag = "2")]
+    pub thread_ids: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+}
+/// GetUnreadCounts result.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct GetUnreadCountsResponse {
+    /// The counts.
+    #[prost(message, optional, tag = "1")]
+    pub counts: ::core::option::Option<UnreadCounts>,
+}
+/// A member's unread messages and mentions.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct UnreadCounts {
+    /// One entry per conversation the caller is in.
+    #[prost(message, repeated, tag = "1")]
+    pub channels: ::prost::alloc::vec::Vec<ChannelUnread>,
+    /// One entry per thread the caller follows.
+    #[prost(message, repeated, tag = "2")]
+    pub threads: ::prost::alloc::vec::Vec<ThreadUnread>,
+    /// Unread messages in conversations that are not muted.
+    #[prost(int64, tag = "3")]
+    pub total_unread_count: i64,
+    /// Unread mentions in every conversation, muted or not.
+    #[prost(int64, tag = "4")]
+    pub total_mention_count: i64,
+    /// Unread replies in followed threads.
+    #[prost(int64, tag = "5")]
+    pub total_thread_unread_count: i64,
+    /// Unread mentions in followed threads.
+    #[prost(int64, tag = "6")]
+    pub total_thread_mention_count: i64,
+}
+/// Unread counts in one conversation.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ChannelUnread {
+    /// The conversation.
+    #[prost(string, tag = "1")]
+    pub channel_id: ::prost::alloc::string::String,
+    /// Messages by others in its main flow after the read position, not
+    /// deleted or recalled; 0 when muted (a muted conversation counts
+    /// mentions only).
+    #[prost(int64, tag = "2")]
+    pub unread_count: i64,
+    /// Of those messages (muted or not), how many mention the caller.
+    #[prost(int64, tag = "3")]
+    pub mention_count: i64,
+    /// The caller muted the conversation.
+    #[prost(bool, tag = "4")]
+    pub muted: bool,
+    /// The caller's read position.
+    #[prost(int64, tag = "5")]
+    pub last_read_seq: i64,
+    /// The conversation's newest sequence when the counts were taken: events
+    /// up to it are included.
+    #[prost(int64, tag = "6")]
+    pub as_of_seq: i64,
+}
+/// Unread counts in one followed thread.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ThreadUnread {
+    /// The thread (its root message).
+    #[prost(string, tag = "1")]
+    pub thread_id: ::prost::alloc::string::String,
+    /// Its conversation.
+    #[prost(string, tag = "2")]
+    pub channel_id: ::prost::alloc::string::String,
+    /// Replies by others after the caller's read position in the thread.
+    #[prost(int64, tag = "3")]
+    pub unread_count: i64,
+    /// Of those, how many mention the caller.
+    #[prost(int64, tag = "4")]
+    pub mention_count: i64,
+    /// The caller's read position in the thread: a reply's sequence.
+    #[prost(int64, tag = "5")]
+    pub last_read_seq: i64,
+    /// The conversation's newest sequence when the counts were taken.
+    #[prost(int64, tag = "6")]
+    pub as_of_seq: i64,
+}
+/// ListMentions.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ListMentionsRequest {
+    /// 1..=100, default 50.
+    #[prost(int32, tag = "1")]
+    pub page_size: i32,
+    /// From a previous response.
+    #[prost(string, tag = "2")]
+    pub page_token: ::prost::alloc::string::String,
+}
+/// ListMentions result.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ListMentionsResponse {
+    /// Newest first.
+    #[prost(message, repeated, tag = "1")]
+    pub messages: ::prost::alloc::vec::Vec<Message>,
+    /// Empty at the end.
+    #[prost(string, tag = "2")]
+    pub next_page_token: ::prost::alloc::string::String,
 }
 /// Direction of a page.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
@@ -954,8 +1125,42 @@ pub mod messaging_service_client {
                 );
             self.inner.unary(req, path, codec).await
         }
-        /// Who has read a message: members other than its sender whose read
-        /// position is at or past it (at most 1,000).
+        /// Records that the caller's clients have received a conversation up to a
+        /// sequence (realtime gateways call it for each AckFrame). Delivered
+        /// positions only move forward and never pass the conversation's head.
+        pub async fn mark_delivered(
+            &mut self,
+            request: impl tonic::IntoRequest<super::MarkDeliveredRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::MarkDeliveredResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = crate::codec::ProtoCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/colink.messaging.v1.MessagingService/MarkDelivered",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new(
+                        "colink.messaging.v1.MessagingService",
+                        "MarkDelivered",
+                    ),
+                );
+            self.inner.unary(req, path, codec).await
+        }
+        /// Who has read a message, and who has received it without reading it,
+        /// from the members' read and delivered positions (at most 1,000 each).
+        /// Members who turned read receipts off are never listed as readers: once
+        /// they have received a message they show as having received it.
         pub async fn list_read_receipts(
             &mut self,
             request: impl tonic::IntoRequest<super::ListReadReceiptsRequest>,
@@ -981,6 +1186,72 @@ pub mod messaging_service_client {
                     GrpcMethod::new(
                         "colink.messaging.v1.MessagingService",
                         "ListReadReceipts",
+                    ),
+                );
+            self.inner.unary(req, path, codec).await
+        }
+        /// The caller's unread messages and mentions in every conversation they
+        /// are in and every thread they follow, with totals. Counts are kept by
+        /// the server: they stay right across edits, deletions, recalls, leaving,
+        /// muting and reading on another device. A stream opened with
+        /// `all_channels` also receives them live (colink.realtime.v1).
+        pub async fn get_unread_counts(
+            &mut self,
+            request: impl tonic::IntoRequest<super::GetUnreadCountsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::GetUnreadCountsResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = crate::codec::ProtoCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/colink.messaging.v1.MessagingService/GetUnreadCounts",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new(
+                        "colink.messaging.v1.MessagingService",
+                        "GetUnreadCounts",
+                    ),
+                );
+            self.inner.unary(req, path, codec).await
+        }
+        /// Messages that mention the caller (by username, or with @channel, @all
+        /// or @here while they were online) in conversations they are in, newest
+        /// first.
+        pub async fn list_mentions(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ListMentionsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ListMentionsResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = crate::codec::ProtoCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/colink.messaging.v1.MessagingService/ListMentions",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new(
+                        "colink.messaging.v1.MessagingService",
+                        "ListMentions",
                     ),
                 );
             self.inner.unary(req, path, codec).await
@@ -1134,13 +1405,47 @@ pub mod messaging_service_server {
             tonic::Response<super::GetReadStateResponse>,
             tonic::Status,
         >;
-        /// Who has read a message: members other than its sender whose read
-        /// position is at or past it (at most 1,000).
+        /// Records that the caller's clients have received a conversation up to a
+        /// sequence (realtime gateways call it for each AckFrame). Delivered
+        /// positions only move forward and never pass the conversation's head.
+        async fn mark_delivered(
+            &self,
+            request: tonic::Request<super::MarkDeliveredRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::MarkDeliveredResponse>,
+            tonic::Status,
+        >;
+        /// Who has read a message, and who has received it without reading it,
+        /// from the members' read and delivered positions (at most 1,000 each).
+        /// Members who turned read receipts off are never listed as readers: once
+        /// they have received a message they show as having received it.
         async fn list_read_receipts(
             &self,
             request: tonic::Request<super::ListReadReceiptsRequest>,
         ) -> std::result::Result<
             tonic::Response<super::ListReadReceiptsResponse>,
+            tonic::Status,
+        >;
+        /// The caller's unread messages and mentions in every conversation they
+        /// are in and every thread they follow, with totals. Counts are kept by
+        /// the server: they stay right across edits, deletions, recalls, leaving,
+        /// muting and reading on another device. A stream opened with
+        /// `all_channels` also receives them live (colink.realtime.v1).
+        async fn get_unread_counts(
+            &self,
+            request: tonic::Request<super::GetUnreadCountsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::GetUnreadCountsResponse>,
+            tonic::Status,
+        >;
+        /// Messages that mention the caller (by username, or with @channel, @all
+        /// or @here while they were online) in conversations they are in, newest
+        /// first.
+        async fn list_mentions(
+            &self,
+            request: tonic::Request<super::ListMentionsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ListMentionsResponse>,
             tonic::Status,
         >;
         /// The channel's event log after a sequence, oldest first: what a client
@@ -1780,6 +2085,52 @@ pub mod messaging_service_server {
                     };
                     Box::pin(fut)
                 }
+                "/colink.messaging.v1.MessagingService/MarkDelivered" => {
+                    #[allow(non_camel_case_types)]
+                    struct MarkDeliveredSvc<T: MessagingService>(pub Arc<T>);
+                    impl<
+                        T: MessagingService,
+                    > tonic::server::UnaryService<super::MarkDeliveredRequest>
+                    for MarkDeliveredSvc<T> {
+                        type Response = super::MarkDeliveredResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::MarkDeliveredRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as MessagingService>::mark_delivered(&inner, request)
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = MarkDeliveredSvc(inner);
+                        let codec = crate::codec::ProtoCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
                 "/colink.messaging.v1.MessagingService/ListReadReceipts" => {
                     #[allow(non_camel_case_types)]
                     struct ListReadReceiptsSvc<T: MessagingService>(pub Arc<T>);
@@ -1811,6 +2162,98 @@ pub mod messaging_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = ListReadReceiptsSvc(inner);
+                        let codec = crate::codec::ProtoCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/colink.messaging.v1.MessagingService/GetUnreadCounts" => {
+                    #[allow(non_camel_case_types)]
+                    struct GetUnreadCountsSvc<T: MessagingService>(pub Arc<T>);
+                    impl<
+                        T: MessagingService,
+                    > tonic::server::UnaryService<super::GetUnreadCountsRequest>
+                    for GetUnreadCountsSvc<T> {
+                        type Response = super::GetUnreadCountsResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::GetUnreadCountsRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as MessagingService>::get_unread_counts(&inner, request)
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = GetUnreadCountsSvc(inner);
+                        let codec = crate::codec::ProtoCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/colink.messaging.v1.MessagingService/ListMentions" => {
+                    #[allow(non_camel_case_types)]
+                    struct ListMentionsSvc<T: MessagingService>(pub Arc<T>);
+                    impl<
+                        T: MessagingService,
+                    > tonic::server::UnaryService<super::ListMentionsRequest>
+                    for ListMentionsSvc<T> {
+                        type Response = super::ListMentionsResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ListMentionsRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as MessagingService>::list_mentions(&inner, request)
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ListMentionsSvc(inner);
                         let codec = crate::codec::ProtoCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(

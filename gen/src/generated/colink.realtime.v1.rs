@@ -19,7 +19,8 @@ pub struct SubscribeFrame {
     #[prost(message, repeated, tag = "1")]
     pub cursors: ::prost::alloc::vec::Vec<ChannelCursor>,
     /// Also follow every other conversation the caller is in (live only unless
-    /// listed in cursors), and conversations they join while connected.
+    /// listed in cursors), and conversations they join while connected. Such a
+    /// stream also carries the caller's unread counts (UnreadCountsFrame).
     #[prost(bool, tag = "2")]
     pub all_channels: bool,
 }
@@ -100,7 +101,8 @@ pub struct SubscribeRequest {
     /// Channels to follow, each with its cursor. At most 1,000.
     #[prost(message, repeated, tag = "1")]
     pub cursors: ::prost::alloc::vec::Vec<ChannelCursor>,
-    /// Also follow every other conversation the caller is in.
+    /// Also follow every other conversation the caller is in, and receive the
+    /// caller's unread counts.
     #[prost(bool, tag = "2")]
     pub all_channels: bool,
 }
@@ -185,7 +187,7 @@ pub struct ErrorFrame {
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct ServerFrame {
     /// One frame.
-    #[prost(oneof = "server_frame::Frame", tags = "1, 2, 3, 4, 5, 6, 7, 8")]
+    #[prost(oneof = "server_frame::Frame", tags = "1, 2, 3, 4, 5, 6, 7, 8, 9")]
     pub frame: ::core::option::Option<server_frame::Frame>,
 }
 /// Nested message and enum types in `ServerFrame`.
@@ -217,7 +219,29 @@ pub mod server_frame {
         /// A rejected client frame.
         #[prost(message, tag = "8")]
         Error(super::ErrorFrame),
+        /// The caller's unread counts changed.
+        #[prost(message, tag = "9")]
+        UnreadCounts(super::UnreadCountsFrame),
     }
+}
+/// The caller's unread counts, on streams that follow all their
+/// conversations. The first such frame is a snapshot of every count; each
+/// later one carries the entries that changed, and the new totals. A client
+/// that applies them in order holds the same counts as GetUnreadCounts.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct UnreadCountsFrame {
+    /// True for a full set that replaces what the client holds.
+    #[prost(bool, tag = "1")]
+    pub snapshot: bool,
+    /// The changed entries (all of them in a snapshot) and the totals.
+    #[prost(message, optional, tag = "2")]
+    pub counts: ::core::option::Option<super::super::messaging::v1::UnreadCounts>,
+    /// Conversations that no longer count (the caller left).
+    #[prost(string, repeated, tag = "3")]
+    pub removed_channel_ids: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// Threads that no longer count (unfollowed, or their conversation left).
+    #[prost(string, repeated, tag = "4")]
+    pub removed_thread_ids: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
 }
 /// A server frame on Connect.
 #[derive(Clone, PartialEq, ::prost::Message)]

@@ -35,6 +35,10 @@ pub struct User {
     /// Read-only.
     #[prost(message, optional, tag = "11")]
     pub update_time: ::core::option::Option<::prost_types::Timestamp>,
+    /// The user turned read receipts off (Settings.send_read_receipts): others
+    /// are not told when they read. Set in BatchGetUsers answers.
+    #[prost(bool, tag = "12")]
+    pub read_receipts_off: bool,
 }
 /// Personal settings.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -115,9 +119,13 @@ pub struct GetUserResponse {
 /// BatchGetUsers.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct BatchGetUsersRequest {
-    /// 1..=100 UUIDs.
+    /// 1..=100 UUIDs; or leave empty and give usernames.
     #[prost(string, repeated, tag = "1")]
     pub user_ids: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// 1..=100 usernames (any case); unknown ones are left out. Exactly one of
+    /// user_ids and usernames is given.
+    #[prost(string, repeated, tag = "2")]
+    pub usernames: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
 }
 /// BatchGetUsers result.
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -272,16 +280,23 @@ pub struct CheckBlockedRequest {
     /// One side.
     #[prost(string, tag = "1")]
     pub user_id: ::prost::alloc::string::String,
-    /// The other side.
+    /// The other side; or leave empty and give `other_user_ids`.
     #[prost(string, tag = "2")]
     pub other_user_id: ::prost::alloc::string::String,
+    /// Up to 100 others, to learn in one call which of them have a block
+    /// with `user_id` either way (`blocked_user_ids`).
+    #[prost(string, repeated, tag = "3")]
+    pub other_user_ids: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
 }
 /// CheckBlocked result.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct CheckBlockedResponse {
-    /// True when either blocks the other.
+    /// With `other_user_id`: true when either blocks the other.
     #[prost(bool, tag = "1")]
     pub blocked: bool,
+    /// With `other_user_ids`: those of them with a block either way.
+    #[prost(string, repeated, tag = "2")]
+    pub blocked_user_ids: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
 }
 /// Colour theme.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]

@@ -90,8 +90,8 @@ fn entry_for(event: &Event) -> Option<Entry> {
                     ("seq", r.seq.to_string()),
                 ]),
             ),
-            // Replies are content, and following is nobody else's business.
-            Payload::ThreadChanged(_) => return None,
+            // Replies are content; following and muting are personal.
+            Payload::ThreadChanged(_) | Payload::MemberPreferencesChanged(_) => return None,
         };
     let created_at = event.occur_time.as_ref().map_or_else(now_micros, micros_of);
     Some(Entry {

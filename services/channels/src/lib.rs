@@ -126,7 +126,7 @@ impl ChannelsService {
     /// Checks that every id names an existing account.
     async fn require_users(&self, caller: &Caller, field: &str, ids: &[String]) -> Result<()> {
         for chunk in ids.chunks(100) {
-            let request = BatchGetUsersRequest { user_ids: chunk.to_vec() };
+            let request = BatchGetUsersRequest { user_ids: chunk.to_vec(), ..Default::default() };
             let found =
                 call_on_behalf(&self.users, caller, request, |mut c, r| async move { c.batch_get_users(r).await })
                     .await?
@@ -198,6 +198,7 @@ impl ChannelsService {
             user_id: user_id.to_string(),
             role: role_name(member_role).to_string(),
             by_user_id: if by == user_id { String::new() } else { by.to_string() },
+            muted: false,
         };
         let payload = match kind {
             "channel.member_joined" => Payload::MemberJoined(change),
@@ -872,6 +873,7 @@ impl ChannelsService {
             .membership(&self.db.writer, &channel_id, &caller.user_id)
             .await?
             .ok_or_else(|| Error::denied("you are not a member of this conversation"))?;
+        let membership_muted = membership.muted;
         let mut model = membership.into_active_model();
         let mut v = Violations::default();
         for path in &paths {
@@ -883,7 +885,28 @@ impl ChannelsService {
             }
         }
         v.finish()?;
-        Ok(to_preferences(&model.update(&self.db.writer).await?))
+        let txn = self.db.writer.begin().await?;
+        let updated = model.update(&txn).await?;
+        if updated.muted != membership_muted {
+            // Unread counts live with the messages: the messaging service
+            // learns of the change from this event.
+            let change = MembershipChanged {
+                channel_id: channel_id.clone(),
+                user_id: caller.user_id.clone(),
+                role: role_name(MemberRole::try_from(updated.role).unwrap_or(MemberRole::Member)).to_string(),
+                by_user_id: String::new(),
+                muted: updated.muted,
+            };
+            let event = events::event(
+                "channel.member_preferences_changed",
+                &caller.user_id,
+                Payload::MemberPreferencesChanged(change),
+            );
+            events::enqueue(&txn, CHANNEL_EVENTS, &channel_id, &event).await?;
+        }
+        txn.commit().await?;
+        self.published().await;
+        Ok(to_preferences(&updated))
     }
 }
 

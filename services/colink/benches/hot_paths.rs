@@ -99,6 +99,7 @@ fn seq_and_insert(c: &mut Criterion) {
         channel_id: channels[i % channels.len()].clone(),
         text: "a message of ordinary length, about sixty characters long".into(),
         thread: None,
+        mentions: Default::default(),
         file_ids: Vec::new(),
         idempotency_key: Some(new_id()),
         request_fingerprint: Some(new_id()),

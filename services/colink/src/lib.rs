@@ -152,8 +152,11 @@ impl Node {
                         db,
                         outbox,
                         pubsub.clone(),
-                        peers.channel("channels"),
-                        peers.channel("users"),
+                        colink_messaging::Peers {
+                            channels: peers.channel("channels"),
+                            users: peers.channel("users"),
+                            presence: peers.channel("presence"),
+                        },
                         limit,
                     );
                     event_log.subscribe(CHANNEL_EVENTS, "messaging.channel-log", svc.membership_recorder());

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use colink_proto::events::v1::ThreadChanged;
 use colink_proto::events::v1::event::Payload;
 use colink_proto::messaging::v1 as pb;
+use colink_proto::messaging::v1::MessageMentions;
 use colink_proto::messaging::v1::channel_event::Kind;
 use colink_runtime::db::Db;
 use colink_runtime::events::{self, MESSAGE_EVENTS, Outbox, THREAD_EVENTS};
@@ -18,11 +19,12 @@ use colink_runtime::ids::{new_id, now_micros};
 use colink_runtime::pubsub::{Frame, PubSub, channel_topic};
 use prost::Message as _;
 use sea_orm::sea_query::{Expr, OnConflict, Query};
-use sea_orm::{ActiveModelTrait, ConnectionTrait, DbErr, EntityTrait, IntoActiveModel, TransactionTrait};
+use sea_orm::{ActiveModelTrait, ConnectionTrait, DbErr, EntityTrait, IntoActiveModel, Set, TransactionTrait};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::log;
-use crate::store::{channel_event, message};
+use crate::read_states;
+use crate::store::{broadcast, channel_event, mention, message};
 use crate::threads::store as threads;
 
 /// The most sends one transaction takes; it keeps every multi-row statement
@@ -37,10 +39,20 @@ pub struct NewMessage {
     pub text: String,
     /// For a reply: its thread.
     pub thread: Option<ThreadReply>,
+    /// Who the text mentions, resolved.
+    pub mentions: MessageMentions,
     pub file_ids: Vec<String>,
     pub idempotency_key: Option<String>,
     /// What the request asked for, kept with its idempotency key.
     pub request_fingerprint: Option<String>,
+}
+
+impl NewMessage {
+    /// Top level, or a reply also sent to the channel: it counts as unread
+    /// in the conversation.
+    fn in_main_flow(&self) -> bool {
+        self.thread.as_ref().is_none_or(|t| t.also_in_channel)
+    }
 }
 
 /// The thread a reply goes into.
@@ -133,28 +145,42 @@ impl Writer {
         let txn = self.db.writer.begin().await?;
         let fresh = claim_keys(&txn, messages, &ids).await?;
         // A reply takes two sequences: its own, and its thread's new summary.
-        let taken = messages
-            .iter()
-            .zip(&fresh)
-            .filter(|(_, f)| **f)
-            .flat_map(|(m, _)| std::iter::repeat_n(&m.channel_id, if m.thread.is_some() { 2 } else { 1 }));
-        let firsts = take_seqs(&txn, taken).await?;
-        let mut next = firsts;
+        let wants = messages.iter().zip(&fresh).filter(|(_, f)| **f).map(|(m, _)| Want {
+            channel_id: &m.channel_id,
+            seqs: if m.thread.is_some() { 2 } else { 1 },
+            counted: i64::from(m.in_main_flow()),
+        });
+        let mut next = take_seqs(&txn, wants).await?;
         let now = now_micros();
         let mut rows = Vec::new();
         let mut appended = Vec::new();
         let mut outgoing = Vec::new();
+        let mut mentions = Vec::new();
+        let mut broadcasts = Vec::new();
+        // Sending marks the conversation read up to the message, for its sender.
+        let mut read_up_to: BTreeMap<(String, String), (i64, i64)> = BTreeMap::new();
         let mut results = Vec::with_capacity(messages.len());
         for ((m, id), fresh) in messages.iter().zip(ids).zip(fresh) {
             if !fresh {
                 results.push(Stored::Repeated);
                 continue;
             }
-            let Some(seq) = next.get_mut(m.channel_id.as_str()) else {
+            let Some(at) = next.get_mut(m.channel_id.as_str()) else {
                 return Err(DbErr::Custom(format!("no sequence taken for channel {}", m.channel_id)));
             };
-            let stored = model(m, id, *seq, now);
-            *seq += 1;
+            let ordinal = m.in_main_flow().then(|| {
+                at.ordinal += 1;
+                at.ordinal - 1
+            });
+            let stored = model(m, id, at.seq, ordinal, now);
+            at.seq += 1;
+            if let Some(ordinal) = ordinal {
+                read_up_to.insert((stored.channel_id.clone(), stored.sender_id.clone()), (stored.seq, ordinal));
+            }
+            mentions.extend(mention_rows(&stored, &m.mentions));
+            if m.mentions.channel {
+                broadcasts.push(broadcast_row(&stored));
+            }
             let created = crate::to_proto(&stored);
             let event = log::event(
                 &stored.channel_id,
@@ -167,9 +193,9 @@ impl Writer {
             appended.push(event);
             let mut thread_created = false;
             if let Some(reply) = &m.thread {
-                let summary_seq = *seq;
-                *seq += 1;
-                threads::record_reply(&txn, &stored, &reply.root_sender_id).await?;
+                let summary_seq = at.seq;
+                at.seq += 1;
+                threads::record_reply(&txn, &stored, &reply.root_sender_id, &m.mentions.user_ids).await?;
                 thread_created = threads::created_by(&txn, &stored).await?;
                 let summary = threads::summary(&txn, &reply.root_id).await?;
                 appended.push(log::event(
@@ -191,6 +217,11 @@ impl Writer {
             let entries = appended.iter().map(|e| log::row(e, now));
             channel_event::Entity::insert_many(entries).exec_without_returning(&txn).await?;
             events::enqueue_many(&txn, &outgoing).await?;
+            mention::Entity::insert_many(mentions).exec_without_returning(&txn).await?;
+            broadcast::Entity::insert_many(broadcasts).exec_without_returning(&txn).await?;
+            for ((channel_id, user_id), (seq, ordinal)) in read_up_to {
+                read_states::advance(&txn, &channel_id, &user_id, seq, ordinal).await?;
+            }
         }
         txn.commit().await?;
         for event in &appended {
@@ -255,43 +286,95 @@ async fn claim_keys<C: ConnectionTrait>(txn: &C, messages: &[NewMessage], ids: &
     Ok(fresh)
 }
 
-/// Takes consecutive sequence numbers for every channel of a batch in one
-/// statement, and returns the first one taken per channel. Channels are
-/// locked in id order, so concurrent batches on other nodes cannot deadlock.
+/// What one send takes from its conversation's head.
+struct Want<'a> {
+    channel_id: &'a str,
+    /// Sequence numbers.
+    seqs: i64,
+    /// 1 for a message of the main flow, which counts as unread.
+    counted: i64,
+}
+
+/// The next sequence number and message ordinal to hand out in a channel.
+struct Next {
+    seq: i64,
+    ordinal: i64,
+}
+
+/// Takes consecutive sequence numbers (and message ordinals) for every
+/// channel of a batch in one statement, and returns the first ones taken per
+/// channel. Channels are locked in id order, so concurrent batches on other
+/// nodes cannot deadlock.
 async fn take_seqs<'a, C: ConnectionTrait>(
     txn: &C,
-    channels: impl Iterator<Item = &'a String>,
-) -> Result<BTreeMap<&'a str, i64>, DbErr> {
-    let mut counts: BTreeMap<&str, i64> = BTreeMap::new();
-    for channel_id in channels {
-        *counts.entry(channel_id.as_str()).or_default() += 1;
+    wants: impl Iterator<Item = Want<'a>>,
+) -> Result<BTreeMap<&'a str, Next>, DbErr> {
+    let mut counts: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
+    for want in wants {
+        let entry = counts.entry(want.channel_id).or_default();
+        entry.0 += want.seqs;
+        entry.1 += want.counted;
     }
+    let mut firsts = BTreeMap::new();
     if counts.is_empty() {
-        return Ok(counts);
+        return Ok(firsts);
     }
     let mut upsert = Query::insert();
-    upsert.into_table("channel_heads").columns(["channel_id", "last_seq"]);
-    for (channel_id, count) in &counts {
-        upsert.values_panic([(*channel_id).into(), (*count).into()]);
+    upsert.into_table("channel_heads").columns(["channel_id", "last_seq", "message_count"]);
+    for (channel_id, (seqs, counted)) in &counts {
+        upsert.values_panic([(*channel_id).into(), (*seqs).into(), (*counted).into()]);
     }
     upsert
         .on_conflict(
             OnConflict::column("channel_id")
                 .value("last_seq", Expr::cust("channel_heads.last_seq + excluded.last_seq"))
+                .value("message_count", Expr::cust("channel_heads.message_count + excluded.message_count"))
                 .to_owned(),
         )
-        .returning(Query::returning().columns(["channel_id", "last_seq"]));
+        .returning(Query::returning().columns(["channel_id", "last_seq", "message_count"]));
     for row in txn.query_all(&upsert).await? {
         let channel_id = row.try_get_by_index::<String>(0)?;
         let last = row.try_get_by_index::<i64>(1)?;
-        if let Some(count) = counts.get_mut(channel_id.as_str()) {
-            *count = last - *count + 1;
+        let count = row.try_get_by_index::<i64>(2)?;
+        if let Some((key, (seqs, counted))) = counts.get_key_value(channel_id.as_str()) {
+            firsts.insert(*key, Next { seq: last - seqs + 1, ordinal: count - counted + 1 });
         }
     }
-    Ok(counts)
+    Ok(firsts)
 }
 
-fn model(m: &NewMessage, message_id: String, seq: i64, now: i64) -> message::Model {
+/// Rows for the members a message mentions by name (or by being online).
+pub(crate) fn mention_rows(m: &message::Model, mentions: &MessageMentions) -> Vec<mention::ActiveModel> {
+    mentions
+        .user_ids
+        .iter()
+        .map(|user_id| mention::ActiveModel {
+            user_id: Set(user_id.clone()),
+            message_id: Set(m.message_id.clone()),
+            channel_id: Set(m.channel_id.clone()),
+            seq: Set(m.seq),
+            thread_id: Set(m.thread_id.clone()),
+            in_channel: Set(m.ordinal.is_some()),
+            sender_id: Set(m.sender_id.clone()),
+            created_at: Set(m.created_at),
+        })
+        .collect()
+}
+
+/// The row of a message that mentions every member.
+pub(crate) fn broadcast_row(m: &message::Model) -> broadcast::ActiveModel {
+    broadcast::ActiveModel {
+        message_id: Set(m.message_id.clone()),
+        channel_id: Set(m.channel_id.clone()),
+        seq: Set(m.seq),
+        thread_id: Set(m.thread_id.clone()),
+        in_channel: Set(m.ordinal.is_some()),
+        sender_id: Set(m.sender_id.clone()),
+        created_at: Set(m.created_at),
+    }
+}
+
+fn model(m: &NewMessage, message_id: String, seq: i64, ordinal: Option<i64>, now: i64) -> message::Model {
     message::Model {
         message_id,
         channel_id: m.channel_id.clone(),
@@ -308,6 +391,10 @@ fn model(m: &NewMessage, message_id: String, seq: i64, now: i64) -> message::Mod
         pinned_at: None,
         pinned_by: None,
         also_in_channel: m.thread.as_ref().is_some_and(|t| t.also_in_channel),
+        ordinal,
+        mentioned_ids: m.mentions.user_ids.join(","),
+        mentions_channel: m.mentions.channel,
+        mentions_here: m.mentions.here,
     }
 }
 

@@ -7,7 +7,9 @@ pub mod commit;
 mod consumer;
 mod emoji;
 mod log;
+mod mentions;
 mod reactions;
+mod read_states;
 mod store;
 mod threads;
 
@@ -22,9 +24,11 @@ use colink_proto::events::v1::{MessageChanged, event::Payload};
 use colink_proto::messaging::v1 as pb;
 use colink_proto::messaging::v1::channel_event::Kind;
 use colink_proto::messaging::v1::messaging_service_server::{MessagingService as MessagingRpc, MessagingServiceServer};
+use colink_proto::presence::v1::presence_service_client::PresenceServiceClient;
 use colink_proto::reactions::v1::reactions_service_server::ReactionsServiceServer;
 use colink_proto::threads::v1::threads_service_server::ThreadsServiceServer;
 use colink_proto::users::v1::users_service_client::UsersServiceClient;
+use colink_proto::users::v1::{BatchGetUsersRequest, ListBlockedUsersRequest};
 use colink_runtime::clients::{call_on_behalf, deny_if_blocked, on_behalf_of};
 use colink_runtime::db::Db;
 use colink_runtime::ephemeral::{Ephemeral, within_budget};
@@ -34,20 +38,20 @@ use colink_runtime::ids::{
     check_idempotency_key, check_same_request, check_text, encode_page_token, idempotency_key, now_micros,
     opt_timestamp, page_size, parse_id, parse_id_list, request_fingerprint, timestamp,
 };
-use colink_runtime::pubsub::{Frame, PubSub, channel_topic};
+use colink_runtime::pubsub::{Frame, PubSub, channel_topic, user_topic};
 use colink_runtime::{Caller, Error, Result, Role, caller};
 use prost::Message as _;
-use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
+
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, DatabaseTransaction, EntityTrait, IntoActiveModel, PaginatorTrait, QueryFilter,
-    QueryOrder, QuerySelect, Set, TransactionTrait,
+    ActiveModelTrait, ColumnTrait, DatabaseTransaction, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder,
+    QuerySelect, Set, TransactionTrait,
 };
 use tonic::transport::Channel as GrpcChannel;
 use tonic::{Request, Response, Status};
 
 use crate::access::{ACCESS_TOPIC, ACCESS_TTL, AccessCache};
 use crate::commit::{GroupCommit, NewMessage, Stored, ThreadReply};
-use crate::store::{channel_event, channel_head, idempotency, message, message_edit, read_state};
+use crate::store::{channel_event, channel_head, idempotency, message, message_edit, read_state, removed_message};
 
 pub const MAX_TEXT: usize = 40_000;
 const MAX_FILES: usize = 10;
@@ -60,9 +64,17 @@ pub struct MessagingService {
     pubsub: Arc<dyn PubSub>,
     channels: ChannelsServiceClient<GrpcChannel>,
     users: UsersServiceClient<GrpcChannel>,
+    presence: PresenceServiceClient<GrpcChannel>,
     limit: SendLimit,
     writer: GroupCommit,
     remembered: Arc<AccessCache>,
+}
+
+/// The services messaging calls.
+pub struct Peers {
+    pub channels: GrpcChannel,
+    pub users: GrpcChannel,
+    pub presence: GrpcChannel,
 }
 
 /// How many messages one user may send per minute, counted in ephemeral
@@ -141,14 +153,7 @@ impl Access {
 }
 
 impl MessagingService {
-    pub fn new(
-        db: Db,
-        outbox: Outbox,
-        pubsub: Arc<dyn PubSub>,
-        channels: GrpcChannel,
-        users: GrpcChannel,
-        limit: SendLimit,
-    ) -> Self {
+    pub fn new(db: Db, outbox: Outbox, pubsub: Arc<dyn PubSub>, peers: Peers, limit: SendLimit) -> Self {
         let writer = GroupCommit::spawn(db.clone(), outbox.clone(), pubsub.clone());
         let remembered = Arc::new(AccessCache::new(ACCESS_TTL));
         tokio::spawn(forget_on_notice(pubsub.clone(), remembered.clone()));
@@ -156,8 +161,9 @@ impl MessagingService {
             db,
             outbox,
             pubsub,
-            channels: ChannelsServiceClient::new(channels),
-            users: UsersServiceClient::new(users),
+            channels: ChannelsServiceClient::new(peers.channels),
+            users: UsersServiceClient::new(peers.users),
+            presence: PresenceServiceClient::new(peers.presence),
             limit,
             writer,
             remembered,
@@ -293,8 +299,10 @@ impl MessagingService {
                 return Err(err);
             }
         };
+        let mentions = self.resolve_mentions(caller, &admitted.channel_id, &content.text).await?;
         let message = NewMessage {
             sender_id: caller.user_id.clone(),
+            mentions,
             channel_id: admitted.channel_id,
             text: content.text,
             thread: admitted.root.map(|root| ThreadReply {
@@ -434,15 +442,30 @@ impl MessagingService {
             .await?;
         }
         let updated = model.update(&txn).await?;
+        let removed = current.is_live() && !updated.is_live();
         let kind = match kind {
             Kind::MessageEdited(_) => Kind::MessageEdited(to_proto(&updated)),
+            Kind::MessageDeleted(_) => Kind::MessageDeleted(deletion(&current)),
+            Kind::MessageRecalled(_) => Kind::MessageRecalled(deletion(&current)),
             other => other,
         };
+        if matches!(name, "message.updated" | "message.deleted" | "message.recalled") {
+            mentions::sync(&txn, &updated).await?;
+        }
+        if removed && updated.ordinal.is_some() {
+            // It no longer counts as unread for those who had not read it.
+            removed_message::Entity::insert(removed_message::ActiveModel {
+                channel_id: Set(updated.channel_id.clone()),
+                seq: Set(updated.seq),
+            })
+            .exec_without_returning(&txn)
+            .await?;
+        }
         let event = log::append(&txn, &updated.channel_id, &caller.user_id, kind).await?;
         self.domain_event(&txn, name, &updated, event.seq, &caller.user_id).await?;
         let mut appended = vec![event];
         // A reply that is gone no longer counts in its thread.
-        if let Some(thread_id) = updated.thread_id.as_deref().filter(|_| current.is_live() && !updated.is_live()) {
+        if let Some(thread_id) = updated.thread_id.as_deref().filter(|_| removed) {
             threads::store::record_removal(&txn, &updated).await?;
             let summary = threads::store::summary(&txn, thread_id).await?;
             appended.push(log::append(&txn, &updated.channel_id, &caller.user_id, Kind::ThreadUpdated(summary)).await?);
@@ -457,6 +480,9 @@ impl MessagingService {
         if req.expected_version < 0 {
             return Err(Error::invalid("expected_version", "must not be negative"));
         }
+        // Edited text is searched for mentions again.
+        let channel_id = self.find(&parse_id("message_id", &req.message_id)?).await?.channel_id;
+        let mentions = self.resolve_mentions(caller, &channel_id, &req.text).await?;
         let user_id = caller.user_id.clone();
         self.change(
             caller,
@@ -485,6 +511,9 @@ impl MessagingService {
                 model.text = Set(req.text.clone());
                 model.version = Set(current.version + 1);
                 model.edited_at = Set(Some(now));
+                model.mentioned_ids = Set(mentions.user_ids.join(","));
+                model.mentions_channel = Set(mentions.channel);
+                model.mentions_here = Set(mentions.here);
                 Ok(Some((Kind::MessageEdited(pb::Message::default()), "message.updated")))
             },
         )
@@ -513,10 +542,7 @@ impl MessagingService {
                 model.text = Set(String::new());
                 model.pinned_at = Set(None);
                 model.pinned_by = Set(None);
-                Ok(Some((
-                    Kind::MessageDeleted(pb::MessageDeleted { message_id: current.message_id.clone() }),
-                    "message.deleted",
-                )))
+                Ok(Some((Kind::MessageDeleted(pb::MessageDeleted::default()), "message.deleted")))
             },
         )
         .await
@@ -546,10 +572,7 @@ impl MessagingService {
                 model.text = Set(String::new());
                 model.pinned_at = Set(None);
                 model.pinned_by = Set(None);
-                Ok(Some((
-                    Kind::MessageRecalled(pb::MessageDeleted { message_id: current.message_id.clone() }),
-                    "message.recalled",
-                )))
+                Ok(Some((Kind::MessageRecalled(pb::MessageDeleted::default()), "message.recalled")))
             },
         )
         .await
@@ -696,26 +719,55 @@ impl MessagingService {
         Ok(pb::ListChannelEventsResponse { events, head_seq })
     }
 
-    async fn read_state(&self, channel_id: &str, user_id: &str) -> Result<pb::ReadState> {
-        let head_seq = self.head_seq(channel_id).await?;
-        let last_read_seq = read_state::Entity::find_by_id((channel_id.to_string(), user_id.to_string()))
-            .one(&self.db.reader)
-            .await?
-            .map_or(0, |r| r.last_read_seq);
-        let unread_count = message::Entity::find()
-            .filter(message::Column::ChannelId.eq(channel_id))
-            .filter(message::Column::Seq.gt(last_read_seq))
-            .filter(message::Column::SenderId.ne(user_id))
-            .filter(message::Column::DeletedAt.is_null())
-            .filter(message::Column::Recalled.eq(false))
-            .count(&self.db.reader)
-            .await?;
+    async fn read_state(&self, caller: &Caller, channel_id: &str) -> Result<pb::ReadState> {
+        let only = read_states::Only { channel_ids: vec![channel_id.to_string()], thread_ids: Vec::new() };
+        let counts = self.unread_counts(caller, &only).await?;
+        let unread = counts.channels.into_iter().next().unwrap_or_default();
         Ok(pb::ReadState {
             channel_id: channel_id.to_string(),
-            last_read_seq,
-            head_seq,
-            unread_count: i64::try_from(unread_count).unwrap_or(i64::MAX),
+            last_read_seq: unread.last_read_seq,
+            head_seq: self.head_seq(channel_id).await?,
+            unread_count: unread.unread_count,
         })
+    }
+
+    /// The caller's unread counts, leaving out what people they blocked
+    /// addressed to everyone.
+    async fn unread_counts(&self, caller: &Caller, only: &read_states::Only) -> Result<pb::UnreadCounts> {
+        let blocked = self.blocked_by(caller).await?;
+        Ok(read_states::counts(&self.db.reader, &caller.user_id, &blocked, only).await?)
+    }
+
+    /// Those of `ids` who turned read receipts off.
+    async fn receipts_off(&self, caller: &Caller, ids: &[String]) -> Result<Vec<String>> {
+        let mut silent = Vec::new();
+        for chunk in ids.chunks(100) {
+            let request = BatchGetUsersRequest { user_ids: chunk.to_vec(), usernames: Vec::new() };
+            let users =
+                call_on_behalf(&self.users, caller, request, |mut c, r| async move { c.batch_get_users(r).await })
+                    .await?
+                    .users;
+            silent.extend(users.into_iter().filter(|u| u.read_receipts_off).map(|u| u.user_id));
+        }
+        Ok(silent)
+    }
+
+    /// The users the caller blocked.
+    async fn blocked_by(&self, caller: &Caller) -> Result<Vec<String>> {
+        let mut blocked = Vec::new();
+        let mut page_token = String::new();
+        loop {
+            let request = ListBlockedUsersRequest { page_size: 100, page_token };
+            let page =
+                call_on_behalf(&self.users, caller, request, |mut c, r| async move { c.list_blocked_users(r).await })
+                    .await?;
+            blocked.extend(page.users.into_iter().map(|u| u.user_id));
+            if page.next_page_token.is_empty() {
+                break;
+            }
+            page_token = page.next_page_token;
+        }
+        Ok(blocked)
     }
 
     async fn mark_read(&self, caller: &Caller, req: pb::MarkReadRequest) -> Result<pb::ReadState> {
@@ -727,27 +779,33 @@ impl MessagingService {
             return Err(Error::denied("only members have a read position"));
         }
         let seq = std::cmp::min(req.seq, self.head_seq(&channel_id).await?);
-        let row = read_state::ActiveModel {
-            channel_id: Set(channel_id.clone()),
-            user_id: Set(caller.user_id.clone()),
-            last_read_seq: Set(seq),
-            updated_at: Set(now_micros()),
+        if read_states::mark_read(&self.db.writer, &channel_id, &caller.user_id, seq).await? {
+            // The reader's other devices update their badges.
+            self.pubsub.publish(&user_topic(&caller.user_id), read_states::counts_changed(&channel_id)).await;
+        }
+        self.read_state(caller, &channel_id).await
+    }
+
+    async fn list_mentions(&self, caller: &Caller, req: pb::ListMentionsRequest) -> Result<pb::ListMentionsResponse> {
+        let mut v = Violations::default();
+        let Page { limit, after } = v.page(req.page_size, &req.page_token, 50, 100);
+        let after = after.map(|t| {
+            t.split_once(':')
+                .and_then(|(at, id)| Some((at.parse::<i64>().ok()?, parse_id("page_token", id).ok()?)))
+                .unwrap_or_else(|| {
+                    v.add("page_token", "is not a valid page token for this list");
+                    (0, String::new())
+                })
+        });
+        v.finish()?;
+        let blocked = self.blocked_by(caller).await?;
+        let (rows, more) = mentions::page(&self.db.reader, &caller.user_id, &blocked, after, limit).await?;
+        let next_page_token = match rows.last() {
+            Some(last) if more => encode_page_token(&format!("{}:{}", last.created_at, last.message_id)),
+            _ => String::new(),
         };
-        // Read positions only move forward.
-        read_state::Entity::insert(row)
-            .on_conflict(
-                OnConflict::columns([read_state::Column::ChannelId, read_state::Column::UserId])
-                    .value(
-                        read_state::Column::LastReadSeq,
-                        Expr::case(Expr::col(("read_states", "last_read_seq")).lt(seq), Expr::val(seq))
-                            .finally(Expr::col(("read_states", "last_read_seq"))),
-                    )
-                    .update_column(read_state::Column::UpdatedAt)
-                    .to_owned(),
-            )
-            .exec(&self.db.writer)
-            .await?;
-        self.read_state(&channel_id, &caller.user_id).await
+        let messages = self.decorate(caller, rows.iter().map(to_proto).collect()).await?;
+        Ok(pb::ListMentionsResponse { messages, next_page_token })
     }
 }
 
@@ -829,7 +887,22 @@ fn message_changed(m: &message::Model, seq: i64) -> Payload {
         sender_id: m.sender_id.clone(),
         seq,
         text: m.text.clone(),
+        thread_id: m.thread_id.clone().unwrap_or_default(),
+        mentioned_user_ids: m.mentioned_ids.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect(),
+        mentions_channel: m.mentions_channel,
     })
+}
+
+/// What a deletion or recall event says of the message that was removed.
+fn deletion(m: &message::Model) -> pb::MessageDeleted {
+    pb::MessageDeleted {
+        message_id: m.message_id.clone(),
+        message_seq: m.seq,
+        sender_id: m.sender_id.clone(),
+        thread_id: m.thread_id.clone().unwrap_or_default(),
+        in_channel: m.ordinal.is_some(),
+        mentions: to_proto(m).mentions,
+    }
 }
 
 fn to_proto(m: &message::Model) -> pb::Message {
@@ -851,6 +924,11 @@ fn to_proto(m: &message::Model) -> pb::Message {
         thread: None,
         also_sent_to_channel: m.also_in_channel,
         reactions: Vec::new(),
+        mentions: Some(pb::MessageMentions {
+            user_ids: m.mentioned_ids.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect(),
+            channel: m.mentions_channel,
+            here: m.mentions_here,
+        }),
     }
 }
 
@@ -992,7 +1070,7 @@ impl MessagingRpc for MessagingService {
         if !self.access(caller, &channel_id).await?.is_member() {
             return Err(Error::denied("only members have a read position").into());
         }
-        let read_state = self.read_state(&channel_id, &caller.user_id).await?;
+        let read_state = self.read_state(caller, &channel_id).await?;
         Ok(Response::new(pb::GetReadStateResponse { read_state: Some(read_state) }))
     }
 
@@ -1002,15 +1080,77 @@ impl MessagingRpc for MessagingService {
     ) -> Result<Response<pb::ListReadReceiptsResponse>, Status> {
         let caller = caller(&request)?;
         let (found, _) = self.visible_message(caller, &request.get_ref().message_id).await?;
-        let readers = read_state::Entity::find()
+        let received = read_state::Entity::find()
             .filter(read_state::Column::ChannelId.eq(&found.channel_id))
-            .filter(read_state::Column::LastReadSeq.gte(found.seq))
+            .filter(read_state::Column::DeliveredSeq.gte(found.seq))
             .filter(read_state::Column::UserId.ne(&found.sender_id))
-            .limit(1000)
+            .order_by_asc(read_state::Column::UserId)
+            .limit(2000)
             .all(&self.db.reader)
             .await
             .map_err(Error::from)?;
-        Ok(Response::new(pb::ListReadReceiptsResponse { reader_ids: readers.into_iter().map(|r| r.user_id).collect() }))
+        let ids: Vec<String> =
+            received.iter().filter(|r| r.last_read_seq >= found.seq).map(|r| r.user_id.clone()).collect();
+        let silent = self.receipts_off(caller, &ids).await?;
+        let (mut reader_ids, mut delivered_to_ids) = (Vec::new(), Vec::new());
+        for r in received {
+            if r.last_read_seq >= found.seq && !silent.contains(&r.user_id) {
+                reader_ids.push(r.user_id);
+            } else {
+                delivered_to_ids.push(r.user_id);
+            }
+        }
+        reader_ids.truncate(1000);
+        delivered_to_ids.truncate(1000);
+        Ok(Response::new(pb::ListReadReceiptsResponse { reader_ids, delivered_to_ids }))
+    }
+
+    async fn mark_delivered(
+        &self,
+        request: Request<pb::MarkDeliveredRequest>,
+    ) -> Result<Response<pb::MarkDeliveredResponse>, Status> {
+        let caller = caller(&request)?;
+        let req = request.get_ref();
+        let channel_id = parse_id("channel_id", &req.channel_id).map_err(Error::from)?;
+        if req.seq < 0 {
+            return Err(Error::invalid("seq", "must not be negative").into());
+        }
+        if !self.member_access(caller, &channel_id).await?.is_member() {
+            return Err(Error::denied("only members have a delivered position").into());
+        }
+        let seq = std::cmp::min(req.seq, self.head_seq(&channel_id).await?);
+        read_states::mark_delivered(&self.db.writer, &channel_id, &caller.user_id, seq).await.map_err(Error::from)?;
+        let delivered_seq = read_state::Entity::find_by_id((channel_id, caller.user_id.clone()))
+            .one(&self.db.writer)
+            .await
+            .map_err(Error::from)?
+            .map_or(0, |r| r.delivered_seq);
+        Ok(Response::new(pb::MarkDeliveredResponse { delivered_seq }))
+    }
+
+    async fn get_unread_counts(
+        &self,
+        request: Request<pb::GetUnreadCountsRequest>,
+    ) -> Result<Response<pb::GetUnreadCountsResponse>, Status> {
+        let caller = caller(&request)?;
+        let req = request.get_ref();
+        let mut v = Violations::default();
+        if req.channel_ids.len() + req.thread_ids.len() > 1000 {
+            v.add("channel_ids", "must list at most 1,000 conversations and threads together");
+        }
+        let channel_ids = parse_id_list(&mut v, "channel_ids", &req.channel_ids);
+        let thread_ids = parse_id_list(&mut v, "thread_ids", &req.thread_ids);
+        v.finish()?;
+        let counts = self.unread_counts(caller, &read_states::Only { channel_ids, thread_ids }).await?;
+        Ok(Response::new(pb::GetUnreadCountsResponse { counts: Some(counts) }))
+    }
+
+    async fn list_mentions(
+        &self,
+        request: Request<pb::ListMentionsRequest>,
+    ) -> Result<Response<pb::ListMentionsResponse>, Status> {
+        let caller = caller(&request)?.clone();
+        Ok(Response::new(MessagingService::list_mentions(self, &caller, request.into_inner()).await?))
     }
 
     async fn list_channel_events(

@@ -24,6 +24,13 @@ pub mod message {
         pub pinned_by: Option<String>,
         /// A reply that was also posted to the channel's main flow.
         pub also_in_channel: bool,
+        /// For a message of the main flow: the conversation's message count
+        /// after it.
+        pub ordinal: Option<i64>,
+        /// Comma-separated ids of the members mentioned.
+        pub mentioned_ids: String,
+        pub mentions_channel: bool,
+        pub mentions_here: bool,
     }
 
     impl Model {
@@ -90,6 +97,8 @@ pub mod channel_head {
         #[sea_orm(primary_key, auto_increment = false)]
         pub channel_id: String,
         pub last_seq: i64,
+        /// Main-flow messages ever posted.
+        pub message_count: i64,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -131,6 +140,11 @@ pub mod read_state {
         pub user_id: String,
         pub last_read_seq: i64,
         pub updated_at: i64,
+        pub muted: bool,
+        /// How far the member's clients have received the conversation.
+        pub delivered_seq: i64,
+        /// The conversation's message count at the read position.
+        pub read_ordinal: i64,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -276,6 +290,74 @@ pub mod reaction_idempotency {
         pub emoji: String,
         pub created_at: i64,
         pub request_fingerprint: Option<String>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod mention {
+    //! A member mentioned by name (or by being online for @here).
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "mentions")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub user_id: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub message_id: String,
+        pub channel_id: String,
+        pub seq: i64,
+        pub thread_id: Option<String>,
+        /// The message is in the channel's main flow.
+        pub in_channel: bool,
+        pub sender_id: String,
+        pub created_at: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod broadcast {
+    //! A message that mentions every member (@channel, @all).
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "broadcasts")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub message_id: String,
+        pub channel_id: String,
+        pub seq: i64,
+        pub thread_id: Option<String>,
+        pub in_channel: bool,
+        pub sender_id: String,
+        pub created_at: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod removed_message {
+    //! A main-flow message that was deleted or recalled: it no longer counts as unread.
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "removed_messages")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub channel_id: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub seq: i64,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

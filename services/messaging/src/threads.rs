@@ -128,7 +128,7 @@ impl MessagingService {
     async fn set_following(&self, caller: &Caller, thread: &thread::Model, following: bool) -> Result<()> {
         let txn = self.db.writer.begin().await?;
         if following {
-            let newest = thread.last_reply_id.as_deref().map(|id| (thread.last_reply_seq, id));
+            let newest = thread.last_reply_id.as_deref().map(|id| (thread.last_reply_seq, Some(id)));
             store::follow(&txn, &thread.thread_id, &thread.channel_id, &caller.user_id, newest, false).await?;
         } else {
             store::unfollow(&txn, &thread.thread_id, &caller.user_id).await?;
@@ -145,6 +145,8 @@ impl MessagingService {
         events::enqueue(&txn, THREAD_EVENTS, &thread.thread_id, &event).await?;
         txn.commit().await?;
         self.outbox.notify();
+        let notice = crate::read_states::thread_counts_changed(&thread.thread_id);
+        self.pubsub.publish(&colink_runtime::pubsub::user_topic(&caller.user_id), notice).await;
         Ok(())
     }
 
@@ -393,6 +395,8 @@ impl ThreadsRpc for Threads {
         )
         .await
         .map_err(Error::from)?;
+        let notice = crate::read_states::thread_counts_changed(&found.thread_id);
+        self.0.pubsub.publish(&colink_runtime::pubsub::user_topic(&caller.user_id), notice).await;
         let thread = self.0.thread_view(caller, &found.thread_id).await?;
         Ok(Response::new(pb::MarkThreadReadResponse { viewer_state: thread.viewer_state }))
     }

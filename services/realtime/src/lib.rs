@@ -7,6 +7,7 @@
 //! makes it replay the gap from the log, so delivery is exactly once and in
 //! order per channel whatever happens to pub/sub.
 
+mod counts;
 mod limits;
 mod session;
 pub mod wire;

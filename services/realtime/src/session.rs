@@ -7,7 +7,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use colink_proto::channels::v1::{GetChannelRequest, ListMyChannelsRequest, MemberRole};
 use colink_proto::messaging::v1::channel_event::Kind;
-use colink_proto::messaging::v1::{ChannelEvent, ListChannelEventsRequest, ListChannelEventsResponse};
+use colink_proto::messaging::v1::{
+    ChannelEvent, GetUnreadCountsRequest, ListChannelEventsRequest, ListChannelEventsResponse, MarkDeliveredRequest,
+    UnreadCounts,
+};
 use colink_proto::realtime::v1 as pb;
 use colink_proto::realtime::v1::connect_request::Frame as ClientFrame;
 use colink_proto::realtime::v1::server_frame::Frame;
@@ -26,6 +29,7 @@ use tokio_stream::{StreamExt, StreamMap};
 use tonic::{Code, Status, Streaming};
 
 use crate::Shared;
+use crate::counts::{Delta, Unread};
 use crate::limits::StreamSlot;
 use crate::wire::{EventHead, Outgoing};
 
@@ -39,6 +43,9 @@ pub enum End {
 }
 
 type Flow = Result<(), End>;
+
+/// How long acknowledgements gather before they are recorded.
+const ACK_DELAY: Duration = Duration::from_millis(250);
 
 struct Subscription {
     last_seq: i64,
@@ -61,6 +68,12 @@ pub struct Session {
     out: mpsc::Sender<Outgoing>,
     /// The stream's last frame, delivered after everything queued in `out`.
     last_word: Option<oneshot::Sender<Outgoing>>,
+    /// The user's unread counts, on a stream that follows all their
+    /// conversations.
+    unread: Option<Unread>,
+    /// Acknowledged positions not yet recorded, and when to record them.
+    acks: HashMap<String, i64>,
+    acks_due: Option<tokio::time::Instant>,
     /// Counts against the user's open streams until the session ends.
     _slot: StreamSlot,
 }
@@ -111,6 +124,9 @@ impl Session {
             user_feed: None,
             out,
             last_word: Some(last_word),
+            unread: None,
+            acks: HashMap::new(),
+            acks_due: None,
             _slot: slot,
         }
     }
@@ -139,12 +155,14 @@ impl Session {
                 },
                 Some((channel_id, item)) = self.live.next(), if !self.live.is_empty() => self.on_live(channel_id, item).await,
                 item = next_feed(&mut self.user_feed) => self.on_user_feed(item).await,
+                _ = sleep_until(self.acks_due) => self.record_acks().await,
                 _ = tokio::time::sleep(expiry) => Err(End::Resume("token_expired")),
                 _ = shutdown.changed() => Err(End::Resume("shutdown")),
                 _ = self.out.closed() => Err(End::Gone),
             };
             end = flow.err();
         }
+        self.record_acks().await.ok();
         if let Some(end) = end {
             self.finish(end);
         }
@@ -219,9 +237,9 @@ impl Session {
                 }
                 Ok(())
             }
-            // Acknowledgements carry no obligation here: replay is driven by
-            // the client's cursors, not by what it acknowledged.
-            Some(ClientFrame::Ack(_)) => Ok(()),
+            // Acknowledgements move the delivered position (for receipts);
+            // replay is still driven by the client's cursors.
+            Some(ClientFrame::Ack(ack)) => self.on_ack(ack).await,
             Some(ClientFrame::Typing(frame)) => self.on_typing(frame.channel_id).await,
             Some(ClientFrame::Ping(ping)) => {
                 self.send(Frame::Pong(pb::PongFrame { nonce: ping.nonce, server_time: Some(timestamp(now_micros())) }))
@@ -252,6 +270,94 @@ impl Session {
                 if !self.subs.contains_key(&channel_id) {
                     self.follow(&channel_id, None).await?;
                 }
+            }
+            self.count_all().await?;
+        }
+        Ok(())
+    }
+
+    /// Takes every unread count afresh and sends them as a snapshot.
+    async fn count_all(&mut self) -> Flow {
+        let counts = self.unread_counts(Vec::new(), Vec::new()).await?;
+        let unread = Unread::new(&self.user_id, counts);
+        let snapshot = unread.snapshot();
+        self.unread = Some(unread);
+        self.send(Frame::UnreadCounts(snapshot)).await
+    }
+
+    async fn unread_counts(&self, channel_ids: Vec<String>, thread_ids: Vec<String>) -> Result<UnreadCounts, End> {
+        let request = GetUnreadCountsRequest { channel_ids, thread_ids };
+        let response = retry_idempotent(|| {
+            let mut client = self.shared.messaging.clone();
+            let request = with_token(&self.token, request.clone());
+            async move { client.get_unread_counts(request).await }
+        })
+        .await
+        .map_err(upstream_end)?;
+        Ok(response.into_inner().counts.unwrap_or_default())
+    }
+
+    /// Applies a delta to the counts (counting again what it asks for) and
+    /// tells the client what changed.
+    async fn settle(&mut self, mut delta: Delta) -> Flow {
+        if delta.needs_recount() {
+            let (channels, threads) =
+                (std::mem::take(&mut delta.recount_channels), std::mem::take(&mut delta.recount_threads));
+            let counts = self.unread_counts(channels.clone(), threads.clone()).await?;
+            if let Some(unread) = self.unread.as_mut() {
+                let recounted = unread.merge(counts, &channels, &threads);
+                delta.channels.extend(recounted.channels);
+                delta.threads.extend(recounted.threads);
+                delta.removed_channels.extend(recounted.removed_channels);
+                delta.removed_threads.extend(recounted.removed_threads);
+            }
+        }
+        if delta.is_empty() {
+            return Ok(());
+        }
+        let Some(frame) = self.unread.as_ref().map(|u| u.frame(delta)) else { return Ok(()) };
+        self.send(Frame::UnreadCounts(frame)).await
+    }
+
+    /// A notice that counts changed where events do not show it.
+    async fn on_counts_notice(&mut self, body: &[u8]) -> Flow {
+        if self.unread.is_none() {
+            return Ok(());
+        }
+        let notice = std::str::from_utf8(body).unwrap_or("all");
+        let mut delta = Delta::default();
+        match notice.split_once(':') {
+            Some(("channel", id)) => delta.recount_channels.push(id.to_string()),
+            Some(("thread", id)) => delta.recount_threads.push(id.to_string()),
+            _ => return self.count_all().await,
+        }
+        self.settle(delta).await
+    }
+
+    async fn on_ack(&mut self, ack: pb::AckFrame) -> Flow {
+        let Ok(channel_id) = parse_id("channel_id", &ack.channel_id) else {
+            return self.error_frame(Code::InvalidArgument, "channel_id: must be a UUID", &ack.channel_id).await;
+        };
+        let Some(delivered) = self.subs.get(&channel_id).map(|s| s.last_seq) else {
+            return self.error_frame(Code::FailedPrecondition, "subscribe to the channel first", &channel_id).await;
+        };
+        if ack.seq < 0 || ack.seq > delivered {
+            let message = format!("seq: {} is not between 0 and the last event delivered ({delivered})", ack.seq);
+            return self.error_frame(Code::OutOfRange, message, &channel_id).await;
+        }
+        let pending = self.acks.entry(channel_id).or_default();
+        *pending = (*pending).max(ack.seq);
+        // Recorded a moment later, so a burst of acks costs one write.
+        self.acks_due.get_or_insert_with(|| tokio::time::Instant::now() + ACK_DELAY);
+        Ok(())
+    }
+
+    async fn record_acks(&mut self) -> Flow {
+        self.acks_due = None;
+        for (channel_id, seq) in std::mem::take(&mut self.acks) {
+            let request = with_token(&self.token, MarkDeliveredRequest { channel_id, seq });
+            if let Err(status) = self.shared.messaging.clone().mark_delivered(request).await {
+                tracing::debug!(%status, "delivered position not recorded");
             }
         }
         Ok(())
@@ -454,10 +560,23 @@ impl Session {
         if seq <= last_seq {
             return Ok(false);
         }
+        let counted = self.unread.as_ref().and_then(|_| match &event {
+            Outgoing::Event(bytes) => ChannelEvent::decode(bytes.clone()).ok(),
+            Outgoing::Frame(frame) => match &frame.frame {
+                Some(Frame::Event(e)) => Some(e.clone()),
+                _ => None,
+            },
+        });
         self.queue(event).await?;
         // Only a queued event moves the cursor: a resume must not skip one.
         if let Some(sub) = self.subs.get_mut(channel_id) {
             sub.last_seq = seq;
+        }
+        if let Some(event) = counted
+            && let Some(unread) = self.unread.as_mut()
+        {
+            let delta = unread.apply(&event);
+            self.settle(delta).await?;
         }
         if let Some(reason) = left {
             self.drop_channel(channel_id);
@@ -494,7 +613,7 @@ impl Session {
             },
             // Publishes may have been lost: the log has them.
             Some(pubsub::Frame::Resync) => self.catch_up(&channel_id).await,
-            None => Ok(()),
+            Some(pubsub::Frame::Counts(_)) | None => Ok(()),
         }
     }
 
@@ -503,7 +622,12 @@ impl Session {
             Some(Ok(bytes)) => {
                 let body = match pubsub::Frame::decode(bytes) {
                     Some(pubsub::Frame::Event(body)) => body,
-                    Some(pubsub::Frame::Resync) => return self.follow_new_channels().await,
+                    Some(pubsub::Frame::Counts(body)) => return self.on_counts_notice(&body).await,
+                    // Notices may have been missed too.
+                    Some(pubsub::Frame::Resync) => {
+                        self.follow_new_channels().await?;
+                        return if self.unread.is_some() { self.count_all().await } else { Ok(()) };
+                    }
                     _ => return Ok(()),
                 };
                 let Ok(event) = ChannelEvent::decode(body) else { return Ok(()) };
@@ -514,7 +638,10 @@ impl Session {
                 }
                 Ok(())
             }
-            Some(Err(BroadcastStreamRecvError::Lagged(_))) => self.follow_new_channels().await,
+            Some(Err(BroadcastStreamRecvError::Lagged(_))) => {
+                self.follow_new_channels().await?;
+                if self.unread.is_some() { self.count_all().await } else { Ok(()) }
+            }
             None => {
                 self.user_feed = None;
                 Ok(())
@@ -603,6 +730,13 @@ async fn next_client_frame(
 ) -> Option<Result<pb::ConnectRequest, Status>> {
     match client {
         Some(stream) => stream.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
 }

@@ -123,7 +123,8 @@ where
 /// PERMISSION_DENIED when either the caller or `other` blocks the other:
 /// then neither may open or write in a direct message between them.
 pub async fn deny_if_blocked(users: &UsersServiceClient<Channel>, caller: &Caller, other: &str) -> Result<(), Error> {
-    let request = CheckBlockedRequest { user_id: caller.user_id.clone(), other_user_id: other.to_string() };
+    let request =
+        CheckBlockedRequest { user_id: caller.user_id.clone(), other_user_id: other.to_string(), ..Default::default() };
     let blocked =
         call_on_behalf(users, caller, request, |mut c, r| async move { c.check_blocked(r).await }).await?.blocked;
     if blocked {

@@ -31,6 +31,11 @@ pub enum Frame {
     Event(Bytes),
     /// An encoded `colink.realtime.v1.TypingEvent`.
     Typing(Bytes),
+    /// On a user topic: the user's unread counts changed in a way their
+    /// streams cannot see in conversation events (a read on another device,
+    /// a mute, a follow, a block). The payload names what to count again:
+    /// `channel:<id>`, `thread:<id>`, or `all`.
+    Counts(Bytes),
     /// Made locally, never sent: publishes may have been missed (the
     /// connection to the broker was lost), so catch up from the store.
     Resync,
@@ -40,6 +45,7 @@ impl Frame {
     const EVENT: u8 = 0;
     const TYPING: u8 = 1;
     const RESYNC: u8 = 2;
+    const COUNTS: u8 = 3;
 
     pub fn encode(&self) -> Bytes {
         let empty = Bytes::new();
@@ -47,6 +53,7 @@ impl Frame {
             Frame::Event(b) => (Self::EVENT, b),
             Frame::Typing(b) => (Self::TYPING, b),
             Frame::Resync => (Self::RESYNC, &empty),
+            Frame::Counts(b) => (Self::COUNTS, b),
         };
         let mut out = Vec::with_capacity(body.len() + 1);
         out.push(tag);
@@ -63,6 +70,7 @@ impl Frame {
             Self::EVENT => Some(Frame::Event(bytes)),
             Self::TYPING => Some(Frame::Typing(bytes)),
             Self::RESYNC => Some(Frame::Resync),
+            Self::COUNTS => Some(Frame::Counts(bytes)),
             _ => None,
         }
     }

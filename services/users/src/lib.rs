@@ -11,7 +11,7 @@ use colink_proto::users::v1::users_service_server::{UsersService as UsersRpc, Us
 use colink_runtime::db::Db;
 use colink_runtime::error::{FieldError, Page, Violations};
 use colink_runtime::events::{EventError, EventHandler, mark_processed};
-use colink_runtime::ids::{check_text, encode_page_token, now_micros, parse_id, timestamp};
+use colink_runtime::ids::{check_text, encode_page_token, now_micros, parse_id, parse_id_list, timestamp};
 use colink_runtime::{Caller, Error, Result, Role, caller};
 use sea_orm::sea_query::{ExprTrait, OnConflict};
 use sea_orm::{
@@ -255,6 +255,22 @@ impl UsersService {
         Ok(ids.iter().filter_map(|id| found.iter().find(|p| &p.user_id == id).cloned()).collect())
     }
 
+    /// Those of `others` with a block either way with `user`.
+    async fn blocked_among(&self, user: &str, others: &[String]) -> Result<Vec<String>> {
+        if others.is_empty() {
+            return Ok(Vec::new());
+        }
+        let found = block::Entity::find()
+            .filter(
+                sea_orm::Condition::any()
+                    .add(block::Column::UserId.eq(user).and(block::Column::BlockedId.is_in(others.iter().cloned())))
+                    .add(block::Column::BlockedId.eq(user).and(block::Column::UserId.is_in(others.iter().cloned()))),
+            )
+            .all(&self.db.reader)
+            .await?;
+        Ok(others.iter().filter(|o| found.iter().any(|b| &b.user_id == *o || &b.blocked_id == *o)).cloned().collect())
+    }
+
     async fn blocked_between(&self, a: &str, b: &str) -> Result<bool> {
         let found = block::Entity::find()
             .filter(
@@ -330,6 +346,7 @@ fn to_user(p: &profile::Model) -> pb::User {
         deactivated: p.deactivated,
         create_time: Some(timestamp(p.created_at)),
         update_time: Some(timestamp(p.updated_at)),
+        read_receipts_off: false,
     }
 }
 
@@ -402,7 +419,24 @@ impl UsersRpc for UsersService {
         &self,
         request: Request<pb::BatchGetUsersRequest>,
     ) -> Result<Response<pb::BatchGetUsersResponse>, Status> {
-        let raw = &request.get_ref().user_ids;
+        let req = request.get_ref();
+        if !req.usernames.is_empty() {
+            if !req.user_ids.is_empty() {
+                return Err(Error::invalid("usernames", "give either user_ids or usernames, not both").into());
+            }
+            if req.usernames.len() > 100 {
+                return Err(Error::invalid("usernames", "must list 1 to 100 usernames").into());
+            }
+            let names: Vec<String> = req.usernames.iter().map(|n| n.trim().to_ascii_lowercase()).collect();
+            let found = profile::Entity::find()
+                .filter(profile::Column::Username.is_in(names.clone()))
+                .all(&self.db.reader)
+                .await
+                .map_err(Error::from)?;
+            let users = names.iter().filter_map(|n| found.iter().find(|p| &p.username == n)).map(to_user).collect();
+            return Ok(Response::new(pb::BatchGetUsersResponse { users }));
+        }
+        let raw = &req.user_ids;
         if raw.is_empty() || raw.len() > 100 {
             return Err(Error::invalid("user_ids", "must list 1 to 100 ids").into());
         }
@@ -412,8 +446,19 @@ impl UsersRpc for UsersService {
             .map(|(i, id)| parse_id(&format!("user_ids[{i}]"), id))
             .collect::<std::result::Result<Vec<_>, _>>()
             .map_err(Error::from)?;
-        let users = self.profiles(ids).await?;
-        Ok(Response::new(pb::BatchGetUsersResponse { users: users.iter().map(to_user).collect() }))
+        let users = self.profiles(ids.clone()).await?;
+        let silent: Vec<String> = settings::Entity::find()
+            .filter(settings::Column::UserId.is_in(ids))
+            .filter(settings::Column::SendReadReceipts.eq(false))
+            .all(&self.db.reader)
+            .await
+            .map_err(Error::from)?
+            .into_iter()
+            .map(|s| s.user_id)
+            .collect();
+        let users =
+            users.iter().map(|p| pb::User { read_receipts_off: silent.contains(&p.user_id), ..to_user(p) }).collect();
+        Ok(Response::new(pb::BatchGetUsersResponse { users }))
     }
 
     async fn list_users(
@@ -527,11 +572,29 @@ impl UsersRpc for UsersService {
         let req = request.get_ref();
         let mut v = Violations::default();
         let a = v.id("user_id", &req.user_id);
+        if !req.other_user_ids.is_empty() {
+            if !req.other_user_id.is_empty() {
+                v.add("other_user_ids", "give either other_user_id or other_user_ids, not both");
+            }
+            if req.other_user_ids.len() > 100 {
+                v.add("other_user_ids", "must list at most 100 ids");
+            }
+            let others = parse_id_list(&mut v, "other_user_ids", &req.other_user_ids);
+            v.finish()?;
+            if a != caller.user_id && caller.role != Role::Admin {
+                return Err(Error::denied("only admins may ask about other people's blocks").into());
+            }
+            let blocked_user_ids = self.blocked_among(&a, &others).await?;
+            return Ok(Response::new(pb::CheckBlockedResponse { blocked: false, blocked_user_ids }));
+        }
         let b = v.id("other_user_id", &req.other_user_id);
         v.finish()?;
         if a != caller.user_id && b != caller.user_id && caller.role != Role::Admin {
             return Err(Error::denied("only admins may ask about other people's blocks").into());
         }
-        Ok(Response::new(pb::CheckBlockedResponse { blocked: self.blocked_between(&a, &b).await? }))
+        Ok(Response::new(pb::CheckBlockedResponse {
+            blocked: self.blocked_between(&a, &b).await?,
+            ..Default::default()
+        }))
     }
 }

@@ -38,7 +38,7 @@ async fn without_a_token_every_protected_rpc_is_refused() {
         get_me(GetMeRequest::default()),
         update_me(UpdateMeRequest::default()),
         get_user(GetUserRequest { user_id: id() }),
-        batch_get_users(BatchGetUsersRequest { user_ids: vec![id()] }),
+        batch_get_users(BatchGetUsersRequest { user_ids: vec![id()], ..Default::default() }),
         list_users(ListUsersRequest::default()),
         get_settings(GetSettingsRequest::default()),
         update_settings(UpdateSettingsRequest::default()),

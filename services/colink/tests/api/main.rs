@@ -23,4 +23,6 @@ mod presence;
 mod reactions;
 mod realtime;
 mod threads;
+mod unread;
+mod unread_model;
 mod users;

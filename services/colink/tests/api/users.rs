@@ -44,7 +44,8 @@ async fn profiles_can_be_read_updated_and_looked_up_by_prefix() {
     assert_eq!(second.users[0].username, "bobby");
     assert!(second.next_page_token.is_empty());
 
-    let batch = BatchGetUsersRequest { user_ids: vec![bob.user_id.clone(), alice.user_id.clone()] };
+    let batch =
+        BatchGetUsersRequest { user_ids: vec![bob.user_id.clone(), alice.user_id.clone()], ..Default::default() };
     let users = app.users().batch_get_users(alice.req(batch)).await.unwrap().into_inner().users;
     assert_eq!(users.iter().map(|u| u.username.as_str()).collect::<Vec<_>>(), ["bob", "alice"]);
 }
@@ -95,6 +96,10 @@ async fn settings_contacts_and_blocks() {
     let blocked =
         app.users().list_blocked_users(bob.req(ListBlockedUsersRequest::default())).await.unwrap().into_inner();
     assert_eq!(blocked.users[0].user_id, alice.user_id);
-    let check = CheckBlockedRequest { user_id: alice.user_id.clone(), other_user_id: bob.user_id.clone() };
+    let check = CheckBlockedRequest {
+        user_id: alice.user_id.clone(),
+        other_user_id: bob.user_id.clone(),
+        ..Default::default()
+    };
     assert!(app.users().check_blocked(alice.req(check)).await.unwrap().into_inner().blocked);
 }

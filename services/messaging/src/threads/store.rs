@@ -12,7 +12,7 @@ use sea_orm::{
     QuerySelect, Set,
 };
 
-use crate::store::{message, thread, thread_follower, thread_participant};
+use crate::store::{message, read_state, thread, thread_follower, thread_participant};
 
 /// Shown on a root message and in `thread_updated` events.
 const RECENT_PARTICIPANTS: usize = 10;
@@ -25,6 +25,7 @@ pub async fn record_reply<C: ConnectionTrait>(
     txn: &C,
     reply: &message::Model,
     root_sender_id: &str,
+    mentioned: &[String],
 ) -> Result<(), DbErr> {
     let thread_id = reply.thread_id.clone().unwrap_or_default();
     let created = thread::Entity::insert(thread::ActiveModel {
@@ -70,8 +71,13 @@ pub async fn record_reply<C: ConnectionTrait>(
     )
     .exec_without_returning(txn)
     .await?;
-    follow(txn, &thread_id, &reply.channel_id, &reply.sender_id, Some((reply.seq, &reply.message_id)), true).await?;
-    if root_sender_id != reply.sender_id {
+    follow(txn, &thread_id, &reply.channel_id, &reply.sender_id, Some((reply.seq, Some(&reply.message_id))), true)
+        .await?;
+    let root_author_is_member = read_state::Entity::find_by_id((reply.channel_id.clone(), root_sender_id.to_string()))
+        .one(txn)
+        .await?
+        .is_some();
+    if root_sender_id != reply.sender_id && root_author_is_member {
         // Only the first time: a root author who unfollowed stays away.
         thread_follower::Entity::insert(follower(&thread_id, &reply.channel_id, root_sender_id, true, 0, None))
             .on_conflict(
@@ -81,6 +87,12 @@ pub async fn record_reply<C: ConnectionTrait>(
             )
             .exec_without_returning(txn)
             .await?;
+    }
+    // Those mentioned follow from the reply that mentions them, which is
+    // then unread for them.
+    for user_id in mentioned {
+        let just_before = (reply.seq - 1, None);
+        follow(txn, &thread_id, &reply.channel_id, user_id, Some(just_before), false).await?;
     }
     Ok(())
 }
@@ -163,10 +175,10 @@ pub async fn follow<C: ConnectionTrait>(
     thread_id: &str,
     channel_id: &str,
     user_id: &str,
-    position: Option<(i64, &str)>,
+    position: Option<(i64, Option<&str>)>,
     advance: bool,
 ) -> Result<(), DbErr> {
-    let (seq, id) = position.map_or((0, None), |(seq, id)| (seq, Some(id.to_string())));
+    let (seq, id) = position.map_or((0, None), |(seq, id)| (seq, id.map(str::to_string)));
     let mut upsert = OnConflict::columns([thread_follower::Column::ThreadId, thread_follower::Column::UserId]);
     upsert.update_columns([thread_follower::Column::Following, thread_follower::Column::UpdatedAt]);
     if advance {
@@ -278,6 +290,7 @@ pub async fn summarize<C: ConnectionTrait>(
                 last_reply_message_id: t.last_reply_id.clone().unwrap_or_default(),
                 last_reply_time: opt_timestamp(t.last_reply_at),
                 participant_count: i32::try_from(who.len()).unwrap_or(i32::MAX),
+                root_sender_id: t.root_sender_id.clone(),
                 recent_participant_ids: who.into_iter().take(RECENT_PARTICIPANTS).collect(),
             };
             (t.thread_id, summary)
