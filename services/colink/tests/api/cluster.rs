@@ -46,3 +46,55 @@ async fn a_stream_on_one_node_receives_live_what_another_node_commits() {
     assert_eq!(next.seq, live.seq + 1);
     assert!(matches!(event(&mut on_a).await.kind, Some(Kind::MessageCreated(m)) if m.text == "sent on a"));
 }
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL and Redis: set COLINK_TEST_POSTGRES and COLINK_TEST_REDIS (the full suite does)"]
+async fn reactions_and_unread_counts_reach_streams_on_other_nodes() {
+    use colink_proto::messaging::v1::MarkReadRequest;
+    use colink_proto::reactions::v1::AddReactionRequest;
+    use colink_proto::realtime::v1::SubscribeRequest;
+
+    let database = fresh_postgres(&server("COLINK_TEST_POSTGRES")).await;
+    let redis = server("COLINK_TEST_REDIS");
+    let node = |database: String, redis: String| {
+        TestApp::spawn_with(move |c| {
+            c.database.url = database;
+            c.pubsub.url = redis;
+        })
+    };
+    let a = node(database.clone(), redis.clone()).await;
+    let b = node(database, redis).await;
+    let alice = a.register("alice").await;
+    let bob = b.register("bob").await;
+    let room = a.create_channel(&alice, "everywhere", ChannelKind::Private, &[&bob]).await;
+    let mut on_a = a.subscribe(&bob, &room.channel_id, None).await;
+    let request = SubscribeRequest { cursors: vec![], all_channels: true };
+    let mut counts_on_a = a.realtime().subscribe(bob.req(request)).await.unwrap().into_inner();
+    assert_eq!(total_unread(&mut counts_on_a).await, 0, "the snapshot");
+
+    let sent = b.send(&alice, &room.channel_id, "react to this").await;
+    assert_eq!(event(&mut on_a).await.seq, sent.seq);
+    assert_eq!(total_unread(&mut counts_on_a).await, 1, "a message sent through node b counts on node a");
+    let react = AddReactionRequest { message_id: sent.message_id.clone(), emoji: "👍".into(), ..Default::default() };
+    b.reactions().add_reaction(alice.req(react)).await.unwrap();
+    match event(&mut on_a).await.kind {
+        Some(Kind::ReactionAdded(r)) => {
+            assert_eq!((r.emoji.as_str(), r.user_id.as_str()), ("👍", alice.user_id.as_str()))
+        }
+        other => panic!("expected the reaction, got {other:?}"),
+    }
+    // Reading through node b clears the badge on node a.
+    let read = MarkReadRequest { channel_id: room.channel_id.clone(), seq: sent.seq };
+    b.messaging().mark_read(bob.req(read)).await.unwrap();
+    assert_eq!(total_unread(&mut counts_on_a).await, 0);
+}
+
+/// The total unread count of the next counts frame on a stream.
+async fn total_unread(stream: &mut impl crate::helpers::FrameSource) -> i64 {
+    use colink_proto::realtime::v1::server_frame::Frame;
+    loop {
+        if let Frame::UnreadCounts(f) = crate::helpers::frame(stream).await {
+            return f.counts.unwrap_or_default().total_unread_count;
+        }
+    }
+}

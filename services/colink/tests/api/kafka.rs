@@ -5,9 +5,11 @@
 use std::time::{Duration, Instant};
 
 use colink_proto::admin::v1::ListAuditLogsRequest;
-use colink_proto::channels::v1::{ChannelKind, JoinChannelRequest};
-use colink_proto::messaging::v1::EditMessageRequest;
+use colink_proto::channels::v1::{
+    ChannelKind, ChannelPreferences, JoinChannelRequest, UpdateChannelPreferencesRequest,
+};
 use colink_proto::messaging::v1::channel_event::Kind;
+use colink_proto::messaging::v1::{EditMessageRequest, GetUnreadCountsRequest};
 use colink_proto::users::v1::GetUserRequest;
 use colink_runtime::config::Config;
 
@@ -112,4 +114,19 @@ async fn events_reach_consumers_on_other_nodes_and_survive_a_broker_outage() {
     let request = ListAuditLogsRequest { page_size: 100, ..edits };
     let entries = consumers.admin().list_audit_logs(admin.req(request)).await.unwrap().into_inner().audit_logs;
     assert_eq!(entries.len(), 25, "each edit is audited exactly once");
+
+    // Unread counts across nodes: a mute made on the channels node reaches
+    // the counts kept by the messaging node through the broker.
+    let mute = UpdateChannelPreferencesRequest {
+        channel_id: room.channel_id.clone(),
+        preferences: Some(ChannelPreferences { muted: true, ..Default::default() }),
+        update_mask: Some(prost_types::FieldMask { paths: vec!["muted".into()] }),
+    };
+    producers.channels().update_channel_preferences(admin.req(mute)).await.unwrap();
+    eventually(Duration::from_secs(60), "the mute in the counts", || async {
+        let request = admin.req(GetUnreadCountsRequest::default());
+        let counts = consumers.messaging().get_unread_counts(request).await.ok()?.into_inner().counts?;
+        counts.channels.into_iter().find(|c| c.channel_id == room.channel_id && c.muted && c.unread_count == 0)
+    })
+    .await;
 }
