@@ -10,7 +10,7 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(Initial), Box::new(RequestFingerprints)]
+        vec![Box::new(Initial), Box::new(RequestFingerprints), Box::new(IdempotencyKeys)]
     }
 }
 
@@ -99,5 +99,15 @@ migration_name!(RequestFingerprints, "m0002_channels_request_fingerprints");
 impl MigrationTrait for RequestFingerprints {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         add_request_fingerprint(manager, "channel_idempotency").await
+    }
+}
+
+migration_name!(IdempotencyKeys, "m0003_channels_idempotency_keys");
+
+#[async_trait::async_trait]
+impl MigrationTrait for IdempotencyKeys {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager.create_table(crate::idempotency_keys_table()).await?;
+        manager.create_index(crate::index("idempotency_keys_by_age", "idempotency_keys", &["created_at"])).await
     }
 }

@@ -51,6 +51,21 @@ pub(crate) fn processed_events_table() -> TableCreateStatement {
         .to_owned()
 }
 
+/// Idempotency keys of any call (`colink_runtime::idempotency`): the
+/// request's digest, and its answer once it has one.
+pub(crate) fn idempotency_keys_table() -> TableCreateStatement {
+    Table::create()
+        .table("idempotency_keys")
+        .if_not_exists()
+        .col(string_len("user_id", 36))
+        .col(string_len("idempotency_key", 128))
+        .col(sea_orm_migration::schema::string_len_null("request_fingerprint", 32))
+        .col(sea_orm_migration::schema::blob_null("response"))
+        .col(big_integer("created_at"))
+        .primary_key(Index::create().col("user_id").col("idempotency_key"))
+        .to_owned()
+}
+
 /// Adds the digest of the request an idempotency key was first used with
 /// (`colink_runtime::ids::request_fingerprint`). Rows from before it have
 /// none.

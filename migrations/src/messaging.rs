@@ -17,6 +17,7 @@ impl MigratorTrait for Migrator {
             Box::new(RequestFingerprints),
             Box::new(ThreadsAndReactions),
             Box::new(UnreadAndMentions),
+            Box::new(IdempotencyKeys),
         ]
     }
 }
@@ -312,5 +313,15 @@ impl MigrationTrait for UnreadAndMentions {
             )
             .await?;
         manager.create_index(index("read_states_by_user", "read_states", &["user_id"])).await
+    }
+}
+
+migration_name!(IdempotencyKeys, "m0005_messaging_idempotency_keys");
+
+#[async_trait::async_trait]
+impl MigrationTrait for IdempotencyKeys {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager.create_table(crate::idempotency_keys_table()).await?;
+        manager.create_index(index("idempotency_keys_by_age", "idempotency_keys", &["created_at"])).await
     }
 }

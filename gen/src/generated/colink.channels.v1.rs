@@ -152,6 +152,11 @@ pub struct UpdateChannelRequest {
     /// Any of name, topic, description.
     #[prost(message, optional, tag = "3")]
     pub update_mask: ::core::option::Option<::prost_types::FieldMask>,
+    /// Up to 128 printable ASCII characters (or the Idempotency-Key header).
+    /// A retry with the same key returns the first answer and changes
+    /// nothing; the same key with a different request is INVALID_ARGUMENT.
+    #[prost(string, tag = "4")]
+    pub idempotency_key: ::prost::alloc::string::String,
 }
 /// UpdateChannel result.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -218,6 +223,11 @@ pub struct JoinChannelRequest {
     /// A public channel.
     #[prost(string, tag = "1")]
     pub channel_id: ::prost::alloc::string::String,
+    /// Up to 128 printable ASCII characters (or the Idempotency-Key header).
+    /// A retry with the same key returns the first answer and changes
+    /// nothing; the same key with a different request is INVALID_ARGUMENT.
+    #[prost(string, tag = "2")]
+    pub idempotency_key: ::prost::alloc::string::String,
 }
 /// JoinChannel result.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -232,6 +242,11 @@ pub struct LeaveChannelRequest {
     /// A channel the caller is in.
     #[prost(string, tag = "1")]
     pub channel_id: ::prost::alloc::string::String,
+    /// Up to 128 printable ASCII characters (or the Idempotency-Key header).
+    /// A retry with the same key returns the first answer and changes
+    /// nothing; the same key with a different request is INVALID_ARGUMENT.
+    #[prost(string, tag = "2")]
+    pub idempotency_key: ::prost::alloc::string::String,
 }
 /// LeaveChannel result.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
@@ -248,6 +263,11 @@ pub struct AddMembersRequest {
     /// MEMBER_ROLE_MEMBER (the default) or MEMBER_ROLE_ADMIN.
     #[prost(enumeration = "MemberRole", tag = "3")]
     pub role: i32,
+    /// Up to 128 printable ASCII characters (or the Idempotency-Key header).
+    /// A retry with the same key returns the first answer and changes
+    /// nothing; the same key with a different request is INVALID_ARGUMENT.
+    #[prost(string, tag = "4")]
+    pub idempotency_key: ::prost::alloc::string::String,
 }
 /// AddMembers result.
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -265,6 +285,11 @@ pub struct RemoveMemberRequest {
     /// The member to remove.
     #[prost(string, tag = "2")]
     pub user_id: ::prost::alloc::string::String,
+    /// Up to 128 printable ASCII characters (or the Idempotency-Key header).
+    /// A retry with the same key returns the first answer and changes
+    /// nothing; the same key with a different request is INVALID_ARGUMENT.
+    #[prost(string, tag = "3")]
+    pub idempotency_key: ::prost::alloc::string::String,
 }
 /// RemoveMember result.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
@@ -304,6 +329,11 @@ pub struct UpdateMemberRoleRequest {
     /// The new role.
     #[prost(enumeration = "MemberRole", tag = "3")]
     pub role: i32,
+    /// Up to 128 printable ASCII characters (or the Idempotency-Key header).
+    /// A retry with the same key returns the first answer and changes
+    /// nothing; the same key with a different request is INVALID_ARGUMENT.
+    #[prost(string, tag = "4")]
+    pub idempotency_key: ::prost::alloc::string::String,
 }
 /// UpdateMemberRole result.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -318,6 +348,11 @@ pub struct ArchiveChannelRequest {
     /// The channel.
     #[prost(string, tag = "1")]
     pub channel_id: ::prost::alloc::string::String,
+    /// Up to 128 printable ASCII characters (or the Idempotency-Key header).
+    /// A retry with the same key returns the first answer and changes
+    /// nothing; the same key with a different request is INVALID_ARGUMENT.
+    #[prost(string, tag = "2")]
+    pub idempotency_key: ::prost::alloc::string::String,
 }
 /// ArchiveChannel result.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -332,6 +367,11 @@ pub struct UnarchiveChannelRequest {
     /// The channel.
     #[prost(string, tag = "1")]
     pub channel_id: ::prost::alloc::string::String,
+    /// Up to 128 printable ASCII characters (or the Idempotency-Key header).
+    /// A retry with the same key returns the first answer and changes
+    /// nothing; the same key with a different request is INVALID_ARGUMENT.
+    #[prost(string, tag = "2")]
+    pub idempotency_key: ::prost::alloc::string::String,
 }
 /// UnarchiveChannel result.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -347,6 +387,11 @@ pub struct OpenDirectMessageRequest {
     /// always included and need not be listed.
     #[prost(string, repeated, tag = "1")]
     pub user_ids: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// Up to 128 printable ASCII characters (or the Idempotency-Key header).
+    /// A retry with the same key returns the first answer and changes
+    /// nothing; the same key with a different request is INVALID_ARGUMENT.
+    #[prost(string, tag = "2")]
+    pub idempotency_key: ::prost::alloc::string::String,
 }
 /// OpenDirectMessage result.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -370,6 +415,11 @@ pub struct CreateInvitationRequest {
     /// Lifetime in hours, 1..=720; default 168 (one week).
     #[prost(int32, tag = "3")]
     pub ttl_hours: i32,
+    /// Up to 128 printable ASCII characters (or the Idempotency-Key header).
+    /// A retry with the same key returns the first answer and changes
+    /// nothing; the same key with a different request is INVALID_ARGUMENT.
+    #[prost(string, tag = "4")]
+    pub idempotency_key: ::prost::alloc::string::String,
 }
 /// CreateInvitation result.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -407,6 +457,11 @@ pub struct RespondToInvitationRequest {
     /// Join (true) or decline (false).
     #[prost(bool, tag = "2")]
     pub accept: bool,
+    /// Up to 128 printable ASCII characters (or the Idempotency-Key header).
+    /// A retry with the same key returns the first answer and changes
+    /// nothing; the same key with a different request is INVALID_ARGUMENT.
+    #[prost(string, tag = "3")]
+    pub idempotency_key: ::prost::alloc::string::String,
 }
 /// RespondToInvitation result.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -427,6 +482,11 @@ pub struct UpdateChannelPreferencesRequest {
     /// Any of muted, hidden, starred.
     #[prost(message, optional, tag = "3")]
     pub update_mask: ::core::option::Option<::prost_types::FieldMask>,
+    /// Up to 128 printable ASCII characters (or the Idempotency-Key header).
+    /// A retry with the same key returns the first answer and changes
+    /// nothing; the same key with a different request is INVALID_ARGUMENT.
+    #[prost(string, tag = "4")]
+    pub idempotency_key: ::prost::alloc::string::String,
 }
 /// UpdateChannelPreferences result.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]

@@ -347,6 +347,11 @@ pub struct EditMessageRequest {
     /// (FAILED_PRECONDITION otherwise).
     #[prost(int32, tag = "3")]
     pub expected_version: i32,
+    /// Up to 128 printable ASCII characters (or the Idempotency-Key header).
+    /// A retry with the same key returns the first answer and changes
+    /// nothing; the same key with a different request is INVALID_ARGUMENT.
+    #[prost(string, tag = "4")]
+    pub idempotency_key: ::prost::alloc::string::String,
 }
 /// EditMessage result.
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -361,6 +366,11 @@ pub struct DeleteMessageRequest {
     /// The message.
     #[prost(string, tag = "1")]
     pub message_id: ::prost::alloc::string::String,
+    /// Up to 128 printable ASCII characters (or the Idempotency-Key header).
+    /// A retry with the same key returns the first answer and changes
+    /// nothing; the same key with a different request is INVALID_ARGUMENT.
+    #[prost(string, tag = "2")]
+    pub idempotency_key: ::prost::alloc::string::String,
 }
 /// DeleteMessage result.
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -375,6 +385,11 @@ pub struct RecallMessageRequest {
     /// The message.
     #[prost(string, tag = "1")]
     pub message_id: ::prost::alloc::string::String,
+    /// Up to 128 printable ASCII characters (or the Idempotency-Key header).
+    /// A retry with the same key returns the first answer and changes
+    /// nothing; the same key with a different request is INVALID_ARGUMENT.
+    #[prost(string, tag = "2")]
+    pub idempotency_key: ::prost::alloc::string::String,
 }
 /// RecallMessage result.
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -403,6 +418,11 @@ pub struct PinMessageRequest {
     /// The message.
     #[prost(string, tag = "1")]
     pub message_id: ::prost::alloc::string::String,
+    /// Up to 128 printable ASCII characters (or the Idempotency-Key header).
+    /// A retry with the same key returns the first answer and changes
+    /// nothing; the same key with a different request is INVALID_ARGUMENT.
+    #[prost(string, tag = "2")]
+    pub idempotency_key: ::prost::alloc::string::String,
 }
 /// PinMessage result.
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -417,6 +437,11 @@ pub struct UnpinMessageRequest {
     /// The message.
     #[prost(string, tag = "1")]
     pub message_id: ::prost::alloc::string::String,
+    /// Up to 128 printable ASCII characters (or the Idempotency-Key header).
+    /// A retry with the same key returns the first answer and changes
+    /// nothing; the same key with a different request is INVALID_ARGUMENT.
+    #[prost(string, tag = "2")]
+    pub idempotency_key: ::prost::alloc::string::String,
 }
 /// UnpinMessage result.
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -448,6 +473,11 @@ pub struct MarkReadRequest {
     /// The last sequence read; clamped to the channel's head.
     #[prost(int64, tag = "2")]
     pub seq: i64,
+    /// Up to 128 printable ASCII characters (or the Idempotency-Key header).
+    /// A retry with the same key returns the first answer and changes
+    /// nothing; the same key with a different request is INVALID_ARGUMENT.
+    #[prost(string, tag = "3")]
+    pub idempotency_key: ::prost::alloc::string::String,
 }
 /// MarkRead result.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]

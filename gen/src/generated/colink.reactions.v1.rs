@@ -76,6 +76,11 @@ pub struct RemoveReactionRequest {
     /// The emoji, URL-encoded in the path. Required.
     #[prost(string, tag = "2")]
     pub emoji: ::prost::alloc::string::String,
+    /// Up to 128 printable ASCII characters (or the Idempotency-Key header).
+    /// A retry with the same key returns the first answer and changes
+    /// nothing; the same key with a different request is INVALID_ARGUMENT.
+    #[prost(string, tag = "3")]
+    pub idempotency_key: ::prost::alloc::string::String,
 }
 /// RemoveReaction result.
 #[derive(Clone, PartialEq, ::prost::Message)]

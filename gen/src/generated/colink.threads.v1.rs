@@ -239,6 +239,11 @@ pub struct FollowThreadRequest {
     /// The thread. Required.
     #[prost(string, tag = "1")]
     pub thread_id: ::prost::alloc::string::String,
+    /// Up to 128 printable ASCII characters (or the Idempotency-Key header).
+    /// A retry with the same key returns the first answer and changes
+    /// nothing; the same key with a different request is INVALID_ARGUMENT.
+    #[prost(string, tag = "2")]
+    pub idempotency_key: ::prost::alloc::string::String,
 }
 /// FollowThread result.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -253,6 +258,11 @@ pub struct UnfollowThreadRequest {
     /// The thread. Required.
     #[prost(string, tag = "1")]
     pub thread_id: ::prost::alloc::string::String,
+    /// Up to 128 printable ASCII characters (or the Idempotency-Key header).
+    /// A retry with the same key returns the first answer and changes
+    /// nothing; the same key with a different request is INVALID_ARGUMENT.
+    #[prost(string, tag = "2")]
+    pub idempotency_key: ::prost::alloc::string::String,
 }
 /// UnfollowThread result.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -317,6 +327,11 @@ pub struct MarkThreadReadRequest {
     /// Replying also moves the replier's read position to the reply.
     #[prost(string, tag = "2")]
     pub last_read_message_id: ::prost::alloc::string::String,
+    /// Up to 128 printable ASCII characters (or the Idempotency-Key header).
+    /// A retry with the same key returns the first answer and changes
+    /// nothing; the same key with a different request is INVALID_ARGUMENT.
+    #[prost(string, tag = "3")]
+    pub idempotency_key: ::prost::alloc::string::String,
 }
 /// MarkThreadRead result.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]

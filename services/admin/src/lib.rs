@@ -182,7 +182,7 @@ impl AdminService {
                 .ok_or_else(|| Error::internal("messaging answered without a message"))?;
         if action == pb::ModerationAction::Delete {
             // Deleting is idempotent in messaging, so a retry is safe.
-            let request = DeleteMessageRequest { message_id: message_id.clone() };
+            let request = DeleteMessageRequest { message_id: message_id.clone(), ..Default::default() };
             call_on_behalf(&self.messaging, caller, request, |mut c, r| async move { c.delete_message(r).await })
                 .await?;
         }

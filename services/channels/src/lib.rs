@@ -33,6 +33,7 @@ use crate::rules::{
     can_add_members, can_manage, can_view, dm_key, is_direct, kind, kind_name, normalize_name, role, role_name,
 };
 use crate::store::{channel, idempotency, invitation, member};
+use colink_runtime::idempotency::{Keys, key_of};
 
 const MAX_DM_OTHERS: usize = 8;
 /// How long a membership change waits for its events to be published.
@@ -42,11 +43,12 @@ pub struct ChannelsService {
     db: Db,
     outbox: Outbox,
     users: UsersServiceClient<GrpcChannel>,
+    keys: Keys,
 }
 
 impl ChannelsService {
     pub fn new(db: Db, outbox: Outbox, users: GrpcChannel) -> Self {
-        Self { db, outbox, users: UsersServiceClient::new(users) }
+        Self { keys: Keys::new(db.clone()), db, outbox, users: UsersServiceClient::new(users) }
     }
 
     pub fn into_server(self) -> ChannelsServiceServer<Self> {
@@ -733,7 +735,10 @@ impl ChannelsService {
             // Someone opened the same DM at the same moment: theirs wins.
             Err(e) if is_unique_violation(&e) => {
                 drop(txn);
-                return Box::pin(self.open_dm(caller, pb::OpenDirectMessageRequest { user_ids: others })).await;
+                return Box::pin(
+                    self.open_dm(caller, pb::OpenDirectMessageRequest { user_ids: others, ..Default::default() }),
+                )
+                .await;
             }
             Err(e) => return Err(e.into()),
         };
@@ -969,8 +974,17 @@ impl ChannelsRpc for ChannelsService {
         request: Request<pb::UpdateChannelRequest>,
     ) -> Result<Response<pb::UpdateChannelResponse>, Status> {
         let caller = caller(&request)?.clone();
-        let channel = ChannelsService::update_channel(self, &caller, request.into_inner()).await?;
-        Ok(Response::new(pb::UpdateChannelResponse { channel: Some(channel) }))
+        let key = key_of(&request, &request.get_ref().idempotency_key).map_err(Error::from)?;
+        let req = pb::UpdateChannelRequest { idempotency_key: String::new(), ..request.into_inner() };
+        let response = self
+            .keys
+            .once(&caller.user_id, key, "UpdateChannel", &req, || async {
+                Ok(pb::UpdateChannelResponse {
+                    channel: Some(ChannelsService::update_channel(self, &caller, req.clone()).await?),
+                })
+            })
+            .await?;
+        Ok(Response::new(response))
     }
 
     async fn list_my_channels(
@@ -993,18 +1007,33 @@ impl ChannelsRpc for ChannelsService {
         &self,
         request: Request<pb::JoinChannelRequest>,
     ) -> Result<Response<pb::JoinChannelResponse>, Status> {
-        let caller = caller(&request)?;
-        let channel = self.join(caller, &request.get_ref().channel_id).await?;
-        Ok(Response::new(pb::JoinChannelResponse { channel: Some(channel) }))
+        let caller = caller(&request)?.clone();
+        let key = key_of(&request, &request.get_ref().idempotency_key).map_err(Error::from)?;
+        let req = pb::JoinChannelRequest { idempotency_key: String::new(), ..request.into_inner() };
+        let response = self
+            .keys
+            .once(&caller.user_id, key, "JoinChannel", &req, || async {
+                Ok(pb::JoinChannelResponse { channel: Some(self.join(&caller, &req.channel_id).await?) })
+            })
+            .await?;
+        Ok(Response::new(response))
     }
 
     async fn leave_channel(
         &self,
         request: Request<pb::LeaveChannelRequest>,
     ) -> Result<Response<pb::LeaveChannelResponse>, Status> {
-        let caller = caller(&request)?;
-        self.leave(caller, &request.get_ref().channel_id).await?;
-        Ok(Response::new(pb::LeaveChannelResponse {}))
+        let caller = caller(&request)?.clone();
+        let key = key_of(&request, &request.get_ref().idempotency_key).map_err(Error::from)?;
+        let req = pb::LeaveChannelRequest { idempotency_key: String::new(), ..request.into_inner() };
+        let response = self
+            .keys
+            .once(&caller.user_id, key, "LeaveChannel", &req, || async {
+                self.leave(&caller, &req.channel_id).await?;
+                Ok(pb::LeaveChannelResponse {})
+            })
+            .await?;
+        Ok(Response::new(response))
     }
 
     async fn add_members(
@@ -1012,8 +1041,15 @@ impl ChannelsRpc for ChannelsService {
         request: Request<pb::AddMembersRequest>,
     ) -> Result<Response<pb::AddMembersResponse>, Status> {
         let caller = caller(&request)?.clone();
-        let added = ChannelsService::add_members(self, &caller, request.into_inner()).await?;
-        Ok(Response::new(pb::AddMembersResponse { added }))
+        let key = key_of(&request, &request.get_ref().idempotency_key).map_err(Error::from)?;
+        let req = pb::AddMembersRequest { idempotency_key: String::new(), ..request.into_inner() };
+        let response = self
+            .keys
+            .once(&caller.user_id, key, "AddMembers", &req, || async {
+                Ok(pb::AddMembersResponse { added: ChannelsService::add_members(self, &caller, req.clone()).await? })
+            })
+            .await?;
+        Ok(Response::new(response))
     }
 
     async fn remove_member(
@@ -1021,8 +1057,16 @@ impl ChannelsRpc for ChannelsService {
         request: Request<pb::RemoveMemberRequest>,
     ) -> Result<Response<pb::RemoveMemberResponse>, Status> {
         let caller = caller(&request)?.clone();
-        self.remove(&caller, request.into_inner()).await?;
-        Ok(Response::new(pb::RemoveMemberResponse {}))
+        let key = key_of(&request, &request.get_ref().idempotency_key).map_err(Error::from)?;
+        let req = pb::RemoveMemberRequest { idempotency_key: String::new(), ..request.into_inner() };
+        let response = self
+            .keys
+            .once(&caller.user_id, key, "RemoveMember", &req, || async {
+                self.remove(&caller, req.clone()).await?;
+                Ok(pb::RemoveMemberResponse {})
+            })
+            .await?;
+        Ok(Response::new(response))
     }
 
     async fn list_members(
@@ -1038,26 +1082,53 @@ impl ChannelsRpc for ChannelsService {
         request: Request<pb::UpdateMemberRoleRequest>,
     ) -> Result<Response<pb::UpdateMemberRoleResponse>, Status> {
         let caller = caller(&request)?.clone();
-        let member = ChannelsService::update_member_role(self, &caller, request.into_inner()).await?;
-        Ok(Response::new(pb::UpdateMemberRoleResponse { member: Some(member) }))
+        let key = key_of(&request, &request.get_ref().idempotency_key).map_err(Error::from)?;
+        let req = pb::UpdateMemberRoleRequest { idempotency_key: String::new(), ..request.into_inner() };
+        let response = self
+            .keys
+            .once(&caller.user_id, key, "UpdateMemberRole", &req, || async {
+                Ok(pb::UpdateMemberRoleResponse {
+                    member: Some(ChannelsService::update_member_role(self, &caller, req.clone()).await?),
+                })
+            })
+            .await?;
+        Ok(Response::new(response))
     }
 
     async fn archive_channel(
         &self,
         request: Request<pb::ArchiveChannelRequest>,
     ) -> Result<Response<pb::ArchiveChannelResponse>, Status> {
-        let caller = caller(&request)?;
-        let channel = self.set_archived(caller, &request.get_ref().channel_id, true).await?;
-        Ok(Response::new(pb::ArchiveChannelResponse { channel: Some(channel) }))
+        let caller = caller(&request)?.clone();
+        let key = key_of(&request, &request.get_ref().idempotency_key).map_err(Error::from)?;
+        let req = pb::ArchiveChannelRequest { idempotency_key: String::new(), ..request.into_inner() };
+        let response = self
+            .keys
+            .once(&caller.user_id, key, "ArchiveChannel", &req, || async {
+                Ok(pb::ArchiveChannelResponse {
+                    channel: Some(self.set_archived(&caller, &req.channel_id, true).await?),
+                })
+            })
+            .await?;
+        Ok(Response::new(response))
     }
 
     async fn unarchive_channel(
         &self,
         request: Request<pb::UnarchiveChannelRequest>,
     ) -> Result<Response<pb::UnarchiveChannelResponse>, Status> {
-        let caller = caller(&request)?;
-        let channel = self.set_archived(caller, &request.get_ref().channel_id, false).await?;
-        Ok(Response::new(pb::UnarchiveChannelResponse { channel: Some(channel) }))
+        let caller = caller(&request)?.clone();
+        let key = key_of(&request, &request.get_ref().idempotency_key).map_err(Error::from)?;
+        let req = pb::UnarchiveChannelRequest { idempotency_key: String::new(), ..request.into_inner() };
+        let response = self
+            .keys
+            .once(&caller.user_id, key, "UnarchiveChannel", &req, || async {
+                Ok(pb::UnarchiveChannelResponse {
+                    channel: Some(self.set_archived(&caller, &req.channel_id, false).await?),
+                })
+            })
+            .await?;
+        Ok(Response::new(response))
     }
 
     async fn open_direct_message(
@@ -1065,7 +1136,15 @@ impl ChannelsRpc for ChannelsService {
         request: Request<pb::OpenDirectMessageRequest>,
     ) -> Result<Response<pb::OpenDirectMessageResponse>, Status> {
         let caller = caller(&request)?.clone();
-        Ok(Response::new(self.open_dm(&caller, request.into_inner()).await?))
+        let key = key_of(&request, &request.get_ref().idempotency_key).map_err(Error::from)?;
+        let req = pb::OpenDirectMessageRequest { idempotency_key: String::new(), ..request.into_inner() };
+        let response = self
+            .keys
+            .once(&caller.user_id, key, "OpenDirectMessage", &req, || async {
+                self.open_dm(&caller, req.clone()).await
+            })
+            .await?;
+        Ok(Response::new(response))
     }
 
     async fn create_invitation(
@@ -1073,8 +1152,17 @@ impl ChannelsRpc for ChannelsService {
         request: Request<pb::CreateInvitationRequest>,
     ) -> Result<Response<pb::CreateInvitationResponse>, Status> {
         let caller = caller(&request)?.clone();
-        let invitation = ChannelsService::create_invitation(self, &caller, request.into_inner()).await?;
-        Ok(Response::new(pb::CreateInvitationResponse { invitation: Some(invitation) }))
+        let key = key_of(&request, &request.get_ref().idempotency_key).map_err(Error::from)?;
+        let req = pb::CreateInvitationRequest { idempotency_key: String::new(), ..request.into_inner() };
+        let response = self
+            .keys
+            .once(&caller.user_id, key, "CreateInvitation", &req, || async {
+                Ok(pb::CreateInvitationResponse {
+                    invitation: Some(ChannelsService::create_invitation(self, &caller, req.clone()).await?),
+                })
+            })
+            .await?;
+        Ok(Response::new(response))
     }
 
     async fn list_my_invitations(
@@ -1090,8 +1178,15 @@ impl ChannelsRpc for ChannelsService {
         request: Request<pb::RespondToInvitationRequest>,
     ) -> Result<Response<pb::RespondToInvitationResponse>, Status> {
         let caller = caller(&request)?.clone();
-        let invitation = self.respond(&caller, request.into_inner()).await?;
-        Ok(Response::new(pb::RespondToInvitationResponse { invitation: Some(invitation) }))
+        let key = key_of(&request, &request.get_ref().idempotency_key).map_err(Error::from)?;
+        let req = pb::RespondToInvitationRequest { idempotency_key: String::new(), ..request.into_inner() };
+        let response = self
+            .keys
+            .once(&caller.user_id, key, "RespondToInvitation", &req, || async {
+                Ok(pb::RespondToInvitationResponse { invitation: Some(self.respond(&caller, req.clone()).await?) })
+            })
+            .await?;
+        Ok(Response::new(response))
     }
 
     async fn update_channel_preferences(
@@ -1099,7 +1194,16 @@ impl ChannelsRpc for ChannelsService {
         request: Request<pb::UpdateChannelPreferencesRequest>,
     ) -> Result<Response<pb::UpdateChannelPreferencesResponse>, Status> {
         let caller = caller(&request)?.clone();
-        let preferences = self.update_preferences(&caller, request.into_inner()).await?;
-        Ok(Response::new(pb::UpdateChannelPreferencesResponse { preferences: Some(preferences) }))
+        let key = key_of(&request, &request.get_ref().idempotency_key).map_err(Error::from)?;
+        let req = pb::UpdateChannelPreferencesRequest { idempotency_key: String::new(), ..request.into_inner() };
+        let response = self
+            .keys
+            .once(&caller.user_id, key, "UpdateChannelPreferences", &req, || async {
+                Ok(pb::UpdateChannelPreferencesResponse {
+                    preferences: Some(self.update_preferences(&caller, req.clone()).await?),
+                })
+            })
+            .await?;
+        Ok(Response::new(response))
     }
 }

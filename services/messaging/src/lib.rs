@@ -34,6 +34,7 @@ use colink_runtime::db::Db;
 use colink_runtime::ephemeral::{Ephemeral, within_budget};
 use colink_runtime::error::{Page, Violations};
 use colink_runtime::events::{self, EventHandler, MESSAGE_EVENTS, Outbox};
+use colink_runtime::idempotency::{Keys, key_of};
 use colink_runtime::ids::{
     check_idempotency_key, check_same_request, check_text, encode_page_token, idempotency_key, now_micros,
     opt_timestamp, page_size, parse_id, parse_id_list, request_fingerprint, timestamp,
@@ -68,6 +69,7 @@ pub struct MessagingService {
     limit: SendLimit,
     writer: GroupCommit,
     remembered: Arc<AccessCache>,
+    keys: Keys,
 }
 
 /// The services messaging calls.
@@ -155,6 +157,7 @@ impl Access {
 impl MessagingService {
     pub fn new(db: Db, outbox: Outbox, pubsub: Arc<dyn PubSub>, peers: Peers, limit: SendLimit) -> Self {
         let writer = GroupCommit::spawn(db.clone(), outbox.clone(), pubsub.clone());
+        let db_for_keys = db.clone();
         let remembered = Arc::new(AccessCache::new(ACCESS_TTL));
         tokio::spawn(forget_on_notice(pubsub.clone(), remembered.clone()));
         Self {
@@ -167,6 +170,7 @@ impl MessagingService {
             limit,
             writer,
             remembered,
+            keys: Keys::new(db_for_keys),
         }
     }
 
@@ -394,7 +398,8 @@ impl MessagingService {
     }
 
     async fn open_dm(&self, caller: &Caller, recipient: String) -> Result<String> {
-        let request = on_behalf_of(caller, OpenDirectMessageRequest { user_ids: vec![recipient] });
+        let request =
+            on_behalf_of(caller, OpenDirectMessageRequest { user_ids: vec![recipient], ..Default::default() });
         let response = self.channels.clone().open_direct_message(request).await?;
         response
             .into_inner()
@@ -967,8 +972,15 @@ impl MessagingRpc for MessagingService {
         request: Request<pb::EditMessageRequest>,
     ) -> Result<Response<pb::EditMessageResponse>, Status> {
         let caller = caller(&request)?.clone();
-        let message = self.edit(&caller, request.into_inner()).await?;
-        Ok(Response::new(pb::EditMessageResponse { message: Some(message) }))
+        let key = key_of(&request, &request.get_ref().idempotency_key).map_err(Error::from)?;
+        let req = pb::EditMessageRequest { idempotency_key: String::new(), ..request.into_inner() };
+        let response = self
+            .keys
+            .once(&caller.user_id, key, "EditMessage", &req, || async {
+                Ok(pb::EditMessageResponse { message: Some(self.edit(&caller, req.clone()).await?) })
+            })
+            .await?;
+        Ok(Response::new(response))
     }
 
     async fn delete_message(
@@ -976,8 +988,15 @@ impl MessagingRpc for MessagingService {
         request: Request<pb::DeleteMessageRequest>,
     ) -> Result<Response<pb::DeleteMessageResponse>, Status> {
         let caller = caller(&request)?;
-        let message = self.delete(caller, &request.get_ref().message_id).await?;
-        Ok(Response::new(pb::DeleteMessageResponse { message: Some(message) }))
+        let key = key_of(&request, &request.get_ref().idempotency_key).map_err(Error::from)?;
+        let req = pb::DeleteMessageRequest { idempotency_key: String::new(), ..request.get_ref().clone() };
+        let response = self
+            .keys
+            .once(&caller.user_id, key, "DeleteMessage", &req, || async {
+                Ok(pb::DeleteMessageResponse { message: Some(self.delete(caller, &req.message_id).await?) })
+            })
+            .await?;
+        Ok(Response::new(response))
     }
 
     async fn recall_message(
@@ -985,8 +1004,15 @@ impl MessagingRpc for MessagingService {
         request: Request<pb::RecallMessageRequest>,
     ) -> Result<Response<pb::RecallMessageResponse>, Status> {
         let caller = caller(&request)?;
-        let message = self.recall(caller, &request.get_ref().message_id).await?;
-        Ok(Response::new(pb::RecallMessageResponse { message: Some(message) }))
+        let key = key_of(&request, &request.get_ref().idempotency_key).map_err(Error::from)?;
+        let req = pb::RecallMessageRequest { idempotency_key: String::new(), ..request.get_ref().clone() };
+        let response = self
+            .keys
+            .once(&caller.user_id, key, "RecallMessage", &req, || async {
+                Ok(pb::RecallMessageResponse { message: Some(self.recall(caller, &req.message_id).await?) })
+            })
+            .await?;
+        Ok(Response::new(response))
     }
 
     async fn list_message_edits(
@@ -1023,8 +1049,15 @@ impl MessagingRpc for MessagingService {
         request: Request<pb::PinMessageRequest>,
     ) -> Result<Response<pb::PinMessageResponse>, Status> {
         let caller = caller(&request)?;
-        let message = self.set_pinned(caller, &request.get_ref().message_id, true).await?;
-        Ok(Response::new(pb::PinMessageResponse { message: Some(message) }))
+        let key = key_of(&request, &request.get_ref().idempotency_key).map_err(Error::from)?;
+        let req = pb::PinMessageRequest { idempotency_key: String::new(), ..request.get_ref().clone() };
+        let response = self
+            .keys
+            .once(&caller.user_id, key, "PinMessage", &req, || async {
+                Ok(pb::PinMessageResponse { message: Some(self.set_pinned(caller, &req.message_id, true).await?) })
+            })
+            .await?;
+        Ok(Response::new(response))
     }
 
     async fn unpin_message(
@@ -1032,8 +1065,15 @@ impl MessagingRpc for MessagingService {
         request: Request<pb::UnpinMessageRequest>,
     ) -> Result<Response<pb::UnpinMessageResponse>, Status> {
         let caller = caller(&request)?;
-        let message = self.set_pinned(caller, &request.get_ref().message_id, false).await?;
-        Ok(Response::new(pb::UnpinMessageResponse { message: Some(message) }))
+        let key = key_of(&request, &request.get_ref().idempotency_key).map_err(Error::from)?;
+        let req = pb::UnpinMessageRequest { idempotency_key: String::new(), ..request.get_ref().clone() };
+        let response = self
+            .keys
+            .once(&caller.user_id, key, "UnpinMessage", &req, || async {
+                Ok(pb::UnpinMessageResponse { message: Some(self.set_pinned(caller, &req.message_id, false).await?) })
+            })
+            .await?;
+        Ok(Response::new(response))
     }
 
     async fn list_pinned_messages(
@@ -1057,8 +1097,16 @@ impl MessagingRpc for MessagingService {
 
     async fn mark_read(&self, request: Request<pb::MarkReadRequest>) -> Result<Response<pb::MarkReadResponse>, Status> {
         let caller = caller(&request)?.clone();
-        let read_state = MessagingService::mark_read(self, &caller, request.into_inner()).await?;
-        Ok(Response::new(pb::MarkReadResponse { read_state: Some(read_state) }))
+        let key = key_of(&request, &request.get_ref().idempotency_key).map_err(Error::from)?;
+        let req = pb::MarkReadRequest { idempotency_key: String::new(), ..request.into_inner() };
+        let response = self
+            .keys
+            .once(&caller.user_id, key, "MarkRead", &req, || async {
+                let read_state = MessagingService::mark_read(self, &caller, req.clone()).await?;
+                Ok(pb::MarkReadResponse { read_state: Some(read_state) })
+            })
+            .await?;
+        Ok(Response::new(response))
     }
 
     async fn get_read_state(

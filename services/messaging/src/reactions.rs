@@ -15,6 +15,7 @@ use colink_proto::reactions::v1 as pb;
 use colink_proto::reactions::v1::reactions_service_server::{ReactionsService as ReactionsRpc, ReactionsServiceServer};
 use colink_runtime::error::{Page, Violations};
 use colink_runtime::events::{self, REACTION_EVENTS};
+use colink_runtime::idempotency::key_of;
 use colink_runtime::ids::{
     check_idempotency_key, check_same_request, encode_page_token, idempotency_key, now_micros, parse_id,
     request_fingerprint, timestamp,
@@ -283,9 +284,18 @@ impl ReactionsRpc for Reactions {
     ) -> Result<Response<pb::RemoveReactionResponse>, Status> {
         let caller = caller(&request)?;
         let (message_id, emoji) = parse_target(&request.get_ref().message_id, &request.get_ref().emoji)?;
-        let (removed, found) = self.0.remove_reaction(caller, &message_id, &emoji).await?;
-        let reactions = self.0.message_reactions(caller, &found).await?;
-        Ok(Response::new(pb::RemoveReactionResponse { removed, reactions: Some(reactions) }))
+        let key = key_of(&request, &request.get_ref().idempotency_key).map_err(Error::from)?;
+        let req = pb::RemoveReactionRequest { message_id, emoji, idempotency_key: String::new() };
+        let response = self
+            .0
+            .keys
+            .once(&caller.user_id, key, "RemoveReaction", &req, || async {
+                let (removed, found) = self.0.remove_reaction(caller, &req.message_id, &req.emoji).await?;
+                let reactions = self.0.message_reactions(caller, &found).await?;
+                Ok(pb::RemoveReactionResponse { removed, reactions: Some(reactions) })
+            })
+            .await?;
+        Ok(Response::new(response))
     }
 
     async fn list_reactions(

@@ -13,6 +13,7 @@ use colink_proto::threads::v1 as pb;
 use colink_proto::threads::v1::threads_service_server::{ThreadsService as ThreadsRpc, ThreadsServiceServer};
 use colink_runtime::error::{Page, Violations};
 use colink_runtime::events::{self, THREAD_EVENTS};
+use colink_runtime::idempotency::key_of;
 use colink_runtime::ids::{
     check_idempotency_key, encode_page_token, idempotency_key, opt_timestamp, parse_id, request_fingerprint, timestamp,
 };
@@ -157,6 +158,39 @@ impl MessagingService {
             .await?
             .ok_or_else(|| Error::not_found(format!("thread {thread_id} not found")))?;
         self.thread_views(caller, vec![thread]).await?.pop().ok_or_else(|| Error::internal("no thread view"))
+    }
+
+    /// Moves the caller's read position in a thread forward.
+    async fn read_thread(
+        &self,
+        caller: &Caller,
+        req: &pb::MarkThreadReadRequest,
+    ) -> Result<pb::MarkThreadReadResponse> {
+        let mut v = Violations::default();
+        let thread_id = v.id("thread_id", &req.thread_id);
+        let read_id = v.id("last_read_message_id", &req.last_read_message_id);
+        v.finish()?;
+        let (found, access) = self.thread_of(caller, &thread_id).await?;
+        if !access.is_member() {
+            return Err(Error::denied("only members have a read position"));
+        }
+        let read = match message::Entity::find_by_id(read_id).one(&self.db.reader).await? {
+            Some(m) if m.thread_id.as_deref() == Some(found.thread_id.as_str()) => m,
+            _ => return Err(Error::invalid("last_read_message_id", "must be a reply of this thread")),
+        };
+        store::mark_read(
+            &self.db.writer,
+            &found.thread_id,
+            &found.channel_id,
+            &caller.user_id,
+            read.seq,
+            &read.message_id,
+        )
+        .await?;
+        let notice = crate::read_states::thread_counts_changed(&found.thread_id);
+        self.pubsub.publish(&colink_runtime::pubsub::user_topic(&caller.user_id), notice).await;
+        let thread = self.thread_view(caller, &found.thread_id).await?;
+        Ok(pb::MarkThreadReadResponse { viewer_state: thread.viewer_state })
     }
 
     /// A page of threads, most recent reply first.
@@ -319,10 +353,19 @@ impl ThreadsRpc for Threads {
         request: Request<pb::FollowThreadRequest>,
     ) -> Result<Response<pb::FollowThreadResponse>, Status> {
         let caller = caller(&request)?;
-        let (found, _) = self.0.thread_of(caller, &request.get_ref().thread_id).await?;
-        self.0.set_following(caller, &found, true).await?;
-        let thread = self.0.thread_view(caller, &found.thread_id).await?;
-        Ok(Response::new(pb::FollowThreadResponse { thread: Some(thread) }))
+        let key = key_of(&request, &request.get_ref().idempotency_key).map_err(Error::from)?;
+        let req = pb::FollowThreadRequest { idempotency_key: String::new(), ..request.get_ref().clone() };
+        let response = self
+            .0
+            .keys
+            .once(&caller.user_id, key, "FollowThread", &req, || async {
+                let (found, _) = self.0.thread_of(caller, &req.thread_id).await?;
+                self.0.set_following(caller, &found, true).await?;
+                let thread = self.0.thread_view(caller, &found.thread_id).await?;
+                Ok(pb::FollowThreadResponse { thread: Some(thread) })
+            })
+            .await?;
+        Ok(Response::new(response))
     }
 
     async fn unfollow_thread(
@@ -330,10 +373,19 @@ impl ThreadsRpc for Threads {
         request: Request<pb::UnfollowThreadRequest>,
     ) -> Result<Response<pb::UnfollowThreadResponse>, Status> {
         let caller = caller(&request)?;
-        let (found, _) = self.0.thread_of(caller, &request.get_ref().thread_id).await?;
-        self.0.set_following(caller, &found, false).await?;
-        let thread = self.0.thread_view(caller, &found.thread_id).await?;
-        Ok(Response::new(pb::UnfollowThreadResponse { thread: Some(thread) }))
+        let key = key_of(&request, &request.get_ref().idempotency_key).map_err(Error::from)?;
+        let req = pb::UnfollowThreadRequest { idempotency_key: String::new(), ..request.get_ref().clone() };
+        let response = self
+            .0
+            .keys
+            .once(&caller.user_id, key, "UnfollowThread", &req, || async {
+                let (found, _) = self.0.thread_of(caller, &req.thread_id).await?;
+                self.0.set_following(caller, &found, false).await?;
+                let thread = self.0.thread_view(caller, &found.thread_id).await?;
+                Ok(pb::UnfollowThreadResponse { thread: Some(thread) })
+            })
+            .await?;
+        Ok(Response::new(response))
     }
 
     async fn list_followed_threads(
@@ -372,32 +424,10 @@ impl ThreadsRpc for Threads {
         request: Request<pb::MarkThreadReadRequest>,
     ) -> Result<Response<pb::MarkThreadReadResponse>, Status> {
         let caller = caller(&request)?;
-        let req = request.get_ref();
-        let mut v = Violations::default();
-        let thread_id = v.id("thread_id", &req.thread_id);
-        let read_id = v.id("last_read_message_id", &req.last_read_message_id);
-        v.finish()?;
-        let (found, access) = self.0.thread_of(caller, &thread_id).await?;
-        if !access.is_member() {
-            return Err(Error::denied("only members have a read position").into());
-        }
-        let read = match message::Entity::find_by_id(read_id).one(&self.0.db.reader).await.map_err(Error::from)? {
-            Some(m) if m.thread_id.as_deref() == Some(found.thread_id.as_str()) => m,
-            _ => return Err(Error::invalid("last_read_message_id", "must be a reply of this thread").into()),
-        };
-        store::mark_read(
-            &self.0.db.writer,
-            &found.thread_id,
-            &found.channel_id,
-            &caller.user_id,
-            read.seq,
-            &read.message_id,
-        )
-        .await
-        .map_err(Error::from)?;
-        let notice = crate::read_states::thread_counts_changed(&found.thread_id);
-        self.0.pubsub.publish(&colink_runtime::pubsub::user_topic(&caller.user_id), notice).await;
-        let thread = self.0.thread_view(caller, &found.thread_id).await?;
-        Ok(Response::new(pb::MarkThreadReadResponse { viewer_state: thread.viewer_state }))
+        let key = key_of(&request, &request.get_ref().idempotency_key).map_err(Error::from)?;
+        let req = pb::MarkThreadReadRequest { idempotency_key: String::new(), ..request.get_ref().clone() };
+        let response =
+            self.0.keys.once(&caller.user_id, key, "MarkThreadRead", &req, || self.0.read_thread(caller, &req)).await?;
+        Ok(Response::new(response))
     }
 }

@@ -29,6 +29,9 @@ pub enum Error {
     Throttled { message: String, retry_after: std::time::Duration },
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// A concurrent request got there first; retrying is safe.
+    #[error("aborted: {0}")]
+    Aborted(String),
     /// A call to another service failed; its status passes through unchanged
     /// unless it is a server fault, which is masked.
     #[error("upstream call failed: {0}")]
@@ -81,6 +84,7 @@ impl From<Error> for Status {
                 ErrorDetails::with_retry_info(Some(retry_after)),
             ),
             Error::Unavailable(m) => Status::unavailable(m),
+            Error::Aborted(m) => Status::aborted(m),
             Error::Upstream(status) => match status.code() {
                 Code::Internal | Code::Unknown | Code::DataLoss | Code::Unimplemented => {
                     tracing::error!(code = ?status.code(), message = status.message(), "upstream call failed");

@@ -9,6 +9,7 @@ pub mod db;
 pub mod ephemeral;
 pub mod error;
 pub mod events;
+pub mod idempotency;
 pub mod ids;
 pub mod pubsub;
 pub mod telemetry;

@@ -40,13 +40,16 @@ async fn membership_changes_and_message_edits_and_deletes_are_audited() {
     let bob = app.register("bob").await;
     let room = app.create_channel(&bob, "audited", ChannelKind::Public, &[]).await;
     let carol = app.register("carol").await;
-    app.channels().join_channel(carol.req(JoinChannelRequest { channel_id: room.channel_id.clone() })).await.unwrap();
+    app.channels()
+        .join_channel(carol.req(JoinChannelRequest { channel_id: room.channel_id.clone(), ..Default::default() }))
+        .await
+        .unwrap();
     let edited = app.send(&bob, &room.channel_id, "first draft").await;
     let request =
         EditMessageRequest { message_id: edited.message_id.clone(), text: "final".into(), ..Default::default() };
     app.messaging().edit_message(bob.req(request)).await.unwrap();
     let deleted = app.send(&carol, &room.channel_id, "oops").await;
-    let request = DeleteMessageRequest { message_id: deleted.message_id.clone() };
+    let request = DeleteMessageRequest { message_id: deleted.message_id.clone(), ..Default::default() };
     app.messaging().delete_message(carol.req(request)).await.unwrap();
 
     let about_room = ListAuditLogsRequest { target_id: room.channel_id.clone(), ..Default::default() };

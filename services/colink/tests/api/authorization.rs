@@ -100,11 +100,11 @@ async fn assert_outsider_is_refused(app: &TestApp, outsider: &TestUser, channel_
     expect_code!(Code::NotFound, app.channels();
         get_channel(outsider.req(GetChannelRequest { channel_id: c() })),
         list_members(outsider.req(ListMembersRequest { channel_id: c(), ..Default::default() })),
-        join_channel(outsider.req(JoinChannelRequest { channel_id: c() })),
-        leave_channel(outsider.req(LeaveChannelRequest { channel_id: c() })),
-        add_members(outsider.req(AddMembersRequest { channel_id: c(), user_ids: vec![outsider.user_id.clone()], role: 0 })),
-        archive_channel(outsider.req(ArchiveChannelRequest { channel_id: c() })),
-        create_invitation(outsider.req(CreateInvitationRequest { channel_id: c(), invitee_id: outsider.user_id.clone(), ttl_hours: 0 })),
+        join_channel(outsider.req(JoinChannelRequest { channel_id: c(), ..Default::default() })),
+        leave_channel(outsider.req(LeaveChannelRequest { channel_id: c(), ..Default::default() })),
+        add_members(outsider.req(AddMembersRequest { channel_id: c(), user_ids: vec![outsider.user_id.clone()], role: 0, ..Default::default() })),
+        archive_channel(outsider.req(ArchiveChannelRequest { channel_id: c(), ..Default::default() })),
+        create_invitation(outsider.req(CreateInvitationRequest { channel_id: c(), invitee_id: outsider.user_id.clone(), ttl_hours: 0, ..Default::default() })),
     );
     // Preferences belong to members; the answer is the same whether or not the channel exists.
     expect_code!(Code::PermissionDenied, app.channels();
@@ -112,18 +112,19 @@ async fn assert_outsider_is_refused(app: &TestApp, outsider: &TestUser, channel_
             channel_id: c(),
             preferences: Some(ChannelPreferences::default()),
             update_mask: Some(prost_types::FieldMask { paths: vec!["muted".into()] }),
+            ..Default::default()
         })),
     );
     expect_code!(Code::NotFound, app.messaging();
         send_message(outsider.req(SendMessageRequest { channel_id: c(), text: "let me in".into(), ..Default::default() })),
         get_message(outsider.req(GetMessageRequest { message_id: m() })),
         list_messages(outsider.req(ListMessagesRequest { channel_id: c(), ..Default::default() })),
-        edit_message(outsider.req(EditMessageRequest { message_id: m(), text: "mine now".into(), expected_version: 0 })),
-        delete_message(outsider.req(DeleteMessageRequest { message_id: m() })),
+        edit_message(outsider.req(EditMessageRequest { message_id: m(), text: "mine now".into(), expected_version: 0, ..Default::default() })),
+        delete_message(outsider.req(DeleteMessageRequest { message_id: m(), ..Default::default() })),
         list_message_edits(outsider.req(ListMessageEditsRequest { message_id: m() })),
-        pin_message(outsider.req(PinMessageRequest { message_id: m() })),
+        pin_message(outsider.req(PinMessageRequest { message_id: m(), ..Default::default() })),
         list_pinned_messages(outsider.req(ListPinnedMessagesRequest { channel_id: c() })),
-        mark_read(outsider.req(MarkReadRequest { channel_id: c(), seq: 1 })),
+        mark_read(outsider.req(MarkReadRequest { channel_id: c(), seq: 1, ..Default::default() })),
         get_read_state(outsider.req(GetReadStateRequest { channel_id: c() })),
         list_read_receipts(outsider.req(ListReadReceiptsRequest { message_id: m() })),
         list_channel_events(outsider.req(ListChannelEventsRequest { channel_id: c(), after_seq: 0, page_size: 0 })),

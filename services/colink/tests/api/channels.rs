@@ -30,26 +30,36 @@ async fn public_channels_can_be_found_joined_and_left() {
     assert_eq!(found.len(), 1);
     assert_eq!(found[0].viewer_role, MemberRole::Unspecified as i32);
 
-    let joined =
-        app.channels().join_channel(bob.req(JoinChannelRequest { channel_id: general.channel_id.clone() })).await;
+    let joined = app
+        .channels()
+        .join_channel(bob.req(JoinChannelRequest { channel_id: general.channel_id.clone(), ..Default::default() }))
+        .await;
     let joined = joined.unwrap().into_inner().channel.unwrap();
     assert_eq!((joined.member_count, joined.viewer_role), (2, MemberRole::Member as i32));
     // Joining again changes nothing.
-    app.channels().join_channel(bob.req(JoinChannelRequest { channel_id: general.channel_id.clone() })).await.unwrap();
+    app.channels()
+        .join_channel(bob.req(JoinChannelRequest { channel_id: general.channel_id.clone(), ..Default::default() }))
+        .await
+        .unwrap();
     let mine = app.channels().list_my_channels(bob.req(ListMyChannelsRequest::default())).await.unwrap().into_inner();
     assert_eq!(mine.channels.len(), 1);
 
     app.channels()
-        .leave_channel(bob.req(LeaveChannelRequest { channel_id: general.channel_id.clone() }))
+        .leave_channel(bob.req(LeaveChannelRequest { channel_id: general.channel_id.clone(), ..Default::default() }))
         .await
         .unwrap();
     let after =
         app.channels().get_channel(alice.req(GetChannelRequest { channel_id: general.channel_id.clone() })).await;
     assert_eq!(after.unwrap().into_inner().channel.unwrap().member_count, 1);
     // The last owner cannot walk away from members.
-    app.channels().join_channel(bob.req(JoinChannelRequest { channel_id: general.channel_id.clone() })).await.unwrap();
-    let leave =
-        app.channels().leave_channel(alice.req(LeaveChannelRequest { channel_id: general.channel_id.clone() })).await;
+    app.channels()
+        .join_channel(bob.req(JoinChannelRequest { channel_id: general.channel_id.clone(), ..Default::default() }))
+        .await
+        .unwrap();
+    let leave = app
+        .channels()
+        .leave_channel(alice.req(LeaveChannelRequest { channel_id: general.channel_id.clone(), ..Default::default() }))
+        .await;
     assert_code(leave, Code::FailedPrecondition);
 }
 
@@ -62,13 +72,16 @@ async fn private_channels_are_managed_by_owners_and_admins() {
     let secret = app.create_channel(&alice, "secret", ChannelKind::Private, &[&bob]).await;
     assert_eq!(secret.member_count, 2);
 
-    let join =
-        app.channels().join_channel(carol.req(JoinChannelRequest { channel_id: secret.channel_id.clone() })).await;
+    let join = app
+        .channels()
+        .join_channel(carol.req(JoinChannelRequest { channel_id: secret.channel_id.clone(), ..Default::default() }))
+        .await;
     assert_code(join, Code::NotFound);
     let add = |who: &str| AddMembersRequest {
         channel_id: secret.channel_id.clone(),
         user_ids: vec![who.to_string()],
         role: 0,
+        ..Default::default()
     };
     assert_code(app.channels().add_members(bob.req(add(&carol.user_id))).await, Code::PermissionDenied);
 
@@ -76,6 +89,7 @@ async fn private_channels_are_managed_by_owners_and_admins() {
         channel_id: secret.channel_id.clone(),
         user_id: bob.user_id.clone(),
         role: MemberRole::Admin as i32,
+        ..Default::default()
     };
     app.channels().update_member_role(alice.req(promote)).await.unwrap();
     let added = app.channels().add_members(bob.req(add(&carol.user_id))).await.unwrap().into_inner().added;
@@ -98,7 +112,11 @@ async fn private_channels_are_managed_by_owners_and_admins() {
     assert_eq!(members.members.len(), 2);
     assert!(!members.next_page_token.is_empty());
 
-    let remove = RemoveMemberRequest { channel_id: secret.channel_id.clone(), user_id: carol.user_id.clone() };
+    let remove = RemoveMemberRequest {
+        channel_id: secret.channel_id.clone(),
+        user_id: carol.user_id.clone(),
+        ..Default::default()
+    };
     app.channels().remove_member(bob.req(remove)).await.unwrap();
     let get = app.channels().get_channel(carol.req(GetChannelRequest { channel_id: secret.channel_id.clone() })).await;
     assert_code(get, Code::NotFound);
@@ -110,13 +128,15 @@ async fn archived_channels_are_read_only() {
     let alice = app.register("alice").await;
     let bob = app.register("bob").await;
     let old = app.create_channel(&alice, "old", ChannelKind::Public, &[&bob]).await;
-    let archive = ArchiveChannelRequest { channel_id: old.channel_id.clone() };
+    let archive = ArchiveChannelRequest { channel_id: old.channel_id.clone(), ..Default::default() };
     assert_code(app.channels().archive_channel(bob.req(archive.clone())).await, Code::PermissionDenied);
     assert!(app.channels().archive_channel(alice.req(archive)).await.unwrap().into_inner().channel.unwrap().archived);
     let post = SendMessageRequest { channel_id: old.channel_id.clone(), text: "anyone?".into(), ..Default::default() };
     assert_code(app.messaging().send_message(bob.req(post.clone())).await, Code::FailedPrecondition);
     app.channels()
-        .unarchive_channel(alice.req(UnarchiveChannelRequest { channel_id: old.channel_id.clone() }))
+        .unarchive_channel(
+            alice.req(UnarchiveChannelRequest { channel_id: old.channel_id.clone(), ..Default::default() }),
+        )
         .await
         .unwrap();
     assert!(app.messaging().send_message(bob.req(post)).await.is_ok());
@@ -145,7 +165,7 @@ async fn the_same_people_always_get_the_same_direct_message() {
     let alice = app.register("alice").await;
     let bob = app.register("bob").await;
     let carol = app.register("carol").await;
-    let open = |ids: Vec<String>| OpenDirectMessageRequest { user_ids: ids };
+    let open = |ids: Vec<String>| OpenDirectMessageRequest { user_ids: ids, ..Default::default() };
     let first =
         app.channels().open_direct_message(alice.req(open(vec![bob.user_id.clone()]))).await.unwrap().into_inner();
     assert!(first.created);
@@ -168,8 +188,10 @@ async fn the_same_people_always_get_the_same_direct_message() {
     assert_eq!(group.kind, ChannelKind::GroupDirect as i32);
     assert_ne!(group.channel_id, dm.channel_id);
 
-    let leave =
-        app.channels().leave_channel(alice.req(LeaveChannelRequest { channel_id: dm.channel_id.clone() })).await;
+    let leave = app
+        .channels()
+        .leave_channel(alice.req(LeaveChannelRequest { channel_id: dm.channel_id.clone(), ..Default::default() }))
+        .await;
     assert_code(leave, Code::FailedPrecondition);
     let dms = ListMyChannelsRequest { filter: ChannelFilter::DirectMessages as i32, ..Default::default() };
     assert_eq!(app.channels().list_my_channels(alice.req(dms)).await.unwrap().into_inner().channels.len(), 2);
@@ -185,15 +207,22 @@ async fn invitations_can_be_accepted_once() {
     let alice = app.register("alice").await;
     let bob = app.register("bob").await;
     let room = app.create_channel(&alice, "room", ChannelKind::Private, &[]).await;
-    let invite =
-        CreateInvitationRequest { channel_id: room.channel_id.clone(), invitee_id: bob.user_id.clone(), ttl_hours: 0 };
+    let invite = CreateInvitationRequest {
+        channel_id: room.channel_id.clone(),
+        invitee_id: bob.user_id.clone(),
+        ttl_hours: 0,
+        ..Default::default()
+    };
     app.channels().create_invitation(alice.req(invite)).await.unwrap();
     let pending =
         app.channels().list_my_invitations(bob.req(ListMyInvitationsRequest::default())).await.unwrap().into_inner();
     assert_eq!(pending.invitations.len(), 1);
     assert_eq!(pending.invitations[0].channel_name, "room");
-    let respond =
-        RespondToInvitationRequest { invitation_id: pending.invitations[0].invitation_id.clone(), accept: true };
+    let respond = RespondToInvitationRequest {
+        invitation_id: pending.invitations[0].invitation_id.clone(),
+        accept: true,
+        ..Default::default()
+    };
     app.channels().respond_to_invitation(bob.req(respond.clone())).await.unwrap();
     assert_code(app.channels().respond_to_invitation(bob.req(respond)).await, Code::FailedPrecondition);
     let get = app.channels().get_channel(bob.req(GetChannelRequest { channel_id: room.channel_id.clone() })).await;

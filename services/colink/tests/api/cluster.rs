@@ -84,7 +84,7 @@ async fn reactions_and_unread_counts_reach_streams_on_other_nodes() {
         other => panic!("expected the reaction, got {other:?}"),
     }
     // Reading through node b clears the badge on node a.
-    let read = MarkReadRequest { channel_id: room.channel_id.clone(), seq: sent.seq };
+    let read = MarkReadRequest { channel_id: room.channel_id.clone(), seq: sent.seq, ..Default::default() };
     b.messaging().mark_read(bob.req(read)).await.unwrap();
     assert_eq!(total_unread(&mut counts_on_a).await, 0);
 }

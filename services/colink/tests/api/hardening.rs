@@ -171,7 +171,7 @@ async fn a_block_closes_an_existing_direct_message_both_ways() {
     let carol = app.register("carol").await;
     let bob = app.register("bob").await;
     let open = |user: &TestUser, other: &TestUser| {
-        user.req(OpenDirectMessageRequest { user_ids: vec![other.user_id.clone()] })
+        user.req(OpenDirectMessageRequest { user_ids: vec![other.user_id.clone()], ..Default::default() })
     };
     let dm = app.channels().open_direct_message(open(&carol, &bob)).await.unwrap().into_inner().channel.unwrap();
     let earlier = app.send(&bob, &dm.channel_id, "hi carol").await;
@@ -184,8 +184,12 @@ async fn a_block_closes_an_existing_direct_message_both_ways() {
     assert_code(app.messaging().send_message(bob.req(to_dm("still there?"))).await, Code::PermissionDenied);
     assert_code(app.messaging().send_message(bob.req(to_carol)).await, Code::PermissionDenied);
     assert_code(app.channels().open_direct_message(open(&bob, &carol)).await, Code::PermissionDenied);
-    let edit =
-        EditMessageRequest { message_id: earlier.message_id.clone(), text: "edited".into(), expected_version: 0 };
+    let edit = EditMessageRequest {
+        message_id: earlier.message_id.clone(),
+        text: "edited".into(),
+        expected_version: 0,
+        ..Default::default()
+    };
     assert_code(app.messaging().edit_message(bob.req(edit)).await, Code::PermissionDenied);
     // The blocker cannot write either, and nothing was stored.
     assert_code(app.messaging().send_message(carol.req(to_dm("one-sided"))).await, Code::PermissionDenied);
@@ -209,7 +213,7 @@ async fn room_bob_was_removed_from(app: &TestApp) -> (TestUser, TestUser, String
     let room = app.create_channel(&alice, "room", ChannelKind::Private, &[&bob]).await;
     let id = room.channel_id.clone();
     app.send(&alice, &id, "before").await;
-    let remove = RemoveMemberRequest { channel_id: id.clone(), user_id: bob.user_id.clone() };
+    let remove = RemoveMemberRequest { channel_id: id.clone(), user_id: bob.user_id.clone(), ..Default::default() };
     app.channels().remove_member(alice.req(remove)).await.unwrap();
     app.send(&alice, &id, "while bob was away").await;
     (alice, bob, id)

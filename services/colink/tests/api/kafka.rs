@@ -66,7 +66,7 @@ async fn events_reach_consumers_on_other_nodes_and_survive_a_broker_outage() {
     let mut stream = consumers.subscribe(&admin, &room.channel_id, Some(0)).await;
     producers
         .channels()
-        .join_channel(bob.req(JoinChannelRequest { channel_id: room.channel_id.clone() }))
+        .join_channel(bob.req(JoinChannelRequest { channel_id: room.channel_id.clone(), ..Default::default() }))
         .await
         .unwrap();
     loop {
@@ -121,6 +121,7 @@ async fn events_reach_consumers_on_other_nodes_and_survive_a_broker_outage() {
         channel_id: room.channel_id.clone(),
         preferences: Some(ChannelPreferences { muted: true, ..Default::default() }),
         update_mask: Some(prost_types::FieldMask { paths: vec!["muted".into()] }),
+        ..Default::default()
     };
     producers.channels().update_channel_preferences(admin.req(mute)).await.unwrap();
     eventually(Duration::from_secs(60), "the mute in the counts", || async {

@@ -16,6 +16,7 @@ mod cluster;
 mod crash;
 mod envoy;
 mod hardening;
+mod idempotency;
 mod kafka;
 mod messaging;
 mod node;

@@ -25,7 +25,10 @@ async fn a_retried_send_returns_the_original_and_writes_nothing() {
     // The key belongs to its sender: the same key from someone else is a new message.
     let bob = app.register("bob").await;
     app.channels()
-        .join_channel(bob.req(colink_proto::channels::v1::JoinChannelRequest { channel_id: room.channel_id.clone() }))
+        .join_channel(bob.req(colink_proto::channels::v1::JoinChannelRequest {
+            channel_id: room.channel_id.clone(),
+            ..Default::default()
+        }))
         .await
         .unwrap();
     let theirs = app.messaging().send_message(bob.req(send)).await.unwrap().into_inner().message.unwrap();
@@ -84,6 +87,7 @@ async fn edits_keep_history_and_respect_versions() {
         message_id: sent.message_id.clone(),
         text: text.into(),
         expected_version: expected,
+        ..Default::default()
     };
     let edited = app.messaging().edit_message(alice.req(edit("hello", 1))).await.unwrap().into_inner().message.unwrap();
     assert_eq!((edited.text.as_str(), edited.version), ("hello", 2));
@@ -109,7 +113,7 @@ async fn deletion_is_for_senders_and_channel_admins() {
     let carol = app.register("carol").await;
     let room = app.create_channel(&alice, "room", ChannelKind::Public, &[&bob, &carol]).await;
     let by_bob = app.send(&bob, &room.channel_id, "bob's").await;
-    let delete = |id: &str| DeleteMessageRequest { message_id: id.to_string() };
+    let delete = |id: &str| DeleteMessageRequest { message_id: id.to_string(), ..Default::default() };
     assert_code(app.messaging().delete_message(carol.req(delete(&by_bob.message_id))).await, Code::PermissionDenied);
     // The channel owner moderates.
     let deleted = app
@@ -123,7 +127,12 @@ async fn deletion_is_for_senders_and_channel_admins() {
     assert!(deleted.deleted && deleted.text.is_empty());
     // Deleting twice changes nothing; editing a deleted message is refused.
     app.messaging().delete_message(bob.req(delete(&by_bob.message_id))).await.unwrap();
-    let edit = EditMessageRequest { message_id: by_bob.message_id.clone(), text: "back".into(), expected_version: 0 };
+    let edit = EditMessageRequest {
+        message_id: by_bob.message_id.clone(),
+        text: "back".into(),
+        expected_version: 0,
+        ..Default::default()
+    };
     assert_code(app.messaging().edit_message(bob.req(edit)).await, Code::FailedPrecondition);
     let got = app.messaging().get_message(carol.req(GetMessageRequest { message_id: by_bob.message_id.clone() })).await;
     assert!(got.unwrap().into_inner().message.unwrap().deleted);
@@ -142,11 +151,18 @@ async fn direct_messages_by_recipient_recall_pins_and_read_state() {
 
     let read = app.messaging().get_read_state(bob.req(GetReadStateRequest { channel_id: dm.clone() })).await.unwrap();
     assert_eq!(read.into_inner().read_state.unwrap().unread_count, 2);
-    let marked =
-        app.messaging().mark_read(bob.req(MarkReadRequest { channel_id: dm.clone(), seq: first.seq })).await.unwrap();
+    let marked = app
+        .messaging()
+        .mark_read(bob.req(MarkReadRequest { channel_id: dm.clone(), seq: first.seq, ..Default::default() }))
+        .await
+        .unwrap();
     assert_eq!(marked.into_inner().read_state.unwrap().unread_count, 1);
     // Read positions never move back.
-    let back = app.messaging().mark_read(bob.req(MarkReadRequest { channel_id: dm.clone(), seq: 1 })).await.unwrap();
+    let back = app
+        .messaging()
+        .mark_read(bob.req(MarkReadRequest { channel_id: dm.clone(), seq: 1, ..Default::default() }))
+        .await
+        .unwrap();
     assert_eq!(back.into_inner().read_state.unwrap().last_read_seq, first.seq);
     let receipts = app
         .messaging()
@@ -154,18 +170,25 @@ async fn direct_messages_by_recipient_recall_pins_and_read_state() {
         .await;
     assert_eq!(receipts.unwrap().into_inner().reader_ids, vec![bob.user_id.clone()]);
 
-    app.messaging().pin_message(bob.req(PinMessageRequest { message_id: first.message_id.clone() })).await.unwrap();
+    app.messaging()
+        .pin_message(bob.req(PinMessageRequest { message_id: first.message_id.clone(), ..Default::default() }))
+        .await
+        .unwrap();
     let pins =
         app.messaging().list_pinned_messages(alice.req(ListPinnedMessagesRequest { channel_id: dm.clone() })).await;
     assert_eq!(pins.unwrap().into_inner().messages[0].message_id, first.message_id);
 
     assert_code(
-        app.messaging().recall_message(bob.req(RecallMessageRequest { message_id: second.message_id.clone() })).await,
+        app.messaging()
+            .recall_message(
+                bob.req(RecallMessageRequest { message_id: second.message_id.clone(), ..Default::default() }),
+            )
+            .await,
         Code::PermissionDenied,
     );
     let recalled = app
         .messaging()
-        .recall_message(alice.req(RecallMessageRequest { message_id: second.message_id.clone() }))
+        .recall_message(alice.req(RecallMessageRequest { message_id: second.message_id.clone(), ..Default::default() }))
         .await
         .unwrap()
         .into_inner()
@@ -186,10 +209,14 @@ async fn every_change_takes_the_next_sequence_without_gaps() {
             message_id: m.message_id.clone(),
             text: "two".into(),
             expected_version: 0,
+            ..Default::default()
         }))
         .await
         .unwrap();
-    app.messaging().delete_message(alice.req(DeleteMessageRequest { message_id: m.message_id.clone() })).await.unwrap();
+    app.messaging()
+        .delete_message(alice.req(DeleteMessageRequest { message_id: m.message_id.clone(), ..Default::default() }))
+        .await
+        .unwrap();
     let events = app
         .messaging()
         .list_channel_events(bob.req(ListChannelEventsRequest {
@@ -273,6 +300,7 @@ async fn a_removed_member_cannot_post_after_posting_before() {
     let remove = colink_proto::channels::v1::RemoveMemberRequest {
         channel_id: room.channel_id.clone(),
         user_id: bob.user_id.clone(),
+        ..Default::default()
     };
     app.channels().remove_member(alice.req(remove)).await.unwrap();
     let post =

@@ -19,7 +19,7 @@ async fn add(app: &TestApp, user: &TestUser, message_id: &str, emoji: &str) -> R
 }
 
 async fn remove(app: &TestApp, user: &TestUser, message_id: &str, emoji: &str) -> Result<bool, Status> {
-    let request = RemoveReactionRequest { message_id: message_id.into(), emoji: emoji.into() };
+    let request = RemoveReactionRequest { message_id: message_id.into(), emoji: emoji.into(), ..Default::default() };
     app.reactions().remove_reaction(user.req(request)).await.map(|r| r.into_inner().removed)
 }
 
@@ -105,7 +105,10 @@ async fn reactions_are_counted_per_emoji_with_the_readers_own() {
     assert!(got[0].groups.is_empty());
 
     // A deleted message takes no reactions and shows none.
-    app.messaging().delete_message(alice.req(DeleteMessageRequest { message_id: m.message_id.clone() })).await.unwrap();
+    app.messaging()
+        .delete_message(alice.req(DeleteMessageRequest { message_id: m.message_id.clone(), ..Default::default() }))
+        .await
+        .unwrap();
     assert_code(add(&app, &bob, &m.message_id, "👀").await, Code::FailedPrecondition);
     assert!(groups(&app, &alice, &m.message_id).await.is_empty());
 }
@@ -164,7 +167,9 @@ async fn reaction_limits_bad_input_and_outsiders() {
 
     // Archived channels take no reactions.
     app.channels()
-        .archive_channel(alice.req(ArchiveChannelRequest { channel_id: lobby.channel_id.clone() }))
+        .archive_channel(
+            alice.req(ArchiveChannelRequest { channel_id: lobby.channel_id.clone(), ..Default::default() }),
+        )
         .await
         .unwrap();
     assert_code(add(&app, &alice, &open.message_id, "👍").await, Code::FailedPrecondition);

@@ -167,10 +167,15 @@ async fn edits_and_deletions_arrive_live() {
     let room = app.create_channel(&alice, "room", ChannelKind::Public, &[&bob]).await;
     let mut stream = app.subscribe(&bob, &room.channel_id, None).await;
     let sent = app.send(&alice, &room.channel_id, "typo").await;
-    let edit = EditMessageRequest { message_id: sent.message_id.clone(), text: "fixed".into(), expected_version: 0 };
+    let edit = EditMessageRequest {
+        message_id: sent.message_id.clone(),
+        text: "fixed".into(),
+        expected_version: 0,
+        ..Default::default()
+    };
     app.messaging().edit_message(alice.req(edit)).await.unwrap();
     app.messaging()
-        .delete_message(alice.req(DeleteMessageRequest { message_id: sent.message_id.clone() }))
+        .delete_message(alice.req(DeleteMessageRequest { message_id: sent.message_id.clone(), ..Default::default() }))
         .await
         .unwrap();
     let got = events(&mut stream, 3).await;
@@ -198,7 +203,12 @@ async fn membership_changes_arrive_live_and_removal_ends_delivery() {
     // Frames are handled in order: the pong means the subscription is in place.
     bob_tx.send(ConnectRequest { frame: Some(ClientFrame::Ping(PingFrame { nonce: 1 })) }).await.unwrap();
     while !matches!(frame(&mut bob_rx).await, Frame::Pong(_)) {}
-    let add = AddMembersRequest { channel_id: room.channel_id.clone(), user_ids: vec![bob.user_id.clone()], role: 0 };
+    let add = AddMembersRequest {
+        channel_id: room.channel_id.clone(),
+        user_ids: vec![bob.user_id.clone()],
+        role: 0,
+        ..Default::default()
+    };
     app.channels().add_members(alice.req(add)).await.unwrap();
     let joined = event(&mut bob_rx).await;
     assert!(matches!(&joined.kind, Some(Kind::MemberJoined(m)) if m.user_id == bob.user_id), "{joined:?}");
@@ -206,7 +216,8 @@ async fn membership_changes_arrive_live_and_removal_ends_delivery() {
     let welcome = event(&mut bob_rx).await;
     assert_eq!((created_text(&welcome.kind), welcome.seq), ("welcome".to_string(), joined.seq + 1));
 
-    let remove = RemoveMemberRequest { channel_id: room.channel_id.clone(), user_id: bob.user_id.clone() };
+    let remove =
+        RemoveMemberRequest { channel_id: room.channel_id.clone(), user_id: bob.user_id.clone(), ..Default::default() };
     app.channels().remove_member(alice.req(remove)).await.unwrap();
     let left = event(&mut bob_rx).await;
     assert!(matches!(&left.kind, Some(Kind::MemberLeft(m)) if m.user_id == bob.user_id), "{left:?}");

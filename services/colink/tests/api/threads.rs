@@ -89,16 +89,27 @@ async fn a_thread_keeps_its_counts_through_replies_edits_deletions_and_recalls()
     assert_eq!(main.iter().map(|m| m.text.as_str()).collect::<Vec<_>>(), ["r6, for everyone", "lunch?"]);
 
     // Edits change no count; deleting and recalling the newest replies do.
-    let edit = EditMessageRequest { message_id: r1.message_id.clone(), text: "r1!".into(), expected_version: 0 };
+    let edit = EditMessageRequest {
+        message_id: r1.message_id.clone(),
+        text: "r1!".into(),
+        expected_version: 0,
+        ..Default::default()
+    };
     app.messaging().edit_message(bob.req(edit)).await.unwrap();
     assert_eq!(thread(&app, &bob, &root.message_id).await.reply_count, 6);
     app.messaging()
-        .delete_message(alice.req(DeleteMessageRequest { message_id: r6.message_id.clone() }))
+        .delete_message(alice.req(DeleteMessageRequest { message_id: r6.message_id.clone(), ..Default::default() }))
         .await
         .unwrap();
-    app.messaging().recall_message(bob.req(RecallMessageRequest { message_id: r5.message_id.clone() })).await.unwrap();
+    app.messaging()
+        .recall_message(bob.req(RecallMessageRequest { message_id: r5.message_id.clone(), ..Default::default() }))
+        .await
+        .unwrap();
     // Deleting what is already recalled counts nothing twice.
-    app.messaging().delete_message(bob.req(DeleteMessageRequest { message_id: r5.message_id.clone() })).await.unwrap();
+    app.messaging()
+        .delete_message(bob.req(DeleteMessageRequest { message_id: r5.message_id.clone(), ..Default::default() }))
+        .await
+        .unwrap();
     let now = thread(&app, &carol, &root.message_id).await;
     assert_eq!((now.reply_count, now.participant_count), (4, 2));
     let r4 = app
@@ -205,7 +216,11 @@ async fn followers_and_unread_replies() {
     assert!(followed(&app, &dave, false).await.is_empty());
 
     // Reading moves forward only.
-    let mark = |id: &str| MarkThreadReadRequest { thread_id: root.message_id.clone(), last_read_message_id: id.into() };
+    let mark = |id: &str| MarkThreadReadRequest {
+        thread_id: root.message_id.clone(),
+        last_read_message_id: id.into(),
+        ..Default::default()
+    };
     let read = app.threads().mark_thread_read(alice.req(mark(&r3.message_id))).await.unwrap().into_inner();
     assert_eq!(read.viewer_state.unwrap().unread_count, 0);
     let back = app.threads().mark_thread_read(alice.req(mark(&r1.message_id))).await.unwrap().into_inner();
@@ -217,7 +232,7 @@ async fn followers_and_unread_replies() {
     assert_invalid(app.threads().mark_thread_read(alice.req(mark(&root.message_id))).await, "last_read_message_id");
 
     // Unfollowing holds against others' replies; one's own reply follows again.
-    let unfollow = UnfollowThreadRequest { thread_id: root.message_id.clone() };
+    let unfollow = UnfollowThreadRequest { thread_id: root.message_id.clone(), ..Default::default() };
     let after = app.threads().unfollow_thread(alice.req(unfollow)).await.unwrap().into_inner().thread.unwrap();
     assert!(!after.viewer_state.unwrap().following);
     reply(&app, &carol, &root.message_id, "r5").await;
@@ -228,13 +243,16 @@ async fn followers_and_unread_replies() {
     assert_eq!(again[0].viewer_state.as_ref().unwrap().unread_count, 0);
 
     // Anyone who can read the thread may follow it.
-    let follow = FollowThreadRequest { thread_id: root.message_id.clone() };
+    let follow = FollowThreadRequest { thread_id: root.message_id.clone(), ..Default::default() };
     app.threads().follow_thread(carol.req(follow.clone())).await.unwrap();
     app.threads().follow_thread(carol.req(follow)).await.unwrap();
     assert_eq!(followed(&app, &carol, false).await.len(), 1, "following twice changes nothing");
 
     // Leaving the conversation drops its threads from the list.
-    app.channels().leave_channel(bob.req(LeaveChannelRequest { channel_id: room.channel_id.clone() })).await.unwrap();
+    app.channels()
+        .leave_channel(bob.req(LeaveChannelRequest { channel_id: room.channel_id.clone(), ..Default::default() }))
+        .await
+        .unwrap();
     let deadline = tokio::time::Instant::now() + crate::helpers::WAIT;
     while !followed(&app, &bob, false).await.is_empty() {
         assert!(tokio::time::Instant::now() < deadline, "threads of a left conversation are still listed");
@@ -271,7 +289,7 @@ async fn thread_rules_bad_input_and_outsiders() {
     let gone = app.send(&alice, &room.channel_id, "soon gone").await;
     create(&app, &bob, &gone.message_id, "before").await;
     app.messaging()
-        .delete_message(alice.req(DeleteMessageRequest { message_id: gone.message_id.clone() }))
+        .delete_message(alice.req(DeleteMessageRequest { message_id: gone.message_id.clone(), ..Default::default() }))
         .await
         .unwrap();
     let late = ReplyToThreadRequest { thread_id: gone.message_id.clone(), text: "after".into(), ..Default::default() };
@@ -337,9 +355,13 @@ async fn thread_rules_bad_input_and_outsiders() {
     assert_code(app.threads().get_thread(eve.req(GetThreadRequest { thread_id: id.clone() })).await, Code::NotFound);
     let replies = ListThreadRepliesRequest { thread_id: id.clone(), ..Default::default() };
     assert_code(app.threads().list_thread_replies(eve.req(replies)).await, Code::NotFound);
-    let follow = FollowThreadRequest { thread_id: id.clone() };
+    let follow = FollowThreadRequest { thread_id: id.clone(), ..Default::default() };
     assert_code(app.threads().follow_thread(eve.req(follow)).await, Code::NotFound);
-    let mark = MarkThreadReadRequest { thread_id: id.clone(), last_read_message_id: r1.message_id.clone() };
+    let mark = MarkThreadReadRequest {
+        thread_id: id.clone(),
+        last_read_message_id: r1.message_id.clone(),
+        ..Default::default()
+    };
     assert_code(app.threads().mark_thread_read(eve.req(mark)).await, Code::NotFound);
     let threads = ListChannelThreadsRequest { channel_id: room.channel_id.clone(), ..Default::default() };
     assert_code(app.threads().list_channel_threads(eve.req(threads)).await, Code::NotFound);
@@ -374,7 +396,10 @@ async fn replies_and_thread_summaries_reach_streams_live() {
     subscribed(&mut native).await;
 
     let (_, r1, _) = create(&app, &bob, &root.message_id, "r1").await;
-    app.messaging().delete_message(bob.req(DeleteMessageRequest { message_id: r1.message_id.clone() })).await.unwrap();
+    app.messaging()
+        .delete_message(bob.req(DeleteMessageRequest { message_id: r1.message_id.clone(), ..Default::default() }))
+        .await
+        .unwrap();
     let on_browser = events(&mut browser, 4).await;
     let on_native = events(&mut native, 4).await;
     assert_eq!(on_browser, on_native);

@@ -62,7 +62,7 @@ async fn mentions_of(app: &TestApp, user: &TestUser) -> Vec<String> {
 }
 
 async fn mark_read(app: &TestApp, user: &TestUser, channel_id: &str, seq: i64) {
-    let request = MarkReadRequest { channel_id: channel_id.into(), seq };
+    let request = MarkReadRequest { channel_id: channel_id.into(), seq, ..Default::default() };
     app.messaging().mark_read(user.req(request)).await.unwrap();
 }
 
@@ -95,6 +95,7 @@ async fn mentions_reach_members_only_and_are_listed() {
         message_id: first.message_id.clone(),
         text: "only @carol now".into(),
         expected_version: 0,
+        ..Default::default()
     };
     let edited = app.messaging().edit_message(alice.req(edit)).await.unwrap().into_inner().message.unwrap();
     assert_eq!(edited.mentions.unwrap().user_ids, std::slice::from_ref(&carol.user_id));
@@ -163,12 +164,12 @@ async fn unread_counts_follow_reads_sends_deletions_mutes_and_leaving() {
     mark_read(&app, &bob, &id, 0).await;
     assert_eq!(pair(&channel(&counts(&app, &bob).await, &id)), (2, 1), "read positions only move forward");
     app.messaging()
-        .delete_message(alice.req(DeleteMessageRequest { message_id: m2.message_id.clone() }))
+        .delete_message(alice.req(DeleteMessageRequest { message_id: m2.message_id.clone(), ..Default::default() }))
         .await
         .unwrap();
     assert_eq!(pair(&channel(&counts(&app, &bob).await, &id)), (1, 0));
     app.messaging()
-        .delete_message(alice.req(DeleteMessageRequest { message_id: m1.message_id.clone() }))
+        .delete_message(alice.req(DeleteMessageRequest { message_id: m1.message_id.clone(), ..Default::default() }))
         .await
         .unwrap();
     assert_eq!(pair(&channel(&counts(&app, &bob).await, &id)), (1, 0), "a read message uncounts nothing");
@@ -181,6 +182,7 @@ async fn unread_counts_follow_reads_sends_deletions_mutes_and_leaving() {
         channel_id: id.clone(),
         preferences: Some(ChannelPreferences { muted: true, ..Default::default() }),
         update_mask: Some(FieldMask { paths: vec!["muted".into()] }),
+        ..Default::default()
     };
     app.channels().update_channel_preferences(bob.req(mute)).await.unwrap();
     settled(&app, &bob, &id, |c| c.as_ref().is_some_and(|c| c.muted)).await;
@@ -191,14 +193,20 @@ async fn unread_counts_follow_reads_sends_deletions_mutes_and_leaving() {
     assert_eq!((now.total_unread_count, now.total_mention_count), (0, 1));
 
     // Leaving drops the conversation; joining again starts read.
-    app.channels().leave_channel(bob.req(LeaveChannelRequest { channel_id: id.clone() })).await.unwrap();
+    app.channels()
+        .leave_channel(bob.req(LeaveChannelRequest { channel_id: id.clone(), ..Default::default() }))
+        .await
+        .unwrap();
     settled(&app, &bob, &id, Option::is_none).await;
-    app.channels().join_channel(bob.req(JoinChannelRequest { channel_id: id.clone() })).await.unwrap();
+    app.channels()
+        .join_channel(bob.req(JoinChannelRequest { channel_id: id.clone(), ..Default::default() }))
+        .await
+        .unwrap();
     assert_eq!(pair(&settled(&app, &bob, &id, |c| c.is_some()).await), (0, 0));
 
     // Only members have a read position; bad input names the field.
     let eve = app.register("eve").await;
-    let read = MarkReadRequest { channel_id: id.clone(), seq: 1 };
+    let read = MarkReadRequest { channel_id: id.clone(), seq: 1, ..Default::default() };
     assert_code(app.messaging().mark_read(eve.req(read)).await, Code::PermissionDenied);
     let bad = GetUnreadCountsRequest { channel_ids: vec!["nope".into()], thread_ids: vec![] };
     assert_invalid(app.messaging().get_unread_counts(bob.req(bad)).await, "channel_ids[0]");
@@ -257,11 +265,17 @@ async fn unread_counts_are_pushed_live_on_both_kinds_of_stream() {
     assert_eq!(pushed(&counts_frame(&mut native).await, &id), (0, 0));
     let deleted = send(&app, &alice, &id, "oops").await;
     assert_eq!(pushed(&counts_frame(&mut browser).await, &id), (1, 0));
-    app.messaging().delete_message(alice.req(DeleteMessageRequest { message_id: deleted.message_id })).await.unwrap();
+    app.messaging()
+        .delete_message(alice.req(DeleteMessageRequest { message_id: deleted.message_id, ..Default::default() }))
+        .await
+        .unwrap();
     assert_eq!(pushed(&counts_frame(&mut browser).await, &id), (0, 0));
 
     // Leaving removes the conversation from the counts.
-    app.channels().leave_channel(bob.req(LeaveChannelRequest { channel_id: id.clone() })).await.unwrap();
+    app.channels()
+        .leave_channel(bob.req(LeaveChannelRequest { channel_id: id.clone(), ..Default::default() }))
+        .await
+        .unwrap();
     loop {
         let f = counts_frame(&mut browser).await;
         if f.removed_channel_ids.contains(&id) {

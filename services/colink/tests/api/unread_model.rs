@@ -243,20 +243,24 @@ async fn run(seed: u64, steps: usize) {
                     0 => {
                         let named = !m.mentions_me;
                         let text = if named { "edited for @myself" } else { "edited" };
-                        let edit =
-                            EditMessageRequest { message_id: m.id.clone(), text: text.into(), expected_version: 0 };
+                        let edit = EditMessageRequest {
+                            message_id: m.id.clone(),
+                            text: text.into(),
+                            expected_version: 0,
+                            ..Default::default()
+                        };
                         app.messaging().edit_message(author.req(edit)).await.unwrap();
                         model.msgs[i].mentions_me = named && model.chans[m.channel].member;
                         done.push_str(&format!("edited {} to {text:?}", m.seq));
                     }
                     1 => {
-                        let delete = DeleteMessageRequest { message_id: m.id.clone() };
+                        let delete = DeleteMessageRequest { message_id: m.id.clone(), ..Default::default() };
                         app.messaging().delete_message(author.req(delete)).await.unwrap();
                         model.msgs[i].live = false;
                         done.push_str(&format!("deleted {}", m.seq));
                     }
                     _ => {
-                        let recall = RecallMessageRequest { message_id: m.id.clone() };
+                        let recall = RecallMessageRequest { message_id: m.id.clone(), ..Default::default() };
                         app.messaging().recall_message(author.req(recall)).await.unwrap();
                         model.msgs[i].live = false;
                         done.push_str(&format!("recalled {}", m.seq));
@@ -271,7 +275,7 @@ async fn run(seed: u64, steps: usize) {
                 }
                 let seq = seqs[rng.below(seqs.len())];
                 let device = if rng.chance(50) { &me } else { &phone };
-                let request = MarkReadRequest { channel_id: ids[chan].clone(), seq };
+                let request = MarkReadRequest { channel_id: ids[chan].clone(), seq, ..Default::default() };
                 app.messaging().mark_read(device.req(request)).await.unwrap();
                 model.chans[chan].read = model.chans[chan].read.max(seq);
                 done.push_str(&format!("read {chan} up to {seq}"));
@@ -286,6 +290,7 @@ async fn run(seed: u64, steps: usize) {
                     channel_id: ids[chan].clone(),
                     preferences: Some(ChannelPreferences { muted, ..Default::default() }),
                     update_mask: Some(FieldMask { paths: vec!["muted".into()] }),
+                    ..Default::default()
                 };
                 app.channels().update_channel_preferences(me.req(request)).await.unwrap();
                 model.chans[chan].muted = muted;
@@ -297,7 +302,10 @@ async fn run(seed: u64, steps: usize) {
             _ => {
                 let id = ids[chan].clone();
                 if member {
-                    app.channels().leave_channel(me.req(LeaveChannelRequest { channel_id: id.clone() })).await.unwrap();
+                    app.channels()
+                        .leave_channel(me.req(LeaveChannelRequest { channel_id: id.clone(), ..Default::default() }))
+                        .await
+                        .unwrap();
                     until_counts(&app, &me, |c| !c.channels.iter().any(|x| x.channel_id == id)).await;
                     model.chans[chan].member = false;
                     let roots: Vec<String> = model
@@ -313,7 +321,10 @@ async fn run(seed: u64, steps: usize) {
                     }
                     done.push_str(&format!("left {chan}"));
                 } else {
-                    app.channels().join_channel(me.req(JoinChannelRequest { channel_id: id.clone() })).await.unwrap();
+                    app.channels()
+                        .join_channel(me.req(JoinChannelRequest { channel_id: id.clone(), ..Default::default() }))
+                        .await
+                        .unwrap();
                     until_counts(&app, &me, |c| c.channels.iter().any(|x| x.channel_id == id)).await;
                     // Everything before joining counts as read.
                     let read = model.msgs.iter().filter(|m| m.channel == chan).map(|m| m.seq).max().unwrap_or(0);
