@@ -5,7 +5,7 @@
 //! so that a receiver can tell latency, loss and duplicates on its own.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -134,6 +134,31 @@ pub struct Received {
     pub last_seq: i64,
 }
 
+/// What a receiver counts.
+#[derive(Clone, Default)]
+pub enum Watch {
+    /// Messages, which carry their bench id and send time in their text.
+    #[default]
+    Messages,
+    /// Reactions: the id is the reacting user's index, and the sender keeps
+    /// each one's send time.
+    Reactions { index: Arc<std::collections::HashMap<String, u64>>, sent_at: Arc<Vec<AtomicI64>> },
+}
+
+impl Watch {
+    /// The bench id and send time of an event this receiver counts.
+    fn sample(&self, kind: Option<Kind>) -> Option<(u64, i64)> {
+        match (self, kind) {
+            (Watch::Messages, Some(Kind::MessageCreated(message))) => parse_text(&message.text),
+            (Watch::Reactions { index, sent_at }, Some(Kind::ReactionAdded(reaction))) => {
+                let id = *index.get(&reaction.user_id)?;
+                Some((id, sent_at.get(usize::try_from(id).ok()?)?.load(Ordering::Relaxed)))
+            }
+            _ => None,
+        }
+    }
+}
+
 /// A streaming receiver of one channel.
 pub struct Receiver {
     pub channel: usize,
@@ -151,6 +176,7 @@ impl Receiver {
         channel_id: &str,
         cursor: Option<i64>,
         seen: Arc<Mutex<Received>>,
+        watch: Watch,
     ) -> Result<Self, BenchError> {
         let mut realtime = RealtimeServiceClient::new(pool.pick());
         let request = SubscribeRequest {
@@ -175,9 +201,7 @@ impl Receiver {
                     Err(_) => return,
                 };
                 seen.last_seq = seen.last_seq.max(event.seq);
-                if let Some(Kind::MessageCreated(message)) = event.kind
-                    && let Some((id, sent)) = parse_text(&message.text)
-                {
+                if let Some((id, sent)) = watch.sample(event.kind) {
                     if seen.ids.insert(id) {
                         seen.latencies_us.push(u32::try_from((now - sent).max(0)).unwrap_or(u32::MAX));
                     } else {
@@ -313,4 +337,13 @@ pub async fn page_back(
         page_token = page.next_page_token;
     }
     Ok(latencies)
+}
+
+/// Sends one message and returns its id.
+pub async fn send_one(pool: &Pool, user: &User, channel_id: &str, text: &str) -> Result<String, BenchError> {
+    let mut messaging = MessagingServiceClient::new(pool.pick());
+    let request =
+        SendMessageRequest { channel_id: channel_id.to_string(), text: text.to_string(), ..Default::default() };
+    let sent = messaging.send_message(with_token(&user.token, request)).await?.into_inner();
+    Ok(sent.message.map(|m| m.message_id).unwrap_or_default())
 }

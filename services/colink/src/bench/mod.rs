@@ -5,6 +5,7 @@
 //! Every run is bounded in count and time and stops by itself; it prints its
 //! progress to stderr, a table to stdout, and one JSON line per scenario.
 
+mod conversation;
 mod load;
 mod server;
 
@@ -15,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use self::load::{Pool, Received, Receiver, SendPlan, User};
+use self::load::{Pool, Received, Receiver, SendPlan, User, Watch};
 use self::server::Server;
 
 #[derive(Debug, thiserror::Error)]
@@ -35,7 +36,17 @@ pub enum BenchError {
 /// Where the generated part of the Markdown page ends.
 const ANALYSIS_MARKER: &str = "<!-- analysis: kept when the page is regenerated -->";
 
-pub const SCENARIOS: &[&str] = &["ingest", "small-channels", "fan-out", "big-channel", "idle", "reconnect", "history"];
+pub const SCENARIOS: &[&str] = &[
+    "ingest",
+    "small-channels",
+    "fan-out",
+    "big-channel",
+    "idle",
+    "reconnect",
+    "history",
+    "reaction-storm",
+    "unread-at-scale",
+];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Size {
@@ -47,7 +58,7 @@ pub enum Size {
 
 /// What a scenario does and at what size.
 #[derive(Debug, Clone)]
-struct Shape {
+pub(super) struct Shape {
     channels: usize,
     members: usize,
     /// Every member streams its channel (one stream each), or for `idle`,
@@ -94,6 +105,26 @@ fn shape(scenario: &str, size: Size) -> Shape {
         "idle" => Shape { channels: pick(10, 1_000), streams_per_member: pick(10, 100), ..base },
         "reconnect" => Shape { channels: pick(10, 1_000), members: pick(3, 10), streams_per_member: 1, ..base },
         "history" => Shape { senders: 32, messages: pick(500, 1_000_000) as u64, max_secs: 300, ..base },
+        // `messages` counts reactions, one per member.
+        "reaction-storm" => Shape {
+            members: pick(20, 10_000),
+            streams_per_member: 1,
+            senders: pick(4, 64),
+            rate: if standard { 1_000 } else { 100 },
+            messages: pick(20, 10_000) as u64,
+            max_secs: 60,
+            ..base
+        },
+        // Every member is in every channel.
+        "unread-at-scale" => Shape {
+            channels: pick(5, 500),
+            members: pick(10, 1_000),
+            senders: pick(4, 32),
+            rate: if standard { 1_000 } else { 100 },
+            messages: pick(100, 10_000) as u64,
+            max_secs: 60,
+            ..base
+        },
         _ => base,
     }
 }
@@ -174,7 +205,7 @@ pub async fn run(options: Options) -> Result<(), BenchError> {
 }
 
 #[derive(Debug, Default)]
-struct Report {
+pub(super) struct Report {
     scenario: String,
     size: String,
     database: String,
@@ -194,13 +225,15 @@ struct Report {
     page_ms: Option<Percentiles>,
     /// Idle: memory the streams added, per stream.
     rss_per_stream_kib: Option<f64>,
+    /// Unread at scale: GetUnreadCounts latency under traffic.
+    counts_ms: Option<Percentiles>,
     server_cpu_s: f64,
     server_peak_rss_mib: f64,
     elapsed_s: f64,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
-struct Percentiles {
+pub(super) struct Percentiles {
     p50: f64,
     p95: f64,
     p99: f64,
@@ -208,7 +241,7 @@ struct Percentiles {
 }
 
 impl Percentiles {
-    fn of_micros(mut samples: Vec<u32>) -> Self {
+    pub(super) fn of_micros(mut samples: Vec<u32>) -> Self {
         if samples.is_empty() {
             return Self::default();
         }
@@ -245,6 +278,7 @@ impl Report {
             "catch_up_s": self.catch_up_s.map(round),
             "page_ms": self.page_ms.map(|p| p.json()),
             "rss_per_stream_kib": self.rss_per_stream_kib.map(round),
+            "counts_ms": self.counts_ms.map(|p| p.json()),
             "server_cpu_s": round(self.server_cpu_s),
             "server_peak_rss_mib": round(self.server_peak_rss_mib),
             "elapsed_s": round(self.elapsed_s),
@@ -271,6 +305,9 @@ fn print_report(r: &Report) {
     if let Some(kib) = r.rss_per_stream_kib {
         println!("  memory per stream    {kib:.1} KiB");
     }
+    if let Some(counts) = &r.counts_ms {
+        println!("  GetUnreadCounts ms   {}", p(counts));
+    }
     println!("  server CPU           {:.1} s, peak RSS {:.0} MiB", r.server_cpu_s, r.server_peak_rss_mib);
     println!("  elapsed              {:.1} s", r.elapsed_s);
 }
@@ -293,15 +330,20 @@ async fn run_one(scenario: &str, size: Size, postgres: Option<&str>) -> Result<R
     let pool = Pool::new((0..connections).map(|_| server.connect()).collect::<Result<_, _>>()?);
     let progress = Progress::default();
 
+    // Unread at scale puts the same users in every channel.
+    let shared = scenario == "unread-at-scale";
+    let user_count = if shared { shape.members } else { shape.channels * shape.members };
     let users = {
-        let _line = progress.show("registering users", (shape.channels * shape.members) as u64);
-        load::register_users(&pool, shape.channels * shape.members, &progress).await?
+        let _line = progress.show("registering users", user_count as u64);
+        load::register_users(&pool, user_count, &progress).await?
     };
-    let channel_ids = {
+    let channel_ids = if shared {
+        Vec::new()
+    } else {
         let _line = progress.show("creating channels", shape.channels as u64);
         load::create_channels(&pool, &users, shape.channels, shape.members, &progress).await?
     };
-    let owners: Vec<User> = (0..shape.channels).map(|c| users[c * shape.members].clone()).collect();
+    let owners: Vec<User> = (0..channel_ids.len()).map(|c| users[c * shape.members].clone()).collect();
     let cpu_before = server.cpu_seconds();
     let mut report = Report {
         scenario: scenario.to_string(),
@@ -313,6 +355,10 @@ async fn run_one(scenario: &str, size: Size, postgres: Option<&str>) -> Result<R
         "idle" => idle(&pool, &server, &owners, &channel_ids, &shape, &progress, &mut report).await?,
         "reconnect" => reconnect(&pool, &users, &owners, &channel_ids, &shape, &progress, &mut report).await?,
         "history" => history(&pool, &owners, &channel_ids, &shape, &progress, &mut report).await?,
+        "reaction-storm" => {
+            conversation::reaction_storm(&pool, &users, &owners, &channel_ids, &shape, &progress, &mut report).await?
+        }
+        "unread-at-scale" => conversation::unread_at_scale(&pool, &users, &shape, &progress, &mut report).await?,
         _ => traffic(&pool, &users, &owners, &channel_ids, &shape, &progress, &mut report).await?,
     }
     report.server_cpu_s = server.cpu_seconds() - cpu_before;
@@ -327,12 +373,13 @@ async fn run_one(scenario: &str, size: Size, postgres: Option<&str>) -> Result<R
 }
 
 /// Opens one stream per member of every channel.
-async fn open_receivers(
+pub(super) async fn open_receivers(
     pool: &Pool,
     users: &[User],
     channel_ids: &[String],
     shape: &Shape,
     cursors: Option<&[Arc<std::sync::Mutex<Received>>]>,
+    watch: &Watch,
     progress: &Progress,
 ) -> Result<Vec<Receiver>, BenchError> {
     use futures_util::StreamExt;
@@ -345,9 +392,9 @@ async fn open_receivers(
             let seen = cursors.map_or_else(Arc::default, |c| c[i].clone());
             let cursor = cursors.map(|_| seen.lock().map(|s| s.last_seq).unwrap_or(0));
             let (pool, user, channel_id) = (pool.clone(), users[i].clone(), channel_ids[channel].clone());
-            let progress = progress.clone();
+            let (progress, watch) = (progress.clone(), watch.clone());
             async move {
-                let receiver = Receiver::open(&pool, &user, channel, &channel_id, cursor, seen).await;
+                let receiver = Receiver::open(&pool, &user, channel, &channel_id, cursor, seen, watch.clone()).await;
                 progress.tick();
                 receiver
             }
@@ -369,7 +416,7 @@ async fn traffic(
     report: &mut Report,
 ) -> Result<(), BenchError> {
     let receivers = if shape.streams_per_member > 0 {
-        open_receivers(pool, users, channel_ids, shape, None, progress).await?
+        open_receivers(pool, users, channel_ids, shape, None, &Watch::Messages, progress).await?
     } else {
         Vec::new()
     };
@@ -388,7 +435,7 @@ async fn traffic(
 
 /// Waits until every receiver has every message sent to its channel, or
 /// ten seconds without progress; returns when the last one arrived.
-async fn drain(receivers: &[Receiver], sent: &load::Sent) -> Instant {
+pub(super) async fn drain(receivers: &[Receiver], sent: &load::Sent) -> Instant {
     let expected: Vec<usize> =
         sent.ids_by_channel.iter().map(|ids| ids.lock().map(|ids| ids.len()).unwrap_or(0)).collect();
     let count = || -> (usize, usize) {
@@ -410,7 +457,7 @@ async fn drain(receivers: &[Receiver], sent: &load::Sent) -> Instant {
     last_change
 }
 
-fn tally(report: &mut Report, receivers: &[Receiver], sent: &load::Sent, send_secs: f64, deliver_secs: f64) {
+pub(super) fn tally(report: &mut Report, receivers: &[Receiver], sent: &load::Sent, send_secs: f64, deliver_secs: f64) {
     report.streams = receivers.len();
     report.sends = sent.ids_by_channel.iter().map(|ids| ids.lock().map(|i| i.len() as u64).unwrap_or(0)).sum();
     report.send_failures = sent.failed.load(Ordering::Relaxed);
@@ -444,7 +491,7 @@ async fn idle(
     let users: Vec<User> =
         owners.iter().flat_map(|o| std::iter::repeat_n(o.clone(), shape.streams_per_member)).collect();
     let per_channel = Shape { members: shape.streams_per_member, ..shape.clone() };
-    let receivers = open_receivers(pool, &users, channel_ids, &per_channel, None, progress).await?;
+    let receivers = open_receivers(pool, &users, channel_ids, &per_channel, None, &Watch::Messages, progress).await?;
     // Held open past one HTTP/2 keep-alive round (30 s) in the standard size.
     let hold = if receivers.len() >= 10_000 { 35 } else { 2 };
     tokio::time::sleep(Duration::from_secs(hold)).await;
@@ -465,7 +512,7 @@ async fn reconnect(
     report: &mut Report,
 ) -> Result<(), BenchError> {
     const MISSED: u64 = 10;
-    let receivers = open_receivers(pool, users, channel_ids, shape, None, progress).await?;
+    let receivers = open_receivers(pool, users, channel_ids, shape, None, &Watch::Messages, progress).await?;
     let far = Instant::now() + Duration::from_secs(600);
     let channels = channel_ids.len() as u64;
     // One message each so that every client has a cursor, then all drop.
@@ -483,7 +530,7 @@ async fn reconnect(
         all.extend(more.iter().copied());
     }
     let resumed_at = Instant::now();
-    let receivers = open_receivers(pool, users, channel_ids, shape, Some(&seen), progress).await?;
+    let receivers = open_receivers(pool, users, channel_ids, shape, Some(&seen), &Watch::Messages, progress).await?;
     let caught_up = drain(&receivers, &warm_up).await;
     let catch_up = caught_up.duration_since(resumed_at).as_secs_f64();
     report.catch_up_s = Some(catch_up);
@@ -564,6 +611,9 @@ fn markdown(results: &[Report], options: &Options) -> String {
         if let Some(k) = r.rss_per_stream_kib {
             other.push(format!("{k:.1} KiB per stream"));
         }
+        if let Some(p) = &r.counts_ms {
+            other.push(format!("GetUnreadCounts p50 {:.2} / p99 {:.2} ms", p.p50, p.p99));
+        }
         out.push_str(&format!(
             "| {} | {} | {} | {:.0} | {:.0} | {:.2} / {:.2} / {:.2} | {:.2} | {} | {} | {} | {:.1} | {:.0} | {} |\n",
             r.scenario,
@@ -601,6 +651,8 @@ fn goal(r: &Report) -> String {
         "idle" => ("≤ 12 KiB per stream", r.rss_per_stream_kib.is_some_and(|k| k <= 12.0)),
         "reconnect" => ("all caught up < 2 s", r.catch_up_s.is_some_and(|s| s < 2.0)),
         "history" => ("page p99 ≤ 5 ms", r.page_ms.is_some_and(|p| p.p99 <= 5.0)),
+        "reaction-storm" => ("1,000 reactions/s, p99 ≤ 100 ms", r.sends_per_s >= 990.0 && r.latency_ms.p99 <= 100.0),
+        "unread-at-scale" => ("GetUnreadCounts p99 ≤ 5 ms", r.counts_ms.is_some_and(|p| p.p99 <= 5.0)),
         _ => ("", false),
     };
     let integrity = r.lost == 0 && r.duplicated == 0;

@@ -1,0 +1,209 @@
+//! Scenarios of conversation depth: a storm of reactions on one message in
+//! a big channel, and the unread counts of one user in many busy channels.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use colink_proto::channels::v1::channels_service_client::ChannelsServiceClient;
+use colink_proto::channels::v1::{AddMembersRequest, ChannelKind, CreateChannelRequest};
+use colink_proto::messaging::v1::GetUnreadCountsRequest;
+use colink_proto::messaging::v1::messaging_service_client::MessagingServiceClient;
+use colink_proto::reactions::v1::AddReactionRequest;
+use colink_proto::reactions::v1::reactions_service_client::ReactionsServiceClient;
+use colink_runtime::clients::with_token;
+use colink_runtime::ids::now_micros;
+use futures_util::StreamExt;
+use futures_util::stream::{self, FuturesUnordered};
+
+use super::load::{self, Pool, SendPlan, User, Watch};
+use super::{BenchError, Percentiles, Progress, Report, Shape, drain, open_receivers, tally};
+
+/// Reaction storm: every member streams the channel; members react to one
+/// message at a fixed rate, each once; every stream must see every
+/// reaction once.
+pub async fn reaction_storm(
+    pool: &Pool,
+    users: &[User],
+    owners: &[User],
+    channel_ids: &[String],
+    shape: &Shape,
+    progress: &Progress,
+    report: &mut Report,
+) -> Result<(), BenchError> {
+    let target = load::send_one(pool, &owners[0], &channel_ids[0], "react to me").await?;
+    let index: HashMap<String, u64> = users.iter().enumerate().map(|(i, u)| (u.user_id.clone(), i as u64)).collect();
+    let sent_at: Arc<Vec<AtomicI64>> = Arc::new(users.iter().map(|_| AtomicI64::new(0)).collect());
+    let watch = Watch::Reactions { index: Arc::new(index), sent_at: sent_at.clone() };
+    let receivers = open_receivers(pool, users, channel_ids, shape, None, &watch, progress).await?;
+    let total = shape.messages.min(users.len() as u64);
+    let sent = Arc::new(load::Sent { ids_by_channel: vec![Default::default()], ..Default::default() });
+    let send_started = Instant::now();
+    {
+        let _line = progress.show("reacting", total);
+        let next = Arc::new(AtomicU64::new(0));
+        let deadline = Instant::now() + Duration::from_secs(shape.max_secs);
+        let mut tasks = FuturesUnordered::new();
+        for _ in 0..shape.senders.max(1) {
+            let mut reactions = ReactionsServiceClient::new(pool.pick());
+            let (next, sent, sent_at, users) = (next.clone(), sent.clone(), sent_at.clone(), users.to_vec());
+            let (target, progress, rate) = (target.clone(), progress.clone(), shape.rate);
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    if n >= total || Instant::now() >= deadline {
+                        break;
+                    }
+                    if rate > 0 {
+                        let due = send_started + Duration::from_secs_f64(n as f64 / f64::from(rate));
+                        tokio::time::sleep_until(due.into()).await;
+                    }
+                    let i = n as usize;
+                    let at = now_micros();
+                    sent_at[i].store(at, Ordering::Relaxed);
+                    let request = AddReactionRequest {
+                        message_id: target.clone(),
+                        emoji: "+1".into(),
+                        idempotency_key: format!("storm-{n}"),
+                    };
+                    match reactions.add_reaction(with_token(&users[i].token, request)).await {
+                        Ok(_) => {
+                            let ack = u32::try_from(now_micros() - at).unwrap_or(u32::MAX);
+                            if let Ok(mut ids) = sent.ids_by_channel[0].lock() {
+                                ids.push(n);
+                            }
+                            if let Ok(mut acks) = sent.ack_latencies_us.lock() {
+                                acks.push(ack);
+                            }
+                            progress.tick();
+                        }
+                        Err(status) => {
+                            sent.failed.fetch_add(1, Ordering::Relaxed);
+                            tracing::warn!(%status, "reaction failed");
+                        }
+                    }
+                }
+            }));
+        }
+        while tasks.next().await.is_some() {}
+    }
+    let send_secs = send_started.elapsed().as_secs_f64();
+    let delivered_until = drain(&receivers, &sent).await;
+    tally(report, &receivers, &sent, send_secs, delivered_until.duration_since(send_started).as_secs_f64());
+    Ok(())
+}
+
+/// Unread at scale: one user in every channel, each channel with all the
+/// users; traffic at a fixed rate while that user asks for their counts.
+pub async fn unread_at_scale(
+    pool: &Pool,
+    users: &[User],
+    shape: &Shape,
+    progress: &Progress,
+    report: &mut Report,
+) -> Result<(), BenchError> {
+    let reader = &users[0];
+    let owners: Vec<User> = (0..shape.channels).map(|c| users[1 + c % (users.len() - 1)].clone()).collect();
+    let channel_ids = {
+        let _line = progress.show("creating shared channels", shape.channels as u64);
+        shared_channels(pool, users, &owners, progress).await?
+    };
+    // The counts cover a channel once its membership events are recorded.
+    {
+        let _line = progress.show("recording memberships", shape.channels as u64);
+        let mut messaging = MessagingServiceClient::new(pool.pick());
+        let deadline = Instant::now() + Duration::from_secs(600);
+        loop {
+            let request = with_token(&reader.token, GetUnreadCountsRequest::default());
+            let counts = messaging.get_unread_counts(request).await?.into_inner().counts.unwrap_or_default();
+            if counts.channels.len() >= shape.channels {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(BenchError::Protocol("memberships were not recorded in time".into()));
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+    let done = Arc::new(AtomicBool::new(false));
+    let asking = {
+        let (done, mut messaging, token) =
+            (done.clone(), MessagingServiceClient::new(pool.pick()), reader.token.clone());
+        tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            while !done.load(Ordering::Relaxed) {
+                let started = Instant::now();
+                let request = with_token(&token, GetUnreadCountsRequest::default());
+                if messaging.get_unread_counts(request).await.is_ok() {
+                    latencies.push(u32::try_from(started.elapsed().as_micros()).unwrap_or(u32::MAX));
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            latencies
+        })
+    };
+    let send_started = Instant::now();
+    let sent = {
+        let _line = progress.show("sending", shape.messages);
+        let deadline = Instant::now() + Duration::from_secs(shape.max_secs);
+        let plan = SendPlan { senders: shape.senders, rate: shape.rate, first_id: 0, total: shape.messages, deadline };
+        load::send(pool, &owners, &channel_ids, plan, progress).await
+    };
+    let send_secs = send_started.elapsed().as_secs_f64();
+    done.store(true, Ordering::Relaxed);
+    let latencies = asking.await.map_err(|e| BenchError::Protocol(e.to_string()))?;
+    tally(report, &[], &sent, send_secs, send_secs);
+    report.counts_ms = Some(Percentiles::of_micros(latencies));
+    // The counts must add up to what was sent.
+    let mut messaging = MessagingServiceClient::new(pool.pick());
+    let counts = messaging
+        .get_unread_counts(with_token(&reader.token, GetUnreadCountsRequest::default()))
+        .await?
+        .into_inner()
+        .counts
+        .unwrap_or_default();
+    report.lost = report.sends.saturating_sub(counts.total_unread_count as u64);
+    report.duplicated = (counts.total_unread_count as u64).saturating_sub(report.sends);
+    Ok(())
+}
+
+/// Public channels, one per owner, each holding every user.
+async fn shared_channels(
+    pool: &Pool,
+    users: &[User],
+    owners: &[User],
+    progress: &Progress,
+) -> Result<Vec<String>, BenchError> {
+    let created: Vec<Result<String, BenchError>> = stream::iter(owners.iter().enumerate())
+        .map(|(c, owner)| {
+            let mut channels = ChannelsServiceClient::new(pool.pick());
+            let others: Vec<String> =
+                users.iter().filter(|u| u.user_id != owner.user_id).map(|u| u.user_id.clone()).collect();
+            let (owner, progress) = (owner.clone(), progress.clone());
+            async move {
+                let request = CreateChannelRequest {
+                    name: format!("unread-{c}-{:x}", now_micros()),
+                    kind: ChannelKind::Public as i32,
+                    member_ids: others.iter().take(100).cloned().collect(),
+                    ..Default::default()
+                };
+                let channel = channels.create_channel(with_token(&owner.token, request)).await?.into_inner().channel;
+                let channel_id = channel.map(|c| c.channel_id).unwrap_or_default();
+                for chunk in others.chunks(100).skip(1) {
+                    let request = AddMembersRequest {
+                        channel_id: channel_id.clone(),
+                        user_ids: chunk.to_vec(),
+                        ..Default::default()
+                    };
+                    channels.add_members(with_token(&owner.token, request)).await?;
+                }
+                progress.tick();
+                Ok(channel_id)
+            }
+        })
+        .buffered(8)
+        .collect()
+        .await;
+    created.into_iter().collect()
+}
