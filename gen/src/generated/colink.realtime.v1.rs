@@ -42,14 +42,21 @@ pub struct AckFrame {
     #[prost(int64, tag = "2")]
     pub seq: i64,
 }
-/// The caller is typing in a channel (send every few seconds while typing).
+/// The caller is typing in a channel (send every few seconds while typing),
+/// or stopped.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct TypingFrame {
     /// A channel the caller is in.
     #[prost(string, tag = "1")]
     pub channel_id: ::prost::alloc::string::String,
+    /// The caller stopped typing (sent the message or cleared the box): the
+    /// indicator goes away at once instead of when it expires.
+    #[prost(bool, tag = "2")]
+    pub stopped: bool,
 }
-/// Keep-alive and presence heartbeat.
+/// Keep-alive and presence heartbeat: a ping keeps the caller online as a
+/// presence heartbeat does (at most one heartbeat is recorded per 20 seconds
+/// of pings).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct PingFrame {
     /// Echoed in the pong.
@@ -137,7 +144,11 @@ pub struct CaughtUpFrame {
     #[prost(int64, tag = "2")]
     pub seq: i64,
 }
-/// Someone is typing.
+/// Someone is typing, or stopped. An indicator lasts 5 seconds after the
+/// last notice (`expire_time`) unless renewed; a notice whose expire_time is
+/// not after the time it arrives means the person stopped (the seeds'
+/// typing.stopped), and the indicator goes away at once. Notices between two
+/// people who blocked one another are not delivered.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct TypingEvent {
     /// The channel.
@@ -146,7 +157,8 @@ pub struct TypingEvent {
     /// Who.
     #[prost(string, tag = "2")]
     pub user_id: ::prost::alloc::string::String,
-    /// Show the indicator until then unless renewed.
+    /// Show the indicator until then unless renewed; already past when the
+    /// person stopped.
     #[prost(message, optional, tag = "3")]
     pub expire_time: ::core::option::Option<::prost_types::Timestamp>,
 }
@@ -187,7 +199,7 @@ pub struct ErrorFrame {
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct ServerFrame {
     /// One frame.
-    #[prost(oneof = "server_frame::Frame", tags = "1, 2, 3, 4, 5, 6, 7, 8, 9")]
+    #[prost(oneof = "server_frame::Frame", tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10")]
     pub frame: ::core::option::Option<server_frame::Frame>,
 }
 /// Nested message and enum types in `ServerFrame`.
@@ -222,6 +234,11 @@ pub mod server_frame {
         /// The caller's unread counts changed.
         #[prost(message, tag = "9")]
         UnreadCounts(super::UnreadCountsFrame),
+        /// Someone who shares a followed conversation with the caller changed
+        /// presence (an invisible user shows as offline; people who blocked one
+        /// another do not see each other). Dropped first under load, like typing.
+        #[prost(message, tag = "10")]
+        Presence(super::super::super::presence::v1::Presence),
     }
 }
 /// The caller's unread counts, on streams that follow all their

@@ -39,6 +39,15 @@ pub struct User {
     /// are not told when they read. Set in BatchGetUsers answers.
     #[prost(bool, tag = "12")]
     pub read_receipts_off: bool,
+    /// The user accepts direct messages only from their contacts
+    /// (Settings.direct_message_policy), and the caller is not one. Set in
+    /// BatchGetUsers answers.
+    #[prost(bool, tag = "13")]
+    pub direct_messages_closed: bool,
+    /// The user hides when they were last active (Settings.show_last_active
+    /// off). Set in BatchGetUsers answers.
+    #[prost(bool, tag = "14")]
+    pub last_active_hidden: bool,
 }
 /// Personal settings.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]

@@ -10,8 +10,8 @@ use colink_proto::channels::v1 as pb;
 use colink_proto::channels::v1::channels_service_server::{ChannelsService as ChannelsRpc, ChannelsServiceServer};
 use colink_proto::channels::v1::{ChannelKind, InvitationState, MemberRole};
 use colink_proto::events::v1::{ChannelChanged, MembershipChanged, event::Payload};
-use colink_proto::users::v1::BatchGetUsersRequest;
 use colink_proto::users::v1::users_service_client::UsersServiceClient;
+use colink_proto::users::v1::{BatchGetUsersRequest, User};
 use colink_runtime::clients::{call_on_behalf, deny_if_blocked};
 use colink_runtime::db::Db;
 use colink_runtime::error::{Page, Violations, duplicate_as, is_unique_violation};
@@ -126,7 +126,8 @@ impl ChannelsService {
     }
 
     /// Checks that every id names an existing account.
-    async fn require_users(&self, caller: &Caller, field: &str, ids: &[String]) -> Result<()> {
+    async fn require_users(&self, caller: &Caller, field: &str, ids: &[String]) -> Result<Vec<User>> {
+        let mut users = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(100) {
             let request = BatchGetUsersRequest { user_ids: chunk.to_vec(), ..Default::default() };
             let found =
@@ -136,8 +137,9 @@ impl ChannelsService {
             if let Some(missing) = chunk.iter().find(|id| !found.iter().any(|u| &u.user_id == *id)) {
                 return Err(Error::not_found(format!("{field}: user {missing} not found")));
             }
+            users.extend(found);
         }
-        Ok(())
+        Ok(users)
     }
 
     // ---- membership changes (always inside a transaction) ---------------
@@ -711,7 +713,11 @@ impl ChannelsService {
                 created: false,
             });
         }
-        self.require_users(caller, "user_ids", &others).await?;
+        let users = self.require_users(caller, "user_ids", &others).await?;
+        // A new conversation needs everyone's consent to be contacted.
+        if let Some(closed) = users.iter().find(|u| u.direct_messages_closed) {
+            return Err(Error::denied(format!("{} accepts direct messages only from their contacts", closed.username)));
+        }
         let channel_kind = if others.len() == 1 { ChannelKind::Direct } else { ChannelKind::GroupDirect };
         let now = now_micros();
         let txn = self.db.writer.begin().await?;

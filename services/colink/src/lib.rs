@@ -128,7 +128,7 @@ impl Node {
                 }
                 "users" => {
                     let db = open_migrated::<colink_migrations::users::Migrator>(&config, service).await?;
-                    let svc = UsersService::new(db);
+                    let svc = UsersService::new(db, pubsub.clone());
                     event_log.subscribe(USER_EVENTS, "users.profiles", svc.profile_creator());
                     routes.add_service(svc.into_server());
                     <colink_proto::users::v1::users_service_server::UsersServiceServer<UsersService> as NamedService>::NAME
@@ -172,8 +172,12 @@ impl Node {
                     let svc = RealtimeService::new(
                         pubsub.clone(),
                         ephemeral.clone(),
-                        peers.channel("messaging"),
-                        peers.channel("channels"),
+                        colink_realtime::Peers {
+                            messaging: peers.channel("messaging"),
+                            channels: peers.channel("channels"),
+                            users: peers.channel("users"),
+                            presence: peers.channel("presence"),
+                        },
                         verifier.clone(),
                         config.realtime.clone(),
                         shutdown_rx.clone(),
@@ -182,7 +186,12 @@ impl Node {
                     <RealtimeServer as NamedService>::NAME
                 }
                 "presence" => {
-                    let svc = PresenceService::new(ephemeral.clone(), pubsub.clone(), peers.channel("channels"));
+                    let svc = PresenceService::new(
+                        ephemeral.clone(),
+                        pubsub.clone(),
+                        peers.channel("channels"),
+                        peers.channel("users"),
+                    );
                     routes.add_service(svc.into_server());
                     <colink_proto::presence::v1::presence_service_server::PresenceServiceServer<PresenceService> as NamedService>::NAME
                 }

@@ -6,15 +6,18 @@
 //! the ephemeral store is down, presence answers UNAVAILABLE and typing
 //! notices still reach live streams; both recover as soon as it returns.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use colink_proto::channels::v1::channels_service_client::ChannelsServiceClient;
-use colink_proto::channels::v1::{GetChannelRequest, MemberRole};
+use colink_proto::channels::v1::{GetChannelRequest, ListMyChannelsRequest, MemberRole};
 use colink_proto::presence::v1 as pb;
 use colink_proto::presence::v1::presence_service_server::{PresenceService as PresenceRpc, PresenceServiceServer};
 use colink_proto::realtime::v1::TypingEvent;
+use colink_proto::users::v1::BatchGetUsersRequest;
+use colink_proto::users::v1::users_service_client::UsersServiceClient;
 use colink_runtime::clients::call_on_behalf;
 use colink_runtime::ephemeral::{
     Ephemeral, EphemeralError, TYPING_TTL, last_seen_key, presence_key, typing_expires_at, typing_key,
@@ -35,6 +38,16 @@ const HEARTBEAT_INTERVAL_SECS: i32 = 30;
 /// How long "last seen" is remembered after a user goes offline.
 const LAST_SEEN_TTL: Duration = Duration::from_secs(90 * 24 * 3600);
 const MAX_BATCH: usize = 100;
+/// Presence changes of one user are announced at most this often.
+const ANNOUNCE_EVERY: Duration = Duration::from_secs(2);
+/// How often expired presences are looked for, to announce departures.
+const DEPARTURE_CHECK: Duration = Duration::from_secs(5);
+/// The ephemeral set of users whose presence was announced as present.
+const ANNOUNCED: &str = "presence:announced";
+/// How long a user's audience is kept after their last change.
+const AUDIENCE_TTL: Duration = Duration::from_secs(24 * 3600);
+/// Conversations a presence change is announced in, at most.
+const MAX_ANNOUNCED_CHANNELS: usize = 1_000;
 
 /// A user's presence as stored.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -52,11 +65,99 @@ pub struct PresenceService {
     store: Arc<dyn Ephemeral>,
     pubsub: Arc<dyn PubSub>,
     channels: ChannelsServiceClient<Channel>,
+    users: UsersServiceClient<Channel>,
+    /// When each user's presence was last announced from this node.
+    announced: Arc<Mutex<HashMap<String, Instant>>>,
 }
 
 impl PresenceService {
-    pub fn new(store: Arc<dyn Ephemeral>, pubsub: Arc<dyn PubSub>, channels: Channel) -> Self {
-        Self { store, pubsub, channels: ChannelsServiceClient::new(channels) }
+    pub fn new(store: Arc<dyn Ephemeral>, pubsub: Arc<dyn PubSub>, channels: Channel, users: Channel) -> Self {
+        tokio::spawn(announce_departures(store.clone(), pubsub.clone()));
+        Self {
+            store,
+            pubsub,
+            channels: ChannelsServiceClient::new(channels),
+            users: UsersServiceClient::new(users),
+            announced: Arc::default(),
+        }
+    }
+
+    /// Tells the people who share a conversation with the caller that their
+    /// presence changed: on each conversation's live topic, at most once per
+    /// `ANNOUNCE_EVERY` (a change within it is announced when it ends).
+    async fn announce_presence(&self, caller: &Caller) {
+        let wait = {
+            let Ok(mut announced) = self.announced.lock() else { return };
+            let now = Instant::now();
+            match announced.get(&caller.user_id) {
+                Some(at) if now < *at => return, // a later announcement is already due
+                Some(at) if now.duration_since(*at) < ANNOUNCE_EVERY => {
+                    let due = *at + ANNOUNCE_EVERY;
+                    announced.insert(caller.user_id.clone(), due);
+                    Some(due - now)
+                }
+                _ => {
+                    announced.insert(caller.user_id.clone(), now);
+                    None
+                }
+            }
+        };
+        let Some(wait) = wait else {
+            if let Err(err) = self.publish_presence(caller).await {
+                tracing::debug!(error = %err, "presence change not announced");
+            }
+            return;
+        };
+        let service = self.clone_for_later();
+        let caller = caller.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            if let Err(err) = service.publish_presence(&caller).await {
+                tracing::debug!(error = %err, "presence change not announced");
+            }
+        });
+    }
+
+    fn clone_for_later(&self) -> Self {
+        Self {
+            store: self.store.clone(),
+            pubsub: self.pubsub.clone(),
+            channels: self.channels.clone(),
+            users: self.users.clone(),
+            announced: self.announced.clone(),
+        }
+    }
+
+    async fn publish_presence(&self, caller: &Caller) -> Result<()> {
+        let mut channel_ids = Vec::new();
+        let mut page_token = String::new();
+        loop {
+            let request = ListMyChannelsRequest { page_size: 200, page_token, ..Default::default() };
+            let page =
+                call_on_behalf(&self.channels, caller, request, |mut c, r| async move { c.list_my_channels(r).await })
+                    .await?;
+            channel_ids.extend(page.channels.into_iter().map(|c| c.channel_id));
+            if page.next_page_token.is_empty() || channel_ids.len() >= MAX_ANNOUNCED_CHANNELS {
+                break;
+            }
+            page_token = page.next_page_token;
+        }
+        let request = BatchGetUsersRequest { user_ids: vec![caller.user_id.clone()], ..Default::default() };
+        let hidden = call_on_behalf(&self.users, caller, request, |mut c, r| async move { c.batch_get_users(r).await })
+            .await?
+            .users
+            .first()
+            .is_some_and(|u| u.last_active_hidden);
+        // Kept so that a departure can be announced without the user.
+        let audience = Audience { channel_ids, hide_last_seen: hidden };
+        let bytes = Bytes::from(serde_json::to_vec(&audience).map_err(Error::internal)?);
+        self.store.put(&audience_key(&caller.user_id), bytes, AUDIENCE_TTL).await.map_err(degraded)?;
+        self.store.set_put(ANNOUNCED, &caller.user_id, AUDIENCE_TTL).await.map_err(degraded)?;
+        let presence = self.load(std::slice::from_ref(&caller.user_id)).await?.into_iter().next();
+        if let Some(presence) = presence {
+            broadcast(self.pubsub.as_ref(), &audience, presence).await;
+        }
+        Ok(())
     }
 
     pub fn into_server(self) -> PresenceServiceServer<Self> {
@@ -86,6 +187,31 @@ impl PresenceService {
                 }
             })
             .collect())
+    }
+
+    /// Presences as the caller may see them: without the last-seen time of
+    /// those who hide it.
+    async fn visible(&self, caller: &Caller, mut presences: Vec<pb::Presence>) -> Result<Vec<pb::Presence>> {
+        let others: Vec<String> =
+            presences.iter().filter(|p| p.user_id != caller.user_id).map(|p| p.user_id.clone()).collect();
+        if others.is_empty() {
+            return Ok(presences);
+        }
+        let request = BatchGetUsersRequest { user_ids: others, ..Default::default() };
+        let hidden: Vec<String> =
+            call_on_behalf(&self.users, caller, request, |mut c, r| async move { c.batch_get_users(r).await })
+                .await?
+                .users
+                .into_iter()
+                .filter(|u| u.last_active_hidden)
+                .map(|u| u.user_id)
+                .collect();
+        for presence in &mut presences {
+            if hidden.contains(&presence.user_id) {
+                presence.last_seen_time = None;
+            }
+        }
+        Ok(presences)
     }
 
     async fn save(&self, user_id: &str, stored: &Stored) -> Result<()> {
@@ -242,6 +368,80 @@ fn to_pb(user_id: &str, mut stored: Stored, now: i64) -> pb::Presence {
     }
 }
 
+/// Whether others should hear of a change: the status or custom status
+/// they see is different.
+fn changed(before: Option<&pb::Presence>, after: &pb::Presence) -> bool {
+    before.is_none_or(|b| {
+        b.status != after.status
+            || b.custom_status != after.custom_status
+            || b.custom_status_emoji != after.custom_status_emoji
+    })
+}
+
+/// Where a user's presence changes go, kept for announcing their departure.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Audience {
+    channel_ids: Vec<String>,
+    hide_last_seen: bool,
+}
+
+fn audience_key(user_id: &str) -> String {
+    format!("presence:audience:{user_id}")
+}
+
+async fn broadcast(pubsub: &dyn PubSub, audience: &Audience, mut presence: pb::Presence) {
+    if audience.hide_last_seen {
+        presence.last_seen_time = None;
+    }
+    let frame = Frame::Presence(presence.encode_to_vec().into()).encode();
+    for channel_id in &audience.channel_ids {
+        pubsub.publish(&channel_topic(channel_id), frame.clone()).await;
+    }
+}
+
+/// Announces, for as long as the node runs, that users whose presence
+/// expired (no heartbeat, no stream) are now offline.
+async fn announce_departures(store: Arc<dyn Ephemeral>, pubsub: Arc<dyn PubSub>) {
+    let mut tick = tokio::time::interval(DEPARTURE_CHECK);
+    loop {
+        tick.tick().await;
+        let Ok(announced) = store.set_members(ANNOUNCED).await else { continue };
+        let users: Vec<String> = announced.into_iter().map(|(user, _)| user).collect();
+        for chunk in users.chunks(MAX_BATCH) {
+            let keys: Vec<String> = chunk.iter().map(|u| presence_key(u)).collect();
+            let Ok(present) = store.get_many(&keys).await else { continue };
+            for (user_id, value) in chunk.iter().zip(present) {
+                if value.is_some() {
+                    continue;
+                }
+                // Announced once: whoever removes the user announces.
+                if store.set_remove(ANNOUNCED, user_id).await.is_err() {
+                    continue;
+                }
+                let Ok(values) = store.get_many(&[audience_key(user_id), last_seen_key(user_id)]).await else {
+                    continue;
+                };
+                let audience: Audience =
+                    values[0].as_ref().and_then(|b| serde_json::from_slice(b).ok()).unwrap_or_default();
+                let last_seen = values
+                    .get(1)
+                    .and_then(|v| v.as_ref())
+                    .and_then(|b| serde_json::from_slice::<Stored>(b).ok())
+                    .map(|s| s.last_seen);
+                let now = now_micros();
+                let presence = pb::Presence {
+                    user_id: user_id.clone(),
+                    status: pb::PresenceStatus::Offline as i32,
+                    last_seen_time: last_seen.map(timestamp),
+                    update_time: Some(timestamp(now)),
+                    ..Default::default()
+                };
+                broadcast(pubsub.as_ref(), &audience, presence).await;
+            }
+        }
+    }
+}
+
 fn degraded(err: EphemeralError) -> Error {
     tracing::warn!(error = %err, "presence store unavailable");
     Error::Unavailable("presence is temporarily unavailable; retry shortly".into())
@@ -254,7 +454,11 @@ impl PresenceRpc for PresenceService {
         request: Request<pb::SetPresenceRequest>,
     ) -> Result<Response<pb::SetPresenceResponse>, Status> {
         let caller = caller(&request)?;
+        let before = self.load(std::slice::from_ref(&caller.user_id)).await?.into_iter().next();
         let presence = PresenceService::set_presence(self, caller, request.get_ref()).await?;
+        if changed(before.as_ref(), &presence) {
+            self.announce_presence(caller).await;
+        }
         Ok(Response::new(pb::SetPresenceResponse { presence: Some(presence) }))
     }
 
@@ -267,7 +471,11 @@ impl PresenceRpc for PresenceService {
         if req.device_id.len() > 128 {
             return Err(Error::invalid("device_id", "must be at most 128 characters").into());
         }
+        let before = self.load(std::slice::from_ref(&caller.user_id)).await?.into_iter().next();
         let presence = PresenceService::heartbeat(self, caller, req.idle).await?;
+        if changed(before.as_ref(), &presence) {
+            self.announce_presence(caller).await;
+        }
         Ok(Response::new(pb::HeartbeatResponse {
             presence: Some(presence),
             next_heartbeat_seconds: HEARTBEAT_INTERVAL_SECS,
@@ -278,9 +486,9 @@ impl PresenceRpc for PresenceService {
         &self,
         request: Request<pb::GetPresenceRequest>,
     ) -> Result<Response<pb::GetPresenceResponse>, Status> {
-        caller(&request)?;
+        let caller = caller(&request)?;
         let user_id = parse_id("user_id", &request.get_ref().user_id).map_err(Error::from)?;
-        let presence = self.load(&[user_id]).await?.into_iter().next();
+        let presence = self.visible(caller, self.load(&[user_id]).await?).await?.into_iter().next();
         Ok(Response::new(pb::GetPresenceResponse { presence }))
     }
 
@@ -288,7 +496,7 @@ impl PresenceRpc for PresenceService {
         &self,
         request: Request<pb::BatchGetPresenceRequest>,
     ) -> Result<Response<pb::BatchGetPresenceResponse>, Status> {
-        caller(&request)?;
+        let caller = caller(&request)?;
         let raw = &request.get_ref().user_ids;
         let mut v = Violations::default();
         if raw.is_empty() || raw.len() > MAX_BATCH {
@@ -296,7 +504,7 @@ impl PresenceRpc for PresenceService {
         }
         let user_ids = parse_id_list(&mut v, "user_ids", raw);
         v.finish()?;
-        let presences = self.load(&user_ids).await?;
+        let presences = self.visible(caller, self.load(&user_ids).await?).await?;
         Ok(Response::new(pb::BatchGetPresenceResponse { presences }))
     }
 

@@ -19,8 +19,10 @@ use std::task::{Context, Poll};
 
 use colink_proto::channels::v1::channels_service_client::ChannelsServiceClient;
 use colink_proto::messaging::v1::messaging_service_client::MessagingServiceClient;
+use colink_proto::presence::v1::presence_service_client::PresenceServiceClient;
 use colink_proto::realtime::v1 as pb;
 use colink_proto::realtime::v1::realtime_service_server;
+use colink_proto::users::v1::users_service_client::UsersServiceClient;
 use colink_runtime::auth::TokenVerifier;
 use colink_runtime::config::RealtimeConfig;
 use colink_runtime::ephemeral::Ephemeral;
@@ -47,9 +49,19 @@ pub(crate) struct Shared {
     pub ephemeral: Arc<dyn Ephemeral>,
     pub messaging: MessagingServiceClient<GrpcChannel>,
     pub channels: ChannelsServiceClient<GrpcChannel>,
+    pub users: UsersServiceClient<GrpcChannel>,
+    pub presence: PresenceServiceClient<GrpcChannel>,
     pub verifier: Arc<TokenVerifier>,
     pub config: RealtimeConfig,
     pub shutdown: watch::Receiver<bool>,
+}
+
+/// The services the gateway calls on behalf of its streams.
+pub struct Peers {
+    pub messaging: GrpcChannel,
+    pub channels: GrpcChannel,
+    pub users: GrpcChannel,
+    pub presence: GrpcChannel,
 }
 
 pub struct RealtimeService {
@@ -61,8 +73,7 @@ impl RealtimeService {
     pub fn new(
         pubsub: Arc<dyn PubSub>,
         ephemeral: Arc<dyn Ephemeral>,
-        messaging: GrpcChannel,
-        channels: GrpcChannel,
+        peers: Peers,
         verifier: Arc<TokenVerifier>,
         config: RealtimeConfig,
         shutdown: watch::Receiver<bool>,
@@ -70,8 +81,10 @@ impl RealtimeService {
         let shared = Shared {
             pubsub,
             ephemeral,
-            messaging: MessagingServiceClient::new(messaging),
-            channels: ChannelsServiceClient::new(channels),
+            messaging: MessagingServiceClient::new(peers.messaging),
+            channels: ChannelsServiceClient::new(peers.channels),
+            users: UsersServiceClient::new(peers.users),
+            presence: PresenceServiceClient::new(peers.presence),
             verifier,
             config,
             shutdown,

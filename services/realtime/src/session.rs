@@ -11,14 +11,16 @@ use colink_proto::messaging::v1::{
     ChannelEvent, GetUnreadCountsRequest, ListChannelEventsRequest, ListChannelEventsResponse, MarkDeliveredRequest,
     UnreadCounts,
 };
+use colink_proto::presence::v1::{HeartbeatRequest, Presence};
 use colink_proto::realtime::v1 as pb;
 use colink_proto::realtime::v1::connect_request::Frame as ClientFrame;
 use colink_proto::realtime::v1::server_frame::Frame;
+use colink_proto::users::v1::CheckBlockedRequest;
 use colink_runtime::Caller;
 use colink_runtime::clients::{retry_idempotent, with_token};
 use colink_runtime::ephemeral::{TYPING_TTL, typing_expires_at, typing_key};
 use colink_runtime::error::Violations;
-use colink_runtime::ids::{now_micros, parse_id, timestamp};
+use colink_runtime::ids::{micros_of, now_micros, parse_id, timestamp};
 use colink_runtime::pubsub::{self, channel_topic, user_topic};
 use prost::Message as _;
 use tokio::sync::mpsc::error::TrySendError;
@@ -43,6 +45,9 @@ pub enum End {
 }
 
 type Flow = Result<(), End>;
+
+/// Pings count as presence heartbeats at most this often.
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(20);
 
 /// How long acknowledgements gather before they are recorded.
 const ACK_DELAY: Duration = Duration::from_millis(250);
@@ -74,6 +79,13 @@ pub struct Session {
     /// Acknowledged positions not yet recorded, and when to record them.
     acks: HashMap<String, i64>,
     acks_due: Option<tokio::time::Instant>,
+    /// Whether a block stands between the user and another person, as far
+    /// as asked; forgotten when blocks may have changed.
+    blocks: HashMap<String, bool>,
+    /// The newest presence update passed on, per person.
+    presence_seen: HashMap<String, i64>,
+    /// When a ping last counted as a presence heartbeat.
+    last_heartbeat: Option<std::time::Instant>,
     /// Counts against the user's open streams until the session ends.
     _slot: StreamSlot,
 }
@@ -127,6 +139,9 @@ impl Session {
             unread: None,
             acks: HashMap::new(),
             acks_due: None,
+            blocks: HashMap::new(),
+            presence_seen: HashMap::new(),
+            last_heartbeat: None,
             _slot: slot,
         }
     }
@@ -185,10 +200,10 @@ impl Session {
 
     /// Queues a frame. A conversation frame waits for room for up to the
     /// slow-client grace; a client that stays stuck that long is told to
-    /// resume from its cursors. Typing notices are simply dropped when the
-    /// buffer is full.
+    /// resume from its cursors. Typing and presence notices are simply
+    /// dropped when the buffer is full.
     async fn send(&self, f: Frame) -> Flow {
-        if matches!(f, Frame::Typing(_)) {
+        if matches!(f, Frame::Typing(_) | Frame::Presence(_)) {
             return match self.out.try_send(Outgoing::frame(f)) {
                 Ok(()) | Err(TrySendError::Full(_)) => Ok(()),
                 Err(TrySendError::Closed(_)) => Err(End::Gone),
@@ -240,10 +255,12 @@ impl Session {
             // Acknowledgements move the delivered position (for receipts);
             // replay is still driven by the client's cursors.
             Some(ClientFrame::Ack(ack)) => self.on_ack(ack).await,
-            Some(ClientFrame::Typing(frame)) => self.on_typing(frame.channel_id).await,
+            Some(ClientFrame::Typing(frame)) => self.on_typing(frame.channel_id, frame.stopped).await,
             Some(ClientFrame::Ping(ping)) => {
                 self.send(Frame::Pong(pb::PongFrame { nonce: ping.nonce, server_time: Some(timestamp(now_micros())) }))
-                    .await
+                    .await?;
+                self.renew_presence().await;
+                Ok(())
             }
             Some(ClientFrame::Reauthenticate(frame)) => match self.shared.verifier.verify(&frame.access_token).await {
                 Ok(caller) if caller.user_id == self.user_id => {
@@ -321,10 +338,14 @@ impl Session {
 
     /// A notice that counts changed where events do not show it.
     async fn on_counts_notice(&mut self, body: &[u8]) -> Flow {
+        let notice = std::str::from_utf8(body).unwrap_or("all");
+        if notice == "all" {
+            // Blocks may have changed.
+            self.blocks.clear();
+        }
         if self.unread.is_none() {
             return Ok(());
         }
-        let notice = std::str::from_utf8(body).unwrap_or("all");
         let mut delta = Delta::default();
         match notice.split_once(':') {
             Some(("channel", id)) => delta.recount_channels.push(id.to_string()),
@@ -332,6 +353,52 @@ impl Session {
             _ => return self.count_all().await,
         }
         self.settle(delta).await
+    }
+
+    /// Passes on a co-member's presence, once per update, unless a block
+    /// stands between them.
+    async fn on_presence(&mut self, presence: Presence) -> Flow {
+        let updated = presence.update_time.as_ref().map_or(0, micros_of);
+        if self.presence_seen.get(&presence.user_id).is_some_and(|seen| *seen >= updated) {
+            return Ok(());
+        }
+        if self.blocked_with(&presence.user_id).await {
+            return Ok(());
+        }
+        self.presence_seen.insert(presence.user_id.clone(), updated);
+        self.send(Frame::Presence(presence)).await
+    }
+
+    /// Whether either of the user and `other` blocked the other; asked once
+    /// per person until blocks change. When the users service cannot say,
+    /// the notice is held back.
+    async fn blocked_with(&mut self, other: &str) -> bool {
+        if let Some(blocked) = self.blocks.get(other) {
+            return *blocked;
+        }
+        let request = CheckBlockedRequest {
+            user_id: self.user_id.clone(),
+            other_user_id: other.to_string(),
+            ..Default::default()
+        };
+        let blocked = match self.shared.users.clone().check_blocked(with_token(&self.token, request)).await {
+            Ok(answer) => answer.into_inner().blocked,
+            Err(_) => return true,
+        };
+        self.blocks.insert(other.to_string(), blocked);
+        blocked
+    }
+
+    /// A ping keeps the user online, as a presence heartbeat does.
+    async fn renew_presence(&mut self) {
+        if self.last_heartbeat.is_some_and(|at| at.elapsed() < HEARTBEAT_EVERY) {
+            return;
+        }
+        self.last_heartbeat = Some(std::time::Instant::now());
+        let request = with_token(&self.token, HeartbeatRequest { idle: false, device_id: String::new() });
+        if let Err(status) = self.shared.presence.clone().heartbeat(request).await {
+            tracing::debug!(%status, "presence not renewed");
+        }
     }
 
     async fn on_ack(&mut self, ack: pb::AckFrame) -> Flow {
@@ -608,7 +675,13 @@ impl Session {
                 }
             }
             Some(pubsub::Frame::Typing(body)) => match pb::TypingEvent::decode(body) {
-                Ok(typing) if typing.user_id != self.user_id => self.send(Frame::Typing(typing)).await,
+                Ok(typing) if typing.user_id != self.user_id && !self.blocked_with(&typing.user_id).await => {
+                    self.send(Frame::Typing(typing)).await
+                }
+                _ => Ok(()),
+            },
+            Some(pubsub::Frame::Presence(body)) => match Presence::decode(body) {
+                Ok(presence) if presence.user_id != self.user_id => self.on_presence(presence).await,
                 _ => Ok(()),
             },
             // Publishes may have been lost: the log has them.
@@ -660,7 +733,7 @@ impl Session {
         Ok(())
     }
 
-    async fn on_typing(&mut self, raw_id: String) -> Flow {
+    async fn on_typing(&mut self, raw_id: String, stopped: bool) -> Flow {
         let Ok(channel_id) = parse_id("channel_id", &raw_id) else {
             return self.error_frame(Code::InvalidArgument, "channel_id: must be a UUID", &raw_id).await;
         };
@@ -692,13 +765,20 @@ impl Session {
                 .await;
         }
         // Stored for ListTypingUsers; the live notice does not depend on it.
-        if let Err(err) = self.shared.ephemeral.set_put(&typing_key(&channel_id), &self.user_id, TYPING_TTL).await {
+        let stored = if stopped {
+            self.shared.ephemeral.set_remove(&typing_key(&channel_id), &self.user_id).await
+        } else {
+            self.shared.ephemeral.set_put(&typing_key(&channel_id), &self.user_id, TYPING_TTL).await
+        };
+        if let Err(err) = stored {
             tracing::debug!(error = %err, "typing notice not stored");
         }
+        // A notice that has already expired says the typing stopped.
+        let expires = if stopped { now_micros() } else { typing_expires_at() };
         let typing = pb::TypingEvent {
             channel_id: channel_id.clone(),
             user_id: self.user_id.clone(),
-            expire_time: Some(timestamp(typing_expires_at())),
+            expire_time: Some(timestamp(expires)),
         };
         let frame = pubsub::Frame::Typing(typing.encode_to_vec().into()).encode();
         self.shared.pubsub.publish(&channel_topic(&channel_id), frame).await;

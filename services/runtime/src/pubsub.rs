@@ -36,6 +36,9 @@ pub enum Frame {
     /// a mute, a follow, a block). The payload names what to count again:
     /// `channel:<id>`, `thread:<id>`, or `all`.
     Counts(Bytes),
+    /// On a channel topic: an encoded `colink.presence.v1.Presence` of a
+    /// member who changed presence.
+    Presence(Bytes),
     /// Made locally, never sent: publishes may have been missed (the
     /// connection to the broker was lost), so catch up from the store.
     Resync,
@@ -46,6 +49,7 @@ impl Frame {
     const TYPING: u8 = 1;
     const RESYNC: u8 = 2;
     const COUNTS: u8 = 3;
+    const PRESENCE: u8 = 4;
 
     pub fn encode(&self) -> Bytes {
         let empty = Bytes::new();
@@ -54,6 +58,7 @@ impl Frame {
             Frame::Typing(b) => (Self::TYPING, b),
             Frame::Resync => (Self::RESYNC, &empty),
             Frame::Counts(b) => (Self::COUNTS, b),
+            Frame::Presence(b) => (Self::PRESENCE, b),
         };
         let mut out = Vec::with_capacity(body.len() + 1);
         out.push(tag);
@@ -71,6 +76,7 @@ impl Frame {
             Self::TYPING => Some(Frame::Typing(bytes)),
             Self::RESYNC => Some(Frame::Resync),
             Self::COUNTS => Some(Frame::Counts(bytes)),
+            Self::PRESENCE => Some(Frame::Presence(bytes)),
             _ => None,
         }
     }

@@ -3,6 +3,7 @@
 
 mod store;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use colink_proto::events::v1::{Event, event::Payload};
@@ -12,6 +13,7 @@ use colink_runtime::db::Db;
 use colink_runtime::error::{FieldError, Page, Violations};
 use colink_runtime::events::{EventError, EventHandler, mark_processed};
 use colink_runtime::ids::{check_text, encode_page_token, now_micros, parse_id, parse_id_list, timestamp};
+use colink_runtime::pubsub::{Frame, PubSub, user_topic};
 use colink_runtime::{Caller, Error, Result, Role, caller};
 use sea_orm::sea_query::{ExprTrait, OnConflict};
 use sea_orm::{
@@ -24,11 +26,20 @@ use crate::store::{block, contact, profile, settings};
 
 pub struct UsersService {
     db: Db,
+    pubsub: Arc<dyn PubSub>,
 }
 
 impl UsersService {
-    pub fn new(db: Db) -> Self {
-        Self { db }
+    pub fn new(db: Db, pubsub: Arc<dyn PubSub>) -> Self {
+        Self { db, pubsub }
+    }
+
+    /// A block came or went: both people's streams learn that what they
+    /// may see of each other (typing, presence, mentions) changed.
+    async fn blocks_changed(&self, a: &str, b: &str) {
+        for user_id in [a, b] {
+            self.pubsub.publish(&user_topic(user_id), Frame::Counts("all".into()).encode()).await;
+        }
     }
 
     pub fn into_server(self) -> UsersServiceServer<Self> {
@@ -255,6 +266,45 @@ impl UsersService {
         Ok(ids.iter().filter_map(|id| found.iter().find(|p| &p.user_id == id).cloned()).collect())
     }
 
+    /// What others may learn of these users' privacy settings, as it bears
+    /// on the caller; users with the default settings are left out.
+    async fn privacy(&self, caller: &Caller, ids: &[String]) -> Result<HashMap<String, pb::User>> {
+        let settings = settings::Entity::find()
+            .filter(settings::Column::UserId.is_in(ids.iter().cloned()))
+            .all(&self.db.reader)
+            .await?;
+        let contacts_only: Vec<String> = settings
+            .iter()
+            .filter(|s| s.direct_message_policy == pb::DirectMessagePolicy::Contacts as i32)
+            .map(|s| s.user_id.clone())
+            .collect();
+        let accepted: Vec<String> = if contacts_only.is_empty() {
+            Vec::new()
+        } else {
+            contact::Entity::find()
+                .filter(contact::Column::UserId.is_in(contacts_only.clone()))
+                .filter(contact::Column::ContactId.eq(&caller.user_id))
+                .all(&self.db.reader)
+                .await?
+                .into_iter()
+                .map(|c| c.user_id)
+                .collect()
+        };
+        Ok(settings
+            .into_iter()
+            .map(|s| {
+                let closed = contacts_only.contains(&s.user_id) && !accepted.contains(&s.user_id);
+                let private = pb::User {
+                    read_receipts_off: !s.send_read_receipts,
+                    direct_messages_closed: closed && s.user_id != caller.user_id,
+                    last_active_hidden: !s.show_last_active,
+                    ..Default::default()
+                };
+                (s.user_id, private)
+            })
+            .collect())
+    }
+
     /// Those of `others` with a block either way with `user`.
     async fn blocked_among(&self, user: &str, others: &[String]) -> Result<Vec<String>> {
         if others.is_empty() {
@@ -347,6 +397,8 @@ fn to_user(p: &profile::Model) -> pb::User {
         create_time: Some(timestamp(p.created_at)),
         update_time: Some(timestamp(p.updated_at)),
         read_receipts_off: false,
+        direct_messages_closed: false,
+        last_active_hidden: false,
     }
 }
 
@@ -446,18 +498,21 @@ impl UsersRpc for UsersService {
             .map(|(i, id)| parse_id(&format!("user_ids[{i}]"), id))
             .collect::<std::result::Result<Vec<_>, _>>()
             .map_err(Error::from)?;
+        let caller = caller(&request)?;
         let users = self.profiles(ids.clone()).await?;
-        let silent: Vec<String> = settings::Entity::find()
-            .filter(settings::Column::UserId.is_in(ids))
-            .filter(settings::Column::SendReadReceipts.eq(false))
-            .all(&self.db.reader)
-            .await
-            .map_err(Error::from)?
-            .into_iter()
-            .map(|s| s.user_id)
+        let privacy = self.privacy(caller, &ids).await?;
+        let users = users
+            .iter()
+            .map(|p| {
+                let mut user = to_user(p);
+                if let Some(private) = privacy.get(&p.user_id) {
+                    user.read_receipts_off = private.read_receipts_off;
+                    user.direct_messages_closed = private.direct_messages_closed;
+                    user.last_active_hidden = private.last_active_hidden;
+                }
+                user
+            })
             .collect();
-        let users =
-            users.iter().map(|p| pb::User { read_receipts_off: silent.contains(&p.user_id), ..to_user(p) }).collect();
         Ok(Response::new(pb::BatchGetUsersResponse { users }))
     }
 
@@ -528,14 +583,16 @@ impl UsersRpc for UsersService {
         let other = self.other_user(&caller, "user_id", &request.get_ref().user_id).await?;
         let row = block::ActiveModel {
             user_id: Set(caller.user_id.clone()),
-            blocked_id: Set(other.user_id),
+            blocked_id: Set(other.user_id.clone()),
             created_at: Set(now_micros()),
         };
+        let blocked_id = other.user_id;
         block::Entity::insert(row)
             .on_conflict_do_nothing_on([block::Column::UserId, block::Column::BlockedId])
             .exec(&self.db.writer)
             .await
             .map_err(Error::from)?;
+        self.blocks_changed(&caller.user_id, &blocked_id).await;
         Ok(Response::new(pb::BlockUserResponse {}))
     }
 
@@ -545,13 +602,14 @@ impl UsersRpc for UsersService {
     ) -> Result<Response<pb::UnblockUserResponse>, Status> {
         let caller = caller(&request)?;
         let id = parse_id("user_id", &request.get_ref().user_id).map_err(Error::from)?;
-        let deleted = block::Entity::delete_by_id((caller.user_id.clone(), id))
+        let deleted = block::Entity::delete_by_id((caller.user_id.clone(), id.clone()))
             .exec(&self.db.writer)
             .await
             .map_err(Error::from)?;
         if deleted.rows_affected == 0 {
             return Err(Error::not_found("that user is not blocked").into());
         }
+        self.blocks_changed(&caller.user_id, &id).await;
         Ok(Response::new(pb::UnblockUserResponse {}))
     }
 

@@ -21,6 +21,7 @@ mod kafka;
 mod messaging;
 mod node;
 mod presence;
+mod presence_live;
 mod reactions;
 mod realtime;
 mod threads;

@@ -80,7 +80,9 @@ async fn two_users_chat_live() {
         }
     }
     alice_tx
-        .send(ConnectRequest { frame: Some(ClientFrame::Typing(TypingFrame { channel_id: room.channel_id.clone() })) })
+        .send(ConnectRequest {
+            frame: Some(ClientFrame::Typing(TypingFrame { channel_id: room.channel_id.clone(), stopped: false })),
+        })
         .await
         .unwrap();
     loop {
