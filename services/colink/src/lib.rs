@@ -20,6 +20,7 @@ use colink_proto::threads::v1::threads_service_server::ThreadsServiceServer;
 use colink_realtime::{RealtimeServer, RealtimeService};
 use colink_runtime::auth::{AuthLayer, TokenVerifier};
 use colink_runtime::clients::Peers;
+use colink_runtime::clock::{Clock, SystemClock};
 use colink_runtime::config::Config;
 use colink_runtime::db::{self, Db};
 use colink_runtime::ephemeral::{Ephemeral, MemoryEphemeral, RedisEphemeral};
@@ -69,6 +70,12 @@ impl Node {
     /// Binds the listener, opens and migrates each hosted service's database,
     /// and starts serving. Returns once the node accepts connections.
     pub async fn start(config: Config) -> Result<Self, NodeError> {
+        Self::start_with_clock(config, Arc::new(SystemClock)).await
+    }
+
+    /// Like `start`, with the clock that the embedded ephemeral store (TTLs,
+    /// expiries, rate windows) reads; tests move it by hand.
+    pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<Self, NodeError> {
         let listener =
             TcpListener::bind(config.listen).await.map_err(|source| NodeError::Bind { addr: config.listen, source })?;
         let addr = listener.local_addr().map_err(|source| NodeError::Bind { addr: config.listen, source })?;
@@ -99,7 +106,7 @@ impl Node {
             Arc::new(kafka)
         };
         let ephemeral: Arc<dyn Ephemeral> = if config.ephemeral.url.is_empty() {
-            Arc::new(MemoryEphemeral::default())
+            Arc::new(MemoryEphemeral::with_clock(clock))
         } else {
             let redis = RedisEphemeral::new(&config.ephemeral.url)
                 .map_err(|e| NodeError::Start { service: "ephemeral", message: e.to_string() })?;

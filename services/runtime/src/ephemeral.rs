@@ -8,11 +8,12 @@
 //! the store returns works again.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 
+use crate::clock::{Clock, SystemClock};
 use crate::ids::now_micros;
 
 pub mod redis;
@@ -74,9 +75,15 @@ fn expiry(now: i64, ttl: Duration) -> i64 {
 }
 
 /// The embedded store: one process, swept as it is used.
-#[derive(Default)]
 pub struct MemoryEphemeral {
     state: Mutex<MemoryState>,
+    clock: Arc<dyn Clock>,
+}
+
+impl Default for MemoryEphemeral {
+    fn default() -> Self {
+        Self::with_clock(Arc::new(SystemClock))
+    }
 }
 
 #[derive(Default)]
@@ -105,9 +112,14 @@ impl MemoryState {
 }
 
 impl MemoryEphemeral {
+    /// A store whose entries expire by `clock`.
+    pub fn with_clock(clock: Arc<dyn Clock>) -> Self {
+        Self { state: Mutex::default(), clock }
+    }
+
     fn with<T>(&self, f: impl FnOnce(&mut MemoryState, i64) -> T) -> Result<T, EphemeralError> {
         let mut state = self.state.lock().map_err(|_| EphemeralError("memory store poisoned".into()))?;
-        let now = now_micros();
+        let now = self.clock.now_micros();
         state.sweep_now_and_then(now);
         Ok(f(&mut state, now))
     }
@@ -186,22 +198,28 @@ pub async fn within_budget(store: &dyn Ephemeral, key: &str, per_minute: u32) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::ManualClock;
 
     #[tokio::test]
     async fn values_sets_and_counters_expire() {
-        let store = MemoryEphemeral::default();
+        // The start of a minute, so that one rate window spans the test.
+        let clock = Arc::new(ManualClock::at(1_800_000_000_000_000));
+        let store = MemoryEphemeral::with_clock(clock.clone());
         store.put("k", Bytes::from_static(b"v"), Duration::from_millis(30)).await.unwrap();
         store.set_put("s", "a", Duration::from_millis(30)).await.unwrap();
         store.set_put("s", "b", Duration::from_secs(60)).await.unwrap();
         assert_eq!(store.get_many(&["k".into(), "x".into()]).await.unwrap()[0].as_deref(), Some(&b"v"[..]));
         assert_eq!(store.hit("c", Duration::from_secs(60)).await.unwrap(), 1);
         assert_eq!(store.hit("c", Duration::from_secs(60)).await.unwrap(), 2);
-        tokio::time::sleep(Duration::from_millis(40)).await;
+        clock.advance(Duration::from_millis(40));
         assert_eq!(store.get_many(&["k".into()]).await.unwrap(), vec![None]);
         let members: Vec<String> = store.set_members("s").await.unwrap().into_iter().map(|(m, _)| m).collect();
         assert_eq!(members, vec!["b".to_string()]);
         store.set_remove("s", "b").await.unwrap();
         assert!(store.set_members("s").await.unwrap().is_empty());
+        assert_eq!(store.hit("c", Duration::from_secs(60)).await.unwrap(), 3, "the same window");
+        clock.advance(Duration::from_secs(60));
+        assert_eq!(store.hit("c", Duration::from_secs(60)).await.unwrap(), 1, "the next window");
     }
 
     #[tokio::test]

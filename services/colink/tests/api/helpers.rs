@@ -1,5 +1,6 @@
 //! Starting nodes, signing users up, and reading streams with deadlines.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use colink::Node;
@@ -18,6 +19,7 @@ use colink_proto::realtime::v1::{ChannelCursor, ServerFrame, SubscribeRequest, S
 use colink_proto::threads::v1::threads_service_client::ThreadsServiceClient;
 use colink_proto::users::v1::users_service_client::UsersServiceClient;
 use colink_runtime::clients::with_token;
+use colink_runtime::clock::{Clock, SystemClock};
 use colink_runtime::config::Config;
 use tempfile::TempDir;
 use tonic::transport::{Channel as GrpcChannel, Endpoint};
@@ -81,6 +83,11 @@ impl TestApp {
     /// Starts a node on 127.0.0.1:0 with a fresh data directory and cheap
     /// password hashing; `adjust` may change anything else.
     pub async fn spawn_with(adjust: impl FnOnce(&mut Config)) -> Self {
+        Self::spawn_with_clock(Arc::new(SystemClock), adjust).await
+    }
+
+    /// A node whose TTLs, expiries and rate windows follow `clock`.
+    pub async fn spawn_with_clock(clock: Arc<dyn Clock>, adjust: impl FnOnce(&mut Config)) -> Self {
         let data = TempDir::new().expect("temp dir");
         let mut config = Config {
             listen: "127.0.0.1:0".parse().expect("address"),
@@ -95,7 +102,7 @@ impl TestApp {
         config.auth.argon2_memory_kib = 64;
         config.auth.argon2_iterations = 1;
         adjust(&mut config);
-        let node = Node::start(config).await.expect("node starts");
+        let node = Node::start_with_clock(config, clock).await.expect("node starts");
         let channel_uri = format!("http://{}", node.addr());
         let channel = Endpoint::from_shared(channel_uri.clone()).expect("endpoint").timeout(WAIT).connect_lazy();
         Self { node: Some(node), channel, channel_uri, _data: data }

@@ -1,6 +1,7 @@
 //! Presence, typing and the send rate limit, in memory and in Redis, and
 //! what happens to them while Redis is down.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use colink_proto::channels::v1::ChannelKind;
@@ -10,6 +11,7 @@ use colink_proto::presence::v1::{
     SetPresenceRequest, StartTypingRequest, StopTypingRequest,
 };
 use colink_proto::realtime::v1::server_frame::Frame;
+use colink_runtime::clock::ManualClock;
 use prost_types::FieldMask;
 use tonic::Code;
 
@@ -122,7 +124,10 @@ async fn typing_reaches_streams_and_the_typing_list_and_expires() {
 
 #[tokio::test]
 async fn sending_is_rate_limited_per_user() {
-    let app = TestApp::spawn_with(|c| c.ephemeral.sends_per_minute = 3).await;
+    // Time stands still at the start of a minute, so the window cannot end mid-test.
+    let minute = colink_runtime::ids::now_micros().div_euclid(60_000_000) * 60_000_000;
+    let clock = Arc::new(ManualClock::at(minute));
+    let app = TestApp::spawn_with_clock(clock.clone(), |c| c.ephemeral.sends_per_minute = 3).await;
     let alice = app.register("alice").await;
     let bob = app.register("bob").await;
     let room = app.create_channel(&alice, "limited", ChannelKind::Public, &[&bob]).await;
@@ -135,6 +140,32 @@ async fn sending_is_rate_limited_per_user() {
     assert!(status.message().contains("minute"), "{status:?}");
     // Bob has a budget of his own.
     app.send(&bob, &room.channel_id, "hello").await;
+    // A new minute, a new budget.
+    clock.advance(Duration::from_secs(60));
+    app.send(&alice, &room.channel_id, "next minute").await;
+}
+
+#[tokio::test]
+async fn presence_and_typing_expire() {
+    let clock = Arc::new(ManualClock::starting_now());
+    let app = TestApp::spawn_with_clock(clock.clone(), |_| {}).await;
+    let alice = app.register("alice").await;
+    let bob = app.register("bob").await;
+    let room = app.create_channel(&alice, "room", ChannelKind::Private, &[&bob]).await;
+    assert_eq!(heartbeat(&app, &alice, false).await.unwrap(), PresenceStatus::Online as i32);
+    let typing = StartTypingRequest { channel_id: room.channel_id.clone(), thread_id: String::new() };
+    app.presence().start_typing(alice.req(typing)).await.unwrap();
+    let list = ListTypingUsersRequest { channel_id: room.channel_id.clone() };
+    assert_eq!(
+        app.presence().list_typing_users(bob.req(list.clone())).await.unwrap().into_inner().typing_users.len(),
+        1
+    );
+
+    clock.advance(Duration::from_secs(5));
+    assert!(app.presence().list_typing_users(bob.req(list)).await.unwrap().into_inner().typing_users.is_empty());
+    assert_eq!(status_of(&app, &bob, &alice).await.unwrap(), PresenceStatus::Online as i32, "not yet");
+    clock.advance(Duration::from_secs(55));
+    assert_eq!(status_of(&app, &bob, &alice).await.unwrap(), PresenceStatus::Offline as i32);
 }
 
 #[tokio::test]
