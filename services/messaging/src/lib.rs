@@ -6,12 +6,14 @@ mod access;
 pub mod commit;
 mod consumer;
 mod emoji;
+mod handlers;
 mod log;
 mod mentions;
 mod reactions;
 mod read_states;
 mod store;
 mod threads;
+mod unread;
 
 pub use reactions::Reactions;
 pub use threads::Threads;
@@ -23,24 +25,23 @@ use colink_proto::channels::v1::{Channel, ChannelKind, GetChannelRequest, Member
 use colink_proto::events::v1::{MessageChanged, event::Payload};
 use colink_proto::messaging::v1 as pb;
 use colink_proto::messaging::v1::channel_event::Kind;
-use colink_proto::messaging::v1::messaging_service_server::{MessagingService as MessagingRpc, MessagingServiceServer};
+use colink_proto::messaging::v1::messaging_service_server::MessagingServiceServer;
 use colink_proto::presence::v1::presence_service_client::PresenceServiceClient;
 use colink_proto::reactions::v1::reactions_service_server::ReactionsServiceServer;
 use colink_proto::threads::v1::threads_service_server::ThreadsServiceServer;
 use colink_proto::users::v1::users_service_client::UsersServiceClient;
-use colink_proto::users::v1::{BatchGetUsersRequest, ListBlockedUsersRequest};
 use colink_runtime::clients::{call_on_behalf, deny_if_blocked, on_behalf_of};
 use colink_runtime::db::Db;
 use colink_runtime::ephemeral::{Ephemeral, within_budget};
 use colink_runtime::error::{Page, Violations};
 use colink_runtime::events::{self, EventHandler, MESSAGE_EVENTS, Outbox};
-use colink_runtime::idempotency::{Keys, key_of};
+use colink_runtime::idempotency::Keys;
 use colink_runtime::ids::{
-    check_idempotency_key, check_same_request, check_text, encode_page_token, idempotency_key, now_micros,
-    opt_timestamp, page_size, parse_id, parse_id_list, request_fingerprint, timestamp,
+    check_idempotency_key, check_same_request, check_text, encode_page_token, now_micros, opt_timestamp, page_size,
+    parse_id, parse_id_list, request_fingerprint, timestamp,
 };
-use colink_runtime::pubsub::{Frame, PubSub, channel_topic, user_topic};
-use colink_runtime::{Caller, Error, Result, Role, caller};
+use colink_runtime::pubsub::{Frame, PubSub, channel_topic};
+use colink_runtime::{Caller, Error, Result, Role};
 use prost::Message as _;
 
 use sea_orm::{
@@ -48,11 +49,10 @@ use sea_orm::{
     QuerySelect, Set, TransactionTrait,
 };
 use tonic::transport::Channel as GrpcChannel;
-use tonic::{Request, Response, Status};
 
 use crate::access::{ACCESS_TOPIC, ACCESS_TTL, AccessCache};
 use crate::commit::{GroupCommit, NewMessage, Stored, ThreadReply};
-use crate::store::{channel_event, channel_head, idempotency, message, message_edit, read_state, removed_message};
+use crate::store::{channel_event, channel_head, idempotency, message, message_edit, removed_message};
 
 pub const MAX_TEXT: usize = 40_000;
 const MAX_FILES: usize = 10;
@@ -723,95 +723,6 @@ impl MessagingService {
             .collect::<Result<Vec<_>>>()?;
         Ok(pb::ListChannelEventsResponse { events, head_seq })
     }
-
-    async fn read_state(&self, caller: &Caller, channel_id: &str) -> Result<pb::ReadState> {
-        let only = read_states::Only { channel_ids: vec![channel_id.to_string()], thread_ids: Vec::new() };
-        let counts = self.unread_counts(caller, &only).await?;
-        let unread = counts.channels.into_iter().next().unwrap_or_default();
-        Ok(pb::ReadState {
-            channel_id: channel_id.to_string(),
-            last_read_seq: unread.last_read_seq,
-            head_seq: self.head_seq(channel_id).await?,
-            unread_count: unread.unread_count,
-        })
-    }
-
-    /// The caller's unread counts, leaving out what people they blocked
-    /// addressed to everyone.
-    async fn unread_counts(&self, caller: &Caller, only: &read_states::Only) -> Result<pb::UnreadCounts> {
-        let blocked = self.blocked_by(caller).await?;
-        Ok(read_states::counts(&self.db.reader, &caller.user_id, &blocked, only).await?)
-    }
-
-    /// Those of `ids` who turned read receipts off.
-    async fn receipts_off(&self, caller: &Caller, ids: &[String]) -> Result<Vec<String>> {
-        let mut silent = Vec::new();
-        for chunk in ids.chunks(100) {
-            let request = BatchGetUsersRequest { user_ids: chunk.to_vec(), usernames: Vec::new() };
-            let users =
-                call_on_behalf(&self.users, caller, request, |mut c, r| async move { c.batch_get_users(r).await })
-                    .await?
-                    .users;
-            silent.extend(users.into_iter().filter(|u| u.read_receipts_off).map(|u| u.user_id));
-        }
-        Ok(silent)
-    }
-
-    /// The users the caller blocked.
-    async fn blocked_by(&self, caller: &Caller) -> Result<Vec<String>> {
-        let mut blocked = Vec::new();
-        let mut page_token = String::new();
-        loop {
-            let request = ListBlockedUsersRequest { page_size: 100, page_token };
-            let page =
-                call_on_behalf(&self.users, caller, request, |mut c, r| async move { c.list_blocked_users(r).await })
-                    .await?;
-            blocked.extend(page.users.into_iter().map(|u| u.user_id));
-            if page.next_page_token.is_empty() {
-                break;
-            }
-            page_token = page.next_page_token;
-        }
-        Ok(blocked)
-    }
-
-    async fn mark_read(&self, caller: &Caller, req: pb::MarkReadRequest) -> Result<pb::ReadState> {
-        let channel_id = parse_id("channel_id", &req.channel_id)?;
-        if req.seq < 0 {
-            return Err(Error::invalid("seq", "must not be negative"));
-        }
-        if !self.access(caller, &channel_id).await?.is_member() {
-            return Err(Error::denied("only members have a read position"));
-        }
-        let seq = std::cmp::min(req.seq, self.head_seq(&channel_id).await?);
-        if read_states::mark_read(&self.db.writer, &channel_id, &caller.user_id, seq).await? {
-            // The reader's other devices update their badges.
-            self.pubsub.publish(&user_topic(&caller.user_id), read_states::counts_changed(&channel_id)).await;
-        }
-        self.read_state(caller, &channel_id).await
-    }
-
-    async fn list_mentions(&self, caller: &Caller, req: pb::ListMentionsRequest) -> Result<pb::ListMentionsResponse> {
-        let mut v = Violations::default();
-        let Page { limit, after } = v.page(req.page_size, &req.page_token, 50, 100);
-        let after = after.map(|t| {
-            t.split_once(':')
-                .and_then(|(at, id)| Some((at.parse::<i64>().ok()?, parse_id("page_token", id).ok()?)))
-                .unwrap_or_else(|| {
-                    v.add("page_token", "is not a valid page token for this list");
-                    (0, String::new())
-                })
-        });
-        v.finish()?;
-        let blocked = self.blocked_by(caller).await?;
-        let (rows, more) = mentions::page(&self.db.reader, &caller.user_id, &blocked, after, limit).await?;
-        let next_page_token = match rows.last() {
-            Some(last) if more => encode_page_token(&format!("{}:{}", last.created_at, last.message_id)),
-            _ => String::new(),
-        };
-        let messages = self.decorate(caller, rows.iter().map(to_proto).collect()).await?;
-        Ok(pb::ListMentionsResponse { messages, next_page_token })
-    }
 }
 
 /// Where a page of a sequence-ordered list starts. Page tokens are
@@ -934,278 +845,5 @@ fn to_proto(m: &message::Model) -> pb::Message {
             channel: m.mentions_channel,
             here: m.mentions_here,
         }),
-    }
-}
-
-#[tonic::async_trait]
-impl MessagingRpc for MessagingService {
-    async fn send_message(
-        &self,
-        request: Request<pb::SendMessageRequest>,
-    ) -> Result<Response<pb::SendMessageResponse>, Status> {
-        let caller = caller(&request)?.clone();
-        let idempotency_key = idempotency_key(&request.get_ref().idempotency_key, &request);
-        let message = self.send(&caller, pb::SendMessageRequest { idempotency_key, ..request.into_inner() }).await?;
-        Ok(Response::new(pb::SendMessageResponse { message: Some(message) }))
-    }
-
-    async fn get_message(
-        &self,
-        request: Request<pb::GetMessageRequest>,
-    ) -> Result<Response<pb::GetMessageResponse>, Status> {
-        let caller = caller(&request)?;
-        let (found, _) = self.visible_message(caller, &request.get_ref().message_id).await?;
-        let message = self.decorate(caller, vec![to_proto(&found)]).await?.pop();
-        Ok(Response::new(pb::GetMessageResponse { message }))
-    }
-
-    async fn list_messages(
-        &self,
-        request: Request<pb::ListMessagesRequest>,
-    ) -> Result<Response<pb::ListMessagesResponse>, Status> {
-        let caller = caller(&request)?.clone();
-        Ok(Response::new(self.list(&caller, request.into_inner()).await?))
-    }
-
-    async fn edit_message(
-        &self,
-        request: Request<pb::EditMessageRequest>,
-    ) -> Result<Response<pb::EditMessageResponse>, Status> {
-        let caller = caller(&request)?.clone();
-        let key = key_of(&request, &request.get_ref().idempotency_key).map_err(Error::from)?;
-        let req = pb::EditMessageRequest { idempotency_key: String::new(), ..request.into_inner() };
-        let response = self
-            .keys
-            .once(&caller.user_id, key, "EditMessage", &req, || async {
-                Ok(pb::EditMessageResponse { message: Some(self.edit(&caller, req.clone()).await?) })
-            })
-            .await?;
-        Ok(Response::new(response))
-    }
-
-    async fn delete_message(
-        &self,
-        request: Request<pb::DeleteMessageRequest>,
-    ) -> Result<Response<pb::DeleteMessageResponse>, Status> {
-        let caller = caller(&request)?;
-        let key = key_of(&request, &request.get_ref().idempotency_key).map_err(Error::from)?;
-        let req = pb::DeleteMessageRequest { idempotency_key: String::new(), ..request.get_ref().clone() };
-        let response = self
-            .keys
-            .once(&caller.user_id, key, "DeleteMessage", &req, || async {
-                Ok(pb::DeleteMessageResponse { message: Some(self.delete(caller, &req.message_id).await?) })
-            })
-            .await?;
-        Ok(Response::new(response))
-    }
-
-    async fn recall_message(
-        &self,
-        request: Request<pb::RecallMessageRequest>,
-    ) -> Result<Response<pb::RecallMessageResponse>, Status> {
-        let caller = caller(&request)?;
-        let key = key_of(&request, &request.get_ref().idempotency_key).map_err(Error::from)?;
-        let req = pb::RecallMessageRequest { idempotency_key: String::new(), ..request.get_ref().clone() };
-        let response = self
-            .keys
-            .once(&caller.user_id, key, "RecallMessage", &req, || async {
-                Ok(pb::RecallMessageResponse { message: Some(self.recall(caller, &req.message_id).await?) })
-            })
-            .await?;
-        Ok(Response::new(response))
-    }
-
-    async fn list_message_edits(
-        &self,
-        request: Request<pb::ListMessageEditsRequest>,
-    ) -> Result<Response<pb::ListMessageEditsResponse>, Status> {
-        let caller = caller(&request)?;
-        let (found, _) = self.visible_message(caller, &request.get_ref().message_id).await?;
-        // The history of a removed message goes with it.
-        let edits = if found.deleted_at.is_some() || found.recalled {
-            Vec::new()
-        } else {
-            message_edit::Entity::find()
-                .filter(message_edit::Column::MessageId.eq(&found.message_id))
-                .order_by_asc(message_edit::Column::Version)
-                .all(&self.db.reader)
-                .await
-                .map_err(Error::from)?
-        };
-        let edits = edits
-            .into_iter()
-            .map(|e| pb::MessageEdit {
-                version: e.version,
-                text: e.text,
-                editor_id: e.editor_id,
-                edit_time: Some(timestamp(e.edited_at)),
-            })
-            .collect();
-        Ok(Response::new(pb::ListMessageEditsResponse { edits }))
-    }
-
-    async fn pin_message(
-        &self,
-        request: Request<pb::PinMessageRequest>,
-    ) -> Result<Response<pb::PinMessageResponse>, Status> {
-        let caller = caller(&request)?;
-        let key = key_of(&request, &request.get_ref().idempotency_key).map_err(Error::from)?;
-        let req = pb::PinMessageRequest { idempotency_key: String::new(), ..request.get_ref().clone() };
-        let response = self
-            .keys
-            .once(&caller.user_id, key, "PinMessage", &req, || async {
-                Ok(pb::PinMessageResponse { message: Some(self.set_pinned(caller, &req.message_id, true).await?) })
-            })
-            .await?;
-        Ok(Response::new(response))
-    }
-
-    async fn unpin_message(
-        &self,
-        request: Request<pb::UnpinMessageRequest>,
-    ) -> Result<Response<pb::UnpinMessageResponse>, Status> {
-        let caller = caller(&request)?;
-        let key = key_of(&request, &request.get_ref().idempotency_key).map_err(Error::from)?;
-        let req = pb::UnpinMessageRequest { idempotency_key: String::new(), ..request.get_ref().clone() };
-        let response = self
-            .keys
-            .once(&caller.user_id, key, "UnpinMessage", &req, || async {
-                Ok(pb::UnpinMessageResponse { message: Some(self.set_pinned(caller, &req.message_id, false).await?) })
-            })
-            .await?;
-        Ok(Response::new(response))
-    }
-
-    async fn list_pinned_messages(
-        &self,
-        request: Request<pb::ListPinnedMessagesRequest>,
-    ) -> Result<Response<pb::ListPinnedMessagesResponse>, Status> {
-        let caller = caller(&request)?;
-        let channel_id = parse_id("channel_id", &request.get_ref().channel_id).map_err(Error::from)?;
-        self.access(caller, &channel_id).await?;
-        let rows = message::Entity::find()
-            .filter(message::Column::ChannelId.eq(&channel_id))
-            .filter(message::Column::PinnedAt.is_not_null())
-            .order_by_desc(message::Column::PinnedAt)
-            .limit(100)
-            .all(&self.db.reader)
-            .await
-            .map_err(Error::from)?;
-        let messages = self.decorate(caller, rows.iter().map(to_proto).collect()).await?;
-        Ok(Response::new(pb::ListPinnedMessagesResponse { messages }))
-    }
-
-    async fn mark_read(&self, request: Request<pb::MarkReadRequest>) -> Result<Response<pb::MarkReadResponse>, Status> {
-        let caller = caller(&request)?.clone();
-        let key = key_of(&request, &request.get_ref().idempotency_key).map_err(Error::from)?;
-        let req = pb::MarkReadRequest { idempotency_key: String::new(), ..request.into_inner() };
-        let response = self
-            .keys
-            .once(&caller.user_id, key, "MarkRead", &req, || async {
-                let read_state = MessagingService::mark_read(self, &caller, req.clone()).await?;
-                Ok(pb::MarkReadResponse { read_state: Some(read_state) })
-            })
-            .await?;
-        Ok(Response::new(response))
-    }
-
-    async fn get_read_state(
-        &self,
-        request: Request<pb::GetReadStateRequest>,
-    ) -> Result<Response<pb::GetReadStateResponse>, Status> {
-        let caller = caller(&request)?;
-        let channel_id = parse_id("channel_id", &request.get_ref().channel_id).map_err(Error::from)?;
-        if !self.access(caller, &channel_id).await?.is_member() {
-            return Err(Error::denied("only members have a read position").into());
-        }
-        let read_state = self.read_state(caller, &channel_id).await?;
-        Ok(Response::new(pb::GetReadStateResponse { read_state: Some(read_state) }))
-    }
-
-    async fn list_read_receipts(
-        &self,
-        request: Request<pb::ListReadReceiptsRequest>,
-    ) -> Result<Response<pb::ListReadReceiptsResponse>, Status> {
-        let caller = caller(&request)?;
-        let (found, _) = self.visible_message(caller, &request.get_ref().message_id).await?;
-        let received = read_state::Entity::find()
-            .filter(read_state::Column::ChannelId.eq(&found.channel_id))
-            .filter(read_state::Column::DeliveredSeq.gte(found.seq))
-            .filter(read_state::Column::UserId.ne(&found.sender_id))
-            .order_by_asc(read_state::Column::UserId)
-            .limit(2000)
-            .all(&self.db.reader)
-            .await
-            .map_err(Error::from)?;
-        let ids: Vec<String> =
-            received.iter().filter(|r| r.last_read_seq >= found.seq).map(|r| r.user_id.clone()).collect();
-        let silent = self.receipts_off(caller, &ids).await?;
-        let (mut reader_ids, mut delivered_to_ids) = (Vec::new(), Vec::new());
-        for r in received {
-            if r.last_read_seq >= found.seq && !silent.contains(&r.user_id) {
-                reader_ids.push(r.user_id);
-            } else {
-                delivered_to_ids.push(r.user_id);
-            }
-        }
-        reader_ids.truncate(1000);
-        delivered_to_ids.truncate(1000);
-        Ok(Response::new(pb::ListReadReceiptsResponse { reader_ids, delivered_to_ids }))
-    }
-
-    async fn mark_delivered(
-        &self,
-        request: Request<pb::MarkDeliveredRequest>,
-    ) -> Result<Response<pb::MarkDeliveredResponse>, Status> {
-        let caller = caller(&request)?;
-        let req = request.get_ref();
-        let channel_id = parse_id("channel_id", &req.channel_id).map_err(Error::from)?;
-        if req.seq < 0 {
-            return Err(Error::invalid("seq", "must not be negative").into());
-        }
-        if !self.member_access(caller, &channel_id).await?.is_member() {
-            return Err(Error::denied("only members have a delivered position").into());
-        }
-        let seq = std::cmp::min(req.seq, self.head_seq(&channel_id).await?);
-        read_states::mark_delivered(&self.db.writer, &channel_id, &caller.user_id, seq).await.map_err(Error::from)?;
-        let delivered_seq = read_state::Entity::find_by_id((channel_id, caller.user_id.clone()))
-            .one(&self.db.writer)
-            .await
-            .map_err(Error::from)?
-            .map_or(0, |r| r.delivered_seq);
-        Ok(Response::new(pb::MarkDeliveredResponse { delivered_seq }))
-    }
-
-    async fn get_unread_counts(
-        &self,
-        request: Request<pb::GetUnreadCountsRequest>,
-    ) -> Result<Response<pb::GetUnreadCountsResponse>, Status> {
-        let caller = caller(&request)?;
-        let req = request.get_ref();
-        let mut v = Violations::default();
-        if req.channel_ids.len() + req.thread_ids.len() > 1000 {
-            v.add("channel_ids", "must list at most 1,000 conversations and threads together");
-        }
-        let channel_ids = parse_id_list(&mut v, "channel_ids", &req.channel_ids);
-        let thread_ids = parse_id_list(&mut v, "thread_ids", &req.thread_ids);
-        v.finish()?;
-        let counts = self.unread_counts(caller, &read_states::Only { channel_ids, thread_ids }).await?;
-        Ok(Response::new(pb::GetUnreadCountsResponse { counts: Some(counts) }))
-    }
-
-    async fn list_mentions(
-        &self,
-        request: Request<pb::ListMentionsRequest>,
-    ) -> Result<Response<pb::ListMentionsResponse>, Status> {
-        let caller = caller(&request)?.clone();
-        Ok(Response::new(MessagingService::list_mentions(self, &caller, request.into_inner()).await?))
-    }
-
-    async fn list_channel_events(
-        &self,
-        request: Request<pb::ListChannelEventsRequest>,
-    ) -> Result<Response<pb::ListChannelEventsResponse>, Status> {
-        let caller = caller(&request)?.clone();
-        Ok(Response::new(self.channel_events(&caller, request.into_inner()).await?))
     }
 }
