@@ -17,7 +17,7 @@ pub struct Event {
     /// What happened.
     #[prost(
         oneof = "event::Payload",
-        tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22"
+        tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24"
     )]
     pub payload: ::core::option::Option<event::Payload>,
 }
@@ -66,6 +66,12 @@ pub mod event {
         /// channel.member_preferences_changed
         #[prost(message, tag = "22")]
         MemberPreferencesChanged(super::MembershipChanged),
+        /// message.read (a conversation), thread.read (a thread)
+        #[prost(message, tag = "23")]
+        ReadStateChanged(super::ReadStateChanged),
+        /// presence.updated
+        #[prost(message, tag = "24")]
+        PresenceUpdated(super::PresenceChanged),
     }
 }
 /// A reaction was added or removed.
@@ -207,4 +213,33 @@ pub struct MessageModerated {
     /// Why, as given by the moderator.
     #[prost(string, tag = "6")]
     pub reason: ::prost::alloc::string::String,
+}
+/// A member read further in a conversation or a thread (on any device).
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ReadStateChanged {
+    /// The conversation.
+    #[prost(string, tag = "1")]
+    pub channel_id: ::prost::alloc::string::String,
+    /// The thread, for thread.read.
+    #[prost(string, tag = "2")]
+    pub thread_id: ::prost::alloc::string::String,
+    /// Who read.
+    #[prost(string, tag = "3")]
+    pub user_id: ::prost::alloc::string::String,
+    /// Their read position after the change.
+    #[prost(int64, tag = "4")]
+    pub last_read_seq: i64,
+}
+/// A user's presence as others see it changed.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct PresenceChanged {
+    /// Whose.
+    #[prost(string, tag = "1")]
+    pub user_id: ::prost::alloc::string::String,
+    /// "online", "away", "dnd" or "offline" (also for an invisible user).
+    #[prost(string, tag = "2")]
+    pub status: ::prost::alloc::string::String,
+    /// Their custom status, if any.
+    #[prost(string, tag = "3")]
+    pub custom_status: ::prost::alloc::string::String,
 }

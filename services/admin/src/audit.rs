@@ -91,7 +91,10 @@ fn entry_for(event: &Event) -> Option<Entry> {
                 ]),
             ),
             // Replies are content; following and muting are personal.
-            Payload::ThreadChanged(_) | Payload::MemberPreferencesChanged(_) => return None,
+            Payload::ThreadChanged(_)
+            | Payload::MemberPreferencesChanged(_)
+            | Payload::ReadStateChanged(_)
+            | Payload::PresenceUpdated(_) => return None,
         };
     let created_at = event.occur_time.as_ref().map_or_else(now_micros, micros_of);
     Some(Entry {

@@ -196,6 +196,7 @@ impl Node {
                     let svc = PresenceService::new(
                         ephemeral.clone(),
                         pubsub.clone(),
+                        event_log.clone(),
                         peers.channel("channels"),
                         peers.channel("users"),
                     );

@@ -219,9 +219,7 @@ impl Writer {
             events::enqueue_many(&txn, &outgoing).await?;
             mention::Entity::insert_many(mentions).exec_without_returning(&txn).await?;
             broadcast::Entity::insert_many(broadcasts).exec_without_returning(&txn).await?;
-            for ((channel_id, user_id), (seq, ordinal)) in read_up_to {
-                read_states::advance(&txn, &channel_id, &user_id, seq, ordinal).await?;
-            }
+            read_states::advance_senders(&txn, &read_up_to).await?;
         }
         txn.commit().await?;
         for event in &appended {

@@ -6,7 +6,7 @@
 //! deleted or recalled. Sending therefore costs the same in a channel of ten
 //! members as in one of ten thousand.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use colink_proto::messaging::v1::{ChannelUnread, ThreadUnread, UnreadCounts};
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
@@ -38,17 +38,11 @@ pub async fn join<C: ConnectionTrait>(
         delivered_seq: Set(seq),
         read_ordinal: Set(ordinal),
     };
+    // A row that exists already comes from a message the member sent
+    // before their joining was recorded: it is further on, and stays.
     read_state::Entity::insert(row)
         .on_conflict(
-            OnConflict::columns([read_state::Column::ChannelId, read_state::Column::UserId])
-                .update_columns([
-                    read_state::Column::LastReadSeq,
-                    read_state::Column::ReadOrdinal,
-                    read_state::Column::DeliveredSeq,
-                    read_state::Column::Muted,
-                    read_state::Column::UpdatedAt,
-                ])
-                .to_owned(),
+            OnConflict::columns([read_state::Column::ChannelId, read_state::Column::UserId]).do_nothing().to_owned(),
         )
         .exec_without_returning(conn)
         .await?;
@@ -74,6 +68,34 @@ pub async fn set_muted<C: ConnectionTrait>(
         .filter(read_state::Column::UserId.eq(user_id))
         .exec(conn)
         .await?;
+    Ok(())
+}
+
+/// Moves the read positions of senders forward to their messages, in one
+/// statement for a whole batch: `(channel, user) -> (seq, ordinal)`. Only
+/// members' rows move; none is created here.
+pub async fn advance_senders<C: ConnectionTrait>(
+    conn: &C,
+    positions: &BTreeMap<(String, String), (i64, i64)>,
+) -> Result<(), DbErr> {
+    if positions.is_empty() {
+        return Ok(());
+    }
+    let rows = vec!["(?, ?, CAST(? AS BIGINT), CAST(? AS BIGINT))"; positions.len()].join(", ");
+    let sql = format!(
+        "WITH v(channel_id, user_id, seq, ordinal) AS (VALUES {rows}) \
+         UPDATE read_states SET last_read_seq = v.seq, read_ordinal = v.ordinal, updated_at = CAST(? AS BIGINT), \
+         delivered_seq = CASE WHEN read_states.delivered_seq < v.seq THEN v.seq ELSE read_states.delivered_seq END \
+         FROM v WHERE read_states.channel_id = v.channel_id AND read_states.user_id = v.user_id \
+         AND read_states.last_read_seq < v.seq"
+    );
+    let mut values: Vec<Value> = Vec::with_capacity(positions.len() * 4 + 1);
+    for ((channel_id, user_id), (seq, ordinal)) in positions {
+        values.extend([channel_id.clone().into(), user_id.clone().into(), (*seq).into(), (*ordinal).into()]);
+    }
+    values.push(now_micros().into());
+    let q = Sql { backend: conn.get_database_backend() };
+    conn.execute_raw(q.statement(&sql, values)).await?;
     Ok(())
 }
 

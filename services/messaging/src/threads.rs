@@ -178,15 +178,12 @@ impl MessagingService {
             Some(m) if m.thread_id.as_deref() == Some(found.thread_id.as_str()) => m,
             _ => return Err(Error::invalid("last_read_message_id", "must be a reply of this thread")),
         };
-        store::mark_read(
-            &self.db.writer,
-            &found.thread_id,
-            &found.channel_id,
-            &caller.user_id,
-            read.seq,
-            &read.message_id,
-        )
-        .await?;
+        let txn = self.db.writer.begin().await?;
+        store::mark_read(&txn, &found.thread_id, &found.channel_id, &caller.user_id, read.seq, &read.message_id)
+            .await?;
+        self.read_event(&txn, "thread.read", &found.channel_id, &found.thread_id, &caller.user_id, read.seq).await?;
+        txn.commit().await?;
+        self.outbox.notify();
         let notice = crate::read_states::thread_counts_changed(&found.thread_id);
         self.pubsub.publish(&colink_runtime::pubsub::user_topic(&caller.user_id), notice).await;
         let thread = self.thread_view(caller, &found.thread_id).await?;

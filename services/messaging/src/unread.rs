@@ -8,6 +8,11 @@ use colink_runtime::ids::{encode_page_token, parse_id};
 use colink_runtime::pubsub::user_topic;
 use colink_runtime::{Caller, Error, Result};
 
+use colink_proto::events::v1::ReadStateChanged;
+use colink_proto::events::v1::event::Payload;
+use colink_runtime::events::{self, MESSAGE_EVENTS};
+use sea_orm::{DatabaseTransaction, TransactionTrait};
+
 use crate::{MessagingService, mentions, read_states, to_proto};
 
 impl MessagingService {
@@ -71,11 +76,37 @@ impl MessagingService {
             return Err(Error::denied("only members have a read position"));
         }
         let seq = std::cmp::min(req.seq, self.head_seq(&channel_id).await?);
-        if read_states::mark_read(&self.db.writer, &channel_id, &caller.user_id, seq).await? {
+        let txn = self.db.writer.begin().await?;
+        if read_states::mark_read(&txn, &channel_id, &caller.user_id, seq).await? {
+            self.read_event(&txn, "message.read", &channel_id, "", &caller.user_id, seq).await?;
+            txn.commit().await?;
+            self.outbox.notify();
             // The reader's other devices update their badges.
             self.pubsub.publish(&user_topic(&caller.user_id), read_states::counts_changed(&channel_id)).await;
         }
         self.read_state(caller, &channel_id).await
+    }
+
+    /// Enqueues a read-state change, for the services that act on reads
+    /// (clearing notifications on other devices).
+    pub(crate) async fn read_event(
+        &self,
+        txn: &DatabaseTransaction,
+        kind: &str,
+        channel_id: &str,
+        thread_id: &str,
+        user_id: &str,
+        seq: i64,
+    ) -> Result<()> {
+        let changed = ReadStateChanged {
+            channel_id: channel_id.to_string(),
+            thread_id: thread_id.to_string(),
+            user_id: user_id.to_string(),
+            last_read_seq: seq,
+        };
+        let event = events::event(kind, user_id, Payload::ReadStateChanged(changed));
+        events::enqueue(txn, MESSAGE_EVENTS, channel_id, &event).await?;
+        Ok(())
     }
 
     pub(crate) async fn list_mentions(

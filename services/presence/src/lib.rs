@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use colink_proto::channels::v1::channels_service_client::ChannelsServiceClient;
 use colink_proto::channels::v1::{GetChannelRequest, ListMyChannelsRequest, MemberRole};
+use colink_proto::events::v1::PresenceChanged;
+use colink_proto::events::v1::event::Payload;
 use colink_proto::presence::v1 as pb;
 use colink_proto::presence::v1::presence_service_server::{PresenceService as PresenceRpc, PresenceServiceServer};
 use colink_proto::realtime::v1::TypingEvent;
@@ -23,6 +25,7 @@ use colink_runtime::ephemeral::{
     Ephemeral, EphemeralError, TYPING_TTL, last_seen_key, presence_key, typing_expires_at, typing_key,
 };
 use colink_runtime::error::Violations;
+use colink_runtime::events::{self, EventLog, PRESENCE_EVENTS};
 use colink_runtime::ids::{check_text, micros_of, now_micros, parse_id, parse_id_list, timestamp};
 use colink_runtime::pubsub::{Frame, PubSub, channel_topic};
 use colink_runtime::{Caller, Error, Result, caller};
@@ -66,18 +69,26 @@ pub struct PresenceService {
     pubsub: Arc<dyn PubSub>,
     channels: ChannelsServiceClient<Channel>,
     users: UsersServiceClient<Channel>,
+    events: Arc<dyn EventLog>,
     /// When each user's presence was last announced from this node.
     announced: Arc<Mutex<HashMap<String, Instant>>>,
 }
 
 impl PresenceService {
-    pub fn new(store: Arc<dyn Ephemeral>, pubsub: Arc<dyn PubSub>, channels: Channel, users: Channel) -> Self {
-        tokio::spawn(announce_departures(store.clone(), pubsub.clone()));
+    pub fn new(
+        store: Arc<dyn Ephemeral>,
+        pubsub: Arc<dyn PubSub>,
+        events: Arc<dyn EventLog>,
+        channels: Channel,
+        users: Channel,
+    ) -> Self {
+        tokio::spawn(announce_departures(store.clone(), pubsub.clone(), events.clone()));
         Self {
             store,
             pubsub,
             channels: ChannelsServiceClient::new(channels),
             users: UsersServiceClient::new(users),
+            events,
             announced: Arc::default(),
         }
     }
@@ -124,6 +135,7 @@ impl PresenceService {
             pubsub: self.pubsub.clone(),
             channels: self.channels.clone(),
             users: self.users.clone(),
+            events: self.events.clone(),
             announced: self.announced.clone(),
         }
     }
@@ -155,6 +167,7 @@ impl PresenceService {
         self.store.set_put(ANNOUNCED, &caller.user_id, AUDIENCE_TTL).await.map_err(degraded)?;
         let presence = self.load(std::slice::from_ref(&caller.user_id)).await?.into_iter().next();
         if let Some(presence) = presence {
+            record(self.events.as_ref(), &presence).await;
             broadcast(self.pubsub.as_ref(), &audience, presence).await;
         }
         Ok(())
@@ -401,7 +414,7 @@ async fn broadcast(pubsub: &dyn PubSub, audience: &Audience, mut presence: pb::P
 
 /// Announces, for as long as the node runs, that users whose presence
 /// expired (no heartbeat, no stream) are now offline.
-async fn announce_departures(store: Arc<dyn Ephemeral>, pubsub: Arc<dyn PubSub>) {
+async fn announce_departures(store: Arc<dyn Ephemeral>, pubsub: Arc<dyn PubSub>, events: Arc<dyn EventLog>) {
     let mut tick = tokio::time::interval(DEPARTURE_CHECK);
     loop {
         tick.tick().await;
@@ -436,9 +449,30 @@ async fn announce_departures(store: Arc<dyn Ephemeral>, pubsub: Arc<dyn PubSub>)
                     update_time: Some(timestamp(now)),
                     ..Default::default()
                 };
+                record(events.as_ref(), &presence).await;
                 broadcast(pubsub.as_ref(), &audience, presence).await;
             }
         }
+    }
+}
+
+/// Publishes a `presence.updated` domain event, best effort: presence is
+/// ephemeral, and the next change says the same again.
+async fn record(log: &dyn EventLog, presence: &pb::Presence) {
+    let status = match pb::PresenceStatus::try_from(presence.status) {
+        Ok(pb::PresenceStatus::Online) => "online",
+        Ok(pb::PresenceStatus::Away) => "away",
+        Ok(pb::PresenceStatus::Dnd) => "dnd",
+        _ => "offline",
+    };
+    let changed = PresenceChanged {
+        user_id: presence.user_id.clone(),
+        status: status.to_string(),
+        custom_status: presence.custom_status.clone(),
+    };
+    let event = events::event("presence.updated", &presence.user_id, Payload::PresenceUpdated(changed));
+    if let Err(err) = log.publish(PRESENCE_EVENTS, &presence.user_id, event.encode_to_vec().into()).await {
+        tracing::debug!(error = %err, "presence event not published");
     }
 }
 
