@@ -60,7 +60,9 @@ impl MessagingService {
     /// A message the caller may react to now: live, in a conversation the
     /// caller may post in.
     async fn reactable(&self, caller: &Caller, message_id: &str) -> Result<message::Model> {
-        let (found, access) = self.visible_message(caller, message_id).await?;
+        let found = self.find(&parse_id("message_id", message_id)?).await?;
+        // Remembered for a moment, as for sends: reacting is as frequent.
+        let access = self.member_access(caller, &found.channel_id).await?;
         access.require_writable()?;
         self.require_unblocked(caller, &access).await?;
         if !found.is_live() {

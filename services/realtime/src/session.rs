@@ -46,6 +46,10 @@ pub enum End {
 
 type Flow = Result<(), End>;
 
+// Calls made only now and then (counts, receipts, presence, blocks) are
+// boxed where they are awaited: inline, their futures would widen every
+// stream's state for the whole life of the stream.
+
 /// Pings count as presence heartbeats at most this often.
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(20);
 
@@ -170,14 +174,14 @@ impl Session {
                 },
                 Some((channel_id, item)) = self.live.next(), if !self.live.is_empty() => self.on_live(channel_id, item).await,
                 item = next_feed(&mut self.user_feed) => self.on_user_feed(item).await,
-                _ = sleep_until(self.acks_due) => self.record_acks().await,
+                _ = sleep_until(self.acks_due) => Box::pin(self.record_acks()).await,
                 _ = tokio::time::sleep(expiry) => Err(End::Resume("token_expired")),
                 _ = shutdown.changed() => Err(End::Resume("shutdown")),
                 _ = self.out.closed() => Err(End::Gone),
             };
             end = flow.err();
         }
-        self.record_acks().await.ok();
+        Box::pin(self.record_acks()).await.ok();
         if let Some(end) = end {
             self.finish(end);
         }
@@ -259,7 +263,7 @@ impl Session {
             Some(ClientFrame::Ping(ping)) => {
                 self.send(Frame::Pong(pb::PongFrame { nonce: ping.nonce, server_time: Some(timestamp(now_micros())) }))
                     .await?;
-                self.renew_presence().await;
+                Box::pin(self.renew_presence()).await;
                 Ok(())
             }
             Some(ClientFrame::Reauthenticate(frame)) => match self.shared.verifier.verify(&frame.access_token).await {
@@ -288,7 +292,7 @@ impl Session {
                     self.follow(&channel_id, None).await?;
                 }
             }
-            self.count_all().await?;
+            Box::pin(self.count_all()).await?;
         }
         Ok(())
     }
@@ -350,9 +354,9 @@ impl Session {
         match notice.split_once(':') {
             Some(("channel", id)) => delta.recount_channels.push(id.to_string()),
             Some(("thread", id)) => delta.recount_threads.push(id.to_string()),
-            _ => return self.count_all().await,
+            _ => return Box::pin(self.count_all()).await,
         }
-        self.settle(delta).await
+        Box::pin(self.settle(delta)).await
     }
 
     /// Passes on a co-member's presence, once per update, unless a block
@@ -362,7 +366,7 @@ impl Session {
         if self.presence_seen.get(&presence.user_id).is_some_and(|seen| *seen >= updated) {
             return Ok(());
         }
-        if self.blocked_with(&presence.user_id).await {
+        if Box::pin(self.blocked_with(&presence.user_id)).await {
             return Ok(());
         }
         self.presence_seen.insert(presence.user_id.clone(), updated);
@@ -643,7 +647,7 @@ impl Session {
             && let Some(unread) = self.unread.as_mut()
         {
             let delta = unread.apply(&event);
-            self.settle(delta).await?;
+            Box::pin(self.settle(delta)).await?;
         }
         if let Some(reason) = left {
             self.drop_channel(channel_id);
@@ -675,13 +679,13 @@ impl Session {
                 }
             }
             Some(pubsub::Frame::Typing(body)) => match pb::TypingEvent::decode(body) {
-                Ok(typing) if typing.user_id != self.user_id && !self.blocked_with(&typing.user_id).await => {
+                Ok(typing) if typing.user_id != self.user_id && !Box::pin(self.blocked_with(&typing.user_id)).await => {
                     self.send(Frame::Typing(typing)).await
                 }
                 _ => Ok(()),
             },
             Some(pubsub::Frame::Presence(body)) => match Presence::decode(body) {
-                Ok(presence) if presence.user_id != self.user_id => self.on_presence(presence).await,
+                Ok(presence) if presence.user_id != self.user_id => Box::pin(self.on_presence(presence)).await,
                 _ => Ok(()),
             },
             // Publishes may have been lost: the log has them.
@@ -695,11 +699,11 @@ impl Session {
             Some(Ok(bytes)) => {
                 let body = match pubsub::Frame::decode(bytes) {
                     Some(pubsub::Frame::Event(body)) => body,
-                    Some(pubsub::Frame::Counts(body)) => return self.on_counts_notice(&body).await,
+                    Some(pubsub::Frame::Counts(body)) => return Box::pin(self.on_counts_notice(&body)).await,
                     // Notices may have been missed too.
                     Some(pubsub::Frame::Resync) => {
                         self.follow_new_channels().await?;
-                        return if self.unread.is_some() { self.count_all().await } else { Ok(()) };
+                        return if self.unread.is_some() { Box::pin(self.count_all()).await } else { Ok(()) };
                     }
                     _ => return Ok(()),
                 };
@@ -713,7 +717,7 @@ impl Session {
             }
             Some(Err(BroadcastStreamRecvError::Lagged(_))) => {
                 self.follow_new_channels().await?;
-                if self.unread.is_some() { self.count_all().await } else { Ok(()) }
+                if self.unread.is_some() { Box::pin(self.count_all()).await } else { Ok(()) }
             }
             None => {
                 self.user_feed = None;

@@ -17,6 +17,9 @@ pub const MAX_EMOJI_PER_MESSAGE: u64 = 50;
 pub const MAX_PER_USER: u64 = 20;
 /// Users named in each group, for tooltips.
 const SAMPLE_USERS: i64 = 5;
+/// Up to this many groups, samples are read group by group off the index;
+/// beyond, in one pass over the messages' reactions.
+const FEW_GROUPS: usize = 20;
 
 /// What became of an add.
 #[derive(Debug, PartialEq, Eq)]
@@ -134,7 +137,27 @@ pub async fn groups<C: ConnectionTrait>(
         .into_iter()
         .map(|r| (r.message_id, r.emoji))
         .collect();
-    let mut samples = samples(conn, message_ids).await?;
+    let mut samples = if counts.len() <= FEW_GROUPS {
+        // Few groups: each reads its first users off the index.
+        let mut samples = HashMap::new();
+        for c in &counts {
+            let users: Vec<String> = reaction::Entity::find()
+                .select_only()
+                .column(reaction::Column::UserId)
+                .filter(reaction::Column::MessageId.eq(&c.message_id))
+                .filter(reaction::Column::Emoji.eq(&c.emoji))
+                .order_by_asc(reaction::Column::CreatedAt)
+                .order_by_asc(reaction::Column::UserId)
+                .limit(SAMPLE_USERS as u64)
+                .into_tuple()
+                .all(conn)
+                .await?;
+            samples.insert((c.message_id.clone(), c.emoji.clone()), users);
+        }
+        samples
+    } else {
+        samples(conn, message_ids).await?
+    };
     let mut groups: HashMap<String, Vec<ReactionGroup>> = HashMap::new();
     for c in counts {
         let key = (c.message_id, c.emoji);
