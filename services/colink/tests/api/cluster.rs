@@ -11,9 +11,8 @@ fn server(variable: &str) -> String {
     std::env::var(variable).unwrap_or_else(|_| panic!("{variable} must name the server this test runs against"))
 }
 
-#[tokio::test]
-#[ignore = "needs PostgreSQL and Redis: set COLINK_TEST_POSTGRES and COLINK_TEST_REDIS (the full suite does)"]
-async fn a_stream_on_one_node_receives_live_what_another_node_commits() {
+/// Two nodes sharing a fresh PostgreSQL database and Redis.
+async fn two_nodes() -> (TestApp, TestApp) {
     let database = fresh_postgres(&server("COLINK_TEST_POSTGRES")).await;
     let redis = server("COLINK_TEST_REDIS");
     let node = |database: String, redis: String| {
@@ -22,8 +21,13 @@ async fn a_stream_on_one_node_receives_live_what_another_node_commits() {
             c.pubsub.url = redis;
         })
     };
-    let a = node(database.clone(), redis.clone()).await;
-    let b = node(database, redis).await;
+    (node(database.clone(), redis.clone()).await, node(database, redis).await)
+}
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL and Redis: set COLINK_TEST_POSTGRES and COLINK_TEST_REDIS (the full suite does)"]
+async fn a_stream_on_one_node_receives_live_what_another_node_commits() {
+    let (a, b) = two_nodes().await;
 
     // Accounts and tokens are shared: signed up on either node, valid on both.
     let alice = a.register("alice").await;
@@ -54,16 +58,7 @@ async fn reactions_and_unread_counts_reach_streams_on_other_nodes() {
     use colink_proto::reactions::v1::AddReactionRequest;
     use colink_proto::realtime::v1::SubscribeRequest;
 
-    let database = fresh_postgres(&server("COLINK_TEST_POSTGRES")).await;
-    let redis = server("COLINK_TEST_REDIS");
-    let node = |database: String, redis: String| {
-        TestApp::spawn_with(move |c| {
-            c.database.url = database;
-            c.pubsub.url = redis;
-        })
-    };
-    let a = node(database.clone(), redis.clone()).await;
-    let b = node(database, redis).await;
+    let (a, b) = two_nodes().await;
     let alice = a.register("alice").await;
     let bob = b.register("bob").await;
     let room = a.create_channel(&alice, "everywhere", ChannelKind::Private, &[&bob]).await;

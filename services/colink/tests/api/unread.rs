@@ -61,6 +61,16 @@ async fn mentions_of(app: &TestApp, user: &TestUser) -> Vec<String> {
     messages.into_iter().map(|m| m.text).collect()
 }
 
+/// Alice and Bob in a private room, once Bob's membership counts.
+async fn private_pair() -> (TestApp, TestUser, TestUser, String) {
+    let app = TestApp::spawn().await;
+    let alice = app.register("alice").await;
+    let bob = app.register("bob").await;
+    let room = app.create_channel(&alice, "room", ChannelKind::Private, &[&bob]).await;
+    settled(&app, &bob, &room.channel_id, |c| c.is_some()).await;
+    (app, alice, bob, room.channel_id)
+}
+
 async fn mark_read(app: &TestApp, user: &TestUser, channel_id: &str, seq: i64) {
     let request = MarkReadRequest { channel_id: channel_id.into(), seq, ..Default::default() };
     app.messaging().mark_read(user.req(request)).await.unwrap();
@@ -231,12 +241,7 @@ fn pushed(frame: &UnreadCountsFrame, channel_id: &str) -> (i64, i64) {
 
 #[tokio::test]
 async fn unread_counts_are_pushed_live_on_both_kinds_of_stream() {
-    let app = TestApp::spawn().await;
-    let alice = app.register("alice").await;
-    let bob = app.register("bob").await;
-    let room = app.create_channel(&alice, "room", ChannelKind::Private, &[&bob]).await;
-    let id = room.channel_id.clone();
-    settled(&app, &bob, &id, |c| c.is_some()).await;
+    let (app, alice, bob, id) = private_pair().await;
 
     let request = SubscribeRequest { cursors: vec![], all_channels: true };
     let mut browser = app.realtime().subscribe(bob.req(request)).await.unwrap().into_inner();
@@ -286,12 +291,7 @@ async fn unread_counts_are_pushed_live_on_both_kinds_of_stream() {
 
 #[tokio::test]
 async fn acknowledgements_and_reads_make_receipts_within_privacy_settings() {
-    let app = TestApp::spawn().await;
-    let alice = app.register("alice").await;
-    let bob = app.register("bob").await;
-    let room = app.create_channel(&alice, "room", ChannelKind::Private, &[&bob]).await;
-    let id = room.channel_id.clone();
-    settled(&app, &bob, &id, |c| c.is_some()).await;
+    let (app, alice, bob, id) = private_pair().await;
     let (tx, mut stream) = connect(&app, &bob).await;
     tx.send(subscribe(vec![cursor(&id, None)], false)).await.unwrap();
     subscribed(&mut stream).await;
@@ -354,12 +354,7 @@ async fn acknowledgements_and_reads_make_receipts_within_privacy_settings() {
 
 #[tokio::test]
 async fn sending_to_a_thread_with_mentions_keeps_channel_counts_apart() {
-    let app = TestApp::spawn().await;
-    let alice = app.register("alice").await;
-    let bob = app.register("bob").await;
-    let room = app.create_channel(&alice, "room", ChannelKind::Private, &[&bob]).await;
-    let id = room.channel_id.clone();
-    settled(&app, &bob, &id, |c| c.is_some()).await;
+    let (app, alice, bob, id) = private_pair().await;
     let root = send(&app, &bob, &id, "root by bob").await;
     let reply = SendMessageRequest {
         channel_id: id.clone(),
