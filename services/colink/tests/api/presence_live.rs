@@ -60,9 +60,13 @@ async fn presence_changes_reach_those_who_share_a_conversation() {
     let alone = app.create_channel(&carol, "alone", ChannelKind::Private, &[]).await;
     let mut bobs = app.subscribe(&bob, &room.channel_id, None).await;
     let mut carols = app.subscribe(&carol, &alone.channel_id, None).await;
+    let (tx, mut bobs_native) = connect(&app, &bob).await;
+    tx.send(subscribe(vec![cursor(&room.channel_id, None)], false)).await.unwrap();
+    subscribed(&mut bobs_native).await;
 
     set_status(&app, &alice, PresenceStatus::Dnd).await;
     assert_eq!(presence_of(&mut bobs, &alice).await.status, PresenceStatus::Dnd as i32);
+    assert_eq!(presence_of(&mut bobs_native, &alice).await.status, PresenceStatus::Dnd as i32, "on Connect too");
     // Changes within the debounce window arrive as their final state.
     set_status(&app, &alice, PresenceStatus::Away).await;
     set_status(&app, &alice, PresenceStatus::Online).await;
