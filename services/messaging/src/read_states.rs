@@ -215,68 +215,37 @@ pub async fn counts(
     let q = Sql { backend };
     let mut channels = Vec::new();
     if only.all() || !only.channel_ids.is_empty() {
+        // One statement: each count is an index range after the read position.
         let scope = q.scope("r.channel_id", &only.channel_ids, only.all());
-        let heads = txn
+        let ignore = q.not_in("b.sender_id", ignored);
+        let rows = txn
             .query_all_raw(q.statement(
                 &format!(
                     "SELECT r.channel_id, r.last_read_seq, r.read_ordinal, r.muted, \
-                     COALESCE(h.last_seq, 0), COALESCE(h.message_count, 0) \
+                     COALESCE(h.last_seq, 0), COALESCE(h.message_count, 0), \
+                     (SELECT COUNT(*) FROM removed_messages x \
+                      WHERE x.channel_id = r.channel_id AND x.seq > r.last_read_seq), \
+                     (SELECT COUNT(*) FROM mentions m WHERE m.user_id = r.user_id \
+                      AND m.channel_id = r.channel_id AND m.seq > r.last_read_seq AND m.in_channel = ?), \
+                     (SELECT COUNT(*) FROM broadcasts b WHERE b.channel_id = r.channel_id \
+                      AND b.seq > r.last_read_seq AND b.in_channel = ? AND b.sender_id <> r.user_id{}) \
                      FROM read_states r LEFT JOIN channel_heads h ON h.channel_id = r.channel_id \
                      WHERE r.user_id = ?{}",
-                    scope.0
-                ),
-                [vec![user_id.into()], scope.1.clone()].concat(),
-            ))
-            .await?;
-        let removed = q
-            .grouped(
-                &txn,
-                &format!(
-                    "SELECT x.channel_id, COUNT(*) FROM removed_messages x \
-                     JOIN read_states r ON r.channel_id = x.channel_id \
-                     WHERE r.user_id = ? AND x.seq > r.last_read_seq{} GROUP BY x.channel_id",
-                    scope.0
-                ),
-                [vec![user_id.into()], scope.1.clone()].concat(),
-            )
-            .await?;
-        let named = q
-            .grouped(
-                &txn,
-                &format!(
-                    "SELECT m.channel_id, COUNT(*) FROM mentions m \
-                     JOIN read_states r ON r.channel_id = m.channel_id AND r.user_id = m.user_id \
-                     WHERE m.user_id = ? AND m.in_channel = ? AND m.seq > r.last_read_seq{} GROUP BY m.channel_id",
-                    scope.0
-                ),
-                [vec![user_id.into(), true.into()], scope.1.clone()].concat(),
-            )
-            .await?;
-        let ignore = q.not_in("b.sender_id", ignored);
-        let everyone = q
-            .grouped(
-                &txn,
-                &format!(
-                    "SELECT b.channel_id, COUNT(*) FROM broadcasts b \
-                     JOIN read_states r ON r.channel_id = b.channel_id \
-                     WHERE r.user_id = ? AND b.in_channel = ? AND b.seq > r.last_read_seq AND b.sender_id <> ?{}{} \
-                     GROUP BY b.channel_id",
                     ignore.0, scope.0
                 ),
-                [vec![user_id.into(), true.into(), user_id.into()], ignore.1.clone(), scope.1.clone()].concat(),
-            )
+                [vec![true.into(), true.into()], ignore.1, vec![user_id.into()], scope.1].concat(),
+            ))
             .await?;
-        for row in heads {
+        for row in rows {
             let channel_id = row.try_get_by_index::<String>(0)?;
             let last_read_seq = row.try_get_by_index::<i64>(1)?;
             let read_ordinal = row.try_get_by_index::<i64>(2)?;
             let muted = row.try_get_by_index::<bool>(3)?;
             let as_of_seq = row.try_get_by_index::<i64>(4)?;
             let message_count = row.try_get_by_index::<i64>(5)?;
-            let unread =
-                std::cmp::max(message_count - read_ordinal - removed.get(&channel_id).copied().unwrap_or(0), 0);
-            let mention_count =
-                named.get(&channel_id).copied().unwrap_or(0) + everyone.get(&channel_id).copied().unwrap_or(0);
+            let removed = row.try_get_by_index::<i64>(6)?;
+            let mention_count = row.try_get_by_index::<i64>(7)? + row.try_get_by_index::<i64>(8)?;
+            let unread = std::cmp::max(message_count - read_ordinal - removed, 0);
             channels.push(ChannelUnread {
                 unread_count: if muted { 0 } else { unread },
                 mention_count,
@@ -302,6 +271,10 @@ pub async fn counts(
                 [vec![user_id.into(), true.into()], scope.1.clone()].concat(),
             ))
             .await?;
+        if followed.is_empty() {
+            txn.commit().await?;
+            return Ok(with_totals(channels, threads));
+        }
         let replies = q
             .grouped(
                 &txn,
