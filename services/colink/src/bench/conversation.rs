@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 use colink_proto::channels::v1::channels_service_client::ChannelsServiceClient;
@@ -15,7 +15,7 @@ use colink_proto::reactions::v1::reactions_service_client::ReactionsServiceClien
 use colink_runtime::clients::with_token;
 use colink_runtime::ids::now_micros;
 use futures_util::StreamExt;
-use futures_util::stream::{self, FuturesUnordered};
+use futures_util::stream;
 
 use super::load::{self, Pool, SendPlan, User, Watch};
 use super::{BenchError, Percentiles, Progress, Report, Shape, drain, open_receivers, tally};
@@ -38,56 +38,31 @@ pub async fn reaction_storm(
     let watch = Watch::Reactions { index: Arc::new(index), sent_at: sent_at.clone() };
     let receivers = open_receivers(pool, users, channel_ids, shape, None, &watch, progress).await?;
     let total = shape.messages.min(users.len() as u64);
-    let sent = Arc::new(load::Sent { ids_by_channel: vec![Default::default()], ..Default::default() });
     let send_started = Instant::now();
-    {
+    let sent = {
         let _line = progress.show("reacting", total);
-        let next = Arc::new(AtomicU64::new(0));
         let deadline = Instant::now() + Duration::from_secs(shape.max_secs);
-        let mut tasks = FuturesUnordered::new();
-        for _ in 0..shape.senders.max(1) {
-            let mut reactions = ReactionsServiceClient::new(pool.pick());
-            let (next, sent, sent_at, users) = (next.clone(), sent.clone(), sent_at.clone(), users.to_vec());
-            let (target, progress, rate) = (target.clone(), progress.clone(), shape.rate);
-            tasks.push(tokio::spawn(async move {
-                loop {
-                    let n = next.fetch_add(1, Ordering::Relaxed);
-                    if n >= total || Instant::now() >= deadline {
-                        break;
-                    }
-                    if rate > 0 {
-                        let due = send_started + Duration::from_secs_f64(n as f64 / f64::from(rate));
-                        tokio::time::sleep_until(due.into()).await;
-                    }
-                    let i = n as usize;
-                    let at = now_micros();
-                    sent_at[i].store(at, Ordering::Relaxed);
-                    let request = AddReactionRequest {
-                        message_id: target.clone(),
-                        emoji: "+1".into(),
-                        idempotency_key: format!("storm-{n}"),
-                    };
-                    match reactions.add_reaction(with_token(&users[i].token, request)).await {
-                        Ok(_) => {
-                            let ack = u32::try_from(now_micros() - at).unwrap_or(u32::MAX);
-                            if let Ok(mut ids) = sent.ids_by_channel[0].lock() {
-                                ids.push(n);
-                            }
-                            if let Ok(mut acks) = sent.ack_latencies_us.lock() {
-                                acks.push(ack);
-                            }
-                            progress.tick();
-                        }
-                        Err(status) => {
-                            sent.failed.fetch_add(1, Ordering::Relaxed);
-                            tracing::warn!(%status, "reaction failed");
-                        }
-                    }
-                }
-            }));
-        }
-        while tasks.next().await.is_some() {}
-    }
+        let plan = SendPlan { senders: shape.senders, rate: shape.rate, first_id: 0, total, deadline };
+        let users = Arc::new(users.to_vec());
+        load::paced(plan, 1, progress, || {
+            let reactions = ReactionsServiceClient::new(pool.pick());
+            let (users, sent_at, target) = (users.clone(), sent_at.clone(), target.clone());
+            move |n: u64| {
+                let i = n as usize;
+                // The receivers measure from here.
+                sent_at[i].store(now_micros(), Ordering::Relaxed);
+                let request = AddReactionRequest {
+                    message_id: target.clone(),
+                    emoji: "+1".into(),
+                    idempotency_key: format!("storm-{n}"),
+                };
+                let request = with_token(&users[i].token, request);
+                let mut reactions = reactions.clone();
+                async move { reactions.add_reaction(request).await.map(|_| (0, n)) }
+            }
+        })
+        .await
+    };
     let send_secs = send_started.elapsed().as_secs_f64();
     let delivered_until = drain(&receivers, &sent).await;
     tally(report, &receivers, &sent, send_secs, delivered_until.duration_since(send_started).as_secs_f64());

@@ -254,42 +254,67 @@ pub async fn send(
     plan: SendPlan,
     progress: &super::Progress,
 ) -> Arc<Sent> {
-    let SendPlan { senders, rate, first_id, total, deadline } = plan;
-    let sent =
-        Arc::new(Sent { ids_by_channel: channel_ids.iter().map(|_| Mutex::default()).collect(), ..Default::default() });
-    let next = Arc::new(AtomicU64::new(0));
-    let started = Instant::now();
+    let first_id = plan.first_id;
     let owners = Arc::new(owners.to_vec());
     let channel_ids = Arc::new(channel_ids.to_vec());
+    let count = channel_ids.len();
+    paced(plan, count, progress, || {
+        let messaging = MessagingServiceClient::new(pool.pick());
+        let (owners, channel_ids) = (owners.clone(), channel_ids.clone());
+        move |n: u64| {
+            let id = first_id + n;
+            let c = (n % channel_ids.len() as u64) as usize;
+            let sent_at = now_micros();
+            let request = SendMessageRequest {
+                channel_id: channel_ids[c].clone(),
+                text: format!("{id} {sent_at}"),
+                idempotency_key: format!("bench-{id}-{sent_at}"),
+                ..Default::default()
+            };
+            let request = with_token(&owners[c].token, request);
+            let mut messaging = messaging.clone();
+            async move { messaging.send_message(request).await.map(|_| (c, id)) }
+        }
+    })
+    .await
+}
+
+/// Runs calls number 0, 1, 2, ... of a plan from `plan.senders` tasks, the
+/// n-th due n / rate seconds after the start (or as fast as answers come
+/// with rate 0), until `plan.total` or the deadline. `make` builds each
+/// task's call; a call answers the channel (of `channels`) and bench id it
+/// counts under. Acknowledged calls, their latencies and failures go in the
+/// returned record.
+pub async fn paced<M, C, Fut>(plan: SendPlan, channels: usize, progress: &super::Progress, make: M) -> Arc<Sent>
+where
+    M: Fn() -> C,
+    C: FnMut(u64) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<(usize, u64), tonic::Status>> + Send,
+{
+    let SendPlan { senders, rate, first_id: _, total, deadline } = plan;
+    let sent =
+        Arc::new(Sent { ids_by_channel: (0..channels).map(|_| Mutex::default()).collect(), ..Default::default() });
+    let next = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
     let mut tasks = FuturesUnordered::new();
     for _ in 0..senders.max(1) {
-        let mut messaging = MessagingServiceClient::new(pool.pick());
-        let (sent, next, owners, channel_ids) = (sent.clone(), next.clone(), owners.clone(), channel_ids.clone());
-        let progress = progress.clone();
+        let mut call = make();
+        let (sent, next, progress) = (sent.clone(), next.clone(), progress.clone());
         tasks.push(tokio::spawn(async move {
             loop {
                 let n = next.fetch_add(1, Ordering::Relaxed);
                 if n >= total || Instant::now() >= deadline {
                     break;
                 }
-                let id = first_id + n;
                 if rate > 0 {
-                    // The n-th message is due n / rate seconds after the start.
                     let due = started + Duration::from_secs_f64(n as f64 / f64::from(rate));
                     tokio::time::sleep_until(due.into()).await;
                 }
-                let c = (n % channel_ids.len() as u64) as usize;
-                let sent_at = now_micros();
-                let request = SendMessageRequest {
-                    channel_id: channel_ids[c].clone(),
-                    text: format!("{id} {sent_at}"),
-                    idempotency_key: format!("bench-{id}-{sent_at}"),
-                    ..Default::default()
-                };
-                match messaging.send_message(with_token(&owners[c].token, request)).await {
-                    Ok(_) => {
-                        let ack = u32::try_from(now_micros() - sent_at).unwrap_or(u32::MAX);
-                        if let Ok(mut ids) = sent.ids_by_channel[c].lock() {
+                let asked = now_micros();
+                match call(n).await {
+                    Ok((c, id)) => {
+                        let ack = u32::try_from(now_micros() - asked).unwrap_or(u32::MAX);
+                        if let Some(Ok(mut ids)) = sent.ids_by_channel.get(c).map(|ids| ids.lock()) {
                             ids.push(id);
                         }
                         if let Ok(mut acks) = sent.ack_latencies_us.lock() {
@@ -299,7 +324,7 @@ pub async fn send(
                     }
                     Err(status) => {
                         sent.failed.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(%status, "send failed");
+                        tracing::warn!(%status, "call failed");
                     }
                 }
             }
