@@ -38,8 +38,8 @@ pub async fn join<C: ConnectionTrait>(
         delivered_seq: Set(seq),
         read_ordinal: Set(ordinal),
     };
-    // A row that exists already comes from a message the member sent
-    // before their joining was recorded: it is further on, and stays.
+    // A row that exists already was made by a read of a member who joined
+    // before this service kept read states: it stays as it is.
     read_state::Entity::insert(row)
         .on_conflict(
             OnConflict::columns([read_state::Column::ChannelId, read_state::Column::UserId]).do_nothing().to_owned(),
