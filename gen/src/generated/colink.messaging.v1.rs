@@ -137,7 +137,7 @@ pub struct ChannelEvent {
     /// What changed.
     #[prost(
         oneof = "channel_event::Kind",
-        tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22"
+        tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23"
     )]
     pub kind: ::core::option::Option<channel_event::Kind>,
 }
@@ -186,6 +186,11 @@ pub mod channel_event {
         /// follows the reply's own event.
         #[prost(message, tag = "22")]
         ThreadUpdated(super::ThreadSummary),
+        /// Several reactions on one message changed together. A busy message
+        /// gets one of these per short window (200 ms) instead of one
+        /// reaction_added or reaction_removed per change.
+        #[prost(message, tag = "23")]
+        ReactionsChanged(super::ReactionsChanged),
     }
 }
 /// A message that lost its content, with what a client needs to correct
@@ -241,6 +246,35 @@ pub struct ReactionChanged {
     /// The emoji.
     #[prost(string, tag = "3")]
     pub emoji: ::prost::alloc::string::String,
+    /// How many reactions with this emoji the message holds after the change.
+    #[prost(int32, tag = "4")]
+    pub count: i32,
+}
+/// The reactions of one message after several changes: the new count of
+/// every emoji that changed, 0 for one that is gone. Who reacted is not
+/// listed (ListReactionUsers tells); a client that shows whether its own user
+/// reacted learns of its own changes from their answers.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ReactionsChanged {
+    /// Which message.
+    #[prost(string, tag = "1")]
+    pub message_id: ::prost::alloc::string::String,
+    /// The emoji that changed, each with its new count.
+    #[prost(message, repeated, tag = "2")]
+    pub counts: ::prost::alloc::vec::Vec<ReactionCount>,
+    /// How many reactions were added or removed in all.
+    #[prost(int32, tag = "3")]
+    pub changes: i32,
+}
+/// How many reactions with one emoji a message holds.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ReactionCount {
+    /// The emoji.
+    #[prost(string, tag = "1")]
+    pub emoji: ::prost::alloc::string::String,
+    /// How many.
+    #[prost(int32, tag = "2")]
+    pub count: i32,
 }
 /// A channel state change.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]

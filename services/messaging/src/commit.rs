@@ -20,8 +20,8 @@ use colink_runtime::pubsub::{Frame, PubSub, channel_topic};
 use prost::Message as _;
 use sea_orm::sea_query::{Expr, OnConflict, Query};
 use sea_orm::{ActiveModelTrait, ConnectionTrait, DbErr, EntityTrait, IntoActiveModel, Set, TransactionTrait};
-use tokio::sync::{mpsc, oneshot};
 
+use crate::batches::{BatchWrite, Batches};
 use crate::log;
 use crate::read_states;
 use crate::store::{broadcast, channel_event, mention, message};
@@ -76,31 +76,21 @@ pub enum Stored {
     Repeated,
 }
 
-struct Pending {
-    message: NewMessage,
-    reply: oneshot::Sender<Result<Stored, DbErr>>,
-}
-
-/// The queue in front of the task that writes batches.
+/// The queue in front of the task that writes batches of messages.
 #[derive(Clone)]
 pub struct GroupCommit {
-    queue: mpsc::Sender<Pending>,
+    batches: Batches<Writer>,
 }
 
 impl GroupCommit {
     /// Starts the writer task; it ends when the last handle is dropped.
     pub fn spawn(db: Db, outbox: Outbox, pubsub: Arc<dyn PubSub>) -> Self {
-        let (queue, pending) = mpsc::channel(MAX_BATCH * 4);
-        tokio::spawn(write_batches(Writer { db, outbox, pubsub }, pending));
-        Self { queue }
+        Self { batches: Batches::spawn(Writer { db, outbox, pubsub }, MAX_BATCH, "message") }
     }
 
     /// Stores a message and returns it once committed.
     pub async fn store(&self, message: NewMessage) -> Result<Stored, DbErr> {
-        let (reply, answer) = oneshot::channel();
-        let stopped = || DbErr::Custom("the message writer has stopped".into());
-        self.queue.send(Pending { message, reply }).await.map_err(|_| stopped())?;
-        answer.await.map_err(|_| stopped())?
+        self.batches.submit(message).await
     }
 }
 
@@ -110,37 +100,19 @@ struct Writer {
     pubsub: Arc<dyn PubSub>,
 }
 
-async fn write_batches(writer: Writer, mut pending: mpsc::Receiver<Pending>) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    while pending.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let messages: Vec<NewMessage> = batch.iter().map(|p| p.message.clone()).collect();
-        match writer.write(&messages).await {
-            Ok(results) => {
-                for (p, result) in batch.drain(..).zip(results) {
-                    let _ = p.reply.send(Ok(result));
-                }
-            }
-            // Alone, each send gets its own answer: one bad send must not
-            // fail the others that happened to share its transaction.
-            Err(_) if batch.len() > 1 => {
-                for p in batch.drain(..) {
-                    let result = writer.write(std::slice::from_ref(&p.message)).await;
-                    let _ = p.reply.send(result.map(|mut r| r.remove(0)));
-                }
-            }
-            Err(err) => {
-                for p in batch.drain(..) {
-                    let _ = p.reply.send(Err(DbErr::Custom(err.to_string())));
-                }
-            }
-        }
+impl BatchWrite for Writer {
+    type Item = NewMessage;
+    type Output = Stored;
+
+    async fn write(&self, messages: &[NewMessage]) -> Result<Vec<Stored>, DbErr> {
+        self.write_messages(messages).await
     }
 }
 
 impl Writer {
     /// Writes a batch in one transaction and publishes its events; the
     /// results are in the order of `messages`.
-    async fn write(&self, messages: &[NewMessage]) -> Result<Vec<Stored>, DbErr> {
+    async fn write_messages(&self, messages: &[NewMessage]) -> Result<Vec<Stored>, DbErr> {
         let ids: Vec<String> = messages.iter().map(|_| new_id()).collect();
         let txn = self.db.writer.begin().await?;
         let fresh = claim_keys(&txn, messages, &ids).await?;

@@ -3,6 +3,8 @@
 //! delivery is a best-effort publish after commit; the log is the truth.
 
 mod access;
+mod batches;
+mod blocks;
 pub mod commit;
 mod consumer;
 mod emoji;
@@ -68,6 +70,9 @@ pub struct MessagingService {
     presence: PresenceServiceClient<GrpcChannel>,
     limit: SendLimit,
     writer: GroupCommit,
+    reaction_writer: reactions::writer::ReactionWriter,
+    /// Whom each caller blocked, for counts and mentions.
+    blocks: blocks::BlockCache,
     remembered: Arc<AccessCache>,
     keys: Keys,
 }
@@ -157,6 +162,8 @@ impl Access {
 impl MessagingService {
     pub fn new(db: Db, outbox: Outbox, pubsub: Arc<dyn PubSub>, peers: Peers, limit: SendLimit) -> Self {
         let writer = GroupCommit::spawn(db.clone(), outbox.clone(), pubsub.clone());
+        let reaction_writer = reactions::writer::ReactionWriter::spawn(db.clone(), outbox.clone(), pubsub.clone());
+        let blocks = blocks::BlockCache::new(pubsub.clone());
         let db_for_keys = db.clone();
         let remembered = Arc::new(AccessCache::new(ACCESS_TTL));
         tokio::spawn(forget_on_notice(pubsub.clone(), remembered.clone()));
@@ -169,6 +176,8 @@ impl MessagingService {
             presence: PresenceServiceClient::new(peers.presence),
             limit,
             writer,
+            reaction_writer,
+            blocks,
             remembered,
             keys: Keys::new(db_for_keys),
         }

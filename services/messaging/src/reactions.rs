@@ -1,32 +1,28 @@
 //! colink.reactions.v1: emoji reactions on messages. Each change is written
 //! with its entry in the conversation's log and its domain event, in one
-//! transaction.
+//! transaction, by the batch writer of `writer.rs`.
 
 pub(crate) mod store;
+pub(crate) mod writer;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use colink_proto::events::v1::ReactionChanged as ReactionEvent;
-use colink_proto::events::v1::event::Payload;
-use colink_proto::messaging::v1::ReactionChanged;
-use colink_proto::messaging::v1::channel_event::Kind;
 use colink_proto::reactions::v1 as pb;
 use colink_proto::reactions::v1::reactions_service_server::{ReactionsService as ReactionsRpc, ReactionsServiceServer};
 use colink_runtime::error::{Page, Violations};
-use colink_runtime::events::{self, REACTION_EVENTS};
 use colink_runtime::idempotency::key_of;
 use colink_runtime::ids::{
     check_idempotency_key, check_same_request, encode_page_token, idempotency_key, now_micros, parse_id,
     request_fingerprint, timestamp,
 };
 use colink_runtime::{Caller, Error, Result, caller};
-use sea_orm::sea_query::OnConflict;
-use sea_orm::{ColumnTrait, DatabaseTransaction, EntityTrait, QueryFilter, QuerySelect, Set, TransactionTrait};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use tonic::{Request, Response, Status};
 
 use crate::store::{message, reaction, reaction_idempotency};
-use crate::{MessagingService, emoji, log};
+use crate::{MessagingService, emoji};
+use writer::{Change, Done};
 
 /// The reactions service, sharing the messaging service's store.
 pub struct Reactions(pub(crate) Arc<MessagingService>);
@@ -84,60 +80,23 @@ impl MessagingService {
             return Ok(original);
         }
         let found = self.reactable(caller, message_id).await?;
-        let now = now_micros();
         let row = reaction::Model {
             message_id: found.message_id.clone(),
             user_id: caller.user_id.clone(),
             emoji: emoji.to_string(),
             channel_id: found.channel_id.clone(),
-            created_at: now,
+            created_at: now_micros(),
         };
-        let txn = self.db.writer.begin().await?;
-        // Adds to one message take turns (PostgreSQL locks the row; SQLite
-        // has one writer), so the limits hold under concurrency.
-        let current = message::Entity::find_by_id(found.message_id.clone())
-            .lock_exclusive()
-            .one(&txn)
-            .await?
-            .ok_or_else(|| Error::not_found(format!("message {message_id} not found")))?;
-        if !current.is_live() {
-            return Err(Error::precondition("deleted and recalled messages take no reactions"));
-        }
-        if let Some((key, fingerprint)) = &key
-            && !claim_key(&txn, caller, key, fingerprint, &row).await?
-        {
-            // A concurrent retry with the same key committed first.
-            drop(txn);
-            return self
-                .original_reaction(caller, key, fingerprint)
-                .await?
-                .ok_or_else(|| Error::internal("idempotent original vanished"));
-        }
-        match store::add(&txn, &row).await? {
-            store::Added::Stored => {}
-            store::Added::AlreadyThere => {
-                return Err(Error::AlreadyExists(format!("you already reacted with {emoji} to this message")));
-            }
-            store::Added::TooManyEmoji => {
-                return Err(Error::precondition(format!(
-                    "a message holds at most {} different emoji",
-                    store::MAX_EMOJI_PER_MESSAGE
-                )));
-            }
-            store::Added::TooManyOfUser => {
-                return Err(Error::precondition(format!(
-                    "one person can add at most {} reactions to a message",
-                    store::MAX_PER_USER
-                )));
+        match self.reaction_writer.submit(Change::Add { row: row.clone(), key: key.clone() }).await? {
+            Done::Added => Ok(Outcome { reaction: to_reaction(&row), message_id: row.message_id }),
+            // A concurrent call with the same key got there first.
+            Done::Repeated | Done::Removed(_) => {
+                let (key, fingerprint) = key.ok_or_else(|| Error::internal("a repeat without a key"))?;
+                self.original_reaction(caller, &key, &fingerprint)
+                    .await?
+                    .ok_or_else(|| Error::internal("idempotent original vanished"))
             }
         }
-        let change = ReactionChanged {
-            message_id: row.message_id.clone(),
-            user_id: row.user_id.clone(),
-            emoji: row.emoji.clone(),
-        };
-        self.record_reaction(txn, &current, Kind::ReactionAdded(change), "reaction.added").await?;
-        Ok(Outcome { reaction: to_reaction(&row), message_id: row.message_id })
     }
 
     /// The reaction first added with an idempotency key, if any.
@@ -160,75 +119,14 @@ impl MessagingService {
 
     async fn remove_reaction(&self, caller: &Caller, message_id: &str, emoji: &str) -> Result<(bool, message::Model)> {
         let found = self.reactable(caller, message_id).await?;
-        let txn = self.db.writer.begin().await?;
-        if !store::remove(&txn, &found.message_id, &caller.user_id, emoji).await? {
-            return Ok((false, found));
-        }
-        let change = ReactionChanged {
+        let change = Change::Remove {
             message_id: found.message_id.clone(),
             user_id: caller.user_id.clone(),
             emoji: emoji.to_string(),
         };
-        self.record_reaction(txn, &found, Kind::ReactionRemoved(change), "reaction.removed").await?;
-        Ok((true, found))
+        let removed = self.reaction_writer.submit(change).await? == Done::Removed(true);
+        Ok((removed, found))
     }
-
-    /// Appends a reaction change to the conversation's log, enqueues its
-    /// domain event, commits, and publishes it live.
-    async fn record_reaction(
-        &self,
-        txn: DatabaseTransaction,
-        m: &message::Model,
-        kind: Kind,
-        name: &str,
-    ) -> Result<()> {
-        let (Kind::ReactionAdded(change) | Kind::ReactionRemoved(change)) = &kind else {
-            return Err(Error::internal("not a reaction change"));
-        };
-        let payload = ReactionEvent {
-            message_id: change.message_id.clone(),
-            channel_id: m.channel_id.clone(),
-            user_id: change.user_id.clone(),
-            emoji: change.emoji.clone(),
-            message_sender_id: m.sender_id.clone(),
-            seq: 0,
-        };
-        let actor = change.user_id.clone();
-        let appended = log::append(&txn, &m.channel_id, &actor, kind).await?;
-        let event =
-            events::event(name, &actor, Payload::ReactionChanged(ReactionEvent { seq: appended.seq, ..payload }));
-        events::enqueue(&txn, REACTION_EVENTS, &m.message_id, &event).await?;
-        txn.commit().await?;
-        self.publish(&[appended]).await;
-        Ok(())
-    }
-}
-
-/// Records an idempotency key in the add's transaction; false when the key
-/// was taken meanwhile.
-async fn claim_key(
-    txn: &DatabaseTransaction,
-    caller: &Caller,
-    key: &str,
-    fingerprint: &str,
-    row: &reaction::Model,
-) -> Result<bool> {
-    let inserted = reaction_idempotency::Entity::insert(reaction_idempotency::ActiveModel {
-        user_id: Set(caller.user_id.clone()),
-        idempotency_key: Set(key.to_string()),
-        message_id: Set(row.message_id.clone()),
-        emoji: Set(row.emoji.clone()),
-        created_at: Set(row.created_at),
-        request_fingerprint: Set(Some(fingerprint.to_string())),
-    })
-    .on_conflict(
-        OnConflict::columns([reaction_idempotency::Column::UserId, reaction_idempotency::Column::IdempotencyKey])
-            .do_nothing()
-            .to_owned(),
-    )
-    .exec_without_returning(txn)
-    .await?;
-    Ok(inserted == 1)
 }
 
 fn to_reaction(r: &reaction::Model) -> pb::Reaction {

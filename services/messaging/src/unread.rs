@@ -1,5 +1,7 @@
 //! Read positions, mentions and unread counts as the caller sees them.
 
+use std::sync::Arc;
+
 use colink_proto::messaging::v1 as pb;
 use colink_proto::users::v1::{BatchGetUsersRequest, ListBlockedUsersRequest};
 use colink_runtime::clients::call_on_behalf;
@@ -50,7 +52,17 @@ impl MessagingService {
     }
 
     /// The users the caller blocked.
-    pub(crate) async fn blocked_by(&self, caller: &Caller) -> Result<Vec<String>> {
+    pub(crate) async fn blocked_by(&self, caller: &Caller) -> Result<Arc<[String]>> {
+        let epoch = match self.blocks.get(&caller.user_id).await {
+            Ok(remembered) => return Ok(remembered),
+            Err(epoch) => epoch,
+        };
+        let blocked: Arc<[String]> = self.ask_blocked_by(caller).await?.into();
+        self.blocks.remember(epoch, &caller.user_id, blocked.clone()).await;
+        Ok(blocked)
+    }
+
+    async fn ask_blocked_by(&self, caller: &Caller) -> Result<Vec<String>> {
         let mut blocked = Vec::new();
         let mut page_token = String::new();
         loop {

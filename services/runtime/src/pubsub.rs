@@ -22,6 +22,10 @@ pub fn user_topic(user_id: &str) -> String {
     format!("user.{user_id}")
 }
 
+/// Topic on which the users service announces that someone blocked or
+/// unblocked someone: a `Frame::Event` with each of the two user ids.
+pub const BLOCKS_TOPIC: &str = "users.blocks";
+
 /// What travels on a channel or user topic: a one-byte tag, then the
 /// encoded protobuf. Sequenced conversation events and ephemeral typing
 /// notices share a topic, so a node needs one subscription per channel.

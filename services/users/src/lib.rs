@@ -13,7 +13,7 @@ use colink_runtime::db::Db;
 use colink_runtime::error::{FieldError, Page, Violations};
 use colink_runtime::events::{EventError, EventHandler, mark_processed};
 use colink_runtime::ids::{check_text, encode_page_token, now_micros, parse_id, parse_id_list, timestamp};
-use colink_runtime::pubsub::{Frame, PubSub, user_topic};
+use colink_runtime::pubsub::{BLOCKS_TOPIC, Frame, PubSub, user_topic};
 use colink_runtime::{Caller, Error, Result, Role, caller};
 use sea_orm::sea_query::{ExprTrait, OnConflict};
 use sea_orm::{
@@ -39,6 +39,8 @@ impl UsersService {
     async fn blocks_changed(&self, a: &str, b: &str) {
         for user_id in [a, b] {
             self.pubsub.publish(&user_topic(user_id), Frame::Counts("all".into()).encode()).await;
+            let announcement = Frame::Event(user_id.as_bytes().to_vec().into());
+            self.pubsub.publish(BLOCKS_TOPIC, announcement.encode()).await;
         }
     }
 

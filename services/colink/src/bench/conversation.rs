@@ -1,9 +1,8 @@
 //! Scenarios of conversation depth: a storm of reactions on one message in
 //! a big channel, and the unread counts of one user in many busy channels.
 
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use colink_proto::channels::v1::channels_service_client::ChannelsServiceClient;
@@ -17,12 +16,17 @@ use colink_runtime::ids::now_micros;
 use futures_util::StreamExt;
 use futures_util::stream;
 
-use super::load::{self, Pool, SendPlan, User, Watch};
-use super::{BenchError, Percentiles, Progress, Report, Shape, drain, open_receivers, tally};
+use super::load::{self, Pool, Receiver, SendPlan, User, Watch};
+use super::{BenchError, Percentiles, Progress, Report, Shape, open_receivers, tally};
+
+/// The emoji of the storm.
+const STORM_EMOJI: &str = "+1";
+/// Latency samples kept at most (stream × reaction pairs beyond are sampled).
+const MAX_SAMPLES: usize = 20_000_000;
 
 /// Reaction storm: every member streams the channel; members react to one
-/// message at a fixed rate, each once; every stream must see every
-/// reaction once.
+/// message at a fixed rate, each once. Every stream must come to show every
+/// acknowledged reaction, whether it arrives alone or counted with others.
 pub async fn reaction_storm(
     pool: &Pool,
     users: &[User],
@@ -33,11 +37,13 @@ pub async fn reaction_storm(
     report: &mut Report,
 ) -> Result<(), BenchError> {
     let target = load::send_one(pool, &owners[0], &channel_ids[0], "react to me").await?;
-    let index: HashMap<String, u64> = users.iter().enumerate().map(|(i, u)| (u.user_id.clone(), i as u64)).collect();
-    let sent_at: Arc<Vec<AtomicI64>> = Arc::new(users.iter().map(|_| AtomicI64::new(0)).collect());
-    let watch = Watch::Reactions { index: Arc::new(index), sent_at: sent_at.clone() };
-    let receivers = open_receivers(pool, users, channel_ids, shape, None, &watch, progress).await?;
     let total = shape.messages.min(users.len() as u64);
+    // Per reaction: when it was asked for, and the count its answer showed,
+    // which a stream has reached once the reaction is in what it shows.
+    let sent_at: Arc<Vec<AtomicI64>> = Arc::new((0..total).map(|_| AtomicI64::new(0)).collect());
+    let needed: Arc<Vec<AtomicU32>> = Arc::new((0..total).map(|_| AtomicU32::new(0)).collect());
+    let receivers =
+        open_receivers(pool, users, channel_ids, shape, None, &Watch::Reactions(STORM_EMOJI), progress).await?;
     let send_started = Instant::now();
     let sent = {
         let _line = progress.show("reacting", total);
@@ -46,27 +52,80 @@ pub async fn reaction_storm(
         let users = Arc::new(users.to_vec());
         load::paced(plan, 1, progress, || {
             let reactions = ReactionsServiceClient::new(pool.pick());
-            let (users, sent_at, target) = (users.clone(), sent_at.clone(), target.clone());
+            let (users, sent_at, needed, target) = (users.clone(), sent_at.clone(), needed.clone(), target.clone());
             move |n: u64| {
                 let i = n as usize;
-                // The receivers measure from here.
                 sent_at[i].store(now_micros(), Ordering::Relaxed);
                 let request = AddReactionRequest {
                     message_id: target.clone(),
-                    emoji: "+1".into(),
+                    emoji: STORM_EMOJI.into(),
                     idempotency_key: format!("storm-{n}"),
                 };
                 let request = with_token(&users[i].token, request);
-                let mut reactions = reactions.clone();
-                async move { reactions.add_reaction(request).await.map(|_| (0, n)) }
+                let (mut reactions, needed) = (reactions.clone(), needed.clone());
+                async move {
+                    let answer = reactions.add_reaction(request).await?.into_inner();
+                    let count = answer
+                        .reactions
+                        .iter()
+                        .flat_map(|r| &r.groups)
+                        .find(|g| g.emoji == STORM_EMOJI)
+                        .map_or(0, |g| u32::try_from(g.count).unwrap_or(0));
+                    needed[i].store(count, Ordering::Relaxed);
+                    Ok((0, n))
+                }
             }
         })
         .await
     };
     let send_secs = send_started.elapsed().as_secs_f64();
-    let delivered_until = drain(&receivers, &sent).await;
-    tally(report, &receivers, &sent, send_secs, delivered_until.duration_since(send_started).as_secs_f64());
+    let acked: Vec<u64> = sent.ids_by_channel[0].lock().map(|ids| ids.clone()).unwrap_or_default();
+    let delivered_until = drain_counts(&receivers, acked.len() as u32).await;
+    tally(report, &[], &sent, send_secs, send_secs);
+    report.streams = receivers.len();
+    let step = (receivers.len() * acked.len()).div_ceil(MAX_SAMPLES).max(1);
+    let mut latencies = Vec::new();
+    for receiver in &receivers {
+        let Ok(seen) = receiver.seen.lock() else { continue };
+        let top = seen.rises.last().map_or(0, |(count, _)| *count);
+        report.lost += (acked.len() as u64).saturating_sub(u64::from(top));
+        report.duplicated += seen.duplicates + u64::from(top).saturating_sub(acked.len() as u64);
+        report.deliveries += seen.rises.len() as u64;
+        for &n in acked.iter().step_by(step) {
+            let (want, asked) =
+                (needed[n as usize].load(Ordering::Relaxed), sent_at[n as usize].load(Ordering::Relaxed));
+            let first = seen.rises.partition_point(|(count, _)| *count < want);
+            if let Some((_, at)) = seen.rises.get(first) {
+                latencies.push(u32::try_from((at - asked).max(0)).unwrap_or(u32::MAX));
+            }
+        }
+    }
+    let deliver_secs = delivered_until.duration_since(send_started).as_secs_f64();
+    report.deliveries_per_s = report.deliveries as f64 / deliver_secs.max(1e-9);
+    report.latency_ms = Percentiles::of_micros(latencies);
     Ok(())
+}
+
+/// Waits until every receiver shows `total` reactions, or ten seconds
+/// without progress; returns when the last one arrived.
+async fn drain_counts(receivers: &[Receiver], total: u32) -> Instant {
+    let behind = || {
+        receivers
+            .iter()
+            .filter(|r| r.seen.lock().map(|s| s.rises.last().map_or(0, |(c, _)| *c) < total).unwrap_or(false))
+            .count()
+    };
+    let mut last = behind();
+    let mut last_change = Instant::now();
+    while last > 0 && last_change.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let now = behind();
+        if now != last {
+            last = now;
+            last_change = Instant::now();
+        }
+    }
+    last_change
 }
 
 /// Unread at scale: one user in every channel, each channel with all the

@@ -5,7 +5,7 @@
 //! so that a receiver can tell latency, loss and duplicates on its own.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -132,29 +132,53 @@ pub struct Received {
     pub latencies_us: Vec<u32>,
     /// Highest sequence seen, the cursor to resume from.
     pub last_seq: i64,
+    /// For reactions: each time the watched count rose, the new count and
+    /// when it arrived.
+    pub rises: Vec<(u32, i64)>,
 }
 
 /// What a receiver counts.
-#[derive(Clone, Default)]
+#[derive(Clone, Copy, Default)]
 pub enum Watch {
     /// Messages, which carry their bench id and send time in their text.
     #[default]
     Messages,
-    /// Reactions: the id is the reacting user's index, and the sender keeps
-    /// each one's send time.
-    Reactions { index: Arc<std::collections::HashMap<String, u64>>, sent_at: Arc<Vec<AtomicI64>> },
+    /// The count of one emoji on messages of the channel, from single
+    /// reaction entries and from batched ones.
+    Reactions(&'static str),
 }
 
 impl Watch {
-    /// The bench id and send time of an event this receiver counts.
-    fn sample(&self, kind: Option<Kind>) -> Option<(u64, i64)> {
+    /// Records an event this receiver counts, arrived at `now`.
+    fn record(self, seen: &mut Received, seq: i64, kind: Option<Kind>, now: i64) {
         match (self, kind) {
-            (Watch::Messages, Some(Kind::MessageCreated(message))) => parse_text(&message.text),
-            (Watch::Reactions { index, sent_at }, Some(Kind::ReactionAdded(reaction))) => {
-                let id = *index.get(&reaction.user_id)?;
-                Some((id, sent_at.get(usize::try_from(id).ok()?)?.load(Ordering::Relaxed)))
+            (Watch::Messages, Some(Kind::MessageCreated(message))) => {
+                let Some((id, sent)) = parse_text(&message.text) else { return };
+                if seen.ids.insert(id) {
+                    seen.latencies_us.push(u32::try_from((now - sent).max(0)).unwrap_or(u32::MAX));
+                } else {
+                    seen.duplicates += 1;
+                }
             }
-            _ => None,
+            (Watch::Reactions(emoji), Some(kind)) => {
+                let count = match kind {
+                    Kind::ReactionAdded(r) | Kind::ReactionRemoved(r) if r.emoji == emoji => r.count,
+                    Kind::ReactionsChanged(r) => match r.counts.iter().find(|c| c.emoji == emoji) {
+                        Some(c) => c.count,
+                        None => return,
+                    },
+                    _ => return,
+                };
+                let count = u32::try_from(count).unwrap_or(0);
+                // Each entry changes the count: one that does not is a
+                // repeat of what this stream already had.
+                if seq <= seen.last_seq || seen.rises.last().is_some_and(|(top, _)| count <= *top) {
+                    seen.duplicates += 1;
+                } else {
+                    seen.rises.push((count, now));
+                }
+            }
+            _ => {}
         }
     }
 }
@@ -200,14 +224,8 @@ impl Receiver {
                     Ok(seen) => seen,
                     Err(_) => return,
                 };
+                watch.record(&mut seen, event.seq, event.kind, now);
                 seen.last_seq = seen.last_seq.max(event.seq);
-                if let Some((id, sent)) = watch.sample(event.kind) {
-                    if seen.ids.insert(id) {
-                        seen.latencies_us.push(u32::try_from((now - sent).max(0)).unwrap_or(u32::MAX));
-                    } else {
-                        seen.duplicates += 1;
-                    }
-                }
             }
         });
         Ok(Self { channel, seen, task })

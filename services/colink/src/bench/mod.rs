@@ -105,11 +105,13 @@ fn shape(scenario: &str, size: Size) -> Shape {
         "idle" => Shape { channels: pick(10, 1_000), streams_per_member: pick(10, 100), ..base },
         "reconnect" => Shape { channels: pick(10, 1_000), members: pick(3, 10), streams_per_member: 1, ..base },
         "history" => Shape { senders: 32, messages: pick(500, 1_000_000) as u64, max_secs: 300, ..base },
-        // `messages` counts reactions, one per member.
+        // `messages` counts reactions, one per member. A reaction is
+        // answered once its batch is committed, so the rate needs many in
+        // flight, as it has with many people reacting at once.
         "reaction-storm" => Shape {
             members: pick(20, 10_000),
             streams_per_member: 1,
-            senders: pick(4, 64),
+            senders: pick(4, 512),
             rate: if standard { 1_000 } else { 100 },
             messages: pick(20, 10_000) as u64,
             max_secs: 60,
@@ -398,9 +400,9 @@ pub(super) async fn open_receivers(
             let seen = cursors.map_or_else(Arc::default, |c| c[i].clone());
             let cursor = cursors.map(|_| seen.lock().map(|s| s.last_seq).unwrap_or(0));
             let (pool, user, channel_id) = (pool.clone(), users[i].clone(), channel_ids[channel].clone());
-            let (progress, watch) = (progress.clone(), watch.clone());
+            let (progress, watch) = (progress.clone(), *watch);
             async move {
-                let receiver = Receiver::open(&pool, &user, channel, &channel_id, cursor, seen, watch.clone()).await;
+                let receiver = Receiver::open(&pool, &user, channel, &channel_id, cursor, seen, watch).await;
                 progress.tick();
                 receiver
             }

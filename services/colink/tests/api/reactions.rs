@@ -1,6 +1,8 @@
 use colink_proto::channels::v1::{ArchiveChannelRequest, ChannelKind};
 use colink_proto::messaging::v1::channel_event::Kind;
-use colink_proto::messaging::v1::{DeleteMessageRequest, GetMessageRequest, ListMessagesRequest};
+use colink_proto::messaging::v1::{
+    DeleteMessageRequest, GetMessageRequest, ListChannelEventsRequest, ListMessagesRequest, ReactionChanged,
+};
 use colink_proto::reactions::v1::{
     AddReactionRequest, AddReactionResponse, BatchGetReactionsRequest, ListReactionUsersRequest, ListReactionsRequest,
     ReactionGroup, RemoveReactionRequest,
@@ -196,12 +198,78 @@ async fn reactions_reach_streams_live_in_sequence() {
     match (&on_browser[0].kind, &on_browser[1].kind) {
         (Some(Kind::ReactionAdded(a)), Some(Kind::ReactionRemoved(r))) => {
             assert_eq!(
-                (a.message_id.as_str(), a.user_id.as_str(), a.emoji.as_str()),
-                (m.message_id.as_str(), bob.user_id.as_str(), "👍")
+                (a.message_id.as_str(), a.user_id.as_str(), a.emoji.as_str(), a.count),
+                (m.message_id.as_str(), bob.user_id.as_str(), "👍", 1)
             );
-            assert_eq!(a, r);
+            assert_eq!(r, &ReactionChanged { count: 0, ..a.clone() }, "the count after the removal");
         }
         other => panic!("unexpected events {other:?}"),
     }
     crate::helpers::assert_quiet(&mut browser).await;
+}
+
+#[tokio::test]
+async fn a_burst_of_reactions_reaches_streams_as_counts_in_sequence() {
+    const PEOPLE: usize = 30;
+    let app = TestApp::spawn().await;
+    let alice = app.register("alice").await;
+    let mut people = Vec::new();
+    for i in 0..PEOPLE {
+        people.push(app.register(&format!("fan{i}")).await);
+    }
+    let room = app.create_channel(&alice, "room", ChannelKind::Private, &people.iter().collect::<Vec<_>>()).await;
+    let m = app.send(&alice, &room.channel_id, "the big news").await;
+    let mut browser = app.subscribe(&alice, &room.channel_id, Some(m.seq)).await;
+    let (tx, mut native) = connect(&app, &alice).await;
+    tx.send(subscribe(vec![cursor(&room.channel_id, Some(m.seq))], false)).await.unwrap();
+    subscribed(&mut native).await;
+
+    // Everyone at once, and the first person's call twice with one key.
+    let keyed = AddReactionRequest { idempotency_key: "burst-1".into(), ..add_request(&m.message_id, "🎉") };
+    let calls = people.iter().map(|p| {
+        let (app, request) = (&app, add_request(&m.message_id, "🎉"));
+        async move { app.reactions().add_reaction(p.req(request)).await.map(|r| r.into_inner()) }
+    });
+    let repeats = (0..2).map(|_| {
+        let (app, request, alice) = (&app, keyed.clone(), &alice);
+        async move { app.reactions().add_reaction(alice.req(request)).await.map(|r| r.into_inner()) }
+    });
+    let (answers, repeated) =
+        tokio::join!(futures_util::future::join_all(calls), futures_util::future::join_all(repeats));
+    assert!(answers.iter().all(Result::is_ok), "{answers:?}");
+    let repeated: Vec<_> = repeated.into_iter().map(|r| r.unwrap().reaction).collect();
+    assert_eq!(repeated[0], repeated[1], "one key, one reaction");
+    let total = PEOPLE as i32 + 1;
+    assert_eq!(summary(&groups(&app, &alice, &m.message_id).await), [("🎉".to_string(), total, true)]);
+
+    // Both streams get the same entries, in sequence, adding up to every change.
+    let mut on_browser = Vec::new();
+    let (mut changes, mut last_count) = (0, 0);
+    while last_count < total {
+        let event = events(&mut browser, 1).await.remove(0);
+        assert_eq!(event.seq, m.seq + 1 + on_browser.len() as i64, "no gaps");
+        match &event.kind {
+            Some(Kind::ReactionAdded(one)) => {
+                changes += 1;
+                last_count = one.count;
+            }
+            Some(Kind::ReactionsChanged(many)) => {
+                assert_eq!(many.message_id, m.message_id);
+                changes += many.changes;
+                last_count = many.counts.iter().find(|c| c.emoji == "🎉").map_or(0, |c| c.count);
+            }
+            other => panic!("unexpected event {other:?}"),
+        }
+        on_browser.push(event);
+    }
+    assert_eq!((changes, last_count), (total, total));
+    assert!(on_browser.len() < total as usize, "calls that arrived together share an entry");
+    assert_eq!(on_browser, events(&mut native, on_browser.len()).await);
+    crate::helpers::assert_quiet(&mut browser).await;
+
+    // The log replays the same entries.
+    let replay =
+        ListChannelEventsRequest { channel_id: room.channel_id.clone(), after_seq: m.seq, ..Default::default() };
+    let logged = app.messaging().list_channel_events(alice.req(replay)).await.unwrap().into_inner().events;
+    assert_eq!(logged, on_browser);
 }

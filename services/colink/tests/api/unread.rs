@@ -113,7 +113,9 @@ async fn mentions_reach_members_only_and_are_listed() {
     let bobs = settled(&app, &bob, &room.channel_id, |c| pair(c).1 == 1).await;
     assert_eq!(pair(&bobs), (3, 1));
 
-    // A block keeps the blocked person out of the blocker's mentions.
+    // A block keeps the blocked person out of the blocker's mentions, at
+    // once, though the list of whom carol blocked was read just before.
+    assert!(mentions_of(&app, &carol).await.contains(&"@channel standup in 5".to_string()));
     app.users().block_user(carol.req(BlockUserRequest { user_id: alice.user_id.clone() })).await.unwrap();
     let blocked = send(&app, &alice, &room.channel_id, "@carol?").await;
     assert!(blocked.mentions.unwrap().user_ids.is_empty());

@@ -1,15 +1,13 @@
-//! Reactions and their per-emoji counts, changed together in one
-//! transaction.
+//! Reactions, their per-emoji counts and the idempotency keys of adds,
+//! changed together in one transaction per batch.
 
 use std::collections::{HashMap, HashSet};
 
 use colink_proto::reactions::v1::ReactionGroup;
 use sea_orm::sea_query::{Alias, Cond, Expr, ExprTrait, OnConflict, Query};
-use sea_orm::{
-    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set,
-};
+use sea_orm::{ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set};
 
-use crate::store::{reaction, reaction_count};
+use crate::store::{reaction, reaction_count, reaction_idempotency};
 
 /// Distinct emoji one message holds at most.
 pub const MAX_EMOJI_PER_MESSAGE: u64 = 50;
@@ -21,93 +19,140 @@ const SAMPLE_USERS: i64 = 5;
 /// beyond, in one pass over the messages' reactions.
 const FEW_GROUPS: usize = 20;
 
-/// What became of an add.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Added {
-    Stored,
-    /// The user already reacted with this emoji.
-    AlreadyThere,
-    TooManyEmoji,
-    TooManyOfUser,
+/// What a batch of changes starts from, read with the messages locked: the
+/// reactions its users hold on its messages, the counts of its messages, and
+/// which of its idempotency keys were used before.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// (message, user, emoji) of every reaction held.
+    pub held: HashSet<(String, String, String)>,
+    /// (message, emoji) → (count, first use).
+    pub counts: HashMap<(String, String), (i32, i64)>,
+    /// (user, key) of keys used before.
+    pub keys: HashSet<(String, String)>,
 }
 
-/// Adds a reaction, within the limits. Call with the message row locked,
-/// so that concurrent adds cannot both take the last free place.
-pub async fn add<C: ConnectionTrait>(txn: &C, row: &reaction::Model) -> Result<Added, DbErr> {
-    let exists = reaction::Entity::find_by_id((row.message_id.clone(), row.user_id.clone(), row.emoji.clone()))
-        .one(txn)
+pub async fn snapshot<C: ConnectionTrait>(
+    conn: &C,
+    message_ids: &[&str],
+    user_ids: &[&str],
+    keys: &[&str],
+) -> Result<Snapshot, DbErr> {
+    let held = reaction::Entity::find()
+        .filter(reaction::Column::MessageId.is_in(message_ids.iter().copied()))
+        .filter(reaction::Column::UserId.is_in(user_ids.iter().copied()))
+        .all(conn)
         .await?
-        .is_some();
-    if exists {
-        return Ok(Added::AlreadyThere);
+        .into_iter()
+        .map(|r| (r.message_id, r.user_id, r.emoji))
+        .collect();
+    let counts = reaction_count::Entity::find()
+        .filter(reaction_count::Column::MessageId.is_in(message_ids.iter().copied()))
+        .all(conn)
+        .await?
+        .into_iter()
+        .map(|c| ((c.message_id, c.emoji), (c.count, c.first_at)))
+        .collect();
+    let keys = if keys.is_empty() {
+        HashSet::new()
+    } else {
+        reaction_idempotency::Entity::find()
+            .select_only()
+            .columns([reaction_idempotency::Column::UserId, reaction_idempotency::Column::IdempotencyKey])
+            .filter(reaction_idempotency::Column::UserId.is_in(user_ids.iter().copied()))
+            .filter(reaction_idempotency::Column::IdempotencyKey.is_in(keys.iter().copied()))
+            .into_tuple::<(String, String)>()
+            .all(conn)
+            .await?
+            .into_iter()
+            .collect()
+    };
+    Ok(Snapshot { held, counts, keys })
+}
+
+/// Records idempotency keys; answers how many were new.
+pub async fn insert_keys<C: ConnectionTrait>(conn: &C, keys: Vec<reaction_idempotency::Model>) -> Result<u64, DbErr> {
+    if keys.is_empty() {
+        return Ok(0);
     }
-    let of_message = reaction_count::Entity::find().filter(reaction_count::Column::MessageId.eq(&row.message_id));
-    let emoji_is_new =
-        of_message.clone().filter(reaction_count::Column::Emoji.eq(&row.emoji)).one(txn).await?.is_none();
-    if emoji_is_new && of_message.count(txn).await? >= MAX_EMOJI_PER_MESSAGE {
-        return Ok(Added::TooManyEmoji);
-    }
-    let of_user = reaction::Entity::find()
-        .filter(reaction::Column::MessageId.eq(&row.message_id))
-        .filter(reaction::Column::UserId.eq(&row.user_id))
-        .count(txn)
-        .await?;
-    if of_user >= MAX_PER_USER {
-        return Ok(Added::TooManyOfUser);
-    }
-    reaction::Entity::insert(reaction::ActiveModel {
-        message_id: Set(row.message_id.clone()),
-        user_id: Set(row.user_id.clone()),
-        emoji: Set(row.emoji.clone()),
-        channel_id: Set(row.channel_id.clone()),
-        created_at: Set(row.created_at),
-    })
-    .exec_without_returning(txn)
-    .await?;
-    reaction_count::Entity::insert(reaction_count::ActiveModel {
-        message_id: Set(row.message_id.clone()),
-        emoji: Set(row.emoji.clone()),
-        count: Set(1),
-        first_at: Set(row.created_at),
-    })
-    .on_conflict(
-        OnConflict::columns([reaction_count::Column::MessageId, reaction_count::Column::Emoji])
-            .value(
-                reaction_count::Column::Count,
-                Expr::col((Alias::new("reaction_counts"), reaction_count::Column::Count)).add(1),
+    let rows = keys.into_iter().map(|k| reaction_idempotency::ActiveModel {
+        user_id: Set(k.user_id),
+        idempotency_key: Set(k.idempotency_key),
+        message_id: Set(k.message_id),
+        emoji: Set(k.emoji),
+        created_at: Set(k.created_at),
+        request_fingerprint: Set(k.request_fingerprint),
+    });
+    reaction_idempotency::Entity::insert_many(rows)
+        .on_conflict(
+            OnConflict::columns([reaction_idempotency::Column::UserId, reaction_idempotency::Column::IdempotencyKey])
+                .do_nothing()
+                .to_owned(),
+        )
+        .exec_without_returning(conn)
+        .await
+}
+
+/// What a batch changes, worked out against its snapshot.
+#[derive(Debug, Default)]
+pub struct Writes {
+    pub inserted: Vec<reaction::Model>,
+    /// (message, user, emoji)
+    pub deleted: Vec<(String, String, String)>,
+    /// New counts; a count of 0 removes the group.
+    pub counts: Vec<reaction_count::Model>,
+}
+
+pub async fn apply<C: ConnectionTrait>(conn: &C, writes: Writes) -> Result<(), DbErr> {
+    if !writes.deleted.is_empty() {
+        let any = writes.deleted.iter().fold(Cond::any(), |any, (m, u, e)| {
+            any.add(
+                Cond::all()
+                    .add(reaction::Column::MessageId.eq(m.as_str()))
+                    .add(reaction::Column::UserId.eq(u.as_str()))
+                    .add(reaction::Column::Emoji.eq(e.as_str())),
             )
-            .to_owned(),
-    )
-    .exec_without_returning(txn)
-    .await?;
-    Ok(Added::Stored)
-}
-
-/// Removes a reaction; false when there was none.
-pub async fn remove<C: ConnectionTrait>(txn: &C, message_id: &str, user_id: &str, emoji: &str) -> Result<bool, DbErr> {
-    let removed = reaction::Entity::delete_by_id((message_id.to_string(), user_id.to_string(), emoji.to_string()))
-        .exec(txn)
-        .await?
-        .rows_affected
-        == 1;
-    if removed {
-        let group = || {
-            Cond::all()
-                .add(reaction_count::Column::MessageId.eq(message_id))
-                .add(reaction_count::Column::Emoji.eq(emoji))
-        };
-        reaction_count::Entity::update_many()
-            .col_expr(reaction_count::Column::Count, Expr::col(reaction_count::Column::Count).sub(1))
-            .filter(group())
-            .exec(txn)
-            .await?;
-        reaction_count::Entity::delete_many()
-            .filter(group())
-            .filter(reaction_count::Column::Count.lte(0))
-            .exec(txn)
+        });
+        reaction::Entity::delete_many().filter(any).exec(conn).await?;
+    }
+    if !writes.inserted.is_empty() {
+        let rows = writes.inserted.into_iter().map(|r| reaction::ActiveModel {
+            message_id: Set(r.message_id),
+            user_id: Set(r.user_id),
+            emoji: Set(r.emoji),
+            channel_id: Set(r.channel_id),
+            created_at: Set(r.created_at),
+        });
+        reaction::Entity::insert_many(rows).exec_without_returning(conn).await?;
+    }
+    let (kept, gone): (Vec<_>, Vec<_>) = writes.counts.into_iter().partition(|c| c.count > 0);
+    if !gone.is_empty() {
+        let any = gone.iter().fold(Cond::any(), |any, c| {
+            any.add(
+                Cond::all()
+                    .add(reaction_count::Column::MessageId.eq(c.message_id.as_str()))
+                    .add(reaction_count::Column::Emoji.eq(c.emoji.as_str())),
+            )
+        });
+        reaction_count::Entity::delete_many().filter(any).exec(conn).await?;
+    }
+    if !kept.is_empty() {
+        let rows = kept.into_iter().map(|c| reaction_count::ActiveModel {
+            message_id: Set(c.message_id),
+            emoji: Set(c.emoji),
+            count: Set(c.count),
+            first_at: Set(c.first_at),
+        });
+        reaction_count::Entity::insert_many(rows)
+            .on_conflict(
+                OnConflict::columns([reaction_count::Column::MessageId, reaction_count::Column::Emoji])
+                    .update_column(reaction_count::Column::Count)
+                    .to_owned(),
+            )
+            .exec_without_returning(conn)
             .await?;
     }
-    Ok(removed)
+    Ok(())
 }
 
 /// The reaction groups of some messages as `viewer` sees them, in the order
