@@ -64,9 +64,11 @@ micro:
 test:
     cargo test --workspace
 
-# Regenerate gen/ (Rust stubs and the descriptor set) and the 405 routes of envoy/envoy.yaml from proto/. Needs no protoc and no network.
+# Regenerate gen/ (Rust and TypeScript stubs, the descriptor set) and the 405 routes of envoy/envoy.yaml from proto/. Needs no protoc; the TypeScript plugin comes from web/package-lock.json.
 gen:
     cargo run -q -p colink-codegen
+    [ -x web/node_modules/.bin/protoc-gen-es ] || (cd web && npm ci)
+    buf generate
 
 # Fail if gen/ (or the 405 routes in envoy/envoy.yaml) is not what proto/ generates.
 gen-check: gen
@@ -84,3 +86,12 @@ verify: lint test gen-check
 # The full CI run, exactly as CI runs it (installs its tools into ~/.cache/colink).
 ci:
     bash .ci/run
+
+# Build the web client into web/dist (committed: `colink serve` embeds it).
+web:
+    cd web && npm ci && npm test && npm run build
+
+# Two people in Chromium against a fresh node (needs Debian's chromium).
+e2e: web
+    cargo build -q -p colink
+    cd web && node tests/e2e.mjs

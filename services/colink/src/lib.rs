@@ -4,6 +4,7 @@
 //! `colink bench` measures one under load.
 
 pub mod bench;
+mod webapp;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -238,6 +239,7 @@ impl Node {
             .tcp_nodelay(true)
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            .layer(webapp::WebAppLayer)
             .layer(tonic_web::GrpcWebLayer::new())
             .layer(AuthLayer::new(verifier))
             .add_routes(routes.routes())

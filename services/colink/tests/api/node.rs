@@ -123,3 +123,43 @@ async fn a_split_that_would_drop_events_is_refused() {
     let err = colink::Node::start(config).await.err().expect("refused");
     assert!(err.to_string().contains("channel.events"), "{err}");
 }
+
+/// An HTTP/1.1 GET or HEAD to the node, answered in full.
+async fn http(app: &TestApp, method: &str, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = app.uri().trim_start_matches("http://").to_string();
+    let mut socket = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    socket.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    tokio::time::timeout(crate::helpers::WAIT, socket.read_to_end(&mut response)).await.unwrap().unwrap();
+    String::from_utf8_lossy(&response).into_owned()
+}
+
+#[tokio::test]
+async fn the_node_serves_the_web_client_next_to_grpc() {
+    let app = TestApp::spawn().await;
+    let page = http(&app, "GET", "/").await;
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    assert!(page.contains("content-type: text/html; charset=utf-8"), "{page}");
+    assert!(page.contains("cache-control: no-cache"), "{page}");
+    let script = page
+        .split('"')
+        .find(|part| part.starts_with("/assets/") && part.ends_with(".js"))
+        .expect("the page loads its script")
+        .to_string();
+    let loaded = http(&app, "GET", &script).await;
+    assert!(loaded.contains("content-type: text/javascript; charset=utf-8"), "{loaded}");
+    assert!(loaded.contains("cache-control: public, max-age=31536000, immutable"), "{loaded}");
+
+    // The app's own routes load the page; a hashed file that is gone does not.
+    let deep = http(&app, "GET", "/channels/general").await;
+    assert!(deep.starts_with("HTTP/1.1 200") && deep.contains("<div id=\"app\">"), "{deep}");
+    assert!(http(&app, "GET", "/assets/index-0000.js").await.starts_with("HTTP/1.1 404"));
+    let head = http(&app, "HEAD", "/").await;
+    assert!(head.starts_with("HTTP/1.1 200") && !head.contains("<div"), "{head}");
+
+    // gRPC on the same port is untouched.
+    let jwks = app.auth().get_jwks(GetJwksRequest {}).await.unwrap();
+    assert!(!jwks.into_inner().keys.is_empty());
+}

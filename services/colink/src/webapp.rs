@@ -1,0 +1,125 @@
+//! The web client, served by the node on its own port next to gRPC and
+//! gRPC-Web. gRPC calls are POSTs; every GET or HEAD is for the app. Files
+//! with a content hash in their name (under `/assets/`) are cached for a
+//! year; everything else is revalidated. A path that names no file gets the
+//! app's page, so that the app's own routes survive a reload.
+
+use std::convert::Infallible;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+
+mod embedded {
+    include!(concat!(env!("OUT_DIR"), "/web_assets.rs"));
+}
+
+const INDEX: &str = "/index.html";
+const HASHED: &str = "/assets/";
+
+/// A built file by its path from the site root.
+pub fn asset(path: &str) -> Option<&'static [u8]> {
+    embedded::ASSETS.binary_search_by(|(p, _)| (*p).cmp(path)).ok().map(|i| embedded::ASSETS[i].1)
+}
+
+fn content_type(path: &str) -> &'static str {
+    match path.rsplit_once('.').map(|(_, ext)| ext) {
+        Some("html") => "text/html; charset=utf-8",
+        Some("js" | "mjs") => "text/javascript; charset=utf-8",
+        Some("css") => "text/css; charset=utf-8",
+        Some("json" | "map") => "application/json",
+        Some("svg") => "image/svg+xml",
+        Some("png") => "image/png",
+        Some("ico") => "image/x-icon",
+        Some("woff2") => "font/woff2",
+        Some("txt") => "text/plain; charset=utf-8",
+        _ => "application/octet-stream",
+    }
+}
+
+/// The answer to a GET or HEAD for `path`.
+pub fn respond(method: &Method, path: &str) -> Response<Full<Bytes>> {
+    let (path, body) = match asset(path) {
+        Some(body) if path != "/" => (path, body),
+        // Hashed files are never the page: a missing one is an old build's.
+        None if path.starts_with(HASHED) => return status(StatusCode::NOT_FOUND),
+        _ => match asset(INDEX) {
+            Some(body) => (INDEX, body),
+            None => return status(StatusCode::NOT_FOUND),
+        },
+    };
+    let cache = if path.starts_with(HASHED) { "public, max-age=31536000, immutable" } else { "no-cache" };
+    let body = if method == Method::HEAD { Bytes::new() } else { Bytes::from_static(body) };
+    let mut response = Response::new(Full::new(body));
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type(path)));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    response
+}
+
+fn status(code: StatusCode) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::new()));
+    *response.status_mut() = code;
+    response
+}
+
+/// Puts the app in front of the node's gRPC services.
+#[derive(Clone, Copy, Default)]
+pub struct WebAppLayer;
+
+impl<S> tower::Layer<S> for WebAppLayer {
+    type Service = WebApp<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        WebApp { inner }
+    }
+}
+
+#[derive(Clone)]
+pub struct WebApp<S> {
+    inner: S,
+}
+
+impl<S, B> tower::Service<Request<B>> for WebApp<S>
+where
+    S: tower::Service<Request<B>, Response = Response<tonic::body::Body>, Error = Infallible>,
+    S::Future: Send + 'static,
+{
+    type Response = Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        if request.method() == Method::GET || request.method() == Method::HEAD {
+            let response = respond(request.method(), request.uri().path()).map(tonic::body::Body::new);
+            return Box::pin(std::future::ready(Ok(response)));
+        }
+        Box::pin(self.inner.call(request))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_paths_get_the_page_and_hashed_files_are_kept() {
+        let page = respond(&Method::GET, "/some/route/of/the/app");
+        assert_eq!(page.status(), StatusCode::OK);
+        assert_eq!(page.headers()[header::CONTENT_TYPE], "text/html; charset=utf-8");
+        assert_eq!(page.headers()[header::CACHE_CONTROL], "no-cache");
+        assert_eq!(respond(&Method::GET, "/").headers()[header::CONTENT_TYPE], "text/html; charset=utf-8");
+        assert_eq!(respond(&Method::GET, "/assets/gone-1234.js").status(), StatusCode::NOT_FOUND);
+        let script = embedded::ASSETS.iter().find(|(p, _)| p.ends_with(".js")).map(|(p, _)| *p);
+        let script = respond(&Method::GET, script.expect("the build has a script"));
+        assert_eq!(script.headers()[header::CONTENT_TYPE], "text/javascript; charset=utf-8");
+        assert_eq!(script.headers()[header::CACHE_CONTROL], "public, max-age=31536000, immutable");
+    }
+}

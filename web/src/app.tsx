@@ -1,0 +1,422 @@
+import { useEffect, useMemo, useRef, useState } from "preact/hooks";
+import type { ComponentChildren, TargetedEvent } from "preact";
+import type { Message } from "../../gen/ts/colink/messaging/v1/messaging_pb";
+import { auth, describe } from "./api";
+import { Badges } from "./badges";
+import { begin, end, scheduleRenewal, session, type Session } from "./session";
+import { Store } from "./store";
+
+export function App() {
+  const [me, setMe] = useState<Session | undefined>(session());
+  useEffect(() => scheduleRenewal(() => setMe(undefined)), [me]);
+  if (!me) {
+    return <SignIn onDone={setMe} />;
+  }
+  return (
+    <Workspace
+      me={me}
+      onSignOut={async () => {
+        await end();
+        setMe(undefined);
+      }}
+    />
+  );
+}
+
+function useStore(store: Store): number {
+  const [version, setVersion] = useState(0);
+  useEffect(() => store.subscribe(() => setVersion((v) => v + 1)), [store]);
+  return version;
+}
+
+function SignIn({ onDone }: { onDone: (s: Session) => void }) {
+  const [mode, setMode] = useState<"in" | "up">("in");
+  const [challenge, setChallenge] = useState<string>();
+  const [error, setError] = useState<string>();
+  const [busy, setBusy] = useState(false);
+
+  const run = async (work: () => Promise<void>) => {
+    setBusy(true);
+    setError(undefined);
+    try {
+      await work();
+    } catch (err) {
+      setError(describe(err));
+    } finally {
+      setBusy(false);
+    }
+  };
+
+  const submit = (e: TargetedEvent<HTMLFormElement>) => {
+    e.preventDefault();
+    const form = new FormData(e.currentTarget);
+    const field = (name: string) => String(form.get(name) ?? "");
+    void run(async () => {
+      if (challenge) {
+        const done = await auth.verifySecondFactor({ challengeId: challenge, method: 1, code: field("code") });
+        if (done.account && done.tokens) {
+          onDone(begin(done.account, done.tokens));
+        }
+      } else if (mode === "up") {
+        const made = await auth.register({
+          username: field("username"),
+          email: field("email"),
+          password: field("password"),
+          displayName: field("displayName"),
+        });
+        if (made.account && made.tokens) {
+          onDone(begin(made.account, made.tokens));
+        }
+      } else {
+        const answer = await auth.login({ login: field("login"), password: field("password"), deviceName: "web" });
+        if (answer.result.case === "tokens" && answer.account) {
+          onDone(begin(answer.account, answer.result.value));
+        } else if (answer.result.case === "challenge") {
+          setChallenge(answer.result.value.challengeId);
+        }
+      }
+    });
+  };
+
+  return (
+    <main class="auth">
+      <h1>Colink</h1>
+      <form onSubmit={submit} aria-label={challenge ? "Two-step check" : mode === "in" ? "Sign in" : "Sign up"}>
+        {challenge ? (
+          <label>
+            Code from your authenticator app
+            <input name="code" inputMode="numeric" autoComplete="one-time-code" pattern="[0-9]{6}" required autoFocus />
+          </label>
+        ) : mode === "in" ? (
+          <>
+            <label>
+              Username or email
+              <input name="login" autoComplete="username" required autoFocus />
+            </label>
+            <label>
+              Password
+              <input name="password" type="password" autoComplete="current-password" required />
+            </label>
+          </>
+        ) : (
+          <>
+            <label>
+              Username
+              <input name="username" autoComplete="username" required autoFocus />
+            </label>
+            <label>
+              Email
+              <input name="email" type="email" autoComplete="email" required />
+            </label>
+            <label>
+              Display name
+              <input name="displayName" autoComplete="name" />
+            </label>
+            <label>
+              Password (at least 8 characters)
+              <input name="password" type="password" autoComplete="new-password" minLength={8} required />
+            </label>
+          </>
+        )}
+        {error && (
+          <p class="error" role="alert">
+            {error}
+          </p>
+        )}
+        <button type="submit" disabled={busy}>
+          {challenge ? "Verify" : mode === "in" ? "Sign in" : "Create account"}
+        </button>
+      </form>
+      {!challenge && (
+        <button class="link" type="button" onClick={() => setMode(mode === "in" ? "up" : "in")}>
+          {mode === "in" ? "New here? Create an account" : "Have an account? Sign in"}
+        </button>
+      )}
+    </main>
+  );
+}
+
+function Workspace({ me, onSignOut }: { me: Session; onSignOut: () => void }) {
+  const store = useMemo(() => new Store(me.userId), [me.userId]);
+  useStore(store);
+  useEffect(() => {
+    store.start().catch((err: unknown) => {
+      store.error = describe(err);
+      store.notify();
+    });
+    return () => store.close();
+  }, [store]);
+  const [panel, setPanel] = useState<"none" | "new" | "browse" | "dm">("none");
+  const list = [...store.conversations.values()].sort((a, b) => store.title(a.channel).localeCompare(store.title(b.channel)));
+  const open = store.openId ? store.conversations.get(store.openId) : undefined;
+
+  return (
+    <div class="workspace">
+      <nav class="sidebar" aria-label="Conversations">
+        <header>
+          <strong>{me.username}</strong>
+          <span class={`dot ${store.connection}`} role="img" title={store.connection} aria-label={`connection ${store.connection}`} />
+          <button type="button" class="link" onClick={onSignOut}>
+            Sign out
+          </button>
+        </header>
+        <ul>
+          {list.map(({ channel }) => {
+            const badge = Badges.label(store.badges.of(channel.channelId));
+            return (
+              <li key={channel.channelId}>
+                <button
+                  type="button"
+                  class={channel.channelId === store.openId ? "current" : ""}
+                  aria-current={channel.channelId === store.openId ? "page" : undefined}
+                  onClick={() => void store.open(channel.channelId)}
+                >
+                  <span class="name">{store.title(channel)}</span>
+                  {badge && (
+                    <span class="badge" data-testid={`badge-${channel.name || channel.channelId}`}>
+                      {badge}
+                    </span>
+                  )}
+                </button>
+              </li>
+            );
+          })}
+        </ul>
+        <div class="actions">
+          <button type="button" onClick={() => setPanel("new")}>
+            New channel
+          </button>
+          <button type="button" onClick={() => setPanel("browse")}>
+            Browse channels
+          </button>
+          <button type="button" onClick={() => setPanel("dm")}>
+            New message
+          </button>
+        </div>
+      </nav>
+      <main class="conversation">
+        {store.error && (
+          <p class="error" role="alert">
+            {store.error}
+          </p>
+        )}
+        {panel === "new" && <NewChannel store={store} onClose={() => setPanel("none")} />}
+        {panel === "browse" && <Browse store={store} onClose={() => setPanel("none")} />}
+        {panel === "dm" && <NewDirect store={store} onClose={() => setPanel("none")} />}
+        {open ? <Conversation store={store} channelId={open.channel.channelId} /> : <p class="hint">Pick a conversation.</p>}
+      </main>
+    </div>
+  );
+}
+
+function Conversation({ store, channelId }: { store: Store; channelId: string }) {
+  const c = store.conversations.get(channelId);
+  const messages = store.sorted(channelId);
+  const pending = store.pending(channelId);
+  const scroller = useRef<HTMLOListElement>(null);
+  const atBottom = useRef(true);
+  useEffect(() => {
+    const el = scroller.current;
+    if (el && atBottom.current) {
+      el.scrollTop = el.scrollHeight;
+    }
+  });
+  const onScroll = () => {
+    const el = scroller.current;
+    if (!el) {
+      return;
+    }
+    atBottom.current = el.scrollHeight - el.scrollTop - el.clientHeight < 40;
+    if (el.scrollTop < 80 && c?.older) {
+      const before = el.scrollHeight;
+      void store.loadOlder(channelId).then(() => {
+        el.scrollTop += el.scrollHeight - before;
+      });
+    }
+  };
+  if (!c) {
+    return null;
+  }
+  return (
+    <section class="messages" aria-label={store.title(c.channel)}>
+      <h2>{store.title(c.channel)}</h2>
+      <ol ref={scroller} onScroll={onScroll} aria-live="polite" data-testid="messages">
+        {messages.map((m) => (
+          <MessageRow key={m.messageId} store={store} m={m} />
+        ))}
+        {pending.map((o) => (
+          <li key={o.key} class={`message ${o.state}`}>
+            <span class="sender">{store.names.get(store.userId) ?? "you"}</span>
+            <span class="text">{o.text}</span>
+            {o.state === "failed" && (
+              <span class="error" role="alert">
+                {o.error}{" "}
+                <button type="button" class="link" onClick={() => store.outbox.retry(o.key)}>
+                  Retry
+                </button>
+              </span>
+            )}
+          </li>
+        ))}
+      </ol>
+      <Composer store={store} label={`Message ${store.title(c.channel)}`} />
+    </section>
+  );
+}
+
+function MessageRow({ store, m }: { store: Store; m: Message }) {
+  const gone = m.deleted || m.recalled;
+  return (
+    <li class="message" data-seq={String(m.seq)}>
+      <span class="sender">{store.names.get(m.senderId) ?? "someone"}</span>
+      <span class={gone ? "text gone" : "text"}>
+        {m.deleted ? "This message was deleted." : m.recalled ? "This message was recalled." : m.text}
+      </span>
+    </li>
+  );
+}
+
+function Composer({ store, label }: { store: Store; label: string }) {
+  const [text, setText] = useState("");
+  const onKey = (e: KeyboardEvent) => {
+    // Enter sends; Shift+Enter starts a new line.
+    if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
+      e.preventDefault();
+      store.send(text);
+      setText("");
+    }
+  };
+  return (
+    <textarea
+      class="composer"
+      aria-label={label}
+      placeholder={label}
+      rows={2}
+      value={text}
+      onInput={(e) => setText(e.currentTarget.value)}
+      onKeyDown={onKey}
+    />
+  );
+}
+
+function useAction() {
+  const [error, setError] = useState<string>();
+  const run = (work: () => Promise<void>) => {
+    setError(undefined);
+    work().catch((err: unknown) => setError(err instanceof Error && !("code" in err) ? err.message : describe(err)));
+  };
+  return { error, run };
+}
+
+function Dialog({ title, onClose, children }: { title: string; onClose: () => void; children: ComponentChildren }) {
+  return (
+    <section class="dialog" aria-label={title}>
+      <h2>{title}</h2>
+      {children}
+      <button type="button" class="link" onClick={onClose}>
+        Close
+      </button>
+    </section>
+  );
+}
+
+function NewChannel({ store, onClose }: { store: Store; onClose: () => void }) {
+  const { error, run } = useAction();
+  const submit = (e: TargetedEvent<HTMLFormElement>) => {
+    e.preventDefault();
+    const form = new FormData(e.currentTarget);
+    run(async () => {
+      const id = await store.createChannel(String(form.get("name") ?? ""), form.get("private") === "on");
+      onClose();
+      await store.open(id);
+    });
+  };
+  return (
+    <Dialog title="New channel" onClose={onClose}>
+      <form onSubmit={submit}>
+        <label>
+          Name
+          <input name="name" required pattern="[a-z0-9_\-]{1,80}" title="lowercase letters, digits, - and _" autoFocus />
+        </label>
+        <label class="inline">
+          <input name="private" type="checkbox" /> Private
+        </label>
+        {error && (
+          <p class="error" role="alert">
+            {error}
+          </p>
+        )}
+        <button type="submit">Create</button>
+      </form>
+    </Dialog>
+  );
+}
+
+function NewDirect({ store, onClose }: { store: Store; onClose: () => void }) {
+  const { error, run } = useAction();
+  const submit = (e: TargetedEvent<HTMLFormElement>) => {
+    e.preventDefault();
+    const names = String(new FormData(e.currentTarget).get("people") ?? "")
+      .split(/[\s,]+/)
+      .map((n) => n.replace(/^@/, ""))
+      .filter(Boolean);
+    run(async () => {
+      const id = await store.openDirect(names);
+      onClose();
+      await store.open(id);
+    });
+  };
+  return (
+    <Dialog title="New message" onClose={onClose}>
+      <form onSubmit={submit}>
+        <label>
+          To (usernames, separated by commas)
+          <input name="people" required autoFocus />
+        </label>
+        {error && (
+          <p class="error" role="alert">
+            {error}
+          </p>
+        )}
+        <button type="submit">Open</button>
+      </form>
+    </Dialog>
+  );
+}
+
+function Browse({ store, onClose }: { store: Store; onClose: () => void }) {
+  const { error, run } = useAction();
+  const [found, setFound] = useState<Awaited<ReturnType<Store["browse"]>>>([]);
+  useEffect(() => run(async () => setFound(await store.browse(""))), []);
+  return (
+    <Dialog title="Browse channels" onClose={onClose}>
+      <input
+        aria-label="Channel name starts with"
+        placeholder="Search by name"
+        onInput={(e) => {
+          const prefix = e.currentTarget.value;
+          run(async () => setFound(await store.browse(prefix)));
+        }}
+      />
+      {error && (
+        <p class="error" role="alert">
+          {error}
+        </p>
+      )}
+      <ul>
+        {found.map((c) => (
+          <li key={c.channelId}>
+            #{c.name} <small>{c.memberCount} members</small>{" "}
+            {store.conversations.has(c.channelId) ? (
+              <em>joined</em>
+            ) : (
+              <button type="button" onClick={() => run(async () => store.join(c.channelId))}>
+                Join
+              </button>
+            )}
+          </li>
+        ))}
+      </ul>
+    </Dialog>
+  );
+}

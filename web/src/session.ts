@@ -1,0 +1,86 @@
+// The signed-in session: its tokens, kept in this tab's storage, and
+// renewed with the refresh token a minute before the access token expires.
+
+import { timestampMs } from "@bufbuild/protobuf/wkt";
+import type { Account, TokenPair } from "../../gen/ts/colink/auth/v1/auth_pb";
+import { auth, useToken } from "./api";
+
+const KEY = "colink.session";
+/** Renew this long before the access token expires. */
+const RENEW_BEFORE_MS = 60_000;
+
+export interface Session {
+  userId: string;
+  username: string;
+  accessToken: string;
+  accessExpiresAt: number;
+  refreshToken: string;
+}
+
+let current: Session | undefined = load();
+let renewal: ReturnType<typeof setTimeout> | undefined;
+useToken(() => current?.accessToken);
+
+function load(): Session | undefined {
+  try {
+    const raw = sessionStorage.getItem(KEY);
+    return raw ? (JSON.parse(raw) as Session) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+export function session(): Session | undefined {
+  return current;
+}
+
+export function begin(account: Account, tokens: TokenPair): Session {
+  current = {
+    userId: account.userId,
+    username: account.username,
+    accessToken: tokens.accessToken,
+    accessExpiresAt: tokens.accessTokenExpiresAt ? timestampMs(tokens.accessTokenExpiresAt) : Date.now() + 600_000,
+    refreshToken: tokens.refreshToken,
+  };
+  sessionStorage.setItem(KEY, JSON.stringify(current));
+  scheduleRenewal();
+  return current;
+}
+
+export async function end(): Promise<void> {
+  if (current) {
+    // Signs this session out on the server while the token still works.
+    await auth.logout({ allSessions: false }).catch(() => undefined);
+  }
+  forget();
+}
+
+function forget(): void {
+  current = undefined;
+  sessionStorage.removeItem(KEY);
+  clearTimeout(renewal);
+}
+
+/** Keeps the access token fresh while the page is open. */
+export function scheduleRenewal(onLost?: () => void): void {
+  clearTimeout(renewal);
+  if (!current) {
+    return;
+  }
+  const wait = Math.max(current.accessExpiresAt - Date.now() - RENEW_BEFORE_MS, 0);
+  renewal = setTimeout(async () => {
+    const s = current;
+    if (!s) {
+      return;
+    }
+    try {
+      const { tokens } = await auth.refresh({ refreshToken: s.refreshToken });
+      if (tokens) {
+        begin({ userId: s.userId, username: s.username } as Account, tokens);
+      }
+    } catch {
+      forget();
+      onLost?.();
+    }
+  }, wait);
+}

@@ -1,0 +1,364 @@
+// What the signed-in person sees, kept up to date by one live stream that
+// follows all their conversations. The stream resumes by cursor after any
+// drop; a gap in a conversation's sequence is filled from its log.
+
+import { ConnectError } from "@connectrpc/connect";
+import type { Channel } from "../../gen/ts/colink/channels/v1/channels_pb";
+import type { ChannelEvent, Message } from "../../gen/ts/colink/messaging/v1/messaging_pb";
+import { channels, describe, isTransient, messaging, realtime, users } from "./api";
+import { Badges } from "./badges";
+import { Cursors } from "./cursor";
+import { Outbox, type Outgoing } from "./outbox";
+
+/** Pauses before reconnecting, in ms; the last repeats. */
+const RECONNECT = [250, 1000, 2000, 5000];
+const PAGE = 50;
+
+export type Connection = "connecting" | "live" | "offline";
+
+export interface Conversation {
+  channel: Channel;
+  /** Messages by sequence, oldest first once sorted. */
+  messages: Map<bigint, Message>;
+  /** Token for the next older page; empty once the start is reached. */
+  older: string;
+  loaded: boolean;
+}
+
+export class Store {
+  conversations = new Map<string, Conversation>();
+  names = new Map<string, string>();
+  badges = new Badges();
+  cursors = new Cursors();
+  connection: Connection = "connecting";
+  openId: string | undefined;
+  error: string | undefined;
+  readonly outbox: Outbox;
+  private listeners = new Set<() => void>();
+  private stop = new AbortController();
+  private readUpTo = new Map<string, bigint>();
+
+  constructor(readonly userId: string) {
+    this.outbox = new Outbox(
+      {
+        send: async (o) => {
+          const sent = await messaging.sendMessage({ channelId: o.channelId, text: o.text, idempotencyKey: o.key });
+          return { messageId: sent.message?.messageId ?? "", seq: Number(sent.message?.seq ?? 0) };
+        },
+        isTransient,
+        describe,
+        sleep: (ms) => new Promise((r) => setTimeout(r, ms)),
+      },
+      () => this.notify(),
+    );
+  }
+
+  subscribe(listener: () => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  notify(): void {
+    for (const l of this.listeners) {
+      l();
+    }
+  }
+
+  /** Loads the sidebar and starts the live stream. */
+  async start(): Promise<void> {
+    await this.refreshChannels();
+    void this.follow();
+  }
+
+  close(): void {
+    this.stop.abort();
+  }
+
+  async refreshChannels(): Promise<void> {
+    let pageToken = "";
+    do {
+      const page = await channels.listMyChannels({ pageSize: 200, pageToken });
+      for (const channel of page.channels) {
+        const known = this.conversations.get(channel.channelId);
+        this.conversations.set(channel.channelId, known ? { ...known, channel } : fresh(channel));
+      }
+      pageToken = page.nextPageToken;
+    } while (pageToken);
+    await this.learnNames([...this.conversations.values()].flatMap((c) => c.channel.participantIds));
+    this.notify();
+  }
+
+  /** Display names of users, asked for once. */
+  async learnNames(ids: string[]): Promise<void> {
+    const unknown = [...new Set(ids)].filter((id) => !this.names.has(id));
+    for (let i = 0; i < unknown.length; i += 100) {
+      const found = await users.batchGetUsers({ userIds: unknown.slice(i, i + 100) });
+      for (const u of found.users) {
+        this.names.set(u.userId, u.displayName || u.username);
+      }
+    }
+  }
+
+  title(c: Channel): string {
+    if (c.name) {
+      return `#${c.name}`;
+    }
+    const others = c.participantIds.filter((id) => id !== this.userId);
+    return others.map((id) => this.names.get(id) ?? "someone").join(", ") || "just you";
+  }
+
+  async open(channelId: string): Promise<void> {
+    this.openId = channelId;
+    const c = this.conversations.get(channelId);
+    if (c && !c.loaded) {
+      await this.loadOlder(channelId);
+    }
+    this.markRead(channelId);
+    this.notify();
+  }
+
+  /** Reads the next older page of a conversation. */
+  async loadOlder(channelId: string): Promise<void> {
+    const c = this.conversations.get(channelId);
+    if (!c || (c.loaded && !c.older)) {
+      return;
+    }
+    const page = await messaging.listMessages({ channelId, pageSize: PAGE, pageToken: c.older });
+    for (const m of page.messages) {
+      c.messages.set(m.seq, m);
+    }
+    await this.learnNames(page.messages.map((m) => m.senderId));
+    c.older = page.nextPageToken;
+    c.loaded = true;
+    this.notify();
+  }
+
+  sorted(channelId: string): Message[] {
+    const c = this.conversations.get(channelId);
+    return c ? [...c.messages.values()].sort((a, b) => (a.seq < b.seq ? -1 : 1)) : [];
+  }
+
+  pending(channelId: string): Outgoing[] {
+    return this.outbox.unconfirmed(channelId);
+  }
+
+  send(text: string): void {
+    if (this.openId && text.trim()) {
+      this.outbox.post(this.openId, text);
+      this.notify();
+    }
+  }
+
+  /** Tells the server the open conversation is read up to its newest message. */
+  markRead(channelId: string): void {
+    const newest = this.sorted(channelId).at(-1)?.seq;
+    if (newest === undefined || (this.readUpTo.get(channelId) ?? -1n) >= newest) {
+      return;
+    }
+    this.readUpTo.set(channelId, newest);
+    void messaging.markRead({ channelId, seq: newest }).catch(() => this.readUpTo.delete(channelId));
+  }
+
+  async createChannel(name: string, priv: boolean): Promise<string> {
+    const { channel } = await channels.createChannel({
+      name,
+      kind: priv ? 2 : 1,
+      idempotencyKey: crypto.randomUUID(),
+    });
+    await this.refreshChannels();
+    return channel?.channelId ?? "";
+  }
+
+  async openDirect(usernames: string[]): Promise<string> {
+    const found = await users.batchGetUsers({ usernames });
+    const missing = usernames.filter((n) => !found.users.some((u) => u.username === n));
+    if (missing.length > 0) {
+      throw new Error(`No one is called ${missing.join(", ")}.`);
+    }
+    const { channel } = await channels.openDirectMessage({
+      userIds: found.users.map((u) => u.userId),
+      idempotencyKey: crypto.randomUUID(),
+    });
+    await this.refreshChannels();
+    return channel?.channelId ?? "";
+  }
+
+  async browse(prefix: string): Promise<Channel[]> {
+    const page = await channels.browseChannels({ namePrefix: prefix, pageSize: 50 });
+    return page.channels;
+  }
+
+  async join(channelId: string): Promise<void> {
+    await channels.joinChannel({ channelId });
+    await this.refreshChannels();
+  }
+
+  /** Follows every conversation until closed, resuming after each drop. */
+  private async follow(): Promise<void> {
+    for (let attempt = 0; !this.stop.signal.aborted; attempt++) {
+      await whileOffline(this.stop.signal);
+      this.connection = "connecting";
+      this.notify();
+      // The browser knows of a lost network before the connection does.
+      const lost = offline();
+      const drop = AbortSignal.any([this.stop.signal, lost.signal]);
+      try {
+        const stream = realtime.subscribe(
+          { allChannels: true, cursors: this.cursors.snapshot() },
+          { signal: drop },
+        );
+        for await (const response of stream) {
+          if (this.connection !== "live") {
+            this.connection = "live";
+            attempt = 0;
+            this.notify();
+          }
+          await this.onFrame(response.frame?.frame);
+        }
+      } catch (err) {
+        if (this.stop.signal.aborted) {
+          return;
+        }
+        if (!isTransient(err) && ConnectError.from(err).code !== 1) {
+          this.error = describe(err);
+        }
+      }
+      lost.release();
+      this.connection = "offline";
+      this.notify();
+      await new Promise((r) => setTimeout(r, RECONNECT[Math.min(attempt, RECONNECT.length - 1)]));
+    }
+  }
+
+  private async onFrame(frame: import("../../gen/ts/colink/realtime/v1/realtime_pb").ServerFrame["frame"] | undefined) {
+    switch (frame?.case) {
+      case "subscribed": {
+        const cursor = this.cursors.of(frame.value.channelId);
+        // A conversation seen for the first time starts at its head: its
+        // history is read by page when it is opened.
+        if (cursor.position === 0 && !this.conversations.get(frame.value.channelId)?.loaded) {
+          cursor.reach(Number(frame.value.headSeq));
+        }
+        if (!this.conversations.has(frame.value.channelId)) {
+          await this.refreshChannels();
+        }
+        break;
+      }
+      case "event":
+        await this.onEvent(frame.value);
+        break;
+      case "unreadCounts": {
+        const counts = frame.value.counts;
+        this.badges.apply({
+          snapshot: frame.value.snapshot,
+          channels: counts?.channels ?? [],
+          removedChannelIds: frame.value.removedChannelIds,
+          totalUnread: counts?.totalUnreadCount ?? 0n,
+          totalMentions: counts?.totalMentionCount ?? 0n,
+        });
+        document.title = `${this.badges.title()}Colink`;
+        this.notify();
+        break;
+      }
+      case "resumeRequired":
+        throw new ConnectError("the server asked to resume", 14);
+      default:
+        break;
+    }
+  }
+
+  private async onEvent(event: ChannelEvent): Promise<void> {
+    const cursor = this.cursors.of(event.channelId);
+    const verdict = cursor.offer(Number(event.seq));
+    if (verdict === "repeat") {
+      return;
+    }
+    if (verdict === "gap") {
+      await this.fill(event.channelId);
+      return;
+    }
+    this.apply(event);
+  }
+
+  /** Reads what the stream missed of a conversation from its log. */
+  private async fill(channelId: string): Promise<void> {
+    const cursor = this.cursors.of(channelId);
+    for (;;) {
+      const page = await messaging.listChannelEvents({ channelId, afterSeq: BigInt(cursor.position), pageSize: 500 });
+      for (const e of page.events) {
+        if (cursor.offer(Number(e.seq)) === "apply") {
+          this.apply(e);
+        }
+      }
+      if (page.events.length === 0 || BigInt(cursor.position) >= page.headSeq) {
+        return;
+      }
+    }
+  }
+
+  private apply(event: ChannelEvent): void {
+    const c = this.conversations.get(event.channelId);
+    const kind = event.kind;
+    switch (kind.case) {
+      case "messageCreated":
+      case "messageEdited": {
+        const m = kind.value;
+        if (c && !m.threadId) {
+          c.messages.set(m.seq, m);
+          for (const o of this.outbox.unconfirmed(event.channelId)) {
+            if (o.messageId === m.messageId) {
+              this.outbox.settle(o.key);
+            }
+          }
+          void this.learnNames([m.senderId]).then(() => this.notify());
+        }
+        if (kind.case === "messageCreated" && this.openId === event.channelId && document.visibilityState !== "hidden") {
+          this.markRead(event.channelId);
+        }
+        break;
+      }
+      case "messageDeleted":
+      case "messageRecalled": {
+        const gone = c?.messages.get(kind.value.messageSeq);
+        if (gone) {
+          gone.text = "";
+          gone.deleted = kind.case === "messageDeleted";
+          gone.recalled = kind.case === "messageRecalled";
+        }
+        break;
+      }
+      case "memberJoined":
+      case "memberLeft":
+        if (kind.value.userId === this.userId) {
+          void this.refreshChannels();
+        }
+        break;
+      default:
+        break;
+    }
+    this.notify();
+  }
+}
+
+/** A signal that fires when the browser goes offline, until released. */
+function offline(): { signal: AbortSignal; release: () => void } {
+  const gone = new AbortController();
+  const abort = () => gone.abort();
+  globalThis.addEventListener?.("offline", abort, { once: true });
+  return { signal: gone.signal, release: () => globalThis.removeEventListener?.("offline", abort) };
+}
+
+/** Waits until the browser is online again (or `stop` fires). */
+async function whileOffline(stop: AbortSignal): Promise<void> {
+  if (globalThis.navigator?.onLine !== false) {
+    return;
+  }
+  await new Promise<void>((resolve) => {
+    globalThis.addEventListener("online", () => resolve(), { once: true });
+    stop.addEventListener("abort", () => resolve(), { once: true });
+  });
+}
+
+function fresh(channel: Channel): Conversation {
+  return { channel, messages: new Map(), older: "", loaded: false };
+}

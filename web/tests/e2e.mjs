@@ -1,0 +1,200 @@
+// End-to-end: two people in Chromium against a real `colink serve`.
+//
+//   node tests/e2e.mjs            (from web/, after `vite build` and a cargo build)
+//
+// COLINK_BIN names the colink binary (default: the debug build under
+// CARGO_TARGET_DIR or ~/.cache/colink/target), CHROMIUM the browser
+// (default /usr/bin/chromium). Screenshots go to web/test-results/.
+
+import { spawn } from "node:child_process";
+import { mkdtempSync, mkdirSync, readFileSync, rmSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+
+const here = dirname(fileURLToPath(import.meta.url));
+const results = join(here, "..", "test-results");
+const target = process.env.CARGO_TARGET_DIR ?? join(process.env.HOME ?? "/root", ".cache/colink/target");
+const bin = process.env.COLINK_BIN ?? join(target, "debug", "colink");
+const browserPath = process.env.CHROMIUM ?? "/usr/bin/chromium";
+const axeSource = readFileSync(join(here, "..", "node_modules", "axe-core", "axe.min.js"), "utf8");
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.listen(0, "127.0.0.1", () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+    server.on("error", reject);
+  });
+}
+
+async function startNode() {
+  const port = await freePort();
+  const data = mkdtempSync(join(tmpdir(), "colink-e2e-"));
+  const node = spawn(bin, ["serve", "--listen", `127.0.0.1:${port}`, "--data-dir", data], {
+    stdio: ["ignore", "inherit", "inherit"],
+  });
+  const url = `http://127.0.0.1:${port}`;
+  for (let i = 0; i < 100; i++) {
+    try {
+      if ((await fetch(url)).ok) {
+        return { url, stop: () => (node.kill("SIGTERM"), rmSync(data, { recursive: true, force: true })) };
+      }
+    } catch {
+      // not listening yet
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  node.kill("SIGKILL");
+  throw new Error("colink serve did not start");
+}
+
+let failures = 0;
+async function step(name, work) {
+  const started = Date.now();
+  try {
+    await work();
+    console.log(`ok   ${name} (${Date.now() - started} ms)`);
+  } catch (err) {
+    failures++;
+    console.log(`FAIL ${name}: ${err?.stack ?? err}`);
+    throw err;
+  }
+}
+
+function expect(condition, message) {
+  if (!condition) {
+    throw new Error(message);
+  }
+}
+
+async function signUp(page, url, name) {
+  await page.goto(url);
+  await page.getByRole("button", { name: "New here? Create an account" }).click();
+  await page.getByLabel("Username").fill(name);
+  await page.getByLabel("Email").fill(`${name}@example.test`);
+  await page.getByLabel("Display name").fill(name[0].toUpperCase() + name.slice(1));
+  await page.getByLabel("Password (at least 8 characters)").fill("correct horse battery");
+  await page.getByRole("button", { name: "Create account" }).click();
+  await page.getByRole("navigation", { name: "Conversations" }).waitFor();
+  await page.locator(".dot.live").waitFor();
+}
+
+async function openChannel(page, name) {
+  await page.getByRole("navigation", { name: "Conversations" }).getByRole("button", { name: new RegExp(`^#${name}`) }).click();
+  await page.getByRole("region", { name: `#${name}` }).waitFor();
+}
+
+async function send(page, channel, text) {
+  const box = page.getByLabel(`Message #${channel}`);
+  await box.fill(text);
+  await box.press("Enter");
+}
+
+async function texts(page) {
+  return page.locator("[data-testid=messages] li .text").allTextContents();
+}
+
+async function waitForText(page, text) {
+  await page.locator("[data-testid=messages] li .text", { hasText: text }).first().waitFor({ timeout: 10_000 });
+}
+
+async function accessible(page, view) {
+  await page.addScriptTag({ content: axeSource });
+  const found = await page.evaluate(async () => {
+    const result = await globalThis.axe.run(document, { resultTypes: ["violations"] });
+    return result.violations
+      .filter((v) => v.impact === "serious" || v.impact === "critical")
+      .map((v) => `${v.id}: ${v.help} (${v.nodes.length})`);
+  });
+  expect(found.length === 0, `accessibility problems on ${view}: ${found.join("; ")}`);
+}
+
+const node = await startNode();
+const browser = await chromium.launch({
+  executablePath: browserPath,
+  headless: true,
+  args: [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+  ],
+});
+mkdirSync(results, { recursive: true });
+try {
+  const aliceContext = await browser.newContext();
+  const bobContext = await browser.newContext();
+  const alice = await aliceContext.newPage();
+  const bob = await bobContext.newPage();
+
+  await step("sign-up", async () => {
+    await alice.goto(node.url);
+    await accessible(alice, "the sign-in page");
+    await alice.screenshot({ path: join(results, "sign-in.png") });
+    await signUp(alice, node.url, "alice");
+    await signUp(bob, node.url, "bob");
+  });
+
+  await step("alice creates a channel, bob joins, they chat both ways", async () => {
+    await alice.getByRole("button", { name: "New channel" }).click();
+    await alice.getByLabel("Name").fill("team");
+    await alice.getByRole("button", { name: "Create" }).click();
+    await alice.getByRole("region", { name: "#team" }).waitFor();
+    await send(alice, "team", "hello bob");
+    await waitForText(alice, "hello bob");
+
+    await bob.getByRole("button", { name: "Browse channels" }).click();
+    await bob.getByRole("region", { name: "Browse channels" }).getByRole("button", { name: "Join" }).first().click();
+    await openChannel(bob, "team");
+    await waitForText(bob, "hello bob");
+    await send(bob, "team", "hi alice");
+    await waitForText(alice, "hi alice");
+    await send(alice, "team", "line one\nline two");
+    await waitForText(bob, "line two");
+    await accessible(alice, "a conversation");
+    await alice.screenshot({ path: join(results, "conversation.png") });
+  });
+
+  await step("bob's badge counts up elsewhere and clears when he opens the channel", async () => {
+    await bob.getByRole("button", { name: "New channel" }).click();
+    await bob.getByLabel("Name").fill("elsewhere");
+    await bob.getByRole("button", { name: "Create" }).click();
+    await bob.getByRole("region", { name: "#elsewhere" }).waitFor();
+    await send(alice, "team", "are you there?");
+    await send(alice, "team", "ping");
+    const badge = bob.getByTestId("badge-team");
+    await badge.filter({ hasText: /^2$/ }).waitFor({ timeout: 10_000 });
+    await bob.screenshot({ path: join(results, "badge.png") });
+    await openChannel(bob, "team");
+    await badge.waitFor({ state: "detached", timeout: 10_000 });
+  });
+
+  await step("offline while 20 messages are sent: each arrives once, in order", async () => {
+    await bobContext.setOffline(true);
+    await bob.locator(".dot.offline").waitFor({ timeout: 15_000 });
+    const sent = Array.from({ length: 20 }, (_, i) => `missed ${i + 1}`);
+    for (const text of sent) {
+      await send(alice, "team", text);
+    }
+    await waitForText(alice, "missed 20");
+    await bobContext.setOffline(false);
+    await waitForText(bob, "missed 20");
+    const seen = (await texts(bob)).filter((t) => t.startsWith("missed "));
+    expect(JSON.stringify(seen) === JSON.stringify(sent), `bob saw ${JSON.stringify(seen)}`);
+  });
+} finally {
+  await browser.close();
+  node.stop();
+}
+if (failures > 0) {
+  process.exit(1);
+}
+console.log("all browser steps passed");

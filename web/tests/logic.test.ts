@@ -1,0 +1,119 @@
+// The client's own logic, without a browser: resume cursors, optimistic
+// sends and badge counts. `npm test` compiles this and runs it with
+// Node's test runner.
+
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { Badges } from "../src/badges.ts";
+import { Cursor, Cursors } from "../src/cursor.ts";
+import { MAX_ATTEMPTS, Outbox, type Outgoing, type Sender } from "../src/outbox.ts";
+
+test("a cursor applies the next event, drops repeats and reports gaps", () => {
+  const c = new Cursor(10);
+  assert.equal(c.offer(11), "apply");
+  assert.equal(c.offer(11), "repeat");
+  assert.equal(c.offer(9), "repeat");
+  assert.equal(c.offer(13), "gap", "12 is missing");
+  assert.equal(c.position, 11, "a gap does not move the cursor");
+  c.reach(12);
+  assert.equal(c.offer(13), "apply");
+  c.reach(5);
+  assert.equal(c.position, 13, "reaching back never moves it back");
+});
+
+test("a resume sends every conversation's position", () => {
+  const all = new Cursors();
+  all.of("a").offer(1);
+  all.of("b").reach(7);
+  assert.deepEqual(all.snapshot(), [
+    { channelId: "a", lastSeq: 1n },
+    { channelId: "b", lastSeq: 7n },
+  ]);
+});
+
+/** A sender that answers from a script: an error to throw, or a sequence. */
+function scripted(answers: (Error | number)[]): Sender & { keys: string[] } {
+  const keys: string[] = [];
+  return {
+    keys,
+    async send(o: Outgoing) {
+      keys.push(o.key);
+      const next = answers.shift();
+      if (next instanceof Error || next === undefined) {
+        throw next ?? new Error("no answer");
+      }
+      return { messageId: `m${next}`, seq: next };
+    },
+    isTransient: (err) => err instanceof Error && err.message === "unavailable",
+    describe: (err) => `said: ${(err as Error).message}`,
+    sleep: async () => undefined,
+  };
+}
+
+async function settled(outbox: Outbox, channelId: string, until: (o: Outgoing[]) => boolean): Promise<void> {
+  for (let i = 0; i < 100 && !until(outbox.unconfirmed(channelId)); i++) {
+    await new Promise((r) => setTimeout(r, 0));
+  }
+}
+
+test("an optimistic send retries transient failures with one key", async () => {
+  const sender = scripted([new Error("unavailable"), new Error("unavailable"), 42]);
+  const seen: Outgoing[] = [];
+  const outbox = new Outbox(sender, (o) => seen.push(o));
+  const posted = outbox.post("c", "hello");
+  assert.equal(posted.state, "sending");
+  assert.equal(outbox.unconfirmed("c").length, 1, "shown before the server answers");
+  await settled(outbox, "c", (o) => o.length === 0);
+  assert.equal(seen.at(-1)?.state, "sent");
+  assert.equal(seen.at(-1)?.seq, 42);
+  assert.deepEqual(sender.keys, [posted.key, posted.key, posted.key], "every attempt uses the same key");
+  outbox.settle(posted.key);
+  assert.equal(outbox.unconfirmed("c").length, 0);
+});
+
+test("a send that cannot succeed is shown as failed, and a retry keeps its key", async () => {
+  const sender = scripted([new Error("too long"), 7]);
+  const seen: Outgoing[] = [];
+  const outbox = new Outbox(sender, (o) => seen.push(o));
+  const posted = outbox.post("c", "x");
+  await settled(outbox, "c", (o) => o[0]?.state === "failed");
+  assert.equal(outbox.unconfirmed("c")[0]?.error, "said: too long");
+  outbox.retry(posted.key);
+  await settled(outbox, "c", (o) => o.length === 0);
+  assert.deepEqual(sender.keys, [posted.key, posted.key]);
+});
+
+test("transient failures give up after the last attempt", async () => {
+  const sender = scripted(Array.from({ length: MAX_ATTEMPTS }, () => new Error("unavailable")));
+  const outbox = new Outbox(sender, () => undefined);
+  outbox.post("c", "x");
+  await settled(outbox, "c", (o) => o[0]?.state === "failed");
+  assert.equal(sender.keys.length, MAX_ATTEMPTS);
+});
+
+test("badges take a snapshot, then changes, and show mentions first", () => {
+  const badges = new Badges();
+  const entry = (channelId: string, unread: number, mentions: number, muted = false) => ({
+    channelId,
+    unreadCount: BigInt(unread),
+    mentionCount: BigInt(mentions),
+    muted,
+  });
+  badges.apply({
+    snapshot: true,
+    channels: [entry("a", 3, 0), entry("b", 5, 1), entry("m", 0, 0, true)],
+    removedChannelIds: [],
+    totalUnread: 8n,
+    totalMentions: 1n,
+  });
+  assert.equal(Badges.label(badges.of("a")), "3");
+  assert.equal(Badges.label(badges.of("b")), "@1");
+  assert.equal(Badges.label(badges.of("m")), "");
+  assert.equal(badges.title(), "(1) ");
+  badges.apply({ snapshot: false, channels: [entry("a", 0, 0)], removedChannelIds: ["b"], totalUnread: 0n, totalMentions: 0n });
+  assert.equal(Badges.label(badges.of("a")), "");
+  assert.equal(Badges.label(badges.of("b")), "", "a conversation left shows nothing");
+  assert.equal(badges.title(), "");
+  badges.apply({ snapshot: true, channels: [], removedChannelIds: [], totalUnread: 0n, totalMentions: 0n });
+  assert.equal(Badges.label(badges.of("a")), "");
+});
