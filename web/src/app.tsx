@@ -205,6 +205,7 @@ function Workspace({ me, onSignOut }: { me: Session; onSignOut: () => void }) {
         {panel === "dm" && <NewDirect store={store} onClose={() => setPanel("none")} />}
         {open ? <Conversation store={store} channelId={open.channel.channelId} /> : <p class="hint">Pick a conversation.</p>}
       </main>
+      {open && store.openThread && <Thread store={store} channelId={open.channel.channelId} rootId={store.openThread} />}
     </div>
   );
 }
@@ -237,53 +238,200 @@ function Conversation({ store, channelId }: { store: Store; channelId: string })
   if (!c) {
     return null;
   }
+  const [adding, setAdding] = useState(false);
   return (
     <section class="messages" aria-label={store.title(c.channel)}>
-      <h2>{store.title(c.channel)}</h2>
+      <header class="title">
+        <h2>{store.title(c.channel)}</h2>
+        {c.channel.name && (
+          <button type="button" class="link" onClick={() => setAdding(!adding)}>
+            Add people
+          </button>
+        )}
+      </header>
+      {adding && <AddPeople store={store} channelId={channelId} onClose={() => setAdding(false)} />}
       <ol ref={scroller} onScroll={onScroll} aria-live="polite" data-testid="messages">
         {messages.map((m) => (
           <MessageRow key={m.messageId} store={store} m={m} />
         ))}
         {pending.map((o) => (
-          <li key={o.key} class={`message ${o.state}`}>
-            <span class="sender">{store.names.get(store.userId) ?? "you"}</span>
-            <span class="text">{o.text}</span>
-            {o.state === "failed" && (
-              <span class="error" role="alert">
-                {o.error}{" "}
-                <button type="button" class="link" onClick={() => store.outbox.retry(o.key)}>
-                  Retry
-                </button>
-              </span>
-            )}
-          </li>
+          <Pending key={o.key} store={store} o={o} />
         ))}
       </ol>
-      <Composer store={store} label={`Message ${store.title(c.channel)}`} />
+      <Composer label={`Message ${store.title(c.channel)}`} onSend={(text) => store.send(text)} />
     </section>
   );
 }
 
-function MessageRow({ store, m }: { store: Store; m: Message }) {
+/** Emoji offered for a quick reaction. */
+const QUICK_EMOJI = ["👍", "❤️", "😂", "🎉", "👀"];
+
+function MessageRow({ store, m, inThread }: { store: Store; m: Message; inThread?: boolean }) {
   const gone = m.deleted || m.recalled;
+  const mine = m.senderId === store.userId;
+  const [editing, setEditing] = useState(false);
+  const [picking, setPicking] = useState(false);
+  const { error, run } = useAction();
+  const sender = store.names.get(m.senderId) ?? "someone";
   return (
     <li class="message" data-seq={String(m.seq)}>
-      <span class="sender">{store.names.get(m.senderId) ?? "someone"}</span>
-      <span class={gone ? "text gone" : "text"}>
-        {m.deleted ? "This message was deleted." : m.recalled ? "This message was recalled." : m.text}
-      </span>
+      <span class="sender">{sender}</span>
+      {editing ? (
+        <Composer
+          label="Edit message"
+          initial={m.text}
+          onSend={(text) => run(async () => {
+            await store.edit(m, text);
+            setEditing(false);
+          })}
+          onCancel={() => setEditing(false)}
+        />
+      ) : (
+        <span class={gone ? "text gone" : "text"}>
+          {m.deleted ? "This message was deleted." : m.recalled ? "This message was recalled." : m.text}
+          {m.editTime && !gone && <small class="edited"> (edited)</small>}
+        </span>
+      )}
+      {!gone && m.reactions.length > 0 && (
+        <span class="reactions">
+          {m.reactions.map((g) => (
+            <button
+              type="button"
+              key={g.emoji}
+              class={g.reactedByViewer ? "reaction mine" : "reaction"}
+              aria-pressed={g.reactedByViewer}
+              aria-label={`${g.emoji} ${g.count}`}
+              onClick={() => run(() => store.toggleReaction(m, g.emoji))}
+            >
+              {g.emoji} {g.count}
+            </button>
+          ))}
+        </span>
+      )}
+      {!gone && !inThread && m.thread && m.thread.replyCount > 0 && (
+        <button type="button" class="link replies" onClick={() => run(() => store.openThreadOf(m))}>
+          {m.thread.replyCount === 1 ? "1 reply" : `${m.thread.replyCount} replies`}
+        </button>
+      )}
+      {!gone && (
+        <span class="tools">
+          <button type="button" class="link" aria-expanded={picking} onClick={() => setPicking(!picking)}>
+            React
+          </button>
+          {!inThread && !m.threadId && (
+            <button type="button" class="link" onClick={() => run(() => store.openThreadOf(m))}>
+              Reply
+            </button>
+          )}
+          {mine && !editing && (
+            <button type="button" class="link" onClick={() => setEditing(true)}>
+              Edit
+            </button>
+          )}
+          {mine && (
+            <button
+              type="button"
+              class="link"
+              onClick={() => confirm("Delete this message for everyone?") && run(() => store.remove(m))}
+            >
+              Delete
+            </button>
+          )}
+        </span>
+      )}
+      {picking && (
+        <span class="picker" role="group" aria-label={`React to ${sender}'s message`}>
+          {QUICK_EMOJI.map((emoji) => (
+            <button
+              type="button"
+              key={emoji}
+              onClick={() => {
+                setPicking(false);
+                run(() => store.toggleReaction(m, emoji));
+              }}
+            >
+              {emoji}
+            </button>
+          ))}
+        </span>
+      )}
+      {error && (
+        <span class="error" role="alert">
+          {error}
+        </span>
+      )}
     </li>
   );
 }
 
-function Composer({ store, label }: { store: Store; label: string }) {
-  const [text, setText] = useState("");
+function Thread({ store, channelId, rootId }: { store: Store; channelId: string; rootId: string }) {
+  const root = store.root(channelId, rootId);
+  if (!root) {
+    return null;
+  }
+  const replies = store.replies(channelId, rootId);
+  const pending = store.pending(channelId, rootId);
+  return (
+    <aside class="thread" aria-label="Thread">
+      <header>
+        <h2>Thread</h2>
+        <button type="button" class="link" onClick={() => store.closeThread()}>
+          Close thread
+        </button>
+      </header>
+      <ol data-testid="thread">
+        <MessageRow store={store} m={root} inThread />
+        {replies.map((m) => (
+          <MessageRow key={m.messageId} store={store} m={m} inThread />
+        ))}
+        {pending.map((o) => (
+          <Pending key={o.key} store={store} o={o} />
+        ))}
+      </ol>
+      <Composer label="Reply in thread" onSend={(text) => store.send(text, rootId)} />
+    </aside>
+  );
+}
+
+function Pending({ store, o }: { store: Store; o: ReturnType<Store["pending"]>[number] }) {
+  return (
+    <li class={`message ${o.state}`}>
+      <span class="sender">{store.names.get(store.userId) ?? "you"}</span>
+      <span class="text">{o.text}</span>
+      {o.state === "failed" && (
+        <span class="error" role="alert">
+          {o.error}{" "}
+          <button type="button" class="link" onClick={() => store.outbox.retry(o.key)}>
+            Retry
+          </button>
+        </span>
+      )}
+    </li>
+  );
+}
+
+function Composer({
+  label,
+  onSend,
+  initial = "",
+  onCancel,
+}: {
+  label: string;
+  onSend: (text: string) => void;
+  initial?: string;
+  onCancel?: () => void;
+}) {
+  const [text, setText] = useState(initial);
   const onKey = (e: KeyboardEvent) => {
-    // Enter sends; Shift+Enter starts a new line.
+    // Enter sends; Shift+Enter starts a new line; Escape gives up an edit.
     if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
       e.preventDefault();
-      store.send(text);
-      setText("");
+      if (text.trim()) {
+        onSend(text);
+        setText("");
+      }
+    } else if (e.key === "Escape" && onCancel) {
+      onCancel();
     }
   };
   return (
@@ -352,14 +500,46 @@ function NewChannel({ store, onClose }: { store: Store; onClose: () => void }) {
   );
 }
 
+function AddPeople({ store, channelId, onClose }: { store: Store; channelId: string; onClose: () => void }) {
+  const { error, run } = useAction();
+  const submit = (e: TargetedEvent<HTMLFormElement>) => {
+    e.preventDefault();
+    const names = usernames(String(new FormData(e.currentTarget).get("people") ?? ""));
+    run(async () => {
+      await store.addPeople(channelId, names);
+      onClose();
+    });
+  };
+  return (
+    <Dialog title="Add people" onClose={onClose}>
+      <form onSubmit={submit}>
+        <label>
+          Usernames, separated by commas
+          <input name="people" required autoFocus />
+        </label>
+        {error && (
+          <p class="error" role="alert">
+            {error}
+          </p>
+        )}
+        <button type="submit">Add</button>
+      </form>
+    </Dialog>
+  );
+}
+
+function usernames(text: string): string[] {
+  return text
+    .split(/[\s,]+/)
+    .map((n) => n.replace(/^@/, ""))
+    .filter(Boolean);
+}
+
 function NewDirect({ store, onClose }: { store: Store; onClose: () => void }) {
   const { error, run } = useAction();
   const submit = (e: TargetedEvent<HTMLFormElement>) => {
     e.preventDefault();
-    const names = String(new FormData(e.currentTarget).get("people") ?? "")
-      .split(/[\s,]+/)
-      .map((n) => n.replace(/^@/, ""))
-      .filter(Boolean);
+    const names = usernames(String(new FormData(e.currentTarget).get("people") ?? ""));
     run(async () => {
       const id = await store.openDirect(names);
       onClose();

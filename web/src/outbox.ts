@@ -9,6 +9,8 @@ export interface Outgoing {
   /** Also the idempotency key. */
   key: string;
   channelId: string;
+  /** For a reply: its thread. */
+  threadId?: string;
   text: string;
   state: SendState;
   attempts: number;
@@ -37,6 +39,8 @@ export function newKey(): string {
 
 export class Outbox {
   private readonly pending = new Map<string, Outgoing>();
+  /** Per conversation, the send to wait for: messages keep the order typed. */
+  private readonly queues = new Map<string, Promise<void>>();
 
   constructor(
     private readonly sender: Sender,
@@ -44,11 +48,23 @@ export class Outbox {
   ) {}
 
   /** Queues a message and returns its optimistic entry at once. */
-  post(channelId: string, text: string): Outgoing {
-    const o: Outgoing = { key: newKey(), channelId, text, state: "sending", attempts: 0 };
+  post(channelId: string, text: string, threadId?: string): Outgoing {
+    const o: Outgoing = { key: newKey(), channelId, threadId, text, state: "sending", attempts: 0 };
     this.pending.set(o.key, o);
-    void this.deliver(o);
+    this.enqueue(o);
     return o;
+  }
+
+  /** Sends after everything posted before it to the same conversation. */
+  private enqueue(o: Outgoing): void {
+    const before = this.queues.get(o.channelId) ?? Promise.resolve();
+    const done = before.then(() => this.deliver(o));
+    this.queues.set(o.channelId, done);
+    void done.then(() => {
+      if (this.queues.get(o.channelId) === done) {
+        this.queues.delete(o.channelId);
+      }
+    });
   }
 
   /** Sends a failed message again, with its original key. */
@@ -59,7 +75,7 @@ export class Outbox {
       o.error = undefined;
       o.attempts = 0;
       this.changed({ ...o });
-      void this.deliver(o);
+      this.enqueue(o);
     }
   }
 

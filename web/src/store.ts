@@ -3,9 +3,11 @@
 // drop; a gap in a conversation's sequence is filled from its log.
 
 import { ConnectError } from "@connectrpc/connect";
+import { create } from "@bufbuild/protobuf";
 import type { Channel } from "../../gen/ts/colink/channels/v1/channels_pb";
+import { ReactionGroupSchema } from "../../gen/ts/colink/reactions/v1/reactions_pb";
 import type { ChannelEvent, Message } from "../../gen/ts/colink/messaging/v1/messaging_pb";
-import { channels, describe, isTransient, messaging, realtime, users } from "./api";
+import { channels, describe, isTransient, messaging, reactions, realtime, users } from "./api";
 import { Badges } from "./badges";
 import { Cursors } from "./cursor";
 import { Outbox, type Outgoing } from "./outbox";
@@ -18,8 +20,10 @@ export type Connection = "connecting" | "live" | "offline";
 
 export interface Conversation {
   channel: Channel;
-  /** Messages by sequence, oldest first once sorted. */
+  /** The main flow's messages by sequence, oldest first once sorted. */
   messages: Map<bigint, Message>;
+  /** Replies of the threads that were opened, by thread, by sequence. */
+  threads: Map<string, Map<bigint, Message>>;
   /** Token for the next older page; empty once the start is reached. */
   older: string;
   loaded: boolean;
@@ -32,6 +36,8 @@ export class Store {
   cursors = new Cursors();
   connection: Connection = "connecting";
   openId: string | undefined;
+  /** The thread shown beside the conversation: its root message's id. */
+  openThread: string | undefined;
   error: string | undefined;
   readonly outbox: Outbox;
   private listeners = new Set<() => void>();
@@ -42,7 +48,12 @@ export class Store {
     this.outbox = new Outbox(
       {
         send: async (o) => {
-          const sent = await messaging.sendMessage({ channelId: o.channelId, text: o.text, idempotencyKey: o.key });
+          const sent = await messaging.sendMessage({
+            channelId: o.channelId,
+            threadId: o.threadId ?? "",
+            text: o.text,
+            idempotencyKey: o.key,
+          });
           return { messageId: sent.message?.messageId ?? "", seq: Number(sent.message?.seq ?? 0) };
         },
         isTransient,
@@ -108,6 +119,9 @@ export class Store {
   }
 
   async open(channelId: string): Promise<void> {
+    if (this.openId !== channelId) {
+      this.openThread = undefined;
+    }
     this.openId = channelId;
     const c = this.conversations.get(channelId);
     if (c && !c.loaded) {
@@ -138,15 +152,129 @@ export class Store {
     return c ? [...c.messages.values()].sort((a, b) => (a.seq < b.seq ? -1 : 1)) : [];
   }
 
-  pending(channelId: string): Outgoing[] {
-    return this.outbox.unconfirmed(channelId);
+  pending(channelId: string, threadId?: string): Outgoing[] {
+    return this.outbox.unconfirmed(channelId).filter((o) => o.threadId === threadId);
   }
 
-  send(text: string): void {
+  /** Posts to the open conversation, or to one of its threads. */
+  send(text: string, threadId?: string): void {
     if (this.openId && text.trim()) {
-      this.outbox.post(this.openId, text);
+      this.outbox.post(this.openId, text, threadId);
       this.notify();
     }
+  }
+
+  replies(channelId: string, threadId: string): Message[] {
+    const replies = this.conversations.get(channelId)?.threads.get(threadId);
+    return replies ? [...replies.values()].sort((a, b) => (a.seq < b.seq ? -1 : 1)) : [];
+  }
+
+  /** Shows a thread beside the conversation, reading its replies once. */
+  async openThreadOf(root: Message): Promise<void> {
+    this.openThread = root.messageId;
+    this.notify();
+    const c = this.conversations.get(root.channelId);
+    if (c && !c.threads.has(root.messageId)) {
+      // Replies that arrive live while the pages are read land here too.
+      const replies = new Map<bigint, Message>();
+      c.threads.set(root.messageId, replies);
+      // A message nobody replied to yet has no thread to read.
+      let pageToken = root.thread && root.thread.replyCount > 0 ? "" : undefined;
+      try {
+        while (pageToken !== undefined) {
+          const page = await messaging.listMessages({
+            channelId: root.channelId,
+            threadId: root.messageId,
+            pageSize: 100,
+            pageToken,
+          });
+          for (const m of page.messages) {
+            replies.set(m.seq, m);
+          }
+          await this.learnNames(page.messages.map((m) => m.senderId));
+          pageToken = page.nextPageToken || undefined;
+        }
+      } catch (err) {
+        c.threads.delete(root.messageId);
+        throw err;
+      }
+    }
+    this.notify();
+  }
+
+  closeThread(): void {
+    this.openThread = undefined;
+    this.notify();
+  }
+
+  root(channelId: string, messageId: string): Message | undefined {
+    const c = this.conversations.get(channelId);
+    return c ? find(c, messageId)[0] : undefined;
+  }
+
+  /** Adds the reaction, or takes it back if the user already made it. */
+  async toggleReaction(m: Message, emoji: string): Promise<void> {
+    const mine = m.reactions.find((g) => g.emoji === emoji)?.reactedByViewer ?? false;
+    const answer = mine
+      ? await reactions.removeReaction({ messageId: m.messageId, emoji, idempotencyKey: crypto.randomUUID() })
+      : await reactions.addReaction({ messageId: m.messageId, emoji, idempotencyKey: crypto.randomUUID() });
+    const c = this.conversations.get(m.channelId);
+    if (c && answer.reactions) {
+      for (const shown of find(c, m.messageId)) {
+        shown.reactions = answer.reactions.groups;
+      }
+    }
+    this.notify();
+  }
+
+  async edit(m: Message, text: string): Promise<void> {
+    const { message } = await messaging.editMessage({
+      messageId: m.messageId,
+      text,
+      expectedVersion: m.version,
+      idempotencyKey: crypto.randomUUID(),
+    });
+    if (message) {
+      this.replace(message);
+    }
+  }
+
+  async remove(m: Message): Promise<void> {
+    await messaging.deleteMessage({ messageId: m.messageId, idempotencyKey: crypto.randomUUID() });
+  }
+
+  async addPeople(channelId: string, usernames: string[]): Promise<void> {
+    const found = await this.usersNamed(usernames);
+    await channels.addMembers({ channelId, userIds: found, idempotencyKey: crypto.randomUUID() });
+    await this.refreshChannels();
+  }
+
+  /** The ids of users by username; an unknown name is an error that names it. */
+  private async usersNamed(usernames: string[]): Promise<string[]> {
+    const found = await users.batchGetUsers({ usernames });
+    const missing = usernames.filter((n) => !found.users.some((u) => u.username === n));
+    if (missing.length > 0) {
+      throw new Error(`No one is called ${missing.join(", ")}.`);
+    }
+    return found.users.map((u) => u.userId);
+  }
+
+  /** Puts a newer version of a message wherever it is shown. */
+  private replace(m: Message): void {
+    const c = this.conversations.get(m.channelId);
+    if (!c) {
+      return;
+    }
+    if (inMainFlow(m)) {
+      const known = c.messages.get(m.seq);
+      c.messages.set(m.seq, known ? { ...m, reactions: known.reactions, thread: m.thread ?? known.thread } : m);
+    }
+    const replies = m.threadId ? c.threads.get(m.threadId) : undefined;
+    if (replies) {
+      const known = replies.get(m.seq);
+      replies.set(m.seq, known ? { ...m, reactions: known.reactions } : m);
+    }
+    this.notify();
   }
 
   /** Tells the server the open conversation is read up to its newest message. */
@@ -170,13 +298,8 @@ export class Store {
   }
 
   async openDirect(usernames: string[]): Promise<string> {
-    const found = await users.batchGetUsers({ usernames });
-    const missing = usernames.filter((n) => !found.users.some((u) => u.username === n));
-    if (missing.length > 0) {
-      throw new Error(`No one is called ${missing.join(", ")}.`);
-    }
     const { channel } = await channels.openDirectMessage({
-      userIds: found.users.map((u) => u.userId),
+      userIds: await this.usersNamed(usernames),
       idempotencyKey: crypto.randomUUID(),
     });
     await this.refreshChannels();
@@ -303,15 +426,13 @@ export class Store {
       case "messageCreated":
       case "messageEdited": {
         const m = kind.value;
-        if (c && !m.threadId) {
-          c.messages.set(m.seq, m);
-          for (const o of this.outbox.unconfirmed(event.channelId)) {
-            if (o.messageId === m.messageId) {
-              this.outbox.settle(o.key);
-            }
+        this.replace(m);
+        for (const o of this.outbox.unconfirmed(event.channelId)) {
+          if (o.messageId === m.messageId) {
+            this.outbox.settle(o.key);
           }
-          void this.learnNames([m.senderId]).then(() => this.notify());
         }
+        void this.learnNames([m.senderId]).then(() => this.notify());
         if (kind.case === "messageCreated" && this.openId === event.channelId && document.visibilityState !== "hidden") {
           this.markRead(event.channelId);
         }
@@ -319,14 +440,35 @@ export class Store {
       }
       case "messageDeleted":
       case "messageRecalled": {
-        const gone = c?.messages.get(kind.value.messageSeq);
-        if (gone) {
+        for (const gone of c ? find(c, kind.value.messageId) : []) {
           gone.text = "";
+          gone.reactions = [];
           gone.deleted = kind.case === "messageDeleted";
           gone.recalled = kind.case === "messageRecalled";
         }
         break;
       }
+      case "threadUpdated":
+        for (const root of c ? find(c, kind.value.threadId) : []) {
+          root.thread = kind.value;
+        }
+        break;
+      case "reactionAdded":
+      case "reactionRemoved": {
+        const r = kind.value;
+        const mine = r.userId === this.userId ? kind.case === "reactionAdded" : undefined;
+        for (const m of c ? find(c, r.messageId) : []) {
+          react(m, r.emoji, r.count, mine);
+        }
+        break;
+      }
+      case "reactionsChanged":
+        for (const m of c ? find(c, kind.value.messageId) : []) {
+          for (const count of kind.value.counts) {
+            react(m, count.emoji, count.count, undefined);
+          }
+        }
+        break;
       case "memberJoined":
       case "memberLeft":
         if (kind.value.userId === this.userId) {
@@ -360,5 +502,34 @@ async function whileOffline(stop: AbortSignal): Promise<void> {
 }
 
 function fresh(channel: Channel): Conversation {
-  return { channel, messages: new Map(), older: "", loaded: false };
+  return { channel, messages: new Map(), threads: new Map(), older: "", loaded: false };
+}
+
+/** Whether a message belongs in its conversation's main flow. */
+function inMainFlow(m: Message): boolean {
+  return !m.threadId || m.alsoSentToChannel;
+}
+
+/** The message with this id, wherever it is shown. */
+function find(c: Conversation, messageId: string): Message[] {
+  const found = [...c.messages.values()].filter((m) => m.messageId === messageId);
+  for (const replies of c.threads.values()) {
+    found.push(...[...replies.values()].filter((m) => m.messageId === messageId));
+  }
+  return found;
+}
+
+/** Applies a reaction entry to a message's groups. */
+function react(m: Message, emoji: string, count: number, viewer: boolean | undefined): void {
+  const group = m.reactions.find((g) => g.emoji === emoji);
+  if (count <= 0) {
+    m.reactions = m.reactions.filter((g) => g.emoji !== emoji);
+  } else if (group) {
+    group.count = count;
+    if (viewer !== undefined) {
+      group.reactedByViewer = viewer;
+    }
+  } else {
+    m.reactions.push(create(ReactionGroupSchema, { emoji, count, reactedByViewer: viewer ?? false }));
+  }
 }

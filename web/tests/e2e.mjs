@@ -54,6 +54,8 @@ async function startNode() {
 }
 
 let failures = 0;
+/** Pages to photograph when a step fails. */
+const pages = {};
 async function step(name, work) {
   const started = Date.now();
   try {
@@ -62,6 +64,9 @@ async function step(name, work) {
   } catch (err) {
     failures++;
     console.log(`FAIL ${name}: ${err?.stack ?? err}`);
+    for (const [who, page] of Object.entries(pages)) {
+      await page.screenshot({ path: join(results, `failed-${who}.png`) }).catch(() => undefined);
+    }
     throw err;
   }
 }
@@ -82,6 +87,13 @@ async function signUp(page, url, name) {
   await page.getByRole("button", { name: "Create account" }).click();
   await page.getByRole("navigation", { name: "Conversations" }).waitFor();
   await page.locator(".dot.live").waitFor();
+}
+
+async function createChannel(page, name) {
+  await page.getByRole("button", { name: "New channel" }).click();
+  await page.getByLabel("Name").fill(name);
+  await page.getByRole("button", { name: "Create" }).click();
+  await page.getByRole("region", { name: `#${name}` }).waitFor();
 }
 
 async function openChannel(page, name) {
@@ -134,6 +146,7 @@ try {
   const bobContext = await browser.newContext();
   const alice = await aliceContext.newPage();
   const bob = await bobContext.newPage();
+  Object.assign(pages, { alice, bob });
 
   await step("sign-up", async () => {
     await alice.goto(node.url);
@@ -143,16 +156,13 @@ try {
     await signUp(bob, node.url, "bob");
   });
 
-  await step("alice creates a channel, bob joins, they chat both ways", async () => {
-    await alice.getByRole("button", { name: "New channel" }).click();
-    await alice.getByLabel("Name").fill("team");
-    await alice.getByRole("button", { name: "Create" }).click();
-    await alice.getByRole("region", { name: "#team" }).waitFor();
+  await step("alice creates a channel and adds bob; they chat both ways", async () => {
+    await createChannel(alice, "team");
     await send(alice, "team", "hello bob");
     await waitForText(alice, "hello bob");
-
-    await bob.getByRole("button", { name: "Browse channels" }).click();
-    await bob.getByRole("region", { name: "Browse channels" }).getByRole("button", { name: "Join" }).first().click();
+    await alice.getByRole("button", { name: "Add people" }).click();
+    await alice.getByLabel("Usernames, separated by commas").fill("bob");
+    await alice.getByRole("button", { name: "Add", exact: true }).click();
     await openChannel(bob, "team");
     await waitForText(bob, "hello bob");
     await send(bob, "team", "hi alice");
@@ -163,11 +173,36 @@ try {
     await alice.screenshot({ path: join(results, "conversation.png") });
   });
 
+  await step("a thread reply and a reaction appear live on the other side", async () => {
+    const hello = (page) => page.locator("[data-testid=messages] li", { hasText: "hello bob" }).first();
+    await hello(alice).hover();
+    await hello(alice).getByRole("button", { name: "Reply" }).click();
+    const reply = alice.getByLabel("Reply in thread");
+    await reply.fill("a thread reply");
+    await reply.press("Enter");
+    await alice.getByTestId("thread").getByText("a thread reply").waitFor();
+    await hello(bob).getByRole("button", { name: "1 reply" }).click();
+    await bob.getByTestId("thread").getByText("a thread reply").waitFor();
+
+    await hello(bob).hover();
+    await hello(bob).getByRole("button", { name: "React" }).click();
+    await hello(bob).getByRole("button", { name: "🎉" }).click();
+    await hello(alice).getByRole("button", { name: "🎉 1" }).waitFor();
+    await accessible(bob, "a thread");
+    await bob.screenshot({ path: join(results, "thread-and-reaction.png") });
+  });
+
+  await step("bob browses and joins a public channel", async () => {
+    await createChannel(alice, "random");
+    await bob.getByRole("button", { name: "Browse channels" }).click();
+    const browse = bob.getByRole("region", { name: "Browse channels" });
+    await browse.getByRole("listitem").filter({ hasText: "#random" }).getByRole("button", { name: "Join" }).click();
+    await openChannel(bob, "random");
+  });
+
   await step("bob's badge counts up elsewhere and clears when he opens the channel", async () => {
-    await bob.getByRole("button", { name: "New channel" }).click();
-    await bob.getByLabel("Name").fill("elsewhere");
-    await bob.getByRole("button", { name: "Create" }).click();
-    await bob.getByRole("region", { name: "#elsewhere" }).waitFor();
+    await createChannel(bob, "elsewhere");
+    await openChannel(alice, "team");
     await send(alice, "team", "are you there?");
     await send(alice, "team", "ping");
     const badge = bob.getByTestId("badge-team");

@@ -117,3 +117,30 @@ test("badges take a snapshot, then changes, and show mentions first", () => {
   badges.apply({ snapshot: true, channels: [], removedChannelIds: [], totalUnread: 0n, totalMentions: 0n });
   assert.equal(Badges.label(badges.of("a")), "");
 });
+
+test("messages to one conversation are sent in the order they were typed", async () => {
+  const order: string[] = [];
+  let release: () => void = () => undefined;
+  const first = new Promise<void>((r) => (release = r));
+  const sender: Sender = {
+    async send(o) {
+      if (o.text === "one") {
+        await first;
+      }
+      order.push(o.text);
+      return { messageId: o.text, seq: order.length };
+    },
+    isTransient: () => false,
+    describe: () => "",
+    sleep: async () => undefined,
+  };
+  const outbox = new Outbox(sender, () => undefined);
+  outbox.post("c", "one");
+  outbox.post("c", "two");
+  outbox.post("other", "elsewhere");
+  await settled(outbox, "other", (o) => o.length === 0);
+  assert.deepEqual(order, ["elsewhere"], "another conversation does not wait");
+  release();
+  await settled(outbox, "c", (o) => o.length === 0);
+  assert.deepEqual(order, ["elsewhere", "one", "two"]);
+});

@@ -144,14 +144,22 @@ pub async fn unread_at_scale(
         shared_channels(pool, users, &owners, progress).await?
     };
     // The counts cover a channel once its membership events are recorded.
+    // Each channel's events are recorded in order, and the last user joins
+    // every channel last: once they see them all, every membership is in,
+    // and the measurement does not share the node with the recording.
     {
         let _line = progress.show("recording memberships", shape.channels as u64);
         let mut messaging = MessagingServiceClient::new(pool.pick());
-        let deadline = Instant::now() + Duration::from_secs(600);
+        let deadline = Instant::now() + Duration::from_secs(1200);
+        let last = users.last().unwrap_or(reader);
         loop {
-            let request = with_token(&reader.token, GetUnreadCountsRequest::default());
-            let counts = messaging.get_unread_counts(request).await?.into_inner().counts.unwrap_or_default();
-            if counts.channels.len() >= shape.channels {
+            let mut complete = true;
+            for user in [reader, last] {
+                let request = with_token(&user.token, GetUnreadCountsRequest::default());
+                let counts = messaging.get_unread_counts(request).await?.into_inner().counts.unwrap_or_default();
+                complete &= counts.channels.len() >= shape.channels;
+            }
+            if complete {
                 break;
             }
             if Instant::now() > deadline {
