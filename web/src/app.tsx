@@ -146,7 +146,7 @@ function Workspace({ me, onSignOut }: { me: Session; onSignOut: () => void }) {
     });
     return () => store.close();
   }, [store]);
-  const [panel, setPanel] = useState<"none" | "new" | "browse" | "dm">("none");
+  const [panel, setPanel] = useState<"none" | "new" | "browse" | "dm" | "security">("none");
   const list = [...store.conversations.values()].sort((a, b) => store.title(a.channel).localeCompare(store.title(b.channel)));
   const open = store.openId ? store.conversations.get(store.openId) : undefined;
 
@@ -192,6 +192,9 @@ function Workspace({ me, onSignOut }: { me: Session; onSignOut: () => void }) {
           <button type="button" onClick={() => setPanel("dm")}>
             New message
           </button>
+          <button type="button" onClick={() => setPanel("security")}>
+            Two-step sign-in
+          </button>
         </div>
       </nav>
       <main class="conversation">
@@ -203,6 +206,7 @@ function Workspace({ me, onSignOut }: { me: Session; onSignOut: () => void }) {
         {panel === "new" && <NewChannel store={store} onClose={() => setPanel("none")} />}
         {panel === "browse" && <Browse store={store} onClose={() => setPanel("none")} />}
         {panel === "dm" && <NewDirect store={store} onClose={() => setPanel("none")} />}
+        {panel === "security" && <TwoStep onClose={() => setPanel("none")} />}
         {open ? <Conversation store={store} channelId={open.channel.channelId} /> : <p class="hint">Pick a conversation.</p>}
       </main>
       {open && store.openThread && <Thread store={store} channelId={open.channel.channelId} rootId={store.openThread} />}
@@ -524,6 +528,60 @@ function AddPeople({ store, channelId, onClose }: { store: Store; channelId: str
         )}
         <button type="submit">Add</button>
       </form>
+    </Dialog>
+  );
+}
+
+/** Turns on sign-in with a code from an authenticator app (TOTP). */
+function TwoStep({ onClose }: { onClose: () => void }) {
+  const { error, run } = useAction();
+  const [secret, setSecret] = useState<{ secret: string; uri: string }>();
+  const [recovery, setRecovery] = useState<string[]>();
+  const confirm = (e: TargetedEvent<HTMLFormElement>) => {
+    e.preventDefault();
+    const code = String(new FormData(e.currentTarget).get("code") ?? "");
+    run(async () => setRecovery((await auth.confirmTotp({ code })).recoveryCodes));
+  };
+  return (
+    <Dialog title="Two-step sign-in" onClose={onClose}>
+      {recovery ? (
+        <>
+          <p>Two-step sign-in is on. Keep these recovery codes somewhere safe; each works once.</p>
+          <ul aria-label="Recovery codes">
+            {recovery.map((c) => (
+              <li key={c}>
+                <code>{c}</code>
+              </li>
+            ))}
+          </ul>
+        </>
+      ) : secret ? (
+        <form onSubmit={confirm}>
+          <p>
+            Add this key to your authenticator app: <code aria-label="Secret key">{secret.secret}</code>
+          </p>
+          <p>
+            <a href={secret.uri}>Open in an authenticator app</a>
+          </p>
+          <label>
+            The code it shows
+            <input name="code" inputMode="numeric" autoComplete="one-time-code" pattern="[0-9]{6}" required autoFocus />
+          </label>
+          <button type="submit">Turn on</button>
+        </form>
+      ) : (
+        <button type="button" onClick={() => run(async () => {
+          const enrolled = await auth.enrollTotp({});
+          setSecret({ secret: enrolled.secret, uri: enrolled.otpauthUri });
+        })}>
+          Set up an authenticator app
+        </button>
+      )}
+      {error && (
+        <p class="error" role="alert">
+          {error}
+        </p>
+      )}
     </Dialog>
   );
 }

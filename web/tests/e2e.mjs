@@ -7,6 +7,7 @@
 // (default /usr/bin/chromium). Screenshots go to web/test-results/.
 
 import { spawn } from "node:child_process";
+import { createHmac } from "node:crypto";
 import { mkdtempSync, mkdirSync, readFileSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
@@ -115,6 +116,21 @@ async function waitForText(page, text) {
   await page.locator("[data-testid=messages] li .text", { hasText: text }).first().waitFor({ timeout: 10_000 });
 }
 
+/** The RFC 6238 code of a base32 secret for the 30-second step `step`. */
+function totp(secret, step) {
+  const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+  let bits = "";
+  for (const ch of secret.replace(/=+$/, "").toUpperCase()) {
+    bits += alphabet.indexOf(ch).toString(2).padStart(5, "0");
+  }
+  const key = Buffer.from(bits.match(/.{8}/g).map((b) => parseInt(b, 2)));
+  const counter = Buffer.alloc(8);
+  counter.writeBigUInt64BE(BigInt(step));
+  const digest = createHmac("sha1", key).update(counter).digest();
+  const offset = digest[digest.length - 1] & 0x0f;
+  return String((digest.readUInt32BE(offset) & 0x7fffffff) % 1_000_000).padStart(6, "0");
+}
+
 async function accessible(page, view) {
   await page.addScriptTag({ content: axeSource });
   const found = await page.evaluate(async () => {
@@ -210,6 +226,29 @@ try {
     await bob.screenshot({ path: join(results, "badge.png") });
     await openChannel(bob, "team");
     await badge.waitFor({ state: "detached", timeout: 10_000 });
+  });
+
+  await step("two-step sign-in: set up, then sign in with a code", async () => {
+    const carolContext = await browser.newContext();
+    const carol = await carolContext.newPage();
+    pages.carol = carol;
+    await signUp(carol, node.url, "carol");
+    await carol.getByRole("button", { name: "Two-step sign-in" }).click();
+    await carol.getByRole("button", { name: "Set up an authenticator app" }).click();
+    const secret = await carol.getByLabel("Secret key").textContent();
+    const step = Math.floor(Date.now() / 30_000);
+    await carol.getByLabel("The code it shows").fill(totp(secret, step));
+    await carol.getByRole("button", { name: "Turn on" }).click();
+    await carol.getByRole("list", { name: "Recovery codes" }).waitFor();
+    await carol.getByRole("button", { name: "Sign out" }).click();
+    await carol.getByLabel("Username or email").fill("carol");
+    await carol.getByLabel("Password").fill("correct horse battery");
+    await carol.getByRole("button", { name: "Sign in" }).click();
+    // A code is accepted once: the next step's, within the allowed drift.
+    await carol.getByLabel("Code from your authenticator app").fill(totp(secret, step + 1));
+    await carol.getByRole("button", { name: "Verify" }).click();
+    await carol.getByRole("navigation", { name: "Conversations" }).waitFor();
+    await carolContext.close();
   });
 
   await step("offline while 20 messages are sent: each arrives once, in order", async () => {
