@@ -7,6 +7,7 @@ import { createGrpcWebTransport } from "@connectrpc/connect-web";
 import { AuthService } from "../../gen/ts/colink/auth/v1/auth_pb";
 import { ChannelsService } from "../../gen/ts/colink/channels/v1/channels_pb";
 import { MessagingService } from "../../gen/ts/colink/messaging/v1/messaging_pb";
+import { PresenceService } from "../../gen/ts/colink/presence/v1/presence_pb";
 import { ReactionsService } from "../../gen/ts/colink/reactions/v1/reactions_pb";
 import { RealtimeService } from "../../gen/ts/colink/realtime/v1/realtime_pb";
 import { UsersService } from "../../gen/ts/colink/users/v1/users_pb";
@@ -34,6 +35,7 @@ const transport = createGrpcWebTransport({
 export const auth: Client<typeof AuthService> = createClient(AuthService, transport);
 export const channels: Client<typeof ChannelsService> = createClient(ChannelsService, transport);
 export const messaging: Client<typeof MessagingService> = createClient(MessagingService, transport);
+export const presence: Client<typeof PresenceService> = createClient(PresenceService, transport);
 export const reactions: Client<typeof ReactionsService> = createClient(ReactionsService, transport);
 export const realtime: Client<typeof RealtimeService> = createClient(RealtimeService, transport);
 export const users: Client<typeof UsersService> = createClient(UsersService, transport);

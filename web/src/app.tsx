@@ -171,7 +171,10 @@ function Workspace({ me, onSignOut }: { me: Session; onSignOut: () => void }) {
                   aria-current={channel.channelId === store.openId ? "page" : undefined}
                   onClick={() => void store.open(channel.channelId)}
                 >
-                  <span class="name">{store.title(channel)}</span>
+                  <span class="name">
+                    {!channel.name && <Presence status={store.statusOf(channel)} />}
+                    {store.title(channel)}
+                  </span>
                   {badge && (
                     <span class="badge" data-testid={`badge-${channel.name || channel.channelId}`}>
                       {badge}
@@ -262,7 +265,15 @@ function Conversation({ store, channelId }: { store: Store; channelId: string })
           <Pending key={o.key} store={store} o={o} />
         ))}
       </ol>
-      <Composer label={`Message ${store.title(c.channel)}`} onSend={(text) => store.send(text)} />
+      <p class="typing" aria-live="polite">
+        {typing(store.typists(channelId))}
+        {seen(store, channelId, messages)}
+      </p>
+      <Composer
+        label={`Message ${store.title(c.channel)}`}
+        onSend={(text) => store.send(text)}
+        onType={() => store.typingNow()}
+      />
     </section>
   );
 }
@@ -392,7 +403,7 @@ function Thread({ store, channelId, rootId }: { store: Store; channelId: string;
           <Pending key={o.key} store={store} o={o} />
         ))}
       </ol>
-      <Composer label="Reply in thread" onSend={(text) => store.send(text, rootId)} />
+      <Composer label="Reply in thread" onSend={(text) => store.send(text, rootId)} onType={() => store.typingNow(rootId)} />
     </aside>
   );
 }
@@ -414,16 +425,43 @@ function Pending({ store, o }: { store: Store; o: ReturnType<Store["pending"]>[n
   );
 }
 
+/** "Bob is typing…", "Bob and Carol are typing…", "Several people are typing…". */
+function typing(names: string[]): string {
+  if (names.length === 0) {
+    return "";
+  }
+  if (names.length > 3) {
+    return "Several people are typing…";
+  }
+  const who = names.length === 1 ? names[0] : `${names.slice(0, -1).join(", ")} and ${names.at(-1)}`;
+  return `${who} ${names.length === 1 ? "is" : "are"} typing…`;
+}
+
+/** In a direct conversation, under the user's newest message: who has read it. */
+function seen(store: Store, channelId: string, messages: Message[]): string {
+  const readers = store.seenBy.get(channelId) ?? [];
+  if (readers.length === 0 || messages.at(-1)?.senderId !== store.userId) {
+    return "";
+  }
+  return ` Seen by ${readers.map((id) => store.names.get(id) ?? "someone").join(", ")}`;
+}
+
+function Presence({ status }: { status: string }) {
+  return <span class={`presence ${status}`} role="img" aria-label={status} title={status} />;
+}
+
 function Composer({
   label,
   onSend,
   initial = "",
   onCancel,
+  onType,
 }: {
   label: string;
   onSend: (text: string) => void;
   initial?: string;
   onCancel?: () => void;
+  onType?: () => void;
 }) {
   const [text, setText] = useState(initial);
   const onKey = (e: KeyboardEvent) => {
@@ -445,7 +483,10 @@ function Composer({
       placeholder={label}
       rows={2}
       value={text}
-      onInput={(e) => setText(e.currentTarget.value)}
+      onInput={(e) => {
+        setText(e.currentTarget.value);
+        onType?.();
+      }}
       onKeyDown={onKey}
     />
   );

@@ -7,10 +7,21 @@ import { create } from "@bufbuild/protobuf";
 import type { Channel } from "../../gen/ts/colink/channels/v1/channels_pb";
 import { ReactionGroupSchema } from "../../gen/ts/colink/reactions/v1/reactions_pb";
 import type { ChannelEvent, Message } from "../../gen/ts/colink/messaging/v1/messaging_pb";
-import { channels, describe, isTransient, messaging, reactions, realtime, users } from "./api";
+import { timestampMs } from "@bufbuild/protobuf/wkt";
+import { channels, describe, isTransient, messaging, presence, reactions, realtime, users } from "./api";
 import { Badges } from "./badges";
 import { Cursors } from "./cursor";
 import { Outbox, type Outgoing } from "./outbox";
+
+/** Presence heartbeats go this often (the server keeps presence 60 s). */
+const HEARTBEAT_MS = 30_000;
+/** How often an unseen message in a direct conversation is checked for readers. */
+const RECEIPTS_EVERY_MS = 3_000;
+/** Typing notices are sent at most this often while typing. */
+const TYPING_EVERY_MS = 3_000;
+
+export type Status = "online" | "away" | "dnd" | "offline";
+const STATUS: Record<number, Status> = { 1: "online", 2: "away", 3: "dnd", 4: "offline" };
 
 /** Pauses before reconnecting, in ms; the last repeats. */
 const RECONNECT = [250, 1000, 2000, 5000];
@@ -43,6 +54,15 @@ export class Store {
   private listeners = new Set<() => void>();
   private stop = new AbortController();
   private readUpTo = new Map<string, bigint>();
+  /** Who is online, as far as known. */
+  presence = new Map<string, Status>();
+  /** Per conversation, who is typing and until when (ms). */
+  typing = new Map<string, Map<string, number>>();
+  /** Per conversation, who has read the caller's newest message there. */
+  seenBy = new Map<string, string[]>();
+  private lastTyping = 0;
+  private heartbeat: ReturnType<typeof setInterval> | undefined;
+  private receipts: ReturnType<typeof setInterval> | undefined;
 
   constructor(readonly userId: string) {
     this.outbox = new Outbox(
@@ -79,10 +99,51 @@ export class Store {
   async start(): Promise<void> {
     await this.refreshChannels();
     void this.follow();
+    const beat = () => void presence.heartbeat({ idle: document.visibilityState === "hidden" }).catch(() => undefined);
+    beat();
+    this.heartbeat = setInterval(beat, HEARTBEAT_MS);
+    // Reads leave no event on the stream: ask again while waiting to be seen.
+    this.receipts = setInterval(() => {
+      const open = this.openId;
+      if (open && this.sorted(open).at(-1)?.senderId === this.userId && !this.seenBy.get(open)?.length) {
+        void this.checkSeen(open).catch(() => undefined);
+      }
+    }, RECEIPTS_EVERY_MS);
   }
 
   close(): void {
     this.stop.abort();
+    clearInterval(this.heartbeat);
+    clearInterval(this.receipts);
+  }
+
+  /** Tells the others in the open conversation that the user is typing. */
+  typingNow(threadId?: string): void {
+    const now = Date.now();
+    if (this.openId && now - this.lastTyping > TYPING_EVERY_MS) {
+      this.lastTyping = now;
+      void presence.startTyping({ channelId: this.openId, threadId: threadId ?? "" }).catch(() => undefined);
+    }
+  }
+
+  /** Who is typing in a conversation now, by name. */
+  typists(channelId: string): string[] {
+    const now = Date.now();
+    return [...(this.typing.get(channelId) ?? [])]
+      .filter(([id, until]) => until > now && id !== this.userId)
+      .map(([id]) => this.names.get(id) ?? "someone");
+  }
+
+  /** For a direct conversation: whether the others have read the user's newest message. */
+  async checkSeen(channelId: string): Promise<void> {
+    const c = this.conversations.get(channelId);
+    const mine = this.sorted(channelId).filter((m) => m.senderId === this.userId && !m.deleted && !m.recalled).at(-1);
+    if (!c || c.channel.name || !mine) {
+      return;
+    }
+    const receipts = await messaging.listReadReceipts({ messageId: mine.messageId });
+    this.seenBy.set(channelId, receipts.readerIds.filter((id) => id !== this.userId));
+    this.notify();
   }
 
   async refreshChannels(): Promise<void> {
@@ -103,9 +164,16 @@ export class Store {
   async learnNames(ids: string[]): Promise<void> {
     const unknown = [...new Set(ids)].filter((id) => !this.names.has(id));
     for (let i = 0; i < unknown.length; i += 100) {
-      const found = await users.batchGetUsers({ userIds: unknown.slice(i, i + 100) });
+      const batch = unknown.slice(i, i + 100);
+      const [found, statuses] = await Promise.all([
+        users.batchGetUsers({ userIds: batch }),
+        presence.batchGetPresence({ userIds: batch }).catch(() => undefined),
+      ]);
       for (const u of found.users) {
         this.names.set(u.userId, u.displayName || u.username);
+      }
+      for (const p of statuses?.presences ?? []) {
+        this.presence.set(p.userId, STATUS[p.status] ?? "offline");
       }
     }
   }
@@ -118,6 +186,12 @@ export class Store {
     return others.map((id) => this.names.get(id) ?? "someone").join(", ") || "just you";
   }
 
+  /** For a direct conversation: the presence of the other person (or the first of them). */
+  statusOf(c: Channel): Status {
+    const other = c.participantIds.find((id) => id !== this.userId);
+    return other ? (this.presence.get(other) ?? "offline") : "offline";
+  }
+
   async open(channelId: string): Promise<void> {
     if (this.openId !== channelId) {
       this.openThread = undefined;
@@ -128,6 +202,7 @@ export class Store {
       await this.loadOlder(channelId);
     }
     this.markRead(channelId);
+    void this.checkSeen(channelId).catch(() => undefined);
     this.notify();
   }
 
@@ -383,6 +458,21 @@ export class Store {
         this.notify();
         break;
       }
+      case "presence":
+        this.presence.set(frame.value.userId, STATUS[frame.value.status] ?? "offline");
+        this.notify();
+        break;
+      case "typing": {
+        const t = frame.value;
+        const until = t.expireTime ? timestampMs(t.expireTime) : 0;
+        const who = this.typing.get(t.channelId) ?? new Map<string, number>();
+        who.set(t.userId, until);
+        this.typing.set(t.channelId, who);
+        this.notify();
+        // Shown until it expires, then drawn again without it.
+        setTimeout(() => this.notify(), Math.max(until - Date.now(), 0) + 50);
+        break;
+      }
       case "resumeRequired":
         throw new ConnectError("the server asked to resume", 14);
       default:
@@ -435,6 +525,13 @@ export class Store {
         void this.learnNames([m.senderId]).then(() => this.notify());
         if (kind.case === "messageCreated" && this.openId === event.channelId && document.visibilityState !== "hidden") {
           this.markRead(event.channelId);
+        }
+        if (kind.case === "messageCreated") {
+          // A message ends its sender's typing.
+          this.typing.get(event.channelId)?.delete(m.senderId);
+          if (this.openId === event.channelId) {
+            void this.checkSeen(event.channelId).catch(() => undefined);
+          }
         }
         break;
       }

@@ -103,7 +103,7 @@ async function openChannel(page, name) {
 }
 
 async function send(page, channel, text) {
-  const box = page.getByLabel(`Message #${channel}`);
+  const box = page.getByLabel(`Message ${/^[a-z]/.test(channel) ? "#" : ""}${channel}`);
   await box.fill(text);
   await box.press("Enter");
 }
@@ -228,6 +228,25 @@ try {
     await badge.waitFor({ state: "detached", timeout: 10_000 });
   });
 
+  await step("a direct message: presence, typing and a read receipt", async () => {
+    await alice.getByRole("button", { name: "New message" }).click();
+    await alice.getByLabel("To (usernames, separated by commas)").fill("bob");
+    await alice.getByRole("button", { name: "Open" }).click();
+    const dm = alice.getByRole("region", { name: "Bob" });
+    await dm.waitFor();
+    await alice.getByRole("navigation", { name: "Conversations" }).getByRole("img", { name: "online" }).waitFor();
+    await send(alice, "Bob", "a word in private");
+    await waitForText(alice, "a word in private");
+    const inbox = bob.getByRole("navigation", { name: "Conversations" }).getByRole("button", { name: /Alice/ });
+    await inbox.click();
+    await waitForText(bob, "a word in private");
+    await alice.getByText("Seen by Bob").waitFor({ timeout: 10_000 });
+    await bob.getByLabel("Message Alice").pressSequentially("typing slowly");
+    await alice.getByText("Bob is typing…").waitFor({ timeout: 10_000 });
+    await accessible(alice, "a direct message");
+    await alice.screenshot({ path: join(results, "direct-message.png") });
+  });
+
   await step("two-step sign-in: set up, then sign in with a code", async () => {
     const carolContext = await browser.newContext();
     const carol = await carolContext.newPage();
@@ -252,6 +271,8 @@ try {
   });
 
   await step("offline while 20 messages are sent: each arrives once, in order", async () => {
+    await openChannel(alice, "team");
+    await openChannel(bob, "team");
     await bobContext.setOffline(true);
     await bob.locator(".dot.offline").waitFor({ timeout: 15_000 });
     const sent = Array.from({ length: 20 }, (_, i) => `missed ${i + 1}`);
