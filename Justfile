@@ -91,7 +91,9 @@ ci:
 web:
     cd web && npm ci && npm test && npm run build
 
-# Two people in Chromium against a fresh node (needs Debian's chromium).
+# People in Chromium against a fresh node, directly and through Envoy (needs
+# Debian's chromium, and Envoy as .ci/run installs it).
 e2e: web
     cargo build -q -p colink
     cd web && node tests/e2e.mjs
+    cd web && ENVOY="$(command -v envoy)" node tests/e2e.mjs

@@ -60,7 +60,8 @@ export class Store {
   typing = new Map<string, Map<string, number>>();
   /** Per conversation, who has read the caller's newest message there. */
   seenBy = new Map<string, string[]>();
-  private lastTyping = 0;
+  /** Where the last typing notice was sent for, and when. */
+  private lastTyping = { where: "", at: 0 };
   private heartbeat: ReturnType<typeof setInterval> | undefined;
   private receipts: ReturnType<typeof setInterval> | undefined;
 
@@ -120,8 +121,9 @@ export class Store {
   /** Tells the others in the open conversation that the user is typing. */
   typingNow(threadId?: string): void {
     const now = Date.now();
-    if (this.openId && now - this.lastTyping > TYPING_EVERY_MS) {
-      this.lastTyping = now;
+    const where = `${this.openId}/${threadId ?? ""}`;
+    if (this.openId && (this.lastTyping.where !== where || now - this.lastTyping.at > TYPING_EVERY_MS)) {
+      this.lastTyping = { where, at: now };
       void presence.startTyping({ channelId: this.openId, threadId: threadId ?? "" }).catch(() => undefined);
     }
   }

@@ -4,11 +4,13 @@
 //
 // COLINK_BIN names the colink binary (default: the debug build under
 // CARGO_TARGET_DIR or ~/.cache/colink/target), CHROMIUM the browser
-// (default /usr/bin/chromium). Screenshots go to web/test-results/.
+// (default /usr/bin/chromium). With ENVOY naming Envoy's binary, the
+// browser reaches the node through Envoy (envoy/envoy.yaml) instead.
+// Screenshots go to web/test-results/.
 
 import { spawn } from "node:child_process";
 import { createHmac } from "node:crypto";
-import { mkdtempSync, mkdirSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
@@ -16,7 +18,7 @@ import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
 
 const here = dirname(fileURLToPath(import.meta.url));
-const results = join(here, "..", "test-results");
+const results = join(here, "..", "test-results", process.env.ENVOY ? "envoy" : "direct");
 const target = process.env.CARGO_TARGET_DIR ?? join(process.env.HOME ?? "/root", ".cache/colink/target");
 const bin = process.env.COLINK_BIN ?? join(target, "debug", "colink");
 const browserPath = process.env.CHROMIUM ?? "/usr/bin/chromium";
@@ -39,19 +41,54 @@ async function startNode() {
   const node = spawn(bin, ["serve", "--listen", `127.0.0.1:${port}`, "--data-dir", data], {
     stdio: ["ignore", "inherit", "inherit"],
   });
-  const url = `http://127.0.0.1:${port}`;
-  for (let i = 0; i < 100; i++) {
+  const children = [node];
+  const stop = () => {
+    for (const child of children) {
+      child.kill("SIGTERM");
+    }
+    rmSync(data, { recursive: true, force: true });
+  };
+  let url = `http://127.0.0.1:${port}`;
+  if (!(await ready(url))) {
+    stop();
+    throw new Error("colink serve did not start");
+  }
+  if (process.env.ENVOY) {
+    const envoyPort = await freePort();
+    const repo = join(here, "..", "..");
+    const config = readFileSync(join(repo, "envoy", "envoy.yaml"), "utf8")
+      .replace("port_value: 8080", `port_value: ${envoyPort}`)
+      .replace("port_value: 7700", `port_value: ${port}`)
+      .replace("port_value: 9901", `port_value: ${await freePort()}`)
+      .replace('"gen/colink.binpb"', JSON.stringify(join(repo, "gen", "colink.binpb")));
+    writeFileSync(join(data, "envoy.yaml"), config);
+    children.push(
+      spawn(process.env.ENVOY, ["-c", join(data, "envoy.yaml"), "--log-level", "warn", "--use-dynamic-base-id"], {
+        stdio: ["ignore", "inherit", "inherit"],
+      }),
+    );
+    url = `http://127.0.0.1:${envoyPort}`;
+    if (!(await ready(`${url}/.well-known/jwks.json`))) {
+      stop();
+      throw new Error("envoy did not start");
+    }
+  }
+  return { url, stop };
+}
+
+/** Waits until a GET of `url` succeeds. */
+async function ready(url) {
+  for (let i = 0; i < 150; i++) {
     try {
       if ((await fetch(url)).ok) {
-        return { url, stop: () => (node.kill("SIGTERM"), rmSync(data, { recursive: true, force: true })) };
+        return true;
       }
     } catch {
       // not listening yet
     }
     await new Promise((r) => setTimeout(r, 200));
   }
-  node.kill("SIGKILL");
-  throw new Error("colink serve did not start");
+  return false;
 }
 
 let failures = 0;

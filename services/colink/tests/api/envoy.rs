@@ -530,3 +530,27 @@ async fn throttled_logins_are_429_with_when_to_retry() {
         .unwrap_or_else(|| panic!("retry information in {body}"));
     assert!(retry["retryDelay"].as_str().is_some_and(|d| d.ends_with('s')), "{body}");
 }
+
+#[tokio::test]
+#[ignore = "needs Envoy: set COLINK_TEST_ENVOY to its binary (the full suite does)"]
+async fn the_web_client_is_served_through_envoy_too() {
+    let node = TestApp::spawn().await;
+    let envoy = Envoy::start(&node).await;
+    let header = |headers: &[(String, String)], name: &str| {
+        headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()).unwrap_or_default()
+    };
+    let (status, headers, page) = envoy.try_call("GET", "/", None, &[]).await.unwrap();
+    assert_eq!((status, header(&headers, "content-type").as_str()), (200, "text/html; charset=utf-8"), "{page}");
+    let script =
+        page.split('"').find(|p| p.starts_with("/assets/") && p.ends_with(".js")).expect("a script").to_string();
+    let (status, headers, _) = envoy.try_call("GET", &script, None, &[]).await.unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(header(&headers, "cache-control"), "public, max-age=31536000, immutable");
+    // The app's own routes reach it; the REST namespaces keep their 404s.
+    let (status, _, deep) = envoy.try_call("GET", "/channels/general", None, &[]).await.unwrap();
+    assert!(status == 200 && deep.contains("<div id=\"app\">"), "{status} {deep}");
+    let (status, rest) = envoy.call("GET", "/v1/nope", None, &[]).await;
+    assert_eq!((status, rest["code"].as_i64()), (404, Some(5)), "{rest}");
+    let (status, rest) = envoy.call("GET", "/auth/nope", None, &[]).await;
+    assert_eq!(status, 404, "{rest}");
+}
