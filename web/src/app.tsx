@@ -1,5 +1,6 @@
 import { useEffect, useMemo, useRef, useState } from "preact/hooks";
 import type { ComponentChildren, TargetedEvent } from "preact";
+import { SecondFactorMethod } from "../../gen/ts/colink/auth/v1/auth_pb";
 import type { Message } from "../../gen/ts/colink/messaging/v1/messaging_pb";
 import { auth, describe } from "./api";
 import { Badges } from "./badges";
@@ -53,7 +54,11 @@ function SignIn({ onDone }: { onDone: (s: Session) => void }) {
     const field = (name: string) => String(form.get(name) ?? "");
     void run(async () => {
       if (challenge) {
-        const done = await auth.verifySecondFactor({ challengeId: challenge, method: 1, code: field("code") });
+        const done = await auth.verifySecondFactor({
+          challengeId: challenge,
+          method: SecondFactorMethod.TOTP,
+          code: field("code"),
+        });
         if (done.account && done.tokens) {
           onDone(begin(done.account, done.tokens));
         }

@@ -2,12 +2,14 @@
 // follows all their conversations. The stream resumes by cursor after any
 // drop; a gap in a conversation's sequence is filled from its log.
 
-import { ConnectError } from "@connectrpc/connect";
 import { create } from "@bufbuild/protobuf";
-import type { Channel } from "../../gen/ts/colink/channels/v1/channels_pb";
-import { ReactionGroupSchema } from "../../gen/ts/colink/reactions/v1/reactions_pb";
-import type { ChannelEvent, Message } from "../../gen/ts/colink/messaging/v1/messaging_pb";
 import { timestampMs } from "@bufbuild/protobuf/wkt";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { type Channel, ChannelKind } from "../../gen/ts/colink/channels/v1/channels_pb";
+import type { ChannelEvent, Message } from "../../gen/ts/colink/messaging/v1/messaging_pb";
+import { PresenceStatus } from "../../gen/ts/colink/presence/v1/presence_pb";
+import { ReactionGroupSchema } from "../../gen/ts/colink/reactions/v1/reactions_pb";
+import type { ServerFrame } from "../../gen/ts/colink/realtime/v1/realtime_pb";
 import { channels, describe, isTransient, messaging, presence, reactions, realtime, users } from "./api";
 import { Badges } from "./badges";
 import { Cursors } from "./cursor";
@@ -21,7 +23,12 @@ const RECEIPTS_EVERY_MS = 3_000;
 const TYPING_EVERY_MS = 3_000;
 
 export type Status = "online" | "away" | "dnd" | "offline";
-const STATUS: Record<number, Status> = { 1: "online", 2: "away", 3: "dnd", 4: "offline" };
+const STATUS: Partial<Record<PresenceStatus, Status>> = {
+  [PresenceStatus.ONLINE]: "online",
+  [PresenceStatus.AWAY]: "away",
+  [PresenceStatus.DND]: "dnd",
+  [PresenceStatus.OFFLINE]: "offline",
+};
 
 /** Pauses before reconnecting, in ms; the last repeats. */
 const RECONNECT = [250, 1000, 2000, 5000];
@@ -367,7 +374,7 @@ export class Store {
   async createChannel(name: string, priv: boolean): Promise<string> {
     const { channel } = await channels.createChannel({
       name,
-      kind: priv ? 2 : 1,
+      kind: priv ? ChannelKind.PRIVATE : ChannelKind.PUBLIC,
       idempotencyKey: crypto.randomUUID(),
     });
     await this.refreshChannels();
@@ -419,7 +426,7 @@ export class Store {
         if (this.stop.signal.aborted) {
           return;
         }
-        if (!isTransient(err) && ConnectError.from(err).code !== 1) {
+        if (!isTransient(err) && ConnectError.from(err).code !== Code.Canceled) {
           this.error = describe(err);
         }
       }
@@ -430,7 +437,7 @@ export class Store {
     }
   }
 
-  private async onFrame(frame: import("../../gen/ts/colink/realtime/v1/realtime_pb").ServerFrame["frame"] | undefined) {
+  private async onFrame(frame: ServerFrame["frame"] | undefined): Promise<void> {
     switch (frame?.case) {
       case "subscribed": {
         const cursor = this.cursors.of(frame.value.channelId);
@@ -476,7 +483,7 @@ export class Store {
         break;
       }
       case "resumeRequired":
-        throw new ConnectError("the server asked to resume", 14);
+        throw new ConnectError("the server asked to resume", Code.Unavailable);
       default:
         break;
     }
