@@ -1,11 +1,12 @@
-// End-to-end: two people in Chromium against a real `colink serve`.
+// End-to-end: people in Chromium against a real `colink serve`.
 //
 //   node tests/e2e.mjs            (from web/, after `vite build` and a cargo build)
 //
-// COLINK_BIN names the colink binary (default: the debug build under
-// CARGO_TARGET_DIR or ~/.cache/colink/target), CHROMIUM the browser
-// (default /usr/bin/chromium). With ENVOY naming Envoy's binary, the
-// browser reaches the node through Envoy (envoy/envoy.yaml) instead.
+// E2E_BINARY names the colink binary; the default is the debug build under
+// CARGO_TARGET_DIR or ~/.cache/colink/target. (It is not a COLINK_
+// variable: the node refuses settings it does not know.) CHROMIUM names the
+// browser (default /usr/bin/chromium). With ENVOY naming Envoy's binary,
+// the browser reaches the node through Envoy (envoy/envoy.yaml) instead.
 // Screenshots go to web/test-results/.
 
 import { spawn } from "node:child_process";
@@ -20,7 +21,7 @@ import { chromium } from "playwright-core";
 const here = dirname(fileURLToPath(import.meta.url));
 const results = join(here, "..", "test-results", process.env.ENVOY ? "envoy" : "direct");
 const target = process.env.CARGO_TARGET_DIR ?? join(process.env.HOME ?? "/root", ".cache/colink/target");
-const bin = process.env.COLINK_BIN ?? join(target, "debug", "colink");
+const bin = process.env.E2E_BINARY ?? join(target, "debug", "colink");
 const browserPath = process.env.CHROMIUM ?? "/usr/bin/chromium";
 const axeSource = readFileSync(join(here, "..", "node_modules", "axe-core", "axe.min.js"), "utf8");
 
