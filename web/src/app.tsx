@@ -123,11 +123,7 @@ function SignIn({ onDone }: { onDone: (s: Session) => void }) {
             </label>
           </>
         )}
-        {error && (
-          <p class="error" role="alert">
-            {error}
-          </p>
-        )}
+        <ErrorNote error={error} />
         <button type="submit" disabled={busy}>
           {challenge ? "Verify" : mode === "in" ? "Sign in" : "Create account"}
         </button>
@@ -206,11 +202,7 @@ function Workspace({ me, onSignOut }: { me: Session; onSignOut: () => void }) {
         </div>
       </nav>
       <main class="conversation">
-        {store.error && (
-          <p class="error" role="alert">
-            {store.error}
-          </p>
-        )}
+        <ErrorNote error={store.error} />
         {panel === "new" && <NewChannel store={store} onClose={() => setPanel("none")} />}
         {panel === "browse" && <Browse store={store} onClose={() => setPanel("none")} />}
         {panel === "dm" && <NewDirect store={store} onClose={() => setPanel("none")} />}
@@ -539,11 +531,7 @@ function NewChannel({ store, onClose }: { store: Store; onClose: () => void }) {
         <label class="inline">
           <input name="private" type="checkbox" /> Private
         </label>
-        {error && (
-          <p class="error" role="alert">
-            {error}
-          </p>
-        )}
+        <ErrorNote error={error} />
         <button type="submit">Create</button>
       </form>
     </Dialog>
@@ -551,31 +539,54 @@ function NewChannel({ store, onClose }: { store: Store; onClose: () => void }) {
 }
 
 function AddPeople({ store, channelId, onClose }: { store: Store; channelId: string; onClose: () => void }) {
+  return (
+    <PeopleForm
+      title="Add people"
+      label="Usernames, separated by commas"
+      action="Add"
+      onClose={onClose}
+      onPeople={async (names) => {
+        await store.addPeople(channelId, names);
+        onClose();
+      }}
+    />
+  );
+}
+
+/** A dialog that asks for usernames and acts on them. */
+function PeopleForm(props: {
+  title: string;
+  label: string;
+  action: string;
+  onClose: () => void;
+  onPeople: (usernames: string[]) => Promise<void>;
+}) {
   const { error, run } = useAction();
   const submit = (e: TargetedEvent<HTMLFormElement>) => {
     e.preventDefault();
     const names = usernames(String(new FormData(e.currentTarget).get("people") ?? ""));
-    run(async () => {
-      await store.addPeople(channelId, names);
-      onClose();
-    });
+    run(() => props.onPeople(names));
   };
   return (
-    <Dialog title="Add people" onClose={onClose}>
+    <Dialog title={props.title} onClose={props.onClose}>
       <form onSubmit={submit}>
         <label>
-          Usernames, separated by commas
+          {props.label}
           <input name="people" required autoFocus />
         </label>
-        {error && (
-          <p class="error" role="alert">
-            {error}
-          </p>
-        )}
-        <button type="submit">Add</button>
+        <ErrorNote error={error} />
+        <button type="submit">{props.action}</button>
       </form>
     </Dialog>
   );
+}
+
+function ErrorNote({ error }: { error: string | undefined }) {
+  return error ? (
+    <p class="error" role="alert">
+      {error}
+    </p>
+  ) : null;
 }
 
 /** Turns on sign-in with a code from an authenticator app (TOTP). */
@@ -623,11 +634,7 @@ function TwoStep({ onClose }: { onClose: () => void }) {
           Set up an authenticator app
         </button>
       )}
-      {error && (
-        <p class="error" role="alert">
-          {error}
-        </p>
-      )}
+      <ErrorNote error={error} />
     </Dialog>
   );
 }
@@ -640,31 +647,18 @@ function usernames(text: string): string[] {
 }
 
 function NewDirect({ store, onClose }: { store: Store; onClose: () => void }) {
-  const { error, run } = useAction();
-  const submit = (e: TargetedEvent<HTMLFormElement>) => {
-    e.preventDefault();
-    const names = usernames(String(new FormData(e.currentTarget).get("people") ?? ""));
-    run(async () => {
-      const id = await store.openDirect(names);
-      onClose();
-      await store.open(id);
-    });
-  };
   return (
-    <Dialog title="New message" onClose={onClose}>
-      <form onSubmit={submit}>
-        <label>
-          To (usernames, separated by commas)
-          <input name="people" required autoFocus />
-        </label>
-        {error && (
-          <p class="error" role="alert">
-            {error}
-          </p>
-        )}
-        <button type="submit">Open</button>
-      </form>
-    </Dialog>
+    <PeopleForm
+      title="New message"
+      label="To (usernames, separated by commas)"
+      action="Open"
+      onClose={onClose}
+      onPeople={async (names) => {
+        const id = await store.openDirect(names);
+        onClose();
+        await store.open(id);
+      }}
+    />
   );
 }
 
@@ -682,11 +676,7 @@ function Browse({ store, onClose }: { store: Store; onClose: () => void }) {
           run(async () => setFound(await store.browse(prefix)));
         }}
       />
-      {error && (
-        <p class="error" role="alert">
-          {error}
-        </p>
-      )}
+      <ErrorNote error={error} />
       <ul>
         {found.map((c) => (
           <li key={c.channelId}>
