@@ -302,6 +302,7 @@ function MessageRow({ store, m, inThread }: { store: Store; m: Message; inThread
         <span class={gone ? "text gone" : "text"}>
           {m.deleted ? "This message was deleted." : m.recalled ? "This message was recalled." : m.text}
           {m.editTime && !gone && <small class="edited"> (edited)</small>}
+          {m.pinned && !gone && <small class="pinned"> · Pinned</small>}
         </span>
       )}
       {!gone && m.reactions.length > 0 && (
@@ -338,6 +339,16 @@ function MessageRow({ store, m, inThread }: { store: Store; m: Message; inThread
           {mine && !editing && (
             <button type="button" class="link" onClick={() => setEditing(true)}>
               Edit
+            </button>
+          )}
+          {!inThread && !m.threadId && (
+            <button type="button" class="link" onClick={() => run(() => store.togglePin(m))}>
+              {m.pinned ? "Unpin" : "Pin"}
+            </button>
+          )}
+          {mine && (
+            <button type="button" class="link" onClick={() => run(() => store.recall(m))}>
+              Recall
             </button>
           )}
           {mine && (

@@ -327,6 +327,16 @@ export class Store {
     await messaging.deleteMessage({ messageId: m.messageId, idempotencyKey: crypto.randomUUID() });
   }
 
+  /** Takes a message back shortly after sending it: it disappears for everyone. */
+  async recall(m: Message): Promise<void> {
+    await messaging.recallMessage({ messageId: m.messageId, idempotencyKey: crypto.randomUUID() });
+  }
+
+  async togglePin(m: Message): Promise<void> {
+    const request = { messageId: m.messageId, idempotencyKey: crypto.randomUUID() };
+    await (m.pinned ? messaging.unpinMessage(request) : messaging.pinMessage(request));
+  }
+
   async addPeople(channelId: string, usernames: string[]): Promise<void> {
     const found = await this.usersNamed(usernames);
     await channels.addMembers({ channelId, userIds: found, idempotencyKey: crypto.randomUUID() });
@@ -554,6 +564,12 @@ export class Store {
         }
         break;
       }
+      case "messagePinned":
+      case "messageUnpinned":
+        for (const m of c ? find(c, kind.value.messageId) : []) {
+          m.pinned = kind.case === "messagePinned";
+        }
+        break;
       case "threadUpdated":
         for (const root of c ? find(c, kind.value.threadId) : []) {
           root.thread = kind.value;

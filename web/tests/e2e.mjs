@@ -227,7 +227,7 @@ try {
     await alice.screenshot({ path: join(results, "conversation.png") });
   });
 
-  await step("a thread reply and a reaction appear live on the other side", async () => {
+  await step("a thread reply, a reaction, a pin and a recall appear live on the other side", async () => {
     const hello = (page) => page.locator("[data-testid=messages] li", { hasText: "hello bob" }).first();
     await hello(alice).hover();
     await hello(alice).getByRole("button", { name: "Reply" }).click();
@@ -242,6 +242,17 @@ try {
     await hello(bob).getByRole("button", { name: "React" }).click();
     await hello(bob).getByRole("button", { name: "🎉" }).click();
     await hello(alice).getByRole("button", { name: "🎉 1" }).waitFor();
+    // Pinning and recalling show on the other side too.
+    await hello(alice).hover();
+    await hello(alice).getByRole("button", { name: "Pin", exact: true }).click();
+    await hello(bob).getByText("· Pinned").waitFor();
+    await send(alice, "team", "oops, wrong channel");
+    await waitForText(bob, "oops, wrong channel");
+    const oops = alice.locator("[data-testid=messages] li", { hasText: "oops, wrong channel" }).first();
+    await oops.hover();
+    await oops.getByRole("button", { name: "Recall" }).click();
+    await waitForText(bob, "This message was recalled.");
+    expect(!(await texts(bob)).includes("oops, wrong channel"), "a recalled message is gone for everyone");
     await accessible(bob, "a thread");
     await bob.screenshot({ path: join(results, "thread-and-reaction.png") });
   });
