@@ -5,7 +5,7 @@ import type { Message } from "../../gen/ts/colink/messaging/v1/messaging_pb";
 import { auth, describe } from "./api";
 import { Badges } from "./badges";
 import { begin, end, scheduleRenewal, session, type Session } from "./session";
-import { Store } from "./store";
+import { Store, type Suggestion } from "./store";
 
 export function App() {
   const [me, setMe] = useState<Session | undefined>(session());
@@ -270,6 +270,7 @@ function Conversation({ store, channelId }: { store: Store; channelId: string })
         label={`Message ${store.title(c.channel)}`}
         onSend={(text) => store.send(text)}
         onType={() => store.typingNow()}
+        suggest={(typed) => store.mentionable(channelId, typed)}
       />
     </section>
   );
@@ -411,7 +412,12 @@ function Thread({ store, channelId, rootId }: { store: Store; channelId: string;
           <Pending key={o.key} store={store} o={o} />
         ))}
       </ol>
-      <Composer label="Reply in thread" onSend={(text) => store.send(text, rootId)} onType={() => store.typingNow(rootId)} />
+      <Composer
+        label="Reply in thread"
+        onSend={(text) => store.send(text, rootId)}
+        onType={() => store.typingNow(rootId)}
+        suggest={(typed) => store.mentionable(channelId, typed)}
+      />
     </aside>
   );
 }
@@ -458,21 +464,85 @@ function Presence({ status }: { status: string }) {
   return <span class={`presence ${status}`} role="img" aria-label={status} title={status} />;
 }
 
+/** The "@word" being typed just before the caret, if any. */
+function mentionAt(text: string, caret: number): { start: number; typed: string } | undefined {
+  const found = /(^|\s)@([\w.-]*)$/.exec(text.slice(0, caret));
+  return found ? { start: caret - found[2].length - 1, typed: found[2] } : undefined;
+}
+
 function Composer({
   label,
   onSend,
   initial = "",
   onCancel,
   onType,
+  suggest,
 }: {
   label: string;
   onSend: (text: string) => void;
   initial?: string;
   onCancel?: () => void;
   onType?: () => void;
+  /** Ways to finish a mention, for what was typed after "@". */
+  suggest?: (typed: string) => Promise<Suggestion[]>;
 }) {
   const [text, setText] = useState(initial);
+  const [options, setOptions] = useState<Suggestion[]>([]);
+  const [active, setActive] = useState(0);
+  const box = useRef<HTMLTextAreaElement>(null);
+  const listId = useMemo(() => `mentions-${Math.random().toString(36).slice(2)}`, []);
+
+  const lookUp = (value: string, caret: number) => {
+    const mention = suggest ? mentionAt(value, caret) : undefined;
+    if (!mention || !suggest) {
+      setOptions([]);
+      return;
+    }
+    suggest(mention.typed)
+      .then((found) => {
+        setOptions(found);
+        setActive(0);
+      })
+      .catch(() => setOptions([]));
+  };
+
+  const pick = (choice: Suggestion) => {
+    const caret = box.current?.selectionStart ?? text.length;
+    const mention = mentionAt(text, caret);
+    if (!mention) {
+      return;
+    }
+    const next = `${text.slice(0, mention.start)}@${choice.insert} ${text.slice(caret)}`;
+    setText(next);
+    setOptions([]);
+    const at = mention.start + choice.insert.length + 2;
+    requestAnimationFrame(() => box.current?.setSelectionRange(at, at));
+  };
+
   const onKey = (e: KeyboardEvent) => {
+    if (options.length > 0) {
+      // While suggestions show, the arrows choose, Enter or Tab takes one,
+      // and Escape closes them.
+      if (e.key === "ArrowDown" || e.key === "ArrowUp") {
+        e.preventDefault();
+        const step = e.key === "ArrowDown" ? 1 : options.length - 1;
+        setActive((active + step) % options.length);
+        return;
+      }
+      if ((e.key === "Enter" || e.key === "Tab") && !e.shiftKey) {
+        e.preventDefault();
+        const choice = options[active];
+        if (choice) {
+          pick(choice);
+        }
+        return;
+      }
+      if (e.key === "Escape") {
+        e.preventDefault();
+        setOptions([]);
+        return;
+      }
+    }
     // Enter sends; Shift+Enter starts a new line; Escape gives up an edit.
     if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
       e.preventDefault();
@@ -485,18 +555,43 @@ function Composer({
     }
   };
   return (
-    <textarea
-      class="composer"
-      aria-label={label}
-      placeholder={label}
-      rows={2}
-      value={text}
-      onInput={(e) => {
-        setText(e.currentTarget.value);
-        onType?.();
-      }}
-      onKeyDown={onKey}
-    />
+    <div class="composer">
+      {options.length > 0 && (
+        <ul id={listId} role="listbox" aria-label="People to mention" class="suggestions">
+          {options.map((o, i) => (
+            <li
+              key={o.insert}
+              id={`${listId}-${i}`}
+              role="option"
+              aria-selected={i === active}
+              onMouseDown={(e) => {
+                e.preventDefault();
+                pick(o);
+              }}
+            >
+              {o.label}
+            </li>
+          ))}
+        </ul>
+      )}
+      <textarea
+        ref={box}
+        aria-label={label}
+        placeholder={label}
+        rows={2}
+        value={text}
+        aria-controls={suggest && options.length > 0 ? listId : undefined}
+        aria-autocomplete={suggest ? "list" : undefined}
+        aria-activedescendant={options.length > 0 ? `${listId}-${active}` : undefined}
+        onInput={(e) => {
+          const value = e.currentTarget.value;
+          setText(value);
+          lookUp(value, e.currentTarget.selectionStart ?? value.length);
+          onType?.();
+        }}
+        onKeyDown={onKey}
+      />
+    </div>
   );
 }
 

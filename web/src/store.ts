@@ -36,6 +36,18 @@ const PAGE = 50;
 
 export type Connection = "connecting" | "live" | "offline";
 
+/** A way to finish a mention: what goes after "@", and how it is shown. */
+export interface Suggestion {
+  insert: string;
+  label: string;
+}
+
+const EVERYONE: Suggestion[] = [
+  { insert: "channel", label: "@channel: everyone in the conversation" },
+  { insert: "here", label: "@here: everyone online now" },
+  { insert: "all", label: "@all: everyone in the conversation" },
+];
+
 export interface Conversation {
   channel: Channel;
   /** The main flow's messages by sequence, oldest first once sorted. */
@@ -50,6 +62,10 @@ export interface Conversation {
 export class Store {
   conversations = new Map<string, Conversation>();
   names = new Map<string, string>();
+  /** Usernames by user id, for mentions. */
+  usernames = new Map<string, string>();
+  /** Member ids per conversation, read when a mention is first typed there. */
+  private members = new Map<string, string[]>();
   badges = new Badges();
   cursors = new Cursors();
   connection: Connection = "connecting";
@@ -180,6 +196,7 @@ export class Store {
       ]);
       for (const u of found.users) {
         this.names.set(u.userId, u.displayName || u.username);
+        this.usernames.set(u.userId, u.username);
       }
       for (const p of statuses?.presences ?? []) {
         this.presence.set(p.userId, STATUS[p.status] ?? "offline");
@@ -193,6 +210,34 @@ export class Store {
     }
     const others = c.participantIds.filter((id) => id !== this.userId);
     return others.map((id) => this.names.get(id) ?? "someone").join(", ") || "just you";
+  }
+
+  /**
+   * Who can be mentioned in a conversation by what was typed after "@":
+   * its members by username or name, and the words for everyone.
+   */
+  async mentionable(channelId: string, typed: string): Promise<Suggestion[]> {
+    let ids = this.members.get(channelId);
+    if (!ids) {
+      ids = [];
+      let pageToken = "";
+      do {
+        const page = await channels.listMembers({ channelId, pageSize: 100, pageToken });
+        ids.push(...page.members.map((m) => m.userId));
+        pageToken = page.nextPageToken;
+      } while (pageToken && ids.length < 1000);
+      await this.learnNames(ids);
+      this.members.set(channelId, ids);
+    }
+    const wanted = typed.toLowerCase();
+    const people = ids
+      .filter((id) => id !== this.userId)
+      .map((id) => ({ username: this.usernames.get(id) ?? "", name: this.names.get(id) ?? "" }))
+      .filter((p) => p.username && (p.username.startsWith(wanted) || p.name.toLowerCase().startsWith(wanted)))
+      .sort((a, b) => a.username.localeCompare(b.username))
+      .map((p) => ({ insert: p.username, label: p.name && p.name !== p.username ? `${p.name} (@${p.username})` : `@${p.username}` }));
+    const everyone = EVERYONE.filter((e) => e.insert.startsWith(wanted));
+    return [...people, ...everyone].slice(0, 8);
   }
 
   /** For a direct conversation: the presence of the other person (or the first of them). */
@@ -593,6 +638,7 @@ export class Store {
         break;
       case "memberJoined":
       case "memberLeft":
+        this.members.delete(event.channelId);
         if (kind.value.userId === this.userId) {
           void this.refreshChannels();
         }

@@ -257,6 +257,19 @@ try {
     await bob.screenshot({ path: join(results, "thread-and-reaction.png") });
   });
 
+  await step("a mention is completed from the channel's members, by keyboard", async () => {
+    const box = alice.getByLabel("Message #team");
+    await box.pressSequentially("thanks @bo");
+    const options = alice.getByRole("listbox", { name: "People to mention" });
+    await options.getByRole("option", { name: "Bob (@bob)" }).waitFor();
+    await accessible(alice, "mention suggestions");
+    await box.press("Enter");
+    expect((await box.inputValue()) === "thanks @bob ", `the composer holds ${JSON.stringify(await box.inputValue())}`);
+    await box.pressSequentially("for the review");
+    await box.press("Enter");
+    await waitForText(alice, "thanks @bob for the review");
+  });
+
   await step("bob browses and joins a public channel", async () => {
     await createChannel(alice, "random");
     await bob.getByRole("button", { name: "Browse channels" }).click();
