@@ -215,7 +215,8 @@ pub async fn counts(
     let q = Sql { backend };
     let mut channels = Vec::new();
     if only.all() || !only.channel_ids.is_empty() {
-        // One statement: each count is an index range after the read position.
+        // One statement: each count is an index range after the read
+        // position, looked at only when the conversation moved past it.
         let scope = q.scope("r.channel_id", &only.channel_ids, only.all());
         let ignore = q.not_in("b.sender_id", ignored);
         let rows = txn
@@ -223,12 +224,15 @@ pub async fn counts(
                 &format!(
                     "SELECT r.channel_id, r.last_read_seq, r.read_ordinal, r.muted, \
                      COALESCE(h.last_seq, 0), COALESCE(h.message_count, 0), \
+                     CASE WHEN h.last_seq > r.last_read_seq THEN \
                      (SELECT COUNT(*) FROM removed_messages x \
-                      WHERE x.channel_id = r.channel_id AND x.seq > r.last_read_seq), \
+                      WHERE x.channel_id = r.channel_id AND x.seq > r.last_read_seq) ELSE 0 END, \
+                     CASE WHEN h.last_seq > r.last_read_seq THEN \
                      (SELECT COUNT(*) FROM mentions m WHERE m.user_id = r.user_id \
-                      AND m.channel_id = r.channel_id AND m.seq > r.last_read_seq AND m.in_channel = ?), \
+                      AND m.channel_id = r.channel_id AND m.seq > r.last_read_seq AND m.in_channel = ?) ELSE 0 END, \
+                     CASE WHEN h.last_seq > r.last_read_seq THEN \
                      (SELECT COUNT(*) FROM broadcasts b WHERE b.channel_id = r.channel_id \
-                      AND b.seq > r.last_read_seq AND b.in_channel = ? AND b.sender_id <> r.user_id{}) \
+                      AND b.seq > r.last_read_seq AND b.in_channel = ? AND b.sender_id <> r.user_id{}) ELSE 0 END \
                      FROM read_states r LEFT JOIN channel_heads h ON h.channel_id = r.channel_id \
                      WHERE r.user_id = ?{}",
                     ignore.0, scope.0
