@@ -97,3 +97,10 @@ e2e: web
     cargo build -q -p colink
     cd web && node tests/e2e.mjs
     cd web && ENVOY="$(command -v envoy)" node tests/e2e.mjs
+
+# The web client's figures in Chromium against a fresh release node: first
+# load, time to interactive, scrolling back through 10,000 messages, memory
+# after 10,000 live messages (BENCH_MESSAGES sets another count).
+bench-web: web
+    cargo build -q --release -p colink
+    cd web && node tests/bench.mjs

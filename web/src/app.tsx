@@ -1,4 +1,4 @@
-import { useEffect, useMemo, useRef, useState } from "preact/hooks";
+import { useEffect, useLayoutEffect, useMemo, useRef, useState } from "preact/hooks";
 import type { ComponentChildren, TargetedEvent } from "preact";
 import { SecondFactorMethod } from "../../gen/ts/colink/auth/v1/auth_pb";
 import type { Message } from "../../gen/ts/colink/messaging/v1/messaging_pb";
@@ -6,6 +6,7 @@ import { auth, describe } from "./api";
 import { Badges } from "./badges";
 import { begin, end, scheduleRenewal, session, type Session } from "./session";
 import { Store, type Suggestion } from "./store";
+import { type Anchor, Heights, anchorAt, scrollFor, slice } from "./virtual";
 
 export function App() {
   const [me, setMe] = useState<Session | undefined>(session());
@@ -24,9 +25,22 @@ export function App() {
   );
 }
 
+/** Redraws on the store's changes, at most once a frame however many arrive. */
 function useStore(store: Store): number {
   const [version, setVersion] = useState(0);
-  useEffect(() => store.subscribe(() => setVersion((v) => v + 1)), [store]);
+  useEffect(() => {
+    let frame = 0;
+    const stop = store.subscribe(() => {
+      frame ||= requestAnimationFrame(() => {
+        frame = 0;
+        setVersion((v) => v + 1);
+      });
+    });
+    return () => {
+      stop();
+      cancelAnimationFrame(frame);
+    };
+  }, [store]);
   return version;
 }
 
@@ -147,6 +161,11 @@ function Workspace({ me, onSignOut }: { me: Session; onSignOut: () => void }) {
     });
     return () => store.close();
   }, [store]);
+  // The tab's title carries the unread total; setting it costs, so only on change.
+  const title = `${store.badges.title()}Colink`;
+  useEffect(() => {
+    document.title = title;
+  }, [title]);
   const [panel, setPanel] = useState<"none" | "new" | "browse" | "dm" | "security">("none");
   const list = [...store.conversations.values()].sort((a, b) => store.title(a.channel).localeCompare(store.title(b.channel)));
   const open = store.openId ? store.conversations.get(store.openId) : undefined;
@@ -216,33 +235,12 @@ function Workspace({ me, onSignOut }: { me: Session; onSignOut: () => void }) {
 
 function Conversation({ store, channelId }: { store: Store; channelId: string }) {
   const c = store.conversations.get(channelId);
-  const messages = store.sorted(channelId);
-  const pending = store.pending(channelId);
-  const scroller = useRef<HTMLOListElement>(null);
-  const atBottom = useRef(true);
-  useEffect(() => {
-    const el = scroller.current;
-    if (el && atBottom.current) {
-      el.scrollTop = el.scrollHeight;
-    }
-  });
-  const onScroll = () => {
-    const el = scroller.current;
-    if (!el) {
-      return;
-    }
-    atBottom.current = el.scrollHeight - el.scrollTop - el.clientHeight < 40;
-    if (el.scrollTop < 80 && c?.older) {
-      const before = el.scrollHeight;
-      void store.loadOlder(channelId).then(() => {
-        el.scrollTop += el.scrollHeight - before;
-      });
-    }
-  };
+  const [adding, setAdding] = useState(false);
   if (!c) {
     return null;
   }
-  const [adding, setAdding] = useState(false);
+  const messages = store.sorted(channelId);
+  const latest = messages.at(-1);
   return (
     <section class="messages" aria-label={store.title(c.channel)}>
       <header class="title">
@@ -254,14 +252,10 @@ function Conversation({ store, channelId }: { store: Store; channelId: string })
         )}
       </header>
       {adding && <AddPeople store={store} channelId={channelId} onClose={() => setAdding(false)} />}
-      <ol ref={scroller} onScroll={onScroll} aria-live="polite" data-testid="messages">
-        {messages.map((m) => (
-          <MessageRow key={m.messageId} store={store} m={m} />
-        ))}
-        {pending.map((o) => (
-          <Pending key={o.key} store={store} o={o} />
-        ))}
-      </ol>
+      <MessageList key={channelId} store={store} channelId={channelId} messages={messages} />
+      <p class="sr-only" aria-live="polite">
+        {latest && latest.senderId !== store.userId && `${store.names.get(latest.senderId) ?? "Someone"}: ${latest.text}`}
+      </p>
       <p class="typing" aria-live="polite">
         {typing(store.typists(channelId))}
         {seen(store, channelId, messages)}
@@ -276,6 +270,105 @@ function Conversation({ store, channelId }: { store: Store; channelId: string })
   );
 }
 
+/** A message row's height before it is measured, in pixels. */
+const ROW_ESTIMATE = 48;
+/** Rows are rendered this far above and below the viewport, in pixels. */
+const OVERSCAN = 600;
+/** Older messages are read while the viewport is this close to the top, in pixels. */
+const READ_AHEAD = 1500;
+/** Within this distance of the bottom, the list follows new messages. */
+const FOLLOW_SLACK = 40;
+
+/**
+ * The main flow, virtualized: only the rows near the viewport are in the
+ * page. The rest are padding of their measured (or estimated) height. The
+ * list follows new messages while scrolled to the bottom; otherwise the
+ * first row on screen stays put while older pages arrive above it and rows
+ * are measured.
+ */
+function MessageList({ store, channelId, messages }: { store: Store; channelId: string; messages: Message[] }) {
+  const scroller = useRef<HTMLDivElement>(null);
+  const list = useRef<HTMLOListElement>(null);
+  const heights = useMemo(() => new Heights(ROW_ESTIMATE), []);
+  const [view, setView] = useState({ top: 0, height: 0 });
+  const [, remeasured] = useState(0);
+  const follow = useRef(true);
+  const anchor = useRef<Anchor | undefined>(undefined);
+  const keys = useMemo(() => messages.map((m) => m.messageId), [messages]);
+  const tops = useMemo(() => heights.offsets(keys), [keys, heights.version]);
+  const latest = useRef({ keys, tops });
+  latest.current = { keys, tops };
+  // Following, the list shows its end: no need to wait for the scroll to get there.
+  const height = view.height || 2 * OVERSCAN;
+  const top = follow.current ? Math.max(tops[keys.length] - height, 0) : view.top;
+  const rows = slice(tops, top, height, OVERSCAN);
+  const pending = store.pending(channelId);
+
+  const readAhead = (el: HTMLElement) => {
+    if (el.scrollTop < READ_AHEAD && store.conversations.get(channelId)?.older) {
+      void store.loadOlder(channelId).catch(() => undefined);
+    }
+  };
+  useLayoutEffect(() => {
+    const el = scroller.current;
+    if (!el || !list.current) {
+      return;
+    }
+    let changed = false;
+    for (const row of list.current.children) {
+      const key = (row as HTMLElement).dataset.key;
+      if (key) {
+        changed = heights.measure(key, row.getBoundingClientRect().height) || changed;
+      }
+    }
+    const now = changed ? heights.offsets(keys) : tops;
+    if (follow.current) {
+      el.scrollTop = el.scrollHeight;
+    } else if (anchor.current) {
+      const y = scrollFor(keys, now, anchor.current);
+      if (y !== undefined && Math.abs(el.scrollTop - y) >= 1) {
+        el.scrollTop = y;
+      }
+    }
+    if (el.clientHeight !== view.height || (!follow.current && el.scrollTop !== view.top)) {
+      setView({ top: el.scrollTop, height: el.clientHeight });
+    } else if (changed) {
+      remeasured((v) => v + 1);
+    }
+    readAhead(el);
+  });
+  const onScroll = () => {
+    const el = scroller.current;
+    if (!el) {
+      return;
+    }
+    follow.current = el.scrollHeight - el.scrollTop - el.clientHeight < FOLLOW_SLACK;
+    anchor.current = anchorAt(latest.current.keys, latest.current.tops, el.scrollTop);
+    if (!follow.current || el.clientHeight !== view.height) {
+      setView({ top: el.scrollTop, height: el.clientHeight });
+    }
+    readAhead(el);
+  };
+  return (
+    // Focusable, so that the history also scrolls by keyboard (arrows, Page Up).
+    <div class="scroller" ref={scroller} onScroll={onScroll} tabIndex={0}>
+      <ol
+        ref={list}
+        data-testid="messages"
+        aria-label="Messages"
+        style={{ paddingTop: `${rows.before}px`, paddingBottom: `${rows.after}px` }}
+      >
+        {messages.slice(rows.start, rows.end).map((m) => (
+          <MessageRow key={m.messageId} store={store} m={m} />
+        ))}
+        {pending.map((o) => (
+          <Pending key={o.key} store={store} o={o} />
+        ))}
+      </ol>
+    </div>
+  );
+}
+
 /** Emoji offered for a quick reaction. */
 const QUICK_EMOJI = ["👍", "❤️", "😂", "🎉", "👀"];
 
@@ -287,7 +380,7 @@ function MessageRow({ store, m, inThread }: { store: Store; m: Message; inThread
   const { error, run } = useAction();
   const sender = store.names.get(m.senderId) ?? "someone";
   return (
-    <li class="message" data-seq={String(m.seq)}>
+    <li class="message" data-seq={String(m.seq)} data-key={inThread ? undefined : m.messageId}>
       <span class="sender">{sender}</span>
       {editing ? (
         <Composer

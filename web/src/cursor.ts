@@ -60,3 +60,24 @@ export class Cursors {
     return [...this.byChannel].map(([channelId, c]) => ({ channelId, lastSeq: BigInt(c.position) }));
   }
 }
+
+/**
+ * Inserts `seq` into `list`, which is in ascending order and does not hold
+ * it. Live messages come last and older pages first, so the end is tried
+ * before searching.
+ */
+export function insertInOrder(list: bigint[], seq: bigint): void {
+  let at = list.length;
+  if (at > 0 && seq < list[at - 1]) {
+    let lo = 0;
+    while (lo < at) {
+      const mid = (lo + at) >> 1;
+      if (list[mid] < seq) {
+        lo = mid + 1;
+      } else {
+        at = mid;
+      }
+    }
+  }
+  list.splice(at, 0, seq);
+}

@@ -12,7 +12,7 @@ import { ReactionGroupSchema } from "../../gen/ts/colink/reactions/v1/reactions_
 import type { ServerFrame } from "../../gen/ts/colink/realtime/v1/realtime_pb";
 import { channels, describe, isTransient, messaging, presence, reactions, realtime, users } from "./api";
 import { Badges } from "./badges";
-import { Cursors } from "./cursor";
+import { Cursors, insertInOrder } from "./cursor";
 import { Outbox, type Outgoing } from "./outbox";
 
 /** Presence heartbeats go this often (the server keeps presence 60 s). */
@@ -32,7 +32,11 @@ const STATUS: Partial<Record<PresenceStatus, Status>> = {
 
 /** Pauses before reconnecting, in ms; the last repeats. */
 const RECONNECT = [250, 1000, 2000, 5000];
-const PAGE = 50;
+const PAGE = 100;
+/** Stream frames are applied for at most this long before the page may draw. */
+const SLICE_MS = 10;
+/** While messages arrive in the open conversation, its read position is sent this often. */
+const READ_EVERY_MS = 250;
 
 export type Connection = "connecting" | "live" | "offline";
 
@@ -50,8 +54,12 @@ const EVERYONE: Suggestion[] = [
 
 export interface Conversation {
   channel: Channel;
-  /** The main flow's messages by sequence, oldest first once sorted. */
+  /** The main flow's messages by sequence. */
   messages: Map<bigint, Message>;
+  /** Their sequences, oldest first. */
+  order: bigint[];
+  /** The messages in that order, as last listed; dropped on each change. */
+  shown?: Message[];
   /** Replies of the threads that were opened, by thread, by sequence. */
   threads: Map<string, Map<bigint, Message>>;
   /** Token for the next older page; empty once the start is reached. */
@@ -77,6 +85,10 @@ export class Store {
   private listeners = new Set<() => void>();
   private stop = new AbortController();
   private readUpTo = new Map<string, bigint>();
+  /** Per conversation, the older page being read. */
+  private loading = new Map<string, Promise<void>>();
+  /** Per conversation, the read position about to be sent. */
+  private reading = new Map<string, ReturnType<typeof setTimeout>>();
   /** Who is online, as far as known. */
   presence = new Map<string, Status>();
   /** Per conversation, who is typing and until when (ms). */
@@ -162,8 +174,11 @@ export class Store {
   /** For a direct conversation: whether the others have read the user's newest message. */
   async checkSeen(channelId: string): Promise<void> {
     const c = this.conversations.get(channelId);
+    if (!c || c.channel.name) {
+      return;
+    }
     const mine = this.sorted(channelId).filter((m) => m.senderId === this.userId && !m.deleted && !m.recalled).at(-1);
-    if (!c || c.channel.name || !mine) {
+    if (!mine) {
       return;
     }
     const receipts = await messaging.listReadReceipts({ messageId: mine.messageId });
@@ -255,20 +270,31 @@ export class Store {
     if (c && !c.loaded) {
       await this.loadOlder(channelId);
     }
-    this.markRead(channelId);
+    this.markRead(channelId, true);
     void this.checkSeen(channelId).catch(() => undefined);
     this.notify();
   }
 
   /** Reads the next older page of a conversation. */
-  async loadOlder(channelId: string): Promise<void> {
+  loadOlder(channelId: string): Promise<void> {
     const c = this.conversations.get(channelId);
     if (!c || (c.loaded && !c.older)) {
-      return;
+      return Promise.resolve();
     }
+    // One page at a time: whoever asks meanwhile waits for the same one.
+    let reading = this.loading.get(channelId);
+    if (!reading) {
+      reading = this.readPage(c).finally(() => this.loading.delete(channelId));
+      this.loading.set(channelId, reading);
+    }
+    return reading;
+  }
+
+  private async readPage(c: Conversation): Promise<void> {
+    const channelId = c.channel.channelId;
     const page = await messaging.listMessages({ channelId, pageSize: PAGE, pageToken: c.older });
     for (const m of page.messages) {
-      c.messages.set(m.seq, m);
+      keep(c, m);
     }
     await this.learnNames(page.messages.map((m) => m.senderId));
     c.older = page.nextPageToken;
@@ -276,9 +302,14 @@ export class Store {
     this.notify();
   }
 
+  /** The main flow, oldest first: the same array until a message is added or replaced. */
   sorted(channelId: string): Message[] {
     const c = this.conversations.get(channelId);
-    return c ? [...c.messages.values()].sort((a, b) => (a.seq < b.seq ? -1 : 1)) : [];
+    if (!c) {
+      return [];
+    }
+    c.shown ??= c.order.map((seq) => c.messages.get(seq) as Message);
+    return c.shown;
   }
 
   pending(channelId: string, threadId?: string): Outgoing[] {
@@ -406,7 +437,7 @@ export class Store {
     }
     if (inMainFlow(m)) {
       const known = c.messages.get(m.seq);
-      c.messages.set(m.seq, known ? { ...m, reactions: known.reactions, thread: m.thread ?? known.thread } : m);
+      keep(c, known ? { ...m, reactions: known.reactions, thread: m.thread ?? known.thread } : m);
     }
     const replies = m.threadId ? c.threads.get(m.threadId) : undefined;
     if (replies) {
@@ -416,8 +447,28 @@ export class Store {
     this.notify();
   }
 
-  /** Tells the server the open conversation is read up to its newest message. */
-  markRead(channelId: string): void {
+  /**
+   * Tells the server the open conversation is read up to its newest
+   * message: at once when opened, then at most every READ_EVERY_MS while
+   * messages keep arriving.
+   */
+  markRead(channelId: string, now = false): void {
+    if (now) {
+      clearTimeout(this.reading.get(channelId));
+      this.reading.delete(channelId);
+      this.sendRead(channelId);
+    } else if (!this.reading.has(channelId)) {
+      this.reading.set(
+        channelId,
+        setTimeout(() => {
+          this.reading.delete(channelId);
+          this.sendRead(channelId);
+        }, READ_EVERY_MS),
+      );
+    }
+  }
+
+  private sendRead(channelId: string): void {
     const newest = this.sorted(channelId).at(-1)?.seq;
     if (newest === undefined || (this.readUpTo.get(channelId) ?? -1n) >= newest) {
       return;
@@ -469,6 +520,7 @@ export class Store {
           { allChannels: true, cursors: this.cursors.snapshot() },
           { signal: drop },
         );
+        let since = performance.now();
         for await (const response of stream) {
           if (this.connection !== "live") {
             this.connection = "live";
@@ -476,6 +528,12 @@ export class Store {
             this.notify();
           }
           await this.onFrame(response.frame?.frame);
+          // Frames that arrived together are applied in slices, with the
+          // page drawn in between: a backlog must not freeze it.
+          if (performance.now() - since > SLICE_MS) {
+            await new Promise((r) => setTimeout(r, 0));
+            since = performance.now();
+          }
         }
       } catch (err) {
         if (this.stop.signal.aborted) {
@@ -518,7 +576,6 @@ export class Store {
           totalUnread: counts?.totalUnreadCount ?? 0n,
           totalMentions: counts?.totalMentionCount ?? 0n,
         });
-        document.title = `${this.badges.title()}Colink`;
         this.notify();
         break;
       }
@@ -670,10 +727,19 @@ async function whileOffline(stop: AbortSignal): Promise<void> {
 }
 
 function fresh(channel: Channel): Conversation {
-  return { channel, messages: new Map(), threads: new Map(), older: "", loaded: false };
+  return { channel, messages: new Map(), order: [], threads: new Map(), older: "", loaded: false };
 }
 
 /** Whether a message belongs in its conversation's main flow. */
+/** Puts a main-flow message in its conversation, keeping the order by sequence. */
+function keep(c: Conversation, m: Message): void {
+  if (!c.messages.has(m.seq)) {
+    insertInOrder(c.order, m.seq);
+  }
+  c.messages.set(m.seq, m);
+  c.shown = undefined;
+}
+
 function inMainFlow(m: Message): boolean {
   return !m.threadId || m.alsoSentToChannel;
 }

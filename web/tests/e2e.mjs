@@ -2,95 +2,20 @@
 //
 //   node tests/e2e.mjs            (from web/, after `vite build` and a cargo build)
 //
-// E2E_BINARY names the colink binary; the default is the debug build under
-// CARGO_TARGET_DIR or ~/.cache/colink/target. (It is not a COLINK_
-// variable: the node refuses settings it does not know.) CHROMIUM names the
-// browser (default /usr/bin/chromium). With ENVOY naming Envoy's binary,
-// the browser reaches the node through Envoy (envoy/envoy.yaml) instead.
+// E2E_BINARY and CHROMIUM name the node and the browser (see harness.mjs).
+// With ENVOY naming Envoy's binary, the browser reaches the node through
+// Envoy (envoy/envoy.yaml) instead.
 // Screenshots go to web/test-results/.
 
-import { spawn } from "node:child_process";
 import { createHmac } from "node:crypto";
-import { mkdtempSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { createServer } from "node:net";
-import { tmpdir } from "node:os";
+import { mkdirSync, readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { chromium } from "playwright-core";
+import { launchBrowser, startNode } from "./harness.mjs";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const results = join(here, "..", "test-results", process.env.ENVOY ? "envoy" : "direct");
-const target = process.env.CARGO_TARGET_DIR ?? join(process.env.HOME ?? "/root", ".cache/colink/target");
-const bin = process.env.E2E_BINARY ?? join(target, "debug", "colink");
-const browserPath = process.env.CHROMIUM ?? "/usr/bin/chromium";
 const axeSource = readFileSync(join(here, "..", "node_modules", "axe-core", "axe.min.js"), "utf8");
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-    server.on("error", reject);
-  });
-}
-
-async function startNode() {
-  const port = await freePort();
-  const data = mkdtempSync(join(tmpdir(), "colink-e2e-"));
-  const node = spawn(bin, ["serve", "--listen", `127.0.0.1:${port}`, "--data-dir", data], {
-    stdio: ["ignore", "inherit", "inherit"],
-  });
-  const children = [node];
-  const stop = () => {
-    for (const child of children) {
-      child.kill("SIGTERM");
-    }
-    rmSync(data, { recursive: true, force: true });
-  };
-  let url = `http://127.0.0.1:${port}`;
-  if (!(await ready(url))) {
-    stop();
-    throw new Error("colink serve did not start");
-  }
-  if (process.env.ENVOY) {
-    const envoyPort = await freePort();
-    const repo = join(here, "..", "..");
-    const config = readFileSync(join(repo, "envoy", "envoy.yaml"), "utf8")
-      .replace("port_value: 8080", `port_value: ${envoyPort}`)
-      .replace("port_value: 7700", `port_value: ${port}`)
-      .replace("port_value: 9901", `port_value: ${await freePort()}`)
-      .replace('"gen/colink.binpb"', JSON.stringify(join(repo, "gen", "colink.binpb")));
-    writeFileSync(join(data, "envoy.yaml"), config);
-    children.push(
-      spawn(process.env.ENVOY, ["-c", join(data, "envoy.yaml"), "--log-level", "warn", "--use-dynamic-base-id"], {
-        stdio: ["ignore", "inherit", "inherit"],
-      }),
-    );
-    url = `http://127.0.0.1:${envoyPort}`;
-    if (!(await ready(`${url}/.well-known/jwks.json`))) {
-      stop();
-      throw new Error("envoy did not start");
-    }
-  }
-  return { url, stop };
-}
-
-/** Waits until a GET of `url` succeeds. */
-async function ready(url) {
-  for (let i = 0; i < 150; i++) {
-    try {
-      if ((await fetch(url)).ok) {
-        return true;
-      }
-    } catch {
-      // not listening yet
-    }
-    await new Promise((r) => setTimeout(r, 200));
-  }
-  return false;
-}
 
 let failures = 0;
 /** Pages to photograph when a step fails. */
@@ -180,20 +105,8 @@ async function accessible(page, view) {
   expect(found.length === 0, `accessibility problems on ${view}: ${found.join("; ")}`);
 }
 
-const node = await startNode();
-const browser = await chromium.launch({
-  executablePath: browserPath,
-  headless: true,
-  args: [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-  ],
-});
+const node = await startNode({ envoy: process.env.ENVOY });
+const browser = await launchBrowser();
 mkdirSync(results, { recursive: true });
 try {
   const aliceContext = await browser.newContext();
@@ -334,6 +247,8 @@ try {
 
   await step("offline while 20 messages are sent: each arrives once, in order", async () => {
     await openChannel(alice, "team");
+    // The list renders the rows near its viewport: make room for all twenty.
+    await bob.setViewportSize({ width: 1280, height: 2400 });
     await openChannel(bob, "team");
     await bobContext.setOffline(true);
     await bob.locator(".dot.offline").waitFor({ timeout: 15_000 });

@@ -5,8 +5,9 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { Badges } from "../src/badges.ts";
-import { Cursor, Cursors } from "../src/cursor.ts";
+import { Cursor, Cursors, insertInOrder } from "../src/cursor.ts";
 import { MAX_ATTEMPTS, Outbox, type Outgoing, type Sender } from "../src/outbox.ts";
+import { Heights, anchorAt, rowAt, scrollFor, slice } from "../src/virtual.ts";
 
 test("a cursor applies the next event, drops repeats and reports gaps", () => {
   const c = new Cursor(10);
@@ -143,4 +144,54 @@ test("messages to one conversation are sent in the order they were typed", async
   release();
   await settled(outbox, "c", (o) => o.length === 0);
   assert.deepEqual(order, ["elsewhere", "one", "two"]);
+});
+
+test("a virtualized list renders the rows that meet the viewport, and pads for the rest", () => {
+  const keys = Array.from({ length: 10_000 }, (_, i) => `m${i}`);
+  const heights = new Heights(50);
+  const tops = heights.offsets(keys);
+  assert.equal(tops[10_000], 500_000, "the whole list, estimated");
+  const middle = slice(tops, 250_000, 800, 100);
+  assert.deepEqual([middle.start, middle.end], [4_998, 5_018]);
+  assert.equal(middle.before, 4_998 * 50);
+  assert.equal(middle.before + (middle.end - middle.start) * 50 + middle.after, 500_000, "nothing lost or doubled");
+  const bottom = slice(tops, 500_000 - 800, 800, 100);
+  assert.equal(bottom.end, 10_000);
+  assert.equal(bottom.after, 0);
+  const top = slice(tops, 0, 800, 100);
+  assert.deepEqual([top.start, top.end, top.before], [0, 18, 0]);
+  assert.deepEqual(slice(new Heights(50).offsets([]), 0, 800, 100), { start: 0, end: 0, before: 0, after: 0 });
+});
+
+test("measured rows move what follows them", () => {
+  const keys = ["a", "b", "c"];
+  const heights = new Heights(40);
+  assert.equal(heights.measure("b", 100), true);
+  assert.equal(heights.measure("b", 100), false, "the same height again changes nothing");
+  assert.equal(heights.measure("c", 40), true, "an estimate confirmed is still recorded");
+  assert.deepEqual(heights.offsets(keys), [0, 40, 140, 180]);
+  assert.equal(rowAt(heights.offsets(keys), 139), 1);
+  assert.equal(rowAt(heights.offsets(keys), 140), 2);
+  assert.equal(rowAt(heights.offsets(keys), 10_000), 2, "past the end is the last row");
+});
+
+test("the first row on screen stays put when older rows arrive above it", () => {
+  const heights = new Heights(50);
+  const keys = ["m3", "m4", "m5", "m6"];
+  const anchor = anchorAt(keys, heights.offsets(keys), 120);
+  assert.deepEqual(anchor, { key: "m5", offset: -20 });
+  // An older page of two rows, one of them tall, arrives above.
+  const more = ["m1", "m2", ...keys];
+  heights.measure("m1", 200);
+  const y = scrollFor(more, heights.offsets(more), anchor!);
+  assert.equal(y, 200 + 50 + 100 + 20, "the anchor row's new top, less its offset");
+  assert.equal(scrollFor(["x"], heights.offsets(["x"]), anchor!), undefined, "a row no longer there anchors nothing");
+});
+
+test("a conversation's sequences stay in order whatever order messages arrive in", () => {
+  const order: bigint[] = [];
+  for (const seq of [10n, 11n, 14n, 12n, 3n, 1n, 2n, 13n, 20n]) {
+    insertInOrder(order, seq);
+  }
+  assert.deepEqual(order, [1n, 2n, 3n, 10n, 11n, 12n, 13n, 14n, 20n]);
 });

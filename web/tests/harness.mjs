@@ -1,0 +1,112 @@
+// What the browser suites share: a fresh `colink serve` (optionally behind
+// Envoy) and a headless Chromium.
+//
+// E2E_BINARY names the colink binary; the default is a build under
+// CARGO_TARGET_DIR or ~/.cache/colink/target. (It is not a COLINK_
+// variable: the node refuses settings it does not know.) CHROMIUM names the
+// browser (default /usr/bin/chromium).
+
+import { spawn } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+
+const here = dirname(fileURLToPath(import.meta.url));
+const target = process.env.CARGO_TARGET_DIR ?? join(process.env.HOME ?? "/root", ".cache/colink/target");
+const browserPath = process.env.CHROMIUM ?? "/usr/bin/chromium";
+
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.listen(0, "127.0.0.1", () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+    server.on("error", reject);
+  });
+}
+
+/**
+ * Starts a node with its data in a temporary directory, and Envoy in front
+ * of it when `envoy` names Envoy's binary. `env` adds settings (COLINK_...);
+ * `build` picks the default binary's build ("debug" or "release").
+ * Resolves to the URL a browser opens and a function that stops both.
+ */
+export async function startNode({ envoy, env, build = "debug" } = {}) {
+  const bin = process.env.E2E_BINARY ?? join(target, build, "colink");
+  const port = await freePort();
+  const data = mkdtempSync(join(tmpdir(), "colink-e2e-"));
+  const node = spawn(bin, ["serve", "--listen", `127.0.0.1:${port}`, "--data-dir", data], {
+    stdio: ["ignore", "inherit", "inherit"],
+    env: { ...process.env, ...env },
+  });
+  const children = [node];
+  const stop = () => {
+    for (const child of children) {
+      child.kill("SIGTERM");
+    }
+    rmSync(data, { recursive: true, force: true });
+  };
+  let url = `http://127.0.0.1:${port}`;
+  if (!(await ready(url))) {
+    stop();
+    throw new Error("colink serve did not start");
+  }
+  if (envoy) {
+    const envoyPort = await freePort();
+    const repo = join(here, "..", "..");
+    const config = readFileSync(join(repo, "envoy", "envoy.yaml"), "utf8")
+      .replace("port_value: 8080", `port_value: ${envoyPort}`)
+      .replace("port_value: 7700", `port_value: ${port}`)
+      .replace("port_value: 9901", `port_value: ${await freePort()}`)
+      .replace('"gen/colink.binpb"', JSON.stringify(join(repo, "gen", "colink.binpb")));
+    writeFileSync(join(data, "envoy.yaml"), config);
+    children.push(
+      spawn(envoy, ["-c", join(data, "envoy.yaml"), "--log-level", "warn", "--use-dynamic-base-id"], {
+        stdio: ["ignore", "inherit", "inherit"],
+      }),
+    );
+    url = `http://127.0.0.1:${envoyPort}`;
+    if (!(await ready(`${url}/.well-known/jwks.json`))) {
+      stop();
+      throw new Error("envoy did not start");
+    }
+  }
+  return { url, stop };
+}
+
+/** Waits until a GET of `url` succeeds. */
+export async function ready(url) {
+  for (let i = 0; i < 150; i++) {
+    try {
+      if ((await fetch(url)).ok) {
+        return true;
+      }
+    } catch {
+      // not listening yet
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  return false;
+}
+
+/** Headless Chromium, quiet: no background traffic of its own. */
+export function launchBrowser(args = []) {
+  return chromium.launch({
+    executablePath: browserPath,
+    headless: true,
+    args: [
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-quic",
+      "--no-first-run",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+      ...args,
+    ],
+  });
+}
