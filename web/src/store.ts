@@ -151,6 +151,10 @@ export class Store {
     this.stop.abort();
     clearInterval(this.heartbeat);
     clearInterval(this.receipts);
+    for (const pending of this.reading.values()) {
+      clearTimeout(pending);
+    }
+    this.reading.clear();
   }
 
   /** Tells the others in the open conversation that the user is typing. */
