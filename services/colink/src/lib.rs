@@ -3,6 +3,7 @@
 //! embedded backends. `colink serve` runs one; the tests start several.
 //! `colink bench` measures one under load.
 
+mod batched_io;
 pub mod bench;
 mod webapp;
 
@@ -31,6 +32,8 @@ use colink_runtime::events::{
 };
 use colink_runtime::pubsub::{MemoryPubSub, PubSub, RedisPubSub};
 use colink_users::UsersService;
+
+use crate::batched_io::BatchedIo;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -299,18 +302,18 @@ impl Node {
     }
 }
 
-/// Accepted connections with Nagle's algorithm off. The server's own
-/// `tcp_nodelay` applies only to listeners it binds itself; without this, a
-/// response written in several pieces waits for the client's delayed ACK
-/// (about 40 ms) between them.
-fn incoming(listener: TcpListener) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+/// Accepted connections with Nagle's algorithm off, their writes gathered
+/// ([`BatchedIo`]). The server's own `tcp_nodelay` applies only to listeners
+/// it binds itself; without this, a response written in several pieces
+/// waits for the client's delayed ACK (about 40 ms) between them.
+fn incoming(listener: TcpListener) -> impl tokio_stream::Stream<Item = std::io::Result<BatchedIo>> {
     use tokio_stream::StreamExt;
     TcpListenerStream::new(listener).map(|accepted| {
         let stream = accepted?;
         if let Err(err) = stream.set_nodelay(true) {
             tracing::debug!(error = %err, "cannot turn Nagle's algorithm off");
         }
-        Ok(stream)
+        Ok(BatchedIo::new(stream))
     })
 }
 

@@ -67,19 +67,29 @@ impl MessagingService {
         Ok(found)
     }
 
+    /// Adds a reaction, or answers a retry with the original. Keys are
+    /// checked by the batch writer, so a first attempt costs no look-up;
+    /// a retry that can no longer react (the message went, or the caller's
+    /// access) still gets its original. Also returns the message as the
+    /// add found it, when it went through.
     async fn add_reaction(
         &self,
         caller: &Caller,
         message_id: &str,
         emoji: &str,
         key: Option<(String, String)>,
-    ) -> Result<Outcome> {
-        if let Some((key, fingerprint)) = &key
-            && let Some(original) = self.original_reaction(caller, key, fingerprint).await?
-        {
-            return Ok(original);
-        }
-        let found = self.reactable(caller, message_id).await?;
+    ) -> Result<(Outcome, Option<message::Model>)> {
+        let found = match self.reactable(caller, message_id).await {
+            Ok(found) => found,
+            Err(err) => {
+                if let Some((key, fingerprint)) = &key
+                    && let Some(original) = self.original_reaction(caller, key, fingerprint).await?
+                {
+                    return Ok((original, None));
+                }
+                return Err(err);
+            }
+        };
         let row = reaction::Model {
             message_id: found.message_id.clone(),
             user_id: caller.user_id.clone(),
@@ -88,21 +98,25 @@ impl MessagingService {
             created_at: now_micros(),
         };
         match self.reaction_writer.submit(Change::Add { row: row.clone(), key: key.clone() }).await? {
-            Done::Added => Ok(Outcome { reaction: to_reaction(&row), message_id: row.message_id }),
-            // A concurrent call with the same key got there first.
+            Done::Added => Ok((Outcome { reaction: to_reaction(&row), message_id: row.message_id }, Some(found))),
+            // The key was used before, or by a concurrent call that got there first.
             Done::Repeated | Done::Removed(_) => {
                 let (key, fingerprint) = key.ok_or_else(|| Error::internal("a repeat without a key"))?;
-                self.original_reaction(caller, &key, &fingerprint)
+                let original = self
+                    .original_reaction(caller, &key, &fingerprint)
                     .await?
-                    .ok_or_else(|| Error::internal("idempotent original vanished"))
+                    .ok_or_else(|| Error::internal("idempotent original vanished"))?;
+                Ok((original, None))
             }
         }
     }
 
-    /// The reaction first added with an idempotency key, if any.
+    /// The reaction first added with an idempotency key, if any. Read from
+    /// a reader: a key is looked up after its batch committed, and the one
+    /// writer stays free for the batches.
     async fn original_reaction(&self, caller: &Caller, key: &str, fingerprint: &str) -> Result<Option<Outcome>> {
         let Some(seen) = reaction_idempotency::Entity::find_by_id((caller.user_id.clone(), key.to_string()))
-            .one(&self.db.writer)
+            .one(&self.db.reader)
             .await?
         else {
             return Ok(None);
@@ -172,8 +186,11 @@ impl ReactionsRpc for Reactions {
             };
             (key, request_fingerprint(&asked))
         });
-        let outcome = self.0.add_reaction(&caller, &message_id, &emoji, key).await?;
-        let current = self.0.find(&outcome.message_id).await?;
+        let (outcome, found) = self.0.add_reaction(&caller, &message_id, &emoji, key).await?;
+        let current = match found {
+            Some(found) => found,
+            None => self.0.find(&outcome.message_id).await?,
+        };
         let reactions = self.0.message_reactions(&caller, &current).await?;
         Ok(Response::new(pb::AddReactionResponse { reaction: Some(outcome.reaction), reactions: Some(reactions) }))
     }

@@ -153,13 +153,26 @@ impl Session {
     /// Serves the stream until the client leaves, its token expires, it is
     /// too slow, or the node shuts down.
     pub async fn run(mut self, mut client: Option<Streaming<pb::ConnectRequest>>, initial: Option<pb::SubscribeFrame>) {
-        let mut shutdown = self.shared.shutdown.clone();
+        // The waits that outlive one turn of the loop are made once: making
+        // them anew each turn would register a timer and a waiter on the
+        // node-wide shutdown signal for every event delivered.
+        let mut shutdown_signal = self.shared.shutdown.clone();
+        let mut shutdown = std::pin::pin!(async move {
+            let _ = shutdown_signal.changed().await;
+        });
+        let out = self.out.clone();
+        let mut client_gone = std::pin::pin!(async move { out.closed().await });
+        let mut expires_at = self.expires_at;
+        let mut expiry = std::pin::pin!(tokio::time::sleep_until(deadline_of(expires_at)));
         let mut end = match initial {
             Some(frame) => self.subscribe(frame).await.err(),
             None => None,
         };
         while end.is_none() {
-            let expiry = Duration::from_micros(u64::try_from(self.expires_at * 1_000_000 - now_micros()).unwrap_or(0));
+            if self.expires_at != expires_at {
+                expires_at = self.expires_at;
+                expiry.as_mut().reset(deadline_of(expires_at));
+            }
             let flow = tokio::select! {
                 frame = next_client_frame(&mut client) => match frame {
                     Some(Ok(frame)) => self.on_client_frame(frame).await,
@@ -175,9 +188,9 @@ impl Session {
                 Some((channel_id, item)) = self.live.next(), if !self.live.is_empty() => self.on_live(channel_id, item).await,
                 item = next_feed(&mut self.user_feed) => self.on_user_feed(item).await,
                 _ = sleep_until(self.acks_due) => Box::pin(self.record_acks()).await,
-                _ = tokio::time::sleep(expiry) => Err(End::Resume("token_expired")),
-                _ = shutdown.changed() => Err(End::Resume("shutdown")),
-                _ = self.out.closed() => Err(End::Gone),
+                _ = expiry.as_mut() => Err(End::Resume("token_expired")),
+                _ = shutdown.as_mut() => Err(End::Resume("shutdown")),
+                _ = client_gone.as_mut() => Err(End::Gone),
             };
             end = flow.err();
         }
@@ -217,6 +230,12 @@ impl Session {
     }
 
     async fn queue(&self, out: Outgoing) -> Flow {
+        // Most frames find room at once: no timer for those.
+        let out = match self.out.try_send(out) {
+            Ok(()) => return Ok(()),
+            Err(TrySendError::Closed(_)) => return Err(End::Gone),
+            Err(TrySendError::Full(out)) => out,
+        };
         let grace = Duration::from_millis(self.shared.config.slow_client_grace_ms);
         match tokio::time::timeout(grace, self.out.send(out)).await {
             Ok(Ok(())) => Ok(()),
@@ -816,6 +835,13 @@ async fn next_client_frame(
         Some(stream) => stream.next().await,
         None => std::future::pending().await,
     }
+}
+
+/// When a token that expires at `expires_at` (Unix seconds) runs out.
+fn deadline_of(expires_at: i64) -> tokio::time::Instant {
+    let left = u64::try_from(expires_at.saturating_mul(1_000_000).saturating_sub(now_micros())).unwrap_or(0);
+    let now = tokio::time::Instant::now();
+    now.checked_add(Duration::from_micros(left)).unwrap_or(now + Duration::from_secs(86_400 * 365))
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbErr};
+use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr, Statement};
 
 use crate::config::DatabaseConfig;
 
@@ -35,6 +35,15 @@ pub async fn connect(config: &DatabaseConfig, data_dir: &Path, service: &str) ->
             .map_err(|e| DbErr::Custom(format!("cannot create data directory {}: {e}", data_dir.display())))?;
         let writer = Database::connect(sqlite_options(&url, 1)).await?;
         let reader = Database::connect(sqlite_options(&url, config.max_connections)).await?;
+        if !plans_are_stable(&writer).await? {
+            static WARNED: std::sync::Once = std::sync::Once::new();
+            WARNED.call_once(|| {
+                tracing::warn!(
+                    "this SQLite was built without ENABLE_QPSG: every statement with a LIMIT is compiled again on \
+                     each execution; build with the repository's .cargo/config.toml"
+                )
+            });
+        }
         Ok(Db { writer, reader })
     } else {
         let mut options = ConnectOptions::new(url);
@@ -53,6 +62,16 @@ pub async fn connect(config: &DatabaseConfig, data_dir: &Path, service: &str) ->
     }
 }
 
+/// Whether the SQLite linked in keeps a statement's plan independent of
+/// the values bound to it (`.cargo/config.toml` builds it so). Otherwise
+/// binding a new value to a parameter the planner looked at, such as the
+/// one of `LIMIT ?`, expires the prepared statement, and the next execution
+/// compiles it again.
+pub async fn plans_are_stable(conn: &DatabaseConnection) -> Result<bool, DbErr> {
+    let rows = conn.query_all_raw(Statement::from_string(DbBackend::Sqlite, "PRAGMA compile_options")).await?;
+    Ok(rows.iter().any(|row| row.try_get_by_index::<String>(0).is_ok_and(|option| option == "ENABLE_QPSG")))
+}
+
 fn sqlite_options(url: &str, connections: u32) -> ConnectOptions {
     let mut options = ConnectOptions::new(url.to_string());
     options
@@ -69,4 +88,15 @@ fn sqlite_options(url: &str, connections: u32) -> ConnectOptions {
                 .foreign_keys(true)
         });
     options
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_sqlite_built_in_keeps_plans_independent_of_bound_values() {
+        let db = Database::connect("sqlite::memory:").await.expect("opens");
+        assert!(plans_are_stable(&db).await.expect("reads the compile options"));
+    }
 }

@@ -17,6 +17,7 @@ use futures_util::StreamExt;
 use futures_util::stream;
 
 use super::load::{self, Pool, Receiver, SendPlan, User, Watch};
+use super::server::CpuSample;
 use super::{BenchError, Percentiles, Progress, Report, Shape, open_receivers, tally};
 
 /// The emoji of the storm.
@@ -44,6 +45,7 @@ pub async fn reaction_storm(
     let needed: Arc<Vec<AtomicU32>> = Arc::new((0..total).map(|_| AtomicU32::new(0)).collect());
     let receivers =
         open_receivers(pool, users, channel_ids, shape, None, &Watch::Reactions(STORM_EMOJI), progress).await?;
+    let cpu = CpuSample::take(pool.node_pid);
     let send_started = Instant::now();
     let sent = {
         let _line = progress.show("reacting", total);
@@ -103,6 +105,7 @@ pub async fn reaction_storm(
     let deliver_secs = delivered_until.duration_since(send_started).as_secs_f64();
     report.deliveries_per_s = report.deliveries as f64 / deliver_secs.max(1e-9);
     report.latency_ms = Percentiles::of_micros(latencies);
+    report.cpu_per_delivery_us = cpu.per_delivery(pool.node_pid, report.deliveries);
     Ok(())
 }
 

@@ -43,11 +43,13 @@ pub struct User {
 pub struct Pool {
     channels: Arc<Vec<Channel>>,
     next: Arc<AtomicUsize>,
+    /// The node's process, for its CPU time.
+    pub node_pid: u32,
 }
 
 impl Pool {
-    pub fn new(channels: Vec<Channel>) -> Self {
-        Self { channels: Arc::new(channels), next: Arc::default() }
+    pub fn new(channels: Vec<Channel>, node_pid: u32) -> Self {
+        Self { channels: Arc::new(channels), next: Arc::default(), node_pid }
     }
 
     pub fn pick(&self) -> Channel {

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use self::load::{Pool, Received, Receiver, SendPlan, User, Watch};
-use self::server::Server;
+use self::server::{CpuSample, Server};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
@@ -236,6 +236,9 @@ pub(super) struct Report {
     /// Unread at scale: GetUnreadCounts latency under traffic.
     counts_ms: Option<Percentiles>,
     server_cpu_s: f64,
+    /// CPU microseconds per delivery while messages flowed: the node's and
+    /// the load generator's, so that a reader can tell which ran out.
+    cpu_per_delivery_us: Option<(f64, f64)>,
     server_peak_rss_mib: f64,
     elapsed_s: f64,
 }
@@ -288,6 +291,8 @@ impl Report {
             "rss_per_stream_kib": self.rss_per_stream_kib.map(round),
             "counts_ms": self.counts_ms.map(|p| p.json()),
             "server_cpu_s": round(self.server_cpu_s),
+            "node_cpu_us_per_delivery": self.cpu_per_delivery_us.map(|c| round(c.0)),
+            "generator_cpu_us_per_delivery": self.cpu_per_delivery_us.map(|c| round(c.1)),
             "server_peak_rss_mib": round(self.server_peak_rss_mib),
             "elapsed_s": round(self.elapsed_s),
         })
@@ -317,6 +322,9 @@ fn print_report(r: &Report) {
         println!("  GetUnreadCounts ms   {}", p(counts));
     }
     println!("  server CPU           {:.1} s, peak RSS {:.0} MiB", r.server_cpu_s, r.server_peak_rss_mib);
+    if let Some((node, generator)) = r.cpu_per_delivery_us {
+        println!("  CPU per delivery     node {node:.2} µs, load generator {generator:.2} µs");
+    }
     println!("  elapsed              {:.1} s", r.elapsed_s);
 }
 
@@ -335,7 +343,7 @@ async fn run_one(scenario: &str, size: Size, postgres: Option<&str>) -> Result<R
     let server = Server::start(&format!("127.0.0.1:{port}"), &data, database_url.as_deref()).await?;
     let started = Instant::now();
     let connections = (shape.channels * shape.members * shape.streams_per_member / 200).clamp(4, 512);
-    let pool = Pool::new((0..connections).map(|_| server.connect()).collect::<Result<_, _>>()?);
+    let pool = Pool::new((0..connections).map(|_| server.connect()).collect::<Result<_, _>>()?, server.pid());
     let progress = Progress::default();
 
     // Unread at scale puts the same users in every channel.
@@ -428,6 +436,7 @@ async fn traffic(
     } else {
         Vec::new()
     };
+    let cpu = CpuSample::take(pool.node_pid);
     let send_started = Instant::now();
     let sent = {
         let _line = progress.show("sending", shape.messages);
@@ -438,6 +447,9 @@ async fn traffic(
     let send_secs = send_started.elapsed().as_secs_f64();
     let delivered_until = drain(&receivers, &sent).await;
     tally(report, &receivers, &sent, send_secs, delivered_until.duration_since(send_started).as_secs_f64());
+    if !receivers.is_empty() {
+        report.cpu_per_delivery_us = cpu.per_delivery(pool.node_pid, report.deliveries);
+    }
     Ok(())
 }
 

@@ -71,13 +71,7 @@ impl Server {
 
     /// CPU seconds (user + system) the node has used so far.
     pub fn cpu_seconds(&self) -> f64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
-        // Fields after the command name, which is in parentheses.
-        let fields: Vec<&str> =
-            stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
-        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
-        // utime and stime, fields 14 and 15 of the line, counted from the state (field 3).
-        (ticks(11) + ticks(12)) / CLOCK_TICKS
+        cpu_seconds(&self.pid().to_string())
     }
 
     /// Memory now and at its peak, in bytes (VmRSS, VmHWM).
@@ -92,6 +86,37 @@ impl Server {
                 * 1024
         };
         (field("VmRSS:"), field("VmHWM:"))
+    }
+}
+
+/// CPU seconds (user + system) a process (a pid, or "self") has used so far.
+pub fn cpu_seconds(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which is in parentheses.
+    let fields: Vec<&str> =
+        stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime, fields 14 and 15 of the line, counted from the state (field 3).
+    (ticks(11) + ticks(12)) / CLOCK_TICKS
+}
+
+/// The CPU time the node and the load generator had used at one moment.
+#[derive(Debug, Clone, Copy)]
+pub struct CpuSample {
+    node: f64,
+    generator: f64,
+}
+
+impl CpuSample {
+    pub fn take(node_pid: u32) -> Self {
+        Self { node: cpu_seconds(&node_pid.to_string()), generator: cpu_seconds("self") }
+    }
+
+    /// Microseconds of CPU each side spent per delivery since `self`.
+    pub fn per_delivery(&self, node_pid: u32, deliveries: u64) -> Option<(f64, f64)> {
+        let now = Self::take(node_pid);
+        let n = deliveries as f64;
+        (deliveries > 0).then(|| ((now.node - self.node) * 1e6 / n, (now.generator - self.generator) * 1e6 / n))
     }
 }
 
