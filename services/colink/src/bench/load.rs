@@ -13,20 +13,20 @@ use colink_proto::auth::v1::RegisterRequest;
 use colink_proto::auth::v1::auth_service_client::AuthServiceClient;
 use colink_proto::channels::v1::channels_service_client::ChannelsServiceClient;
 use colink_proto::channels::v1::{AddMembersRequest, ChannelKind, CreateChannelRequest};
-use colink_proto::messaging::v1::channel_event::Kind;
 use colink_proto::messaging::v1::messaging_service_client::MessagingServiceClient;
 use colink_proto::messaging::v1::{ListMessagesRequest, SendMessageRequest};
-use colink_proto::realtime::v1::realtime_service_client::RealtimeServiceClient;
-use colink_proto::realtime::v1::server_frame::Frame;
 use colink_proto::realtime::v1::{ChannelCursor, SubscribeRequest};
 use colink_runtime::clients::with_token;
 use colink_runtime::ids::now_micros;
 use futures_util::StreamExt;
 use futures_util::stream::{self, FuturesUnordered};
 use tokio::task::JoinHandle;
+use tonic::codegen::http::uri::PathAndQuery;
 use tonic::transport::Channel;
+use tonic_prost::ProstCodec;
 
 use super::BenchError;
+use super::frames::{EventHead, FrameHead, ResponseHead};
 
 /// Calls in flight while setting up users and channels.
 const SETUP_CONCURRENCY: usize = 32;
@@ -152,9 +152,10 @@ pub enum Watch {
 
 impl Watch {
     /// Records an event this receiver counts, arrived at `now`.
-    fn record(self, seen: &mut Received, seq: i64, kind: Option<Kind>, now: i64) {
-        match (self, kind) {
-            (Watch::Messages, Some(Kind::MessageCreated(message))) => {
+    fn record(self, seen: &mut Received, event: EventHead, now: i64) {
+        match self {
+            Watch::Messages => {
+                let Some(message) = event.message_created else { return };
                 let Some((id, sent)) = parse_text(&message.text) else { return };
                 if seen.ids.insert(id) {
                     seen.latencies_us.push(u32::try_from((now - sent).max(0)).unwrap_or(u32::MAX));
@@ -162,25 +163,25 @@ impl Watch {
                     seen.duplicates += 1;
                 }
             }
-            (Watch::Reactions(emoji), Some(kind)) => {
-                let count = match kind {
-                    Kind::ReactionAdded(r) | Kind::ReactionRemoved(r) if r.emoji == emoji => r.count,
-                    Kind::ReactionsChanged(r) => match r.counts.iter().find(|c| c.emoji == emoji) {
+            Watch::Reactions(emoji) => {
+                let single = event.reaction_added.or(event.reaction_removed).filter(|r| r.emoji == emoji);
+                let batched = || event.reactions_changed.and_then(|r| r.counts.into_iter().find(|c| c.emoji == emoji));
+                let count = match single {
+                    Some(r) => r.count,
+                    None => match batched() {
                         Some(c) => c.count,
                         None => return,
                     },
-                    _ => return,
                 };
                 let count = u32::try_from(count).unwrap_or(0);
                 // Each entry changes the count: one that does not is a
                 // repeat of what this stream already had.
-                if seq <= seen.last_seq || seen.rises.last().is_some_and(|(top, _)| count <= *top) {
+                if event.seq <= seen.last_seq || seen.rises.last().is_some_and(|(top, _)| count <= *top) {
                     seen.duplicates += 1;
                 } else {
                     seen.rises.push((count, now));
                 }
             }
-            _ => {}
         }
     }
 }
@@ -204,15 +205,19 @@ impl Receiver {
         seen: Arc<Mutex<Received>>,
         watch: Watch,
     ) -> Result<Self, BenchError> {
-        let mut realtime = RealtimeServiceClient::new(pool.pick());
         let request = SubscribeRequest {
             cursors: vec![ChannelCursor { channel_id: channel_id.to_string(), last_seq: cursor }],
             all_channels: false,
         };
-        let mut stream = realtime.subscribe(with_token(&user.token, request)).await?.into_inner();
+        // Read with the bench's own light types (`frames.rs`).
+        let mut grpc = tonic::client::Grpc::new(pool.pick());
+        grpc.ready().await.map_err(|e| BenchError::Server(e.to_string()))?;
+        let codec: ProstCodec<SubscribeRequest, ResponseHead> = ProstCodec::default();
+        let path = PathAndQuery::from_static("/colink.realtime.v1.RealtimeService/Subscribe");
+        let mut stream = grpc.server_streaming(with_token(&user.token, request), path, codec).await?.into_inner();
         loop {
-            match stream.message().await?.and_then(|r| r.frame).and_then(|f| f.frame) {
-                Some(Frame::Subscribed(_)) => break,
+            match stream.message().await?.and_then(|r| r.frame) {
+                Some(FrameHead { subscribed: Some(_), .. }) => break,
                 Some(_) => continue,
                 None => return Err(BenchError::Protocol("stream ended before it was confirmed".into())),
             }
@@ -220,14 +225,15 @@ impl Receiver {
         let record = seen.clone();
         let task = tokio::spawn(async move {
             while let Ok(Some(response)) = stream.message().await {
-                let Some(Frame::Event(event)) = response.frame.and_then(|f| f.frame) else { continue };
+                let Some(event) = response.frame.and_then(|f| f.event) else { continue };
                 let now = now_micros();
                 let mut seen = match record.lock() {
                     Ok(seen) => seen,
                     Err(_) => return,
                 };
-                watch.record(&mut seen, event.seq, event.kind, now);
-                seen.last_seq = seen.last_seq.max(event.seq);
+                let seq = event.seq;
+                watch.record(&mut seen, event, now);
+                seen.last_seq = seen.last_seq.max(seq);
             }
         });
         Ok(Self { channel, seen, task })

@@ -6,6 +6,7 @@
 //! progress to stderr, a table to stdout, and one JSON line per scenario.
 
 mod conversation;
+mod frames;
 mod load;
 mod server;
 
