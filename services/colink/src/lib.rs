@@ -32,8 +32,6 @@ use colink_runtime::events::{
 };
 use colink_runtime::pubsub::{MemoryPubSub, PubSub, RedisPubSub};
 use colink_users::UsersService;
-
-use crate::batched_io::BatchedIo;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -42,6 +40,8 @@ use tonic::server::NamedService;
 use tonic::service::RoutesBuilder;
 use tonic::transport::Server;
 use tonic_health::ServingStatus;
+
+use crate::batched_io::BatchedIo;
 
 /// Live events buffered per topic and node before a slow stream lags (and
 /// then catches up from the store).
