@@ -86,6 +86,10 @@ fn sqlite_options(url: &str, connections: u32) -> ConnectOptions {
                 .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Full)
                 .busy_timeout(Duration::from_secs(10))
                 .foreign_keys(true)
+                // A batch's multi-row statements keep a statement journal
+                // (to undo one statement alone); past 64 KiB it went to a
+                // temporary file, written with a system call per page.
+                .pragma("temp_store", "memory")
         });
     options
 }
