@@ -164,15 +164,9 @@ impl Watch {
                 }
             }
             Watch::Reactions(emoji) => {
-                let single = event.reaction_added.or(event.reaction_removed).filter(|r| r.emoji == emoji);
-                let batched = || event.reactions_changed.and_then(|r| r.counts.into_iter().find(|c| c.emoji == emoji));
-                let count = match single {
-                    Some(r) => r.count,
-                    None => match batched() {
-                        Some(c) => c.count,
-                        None => return,
-                    },
-                };
+                let single = event.reaction_added.or(event.reaction_removed).map(|r| (r.emoji, r.count));
+                let batched = event.reactions_changed.into_iter().flat_map(|r| r.counts).map(|c| (c.emoji, c.count));
+                let Some((_, count)) = single.into_iter().chain(batched).find(|(e, _)| e == emoji) else { return };
                 let count = u32::try_from(count).unwrap_or(0);
                 // Each entry changes the count: one that does not is a
                 // repeat of what this stream already had.
