@@ -18,17 +18,18 @@ envoy:
     envoy -c envoy/envoy.yaml --use-dynamic-base-id
 
 # The distributed topology on this machine: a core node (auth, users, channels,
-# messaging, presence, admin) on :7700 and two realtime nodes on :7701 and
-# :7702, sharing PostgreSQL (one database per service, created if missing),
-# Redis (fan-out, presence, rate limits) and Kafka. Without a `kafka` URL a
-# tansu broker is started on 127.0.0.1:9092 (installed under ~/.cache/colink
-# on first use; it keeps its log in memory, so it is for trying things out).
+# messaging, files, presence, admin) on :7700 and two realtime nodes on :7701
+# and :7702, sharing PostgreSQL (one database per service, created if missing),
+# Redis (fan-out, presence, rate limits) and Kafka; the files' bytes stay in
+# the core node's data directory. Without a `kafka` URL a tansu broker is
+# started on 127.0.0.1:9092 (installed under ~/.cache/colink on first use; it
+# keeps its log in memory, so it is for trying things out).
 cluster postgres="postgres://postgres@127.0.0.1:5432" redis="redis://127.0.0.1:6379" kafka="":
     #!/usr/bin/env bash
     set -euo pipefail
     cargo build -q -p colink
     bin="$CARGO_TARGET_DIR/debug/colink"
-    for service in auth users channels messaging admin; do
+    for service in auth users channels messaging files admin; do
         psql "{{postgres}}/postgres" -tAc "select 1 from pg_database where datname = 'colink_$service'" | grep -q 1 \
             || psql "{{postgres}}/postgres" -qc "create database colink_$service"
     done
@@ -42,8 +43,8 @@ cluster postgres="postgres://postgres@127.0.0.1:5432" redis="redis://127.0.0.1:6
     fi
     export COLINK_DATABASE__URL="{{postgres}}/colink_{service}" COLINK_PUBSUB__URL="{{redis}}" \
         COLINK_EPHEMERAL__URL="{{redis}}" COLINK_EVENTS__URL="$kafka"
-    for peer in AUTH USERS CHANNELS MESSAGING PRESENCE ADMIN; do export "COLINK_PEERS__$peer=http://127.0.0.1:7700"; done
-    "$bin" serve --services auth,users,channels,messaging,presence,admin --listen 127.0.0.1:7700 &
+    for peer in AUTH USERS CHANNELS MESSAGING FILES PRESENCE ADMIN; do export "COLINK_PEERS__$peer=http://127.0.0.1:7700"; done
+    "$bin" serve --services auth,users,channels,messaging,files,presence,admin --listen 127.0.0.1:7700 &
     "$bin" serve --services realtime --listen 127.0.0.1:7701 &
     "$bin" serve --services realtime --listen 127.0.0.1:7702 &
     wait

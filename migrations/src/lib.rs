@@ -9,6 +9,7 @@ use sea_orm_migration::schema::{big_integer, big_pk_auto, blob, string, string_l
 pub mod admin;
 pub mod auth;
 pub mod channels;
+pub mod files;
 pub mod messaging;
 pub mod users;
 

@@ -19,6 +19,7 @@ impl MigratorTrait for Migrator {
             Box::new(UnreadAndMentions),
             Box::new(IdempotencyKeys),
             Box::new(ReadStatesByUser),
+            Box::new(MessageFiles),
         ]
     }
 }
@@ -345,5 +346,27 @@ impl MigrationTrait for ReadStatesByUser {
             .await?;
         // The new index leads with the user too.
         manager.drop_index(Index::drop().name("read_states_by_user").table("read_states").if_exists().to_owned()).await
+    }
+}
+
+migration_name!(MessageFiles, "m0007_messaging_message_files");
+
+/// Which messages carry which files, so that a file's scan result reaches
+/// every message it is attached to.
+#[async_trait::async_trait]
+impl MigrationTrait for MessageFiles {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table("message_files")
+                    .if_not_exists()
+                    .col(string_len("file_id", 36))
+                    .col(string_len("message_id", 36))
+                    .col(string_len("channel_id", 36))
+                    .primary_key(Index::create().col("file_id").col("message_id"))
+                    .to_owned(),
+            )
+            .await
     }
 }

@@ -17,7 +17,7 @@ pub struct Event {
     /// What happened.
     #[prost(
         oneof = "event::Payload",
-        tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24"
+        tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25"
     )]
     pub payload: ::core::option::Option<event::Payload>,
 }
@@ -72,7 +72,37 @@ pub mod event {
         /// presence.updated
         #[prost(message, tag = "24")]
         PresenceUpdated(super::PresenceChanged),
+        /// file.uploaded (confirmed, waiting for its scan), file.scanned,
+        /// file.deleted, file.expired
+        #[prost(message, tag = "25")]
+        FileChanged(super::FileChanged),
     }
+}
+/// A file's bytes or scan status changed.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct FileChanged {
+    /// The file.
+    #[prost(string, tag = "1")]
+    pub file_id: ::prost::alloc::string::String,
+    /// Its uploader.
+    #[prost(string, tag = "2")]
+    pub owner_id: ::prost::alloc::string::String,
+    /// The channel it was uploaded to; empty for none.
+    #[prost(string, tag = "3")]
+    pub channel_id: ::prost::alloc::string::String,
+    /// Its confirmed size.
+    #[prost(int64, tag = "4")]
+    pub size_bytes: i64,
+    /// Its confirmed (sniffed) type.
+    #[prost(string, tag = "5")]
+    pub mime_type: ::prost::alloc::string::String,
+    /// The scan status after the change: "pending", "clean", "infected",
+    /// "unscanned" or "failed".
+    #[prost(string, tag = "6")]
+    pub scan_status: ::prost::alloc::string::String,
+    /// For an infected file: what the scanner found.
+    #[prost(string, tag = "7")]
+    pub signature: ::prost::alloc::string::String,
 }
 /// A reaction was added or removed.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -191,6 +221,10 @@ pub struct MessageChanged {
     /// The text mentions every member (@channel, @all).
     #[prost(bool, tag = "8")]
     pub mentions_channel: bool,
+    /// Attached files (message.created); for message.deleted and
+    /// message.recalled, the files it had.
+    #[prost(string, repeated, tag = "9")]
+    pub file_ids: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
 }
 /// A moderator acted on a message.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]

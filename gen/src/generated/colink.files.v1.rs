@@ -437,6 +437,23 @@ pub struct ListFileSharesResponse {
     #[prost(string, tag = "2")]
     pub next_page_token: ::prost::alloc::string::String,
 }
+/// CheckAttachments.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct CheckAttachmentsRequest {
+    /// The files, at most 10.
+    #[prost(string, repeated, tag = "1")]
+    pub file_ids: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// The conversation of the message. Required.
+    #[prost(string, tag = "2")]
+    pub channel_id: ::prost::alloc::string::String,
+}
+/// CheckAttachments result.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct CheckAttachmentsResponse {
+    /// The files, in the order asked.
+    #[prost(message, repeated, tag = "1")]
+    pub files: ::prost::alloc::vec::Vec<File>,
+}
 /// RevokeFileShare.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct RevokeFileShareRequest {
@@ -1139,6 +1156,41 @@ pub mod files_service_client {
                 );
             self.inner.unary(req, path, codec).await
         }
+        /// Checks that the caller may attach these files to a message in a
+        /// conversation: each must be the caller's own upload, confirmed, and
+        /// neither INFECTED nor FAILED. A file still being scanned may be
+        /// attached; the message shows it as pending until the scan ends. The
+        /// messaging service asks this before it stores a message with files.
+        /// Errors: INVALID_ARGUMENT naming `file_ids` or `channel_id`; NOT_FOUND
+        /// for an unknown or deleted file; PERMISSION_DENIED for someone else's
+        /// file; FAILED_PRECONDITION for an unconfirmed, infected or unscannable
+        /// one.
+        pub async fn check_attachments(
+            &mut self,
+            request: impl tonic::IntoRequest<super::CheckAttachmentsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::CheckAttachmentsResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = crate::codec::ProtoCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/colink.files.v1.FilesService/CheckAttachments",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new("colink.files.v1.FilesService", "CheckAttachments"),
+                );
+            self.inner.unary(req, path, codec).await
+        }
         /// Revokes a share. The owner, an admin, or the recipient (to remove it from
         /// their list). Revoking a share that does not exist changes nothing.
         pub async fn revoke_file_share(
@@ -1314,6 +1366,22 @@ pub mod files_service_server {
             request: tonic::Request<super::ListFileSharesRequest>,
         ) -> std::result::Result<
             tonic::Response<super::ListFileSharesResponse>,
+            tonic::Status,
+        >;
+        /// Checks that the caller may attach these files to a message in a
+        /// conversation: each must be the caller's own upload, confirmed, and
+        /// neither INFECTED nor FAILED. A file still being scanned may be
+        /// attached; the message shows it as pending until the scan ends. The
+        /// messaging service asks this before it stores a message with files.
+        /// Errors: INVALID_ARGUMENT naming `file_ids` or `channel_id`; NOT_FOUND
+        /// for an unknown or deleted file; PERMISSION_DENIED for someone else's
+        /// file; FAILED_PRECONDITION for an unconfirmed, infected or unscannable
+        /// one.
+        async fn check_attachments(
+            &self,
+            request: tonic::Request<super::CheckAttachmentsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::CheckAttachmentsResponse>,
             tonic::Status,
         >;
         /// Revokes a share. The owner, an admin, or the recipient (to remove it from
@@ -1936,6 +2004,52 @@ pub mod files_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = ListFileSharesSvc(inner);
+                        let codec = crate::codec::ProtoCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/colink.files.v1.FilesService/CheckAttachments" => {
+                    #[allow(non_camel_case_types)]
+                    struct CheckAttachmentsSvc<T: FilesService>(pub Arc<T>);
+                    impl<
+                        T: FilesService,
+                    > tonic::server::UnaryService<super::CheckAttachmentsRequest>
+                    for CheckAttachmentsSvc<T> {
+                        type Response = super::CheckAttachmentsResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::CheckAttachmentsRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as FilesService>::check_attachments(&inner, request)
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = CheckAttachmentsSvc(inner);
                         let codec = crate::codec::ProtoCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(

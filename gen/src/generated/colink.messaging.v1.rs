@@ -137,7 +137,7 @@ pub struct ChannelEvent {
     /// What changed.
     #[prost(
         oneof = "channel_event::Kind",
-        tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23"
+        tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24"
     )]
     pub kind: ::core::option::Option<channel_event::Kind>,
 }
@@ -191,7 +191,30 @@ pub mod channel_event {
         /// reaction_added or reaction_removed per change.
         #[prost(message, tag = "23")]
         ReactionsChanged(super::ReactionsChanged),
+        /// An attached file's scan ended: it can now be downloaded, or it was
+        /// found infected (or could not be scanned) and is no longer attached.
+        #[prost(message, tag = "24")]
+        AttachmentChanged(super::AttachmentChanged),
     }
+}
+/// The scan result of a file attached to a message.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct AttachmentChanged {
+    /// The message.
+    #[prost(string, tag = "1")]
+    pub message_id: ::prost::alloc::string::String,
+    /// Its thread, for a reply.
+    #[prost(string, tag = "2")]
+    pub thread_id: ::prost::alloc::string::String,
+    /// The file.
+    #[prost(string, tag = "3")]
+    pub file_id: ::prost::alloc::string::String,
+    /// CLEAN, INFECTED or FAILED.
+    #[prost(enumeration = "super::super::files::v1::ScanStatus", tag = "4")]
+    pub scan_status: i32,
+    /// The file was taken off the message (infected or unscannable).
+    #[prost(bool, tag = "5")]
+    pub removed: bool,
 }
 /// A message that lost its content, with what a client needs to correct
 /// its counts.
@@ -297,7 +320,8 @@ pub struct SendMessageRequest {
     /// Empty for top level.
     #[prost(string, tag = "4")]
     pub thread_id: ::prost::alloc::string::String,
-    /// Files to attach, at most 10.
+    /// Files to attach, at most 10: each the sender's own confirmed upload,
+    /// not infected (see colink.files.v1.FilesService.CheckAttachments).
     #[prost(string, repeated, tag = "5")]
     pub file_ids: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
     /// Up to 128 printable ASCII characters. A retry with the same key by the

@@ -199,7 +199,7 @@ pub struct ErrorFrame {
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct ServerFrame {
     /// One frame.
-    #[prost(oneof = "server_frame::Frame", tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10")]
+    #[prost(oneof = "server_frame::Frame", tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11")]
     pub frame: ::core::option::Option<server_frame::Frame>,
 }
 /// Nested message and enum types in `ServerFrame`.
@@ -239,6 +239,11 @@ pub mod server_frame {
         /// another do not see each other). Dropped first under load, like typing.
         #[prost(message, tag = "10")]
         Presence(super::super::super::presence::v1::Presence),
+        /// One of the caller's own files changed scan status (it became
+        /// downloadable, was found infected, or could not be scanned), on
+        /// streams that follow all their conversations.
+        #[prost(message, tag = "11")]
+        File(super::super::super::files::v1::File),
     }
 }
 /// The caller's unread counts, on streams that follow all their

@@ -127,7 +127,8 @@ pub struct CreateThreadRequest {
     /// The first reply: 1..=40,000 characters, not only white space.
     #[prost(string, tag = "2")]
     pub text: ::prost::alloc::string::String,
-    /// Files to attach: at most 10, each uploaded by the caller and scanned.
+    /// Files to attach: at most 10, each the caller's own confirmed upload,
+    /// not infected.
     #[prost(string, repeated, tag = "3")]
     pub file_ids: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
     /// Also post the reply to the channel's main flow.
@@ -212,7 +213,8 @@ pub struct ReplyToThreadRequest {
     /// 1..=40,000 characters, not only white space.
     #[prost(string, tag = "2")]
     pub text: ::prost::alloc::string::String,
-    /// Files to attach: at most 10, each uploaded by the caller and scanned.
+    /// Files to attach: at most 10, each the caller's own confirmed upload,
+    /// not infected.
     #[prost(string, repeated, tag = "3")]
     pub file_ids: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
     /// Also post the reply to the channel's main flow.

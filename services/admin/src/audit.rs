@@ -90,6 +90,26 @@ fn entry_for(event: &Event) -> Option<Entry> {
                     ("seq", r.seq.to_string()),
                 ]),
             ),
+            // Deletions and what the virus scanner caught; uploads and
+            // clean scans are content.
+            Payload::FileChanged(f)
+                if event.r#type == "file.deleted"
+                    || (event.r#type == "file.scanned" && matches!(f.scan_status.as_str(), "infected" | "failed")) =>
+            {
+                let mut metadata = BTreeMap::from([
+                    ("owner_id", f.owner_id.clone()),
+                    ("scan_status", f.scan_status.clone()),
+                    ("size_bytes", f.size_bytes.to_string()),
+                ]);
+                if !f.channel_id.is_empty() {
+                    metadata.insert("channel_id", f.channel_id.clone());
+                }
+                if !f.signature.is_empty() {
+                    metadata.insert("signature", f.signature.clone());
+                }
+                ("file", f.file_id.clone(), metadata)
+            }
+            Payload::FileChanged(_) => return None,
             // Replies are content; following and muting are personal.
             Payload::ThreadChanged(_)
             | Payload::MemberPreferencesChanged(_)

@@ -5,6 +5,7 @@
 
 mod batched_io;
 pub mod bench;
+mod files;
 mod webapp;
 
 use std::net::SocketAddr;
@@ -14,6 +15,7 @@ use std::time::Duration;
 use colink_admin::AdminService;
 use colink_auth::AuthService;
 use colink_channels::ChannelsService;
+use colink_files::FilesService;
 use colink_messaging::{MessagingService, Reactions, SendLimit, Threads};
 use colink_migrations::MigratorTrait;
 use colink_presence::PresenceService;
@@ -27,8 +29,8 @@ use colink_runtime::config::Config;
 use colink_runtime::db::{self, Db};
 use colink_runtime::ephemeral::{Ephemeral, MemoryEphemeral, RedisEphemeral};
 use colink_runtime::events::{
-    self, CHANNEL_EVENTS, EventLog, InProcessEventLog, KafkaEventLog, MESSAGE_EVENTS, REACTION_EVENTS, TOPICS,
-    USER_EVENTS,
+    self, CHANNEL_EVENTS, EventLog, FILE_EVENTS, InProcessEventLog, KafkaEventLog, MESSAGE_EVENTS, REACTION_EVENTS,
+    TOPICS, USER_EVENTS,
 };
 use colink_runtime::pubsub::{MemoryPubSub, PubSub, RedisPubSub};
 use colink_users::UsersService;
@@ -122,6 +124,7 @@ impl Node {
         let mut routes = RoutesBuilder::default();
         let mut background = Vec::new();
         let mut serving = Vec::new();
+        let mut blobs = None;
         for service in config.hosted_services() {
             let name = match service {
                 "auth" => {
@@ -167,10 +170,12 @@ impl Node {
                             channels: peers.channel("channels"),
                             users: peers.channel("users"),
                             presence: peers.channel("presence"),
+                            files: peers.channel("files"),
                         },
                         limit,
                     );
                     event_log.subscribe(CHANNEL_EVENTS, "messaging.channel-log", svc.membership_recorder());
+                    event_log.subscribe(FILE_EVENTS, "messaging.attachments", svc.attachment_watcher());
                     let (messages, threads, reactions) = svc.into_servers();
                     routes.add_service(messages);
                     routes.add_service(threads);
@@ -178,6 +183,29 @@ impl Node {
                     serving.push(<ThreadsServiceServer<Threads> as NamedService>::NAME);
                     serving.push(<ReactionsServiceServer<Reactions> as NamedService>::NAME);
                     <colink_proto::messaging::v1::messaging_service_server::MessagingServiceServer<MessagingService> as NamedService>::NAME
+                }
+                "files" => {
+                    let db = open_migrated::<colink_migrations::files::Migrator>(&config, service).await?;
+                    let (outbox, relay) =
+                        events::spawn_relay(service, db.clone(), event_log.clone(), shutdown_rx.clone());
+                    background.push(relay);
+                    let storage = files::open(&config, addr)?;
+                    blobs = storage.blobs;
+                    let svc = FilesService::new(
+                        db,
+                        outbox,
+                        pubsub.clone(),
+                        storage.objects,
+                        storage.scanner,
+                        colink_files::Peers { channels: peers.channel("channels"), users: peers.channel("users") },
+                        config.files.clone(),
+                    );
+                    if let Some(scanner) = svc.scanner() {
+                        event_log.subscribe(FILE_EVENTS, "files.scanner", scanner);
+                    }
+                    event_log.subscribe(MESSAGE_EVENTS, "files.attachments", svc.attachment_recorder());
+                    routes.add_service(svc.into_server());
+                    <colink_proto::files::v1::files_service_server::FilesServiceServer<FilesService> as NamedService>::NAME
                 }
                 "realtime" => {
                     let svc = RealtimeService::new(
@@ -213,7 +241,7 @@ impl Node {
                         events::spawn_relay(service, db.clone(), event_log.clone(), shutdown_rx.clone());
                     background.push(relay);
                     let svc = AdminService::new(db, outbox, peers.channel("messaging"));
-                    for topic in [USER_EVENTS, CHANNEL_EVENTS, MESSAGE_EVENTS, REACTION_EVENTS] {
+                    for topic in [USER_EVENTS, CHANNEL_EVENTS, MESSAGE_EVENTS, REACTION_EVENTS, FILE_EVENTS] {
                         event_log.subscribe(topic, "admin.audit", svc.audit_recorder());
                     }
                     routes.add_service(svc.into_server());
@@ -242,7 +270,7 @@ impl Node {
             .tcp_nodelay(true)
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-            .layer(webapp::WebAppLayer)
+            .layer(webapp::WebAppLayer::new(blobs))
             .layer(tonic_web::GrpcWebLayer::new())
             .layer(AuthLayer::new(verifier))
             .add_routes(routes.routes())
@@ -330,6 +358,7 @@ fn check_event_consumers(hosted: &[&'static str]) -> Result<(), NodeError> {
         ("channels", CHANNEL_EVENTS),
         ("messaging", MESSAGE_EVENTS),
         ("messaging", REACTION_EVENTS),
+        ("files", FILE_EVENTS),
     ];
     for (producer, consumer, topic) in REQUIRED {
         if hosted.contains(producer) && !hosted.contains(consumer) {
@@ -348,6 +377,14 @@ fn check_event_consumers(hosted: &[&'static str]) -> Result<(), NodeError> {
                 "{producer} publishes {topic} but admin is not on this node: without Kafka the audit log misses them"
             );
         }
+    }
+    // Attachments: files learns where a file is attached from messaging's
+    // events, and messaging learns of scan results from files' events.
+    if hosted.contains(&"files") != hosted.contains(&"messaging") {
+        tracing::warn!(
+            "files and messaging are on different nodes without Kafka: attached files are neither shown to the \
+             conversation's members nor updated when their scan ends"
+        );
     }
     Ok(())
 }
@@ -369,6 +406,7 @@ pub async fn migrate(config: &Config) -> Result<(), NodeError> {
             "users" => open_migrated::<colink_migrations::users::Migrator>(config, service).await?,
             "channels" => open_migrated::<colink_migrations::channels::Migrator>(config, service).await?,
             "messaging" => open_migrated::<colink_migrations::messaging::Migrator>(config, service).await?,
+            "files" => open_migrated::<colink_migrations::files::Migrator>(config, service).await?,
             "admin" => open_migrated::<colink_migrations::admin::Migrator>(config, service).await?,
             // The realtime gateway and presence keep no tables.
             _ => continue,

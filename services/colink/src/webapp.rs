@@ -2,12 +2,14 @@
 //! gRPC-Web. gRPC calls are POSTs; every GET or HEAD is for the app. Files
 //! with a content hash in their name (under `/assets/`) are cached for a
 //! year; everything else is revalidated. A path that names no file gets the
-//! app's page, so that the app's own routes survive a reload.
+//! app's page, so that the app's own routes survive a reload. Paths under
+//! `/blobs/` are the local file store's signed URLs.
 
 use std::convert::Infallible;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use colink_files::blobs::{Blobs, is_blob_path};
 use futures_util::future::BoxFuture;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
@@ -66,27 +68,39 @@ fn status(code: StatusCode) -> Response<Full<Bytes>> {
     response
 }
 
-/// Puts the app in front of the node's gRPC services.
-#[derive(Clone, Copy, Default)]
-pub struct WebAppLayer;
+/// Puts the app, and the file store's URLs, in front of the node's gRPC
+/// services.
+#[derive(Clone, Default)]
+pub struct WebAppLayer {
+    blobs: Option<Blobs>,
+}
+
+impl WebAppLayer {
+    pub fn new(blobs: Option<Blobs>) -> Self {
+        Self { blobs }
+    }
+}
 
 impl<S> tower::Layer<S> for WebAppLayer {
     type Service = WebApp<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        WebApp { inner }
+        WebApp { inner, blobs: self.blobs.clone() }
     }
 }
 
 #[derive(Clone)]
 pub struct WebApp<S> {
     inner: S,
+    blobs: Option<Blobs>,
 }
 
 impl<S, B> tower::Service<Request<B>> for WebApp<S>
 where
     S: tower::Service<Request<B>, Response = Response<tonic::body::Body>, Error = Infallible>,
     S::Future: Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: std::fmt::Display + Send,
 {
     type Response = Response<tonic::body::Body>;
     type Error = Infallible;
@@ -97,6 +111,9 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
+        if let Some(blobs) = self.blobs.clone().filter(|_| is_blob_path(request.uri().path())) {
+            return Box::pin(async move { Ok(blobs.serve(request).await.map(tonic::body::Body::new)) });
+        }
         if request.method() == Method::GET || request.method() == Method::HEAD {
             let response = respond(request.method(), request.uri().path()).map(tonic::body::Body::new);
             return Box::pin(std::future::ready(Ok(response)));

@@ -129,6 +129,7 @@ impl Writer {
         let mut outgoing = Vec::new();
         let mut mentions = Vec::new();
         let mut broadcasts = Vec::new();
+        let mut attached = Vec::new();
         // Sending marks the conversation read up to the message, for its sender.
         let mut read_up_to: BTreeMap<(String, String), (i64, i64)> = BTreeMap::new();
         let mut results = Vec::with_capacity(messages.len());
@@ -150,6 +151,11 @@ impl Writer {
                 read_up_to.insert((stored.channel_id.clone(), stored.sender_id.clone()), (stored.seq, ordinal));
             }
             mentions.extend(mention_rows(&stored, &m.mentions));
+            attached.extend(
+                m.file_ids
+                    .iter()
+                    .map(|file_id| (file_id.clone(), stored.message_id.clone(), stored.channel_id.clone())),
+            );
             if m.mentions.channel {
                 broadcasts.push(broadcast_row(&stored));
             }
@@ -191,6 +197,7 @@ impl Writer {
             events::enqueue_many(&txn, &outgoing).await?;
             mention::Entity::insert_many(mentions).exec_without_returning(&txn).await?;
             broadcast::Entity::insert_many(broadcasts).exec_without_returning(&txn).await?;
+            crate::attachments::record(&txn, &attached).await?;
             read_states::advance_senders(&txn, &read_up_to).await?;
         }
         txn.commit().await?;

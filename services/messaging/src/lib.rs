@@ -3,6 +3,7 @@
 //! delivery is a best-effort publish after commit; the log is the truth.
 
 mod access;
+mod attachments;
 mod batches;
 mod blocks;
 pub mod commit;
@@ -25,6 +26,8 @@ use std::sync::Arc;
 use colink_proto::channels::v1::channels_service_client::ChannelsServiceClient;
 use colink_proto::channels::v1::{Channel, ChannelKind, GetChannelRequest, MemberRole, OpenDirectMessageRequest};
 use colink_proto::events::v1::{MessageChanged, event::Payload};
+use colink_proto::files::v1::CheckAttachmentsRequest;
+use colink_proto::files::v1::files_service_client::FilesServiceClient;
 use colink_proto::messaging::v1 as pb;
 use colink_proto::messaging::v1::channel_event::Kind;
 use colink_proto::messaging::v1::messaging_service_server::MessagingServiceServer;
@@ -66,6 +69,7 @@ pub struct MessagingService {
     outbox: Outbox,
     pubsub: Arc<dyn PubSub>,
     channels: ChannelsServiceClient<GrpcChannel>,
+    files: FilesServiceClient<GrpcChannel>,
     users: UsersServiceClient<GrpcChannel>,
     presence: PresenceServiceClient<GrpcChannel>,
     limit: SendLimit,
@@ -82,6 +86,7 @@ pub struct Peers {
     pub channels: GrpcChannel,
     pub users: GrpcChannel,
     pub presence: GrpcChannel,
+    pub files: GrpcChannel,
 }
 
 /// How many messages one user may send per minute, counted in ephemeral
@@ -172,6 +177,7 @@ impl MessagingService {
             outbox,
             pubsub,
             channels: ChannelsServiceClient::new(peers.channels),
+            files: FilesServiceClient::new(peers.files),
             users: UsersServiceClient::new(peers.users),
             presence: PresenceServiceClient::new(peers.presence),
             limit,
@@ -194,6 +200,12 @@ impl MessagingService {
             Threads(shared.clone()).into_server(),
             Reactions(shared).into_server(),
         )
+    }
+
+    /// The consumer of `file.events` that tells conversations when an
+    /// attached file's scan ends, and takes infected files off messages.
+    pub fn attachment_watcher(&self) -> Arc<dyn EventHandler> {
+        Arc::new(attachments::ScanWatcher { db: self.db.clone(), pubsub: self.pubsub.clone() })
     }
 
     /// The consumer of `channel.events` that records membership and archive
@@ -299,11 +311,12 @@ impl MessagingService {
     /// its thread.
     async fn post(&self, caller: &Caller, post: Post) -> Result<(pb::Message, bool)> {
         let Post { target, thread_id, also_in_channel, content, key, fingerprint } = post;
-        let admitted = match self.admit(caller, target, thread_id.as_deref()).await {
+        let admitted = match self.admit(caller, target, thread_id.as_deref(), &content.file_ids).await {
             Ok(admitted) => admitted,
             Err(err) => {
                 // A retry of a send that went through gets the original, even
-                // if the sender has since lost access or used up its budget.
+                // if the sender has since lost access, used up its budget, or
+                // a file it attached turned out infected.
                 if let (Some(key), Some(fingerprint)) = (&key, &fingerprint)
                     && let Some(original) = self.replayed(caller, key, fingerprint).await?
                 {
@@ -340,7 +353,13 @@ impl MessagingService {
     /// Checks that the caller may post now, in the conversation it named
     /// (opening the direct message to a recipient), and in the thread if
     /// one is named; returns the conversation and the thread's root.
-    async fn admit(&self, caller: &Caller, target: Target, thread_id: Option<&str>) -> Result<Admitted> {
+    async fn admit(
+        &self,
+        caller: &Caller,
+        target: Target,
+        thread_id: Option<&str>,
+        file_ids: &[String],
+    ) -> Result<Admitted> {
         let budget_key = format!("ratelimit:send:{}", caller.user_id);
         if !within_budget(self.limit.counters.as_ref(), &budget_key, self.limit.per_minute).await {
             return Err(Error::ResourceExhausted(format!(
@@ -374,6 +393,11 @@ impl MessagingService {
             }
             None => None,
         };
+        if !file_ids.is_empty() {
+            let request = CheckAttachmentsRequest { file_ids: file_ids.to_vec(), channel_id: channel_id.clone() };
+            call_on_behalf(&self.files, caller, request, |mut c, r| async move { c.check_attachments(r).await })
+                .await?;
+        }
         Ok(Admitted { channel_id, root })
     }
 
@@ -815,6 +839,7 @@ fn message_changed(m: &message::Model, seq: i64) -> Payload {
         thread_id: m.thread_id.clone().unwrap_or_default(),
         mentioned_user_ids: m.mentioned_ids.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect(),
         mentions_channel: m.mentions_channel,
+        file_ids: m.file_ids.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect(),
     })
 }
 

@@ -709,7 +709,7 @@ impl Session {
             },
             // Publishes may have been lost: the log has them.
             Some(pubsub::Frame::Resync) => self.catch_up(&channel_id).await,
-            Some(pubsub::Frame::Counts(_)) | None => Ok(()),
+            Some(pubsub::Frame::Counts(_) | pubsub::Frame::File(_)) | None => Ok(()),
         }
     }
 
@@ -719,6 +719,12 @@ impl Session {
                 let body = match pubsub::Frame::decode(bytes) {
                     Some(pubsub::Frame::Event(body)) => body,
                     Some(pubsub::Frame::Counts(body)) => return Box::pin(self.on_counts_notice(&body)).await,
+                    Some(pubsub::Frame::File(body)) => {
+                        return match colink_proto::files::v1::File::decode(body) {
+                            Ok(file) if file.owner_id == self.user_id => self.send(Frame::File(file)).await,
+                            _ => Ok(()),
+                        };
+                    }
                     // Notices may have been missed too.
                     Some(pubsub::Frame::Resync) => {
                         self.follow_new_channels().await?;

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 /// Every service this binary can host, in start-up order.
-pub const SERVICES: &[&str] = &["auth", "users", "channels", "messaging", "realtime", "presence", "admin"];
+pub const SERVICES: &[&str] = &["auth", "users", "channels", "messaging", "files", "realtime", "presence", "admin"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -42,6 +42,7 @@ pub struct Config {
     pub ephemeral: EphemeralConfig,
     pub auth: AuthConfig,
     pub realtime: RealtimeConfig,
+    pub files: FilesConfig,
     /// Where to reach services this node does not host, e.g.
     /// `channels = "http://10.0.0.5:7700"`. Unlisted services are reached on
     /// this node's own listener.
@@ -138,6 +139,95 @@ pub struct RealtimeConfig {
     pub slow_client_grace_ms: u64,
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FilesConfig {
+    /// Where the bytes live. Empty: a folder under the data directory,
+    /// uploaded to and downloaded from this node through signed URLs.
+    pub url: String,
+    /// The address clients reach this node's file URLs at, such as
+    /// `https://chat.example.com`. Empty: `http://` and the listen address.
+    pub public_url: String,
+    /// The key that signs this node's file URLs, at least 32 characters;
+    /// every node serving the same folder needs the same one. Empty: a
+    /// random key kept in the data directory.
+    pub signing_key: String,
+    /// The largest single upload.
+    pub max_file_size_bytes: i64,
+    /// MIME types that may be uploaded; `type/*` allows a whole family.
+    /// Executables are refused whatever this says.
+    pub allowed_types: Vec<String>,
+    /// Each user's storage quota unless an admin set another.
+    pub default_quota_bytes: i64,
+    /// All users' files together; 0 for no limit.
+    pub workspace_quota_bytes: i64,
+    /// Refuse to serve files that no scanner has seen. Meant for
+    /// deployments with a scanner: without one, nothing is downloadable.
+    pub require_scan: bool,
+    pub scanner: ScannerConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ScannerConfig {
+    /// clamd's socket: `tcp://host:3310` or `unix:///path/to/clamd.ctl`.
+    /// Empty: no scanner, and files are marked UNSCANNED.
+    pub clamd: String,
+    /// How long one scan may take before it counts as failed and is
+    /// retried.
+    pub timeout_ms: u64,
+}
+
+/// The seeds' allow-list: images, audio, video, documents and archives.
+pub const DEFAULT_ALLOWED_TYPES: &[&str] = &[
+    "image/png",
+    "image/jpeg",
+    "image/gif",
+    "image/webp",
+    "audio/*",
+    "video/*",
+    "application/pdf",
+    "text/plain",
+    "text/markdown",
+    "text/csv",
+    "application/json",
+    "application/zip",
+    "application/gzip",
+    "application/msword",
+    "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+    "application/vnd.ms-excel",
+    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+    "application/vnd.ms-powerpoint",
+    "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+    "application/vnd.oasis.opendocument.text",
+    "application/vnd.oasis.opendocument.spreadsheet",
+    "application/vnd.oasis.opendocument.presentation",
+];
+
+const MIB: i64 = 1024 * 1024;
+
+impl Default for FilesConfig {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            public_url: String::new(),
+            signing_key: String::new(),
+            max_file_size_bytes: 100 * MIB,
+            allowed_types: DEFAULT_ALLOWED_TYPES.iter().map(|t| t.to_string()).collect(),
+            default_quota_bytes: 100 * MIB,
+            workspace_quota_bytes: 0,
+            require_scan: false,
+            scanner: ScannerConfig::default(),
+        }
+    }
+}
+
+impl Default for ScannerConfig {
+    fn default() -> Self {
+        Self { clamd: String::new(), timeout_ms: 60_000 }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -151,6 +241,7 @@ impl Default for Config {
             ephemeral: EphemeralConfig::default(),
             auth: AuthConfig::default(),
             realtime: RealtimeConfig::default(),
+            files: FilesConfig::default(),
             peers: BTreeMap::new(),
             call_timeout_ms: 5_000,
             shutdown_grace_secs: 10,
@@ -297,6 +388,7 @@ impl Config {
         if self.realtime.max_channels_per_stream == 0 {
             problems.push("realtime.max_channels_per_stream: must be at least 1".into());
         }
+        problems.extend(self.files.problems());
         if self.call_timeout_ms == 0 {
             problems.push("call_timeout_ms: must be at least 1".into());
         }
@@ -309,6 +401,46 @@ impl Config {
             return SERVICES.to_vec();
         }
         SERVICES.iter().copied().filter(|s| self.services.iter().any(|n| n == s)).collect()
+    }
+}
+
+impl FilesConfig {
+    fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if !self.url.is_empty() {
+            problems.push(format!("files.url: {:?}: only the local store (empty) is supported", self.url));
+        }
+        if !(self.public_url.is_empty()
+            || self.public_url.starts_with("http://")
+            || self.public_url.starts_with("https://"))
+        {
+            problems.push(format!("files.public_url: {:?} is not an http(s) URL", self.public_url));
+        }
+        if !self.signing_key.is_empty() && self.signing_key.len() < 32 {
+            problems.push("files.signing_key: must be at least 32 characters".into());
+        }
+        if !(1..=5 * 1024 * MIB).contains(&self.max_file_size_bytes) {
+            problems.push("files.max_file_size_bytes: must be within 1 byte and 5 GiB".into());
+        }
+        for kind in &self.allowed_types {
+            let well_formed = kind.split_once('/').is_some_and(|(family, sub)| {
+                !family.is_empty() && !sub.is_empty() && !family.contains('*') && (sub == "*" || !sub.contains('*'))
+            });
+            if !well_formed || kind.to_ascii_lowercase() != *kind {
+                problems.push(format!("files.allowed_types: {kind:?} is not a lower-case type/subtype or type/*"));
+            }
+        }
+        if self.default_quota_bytes < 0 || self.workspace_quota_bytes < 0 {
+            problems.push("files.*_quota_bytes: must not be negative".into());
+        }
+        let clamd = &self.scanner.clamd;
+        if !(clamd.is_empty() || clamd.starts_with("tcp://") || clamd.starts_with("unix://")) {
+            problems.push(format!("files.scanner.clamd: {clamd:?} is neither empty, tcp://host:port nor unix:///path"));
+        }
+        if self.scanner.timeout_ms == 0 {
+            problems.push("files.scanner.timeout_ms: must be at least 1".into());
+        }
+        problems
     }
 }
 

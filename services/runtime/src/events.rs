@@ -30,10 +30,19 @@ pub const MESSAGE_EVENTS: &str = "message.events";
 pub const THREAD_EVENTS: &str = "thread.events";
 pub const REACTION_EVENTS: &str = "reaction.events";
 pub const PRESENCE_EVENTS: &str = "presence.events";
+pub const FILE_EVENTS: &str = "file.events";
 pub const AUDIT_EVENTS: &str = "audit.events";
 /// Every topic a Colink deployment uses.
-pub const TOPICS: &[&str] =
-    &[USER_EVENTS, CHANNEL_EVENTS, MESSAGE_EVENTS, THREAD_EVENTS, REACTION_EVENTS, PRESENCE_EVENTS, AUDIT_EVENTS];
+pub const TOPICS: &[&str] = &[
+    USER_EVENTS,
+    CHANNEL_EVENTS,
+    MESSAGE_EVENTS,
+    THREAD_EVENTS,
+    REACTION_EVENTS,
+    PRESENCE_EVENTS,
+    FILE_EVENTS,
+    AUDIT_EVENTS,
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum EventError {

@@ -43,6 +43,9 @@ pub enum Frame {
     /// On a channel topic: an encoded `colink.presence.v1.Presence` of a
     /// member who changed presence.
     Presence(Bytes),
+    /// On a user topic: an encoded `colink.files.v1.File` of the user's
+    /// own whose scan status changed.
+    File(Bytes),
     /// Made locally, never sent: publishes may have been missed (the
     /// connection to the broker was lost), so catch up from the store.
     Resync,
@@ -54,6 +57,7 @@ impl Frame {
     const RESYNC: u8 = 2;
     const COUNTS: u8 = 3;
     const PRESENCE: u8 = 4;
+    const FILE: u8 = 5;
 
     pub fn encode(&self) -> Bytes {
         let empty = Bytes::new();
@@ -63,6 +67,7 @@ impl Frame {
             Frame::Resync => (Self::RESYNC, &empty),
             Frame::Counts(b) => (Self::COUNTS, b),
             Frame::Presence(b) => (Self::PRESENCE, b),
+            Frame::File(b) => (Self::FILE, b),
         };
         let mut out = Vec::with_capacity(body.len() + 1);
         out.push(tag);
@@ -81,6 +86,7 @@ impl Frame {
             Self::RESYNC => Some(Frame::Resync),
             Self::COUNTS => Some(Frame::Counts(bytes)),
             Self::PRESENCE => Some(Frame::Presence(bytes)),
+            Self::FILE => Some(Frame::File(bytes)),
             _ => None,
         }
     }

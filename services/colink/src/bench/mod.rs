@@ -6,7 +6,9 @@
 //! progress to stderr, a table to stdout, and one JSON line per scenario.
 
 mod conversation;
+mod files;
 mod frames;
+pub mod http;
 mod load;
 mod server;
 
@@ -47,6 +49,7 @@ pub const SCENARIOS: &[&str] = &[
     "history",
     "reaction-storm",
     "unread-at-scale",
+    "files",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,6 +137,8 @@ fn shape(scenario: &str, size: Size) -> Shape {
             max_secs: 60,
             ..base
         },
+        // `messages` counts files of 1 MiB; `senders` uploads run at once.
+        "files" => Shape { members: 4, senders: 4, messages: pick(8, 400) as u64, max_secs: 120, ..base },
         _ => base,
     }
 }
@@ -236,6 +241,11 @@ pub(super) struct Report {
     rss_per_stream_kib: Option<f64>,
     /// Unread at scale: GetUnreadCounts latency under traffic.
     counts_ms: Option<Percentiles>,
+    /// Files: GetDownloadUrl latency.
+    download_url_ms: Option<Percentiles>,
+    /// Files: clamd scanning the same kind of bytes by itself.
+    scan_alone_ms: Option<Percentiles>,
+    scan_alone_per_s: Option<f64>,
     server_cpu_s: f64,
     /// CPU microseconds per delivery while messages flowed: the node's and
     /// the load generator's, so that a reader can tell which ran out.
@@ -291,6 +301,9 @@ impl Report {
             "page_ms": self.page_ms.map(|p| p.json()),
             "rss_per_stream_kib": self.rss_per_stream_kib.map(round),
             "counts_ms": self.counts_ms.map(|p| p.json()),
+            "download_url_ms": self.download_url_ms.map(|p| p.json()),
+            "scan_alone_ms": self.scan_alone_ms.map(|p| p.json()),
+            "scan_alone_per_s": self.scan_alone_per_s.map(round),
             "server_cpu_s": round(self.server_cpu_s),
             "node_cpu_us_per_delivery": self.cpu_per_delivery_us.map(|c| round(c.0)),
             "generator_cpu_us_per_delivery": self.cpu_per_delivery_us.map(|c| round(c.1)),
@@ -321,6 +334,12 @@ fn print_report(r: &Report) {
     }
     if let Some(counts) = &r.counts_ms {
         println!("  GetUnreadCounts ms   {}", p(counts));
+    }
+    if let Some(urls) = &r.download_url_ms {
+        println!("  GetDownloadUrl ms    {}", p(urls));
+    }
+    if let (Some(alone), Some(per_s)) = (&r.scan_alone_ms, r.scan_alone_per_s) {
+        println!("  clamd alone          {per_s:.1} files/s; scan ms {}", p(alone));
     }
     println!("  server CPU           {:.1} s, peak RSS {:.0} MiB", r.server_cpu_s, r.server_peak_rss_mib);
     if let Some((node, generator)) = r.cpu_per_delivery_us {
@@ -376,6 +395,7 @@ async fn run_one(scenario: &str, size: Size, postgres: Option<&str>) -> Result<R
             conversation::reaction_storm(&pool, &users, &owners, &channel_ids, &shape, &progress, &mut report).await?
         }
         "unread-at-scale" => conversation::unread_at_scale(&pool, &users, &shape, &progress, &mut report).await?,
+        "files" => files::uploads(&pool, &users, &shape, &progress, &mut report).await?,
         _ => traffic(&pool, &users, &owners, &channel_ids, &shape, &progress, &mut report).await?,
     }
     report.server_cpu_s = server.cpu_seconds() - cpu_before;
@@ -582,7 +602,7 @@ async fn history(
     Ok(())
 }
 
-const DATABASES: &[&str] = &["auth", "users", "channels", "messaging", "admin"];
+const DATABASES: &[&str] = &["auth", "users", "channels", "messaging", "files", "admin"];
 
 /// Creates (or, with `drop`, removes) one database per service named after
 /// `prefix`; returns the URL template.
@@ -635,6 +655,12 @@ fn markdown(results: &[Report], options: &Options) -> String {
         if let Some(p) = &r.counts_ms {
             other.push(format!("GetUnreadCounts p50 {:.2} / p99 {:.2} ms", p.p50, p.p99));
         }
+        if let Some(p) = &r.download_url_ms {
+            other.push(format!("GetDownloadUrl p50 {:.2} / p99 {:.2} ms", p.p50, p.p99));
+        }
+        if let (Some(p), Some(per_s)) = (&r.scan_alone_ms, r.scan_alone_per_s) {
+            other.push(format!("clamd alone {per_s:.1} files/s, scan p50 {:.2} / p99 {:.2} ms", p.p50, p.p99));
+        }
         out.push_str(&format!(
             "| {} | {} | {} | {:.0} | {:.0} | {:.2} / {:.2} / {:.2} | {:.2} | {} | {} | {} | {:.1} | {:.0} | {} |\n",
             r.scenario,
@@ -674,6 +700,12 @@ fn goal(r: &Report) -> String {
         "history" => ("page p99 ≤ 5 ms", r.page_ms.is_some_and(|p| p.p99 <= 5.0)),
         "reaction-storm" => ("1,000 reactions/s, p99 ≤ 100 ms", r.sends_per_s >= 990.0 && r.latency_ms.p99 <= 100.0),
         "unread-at-scale" => ("GetUnreadCounts p99 ≤ 5 ms", r.counts_ms.is_some_and(|p| p.p99 <= 5.0)),
+        // The pipeline keeps up with clamd itself, and hands out URLs fast.
+        "files" => (
+            "≥ 80% of clamd's files/s, GetDownloadUrl p99 ≤ 5 ms",
+            r.scan_alone_per_s.is_some_and(|alone| r.sends_per_s >= 0.8 * alone)
+                && r.download_url_ms.is_some_and(|p| p.p99 <= 5.0),
+        ),
         _ => ("", false),
     };
     let integrity = r.lost == 0 && r.duplicated == 0;

@@ -33,10 +33,15 @@ impl Server {
             .env("COLINK_AUTH__ARGON2_MEMORY_KIB", "64")
             .env("COLINK_AUTH__ARGON2_ITERATIONS", "1")
             .env("COLINK_LOG__LEVEL", "warn")
+            // The files scenario uploads hundreds of MiB per user.
+            .env("COLINK_FILES__DEFAULT_QUOTA_BYTES", (1_i64 << 40).to_string())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
         if let Some(url) = database_url {
             command.env("COLINK_DATABASE__URL", url);
+        }
+        if let Some(clamd) = super::files::clamd_url() {
+            command.env("COLINK_FILES__SCANNER__CLAMD", clamd);
         }
         let child = command.spawn().map_err(|e| BenchError::Server(format!("cannot start colink serve: {e}")))?;
         let server = Self { child, addr: addr.to_string() };

@@ -9,6 +9,7 @@ use colink_proto::auth::v1::auth_service_client::AuthServiceClient;
 use colink_proto::auth::v1::{RegisterRequest, TokenPair};
 use colink_proto::channels::v1::channels_service_client::ChannelsServiceClient;
 use colink_proto::channels::v1::{Channel, ChannelKind, CreateChannelRequest};
+use colink_proto::files::v1::files_service_client::FilesServiceClient;
 use colink_proto::messaging::v1::messaging_service_client::MessagingServiceClient;
 use colink_proto::messaging::v1::{ChannelEvent, Message, SendMessageRequest};
 use colink_proto::presence::v1::presence_service_client::PresenceServiceClient;
@@ -39,7 +40,7 @@ pub async fn fresh_postgres(server: &str) -> String {
     let server = server.trim_end_matches('/');
     let prefix = format!("colink_test_{}", uuid::Uuid::now_v7().simple());
     let admin = sea_orm::Database::connect(format!("{server}/postgres")).await.expect("PostgreSQL reachable");
-    for service in ["auth", "users", "channels", "messaging", "admin"] {
+    for service in ["auth", "users", "channels", "messaging", "files", "admin"] {
         admin.execute_unprepared(&format!("CREATE DATABASE {prefix}_{service}")).await.expect("create database");
     }
     admin.close().await.expect("close");
@@ -127,6 +128,10 @@ impl TestApp {
 
     pub fn messaging(&self) -> MessagingServiceClient<GrpcChannel> {
         MessagingServiceClient::new(self.channel.clone())
+    }
+
+    pub fn files(&self) -> FilesServiceClient<GrpcChannel> {
+        FilesServiceClient::new(self.channel.clone())
     }
 
     pub fn threads(&self) -> ThreadsServiceClient<GrpcChannel> {
@@ -290,4 +295,10 @@ pub fn assert_invalid<T: std::fmt::Debug>(result: Result<T, Status>, field: &str
         "expected a violation for {field:?}, got {violations:?} ({})",
         status.message()
     );
+}
+
+/// One HTTP/1.1 request, as a browser or curl would send it to a signed
+/// file URL.
+pub async fn http(method: &str, url: &str, headers: &[(&str, &str)], body: &[u8]) -> colink::bench::http::HttpAnswer {
+    colink::bench::http::request(method, url, headers, body, WAIT).await.expect("an HTTP answer")
 }

@@ -15,6 +15,7 @@ mod channels;
 mod cluster;
 mod crash;
 mod envoy;
+mod files;
 mod hardening;
 mod idempotency;
 mod kafka;

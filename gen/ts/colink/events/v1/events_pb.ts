@@ -5,7 +5,8 @@
 // Topics and keys: `user.events` keyed by user id, `channel.events` keyed by
 // channel id, `message.events` keyed by channel id, `thread.events` keyed by
 // thread id, `reaction.events` keyed by message id, `presence.events` keyed
-// by user id, `audit.events` keyed by the target's id.
+// by user id, `file.events` keyed by file id, `audit.events` keyed by the
+// target's id.
 //
 // Presence is ephemeral and kept in no table: its events are published
 // straight to the log, best effort, rather than through an outbox.
@@ -24,7 +25,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file colink/events/v1/events.proto.
  */
 export const file_colink_events_v1_events: GenFile = /*@__PURE__*/
-  fileDesc("Ch1jb2xpbmsvZXZlbnRzL3YxL2V2ZW50cy5wcm90bxIQY29saW5rLmV2ZW50cy52MSKlCAoFRXZlbnQSEAoIZXZlbnRfaWQYASABKAkSDAoEdHlwZRgCIAEoCRIuCgpvY2N1cl90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIQCghhY3Rvcl9pZBgEIAEoCRI1Cgx1c2VyX2NyZWF0ZWQYCiABKAsyHS5jb2xpbmsuZXZlbnRzLnYxLlVzZXJDcmVhdGVkSAASOwoPY2hhbm5lbF9jcmVhdGVkGAsgASgLMiAuY29saW5rLmV2ZW50cy52MS5DaGFubmVsQ2hhbmdlZEgAEjsKD2NoYW5uZWxfdXBkYXRlZBgMIAEoCzIgLmNvbGluay5ldmVudHMudjEuQ2hhbm5lbENoYW5nZWRIABI8ChBjaGFubmVsX2FyY2hpdmVkGA0gASgLMiAuY29saW5rLmV2ZW50cy52MS5DaGFubmVsQ2hhbmdlZEgAEj4KEmNoYW5uZWxfdW5hcmNoaXZlZBgOIAEoCzIgLmNvbGluay5ldmVudHMudjEuQ2hhbm5lbENoYW5nZWRIABI8Cg1tZW1iZXJfam9pbmVkGA8gASgLMiMuY29saW5rLmV2ZW50cy52MS5NZW1iZXJzaGlwQ2hhbmdlZEgAEjoKC21lbWJlcl9sZWZ0GBAgASgLMiMuY29saW5rLmV2ZW50cy52MS5NZW1iZXJzaGlwQ2hhbmdlZEgAEkIKE21lbWJlcl9yb2xlX2NoYW5nZWQYESABKAsyIy5jb2xpbmsuZXZlbnRzLnYxLk1lbWJlcnNoaXBDaGFuZ2VkSAASOwoPbWVzc2FnZV9jaGFuZ2VkGBIgASgLMiAuY29saW5rLmV2ZW50cy52MS5NZXNzYWdlQ2hhbmdlZEgAEj8KEW1lc3NhZ2VfbW9kZXJhdGVkGBMgASgLMiIuY29saW5rLmV2ZW50cy52MS5NZXNzYWdlTW9kZXJhdGVkSAASPQoQcmVhY3Rpb25fY2hhbmdlZBgUIAEoCzIhLmNvbGluay5ldmVudHMudjEuUmVhY3Rpb25DaGFuZ2VkSAASOQoOdGhyZWFkX2NoYW5nZWQYFSABKAsyHy5jb2xpbmsuZXZlbnRzLnYxLlRocmVhZENoYW5nZWRIABJJChptZW1iZXJfcHJlZmVyZW5jZXNfY2hhbmdlZBgWIAEoCzIjLmNvbGluay5ldmVudHMudjEuTWVtYmVyc2hpcENoYW5nZWRIABJAChJyZWFkX3N0YXRlX2NoYW5nZWQYFyABKAsyIi5jb2xpbmsuZXZlbnRzLnYxLlJlYWRTdGF0ZUNoYW5nZWRIABI9ChBwcmVzZW5jZV91cGRhdGVkGBggASgLMiEuY29saW5rLmV2ZW50cy52MS5QcmVzZW5jZUNoYW5nZWRIAEIJCgdwYXlsb2FkIoEBCg9SZWFjdGlvbkNoYW5nZWQSEgoKbWVzc2FnZV9pZBgBIAEoCRISCgpjaGFubmVsX2lkGAIgASgJEg8KB3VzZXJfaWQYAyABKAkSDQoFZW1vamkYBCABKAkSGQoRbWVzc2FnZV9zZW5kZXJfaWQYBSABKAkSCwoDc2VxGAYgASgDIoYBCg1UaHJlYWRDaGFuZ2VkEhEKCXRocmVhZF9pZBgBIAEoCRISCgpjaGFubmVsX2lkGAIgASgJEg8KB3VzZXJfaWQYAyABKAkSGAoQcmVwbHlfbWVzc2FnZV9pZBgEIAEoCRILCgNzZXEYBSABKAMSFgoOcm9vdF9zZW5kZXJfaWQYBiABKAkiRgoLVXNlckNyZWF0ZWQSDwoHdXNlcl9pZBgBIAEoCRIQCgh1c2VybmFtZRgCIAEoCRIUCgxkaXNwbGF5X25hbWUYAyABKAkiQAoOQ2hhbm5lbENoYW5nZWQSEgoKY2hhbm5lbF9pZBgBIAEoCRIMCgRuYW1lGAIgASgJEgwKBGtpbmQYAyABKAkiaQoRTWVtYmVyc2hpcENoYW5nZWQSEgoKY2hhbm5lbF9pZBgBIAEoCRIPCgd1c2VyX2lkGAIgASgJEgwKBHJvbGUYAyABKAkSEgoKYnlfdXNlcl9pZBgEIAEoCRINCgVtdXRlZBgFIAEoCCKvAQoOTWVzc2FnZUNoYW5nZWQSEgoKbWVzc2FnZV9pZBgBIAEoCRISCgpjaGFubmVsX2lkGAIgASgJEhEKCXNlbmRlcl9pZBgDIAEoCRILCgNzZXEYBCABKAMSDAoEdGV4dBgFIAEoCRIRCgl0aHJlYWRfaWQYBiABKAkSGgoSbWVudGlvbmVkX3VzZXJfaWRzGAcgAygJEhgKEG1lbnRpb25zX2NoYW5uZWwYCCABKAgihAEKEE1lc3NhZ2VNb2RlcmF0ZWQSFQoNbW9kZXJhdGlvbl9pZBgBIAEoCRISCgptZXNzYWdlX2lkGAIgASgJEhIKCmNoYW5uZWxfaWQYAyABKAkSEQoJc2VuZGVyX2lkGAQgASgJEg4KBmFjdGlvbhgFIAEoCRIOCgZyZWFzb24YBiABKAkiYQoQUmVhZFN0YXRlQ2hhbmdlZBISCgpjaGFubmVsX2lkGAEgASgJEhEKCXRocmVhZF9pZBgCIAEoCRIPCgd1c2VyX2lkGAMgASgJEhUKDWxhc3RfcmVhZF9zZXEYBCABKAMiSQoPUHJlc2VuY2VDaGFuZ2VkEg8KB3VzZXJfaWQYASABKAkSDgoGc3RhdHVzGAIgASgJEhUKDWN1c3RvbV9zdGF0dXMYAyABKAliBnByb3RvMw", [file_google_protobuf_timestamp]);
+  fileDesc("Ch1jb2xpbmsvZXZlbnRzL3YxL2V2ZW50cy5wcm90bxIQY29saW5rLmV2ZW50cy52MSLcCAoFRXZlbnQSEAoIZXZlbnRfaWQYASABKAkSDAoEdHlwZRgCIAEoCRIuCgpvY2N1cl90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIQCghhY3Rvcl9pZBgEIAEoCRI1Cgx1c2VyX2NyZWF0ZWQYCiABKAsyHS5jb2xpbmsuZXZlbnRzLnYxLlVzZXJDcmVhdGVkSAASOwoPY2hhbm5lbF9jcmVhdGVkGAsgASgLMiAuY29saW5rLmV2ZW50cy52MS5DaGFubmVsQ2hhbmdlZEgAEjsKD2NoYW5uZWxfdXBkYXRlZBgMIAEoCzIgLmNvbGluay5ldmVudHMudjEuQ2hhbm5lbENoYW5nZWRIABI8ChBjaGFubmVsX2FyY2hpdmVkGA0gASgLMiAuY29saW5rLmV2ZW50cy52MS5DaGFubmVsQ2hhbmdlZEgAEj4KEmNoYW5uZWxfdW5hcmNoaXZlZBgOIAEoCzIgLmNvbGluay5ldmVudHMudjEuQ2hhbm5lbENoYW5nZWRIABI8Cg1tZW1iZXJfam9pbmVkGA8gASgLMiMuY29saW5rLmV2ZW50cy52MS5NZW1iZXJzaGlwQ2hhbmdlZEgAEjoKC21lbWJlcl9sZWZ0GBAgASgLMiMuY29saW5rLmV2ZW50cy52MS5NZW1iZXJzaGlwQ2hhbmdlZEgAEkIKE21lbWJlcl9yb2xlX2NoYW5nZWQYESABKAsyIy5jb2xpbmsuZXZlbnRzLnYxLk1lbWJlcnNoaXBDaGFuZ2VkSAASOwoPbWVzc2FnZV9jaGFuZ2VkGBIgASgLMiAuY29saW5rLmV2ZW50cy52MS5NZXNzYWdlQ2hhbmdlZEgAEj8KEW1lc3NhZ2VfbW9kZXJhdGVkGBMgASgLMiIuY29saW5rLmV2ZW50cy52MS5NZXNzYWdlTW9kZXJhdGVkSAASPQoQcmVhY3Rpb25fY2hhbmdlZBgUIAEoCzIhLmNvbGluay5ldmVudHMudjEuUmVhY3Rpb25DaGFuZ2VkSAASOQoOdGhyZWFkX2NoYW5nZWQYFSABKAsyHy5jb2xpbmsuZXZlbnRzLnYxLlRocmVhZENoYW5nZWRIABJJChptZW1iZXJfcHJlZmVyZW5jZXNfY2hhbmdlZBgWIAEoCzIjLmNvbGluay5ldmVudHMudjEuTWVtYmVyc2hpcENoYW5nZWRIABJAChJyZWFkX3N0YXRlX2NoYW5nZWQYFyABKAsyIi5jb2xpbmsuZXZlbnRzLnYxLlJlYWRTdGF0ZUNoYW5nZWRIABI9ChBwcmVzZW5jZV91cGRhdGVkGBggASgLMiEuY29saW5rLmV2ZW50cy52MS5QcmVzZW5jZUNoYW5nZWRIABI1CgxmaWxlX2NoYW5nZWQYGSABKAsyHS5jb2xpbmsuZXZlbnRzLnYxLkZpbGVDaGFuZ2VkSABCCQoHcGF5bG9hZCKTAQoLRmlsZUNoYW5nZWQSDwoHZmlsZV9pZBgBIAEoCRIQCghvd25lcl9pZBgCIAEoCRISCgpjaGFubmVsX2lkGAMgASgJEhIKCnNpemVfYnl0ZXMYBCABKAMSEQoJbWltZV90eXBlGAUgASgJEhMKC3NjYW5fc3RhdHVzGAYgASgJEhEKCXNpZ25hdHVyZRgHIAEoCSKBAQoPUmVhY3Rpb25DaGFuZ2VkEhIKCm1lc3NhZ2VfaWQYASABKAkSEgoKY2hhbm5lbF9pZBgCIAEoCRIPCgd1c2VyX2lkGAMgASgJEg0KBWVtb2ppGAQgASgJEhkKEW1lc3NhZ2Vfc2VuZGVyX2lkGAUgASgJEgsKA3NlcRgGIAEoAyKGAQoNVGhyZWFkQ2hhbmdlZBIRCgl0aHJlYWRfaWQYASABKAkSEgoKY2hhbm5lbF9pZBgCIAEoCRIPCgd1c2VyX2lkGAMgASgJEhgKEHJlcGx5X21lc3NhZ2VfaWQYBCABKAkSCwoDc2VxGAUgASgDEhYKDnJvb3Rfc2VuZGVyX2lkGAYgASgJIkYKC1VzZXJDcmVhdGVkEg8KB3VzZXJfaWQYASABKAkSEAoIdXNlcm5hbWUYAiABKAkSFAoMZGlzcGxheV9uYW1lGAMgASgJIkAKDkNoYW5uZWxDaGFuZ2VkEhIKCmNoYW5uZWxfaWQYASABKAkSDAoEbmFtZRgCIAEoCRIMCgRraW5kGAMgASgJImkKEU1lbWJlcnNoaXBDaGFuZ2VkEhIKCmNoYW5uZWxfaWQYASABKAkSDwoHdXNlcl9pZBgCIAEoCRIMCgRyb2xlGAMgASgJEhIKCmJ5X3VzZXJfaWQYBCABKAkSDQoFbXV0ZWQYBSABKAgiwQEKDk1lc3NhZ2VDaGFuZ2VkEhIKCm1lc3NhZ2VfaWQYASABKAkSEgoKY2hhbm5lbF9pZBgCIAEoCRIRCglzZW5kZXJfaWQYAyABKAkSCwoDc2VxGAQgASgDEgwKBHRleHQYBSABKAkSEQoJdGhyZWFkX2lkGAYgASgJEhoKEm1lbnRpb25lZF91c2VyX2lkcxgHIAMoCRIYChBtZW50aW9uc19jaGFubmVsGAggASgIEhAKCGZpbGVfaWRzGAkgAygJIoQBChBNZXNzYWdlTW9kZXJhdGVkEhUKDW1vZGVyYXRpb25faWQYASABKAkSEgoKbWVzc2FnZV9pZBgCIAEoCRISCgpjaGFubmVsX2lkGAMgASgJEhEKCXNlbmRlcl9pZBgEIAEoCRIOCgZhY3Rpb24YBSABKAkSDgoGcmVhc29uGAYgASgJImEKEFJlYWRTdGF0ZUNoYW5nZWQSEgoKY2hhbm5lbF9pZBgBIAEoCRIRCgl0aHJlYWRfaWQYAiABKAkSDwoHdXNlcl9pZBgDIAEoCRIVCg1sYXN0X3JlYWRfc2VxGAQgASgDIkkKD1ByZXNlbmNlQ2hhbmdlZBIPCgd1c2VyX2lkGAEgASgJEg4KBnN0YXR1cxgCIAEoCRIVCg1jdXN0b21fc3RhdHVzGAMgASgJYgZwcm90bzM", [file_google_protobuf_timestamp]);
 
 /**
  * One domain event.
@@ -186,6 +187,15 @@ export type Event = Message<"colink.events.v1.Event"> & {
      */
     value: PresenceChanged;
     case: "presenceUpdated";
+  } | {
+    /**
+     * file.uploaded (confirmed, waiting for its scan), file.scanned,
+     * file.deleted, file.expired
+     *
+     * @generated from field: colink.events.v1.FileChanged file_changed = 25;
+     */
+    value: FileChanged;
+    case: "fileChanged";
   } | { case: undefined; value?: undefined };
 };
 
@@ -195,6 +205,70 @@ export type Event = Message<"colink.events.v1.Event"> & {
  */
 export const EventSchema: GenMessage<Event> = /*@__PURE__*/
   messageDesc(file_colink_events_v1_events, 0);
+
+/**
+ * A file's bytes or scan status changed.
+ *
+ * @generated from message colink.events.v1.FileChanged
+ */
+export type FileChanged = Message<"colink.events.v1.FileChanged"> & {
+  /**
+   * The file.
+   *
+   * @generated from field: string file_id = 1;
+   */
+  fileId: string;
+
+  /**
+   * Its uploader.
+   *
+   * @generated from field: string owner_id = 2;
+   */
+  ownerId: string;
+
+  /**
+   * The channel it was uploaded to; empty for none.
+   *
+   * @generated from field: string channel_id = 3;
+   */
+  channelId: string;
+
+  /**
+   * Its confirmed size.
+   *
+   * @generated from field: int64 size_bytes = 4;
+   */
+  sizeBytes: bigint;
+
+  /**
+   * Its confirmed (sniffed) type.
+   *
+   * @generated from field: string mime_type = 5;
+   */
+  mimeType: string;
+
+  /**
+   * The scan status after the change: "pending", "clean", "infected",
+   * "unscanned" or "failed".
+   *
+   * @generated from field: string scan_status = 6;
+   */
+  scanStatus: string;
+
+  /**
+   * For an infected file: what the scanner found.
+   *
+   * @generated from field: string signature = 7;
+   */
+  signature: string;
+};
+
+/**
+ * Describes the message colink.events.v1.FileChanged.
+ * Use `create(FileChangedSchema)` to create a new message.
+ */
+export const FileChangedSchema: GenMessage<FileChanged> = /*@__PURE__*/
+  messageDesc(file_colink_events_v1_events, 1);
 
 /**
  * A reaction was added or removed.
@@ -250,7 +324,7 @@ export type ReactionChanged = Message<"colink.events.v1.ReactionChanged"> & {
  * Use `create(ReactionChangedSchema)` to create a new message.
  */
 export const ReactionChangedSchema: GenMessage<ReactionChanged> = /*@__PURE__*/
-  messageDesc(file_colink_events_v1_events, 1);
+  messageDesc(file_colink_events_v1_events, 2);
 
 /**
  * A thread got a reply or a follower changed.
@@ -306,7 +380,7 @@ export type ThreadChanged = Message<"colink.events.v1.ThreadChanged"> & {
  * Use `create(ThreadChangedSchema)` to create a new message.
  */
 export const ThreadChangedSchema: GenMessage<ThreadChanged> = /*@__PURE__*/
-  messageDesc(file_colink_events_v1_events, 2);
+  messageDesc(file_colink_events_v1_events, 3);
 
 /**
  * A new account.
@@ -341,7 +415,7 @@ export type UserCreated = Message<"colink.events.v1.UserCreated"> & {
  * Use `create(UserCreatedSchema)` to create a new message.
  */
 export const UserCreatedSchema: GenMessage<UserCreated> = /*@__PURE__*/
-  messageDesc(file_colink_events_v1_events, 3);
+  messageDesc(file_colink_events_v1_events, 4);
 
 /**
  * A channel was created or changed.
@@ -376,7 +450,7 @@ export type ChannelChanged = Message<"colink.events.v1.ChannelChanged"> & {
  * Use `create(ChannelChangedSchema)` to create a new message.
  */
 export const ChannelChangedSchema: GenMessage<ChannelChanged> = /*@__PURE__*/
-  messageDesc(file_colink_events_v1_events, 4);
+  messageDesc(file_colink_events_v1_events, 5);
 
 /**
  * A membership was created, removed or changed.
@@ -426,7 +500,7 @@ export type MembershipChanged = Message<"colink.events.v1.MembershipChanged"> & 
  * Use `create(MembershipChangedSchema)` to create a new message.
  */
 export const MembershipChangedSchema: GenMessage<MembershipChanged> = /*@__PURE__*/
-  messageDesc(file_colink_events_v1_events, 5);
+  messageDesc(file_colink_events_v1_events, 6);
 
 /**
  * A message changed.
@@ -489,6 +563,14 @@ export type MessageChanged = Message<"colink.events.v1.MessageChanged"> & {
    * @generated from field: bool mentions_channel = 8;
    */
   mentionsChannel: boolean;
+
+  /**
+   * Attached files (message.created); for message.deleted and
+   * message.recalled, the files it had.
+   *
+   * @generated from field: repeated string file_ids = 9;
+   */
+  fileIds: string[];
 };
 
 /**
@@ -496,7 +578,7 @@ export type MessageChanged = Message<"colink.events.v1.MessageChanged"> & {
  * Use `create(MessageChangedSchema)` to create a new message.
  */
 export const MessageChangedSchema: GenMessage<MessageChanged> = /*@__PURE__*/
-  messageDesc(file_colink_events_v1_events, 6);
+  messageDesc(file_colink_events_v1_events, 7);
 
 /**
  * A moderator acted on a message.
@@ -552,7 +634,7 @@ export type MessageModerated = Message<"colink.events.v1.MessageModerated"> & {
  * Use `create(MessageModeratedSchema)` to create a new message.
  */
 export const MessageModeratedSchema: GenMessage<MessageModerated> = /*@__PURE__*/
-  messageDesc(file_colink_events_v1_events, 7);
+  messageDesc(file_colink_events_v1_events, 8);
 
 /**
  * A member read further in a conversation or a thread (on any device).
@@ -594,7 +676,7 @@ export type ReadStateChanged = Message<"colink.events.v1.ReadStateChanged"> & {
  * Use `create(ReadStateChangedSchema)` to create a new message.
  */
 export const ReadStateChangedSchema: GenMessage<ReadStateChanged> = /*@__PURE__*/
-  messageDesc(file_colink_events_v1_events, 8);
+  messageDesc(file_colink_events_v1_events, 9);
 
 /**
  * A user's presence as others see it changed.
@@ -629,5 +711,5 @@ export type PresenceChanged = Message<"colink.events.v1.PresenceChanged"> & {
  * Use `create(PresenceChangedSchema)` to create a new message.
  */
 export const PresenceChangedSchema: GenMessage<PresenceChanged> = /*@__PURE__*/
-  messageDesc(file_colink_events_v1_events, 9);
+  messageDesc(file_colink_events_v1_events, 10);
 

@@ -23,6 +23,8 @@
 
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { ScanStatus } from "../../files/v1/files_pb";
+import { file_colink_files_v1_files } from "../../files/v1/files_pb";
 import type { ReactionGroup } from "../../reactions/v1/reactions_pb";
 import { file_colink_reactions_v1_reactions } from "../../reactions/v1/reactions_pb";
 import { file_google_api_annotations } from "../../../google/api/annotations_pb";
@@ -34,7 +36,7 @@ import type { Message as Message$1 } from "@bufbuild/protobuf";
  * Describes the file colink/messaging/v1/messaging.proto.
  */
 export const file_colink_messaging_v1_messaging: GenFile = /*@__PURE__*/
-  fileDesc("CiNjb2xpbmsvbWVzc2FnaW5nL3YxL21lc3NhZ2luZy5wcm90bxITY29saW5rLm1lc3NhZ2luZy52MSKaBAoHTWVzc2FnZRISCgptZXNzYWdlX2lkGAEgASgJEhIKCmNoYW5uZWxfaWQYAiABKAkSCwoDc2VxGAMgASgDEhEKCXNlbmRlcl9pZBgEIAEoCRIMCgR0ZXh0GAUgASgJEhEKCXRocmVhZF9pZBgGIAEoCRIQCghmaWxlX2lkcxgHIAMoCRIPCgd2ZXJzaW9uGAggASgFEi8KC2NyZWF0ZV90aW1lGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBItCgllZGl0X3RpbWUYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg8KB2RlbGV0ZWQYCyABKAgSLwoLZGVsZXRlX3RpbWUYDCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhAKCHJlY2FsbGVkGA0gASgIEg4KBnBpbm5lZBgOIAEoCBIyCgZ0aHJlYWQYDyABKAsyIi5jb2xpbmsubWVzc2FnaW5nLnYxLlRocmVhZFN1bW1hcnkSHAoUYWxzb19zZW50X3RvX2NoYW5uZWwYECABKAgSNQoJcmVhY3Rpb25zGBEgAygLMiIuY29saW5rLnJlYWN0aW9ucy52MS5SZWFjdGlvbkdyb3VwEjYKCG1lbnRpb25zGBIgASgLMiQuY29saW5rLm1lc3NhZ2luZy52MS5NZXNzYWdlTWVudGlvbnMiQgoPTWVzc2FnZU1lbnRpb25zEhAKCHVzZXJfaWRzGAEgAygJEg8KB2NoYW5uZWwYAiABKAgSDAoEaGVyZRgDIAEoCCLeAQoNVGhyZWFkU3VtbWFyeRIRCgl0aHJlYWRfaWQYASABKAkSEwoLcmVwbHlfY291bnQYAiABKAUSHQoVbGFzdF9yZXBseV9tZXNzYWdlX2lkGAMgASgJEjMKD2xhc3RfcmVwbHlfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASHgoWcmVjZW50X3BhcnRpY2lwYW50X2lkcxgFIAMoCRIZChFwYXJ0aWNpcGFudF9jb3VudBgGIAEoBRIWCg5yb290X3NlbmRlcl9pZBgHIAEoCSJuCgtNZXNzYWdlRWRpdBIPCgd2ZXJzaW9uGAEgASgFEgwKBHRleHQYAiABKAkSEQoJZWRpdG9yX2lkGAMgASgJEi0KCWVkaXRfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAi7QcKDENoYW5uZWxFdmVudBISCgpjaGFubmVsX2lkGAEgASgJEgsKA3NlcRgCIAEoAxIuCgpvY2N1cl90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIQCghhY3Rvcl9pZBgEIAEoCRI3Cg9tZXNzYWdlX2NyZWF0ZWQYCiABKAsyHC5jb2xpbmsubWVzc2FnaW5nLnYxLk1lc3NhZ2VIABI2Cg5tZXNzYWdlX2VkaXRlZBgLIAEoCzIcLmNvbGluay5tZXNzYWdpbmcudjEuTWVzc2FnZUgAEj4KD21lc3NhZ2VfZGVsZXRlZBgMIAEoCzIjLmNvbGluay5tZXNzYWdpbmcudjEuTWVzc2FnZURlbGV0ZWRIABI/ChBtZXNzYWdlX3JlY2FsbGVkGA0gASgLMiMuY29saW5rLm1lc3NhZ2luZy52MS5NZXNzYWdlRGVsZXRlZEgAEjsKDW1lbWJlcl9qb2luZWQYDiABKAsyIi5jb2xpbmsubWVzc2FnaW5nLnYxLk1lbWJlckNoYW5nZWRIABI5CgttZW1iZXJfbGVmdBgPIAEoCzIiLmNvbGluay5tZXNzYWdpbmcudjEuTWVtYmVyQ2hhbmdlZEgAEjkKDm1lc3NhZ2VfcGlubmVkGBAgASgLMh8uY29saW5rLm1lc3NhZ2luZy52MS5QaW5DaGFuZ2VkSAASOwoQbWVzc2FnZV91bnBpbm5lZBgRIAEoCzIfLmNvbGluay5tZXNzYWdpbmcudjEuUGluQ2hhbmdlZEgAEj4KDnJlYWN0aW9uX2FkZGVkGBIgASgLMiQuY29saW5rLm1lc3NhZ2luZy52MS5SZWFjdGlvbkNoYW5nZWRIABJAChByZWFjdGlvbl9yZW1vdmVkGBMgASgLMiQuY29saW5rLm1lc3NhZ2luZy52MS5SZWFjdGlvbkNoYW5nZWRIABJEChBjaGFubmVsX2FyY2hpdmVkGBQgASgLMiguY29saW5rLm1lc3NhZ2luZy52MS5DaGFubmVsU3RhdGVDaGFuZ2VkSAASRgoSY2hhbm5lbF91bmFyY2hpdmVkGBUgASgLMiguY29saW5rLm1lc3NhZ2luZy52MS5DaGFubmVsU3RhdGVDaGFuZ2VkSAASPAoOdGhyZWFkX3VwZGF0ZWQYFiABKAsyIi5jb2xpbmsubWVzc2FnaW5nLnYxLlRocmVhZFN1bW1hcnlIABJCChFyZWFjdGlvbnNfY2hhbmdlZBgXIAEoCzIlLmNvbGluay5tZXNzYWdpbmcudjEuUmVhY3Rpb25zQ2hhbmdlZEgAQgYKBGtpbmQiqwEKDk1lc3NhZ2VEZWxldGVkEhIKCm1lc3NhZ2VfaWQYASABKAkSEwoLbWVzc2FnZV9zZXEYAiABKAMSEQoJc2VuZGVyX2lkGAMgASgJEhEKCXRocmVhZF9pZBgEIAEoCRISCgppbl9jaGFubmVsGAUgASgIEjYKCG1lbnRpb25zGAYgASgLMiQuY29saW5rLm1lc3NhZ2luZy52MS5NZXNzYWdlTWVudGlvbnMiLgoNTWVtYmVyQ2hhbmdlZBIPCgd1c2VyX2lkGAEgASgJEgwKBHJvbGUYAiABKAkiIAoKUGluQ2hhbmdlZBISCgptZXNzYWdlX2lkGAEgASgJIlQKD1JlYWN0aW9uQ2hhbmdlZBISCgptZXNzYWdlX2lkGAEgASgJEg8KB3VzZXJfaWQYAiABKAkSDQoFZW1vamkYAyABKAkSDQoFY291bnQYBCABKAUiawoQUmVhY3Rpb25zQ2hhbmdlZBISCgptZXNzYWdlX2lkGAEgASgJEjIKBmNvdW50cxgCIAMoCzIiLmNvbGluay5tZXNzYWdpbmcudjEuUmVhY3Rpb25Db3VudBIPCgdjaGFuZ2VzGAMgASgFIi0KDVJlYWN0aW9uQ291bnQSDQoFZW1vamkYASABKAkSDQoFY291bnQYAiABKAUiFQoTQ2hhbm5lbFN0YXRlQ2hhbmdlZCKoAQoSU2VuZE1lc3NhZ2VSZXF1ZXN0EhIKCmNoYW5uZWxfaWQYASABKAkSFAoMcmVjaXBpZW50X2lkGAIgASgJEgwKBHRleHQYAyABKAkSEQoJdGhyZWFkX2lkGAQgASgJEhAKCGZpbGVfaWRzGAUgAygJEhcKD2lkZW1wb3RlbmN5X2tleRgGIAEoCRIcChRhbHNvX3NlbmRfdG9fY2hhbm5lbBgHIAEoCCJEChNTZW5kTWVzc2FnZVJlc3BvbnNlEi0KB21lc3NhZ2UYASABKAsyHC5jb2xpbmsubWVzc2FnaW5nLnYxLk1lc3NhZ2UiJwoRR2V0TWVzc2FnZVJlcXVlc3QSEgoKbWVzc2FnZV9pZBgBIAEoCSJDChJHZXRNZXNzYWdlUmVzcG9uc2USLQoHbWVzc2FnZRgBIAEoCzIcLmNvbGluay5tZXNzYWdpbmcudjEuTWVzc2FnZSKqAQoTTGlzdE1lc3NhZ2VzUmVxdWVzdBISCgpjaGFubmVsX2lkGAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoBRISCgpwYWdlX3Rva2VuGAMgASgJEjEKCWRpcmVjdGlvbhgEIAEoDjIeLmNvbGluay5tZXNzYWdpbmcudjEuRGlyZWN0aW9uEhIKCmFuY2hvcl9zZXEYBSABKAMSEQoJdGhyZWFkX2lkGAYgASgJIngKFExpc3RNZXNzYWdlc1Jlc3BvbnNlEi4KCG1lc3NhZ2VzGAEgAygLMhwuY29saW5rLm1lc3NhZ2luZy52MS5NZXNzYWdlEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCRIXCg9wcmV2X3BhZ2VfdG9rZW4YAyABKAkiaQoSRWRpdE1lc3NhZ2VSZXF1ZXN0EhIKCm1lc3NhZ2VfaWQYASABKAkSDAoEdGV4dBgCIAEoCRIYChBleHBlY3RlZF92ZXJzaW9uGAMgASgFEhcKD2lkZW1wb3RlbmN5X2tleRgEIAEoCSJEChNFZGl0TWVzc2FnZVJlc3BvbnNlEi0KB21lc3NhZ2UYASABKAsyHC5jb2xpbmsubWVzc2FnaW5nLnYxLk1lc3NhZ2UiQwoURGVsZXRlTWVzc2FnZVJlcXVlc3QSEgoKbWVzc2FnZV9pZBgBIAEoCRIXCg9pZGVtcG90ZW5jeV9rZXkYAiABKAkiRgoVRGVsZXRlTWVzc2FnZVJlc3BvbnNlEi0KB21lc3NhZ2UYASABKAsyHC5jb2xpbmsubWVzc2FnaW5nLnYxLk1lc3NhZ2UiQwoUUmVjYWxsTWVzc2FnZVJlcXVlc3QSEgoKbWVzc2FnZV9pZBgBIAEoCRIXCg9pZGVtcG90ZW5jeV9rZXkYAiABKAkiRgoVUmVjYWxsTWVzc2FnZVJlc3BvbnNlEi0KB21lc3NhZ2UYASABKAsyHC5jb2xpbmsubWVzc2FnaW5nLnYxLk1lc3NhZ2UiLQoXTGlzdE1lc3NhZ2VFZGl0c1JlcXVlc3QSEgoKbWVzc2FnZV9pZBgBIAEoCSJLChhMaXN0TWVzc2FnZUVkaXRzUmVzcG9uc2USLwoFZWRpdHMYASADKAsyIC5jb2xpbmsubWVzc2FnaW5nLnYxLk1lc3NhZ2VFZGl0IkAKEVBpbk1lc3NhZ2VSZXF1ZXN0EhIKCm1lc3NhZ2VfaWQYASABKAkSFwoPaWRlbXBvdGVuY3lfa2V5GAIgASgJIkMKElBpbk1lc3NhZ2VSZXNwb25zZRItCgdtZXNzYWdlGAEgASgLMhwuY29saW5rLm1lc3NhZ2luZy52MS5NZXNzYWdlIkIKE1VucGluTWVzc2FnZVJlcXVlc3QSEgoKbWVzc2FnZV9pZBgBIAEoCRIXCg9pZGVtcG90ZW5jeV9rZXkYAiABKAkiRQoUVW5waW5NZXNzYWdlUmVzcG9uc2USLQoHbWVzc2FnZRgBIAEoCzIcLmNvbGluay5tZXNzYWdpbmcudjEuTWVzc2FnZSIvChlMaXN0UGlubmVkTWVzc2FnZXNSZXF1ZXN0EhIKCmNoYW5uZWxfaWQYASABKAkiTAoaTGlzdFBpbm5lZE1lc3NhZ2VzUmVzcG9uc2USLgoIbWVzc2FnZXMYASADKAsyHC5jb2xpbmsubWVzc2FnaW5nLnYxLk1lc3NhZ2UiSwoPTWFya1JlYWRSZXF1ZXN0EhIKCmNoYW5uZWxfaWQYASABKAkSCwoDc2VxGAIgASgDEhcKD2lkZW1wb3RlbmN5X2tleRgDIAEoCSJGChBNYXJrUmVhZFJlc3BvbnNlEjIKCnJlYWRfc3RhdGUYASABKAsyHi5jb2xpbmsubWVzc2FnaW5nLnYxLlJlYWRTdGF0ZSJeCglSZWFkU3RhdGUSEgoKY2hhbm5lbF9pZBgBIAEoCRIVCg1sYXN0X3JlYWRfc2VxGAIgASgDEhAKCGhlYWRfc2VxGAMgASgDEhQKDHVucmVhZF9jb3VudBgEIAEoAyIpChNHZXRSZWFkU3RhdGVSZXF1ZXN0EhIKCmNoYW5uZWxfaWQYASABKAkiSgoUR2V0UmVhZFN0YXRlUmVzcG9uc2USMgoKcmVhZF9zdGF0ZRgBIAEoCzIeLmNvbGluay5tZXNzYWdpbmcudjEuUmVhZFN0YXRlIi0KF0xpc3RSZWFkUmVjZWlwdHNSZXF1ZXN0EhIKCm1lc3NhZ2VfaWQYASABKAkiSAoYTGlzdFJlYWRSZWNlaXB0c1Jlc3BvbnNlEhIKCnJlYWRlcl9pZHMYASADKAkSGAoQZGVsaXZlcmVkX3RvX2lkcxgCIAMoCSI3ChRNYXJrRGVsaXZlcmVkUmVxdWVzdBISCgpjaGFubmVsX2lkGAEgASgJEgsKA3NlcRgCIAEoAyIuChVNYXJrRGVsaXZlcmVkUmVzcG9uc2USFQoNZGVsaXZlcmVkX3NlcRgBIAEoAyJUChhMaXN0Q2hhbm5lbEV2ZW50c1JlcXVlc3QSEgoKY2hhbm5lbF9pZBgBIAEoCRIRCglhZnRlcl9zZXEYAiABKAMSEQoJcGFnZV9zaXplGAMgASgFImAKGUxpc3RDaGFubmVsRXZlbnRzUmVzcG9uc2USMQoGZXZlbnRzGAEgAygLMiEuY29saW5rLm1lc3NhZ2luZy52MS5DaGFubmVsRXZlbnQSEAoIaGVhZF9zZXEYAiABKAMiQQoWR2V0VW5yZWFkQ291bnRzUmVxdWVzdBITCgtjaGFubmVsX2lkcxgBIAMoCRISCgp0aHJlYWRfaWRzGAIgAygJIkwKF0dldFVucmVhZENvdW50c1Jlc3BvbnNlEjEKBmNvdW50cxgBIAEoCzIhLmNvbGluay5tZXNzYWdpbmcudjEuVW5yZWFkQ291bnRzIvgBCgxVbnJlYWRDb3VudHMSNAoIY2hhbm5lbHMYASADKAsyIi5jb2xpbmsubWVzc2FnaW5nLnYxLkNoYW5uZWxVbnJlYWQSMgoHdGhyZWFkcxgCIAMoCzIhLmNvbGluay5tZXNzYWdpbmcudjEuVGhyZWFkVW5yZWFkEhoKEnRvdGFsX3VucmVhZF9jb3VudBgDIAEoAxIbChN0b3RhbF9tZW50aW9uX2NvdW50GAQgASgDEiEKGXRvdGFsX3RocmVhZF91bnJlYWRfY291bnQYBSABKAMSIgoadG90YWxfdGhyZWFkX21lbnRpb25fY291bnQYBiABKAMiiQEKDUNoYW5uZWxVbnJlYWQSEgoKY2hhbm5lbF9pZBgBIAEoCRIUCgx1bnJlYWRfY291bnQYAiABKAMSFQoNbWVudGlvbl9jb3VudBgDIAEoAxINCgVtdXRlZBgEIAEoCBIVCg1sYXN0X3JlYWRfc2VxGAUgASgDEhEKCWFzX29mX3NlcRgGIAEoAyKMAQoMVGhyZWFkVW5yZWFkEhEKCXRocmVhZF9pZBgBIAEoCRISCgpjaGFubmVsX2lkGAIgASgJEhQKDHVucmVhZF9jb3VudBgDIAEoAxIVCg1tZW50aW9uX2NvdW50GAQgASgDEhUKDWxhc3RfcmVhZF9zZXEYBSABKAMSEQoJYXNfb2Zfc2VxGAYgASgDIjwKE0xpc3RNZW50aW9uc1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkiXwoUTGlzdE1lbnRpb25zUmVzcG9uc2USLgoIbWVzc2FnZXMYASADKAsyHC5jb2xpbmsubWVzc2FnaW5nLnYxLk1lc3NhZ2USFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJKlUKCURpcmVjdGlvbhIZChVESVJFQ1RJT05fVU5TUEVDSUZJRUQQABIWChJESVJFQ1RJT05fQkFDS1dBUkQQARIVChFESVJFQ1RJT05fRk9SV0FSRBACMvwSChBNZXNzYWdpbmdTZXJ2aWNlEnkKC1NlbmRNZXNzYWdlEicuY29saW5rLm1lc3NhZ2luZy52MS5TZW5kTWVzc2FnZVJlcXVlc3QaKC5jb2xpbmsubWVzc2FnaW5nLnYxLlNlbmRNZXNzYWdlUmVzcG9uc2UiF4LT5JMCEToBKiIML3YxL21lc3NhZ2VzEoABCgpHZXRNZXNzYWdlEiYuY29saW5rLm1lc3NhZ2luZy52MS5HZXRNZXNzYWdlUmVxdWVzdBonLmNvbGluay5tZXNzYWdpbmcudjEuR2V0TWVzc2FnZVJlc3BvbnNlIiGC0+STAhsSGS92MS9tZXNzYWdlcy97bWVzc2FnZV9pZH0SeQoMTGlzdE1lc3NhZ2VzEiguY29saW5rLm1lc3NhZ2luZy52MS5MaXN0TWVzc2FnZXNSZXF1ZXN0GikuY29saW5rLm1lc3NhZ2luZy52MS5MaXN0TWVzc2FnZXNSZXNwb25zZSIUgtPkkwIOEgwvdjEvbWVzc2FnZXMShgEKC0VkaXRNZXNzYWdlEicuY29saW5rLm1lc3NhZ2luZy52MS5FZGl0TWVzc2FnZVJlcXVlc3QaKC5jb2xpbmsubWVzc2FnaW5nLnYxLkVkaXRNZXNzYWdlUmVzcG9uc2UiJILT5JMCHjoBKjIZL3YxL21lc3NhZ2VzL3ttZXNzYWdlX2lkfRKJAQoNRGVsZXRlTWVzc2FnZRIpLmNvbGluay5tZXNzYWdpbmcudjEuRGVsZXRlTWVzc2FnZVJlcXVlc3QaKi5jb2xpbmsubWVzc2FnaW5nLnYxLkRlbGV0ZU1lc3NhZ2VSZXNwb25zZSIhgtPkkwIbKhkvdjEvbWVzc2FnZXMve21lc3NhZ2VfaWR9EpMBCg1SZWNhbGxNZXNzYWdlEikuY29saW5rLm1lc3NhZ2luZy52MS5SZWNhbGxNZXNzYWdlUmVxdWVzdBoqLmNvbGluay5tZXNzYWdpbmcudjEuUmVjYWxsTWVzc2FnZVJlc3BvbnNlIiuC0+STAiU6ASoiIC92MS9tZXNzYWdlcy97bWVzc2FnZV9pZH0vcmVjYWxsEpgBChBMaXN0TWVzc2FnZUVkaXRzEiwuY29saW5rLm1lc3NhZ2luZy52MS5MaXN0TWVzc2FnZUVkaXRzUmVxdWVzdBotLmNvbGluay5tZXNzYWdpbmcudjEuTGlzdE1lc3NhZ2VFZGl0c1Jlc3BvbnNlIieC0+STAiESHy92MS9tZXNzYWdlcy97bWVzc2FnZV9pZH0vZWRpdHMShwEKClBpbk1lc3NhZ2USJi5jb2xpbmsubWVzc2FnaW5nLnYxLlBpbk1lc3NhZ2VSZXF1ZXN0GicuY29saW5rLm1lc3NhZ2luZy52MS5QaW5NZXNzYWdlUmVzcG9uc2UiKILT5JMCIjoBKiIdL3YxL21lc3NhZ2VzL3ttZXNzYWdlX2lkfS9waW4SigEKDFVucGluTWVzc2FnZRIoLmNvbGluay5tZXNzYWdpbmcudjEuVW5waW5NZXNzYWdlUmVxdWVzdBopLmNvbGluay5tZXNzYWdpbmcudjEuVW5waW5NZXNzYWdlUmVzcG9uc2UiJYLT5JMCHyodL3YxL21lc3NhZ2VzL3ttZXNzYWdlX2lkfS9waW4SnQEKEkxpc3RQaW5uZWRNZXNzYWdlcxIuLmNvbGluay5tZXNzYWdpbmcudjEuTGlzdFBpbm5lZE1lc3NhZ2VzUmVxdWVzdBovLmNvbGluay5tZXNzYWdpbmcudjEuTGlzdFBpbm5lZE1lc3NhZ2VzUmVzcG9uc2UiJoLT5JMCIBIeL3YxL2NoYW5uZWxzL3tjaGFubmVsX2lkfS9waW5zEoIBCghNYXJrUmVhZBIkLmNvbGluay5tZXNzYWdpbmcudjEuTWFya1JlYWRSZXF1ZXN0GiUuY29saW5rLm1lc3NhZ2luZy52MS5NYXJrUmVhZFJlc3BvbnNlIimC0+STAiM6ASoiHi92MS9jaGFubmVscy97Y2hhbm5lbF9pZH0vcmVhZBKRAQoMR2V0UmVhZFN0YXRlEiguY29saW5rLm1lc3NhZ2luZy52MS5HZXRSZWFkU3RhdGVSZXF1ZXN0GikuY29saW5rLm1lc3NhZ2luZy52MS5HZXRSZWFkU3RhdGVSZXNwb25zZSIsgtPkkwImEiQvdjEvY2hhbm5lbHMve2NoYW5uZWxfaWR9L3JlYWQtc3RhdGUSlgEKDU1hcmtEZWxpdmVyZWQSKS5jb2xpbmsubWVzc2FnaW5nLnYxLk1hcmtEZWxpdmVyZWRSZXF1ZXN0GiouY29saW5rLm1lc3NhZ2luZy52MS5NYXJrRGVsaXZlcmVkUmVzcG9uc2UiLoLT5JMCKDoBKiIjL3YxL2NoYW5uZWxzL3tjaGFubmVsX2lkfS9kZWxpdmVyZWQSmwEKEExpc3RSZWFkUmVjZWlwdHMSLC5jb2xpbmsubWVzc2FnaW5nLnYxLkxpc3RSZWFkUmVjZWlwdHNSZXF1ZXN0Gi0uY29saW5rLm1lc3NhZ2luZy52MS5MaXN0UmVhZFJlY2VpcHRzUmVzcG9uc2UiKoLT5JMCJBIiL3YxL21lc3NhZ2VzL3ttZXNzYWdlX2lkfS9yZWNlaXB0cxKHAQoPR2V0VW5yZWFkQ291bnRzEisuY29saW5rLm1lc3NhZ2luZy52MS5HZXRVbnJlYWRDb3VudHNSZXF1ZXN0GiwuY29saW5rLm1lc3NhZ2luZy52MS5HZXRVbnJlYWRDb3VudHNSZXNwb25zZSIZgtPkkwITEhEvdjEvdW5yZWFkLWNvdW50cxJ5CgxMaXN0TWVudGlvbnMSKC5jb2xpbmsubWVzc2FnaW5nLnYxLkxpc3RNZW50aW9uc1JlcXVlc3QaKS5jb2xpbmsubWVzc2FnaW5nLnYxLkxpc3RNZW50aW9uc1Jlc3BvbnNlIhSC0+STAg4SDC92MS9tZW50aW9ucxKcAQoRTGlzdENoYW5uZWxFdmVudHMSLS5jb2xpbmsubWVzc2FnaW5nLnYxLkxpc3RDaGFubmVsRXZlbnRzUmVxdWVzdBouLmNvbGluay5tZXNzYWdpbmcudjEuTGlzdENoYW5uZWxFdmVudHNSZXNwb25zZSIogtPkkwIiEiAvdjEvY2hhbm5lbHMve2NoYW5uZWxfaWR9L2V2ZW50c2IGcHJvdG8z", [file_colink_reactions_v1_reactions, file_google_api_annotations, file_google_protobuf_timestamp]);
+  fileDesc("CiNjb2xpbmsvbWVzc2FnaW5nL3YxL21lc3NhZ2luZy5wcm90bxITY29saW5rLm1lc3NhZ2luZy52MSKaBAoHTWVzc2FnZRISCgptZXNzYWdlX2lkGAEgASgJEhIKCmNoYW5uZWxfaWQYAiABKAkSCwoDc2VxGAMgASgDEhEKCXNlbmRlcl9pZBgEIAEoCRIMCgR0ZXh0GAUgASgJEhEKCXRocmVhZF9pZBgGIAEoCRIQCghmaWxlX2lkcxgHIAMoCRIPCgd2ZXJzaW9uGAggASgFEi8KC2NyZWF0ZV90aW1lGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBItCgllZGl0X3RpbWUYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg8KB2RlbGV0ZWQYCyABKAgSLwoLZGVsZXRlX3RpbWUYDCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhAKCHJlY2FsbGVkGA0gASgIEg4KBnBpbm5lZBgOIAEoCBIyCgZ0aHJlYWQYDyABKAsyIi5jb2xpbmsubWVzc2FnaW5nLnYxLlRocmVhZFN1bW1hcnkSHAoUYWxzb19zZW50X3RvX2NoYW5uZWwYECABKAgSNQoJcmVhY3Rpb25zGBEgAygLMiIuY29saW5rLnJlYWN0aW9ucy52MS5SZWFjdGlvbkdyb3VwEjYKCG1lbnRpb25zGBIgASgLMiQuY29saW5rLm1lc3NhZ2luZy52MS5NZXNzYWdlTWVudGlvbnMiQgoPTWVzc2FnZU1lbnRpb25zEhAKCHVzZXJfaWRzGAEgAygJEg8KB2NoYW5uZWwYAiABKAgSDAoEaGVyZRgDIAEoCCLeAQoNVGhyZWFkU3VtbWFyeRIRCgl0aHJlYWRfaWQYASABKAkSEwoLcmVwbHlfY291bnQYAiABKAUSHQoVbGFzdF9yZXBseV9tZXNzYWdlX2lkGAMgASgJEjMKD2xhc3RfcmVwbHlfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASHgoWcmVjZW50X3BhcnRpY2lwYW50X2lkcxgFIAMoCRIZChFwYXJ0aWNpcGFudF9jb3VudBgGIAEoBRIWCg5yb290X3NlbmRlcl9pZBgHIAEoCSJuCgtNZXNzYWdlRWRpdBIPCgd2ZXJzaW9uGAEgASgFEgwKBHRleHQYAiABKAkSEQoJZWRpdG9yX2lkGAMgASgJEi0KCWVkaXRfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiswgKDENoYW5uZWxFdmVudBISCgpjaGFubmVsX2lkGAEgASgJEgsKA3NlcRgCIAEoAxIuCgpvY2N1cl90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIQCghhY3Rvcl9pZBgEIAEoCRI3Cg9tZXNzYWdlX2NyZWF0ZWQYCiABKAsyHC5jb2xpbmsubWVzc2FnaW5nLnYxLk1lc3NhZ2VIABI2Cg5tZXNzYWdlX2VkaXRlZBgLIAEoCzIcLmNvbGluay5tZXNzYWdpbmcudjEuTWVzc2FnZUgAEj4KD21lc3NhZ2VfZGVsZXRlZBgMIAEoCzIjLmNvbGluay5tZXNzYWdpbmcudjEuTWVzc2FnZURlbGV0ZWRIABI/ChBtZXNzYWdlX3JlY2FsbGVkGA0gASgLMiMuY29saW5rLm1lc3NhZ2luZy52MS5NZXNzYWdlRGVsZXRlZEgAEjsKDW1lbWJlcl9qb2luZWQYDiABKAsyIi5jb2xpbmsubWVzc2FnaW5nLnYxLk1lbWJlckNoYW5nZWRIABI5CgttZW1iZXJfbGVmdBgPIAEoCzIiLmNvbGluay5tZXNzYWdpbmcudjEuTWVtYmVyQ2hhbmdlZEgAEjkKDm1lc3NhZ2VfcGlubmVkGBAgASgLMh8uY29saW5rLm1lc3NhZ2luZy52MS5QaW5DaGFuZ2VkSAASOwoQbWVzc2FnZV91bnBpbm5lZBgRIAEoCzIfLmNvbGluay5tZXNzYWdpbmcudjEuUGluQ2hhbmdlZEgAEj4KDnJlYWN0aW9uX2FkZGVkGBIgASgLMiQuY29saW5rLm1lc3NhZ2luZy52MS5SZWFjdGlvbkNoYW5nZWRIABJAChByZWFjdGlvbl9yZW1vdmVkGBMgASgLMiQuY29saW5rLm1lc3NhZ2luZy52MS5SZWFjdGlvbkNoYW5nZWRIABJEChBjaGFubmVsX2FyY2hpdmVkGBQgASgLMiguY29saW5rLm1lc3NhZ2luZy52MS5DaGFubmVsU3RhdGVDaGFuZ2VkSAASRgoSY2hhbm5lbF91bmFyY2hpdmVkGBUgASgLMiguY29saW5rLm1lc3NhZ2luZy52MS5DaGFubmVsU3RhdGVDaGFuZ2VkSAASPAoOdGhyZWFkX3VwZGF0ZWQYFiABKAsyIi5jb2xpbmsubWVzc2FnaW5nLnYxLlRocmVhZFN1bW1hcnlIABJCChFyZWFjdGlvbnNfY2hhbmdlZBgXIAEoCzIlLmNvbGluay5tZXNzYWdpbmcudjEuUmVhY3Rpb25zQ2hhbmdlZEgAEkQKEmF0dGFjaG1lbnRfY2hhbmdlZBgYIAEoCzImLmNvbGluay5tZXNzYWdpbmcudjEuQXR0YWNobWVudENoYW5nZWRIAEIGCgRraW5kIo4BChFBdHRhY2htZW50Q2hhbmdlZBISCgptZXNzYWdlX2lkGAEgASgJEhEKCXRocmVhZF9pZBgCIAEoCRIPCgdmaWxlX2lkGAMgASgJEjAKC3NjYW5fc3RhdHVzGAQgASgOMhsuY29saW5rLmZpbGVzLnYxLlNjYW5TdGF0dXMSDwoHcmVtb3ZlZBgFIAEoCCKrAQoOTWVzc2FnZURlbGV0ZWQSEgoKbWVzc2FnZV9pZBgBIAEoCRITCgttZXNzYWdlX3NlcRgCIAEoAxIRCglzZW5kZXJfaWQYAyABKAkSEQoJdGhyZWFkX2lkGAQgASgJEhIKCmluX2NoYW5uZWwYBSABKAgSNgoIbWVudGlvbnMYBiABKAsyJC5jb2xpbmsubWVzc2FnaW5nLnYxLk1lc3NhZ2VNZW50aW9ucyIuCg1NZW1iZXJDaGFuZ2VkEg8KB3VzZXJfaWQYASABKAkSDAoEcm9sZRgCIAEoCSIgCgpQaW5DaGFuZ2VkEhIKCm1lc3NhZ2VfaWQYASABKAkiVAoPUmVhY3Rpb25DaGFuZ2VkEhIKCm1lc3NhZ2VfaWQYASABKAkSDwoHdXNlcl9pZBgCIAEoCRINCgVlbW9qaRgDIAEoCRINCgVjb3VudBgEIAEoBSJrChBSZWFjdGlvbnNDaGFuZ2VkEhIKCm1lc3NhZ2VfaWQYASABKAkSMgoGY291bnRzGAIgAygLMiIuY29saW5rLm1lc3NhZ2luZy52MS5SZWFjdGlvbkNvdW50Eg8KB2NoYW5nZXMYAyABKAUiLQoNUmVhY3Rpb25Db3VudBINCgVlbW9qaRgBIAEoCRINCgVjb3VudBgCIAEoBSIVChNDaGFubmVsU3RhdGVDaGFuZ2VkIqgBChJTZW5kTWVzc2FnZVJlcXVlc3QSEgoKY2hhbm5lbF9pZBgBIAEoCRIUCgxyZWNpcGllbnRfaWQYAiABKAkSDAoEdGV4dBgDIAEoCRIRCgl0aHJlYWRfaWQYBCABKAkSEAoIZmlsZV9pZHMYBSADKAkSFwoPaWRlbXBvdGVuY3lfa2V5GAYgASgJEhwKFGFsc29fc2VuZF90b19jaGFubmVsGAcgASgIIkQKE1NlbmRNZXNzYWdlUmVzcG9uc2USLQoHbWVzc2FnZRgBIAEoCzIcLmNvbGluay5tZXNzYWdpbmcudjEuTWVzc2FnZSInChFHZXRNZXNzYWdlUmVxdWVzdBISCgptZXNzYWdlX2lkGAEgASgJIkMKEkdldE1lc3NhZ2VSZXNwb25zZRItCgdtZXNzYWdlGAEgASgLMhwuY29saW5rLm1lc3NhZ2luZy52MS5NZXNzYWdlIqoBChNMaXN0TWVzc2FnZXNSZXF1ZXN0EhIKCmNoYW5uZWxfaWQYASABKAkSEQoJcGFnZV9zaXplGAIgASgFEhIKCnBhZ2VfdG9rZW4YAyABKAkSMQoJZGlyZWN0aW9uGAQgASgOMh4uY29saW5rLm1lc3NhZ2luZy52MS5EaXJlY3Rpb24SEgoKYW5jaG9yX3NlcRgFIAEoAxIRCgl0aHJlYWRfaWQYBiABKAkieAoUTGlzdE1lc3NhZ2VzUmVzcG9uc2USLgoIbWVzc2FnZXMYASADKAsyHC5jb2xpbmsubWVzc2FnaW5nLnYxLk1lc3NhZ2USFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJEhcKD3ByZXZfcGFnZV90b2tlbhgDIAEoCSJpChJFZGl0TWVzc2FnZVJlcXVlc3QSEgoKbWVzc2FnZV9pZBgBIAEoCRIMCgR0ZXh0GAIgASgJEhgKEGV4cGVjdGVkX3ZlcnNpb24YAyABKAUSFwoPaWRlbXBvdGVuY3lfa2V5GAQgASgJIkQKE0VkaXRNZXNzYWdlUmVzcG9uc2USLQoHbWVzc2FnZRgBIAEoCzIcLmNvbGluay5tZXNzYWdpbmcudjEuTWVzc2FnZSJDChREZWxldGVNZXNzYWdlUmVxdWVzdBISCgptZXNzYWdlX2lkGAEgASgJEhcKD2lkZW1wb3RlbmN5X2tleRgCIAEoCSJGChVEZWxldGVNZXNzYWdlUmVzcG9uc2USLQoHbWVzc2FnZRgBIAEoCzIcLmNvbGluay5tZXNzYWdpbmcudjEuTWVzc2FnZSJDChRSZWNhbGxNZXNzYWdlUmVxdWVzdBISCgptZXNzYWdlX2lkGAEgASgJEhcKD2lkZW1wb3RlbmN5X2tleRgCIAEoCSJGChVSZWNhbGxNZXNzYWdlUmVzcG9uc2USLQoHbWVzc2FnZRgBIAEoCzIcLmNvbGluay5tZXNzYWdpbmcudjEuTWVzc2FnZSItChdMaXN0TWVzc2FnZUVkaXRzUmVxdWVzdBISCgptZXNzYWdlX2lkGAEgASgJIksKGExpc3RNZXNzYWdlRWRpdHNSZXNwb25zZRIvCgVlZGl0cxgBIAMoCzIgLmNvbGluay5tZXNzYWdpbmcudjEuTWVzc2FnZUVkaXQiQAoRUGluTWVzc2FnZVJlcXVlc3QSEgoKbWVzc2FnZV9pZBgBIAEoCRIXCg9pZGVtcG90ZW5jeV9rZXkYAiABKAkiQwoSUGluTWVzc2FnZVJlc3BvbnNlEi0KB21lc3NhZ2UYASABKAsyHC5jb2xpbmsubWVzc2FnaW5nLnYxLk1lc3NhZ2UiQgoTVW5waW5NZXNzYWdlUmVxdWVzdBISCgptZXNzYWdlX2lkGAEgASgJEhcKD2lkZW1wb3RlbmN5X2tleRgCIAEoCSJFChRVbnBpbk1lc3NhZ2VSZXNwb25zZRItCgdtZXNzYWdlGAEgASgLMhwuY29saW5rLm1lc3NhZ2luZy52MS5NZXNzYWdlIi8KGUxpc3RQaW5uZWRNZXNzYWdlc1JlcXVlc3QSEgoKY2hhbm5lbF9pZBgBIAEoCSJMChpMaXN0UGlubmVkTWVzc2FnZXNSZXNwb25zZRIuCghtZXNzYWdlcxgBIAMoCzIcLmNvbGluay5tZXNzYWdpbmcudjEuTWVzc2FnZSJLCg9NYXJrUmVhZFJlcXVlc3QSEgoKY2hhbm5lbF9pZBgBIAEoCRILCgNzZXEYAiABKAMSFwoPaWRlbXBvdGVuY3lfa2V5GAMgASgJIkYKEE1hcmtSZWFkUmVzcG9uc2USMgoKcmVhZF9zdGF0ZRgBIAEoCzIeLmNvbGluay5tZXNzYWdpbmcudjEuUmVhZFN0YXRlIl4KCVJlYWRTdGF0ZRISCgpjaGFubmVsX2lkGAEgASgJEhUKDWxhc3RfcmVhZF9zZXEYAiABKAMSEAoIaGVhZF9zZXEYAyABKAMSFAoMdW5yZWFkX2NvdW50GAQgASgDIikKE0dldFJlYWRTdGF0ZVJlcXVlc3QSEgoKY2hhbm5lbF9pZBgBIAEoCSJKChRHZXRSZWFkU3RhdGVSZXNwb25zZRIyCgpyZWFkX3N0YXRlGAEgASgLMh4uY29saW5rLm1lc3NhZ2luZy52MS5SZWFkU3RhdGUiLQoXTGlzdFJlYWRSZWNlaXB0c1JlcXVlc3QSEgoKbWVzc2FnZV9pZBgBIAEoCSJIChhMaXN0UmVhZFJlY2VpcHRzUmVzcG9uc2USEgoKcmVhZGVyX2lkcxgBIAMoCRIYChBkZWxpdmVyZWRfdG9faWRzGAIgAygJIjcKFE1hcmtEZWxpdmVyZWRSZXF1ZXN0EhIKCmNoYW5uZWxfaWQYASABKAkSCwoDc2VxGAIgASgDIi4KFU1hcmtEZWxpdmVyZWRSZXNwb25zZRIVCg1kZWxpdmVyZWRfc2VxGAEgASgDIlQKGExpc3RDaGFubmVsRXZlbnRzUmVxdWVzdBISCgpjaGFubmVsX2lkGAEgASgJEhEKCWFmdGVyX3NlcRgCIAEoAxIRCglwYWdlX3NpemUYAyABKAUiYAoZTGlzdENoYW5uZWxFdmVudHNSZXNwb25zZRIxCgZldmVudHMYASADKAsyIS5jb2xpbmsubWVzc2FnaW5nLnYxLkNoYW5uZWxFdmVudBIQCghoZWFkX3NlcRgCIAEoAyJBChZHZXRVbnJlYWRDb3VudHNSZXF1ZXN0EhMKC2NoYW5uZWxfaWRzGAEgAygJEhIKCnRocmVhZF9pZHMYAiADKAkiTAoXR2V0VW5yZWFkQ291bnRzUmVzcG9uc2USMQoGY291bnRzGAEgASgLMiEuY29saW5rLm1lc3NhZ2luZy52MS5VbnJlYWRDb3VudHMi+AEKDFVucmVhZENvdW50cxI0CghjaGFubmVscxgBIAMoCzIiLmNvbGluay5tZXNzYWdpbmcudjEuQ2hhbm5lbFVucmVhZBIyCgd0aHJlYWRzGAIgAygLMiEuY29saW5rLm1lc3NhZ2luZy52MS5UaHJlYWRVbnJlYWQSGgoSdG90YWxfdW5yZWFkX2NvdW50GAMgASgDEhsKE3RvdGFsX21lbnRpb25fY291bnQYBCABKAMSIQoZdG90YWxfdGhyZWFkX3VucmVhZF9jb3VudBgFIAEoAxIiChp0b3RhbF90aHJlYWRfbWVudGlvbl9jb3VudBgGIAEoAyKJAQoNQ2hhbm5lbFVucmVhZBISCgpjaGFubmVsX2lkGAEgASgJEhQKDHVucmVhZF9jb3VudBgCIAEoAxIVCg1tZW50aW9uX2NvdW50GAMgASgDEg0KBW11dGVkGAQgASgIEhUKDWxhc3RfcmVhZF9zZXEYBSABKAMSEQoJYXNfb2Zfc2VxGAYgASgDIowBCgxUaHJlYWRVbnJlYWQSEQoJdGhyZWFkX2lkGAEgASgJEhIKCmNoYW5uZWxfaWQYAiABKAkSFAoMdW5yZWFkX2NvdW50GAMgASgDEhUKDW1lbnRpb25fY291bnQYBCABKAMSFQoNbGFzdF9yZWFkX3NlcRgFIAEoAxIRCglhc19vZl9zZXEYBiABKAMiPAoTTGlzdE1lbnRpb25zUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCSJfChRMaXN0TWVudGlvbnNSZXNwb25zZRIuCghtZXNzYWdlcxgBIAMoCzIcLmNvbGluay5tZXNzYWdpbmcudjEuTWVzc2FnZRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkqVQoJRGlyZWN0aW9uEhkKFURJUkVDVElPTl9VTlNQRUNJRklFRBAAEhYKEkRJUkVDVElPTl9CQUNLV0FSRBABEhUKEURJUkVDVElPTl9GT1JXQVJEEAIy/BIKEE1lc3NhZ2luZ1NlcnZpY2USeQoLU2VuZE1lc3NhZ2USJy5jb2xpbmsubWVzc2FnaW5nLnYxLlNlbmRNZXNzYWdlUmVxdWVzdBooLmNvbGluay5tZXNzYWdpbmcudjEuU2VuZE1lc3NhZ2VSZXNwb25zZSIXgtPkkwIROgEqIgwvdjEvbWVzc2FnZXMSgAEKCkdldE1lc3NhZ2USJi5jb2xpbmsubWVzc2FnaW5nLnYxLkdldE1lc3NhZ2VSZXF1ZXN0GicuY29saW5rLm1lc3NhZ2luZy52MS5HZXRNZXNzYWdlUmVzcG9uc2UiIYLT5JMCGxIZL3YxL21lc3NhZ2VzL3ttZXNzYWdlX2lkfRJ5CgxMaXN0TWVzc2FnZXMSKC5jb2xpbmsubWVzc2FnaW5nLnYxLkxpc3RNZXNzYWdlc1JlcXVlc3QaKS5jb2xpbmsubWVzc2FnaW5nLnYxLkxpc3RNZXNzYWdlc1Jlc3BvbnNlIhSC0+STAg4SDC92MS9tZXNzYWdlcxKGAQoLRWRpdE1lc3NhZ2USJy5jb2xpbmsubWVzc2FnaW5nLnYxLkVkaXRNZXNzYWdlUmVxdWVzdBooLmNvbGluay5tZXNzYWdpbmcudjEuRWRpdE1lc3NhZ2VSZXNwb25zZSIkgtPkkwIeOgEqMhkvdjEvbWVzc2FnZXMve21lc3NhZ2VfaWR9EokBCg1EZWxldGVNZXNzYWdlEikuY29saW5rLm1lc3NhZ2luZy52MS5EZWxldGVNZXNzYWdlUmVxdWVzdBoqLmNvbGluay5tZXNzYWdpbmcudjEuRGVsZXRlTWVzc2FnZVJlc3BvbnNlIiGC0+STAhsqGS92MS9tZXNzYWdlcy97bWVzc2FnZV9pZH0SkwEKDVJlY2FsbE1lc3NhZ2USKS5jb2xpbmsubWVzc2FnaW5nLnYxLlJlY2FsbE1lc3NhZ2VSZXF1ZXN0GiouY29saW5rLm1lc3NhZ2luZy52MS5SZWNhbGxNZXNzYWdlUmVzcG9uc2UiK4LT5JMCJToBKiIgL3YxL21lc3NhZ2VzL3ttZXNzYWdlX2lkfS9yZWNhbGwSmAEKEExpc3RNZXNzYWdlRWRpdHMSLC5jb2xpbmsubWVzc2FnaW5nLnYxLkxpc3RNZXNzYWdlRWRpdHNSZXF1ZXN0Gi0uY29saW5rLm1lc3NhZ2luZy52MS5MaXN0TWVzc2FnZUVkaXRzUmVzcG9uc2UiJ4LT5JMCIRIfL3YxL21lc3NhZ2VzL3ttZXNzYWdlX2lkfS9lZGl0cxKHAQoKUGluTWVzc2FnZRImLmNvbGluay5tZXNzYWdpbmcudjEuUGluTWVzc2FnZVJlcXVlc3QaJy5jb2xpbmsubWVzc2FnaW5nLnYxLlBpbk1lc3NhZ2VSZXNwb25zZSIogtPkkwIiOgEqIh0vdjEvbWVzc2FnZXMve21lc3NhZ2VfaWR9L3BpbhKKAQoMVW5waW5NZXNzYWdlEiguY29saW5rLm1lc3NhZ2luZy52MS5VbnBpbk1lc3NhZ2VSZXF1ZXN0GikuY29saW5rLm1lc3NhZ2luZy52MS5VbnBpbk1lc3NhZ2VSZXNwb25zZSIlgtPkkwIfKh0vdjEvbWVzc2FnZXMve21lc3NhZ2VfaWR9L3BpbhKdAQoSTGlzdFBpbm5lZE1lc3NhZ2VzEi4uY29saW5rLm1lc3NhZ2luZy52MS5MaXN0UGlubmVkTWVzc2FnZXNSZXF1ZXN0Gi8uY29saW5rLm1lc3NhZ2luZy52MS5MaXN0UGlubmVkTWVzc2FnZXNSZXNwb25zZSImgtPkkwIgEh4vdjEvY2hhbm5lbHMve2NoYW5uZWxfaWR9L3BpbnMSggEKCE1hcmtSZWFkEiQuY29saW5rLm1lc3NhZ2luZy52MS5NYXJrUmVhZFJlcXVlc3QaJS5jb2xpbmsubWVzc2FnaW5nLnYxLk1hcmtSZWFkUmVzcG9uc2UiKYLT5JMCIzoBKiIeL3YxL2NoYW5uZWxzL3tjaGFubmVsX2lkfS9yZWFkEpEBCgxHZXRSZWFkU3RhdGUSKC5jb2xpbmsubWVzc2FnaW5nLnYxLkdldFJlYWRTdGF0ZVJlcXVlc3QaKS5jb2xpbmsubWVzc2FnaW5nLnYxLkdldFJlYWRTdGF0ZVJlc3BvbnNlIiyC0+STAiYSJC92MS9jaGFubmVscy97Y2hhbm5lbF9pZH0vcmVhZC1zdGF0ZRKWAQoNTWFya0RlbGl2ZXJlZBIpLmNvbGluay5tZXNzYWdpbmcudjEuTWFya0RlbGl2ZXJlZFJlcXVlc3QaKi5jb2xpbmsubWVzc2FnaW5nLnYxLk1hcmtEZWxpdmVyZWRSZXNwb25zZSIugtPkkwIoOgEqIiMvdjEvY2hhbm5lbHMve2NoYW5uZWxfaWR9L2RlbGl2ZXJlZBKbAQoQTGlzdFJlYWRSZWNlaXB0cxIsLmNvbGluay5tZXNzYWdpbmcudjEuTGlzdFJlYWRSZWNlaXB0c1JlcXVlc3QaLS5jb2xpbmsubWVzc2FnaW5nLnYxLkxpc3RSZWFkUmVjZWlwdHNSZXNwb25zZSIqgtPkkwIkEiIvdjEvbWVzc2FnZXMve21lc3NhZ2VfaWR9L3JlY2VpcHRzEocBCg9HZXRVbnJlYWRDb3VudHMSKy5jb2xpbmsubWVzc2FnaW5nLnYxLkdldFVucmVhZENvdW50c1JlcXVlc3QaLC5jb2xpbmsubWVzc2FnaW5nLnYxLkdldFVucmVhZENvdW50c1Jlc3BvbnNlIhmC0+STAhMSES92MS91bnJlYWQtY291bnRzEnkKDExpc3RNZW50aW9ucxIoLmNvbGluay5tZXNzYWdpbmcudjEuTGlzdE1lbnRpb25zUmVxdWVzdBopLmNvbGluay5tZXNzYWdpbmcudjEuTGlzdE1lbnRpb25zUmVzcG9uc2UiFILT5JMCDhIML3YxL21lbnRpb25zEpwBChFMaXN0Q2hhbm5lbEV2ZW50cxItLmNvbGluay5tZXNzYWdpbmcudjEuTGlzdENoYW5uZWxFdmVudHNSZXF1ZXN0Gi4uY29saW5rLm1lc3NhZ2luZy52MS5MaXN0Q2hhbm5lbEV2ZW50c1Jlc3BvbnNlIiiC0+STAiISIC92MS9jaGFubmVscy97Y2hhbm5lbF9pZH0vZXZlbnRzYgZwcm90bzM", [file_colink_files_v1_files, file_colink_reactions_v1_reactions, file_google_api_annotations, file_google_protobuf_timestamp]);
 
 /**
  * A message.
@@ -478,6 +480,15 @@ export type ChannelEvent = Message$1<"colink.messaging.v1.ChannelEvent"> & {
      */
     value: ReactionsChanged;
     case: "reactionsChanged";
+  } | {
+    /**
+     * An attached file's scan ended: it can now be downloaded, or it was
+     * found infected (or could not be scanned) and is no longer attached.
+     *
+     * @generated from field: colink.messaging.v1.AttachmentChanged attachment_changed = 24;
+     */
+    value: AttachmentChanged;
+    case: "attachmentChanged";
   } | { case: undefined; value?: undefined };
 };
 
@@ -487,6 +498,55 @@ export type ChannelEvent = Message$1<"colink.messaging.v1.ChannelEvent"> & {
  */
 export const ChannelEventSchema: GenMessage<ChannelEvent> = /*@__PURE__*/
   messageDesc(file_colink_messaging_v1_messaging, 4);
+
+/**
+ * The scan result of a file attached to a message.
+ *
+ * @generated from message colink.messaging.v1.AttachmentChanged
+ */
+export type AttachmentChanged = Message$1<"colink.messaging.v1.AttachmentChanged"> & {
+  /**
+   * The message.
+   *
+   * @generated from field: string message_id = 1;
+   */
+  messageId: string;
+
+  /**
+   * Its thread, for a reply.
+   *
+   * @generated from field: string thread_id = 2;
+   */
+  threadId: string;
+
+  /**
+   * The file.
+   *
+   * @generated from field: string file_id = 3;
+   */
+  fileId: string;
+
+  /**
+   * CLEAN, INFECTED or FAILED.
+   *
+   * @generated from field: colink.files.v1.ScanStatus scan_status = 4;
+   */
+  scanStatus: ScanStatus;
+
+  /**
+   * The file was taken off the message (infected or unscannable).
+   *
+   * @generated from field: bool removed = 5;
+   */
+  removed: boolean;
+};
+
+/**
+ * Describes the message colink.messaging.v1.AttachmentChanged.
+ * Use `create(AttachmentChangedSchema)` to create a new message.
+ */
+export const AttachmentChangedSchema: GenMessage<AttachmentChanged> = /*@__PURE__*/
+  messageDesc(file_colink_messaging_v1_messaging, 5);
 
 /**
  * A message that lost its content, with what a client needs to correct
@@ -544,7 +604,7 @@ export type MessageDeleted = Message$1<"colink.messaging.v1.MessageDeleted"> & {
  * Use `create(MessageDeletedSchema)` to create a new message.
  */
 export const MessageDeletedSchema: GenMessage<MessageDeleted> = /*@__PURE__*/
-  messageDesc(file_colink_messaging_v1_messaging, 5);
+  messageDesc(file_colink_messaging_v1_messaging, 6);
 
 /**
  * A membership change.
@@ -572,7 +632,7 @@ export type MemberChanged = Message$1<"colink.messaging.v1.MemberChanged"> & {
  * Use `create(MemberChangedSchema)` to create a new message.
  */
 export const MemberChangedSchema: GenMessage<MemberChanged> = /*@__PURE__*/
-  messageDesc(file_colink_messaging_v1_messaging, 6);
+  messageDesc(file_colink_messaging_v1_messaging, 7);
 
 /**
  * A pin change.
@@ -593,7 +653,7 @@ export type PinChanged = Message$1<"colink.messaging.v1.PinChanged"> & {
  * Use `create(PinChangedSchema)` to create a new message.
  */
 export const PinChangedSchema: GenMessage<PinChanged> = /*@__PURE__*/
-  messageDesc(file_colink_messaging_v1_messaging, 7);
+  messageDesc(file_colink_messaging_v1_messaging, 8);
 
 /**
  * A reaction change.
@@ -635,7 +695,7 @@ export type ReactionChanged = Message$1<"colink.messaging.v1.ReactionChanged"> &
  * Use `create(ReactionChangedSchema)` to create a new message.
  */
 export const ReactionChangedSchema: GenMessage<ReactionChanged> = /*@__PURE__*/
-  messageDesc(file_colink_messaging_v1_messaging, 8);
+  messageDesc(file_colink_messaging_v1_messaging, 9);
 
 /**
  * The reactions of one message after several changes: the new count of
@@ -673,7 +733,7 @@ export type ReactionsChanged = Message$1<"colink.messaging.v1.ReactionsChanged">
  * Use `create(ReactionsChangedSchema)` to create a new message.
  */
 export const ReactionsChangedSchema: GenMessage<ReactionsChanged> = /*@__PURE__*/
-  messageDesc(file_colink_messaging_v1_messaging, 9);
+  messageDesc(file_colink_messaging_v1_messaging, 10);
 
 /**
  * How many reactions with one emoji a message holds.
@@ -701,7 +761,7 @@ export type ReactionCount = Message$1<"colink.messaging.v1.ReactionCount"> & {
  * Use `create(ReactionCountSchema)` to create a new message.
  */
 export const ReactionCountSchema: GenMessage<ReactionCount> = /*@__PURE__*/
-  messageDesc(file_colink_messaging_v1_messaging, 10);
+  messageDesc(file_colink_messaging_v1_messaging, 11);
 
 /**
  * A channel state change.
@@ -716,7 +776,7 @@ export type ChannelStateChanged = Message$1<"colink.messaging.v1.ChannelStateCha
  * Use `create(ChannelStateChangedSchema)` to create a new message.
  */
 export const ChannelStateChangedSchema: GenMessage<ChannelStateChanged> = /*@__PURE__*/
-  messageDesc(file_colink_messaging_v1_messaging, 11);
+  messageDesc(file_colink_messaging_v1_messaging, 12);
 
 /**
  * SendMessage.
@@ -756,7 +816,8 @@ export type SendMessageRequest = Message$1<"colink.messaging.v1.SendMessageReque
   threadId: string;
 
   /**
-   * Files to attach, at most 10.
+   * Files to attach, at most 10: each the sender's own confirmed upload,
+   * not infected (see colink.files.v1.FilesService.CheckAttachments).
    *
    * @generated from field: repeated string file_ids = 5;
    */
@@ -784,7 +845,7 @@ export type SendMessageRequest = Message$1<"colink.messaging.v1.SendMessageReque
  * Use `create(SendMessageRequestSchema)` to create a new message.
  */
 export const SendMessageRequestSchema: GenMessage<SendMessageRequest> = /*@__PURE__*/
-  messageDesc(file_colink_messaging_v1_messaging, 12);
+  messageDesc(file_colink_messaging_v1_messaging, 13);
 
 /**
  * SendMessage result.
@@ -805,7 +866,7 @@ export type SendMessageResponse = Message$1<"colink.messaging.v1.SendMessageResp
  * Use `create(SendMessageResponseSchema)` to create a new message.
  */
 export const SendMessageResponseSchema: GenMessage<SendMessageResponse> = /*@__PURE__*/
-  messageDesc(file_colink_messaging_v1_messaging, 13);
+  messageDesc(file_colink_messaging_v1_messaging, 14);
 
 /**
  * GetMessage.
@@ -826,7 +887,7 @@ export type GetMessageRequest = Message$1<"colink.messaging.v1.GetMessageRequest
  * Use `create(GetMessageRequestSchema)` to create a new message.
  */
 export const GetMessageRequestSchema: GenMessage<GetMessageRequest> = /*@__PURE__*/
-  messageDesc(file_colink_messaging_v1_messaging, 14);
+  messageDesc(file_colink_messaging_v1_messaging, 15);
 
 /**
  * GetMessage result.
@@ -847,7 +908,7 @@ export type GetMessageResponse = Message$1<"colink.messaging.v1.GetMessageRespon
  * Use `create(GetMessageResponseSchema)` to create a new message.
  */
 export const GetMessageResponseSchema: GenMessage<GetMessageResponse> = /*@__PURE__*/
-  messageDesc(file_colink_messaging_v1_messaging, 15);
+  messageDesc(file_colink_messaging_v1_messaging, 16);
 
 /**
  * ListMessages.
@@ -906,7 +967,7 @@ export type ListMessagesRequest = Message$1<"colink.messaging.v1.ListMessagesReq
  * Use `create(ListMessagesRequestSchema)` to create a new message.
  */
 export const ListMessagesRequestSchema: GenMessage<ListMessagesRequest> = /*@__PURE__*/
-  messageDesc(file_colink_messaging_v1_messaging, 16);
+  messageDesc(file_colink_messaging_v1_messaging, 17);
 
 /**
  * ListMessages result.
@@ -941,7 +1002,7 @@ export type ListMessagesResponse = Message$1<"colink.messaging.v1.ListMessagesRe
  * Use `create(ListMessagesResponseSchema)` to create a new message.
  */
 export const ListMessagesResponseSchema: GenMessage<ListMessagesResponse> = /*@__PURE__*/
-  messageDesc(file_colink_messaging_v1_messaging, 17);
+  messageDesc(file_colink_messaging_v1_messaging, 18);
 
 /**
  * EditMessage.
@@ -986,7 +1047,7 @@ export type EditMessageRequest = Message$1<"colink.messaging.v1.EditMessageReque
  * Use `create(EditMessageRequestSchema)` to create a new message.
  */
 export const EditMessageRequestSchema: GenMessage<EditMessageRequest> = /*@__PURE__*/
-  messageDesc(file_colink_messaging_v1_messaging, 18);
+  messageDesc(file_colink_messaging_v1_messaging, 19);
 
 /**
  * EditMessage result.
@@ -1007,7 +1068,7 @@ export type EditMessageResponse = Message$1<"colink.messaging.v1.EditMessageResp
  * Use `create(EditMessageResponseSchema)` to create a new message.
  */
 export const EditMessageResponseSchema: GenMessage<EditMessageResponse> = /*@__PURE__*/
-  messageDesc(file_colink_messaging_v1_messaging, 19);
+  messageDesc(file_colink_messaging_v1_messaging, 20);
 
 /**
  * DeleteMessage.
@@ -1037,7 +1098,7 @@ export type DeleteMessageRequest = Message$1<"colink.messaging.v1.DeleteMessageR
  * Use `create(DeleteMessageRequestSchema)` to create a new message.
  */
 export const DeleteMessageRequestSchema: GenMessage<DeleteMessageRequest> = /*@__PURE__*/
-  messageDesc(file_colink_messaging_v1_messaging, 20);
+  messageDesc(file_colink_messaging_v1_messaging, 21);
 
 /**
  * DeleteMessage result.
@@ -1058,7 +1119,7 @@ export type DeleteMessageResponse = Message$1<"colink.messaging.v1.DeleteMessage
  * Use `create(DeleteMessageResponseSchema)` to create a new message.
  */
 export const DeleteMessageResponseSchema: GenMessage<DeleteMessageResponse> = /*@__PURE__*/
-  messageDesc(file_colink_messaging_v1_messaging, 21);
+  messageDesc(file_colink_messaging_v1_messaging, 22);
 
 /**
  * RecallMessage.
@@ -1088,7 +1149,7 @@ export type RecallMessageRequest = Message$1<"colink.messaging.v1.RecallMessageR
  * Use `create(RecallMessageRequestSchema)` to create a new message.
  */
 export const RecallMessageRequestSchema: GenMessage<RecallMessageRequest> = /*@__PURE__*/
-  messageDesc(file_colink_messaging_v1_messaging, 22);
+  messageDesc(file_colink_messaging_v1_messaging, 23);
 
 /**
  * RecallMessage result.
@@ -1109,7 +1170,7 @@ export type RecallMessageResponse = Message$1<"colink.messaging.v1.RecallMessage
  * Use `create(RecallMessageResponseSchema)` to create a new message.
  */
 export const RecallMessageResponseSchema: GenMessage<RecallMessageResponse> = /*@__PURE__*/
-  messageDesc(file_colink_messaging_v1_messaging, 23);
+  messageDesc(file_colink_messaging_v1_messaging, 24);
 
 /**
  * ListMessageEdits.
@@ -1130,7 +1191,7 @@ export type ListMessageEditsRequest = Message$1<"colink.messaging.v1.ListMessage
  * Use `create(ListMessageEditsRequestSchema)` to create a new message.
  */
 export const ListMessageEditsRequestSchema: GenMessage<ListMessageEditsRequest> = /*@__PURE__*/
-  messageDesc(file_colink_messaging_v1_messaging, 24);
+  messageDesc(file_colink_messaging_v1_messaging, 25);
 
 /**
  * ListMessageEdits result.
@@ -1151,7 +1212,7 @@ export type ListMessageEditsResponse = Message$1<"colink.messaging.v1.ListMessag
  * Use `create(ListMessageEditsResponseSchema)` to create a new message.
  */
 export const ListMessageEditsResponseSchema: GenMessage<ListMessageEditsResponse> = /*@__PURE__*/
-  messageDesc(file_colink_messaging_v1_messaging, 25);
+  messageDesc(file_colink_messaging_v1_messaging, 26);
 
 /**
  * PinMessage.
@@ -1181,7 +1242,7 @@ export type PinMessageRequest = Message$1<"colink.messaging.v1.PinMessageRequest
  * Use `create(PinMessageRequestSchema)` to create a new message.
  */
 export const PinMessageRequestSchema: GenMessage<PinMessageRequest> = /*@__PURE__*/
-  messageDesc(file_colink_messaging_v1_messaging, 26);
+  messageDesc(file_colink_messaging_v1_messaging, 27);
 
 /**
  * PinMessage result.
@@ -1202,7 +1263,7 @@ export type PinMessageResponse = Message$1<"colink.messaging.v1.PinMessageRespon
  * Use `create(PinMessageResponseSchema)` to create a new message.
  */
 export const PinMessageResponseSchema: GenMessage<PinMessageResponse> = /*@__PURE__*/
-  messageDesc(file_colink_messaging_v1_messaging, 27);
+  messageDesc(file_colink_messaging_v1_messaging, 28);
 
 /**
  * UnpinMessage.
@@ -1232,7 +1293,7 @@ export type UnpinMessageRequest = Message$1<"colink.messaging.v1.UnpinMessageReq
  * Use `create(UnpinMessageRequestSchema)` to create a new message.
  */
 export const UnpinMessageRequestSchema: GenMessage<UnpinMessageRequest> = /*@__PURE__*/
-  messageDesc(file_colink_messaging_v1_messaging, 28);
+  messageDesc(file_colink_messaging_v1_messaging, 29);
 
 /**
  * UnpinMessage result.
@@ -1253,7 +1314,7 @@ export type UnpinMessageResponse = Message$1<"colink.messaging.v1.UnpinMessageRe
  * Use `create(UnpinMessageResponseSchema)` to create a new message.
  */
 export const UnpinMessageResponseSchema: GenMessage<UnpinMessageResponse> = /*@__PURE__*/
-  messageDesc(file_colink_messaging_v1_messaging, 29);
+  messageDesc(file_colink_messaging_v1_messaging, 30);
 
 /**
  * ListPinnedMessages.
@@ -1274,7 +1335,7 @@ export type ListPinnedMessagesRequest = Message$1<"colink.messaging.v1.ListPinne
  * Use `create(ListPinnedMessagesRequestSchema)` to create a new message.
  */
 export const ListPinnedMessagesRequestSchema: GenMessage<ListPinnedMessagesRequest> = /*@__PURE__*/
-  messageDesc(file_colink_messaging_v1_messaging, 30);
+  messageDesc(file_colink_messaging_v1_messaging, 31);
 
 /**
  * ListPinnedMessages result.
@@ -1295,7 +1356,7 @@ export type ListPinnedMessagesResponse = Message$1<"colink.messaging.v1.ListPinn
  * Use `create(ListPinnedMessagesResponseSchema)` to create a new message.
  */
 export const ListPinnedMessagesResponseSchema: GenMessage<ListPinnedMessagesResponse> = /*@__PURE__*/
-  messageDesc(file_colink_messaging_v1_messaging, 31);
+  messageDesc(file_colink_messaging_v1_messaging, 32);
 
 /**
  * MarkRead.
@@ -1332,7 +1393,7 @@ export type MarkReadRequest = Message$1<"colink.messaging.v1.MarkReadRequest"> &
  * Use `create(MarkReadRequestSchema)` to create a new message.
  */
 export const MarkReadRequestSchema: GenMessage<MarkReadRequest> = /*@__PURE__*/
-  messageDesc(file_colink_messaging_v1_messaging, 32);
+  messageDesc(file_colink_messaging_v1_messaging, 33);
 
 /**
  * MarkRead result.
@@ -1353,7 +1414,7 @@ export type MarkReadResponse = Message$1<"colink.messaging.v1.MarkReadResponse">
  * Use `create(MarkReadResponseSchema)` to create a new message.
  */
 export const MarkReadResponseSchema: GenMessage<MarkReadResponse> = /*@__PURE__*/
-  messageDesc(file_colink_messaging_v1_messaging, 33);
+  messageDesc(file_colink_messaging_v1_messaging, 34);
 
 /**
  * A member's read position.
@@ -1397,7 +1458,7 @@ export type ReadState = Message$1<"colink.messaging.v1.ReadState"> & {
  * Use `create(ReadStateSchema)` to create a new message.
  */
 export const ReadStateSchema: GenMessage<ReadState> = /*@__PURE__*/
-  messageDesc(file_colink_messaging_v1_messaging, 34);
+  messageDesc(file_colink_messaging_v1_messaging, 35);
 
 /**
  * GetReadState.
@@ -1418,7 +1479,7 @@ export type GetReadStateRequest = Message$1<"colink.messaging.v1.GetReadStateReq
  * Use `create(GetReadStateRequestSchema)` to create a new message.
  */
 export const GetReadStateRequestSchema: GenMessage<GetReadStateRequest> = /*@__PURE__*/
-  messageDesc(file_colink_messaging_v1_messaging, 35);
+  messageDesc(file_colink_messaging_v1_messaging, 36);
 
 /**
  * GetReadState result.
@@ -1439,7 +1500,7 @@ export type GetReadStateResponse = Message$1<"colink.messaging.v1.GetReadStateRe
  * Use `create(GetReadStateResponseSchema)` to create a new message.
  */
 export const GetReadStateResponseSchema: GenMessage<GetReadStateResponse> = /*@__PURE__*/
-  messageDesc(file_colink_messaging_v1_messaging, 36);
+  messageDesc(file_colink_messaging_v1_messaging, 37);
 
 /**
  * ListReadReceipts.
@@ -1460,7 +1521,7 @@ export type ListReadReceiptsRequest = Message$1<"colink.messaging.v1.ListReadRec
  * Use `create(ListReadReceiptsRequestSchema)` to create a new message.
  */
 export const ListReadReceiptsRequestSchema: GenMessage<ListReadReceiptsRequest> = /*@__PURE__*/
-  messageDesc(file_colink_messaging_v1_messaging, 37);
+  messageDesc(file_colink_messaging_v1_messaging, 38);
 
 /**
  * ListReadReceipts result.
@@ -1489,7 +1550,7 @@ export type ListReadReceiptsResponse = Message$1<"colink.messaging.v1.ListReadRe
  * Use `create(ListReadReceiptsResponseSchema)` to create a new message.
  */
 export const ListReadReceiptsResponseSchema: GenMessage<ListReadReceiptsResponse> = /*@__PURE__*/
-  messageDesc(file_colink_messaging_v1_messaging, 38);
+  messageDesc(file_colink_messaging_v1_messaging, 39);
 
 /**
  * MarkDelivered.
@@ -1517,7 +1578,7 @@ export type MarkDeliveredRequest = Message$1<"colink.messaging.v1.MarkDeliveredR
  * Use `create(MarkDeliveredRequestSchema)` to create a new message.
  */
 export const MarkDeliveredRequestSchema: GenMessage<MarkDeliveredRequest> = /*@__PURE__*/
-  messageDesc(file_colink_messaging_v1_messaging, 39);
+  messageDesc(file_colink_messaging_v1_messaging, 40);
 
 /**
  * MarkDelivered result.
@@ -1538,7 +1599,7 @@ export type MarkDeliveredResponse = Message$1<"colink.messaging.v1.MarkDelivered
  * Use `create(MarkDeliveredResponseSchema)` to create a new message.
  */
 export const MarkDeliveredResponseSchema: GenMessage<MarkDeliveredResponse> = /*@__PURE__*/
-  messageDesc(file_colink_messaging_v1_messaging, 40);
+  messageDesc(file_colink_messaging_v1_messaging, 41);
 
 /**
  * ListChannelEvents.
@@ -1573,7 +1634,7 @@ export type ListChannelEventsRequest = Message$1<"colink.messaging.v1.ListChanne
  * Use `create(ListChannelEventsRequestSchema)` to create a new message.
  */
 export const ListChannelEventsRequestSchema: GenMessage<ListChannelEventsRequest> = /*@__PURE__*/
-  messageDesc(file_colink_messaging_v1_messaging, 41);
+  messageDesc(file_colink_messaging_v1_messaging, 42);
 
 /**
  * ListChannelEvents result.
@@ -1601,7 +1662,7 @@ export type ListChannelEventsResponse = Message$1<"colink.messaging.v1.ListChann
  * Use `create(ListChannelEventsResponseSchema)` to create a new message.
  */
 export const ListChannelEventsResponseSchema: GenMessage<ListChannelEventsResponse> = /*@__PURE__*/
-  messageDesc(file_colink_messaging_v1_messaging, 42);
+  messageDesc(file_colink_messaging_v1_messaging, 43);
 
 /**
  * GetUnreadCounts.
@@ -1630,7 +1691,7 @@ export type GetUnreadCountsRequest = Message$1<"colink.messaging.v1.GetUnreadCou
  * Use `create(GetUnreadCountsRequestSchema)` to create a new message.
  */
 export const GetUnreadCountsRequestSchema: GenMessage<GetUnreadCountsRequest> = /*@__PURE__*/
-  messageDesc(file_colink_messaging_v1_messaging, 43);
+  messageDesc(file_colink_messaging_v1_messaging, 44);
 
 /**
  * GetUnreadCounts result.
@@ -1651,7 +1712,7 @@ export type GetUnreadCountsResponse = Message$1<"colink.messaging.v1.GetUnreadCo
  * Use `create(GetUnreadCountsResponseSchema)` to create a new message.
  */
 export const GetUnreadCountsResponseSchema: GenMessage<GetUnreadCountsResponse> = /*@__PURE__*/
-  messageDesc(file_colink_messaging_v1_messaging, 44);
+  messageDesc(file_colink_messaging_v1_messaging, 45);
 
 /**
  * A member's unread messages and mentions.
@@ -1707,7 +1768,7 @@ export type UnreadCounts = Message$1<"colink.messaging.v1.UnreadCounts"> & {
  * Use `create(UnreadCountsSchema)` to create a new message.
  */
 export const UnreadCountsSchema: GenMessage<UnreadCounts> = /*@__PURE__*/
-  messageDesc(file_colink_messaging_v1_messaging, 45);
+  messageDesc(file_colink_messaging_v1_messaging, 46);
 
 /**
  * Unread counts in one conversation.
@@ -1766,7 +1827,7 @@ export type ChannelUnread = Message$1<"colink.messaging.v1.ChannelUnread"> & {
  * Use `create(ChannelUnreadSchema)` to create a new message.
  */
 export const ChannelUnreadSchema: GenMessage<ChannelUnread> = /*@__PURE__*/
-  messageDesc(file_colink_messaging_v1_messaging, 46);
+  messageDesc(file_colink_messaging_v1_messaging, 47);
 
 /**
  * Unread counts in one followed thread.
@@ -1822,7 +1883,7 @@ export type ThreadUnread = Message$1<"colink.messaging.v1.ThreadUnread"> & {
  * Use `create(ThreadUnreadSchema)` to create a new message.
  */
 export const ThreadUnreadSchema: GenMessage<ThreadUnread> = /*@__PURE__*/
-  messageDesc(file_colink_messaging_v1_messaging, 47);
+  messageDesc(file_colink_messaging_v1_messaging, 48);
 
 /**
  * ListMentions.
@@ -1850,7 +1911,7 @@ export type ListMentionsRequest = Message$1<"colink.messaging.v1.ListMentionsReq
  * Use `create(ListMentionsRequestSchema)` to create a new message.
  */
 export const ListMentionsRequestSchema: GenMessage<ListMentionsRequest> = /*@__PURE__*/
-  messageDesc(file_colink_messaging_v1_messaging, 48);
+  messageDesc(file_colink_messaging_v1_messaging, 49);
 
 /**
  * ListMentions result.
@@ -1878,7 +1939,7 @@ export type ListMentionsResponse = Message$1<"colink.messaging.v1.ListMentionsRe
  * Use `create(ListMentionsResponseSchema)` to create a new message.
  */
 export const ListMentionsResponseSchema: GenMessage<ListMentionsResponse> = /*@__PURE__*/
-  messageDesc(file_colink_messaging_v1_messaging, 49);
+  messageDesc(file_colink_messaging_v1_messaging, 50);
 
 /**
  * Direction of a page.

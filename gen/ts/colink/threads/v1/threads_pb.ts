@@ -347,7 +347,8 @@ export type CreateThreadRequest = Message<"colink.threads.v1.CreateThreadRequest
   text: string;
 
   /**
-   * Files to attach: at most 10, each uploaded by the caller and scanned.
+   * Files to attach: at most 10, each the caller's own confirmed upload,
+   * not infected.
    *
    * @generated from field: repeated string file_ids = 3;
    */
@@ -568,7 +569,8 @@ export type ReplyToThreadRequest = Message<"colink.threads.v1.ReplyToThreadReque
   text: string;
 
   /**
-   * Files to attach: at most 10, each uploaded by the caller and scanned.
+   * Files to attach: at most 10, each the caller's own confirmed upload,
+   * not infected.
    *
    * @generated from field: repeated string file_ids = 3;
    */

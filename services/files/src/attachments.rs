@@ -1,0 +1,120 @@
+//! Files attached to messages: which files a sender may attach, and the
+//! record of where each is attached, kept from `message.events`, which
+//! lets the members of those conversations see it.
+
+use std::sync::Arc;
+
+use colink_proto::events::v1::Event;
+use colink_proto::events::v1::event::Payload;
+use colink_proto::files::v1 as pb;
+use colink_runtime::error::Violations;
+use colink_runtime::events::{EventError, EventHandler};
+use colink_runtime::ids::{now_micros, parse_id, parse_id_list};
+use colink_runtime::{Caller, Error, Result};
+use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Query};
+use sea_orm::{ConnectionTrait, FromQueryResult, StatementBuilder};
+
+use crate::{Shared, to_proto};
+
+/// Files one message may carry (the messaging service's limit too).
+const MAX_FILES: usize = 10;
+const TABLE: &str = "file_attachments";
+
+impl Shared {
+    pub(crate) async fn check_attachments(
+        &self,
+        caller: &Caller,
+        req: &pb::CheckAttachmentsRequest,
+    ) -> Result<pb::CheckAttachmentsResponse> {
+        let mut v = Violations::default();
+        if req.file_ids.len() > MAX_FILES {
+            v.add("file_ids", format!("must list at most {MAX_FILES} files"));
+        }
+        let ids = parse_id_list(&mut v, "file_ids", &req.file_ids);
+        v.check(parse_id("channel_id", &req.channel_id));
+        v.finish()?;
+        let mut files = Vec::with_capacity(ids.len());
+        for id in &ids {
+            let found = self.find(id).await?;
+            let gone = found.state == pb::FileState::Deleted as i32 || found.state == pb::FileState::Expired as i32;
+            if gone {
+                return Err(Error::not_found(format!("file {id} not found")));
+            }
+            if found.owner_id != caller.user_id {
+                return Err(Error::denied(format!("file {id} is not yours to attach")));
+            }
+            if found.state == pb::FileState::PendingUpload as i32 {
+                return Err(Error::precondition(format!("file {id} is not confirmed yet")));
+            }
+            if matches!(
+                pb::ScanStatus::try_from(found.scan_status),
+                Ok(pb::ScanStatus::Infected | pb::ScanStatus::Failed)
+            ) {
+                return Err(Error::precondition(format!("file {id} failed its virus scan and cannot be attached")));
+            }
+            files.push(to_proto(&found));
+        }
+        Ok(pb::CheckAttachmentsResponse { files })
+    }
+
+    /// The conversations a file is attached to a message in.
+    pub(crate) async fn attached_in(&self, file_id: &str) -> Result<Vec<String>> {
+        #[derive(FromQueryResult)]
+        struct Row {
+            channel_id: String,
+        }
+        let query = Query::select()
+            .distinct()
+            .column("channel_id")
+            .from(TABLE)
+            .and_where(Expr::col("file_id").eq(file_id))
+            .to_owned();
+        let backend = self.db.reader.get_database_backend();
+        let rows = Row::find_by_statement(StatementBuilder::build(&query, &backend)).all(&self.db.reader).await?;
+        Ok(rows.into_iter().map(|r| r.channel_id).collect())
+    }
+}
+
+/// Keeps `file_attachments` from `message.events`: a new message with
+/// files adds rows, a deleted or recalled one takes its rows away. Both
+/// are idempotent, so a repeated event changes nothing.
+pub(crate) struct AttachmentRecorder {
+    pub shared: Arc<Shared>,
+}
+
+fn failed(err: impl std::fmt::Display) -> EventError {
+    EventError::Consumer(err.to_string())
+}
+
+#[async_trait::async_trait]
+impl EventHandler for AttachmentRecorder {
+    async fn handle(&self, event: &Event) -> Result<(), EventError> {
+        let Some(Payload::MessageChanged(m)) = &event.payload else { return Ok(()) };
+        let db = &self.shared.db.writer;
+        match event.r#type.as_str() {
+            "message.created" if !m.file_ids.is_empty() => {
+                let mut insert = Query::insert();
+                insert.into_table(TABLE).columns(["file_id", "message_id", "channel_id", "created_at"]);
+                for file_id in &m.file_ids {
+                    insert.values_panic([
+                        file_id.as_str().into(),
+                        m.message_id.as_str().into(),
+                        m.channel_id.as_str().into(),
+                        now_micros().into(),
+                    ]);
+                }
+                insert.on_conflict(OnConflict::columns(["file_id", "message_id"]).do_nothing().to_owned());
+                db.execute(&insert).await.map_err(failed)?;
+            }
+            "message.deleted" | "message.recalled" => {
+                let delete = Query::delete()
+                    .from_table(TABLE)
+                    .and_where(Expr::col("message_id").eq(m.message_id.as_str()))
+                    .to_owned();
+                db.execute(&delete).await.map_err(failed)?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,233 @@
+//! A file's owner changing it: its name, description and access, and
+//! shares with single users (to view, or also to download), which expire
+//! when the owner says.
+
+use colink_proto::files::v1 as pb;
+use colink_proto::users::v1::GetUserRequest;
+use colink_runtime::clients::call_on_behalf;
+use colink_runtime::error::Violations;
+use colink_runtime::ids::{check_text, encode_page_token, micros_of, now_micros, opt_timestamp, parse_id, timestamp};
+use colink_runtime::{Caller, Error, Result, Role};
+use sea_orm::sea_query::OnConflict;
+use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set};
+use tonic::Code;
+
+use crate::store::{file, share};
+use crate::{Shared, bad_token, to_proto};
+
+fn share_proto(s: &share::Model) -> pb::FileShare {
+    pb::FileShare {
+        file_id: s.file_id.clone(),
+        user_id: s.user_id.clone(),
+        permission: s.permission,
+        shared_by_id: s.shared_by_id.clone(),
+        create_time: Some(timestamp(s.created_at)),
+        expire_time: opt_timestamp(s.expires_at),
+    }
+}
+
+impl Shared {
+    /// The caller's unexpired share of a file, if any.
+    pub(crate) async fn share_of(&self, file_id: &str, user_id: &str) -> Result<Option<share::Model>> {
+        let found = share::Entity::find_by_id((file_id.to_string(), user_id.to_string())).one(&self.db.reader).await?;
+        Ok(found.filter(|s| s.expires_at.is_none_or(|at| at > now_micros())))
+    }
+
+    /// A file its owner is changing; refused for anyone else and for a
+    /// deleted file.
+    async fn owned(&self, caller: &Caller, raw_id: &str) -> Result<file::Model> {
+        let found = self.visible(caller, raw_id).await?;
+        if found.owner_id != caller.user_id {
+            return Err(Error::denied("only the file's owner can change it"));
+        }
+        if found.state == pb::FileState::Deleted as i32 || found.state == pb::FileState::Expired as i32 {
+            return Err(Error::precondition("the file was deleted"));
+        }
+        Ok(found)
+    }
+
+    pub(crate) async fn update_file(
+        &self,
+        caller: &Caller,
+        req: &pb::UpdateFileRequest,
+    ) -> Result<pb::UpdateFileResponse> {
+        let mut v = Violations::default();
+        v.check(parse_id("file_id", &req.file_id));
+        let paths = req.update_mask.as_ref().map(|m| m.paths.clone()).unwrap_or_default();
+        if paths.is_empty() {
+            v.add("update_mask", "must name at least one of filename, description, access");
+        }
+        let given = req.file.clone().unwrap_or_default();
+        for path in &paths {
+            match path.as_str() {
+                "filename" => {
+                    v.check(
+                        crate::uploads::check_filename(&given.filename)
+                            .map_err(|e| colink_runtime::error::FieldError::new("file.filename", e.description)),
+                    );
+                }
+                "description" => {
+                    v.check(check_text("file.description", &given.description, 0, 1000));
+                }
+                "access" => match pb::FileAccess::try_from(given.access) {
+                    Ok(pb::FileAccess::Unspecified) | Err(_) => v.add("file.access", "must be a known access"),
+                    Ok(pb::FileAccess::Workspace) if caller.role == Role::Guest => {
+                        v.add("file.access", "guests cannot share a file with the whole workspace");
+                    }
+                    Ok(_) => {}
+                },
+                other => v.add("update_mask", format!("{other:?} cannot be changed")),
+            }
+        }
+        v.finish()?;
+        let found = self.owned(caller, &req.file_id).await?;
+        if paths.iter().any(|p| p == "access")
+            && given.access == pb::FileAccess::Channel as i32
+            && found.channel_id.is_empty()
+        {
+            return Err(Error::invalid("file.access", "FILE_ACCESS_CHANNEL needs a file uploaded to a channel"));
+        }
+        let mut change = file::ActiveModel { file_id: Set(found.file_id.clone()), ..Default::default() };
+        for path in &paths {
+            match path.as_str() {
+                "filename" => change.filename = Set(given.filename.clone()),
+                "description" => change.description = Set(given.description.clone()),
+                _ => change.access = Set(given.access),
+            }
+        }
+        change.updated_at = Set(now_micros());
+        file::Entity::update(change).exec(&self.db.writer).await?;
+        Ok(pb::UpdateFileResponse { file: Some(to_proto(&self.find(&found.file_id).await?)) })
+    }
+
+    pub(crate) async fn share_file(
+        &self,
+        caller: &Caller,
+        req: &pb::ShareFileRequest,
+    ) -> Result<pb::ShareFileResponse> {
+        let mut v = Violations::default();
+        v.check(parse_id("file_id", &req.file_id));
+        let user_id = v.id("user_id", &req.user_id);
+        let permission = pb::SharePermission::try_from(req.permission).unwrap_or(pb::SharePermission::Unspecified);
+        if permission == pb::SharePermission::Unspecified {
+            v.add("permission", "must be VIEW or DOWNLOAD");
+        }
+        let now = now_micros();
+        let expires_at = req.expire_time.as_ref().map(micros_of);
+        if expires_at.is_some_and(|at| at <= now) {
+            v.add("expire_time", "must be in the future");
+        }
+        v.finish()?;
+        if caller.role == Role::Guest {
+            return Err(Error::denied("guests cannot share files"));
+        }
+        let found = self.owned(caller, &req.file_id).await?;
+        if user_id == caller.user_id {
+            return Err(Error::invalid("user_id", "is the file's owner"));
+        }
+        if found.state == pb::FileState::PendingUpload as i32 {
+            return Err(Error::precondition("the upload is not confirmed yet"));
+        }
+        if found.scan_status == pb::ScanStatus::Infected as i32 {
+            return Err(Error::precondition("the file is infected and cannot be shared"));
+        }
+        let request = GetUserRequest { user_id: user_id.clone() };
+        match call_on_behalf(&self.users, caller, request, |mut c, r| async move { c.get_user(r).await }).await {
+            Ok(answer) if answer.user.as_ref().is_some_and(|u| !u.deactivated) => {}
+            Ok(_) => return Err(Error::invalid("user_id", "is deactivated")),
+            Err(status) if status.code() == Code::NotFound => return Err(Error::invalid("user_id", "no such user")),
+            Err(status) => return Err(status.into()),
+        }
+        let row = share::Model {
+            file_id: found.file_id.clone(),
+            user_id,
+            permission: permission as i32,
+            shared_by_id: caller.user_id.clone(),
+            created_at: now,
+            expires_at,
+        };
+        let upsert = OnConflict::columns([share::Column::FileId, share::Column::UserId])
+            .update_columns([
+                share::Column::Permission,
+                share::Column::SharedById,
+                share::Column::CreatedAt,
+                share::Column::ExpiresAt,
+            ])
+            .to_owned();
+        share::Entity::insert(share::ActiveModel::from(row.clone()))
+            .on_conflict(upsert)
+            .exec_without_returning(&self.db.writer)
+            .await?;
+        Ok(pb::ShareFileResponse { share: Some(share_proto(&row)) })
+    }
+
+    pub(crate) async fn list_file_shares(
+        &self,
+        caller: &Caller,
+        req: &pb::ListFileSharesRequest,
+    ) -> Result<pb::ListFileSharesResponse> {
+        let mut v = Violations::default();
+        v.check(parse_id("file_id", &req.file_id));
+        let page = v.page(req.page_size, &req.page_token, 50, 100);
+        v.finish()?;
+        let found = self.visible(caller, &req.file_id).await?;
+        if found.owner_id != caller.user_id && caller.role != Role::Admin {
+            return Err(Error::denied("only the owner and admins can list a file's shares"));
+        }
+        let after = match page.after.as_deref().map(|a| a.split_once('/')) {
+            None => None,
+            Some(Some((at, user))) => Some((at.parse::<i64>().map_err(|_| bad_token())?, user.to_string())),
+            Some(None) => return Err(bad_token()),
+        };
+        let mut query = share::Entity::find().filter(share::Column::FileId.eq(&found.file_id));
+        if !req.include_expired {
+            query = query.filter(
+                Condition::any().add(share::Column::ExpiresAt.is_null()).add(share::Column::ExpiresAt.gt(now_micros())),
+            );
+        }
+        if let Some((at, user)) = &after {
+            query = query.filter(
+                Condition::any()
+                    .add(share::Column::CreatedAt.lt(*at))
+                    .add(Condition::all().add(share::Column::CreatedAt.eq(*at)).add(share::Column::UserId.lt(user))),
+            );
+        }
+        let rows = query
+            .order_by_desc(share::Column::CreatedAt)
+            .order_by_desc(share::Column::UserId)
+            .limit(page.limit + 1)
+            .all(&self.db.reader)
+            .await?;
+        let more = rows.len() as u64 > page.limit;
+        let shares = rows.iter().take(page.limit as usize).map(share_proto).collect();
+        let next_page_token = match (more, rows.get(page.limit as usize - 1)) {
+            (true, Some(last)) => encode_page_token(&format!("{}/{}", last.created_at, last.user_id)),
+            _ => String::new(),
+        };
+        Ok(pb::ListFileSharesResponse { shares, next_page_token })
+    }
+
+    pub(crate) async fn revoke_file_share(
+        &self,
+        caller: &Caller,
+        req: &pb::RevokeFileShareRequest,
+    ) -> Result<pb::RevokeFileShareResponse> {
+        let mut v = Violations::default();
+        v.check(parse_id("file_id", &req.file_id));
+        let user_id = v.id("user_id", &req.user_id);
+        v.finish()?;
+        let found = self.find(&req.file_id).await?;
+        let allowed = found.owner_id == caller.user_id || caller.role == Role::Admin || user_id == caller.user_id;
+        if !allowed {
+            // Whether the file exists is not for outsiders to learn.
+            self.visible(caller, &req.file_id).await?;
+            return Err(Error::denied("only the owner, an admin or the recipient can revoke a share"));
+        }
+        let deleted = share::Entity::delete_many()
+            .filter(share::Column::FileId.eq(&found.file_id))
+            .filter(share::Column::UserId.eq(&user_id))
+            .exec(&self.db.writer)
+            .await?;
+        Ok(pb::RevokeFileShareResponse { revoked: deleted.rows_affected > 0 })
+    }
+}
