@@ -384,6 +384,62 @@ pub struct UpdateFileRetentionResponse {
     #[prost(message, optional, tag = "1")]
     pub file: ::core::option::Option<File>,
 }
+/// One retention run.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct RetentionRun {
+    /// UUIDv7.
+    #[prost(string, tag = "1")]
+    pub run_id: ::prost::alloc::string::String,
+    /// When it started.
+    #[prost(message, optional, tag = "2")]
+    pub start_time: ::core::option::Option<::prost_types::Timestamp>,
+    /// When it finished.
+    #[prost(message, optional, tag = "3")]
+    pub finish_time: ::core::option::Option<::prost_types::Timestamp>,
+    /// Files that passed their retention and expired.
+    #[prost(int64, tag = "4")]
+    pub files_expired: i64,
+    /// Bytes deleted from storage (files whose policy deletes automatically).
+    #[prost(int64, tag = "5")]
+    pub bytes_deleted: i64,
+    /// The same per channel; files uploaded to no channel count under an
+    /// empty channel id.
+    #[prost(message, repeated, tag = "6")]
+    pub channels: ::prost::alloc::vec::Vec<ChannelRetention>,
+}
+/// What one retention run expired in one channel.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ChannelRetention {
+    /// The channel; empty for files uploaded to none.
+    #[prost(string, tag = "1")]
+    pub channel_id: ::prost::alloc::string::String,
+    /// Files that expired.
+    #[prost(int64, tag = "2")]
+    pub files_expired: i64,
+    /// Bytes deleted from storage.
+    #[prost(int64, tag = "3")]
+    pub bytes_deleted: i64,
+}
+/// ListRetentionRuns.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ListRetentionRunsRequest {
+    /// 1..=100, default 20.
+    #[prost(int32, tag = "1")]
+    pub page_size: i32,
+    /// From a previous response.
+    #[prost(string, tag = "2")]
+    pub page_token: ::prost::alloc::string::String,
+}
+/// ListRetentionRuns result.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ListRetentionRunsResponse {
+    /// Newest first.
+    #[prost(message, repeated, tag = "1")]
+    pub runs: ::prost::alloc::vec::Vec<RetentionRun>,
+    /// Empty at the end.
+    #[prost(string, tag = "2")]
+    pub next_page_token: ::prost::alloc::string::String,
+}
 /// ShareFile.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct ShareFileRequest {
@@ -1099,6 +1155,36 @@ pub mod files_service_client {
                 );
             self.inner.unary(req, path, codec).await
         }
+        /// What the periodic retention runs expired, newest first: per run, the
+        /// files and bytes in all and per channel. Admins only.
+        /// Errors: INVALID_ARGUMENT naming `page_size` or `page_token`;
+        /// PERMISSION_DENIED.
+        pub async fn list_retention_runs(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ListRetentionRunsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ListRetentionRunsResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = crate::codec::ProtoCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/colink.files.v1.FilesService/ListRetentionRuns",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new("colink.files.v1.FilesService", "ListRetentionRuns"),
+                );
+            self.inner.unary(req, path, codec).await
+        }
         /// Shares a file with one user, or changes an existing share's permission
         /// and expiry. Only the owner; the file must be confirmed and not INFECTED
         /// (FAILED_PRECONDITION). Guests can be shared with but cannot share.
@@ -1345,6 +1431,17 @@ pub mod files_service_server {
             request: tonic::Request<super::UpdateFileRetentionRequest>,
         ) -> std::result::Result<
             tonic::Response<super::UpdateFileRetentionResponse>,
+            tonic::Status,
+        >;
+        /// What the periodic retention runs expired, newest first: per run, the
+        /// files and bytes in all and per channel. Admins only.
+        /// Errors: INVALID_ARGUMENT naming `page_size` or `page_token`;
+        /// PERMISSION_DENIED.
+        async fn list_retention_runs(
+            &self,
+            request: tonic::Request<super::ListRetentionRunsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ListRetentionRunsResponse>,
             tonic::Status,
         >;
         /// Shares a file with one user, or changes an existing share's permission
@@ -1914,6 +2011,52 @@ pub mod files_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = UpdateFileRetentionSvc(inner);
+                        let codec = crate::codec::ProtoCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/colink.files.v1.FilesService/ListRetentionRuns" => {
+                    #[allow(non_camel_case_types)]
+                    struct ListRetentionRunsSvc<T: FilesService>(pub Arc<T>);
+                    impl<
+                        T: FilesService,
+                    > tonic::server::UnaryService<super::ListRetentionRunsRequest>
+                    for ListRetentionRunsSvc<T> {
+                        type Response = super::ListRetentionRunsResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ListRetentionRunsRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as FilesService>::list_retention_runs(&inner, request)
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ListRetentionRunsSvc(inner);
                         let codec = crate::codec::ProtoCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(

@@ -112,7 +112,7 @@ impl Node {
             Arc::new(kafka)
         };
         let ephemeral: Arc<dyn Ephemeral> = if config.ephemeral.url.is_empty() {
-            Arc::new(MemoryEphemeral::with_clock(clock))
+            Arc::new(MemoryEphemeral::with_clock(clock.clone()))
         } else {
             let redis = RedisEphemeral::new(&config.ephemeral.url)
                 .map_err(|e| NodeError::Start { service: "ephemeral", message: e.to_string() })?;
@@ -191,16 +191,17 @@ impl Node {
                     background.push(relay);
                     let storage = files::open(&config, addr)?;
                     blobs = storage.blobs;
-                    let svc = FilesService::new(
-                        db,
-                        outbox,
-                        pubsub.clone(),
-                        storage.objects,
-                        storage.scanner,
-                        colink_files::Peers { channels: peers.channel("channels"), users: peers.channel("users") },
-                        config.files.clone(),
-                    );
-                    if let Some(scanner) = svc.scanner() {
+                    let backends = colink_files::Backends {
+                        pubsub: pubsub.clone(),
+                        objects: storage.objects,
+                        scanner: storage.scanner,
+                        clock: clock.clone(),
+                    };
+                    let files_peers =
+                        colink_files::Peers { channels: peers.channel("channels"), users: peers.channel("users") };
+                    let svc = FilesService::new(db, outbox, backends, files_peers, config.files.clone());
+                    svc.start_retention(shutdown_rx.clone());
+                    if let Some(scanner) = svc.scanner(shutdown_rx.clone()) {
                         event_log.subscribe(FILE_EVENTS, "files.scanner", scanner);
                     }
                     event_log.subscribe(MESSAGE_EVENTS, "files.attachments", svc.attachment_recorder());

@@ -14,7 +14,7 @@ use colink_runtime::{Caller, Error, Result};
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Query};
 use sea_orm::{ConnectionTrait, FromQueryResult, StatementBuilder};
 
-use crate::{Shared, to_proto};
+use crate::Shared;
 
 /// Files one message may carry (the messaging service's limit too).
 const MAX_FILES: usize = 10;
@@ -52,7 +52,7 @@ impl Shared {
             ) {
                 return Err(Error::precondition(format!("file {id} failed its virus scan and cannot be attached")));
             }
-            files.push(to_proto(&found));
+            files.push(self.file_proto(&found));
         }
         Ok(pb::CheckAttachmentsResponse { files })
     }

@@ -17,7 +17,9 @@ use crate::objects::{LocalStore, StoreError};
 use crate::signed::{BLOB_PREFIX, Grant, Refused, Signed};
 
 /// Bytes read from disk per frame of a download.
-const READ_CHUNK: usize = 64 * 1024;
+const READ_CHUNK: usize = 256 * 1024;
+/// Bytes of an upload gathered before each write to disk.
+const WRITE_CHUNK: usize = 256 * 1024;
 
 /// The HTTP side of a [`LocalStore`].
 #[derive(Clone)]
@@ -163,7 +165,8 @@ impl Blobs {
 }
 
 /// Streams the body into the file: exactly `length` bytes, and the right
-/// checksum when one was promised.
+/// checksum when one was promised. Frames are gathered into large writes:
+/// each write is a hop to a blocking thread.
 async fn receive<B>(
     mut body: B,
     file: &mut tokio::fs::File,
@@ -175,8 +178,10 @@ where
     B::Data: Into<Bytes>,
     B::Error: std::fmt::Display,
 {
+    let failed = |e: std::io::Error| plain(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string());
     let mut received = 0u64;
-    let mut hasher = Sha256::new();
+    let mut hasher = (!sha256.is_empty()).then(Sha256::new);
+    let mut gathered = BytesMut::with_capacity(WRITE_CHUNK);
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| plain(StatusCode::BAD_REQUEST, &format!("the upload broke off: {e}")))?;
         let Ok(data) = frame.into_data() else { continue };
@@ -185,13 +190,20 @@ where
         if received > length {
             return Err(plain(StatusCode::PAYLOAD_TOO_LARGE, &format!("more than the {length} bytes declared")));
         }
-        hasher.update(&data);
-        file.write_all(&data).await.map_err(|e| plain(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()))?;
+        if let Some(hasher) = hasher.as_mut() {
+            hasher.update(&data);
+        }
+        gathered.extend_from_slice(&data);
+        if gathered.len() >= WRITE_CHUNK {
+            file.write_all(&gathered).await.map_err(failed)?;
+            gathered.clear();
+        }
     }
+    file.write_all(&gathered).await.map_err(failed)?;
     if received != length {
         return Err(plain(StatusCode::BAD_REQUEST, &format!("{received} bytes arrived but {length} were declared")));
     }
-    if !sha256.is_empty() && hex::encode(hasher.finalize()) != sha256 {
+    if hasher.is_some_and(|h| hex::encode(h.finalize()) != sha256) {
         return Err(plain(StatusCode::BAD_REQUEST, "the bytes do not match the declared sha256"));
     }
     Ok(())

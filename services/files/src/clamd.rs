@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-/// Bytes sent per chunk; clamd's own default limit is far above.
-const CHUNK: usize = 64 * 1024;
+/// Bytes read and sent per chunk: large, since reading a file from disk
+/// is a hop to a blocking thread per read.
+const CHUNK: usize = 256 * 1024;
 /// The longest answer read (a signature name and a few words).
 const MAX_REPLY: usize = 4096;
 

@@ -1,15 +1,14 @@
 //! The files service: uploads through signed URLs straight to the object
 //! store, a type check of the bytes, a virus scan before anything is
-//! served, downloads for those who may see a file, and storage quotas.
-//!
-//! Per-file retention is part of the contract but not of this version;
-//! UpdateFileRetention answers UNIMPLEMENTED.
+//! served, downloads for those who may see a file, shares, attachments,
+//! storage quotas and retention.
 
 mod attachments;
 pub mod blobs;
 pub mod clamd;
 pub mod objects;
 mod quota;
+mod retention;
 mod scanning;
 mod shares;
 pub mod signed;
@@ -28,6 +27,7 @@ use colink_proto::files::v1 as pb;
 use colink_proto::files::v1::files_service_server::{FilesService as FilesRpc, FilesServiceServer};
 use colink_proto::users::v1::users_service_client::UsersServiceClient;
 use colink_runtime::clients::call_on_behalf;
+use colink_runtime::clock::Clock;
 use colink_runtime::config::FilesConfig;
 use colink_runtime::db::Db;
 use colink_runtime::error::Violations;
@@ -63,6 +63,17 @@ pub(crate) struct Shared {
     users: UsersServiceClient<Channel>,
     keys: Keys,
     config: FilesConfig,
+    /// What retention reads the time from.
+    clock: Arc<dyn Clock>,
+}
+
+/// What the files service runs on besides its database.
+pub struct Backends {
+    pub pubsub: Arc<dyn PubSub>,
+    pub objects: Arc<dyn ObjectStore>,
+    /// None: files are marked UNSCANNED.
+    pub scanner: Option<Arc<Clamd>>,
+    pub clock: Arc<dyn Clock>,
 }
 
 /// The services the files service calls.
@@ -85,19 +96,18 @@ pub struct FilesService {
 }
 
 impl FilesService {
-    pub fn new(
-        db: Db,
-        outbox: Outbox,
-        pubsub: Arc<dyn PubSub>,
-        objects: Arc<dyn ObjectStore>,
-        scanner: Option<Arc<Clamd>>,
-        peers: Peers,
-        config: FilesConfig,
-    ) -> Self {
+    pub fn new(db: Db, outbox: Outbox, backends: Backends, peers: Peers, config: FilesConfig) -> Self {
+        let Backends { pubsub, objects, scanner, clock } = backends;
         let keys = Keys::new(db.clone());
         let channels = ChannelsServiceClient::new(peers.channels);
         let users = UsersServiceClient::new(peers.users);
-        Self { shared: Arc::new(Shared { db, outbox, pubsub, objects, scanner, channels, users, keys, config }) }
+        let shared = Shared { db, outbox, pubsub, objects, scanner, channels, users, keys, config, clock };
+        Self { shared: Arc::new(shared) }
+    }
+
+    /// Starts the periodic retention run; it stops at `shutdown`.
+    pub fn start_retention(&self, shutdown: tokio::sync::watch::Receiver<bool>) {
+        retention::spawn(self.shared.clone(), shutdown);
     }
 
     pub fn into_server(self) -> FilesServiceServer<Self> {
@@ -111,10 +121,12 @@ impl FilesService {
     }
 
     /// The consumer of `file.events` that scans confirmed files, when this
-    /// node has a scanner.
-    pub fn scanner(&self) -> Option<Arc<dyn EventHandler>> {
+    /// node has a scanner; its workers stop at `shutdown`.
+    pub fn scanner(&self, shutdown: tokio::sync::watch::Receiver<bool>) -> Option<Arc<dyn EventHandler>> {
         let clamd = self.shared.scanner.clone()?;
-        Some(Arc::new(scanning::Scanner { shared: self.shared.clone(), clamd }))
+        let workers = self.shared.config.scanner.concurrency;
+        let pool = scanning::ScanPool::spawn(self.shared.clone(), clamd, workers, shutdown);
+        Some(Arc::new(scanning::Scanner { pool }))
     }
 }
 
@@ -204,9 +216,19 @@ impl Shared {
         Ok(())
     }
 
+    /// A file as the contract shows it.
+    pub(crate) fn file_proto(&self, f: &file::Model) -> pb::File {
+        let mut file = to_proto(f);
+        if let Some(retention) = file.retention.as_mut() {
+            retention.expire_time = retention::expires_at(f, &self.config.retention).map(timestamp);
+            retention.auto_delete = self.config.retention.auto_delete;
+        }
+        file
+    }
+
     /// Tells the owner's streams what became of their file.
     async fn tell_owner(&self, f: &file::Model) {
-        let frame = Frame::File(to_proto(f).encode_to_vec().into()).encode();
+        let frame = Frame::File(self.file_proto(f).encode_to_vec().into()).encode();
         self.pubsub.publish(&user_topic(&f.owner_id), frame).await;
     }
 
@@ -246,7 +268,7 @@ impl Shared {
             Err(Error::NotFound(_)) => {
                 let found = self.find(&req.file_id).await?;
                 if found.owner_id == caller.user_id && found.state == pb::FileState::Deleted as i32 {
-                    return Ok(pb::DeleteFileResponse { file: Some(to_proto(&found)) });
+                    return Ok(pb::DeleteFileResponse { file: Some(self.file_proto(&found)) });
                 }
                 return Err(Error::not_found(format!("file {} not found", found.file_id)));
             }
@@ -256,7 +278,7 @@ impl Shared {
             return Err(Error::denied("only the owner, a moderator or an admin can delete a file"));
         }
         if found.state == pb::FileState::Deleted as i32 {
-            return Ok(pb::DeleteFileResponse { file: Some(to_proto(&found)) });
+            return Ok(pb::DeleteFileResponse { file: Some(self.file_proto(&found)) });
         }
         let now = now_micros();
         let txn = sea_orm::TransactionTrait::begin(&self.db.writer).await?;
@@ -286,7 +308,7 @@ impl Shared {
             tracing::warn!(file_id = %found.file_id, error = %err, "could not delete a deleted file's bytes");
         }
         let now_row = self.find(&found.file_id).await?;
-        Ok(pb::DeleteFileResponse { file: Some(to_proto(&now_row)) })
+        Ok(pb::DeleteFileResponse { file: Some(self.file_proto(&now_row)) })
     }
 
     async fn list_files(&self, caller: &Caller, req: &pb::ListFilesRequest) -> Result<pb::ListFilesResponse> {
@@ -372,7 +394,7 @@ impl Shared {
             .all(&self.db.reader)
             .await?;
         let more = rows.len() as u64 > page.limit;
-        let files: Vec<pb::File> = rows.iter().take(page.limit as usize).map(to_proto).collect();
+        let files: Vec<pb::File> = rows.iter().take(page.limit as usize).map(|f| self.file_proto(f)).collect();
         let next_page_token = match (more, rows.get(page.limit as usize - 1)) {
             (true, Some(last)) => encode_page_token(&format!("{}/{}", last.created_at, last.file_id)),
             _ => String::new(),
@@ -453,7 +475,9 @@ pub(crate) fn scan_status_name(status: i32) -> &'static str {
     }
 }
 
-pub(crate) fn to_proto(f: &file::Model) -> pb::File {
+/// A file as the contract shows it, but for when it expires (see
+/// `Shared::file_proto`).
+fn to_proto(f: &file::Model) -> pb::File {
     pb::File {
         file_id: f.file_id.clone(),
         owner_id: f.owner_id.clone(),
@@ -482,10 +506,6 @@ pub(crate) fn to_proto(f: &file::Model) -> pb::File {
         update_time: Some(timestamp(f.updated_at)),
         delete_time: opt_timestamp(f.deleted_at),
     }
-}
-
-fn unimplemented(what: &str) -> Status {
-    Status::unimplemented(format!("{what} is not part of this version"))
 }
 
 #[tonic::async_trait]
@@ -518,7 +538,7 @@ impl FilesRpc for FilesService {
     async fn get_file(&self, request: Request<pb::GetFileRequest>) -> Result<Response<pb::GetFileResponse>, Status> {
         let caller = caller(&request)?;
         let found = self.shared.visible(caller, &request.get_ref().file_id).await?;
-        Ok(Response::new(pb::GetFileResponse { file: Some(to_proto(&found)) }))
+        Ok(Response::new(pb::GetFileResponse { file: Some(self.shared.file_proto(&found)) }))
     }
 
     async fn update_file(
@@ -565,9 +585,18 @@ impl FilesRpc for FilesService {
 
     async fn update_file_retention(
         &self,
-        _request: Request<pb::UpdateFileRetentionRequest>,
+        request: Request<pb::UpdateFileRetentionRequest>,
     ) -> Result<Response<pb::UpdateFileRetentionResponse>, Status> {
-        Err(unimplemented("UpdateFileRetention"))
+        let caller = caller(&request)?;
+        Ok(Response::new(self.shared.update_file_retention(caller, request.get_ref()).await?))
+    }
+
+    async fn list_retention_runs(
+        &self,
+        request: Request<pb::ListRetentionRunsRequest>,
+    ) -> Result<Response<pb::ListRetentionRunsResponse>, Status> {
+        let caller = caller(&request)?;
+        Ok(Response::new(self.shared.list_retention_runs(caller, request.get_ref()).await?))
     }
 
     async fn share_file(

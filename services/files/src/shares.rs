@@ -13,7 +13,7 @@ use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, Quer
 use tonic::Code;
 
 use crate::store::{file, share};
-use crate::{Shared, bad_token, to_proto};
+use crate::{Shared, bad_token};
 
 fn share_proto(s: &share::Model) -> pb::FileShare {
     pb::FileShare {
@@ -97,7 +97,7 @@ impl Shared {
         }
         change.updated_at = Set(now_micros());
         file::Entity::update(change).exec(&self.db.writer).await?;
-        Ok(pb::UpdateFileResponse { file: Some(to_proto(&self.find(&found.file_id).await?)) })
+        Ok(pb::UpdateFileResponse { file: Some(self.file_proto(&self.find(&found.file_id).await?)) })
     }
 
     pub(crate) async fn share_file(

@@ -14,7 +14,7 @@ use tokio::io::AsyncReadExt;
 
 use crate::sniff::{self, SNIFF_LEN};
 use crate::store::file;
-use crate::{Shared, UPLOAD_URL_TTL, quota, to_proto};
+use crate::{Shared, UPLOAD_URL_TTL, quota};
 
 /// An upload not confirmed this long after its URL expired is given up:
 /// its reservation is released and its bytes deleted.
@@ -157,7 +157,7 @@ pub(crate) async fn create(
     file::Entity::insert(file::ActiveModel::from(row.clone())).exec_without_returning(&txn).await?;
     txn.commit().await?;
     Ok(pb::CreateUploadUrlResponse {
-        file: Some(to_proto(&row)),
+        file: Some(shared.file_proto(&row)),
         upload_url: upload.url,
         upload_method: "PUT".into(),
         upload_headers: upload.headers.into_iter().collect(),
@@ -181,7 +181,7 @@ pub(crate) async fn confirm(shared: &Shared, caller: &Caller, raw_id: &str) -> R
         shared.visible(caller, raw_id).await?;
         return Err(Error::denied("only the uploader can confirm an upload"));
     }
-    let answer = |f: &file::Model| pb::ConfirmUploadResponse { file: Some(to_proto(f)) };
+    let answer = |f: &file::Model| pb::ConfirmUploadResponse { file: Some(shared.file_proto(f)) };
     match pb::FileState::try_from(found.state) {
         Ok(pb::FileState::PendingUpload) => {}
         Ok(pb::FileState::Ready) => return Ok(answer(&found)),
@@ -264,7 +264,8 @@ async fn check_bytes(shared: &Shared, found: &file::Model, key: &str) -> Result<
     let mut reader = shared.objects.read(key).await.map_err(Error::internal)?;
     let mut hasher = Sha256::new();
     let mut head = Vec::with_capacity(SNIFF_LEN);
-    let mut buffer = vec![0u8; 64 * 1024];
+    // Large reads: each is a hop to a blocking thread.
+    let mut buffer = vec![0u8; 256 * 1024];
     loop {
         let n = reader.read(&mut buffer).await.map_err(Error::internal)?;
         if n == 0 {

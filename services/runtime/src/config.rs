@@ -165,6 +165,38 @@ pub struct FilesConfig {
     /// deployments with a scanner: without one, nothing is downloadable.
     pub require_scan: bool,
     pub scanner: ScannerConfig,
+    pub retention: RetentionPolicy,
+}
+
+/// How long files are kept, by kind, unless a file says otherwise. Days
+/// after upload; 0 keeps them forever.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionPolicy {
+    pub image_days: u32,
+    pub video_days: u32,
+    pub audio_days: u32,
+    pub document_days: u32,
+    pub other_days: u32,
+    /// Delete an expired file's bytes; otherwise it is only marked EXPIRED
+    /// (no longer served) for an admin to review.
+    pub auto_delete: bool,
+    /// How often expired files are looked for.
+    pub sweep_secs: u64,
+}
+
+impl Default for RetentionPolicy {
+    fn default() -> Self {
+        Self {
+            image_days: 0,
+            video_days: 0,
+            audio_days: 0,
+            document_days: 0,
+            other_days: 0,
+            auto_delete: false,
+            sweep_secs: 3600,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -176,6 +208,8 @@ pub struct ScannerConfig {
     /// How long one scan may take before it counts as failed and is
     /// retried.
     pub timeout_ms: u64,
+    /// Files scanned at once by this node.
+    pub concurrency: usize,
 }
 
 /// The seeds' allow-list: images, audio, video, documents and archives.
@@ -218,13 +252,14 @@ impl Default for FilesConfig {
             workspace_quota_bytes: 0,
             require_scan: false,
             scanner: ScannerConfig::default(),
+            retention: RetentionPolicy::default(),
         }
     }
 }
 
 impl Default for ScannerConfig {
     fn default() -> Self {
-        Self { clamd: String::new(), timeout_ms: 60_000 }
+        Self { clamd: String::new(), timeout_ms: 60_000, concurrency: 4 }
     }
 }
 
@@ -439,6 +474,17 @@ impl FilesConfig {
         }
         if self.scanner.timeout_ms == 0 {
             problems.push("files.scanner.timeout_ms: must be at least 1".into());
+        }
+        if !(1..=64).contains(&self.scanner.concurrency) {
+            problems.push("files.scanner.concurrency: must be within 1..=64".into());
+        }
+        let policy = &self.retention;
+        let days = [policy.image_days, policy.video_days, policy.audio_days, policy.document_days, policy.other_days];
+        if days.iter().any(|d| *d > 36_500) {
+            problems.push("files.retention.*_days: must be at most 36500".into());
+        }
+        if policy.sweep_secs == 0 {
+            problems.push("files.retention.sweep_secs: must be at least 1".into());
         }
         problems
     }

@@ -2,6 +2,7 @@
 //! real clamd (`COLINK_TEST_CLAMD`, started by `.ci/start-clamd`), who may
 //! see and download what, quotas, and every refusal changing nothing.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use colink_proto::admin::v1::ListAuditLogsRequest;
@@ -9,8 +10,8 @@ use colink_proto::channels::v1::ChannelKind;
 use colink_proto::files::v1::{
     ConfirmUploadRequest, CreateUploadUrlRequest, CreateUploadUrlResponse, DeleteFileRequest, File, FileAccess,
     FileState, GetDownloadUrlRequest, GetFileRequest, GetQuotaRequest, ListFileSharesRequest, ListFilesRequest,
-    RevokeFileShareRequest, ScanStatus, SetQuotaRequest, ShareFileRequest, SharePermission, ThumbnailSize,
-    UpdateFileRequest,
+    ListRetentionRunsRequest, RevokeFileShareRequest, ScanStatus, SetQuotaRequest, ShareFileRequest, SharePermission,
+    ThumbnailSize, UpdateFileRequest, UpdateFileRetentionRequest,
 };
 use colink_proto::messaging::v1::channel_event::Kind;
 use colink_proto::messaging::v1::{
@@ -18,6 +19,7 @@ use colink_proto::messaging::v1::{
 };
 use colink_proto::realtime::v1::SubscribeRequest;
 use colink_proto::realtime::v1::server_frame::Frame;
+use colink_runtime::clock::ManualClock;
 use tonic::Code;
 
 use crate::helpers::{TestApp, TestUser, assert_code, assert_invalid, event, frame, http};
@@ -622,4 +624,79 @@ async fn the_owner_renames_describes_and_opens_a_file() {
     assert_invalid(app.files().update_file(alice.req(update(&["filename"], bad_name))).await, "file.filename");
     let channel_only = File { access: FileAccess::Channel as i32, ..renamed };
     assert_invalid(app.files().update_file(alice.req(update(&["access"], channel_only))).await, "file.access");
+}
+
+#[tokio::test]
+#[ignore = "needs clamd: COLINK_TEST_CLAMD"]
+async fn a_file_left_waiting_by_a_stopped_node_is_scanned_by_the_next() {
+    let port = free_port();
+    let app = TestApp::spawn_with(move |c| c.files.scanner.clamd = format!("tcp://127.0.0.1:{port}")).await;
+    let alice = app.register("alice").await;
+    let file = upload(&app, &alice, upload_request("a.txt", "text/plain", b"waiting", ""), b"waiting").await;
+    assert_eq!(file.scan_status, ScanStatus::Pending as i32);
+    let clamd = clamd_url();
+    let app = app.restart(move |c| c.files.scanner.clamd = clamd).await;
+    let scanned = scan_result(&app, &alice, &file.file_id).await;
+    assert_eq!(scanned.scan_status, ScanStatus::Clean as i32);
+}
+
+#[tokio::test]
+async fn files_past_their_retention_expire_and_every_run_is_reported() {
+    let clock = Arc::new(ManualClock::starting_now());
+    let app = TestApp::spawn_with_clock(clock.clone(), |c| {
+        c.files.retention.document_days = 30;
+        c.files.retention.auto_delete = true;
+        c.files.retention.sweep_secs = 1;
+    })
+    .await;
+    let admin = app.register("root").await;
+    let alice = app.register("alice").await;
+    let room = app.create_channel(&alice, "room", ChannelKind::Public, &[]).await;
+    let short =
+        upload(&app, &alice, upload_request("short.txt", "text/plain", b"12345", &room.channel_id), b"12345").await;
+    let kept = upload(&app, &alice, upload_request("kept.txt", "text/plain", b"678", ""), b"678").await;
+    let policy = short.retention.unwrap();
+    assert!(policy.auto_delete && policy.expire_time.is_some(), "{policy:?}");
+    let retention = |file: &File, days: i32, forever: bool| UpdateFileRetentionRequest {
+        file_id: file.file_id.clone(),
+        retention_days: days,
+        keep_forever: forever,
+    };
+    // The owner may shorten, not lengthen; only an admin keeps forever.
+    assert_code(
+        app.files().update_file_retention(alice.req(retention(&short, 60, false))).await,
+        Code::PermissionDenied,
+    );
+    assert_code(app.files().update_file_retention(alice.req(retention(&kept, 0, true))).await, Code::PermissionDenied);
+    assert_invalid(app.files().update_file_retention(admin.req(retention(&kept, 5, true))).await, "keep_forever");
+    assert_invalid(app.files().update_file_retention(alice.req(retention(&short, -1, false))).await, "retention_days");
+    let shortened = app.files().update_file_retention(alice.req(retention(&short, 10, false))).await.unwrap();
+    let expire = shortened.into_inner().file.unwrap().retention.unwrap().expire_time.unwrap();
+    assert!(expire.seconds < policy.expire_time.unwrap().seconds);
+    app.files().update_file_retention(admin.req(retention(&kept, 0, true))).await.unwrap();
+    let url = download_url(&app, &alice, &short.file_id).await.unwrap();
+    // Eleven days later the shortened file is gone; the kept one is not.
+    clock.advance(Duration::from_secs(11 * 24 * 3600));
+    eventually(Duration::from_secs(10), "the file to expire", || async {
+        get_file(&app, &alice, &short.file_id).await.is_err().then_some(())
+    })
+    .await;
+    assert_code(get_file(&app, &alice, &short.file_id).await, Code::NotFound);
+    assert_eq!(get_file(&app, &admin, &short.file_id).await.unwrap().state, FileState::Expired as i32);
+    assert_eq!(http("GET", &url, &[], b"").await.status, 404, "the bytes were deleted");
+    assert_eq!(get_file(&app, &alice, &kept.file_id).await.unwrap().state, FileState::Ready as i32);
+    let quota = app.files().get_quota(alice.req(GetQuotaRequest::default())).await.unwrap().into_inner().quota.unwrap();
+    assert_eq!((quota.used_bytes, quota.file_count), (3, 1));
+    let runs = app.files().list_retention_runs(admin.req(ListRetentionRunsRequest::default())).await.unwrap();
+    let expired: Vec<_> = runs.into_inner().runs.into_iter().filter(|r| r.files_expired > 0).collect();
+    assert_eq!(expired.len(), 1, "{expired:?}");
+    assert_eq!((expired[0].files_expired, expired[0].bytes_deleted), (1, 5));
+    assert_eq!(
+        expired[0].channels.iter().map(|c| (c.channel_id.as_str(), c.bytes_deleted)).collect::<Vec<_>>(),
+        [(room.channel_id.as_str(), 5)]
+    );
+    assert_code(
+        app.files().list_retention_runs(alice.req(ListRetentionRunsRequest::default())).await,
+        Code::PermissionDenied,
+    );
 }

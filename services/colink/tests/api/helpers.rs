@@ -51,6 +51,8 @@ pub struct TestApp {
     pub node: Option<Node>,
     pub channel: GrpcChannel,
     channel_uri: String,
+    /// What the node was started with, for a restart.
+    config: Option<Config>,
     _data: TempDir,
 }
 
@@ -74,7 +76,7 @@ impl TestUser {
 impl TestApp {
     /// A client of a node that runs elsewhere (another process).
     pub fn at(channel: GrpcChannel) -> Self {
-        Self { node: None, channel, channel_uri: String::new(), _data: TempDir::new().expect("temp dir") }
+        Self { node: None, channel, channel_uri: String::new(), config: None, _data: TempDir::new().expect("temp dir") }
     }
 
     pub async fn spawn() -> Self {
@@ -103,10 +105,24 @@ impl TestApp {
         config.auth.argon2_memory_kib = 64;
         config.auth.argon2_iterations = 1;
         adjust(&mut config);
-        let node = Node::start_with_clock(config, clock).await.expect("node starts");
+        let node = Node::start_with_clock(config.clone(), clock).await.expect("node starts");
         let channel_uri = format!("http://{}", node.addr());
         let channel = Endpoint::from_shared(channel_uri.clone()).expect("endpoint").timeout(WAIT).connect_lazy();
-        Self { node: Some(node), channel, channel_uri, _data: data }
+        Self { node: Some(node), channel, channel_uri, config: Some(config), _data: data }
+    }
+
+    /// Stops the node and starts another on the same data and databases,
+    /// changed by `adjust`.
+    pub async fn restart(mut self, adjust: impl FnOnce(&mut Config)) -> Self {
+        if let Some(node) = self.node.take() {
+            node.shutdown().await.expect("clean shutdown");
+        }
+        let mut config = self.config.take().expect("a node this test started");
+        adjust(&mut config);
+        let node = Node::start(config.clone()).await.expect("node restarts");
+        let channel_uri = format!("http://{}", node.addr());
+        self.channel = Endpoint::from_shared(channel_uri.clone()).expect("endpoint").timeout(WAIT).connect_lazy();
+        Self { node: Some(node), channel_uri, config: Some(config), ..self }
     }
 
     /// The node's URI.
