@@ -30,7 +30,7 @@ use colink_runtime::clients::call_on_behalf;
 use colink_runtime::clock::Clock;
 use colink_runtime::config::FilesConfig;
 use colink_runtime::db::Db;
-use colink_runtime::error::Violations;
+use colink_runtime::error::{Page, Violations};
 use colink_runtime::events::{self, EventHandler, FILE_EVENTS, Outbox};
 use colink_runtime::idempotency::{Keys, key_of};
 use colink_runtime::ids::{encode_page_token, now_micros, opt_timestamp, parse_optional_id, timestamp};
@@ -282,15 +282,7 @@ impl Shared {
         }
         let now = now_micros();
         let txn = sea_orm::TransactionTrait::begin(&self.db.writer).await?;
-        let update = file::Entity::update_many()
-            .col_expr(file::Column::State, Expr::value(pb::FileState::Deleted as i32))
-            .col_expr(file::Column::DeletedAt, Expr::value(now))
-            .col_expr(file::Column::UpdatedAt, Expr::value(now))
-            .filter(file::Column::FileId.eq(&found.file_id))
-            .filter(file::Column::State.eq(found.state))
-            .exec(&txn)
-            .await?;
-        if update.rows_affected == 1 {
+        if file::retire(&txn, &found.file_id, found.state, pb::FileState::Deleted as i32, now).await? {
             let delta = if found.state == pb::FileState::PendingUpload as i32 {
                 quota::Delta { reserved: -found.size_bytes, ..Default::default() }
             } else {
@@ -324,11 +316,7 @@ impl Shared {
         }
         let page = v.page(req.page_size, &req.page_token, 50, 100);
         v.finish()?;
-        let after = match page.after.as_deref().map(|a| a.split_once('/')) {
-            None => None,
-            Some(Some((at, id))) => Some((at.parse::<i64>().map_err(|_| bad_token())?, id.to_string())),
-            Some(None) => return Err(bad_token()),
-        };
+        let after = page_after(&page)?;
         let mut query = file::Entity::find()
             .filter(file::Column::State.is_in([pb::FileState::Ready as i32, pb::FileState::PendingUpload as i32]));
         if req.shared_with_me {
@@ -395,11 +383,8 @@ impl Shared {
             .await?;
         let more = rows.len() as u64 > page.limit;
         let files: Vec<pb::File> = rows.iter().take(page.limit as usize).map(|f| self.file_proto(f)).collect();
-        let next_page_token = match (more, rows.get(page.limit as usize - 1)) {
-            (true, Some(last)) => encode_page_token(&format!("{}/{}", last.created_at, last.file_id)),
-            _ => String::new(),
-        };
-        Ok(pb::ListFilesResponse { files, next_page_token })
+        let last = rows.get(page.limit as usize - 1).filter(|_| more).map(|f| (f.created_at, f.file_id.as_str()));
+        Ok(pb::ListFilesResponse { files, next_page_token: page_token_after(last) })
     }
 
     async fn get_quota(&self, caller: &Caller, req: &pb::GetQuotaRequest) -> Result<pb::GetQuotaResponse> {
@@ -446,6 +431,20 @@ impl Shared {
 
 fn bad_token() -> Error {
     Error::invalid("page_token", "is not a valid page token")
+}
+
+/// Where a page of a list ordered by (time, id), newest first, starts.
+fn page_after(page: &Page) -> Result<Option<(i64, String)>> {
+    match page.after.as_deref().map(|a| a.split_once('/')) {
+        None => Ok(None),
+        Some(Some((at, id))) => Ok(Some((at.parse::<i64>().map_err(|_| bad_token())?, id.to_string()))),
+        Some(None) => Err(bad_token()),
+    }
+}
+
+/// The token of the page after the one that ended at `last`, if more follow.
+fn page_token_after(last: Option<(i64, &str)>) -> String {
+    last.map(|(at, id)| encode_page_token(&format!("{at}/{id}"))).unwrap_or_default()
 }
 
 /// Whether a file's bytes may be handed out.

@@ -232,15 +232,8 @@ pub(crate) async fn run(shared: &Shared) -> Result<()> {
 async fn expire(shared: &Shared, found: &file::Model) -> Result<bool> {
     let now = shared.clock.now_micros();
     let txn = shared.db.writer.begin().await?;
-    let update = file::Entity::update_many()
-        .col_expr(file::Column::State, Expr::value(pb::FileState::Expired as i32))
-        .col_expr(file::Column::DeletedAt, Expr::value(now))
-        .col_expr(file::Column::UpdatedAt, Expr::value(now))
-        .filter(file::Column::FileId.eq(&found.file_id))
-        .filter(file::Column::State.eq(pb::FileState::Ready as i32))
-        .exec(&txn)
-        .await?;
-    if update.rows_affected == 0 {
+    let (ready, expired) = (pb::FileState::Ready as i32, pb::FileState::Expired as i32);
+    if !file::retire(&txn, &found.file_id, ready, expired, now).await? {
         return Ok(false);
     }
     quota::adjust(&txn, &found.owner_id, quota::Delta { used: -found.size_bytes, files: -1, ..Default::default() })

@@ -6,14 +6,14 @@ use colink_proto::files::v1 as pb;
 use colink_proto::users::v1::GetUserRequest;
 use colink_runtime::clients::call_on_behalf;
 use colink_runtime::error::Violations;
-use colink_runtime::ids::{check_text, encode_page_token, micros_of, now_micros, opt_timestamp, parse_id, timestamp};
+use colink_runtime::ids::{check_text, micros_of, now_micros, opt_timestamp, parse_id, timestamp};
 use colink_runtime::{Caller, Error, Result, Role};
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set};
 use tonic::Code;
 
 use crate::store::{file, share};
-use crate::{Shared, bad_token};
+use crate::{Shared, page_after, page_token_after};
 
 fn share_proto(s: &share::Model) -> pb::FileShare {
     pb::FileShare {
@@ -174,11 +174,7 @@ impl Shared {
         if found.owner_id != caller.user_id && caller.role != Role::Admin {
             return Err(Error::denied("only the owner and admins can list a file's shares"));
         }
-        let after = match page.after.as_deref().map(|a| a.split_once('/')) {
-            None => None,
-            Some(Some((at, user))) => Some((at.parse::<i64>().map_err(|_| bad_token())?, user.to_string())),
-            Some(None) => return Err(bad_token()),
-        };
+        let after = page_after(&page)?;
         let mut query = share::Entity::find().filter(share::Column::FileId.eq(&found.file_id));
         if !req.include_expired {
             query = query.filter(
@@ -200,11 +196,8 @@ impl Shared {
             .await?;
         let more = rows.len() as u64 > page.limit;
         let shares = rows.iter().take(page.limit as usize).map(share_proto).collect();
-        let next_page_token = match (more, rows.get(page.limit as usize - 1)) {
-            (true, Some(last)) => encode_page_token(&format!("{}/{}", last.created_at, last.user_id)),
-            _ => String::new(),
-        };
-        Ok(pb::ListFileSharesResponse { shares, next_page_token })
+        let last = rows.get(page.limit as usize - 1).filter(|_| more).map(|s| (s.created_at, s.user_id.as_str()));
+        Ok(pb::ListFileSharesResponse { shares, next_page_token: page_token_after(last) })
     }
 
     pub(crate) async fn revoke_file_share(

@@ -2,6 +2,7 @@
 
 pub mod file {
     use sea_orm::entity::prelude::*;
+    use sea_orm::sea_query::Expr;
 
     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
     #[sea_orm(table_name = "files")]
@@ -50,6 +51,27 @@ pub mod file {
     pub enum Relation {}
 
     impl ActiveModelBehavior for ActiveModel {}
+
+    /// Moves a file from one state to a final one (deleted or expired) at
+    /// `now`; false when it was no longer in `from`, because someone else
+    /// moved it first.
+    pub async fn retire<C: ConnectionTrait>(
+        conn: &C,
+        file_id: &str,
+        from: i32,
+        to: i32,
+        now: i64,
+    ) -> Result<bool, DbErr> {
+        let update = Entity::update_many()
+            .col_expr(Column::State, Expr::value(to))
+            .col_expr(Column::DeletedAt, Expr::value(now))
+            .col_expr(Column::UpdatedAt, Expr::value(now))
+            .filter(Column::FileId.eq(file_id))
+            .filter(Column::State.eq(from))
+            .exec(conn)
+            .await?;
+        Ok(update.rows_affected == 1)
+    }
 }
 
 pub mod quota {

@@ -7,7 +7,6 @@ use colink_proto::files::v1 as pb;
 use colink_runtime::error::{FieldError, Violations};
 use colink_runtime::ids::{micros_of, new_id, now_micros, parse_optional_id, timestamp};
 use colink_runtime::{Caller, Error, Result, Role};
-use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, Set, TransactionTrait};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
@@ -297,15 +296,8 @@ pub(crate) async fn release_expired(shared: &Shared, user_id: &str) -> Result<()
     for upload in abandoned {
         let now = now_micros();
         let txn = shared.db.writer.begin().await?;
-        let update = file::Entity::update_many()
-            .col_expr(file::Column::State, Expr::value(pb::FileState::Deleted as i32))
-            .col_expr(file::Column::DeletedAt, Expr::value(now))
-            .col_expr(file::Column::UpdatedAt, Expr::value(now))
-            .filter(file::Column::FileId.eq(&upload.file_id))
-            .filter(file::Column::State.eq(pb::FileState::PendingUpload as i32))
-            .exec(&txn)
-            .await?;
-        if update.rows_affected == 1 {
+        let (pending, deleted) = (pb::FileState::PendingUpload as i32, pb::FileState::Deleted as i32);
+        if file::retire(&txn, &upload.file_id, pending, deleted, now).await? {
             quota::adjust(&txn, user_id, quota::Delta { reserved: -upload.size_bytes, ..Default::default() }).await?;
         }
         txn.commit().await?;
