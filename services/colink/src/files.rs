@@ -51,7 +51,12 @@ pub fn open(config: &Config, addr: SocketAddr) -> Result<Storage, NodeError> {
             None
         }
     };
-    if let Some(clamd) = scanner.clone() {
+    if scanner.is_some() && files.scanner.concurrency == 0 && config.events.url.is_empty() {
+        tracing::warn!(
+            "files.scanner.concurrency is 0 without Kafka: no node scans this node's uploads, which stay PENDING"
+        );
+    }
+    if let Some(clamd) = scanner.clone().filter(|_| files.scanner.concurrency > 0) {
         tokio::spawn(async move {
             if let Err(err) = clamd.ping().await {
                 tracing::warn!(error = %err, "clamd does not answer: uploads wait in PENDING until it does");

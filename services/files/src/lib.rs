@@ -121,10 +121,13 @@ impl FilesService {
     }
 
     /// The consumer of `file.events` that scans confirmed files, when this
-    /// node has a scanner; its workers stop at `shutdown`.
+    /// node scans; its workers stop at `shutdown`.
     pub fn scanner(&self, shutdown: tokio::sync::watch::Receiver<bool>) -> Option<Arc<dyn EventHandler>> {
         let clamd = self.shared.scanner.clone()?;
         let workers = self.shared.config.scanner.concurrency;
+        if workers == 0 {
+            return None;
+        }
         let pool = scanning::ScanPool::spawn(self.shared.clone(), clamd, workers, shutdown);
         Some(Arc::new(scanning::Scanner { pool }))
     }

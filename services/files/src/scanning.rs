@@ -49,7 +49,7 @@ impl ScanPool {
         let (queue, receiver) = mpsc::channel(QUEUE);
         let receiver = Arc::new(tokio::sync::Mutex::new(receiver));
         let pool = Self { queue, taken: Arc::default() };
-        for _ in 0..workers.max(1) {
+        for _ in 0..workers {
             let (shared, clamd, receiver, taken) =
                 (shared.clone(), clamd.clone(), receiver.clone(), pool.taken.clone());
             let mut shutdown = shutdown.clone();

@@ -208,7 +208,9 @@ pub struct ScannerConfig {
     /// How long one scan may take before it counts as failed and is
     /// retried.
     pub timeout_ms: u64,
-    /// Files scanned at once by this node.
+    /// Files scanned at once by this node. 0: this node scans nothing and
+    /// leaves the scans to the nodes that do (with Kafka, any node hosting
+    /// files with a concurrency above 0); its uploads still wait for them.
     pub concurrency: usize,
 }
 
@@ -475,8 +477,8 @@ impl FilesConfig {
         if self.scanner.timeout_ms == 0 {
             problems.push("files.scanner.timeout_ms: must be at least 1".into());
         }
-        if !(1..=64).contains(&self.scanner.concurrency) {
-            problems.push("files.scanner.concurrency: must be within 1..=64".into());
+        if self.scanner.concurrency > 64 {
+            problems.push("files.scanner.concurrency: must be within 0..=64".into());
         }
         let policy = &self.retention;
         let days = [policy.image_days, policy.video_days, policy.audio_days, policy.document_days, policy.other_days];

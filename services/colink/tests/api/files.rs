@@ -628,14 +628,23 @@ async fn the_owner_renames_describes_and_opens_a_file() {
 
 #[tokio::test]
 #[ignore = "needs clamd: COLINK_TEST_CLAMD"]
-async fn a_file_left_waiting_by_a_stopped_node_is_scanned_by_the_next() {
-    let port = free_port();
-    let app = TestApp::spawn_with(move |c| c.files.scanner.clamd = format!("tcp://127.0.0.1:{port}")).await;
+async fn a_file_left_waiting_by_a_node_that_does_not_scan_is_scanned_by_one_that_does() {
+    // With a scanner configured but no workers, this node leaves scans to
+    // others: its uploads wait, unserved.
+    let clamd = clamd_url();
+    let app = TestApp::spawn_with(move |c| {
+        c.files.scanner.clamd = clamd;
+        c.files.scanner.concurrency = 0;
+    })
+    .await;
     let alice = app.register("alice").await;
     let file = upload(&app, &alice, upload_request("a.txt", "text/plain", b"waiting", ""), b"waiting").await;
     assert_eq!(file.scan_status, ScanStatus::Pending as i32);
-    let clamd = clamd_url();
-    let app = app.restart(move |c| c.files.scanner.clamd = clamd).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(get_file(&app, &alice, &file.file_id).await.unwrap().scan_status, ScanStatus::Pending as i32);
+    assert_code(download_url(&app, &alice, &file.file_id).await, Code::FailedPrecondition);
+    // A node that scans, on the same data, finds it at start.
+    let app = app.restart(|c| c.files.scanner.concurrency = 2).await;
     let scanned = scan_result(&app, &alice, &file.file_id).await;
     assert_eq!(scanned.scan_status, ScanStatus::Clean as i32);
 }
