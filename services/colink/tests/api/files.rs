@@ -709,3 +709,56 @@ async fn files_past_their_retention_expire_and_every_run_is_reported() {
         Code::PermissionDenied,
     );
 }
+
+#[tokio::test]
+#[ignore = "needs clamd and the tansu broker: COLINK_TEST_CLAMD, COLINK_TEST_TANSU"]
+async fn scanning_runs_on_nodes_of_its_own_through_kafka() {
+    let broker = crate::servers::Server::kafka().await;
+    let prefix = format!("t{}.", uuid::Uuid::now_v7().simple());
+    let kafka = format!("kafka://127.0.0.1:{}", broker.port);
+    let clamd = clamd_url();
+    // The node people use scans nothing itself.
+    let front = {
+        let (kafka, prefix, clamd) = (kafka.clone(), prefix.clone(), clamd.clone());
+        TestApp::spawn_with(move |c| {
+            c.events.url = kafka;
+            c.events.topic_prefix = prefix;
+            c.events.partitions = 2;
+            c.files.scanner.clamd = clamd;
+            c.files.scanner.concurrency = 0;
+        })
+        .await
+    };
+    // A scanning node shares its files' database and folder, and consumes
+    // their events from the broker.
+    let (shared_dir, shared_database, front_uri) =
+        (front.config().data_dir.clone(), front.config().database.url.clone(), front.uri());
+    let _scanner = TestApp::spawn_with(move |c| {
+        c.services = vec!["files".into()];
+        c.data_dir = shared_dir;
+        if !shared_database.is_empty() {
+            c.database.url = shared_database;
+        }
+        c.events.url = kafka;
+        c.events.topic_prefix = prefix;
+        c.events.partitions = 2;
+        c.files.scanner.clamd = clamd;
+        c.files.scanner.concurrency = 2;
+        for peer in ["auth", "users", "channels", "messaging"] {
+            c.peers.insert(peer.into(), front_uri.clone());
+        }
+    })
+    .await;
+    let alice = front.register("alice").await;
+    let file =
+        upload(&front, &alice, upload_request("k.txt", "text/plain", b"through kafka", ""), b"through kafka").await;
+    assert_eq!(file.scan_status, ScanStatus::Pending as i32);
+    let scanned = eventually(Duration::from_secs(60), "the scan on the other node", || async {
+        let file = get_file(&front, &alice, &file.file_id).await.unwrap();
+        (file.scan_status != ScanStatus::Pending as i32).then_some(file)
+    })
+    .await;
+    assert_eq!(scanned.scan_status, ScanStatus::Clean as i32);
+    let url = download_url(&front, &alice, &file.file_id).await.unwrap();
+    assert_eq!(http("GET", &url, &[], b"").await.body, b"through kafka");
+}

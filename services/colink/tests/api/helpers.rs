@@ -125,6 +125,11 @@ impl TestApp {
         Self { node: Some(node), channel_uri, config: Some(config), ..self }
     }
 
+    /// What the node was started with.
+    pub fn config(&self) -> &Config {
+        self.config.as_ref().expect("a node this test started")
+    }
+
     /// The node's URI.
     pub fn uri(&self) -> String {
         self.channel_uri.clone()
