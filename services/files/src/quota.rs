@@ -79,18 +79,24 @@ pub async fn reserve<C: ConnectionTrait>(conn: &C, user_id: &str, size: i64, def
     Ok(())
 }
 
-/// Applies a change to a user's counters and the workspace's.
+/// Applies a change to a user's counters and the workspace's. The user's
+/// row is always written before the workspace's, as in `reserve`: two
+/// transactions that lock them in opposite orders would deadlock on
+/// PostgreSQL.
 pub async fn adjust<C: ConnectionTrait>(conn: &C, user_id: &str, delta: Delta) -> Result<()> {
     ensure_rows(conn, user_id).await?;
-    let update = Query::update()
-        .table(TABLE)
-        .value("reserved_bytes", Expr::col("reserved_bytes").add(delta.reserved))
-        .value("used_bytes", Expr::col("used_bytes").add(delta.used))
-        .value("file_count", Expr::col("file_count").add(delta.files))
-        .value("updated_at", now_micros())
-        .and_where(Expr::col("user_id").is_in([user_id, WORKSPACE]))
-        .to_owned();
-    conn.execute(&update).await?;
+    let now = now_micros();
+    for id in [user_id, WORKSPACE] {
+        let update = Query::update()
+            .table(TABLE)
+            .value("reserved_bytes", Expr::col("reserved_bytes").add(delta.reserved))
+            .value("used_bytes", Expr::col("used_bytes").add(delta.used))
+            .value("file_count", Expr::col("file_count").add(delta.files))
+            .value("updated_at", now)
+            .and_where(Expr::col("user_id").eq(id))
+            .to_owned();
+        conn.execute(&update).await?;
+    }
     Ok(())
 }
 

@@ -351,8 +351,9 @@ impl MessagingService {
     }
 
     /// Checks that the caller may post now, in the conversation it named
-    /// (opening the direct message to a recipient), and in the thread if
-    /// one is named; returns the conversation and the thread's root.
+    /// (opening the direct message to a recipient), in the thread if one is
+    /// named, and with the files it attaches; returns the conversation and
+    /// the thread's root.
     async fn admit(
         &self,
         caller: &Caller,
