@@ -554,3 +554,50 @@ async fn the_web_client_is_served_through_envoy_too() {
     let (status, rest) = envoy.call("GET", "/auth/nope", None, &[]).await;
     assert_eq!(status, 404, "{rest}");
 }
+
+#[tokio::test]
+#[ignore = "needs Envoy: set COLINK_TEST_ENVOY to its binary (the full suite does)"]
+async fn a_file_goes_up_and_down_over_rest() {
+    let node = TestApp::spawn().await;
+    let envoy = Envoy::start(&node).await;
+    // The first account is the admin, who still sees deleted files.
+    node.register("root").await;
+    let alice = node.register("alice").await;
+    let bearer = format!("Bearer {}", alice.token());
+    let auth = [("Authorization", bearer.as_str())];
+    let keyed = [("Authorization", bearer.as_str()), ("Idempotency-Key", "upload-1")];
+    let body = json!({"filename": "notes.txt", "sizeBytes": "11", "mimeType": "text/plain"});
+    let (status, started) = envoy.call("POST", "/v1/files/upload-url", Some(body.clone()), &keyed).await;
+    assert_eq!((status, started["uploadMethod"].as_str()), (200, Some("PUT")), "{started}");
+    let (_, retried) = envoy.call("POST", "/v1/files/upload-url", Some(body), &keyed).await;
+    assert_eq!(retried["file"]["fileId"], started["file"]["fileId"]);
+    let file_id = started["file"]["fileId"].as_str().unwrap().to_string();
+    let upload_url = started["uploadUrl"].as_str().unwrap();
+    let headers: Vec<(String, String)> = started["uploadHeaders"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
+        .collect();
+    let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    assert_eq!(crate::helpers::http("PUT", upload_url, &headers, b"hello files").await.status, 200);
+    let (status, confirmed) = envoy.call("POST", &format!("/v1/files/{file_id}/confirm"), Some(json!({})), &auth).await;
+    assert_eq!(
+        (status, confirmed["file"]["state"].as_str(), confirmed["file"]["scanStatus"].as_str()),
+        (200, Some("FILE_STATE_READY"), Some("SCAN_STATUS_UNSCANNED")),
+        "{confirmed}"
+    );
+    let (status, download) = envoy.call("GET", &format!("/v1/files/{file_id}/download-url"), None, &auth).await;
+    assert_eq!(status, 200, "{download}");
+    let got = crate::helpers::http("GET", download["url"].as_str().unwrap(), &[], b"").await;
+    assert_eq!(got.body, b"hello files");
+    let (status, quota) = envoy.call("GET", "/v1/files/quota", None, &auth).await;
+    assert_eq!((status, quota["quota"]["usedBytes"].as_str()), (200, Some("11")), "{quota}");
+    let bad = json!({"filename": "x.txt", "sizeBytes": "0", "mimeType": "text/plain"});
+    let (status, refused) = envoy.call("POST", "/v1/files/upload-url", Some(bad), &auth).await;
+    assert_eq!((status, violated_fields(&refused)), (400, vec!["size_bytes".to_string()]), "{refused}");
+    let (status, deleted) = envoy.call("DELETE", &format!("/v1/files/{file_id}"), None, &auth).await;
+    assert_eq!((status, deleted["file"]["state"].as_str()), (200, Some("FILE_STATE_DELETED")), "{deleted}");
+    let (status, _) = envoy.call("GET", &format!("/v1/files/{file_id}"), None, &auth).await;
+    assert_eq!(status, 404);
+}
