@@ -84,11 +84,26 @@ export class Outbox {
     return [...this.pending.values()].filter((o) => o.channelId === channelId && o.state !== "sent");
   }
 
-  /** The message arrived on the stream: its entry is no longer needed. */
-  settle(key: string): void {
-    const o = this.pending.get(key);
-    if (o && o.state === "sent") {
-      this.pending.delete(key);
+  /**
+   * A message of this user arrived on the stream. The stream may beat the
+   * send's own answer; the message then settles the entry it came from:
+   * the one with its id, or else the one being sent in its conversation
+   * (one at a time, in order) with its text and thread.
+   */
+  arrived(channelId: string, messageId: string, text: string, threadId?: string): void {
+    for (const o of this.pending.values()) {
+      if (o.channelId !== channelId) {
+        continue;
+      }
+      const sameSend =
+        o.messageId === messageId ||
+        (o.state === "sending" && o.attempts > 0 && o.text === text && (o.threadId ?? "") === (threadId ?? ""));
+      if (sameSend) {
+        o.state = "sent";
+        o.messageId = messageId;
+        this.pending.delete(o.key);
+        return;
+      }
     }
   }
 

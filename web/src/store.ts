@@ -642,10 +642,8 @@ export class Store {
       case "messageEdited": {
         const m = kind.value;
         this.replace(m);
-        for (const o of this.outbox.unconfirmed(event.channelId)) {
-          if (o.messageId === m.messageId) {
-            this.outbox.settle(o.key);
-          }
+        if (kind.case === "messageCreated" && m.senderId === this.userId) {
+          this.outbox.arrived(event.channelId, m.messageId, m.text, m.threadId || undefined);
         }
         void this.learnNames([m.senderId]).then(() => this.notify());
         if (kind.case === "messageCreated" && this.openId === event.channelId && document.visibilityState !== "hidden") {

@@ -68,8 +68,34 @@ test("an optimistic send retries transient failures with one key", async () => {
   assert.equal(seen.at(-1)?.state, "sent");
   assert.equal(seen.at(-1)?.seq, 42);
   assert.deepEqual(sender.keys, [posted.key, posted.key, posted.key], "every attempt uses the same key");
-  outbox.settle(posted.key);
+  outbox.arrived("c", "m42", "hello");
   assert.equal(outbox.unconfirmed("c").length, 0);
+});
+
+test("a message that arrives before its send's answer is shown once", async () => {
+  let answer: (v: { messageId: string; seq: number }) => void = () => undefined;
+  const sender: Sender = {
+    send: () => new Promise((resolve) => (answer = resolve)),
+    isTransient: () => false,
+    describe: () => "",
+    sleep: async () => undefined,
+  };
+  const outbox = new Outbox(sender, () => undefined);
+  outbox.post("c", "first", "t");
+  outbox.post("c", "second", "t");
+  await settled(outbox, "c", (o) => o[0]?.attempts === 1);
+  // Another thread's message with the same text is not this one.
+  outbox.arrived("c", "m0", "first", "other");
+  assert.equal(outbox.unconfirmed("c").length, 2);
+  outbox.arrived("c", "m1", "first", "t");
+  assert.deepEqual(
+    outbox.unconfirmed("c").map((o) => o.text),
+    ["second"],
+    "the stream settled the send in flight; the next still waits",
+  );
+  answer({ messageId: "m1", seq: 1 });
+  await settled(outbox, "c", (o) => o[0]?.attempts === 1 && o[0]?.text === "second");
+  assert.deepEqual(outbox.unconfirmed("c").map((o) => o.text), ["second"]);
 });
 
 test("a send that cannot succeed is shown as failed, and a retry keeps its key", async () => {
