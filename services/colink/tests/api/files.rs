@@ -696,8 +696,13 @@ async fn files_past_their_retention_expire_and_every_run_is_reported() {
     assert_eq!(get_file(&app, &alice, &kept.file_id).await.unwrap().state, FileState::Ready as i32);
     let quota = app.files().get_quota(alice.req(GetQuotaRequest::default())).await.unwrap().into_inner().quota.unwrap();
     assert_eq!((quota.used_bytes, quota.file_count), (3, 1));
-    let runs = app.files().list_retention_runs(admin.req(ListRetentionRunsRequest::default())).await.unwrap();
-    let expired: Vec<_> = runs.into_inner().runs.into_iter().filter(|r| r.files_expired > 0).collect();
+    // The run's report is written once the run has looked at every file.
+    let expired = eventually(Duration::from_secs(10), "the run's report", || async {
+        let runs = app.files().list_retention_runs(admin.req(ListRetentionRunsRequest::default())).await.unwrap();
+        let expired: Vec<_> = runs.into_inner().runs.into_iter().filter(|r| r.files_expired > 0).collect();
+        (!expired.is_empty()).then_some(expired)
+    })
+    .await;
     assert_eq!(expired.len(), 1, "{expired:?}");
     assert_eq!((expired[0].files_expired, expired[0].bytes_deleted), (1, 5));
     assert_eq!(
