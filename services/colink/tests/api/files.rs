@@ -692,7 +692,11 @@ async fn files_past_their_retention_expire_and_every_run_is_reported() {
     .await;
     assert_code(get_file(&app, &alice, &short.file_id).await, Code::NotFound);
     assert_eq!(get_file(&app, &admin, &short.file_id).await.unwrap().state, FileState::Expired as i32);
-    assert_eq!(http("GET", &url, &[], b"").await.status, 404, "the bytes were deleted");
+    // The bytes go right after the expiry is committed.
+    eventually(Duration::from_secs(10), "the bytes to be deleted", || async {
+        (http("GET", &url, &[], b"").await.status == 404).then_some(())
+    })
+    .await;
     assert_eq!(get_file(&app, &alice, &kept.file_id).await.unwrap().state, FileState::Ready as i32);
     let quota = app.files().get_quota(alice.req(GetQuotaRequest::default())).await.unwrap().into_inner().quota.unwrap();
     assert_eq!((quota.used_bytes, quota.file_count), (3, 1));
