@@ -18,13 +18,16 @@ envoy:
     envoy -c envoy/envoy.yaml --use-dynamic-base-id
 
 # The distributed topology on this machine: a core node (auth, users, channels,
-# messaging, files, presence, admin) on :7700 and two realtime nodes on :7701
-# and :7702, sharing PostgreSQL (one database per service, created if missing),
-# Redis (fan-out, presence, rate limits) and Kafka; the files' bytes stay in
-# the core node's data directory. Without a `kafka` URL a tansu broker is
-# started on 127.0.0.1:9092 (installed under ~/.cache/colink on first use; it
-# keeps its log in memory, so it is for trying things out).
-cluster postgres="postgres://postgres@127.0.0.1:5432" redis="redis://127.0.0.1:6379" kafka="":
+# messaging, files, presence, admin) on :7700, two realtime nodes on :7701 and
+# :7702 and a scanning node on :7703, sharing PostgreSQL (one database per
+# service, created if missing), Redis (fan-out, presence, rate limits), Kafka
+# and an S3 bucket. Uploads are scanned by clamd (.ci/start-clamd) on the
+# scanning node, a consumer of the file events, and nothing unscanned is
+# served. Without a `kafka` URL a tansu broker is started on 127.0.0.1:9092,
+# and without an `s3` endpoint an s3s-fs server on 127.0.0.1:9000 (both
+# installed under ~/.cache/colink on first use; they are for trying things
+# out: the broker keeps its log in memory).
+cluster postgres="postgres://postgres@127.0.0.1:5432" redis="redis://127.0.0.1:6379" kafka="" s3="":
     #!/usr/bin/env bash
     set -euo pipefail
     cargo build -q -p colink
@@ -41,12 +44,24 @@ cluster postgres="postgres://postgres@127.0.0.1:5432" redis="redis://127.0.0.1:6
             --storage-engine memory://colink/ &
         kafka="kafka://127.0.0.1:9092"
     fi
+    s3="{{s3}}"
+    if [ -z "$s3" ]; then
+        s3s=$(.ci/install-s3s)
+        mkdir -p colink-data/s3
+        "$s3s" --host 127.0.0.1 --port 9000 --access-key colink --secret-key colink-secret colink-data/s3 &
+        s3="http://127.0.0.1:9000"
+        export COLINK_FILES__S3__ACCESS_KEY=colink COLINK_FILES__S3__SECRET_KEY=colink-secret
+    fi
     export COLINK_DATABASE__URL="{{postgres}}/colink_{service}" COLINK_PUBSUB__URL="{{redis}}" \
-        COLINK_EPHEMERAL__URL="{{redis}}" COLINK_EVENTS__URL="$kafka"
+        COLINK_EPHEMERAL__URL="{{redis}}" COLINK_EVENTS__URL="$kafka" \
+        COLINK_FILES__URL="s3://colink-files" COLINK_FILES__S3__ENDPOINT="$s3" COLINK_FILES__REQUIRE_SCAN=true \
+        COLINK_FILES__SCANNER__CLAMD="$(.ci/start-clamd)"
     for peer in AUTH USERS CHANNELS MESSAGING FILES PRESENCE ADMIN; do export "COLINK_PEERS__$peer=http://127.0.0.1:7700"; done
-    "$bin" serve --services auth,users,channels,messaging,files,presence,admin --listen 127.0.0.1:7700 &
+    COLINK_FILES__SCANNER__CONCURRENCY=0 \
+        "$bin" serve --services auth,users,channels,messaging,files,presence,admin --listen 127.0.0.1:7700 &
     "$bin" serve --services realtime --listen 127.0.0.1:7701 &
     "$bin" serve --services realtime --listen 127.0.0.1:7702 &
+    "$bin" serve --services files --listen 127.0.0.1:7703 &
     wait
 
 # The benchmark scenarios at their standard sizes, on SQLite and on PostgreSQL,

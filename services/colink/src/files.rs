@@ -9,6 +9,7 @@ use std::time::Duration;
 use colink_files::blobs::Blobs;
 use colink_files::clamd::{Address, Clamd};
 use colink_files::objects::{LocalStore, ObjectStore};
+use colink_files::s3::{S3Settings, S3Store};
 use colink_files::signed::Signer;
 use colink_runtime::config::Config;
 
@@ -25,7 +26,34 @@ fn start_error(message: String) -> NodeError {
     NodeError::Start { service: "files", message }
 }
 
-pub fn open(config: &Config, addr: SocketAddr) -> Result<Storage, NodeError> {
+pub async fn open(config: &Config, addr: SocketAddr) -> Result<Storage, NodeError> {
+    let files = &config.files;
+    let (objects, blobs) = match files.s3_bucket() {
+        Some(bucket) => {
+            let settings = S3Settings {
+                endpoint: files.s3.endpoint.clone(),
+                public_endpoint: files.s3.public_endpoint.clone(),
+                region: files.s3.region.clone(),
+                bucket: bucket.to_string(),
+                access_key: files.s3.access_key.clone(),
+                secret_key: files.s3.secret_key.clone(),
+            };
+            let store = S3Store::open(&settings)
+                .await
+                .map_err(|e| start_error(format!("S3 bucket {bucket:?} at {}: {e}", files.s3.endpoint)))?;
+            (Arc::new(store) as Arc<dyn ObjectStore>, None)
+        }
+        None => {
+            let store = Arc::new(local_store(config, addr)?);
+            (store.clone() as Arc<dyn ObjectStore>, Some(Blobs::new(store)))
+        }
+    };
+    let scanner = scanner(config);
+    Ok(Storage { objects, blobs, scanner })
+}
+
+/// Files under the data directory, behind URLs this node signs and serves.
+fn local_store(config: &Config, addr: SocketAddr) -> Result<LocalStore, NodeError> {
     let files = &config.files;
     let root = config.data_dir.join("files");
     let key = match files.signing_key.as_str() {
@@ -37,9 +65,14 @@ pub fn open(config: &Config, addr: SocketAddr) -> Result<Storage, NodeError> {
         "" => format!("http://{addr}"),
         url => url.to_string(),
     };
-    let store = LocalStore::open(root.join("objects"), Signer::new(key, &base))
-        .map_err(|e| start_error(format!("object folder: {e}")))?;
-    let store = Arc::new(store);
+    LocalStore::open(root.join("objects"), Signer::new(key, &base))
+        .map_err(|e| start_error(format!("object folder: {e}")))
+}
+
+/// The virus scanner, when one is configured; warns about settings that
+/// leave uploads unscanned or waiting.
+fn scanner(config: &Config) -> Option<Arc<Clamd>> {
+    let files = &config.files;
     let scanner = match Address::parse(&files.scanner.clamd) {
         Some(address) => Some(Arc::new(Clamd::new(address, Duration::from_millis(files.scanner.timeout_ms)))),
         None if files.require_scan => {
@@ -63,7 +96,7 @@ pub fn open(config: &Config, addr: SocketAddr) -> Result<Storage, NodeError> {
             }
         });
     }
-    Ok(Storage { objects: store.clone(), blobs: Some(Blobs::new(store)), scanner })
+    scanner
 }
 
 /// The node's own signing key: made once, kept readable by its owner only.

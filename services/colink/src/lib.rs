@@ -189,7 +189,7 @@ impl Node {
                     let (outbox, relay) =
                         events::spawn_relay(service, db.clone(), event_log.clone(), shutdown_rx.clone());
                     background.push(relay);
-                    let storage = files::open(&config, addr)?;
+                    let storage = files::open(&config, addr).await?;
                     blobs = storage.blobs;
                     let backends = colink_files::Backends {
                         pubsub: pubsub.clone(),

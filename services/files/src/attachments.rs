@@ -52,9 +52,9 @@ impl Shared {
             ) {
                 return Err(Error::precondition(format!("file {id} failed its virus scan and cannot be attached")));
             }
-            files.push(self.file_proto(&found));
+            files.push(found);
         }
-        Ok(pb::CheckAttachmentsResponse { files })
+        Ok(pb::CheckAttachmentsResponse { files: self.files_proto(&files).await? })
     }
 
     /// The conversations a file is attached to a message in.

@@ -215,7 +215,7 @@ async fn finish(file: &mut tokio::fs::File) -> std::io::Result<()> {
     file.sync_all().await
 }
 
-fn content_disposition(filename: &str, attachment: bool) -> String {
+pub(crate) fn content_disposition(filename: &str, attachment: bool) -> String {
     let kind = if attachment { "attachment" } else { "inline" };
     // An ASCII fallback, and the exact name percent-encoded (RFC 6266).
     let fallback: String = filename

@@ -9,11 +9,15 @@ pub mod clamd;
 pub mod objects;
 mod quota;
 mod retention;
+pub mod s3;
 mod scanning;
 mod shares;
 pub mod signed;
 pub mod sniff;
 mod store;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
+mod thumbnails;
 mod uploads;
 
 use std::sync::Arc;
@@ -220,19 +224,47 @@ impl Shared {
     }
 
     /// A file as the contract shows it.
-    pub(crate) fn file_proto(&self, f: &file::Model) -> pb::File {
-        let mut file = to_proto(f);
-        if let Some(retention) = file.retention.as_mut() {
-            retention.expire_time = retention::expires_at(f, &self.config.retention).map(timestamp);
-            retention.auto_delete = self.config.retention.auto_delete;
-        }
-        file
+    pub(crate) async fn file_proto(&self, f: &file::Model) -> Result<pb::File> {
+        let mut files = self.files_proto(std::slice::from_ref(f)).await?;
+        files.pop().ok_or_else(|| Error::internal("a file went missing on its way out"))
+    }
+
+    /// Files as the contract shows them, with their thumbnails.
+    pub(crate) async fn files_proto(&self, rows: &[file::Model]) -> Result<Vec<pb::File>> {
+        let with_thumbnails: Vec<&str> =
+            rows.iter().filter(|f| thumbnails::may_have(f)).map(|f| f.file_id.as_str()).collect();
+        let thumbnails = thumbnails::of(&self.db.reader, &with_thumbnails).await?;
+        let files = rows.iter().map(|f| {
+            let mut file = to_proto(f);
+            if let Some(retention) = file.retention.as_mut() {
+                retention.expire_time = retention::expires_at(f, &self.config.retention).map(timestamp);
+                retention.auto_delete = self.config.retention.auto_delete;
+            }
+            file.thumbnails = thumbnails
+                .iter()
+                .filter(|t| t.file_id == f.file_id)
+                .map(|t| pb::Thumbnail {
+                    size: t.size,
+                    width: t.width,
+                    height: t.height,
+                    mime_type: t.mime_type.clone(),
+                    size_bytes: t.size_bytes,
+                })
+                .collect();
+            file
+        });
+        Ok(files.collect())
     }
 
     /// Tells the owner's streams what became of their file.
     async fn tell_owner(&self, f: &file::Model) {
-        let frame = Frame::File(self.file_proto(f).encode_to_vec().into()).encode();
-        self.pubsub.publish(&user_topic(&f.owner_id), frame).await;
+        match self.file_proto(f).await {
+            Ok(file) => {
+                let frame = Frame::File(file.encode_to_vec().into()).encode();
+                self.pubsub.publish(&user_topic(&f.owner_id), frame).await;
+            }
+            Err(err) => tracing::warn!(file_id = %f.file_id, error = %err, "could not tell the owner about their file"),
+        }
     }
 
     async fn get_download_url(
@@ -247,21 +279,28 @@ impl Shared {
             return Err(Error::denied("this file is shared with you to view only"));
         }
         downloadable(&found, self.config.require_scan)?;
-        if thumbnail != pb::ThumbnailSize::Unspecified {
-            return Err(Error::not_found(format!("file {} has no thumbnail of that size", found.file_id)));
-        }
+        let (key, mime_type, filename) = if thumbnail == pb::ThumbnailSize::Unspecified {
+            (found.object_key, found.mime_type, found.filename)
+        } else {
+            let made = thumbnails::of(&self.db.reader, &[found.file_id.as_str()]).await?;
+            let Some(made) = made.into_iter().find(|t| t.size == thumbnail as i32) else {
+                return Err(Error::not_found(format!("file {} has no thumbnail of that size", found.file_id)));
+            };
+            let extension = if made.mime_type == "image/webp" { "webp" } else { "jpg" };
+            (made.object_key, made.mime_type, format!("thumbnail-{}.{extension}", found.file_id))
+        };
         let expires = now_micros() / 1_000_000 + DOWNLOAD_URL_TTL.as_secs() as i64;
         let url = self
             .objects
-            .download_url(&found.object_key, &found.mime_type, &found.filename, req.as_attachment, expires)
+            .download_url(&key, &mime_type, &filename, req.as_attachment, expires)
             .await
             .map_err(Error::internal)?;
         Ok(pb::GetDownloadUrlResponse {
             url,
             expires_at: Some(timestamp(expires * 1_000_000)),
             scan_status: found.scan_status,
-            filename: found.filename,
-            mime_type: found.mime_type,
+            filename,
+            mime_type,
         })
     }
 
@@ -271,7 +310,7 @@ impl Shared {
             Err(Error::NotFound(_)) => {
                 let found = self.find(&req.file_id).await?;
                 if found.owner_id == caller.user_id && found.state == pb::FileState::Deleted as i32 {
-                    return Ok(pb::DeleteFileResponse { file: Some(self.file_proto(&found)) });
+                    return Ok(pb::DeleteFileResponse { file: Some(self.file_proto(&found).await?) });
                 }
                 return Err(Error::not_found(format!("file {} not found", found.file_id)));
             }
@@ -281,7 +320,7 @@ impl Shared {
             return Err(Error::denied("only the owner, a moderator or an admin can delete a file"));
         }
         if found.state == pb::FileState::Deleted as i32 {
-            return Ok(pb::DeleteFileResponse { file: Some(self.file_proto(&found)) });
+            return Ok(pb::DeleteFileResponse { file: Some(self.file_proto(&found).await?) });
         }
         let now = now_micros();
         let txn = sea_orm::TransactionTrait::begin(&self.db.writer).await?;
@@ -302,8 +341,9 @@ impl Shared {
         if let Err(err) = self.objects.delete(&found.object_key).await {
             tracing::warn!(file_id = %found.file_id, error = %err, "could not delete a deleted file's bytes");
         }
+        thumbnails::remove(self, &found.file_id).await;
         let now_row = self.find(&found.file_id).await?;
-        Ok(pb::DeleteFileResponse { file: Some(self.file_proto(&now_row)) })
+        Ok(pb::DeleteFileResponse { file: Some(self.file_proto(&now_row).await?) })
     }
 
     async fn list_files(&self, caller: &Caller, req: &pb::ListFilesRequest) -> Result<pb::ListFilesResponse> {
@@ -385,7 +425,7 @@ impl Shared {
             .all(&self.db.reader)
             .await?;
         let more = rows.len() as u64 > page.limit;
-        let files: Vec<pb::File> = rows.iter().take(page.limit as usize).map(|f| self.file_proto(f)).collect();
+        let files = self.files_proto(&rows[..rows.len().min(page.limit as usize)]).await?;
         let last = rows.get(page.limit as usize - 1).filter(|_| more).map(|f| (f.created_at, f.file_id.as_str()));
         Ok(pb::ListFilesResponse { files, next_page_token: page_token_after(last) })
     }
@@ -540,7 +580,7 @@ impl FilesRpc for FilesService {
     async fn get_file(&self, request: Request<pb::GetFileRequest>) -> Result<Response<pb::GetFileResponse>, Status> {
         let caller = caller(&request)?;
         let found = self.shared.visible(caller, &request.get_ref().file_id).await?;
-        Ok(Response::new(pb::GetFileResponse { file: Some(self.shared.file_proto(&found)) }))
+        Ok(Response::new(pb::GetFileResponse { file: Some(self.shared.file_proto(&found).await?) }))
     }
 
     async fn update_file(

@@ -1,4 +1,4 @@
-//! Where the bytes live. Clients send and fetch them straight from the
+//! Where the bytes live: [`LocalStore`] here, `S3Store` in `s3.rs`. Clients send and fetch them straight from the
 //! store through short-lived URLs; the service itself only checks, moves,
 //! reads (to hash, sniff and scan) and deletes objects.
 //!
@@ -31,7 +31,7 @@ pub struct UploadUrl {
     pub headers: BTreeMap<String, String>,
 }
 
-/// One backend for the bytes. The embedded one is [`LocalStore`].
+/// One backend for the bytes: the embedded [`LocalStore`] or S3.
 #[async_trait::async_trait]
 pub trait ObjectStore: Send + Sync + 'static {
     /// A URL that stores exactly `length` bytes of `content_type` (whose
@@ -58,6 +58,8 @@ pub trait ObjectStore: Send + Sync + 'static {
     async fn size(&self, key: &str) -> Result<Option<u64>, StoreError>;
     /// The object's bytes.
     async fn read(&self, key: &str) -> Result<ObjectReader, StoreError>;
+    /// Stores bytes the service made itself (thumbnails).
+    async fn put(&self, key: &str, bytes: Vec<u8>, content_type: &str) -> Result<(), StoreError>;
     /// Moves an object to another key, replacing what was there.
     async fn rename(&self, from: &str, to: &str) -> Result<(), StoreError>;
     /// Removes an object; removing a missing one succeeds.
@@ -161,6 +163,16 @@ impl ObjectStore for LocalStore {
 
     async fn read(&self, key: &str) -> Result<ObjectReader, StoreError> {
         Ok(Box::pin(tokio::fs::File::open(self.path(key)?).await?))
+    }
+
+    async fn put(&self, key: &str, bytes: Vec<u8>, _content_type: &str) -> Result<(), StoreError> {
+        // Written aside and moved into place: a reader never sees half.
+        let (mut file, partial) = self.incoming(key).await?;
+        tokio::io::AsyncWriteExt::write_all(&mut file, &bytes).await?;
+        file.sync_all().await?;
+        drop(file);
+        tokio::fs::rename(&partial, self.path(key)?).await?;
+        Ok(())
     }
 
     async fn rename(&self, from: &str, to: &str) -> Result<(), StoreError> {

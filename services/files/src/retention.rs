@@ -89,7 +89,7 @@ impl Shared {
             ..Default::default()
         };
         file::Entity::update(change).exec(&self.db.writer).await?;
-        Ok(pb::UpdateFileRetentionResponse { file: Some(self.file_proto(&self.find(&found.file_id).await?)) })
+        Ok(pb::UpdateFileRetentionResponse { file: Some(self.file_proto(&self.find(&found.file_id).await?).await?) })
     }
 
     pub(crate) async fn list_retention_runs(
@@ -246,6 +246,9 @@ async fn expire(shared: &Shared, found: &file::Model) -> Result<bool> {
         && let Err(err) = shared.objects.delete(&found.object_key).await
     {
         tracing::warn!(file_id = %found.file_id, error = %err, "could not delete an expired file's bytes");
+    }
+    if shared.config.retention.auto_delete {
+        crate::thumbnails::remove(shared, &found.file_id).await;
     }
     Ok(true)
 }

@@ -21,6 +21,7 @@ use tokio::sync::{mpsc, watch};
 use crate::Shared;
 use crate::clamd::{Clamd, Unavailable, Verdict};
 use crate::store::file;
+use crate::thumbnails;
 
 /// Files waiting for a worker, at most; past that, new uploads wait.
 const QUEUE: usize = 1024;
@@ -175,6 +176,13 @@ async fn scan(shared: &Shared, clamd: &Clamd, file_id: &str) -> Result<(), ScanE
         Verdict::Infected(signature) => (pb::ScanStatus::Infected, signature.clone()),
         Verdict::Failed(reason) => (pb::ScanStatus::Failed, reason.clone()),
     };
+    // Thumbnails exist before the verdict is recorded, so that a clean file
+    // is shown with them at once.
+    let made = match status {
+        pb::ScanStatus::Clean => thumbnails::make(shared, &found).await?,
+        _ => None,
+    };
+    let (width, height) = made.as_ref().map_or((found.width, found.height), |m| (m.width, m.height));
     let mut object_key = found.object_key.clone();
     if status == pb::ScanStatus::Infected {
         // Moved aside before the verdict is recorded: no URL points there.
@@ -188,6 +196,8 @@ async fn scan(shared: &Shared, clamd: &Clamd, file_id: &str) -> Result<(), ScanE
         scan_signature: signature,
         scan_time: Some(now),
         object_key,
+        width,
+        height,
         updated_at: now,
         ..found.clone()
     };
@@ -198,6 +208,8 @@ async fn scan(shared: &Shared, clamd: &Clamd, file_id: &str) -> Result<(), ScanE
             scan_signature: Set(scanned.scan_signature.clone()),
             scan_time: Set(scanned.scan_time),
             object_key: Set(scanned.object_key.clone()),
+            width: Set(width),
+            height: Set(height),
             updated_at: Set(now),
             ..Default::default()
         })
@@ -206,6 +218,9 @@ async fn scan(shared: &Shared, clamd: &Clamd, file_id: &str) -> Result<(), ScanE
         .exec(&txn)
         .await?;
     if update.rows_affected == 1 {
+        if let Some(made) = &made {
+            thumbnails::record(&txn, made).await?;
+        }
         shared.event(&txn, "file.scanned", "", &scanned).await.map_err(|e| sea_orm::DbErr::Custom(e.to_string()))?;
     }
     txn.commit().await?;

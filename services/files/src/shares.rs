@@ -97,7 +97,7 @@ impl Shared {
         }
         change.updated_at = Set(now_micros());
         file::Entity::update(change).exec(&self.db.writer).await?;
-        Ok(pb::UpdateFileResponse { file: Some(self.file_proto(&self.find(&found.file_id).await?)) })
+        Ok(pb::UpdateFileResponse { file: Some(self.file_proto(&self.find(&found.file_id).await?).await?) })
     }
 
     pub(crate) async fn share_file(

@@ -122,3 +122,27 @@ pub mod share {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+pub mod thumbnail {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "file_thumbnails")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub file_id: String,
+        /// `ThumbnailSize`.
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub size: i32,
+        pub width: i32,
+        pub height: i32,
+        pub mime_type: String,
+        pub size_bytes: i64,
+        pub object_key: String,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

@@ -13,7 +13,7 @@ use tokio::io::AsyncReadExt;
 
 use crate::sniff::{self, SNIFF_LEN};
 use crate::store::file;
-use crate::{Shared, UPLOAD_URL_TTL, quota};
+use crate::{Shared, UPLOAD_URL_TTL, quota, thumbnails};
 
 /// An upload not confirmed this long after its URL expired is given up:
 /// its reservation is released and its bytes deleted.
@@ -156,7 +156,7 @@ pub(crate) async fn create(
     file::Entity::insert(file::ActiveModel::from(row.clone())).exec_without_returning(&txn).await?;
     txn.commit().await?;
     Ok(pb::CreateUploadUrlResponse {
-        file: Some(shared.file_proto(&row)),
+        file: Some(shared.file_proto(&row).await?),
         upload_url: upload.url,
         upload_method: "PUT".into(),
         upload_headers: upload.headers.into_iter().collect(),
@@ -180,10 +180,9 @@ pub(crate) async fn confirm(shared: &Shared, caller: &Caller, raw_id: &str) -> R
         shared.visible(caller, raw_id).await?;
         return Err(Error::denied("only the uploader can confirm an upload"));
     }
-    let answer = |f: &file::Model| pb::ConfirmUploadResponse { file: Some(shared.file_proto(f)) };
     match pb::FileState::try_from(found.state) {
         Ok(pb::FileState::PendingUpload) => {}
-        Ok(pb::FileState::Ready) => return Ok(answer(&found)),
+        Ok(pb::FileState::Ready) => return answer(shared, &found).await,
         _ => return Err(Error::not_found(format!("file {} not found", found.file_id))),
     }
     // The bytes leave the upload URL's reach before they are checked, so
@@ -206,7 +205,7 @@ pub(crate) async fn confirm(shared: &Shared, caller: &Caller, raw_id: &str) -> R
     };
     let now = now_micros();
     let scan_status = if shared.scanner.is_some() { pb::ScanStatus::Pending } else { pb::ScanStatus::Unscanned };
-    let confirmed = file::Model {
+    let mut confirmed = file::Model {
         state: pb::FileState::Ready as i32,
         scan_status: scan_status as i32,
         file_type: sniff::file_type(&mime) as i32,
@@ -217,6 +216,15 @@ pub(crate) async fn confirm(shared: &Shared, caller: &Caller, raw_id: &str) -> R
         updated_at: now,
         ..found.clone()
     };
+    // Unscanned files are served at once, so their thumbnails are made now;
+    // scanned ones get theirs once they are found clean.
+    let made = match scan_status {
+        pb::ScanStatus::Unscanned => thumbnails::make(shared, &confirmed).await.map_err(Error::internal)?,
+        _ => None,
+    };
+    if let Some(made) = &made {
+        (confirmed.width, confirmed.height) = (made.width, made.height);
+    }
     let txn = shared.db.writer.begin().await?;
     let update = file::Entity::update_many()
         .set(file::ActiveModel {
@@ -227,6 +235,8 @@ pub(crate) async fn confirm(shared: &Shared, caller: &Caller, raw_id: &str) -> R
             sha256: Set(confirmed.sha256.clone()),
             object_key: Set(confirmed.object_key.clone()),
             uploaded_at: Set(confirmed.uploaded_at),
+            width: Set(confirmed.width),
+            height: Set(confirmed.height),
             updated_at: Set(now),
             ..Default::default()
         })
@@ -237,14 +247,21 @@ pub(crate) async fn confirm(shared: &Shared, caller: &Caller, raw_id: &str) -> R
     if update.rows_affected == 0 {
         // Another confirmation won.
         drop(txn);
-        return Ok(answer(&shared.find(&found.file_id).await?));
+        return answer(shared, &shared.find(&found.file_id).await?).await;
+    }
+    if let Some(made) = &made {
+        thumbnails::record(&txn, made).await?;
     }
     let delta = quota::Delta { reserved: -found.size_bytes, used: found.size_bytes, files: 1 };
     quota::adjust(&txn, &found.owner_id, delta).await?;
     shared.event(&txn, "file.uploaded", &caller.user_id, &confirmed).await?;
     txn.commit().await?;
     shared.outbox.notify();
-    Ok(answer(&confirmed))
+    answer(shared, &confirmed).await
+}
+
+async fn answer(shared: &Shared, f: &file::Model) -> Result<pb::ConfirmUploadResponse> {
+    Ok(pb::ConfirmUploadResponse { file: Some(shared.file_proto(f).await?) })
 }
 
 /// The bytes' checksum and real type, or why they are refused.

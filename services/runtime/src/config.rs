@@ -144,6 +144,8 @@ pub struct RealtimeConfig {
 pub struct FilesConfig {
     /// Where the bytes live. Empty: a folder under the data directory,
     /// uploaded to and downloaded from this node through signed URLs.
+    /// `s3://<bucket>`: an S3 bucket, reached as `[files.s3]` says, with
+    /// presigned URLs.
     pub url: String,
     /// The address clients reach this node's file URLs at, such as
     /// `https://chat.example.com`. Empty: `http://` and the listen address.
@@ -166,6 +168,42 @@ pub struct FilesConfig {
     pub require_scan: bool,
     pub scanner: ScannerConfig,
     pub retention: RetentionPolicy,
+    pub s3: S3Config,
+}
+
+/// The S3 server of `files.url = "s3://…"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct S3Config {
+    /// The S3 API as this node reaches it, such as
+    /// `https://s3.eu-central-1.amazonaws.com` or `http://minio:9000`.
+    pub endpoint: String,
+    /// The S3 API as clients reach it, for the URLs they are given; empty
+    /// when it is `endpoint`.
+    pub public_endpoint: String,
+    pub region: String,
+    pub access_key: String,
+    /// Best given as `COLINK_FILES__S3__SECRET_KEY`.
+    pub secret_key: String,
+}
+
+impl Default for S3Config {
+    fn default() -> Self {
+        Self {
+            endpoint: String::new(),
+            public_endpoint: String::new(),
+            region: "us-east-1".into(),
+            access_key: String::new(),
+            secret_key: String::new(),
+        }
+    }
+}
+
+impl FilesConfig {
+    /// The bucket of an S3 store; None for the local one.
+    pub fn s3_bucket(&self) -> Option<&str> {
+        self.url.strip_prefix("s3://").map(|bucket| bucket.trim_end_matches('/'))
+    }
 }
 
 /// How long files are kept, by kind, unless a file says otherwise. Days
@@ -255,6 +293,7 @@ impl Default for FilesConfig {
             require_scan: false,
             scanner: ScannerConfig::default(),
             retention: RetentionPolicy::default(),
+            s3: S3Config::default(),
         }
     }
 }
@@ -444,8 +483,31 @@ impl Config {
 impl FilesConfig {
     fn problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
-        if !self.url.is_empty() {
-            problems.push(format!("files.url: {:?}: only the local store (empty) is supported", self.url));
+        match self.s3_bucket() {
+            None if !self.url.is_empty() => {
+                problems.push(format!("files.url: {:?}: must be empty (local files) or s3://<bucket>", self.url));
+            }
+            None => {}
+            Some(bucket) => {
+                let valid = (3..=63).contains(&bucket.len())
+                    && bucket.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+                if !valid {
+                    problems.push(format!(
+                        "files.url: {bucket:?} is not a bucket name (3 to 63 lower-case letters, digits, '-' and '.')"
+                    ));
+                }
+                let s3 = &self.s3;
+                for (field, url) in [("endpoint", &s3.endpoint), ("public_endpoint", &s3.public_endpoint)] {
+                    let required = field == "endpoint";
+                    let valid = url.starts_with("http://") || url.starts_with("https://");
+                    if (required || !url.is_empty()) && !valid {
+                        problems.push(format!("files.s3.{field}: {url:?} is not an http(s) URL"));
+                    }
+                }
+                if s3.access_key.is_empty() || s3.secret_key.is_empty() {
+                    problems.push("files.s3.access_key and files.s3.secret_key: both are required for S3".into());
+                }
+            }
         }
         if !(self.public_url.is_empty()
             || self.public_url.starts_with("http://")
@@ -568,6 +630,29 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("nope") && err.contains("xml"), "{err}");
+    }
+
+    #[test]
+    fn an_s3_store_needs_a_bucket_an_endpoint_and_keys() {
+        let err = Config::load(None, env(&[("COLINK_FILES__URL", "s3://My_Bucket")])).unwrap_err().to_string();
+        assert!(
+            err.contains("bucket name") && err.contains("files.s3.endpoint") && err.contains("secret_key"),
+            "{err}"
+        );
+        let config = Config::load(
+            None,
+            env(&[
+                ("COLINK_FILES__URL", "s3://colink-files"),
+                ("COLINK_FILES__S3__ENDPOINT", "http://127.0.0.1:9000"),
+                ("COLINK_FILES__S3__ACCESS_KEY", "ak"),
+                ("COLINK_FILES__S3__SECRET_KEY", "sk"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.files.s3_bucket(), Some("colink-files"));
+        assert_eq!(config.files.s3.region, "us-east-1");
+        let err = Config::load(None, env(&[("COLINK_FILES__URL", "ftp://x")])).unwrap_err().to_string();
+        assert!(err.contains("s3://<bucket>"), "{err}");
     }
 
     #[test]

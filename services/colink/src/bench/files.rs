@@ -30,6 +30,12 @@ pub fn clamd_url() -> Option<String> {
     std::env::var("BENCH_CLAMD").ok().filter(|url| !url.is_empty())
 }
 
+/// The s3s-fs binary from `BENCH_S3S`: with one, the node keeps its files
+/// in a bucket of an s3s-fs server the run starts, instead of its folder.
+pub fn s3s_binary() -> Option<String> {
+    std::env::var("BENCH_S3S").ok().filter(|path| !path.is_empty())
+}
+
 /// Text that differs from file to file, so that no scan is a repeat;
 /// eight letters per step of the generator, which runs on the same cores.
 fn content(n: u64) -> Vec<u8> {

@@ -384,7 +384,12 @@ async fn run_one(scenario: &str, size: Size, postgres: Option<&str>) -> Result<R
     let mut report = Report {
         scenario: scenario.to_string(),
         size: format!("{size:?}").to_lowercase(),
-        database: if postgres.is_some() { "postgresql".into() } else { "sqlite".into() },
+        database: match (postgres.is_some(), files::s3s_binary().is_some()) {
+            (false, false) => "sqlite".into(),
+            (true, false) => "postgresql".into(),
+            (false, true) => "sqlite, s3s-fs".into(),
+            (true, true) => "postgresql, s3s-fs".into(),
+        },
         ..Default::default()
     };
     match scenario {
@@ -403,6 +408,7 @@ async fn run_one(scenario: &str, size: Size, postgres: Option<&str>) -> Result<R
     report.elapsed_s = started.elapsed().as_secs_f64();
     drop(server);
     let _ = std::fs::remove_dir_all(&data);
+    let _ = std::fs::remove_dir_all(data.with_extension("s3"));
     if let Some(server) = postgres {
         databases(server, &prefix, true).await?;
     }

@@ -14,6 +14,8 @@ const CLOCK_TICKS: f64 = 100.0;
 
 pub struct Server {
     child: Child,
+    /// The S3 server holding the node's files, when there is one.
+    s3: Option<Child>,
     pub addr: String,
 }
 
@@ -43,8 +45,12 @@ impl Server {
         if let Some(clamd) = super::files::clamd_url() {
             command.env("COLINK_FILES__SCANNER__CLAMD", clamd);
         }
+        let s3 = match super::files::s3s_binary() {
+            Some(program) => Some(start_s3(&program, data_dir, &mut command).await?),
+            None => None,
+        };
         let child = command.spawn().map_err(|e| BenchError::Server(format!("cannot start colink serve: {e}")))?;
-        let server = Self { child, addr: addr.to_string() };
+        let server = Self { child, s3, addr: addr.to_string() };
         server.wait_ready().await?;
         Ok(server)
     }
@@ -127,7 +133,41 @@ impl CpuSample {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        for child in std::iter::once(&mut self.child).chain(self.s3.as_mut()) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
+}
+
+/// Starts s3s-fs over a folder next to the node's data and points the
+/// node's files at a bucket there.
+async fn start_s3(program: &str, data_dir: &Path, node: &mut Command) -> Result<Child, BenchError> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| BenchError::Server(e.to_string()))?
+        .port();
+    let root = data_dir.with_extension("s3");
+    std::fs::create_dir_all(&root).map_err(|e| BenchError::Server(format!("{}: {e}", root.display())))?;
+    let (access_key, secret_key) = ("colink-bench", "colink-bench-secret");
+    let mut child = Command::new(program)
+        .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--access-key", access_key])
+        .args(["--secret-key", secret_key])
+        .arg(&root)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| BenchError::Server(format!("cannot start {program}: {e}")))?;
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            node.env("COLINK_FILES__URL", "s3://colink-bench")
+                .env("COLINK_FILES__S3__ENDPOINT", format!("http://127.0.0.1:{port}"))
+                .env("COLINK_FILES__S3__ACCESS_KEY", access_key)
+                .env("COLINK_FILES__S3__SECRET_KEY", secret_key);
+            return Ok(child);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = child.kill();
+    Err(BenchError::Server(format!("{program} did not listen on {port}")))
 }

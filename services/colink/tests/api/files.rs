@@ -1,6 +1,8 @@
 //! Files: the upload flow through signed URLs, the virus scan against a
-//! real clamd (`COLINK_TEST_CLAMD`, started by `.ci/start-clamd`), who may
-//! see and download what, quotas, and every refusal changing nothing.
+//! real clamd (`COLINK_TEST_CLAMD`, started by `.ci/start-clamd`),
+//! thumbnails, who may see and download what, quotas, and every refusal
+//! changing nothing; on the local store and on an S3 server (s3s-fs,
+//! `COLINK_TEST_S3S`, installed by `.ci/install-s3s`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,7 +25,8 @@ use colink_runtime::clock::ManualClock;
 use tonic::Code;
 
 use crate::helpers::{TestApp, TestUser, assert_code, assert_invalid, event, frame, http};
-use crate::servers::{eventually, free_port};
+use crate::servers::{S3_ACCESS_KEY, S3_SECRET_KEY, Server, eventually, free_port};
+use colink_files::testing::{SERIAL, photo};
 
 /// The 68-byte EICAR test file: harmless, and reported by every scanner.
 const EICAR: &str = r"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*";
@@ -218,6 +221,15 @@ async fn without_a_scanner_files_are_unscanned_unless_the_node_requires_a_scan()
     assert_code(download_url(&strict, &bob, &file.file_id).await, Code::FailedPrecondition);
 }
 
+/// The URL with the first hex digit after `marker` changed.
+fn flip_after(url: &str, marker: &str) -> String {
+    let at = url.find(marker).unwrap() + marker.len();
+    let mut url = url.to_string();
+    let digit = if &url[at..at + 1] == "0" { "1" } else { "0" };
+    url.replace_range(at..at + 1, digit);
+    url
+}
+
 #[tokio::test]
 async fn signed_urls_refuse_tampering_other_objects_and_other_purposes() {
     let app = TestApp::spawn().await;
@@ -226,13 +238,7 @@ async fn signed_urls_refuse_tampering_other_objects_and_other_purposes() {
     let started = start_upload(&app, &alice, upload_request("n.txt", "text/plain", bytes, "")).await;
     let file_id = started.file.clone().unwrap().file_id;
     let headers = [("Content-Type", "text/plain")];
-    let flipped = {
-        let at = started.upload_url.find("signature=").unwrap() + "signature=".len();
-        let mut url = started.upload_url.clone();
-        let digit = if &url[at..at + 1] == "0" { "1" } else { "0" };
-        url.replace_range(at..at + 1, digit);
-        url
-    };
+    let flipped = flip_after(&started.upload_url, "signature=");
     assert_eq!(http("PUT", &flipped, &headers, bytes).await.status, 403);
     let other = started.upload_url.replace(&file_id, "0190aaaa-0000-7000-8000-000000000000");
     assert_eq!(http("PUT", &other, &headers, bytes).await.status, 403);
@@ -770,4 +776,183 @@ async fn scanning_runs_on_nodes_of_its_own_through_kafka() {
     assert_eq!(scanned.scan_status, ScanStatus::Clean as i32);
     let url = download_url(&front, &alice, &file.file_id).await.unwrap();
     assert_eq!(http("GET", &url, &[], b"").await.body, b"through kafka");
+}
+
+/// Fetches a thumbnail as the given user.
+async fn thumbnail(
+    app: &TestApp,
+    user: &TestUser,
+    file_id: &str,
+    size: ThumbnailSize,
+) -> Result<String, tonic::Status> {
+    let request = GetDownloadUrlRequest { file_id: file_id.into(), thumbnail_size: size as i32, ..Default::default() };
+    app.files().get_download_url(user.req(request)).await.map(|r| r.into_inner().url)
+}
+
+/// Checks that a file is a phone photo stood upright, with three thumbnails
+/// that decode, fit their sizes and carry none of its EXIF block.
+async fn assert_thumbnailed_photo(app: &TestApp, user: &TestUser, file: &File) {
+    assert_eq!((file.width, file.height), (800, 1200), "orientation 6 stands the photo up");
+    let sizes: Vec<_> = file.thumbnails.iter().map(|t| (t.size, t.width, t.height, t.mime_type.as_str())).collect();
+    assert_eq!(
+        sizes,
+        [
+            (ThumbnailSize::Small as i32, 43, 64, "image/jpeg"),
+            (ThumbnailSize::Medium as i32, 240, 360, "image/jpeg"),
+            (ThumbnailSize::Large as i32, 683, 1024, "image/jpeg"),
+        ]
+    );
+    for made in &file.thumbnails {
+        let size = ThumbnailSize::try_from(made.size).unwrap();
+        let url = thumbnail(app, user, &file.file_id, size).await.unwrap();
+        let got = http("GET", &url, &[], b"").await;
+        assert_eq!((got.status, got.header("content-type")), (200, Some("image/jpeg")), "{size:?}");
+        assert_eq!(got.body.len() as i64, made.size_bytes);
+        let image = image::load_from_memory_with_format(&got.body, image::ImageFormat::Jpeg).unwrap();
+        assert_eq!((image.width() as i32, image.height() as i32), (made.width, made.height));
+        assert!(!got.body.windows(4).any(|w| w == b"Exif"), "{size:?} has no EXIF block");
+        assert!(!got.body.windows(SERIAL.len()).any(|w| w == SERIAL), "{size:?} has no serial number");
+    }
+}
+
+#[tokio::test]
+async fn images_get_upright_thumbnails_without_their_metadata_and_a_viewer_sees_only_those() {
+    let app = TestApp::spawn().await;
+    let alice = app.register("alice").await;
+    let bob = app.register("bob").await;
+    let bytes = photo(1200, 800);
+    let file = upload(&app, &alice, upload_request("IMG_0001.jpg", "image/jpeg", &bytes, ""), &bytes).await;
+    assert_eq!(file.scan_status, ScanStatus::Unscanned as i32);
+    assert_thumbnailed_photo(&app, &alice, &file).await;
+    assert_eq!(get_file(&app, &alice, &file.file_id).await.unwrap().thumbnails, file.thumbnails);
+    // The original keeps its bytes, metadata and all.
+    let original = http("GET", &download_url(&app, &alice, &file.file_id).await.unwrap(), &[], b"").await;
+    assert_eq!(original.body, bytes);
+
+    // Shared to view: the thumbnails, not the original.
+    let outsider =
+        assert_code(thumbnail(&app, &bob, &file.file_id, ThumbnailSize::Small).await, Code::PermissionDenied);
+    assert!(outsider.message().contains("cannot see"), "{outsider:?}");
+    let share = ShareFileRequest {
+        file_id: file.file_id.clone(),
+        user_id: bob.user_id.clone(),
+        permission: SharePermission::View as i32,
+        ..Default::default()
+    };
+    app.files().share_file(alice.req(share)).await.unwrap();
+    assert_thumbnailed_photo(&app, &bob, &get_file(&app, &bob, &file.file_id).await.unwrap()).await;
+    assert_code(download_url(&app, &bob, &file.file_id).await, Code::PermissionDenied);
+
+    // Not an image, no thumbnails; a size that is not one is refused.
+    let text = upload(&app, &alice, upload_request("a.txt", "text/plain", b"words", ""), b"words").await;
+    assert!(text.thumbnails.is_empty());
+    assert_code(thumbnail(&app, &alice, &text.file_id, ThumbnailSize::Small).await, Code::NotFound);
+    let bad = GetDownloadUrlRequest { file_id: file.file_id.clone(), thumbnail_size: 9, ..Default::default() };
+    assert_invalid(app.files().get_download_url(alice.req(bad)).await, "thumbnail_size");
+
+    // Deleting the file deletes its thumbnails: their URLs find nothing.
+    let url = thumbnail(&app, &alice, &file.file_id, ThumbnailSize::Large).await.unwrap();
+    let request = DeleteFileRequest { file_id: file.file_id.clone() };
+    app.files().delete_file(alice.req(request)).await.unwrap();
+    assert_eq!(http("GET", &url, &[], b"").await.status, 404);
+}
+
+/// A node keeping its files in a bucket of `s3`.
+async fn s3_app(s3: &Server, clamd: Option<String>) -> TestApp {
+    let endpoint = format!("http://127.0.0.1:{}", s3.port);
+    TestApp::spawn_with(move |c| {
+        c.files.url = format!("s3://{BUCKET}");
+        c.files.s3.endpoint = endpoint;
+        c.files.s3.access_key = S3_ACCESS_KEY.into();
+        c.files.s3.secret_key = S3_SECRET_KEY.into();
+        c.files.scanner.clamd = clamd.unwrap_or_default();
+    })
+    .await
+}
+
+const BUCKET: &str = "colink-files";
+
+/// Whether the S3 server holds an object (s3s-fs keeps each as a file).
+fn stored(s3: &Server, key: &str) -> bool {
+    s3.dir.as_ref().unwrap().join(BUCKET).join(key).is_file()
+}
+
+#[tokio::test]
+#[ignore = "needs s3s-fs and clamd: COLINK_TEST_S3S, COLINK_TEST_CLAMD"]
+async fn on_s3_uploads_are_scanned_thumbnailed_served_and_quarantined() {
+    let s3 = Server::s3().await;
+    let app = s3_app(&s3, Some(clamd_url())).await;
+    let alice = app.register("alice").await;
+    let bob = app.register("bob").await;
+    let carol = app.register("carol").await;
+    let room = app.create_channel(&alice, "photos", ChannelKind::Private, &[&bob]).await;
+
+    // Straight to the bucket through a presigned URL.
+    let bytes = photo(1200, 800);
+    let started =
+        start_upload(&app, &alice, upload_request("IMG_0002.jpg", "image/jpeg", &bytes, &room.channel_id)).await;
+    assert!(started.upload_url.starts_with(&format!("http://127.0.0.1:{}/{BUCKET}/uploads/", s3.port)));
+    assert!(started.upload_url.contains("X-Amz-Signature="), "{}", started.upload_url);
+    assert_eq!(put(&started, &bytes).await, 200);
+    let file_id = started.file.unwrap().file_id;
+    let file = confirm(&app, &alice, &file_id).await.unwrap();
+    assert_eq!(file.scan_status, ScanStatus::Pending as i32);
+    assert!(file.thumbnails.is_empty(), "none before the scan");
+    assert_code(download_url(&app, &bob, &file_id).await, Code::FailedPrecondition);
+    assert!(stored(&s3, &format!("files/{file_id}")) && !stored(&s3, &format!("uploads/{file_id}")));
+
+    let file = scan_result(&app, &alice, &file_id).await;
+    assert_eq!(file.scan_status, ScanStatus::Clean as i32);
+    assert_thumbnailed_photo(&app, &bob, &file).await;
+    let url = download_url(&app, &bob, &file_id).await.unwrap();
+    let got = http("GET", &url, &[], b"").await;
+    assert_eq!((got.status, got.header("content-type")), (200, Some("image/jpeg")));
+    assert_eq!(got.body, bytes);
+    let tampered = flip_after(&url, "X-Amz-Signature=");
+    assert_eq!(http("GET", &tampered, &[], b"").await.status, 403);
+    let other = url.replace(&file_id, "0190aaaa-0000-7000-8000-000000000000");
+    assert_eq!(http("GET", &other, &[], b"").await.status, 403);
+    assert_code(get_file(&app, &carol, &file_id).await, Code::PermissionDenied);
+    assert_code(download_url(&app, &carol, &file_id).await, Code::PermissionDenied);
+    assert_code(thumbnail(&app, &carol, &file_id, ThumbnailSize::Small).await, Code::PermissionDenied);
+
+    // Infected: moved aside in the bucket, never served.
+    let infected =
+        upload(&app, &alice, upload_request("notes.txt", "text/plain", EICAR.as_bytes(), ""), EICAR.as_bytes()).await;
+    let infected = scan_result(&app, &alice, &infected.file_id).await;
+    assert_eq!(infected.scan_status, ScanStatus::Infected as i32);
+    assert_code(download_url(&app, &alice, &infected.file_id).await, Code::FailedPrecondition);
+    assert!(stored(&s3, &format!("quarantine/{}", infected.file_id)));
+    assert!(!stored(&s3, &format!("files/{}", infected.file_id)));
+
+    // More bytes than declared: S3 takes them, the confirmation does not.
+    let started = start_upload(&app, &alice, upload_request("n.txt", "text/plain", b"0123456789", "")).await;
+    let headers = [("Content-Type", "text/plain")];
+    assert_eq!(http("PUT", &started.upload_url, &headers, b"01234567890").await.status, 200);
+    let long_id = started.file.unwrap().file_id;
+    let refused = assert_code(confirm(&app, &alice, &long_id).await, Code::FailedPrecondition);
+    assert!(refused.message().contains("11 bytes arrived but 10 were declared"), "{refused:?}");
+    assert_eq!(get_file(&app, &alice, &long_id).await.unwrap().state, FileState::PendingUpload as i32);
+
+    // Deleting removes the bytes and the thumbnails from the bucket.
+    app.files().delete_file(alice.req(DeleteFileRequest { file_id: file_id.clone() })).await.unwrap();
+    assert!(!stored(&s3, &format!("files/{file_id}")));
+    assert!(!stored(&s3, &format!("thumbnails/{file_id}/small")));
+    let gone = http("GET", &url, &[], b"").await;
+    assert_eq!(gone.status, 404, "{}", String::from_utf8_lossy(&gone.body));
+}
+
+#[tokio::test]
+#[ignore = "needs s3s-fs: COLINK_TEST_S3S"]
+async fn on_s3_a_node_restarts_onto_its_bucket_and_serves_what_it_held() {
+    let s3 = Server::s3().await;
+    let app = s3_app(&s3, None).await;
+    let alice = app.register("alice").await;
+    let file = upload(&app, &alice, upload_request("a.txt", "text/plain", b"kept", ""), b"kept").await;
+    assert!(stored(&s3, &format!("files/{}", file.file_id)));
+    let app = app.restart(|_| {}).await;
+    let url = download_url(&app, &alice, &file.file_id).await.unwrap();
+    let got = http("GET", &url, &[], b"").await;
+    assert_eq!((got.status, got.body.as_slice()), (200, &b"kept"[..]));
+    assert!(got.header("content-disposition").unwrap().starts_with("inline;"));
 }

@@ -1,8 +1,10 @@
 //! Backend servers a test starts for itself, so that it can freeze, kill and
 //! restart them without disturbing the other tests: a Kafka-protocol broker
-//! (tansu, from `COLINK_TEST_TANSU`) and Redis (`redis-server` on the PATH).
+//! (tansu, from `COLINK_TEST_TANSU`), Redis (`redis-server` on the PATH) and
+//! an S3-protocol server over a folder (s3s-fs, from `COLINK_TEST_S3S`).
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -32,6 +34,8 @@ pub struct Server {
     args: Vec<String>,
     child: Option<Child>,
     pub port: u16,
+    /// Where it keeps its data, removed with it.
+    pub dir: Option<PathBuf>,
 }
 
 impl Server {
@@ -58,8 +62,35 @@ impl Server {
         Self::start("redis-server".into(), args, port).await
     }
 
+    /// An S3 server keeping its objects in a fresh folder, one folder per
+    /// bucket; its keys are [`S3_ACCESS_KEY`] and [`S3_SECRET_KEY`].
+    pub async fn s3() -> Self {
+        let program = std::env::var("COLINK_TEST_S3S").expect("COLINK_TEST_S3S names the s3s-fs binary");
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("colink-s3-{port}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let args = [
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--access-key",
+            S3_ACCESS_KEY,
+            "--secret-key",
+            S3_SECRET_KEY,
+            &dir.display().to_string(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let mut server = Self::start(program, args, port).await;
+        server.dir = Some(dir);
+        server
+    }
+
     async fn start(program: String, args: Vec<String>, port: u16) -> Self {
-        let mut server = Self { program, args, child: None, port };
+        let mut server = Self { program, args, child: None, port, dir: None };
         server.run().await;
         server
     }
@@ -115,5 +146,11 @@ impl Drop for Server {
             self.thaw();
         }
         self.kill();
+        if let Some(dir) = &self.dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
+
+pub const S3_ACCESS_KEY: &str = "colink-test";
+pub const S3_SECRET_KEY: &str = "colink-test-secret";
