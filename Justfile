@@ -108,11 +108,11 @@ web:
     cd web && npm ci && npm test && npm run build
 
 # People in Chromium against a fresh node, directly and through Envoy (needs
-# Debian's chromium, and Envoy as .ci/run installs it).
+# Debian's chromium, Envoy as .ci/run installs it, and clamd, started here).
 e2e: web
     cargo build -q -p colink
-    cd web && node tests/e2e.mjs
-    cd web && ENVOY="$(command -v envoy)" node tests/e2e.mjs
+    cd web && E2E_CLAMD="$(../.ci/start-clamd)" node tests/e2e.mjs
+    cd web && E2E_CLAMD="$(../.ci/start-clamd)" ENVOY="$(command -v envoy)" node tests/e2e.mjs
 
 # The web client's figures in Chromium against a fresh release node: first
 # load, time to interactive, scrolling back through 10,000 messages, memory

@@ -6,6 +6,7 @@ import { Code, ConnectError, createClient, type Client, type Interceptor } from 
 import { createGrpcWebTransport } from "@connectrpc/connect-web";
 import { AuthService } from "../../gen/ts/colink/auth/v1/auth_pb";
 import { ChannelsService } from "../../gen/ts/colink/channels/v1/channels_pb";
+import { FilesService } from "../../gen/ts/colink/files/v1/files_pb";
 import { MessagingService } from "../../gen/ts/colink/messaging/v1/messaging_pb";
 import { PresenceService } from "../../gen/ts/colink/presence/v1/presence_pb";
 import { ReactionsService } from "../../gen/ts/colink/reactions/v1/reactions_pb";
@@ -34,6 +35,7 @@ const transport = createGrpcWebTransport({
 
 export const auth: Client<typeof AuthService> = createClient(AuthService, transport);
 export const channels: Client<typeof ChannelsService> = createClient(ChannelsService, transport);
+export const files: Client<typeof FilesService> = createClient(FilesService, transport);
 export const messaging: Client<typeof MessagingService> = createClient(MessagingService, transport);
 export const presence: Client<typeof PresenceService> = createClient(PresenceService, transport);
 export const reactions: Client<typeof ReactionsService> = createClient(ReactionsService, transport);

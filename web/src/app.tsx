@@ -1,11 +1,13 @@
 import { useEffect, useLayoutEffect, useMemo, useRef, useState } from "preact/hooks";
 import type { ComponentChildren, TargetedEvent } from "preact";
 import { SecondFactorMethod } from "../../gen/ts/colink/auth/v1/auth_pb";
+import { type File as StoredFile, ScanStatus, ThumbnailSize } from "../../gen/ts/colink/files/v1/files_pb";
 import type { Message } from "../../gen/ts/colink/messaging/v1/messaging_pb";
 import { auth, describe } from "./api";
 import { Badges } from "./badges";
 import { begin, end, scheduleRenewal, session, type Session } from "./session";
 import { Store, type Suggestion } from "./store";
+import { type Draft, formatSize } from "./uploads";
 import { type Anchor, Heights, anchorAt, scrollFor, slice } from "./virtual";
 
 export function App() {
@@ -262,7 +264,8 @@ function Conversation({ store, channelId }: { store: Store; channelId: string })
       </p>
       <Composer
         label={`Message ${store.title(c.channel)}`}
-        onSend={(text) => store.send(text)}
+        onSend={(text, fileIds) => store.send(text, undefined, fileIds)}
+        onAttach={(file) => store.upload(file)}
         onType={() => store.typingNow()}
         suggest={(typed) => store.mentionable(channelId, typed)}
       />
@@ -399,6 +402,16 @@ function MessageRow({ store, m, inThread }: { store: Store; m: Message; inThread
           {m.pinned && !gone && <small class="pinned"> · Pinned</small>}
         </span>
       )}
+      {!gone && m.fileIds.length > 0 && (
+        <ul class="attachments" aria-label="Files">
+          {m.fileIds.map((id) => (
+            <Attachment key={id} store={store} fileId={id} />
+          ))}
+        </ul>
+      )}
+      {!gone && store.removedFiles.has(m.messageId) && (
+        <small class="removed">A file was removed from this message: it did not pass the virus scan.</small>
+      )}
       {!gone && m.reactions.length > 0 && (
         <span class="reactions">
           {m.reactions.map((g) => (
@@ -507,7 +520,8 @@ function Thread({ store, channelId, rootId }: { store: Store; channelId: string;
       </ol>
       <Composer
         label="Reply in thread"
-        onSend={(text) => store.send(text, rootId)}
+        onSend={(text, fileIds) => store.send(text, rootId, fileIds)}
+        onAttach={(file) => store.upload(file)}
         onType={() => store.typingNow(rootId)}
         suggest={(typed) => store.mentionable(channelId, typed)}
       />
@@ -515,11 +529,90 @@ function Thread({ store, channelId, rootId }: { store: Store; channelId: string;
   );
 }
 
+/** How an attached file can be shown. */
+function availability(file: StoredFile | undefined): "loading" | "scanning" | "ready" | "blocked" {
+  switch (file?.scanStatus) {
+    case undefined:
+      return "loading";
+    case ScanStatus.CLEAN:
+    case ScanStatus.UNSCANNED:
+      return "ready";
+    case ScanStatus.PENDING:
+    case ScanStatus.UNSPECIFIED:
+      return "scanning";
+    default:
+      return "blocked";
+  }
+}
+
+/** A file on a message: checked for viruses first, then shown and downloadable. */
+function Attachment({ store, fileId }: { store: Store; fileId: string }) {
+  const file = store.file(fileId);
+  const state = availability(file);
+  const preview = file?.thumbnails.find((t) => t.size === ThumbnailSize.MEDIUM);
+  const [thumbnail, setThumbnail] = useState<string>();
+  const { error, run } = useAction();
+  useEffect(() => {
+    if (state === "ready" && preview) {
+      store
+        .downloadUrl(fileId, ThumbnailSize.MEDIUM)
+        .then((url) => {
+          setThumbnail(url);
+          // The row grows: the list measures it again.
+          store.notify();
+        })
+        .catch(() => undefined);
+    }
+  }, [store, fileId, state, preview !== undefined]);
+  if (!file) {
+    return <li class="attachment loading">A file…</li>;
+  }
+  const download = () =>
+    run(async () => {
+      const link = document.createElement("a");
+      link.href = await store.downloadUrl(fileId, ThumbnailSize.UNSPECIFIED, true);
+      link.download = file.filename;
+      link.click();
+    });
+  return (
+    <li class={`attachment ${state}`}>
+      {thumbnail && preview && (
+        <img
+          src={thumbnail}
+          alt={file.description || file.filename}
+          width={preview.width}
+          height={preview.height}
+          onLoad={() => store.notify()}
+        />
+      )}
+      <span class="about">
+        <span class="name">
+          {file.filename} <small>({formatSize(Number(file.sizeBytes))})</small>
+        </span>
+        {state === "scanning" && <small class="status">Checking for viruses…</small>}
+        {state === "blocked" && <small class="status">Not available: it did not pass the virus scan.</small>}
+        {state === "ready" && (
+          <button type="button" class="link" aria-label={`Download ${file.filename}`} onClick={download}>
+            Download
+          </button>
+        )}
+      </span>
+      {error && (
+        <span class="error" role="alert">
+          {error}
+        </span>
+      )}
+    </li>
+  );
+}
+
 function Pending({ store, o }: { store: Store; o: ReturnType<Store["pending"]>[number] }) {
+  const count = o.fileIds?.length ?? 0;
   return (
     <li class={`message ${o.state}`}>
       <span class="sender">{store.names.get(store.userId) ?? "you"}</span>
       <span class="text">{o.text}</span>
+      {count > 0 && <small class="status">{count === 1 ? "1 file" : `${count} files`}</small>}
       {o.state === "failed" && (
         <span class="error" role="alert">
           {o.error}{" "}
@@ -570,16 +663,32 @@ function Composer({
   onCancel,
   onType,
   suggest,
+  onAttach,
 }: {
   label: string;
-  onSend: (text: string) => void;
+  onSend: (text: string, fileIds: string[]) => void;
   initial?: string;
   onCancel?: () => void;
   onType?: () => void;
   /** Ways to finish a mention, for what was typed after "@". */
   suggest?: (typed: string) => Promise<Suggestion[]>;
+  /** Uploads a file to attach; resolves to its id. Without it, no files. */
+  onAttach?: (file: File) => Promise<string>;
 }) {
   const [text, setText] = useState(initial);
+  const [drafts, setDrafts] = useState<Draft[]>([]);
+  const [hint, setHint] = useState<string>();
+  const change = (key: string, update: Partial<Draft>) =>
+    setDrafts((all) => all.map((d) => (d.key === key ? { ...d, ...update } : d)));
+  const attach = (picked: FileList | null) => {
+    for (const file of picked ? [...picked] : []) {
+      const draft: Draft = { key: crypto.randomUUID(), name: file.name, size: file.size, state: "uploading" };
+      setDrafts((all) => [...all, draft]);
+      onAttach?.(file)
+        .then((fileId) => change(draft.key, { state: "ready", fileId }))
+        .catch((err: unknown) => change(draft.key, { state: "failed", error: say(err) }));
+    }
+  };
   const [options, setOptions] = useState<Suggestion[]>([]);
   const [active, setActive] = useState(0);
   const box = useRef<HTMLTextAreaElement>(null);
@@ -639,9 +748,16 @@ function Composer({
     // Enter sends; Shift+Enter starts a new line; Escape gives up an edit.
     if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
       e.preventDefault();
-      if (text.trim()) {
-        onSend(text);
+      if (drafts.some((d) => d.state === "uploading")) {
+        setHint("Wait until the files are uploaded.");
+        return;
+      }
+      const fileIds = drafts.flatMap((d) => (d.fileId ? [d.fileId] : []));
+      if (text.trim() || fileIds.length > 0) {
+        onSend(text, fileIds);
         setText("");
+        setDrafts([]);
+        setHint(undefined);
       }
     } else if (e.key === "Escape" && onCancel) {
       onCancel();
@@ -684,15 +800,57 @@ function Composer({
         }}
         onKeyDown={onKey}
       />
+      {onAttach && (
+        <label class="attach">
+          Attach files
+          <input
+            type="file"
+            multiple
+            class="sr-only"
+            onChange={(e) => {
+              attach(e.currentTarget.files);
+              e.currentTarget.value = "";
+            }}
+          />
+        </label>
+      )}
+      {drafts.length > 0 && (
+        <ul class="drafts" aria-label="Files to send">
+          {drafts.map((d) => (
+            <li key={d.key} class={d.state}>
+              {d.name} <small>({formatSize(d.size)})</small>{" "}
+              <small>{d.state === "uploading" ? "Uploading…" : d.state === "ready" ? "Ready" : d.error}</small>{" "}
+              <button
+                type="button"
+                class="link"
+                aria-label={`Remove ${d.name}`}
+                onClick={() => setDrafts((all) => all.filter((x) => x.key !== d.key))}
+              >
+                ×
+              </button>
+            </li>
+          ))}
+        </ul>
+      )}
+      {hint && (
+        <p class="hint" role="status">
+          {hint}
+        </p>
+      )}
     </div>
   );
+}
+
+/** A failure in words: the client's own errors as they are, the server's described. */
+function say(err: unknown): string {
+  return err instanceof Error && !("code" in err) ? err.message : describe(err);
 }
 
 function useAction() {
   const [error, setError] = useState<string>();
   const run = (work: () => Promise<void>) => {
     setError(undefined);
-    work().catch((err: unknown) => setError(err instanceof Error && !("code" in err) ? err.message : describe(err)));
+    work().catch((err: unknown) => setError(say(err)));
   };
   return { error, run };
 }

@@ -12,6 +12,8 @@ export interface Outgoing {
   /** For a reply: its thread. */
   threadId?: string;
   text: string;
+  /** Files it carries, uploaded already. */
+  fileIds?: string[];
   state: SendState;
   attempts: number;
   /** Why it failed, in words. */
@@ -48,8 +50,8 @@ export class Outbox {
   ) {}
 
   /** Queues a message and returns its optimistic entry at once. */
-  post(channelId: string, text: string, threadId?: string): Outgoing {
-    const o: Outgoing = { key: newKey(), channelId, threadId, text, state: "sending", attempts: 0 };
+  post(channelId: string, text: string, threadId?: string, fileIds: string[] = []): Outgoing {
+    const o: Outgoing = { key: newKey(), channelId, threadId, text, fileIds, state: "sending", attempts: 0 };
     this.pending.set(o.key, o);
     this.enqueue(o);
     return o;

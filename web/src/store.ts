@@ -10,10 +10,12 @@ import type { ChannelEvent, Message } from "../../gen/ts/colink/messaging/v1/mes
 import { PresenceStatus } from "../../gen/ts/colink/presence/v1/presence_pb";
 import { ReactionGroupSchema } from "../../gen/ts/colink/reactions/v1/reactions_pb";
 import type { ServerFrame } from "../../gen/ts/colink/realtime/v1/realtime_pb";
-import { channels, describe, isTransient, messaging, presence, reactions, realtime, users } from "./api";
+import { type File as StoredFile, ThumbnailSize } from "../../gen/ts/colink/files/v1/files_pb";
+import { channels, describe, files, isTransient, messaging, presence, reactions, realtime, users } from "./api";
 import { Badges } from "./badges";
 import { Cursors, insertInOrder } from "./cursor";
 import { Outbox, type Outgoing } from "./outbox";
+import { upload } from "./uploads";
 
 /** Presence heartbeats go this often (the server keeps presence 60 s). */
 const HEARTBEAT_MS = 30_000;
@@ -99,6 +101,14 @@ export class Store {
   private lastTyping = { where: "", at: 0 };
   private heartbeat: ReturnType<typeof setInterval> | undefined;
   private receipts: ReturnType<typeof setInterval> | undefined;
+  /** Attached files as last read or told, by id. */
+  files = new Map<string, StoredFile>();
+  /** Files being read, so that each is asked for once. */
+  private fileReads = new Set<string>();
+  /** Per message, how many of its files the virus scan took off it. */
+  removedFiles = new Map<string, number>();
+  /** Download URLs by file and size ("" for the original), until they expire. */
+  private urls = new Map<string, { url: string; until: number }>();
 
   constructor(readonly userId: string) {
     this.outbox = new Outbox(
@@ -108,6 +118,7 @@ export class Store {
             channelId: o.channelId,
             threadId: o.threadId ?? "",
             text: o.text,
+            fileIds: o.fileIds ?? [],
             idempotencyKey: o.key,
           });
           return { messageId: sent.message?.messageId ?? "", seq: Number(sent.message?.seq ?? 0) };
@@ -321,11 +332,69 @@ export class Store {
   }
 
   /** Posts to the open conversation, or to one of its threads. */
-  send(text: string, threadId?: string): void {
-    if (this.openId && text.trim()) {
-      this.outbox.post(this.openId, text, threadId);
+  send(text: string, threadId?: string, fileIds: string[] = []): void {
+    if (this.openId && (text.trim() || fileIds.length > 0)) {
+      this.outbox.post(this.openId, text, threadId, fileIds);
       this.notify();
     }
+  }
+
+  /** Uploads a file to the open conversation; resolves to its id. */
+  async upload(file: Blob & { name: string }): Promise<string> {
+    const channelId = this.openId;
+    if (!channelId) {
+      throw new Error("Open a conversation first.");
+    }
+    return upload(
+      {
+        createUploadUrl: (request) => files.createUploadUrl(request),
+        confirmUpload: (request) => files.confirmUpload(request),
+        put: (url, init) => fetch(url, init),
+      },
+      file,
+      channelId,
+    );
+  }
+
+  /** An attached file's metadata, read once and then kept up to date. */
+  file(fileId: string): StoredFile | undefined {
+    const known = this.files.get(fileId);
+    if (!known) {
+      void this.readFile(fileId);
+    }
+    return known;
+  }
+
+  private async readFile(fileId: string): Promise<void> {
+    if (this.fileReads.has(fileId)) {
+      return;
+    }
+    this.fileReads.add(fileId);
+    try {
+      const { file } = await files.getFile({ fileId });
+      if (file) {
+        this.files.set(fileId, file);
+        this.notify();
+      }
+    } catch {
+      // Shown as loading; read again when it next changes.
+    } finally {
+      this.fileReads.delete(fileId);
+    }
+  }
+
+  /** A URL for a file's bytes, or for one of its thumbnails. */
+  async downloadUrl(fileId: string, thumbnail = ThumbnailSize.UNSPECIFIED, asAttachment = false): Promise<string> {
+    const key = `${fileId}/${thumbnail}/${asAttachment}`;
+    const kept = this.urls.get(key);
+    if (kept && kept.until > Date.now()) {
+      return kept.url;
+    }
+    const answer = await files.getDownloadUrl({ fileId, thumbnailSize: thumbnail, asAttachment });
+    // Used until a minute before it expires.
+    const until = answer.expiresAt ? timestampMs(answer.expiresAt) - 60_000 : Date.now();
+    this.urls.set(key, { url: answer.url, until });
+    return answer.url;
   }
 
   replies(channelId: string, threadId: string): Message[] {
@@ -598,6 +667,11 @@ export class Store {
         setTimeout(() => this.notify(), Math.max(until - Date.now(), 0) + 50);
         break;
       }
+      case "file":
+        // One of the caller's own files changed (its scan ended).
+        this.files.set(frame.value.fileId, frame.value);
+        this.notify();
+        break;
       case "resumeRequired":
         throw new ConnectError("the server asked to resume", Code.Unavailable);
       default:
@@ -695,6 +769,22 @@ export class Store {
           }
         }
         break;
+      case "attachmentChanged": {
+        const changed = kind.value;
+        const carrying = c ? find(c, changed.messageId).filter((m) => m.fileIds.includes(changed.fileId)) : [];
+        if (changed.removed && carrying.length > 0) {
+          this.removedFiles.set(changed.messageId, (this.removedFiles.get(changed.messageId) ?? 0) + 1);
+          for (const m of carrying) {
+            m.fileIds = m.fileIds.filter((id) => id !== changed.fileId);
+          }
+          if (c) {
+            c.shown = undefined;
+          }
+        }
+        this.files.delete(changed.fileId);
+        void this.readFile(changed.fileId);
+        break;
+      }
       case "memberJoined":
       case "memberLeft":
         this.members.delete(event.channelId);
@@ -732,7 +822,6 @@ function fresh(channel: Channel): Conversation {
   return { channel, messages: new Map(), order: [], threads: new Map(), older: "", loaded: false };
 }
 
-/** Whether a message belongs in its conversation's main flow. */
 /** Puts a main-flow message in its conversation, keeping the order by sequence. */
 function keep(c: Conversation, m: Message): void {
   if (!c.messages.has(m.seq)) {
@@ -742,6 +831,7 @@ function keep(c: Conversation, m: Message): void {
   c.shown = undefined;
 }
 
+/** Whether a message belongs in its conversation's main flow. */
 function inMainFlow(m: Message): boolean {
   return !m.threadId || m.alsoSentToChannel;
 }

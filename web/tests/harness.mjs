@@ -4,11 +4,12 @@
 // E2E_BINARY names the colink binary; the default is a build under
 // CARGO_TARGET_DIR or ~/.cache/colink/target. (It is not a COLINK_
 // variable: the node refuses settings it does not know.) CHROMIUM names the
-// browser (default /usr/bin/chromium).
+// browser (default /usr/bin/chromium), E2E_CLAMD the clamd that uploads are
+// scanned with.
 
 import { spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { createServer } from "node:net";
+import { connect, createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -38,10 +39,13 @@ export function freePort() {
 export async function startNode({ envoy, env, build = "debug" } = {}) {
   const bin = process.env.E2E_BINARY ?? join(target, build, "colink");
   const port = await freePort();
+  // Behind Envoy, file URLs name Envoy's listener, which forwards /blobs/.
+  const envoyPort = envoy ? await freePort() : undefined;
+  const files = envoyPort ? { COLINK_FILES__PUBLIC_URL: `http://127.0.0.1:${envoyPort}` } : {};
   const data = mkdtempSync(join(tmpdir(), "colink-e2e-"));
   const node = spawn(bin, ["serve", "--listen", `127.0.0.1:${port}`, "--data-dir", data], {
     stdio: ["ignore", "inherit", "inherit"],
-    env: { ...process.env, ...env },
+    env: { ...process.env, ...files, ...env },
   });
   const children = [node];
   const stop = () => {
@@ -56,7 +60,6 @@ export async function startNode({ envoy, env, build = "debug" } = {}) {
     throw new Error("colink serve did not start");
   }
   if (envoy) {
-    const envoyPort = await freePort();
     const repo = join(here, "..", "..");
     const config = readFileSync(join(repo, "envoy", "envoy.yaml"), "utf8")
       .replace("port_value: 8080", `port_value: ${envoyPort}`)
@@ -91,6 +94,38 @@ export async function ready(url) {
     await new Promise((r) => setTimeout(r, 200));
   }
   return false;
+}
+
+/**
+ * A door to clamd (`E2E_CLAMD`, tcp://host:port) that stays shut until
+ * opened: while shut, every connection is dropped, as when clamd is down,
+ * and uploads wait in their scan. Resolves to the URL the node scans with.
+ */
+export async function clamdGate() {
+  const target = process.env.E2E_CLAMD;
+  if (!target) {
+    throw new Error("E2E_CLAMD names the clamd the browser tests scan with (see .ci/start-clamd)");
+  }
+  const { hostname, port } = new URL(target.replace(/^tcp:/, "http:"));
+  const gate = { open: false };
+  const server = createServer((client) => {
+    if (!gate.open) {
+      client.destroy();
+      return;
+    }
+    const upstream = connect(Number(port), hostname);
+    client.pipe(upstream).pipe(client);
+    const close = () => {
+      client.destroy();
+      upstream.destroy();
+    };
+    client.on("error", close);
+    upstream.on("error", close);
+  });
+  await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
+  gate.url = `tcp://127.0.0.1:${server.address().port}`;
+  gate.close = () => server.close();
+  return gate;
 }
 
 /** Headless Chromium, quiet: no background traffic of its own. */

@@ -1,5 +1,5 @@
 // The client's own logic, without a browser: resume cursors, optimistic
-// sends and badge counts. `npm test` compiles this and runs it with
+// sends, badge counts and uploads. `npm test` compiles this and runs it with
 // Node's test runner.
 
 import assert from "node:assert/strict";
@@ -7,6 +7,7 @@ import { test } from "node:test";
 import { Badges } from "../src/badges.ts";
 import { Cursor, Cursors, insertInOrder } from "../src/cursor.ts";
 import { MAX_ATTEMPTS, Outbox, type Outgoing, type Sender } from "../src/outbox.ts";
+import { type Uploader, formatSize, sendableHeaders, upload } from "../src/uploads.ts";
 import { Heights, anchorAt, rowAt, scrollFor, slice } from "../src/virtual.ts";
 
 test("a cursor applies the next event, drops repeats and reports gaps", () => {
@@ -33,12 +34,15 @@ test("a resume sends every conversation's position", () => {
 });
 
 /** A sender that answers from a script: an error to throw, or a sequence. */
-function scripted(answers: (Error | number)[]): Sender & { keys: string[] } {
+function scripted(answers: (Error | number)[]): Sender & { keys: string[]; files: (string[] | undefined)[] } {
   const keys: string[] = [];
+  const files: (string[] | undefined)[] = [];
   return {
     keys,
+    files,
     async send(o: Outgoing) {
       keys.push(o.key);
+      files.push(o.fileIds);
       const next = answers.shift();
       if (next instanceof Error || next === undefined) {
         throw next ?? new Error("no answer");
@@ -220,4 +224,81 @@ test("a conversation's sequences stay in order whatever order messages arrive in
     insertInOrder(order, seq);
   }
   assert.deepEqual(order, [1n, 2n, 3n, 10n, 11n, 12n, 13n, 14n, 20n]);
+});
+
+test("an upload asks for a URL, puts the bytes with the headers a page may send, then confirms", async () => {
+  const calls: string[] = [];
+  const api: Uploader = {
+    async createUploadUrl(request) {
+      calls.push(`create ${request.filename} ${request.sizeBytes} ${request.mimeType} ${request.channelId}`);
+      return {
+        uploadUrl: "http://node/blobs/uploads/f1?signature=x",
+        uploadMethod: "PUT",
+        uploadHeaders: { "Content-Type": "image/png", "Content-Length": "5" },
+        file: { fileId: "f1" },
+      };
+    },
+    async confirmUpload(request) {
+      calls.push(`confirm ${request.fileId}`);
+      return {};
+    },
+    async put(url, init) {
+      calls.push(`${init.method} ${url} ${JSON.stringify(init.headers)} ${init.body.size}`);
+      return { ok: true, status: 200 };
+    },
+  };
+  const file = Object.assign(new Blob(["12345"], { type: "image/png" }), { name: "dot.png" });
+  assert.equal(await upload(api, file, "c1"), "f1");
+  assert.deepEqual(calls, [
+    "create dot.png 5 image/png c1",
+    'PUT http://node/blobs/uploads/f1?signature=x {"Content-Type":"image/png"} 5',
+    "confirm f1",
+  ]);
+});
+
+test("an upload the store refuses is never confirmed", async () => {
+  let confirmed = false;
+  const api: Uploader = {
+    createUploadUrl: async () => ({ uploadUrl: "u", uploadMethod: "", uploadHeaders: {}, file: { fileId: "f" } }),
+    confirmUpload: async () => {
+      confirmed = true;
+    },
+    put: async (_url, init) => {
+      assert.equal(init.method, "PUT", "PUT unless told otherwise");
+      return { ok: false, status: 403 };
+    },
+  };
+  const file = Object.assign(new Blob(["x"]), { name: "x.bin" });
+  await assert.rejects(upload(api, file, "c"), /HTTP 403/);
+  assert.equal(confirmed, false);
+});
+
+test("headers the browser owns are left to it", () => {
+  assert.deepEqual(sendableHeaders({ "content-length": "3", Host: "h", "Content-Type": "text/plain" }), {
+    "Content-Type": "text/plain",
+  });
+});
+
+test("sizes read the way people say them", () => {
+  assert.equal(formatSize(999), "999 B");
+  assert.equal(formatSize(1_000), "1.0 kB");
+  assert.equal(formatSize(1_234_567), "1.2 MB");
+  assert.equal(formatSize(45_600_000), "46 MB");
+  assert.equal(formatSize(3_000_000_000_000_000), "3000 TB");
+});
+
+test("a message with files keeps them through its retries", async () => {
+  const sender = scripted([new Error("unavailable"), 5]);
+  const seen: Outgoing[] = [];
+  const outbox = new Outbox(sender, (o) => seen.push(o));
+  outbox.post("c", "", undefined, ["f1", "f2"]);
+  await settled(outbox, "c", (o) => o.length === 0);
+  assert.deepEqual(
+    seen.map((o) => [o.state, o.fileIds]),
+    [["sent", ["f1", "f2"]]],
+  );
+  assert.deepEqual(sender.files, [
+    ["f1", "f2"],
+    ["f1", "f2"],
+  ]);
 });

@@ -14,7 +14,8 @@ pub struct Message {
     /// Who sent it.
     #[prost(string, tag = "4")]
     pub sender_id: ::prost::alloc::string::String,
-    /// 1..=40,000 characters of UTF-8 (empty only when deleted or recalled).
+    /// Up to 40,000 characters of UTF-8; empty only when deleted or recalled,
+    /// or when it carries files.
     #[prost(string, tag = "5")]
     pub text: ::prost::alloc::string::String,
     /// The thread this is a reply in (the id of its root message); empty for
@@ -311,7 +312,8 @@ pub struct SendMessageRequest {
     /// For a DM: the other user. The DM is opened if needed.
     #[prost(string, tag = "2")]
     pub recipient_id: ::prost::alloc::string::String,
-    /// 1..=40,000 characters, not only white space.
+    /// 1..=40,000 characters, not only white space; may be empty when
+    /// `file_ids` lists files.
     #[prost(string, tag = "3")]
     pub text: ::prost::alloc::string::String,
     /// Reply in a thread: the id of a top-level message of the same

@@ -533,6 +533,13 @@ async fn only_ones_own_confirmed_files_can_be_attached() {
         get_file(&app, &bob, &pending).await.ok()
     })
     .await;
+    // A file may go without words; without a file, words are required.
+    let bare =
+        SendMessageRequest { channel_id: room.channel_id.clone(), file_ids: vec![pending], ..Default::default() };
+    let sent = app.messaging().send_message(alice.req(bare.clone())).await.unwrap().into_inner().message.unwrap();
+    assert_eq!((sent.text.as_str(), sent.file_ids.len()), ("", 1));
+    let nothing = SendMessageRequest { file_ids: vec![], ..bare };
+    assert_invalid(app.messaging().send_message(alice.req(nothing)).await, "text");
 }
 
 #[tokio::test]

@@ -73,7 +73,8 @@ export type Message = Message$1<"colink.messaging.v1.Message"> & {
   senderId: string;
 
   /**
-   * 1..=40,000 characters of UTF-8 (empty only when deleted or recalled).
+   * Up to 40,000 characters of UTF-8; empty only when deleted or recalled,
+   * or when it carries files.
    *
    * @generated from field: string text = 5;
    */
@@ -799,7 +800,8 @@ export type SendMessageRequest = Message$1<"colink.messaging.v1.SendMessageReque
   recipientId: string;
 
   /**
-   * 1..=40,000 characters, not only white space.
+   * 1..=40,000 characters, not only white space; may be empty when
+   * `file_ids` lists files.
    *
    * @generated from field: string text = 3;
    */
