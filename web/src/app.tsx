@@ -545,6 +545,9 @@ function availability(file: StoredFile | undefined): "loading" | "scanning" | "r
   }
 }
 
+/** How often a file still being scanned is read again, in ms. */
+const RECHECK_SCAN_MS = 10_000;
+
 /** A file on a message: checked for viruses first, then shown and downloadable. */
 function Attachment({ store, fileId }: { store: Store; fileId: string }) {
   const file = store.file(fileId);
@@ -552,6 +555,15 @@ function Attachment({ store, fileId }: { store: Store; fileId: string }) {
   const preview = file?.thumbnails.find((t) => t.size === ThumbnailSize.MEDIUM);
   const [thumbnail, setThumbnail] = useState<string>();
   const { error, run } = useAction();
+  useEffect(() => {
+    // The scan's end comes live on the stream; reading again now and then
+    // covers a scan that ended while the message was being sent.
+    if (state !== "scanning") {
+      return;
+    }
+    const again = setInterval(() => store.refreshFile(fileId), RECHECK_SCAN_MS);
+    return () => clearInterval(again);
+  }, [store, fileId, state]);
   useEffect(() => {
     if (state === "ready" && preview) {
       store

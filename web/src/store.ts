@@ -365,6 +365,11 @@ export class Store {
     return known;
   }
 
+  /** Reads a file's metadata again. */
+  refreshFile(fileId: string): void {
+    void this.readFile(fileId);
+  }
+
   private async readFile(fileId: string): Promise<void> {
     if (this.fileReads.has(fileId)) {
       return;
@@ -781,8 +786,7 @@ export class Store {
             c.shown = undefined;
           }
         }
-        this.files.delete(changed.fileId);
-        void this.readFile(changed.fileId);
+        this.refreshFile(changed.fileId);
         break;
       }
       case "memberJoined":
