@@ -485,11 +485,7 @@ function MessageRow({ store, m, inThread }: { store: Store; m: Message; inThread
           ))}
         </span>
       )}
-      {error && (
-        <span class="error" role="alert">
-          {error}
-        </span>
-      )}
+      <ErrorNote error={error} inline />
     </li>
   );
 }
@@ -609,11 +605,7 @@ function Attachment({ store, fileId }: { store: Store; fileId: string }) {
           </button>
         )}
       </span>
-      {error && (
-        <span class="error" role="alert">
-          {error}
-        </span>
-      )}
+      <ErrorNote error={error} inline />
     </li>
   );
 }
@@ -950,12 +942,20 @@ function PeopleForm(props: {
   );
 }
 
-function ErrorNote({ error }: { error: string | undefined }) {
-  return error ? (
+/** A failure said where it happened: its own paragraph, or inline in a row. */
+function ErrorNote({ error, inline }: { error: string | undefined; inline?: boolean }) {
+  if (!error) {
+    return null;
+  }
+  return inline ? (
+    <span class="error" role="alert">
+      {error}
+    </span>
+  ) : (
     <p class="error" role="alert">
       {error}
     </p>
-  ) : null;
+  );
 }
 
 /** Turns on sign-in with a code from an authenticator app (TOTP). */

@@ -242,7 +242,7 @@ fn now_secs() -> i64 {
 fn store_failure(err: StoreError) -> Response<BlobBody> {
     match err {
         StoreError::InvalidKey(_) => plain(StatusCode::BAD_REQUEST, &err.to_string()),
-        StoreError::Io(_) => {
+        StoreError::Io(_) | StoreError::Settings(_) => {
             tracing::warn!(error = %err, "local object store failed");
             plain(StatusCode::INTERNAL_SERVER_ERROR, "the object store failed")
         }

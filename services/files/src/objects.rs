@@ -23,12 +23,25 @@ pub enum StoreError {
     Io(#[from] std::io::Error),
     #[error("object store: invalid key {0:?}")]
     InvalidKey(String),
+    #[error("object store settings: {0}")]
+    Settings(String),
 }
 
 /// A URL to send the bytes to, and the headers to send with them.
 pub struct UploadUrl {
     pub url: String,
     pub headers: BTreeMap<String, String>,
+}
+
+impl UploadUrl {
+    /// A URL that takes `length` bytes of `content_type` in one PUT.
+    pub fn put(url: String, content_type: &str, length: u64) -> Self {
+        let headers = BTreeMap::from([
+            ("Content-Type".to_string(), content_type.to_string()),
+            ("Content-Length".to_string(), length.to_string()),
+        ]);
+        Self { url, headers }
+    }
 }
 
 /// One backend for the bytes: the embedded [`LocalStore`] or S3.
@@ -133,11 +146,7 @@ impl ObjectStore for LocalStore {
     ) -> Result<UploadUrl, StoreError> {
         self.path(key)?;
         let grant = Grant::Put { length, content_type: content_type.to_string(), sha256: sha256.to_string() };
-        let headers = BTreeMap::from([
-            ("Content-Type".to_string(), content_type.to_string()),
-            ("Content-Length".to_string(), length.to_string()),
-        ]);
-        Ok(UploadUrl { url: self.signer.url(key, &grant, expires), headers })
+        Ok(UploadUrl::put(self.signer.url(key, &grant, expires), content_type, length))
     }
 
     async fn download_url(

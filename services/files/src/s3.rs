@@ -8,8 +8,6 @@
 //! upload of the wrong size is refused when it is confirmed, and its
 //! object deleted.
 
-use std::collections::BTreeMap;
-
 use futures_util::TryStreamExt;
 use http::Method;
 use minio::s3::MinioClient;
@@ -97,9 +95,10 @@ fn invalid(err: impl std::fmt::Display) -> StoreError {
 }
 
 fn client_for(endpoint: &str, settings: &S3Settings) -> Result<MinioClient, StoreError> {
-    let mut base: BaseUrl = endpoint.parse().map_err(|e| invalid(format!("files.s3.endpoint {endpoint:?}: {e}")))?;
+    let wrong = |what: String| StoreError::Settings(what);
+    let mut base: BaseUrl = endpoint.parse().map_err(|e| wrong(format!("files.s3 endpoint {endpoint:?}: {e}")))?;
     if !settings.region.is_empty() {
-        base.region = settings.region.parse().map_err(|e| invalid(format!("files.s3.region: {e}")))?;
+        base.region = settings.region.parse().map_err(|e| wrong(format!("files.s3.region: {e}")))?;
     }
     let credentials = StaticProvider::new(&settings.access_key, &settings.secret_key, None);
     MinioClientBuilder::new(base).provider(Some(credentials)).skip_region_lookup(true).build().map_err(store_error)
@@ -116,11 +115,7 @@ impl ObjectStore for S3Store {
         expires: i64,
     ) -> Result<UploadUrl, StoreError> {
         let url = self.presign(Method::PUT, key, Multimap::new(), expires).await?;
-        let headers = BTreeMap::from([
-            ("Content-Type".to_string(), content_type.to_string()),
-            ("Content-Length".to_string(), length.to_string()),
-        ]);
-        Ok(UploadUrl { url, headers })
+        Ok(UploadUrl::put(url, content_type, length))
     }
 
     async fn download_url(

@@ -963,3 +963,20 @@ async fn on_s3_a_node_restarts_onto_its_bucket_and_serves_what_it_held() {
     assert_eq!((got.status, got.body.as_slice()), (200, &b"kept"[..]));
     assert!(got.header("content-disposition").unwrap().starts_with("inline;"));
 }
+
+#[tokio::test]
+async fn a_node_whose_bucket_cannot_be_reached_refuses_to_start_and_says_why() {
+    let data = tempfile::TempDir::new().unwrap();
+    let mut config = colink_runtime::config::Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: data.path().to_path_buf(),
+        ..Default::default()
+    };
+    config.files.url = format!("s3://{BUCKET}");
+    // Nothing listens there.
+    config.files.s3.endpoint = format!("http://127.0.0.1:{}", free_port());
+    config.files.s3.access_key = S3_ACCESS_KEY.into();
+    config.files.s3.secret_key = S3_SECRET_KEY.into();
+    let err = colink::Node::start(config).await.err().expect("refused").to_string();
+    assert!(err.contains("files") && err.contains(BUCKET) && err.contains("127.0.0.1"), "{err}");
+}
