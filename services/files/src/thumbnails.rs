@@ -231,6 +231,21 @@ mod tests {
     }
 
     #[test]
+    fn every_image_format_an_upload_may_have_is_thumbnailed() {
+        let image = image::DynamicImage::ImageRgb8(image::RgbImage::from_fn(500, 100, |x, _| {
+            image::Rgb([(x % 256) as u8, 40, 200])
+        }));
+        for format in [ImageFormat::Png, ImageFormat::Jpeg, ImageFormat::Gif, ImageFormat::WebP] {
+            let mut bytes = Vec::new();
+            image.write_to(&mut Cursor::new(&mut bytes), format).unwrap();
+            let (width, height, rendered) = render(&bytes, format).unwrap();
+            assert_eq!((width, height), (500, 100), "{format:?}");
+            let sizes: Vec<_> = rendered.iter().map(|r| (r.width, r.height)).collect();
+            assert_eq!(sizes, [(64, 13), (360, 72), (500, 100)], "{format:?}");
+        }
+    }
+
+    #[test]
     fn broken_and_oversized_images_are_refused() {
         let source = photo(64, 64);
         assert!(render(&source[..source.len() / 2], ImageFormat::Jpeg).is_err());

@@ -864,12 +864,15 @@ async fn images_get_upright_thumbnails_without_their_metadata_and_a_viewer_sees_
     assert_eq!(http("GET", &url, &[], b"").await.status, 404);
 }
 
-/// A node keeping its files in a bucket of `s3`.
+/// A node keeping its files in a bucket of `s3`. Clients are sent to
+/// `localhost`, the node itself to 127.0.0.1: the two names of one server.
 async fn s3_app(s3: &Server, clamd: Option<String>) -> TestApp {
     let endpoint = format!("http://127.0.0.1:{}", s3.port);
+    let public = format!("http://localhost:{}", s3.port);
     TestApp::spawn_with(move |c| {
         c.files.url = format!("s3://{BUCKET}");
         c.files.s3.endpoint = endpoint;
+        c.files.s3.public_endpoint = public;
         c.files.s3.access_key = S3_ACCESS_KEY.into();
         c.files.s3.secret_key = S3_SECRET_KEY.into();
         c.files.scanner.clamd = clamd.unwrap_or_default();
@@ -898,7 +901,7 @@ async fn on_s3_uploads_are_scanned_thumbnailed_served_and_quarantined() {
     let bytes = photo(1200, 800);
     let started =
         start_upload(&app, &alice, upload_request("IMG_0002.jpg", "image/jpeg", &bytes, &room.channel_id)).await;
-    assert!(started.upload_url.starts_with(&format!("http://127.0.0.1:{}/{BUCKET}/uploads/", s3.port)));
+    assert!(started.upload_url.starts_with(&format!("http://localhost:{}/{BUCKET}/uploads/", s3.port)));
     assert!(started.upload_url.contains("X-Amz-Signature="), "{}", started.upload_url);
     assert_eq!(put(&started, &bytes).await, 200);
     let file_id = started.file.unwrap().file_id;
