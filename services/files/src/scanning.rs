@@ -217,13 +217,23 @@ async fn scan(shared: &Shared, clamd: &Clamd, file_id: &str) -> Result<(), ScanE
         .filter(file::Column::ScanStatus.eq(pb::ScanStatus::Pending as i32))
         .exec(&txn)
         .await?;
+    // A file deleted while it was scanned keeps its verdict (an infected
+    // upload is still audited) but not its thumbnails.
+    let still_ready = update.rows_affected == 1
+        && file::Entity::find_by_id(found.file_id.clone())
+            .one(&txn)
+            .await?
+            .is_some_and(|f| f.state == pb::FileState::Ready as i32);
     if update.rows_affected == 1 {
-        if let Some(made) = &made {
+        if let Some(made) = made.as_ref().filter(|_| still_ready) {
             thumbnails::record(&txn, made).await?;
         }
         shared.event(&txn, "file.scanned", "", &scanned).await.map_err(|e| sea_orm::DbErr::Custom(e.to_string()))?;
     }
     txn.commit().await?;
+    if made.is_some() && update.rows_affected == 1 && !still_ready {
+        thumbnails::remove(shared, &found.file_id).await;
+    }
     if update.rows_affected == 1 {
         match &verdict {
             Verdict::Infected(signature) => {

@@ -245,9 +245,14 @@ pub(crate) async fn confirm(shared: &Shared, caller: &Caller, raw_id: &str) -> R
         .exec(&txn)
         .await?;
     if update.rows_affected == 0 {
-        // Another confirmation won.
+        // Another confirmation won, and made the same thumbnails; or the
+        // upload was deleted meanwhile, and they are nobody's.
         drop(txn);
-        return answer(shared, &shared.find(&found.file_id).await?).await;
+        let now_row = shared.find(&found.file_id).await?;
+        if made.is_some() && now_row.state != pb::FileState::Ready as i32 {
+            thumbnails::remove(shared, &found.file_id).await;
+        }
+        return answer(shared, &now_row).await;
     }
     if let Some(made) = &made {
         thumbnails::record(&txn, made).await?;
