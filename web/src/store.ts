@@ -102,7 +102,7 @@ export class Store {
   private heartbeat: ReturnType<typeof setInterval> | undefined;
   private receipts: ReturnType<typeof setInterval> | undefined;
   /** Attached files as last read or told, by id. */
-  files = new Map<string, StoredFile>();
+  knownFiles = new Map<string, StoredFile>();
   /** Files being read, so that each is asked for once. */
   private fileReads = new Set<string>();
   /** Per message, how many of its files the virus scan took off it. */
@@ -358,7 +358,7 @@ export class Store {
 
   /** An attached file's metadata, read once and then kept up to date. */
   file(fileId: string): StoredFile | undefined {
-    const known = this.files.get(fileId);
+    const known = this.knownFiles.get(fileId);
     if (!known) {
       void this.readFile(fileId);
     }
@@ -378,7 +378,7 @@ export class Store {
     try {
       const { file } = await files.getFile({ fileId });
       if (file) {
-        this.files.set(fileId, file);
+        this.knownFiles.set(fileId, file);
         this.notify();
       }
     } catch {
@@ -674,7 +674,7 @@ export class Store {
       }
       case "file":
         // One of the caller's own files changed (its scan ended).
-        this.files.set(frame.value.fileId, frame.value);
+        this.knownFiles.set(frame.value.fileId, frame.value);
         this.notify();
         break;
       case "resumeRequired":

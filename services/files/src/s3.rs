@@ -5,8 +5,8 @@
 //!
 //! A presigned PUT binds the method, the key and the expiry, but not the
 //! length: S3 can only bound an upload's size through a POST form. An
-//! upload of the wrong size is refused when it is confirmed, and its
-//! object deleted.
+//! upload of the wrong size is refused when it is confirmed, and an upload
+//! never confirmed is deleted once it is abandoned.
 
 use futures_util::TryStreamExt;
 use http::Method;
