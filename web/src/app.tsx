@@ -296,6 +296,8 @@ function MessageList({ store, channelId, messages }: { store: Store; channelId: 
   const [view, setView] = useState({ top: 0, height: 0 });
   const [, remeasured] = useState(0);
   const follow = useRef(true);
+  /** Where the list last scrolled itself to while following. */
+  const pinned = useRef(0);
   const anchor = useRef<Anchor | undefined>(undefined);
   const keys = useMemo(() => messages.map((m) => m.messageId), [messages]);
   const tops = useMemo(() => heights.offsets(keys), [keys, heights.version]);
@@ -327,6 +329,7 @@ function MessageList({ store, channelId, messages }: { store: Store; channelId: 
     const now = changed ? heights.offsets(keys) : tops;
     if (follow.current) {
       el.scrollTop = el.scrollHeight;
+      pinned.current = el.scrollTop;
     } else if (anchor.current) {
       const y = scrollFor(keys, now, anchor.current);
       if (y !== undefined && Math.abs(el.scrollTop - y) >= 1) {
@@ -345,7 +348,10 @@ function MessageList({ store, channelId, messages }: { store: Store; channelId: 
     if (!el) {
       return;
     }
-    follow.current = el.scrollHeight - el.scrollTop - el.clientHeight < FOLLOW_SLACK;
+    // Rows that grew after the list scrolled to its end (a thumbnail
+    // arriving) are no reason to stop following; scrolling up is.
+    const atEnd = el.scrollHeight - el.scrollTop - el.clientHeight < FOLLOW_SLACK;
+    follow.current = atEnd || (follow.current && el.scrollTop >= pinned.current);
     anchor.current = anchorAt(latest.current.keys, latest.current.tops, el.scrollTop);
     if (!follow.current || el.clientHeight !== view.height) {
       setView({ top: el.scrollTop, height: el.clientHeight });

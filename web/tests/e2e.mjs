@@ -220,6 +220,11 @@ try {
       await page.waitForFunction((img) => img.complete && img.naturalWidth > 0, await thumbnail.elementHandle());
       const size = await thumbnail.evaluate((img) => [img.naturalWidth, img.naturalHeight]);
       expect(size[0] === 360 && size[1] === 240, `the thumbnail is ${size.join("×")}`);
+      // The list still shows its end, the grown row whole.
+      await page.waitForFunction(() => {
+        const list = document.querySelector(".messages .scroller");
+        return list !== null && list.scrollHeight - list.scrollTop - list.clientHeight < 2;
+      });
     }
     const [download] = await Promise.all([
       bob.waitForEvent("download"),
