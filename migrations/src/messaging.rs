@@ -20,6 +20,7 @@ impl MigratorTrait for Migrator {
             Box::new(IdempotencyKeys),
             Box::new(ReadStatesByUser),
             Box::new(MessageFiles),
+            Box::new(SettledAttachments),
         ]
     }
 }
@@ -367,6 +368,21 @@ impl MigrationTrait for MessageFiles {
                     .primary_key(Index::create().col("file_id").col("message_id"))
                     .to_owned(),
             )
+            .await
+    }
+}
+
+migration_name!(SettledAttachments, "m0008_messaging_settled_attachments");
+
+/// Whether a message has heard the end of its file's scan. The scan may end
+/// while the message is being stored, so both the send and the scan's
+/// consumer try to settle the attachment, and this flag lets exactly one of
+/// them announce it.
+#[async_trait::async_trait]
+impl MigrationTrait for SettledAttachments {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(Table::alter().table("message_files").add_column(boolean("settled").default(false)).to_owned())
             .await
     }
 }

@@ -101,6 +101,7 @@ fn seq_and_insert(c: &mut Criterion) {
         thread: None,
         mentions: Default::default(),
         file_ids: Vec::new(),
+        scanning_file_ids: Vec::new(),
         idempotency_key: Some(new_id()),
         request_fingerprint: Some(new_id()),
     };

@@ -42,6 +42,9 @@ pub struct NewMessage {
     /// Who the text mentions, resolved.
     pub mentions: MessageMentions,
     pub file_ids: Vec<String>,
+    /// The attached files whose virus scan had not ended when the send was
+    /// admitted: the message waits to hear how it ends.
+    pub scanning_file_ids: Vec<String>,
     pub idempotency_key: Option<String>,
     /// What the request asked for, kept with its idempotency key.
     pub request_fingerprint: Option<String>,
@@ -151,11 +154,12 @@ impl Writer {
                 read_up_to.insert((stored.channel_id.clone(), stored.sender_id.clone()), (stored.seq, ordinal));
             }
             mentions.extend(mention_rows(&stored, &m.mentions));
-            attached.extend(
-                m.file_ids
-                    .iter()
-                    .map(|file_id| (file_id.clone(), stored.message_id.clone(), stored.channel_id.clone())),
-            );
+            attached.extend(m.file_ids.iter().map(|file_id| crate::attachments::Attached {
+                file_id: file_id.clone(),
+                message_id: stored.message_id.clone(),
+                channel_id: stored.channel_id.clone(),
+                settled: !m.scanning_file_ids.contains(file_id),
+            }));
             if m.mentions.channel {
                 broadcasts.push(broadcast_row(&stored));
             }
