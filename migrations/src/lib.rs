@@ -11,6 +11,7 @@ pub mod auth;
 pub mod channels;
 pub mod files;
 pub mod messaging;
+pub mod search;
 pub mod users;
 
 pub use sea_orm_migration::MigratorTrait;

@@ -356,6 +356,20 @@ pub struct GetMessageResponse {
     #[prost(message, optional, tag = "1")]
     pub message: ::core::option::Option<Message>,
 }
+/// BatchGetMessages.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct BatchGetMessagesRequest {
+    /// 1..=100 UUIDs.
+    #[prost(string, repeated, tag = "1")]
+    pub message_ids: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+}
+/// BatchGetMessages result.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct BatchGetMessagesResponse {
+    /// The messages the caller can read, in request order.
+    #[prost(message, repeated, tag = "1")]
+    pub messages: ::prost::alloc::vec::Vec<Message>,
+}
 /// ListMessages.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct ListMessagesRequest {
@@ -917,6 +931,40 @@ pub mod messaging_service_client {
                 );
             self.inner.unary(req, path, codec).await
         }
+        /// The messages among `message_ids` that the caller can read, in the order
+        /// asked; unknown ones, and those of conversations the caller cannot read,
+        /// are left out. Deleted and recalled messages come back marked so, without
+        /// text. For services that keep message ids, such as search, to show the
+        /// messages as they are now. Errors: INVALID_ARGUMENT naming `message_ids`.
+        pub async fn batch_get_messages(
+            &mut self,
+            request: impl tonic::IntoRequest<super::BatchGetMessagesRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::BatchGetMessagesResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = crate::codec::ProtoCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/colink.messaging.v1.MessagingService/BatchGetMessages",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new(
+                        "colink.messaging.v1.MessagingService",
+                        "BatchGetMessages",
+                    ),
+                );
+            self.inner.unary(req, path, codec).await
+        }
         /// A page of a conversation's messages, newest first by default.
         pub async fn list_messages(
             &mut self,
@@ -1411,6 +1459,18 @@ pub mod messaging_service_server {
             tonic::Response<super::GetMessageResponse>,
             tonic::Status,
         >;
+        /// The messages among `message_ids` that the caller can read, in the order
+        /// asked; unknown ones, and those of conversations the caller cannot read,
+        /// are left out. Deleted and recalled messages come back marked so, without
+        /// text. For services that keep message ids, such as search, to show the
+        /// messages as they are now. Errors: INVALID_ARGUMENT naming `message_ids`.
+        async fn batch_get_messages(
+            &self,
+            request: tonic::Request<super::BatchGetMessagesRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::BatchGetMessagesResponse>,
+            tonic::Status,
+        >;
         /// A page of a conversation's messages, newest first by default.
         async fn list_messages(
             &self,
@@ -1700,6 +1760,52 @@ pub mod messaging_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = GetMessageSvc(inner);
+                        let codec = crate::codec::ProtoCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/colink.messaging.v1.MessagingService/BatchGetMessages" => {
+                    #[allow(non_camel_case_types)]
+                    struct BatchGetMessagesSvc<T: MessagingService>(pub Arc<T>);
+                    impl<
+                        T: MessagingService,
+                    > tonic::server::UnaryService<super::BatchGetMessagesRequest>
+                    for BatchGetMessagesSvc<T> {
+                        type Response = super::BatchGetMessagesResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::BatchGetMessagesRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as MessagingService>::batch_get_messages(&inner, request)
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = BatchGetMessagesSvc(inner);
                         let codec = crate::codec::ProtoCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(

@@ -33,6 +33,7 @@ use colink_runtime::events::{
     TOPICS, USER_EVENTS,
 };
 use colink_runtime::pubsub::{MemoryPubSub, PubSub, RedisPubSub};
+use colink_search::SearchService;
 use colink_users::UsersService;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -248,6 +249,24 @@ impl Node {
                     routes.add_service(svc.into_server());
                     <colink_proto::admin::v1::admin_service_server::AdminServiceServer<AdminService> as NamedService>::NAME
                 }
+                "search" => {
+                    let db = open_migrated::<colink_migrations::search::Migrator>(&config, service).await?;
+                    let index = colink_search::open_index(&config.search.url, &config.data_dir)
+                        .map_err(|e| NodeError::Start { service, message: e.to_string() })?;
+                    let svc = SearchService::new(
+                        db,
+                        index,
+                        colink_search::Peers {
+                            channels: peers.channel("channels"),
+                            messaging: peers.channel("messaging"),
+                            users: peers.channel("users"),
+                        },
+                    );
+                    event_log.subscribe(MESSAGE_EVENTS, "search.indexer", svc.message_indexer());
+                    background.push(svc.start_indexer(shutdown_rx.clone()));
+                    routes.add_service(svc.into_server());
+                    <colink_proto::search::v1::search_service_server::SearchServiceServer<SearchService> as NamedService>::NAME
+                }
                 other => return Err(NodeError::Start { service: "node", message: format!("unknown service {other}") }),
             };
             health.set_service_status(name, ServingStatus::NotServing).await;
@@ -379,6 +398,12 @@ fn check_event_consumers(hosted: &[&'static str]) -> Result<(), NodeError> {
             );
         }
     }
+    if hosted.contains(&"messaging") && !hosted.contains(&"search") {
+        tracing::warn!(
+            "messaging publishes message.events but search is not on this node: without Kafka new messages are not \
+             searchable"
+        );
+    }
     // Attachments: files learns where a file is attached from messaging's
     // events, and messaging learns of scan results from files' events.
     if hosted.contains(&"files") != hosted.contains(&"messaging") {
@@ -409,6 +434,7 @@ pub async fn migrate(config: &Config) -> Result<(), NodeError> {
             "messaging" => open_migrated::<colink_migrations::messaging::Migrator>(config, service).await?,
             "files" => open_migrated::<colink_migrations::files::Migrator>(config, service).await?,
             "admin" => open_migrated::<colink_migrations::admin::Migrator>(config, service).await?,
+            "search" => open_migrated::<colink_migrations::search::Migrator>(config, service).await?,
             // The realtime gateway and presence keep no tables.
             _ => continue,
         };

@@ -36,6 +36,15 @@ impl MessagingRpc for MessagingService {
         Ok(Response::new(pb::GetMessageResponse { message }))
     }
 
+    async fn batch_get_messages(
+        &self,
+        request: Request<pb::BatchGetMessagesRequest>,
+    ) -> Result<Response<pb::BatchGetMessagesResponse>, Status> {
+        let caller = caller(&request)?;
+        let messages = self.batch_get(caller, request.get_ref()).await?;
+        Ok(Response::new(pb::BatchGetMessagesResponse { messages }))
+    }
+
     async fn list_messages(
         &self,
         request: Request<pb::ListMessagesRequest>,

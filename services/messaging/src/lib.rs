@@ -21,13 +21,14 @@ mod unread;
 pub use reactions::Reactions;
 pub use threads::Threads;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use colink_proto::channels::v1::channels_service_client::ChannelsServiceClient;
 use colink_proto::channels::v1::{Channel, ChannelKind, GetChannelRequest, MemberRole, OpenDirectMessageRequest};
 use colink_proto::events::v1::{MessageChanged, event::Payload};
-use colink_proto::files::v1::CheckAttachmentsRequest;
 use colink_proto::files::v1::files_service_client::FilesServiceClient;
+use colink_proto::files::v1::{CheckAttachmentsRequest, GetFileRequest, ScanStatus};
 use colink_proto::messaging::v1 as pb;
 use colink_proto::messaging::v1::channel_event::Kind;
 use colink_proto::messaging::v1::messaging_service_server::MessagingServiceServer;
@@ -136,6 +137,8 @@ struct Admitted {
     channel_id: String,
     /// For a reply: the thread's root message.
     root: Option<message::Model>,
+    /// The attached files still being scanned.
+    scanning_file_ids: Vec<String>,
 }
 
 /// What the caller may do in a conversation, as the channels service says.
@@ -207,7 +210,11 @@ impl MessagingService {
     /// The consumer of `file.events` that tells conversations when an
     /// attached file's scan ends, and takes infected files off messages.
     pub fn attachment_watcher(&self) -> Arc<dyn EventHandler> {
-        Arc::new(attachments::ScanWatcher { db: self.db.clone(), pubsub: self.pubsub.clone() })
+        Arc::new(attachments::ScanWatcher(self.announcer()))
+    }
+
+    fn announcer(&self) -> attachments::Announcer {
+        attachments::Announcer { db: self.db.clone(), pubsub: self.pubsub.clone() }
     }
 
     /// The consumer of `channel.events` that records membership and archive
@@ -339,11 +346,15 @@ impl MessagingService {
                 also_in_channel,
             }),
             file_ids: content.file_ids,
+            scanning_file_ids: admitted.scanning_file_ids.clone(),
             idempotency_key: key.clone(),
             request_fingerprint: fingerprint.clone(),
         };
         match self.writer.store(message).await? {
-            Stored::Created { message, thread_created } => Ok((*message, thread_created)),
+            Stored::Created { message, thread_created } => {
+                self.settle_scanned(caller, &message.message_id, &admitted.scanning_file_ids).await;
+                Ok((*message, thread_created))
+            }
             // The key was used before, or by a concurrent retry that committed first.
             Stored::Repeated => self
                 .replayed(caller, key.as_deref().unwrap_or_default(), fingerprint.as_deref().unwrap_or_default())
@@ -396,12 +407,51 @@ impl MessagingService {
             }
             None => None,
         };
+        let mut scanning_file_ids = Vec::new();
         if !file_ids.is_empty() {
             let request = CheckAttachmentsRequest { file_ids: file_ids.to_vec(), channel_id: channel_id.clone() };
-            call_on_behalf(&self.files, caller, request, |mut c, r| async move { c.check_attachments(r).await })
-                .await?;
+            let checked =
+                call_on_behalf(&self.files, caller, request, |mut c, r| async move { c.check_attachments(r).await })
+                    .await?;
+            scanning_file_ids = checked
+                .files
+                .into_iter()
+                .filter(|f| f.scan_status == ScanStatus::Pending as i32)
+                .map(|f| f.file_id)
+                .collect();
         }
-        Ok(Admitted { channel_id, root })
+        Ok(Admitted { channel_id, root, scanning_file_ids })
+    }
+
+    /// A scan that ended after the send was admitted but before the message
+    /// was stored found no message to tell: the message asks how it ended
+    /// now. (One that ends later reaches it through `file.scanned`.) The
+    /// message is stored either way, so a failure here is only logged; the
+    /// file's own status stays right for anyone who reads it.
+    async fn settle_scanned(&self, caller: &Caller, message_id: &str, scanning_file_ids: &[String]) {
+        for file_id in scanning_file_ids {
+            let request = GetFileRequest { file_id: file_id.clone() };
+            let status = match call_on_behalf(
+                &self.files,
+                caller,
+                request,
+                |mut c, r| async move { c.get_file(r).await },
+            )
+            .await
+            {
+                Ok(found) => found.file.map(|f| f.scan_status).unwrap_or_default(),
+                Err(err) => {
+                    tracing::warn!(file_id, message_id, error = %err, "could not ask how an attached file's scan ended");
+                    continue;
+                }
+            };
+            let Some(verdict) = ScanStatus::try_from(status).ok().and_then(attachments::Verdict::of) else {
+                continue;
+            };
+            if let Err(err) = self.announcer().settle(file_id, verdict, &caller.user_id, Some(message_id), None).await {
+                tracing::warn!(file_id, message_id, error = %err, "could not settle an attached file's scan");
+            }
+        }
     }
 
     /// In a direct message between two people, either may block the other,
@@ -712,6 +762,38 @@ impl MessagingService {
 
     /// Adds what depends on the reader or on other rows: thread summaries
     /// of root messages, and reactions.
+    /// The listed messages the caller can read, as they are now, in the
+    /// order asked (see `BatchGetMessages`).
+    async fn batch_get(&self, caller: &Caller, req: &pb::BatchGetMessagesRequest) -> Result<Vec<pb::Message>> {
+        let mut v = Violations::default();
+        if req.message_ids.is_empty() || req.message_ids.len() > 100 {
+            v.add("message_ids", "must list 1 to 100 message ids");
+        }
+        let ids = parse_id_list(&mut v, "message_ids", &req.message_ids);
+        v.finish()?;
+        let found =
+            message::Entity::find().filter(message::Column::MessageId.is_in(ids.clone())).all(&self.db.reader).await?;
+        let mut readable: HashMap<String, bool> = HashMap::new();
+        for m in &found {
+            if readable.contains_key(&m.channel_id) {
+                continue;
+            }
+            let can_read = match self.member_access(caller, &m.channel_id).await {
+                Ok(_) => true,
+                Err(err) if is_refusal(&err) => false,
+                Err(err) => return Err(err),
+            };
+            readable.insert(m.channel_id.clone(), can_read);
+        }
+        let mut by_id: HashMap<String, message::Model> = found
+            .into_iter()
+            .filter(|m| readable.get(&m.channel_id).copied().unwrap_or(false))
+            .map(|m| (m.message_id.clone(), m))
+            .collect();
+        let ordered = ids.iter().filter_map(|id| by_id.remove(id)).map(|m| to_proto(&m)).collect();
+        self.decorate(caller, ordered).await
+    }
+
     async fn decorate(&self, caller: &Caller, mut messages: Vec<pb::Message>) -> Result<Vec<pb::Message>> {
         let ids: Vec<String> = messages.iter().map(|m| m.message_id.clone()).collect();
         let mut summaries = threads::store::summaries(&self.db.reader, &ids).await?;
@@ -882,5 +964,14 @@ fn to_proto(m: &message::Model) -> pb::Message {
             channel: m.mentions_channel,
             here: m.mentions_here,
         }),
+    }
+}
+
+/// The channels service refused to show the conversation to the caller.
+fn is_refusal(err: &Error) -> bool {
+    match err {
+        Error::NotFound(_) | Error::PermissionDenied(_) => true,
+        Error::Upstream(status) => matches!(status.code(), tonic::Code::NotFound | tonic::Code::PermissionDenied),
+        _ => false,
     }
 }

@@ -13,7 +13,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 /// Every service this binary can host, in start-up order.
-pub const SERVICES: &[&str] = &["auth", "users", "channels", "messaging", "files", "realtime", "presence", "admin"];
+pub const SERVICES: &[&str] =
+    &["auth", "users", "channels", "messaging", "files", "realtime", "presence", "admin", "search"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -43,6 +44,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub realtime: RealtimeConfig,
     pub files: FilesConfig,
+    pub search: SearchConfig,
     /// Where to reach services this node does not host, e.g.
     /// `channels = "http://10.0.0.5:7700"`. Unlisted services are reached on
     /// this node's own listener.
@@ -318,6 +320,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             realtime: RealtimeConfig::default(),
             files: FilesConfig::default(),
+            search: SearchConfig::default(),
             peers: BTreeMap::new(),
             call_timeout_ms: 5_000,
             shutdown_grace_secs: 10,
@@ -465,6 +468,7 @@ impl Config {
             problems.push("realtime.max_channels_per_stream: must be at least 1".into());
         }
         problems.extend(self.files.problems());
+        problems.extend(self.search.problems());
         if self.call_timeout_ms == 0 {
             problems.push("call_timeout_ms: must be at least 1".into());
         }
@@ -477,6 +481,25 @@ impl Config {
             return SERVICES.to_vec();
         }
         SERVICES.iter().copied().filter(|s| self.services.iter().any(|n| n == s)).collect()
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SearchConfig {
+    /// Where the indices live. Empty: Tantivy under the data directory.
+    /// `http(s)://host:port`: an Elasticsearch or OpenSearch cluster.
+    pub url: String,
+}
+
+impl SearchConfig {
+    fn problems(&self) -> Vec<String> {
+        let url = &self.url;
+        if url.is_empty() || url.starts_with("http://") || url.starts_with("https://") {
+            Vec::new()
+        } else {
+            vec![format!("search.url: {url:?} is neither empty nor an http(s):// URL")]
+        }
     }
 }
 

@@ -214,7 +214,7 @@ pub async fn unread_at_scale(
 }
 
 /// Public channels, one per owner, each holding every user.
-async fn shared_channels(
+pub(super) async fn shared_channels(
     pool: &Pool,
     users: &[User],
     owners: &[User],

@@ -10,6 +10,7 @@ mod files;
 mod frames;
 pub mod http;
 mod load;
+mod search;
 mod server;
 
 use std::path::PathBuf;
@@ -50,6 +51,8 @@ pub const SCENARIOS: &[&str] = &[
     "reaction-storm",
     "unread-at-scale",
     "files",
+    "search-index",
+    "search",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,6 +142,17 @@ fn shape(scenario: &str, size: Size) -> Shape {
         },
         // `messages` counts files of 1 MiB; `senders` uploads run at once.
         "files" => Shape { members: 4, senders: 4, messages: pick(8, 400) as u64, max_secs: 120, ..base },
+        // A reader and three writers in 500 channels; `messages` is the
+        // corpus sent before the lag and search measurements.
+        "search" => Shape {
+            channels: pick(5, search::CHANNELS),
+            members: 4,
+            senders: 32,
+            rate: if standard { 1_000 } else { 100 },
+            messages: pick(2_000, 1_000_000) as u64,
+            max_secs: 1_200,
+            ..base
+        },
         _ => base,
     }
 }
@@ -198,7 +212,24 @@ pub async fn run(options: Options) -> Result<(), BenchError> {
     for scenario in &options.scenarios {
         for database in databases.iter().take(if options.postgres.is_some() { 2 } else { 1 }) {
             eprintln!("scenario {scenario} ({:?}, {})", options.size, database.map_or("sqlite", |_| "postgresql"));
-            let report = run_one(scenario, options.size, *database).await?;
+            let report = if scenario == "search-index" {
+                // The index alone, in this process: no node, no database.
+                if database.is_some() {
+                    continue;
+                }
+                let mut report = Report {
+                    scenario: scenario.clone(),
+                    size: format!("{:?}", options.size).to_lowercase(),
+                    database: "tantivy, in process".into(),
+                    ..Default::default()
+                };
+                let started = Instant::now();
+                search::index_only(options.size, &mut report).await?;
+                report.elapsed_s = started.elapsed().as_secs_f64();
+                report
+            } else {
+                run_one(scenario, options.size, *database).await?
+            };
             broken += report.lost + report.duplicated;
             print_report(&report);
             println!("{}", report.json());
@@ -243,6 +274,16 @@ pub(super) struct Report {
     counts_ms: Option<Percentiles>,
     /// Files: GetDownloadUrl latency.
     download_url_ms: Option<Percentiles>,
+    /// Search: SearchMessages latency, typical one- and two-word queries.
+    search_ms: Option<Percentiles>,
+    /// Search: how many messages a search matched, on average.
+    hits_per_search: Option<f64>,
+    /// Search: from a send's acknowledgement to its message being found.
+    index_lag_ms: Option<Percentiles>,
+    /// Search: messages indexed per second.
+    indexed_per_s: Option<f64>,
+    /// Search: the index's size on disk per message.
+    index_bytes_per_message: Option<f64>,
     /// Files: clamd scanning the same kind of bytes by itself.
     scan_alone_ms: Option<Percentiles>,
     scan_alone_per_s: Option<f64>,
@@ -304,6 +345,11 @@ impl Report {
             "download_url_ms": self.download_url_ms.map(|p| p.json()),
             "scan_alone_ms": self.scan_alone_ms.map(|p| p.json()),
             "scan_alone_per_s": self.scan_alone_per_s.map(round),
+            "search_ms": self.search_ms.map(|p| p.json()),
+            "hits_per_search": self.hits_per_search.map(round),
+            "index_lag_ms": self.index_lag_ms.map(|p| p.json()),
+            "indexed_per_s": self.indexed_per_s.map(round),
+            "index_bytes_per_message": self.index_bytes_per_message.map(round),
             "server_cpu_s": round(self.server_cpu_s),
             "node_cpu_us_per_delivery": self.cpu_per_delivery_us.map(|c| round(c.0)),
             "generator_cpu_us_per_delivery": self.cpu_per_delivery_us.map(|c| round(c.1)),
@@ -341,6 +387,18 @@ fn print_report(r: &Report) {
     if let (Some(alone), Some(per_s)) = (&r.scan_alone_ms, r.scan_alone_per_s) {
         println!("  clamd alone          {per_s:.1} files/s; scan ms {}", p(alone));
     }
+    if let Some(per_s) = r.indexed_per_s {
+        println!("  indexed              {} messages, {per_s:.0}/s", r.sends);
+    }
+    if let Some(bytes) = r.index_bytes_per_message {
+        println!("  index size           {bytes:.0} bytes per message");
+    }
+    if let Some(lag) = &r.index_lag_ms {
+        println!("  send→searchable ms   {}", p(lag));
+    }
+    if let (Some(search), Some(hits)) = (&r.search_ms, r.hits_per_search) {
+        println!("  SearchMessages ms    {} ({hits:.0} matches on average)", p(search));
+    }
     println!("  server CPU           {:.1} s, peak RSS {:.0} MiB", r.server_cpu_s, r.server_peak_rss_mib);
     if let Some((node, generator)) = r.cpu_per_delivery_us {
         println!("  CPU per delivery     node {node:.2} µs, load generator {generator:.2} µs");
@@ -367,7 +425,7 @@ async fn run_one(scenario: &str, size: Size, postgres: Option<&str>) -> Result<R
     let progress = Progress::default();
 
     // Unread at scale puts the same users in every channel.
-    let shared = scenario == "unread-at-scale";
+    let shared = scenario == "unread-at-scale" || scenario == "search";
     let user_count = if shared { shape.members } else { shape.channels * shape.members };
     let users = {
         let _line = progress.show("registering users", user_count as u64);
@@ -401,6 +459,7 @@ async fn run_one(scenario: &str, size: Size, postgres: Option<&str>) -> Result<R
         }
         "unread-at-scale" => conversation::unread_at_scale(&pool, &users, &shape, &progress, &mut report).await?,
         "files" => files::uploads(&pool, &users, &shape, &progress, &mut report).await?,
+        "search" => search::through_node(&pool, &users, &shape, &progress, &mut report, &data).await?,
         _ => traffic(&pool, &users, &owners, &channel_ids, &shape, &progress, &mut report).await?,
     }
     report.server_cpu_s = server.cpu_seconds() - cpu_before;
@@ -608,7 +667,7 @@ async fn history(
     Ok(())
 }
 
-const DATABASES: &[&str] = &["auth", "users", "channels", "messaging", "files", "admin"];
+const DATABASES: &[&str] = &["auth", "users", "channels", "messaging", "files", "admin", "search"];
 
 /// Creates (or, with `drop`, removes) one database per service named after
 /// `prefix`; returns the URL template.
@@ -667,6 +726,18 @@ fn markdown(results: &[Report], options: &Options) -> String {
         if let (Some(p), Some(per_s)) = (&r.scan_alone_ms, r.scan_alone_per_s) {
             other.push(format!("clamd alone {per_s:.1} files/s, scan p50 {:.2} / p99 {:.2} ms", p.p50, p.p99));
         }
+        if let Some(per_s) = r.indexed_per_s {
+            other.push(format!("{} messages indexed, {per_s:.0}/s", r.sends));
+        }
+        if let Some(bytes) = r.index_bytes_per_message {
+            other.push(format!("index {bytes:.0} bytes per message"));
+        }
+        if let Some(p) = &r.index_lag_ms {
+            other.push(format!("send→searchable p50 {:.0} / p99 {:.0} ms", p.p50, p.p99));
+        }
+        if let Some(p) = &r.search_ms {
+            other.push(format!("search p50 {:.2} / p95 {:.2} / p99 {:.2} ms", p.p50, p.p95, p.p99));
+        }
         out.push_str(&format!(
             "| {} | {} | {} | {:.0} | {:.0} | {:.2} / {:.2} / {:.2} | {:.2} | {} | {} | {} | {:.1} | {:.0} | {} |\n",
             r.scenario,
@@ -711,6 +782,12 @@ fn goal(r: &Report) -> String {
             "≥ 80% of clamd's files/s, GetDownloadUrl p99 ≤ 5 ms",
             r.scan_alone_per_s.is_some_and(|alone| r.sends_per_s >= 0.8 * alone)
                 && r.download_url_ms.is_some_and(|p| p.p99 <= 5.0),
+        ),
+        "search-index" => ("≥ 10,000 messages/s indexed", r.indexed_per_s.is_some_and(|n| n >= 10_000.0)),
+        "search" => (
+            "search p95 ≤ 50 ms and p99 ≤ 100 ms in 500 channels; searchable p99 ≤ 1 s at 1,000 msg/s",
+            r.search_ms.is_some_and(|p| p.p95 <= 50.0 && p.p99 <= 100.0)
+                && r.index_lag_ms.is_some_and(|p| p.p99 <= 1_000.0),
         ),
         _ => ("", false),
     };

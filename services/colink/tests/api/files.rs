@@ -40,7 +40,7 @@ async fn scanned_app() -> TestApp {
     TestApp::spawn_with(move |c| c.files.scanner.clamd = clamd).await
 }
 
-fn upload_request(name: &str, mime: &str, bytes: &[u8], channel_id: &str) -> CreateUploadUrlRequest {
+pub(crate) fn upload_request(name: &str, mime: &str, bytes: &[u8], channel_id: &str) -> CreateUploadUrlRequest {
     CreateUploadUrlRequest {
         filename: name.into(),
         size_bytes: bytes.len() as i64,
@@ -66,7 +66,7 @@ async fn confirm(app: &TestApp, user: &TestUser, file_id: &str) -> Result<File, 
 }
 
 /// Uploads and confirms a file.
-async fn upload(app: &TestApp, user: &TestUser, request: CreateUploadUrlRequest, bytes: &[u8]) -> File {
+pub(crate) async fn upload(app: &TestApp, user: &TestUser, request: CreateUploadUrlRequest, bytes: &[u8]) -> File {
     let started = start_upload(app, user, request).await;
     assert_eq!(put(&started, bytes).await, 200);
     confirm(app, user, &started.file.unwrap().file_id).await.unwrap()

@@ -17,6 +17,7 @@ use colink_proto::reactions::v1::reactions_service_client::ReactionsServiceClien
 use colink_proto::realtime::v1::realtime_service_client::RealtimeServiceClient;
 use colink_proto::realtime::v1::server_frame::Frame;
 use colink_proto::realtime::v1::{ChannelCursor, ServerFrame, SubscribeRequest, SubscribeResponse};
+use colink_proto::search::v1::search_service_client::SearchServiceClient;
 use colink_proto::threads::v1::threads_service_client::ThreadsServiceClient;
 use colink_proto::users::v1::users_service_client::UsersServiceClient;
 use colink_runtime::clients::with_token;
@@ -173,6 +174,10 @@ impl TestApp {
 
     pub fn admin(&self) -> AdminServiceClient<GrpcChannel> {
         AdminServiceClient::new(self.channel.clone())
+    }
+
+    pub fn search(&self) -> SearchServiceClient<GrpcChannel> {
+        SearchServiceClient::new(self.channel.clone())
     }
 
     pub async fn register(&self, username: &str) -> TestUser {

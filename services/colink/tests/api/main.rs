@@ -25,6 +25,7 @@ mod presence;
 mod presence_live;
 mod reactions;
 mod realtime;
+mod search;
 mod threads;
 mod unread;
 mod unread_model;

@@ -319,3 +319,44 @@ async fn a_removed_member_cannot_post_after_posting_before() {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
 }
+
+#[tokio::test]
+async fn a_batch_get_returns_only_what_the_caller_can_read_as_it_is_now() {
+    use colink_proto::messaging::v1::BatchGetMessagesRequest;
+    let app = TestApp::spawn().await;
+    let alice = app.register("alice").await;
+    let bob = app.register("bob").await;
+    let open = app.create_channel(&alice, "open", ChannelKind::Public, &[]).await;
+    let secret = app.create_channel(&alice, "secret", ChannelKind::Private, &[]).await;
+    let public = app.send(&alice, &open.channel_id, "for everyone").await;
+    let private = app.send(&alice, &secret.channel_id, "for alice").await;
+    let gone = app.send(&alice, &open.channel_id, "soon gone").await;
+    let delete = DeleteMessageRequest { message_id: gone.message_id.clone(), ..Default::default() };
+    app.messaging().delete_message(alice.req(delete)).await.unwrap();
+    let unknown = "0192f6a0-0000-7000-8000-000000000000".to_string();
+    let ids = vec![private.message_id.clone(), unknown, gone.message_id.clone(), public.message_id.clone()];
+    let get = |user: &crate::helpers::TestUser, ids: Vec<String>| {
+        let mut client = app.messaging();
+        let request = user.req(BatchGetMessagesRequest { message_ids: ids });
+        async move { client.batch_get_messages(request).await }
+    };
+    let mine = get(&alice, ids.clone()).await.unwrap().into_inner().messages;
+    let found: Vec<_> = mine.iter().map(|m| (m.message_id.clone(), m.deleted, m.text.clone())).collect();
+    assert_eq!(
+        found,
+        [
+            (private.message_id.clone(), false, "for alice".to_string()),
+            (gone.message_id.clone(), true, String::new()),
+            (public.message_id.clone(), false, "for everyone".to_string()),
+        ],
+        "request order; the deleted one marked and without text; the unknown one left out"
+    );
+    // An outsider of the private channel learns nothing of its message.
+    let theirs = get(&bob, ids).await.unwrap().into_inner().messages;
+    assert!(theirs.iter().all(|m| m.channel_id == open.channel_id), "{theirs:?}");
+    assert_eq!(theirs.len(), 2);
+    // Bad input names the field and changes nothing.
+    crate::helpers::assert_invalid(get(&alice, Vec::new()).await, "message_ids");
+    crate::helpers::assert_invalid(get(&alice, vec!["nope".into()]).await, "message_ids[0]");
+    crate::helpers::assert_invalid(get(&alice, vec![public.message_id.clone(); 101]).await, "message_ids");
+}

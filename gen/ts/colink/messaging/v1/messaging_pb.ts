@@ -36,7 +36,7 @@ import type { Message as Message$1 } from "@bufbuild/protobuf";
  * Describes the file colink/messaging/v1/messaging.proto.
  */
 export const file_colink_messaging_v1_messaging: GenFile = /*@__PURE__*/
-  fileDesc("CiNjb2xpbmsvbWVzc2FnaW5nL3YxL21lc3NhZ2luZy5wcm90bxITY29saW5rLm1lc3NhZ2luZy52MSKaBAoHTWVzc2FnZRISCgptZXNzYWdlX2lkGAEgASgJEhIKCmNoYW5uZWxfaWQYAiABKAkSCwoDc2VxGAMgASgDEhEKCXNlbmRlcl9pZBgEIAEoCRIMCgR0ZXh0GAUgASgJEhEKCXRocmVhZF9pZBgGIAEoCRIQCghmaWxlX2lkcxgHIAMoCRIPCgd2ZXJzaW9uGAggASgFEi8KC2NyZWF0ZV90aW1lGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBItCgllZGl0X3RpbWUYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg8KB2RlbGV0ZWQYCyABKAgSLwoLZGVsZXRlX3RpbWUYDCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhAKCHJlY2FsbGVkGA0gASgIEg4KBnBpbm5lZBgOIAEoCBIyCgZ0aHJlYWQYDyABKAsyIi5jb2xpbmsubWVzc2FnaW5nLnYxLlRocmVhZFN1bW1hcnkSHAoUYWxzb19zZW50X3RvX2NoYW5uZWwYECABKAgSNQoJcmVhY3Rpb25zGBEgAygLMiIuY29saW5rLnJlYWN0aW9ucy52MS5SZWFjdGlvbkdyb3VwEjYKCG1lbnRpb25zGBIgASgLMiQuY29saW5rLm1lc3NhZ2luZy52MS5NZXNzYWdlTWVudGlvbnMiQgoPTWVzc2FnZU1lbnRpb25zEhAKCHVzZXJfaWRzGAEgAygJEg8KB2NoYW5uZWwYAiABKAgSDAoEaGVyZRgDIAEoCCLeAQoNVGhyZWFkU3VtbWFyeRIRCgl0aHJlYWRfaWQYASABKAkSEwoLcmVwbHlfY291bnQYAiABKAUSHQoVbGFzdF9yZXBseV9tZXNzYWdlX2lkGAMgASgJEjMKD2xhc3RfcmVwbHlfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASHgoWcmVjZW50X3BhcnRpY2lwYW50X2lkcxgFIAMoCRIZChFwYXJ0aWNpcGFudF9jb3VudBgGIAEoBRIWCg5yb290X3NlbmRlcl9pZBgHIAEoCSJuCgtNZXNzYWdlRWRpdBIPCgd2ZXJzaW9uGAEgASgFEgwKBHRleHQYAiABKAkSEQoJZWRpdG9yX2lkGAMgASgJEi0KCWVkaXRfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiswgKDENoYW5uZWxFdmVudBISCgpjaGFubmVsX2lkGAEgASgJEgsKA3NlcRgCIAEoAxIuCgpvY2N1cl90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIQCghhY3Rvcl9pZBgEIAEoCRI3Cg9tZXNzYWdlX2NyZWF0ZWQYCiABKAsyHC5jb2xpbmsubWVzc2FnaW5nLnYxLk1lc3NhZ2VIABI2Cg5tZXNzYWdlX2VkaXRlZBgLIAEoCzIcLmNvbGluay5tZXNzYWdpbmcudjEuTWVzc2FnZUgAEj4KD21lc3NhZ2VfZGVsZXRlZBgMIAEoCzIjLmNvbGluay5tZXNzYWdpbmcudjEuTWVzc2FnZURlbGV0ZWRIABI/ChBtZXNzYWdlX3JlY2FsbGVkGA0gASgLMiMuY29saW5rLm1lc3NhZ2luZy52MS5NZXNzYWdlRGVsZXRlZEgAEjsKDW1lbWJlcl9qb2luZWQYDiABKAsyIi5jb2xpbmsubWVzc2FnaW5nLnYxLk1lbWJlckNoYW5nZWRIABI5CgttZW1iZXJfbGVmdBgPIAEoCzIiLmNvbGluay5tZXNzYWdpbmcudjEuTWVtYmVyQ2hhbmdlZEgAEjkKDm1lc3NhZ2VfcGlubmVkGBAgASgLMh8uY29saW5rLm1lc3NhZ2luZy52MS5QaW5DaGFuZ2VkSAASOwoQbWVzc2FnZV91bnBpbm5lZBgRIAEoCzIfLmNvbGluay5tZXNzYWdpbmcudjEuUGluQ2hhbmdlZEgAEj4KDnJlYWN0aW9uX2FkZGVkGBIgASgLMiQuY29saW5rLm1lc3NhZ2luZy52MS5SZWFjdGlvbkNoYW5nZWRIABJAChByZWFjdGlvbl9yZW1vdmVkGBMgASgLMiQuY29saW5rLm1lc3NhZ2luZy52MS5SZWFjdGlvbkNoYW5nZWRIABJEChBjaGFubmVsX2FyY2hpdmVkGBQgASgLMiguY29saW5rLm1lc3NhZ2luZy52MS5DaGFubmVsU3RhdGVDaGFuZ2VkSAASRgoSY2hhbm5lbF91bmFyY2hpdmVkGBUgASgLMiguY29saW5rLm1lc3NhZ2luZy52MS5DaGFubmVsU3RhdGVDaGFuZ2VkSAASPAoOdGhyZWFkX3VwZGF0ZWQYFiABKAsyIi5jb2xpbmsubWVzc2FnaW5nLnYxLlRocmVhZFN1bW1hcnlIABJCChFyZWFjdGlvbnNfY2hhbmdlZBgXIAEoCzIlLmNvbGluay5tZXNzYWdpbmcudjEuUmVhY3Rpb25zQ2hhbmdlZEgAEkQKEmF0dGFjaG1lbnRfY2hhbmdlZBgYIAEoCzImLmNvbGluay5tZXNzYWdpbmcudjEuQXR0YWNobWVudENoYW5nZWRIAEIGCgRraW5kIo4BChFBdHRhY2htZW50Q2hhbmdlZBISCgptZXNzYWdlX2lkGAEgASgJEhEKCXRocmVhZF9pZBgCIAEoCRIPCgdmaWxlX2lkGAMgASgJEjAKC3NjYW5fc3RhdHVzGAQgASgOMhsuY29saW5rLmZpbGVzLnYxLlNjYW5TdGF0dXMSDwoHcmVtb3ZlZBgFIAEoCCKrAQoOTWVzc2FnZURlbGV0ZWQSEgoKbWVzc2FnZV9pZBgBIAEoCRITCgttZXNzYWdlX3NlcRgCIAEoAxIRCglzZW5kZXJfaWQYAyABKAkSEQoJdGhyZWFkX2lkGAQgASgJEhIKCmluX2NoYW5uZWwYBSABKAgSNgoIbWVudGlvbnMYBiABKAsyJC5jb2xpbmsubWVzc2FnaW5nLnYxLk1lc3NhZ2VNZW50aW9ucyIuCg1NZW1iZXJDaGFuZ2VkEg8KB3VzZXJfaWQYASABKAkSDAoEcm9sZRgCIAEoCSIgCgpQaW5DaGFuZ2VkEhIKCm1lc3NhZ2VfaWQYASABKAkiVAoPUmVhY3Rpb25DaGFuZ2VkEhIKCm1lc3NhZ2VfaWQYASABKAkSDwoHdXNlcl9pZBgCIAEoCRINCgVlbW9qaRgDIAEoCRINCgVjb3VudBgEIAEoBSJrChBSZWFjdGlvbnNDaGFuZ2VkEhIKCm1lc3NhZ2VfaWQYASABKAkSMgoGY291bnRzGAIgAygLMiIuY29saW5rLm1lc3NhZ2luZy52MS5SZWFjdGlvbkNvdW50Eg8KB2NoYW5nZXMYAyABKAUiLQoNUmVhY3Rpb25Db3VudBINCgVlbW9qaRgBIAEoCRINCgVjb3VudBgCIAEoBSIVChNDaGFubmVsU3RhdGVDaGFuZ2VkIqgBChJTZW5kTWVzc2FnZVJlcXVlc3QSEgoKY2hhbm5lbF9pZBgBIAEoCRIUCgxyZWNpcGllbnRfaWQYAiABKAkSDAoEdGV4dBgDIAEoCRIRCgl0aHJlYWRfaWQYBCABKAkSEAoIZmlsZV9pZHMYBSADKAkSFwoPaWRlbXBvdGVuY3lfa2V5GAYgASgJEhwKFGFsc29fc2VuZF90b19jaGFubmVsGAcgASgIIkQKE1NlbmRNZXNzYWdlUmVzcG9uc2USLQoHbWVzc2FnZRgBIAEoCzIcLmNvbGluay5tZXNzYWdpbmcudjEuTWVzc2FnZSInChFHZXRNZXNzYWdlUmVxdWVzdBISCgptZXNzYWdlX2lkGAEgASgJIkMKEkdldE1lc3NhZ2VSZXNwb25zZRItCgdtZXNzYWdlGAEgASgLMhwuY29saW5rLm1lc3NhZ2luZy52MS5NZXNzYWdlIqoBChNMaXN0TWVzc2FnZXNSZXF1ZXN0EhIKCmNoYW5uZWxfaWQYASABKAkSEQoJcGFnZV9zaXplGAIgASgFEhIKCnBhZ2VfdG9rZW4YAyABKAkSMQoJZGlyZWN0aW9uGAQgASgOMh4uY29saW5rLm1lc3NhZ2luZy52MS5EaXJlY3Rpb24SEgoKYW5jaG9yX3NlcRgFIAEoAxIRCgl0aHJlYWRfaWQYBiABKAkieAoUTGlzdE1lc3NhZ2VzUmVzcG9uc2USLgoIbWVzc2FnZXMYASADKAsyHC5jb2xpbmsubWVzc2FnaW5nLnYxLk1lc3NhZ2USFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJEhcKD3ByZXZfcGFnZV90b2tlbhgDIAEoCSJpChJFZGl0TWVzc2FnZVJlcXVlc3QSEgoKbWVzc2FnZV9pZBgBIAEoCRIMCgR0ZXh0GAIgASgJEhgKEGV4cGVjdGVkX3ZlcnNpb24YAyABKAUSFwoPaWRlbXBvdGVuY3lfa2V5GAQgASgJIkQKE0VkaXRNZXNzYWdlUmVzcG9uc2USLQoHbWVzc2FnZRgBIAEoCzIcLmNvbGluay5tZXNzYWdpbmcudjEuTWVzc2FnZSJDChREZWxldGVNZXNzYWdlUmVxdWVzdBISCgptZXNzYWdlX2lkGAEgASgJEhcKD2lkZW1wb3RlbmN5X2tleRgCIAEoCSJGChVEZWxldGVNZXNzYWdlUmVzcG9uc2USLQoHbWVzc2FnZRgBIAEoCzIcLmNvbGluay5tZXNzYWdpbmcudjEuTWVzc2FnZSJDChRSZWNhbGxNZXNzYWdlUmVxdWVzdBISCgptZXNzYWdlX2lkGAEgASgJEhcKD2lkZW1wb3RlbmN5X2tleRgCIAEoCSJGChVSZWNhbGxNZXNzYWdlUmVzcG9uc2USLQoHbWVzc2FnZRgBIAEoCzIcLmNvbGluay5tZXNzYWdpbmcudjEuTWVzc2FnZSItChdMaXN0TWVzc2FnZUVkaXRzUmVxdWVzdBISCgptZXNzYWdlX2lkGAEgASgJIksKGExpc3RNZXNzYWdlRWRpdHNSZXNwb25zZRIvCgVlZGl0cxgBIAMoCzIgLmNvbGluay5tZXNzYWdpbmcudjEuTWVzc2FnZUVkaXQiQAoRUGluTWVzc2FnZVJlcXVlc3QSEgoKbWVzc2FnZV9pZBgBIAEoCRIXCg9pZGVtcG90ZW5jeV9rZXkYAiABKAkiQwoSUGluTWVzc2FnZVJlc3BvbnNlEi0KB21lc3NhZ2UYASABKAsyHC5jb2xpbmsubWVzc2FnaW5nLnYxLk1lc3NhZ2UiQgoTVW5waW5NZXNzYWdlUmVxdWVzdBISCgptZXNzYWdlX2lkGAEgASgJEhcKD2lkZW1wb3RlbmN5X2tleRgCIAEoCSJFChRVbnBpbk1lc3NhZ2VSZXNwb25zZRItCgdtZXNzYWdlGAEgASgLMhwuY29saW5rLm1lc3NhZ2luZy52MS5NZXNzYWdlIi8KGUxpc3RQaW5uZWRNZXNzYWdlc1JlcXVlc3QSEgoKY2hhbm5lbF9pZBgBIAEoCSJMChpMaXN0UGlubmVkTWVzc2FnZXNSZXNwb25zZRIuCghtZXNzYWdlcxgBIAMoCzIcLmNvbGluay5tZXNzYWdpbmcudjEuTWVzc2FnZSJLCg9NYXJrUmVhZFJlcXVlc3QSEgoKY2hhbm5lbF9pZBgBIAEoCRILCgNzZXEYAiABKAMSFwoPaWRlbXBvdGVuY3lfa2V5GAMgASgJIkYKEE1hcmtSZWFkUmVzcG9uc2USMgoKcmVhZF9zdGF0ZRgBIAEoCzIeLmNvbGluay5tZXNzYWdpbmcudjEuUmVhZFN0YXRlIl4KCVJlYWRTdGF0ZRISCgpjaGFubmVsX2lkGAEgASgJEhUKDWxhc3RfcmVhZF9zZXEYAiABKAMSEAoIaGVhZF9zZXEYAyABKAMSFAoMdW5yZWFkX2NvdW50GAQgASgDIikKE0dldFJlYWRTdGF0ZVJlcXVlc3QSEgoKY2hhbm5lbF9pZBgBIAEoCSJKChRHZXRSZWFkU3RhdGVSZXNwb25zZRIyCgpyZWFkX3N0YXRlGAEgASgLMh4uY29saW5rLm1lc3NhZ2luZy52MS5SZWFkU3RhdGUiLQoXTGlzdFJlYWRSZWNlaXB0c1JlcXVlc3QSEgoKbWVzc2FnZV9pZBgBIAEoCSJIChhMaXN0UmVhZFJlY2VpcHRzUmVzcG9uc2USEgoKcmVhZGVyX2lkcxgBIAMoCRIYChBkZWxpdmVyZWRfdG9faWRzGAIgAygJIjcKFE1hcmtEZWxpdmVyZWRSZXF1ZXN0EhIKCmNoYW5uZWxfaWQYASABKAkSCwoDc2VxGAIgASgDIi4KFU1hcmtEZWxpdmVyZWRSZXNwb25zZRIVCg1kZWxpdmVyZWRfc2VxGAEgASgDIlQKGExpc3RDaGFubmVsRXZlbnRzUmVxdWVzdBISCgpjaGFubmVsX2lkGAEgASgJEhEKCWFmdGVyX3NlcRgCIAEoAxIRCglwYWdlX3NpemUYAyABKAUiYAoZTGlzdENoYW5uZWxFdmVudHNSZXNwb25zZRIxCgZldmVudHMYASADKAsyIS5jb2xpbmsubWVzc2FnaW5nLnYxLkNoYW5uZWxFdmVudBIQCghoZWFkX3NlcRgCIAEoAyJBChZHZXRVbnJlYWRDb3VudHNSZXF1ZXN0EhMKC2NoYW5uZWxfaWRzGAEgAygJEhIKCnRocmVhZF9pZHMYAiADKAkiTAoXR2V0VW5yZWFkQ291bnRzUmVzcG9uc2USMQoGY291bnRzGAEgASgLMiEuY29saW5rLm1lc3NhZ2luZy52MS5VbnJlYWRDb3VudHMi+AEKDFVucmVhZENvdW50cxI0CghjaGFubmVscxgBIAMoCzIiLmNvbGluay5tZXNzYWdpbmcudjEuQ2hhbm5lbFVucmVhZBIyCgd0aHJlYWRzGAIgAygLMiEuY29saW5rLm1lc3NhZ2luZy52MS5UaHJlYWRVbnJlYWQSGgoSdG90YWxfdW5yZWFkX2NvdW50GAMgASgDEhsKE3RvdGFsX21lbnRpb25fY291bnQYBCABKAMSIQoZdG90YWxfdGhyZWFkX3VucmVhZF9jb3VudBgFIAEoAxIiChp0b3RhbF90aHJlYWRfbWVudGlvbl9jb3VudBgGIAEoAyKJAQoNQ2hhbm5lbFVucmVhZBISCgpjaGFubmVsX2lkGAEgASgJEhQKDHVucmVhZF9jb3VudBgCIAEoAxIVCg1tZW50aW9uX2NvdW50GAMgASgDEg0KBW11dGVkGAQgASgIEhUKDWxhc3RfcmVhZF9zZXEYBSABKAMSEQoJYXNfb2Zfc2VxGAYgASgDIowBCgxUaHJlYWRVbnJlYWQSEQoJdGhyZWFkX2lkGAEgASgJEhIKCmNoYW5uZWxfaWQYAiABKAkSFAoMdW5yZWFkX2NvdW50GAMgASgDEhUKDW1lbnRpb25fY291bnQYBCABKAMSFQoNbGFzdF9yZWFkX3NlcRgFIAEoAxIRCglhc19vZl9zZXEYBiABKAMiPAoTTGlzdE1lbnRpb25zUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCSJfChRMaXN0TWVudGlvbnNSZXNwb25zZRIuCghtZXNzYWdlcxgBIAMoCzIcLmNvbGluay5tZXNzYWdpbmcudjEuTWVzc2FnZRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkqVQoJRGlyZWN0aW9uEhkKFURJUkVDVElPTl9VTlNQRUNJRklFRBAAEhYKEkRJUkVDVElPTl9CQUNLV0FSRBABEhUKEURJUkVDVElPTl9GT1JXQVJEEAIy/BIKEE1lc3NhZ2luZ1NlcnZpY2USeQoLU2VuZE1lc3NhZ2USJy5jb2xpbmsubWVzc2FnaW5nLnYxLlNlbmRNZXNzYWdlUmVxdWVzdBooLmNvbGluay5tZXNzYWdpbmcudjEuU2VuZE1lc3NhZ2VSZXNwb25zZSIXgtPkkwIROgEqIgwvdjEvbWVzc2FnZXMSgAEKCkdldE1lc3NhZ2USJi5jb2xpbmsubWVzc2FnaW5nLnYxLkdldE1lc3NhZ2VSZXF1ZXN0GicuY29saW5rLm1lc3NhZ2luZy52MS5HZXRNZXNzYWdlUmVzcG9uc2UiIYLT5JMCGxIZL3YxL21lc3NhZ2VzL3ttZXNzYWdlX2lkfRJ5CgxMaXN0TWVzc2FnZXMSKC5jb2xpbmsubWVzc2FnaW5nLnYxLkxpc3RNZXNzYWdlc1JlcXVlc3QaKS5jb2xpbmsubWVzc2FnaW5nLnYxLkxpc3RNZXNzYWdlc1Jlc3BvbnNlIhSC0+STAg4SDC92MS9tZXNzYWdlcxKGAQoLRWRpdE1lc3NhZ2USJy5jb2xpbmsubWVzc2FnaW5nLnYxLkVkaXRNZXNzYWdlUmVxdWVzdBooLmNvbGluay5tZXNzYWdpbmcudjEuRWRpdE1lc3NhZ2VSZXNwb25zZSIkgtPkkwIeOgEqMhkvdjEvbWVzc2FnZXMve21lc3NhZ2VfaWR9EokBCg1EZWxldGVNZXNzYWdlEikuY29saW5rLm1lc3NhZ2luZy52MS5EZWxldGVNZXNzYWdlUmVxdWVzdBoqLmNvbGluay5tZXNzYWdpbmcudjEuRGVsZXRlTWVzc2FnZVJlc3BvbnNlIiGC0+STAhsqGS92MS9tZXNzYWdlcy97bWVzc2FnZV9pZH0SkwEKDVJlY2FsbE1lc3NhZ2USKS5jb2xpbmsubWVzc2FnaW5nLnYxLlJlY2FsbE1lc3NhZ2VSZXF1ZXN0GiouY29saW5rLm1lc3NhZ2luZy52MS5SZWNhbGxNZXNzYWdlUmVzcG9uc2UiK4LT5JMCJToBKiIgL3YxL21lc3NhZ2VzL3ttZXNzYWdlX2lkfS9yZWNhbGwSmAEKEExpc3RNZXNzYWdlRWRpdHMSLC5jb2xpbmsubWVzc2FnaW5nLnYxLkxpc3RNZXNzYWdlRWRpdHNSZXF1ZXN0Gi0uY29saW5rLm1lc3NhZ2luZy52MS5MaXN0TWVzc2FnZUVkaXRzUmVzcG9uc2UiJ4LT5JMCIRIfL3YxL21lc3NhZ2VzL3ttZXNzYWdlX2lkfS9lZGl0cxKHAQoKUGluTWVzc2FnZRImLmNvbGluay5tZXNzYWdpbmcudjEuUGluTWVzc2FnZVJlcXVlc3QaJy5jb2xpbmsubWVzc2FnaW5nLnYxLlBpbk1lc3NhZ2VSZXNwb25zZSIogtPkkwIiOgEqIh0vdjEvbWVzc2FnZXMve21lc3NhZ2VfaWR9L3BpbhKKAQoMVW5waW5NZXNzYWdlEiguY29saW5rLm1lc3NhZ2luZy52MS5VbnBpbk1lc3NhZ2VSZXF1ZXN0GikuY29saW5rLm1lc3NhZ2luZy52MS5VbnBpbk1lc3NhZ2VSZXNwb25zZSIlgtPkkwIfKh0vdjEvbWVzc2FnZXMve21lc3NhZ2VfaWR9L3BpbhKdAQoSTGlzdFBpbm5lZE1lc3NhZ2VzEi4uY29saW5rLm1lc3NhZ2luZy52MS5MaXN0UGlubmVkTWVzc2FnZXNSZXF1ZXN0Gi8uY29saW5rLm1lc3NhZ2luZy52MS5MaXN0UGlubmVkTWVzc2FnZXNSZXNwb25zZSImgtPkkwIgEh4vdjEvY2hhbm5lbHMve2NoYW5uZWxfaWR9L3BpbnMSggEKCE1hcmtSZWFkEiQuY29saW5rLm1lc3NhZ2luZy52MS5NYXJrUmVhZFJlcXVlc3QaJS5jb2xpbmsubWVzc2FnaW5nLnYxLk1hcmtSZWFkUmVzcG9uc2UiKYLT5JMCIzoBKiIeL3YxL2NoYW5uZWxzL3tjaGFubmVsX2lkfS9yZWFkEpEBCgxHZXRSZWFkU3RhdGUSKC5jb2xpbmsubWVzc2FnaW5nLnYxLkdldFJlYWRTdGF0ZVJlcXVlc3QaKS5jb2xpbmsubWVzc2FnaW5nLnYxLkdldFJlYWRTdGF0ZVJlc3BvbnNlIiyC0+STAiYSJC92MS9jaGFubmVscy97Y2hhbm5lbF9pZH0vcmVhZC1zdGF0ZRKWAQoNTWFya0RlbGl2ZXJlZBIpLmNvbGluay5tZXNzYWdpbmcudjEuTWFya0RlbGl2ZXJlZFJlcXVlc3QaKi5jb2xpbmsubWVzc2FnaW5nLnYxLk1hcmtEZWxpdmVyZWRSZXNwb25zZSIugtPkkwIoOgEqIiMvdjEvY2hhbm5lbHMve2NoYW5uZWxfaWR9L2RlbGl2ZXJlZBKbAQoQTGlzdFJlYWRSZWNlaXB0cxIsLmNvbGluay5tZXNzYWdpbmcudjEuTGlzdFJlYWRSZWNlaXB0c1JlcXVlc3QaLS5jb2xpbmsubWVzc2FnaW5nLnYxLkxpc3RSZWFkUmVjZWlwdHNSZXNwb25zZSIqgtPkkwIkEiIvdjEvbWVzc2FnZXMve21lc3NhZ2VfaWR9L3JlY2VpcHRzEocBCg9HZXRVbnJlYWRDb3VudHMSKy5jb2xpbmsubWVzc2FnaW5nLnYxLkdldFVucmVhZENvdW50c1JlcXVlc3QaLC5jb2xpbmsubWVzc2FnaW5nLnYxLkdldFVucmVhZENvdW50c1Jlc3BvbnNlIhmC0+STAhMSES92MS91bnJlYWQtY291bnRzEnkKDExpc3RNZW50aW9ucxIoLmNvbGluay5tZXNzYWdpbmcudjEuTGlzdE1lbnRpb25zUmVxdWVzdBopLmNvbGluay5tZXNzYWdpbmcudjEuTGlzdE1lbnRpb25zUmVzcG9uc2UiFILT5JMCDhIML3YxL21lbnRpb25zEpwBChFMaXN0Q2hhbm5lbEV2ZW50cxItLmNvbGluay5tZXNzYWdpbmcudjEuTGlzdENoYW5uZWxFdmVudHNSZXF1ZXN0Gi4uY29saW5rLm1lc3NhZ2luZy52MS5MaXN0Q2hhbm5lbEV2ZW50c1Jlc3BvbnNlIiiC0+STAiISIC92MS9jaGFubmVscy97Y2hhbm5lbF9pZH0vZXZlbnRzYgZwcm90bzM", [file_colink_files_v1_files, file_colink_reactions_v1_reactions, file_google_api_annotations, file_google_protobuf_timestamp]);
+  fileDesc("CiNjb2xpbmsvbWVzc2FnaW5nL3YxL21lc3NhZ2luZy5wcm90bxITY29saW5rLm1lc3NhZ2luZy52MSKaBAoHTWVzc2FnZRISCgptZXNzYWdlX2lkGAEgASgJEhIKCmNoYW5uZWxfaWQYAiABKAkSCwoDc2VxGAMgASgDEhEKCXNlbmRlcl9pZBgEIAEoCRIMCgR0ZXh0GAUgASgJEhEKCXRocmVhZF9pZBgGIAEoCRIQCghmaWxlX2lkcxgHIAMoCRIPCgd2ZXJzaW9uGAggASgFEi8KC2NyZWF0ZV90aW1lGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBItCgllZGl0X3RpbWUYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg8KB2RlbGV0ZWQYCyABKAgSLwoLZGVsZXRlX3RpbWUYDCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhAKCHJlY2FsbGVkGA0gASgIEg4KBnBpbm5lZBgOIAEoCBIyCgZ0aHJlYWQYDyABKAsyIi5jb2xpbmsubWVzc2FnaW5nLnYxLlRocmVhZFN1bW1hcnkSHAoUYWxzb19zZW50X3RvX2NoYW5uZWwYECABKAgSNQoJcmVhY3Rpb25zGBEgAygLMiIuY29saW5rLnJlYWN0aW9ucy52MS5SZWFjdGlvbkdyb3VwEjYKCG1lbnRpb25zGBIgASgLMiQuY29saW5rLm1lc3NhZ2luZy52MS5NZXNzYWdlTWVudGlvbnMiQgoPTWVzc2FnZU1lbnRpb25zEhAKCHVzZXJfaWRzGAEgAygJEg8KB2NoYW5uZWwYAiABKAgSDAoEaGVyZRgDIAEoCCLeAQoNVGhyZWFkU3VtbWFyeRIRCgl0aHJlYWRfaWQYASABKAkSEwoLcmVwbHlfY291bnQYAiABKAUSHQoVbGFzdF9yZXBseV9tZXNzYWdlX2lkGAMgASgJEjMKD2xhc3RfcmVwbHlfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASHgoWcmVjZW50X3BhcnRpY2lwYW50X2lkcxgFIAMoCRIZChFwYXJ0aWNpcGFudF9jb3VudBgGIAEoBRIWCg5yb290X3NlbmRlcl9pZBgHIAEoCSJuCgtNZXNzYWdlRWRpdBIPCgd2ZXJzaW9uGAEgASgFEgwKBHRleHQYAiABKAkSEQoJZWRpdG9yX2lkGAMgASgJEi0KCWVkaXRfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiswgKDENoYW5uZWxFdmVudBISCgpjaGFubmVsX2lkGAEgASgJEgsKA3NlcRgCIAEoAxIuCgpvY2N1cl90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIQCghhY3Rvcl9pZBgEIAEoCRI3Cg9tZXNzYWdlX2NyZWF0ZWQYCiABKAsyHC5jb2xpbmsubWVzc2FnaW5nLnYxLk1lc3NhZ2VIABI2Cg5tZXNzYWdlX2VkaXRlZBgLIAEoCzIcLmNvbGluay5tZXNzYWdpbmcudjEuTWVzc2FnZUgAEj4KD21lc3NhZ2VfZGVsZXRlZBgMIAEoCzIjLmNvbGluay5tZXNzYWdpbmcudjEuTWVzc2FnZURlbGV0ZWRIABI/ChBtZXNzYWdlX3JlY2FsbGVkGA0gASgLMiMuY29saW5rLm1lc3NhZ2luZy52MS5NZXNzYWdlRGVsZXRlZEgAEjsKDW1lbWJlcl9qb2luZWQYDiABKAsyIi5jb2xpbmsubWVzc2FnaW5nLnYxLk1lbWJlckNoYW5nZWRIABI5CgttZW1iZXJfbGVmdBgPIAEoCzIiLmNvbGluay5tZXNzYWdpbmcudjEuTWVtYmVyQ2hhbmdlZEgAEjkKDm1lc3NhZ2VfcGlubmVkGBAgASgLMh8uY29saW5rLm1lc3NhZ2luZy52MS5QaW5DaGFuZ2VkSAASOwoQbWVzc2FnZV91bnBpbm5lZBgRIAEoCzIfLmNvbGluay5tZXNzYWdpbmcudjEuUGluQ2hhbmdlZEgAEj4KDnJlYWN0aW9uX2FkZGVkGBIgASgLMiQuY29saW5rLm1lc3NhZ2luZy52MS5SZWFjdGlvbkNoYW5nZWRIABJAChByZWFjdGlvbl9yZW1vdmVkGBMgASgLMiQuY29saW5rLm1lc3NhZ2luZy52MS5SZWFjdGlvbkNoYW5nZWRIABJEChBjaGFubmVsX2FyY2hpdmVkGBQgASgLMiguY29saW5rLm1lc3NhZ2luZy52MS5DaGFubmVsU3RhdGVDaGFuZ2VkSAASRgoSY2hhbm5lbF91bmFyY2hpdmVkGBUgASgLMiguY29saW5rLm1lc3NhZ2luZy52MS5DaGFubmVsU3RhdGVDaGFuZ2VkSAASPAoOdGhyZWFkX3VwZGF0ZWQYFiABKAsyIi5jb2xpbmsubWVzc2FnaW5nLnYxLlRocmVhZFN1bW1hcnlIABJCChFyZWFjdGlvbnNfY2hhbmdlZBgXIAEoCzIlLmNvbGluay5tZXNzYWdpbmcudjEuUmVhY3Rpb25zQ2hhbmdlZEgAEkQKEmF0dGFjaG1lbnRfY2hhbmdlZBgYIAEoCzImLmNvbGluay5tZXNzYWdpbmcudjEuQXR0YWNobWVudENoYW5nZWRIAEIGCgRraW5kIo4BChFBdHRhY2htZW50Q2hhbmdlZBISCgptZXNzYWdlX2lkGAEgASgJEhEKCXRocmVhZF9pZBgCIAEoCRIPCgdmaWxlX2lkGAMgASgJEjAKC3NjYW5fc3RhdHVzGAQgASgOMhsuY29saW5rLmZpbGVzLnYxLlNjYW5TdGF0dXMSDwoHcmVtb3ZlZBgFIAEoCCKrAQoOTWVzc2FnZURlbGV0ZWQSEgoKbWVzc2FnZV9pZBgBIAEoCRITCgttZXNzYWdlX3NlcRgCIAEoAxIRCglzZW5kZXJfaWQYAyABKAkSEQoJdGhyZWFkX2lkGAQgASgJEhIKCmluX2NoYW5uZWwYBSABKAgSNgoIbWVudGlvbnMYBiABKAsyJC5jb2xpbmsubWVzc2FnaW5nLnYxLk1lc3NhZ2VNZW50aW9ucyIuCg1NZW1iZXJDaGFuZ2VkEg8KB3VzZXJfaWQYASABKAkSDAoEcm9sZRgCIAEoCSIgCgpQaW5DaGFuZ2VkEhIKCm1lc3NhZ2VfaWQYASABKAkiVAoPUmVhY3Rpb25DaGFuZ2VkEhIKCm1lc3NhZ2VfaWQYASABKAkSDwoHdXNlcl9pZBgCIAEoCRINCgVlbW9qaRgDIAEoCRINCgVjb3VudBgEIAEoBSJrChBSZWFjdGlvbnNDaGFuZ2VkEhIKCm1lc3NhZ2VfaWQYASABKAkSMgoGY291bnRzGAIgAygLMiIuY29saW5rLm1lc3NhZ2luZy52MS5SZWFjdGlvbkNvdW50Eg8KB2NoYW5nZXMYAyABKAUiLQoNUmVhY3Rpb25Db3VudBINCgVlbW9qaRgBIAEoCRINCgVjb3VudBgCIAEoBSIVChNDaGFubmVsU3RhdGVDaGFuZ2VkIqgBChJTZW5kTWVzc2FnZVJlcXVlc3QSEgoKY2hhbm5lbF9pZBgBIAEoCRIUCgxyZWNpcGllbnRfaWQYAiABKAkSDAoEdGV4dBgDIAEoCRIRCgl0aHJlYWRfaWQYBCABKAkSEAoIZmlsZV9pZHMYBSADKAkSFwoPaWRlbXBvdGVuY3lfa2V5GAYgASgJEhwKFGFsc29fc2VuZF90b19jaGFubmVsGAcgASgIIkQKE1NlbmRNZXNzYWdlUmVzcG9uc2USLQoHbWVzc2FnZRgBIAEoCzIcLmNvbGluay5tZXNzYWdpbmcudjEuTWVzc2FnZSInChFHZXRNZXNzYWdlUmVxdWVzdBISCgptZXNzYWdlX2lkGAEgASgJIkMKEkdldE1lc3NhZ2VSZXNwb25zZRItCgdtZXNzYWdlGAEgASgLMhwuY29saW5rLm1lc3NhZ2luZy52MS5NZXNzYWdlIi4KF0JhdGNoR2V0TWVzc2FnZXNSZXF1ZXN0EhMKC21lc3NhZ2VfaWRzGAEgAygJIkoKGEJhdGNoR2V0TWVzc2FnZXNSZXNwb25zZRIuCghtZXNzYWdlcxgBIAMoCzIcLmNvbGluay5tZXNzYWdpbmcudjEuTWVzc2FnZSKqAQoTTGlzdE1lc3NhZ2VzUmVxdWVzdBISCgpjaGFubmVsX2lkGAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoBRISCgpwYWdlX3Rva2VuGAMgASgJEjEKCWRpcmVjdGlvbhgEIAEoDjIeLmNvbGluay5tZXNzYWdpbmcudjEuRGlyZWN0aW9uEhIKCmFuY2hvcl9zZXEYBSABKAMSEQoJdGhyZWFkX2lkGAYgASgJIngKFExpc3RNZXNzYWdlc1Jlc3BvbnNlEi4KCG1lc3NhZ2VzGAEgAygLMhwuY29saW5rLm1lc3NhZ2luZy52MS5NZXNzYWdlEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCRIXCg9wcmV2X3BhZ2VfdG9rZW4YAyABKAkiaQoSRWRpdE1lc3NhZ2VSZXF1ZXN0EhIKCm1lc3NhZ2VfaWQYASABKAkSDAoEdGV4dBgCIAEoCRIYChBleHBlY3RlZF92ZXJzaW9uGAMgASgFEhcKD2lkZW1wb3RlbmN5X2tleRgEIAEoCSJEChNFZGl0TWVzc2FnZVJlc3BvbnNlEi0KB21lc3NhZ2UYASABKAsyHC5jb2xpbmsubWVzc2FnaW5nLnYxLk1lc3NhZ2UiQwoURGVsZXRlTWVzc2FnZVJlcXVlc3QSEgoKbWVzc2FnZV9pZBgBIAEoCRIXCg9pZGVtcG90ZW5jeV9rZXkYAiABKAkiRgoVRGVsZXRlTWVzc2FnZVJlc3BvbnNlEi0KB21lc3NhZ2UYASABKAsyHC5jb2xpbmsubWVzc2FnaW5nLnYxLk1lc3NhZ2UiQwoUUmVjYWxsTWVzc2FnZVJlcXVlc3QSEgoKbWVzc2FnZV9pZBgBIAEoCRIXCg9pZGVtcG90ZW5jeV9rZXkYAiABKAkiRgoVUmVjYWxsTWVzc2FnZVJlc3BvbnNlEi0KB21lc3NhZ2UYASABKAsyHC5jb2xpbmsubWVzc2FnaW5nLnYxLk1lc3NhZ2UiLQoXTGlzdE1lc3NhZ2VFZGl0c1JlcXVlc3QSEgoKbWVzc2FnZV9pZBgBIAEoCSJLChhMaXN0TWVzc2FnZUVkaXRzUmVzcG9uc2USLwoFZWRpdHMYASADKAsyIC5jb2xpbmsubWVzc2FnaW5nLnYxLk1lc3NhZ2VFZGl0IkAKEVBpbk1lc3NhZ2VSZXF1ZXN0EhIKCm1lc3NhZ2VfaWQYASABKAkSFwoPaWRlbXBvdGVuY3lfa2V5GAIgASgJIkMKElBpbk1lc3NhZ2VSZXNwb25zZRItCgdtZXNzYWdlGAEgASgLMhwuY29saW5rLm1lc3NhZ2luZy52MS5NZXNzYWdlIkIKE1VucGluTWVzc2FnZVJlcXVlc3QSEgoKbWVzc2FnZV9pZBgBIAEoCRIXCg9pZGVtcG90ZW5jeV9rZXkYAiABKAkiRQoUVW5waW5NZXNzYWdlUmVzcG9uc2USLQoHbWVzc2FnZRgBIAEoCzIcLmNvbGluay5tZXNzYWdpbmcudjEuTWVzc2FnZSIvChlMaXN0UGlubmVkTWVzc2FnZXNSZXF1ZXN0EhIKCmNoYW5uZWxfaWQYASABKAkiTAoaTGlzdFBpbm5lZE1lc3NhZ2VzUmVzcG9uc2USLgoIbWVzc2FnZXMYASADKAsyHC5jb2xpbmsubWVzc2FnaW5nLnYxLk1lc3NhZ2UiSwoPTWFya1JlYWRSZXF1ZXN0EhIKCmNoYW5uZWxfaWQYASABKAkSCwoDc2VxGAIgASgDEhcKD2lkZW1wb3RlbmN5X2tleRgDIAEoCSJGChBNYXJrUmVhZFJlc3BvbnNlEjIKCnJlYWRfc3RhdGUYASABKAsyHi5jb2xpbmsubWVzc2FnaW5nLnYxLlJlYWRTdGF0ZSJeCglSZWFkU3RhdGUSEgoKY2hhbm5lbF9pZBgBIAEoCRIVCg1sYXN0X3JlYWRfc2VxGAIgASgDEhAKCGhlYWRfc2VxGAMgASgDEhQKDHVucmVhZF9jb3VudBgEIAEoAyIpChNHZXRSZWFkU3RhdGVSZXF1ZXN0EhIKCmNoYW5uZWxfaWQYASABKAkiSgoUR2V0UmVhZFN0YXRlUmVzcG9uc2USMgoKcmVhZF9zdGF0ZRgBIAEoCzIeLmNvbGluay5tZXNzYWdpbmcudjEuUmVhZFN0YXRlIi0KF0xpc3RSZWFkUmVjZWlwdHNSZXF1ZXN0EhIKCm1lc3NhZ2VfaWQYASABKAkiSAoYTGlzdFJlYWRSZWNlaXB0c1Jlc3BvbnNlEhIKCnJlYWRlcl9pZHMYASADKAkSGAoQZGVsaXZlcmVkX3RvX2lkcxgCIAMoCSI3ChRNYXJrRGVsaXZlcmVkUmVxdWVzdBISCgpjaGFubmVsX2lkGAEgASgJEgsKA3NlcRgCIAEoAyIuChVNYXJrRGVsaXZlcmVkUmVzcG9uc2USFQoNZGVsaXZlcmVkX3NlcRgBIAEoAyJUChhMaXN0Q2hhbm5lbEV2ZW50c1JlcXVlc3QSEgoKY2hhbm5lbF9pZBgBIAEoCRIRCglhZnRlcl9zZXEYAiABKAMSEQoJcGFnZV9zaXplGAMgASgFImAKGUxpc3RDaGFubmVsRXZlbnRzUmVzcG9uc2USMQoGZXZlbnRzGAEgAygLMiEuY29saW5rLm1lc3NhZ2luZy52MS5DaGFubmVsRXZlbnQSEAoIaGVhZF9zZXEYAiABKAMiQQoWR2V0VW5yZWFkQ291bnRzUmVxdWVzdBITCgtjaGFubmVsX2lkcxgBIAMoCRISCgp0aHJlYWRfaWRzGAIgAygJIkwKF0dldFVucmVhZENvdW50c1Jlc3BvbnNlEjEKBmNvdW50cxgBIAEoCzIhLmNvbGluay5tZXNzYWdpbmcudjEuVW5yZWFkQ291bnRzIvgBCgxVbnJlYWRDb3VudHMSNAoIY2hhbm5lbHMYASADKAsyIi5jb2xpbmsubWVzc2FnaW5nLnYxLkNoYW5uZWxVbnJlYWQSMgoHdGhyZWFkcxgCIAMoCzIhLmNvbGluay5tZXNzYWdpbmcudjEuVGhyZWFkVW5yZWFkEhoKEnRvdGFsX3VucmVhZF9jb3VudBgDIAEoAxIbChN0b3RhbF9tZW50aW9uX2NvdW50GAQgASgDEiEKGXRvdGFsX3RocmVhZF91bnJlYWRfY291bnQYBSABKAMSIgoadG90YWxfdGhyZWFkX21lbnRpb25fY291bnQYBiABKAMiiQEKDUNoYW5uZWxVbnJlYWQSEgoKY2hhbm5lbF9pZBgBIAEoCRIUCgx1bnJlYWRfY291bnQYAiABKAMSFQoNbWVudGlvbl9jb3VudBgDIAEoAxINCgVtdXRlZBgEIAEoCBIVCg1sYXN0X3JlYWRfc2VxGAUgASgDEhEKCWFzX29mX3NlcRgGIAEoAyKMAQoMVGhyZWFkVW5yZWFkEhEKCXRocmVhZF9pZBgBIAEoCRISCgpjaGFubmVsX2lkGAIgASgJEhQKDHVucmVhZF9jb3VudBgDIAEoAxIVCg1tZW50aW9uX2NvdW50GAQgASgDEhUKDWxhc3RfcmVhZF9zZXEYBSABKAMSEQoJYXNfb2Zfc2VxGAYgASgDIjwKE0xpc3RNZW50aW9uc1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkiXwoUTGlzdE1lbnRpb25zUmVzcG9uc2USLgoIbWVzc2FnZXMYASADKAsyHC5jb2xpbmsubWVzc2FnaW5nLnYxLk1lc3NhZ2USFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJKlUKCURpcmVjdGlvbhIZChVESVJFQ1RJT05fVU5TUEVDSUZJRUQQABIWChJESVJFQ1RJT05fQkFDS1dBUkQQARIVChFESVJFQ1RJT05fRk9SV0FSRBACMu0TChBNZXNzYWdpbmdTZXJ2aWNlEnkKC1NlbmRNZXNzYWdlEicuY29saW5rLm1lc3NhZ2luZy52MS5TZW5kTWVzc2FnZVJlcXVlc3QaKC5jb2xpbmsubWVzc2FnaW5nLnYxLlNlbmRNZXNzYWdlUmVzcG9uc2UiF4LT5JMCEToBKiIML3YxL21lc3NhZ2VzEoABCgpHZXRNZXNzYWdlEiYuY29saW5rLm1lc3NhZ2luZy52MS5HZXRNZXNzYWdlUmVxdWVzdBonLmNvbGluay5tZXNzYWdpbmcudjEuR2V0TWVzc2FnZVJlc3BvbnNlIiGC0+STAhsSGS92MS9tZXNzYWdlcy97bWVzc2FnZV9pZH0SbwoQQmF0Y2hHZXRNZXNzYWdlcxIsLmNvbGluay5tZXNzYWdpbmcudjEuQmF0Y2hHZXRNZXNzYWdlc1JlcXVlc3QaLS5jb2xpbmsubWVzc2FnaW5nLnYxLkJhdGNoR2V0TWVzc2FnZXNSZXNwb25zZRJ5CgxMaXN0TWVzc2FnZXMSKC5jb2xpbmsubWVzc2FnaW5nLnYxLkxpc3RNZXNzYWdlc1JlcXVlc3QaKS5jb2xpbmsubWVzc2FnaW5nLnYxLkxpc3RNZXNzYWdlc1Jlc3BvbnNlIhSC0+STAg4SDC92MS9tZXNzYWdlcxKGAQoLRWRpdE1lc3NhZ2USJy5jb2xpbmsubWVzc2FnaW5nLnYxLkVkaXRNZXNzYWdlUmVxdWVzdBooLmNvbGluay5tZXNzYWdpbmcudjEuRWRpdE1lc3NhZ2VSZXNwb25zZSIkgtPkkwIeOgEqMhkvdjEvbWVzc2FnZXMve21lc3NhZ2VfaWR9EokBCg1EZWxldGVNZXNzYWdlEikuY29saW5rLm1lc3NhZ2luZy52MS5EZWxldGVNZXNzYWdlUmVxdWVzdBoqLmNvbGluay5tZXNzYWdpbmcudjEuRGVsZXRlTWVzc2FnZVJlc3BvbnNlIiGC0+STAhsqGS92MS9tZXNzYWdlcy97bWVzc2FnZV9pZH0SkwEKDVJlY2FsbE1lc3NhZ2USKS5jb2xpbmsubWVzc2FnaW5nLnYxLlJlY2FsbE1lc3NhZ2VSZXF1ZXN0GiouY29saW5rLm1lc3NhZ2luZy52MS5SZWNhbGxNZXNzYWdlUmVzcG9uc2UiK4LT5JMCJToBKiIgL3YxL21lc3NhZ2VzL3ttZXNzYWdlX2lkfS9yZWNhbGwSmAEKEExpc3RNZXNzYWdlRWRpdHMSLC5jb2xpbmsubWVzc2FnaW5nLnYxLkxpc3RNZXNzYWdlRWRpdHNSZXF1ZXN0Gi0uY29saW5rLm1lc3NhZ2luZy52MS5MaXN0TWVzc2FnZUVkaXRzUmVzcG9uc2UiJ4LT5JMCIRIfL3YxL21lc3NhZ2VzL3ttZXNzYWdlX2lkfS9lZGl0cxKHAQoKUGluTWVzc2FnZRImLmNvbGluay5tZXNzYWdpbmcudjEuUGluTWVzc2FnZVJlcXVlc3QaJy5jb2xpbmsubWVzc2FnaW5nLnYxLlBpbk1lc3NhZ2VSZXNwb25zZSIogtPkkwIiOgEqIh0vdjEvbWVzc2FnZXMve21lc3NhZ2VfaWR9L3BpbhKKAQoMVW5waW5NZXNzYWdlEiguY29saW5rLm1lc3NhZ2luZy52MS5VbnBpbk1lc3NhZ2VSZXF1ZXN0GikuY29saW5rLm1lc3NhZ2luZy52MS5VbnBpbk1lc3NhZ2VSZXNwb25zZSIlgtPkkwIfKh0vdjEvbWVzc2FnZXMve21lc3NhZ2VfaWR9L3BpbhKdAQoSTGlzdFBpbm5lZE1lc3NhZ2VzEi4uY29saW5rLm1lc3NhZ2luZy52MS5MaXN0UGlubmVkTWVzc2FnZXNSZXF1ZXN0Gi8uY29saW5rLm1lc3NhZ2luZy52MS5MaXN0UGlubmVkTWVzc2FnZXNSZXNwb25zZSImgtPkkwIgEh4vdjEvY2hhbm5lbHMve2NoYW5uZWxfaWR9L3BpbnMSggEKCE1hcmtSZWFkEiQuY29saW5rLm1lc3NhZ2luZy52MS5NYXJrUmVhZFJlcXVlc3QaJS5jb2xpbmsubWVzc2FnaW5nLnYxLk1hcmtSZWFkUmVzcG9uc2UiKYLT5JMCIzoBKiIeL3YxL2NoYW5uZWxzL3tjaGFubmVsX2lkfS9yZWFkEpEBCgxHZXRSZWFkU3RhdGUSKC5jb2xpbmsubWVzc2FnaW5nLnYxLkdldFJlYWRTdGF0ZVJlcXVlc3QaKS5jb2xpbmsubWVzc2FnaW5nLnYxLkdldFJlYWRTdGF0ZVJlc3BvbnNlIiyC0+STAiYSJC92MS9jaGFubmVscy97Y2hhbm5lbF9pZH0vcmVhZC1zdGF0ZRKWAQoNTWFya0RlbGl2ZXJlZBIpLmNvbGluay5tZXNzYWdpbmcudjEuTWFya0RlbGl2ZXJlZFJlcXVlc3QaKi5jb2xpbmsubWVzc2FnaW5nLnYxLk1hcmtEZWxpdmVyZWRSZXNwb25zZSIugtPkkwIoOgEqIiMvdjEvY2hhbm5lbHMve2NoYW5uZWxfaWR9L2RlbGl2ZXJlZBKbAQoQTGlzdFJlYWRSZWNlaXB0cxIsLmNvbGluay5tZXNzYWdpbmcudjEuTGlzdFJlYWRSZWNlaXB0c1JlcXVlc3QaLS5jb2xpbmsubWVzc2FnaW5nLnYxLkxpc3RSZWFkUmVjZWlwdHNSZXNwb25zZSIqgtPkkwIkEiIvdjEvbWVzc2FnZXMve21lc3NhZ2VfaWR9L3JlY2VpcHRzEocBCg9HZXRVbnJlYWRDb3VudHMSKy5jb2xpbmsubWVzc2FnaW5nLnYxLkdldFVucmVhZENvdW50c1JlcXVlc3QaLC5jb2xpbmsubWVzc2FnaW5nLnYxLkdldFVucmVhZENvdW50c1Jlc3BvbnNlIhmC0+STAhMSES92MS91bnJlYWQtY291bnRzEnkKDExpc3RNZW50aW9ucxIoLmNvbGluay5tZXNzYWdpbmcudjEuTGlzdE1lbnRpb25zUmVxdWVzdBopLmNvbGluay5tZXNzYWdpbmcudjEuTGlzdE1lbnRpb25zUmVzcG9uc2UiFILT5JMCDhIML3YxL21lbnRpb25zEpwBChFMaXN0Q2hhbm5lbEV2ZW50cxItLmNvbGluay5tZXNzYWdpbmcudjEuTGlzdENoYW5uZWxFdmVudHNSZXF1ZXN0Gi4uY29saW5rLm1lc3NhZ2luZy52MS5MaXN0Q2hhbm5lbEV2ZW50c1Jlc3BvbnNlIiiC0+STAiISIC92MS9jaGFubmVscy97Y2hhbm5lbF9pZH0vZXZlbnRzYgZwcm90bzM", [file_colink_files_v1_files, file_colink_reactions_v1_reactions, file_google_api_annotations, file_google_protobuf_timestamp]);
 
 /**
  * A message.
@@ -913,6 +913,48 @@ export const GetMessageResponseSchema: GenMessage<GetMessageResponse> = /*@__PUR
   messageDesc(file_colink_messaging_v1_messaging, 16);
 
 /**
+ * BatchGetMessages.
+ *
+ * @generated from message colink.messaging.v1.BatchGetMessagesRequest
+ */
+export type BatchGetMessagesRequest = Message$1<"colink.messaging.v1.BatchGetMessagesRequest"> & {
+  /**
+   * 1..=100 UUIDs.
+   *
+   * @generated from field: repeated string message_ids = 1;
+   */
+  messageIds: string[];
+};
+
+/**
+ * Describes the message colink.messaging.v1.BatchGetMessagesRequest.
+ * Use `create(BatchGetMessagesRequestSchema)` to create a new message.
+ */
+export const BatchGetMessagesRequestSchema: GenMessage<BatchGetMessagesRequest> = /*@__PURE__*/
+  messageDesc(file_colink_messaging_v1_messaging, 17);
+
+/**
+ * BatchGetMessages result.
+ *
+ * @generated from message colink.messaging.v1.BatchGetMessagesResponse
+ */
+export type BatchGetMessagesResponse = Message$1<"colink.messaging.v1.BatchGetMessagesResponse"> & {
+  /**
+   * The messages the caller can read, in request order.
+   *
+   * @generated from field: repeated colink.messaging.v1.Message messages = 1;
+   */
+  messages: Message[];
+};
+
+/**
+ * Describes the message colink.messaging.v1.BatchGetMessagesResponse.
+ * Use `create(BatchGetMessagesResponseSchema)` to create a new message.
+ */
+export const BatchGetMessagesResponseSchema: GenMessage<BatchGetMessagesResponse> = /*@__PURE__*/
+  messageDesc(file_colink_messaging_v1_messaging, 18);
+
+/**
  * ListMessages.
  *
  * @generated from message colink.messaging.v1.ListMessagesRequest
@@ -969,7 +1011,7 @@ export type ListMessagesRequest = Message$1<"colink.messaging.v1.ListMessagesReq
  * Use `create(ListMessagesRequestSchema)` to create a new message.
  */
 export const ListMessagesRequestSchema: GenMessage<ListMessagesRequest> = /*@__PURE__*/
-  messageDesc(file_colink_messaging_v1_messaging, 17);
+  messageDesc(file_colink_messaging_v1_messaging, 19);
 
 /**
  * ListMessages result.
@@ -1004,7 +1046,7 @@ export type ListMessagesResponse = Message$1<"colink.messaging.v1.ListMessagesRe
  * Use `create(ListMessagesResponseSchema)` to create a new message.
  */
 export const ListMessagesResponseSchema: GenMessage<ListMessagesResponse> = /*@__PURE__*/
-  messageDesc(file_colink_messaging_v1_messaging, 18);
+  messageDesc(file_colink_messaging_v1_messaging, 20);
 
 /**
  * EditMessage.
@@ -1049,7 +1091,7 @@ export type EditMessageRequest = Message$1<"colink.messaging.v1.EditMessageReque
  * Use `create(EditMessageRequestSchema)` to create a new message.
  */
 export const EditMessageRequestSchema: GenMessage<EditMessageRequest> = /*@__PURE__*/
-  messageDesc(file_colink_messaging_v1_messaging, 19);
+  messageDesc(file_colink_messaging_v1_messaging, 21);
 
 /**
  * EditMessage result.
@@ -1070,7 +1112,7 @@ export type EditMessageResponse = Message$1<"colink.messaging.v1.EditMessageResp
  * Use `create(EditMessageResponseSchema)` to create a new message.
  */
 export const EditMessageResponseSchema: GenMessage<EditMessageResponse> = /*@__PURE__*/
-  messageDesc(file_colink_messaging_v1_messaging, 20);
+  messageDesc(file_colink_messaging_v1_messaging, 22);
 
 /**
  * DeleteMessage.
@@ -1100,7 +1142,7 @@ export type DeleteMessageRequest = Message$1<"colink.messaging.v1.DeleteMessageR
  * Use `create(DeleteMessageRequestSchema)` to create a new message.
  */
 export const DeleteMessageRequestSchema: GenMessage<DeleteMessageRequest> = /*@__PURE__*/
-  messageDesc(file_colink_messaging_v1_messaging, 21);
+  messageDesc(file_colink_messaging_v1_messaging, 23);
 
 /**
  * DeleteMessage result.
@@ -1121,7 +1163,7 @@ export type DeleteMessageResponse = Message$1<"colink.messaging.v1.DeleteMessage
  * Use `create(DeleteMessageResponseSchema)` to create a new message.
  */
 export const DeleteMessageResponseSchema: GenMessage<DeleteMessageResponse> = /*@__PURE__*/
-  messageDesc(file_colink_messaging_v1_messaging, 22);
+  messageDesc(file_colink_messaging_v1_messaging, 24);
 
 /**
  * RecallMessage.
@@ -1151,7 +1193,7 @@ export type RecallMessageRequest = Message$1<"colink.messaging.v1.RecallMessageR
  * Use `create(RecallMessageRequestSchema)` to create a new message.
  */
 export const RecallMessageRequestSchema: GenMessage<RecallMessageRequest> = /*@__PURE__*/
-  messageDesc(file_colink_messaging_v1_messaging, 23);
+  messageDesc(file_colink_messaging_v1_messaging, 25);
 
 /**
  * RecallMessage result.
@@ -1172,7 +1214,7 @@ export type RecallMessageResponse = Message$1<"colink.messaging.v1.RecallMessage
  * Use `create(RecallMessageResponseSchema)` to create a new message.
  */
 export const RecallMessageResponseSchema: GenMessage<RecallMessageResponse> = /*@__PURE__*/
-  messageDesc(file_colink_messaging_v1_messaging, 24);
+  messageDesc(file_colink_messaging_v1_messaging, 26);
 
 /**
  * ListMessageEdits.
@@ -1193,7 +1235,7 @@ export type ListMessageEditsRequest = Message$1<"colink.messaging.v1.ListMessage
  * Use `create(ListMessageEditsRequestSchema)` to create a new message.
  */
 export const ListMessageEditsRequestSchema: GenMessage<ListMessageEditsRequest> = /*@__PURE__*/
-  messageDesc(file_colink_messaging_v1_messaging, 25);
+  messageDesc(file_colink_messaging_v1_messaging, 27);
 
 /**
  * ListMessageEdits result.
@@ -1214,7 +1256,7 @@ export type ListMessageEditsResponse = Message$1<"colink.messaging.v1.ListMessag
  * Use `create(ListMessageEditsResponseSchema)` to create a new message.
  */
 export const ListMessageEditsResponseSchema: GenMessage<ListMessageEditsResponse> = /*@__PURE__*/
-  messageDesc(file_colink_messaging_v1_messaging, 26);
+  messageDesc(file_colink_messaging_v1_messaging, 28);
 
 /**
  * PinMessage.
@@ -1244,7 +1286,7 @@ export type PinMessageRequest = Message$1<"colink.messaging.v1.PinMessageRequest
  * Use `create(PinMessageRequestSchema)` to create a new message.
  */
 export const PinMessageRequestSchema: GenMessage<PinMessageRequest> = /*@__PURE__*/
-  messageDesc(file_colink_messaging_v1_messaging, 27);
+  messageDesc(file_colink_messaging_v1_messaging, 29);
 
 /**
  * PinMessage result.
@@ -1265,7 +1307,7 @@ export type PinMessageResponse = Message$1<"colink.messaging.v1.PinMessageRespon
  * Use `create(PinMessageResponseSchema)` to create a new message.
  */
 export const PinMessageResponseSchema: GenMessage<PinMessageResponse> = /*@__PURE__*/
-  messageDesc(file_colink_messaging_v1_messaging, 28);
+  messageDesc(file_colink_messaging_v1_messaging, 30);
 
 /**
  * UnpinMessage.
@@ -1295,7 +1337,7 @@ export type UnpinMessageRequest = Message$1<"colink.messaging.v1.UnpinMessageReq
  * Use `create(UnpinMessageRequestSchema)` to create a new message.
  */
 export const UnpinMessageRequestSchema: GenMessage<UnpinMessageRequest> = /*@__PURE__*/
-  messageDesc(file_colink_messaging_v1_messaging, 29);
+  messageDesc(file_colink_messaging_v1_messaging, 31);
 
 /**
  * UnpinMessage result.
@@ -1316,7 +1358,7 @@ export type UnpinMessageResponse = Message$1<"colink.messaging.v1.UnpinMessageRe
  * Use `create(UnpinMessageResponseSchema)` to create a new message.
  */
 export const UnpinMessageResponseSchema: GenMessage<UnpinMessageResponse> = /*@__PURE__*/
-  messageDesc(file_colink_messaging_v1_messaging, 30);
+  messageDesc(file_colink_messaging_v1_messaging, 32);
 
 /**
  * ListPinnedMessages.
@@ -1337,7 +1379,7 @@ export type ListPinnedMessagesRequest = Message$1<"colink.messaging.v1.ListPinne
  * Use `create(ListPinnedMessagesRequestSchema)` to create a new message.
  */
 export const ListPinnedMessagesRequestSchema: GenMessage<ListPinnedMessagesRequest> = /*@__PURE__*/
-  messageDesc(file_colink_messaging_v1_messaging, 31);
+  messageDesc(file_colink_messaging_v1_messaging, 33);
 
 /**
  * ListPinnedMessages result.
@@ -1358,7 +1400,7 @@ export type ListPinnedMessagesResponse = Message$1<"colink.messaging.v1.ListPinn
  * Use `create(ListPinnedMessagesResponseSchema)` to create a new message.
  */
 export const ListPinnedMessagesResponseSchema: GenMessage<ListPinnedMessagesResponse> = /*@__PURE__*/
-  messageDesc(file_colink_messaging_v1_messaging, 32);
+  messageDesc(file_colink_messaging_v1_messaging, 34);
 
 /**
  * MarkRead.
@@ -1395,7 +1437,7 @@ export type MarkReadRequest = Message$1<"colink.messaging.v1.MarkReadRequest"> &
  * Use `create(MarkReadRequestSchema)` to create a new message.
  */
 export const MarkReadRequestSchema: GenMessage<MarkReadRequest> = /*@__PURE__*/
-  messageDesc(file_colink_messaging_v1_messaging, 33);
+  messageDesc(file_colink_messaging_v1_messaging, 35);
 
 /**
  * MarkRead result.
@@ -1416,7 +1458,7 @@ export type MarkReadResponse = Message$1<"colink.messaging.v1.MarkReadResponse">
  * Use `create(MarkReadResponseSchema)` to create a new message.
  */
 export const MarkReadResponseSchema: GenMessage<MarkReadResponse> = /*@__PURE__*/
-  messageDesc(file_colink_messaging_v1_messaging, 34);
+  messageDesc(file_colink_messaging_v1_messaging, 36);
 
 /**
  * A member's read position.
@@ -1460,7 +1502,7 @@ export type ReadState = Message$1<"colink.messaging.v1.ReadState"> & {
  * Use `create(ReadStateSchema)` to create a new message.
  */
 export const ReadStateSchema: GenMessage<ReadState> = /*@__PURE__*/
-  messageDesc(file_colink_messaging_v1_messaging, 35);
+  messageDesc(file_colink_messaging_v1_messaging, 37);
 
 /**
  * GetReadState.
@@ -1481,7 +1523,7 @@ export type GetReadStateRequest = Message$1<"colink.messaging.v1.GetReadStateReq
  * Use `create(GetReadStateRequestSchema)` to create a new message.
  */
 export const GetReadStateRequestSchema: GenMessage<GetReadStateRequest> = /*@__PURE__*/
-  messageDesc(file_colink_messaging_v1_messaging, 36);
+  messageDesc(file_colink_messaging_v1_messaging, 38);
 
 /**
  * GetReadState result.
@@ -1502,7 +1544,7 @@ export type GetReadStateResponse = Message$1<"colink.messaging.v1.GetReadStateRe
  * Use `create(GetReadStateResponseSchema)` to create a new message.
  */
 export const GetReadStateResponseSchema: GenMessage<GetReadStateResponse> = /*@__PURE__*/
-  messageDesc(file_colink_messaging_v1_messaging, 37);
+  messageDesc(file_colink_messaging_v1_messaging, 39);
 
 /**
  * ListReadReceipts.
@@ -1523,7 +1565,7 @@ export type ListReadReceiptsRequest = Message$1<"colink.messaging.v1.ListReadRec
  * Use `create(ListReadReceiptsRequestSchema)` to create a new message.
  */
 export const ListReadReceiptsRequestSchema: GenMessage<ListReadReceiptsRequest> = /*@__PURE__*/
-  messageDesc(file_colink_messaging_v1_messaging, 38);
+  messageDesc(file_colink_messaging_v1_messaging, 40);
 
 /**
  * ListReadReceipts result.
@@ -1552,7 +1594,7 @@ export type ListReadReceiptsResponse = Message$1<"colink.messaging.v1.ListReadRe
  * Use `create(ListReadReceiptsResponseSchema)` to create a new message.
  */
 export const ListReadReceiptsResponseSchema: GenMessage<ListReadReceiptsResponse> = /*@__PURE__*/
-  messageDesc(file_colink_messaging_v1_messaging, 39);
+  messageDesc(file_colink_messaging_v1_messaging, 41);
 
 /**
  * MarkDelivered.
@@ -1580,7 +1622,7 @@ export type MarkDeliveredRequest = Message$1<"colink.messaging.v1.MarkDeliveredR
  * Use `create(MarkDeliveredRequestSchema)` to create a new message.
  */
 export const MarkDeliveredRequestSchema: GenMessage<MarkDeliveredRequest> = /*@__PURE__*/
-  messageDesc(file_colink_messaging_v1_messaging, 40);
+  messageDesc(file_colink_messaging_v1_messaging, 42);
 
 /**
  * MarkDelivered result.
@@ -1601,7 +1643,7 @@ export type MarkDeliveredResponse = Message$1<"colink.messaging.v1.MarkDelivered
  * Use `create(MarkDeliveredResponseSchema)` to create a new message.
  */
 export const MarkDeliveredResponseSchema: GenMessage<MarkDeliveredResponse> = /*@__PURE__*/
-  messageDesc(file_colink_messaging_v1_messaging, 41);
+  messageDesc(file_colink_messaging_v1_messaging, 43);
 
 /**
  * ListChannelEvents.
@@ -1636,7 +1678,7 @@ export type ListChannelEventsRequest = Message$1<"colink.messaging.v1.ListChanne
  * Use `create(ListChannelEventsRequestSchema)` to create a new message.
  */
 export const ListChannelEventsRequestSchema: GenMessage<ListChannelEventsRequest> = /*@__PURE__*/
-  messageDesc(file_colink_messaging_v1_messaging, 42);
+  messageDesc(file_colink_messaging_v1_messaging, 44);
 
 /**
  * ListChannelEvents result.
@@ -1664,7 +1706,7 @@ export type ListChannelEventsResponse = Message$1<"colink.messaging.v1.ListChann
  * Use `create(ListChannelEventsResponseSchema)` to create a new message.
  */
 export const ListChannelEventsResponseSchema: GenMessage<ListChannelEventsResponse> = /*@__PURE__*/
-  messageDesc(file_colink_messaging_v1_messaging, 43);
+  messageDesc(file_colink_messaging_v1_messaging, 45);
 
 /**
  * GetUnreadCounts.
@@ -1693,7 +1735,7 @@ export type GetUnreadCountsRequest = Message$1<"colink.messaging.v1.GetUnreadCou
  * Use `create(GetUnreadCountsRequestSchema)` to create a new message.
  */
 export const GetUnreadCountsRequestSchema: GenMessage<GetUnreadCountsRequest> = /*@__PURE__*/
-  messageDesc(file_colink_messaging_v1_messaging, 44);
+  messageDesc(file_colink_messaging_v1_messaging, 46);
 
 /**
  * GetUnreadCounts result.
@@ -1714,7 +1756,7 @@ export type GetUnreadCountsResponse = Message$1<"colink.messaging.v1.GetUnreadCo
  * Use `create(GetUnreadCountsResponseSchema)` to create a new message.
  */
 export const GetUnreadCountsResponseSchema: GenMessage<GetUnreadCountsResponse> = /*@__PURE__*/
-  messageDesc(file_colink_messaging_v1_messaging, 45);
+  messageDesc(file_colink_messaging_v1_messaging, 47);
 
 /**
  * A member's unread messages and mentions.
@@ -1770,7 +1812,7 @@ export type UnreadCounts = Message$1<"colink.messaging.v1.UnreadCounts"> & {
  * Use `create(UnreadCountsSchema)` to create a new message.
  */
 export const UnreadCountsSchema: GenMessage<UnreadCounts> = /*@__PURE__*/
-  messageDesc(file_colink_messaging_v1_messaging, 46);
+  messageDesc(file_colink_messaging_v1_messaging, 48);
 
 /**
  * Unread counts in one conversation.
@@ -1829,7 +1871,7 @@ export type ChannelUnread = Message$1<"colink.messaging.v1.ChannelUnread"> & {
  * Use `create(ChannelUnreadSchema)` to create a new message.
  */
 export const ChannelUnreadSchema: GenMessage<ChannelUnread> = /*@__PURE__*/
-  messageDesc(file_colink_messaging_v1_messaging, 47);
+  messageDesc(file_colink_messaging_v1_messaging, 49);
 
 /**
  * Unread counts in one followed thread.
@@ -1885,7 +1927,7 @@ export type ThreadUnread = Message$1<"colink.messaging.v1.ThreadUnread"> & {
  * Use `create(ThreadUnreadSchema)` to create a new message.
  */
 export const ThreadUnreadSchema: GenMessage<ThreadUnread> = /*@__PURE__*/
-  messageDesc(file_colink_messaging_v1_messaging, 48);
+  messageDesc(file_colink_messaging_v1_messaging, 50);
 
 /**
  * ListMentions.
@@ -1913,7 +1955,7 @@ export type ListMentionsRequest = Message$1<"colink.messaging.v1.ListMentionsReq
  * Use `create(ListMentionsRequestSchema)` to create a new message.
  */
 export const ListMentionsRequestSchema: GenMessage<ListMentionsRequest> = /*@__PURE__*/
-  messageDesc(file_colink_messaging_v1_messaging, 49);
+  messageDesc(file_colink_messaging_v1_messaging, 51);
 
 /**
  * ListMentions result.
@@ -1941,7 +1983,7 @@ export type ListMentionsResponse = Message$1<"colink.messaging.v1.ListMentionsRe
  * Use `create(ListMentionsResponseSchema)` to create a new message.
  */
 export const ListMentionsResponseSchema: GenMessage<ListMentionsResponse> = /*@__PURE__*/
-  messageDesc(file_colink_messaging_v1_messaging, 50);
+  messageDesc(file_colink_messaging_v1_messaging, 52);
 
 /**
  * Direction of a page.
@@ -2005,6 +2047,20 @@ export const MessagingService: GenService<{
     methodKind: "unary";
     input: typeof GetMessageRequestSchema;
     output: typeof GetMessageResponseSchema;
+  },
+  /**
+   * The messages among `message_ids` that the caller can read, in the order
+   * asked; unknown ones, and those of conversations the caller cannot read,
+   * are left out. Deleted and recalled messages come back marked so, without
+   * text. For services that keep message ids, such as search, to show the
+   * messages as they are now. Errors: INVALID_ARGUMENT naming `message_ids`.
+   *
+   * @generated from rpc colink.messaging.v1.MessagingService.BatchGetMessages
+   */
+  batchGetMessages: {
+    methodKind: "unary";
+    input: typeof BatchGetMessagesRequestSchema;
+    output: typeof BatchGetMessagesResponseSchema;
   },
   /**
    * A page of a conversation's messages, newest first by default.

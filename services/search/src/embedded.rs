@@ -1,0 +1,381 @@
+//! The embedded index: Tantivy on disk under the data directory. Nothing to
+//! install. The text is indexed but not stored (the messaging service keeps
+//! it); a hit's id is read back from two fast fields holding its UUID.
+
+use std::cmp::Ordering;
+use std::collections::HashMap;
+use std::ops::Bound;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use tantivy::collector::{Collector, Count, SegmentCollector};
+use tantivy::columnar::Column;
+use tantivy::directory::MmapDirectory;
+use tantivy::query::{
+    AllQuery, Bm25StatisticsProvider, BooleanQuery, ConstScoreQuery, Occur, PhrasePrefixQuery, PhraseQuery, Query,
+    RangeQuery, RegexQuery, TermQuery, TermSetQuery,
+};
+use tantivy::schema::{FAST, Field, INDEXED, IndexRecordOption, STRING, Schema, TextFieldIndexing, TextOptions};
+use tantivy::{
+    DocId, Index, IndexReader, IndexWriter, ReloadPolicy, Score, SegmentOrdinal, SegmentReader, TantivyDocument, Term,
+};
+
+use crate::analysis::{ANALYZER, index_analyzer};
+use crate::index::{
+    Change, Found, Hit, IndexError, MessageDoc, MessageSearch, Order, PinnedStats, SearchIndex, SortKey, id_bits,
+    ms_bound,
+};
+use crate::query::Clause;
+
+/// Memory the writer may use before it writes a segment.
+const WRITER_BUDGET: usize = 48 * 1024 * 1024;
+
+/// The fields of the messages index.
+#[derive(Clone, Copy)]
+struct Fields {
+    /// The id as a term, to replace and remove by.
+    id: Field,
+    /// The id's upper and lower 64 bits; the upper half starts with the
+    /// time (UUIDv7), so it also bounds dates.
+    key_hi: Field,
+    key_lo: Field,
+    channel: Field,
+    sender: Field,
+    thread: Field,
+    /// "file", "link", "reply".
+    flags: Field,
+    text: Field,
+}
+
+fn schema() -> (Schema, Fields) {
+    let mut b = Schema::builder();
+    let text_options = TextOptions::default().set_indexing_options(
+        TextFieldIndexing::default().set_tokenizer(ANALYZER).set_index_option(IndexRecordOption::WithFreqsAndPositions),
+    );
+    let fields = Fields {
+        id: b.add_text_field("id", STRING),
+        key_hi: b.add_u64_field("key_hi", INDEXED | FAST),
+        key_lo: b.add_u64_field("key_lo", FAST),
+        channel: b.add_text_field("channel", STRING),
+        sender: b.add_text_field("sender", STRING),
+        thread: b.add_text_field("thread", STRING),
+        flags: b.add_text_field("flags", STRING),
+        text: b.add_text_field("text", text_options),
+    };
+    (b.build(), fields)
+}
+
+/// Tantivy under a directory.
+pub struct EmbeddedIndex {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    reader: IndexReader,
+    writer: Mutex<IndexWriter>,
+    fields: Fields,
+}
+
+fn failed(err: impl std::fmt::Display) -> IndexError {
+    IndexError::Failed(err.to_string())
+}
+
+impl EmbeddedIndex {
+    /// Opens the index under `dir`, creating it when there is none.
+    pub fn open(dir: &Path) -> Result<Self, IndexError> {
+        std::fs::create_dir_all(dir).map_err(|e| failed(format!("cannot create {}: {e}", dir.display())))?;
+        let (schema, fields) = schema();
+        let directory = MmapDirectory::open(dir).map_err(failed)?;
+        let index = Index::open_or_create(directory, schema).map_err(failed)?;
+        index.tokenizers().register(ANALYZER, index_analyzer());
+        let writer = index.writer_with_num_threads(1, WRITER_BUDGET).map_err(failed)?;
+        let reader = index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into().map_err(failed)?;
+        Ok(Self { inner: Arc::new(Inner { reader, writer: Mutex::new(writer), fields }) })
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Inner) -> Result<T, IndexError> + Send + 'static,
+    ) -> Result<T, IndexError> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || work(&inner)).await.map_err(failed)?
+    }
+}
+
+#[async_trait::async_trait]
+impl SearchIndex for EmbeddedIndex {
+    async fn apply(&self, changes: Vec<Change>) -> Result<(), IndexError> {
+        self.blocking(move |inner| inner.apply(changes)).await
+    }
+
+    async fn search_messages(&self, search: MessageSearch) -> Result<Found, IndexError> {
+        self.blocking(move |inner| inner.search_messages(&search)).await
+    }
+}
+
+impl Inner {
+    fn apply(&self, changes: Vec<Change>) -> Result<(), IndexError> {
+        let f = self.fields;
+        let mut writer = self.writer.lock().map_err(|_| failed("index writer poisoned"))?;
+        for change in changes {
+            match change {
+                Change::Message(doc) => {
+                    writer.delete_term(Term::from_field_text(f.id, &doc.message_id));
+                    writer.add_document(message_document(&f, &doc)).map_err(failed)?;
+                }
+                Change::RemoveMessage(id) => {
+                    writer.delete_term(Term::from_field_text(f.id, &id));
+                }
+            }
+        }
+        writer.commit().map_err(failed)?;
+        drop(writer);
+        self.reader.reload().map_err(failed)
+    }
+
+    fn search_messages(&self, search: &MessageSearch) -> Result<Found, IndexError> {
+        let f = self.fields;
+        let query = message_query(&f, search)?;
+        let searcher = self.reader.searcher();
+        let collector = (TopAfter { order: search.order, after: search.after_key, limit: search.limit }, Count);
+        let (pinned, stats) = match (&search.stats, search.order) {
+            (_, Order::Newest | Order::Oldest) => (None, None),
+            (Some(given), Order::Relevance) => (Some(Pinned::new(given, f.text, &searcher)), None),
+            (None, Order::Relevance) => (None, Some(pin(&searcher, f.text, search)?)),
+        };
+        let (hits, total) = match &pinned {
+            Some(p) => searcher.search_with_statistics_provider(&query, &collector, p),
+            None => searcher.search(&query, &collector),
+        }
+        .map_err(failed)?;
+        let hits = hits.into_iter().map(|key| Hit { id: uuid::Uuid::from_u128(key.id).to_string(), key }).collect();
+        Ok(Found { hits, total: total as u64, stats })
+    }
+}
+
+fn message_document(f: &Fields, doc: &MessageDoc) -> TantivyDocument {
+    let bits = id_bits(&doc.message_id);
+    let mut d = TantivyDocument::default();
+    d.add_text(f.id, &doc.message_id);
+    d.add_u64(f.key_hi, (bits >> 64) as u64);
+    d.add_u64(f.key_lo, bits as u64);
+    d.add_text(f.channel, &doc.channel_id);
+    d.add_text(f.sender, &doc.sender_id);
+    if !doc.thread_id.is_empty() {
+        d.add_text(f.thread, &doc.thread_id);
+        d.add_text(f.flags, "reply");
+    }
+    if doc.has_file {
+        d.add_text(f.flags, "file");
+    }
+    if doc.has_link() {
+        d.add_text(f.flags, "link");
+    }
+    d.add_text(f.text, &doc.text);
+    d
+}
+
+/// Text clauses as scoring queries, filters as queries that do not score.
+fn message_query(f: &Fields, s: &MessageSearch) -> Result<BooleanQuery, IndexError> {
+    let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+    for clause in &s.query.must {
+        clauses.push((Occur::Must, text_query(f.text, clause)?));
+    }
+    for clause in &s.query.must_not {
+        clauses.push((Occur::MustNot, text_query(f.text, clause)?));
+    }
+    let filter =
+        |q: Box<dyn Query>| -> (Occur, Box<dyn Query>) { (Occur::Must, Box::new(ConstScoreQuery::new(q, 0.0))) };
+    if s.query.must.is_empty() {
+        clauses.push(filter(Box::new(AllQuery)));
+    }
+    let channels = s.channel_ids.iter().map(|c| Term::from_field_text(f.channel, c));
+    clauses.push(filter(Box::new(TermSetQuery::new(channels))));
+    let exact = |field: Field, value: &str| -> Box<dyn Query> {
+        Box::new(TermQuery::new(Term::from_field_text(field, value), IndexRecordOption::Basic))
+    };
+    for sender in &s.sender_ids {
+        clauses.push(filter(exact(f.sender, sender)));
+    }
+    if let Some(thread) = &s.thread_id {
+        clauses.push(filter(exact(f.thread, thread)));
+    }
+    for (wanted, flag) in [(s.has_file, "file"), (s.has_link, "link"), (s.is_thread, "reply")] {
+        if wanted {
+            clauses.push(filter(exact(f.flags, flag)));
+        }
+    }
+    if s.after_ms.is_some() || s.before_ms.is_some() {
+        let lower =
+            s.after_ms.map_or(Bound::Unbounded, |ms| Bound::Included(Term::from_field_u64(f.key_hi, ms_bound(ms))));
+        let upper =
+            s.before_ms.map_or(Bound::Unbounded, |ms| Bound::Excluded(Term::from_field_u64(f.key_hi, ms_bound(ms))));
+        clauses.push(filter(Box::new(RangeQuery::new(lower, upper))));
+    }
+    Ok(BooleanQuery::new(clauses))
+}
+
+fn text_query(field: Field, clause: &Clause) -> Result<Box<dyn Query>, IndexError> {
+    let term = |t: &String| Term::from_field_text(field, t);
+    Ok(match clause {
+        Clause::Term(t) => Box::new(TermQuery::new(term(t), IndexRecordOption::WithFreqs)),
+        Clause::Prefix(p) => {
+            Box::new(RegexQuery::from_pattern(&format!("{}.*", regex_escape(p)), field).map_err(failed)?)
+        }
+        Clause::Phrase(ts) => Box::new(PhraseQuery::new(ts.iter().map(term).collect())),
+        Clause::PhrasePrefix(ts) => Box::new(PhrasePrefixQuery::new(ts.iter().map(term).collect())),
+    })
+}
+
+/// Terms hold letters and digits only, but a pattern must never be able to
+/// mean more than the prefix it was made from.
+fn regex_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if !c.is_alphanumeric() {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The statistics this searcher scores the query's terms with.
+fn pin(searcher: &tantivy::Searcher, text: Field, search: &MessageSearch) -> Result<PinnedStats, IndexError> {
+    let mut doc_freqs = Vec::new();
+    for clause in search.query.must.iter() {
+        let (terms, last_is_prefix) = clause.terms();
+        let whole = if last_is_prefix { &terms[..terms.len().saturating_sub(1)] } else { terms };
+        for t in whole {
+            if !doc_freqs.iter().any(|(known, _)| known == t) {
+                let freq = searcher.doc_freq(&Term::from_field_text(text, t)).map_err(failed)?;
+                doc_freqs.push((t.clone(), freq));
+            }
+        }
+    }
+    Ok(PinnedStats {
+        docs: searcher.total_num_docs().map_err(failed)?,
+        tokens: searcher.total_num_tokens(text).map_err(failed)?,
+        doc_freqs,
+    })
+}
+
+/// Scores with the statistics of a search's first page.
+struct Pinned<'a> {
+    stats: HashMap<&'a str, u64>,
+    docs: u64,
+    tokens: u64,
+    text: Field,
+    searcher: &'a tantivy::Searcher,
+}
+
+impl<'a> Pinned<'a> {
+    fn new(given: &'a PinnedStats, text: Field, searcher: &'a tantivy::Searcher) -> Self {
+        let stats = given.doc_freqs.iter().map(|(t, n)| (t.as_str(), *n)).collect();
+        Self { stats, docs: given.docs, tokens: given.tokens, text, searcher }
+    }
+}
+
+impl Bm25StatisticsProvider for Pinned<'_> {
+    fn total_num_tokens(&self, field: Field) -> tantivy::Result<u64> {
+        if field == self.text { Ok(self.tokens) } else { self.searcher.total_num_tokens(field) }
+    }
+
+    fn total_num_docs(&self) -> tantivy::Result<u64> {
+        Ok(self.docs)
+    }
+
+    fn doc_freq(&self, term: &Term) -> tantivy::Result<u64> {
+        let pinned = (term.field() == self.text)
+            .then(|| term.value().as_str().and_then(|t| self.stats.get(t).copied()))
+            .flatten();
+        match pinned {
+            Some(freq) => Ok(freq),
+            None => self.searcher.doc_freq(term),
+        }
+    }
+}
+
+/// The first `limit` hits after a key, in an order; reads each hit's id
+/// from the fast fields.
+struct TopAfter {
+    order: Order,
+    after: Option<SortKey>,
+    limit: usize,
+}
+
+struct SegmentTop {
+    order: Order,
+    after: Option<SortKey>,
+    limit: usize,
+    hi: Column<u64>,
+    lo: Column<u64>,
+    keys: Vec<SortKey>,
+    /// The worst key kept once `limit` are: anything not better is skipped.
+    worst: Option<SortKey>,
+}
+
+impl Collector for TopAfter {
+    type Fruit = Vec<SortKey>;
+    type Child = SegmentTop;
+
+    fn for_segment(&self, _: SegmentOrdinal, segment: &SegmentReader) -> tantivy::Result<SegmentTop> {
+        let fast = segment.fast_fields();
+        Ok(SegmentTop {
+            order: self.order,
+            after: self.after,
+            limit: self.limit,
+            hi: fast.u64("key_hi")?,
+            lo: fast.u64("key_lo")?,
+            keys: Vec::new(),
+            worst: None,
+        })
+    }
+
+    fn requires_scoring(&self) -> bool {
+        self.order == Order::Relevance
+    }
+
+    fn merge_fruits(&self, fruits: Vec<Vec<SortKey>>) -> tantivy::Result<Vec<SortKey>> {
+        let mut all: Vec<SortKey> = fruits.into_iter().flatten().collect();
+        keep_best(self.order, &mut all, self.limit);
+        Ok(all)
+    }
+}
+
+impl SegmentCollector for SegmentTop {
+    type Fruit = Vec<SortKey>;
+
+    fn collect(&mut self, doc: DocId, score: Score) {
+        let hi = self.hi.first(doc).unwrap_or(0);
+        let lo = self.lo.first(doc).unwrap_or(0);
+        let key = SortKey { score, id: (u128::from(hi) << 64) | u128::from(lo) };
+        if let Some(after) = &self.after
+            && self.order.compare(&key, after) != Ordering::Greater
+        {
+            return;
+        }
+        if let Some(worst) = &self.worst
+            && self.order.compare(&key, worst) != Ordering::Less
+        {
+            return;
+        }
+        self.keys.push(key);
+        if self.keys.len() >= self.limit.saturating_mul(2).max(64) {
+            keep_best(self.order, &mut self.keys, self.limit);
+            if self.keys.len() == self.limit {
+                self.worst = self.keys.last().copied();
+            }
+        }
+    }
+
+    fn harvest(mut self) -> Vec<SortKey> {
+        keep_best(self.order, &mut self.keys, self.limit);
+        self.keys
+    }
+}
+
+fn keep_best(order: Order, keys: &mut Vec<SortKey>, limit: usize) {
+    keys.sort_unstable_by(|a, b| order.compare(a, b));
+    keys.truncate(limit);
+}

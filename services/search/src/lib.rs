@@ -1,0 +1,122 @@
+//! The search service (colink.search.v1): full-text search over messages,
+//! embedded (Tantivy) or on Elasticsearch/OpenSearch, never showing anyone
+//! what they may not see.
+//!
+//! - `analysis`: how text becomes terms, for the index, queries and
+//!   highlights alike;
+//! - `query`: the query language;
+//! - `matcher`: the check of a hit against the text as it is now, and its
+//!   highlights;
+//! - `index`: the `SearchIndex` trait; `embedded`: Tantivy;
+//! - `queue`: from the event log into the index, durably;
+//! - `messages`: SearchMessages.
+
+pub mod analysis;
+pub mod embedded;
+pub mod index;
+pub mod matcher;
+mod messages;
+pub mod query;
+pub mod queue;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use colink_proto::channels::v1::channels_service_client::ChannelsServiceClient;
+use colink_proto::messaging::v1::messaging_service_client::MessagingServiceClient;
+use colink_proto::search::v1 as pb;
+use colink_proto::search::v1::search_service_server::{SearchService as SearchRpc, SearchServiceServer};
+use colink_proto::users::v1::users_service_client::UsersServiceClient;
+use colink_runtime::caller;
+use colink_runtime::db::Db;
+use colink_runtime::events::EventHandler;
+use tokio::sync::watch;
+use tonic::transport::Channel as GrpcChannel;
+use tonic::{Request, Response, Status};
+
+use crate::embedded::EmbeddedIndex;
+use crate::index::{IndexError, SearchIndex};
+use crate::queue::{MessageIndexer, Queue};
+
+/// The services search asks at query time.
+pub struct Peers {
+    pub channels: GrpcChannel,
+    pub messaging: GrpcChannel,
+    pub users: GrpcChannel,
+}
+
+/// The search service.
+#[derive(Clone)]
+pub struct SearchService {
+    shared: Arc<Shared>,
+}
+
+pub(crate) struct Shared {
+    index: Arc<dyn SearchIndex>,
+    queue: Queue,
+    channels: ChannelsServiceClient<GrpcChannel>,
+    messaging: MessagingServiceClient<GrpcChannel>,
+    users: UsersServiceClient<GrpcChannel>,
+}
+
+/// Opens the index a configuration names: the embedded one under
+/// `data_dir/search` when `url` is empty.
+pub fn open_index(url: &str, data_dir: &Path) -> Result<Arc<dyn SearchIndex>, IndexError> {
+    if url.is_empty() {
+        return Ok(Arc::new(EmbeddedIndex::open(&data_dir.join("search").join("messages"))?));
+    }
+    Err(IndexError::Failed(format!("search.url {url:?}: only the embedded index is built in so far")))
+}
+
+impl SearchService {
+    pub fn new(db: Db, index: Arc<dyn SearchIndex>, peers: Peers) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                index,
+                queue: Queue::new(db),
+                channels: ChannelsServiceClient::new(peers.channels),
+                messaging: MessagingServiceClient::new(peers.messaging),
+                users: UsersServiceClient::new(peers.users),
+            }),
+        }
+    }
+
+    /// The consumer of `message.events` that queues messages for indexing.
+    pub fn message_indexer(&self) -> Arc<dyn EventHandler> {
+        Arc::new(MessageIndexer(self.shared.queue.clone()))
+    }
+
+    /// Starts applying the queue to the index; it runs until shutdown.
+    pub fn start_indexer(&self, shutdown: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
+        self.shared.queue.spawn_indexer(self.shared.index.clone(), shutdown)
+    }
+
+    pub fn into_server(self) -> SearchServiceServer<Self> {
+        SearchServiceServer::new(self)
+    }
+}
+
+#[tonic::async_trait]
+impl SearchRpc for SearchService {
+    async fn search_messages(
+        &self,
+        request: Request<pb::SearchMessagesRequest>,
+    ) -> Result<Response<pb::SearchMessagesResponse>, Status> {
+        let caller = caller(&request)?;
+        Ok(Response::new(self.shared.search_messages(caller, request.get_ref()).await?))
+    }
+
+    async fn search_files(
+        &self,
+        _request: Request<pb::SearchFilesRequest>,
+    ) -> Result<Response<pb::SearchFilesResponse>, Status> {
+        Err(Status::unimplemented("searching files is not available yet"))
+    }
+
+    async fn search_users(
+        &self,
+        _request: Request<pb::SearchUsersRequest>,
+    ) -> Result<Response<pb::SearchUsersResponse>, Status> {
+        Err(Status::unimplemented("searching people is not available yet"))
+    }
+}
