@@ -11,6 +11,7 @@ import { MessagingService } from "../../gen/ts/colink/messaging/v1/messaging_pb"
 import { PresenceService } from "../../gen/ts/colink/presence/v1/presence_pb";
 import { ReactionsService } from "../../gen/ts/colink/reactions/v1/reactions_pb";
 import { RealtimeService } from "../../gen/ts/colink/realtime/v1/realtime_pb";
+import { SearchService } from "../../gen/ts/colink/search/v1/search_pb";
 import { UsersService } from "../../gen/ts/colink/users/v1/users_pb";
 
 /** Where the access token comes from; set once signed in. */
@@ -40,6 +41,7 @@ export const messaging: Client<typeof MessagingService> = createClient(Messaging
 export const presence: Client<typeof PresenceService> = createClient(PresenceService, transport);
 export const reactions: Client<typeof ReactionsService> = createClient(ReactionsService, transport);
 export const realtime: Client<typeof RealtimeService> = createClient(RealtimeService, transport);
+export const search: Client<typeof SearchService> = createClient(SearchService, transport);
 export const users: Client<typeof UsersService> = createClient(UsersService, transport);
 
 /** Whether a failed call is worth trying again as it was. */

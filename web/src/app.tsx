@@ -3,6 +3,7 @@ import type { ComponentChildren, TargetedEvent } from "preact";
 import { SecondFactorMethod } from "../../gen/ts/colink/auth/v1/auth_pb";
 import { type File as StoredFile, ScanStatus, ThumbnailSize } from "../../gen/ts/colink/files/v1/files_pb";
 import type { Message } from "../../gen/ts/colink/messaging/v1/messaging_pb";
+import type { Excerpt, SearchMessageHit } from "../../gen/ts/colink/search/v1/search_pb";
 import { auth, describe } from "./api";
 import { Badges } from "./badges";
 import { begin, end, scheduleRenewal, session, type Session } from "./session";
@@ -168,7 +169,8 @@ function Workspace({ me, onSignOut }: { me: Session; onSignOut: () => void }) {
   useEffect(() => {
     document.title = title;
   }, [title]);
-  const [panel, setPanel] = useState<"none" | "new" | "browse" | "dm" | "security">("none");
+  const [panel, setPanel] = useState<"none" | "new" | "browse" | "dm" | "security" | "search">("none");
+  const [query, setQuery] = useState("");
   const list = [...store.conversations.values()].sort((a, b) => store.title(a.channel).localeCompare(store.title(b.channel)));
   const open = store.openId ? store.conversations.get(store.openId) : undefined;
 
@@ -182,6 +184,20 @@ function Workspace({ me, onSignOut }: { me: Session; onSignOut: () => void }) {
             Sign out
           </button>
         </header>
+        <form
+          role="search"
+          class="search"
+          onSubmit={(e) => {
+            e.preventDefault();
+            const typed = String(new FormData(e.currentTarget).get("q") ?? "").trim();
+            if (typed) {
+              setQuery(typed);
+              setPanel("search");
+            }
+          }}
+        >
+          <input name="q" type="search" aria-label="Search messages" placeholder="Search messages" />
+        </form>
         <ul>
           {list.map(({ channel }) => {
             const badge = Badges.label(store.badges.of(channel.channelId));
@@ -228,6 +244,7 @@ function Workspace({ me, onSignOut }: { me: Session; onSignOut: () => void }) {
         {panel === "browse" && <Browse store={store} onClose={() => setPanel("none")} />}
         {panel === "dm" && <NewDirect store={store} onClose={() => setPanel("none")} />}
         {panel === "security" && <TwoStep onClose={() => setPanel("none")} />}
+        {panel === "search" && <SearchResults key={query} store={store} query={query} onClose={() => setPanel("none")} />}
         {open ? <Conversation store={store} channelId={open.channel.channelId} /> : <p class="hint">Pick a conversation.</p>}
       </main>
       {open && store.openThread && <Thread store={store} channelId={open.channel.channelId} rootId={store.openThread} />}
@@ -1067,5 +1084,82 @@ function Browse({ store, onClose }: { store: Store; onClose: () => void }) {
         ))}
       </ul>
     </Dialog>
+  );
+}
+
+/** The messages a query finds, a page at a time; a hit opens its conversation. */
+function SearchResults({ store, query, onClose }: { store: Store; query: string; onClose: () => void }) {
+  const { error, run } = useAction();
+  const [hits, setHits] = useState<SearchMessageHit[]>([]);
+  const [total, setTotal] = useState<bigint | undefined>(undefined);
+  const [next, setNext] = useState("");
+  const more = (token: string) =>
+    run(async () => {
+      const page = await store.search(query, token);
+      setHits((shown) => (token ? [...shown, ...page.hits] : page.hits));
+      setTotal(page.total);
+      setNext(page.next);
+    });
+  useEffect(() => more(""), [query]);
+  const where = (hit: SearchMessageHit) => {
+    const c = store.conversations.get(hit.channelId);
+    return c ? (c.channel.name ? `#${c.channel.name}` : store.title(c.channel)) : "";
+  };
+  return (
+    <Dialog title={`Search: ${query}`} onClose={onClose}>
+      <p class="hint" role="status">
+        {total === undefined ? "Searching…" : total === 0n ? "No messages found." : `${total} found`}
+      </p>
+      <p class="hint">
+        <small>
+          Try "exact words", deploy* for words starting so, -word to leave out, from:@name, in:#channel, has:file, has:link,
+          is:thread, before:2026-01-31, after:2026-01-01.
+        </small>
+      </p>
+      <ErrorNote error={error} />
+      <ul class="hits">
+        {hits.map((hit) => (
+          <li key={hit.messageId}>
+            <button type="button" class="hit" onClick={() => run(async () => store.openHit(hit).then(onClose))}>
+              <span class="meta">
+                {where(hit)} · {store.names.get(hit.senderId) ?? "someone"}
+                {hit.threadId ? " · in a thread" : ""}
+              </span>
+              <span class="text">
+                {hit.highlights[0]?.excerpts.length ? (
+                  hit.highlights[0].excerpts.map((e, i) => <Marked key={i} excerpt={e} />)
+                ) : (
+                  hit.snippet
+                )}
+              </span>
+            </button>
+          </li>
+        ))}
+      </ul>
+      {next && (
+        <button type="button" onClick={() => more(next)}>
+          More results
+        </button>
+      )}
+    </Dialog>
+  );
+}
+
+/** An excerpt with its matches marked; the ranges index the text as JavaScript does. */
+function Marked({ excerpt }: { excerpt: Excerpt }) {
+  const parts: ComponentChildren[] = [];
+  let at = 0;
+  for (const [i, m] of excerpt.matches.entries()) {
+    parts.push(excerpt.text.slice(at, m.start));
+    parts.push(<mark key={i}>{excerpt.text.slice(m.start, m.end)}</mark>);
+    at = m.end;
+  }
+  parts.push(excerpt.text.slice(at));
+  return (
+    <span class="excerpt">
+      {excerpt.truncatedStart && "… "}
+      {parts}
+      {excerpt.truncatedEnd && " …"}
+    </span>
   );
 }

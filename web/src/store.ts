@@ -11,7 +11,8 @@ import { PresenceStatus } from "../../gen/ts/colink/presence/v1/presence_pb";
 import { ReactionGroupSchema } from "../../gen/ts/colink/reactions/v1/reactions_pb";
 import type { ServerFrame } from "../../gen/ts/colink/realtime/v1/realtime_pb";
 import { type File as StoredFile, ThumbnailSize } from "../../gen/ts/colink/files/v1/files_pb";
-import { channels, describe, files, isTransient, messaging, presence, reactions, realtime, users } from "./api";
+import type { SearchMessageHit } from "../../gen/ts/colink/search/v1/search_pb";
+import { channels, describe, files, isTransient, messaging, presence, reactions, realtime, search, users } from "./api";
 import { Badges } from "./badges";
 import { Cursors, insertInOrder } from "./cursor";
 import { Outbox, type Outgoing } from "./outbox";
@@ -577,6 +578,24 @@ export class Store {
   async browse(prefix: string): Promise<Channel[]> {
     const page = await channels.browseChannels({ namePrefix: prefix, pageSize: 50 });
     return page.channels;
+  }
+
+  /** A page of the messages a query finds in the caller's conversations. */
+  async search(query: string, pageToken = ""): Promise<{ hits: SearchMessageHit[]; total: bigint; next: string }> {
+    const page = await search.searchMessages({ query, pageSize: 20, pageToken });
+    await this.learnNames(page.hits.map((h) => h.senderId));
+    return { hits: page.hits, total: page.totalEstimate, next: page.nextPageToken };
+  }
+
+  /** Opens the conversation of a hit, and its thread when it is a reply. */
+  async openHit(hit: SearchMessageHit): Promise<void> {
+    await this.open(hit.channelId);
+    if (hit.threadId) {
+      const { message } = await messaging.getMessage({ messageId: hit.threadId });
+      if (message) {
+        await this.openThreadOf(message);
+      }
+    }
   }
 
   async join(channelId: string): Promise<void> {

@@ -289,6 +289,30 @@ try {
     await alice.screenshot({ path: join(results, "direct-message.png") });
   });
 
+  await step("bob searches: the match is marked, and the hit opens its conversation", async () => {
+    await openChannel(bob, "random");
+    const box = bob.getByRole("search").getByLabel("Search messages");
+    const found = bob.getByRole("region", { name: "Search: review" });
+    const hit = found.getByRole("button", { name: /for the review/ });
+    // Indexing follows sending closely, not at once: ask again until found.
+    for (let tries = 0; tries < 40; tries++) {
+      await box.fill("review");
+      await box.press("Enter");
+      await found.getByRole("status").filter({ hasText: /found/ }).waitFor();
+      if ((await hit.count()) > 0) {
+        break;
+      }
+      await found.getByRole("button", { name: "Close" }).click();
+      await bob.waitForTimeout(250);
+    }
+    await hit.waitFor({ timeout: 1_000 });
+    expect((await hit.locator("mark").allTextContents()).join() === "review", "the match is marked");
+    await accessible(bob, "search results");
+    await bob.screenshot({ path: join(results, "search.png") });
+    await hit.click();
+    await bob.getByRole("region", { name: "#team" }).waitFor();
+  });
+
   await step("two-step sign-in: set up, then sign in with a code", async () => {
     const carolContext = await browser.newContext();
     const carol = await carolContext.newPage();

@@ -17,7 +17,7 @@ pub struct Event {
     /// What happened.
     #[prost(
         oneof = "event::Payload",
-        tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25"
+        tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26"
     )]
     pub payload: ::core::option::Option<event::Payload>,
 }
@@ -76,6 +76,9 @@ pub mod event {
         /// file.deleted, file.expired
         #[prost(message, tag = "25")]
         FileChanged(super::FileChanged),
+        /// user.updated: the display name changed (the fields are as after it).
+        #[prost(message, tag = "26")]
+        UserUpdated(super::UserCreated),
     }
 }
 /// A file's bytes or scan status changed.

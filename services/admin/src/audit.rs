@@ -54,6 +54,11 @@ fn entry_for(event: &Event) -> Option<Entry> {
     let (target_type, target_id, metadata): (&'static str, String, BTreeMap<&'static str, String>) =
         match event.payload.as_ref()? {
             Payload::UserCreated(u) => ("user", u.user_id.clone(), BTreeMap::from([("username", u.username.clone())])),
+            Payload::UserUpdated(u) => (
+                "user",
+                u.user_id.clone(),
+                BTreeMap::from([("username", u.username.clone()), ("display_name", u.display_name.clone())]),
+            ),
             Payload::ChannelCreated(c)
             | Payload::ChannelUpdated(c)
             | Payload::ChannelArchived(c)

@@ -143,7 +143,10 @@ impl Node {
                 }
                 "users" => {
                     let db = open_migrated::<colink_migrations::users::Migrator>(&config, service).await?;
-                    let svc = UsersService::new(db, pubsub.clone());
+                    let (outbox, relay) =
+                        events::spawn_relay(service, db.clone(), event_log.clone(), shutdown_rx.clone());
+                    background.push(relay);
+                    let svc = UsersService::new(db, outbox, pubsub.clone());
                     event_log.subscribe(USER_EVENTS, "users.profiles", svc.profile_creator());
                     routes.add_service(svc.into_server());
                     <colink_proto::users::v1::users_service_server::UsersServiceServer<UsersService> as NamedService>::NAME
@@ -251,7 +254,9 @@ impl Node {
                 }
                 "search" => {
                     let db = open_migrated::<colink_migrations::search::Migrator>(&config, service).await?;
-                    let index = colink_search::open_index(&config.search.url, &config.data_dir)
+                    let search = &config.search;
+                    let index = colink_search::open_index(&search.url, &search.index_prefix, &config.data_dir)
+                        .await
                         .map_err(|e| NodeError::Start { service, message: e.to_string() })?;
                     let svc = SearchService::new(
                         db,
@@ -262,7 +267,8 @@ impl Node {
                             users: peers.channel("users"),
                         },
                     );
-                    event_log.subscribe(MESSAGE_EVENTS, "search.indexer", svc.message_indexer());
+                    event_log.subscribe(MESSAGE_EVENTS, "search.messages", svc.message_indexer());
+                    event_log.subscribe(USER_EVENTS, "search.users", svc.user_indexer());
                     background.push(svc.start_indexer(shutdown_rx.clone()));
                     routes.add_service(svc.into_server());
                     <colink_proto::search::v1::search_service_server::SearchServiceServer<SearchService> as NamedService>::NAME

@@ -484,22 +484,43 @@ impl Config {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SearchConfig {
     /// Where the indices live. Empty: Tantivy under the data directory.
     /// `http(s)://host:port`: an Elasticsearch or OpenSearch cluster.
     pub url: String,
+    /// The start of every index and alias name on the cluster.
+    pub index_prefix: String,
+}
+
+impl Default for SearchConfig {
+    fn default() -> Self {
+        Self { url: String::new(), index_prefix: "colink".into() }
+    }
 }
 
 impl SearchConfig {
     fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
         let url = &self.url;
-        if url.is_empty() || url.starts_with("http://") || url.starts_with("https://") {
-            Vec::new()
-        } else {
-            vec![format!("search.url: {url:?} is neither empty nor an http(s):// URL")]
+        if !(url.is_empty() || url.starts_with("http://") || url.starts_with("https://")) {
+            problems.push(format!("search.url: {url:?} is neither empty nor an http(s):// URL"));
         }
+        let prefix_ok = !self.index_prefix.is_empty()
+            && self.index_prefix.len() <= 64
+            && self
+                .index_prefix
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+            && !self.index_prefix.starts_with(['-', '_']);
+        if !prefix_ok {
+            problems.push(format!(
+                "search.index_prefix: {:?} must be 1 to 64 lower-case letters, digits, - or _, not starting with - or _",
+                self.index_prefix
+            ));
+        }
+        problems
     }
 }
 

@@ -12,8 +12,8 @@ use tantivy::collector::{Collector, Count, SegmentCollector};
 use tantivy::columnar::Column;
 use tantivy::directory::MmapDirectory;
 use tantivy::query::{
-    AllQuery, Bm25StatisticsProvider, BooleanQuery, ConstScoreQuery, Occur, PhrasePrefixQuery, PhraseQuery, Query,
-    RangeQuery, RegexQuery, TermQuery, TermSetQuery,
+    AllQuery, Bm25StatisticsProvider, BooleanQuery, BoostQuery, ConstScoreQuery, Occur, PhrasePrefixQuery, PhraseQuery,
+    Query, RangeQuery, RegexQuery, TermQuery, TermSetQuery,
 };
 use tantivy::schema::{FAST, Field, INDEXED, IndexRecordOption, STRING, Schema, TextFieldIndexing, TextOptions};
 use tantivy::{
@@ -22,8 +22,8 @@ use tantivy::{
 
 use crate::analysis::{ANALYZER, index_analyzer};
 use crate::index::{
-    Change, Found, Hit, IndexError, MessageDoc, MessageSearch, Order, PinnedStats, SearchIndex, SortKey, id_bits,
-    ms_bound,
+    Change, Found, Hit, IndexError, MessageDoc, MessageSearch, Order, PinnedStats, SearchIndex, SortKey, UserDoc,
+    UserSearch, id_bits, ms_bound,
 };
 use crate::query::Clause;
 
@@ -32,7 +32,7 @@ const WRITER_BUDGET: usize = 48 * 1024 * 1024;
 
 /// The fields of the messages index.
 #[derive(Clone, Copy)]
-struct Fields {
+struct MessageFields {
     /// The id as a term, to replace and remove by.
     id: Field,
     /// The id's upper and lower 64 bits; the upper half starts with the
@@ -47,12 +47,15 @@ struct Fields {
     text: Field,
 }
 
-fn schema() -> (Schema, Fields) {
-    let mut b = Schema::builder();
-    let text_options = TextOptions::default().set_indexing_options(
+fn analyzed() -> TextOptions {
+    TextOptions::default().set_indexing_options(
         TextFieldIndexing::default().set_tokenizer(ANALYZER).set_index_option(IndexRecordOption::WithFreqsAndPositions),
-    );
-    let fields = Fields {
+    )
+}
+
+fn message_schema() -> (Schema, MessageFields) {
+    let mut b = Schema::builder();
+    let fields = MessageFields {
         id: b.add_text_field("id", STRING),
         key_hi: b.add_u64_field("key_hi", INDEXED | FAST),
         key_lo: b.add_u64_field("key_lo", FAST),
@@ -60,20 +63,70 @@ fn schema() -> (Schema, Fields) {
         sender: b.add_text_field("sender", STRING),
         thread: b.add_text_field("thread", STRING),
         flags: b.add_text_field("flags", STRING),
-        text: b.add_text_field("text", text_options),
+        text: b.add_text_field("text", analyzed()),
     };
     (b.build(), fields)
 }
 
-/// Tantivy under a directory.
+/// The fields of the people index.
+#[derive(Clone, Copy)]
+struct UserFields {
+    id: Field,
+    key_hi: Field,
+    key_lo: Field,
+    username: Field,
+    display_name: Field,
+}
+
+fn user_schema() -> (Schema, UserFields) {
+    let mut b = Schema::builder();
+    let fields = UserFields {
+        id: b.add_text_field("id", STRING),
+        key_hi: b.add_u64_field("key_hi", FAST),
+        key_lo: b.add_u64_field("key_lo", FAST),
+        username: b.add_text_field("username", analyzed()),
+        display_name: b.add_text_field("display_name", analyzed()),
+    };
+    (b.build(), fields)
+}
+
+/// Tantivy under a directory: one index for messages, one for people.
 pub struct EmbeddedIndex {
     inner: Arc<Inner>,
 }
 
 struct Inner {
+    messages: Part,
+    message_fields: MessageFields,
+    users: Part,
+    user_fields: UserFields,
+}
+
+/// One Tantivy index, its writer and its reader.
+struct Part {
     reader: IndexReader,
     writer: Mutex<IndexWriter>,
-    fields: Fields,
+}
+
+impl Part {
+    fn open(dir: &Path, schema: Schema) -> Result<Self, IndexError> {
+        std::fs::create_dir_all(dir).map_err(|e| failed(format!("cannot create {}: {e}", dir.display())))?;
+        let directory = MmapDirectory::open(dir).map_err(failed)?;
+        let index = Index::open_or_create(directory, schema).map_err(failed)?;
+        index.tokenizers().register(ANALYZER, index_analyzer());
+        let writer = index.writer_with_num_threads(1, WRITER_BUDGET).map_err(failed)?;
+        let reader = index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into().map_err(failed)?;
+        Ok(Self { reader, writer: Mutex::new(writer) })
+    }
+
+    /// Runs `write` with the writer, then commits and reloads the reader.
+    fn write(&self, write: impl FnOnce(&mut IndexWriter) -> Result<(), IndexError>) -> Result<(), IndexError> {
+        let mut writer = self.writer.lock().map_err(|_| failed("index writer poisoned"))?;
+        write(&mut writer)?;
+        writer.commit().map_err(failed)?;
+        drop(writer);
+        self.reader.reload().map_err(failed)
+    }
 }
 
 fn failed(err: impl std::fmt::Display) -> IndexError {
@@ -81,16 +134,17 @@ fn failed(err: impl std::fmt::Display) -> IndexError {
 }
 
 impl EmbeddedIndex {
-    /// Opens the index under `dir`, creating it when there is none.
+    /// Opens the indices under `dir`, creating them when there are none.
     pub fn open(dir: &Path) -> Result<Self, IndexError> {
-        std::fs::create_dir_all(dir).map_err(|e| failed(format!("cannot create {}: {e}", dir.display())))?;
-        let (schema, fields) = schema();
-        let directory = MmapDirectory::open(dir).map_err(failed)?;
-        let index = Index::open_or_create(directory, schema).map_err(failed)?;
-        index.tokenizers().register(ANALYZER, index_analyzer());
-        let writer = index.writer_with_num_threads(1, WRITER_BUDGET).map_err(failed)?;
-        let reader = index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into().map_err(failed)?;
-        Ok(Self { inner: Arc::new(Inner { reader, writer: Mutex::new(writer), fields }) })
+        let (message_schema, message_fields) = message_schema();
+        let (user_schema, user_fields) = user_schema();
+        let inner = Inner {
+            messages: Part::open(&dir.join("messages"), message_schema)?,
+            message_fields,
+            users: Part::open(&dir.join("users"), user_schema)?,
+            user_fields,
+        };
+        Ok(Self { inner: Arc::new(inner) })
     }
 
     async fn blocking<T: Send + 'static>(
@@ -111,32 +165,52 @@ impl SearchIndex for EmbeddedIndex {
     async fn search_messages(&self, search: MessageSearch) -> Result<Found, IndexError> {
         self.blocking(move |inner| inner.search_messages(&search)).await
     }
+
+    async fn search_users(&self, search: UserSearch) -> Result<Found, IndexError> {
+        self.blocking(move |inner| inner.search_users(&search)).await
+    }
 }
 
 impl Inner {
     fn apply(&self, changes: Vec<Change>) -> Result<(), IndexError> {
-        let f = self.fields;
-        let mut writer = self.writer.lock().map_err(|_| failed("index writer poisoned"))?;
-        for change in changes {
-            match change {
-                Change::Message(doc) => {
-                    writer.delete_term(Term::from_field_text(f.id, &doc.message_id));
-                    writer.add_document(message_document(&f, &doc)).map_err(failed)?;
+        let (messages, users): (Vec<Change>, Vec<Change>) =
+            changes.into_iter().partition(|c| !matches!(c, Change::User(_)));
+        let (mf, uf) = (self.message_fields, self.user_fields);
+        if !messages.is_empty() {
+            self.messages.write(|writer| {
+                for change in messages {
+                    match change {
+                        Change::Message(doc) => {
+                            writer.delete_term(Term::from_field_text(mf.id, &doc.message_id));
+                            writer.add_document(message_document(&mf, &doc)).map_err(failed)?;
+                        }
+                        Change::RemoveMessage(id) => {
+                            writer.delete_term(Term::from_field_text(mf.id, &id));
+                        }
+                        Change::User(_) => {}
+                    }
                 }
-                Change::RemoveMessage(id) => {
-                    writer.delete_term(Term::from_field_text(f.id, &id));
-                }
-            }
+                Ok(())
+            })?;
         }
-        writer.commit().map_err(failed)?;
-        drop(writer);
-        self.reader.reload().map_err(failed)
+        if !users.is_empty() {
+            self.users.write(|writer| {
+                for change in users {
+                    if let Change::User(doc) = change {
+                        writer.delete_term(Term::from_field_text(uf.id, &doc.user_id));
+                        writer.add_document(user_document(&uf, &doc)).map_err(failed)?;
+                    }
+                }
+                Ok(())
+            })?;
+        }
+        Ok(())
     }
 
     fn search_messages(&self, search: &MessageSearch) -> Result<Found, IndexError> {
-        let f = self.fields;
+        let f = self.message_fields;
         let query = message_query(&f, search)?;
-        let searcher = self.reader.searcher();
+        let searcher = self.messages.reader.searcher();
         let collector = (TopAfter { order: search.order, after: search.after_key, limit: search.limit }, Count);
         let (pinned, stats) = match (&search.stats, search.order) {
             (_, Order::Newest | Order::Oldest) => (None, None),
@@ -148,12 +222,69 @@ impl Inner {
             None => searcher.search(&query, &collector),
         }
         .map_err(failed)?;
-        let hits = hits.into_iter().map(|key| Hit { id: uuid::Uuid::from_u128(key.id).to_string(), key }).collect();
-        Ok(Found { hits, total: total as u64, stats })
+        Ok(Found { hits: to_hits(hits), total: total as u64, stats })
+    }
+
+    fn search_users(&self, search: &UserSearch) -> Result<Found, IndexError> {
+        let f = self.user_fields;
+        let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+        for clause in &search.query.must {
+            let mut either: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+            for field in [f.username, f.display_name] {
+                // A whole word ranks above a word it only starts.
+                if let Clause::Term(t) = clause {
+                    let exact = TermQuery::new(Term::from_field_text(field, t), IndexRecordOption::WithFreqs);
+                    either.push((Occur::Should, Box::new(BoostQuery::new(Box::new(exact), 2.0))));
+                }
+                either.push((Occur::Should, as_you_type(field, clause)?));
+            }
+            clauses.push((Occur::Must, Box::new(BooleanQuery::new(either))));
+        }
+        for clause in &search.query.must_not {
+            for field in [f.username, f.display_name] {
+                clauses.push((Occur::MustNot, text_query(field, clause)?));
+            }
+        }
+        if search.query.must.is_empty() {
+            clauses.push((Occur::Must, Box::new(AllQuery)));
+        }
+        if let Some(ids) = &search.user_ids {
+            let terms = ids.iter().map(|id| Term::from_field_text(f.id, id));
+            clauses.push((Occur::Must, Box::new(ConstScoreQuery::new(Box::new(TermSetQuery::new(terms)), 0.0))));
+        }
+        let searcher = self.users.reader.searcher();
+        let collector = (TopAfter { order: Order::Relevance, after: search.after_key, limit: search.limit }, Count);
+        let (hits, total) = searcher.search(&BooleanQuery::new(clauses), &collector).map_err(failed)?;
+        Ok(Found { hits: to_hits(hits), total: total as u64, stats: None })
     }
 }
 
-fn message_document(f: &Fields, doc: &MessageDoc) -> TantivyDocument {
+fn to_hits(keys: Vec<SortKey>) -> Vec<Hit> {
+    keys.into_iter().map(|key| Hit { id: uuid::Uuid::from_u128(key.id).to_string(), key }).collect()
+}
+
+/// A clause whose last word may be only the start of one.
+fn as_you_type(field: Field, clause: &Clause) -> Result<Box<dyn Query>, IndexError> {
+    let open = match clause {
+        Clause::Term(t) => Clause::Prefix(t.clone()),
+        Clause::Phrase(ts) => Clause::PhrasePrefix(ts.clone()),
+        other => other.clone(),
+    };
+    text_query(field, &open)
+}
+
+fn user_document(f: &UserFields, doc: &UserDoc) -> TantivyDocument {
+    let bits = id_bits(&doc.user_id);
+    let mut d = TantivyDocument::default();
+    d.add_text(f.id, &doc.user_id);
+    d.add_u64(f.key_hi, (bits >> 64) as u64);
+    d.add_u64(f.key_lo, bits as u64);
+    d.add_text(f.username, &doc.username);
+    d.add_text(f.display_name, &doc.display_name);
+    d
+}
+
+fn message_document(f: &MessageFields, doc: &MessageDoc) -> TantivyDocument {
     let bits = id_bits(&doc.message_id);
     let mut d = TantivyDocument::default();
     d.add_text(f.id, &doc.message_id);
@@ -176,7 +307,7 @@ fn message_document(f: &Fields, doc: &MessageDoc) -> TantivyDocument {
 }
 
 /// Text clauses as scoring queries, filters as queries that do not score.
-fn message_query(f: &Fields, s: &MessageSearch) -> Result<BooleanQuery, IndexError> {
+fn message_query(f: &MessageFields, s: &MessageSearch) -> Result<BooleanQuery, IndexError> {
     let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
     for clause in &s.query.must {
         clauses.push((Occur::Must, text_query(f.text, clause)?));
@@ -378,4 +509,37 @@ impl SegmentCollector for SegmentTop {
 fn keep_best(order: Order, keys: &mut Vec<SortKey>, limit: usize) {
     keys.sort_unstable_by(|a, b| order.compare(a, b));
     keys.truncate(limit);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::query::parse;
+
+    fn user(name: &str, display: &str) -> Change {
+        Change::User(UserDoc {
+            user_id: uuid::Uuid::now_v7().to_string(),
+            username: name.into(),
+            display_name: display.into(),
+        })
+    }
+
+    #[tokio::test]
+    async fn people_pages_continue_after_the_last_hit() {
+        let dir = std::env::temp_dir().join(format!("colink-index-test-{}", uuid::Uuid::now_v7().simple()));
+        let index = EmbeddedIndex::open(&dir).expect("opens");
+        index
+            .apply(vec![user("anna", "Anna"), user("annabel", "Annabel"), user("bob", "Bob Annandale")])
+            .await
+            .expect("applies");
+        let search =
+            |after_key| UserSearch { query: parse("ann", false).expect("parses"), user_ids: None, after_key, limit: 2 };
+        let first = index.search_users(search(None)).await.expect("searches");
+        assert_eq!(first.total, 3);
+        let next = index.search_users(search(first.hits.last().map(|h| h.key))).await.expect("searches");
+        let mut all: Vec<String> = first.hits.iter().chain(&next.hits).map(|h| h.id.clone()).collect();
+        all.dedup();
+        assert_eq!(all.len(), 3);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

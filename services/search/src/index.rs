@@ -41,6 +41,14 @@ pub fn has_link(text: &str) -> bool {
     lower.contains("http://") || lower.contains("https://") || lower.contains("www.")
 }
 
+/// A person as the index keeps them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserDoc {
+    pub user_id: String,
+    pub username: String,
+    pub display_name: String,
+}
+
 /// A change to the index.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Change {
@@ -48,6 +56,8 @@ pub enum Change {
     Message(MessageDoc),
     /// Removes the message; nothing when it is not there.
     RemoveMessage(String),
+    /// Adds the person, or replaces what the index had of them.
+    User(UserDoc),
 }
 
 /// How hits are ordered.
@@ -119,6 +129,18 @@ pub struct Hit {
     pub key: SortKey,
 }
 
+/// What to look for among people.
+#[derive(Debug, Clone)]
+pub struct UserSearch {
+    /// Every clause matches the username or the display name; a word
+    /// matches as a prefix too (people are searched as they are typed).
+    pub query: Parsed,
+    /// Only these people; None for everyone.
+    pub user_ids: Option<Vec<String>>,
+    pub after_key: Option<SortKey>,
+    pub limit: usize,
+}
+
 /// Candidates in order, and how many documents match in all.
 #[derive(Debug, Clone, Default)]
 pub struct Found {
@@ -136,6 +158,8 @@ pub trait SearchIndex: Send + Sync + 'static {
     async fn apply(&self, changes: Vec<Change>) -> Result<(), IndexError>;
     /// Candidates for a message search.
     async fn search_messages(&self, search: MessageSearch) -> Result<Found, IndexError>;
+    /// Candidates for a search of people, best first.
+    async fn search_users(&self, search: UserSearch) -> Result<Found, IndexError>;
 }
 
 /// The 128 bits of a UUID, 0 for anything else.

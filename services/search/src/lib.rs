@@ -7,17 +7,20 @@
 //! - `query`: the query language;
 //! - `matcher`: the check of a hit against the text as it is now, and its
 //!   highlights;
-//! - `index`: the `SearchIndex` trait; `embedded`: Tantivy;
+//! - `index`: the `SearchIndex` trait; `embedded`: Tantivy; `elastic`:
+//!   Elasticsearch/OpenSearch;
 //! - `queue`: from the event log into the index, durably;
-//! - `messages`: SearchMessages.
+//! - `messages`: SearchMessages; `users`: SearchUsers.
 
 pub mod analysis;
+pub mod elastic;
 pub mod embedded;
 pub mod index;
 pub mod matcher;
 mod messages;
 pub mod query;
 pub mod queue;
+mod users;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -34,9 +37,10 @@ use tokio::sync::watch;
 use tonic::transport::Channel as GrpcChannel;
 use tonic::{Request, Response, Status};
 
+use crate::elastic::ElasticIndex;
 use crate::embedded::EmbeddedIndex;
 use crate::index::{IndexError, SearchIndex};
-use crate::queue::{MessageIndexer, Queue};
+use crate::queue::{MessageIndexer, Queue, UserIndexer};
 
 /// The services search asks at query time.
 pub struct Peers {
@@ -60,12 +64,13 @@ pub(crate) struct Shared {
 }
 
 /// Opens the index a configuration names: the embedded one under
-/// `data_dir/search` when `url` is empty.
-pub fn open_index(url: &str, data_dir: &Path) -> Result<Arc<dyn SearchIndex>, IndexError> {
+/// `data_dir/search` when `url` is empty, else the Elasticsearch or
+/// OpenSearch cluster at `url`, its indices named from `prefix`.
+pub async fn open_index(url: &str, prefix: &str, data_dir: &Path) -> Result<Arc<dyn SearchIndex>, IndexError> {
     if url.is_empty() {
-        return Ok(Arc::new(EmbeddedIndex::open(&data_dir.join("search").join("messages"))?));
+        return Ok(Arc::new(EmbeddedIndex::open(&data_dir.join("search"))?));
     }
-    Err(IndexError::Failed(format!("search.url {url:?}: only the embedded index is built in so far")))
+    Ok(Arc::new(ElasticIndex::open(url, prefix).await?))
 }
 
 impl SearchService {
@@ -84,6 +89,11 @@ impl SearchService {
     /// The consumer of `message.events` that queues messages for indexing.
     pub fn message_indexer(&self) -> Arc<dyn EventHandler> {
         Arc::new(MessageIndexer(self.shared.queue.clone()))
+    }
+
+    /// The consumer of `user.events` that queues people's names.
+    pub fn user_indexer(&self) -> Arc<dyn EventHandler> {
+        Arc::new(UserIndexer(self.shared.queue.clone()))
     }
 
     /// Starts applying the queue to the index; it runs until shutdown.
@@ -115,8 +125,9 @@ impl SearchRpc for SearchService {
 
     async fn search_users(
         &self,
-        _request: Request<pb::SearchUsersRequest>,
+        request: Request<pb::SearchUsersRequest>,
     ) -> Result<Response<pb::SearchUsersResponse>, Status> {
-        Err(Status::unimplemented("searching people is not available yet"))
+        let caller = caller(&request)?;
+        Ok(Response::new(self.shared.search_users(caller, request.get_ref()).await?))
     }
 }

@@ -19,7 +19,7 @@ use sea_orm::sea_query::{Expr, ExprTrait, Func, Query};
 use sea_orm::{ConnectionTrait, DbErr, FromQueryResult, StatementBuilder};
 use tokio::sync::{Notify, watch};
 
-use crate::index::{Change, MessageDoc, SearchIndex};
+use crate::index::{Change, MessageDoc, SearchIndex, UserDoc};
 
 const TABLE: &str = "search_queue";
 /// Changes applied in one index commit at most.
@@ -175,6 +175,27 @@ impl EventHandler for MessageIndexer {
             "message.deleted" | "message.recalled" => Change::RemoveMessage(m.message_id.clone()),
             _ => return Ok(()),
         };
+        let event_time = event.occur_time.as_ref().map_or_else(now_micros, micros_of);
+        self.0.push(&[change], event_time).await.map_err(|e| EventError::Consumer(e.to_string()))
+    }
+}
+
+/// Consumes `user.events` into the queue: names as they are registered and
+/// changed.
+pub struct UserIndexer(pub Queue);
+
+#[async_trait::async_trait]
+impl EventHandler for UserIndexer {
+    async fn handle(&self, event: &Event) -> Result<(), EventError> {
+        let user = match &event.payload {
+            Some(Payload::UserCreated(u) | Payload::UserUpdated(u)) => u,
+            _ => return Ok(()),
+        };
+        let change = Change::User(UserDoc {
+            user_id: user.user_id.clone(),
+            username: user.username.clone(),
+            display_name: user.display_name.clone(),
+        });
         let event_time = event.occur_time.as_ref().map_or_else(now_micros, micros_of);
         self.0.push(&[change], event_time).await.map_err(|e| EventError::Consumer(e.to_string()))
     }

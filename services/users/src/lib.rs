@@ -1,17 +1,18 @@
 //! The users service: profiles, personal settings, contacts and blocks.
-//! Profiles come into being from the auth service's `user.created` events.
+//! Profiles come into being from the auth service's `user.created` events;
+//! a changed display name goes out as `user.updated` (for search).
 
 mod store;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use colink_proto::events::v1::{Event, event::Payload};
+use colink_proto::events::v1::{Event, UserCreated, event::Payload};
 use colink_proto::users::v1 as pb;
 use colink_proto::users::v1::users_service_server::{UsersService as UsersRpc, UsersServiceServer};
 use colink_runtime::db::Db;
 use colink_runtime::error::{FieldError, Page, Violations};
-use colink_runtime::events::{EventError, EventHandler, mark_processed};
+use colink_runtime::events::{self, EventError, EventHandler, Outbox, USER_EVENTS, mark_processed};
 use colink_runtime::ids::{check_text, encode_page_token, now_micros, parse_id, parse_id_list, timestamp};
 use colink_runtime::pubsub::{BLOCKS_TOPIC, Frame, PubSub, user_topic};
 use colink_runtime::{Caller, Error, Result, Role, caller};
@@ -26,12 +27,13 @@ use crate::store::{block, contact, profile, settings};
 
 pub struct UsersService {
     db: Db,
+    outbox: Outbox,
     pubsub: Arc<dyn PubSub>,
 }
 
 impl UsersService {
-    pub fn new(db: Db, pubsub: Arc<dyn PubSub>) -> Self {
-        Self { db, pubsub }
+    pub fn new(db: Db, outbox: Outbox, pubsub: Arc<dyn PubSub>) -> Self {
+        Self { db, outbox, pubsub }
     }
 
     /// A block came or went: both people's streams learn that what they
@@ -96,7 +98,21 @@ impl UsersService {
         }
         v.finish()?;
         model.updated_at = Set(now_micros());
-        Ok(model.update(&self.db.writer).await?)
+        if !paths.iter().any(|p| p == "display_name") {
+            return Ok(model.update(&self.db.writer).await?);
+        }
+        let txn = self.db.writer.begin().await?;
+        let updated = model.update(&txn).await?;
+        let names = UserCreated {
+            user_id: updated.user_id.clone(),
+            username: updated.username.clone(),
+            display_name: updated.display_name.clone(),
+        };
+        let event = events::event("user.updated", &caller.user_id, Payload::UserUpdated(names));
+        events::enqueue(&txn, USER_EVENTS, &updated.user_id, &event).await?;
+        txn.commit().await?;
+        self.outbox.notify();
+        Ok(updated)
     }
 
     async fn settings(&self, user_id: &str) -> Result<settings::Model> {

@@ -131,3 +131,65 @@ async fn events_reach_consumers_on_other_nodes_and_survive_a_broker_outage() {
     })
     .await;
 }
+
+#[tokio::test]
+#[ignore = "needs the tansu broker: set COLINK_TEST_TANSU (the full suite does)"]
+async fn a_search_node_indexes_from_the_broker_through_an_outage_and_a_restart() {
+    use colink_proto::search::v1::SearchMessagesRequest;
+    let broker = Server::kafka().await;
+    let prefix = format!("t{}.", uuid::Uuid::now_v7().simple());
+    let (core_port, search_port) = (free_port(), free_port());
+    let core_uri = format!("http://127.0.0.1:{core_port}");
+    let search_uri = format!("http://127.0.0.1:{search_port}");
+    let core = TestApp::spawn_with(|c| {
+        c.listen = format!("127.0.0.1:{core_port}").parse().unwrap();
+        c.services = ["auth", "users", "channels", "messaging", "files", "realtime", "presence", "admin"]
+            .map(String::from)
+            .to_vec();
+        c.peers.insert("search".into(), search_uri.clone());
+        use_kafka(c, &broker, &prefix);
+    })
+    .await;
+    let searcher = TestApp::spawn_with(|c| {
+        c.listen = format!("127.0.0.1:{search_port}").parse().unwrap();
+        c.services = vec!["search".into()];
+        for peer in ["auth", "users", "channels", "messaging"] {
+            c.peers.insert(peer.into(), core_uri.clone());
+        }
+        use_kafka(c, &broker, &prefix);
+    })
+    .await;
+    let ann = core.register("ann").await;
+    let room = core.create_channel(&ann, "room", ChannelKind::Public, &[]).await;
+    let count = |app: &TestApp, text: &'static str| {
+        let request = ann.req(SearchMessagesRequest { query: text.into(), page_size: 100, ..Default::default() });
+        let mut client = app.search();
+        async move { client.search_messages(request).await.map(|r| r.into_inner().hits.len()).unwrap_or(0) }
+    };
+    core.send(&ann, &room.channel_id, "quince before the outage").await;
+    eventually(Duration::from_secs(60), "the first message searchable on the search node", || async {
+        (count(&searcher, "quince").await == 1).then_some(())
+    })
+    .await;
+
+    // The broker hangs: sends are acknowledged, their events wait.
+    broker.freeze();
+    for n in 0..10 {
+        core.send(&ann, &room.channel_id, &format!("quince during the outage {n}")).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(count(&searcher, "during").await, 0, "nothing can be indexed while the broker is frozen");
+    broker.thaw();
+    eventually(Duration::from_secs(60), "every message sent during the outage", || async {
+        (count(&searcher, "during").await == 10).then_some(())
+    })
+    .await;
+
+    // The search node restarts on its index; what comes next is indexed too.
+    let searcher = searcher.restart(|_| {}).await;
+    core.send(&ann, &room.channel_id, "quince after the restart").await;
+    eventually(Duration::from_secs(60), "all twelve after the restart", || async {
+        (count(&searcher, "quince").await == 12).then_some(())
+    })
+    .await;
+}

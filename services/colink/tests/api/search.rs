@@ -7,7 +7,8 @@ use colink_proto::channels::v1::{ChannelKind, JoinChannelRequest, LeaveChannelRe
 use colink_proto::messaging::v1::{
     DeleteMessageRequest, EditMessageRequest, Message, RecallMessageRequest, SendMessageRequest,
 };
-use colink_proto::search::v1::{SearchMessagesRequest, SearchMessagesResponse, SearchOrder};
+use colink_proto::search::v1::{SearchMessagesRequest, SearchMessagesResponse, SearchOrder, SearchUsersRequest};
+use colink_proto::users::v1::{UpdateMeRequest, User};
 use tonic::Code;
 
 use crate::helpers::{TestApp, TestUser, assert_code, assert_invalid};
@@ -362,4 +363,139 @@ async fn indexing_resumes_after_a_restart_and_loses_nothing() {
     let app = app.restart(|_| {}).await;
     let everything = SearchMessagesRequest { page_size: 100, ..query("persimmon") };
     found(&app, &ann, everything, 50).await;
+}
+
+async fn people(app: &TestApp, user: &TestUser, text: &str, expected: usize) -> Vec<String> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let request = SearchUsersRequest { query: text.into(), ..Default::default() };
+        let response = app.search().search_users(user.req(request)).await.unwrap().into_inner();
+        if response.hits.len() == expected || tokio::time::Instant::now() > deadline {
+            let names: Vec<String> = response.hits.iter().map(|h| h.username.clone()).collect();
+            assert_eq!(names.len(), expected, "{text:?} found {names:?}");
+            return names;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn people_are_found_as_their_names_are_typed() {
+    let app = TestApp::spawn().await;
+    let admin = app.register("root").await;
+    let anna = app.register("anna").await;
+    app.register("annabel").await;
+    let bob = app.register("bob").await;
+    let rename = UpdateMeRequest {
+        user: Some(User { display_name: "Bob Ännandale".into(), ..Default::default() }),
+        update_mask: Some(prost_types::FieldMask { paths: vec!["display_name".into()] }),
+    };
+    app.users().update_me(bob.req(rename)).await.unwrap();
+    // A whole word ranks above the words it starts; the display name counts.
+    let found = people(&app, &anna, "ann", 3).await;
+    assert_eq!(found.len(), 3);
+    assert_eq!(people(&app, &anna, "anna", 3).await[0], "anna");
+    assert_eq!(people(&app, &anna, "@annab", 1).await, ["annabel"]);
+    assert_eq!(people(&app, &anna, "bob ann", 1).await, ["bob"]);
+    // The name as it is now: the old one no longer finds him.
+    let hits = app
+        .search()
+        .search_users(anna.req(SearchUsersRequest { query: "annandale".into(), ..Default::default() }))
+        .await
+        .unwrap()
+        .into_inner()
+        .hits;
+    assert_eq!(hits[0].display_name, "Bob Ännandale");
+    assert_eq!(hits[0].highlights[0].field, "display_name");
+    assert_eq!(hits[0].highlights[0].fragments, ["Bob <em>Ännandale</em>"]);
+    let rename = UpdateMeRequest {
+        user: Some(User { display_name: "Robert".into(), ..Default::default() }),
+        update_mask: Some(prost_types::FieldMask { paths: vec!["display_name".into()] }),
+    };
+    app.users().update_me(bob.req(rename)).await.unwrap();
+    people(&app, &anna, "annandale", 0).await;
+    assert_eq!(people(&app, &anna, "robert", 1).await, ["bob"]);
+    // Pages.
+    let first = SearchUsersRequest { query: "ann".into(), page_size: 1, ..Default::default() };
+    let first = app.search().search_users(anna.req(first)).await.unwrap().into_inner();
+    assert_eq!(first.hits.len(), 1);
+    assert!(!first.next_page_token.is_empty());
+    let next = SearchUsersRequest {
+        query: "ann".into(),
+        page_size: 1,
+        page_token: first.next_page_token,
+        ..Default::default()
+    };
+    let next = app.search().search_users(anna.req(next)).await.unwrap().into_inner();
+    assert_eq!(next.hits.len(), 1);
+    assert!(next.next_page_token.is_empty());
+    let mut all: Vec<String> = first.hits.iter().chain(&next.hits).map(|h| h.username.clone()).collect();
+    all.sort();
+    assert_eq!(all, ["anna", "annabel"]);
+    // Deactivated accounts are for admins to ask for.
+    let asked = SearchUsersRequest { query: "ann".into(), include_deactivated: true, ..Default::default() };
+    assert_code(app.search().search_users(anna.req(asked.clone())).await, Code::PermissionDenied);
+    assert_eq!(app.search().search_users(admin.req(asked)).await.unwrap().into_inner().hits.len(), 2);
+}
+
+#[tokio::test]
+async fn bad_people_searches_name_their_field() {
+    let app = TestApp::spawn().await;
+    let ann = app.register("ann").await;
+    let bad = |request: SearchUsersRequest| {
+        let mut client = app.search();
+        let request = ann.req(request);
+        async move { client.search_users(request).await }
+    };
+    assert_invalid(bad(SearchUsersRequest::default()).await, "query");
+    assert_invalid(bad(SearchUsersRequest { query: "@".into(), ..Default::default() }).await, "query");
+    assert_invalid(bad(SearchUsersRequest { query: "x".repeat(101), ..Default::default() }).await, "query");
+    assert_invalid(bad(SearchUsersRequest { query: "a".into(), q: "b".into(), ..Default::default() }).await, "q");
+    assert_invalid(
+        bad(SearchUsersRequest { query: "a".into(), page_size: 101, ..Default::default() }).await,
+        "page_size",
+    );
+    assert_invalid(
+        bad(SearchUsersRequest { query: "a".into(), page_token: "%".into(), ..Default::default() }).await,
+        "page_token",
+    );
+    // The seed's names work as well.
+    let seed = SearchUsersRequest { q: "an".into(), limit: 1, ..Default::default() };
+    assert!(bad(seed).await.is_ok());
+}
+
+/// Against a real Elasticsearch or OpenSearch, when COLINK_TEST_ELASTICSEARCH
+/// names one (none installs on the CI machines): words, CJK, membership,
+/// deletion and people, through a node whose index is the cluster.
+#[tokio::test]
+async fn an_elasticsearch_or_opensearch_cluster_serves_the_same_searches() {
+    let Ok(url) = std::env::var("COLINK_TEST_ELASTICSEARCH") else {
+        eprintln!("COLINK_TEST_ELASTICSEARCH is not set: the cluster is not exercised");
+        return;
+    };
+    let prefix = format!("colink-test-{}", uuid::Uuid::now_v7().simple());
+    let app = TestApp::spawn_with(|c| {
+        c.search.url = url;
+        c.search.index_prefix = prefix;
+    })
+    .await;
+    let ann = app.register("ann").await;
+    let bob = app.register("bob").await;
+    let secret = app.create_channel(&ann, "secret", ChannelKind::Private, &[]).await;
+    let open = app.create_channel(&ann, "open", ChannelKind::Public, &[&bob]).await;
+    let cafe = app.send(&ann, &open.channel_id, "Lunch at the Café Crème").await;
+    let tokyo = app.send(&ann, &open.channel_id, "明日は東京都庁で会議です").await;
+    let hidden = app.send(&ann, &secret.channel_id, "crème brûlée recipe").await;
+    // The cluster makes changes searchable about a second after they are written.
+    assert_eq!(found(&app, &bob, query("creme"), 1).await, ids(&[&cafe]));
+    assert_eq!(found(&app, &bob, query("東京"), 1).await, ids(&[&tokyo]));
+    let mut anns = found(&app, &ann, query("creme"), 2).await;
+    anns.sort();
+    let mut expected = ids(&[&cafe, &hidden]);
+    expected.sort();
+    assert_eq!(anns, expected);
+    let delete = DeleteMessageRequest { message_id: cafe.message_id.clone(), ..Default::default() };
+    app.messaging().delete_message(ann.req(delete)).await.unwrap();
+    assert!(search(&app, &bob, query("creme")).await.hits.is_empty());
+    assert_eq!(people(&app, &ann, "bo", 1).await, ["bob"]);
 }
