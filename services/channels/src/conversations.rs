@@ -1,5 +1,7 @@
 //! Creating, changing, listing and archiving channels.
 
+use std::collections::HashMap;
+
 use colink_proto::channels::v1 as pb;
 use colink_proto::channels::v1::{ChannelKind, MemberRole};
 use colink_runtime::error::{Page, Violations, duplicate_as};
@@ -172,39 +174,49 @@ impl ChannelsService {
                     .add(member::Column::JoinedAt.eq(joined).and(member::Column::ChannelId.lt(id))),
             );
         }
-        let memberships = query
+        // One page of memberships (and one more, to know whether another
+        // page follows); a page shows fewer conversations than its size when
+        // the filter leaves some out.
+        let mut memberships = query
             .order_by_desc(member::Column::JoinedAt)
             .order_by_desc(member::Column::ChannelId)
+            .limit(limit + 1)
             .all(&self.db.reader)
             .await?;
+        let more = memberships.len() as u64 > limit;
+        memberships.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
         let ids: Vec<String> = memberships.iter().map(|m| m.channel_id.clone()).collect();
-        let channels = if ids.is_empty() {
-            Vec::new()
+        let mut channels: HashMap<String, channel::Model> = if ids.is_empty() {
+            HashMap::new()
         } else {
-            channel::Entity::find().filter(channel::Column::ChannelId.is_in(ids)).all(&self.db.reader).await?
+            channel::Entity::find()
+                .filter(channel::Column::ChannelId.is_in(ids))
+                .all(&self.db.reader)
+                .await?
+                .into_iter()
+                .map(|c| (c.channel_id.clone(), c))
+                .collect()
         };
-        let mut out = Vec::new();
-        let mut last_included: Option<&member::Model> = None;
-        let mut next_page_token = String::new();
+        let direct: Vec<String> = channels.values().filter(|c| is_direct(c)).map(|c| c.channel_id.clone()).collect();
+        let mut participants = crate::participants(&self.db.reader, &direct).await?;
+        let mut out = Vec::with_capacity(memberships.len());
         for m in &memberships {
-            let Some(c) = channels.iter().find(|c| c.channel_id == m.channel_id) else { continue };
+            let Some(c) = channels.remove(&m.channel_id) else { continue };
             let wanted = match filter {
-                pb::ChannelFilter::Channels => !is_direct(c),
-                pb::ChannelFilter::DirectMessages => is_direct(c),
+                pb::ChannelFilter::Channels => !is_direct(&c),
+                pb::ChannelFilter::DirectMessages => is_direct(&c),
                 pb::ChannelFilter::Unspecified => true,
             };
             if !wanted || (c.archived && !req.include_archived) {
                 continue;
             }
-            if out.len() as u64 == limit {
-                if let Some(last) = last_included {
-                    next_page_token = encode_page_token(&format!("{}:{}", last.joined_at, last.channel_id));
-                }
-                break;
-            }
-            out.push(self.to_proto(&self.db.reader, c.clone(), Some(m)).await?);
-            last_included = Some(m);
+            let people = participants.remove(&c.channel_id).unwrap_or_default();
+            out.push(crate::channel_proto(c, Some(m), people));
         }
+        let next_page_token = match (more, memberships.last()) {
+            (true, Some(last)) => encode_page_token(&format!("{}:{}", last.joined_at, last.channel_id)),
+            _ => String::new(),
+        };
         Ok(pb::ListMyChannelsResponse { channels: out, next_page_token })
     }
 

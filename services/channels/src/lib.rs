@@ -11,6 +11,8 @@ mod membership;
 mod rules;
 mod store;
 
+use std::collections::HashMap;
+
 use colink_proto::channels::v1 as pb;
 use colink_proto::channels::v1::MemberRole;
 use colink_proto::channels::v1::channels_service_server::ChannelsServiceServer;
@@ -94,32 +96,11 @@ impl ChannelsService {
         membership: Option<&member::Model>,
     ) -> Result<pb::Channel> {
         let participant_ids = if is_direct(&c) {
-            member::Entity::find()
-                .filter(member::Column::ChannelId.eq(&c.channel_id))
-                .order_by_asc(member::Column::UserId)
-                .all(conn)
-                .await?
-                .into_iter()
-                .map(|m| m.user_id)
-                .collect()
+            participants(conn, std::slice::from_ref(&c.channel_id)).await?.remove(&c.channel_id).unwrap_or_default()
         } else {
             Vec::new()
         };
-        Ok(pb::Channel {
-            channel_id: c.channel_id,
-            kind: c.kind,
-            name: c.name.unwrap_or_default(),
-            topic: c.topic,
-            description: c.description,
-            creator_id: c.creator_id,
-            archived: c.archived,
-            member_count: c.member_count,
-            participant_ids,
-            create_time: Some(timestamp(c.created_at)),
-            update_time: Some(timestamp(c.updated_at)),
-            viewer_role: membership.map_or(MemberRole::Unspecified as i32, |m| m.role),
-            viewer_preferences: membership.map(to_preferences),
-        })
+        Ok(channel_proto(c, membership, participant_ids))
     }
 
     /// Checks that every id names an existing account.
@@ -248,4 +229,41 @@ pub(crate) fn to_member(m: &member::Model) -> pb::Member {
 
 pub(crate) fn to_preferences(m: &member::Model) -> pb::ChannelPreferences {
     pb::ChannelPreferences { muted: m.muted, hidden: m.hidden, starred: m.starred }
+}
+
+/// The members of direct conversations, by channel, each list in user id
+/// order: the participants a DM shows.
+async fn participants<C: ConnectionTrait>(conn: &C, channel_ids: &[String]) -> Result<HashMap<String, Vec<String>>> {
+    let mut out: HashMap<String, Vec<String>> = HashMap::new();
+    if channel_ids.is_empty() {
+        return Ok(out);
+    }
+    let rows = member::Entity::find()
+        .filter(member::Column::ChannelId.is_in(channel_ids.to_vec()))
+        .order_by_asc(member::Column::UserId)
+        .all(conn)
+        .await?;
+    for m in rows {
+        out.entry(m.channel_id).or_default().push(m.user_id);
+    }
+    Ok(out)
+}
+
+/// A channel as the contract shows it to a viewer.
+fn channel_proto(c: channel::Model, membership: Option<&member::Model>, participant_ids: Vec<String>) -> pb::Channel {
+    pb::Channel {
+        channel_id: c.channel_id,
+        kind: c.kind,
+        name: c.name.unwrap_or_default(),
+        topic: c.topic,
+        description: c.description,
+        creator_id: c.creator_id,
+        archived: c.archived,
+        member_count: c.member_count,
+        participant_ids,
+        create_time: Some(timestamp(c.created_at)),
+        update_time: Some(timestamp(c.updated_at)),
+        viewer_role: membership.map_or(MemberRole::Unspecified as i32, |m| m.role),
+        viewer_preferences: membership.map(to_preferences),
+    }
 }

@@ -48,6 +48,7 @@ use colink_runtime::ids::{
 };
 use colink_runtime::pubsub::{Frame, PubSub, channel_topic};
 use colink_runtime::{Caller, Error, Result, Role};
+use futures_util::StreamExt;
 use prost::Message as _;
 
 use sea_orm::{
@@ -773,17 +774,24 @@ impl MessagingService {
         v.finish()?;
         let found =
             message::Entity::find().filter(message::Column::MessageId.is_in(ids.clone())).all(&self.db.reader).await?;
+        // Each conversation asked about once, several at a time.
+        let mut distinct: Vec<String> = found.iter().map(|m| m.channel_id.clone()).collect();
+        distinct.sort_unstable();
+        distinct.dedup();
+        let asks = distinct.into_iter().map(|channel_id| async move {
+            let answer = self.member_access(caller, &channel_id).await;
+            (channel_id, answer)
+        });
+        let answers: Vec<(String, Result<Access>)> =
+            futures_util::stream::iter(asks).buffer_unordered(16).collect().await;
         let mut readable: HashMap<String, bool> = HashMap::new();
-        for m in &found {
-            if readable.contains_key(&m.channel_id) {
-                continue;
-            }
-            let can_read = match self.member_access(caller, &m.channel_id).await {
+        for (channel_id, answer) in answers {
+            let can_read = match answer {
                 Ok(_) => true,
                 Err(err) if is_refusal(&err) => false,
                 Err(err) => return Err(err),
             };
-            readable.insert(m.channel_id.clone(), can_read);
+            readable.insert(channel_id, can_read);
         }
         let mut by_id: HashMap<String, message::Model> = found
             .into_iter()

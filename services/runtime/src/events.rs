@@ -58,6 +58,15 @@ pub enum EventError {
 #[async_trait::async_trait]
 pub trait EventHandler: Send + Sync + 'static {
     async fn handle(&self, event: &Event) -> Result<(), EventError>;
+
+    /// Applies several events of the topic, in order. A consumer that can
+    /// write them at once (one transaction for many) says so here.
+    async fn handle_batch(&self, events: &[Event]) -> Result<(), EventError> {
+        for event in events {
+            self.handle(event).await?;
+        }
+        Ok(())
+    }
 }
 
 /// Where committed events go: Kafka in the distributed deployment, direct
@@ -94,13 +103,19 @@ pub struct InProcessEventLog {
     handlers: RwLock<HashMap<String, Vec<Arc<dyn EventHandler>>>>,
 }
 
+impl InProcessEventLog {
+    fn handlers(&self, topic: &str) -> Result<Vec<Arc<dyn EventHandler>>, EventError> {
+        match self.handlers.read() {
+            Ok(map) => Ok(map.get(topic).cloned().unwrap_or_default()),
+            Err(_) => Err(EventError::Unavailable("handler registry poisoned".into())),
+        }
+    }
+}
+
 #[async_trait::async_trait]
 impl EventLog for InProcessEventLog {
     async fn publish(&self, topic: &str, _key: &str, payload: Bytes) -> Result<(), EventError> {
-        let handlers = match self.handlers.read() {
-            Ok(map) => map.get(topic).cloned().unwrap_or_default(),
-            Err(_) => return Err(EventError::Unavailable("handler registry poisoned".into())),
-        };
+        let handlers = self.handlers(topic)?;
         if handlers.is_empty() {
             return Ok(());
         }
@@ -109,6 +124,35 @@ impl EventLog for InProcessEventLog {
             handler.handle(&event).await?;
         }
         Ok(())
+    }
+
+    /// Hands each consumer the batch's events of its topic at once, in
+    /// order. All or nothing: on a failure the whole batch is published
+    /// again, which consumers, idempotent by event id, take in their stride.
+    async fn publish_batch(&self, events: &[Outgoing]) -> (usize, Option<EventError>) {
+        let mut by_topic: Vec<(&str, Vec<Event>)> = Vec::new();
+        for outgoing in events {
+            let event = match Event::decode(outgoing.payload.clone()) {
+                Ok(event) => event,
+                Err(err) => return (0, Some(err.into())),
+            };
+            match by_topic.iter_mut().find(|(topic, _)| *topic == outgoing.topic) {
+                Some((_, list)) => list.push(event),
+                None => by_topic.push((&outgoing.topic, vec![event])),
+            }
+        }
+        for (topic, list) in &by_topic {
+            let handlers = match self.handlers(topic) {
+                Ok(handlers) => handlers,
+                Err(err) => return (0, Some(err)),
+            };
+            for handler in handlers {
+                if let Err(err) = handler.handle_batch(list).await {
+                    return (0, Some(err));
+                }
+            }
+        }
+        (events.len(), None)
     }
 
     fn subscribe(&self, topic: &str, _group: &str, handler: Arc<dyn EventHandler>) {

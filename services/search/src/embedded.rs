@@ -3,12 +3,12 @@
 //! it); a hit's id is read back from two fast fields holding its UUID.
 
 use std::cmp::Ordering;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ops::Bound;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use tantivy::collector::{Collector, Count, SegmentCollector};
+use tantivy::collector::{Collector, SegmentCollector};
 use tantivy::columnar::Column;
 use tantivy::directory::MmapDirectory;
 use tantivy::query::{
@@ -27,6 +27,10 @@ use crate::index::{
 };
 use crate::query::Clause;
 
+/// The version of the schemas below. An index of another schema cannot be
+/// opened: a new version starts in new directories beside the old ones.
+const SCHEMA_VERSION: u32 = 1;
+
 /// Memory the writer may use before it writes a segment.
 const WRITER_BUDGET: usize = 48 * 1024 * 1024;
 
@@ -40,6 +44,9 @@ struct MessageFields {
     key_hi: Field,
     key_lo: Field,
     channel: Field,
+    /// The channel id folded to 64 bits, read per hit to keep only the
+    /// caller's conversations (cheaper than a term set of 500 ids).
+    channel_key: Field,
     sender: Field,
     thread: Field,
     /// "file", "link", "reply".
@@ -60,6 +67,7 @@ fn message_schema() -> (Schema, MessageFields) {
         key_hi: b.add_u64_field("key_hi", INDEXED | FAST),
         key_lo: b.add_u64_field("key_lo", FAST),
         channel: b.add_text_field("channel", STRING),
+        channel_key: b.add_u64_field("channel_key", FAST),
         sender: b.add_text_field("sender", STRING),
         thread: b.add_text_field("thread", STRING),
         flags: b.add_text_field("flags", STRING),
@@ -139,9 +147,9 @@ impl EmbeddedIndex {
         let (message_schema, message_fields) = message_schema();
         let (user_schema, user_fields) = user_schema();
         let inner = Inner {
-            messages: Part::open(&dir.join("messages"), message_schema)?,
+            messages: Part::open(&dir.join(format!("messages-v{SCHEMA_VERSION}")), message_schema)?,
             message_fields,
-            users: Part::open(&dir.join("users"), user_schema)?,
+            users: Part::open(&dir.join(format!("users-v{SCHEMA_VERSION}")), user_schema)?,
             user_fields,
         };
         Ok(Self { inner: Arc::new(inner) })
@@ -211,7 +219,13 @@ impl Inner {
         let f = self.message_fields;
         let query = message_query(&f, search)?;
         let searcher = self.messages.reader.searcher();
-        let collector = (TopAfter { order: search.order, after: search.after_key, limit: search.limit }, Count);
+        let channels: HashSet<u64> = search.channel_ids.iter().map(|c| channel_key(c)).collect();
+        let collector = TopAfter {
+            order: search.order,
+            after: search.after_key,
+            limit: search.limit,
+            channels: Some(Arc::new(channels)),
+        };
         let (pinned, stats) = match (&search.stats, search.order) {
             (_, Order::Newest | Order::Oldest) => (None, None),
             (Some(given), Order::Relevance) => (Some(Pinned::new(given, f.text, &searcher)), None),
@@ -222,7 +236,7 @@ impl Inner {
             None => searcher.search(&query, &collector),
         }
         .map_err(failed)?;
-        Ok(Found { hits: to_hits(hits), total: total as u64, stats })
+        Ok(Found { hits: to_hits(hits), total, stats })
     }
 
     fn search_users(&self, search: &UserSearch) -> Result<Found, IndexError> {
@@ -253,9 +267,10 @@ impl Inner {
             clauses.push((Occur::Must, Box::new(ConstScoreQuery::new(Box::new(TermSetQuery::new(terms)), 0.0))));
         }
         let searcher = self.users.reader.searcher();
-        let collector = (TopAfter { order: Order::Relevance, after: search.after_key, limit: search.limit }, Count);
+        let collector =
+            TopAfter { order: Order::Relevance, after: search.after_key, limit: search.limit, channels: None };
         let (hits, total) = searcher.search(&BooleanQuery::new(clauses), &collector).map_err(failed)?;
-        Ok(Found { hits: to_hits(hits), total: total as u64, stats: None })
+        Ok(Found { hits: to_hits(hits), total, stats: None })
     }
 }
 
@@ -291,6 +306,7 @@ fn message_document(f: &MessageFields, doc: &MessageDoc) -> TantivyDocument {
     d.add_u64(f.key_hi, (bits >> 64) as u64);
     d.add_u64(f.key_lo, bits as u64);
     d.add_text(f.channel, &doc.channel_id);
+    d.add_u64(f.channel_key, channel_key(&doc.channel_id));
     d.add_text(f.sender, &doc.sender_id);
     if !doc.thread_id.is_empty() {
         d.add_text(f.thread, &doc.thread_id);
@@ -320,8 +336,6 @@ fn message_query(f: &MessageFields, s: &MessageSearch) -> Result<BooleanQuery, I
     if s.query.must.is_empty() {
         clauses.push(filter(Box::new(AllQuery)));
     }
-    let channels = s.channel_ids.iter().map(|c| Term::from_field_text(f.channel, c));
-    clauses.push(filter(Box::new(TermSetQuery::new(channels))));
     let exact = |field: Field, value: &str| -> Box<dyn Query> {
         Box::new(TermQuery::new(Term::from_field_text(field, value), IndexRecordOption::Basic))
     };
@@ -427,39 +441,49 @@ impl Bm25StatisticsProvider for Pinned<'_> {
     }
 }
 
-/// The first `limit` hits after a key, in an order; reads each hit's id
-/// from the fast fields.
+/// The first `limit` hits after a key, in an order, and how many match in
+/// all; reads each hit's id from the fast fields, and with `channels` keeps
+/// only the documents of those channels (by `channel_key`).
 struct TopAfter {
     order: Order,
     after: Option<SortKey>,
     limit: usize,
+    channels: Option<Arc<HashSet<u64>>>,
 }
 
 struct SegmentTop {
     order: Order,
     after: Option<SortKey>,
     limit: usize,
+    channels: Option<(Arc<HashSet<u64>>, Column<u64>)>,
     hi: Column<u64>,
     lo: Column<u64>,
     keys: Vec<SortKey>,
     /// The worst key kept once `limit` are: anything not better is skipped.
     worst: Option<SortKey>,
+    matched: u64,
 }
 
 impl Collector for TopAfter {
-    type Fruit = Vec<SortKey>;
+    type Fruit = (Vec<SortKey>, u64);
     type Child = SegmentTop;
 
     fn for_segment(&self, _: SegmentOrdinal, segment: &SegmentReader) -> tantivy::Result<SegmentTop> {
         let fast = segment.fast_fields();
+        let channels = match &self.channels {
+            Some(set) => Some((set.clone(), fast.u64("channel_key")?)),
+            None => None,
+        };
         Ok(SegmentTop {
             order: self.order,
             after: self.after,
             limit: self.limit,
+            channels,
             hi: fast.u64("key_hi")?,
             lo: fast.u64("key_lo")?,
             keys: Vec::new(),
             worst: None,
+            matched: 0,
         })
     }
 
@@ -467,17 +491,24 @@ impl Collector for TopAfter {
         self.order == Order::Relevance
     }
 
-    fn merge_fruits(&self, fruits: Vec<Vec<SortKey>>) -> tantivy::Result<Vec<SortKey>> {
-        let mut all: Vec<SortKey> = fruits.into_iter().flatten().collect();
+    fn merge_fruits(&self, fruits: Vec<(Vec<SortKey>, u64)>) -> tantivy::Result<(Vec<SortKey>, u64)> {
+        let matched = fruits.iter().map(|(_, n)| n).sum();
+        let mut all: Vec<SortKey> = fruits.into_iter().flat_map(|(keys, _)| keys).collect();
         keep_best(self.order, &mut all, self.limit);
-        Ok(all)
+        Ok((all, matched))
     }
 }
 
 impl SegmentCollector for SegmentTop {
-    type Fruit = Vec<SortKey>;
+    type Fruit = (Vec<SortKey>, u64);
 
     fn collect(&mut self, doc: DocId, score: Score) {
+        if let Some((set, column)) = &self.channels
+            && !column.first(doc).is_some_and(|key| set.contains(&key))
+        {
+            return;
+        }
+        self.matched += 1;
         let hi = self.hi.first(doc).unwrap_or(0);
         let lo = self.lo.first(doc).unwrap_or(0);
         let key = SortKey { score, id: (u128::from(hi) << 64) | u128::from(lo) };
@@ -500,10 +531,18 @@ impl SegmentCollector for SegmentTop {
         }
     }
 
-    fn harvest(mut self) -> Vec<SortKey> {
+    fn harvest(mut self) -> (Vec<SortKey>, u64) {
         keep_best(self.order, &mut self.keys, self.limit);
-        self.keys
+        (self.keys, self.matched)
     }
+}
+
+/// A channel id folded to 64 bits (its UUID's halves, exclusive-or'd).
+/// Another channel folding to the same key is no leak: every hit is
+/// checked against the caller's conversations again above the index.
+fn channel_key(channel_id: &str) -> u64 {
+    let bits = id_bits(channel_id);
+    ((bits >> 64) as u64) ^ (bits as u64)
 }
 
 fn keep_best(order: Order, keys: &mut Vec<SortKey>, limit: usize) {

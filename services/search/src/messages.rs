@@ -130,7 +130,8 @@ impl Shared {
         let mut total = 0;
         let mut stats = search.stats.clone();
         for round in 0..MAX_ROUNDS {
-            search.limit = (wanted - hits.len()).max(10) * 2;
+            // A few more than needed: some may be dropped by the check.
+            search.limit = wanted - hits.len() + 10;
             let found =
                 self.index.search_messages(search.clone()).await.map_err(|e| Error::Unavailable(e.to_string()))?;
             if round == 0 {
@@ -220,18 +221,13 @@ impl Shared {
     /// The candidates as the messaging service has them now, by id; those
     /// the caller cannot read are missing.
     async fn current_messages(&self, caller: &Caller, ids: &[String]) -> Result<HashMap<String, Message>> {
-        let mut out = HashMap::with_capacity(ids.len());
-        for chunk in ids.chunks(100) {
+        let asks = ids.chunks(100).map(|chunk| {
             let request = BatchGetMessagesRequest { message_ids: chunk.to_vec() };
-            let found =
-                call_on_behalf(
-                    &self.messaging,
-                    caller,
-                    request,
-                    |mut c, r| async move { c.batch_get_messages(r).await },
-                )
-                .await?;
-            out.extend(found.messages.into_iter().map(|m| (m.message_id.clone(), m)));
+            call_on_behalf(&self.messaging, caller, request, |mut c, r| async move { c.batch_get_messages(r).await })
+        });
+        let mut out = HashMap::with_capacity(ids.len());
+        for found in futures_util::future::join_all(asks).await {
+            out.extend(found?.messages.into_iter().map(|m| (m.message_id.clone(), m)));
         }
         Ok(out)
     }

@@ -52,17 +52,18 @@ impl Queue {
         Self { db, wake: Arc::new(Notify::new()), lag: Arc::new(AtomicI64::new(0)) }
     }
 
-    /// Adds changes, durably, and wakes the indexer.
-    pub async fn push(&self, changes: &[Change], event_time: i64) -> Result<(), DbErr> {
+    /// Adds changes, each with the time of its event, durably (in one
+    /// statement), and wakes the indexer.
+    pub async fn push(&self, changes: &[(Change, i64)]) -> Result<(), DbErr> {
         if changes.is_empty() {
             return Ok(());
         }
         let now = now_micros();
         let mut insert = Query::insert();
         insert.into_table(TABLE).columns(["change", "event_time", "queued_at"]);
-        for change in changes {
+        for (change, event_time) in changes {
             let encoded = serde_json::to_vec(change).map_err(|e| DbErr::Custom(e.to_string()))?;
-            insert.values_panic([encoded.into(), event_time.into(), now.into()]);
+            insert.values_panic([encoded.into(), (*event_time).into(), now.into()]);
         }
         self.db.writer.execute(&insert).await?;
         self.wake.notify_one();
@@ -156,27 +157,48 @@ impl Queue {
     }
 }
 
+/// The time an event was committed, in microseconds.
+fn event_time(event: &Event) -> i64 {
+    event.occur_time.as_ref().map_or_else(now_micros, micros_of)
+}
+
+/// Queues what a batch of events changes, in one statement; at most 1,000
+/// rows a statement, within both engines' limits on bound parameters.
+async fn push_all(queue: &Queue, events: &[Event], change: fn(&Event) -> Option<Change>) -> Result<(), EventError> {
+    let changes: Vec<(Change, i64)> = events.iter().filter_map(|e| change(e).map(|c| (c, event_time(e)))).collect();
+    for chunk in changes.chunks(1_000) {
+        queue.push(chunk).await.map_err(|e| EventError::Consumer(e.to_string()))?;
+    }
+    Ok(())
+}
+
 /// Consumes `message.events` into the queue.
 pub struct MessageIndexer(pub Queue);
+
+fn message_change(event: &Event) -> Option<Change> {
+    let Some(Payload::MessageChanged(m)) = &event.payload else { return None };
+    match event.r#type.as_str() {
+        "message.created" | "message.updated" => Some(Change::Message(MessageDoc {
+            message_id: m.message_id.clone(),
+            channel_id: m.channel_id.clone(),
+            sender_id: m.sender_id.clone(),
+            thread_id: m.thread_id.clone(),
+            text: m.text.clone(),
+            has_file: !m.file_ids.is_empty(),
+        })),
+        "message.deleted" | "message.recalled" => Some(Change::RemoveMessage(m.message_id.clone())),
+        _ => None,
+    }
+}
 
 #[async_trait::async_trait]
 impl EventHandler for MessageIndexer {
     async fn handle(&self, event: &Event) -> Result<(), EventError> {
-        let Some(Payload::MessageChanged(m)) = &event.payload else { return Ok(()) };
-        let change = match event.r#type.as_str() {
-            "message.created" | "message.updated" => Change::Message(MessageDoc {
-                message_id: m.message_id.clone(),
-                channel_id: m.channel_id.clone(),
-                sender_id: m.sender_id.clone(),
-                thread_id: m.thread_id.clone(),
-                text: m.text.clone(),
-                has_file: !m.file_ids.is_empty(),
-            }),
-            "message.deleted" | "message.recalled" => Change::RemoveMessage(m.message_id.clone()),
-            _ => return Ok(()),
-        };
-        let event_time = event.occur_time.as_ref().map_or_else(now_micros, micros_of);
-        self.0.push(&[change], event_time).await.map_err(|e| EventError::Consumer(e.to_string()))
+        push_all(&self.0, std::slice::from_ref(event), message_change).await
+    }
+
+    async fn handle_batch(&self, events: &[Event]) -> Result<(), EventError> {
+        push_all(&self.0, events, message_change).await
     }
 }
 
@@ -184,19 +206,24 @@ impl EventHandler for MessageIndexer {
 /// changed.
 pub struct UserIndexer(pub Queue);
 
+fn user_change(event: &Event) -> Option<Change> {
+    match &event.payload {
+        Some(Payload::UserCreated(u) | Payload::UserUpdated(u)) => Some(Change::User(UserDoc {
+            user_id: u.user_id.clone(),
+            username: u.username.clone(),
+            display_name: u.display_name.clone(),
+        })),
+        _ => None,
+    }
+}
+
 #[async_trait::async_trait]
 impl EventHandler for UserIndexer {
     async fn handle(&self, event: &Event) -> Result<(), EventError> {
-        let user = match &event.payload {
-            Some(Payload::UserCreated(u) | Payload::UserUpdated(u)) => u,
-            _ => return Ok(()),
-        };
-        let change = Change::User(UserDoc {
-            user_id: user.user_id.clone(),
-            username: user.username.clone(),
-            display_name: user.display_name.clone(),
-        });
-        let event_time = event.occur_time.as_ref().map_or_else(now_micros, micros_of);
-        self.0.push(&[change], event_time).await.map_err(|e| EventError::Consumer(e.to_string()))
+        push_all(&self.0, std::slice::from_ref(event), user_change).await
+    }
+
+    async fn handle_batch(&self, events: &[Event]) -> Result<(), EventError> {
+        push_all(&self.0, events, user_change).await
     }
 }

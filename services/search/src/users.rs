@@ -79,7 +79,7 @@ impl Shared {
         let mut hits: Vec<(SearchUserHit, SortKey)> = Vec::new();
         let mut total = 0;
         for round in 0..MAX_ROUNDS {
-            search.limit = (wanted - hits.len()).max(10) * 2;
+            search.limit = wanted - hits.len() + 10;
             let found = self.index.search_users(search.clone()).await.map_err(|e| Error::Unavailable(e.to_string()))?;
             if round == 0 {
                 total = found.total;

@@ -149,7 +149,11 @@ fn shape(scenario: &str, size: Size) -> Shape {
             members: 4,
             senders: 32,
             rate: if standard { 1_000 } else { 100 },
-            messages: pick(2_000, 1_000_000) as u64,
+            // BENCH_SEARCH_MESSAGES may set a smaller corpus for a quicker run.
+            messages: std::env::var("BENCH_SEARCH_MESSAGES")
+                .ok()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(pick(2_000, 1_000_000) as u64),
             max_secs: 1_200,
             ..base
         },
@@ -274,8 +278,11 @@ pub(super) struct Report {
     counts_ms: Option<Percentiles>,
     /// Files: GetDownloadUrl latency.
     download_url_ms: Option<Percentiles>,
-    /// Search: SearchMessages latency, typical one- and two-word queries.
+    /// Search: SearchMessages latency, typical one- and two-word queries,
+    /// one at a time.
     search_ms: Option<Percentiles>,
+    /// Search: the same with this many at a time.
+    search_concurrent_ms: Option<(u64, Percentiles)>,
     /// Search: how many messages a search matched, on average.
     hits_per_search: Option<f64>,
     /// Search: from a send's acknowledgement to its message being found.
@@ -346,6 +353,7 @@ impl Report {
             "scan_alone_ms": self.scan_alone_ms.map(|p| p.json()),
             "scan_alone_per_s": self.scan_alone_per_s.map(round),
             "search_ms": self.search_ms.map(|p| p.json()),
+            "search_concurrent": self.search_concurrent_ms.map(|(n, p)| json!({ "searchers": n, "ms": p.json() })),
             "hits_per_search": self.hits_per_search.map(round),
             "index_lag_ms": self.index_lag_ms.map(|p| p.json()),
             "indexed_per_s": self.indexed_per_s.map(round),
@@ -398,6 +406,9 @@ fn print_report(r: &Report) {
     }
     if let (Some(search), Some(hits)) = (&r.search_ms, r.hits_per_search) {
         println!("  SearchMessages ms    {} ({hits:.0} matches on average)", p(search));
+    }
+    if let Some((n, search)) = &r.search_concurrent_ms {
+        println!("  … {n} at a time ms   {}", p(search));
     }
     println!("  server CPU           {:.1} s, peak RSS {:.0} MiB", r.server_cpu_s, r.server_peak_rss_mib);
     if let Some((node, generator)) = r.cpu_per_delivery_us {
@@ -737,6 +748,9 @@ fn markdown(results: &[Report], options: &Options) -> String {
         }
         if let Some(p) = &r.search_ms {
             other.push(format!("search p50 {:.2} / p95 {:.2} / p99 {:.2} ms", p.p50, p.p95, p.p99));
+        }
+        if let Some((n, p)) = &r.search_concurrent_ms {
+            other.push(format!("{n} at a time: p50 {:.2} / p95 {:.2} / p99 {:.2} ms", p.p50, p.p95, p.p99));
         }
         out.push_str(&format!(
             "| {} | {} | {} | {:.0} | {:.0} | {:.2} / {:.2} / {:.2} | {:.2} | {} | {} | {} | {:.1} | {:.0} | {} |\n",

@@ -240,11 +240,31 @@ pub(super) async fn through_node(
     let lags = watch.lags.lock().map(|l| l.clone()).unwrap_or_default();
     report.index_lag_ms = Some(Percentiles::of_micros(lags));
 
-    // Searches by the reader of every channel.
+    // Searches by the reader of every channel: one at a time, then four at
+    // a time (BENCH_SEARCHERS sets the second).
     let search_secs = if shape.messages > 10_000 { 30 } else { 5 };
-    let deadline = Instant::now() + Duration::from_secs(search_secs);
+    let concurrency = std::env::var("BENCH_SEARCHERS").ok().and_then(|n| n.parse().ok()).unwrap_or(4_u64);
+    let (alone, _) = searches(pool, reader, &vocabulary, 1, search_secs).await;
+    let (together, hits) = searches(pool, reader, &vocabulary, concurrency, search_secs).await;
+    report.hits_per_search = Some(hits);
+    report.search_ms = Some(Percentiles::of_micros(alone));
+    report.search_concurrent_ms = Some((concurrency, Percentiles::of_micros(together)));
+    report.index_bytes_per_message = Some(size_on_disk(&data_dir.join("search")) as f64 / report.sends.max(1) as f64);
+    Ok(())
+}
+
+/// Typical searches by `reader` from `concurrency` clients for `secs`
+/// seconds: each one's latency, and the matches per search on average.
+async fn searches(
+    pool: &Pool,
+    reader: &User,
+    vocabulary: &Arc<Vocabulary>,
+    concurrency: u64,
+    secs: u64,
+) -> (Vec<u32>, f64) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
     let mut searchers = FuturesUnordered::new();
-    for s in 0..4 {
+    for s in 0..concurrency {
         let (mut client, token, vocabulary) =
             (SearchServiceClient::new(pool.pick()), reader.token.clone(), vocabulary.clone());
         searchers.push(tokio::spawn(async move {
@@ -266,10 +286,8 @@ pub(super) async fn through_node(
         latencies.extend(l);
         hits += h;
     }
-    report.hits_per_search = Some(hits as f64 / latencies.len().max(1) as f64);
-    report.search_ms = Some(Percentiles::of_micros(latencies));
-    report.index_bytes_per_message = Some(size_on_disk(&data_dir.join("search")) as f64 / report.sends.max(1) as f64);
-    Ok(())
+    let per_search = hits as f64 / latencies.len().max(1) as f64;
+    (latencies, per_search)
 }
 
 /// Polls a search for a word until a message holding it is found.

@@ -228,3 +228,58 @@ async fn invitations_can_be_accepted_once() {
     let get = app.channels().get_channel(bob.req(GetChannelRequest { channel_id: room.channel_id.clone() })).await;
     assert_eq!(get.unwrap().into_inner().channel.unwrap().viewer_role, MemberRole::Member as i32);
 }
+
+#[tokio::test]
+async fn my_conversations_page_with_filters_and_dm_participants() {
+    use colink_proto::channels::v1::{
+        ArchiveChannelRequest, ChannelFilter, ListMyChannelsRequest, OpenDirectMessageRequest,
+    };
+    let app = TestApp::spawn().await;
+    let ann = app.register("ann").await;
+    let bob = app.register("bob").await;
+    let mut channels = Vec::new();
+    for i in 0..5 {
+        channels.push(app.create_channel(&ann, &format!("room-{i}"), ChannelKind::Public, &[]).await.channel_id);
+    }
+    let dm = OpenDirectMessageRequest { user_ids: vec![bob.user_id.clone()], ..Default::default() };
+    let dm = app.channels().open_direct_message(ann.req(dm)).await.unwrap().into_inner().channel.unwrap();
+    let archive = ArchiveChannelRequest { channel_id: channels[0].clone(), ..Default::default() };
+    app.channels().archive_channel(ann.req(archive)).await.unwrap();
+    let all = |filter: ChannelFilter, include_archived: bool| {
+        let client = app.channels();
+        let ann = &ann;
+        async move {
+            let (mut seen, mut token, mut pages) = (Vec::new(), String::new(), 0);
+            loop {
+                let request =
+                    ListMyChannelsRequest { filter: filter as i32, include_archived, page_size: 2, page_token: token };
+                let page = client.clone().list_my_channels(ann.req(request)).await.unwrap().into_inner();
+                assert!(page.channels.len() <= 2);
+                seen.extend(page.channels);
+                pages += 1;
+                if page.next_page_token.is_empty() {
+                    return (seen, pages);
+                }
+                token = page.next_page_token;
+            }
+        }
+    };
+    let (everything, pages) = all(ChannelFilter::Unspecified, true).await;
+    assert_eq!(everything.len(), 6);
+    assert_eq!(pages, 3);
+    // Newest first; the DM shows who is in it.
+    assert_eq!(everything[0].channel_id, dm.channel_id);
+    let mut people = everything[0].participant_ids.clone();
+    people.sort();
+    let mut expected = vec![ann.user_id.clone(), bob.user_id.clone()];
+    expected.sort();
+    assert_eq!(people, expected);
+    let (live, _) = all(ChannelFilter::Unspecified, false).await;
+    assert_eq!(live.len(), 5, "the archived channel is left out");
+    assert!(live.iter().all(|c| c.channel_id != channels[0]));
+    let (direct, _) = all(ChannelFilter::DirectMessages, true).await;
+    let direct: Vec<String> = direct.into_iter().map(|c| c.channel_id).collect();
+    assert_eq!(direct, vec![dm.channel_id.clone()]);
+    let (named, _) = all(ChannelFilter::Channels, true).await;
+    assert_eq!(named.len(), 5);
+}
