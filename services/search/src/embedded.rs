@@ -32,7 +32,7 @@ use crate::query::Clause;
 const SCHEMA_VERSION: u32 = 1;
 
 /// Memory the writer may use before it writes a segment.
-const WRITER_BUDGET: usize = 48 * 1024 * 1024;
+const WRITER_BUDGET: usize = 24 * 1024 * 1024;
 
 /// The fields of the messages index.
 #[derive(Clone, Copy)]

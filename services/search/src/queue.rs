@@ -24,6 +24,10 @@ use crate::index::{Change, MessageDoc, SearchIndex, UserDoc};
 const TABLE: &str = "search_queue";
 /// Changes applied in one index commit at most.
 const BATCH: u64 = 4096;
+/// The least time between two index commits while changes trickle in: a
+/// commit writes a segment (and later merges it), so fewer, larger ones
+/// cost the node far less, for a fraction of a second of lag.
+const COMMIT_INTERVAL: Duration = Duration::from_millis(250);
 
 /// The queue of changes on their way to an index.
 #[derive(Clone)]
@@ -112,9 +116,15 @@ impl Queue {
         tokio::spawn(async move {
             let mut backoff = Duration::from_millis(100);
             loop {
+                let started = tokio::time::Instant::now();
                 match queue.apply_batch(index.as_ref()).await {
                     Ok(true) => {
                         backoff = Duration::from_millis(100);
+                        // Let the next batch gather, unless shutting down.
+                        tokio::select! {
+                            _ = tokio::time::sleep_until(started + COMMIT_INTERVAL) => {}
+                            _ = shutdown.changed() => {}
+                        }
                         continue;
                     }
                     Ok(false) => backoff = Duration::from_millis(100),
