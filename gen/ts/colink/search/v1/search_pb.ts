@@ -9,8 +9,7 @@
 // acknowledging it, and the indexer applies the queue in order, so a
 // restart or an index outage delays indexing and loses nothing; applying a
 // change twice changes nothing. A new message is usually searchable within
-// a second. `colink search reindex` rebuilds the indices. This service
-// emits no events.
+// a second. This service emits no events.
 //
 // Visibility: every result is checked at query time against the services
 // that own the data, never against the index alone. Messages are searched
