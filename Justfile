@@ -32,7 +32,7 @@ cluster postgres="postgres://postgres@127.0.0.1:5432" redis="redis://127.0.0.1:6
     set -euo pipefail
     cargo build -q -p colink
     bin="$CARGO_TARGET_DIR/debug/colink"
-    for service in auth users channels messaging files admin; do
+    for service in auth users channels messaging files admin search; do
         psql "{{postgres}}/postgres" -tAc "select 1 from pg_database where datname = 'colink_$service'" | grep -q 1 \
             || psql "{{postgres}}/postgres" -qc "create database colink_$service"
     done
@@ -56,9 +56,9 @@ cluster postgres="postgres://postgres@127.0.0.1:5432" redis="redis://127.0.0.1:6
         COLINK_EPHEMERAL__URL="{{redis}}" COLINK_EVENTS__URL="$kafka" \
         COLINK_FILES__URL="s3://colink-files" COLINK_FILES__S3__ENDPOINT="$s3" COLINK_FILES__REQUIRE_SCAN=true \
         COLINK_FILES__SCANNER__CLAMD="$(.ci/start-clamd)"
-    for peer in AUTH USERS CHANNELS MESSAGING FILES PRESENCE ADMIN; do export "COLINK_PEERS__$peer=http://127.0.0.1:7700"; done
+    for peer in AUTH USERS CHANNELS MESSAGING FILES PRESENCE ADMIN SEARCH; do export "COLINK_PEERS__$peer=http://127.0.0.1:7700"; done
     COLINK_FILES__SCANNER__CONCURRENCY=0 \
-        "$bin" serve --services auth,users,channels,messaging,files,presence,admin --listen 127.0.0.1:7700 &
+        "$bin" serve --services auth,users,channels,messaging,files,presence,admin,search --listen 127.0.0.1:7700 &
     "$bin" serve --services realtime --listen 127.0.0.1:7701 &
     "$bin" serve --services realtime --listen 127.0.0.1:7702 &
     "$bin" serve --services files --listen 127.0.0.1:7703 &

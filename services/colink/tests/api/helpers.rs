@@ -41,7 +41,7 @@ pub async fn fresh_postgres(server: &str) -> String {
     let server = server.trim_end_matches('/');
     let prefix = format!("colink_test_{}", uuid::Uuid::now_v7().simple());
     let admin = sea_orm::Database::connect(format!("{server}/postgres")).await.expect("PostgreSQL reachable");
-    for service in ["auth", "users", "channels", "messaging", "files", "admin"] {
+    for service in ["auth", "users", "channels", "messaging", "files", "admin", "search"] {
         admin.execute_unprepared(&format!("CREATE DATABASE {prefix}_{service}")).await.expect("create database");
     }
     admin.close().await.expect("close");
