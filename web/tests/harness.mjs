@@ -52,7 +52,9 @@ export async function startNode({ envoy, env, build = "debug" } = {}) {
     for (const child of children) {
       child.kill("SIGTERM");
     }
-    rmSync(data, { recursive: true, force: true });
+    // The node may still be writing (its search index) while it stops:
+    // files appearing during removal are retried, not fatal.
+    rmSync(data, { recursive: true, force: true, maxRetries: 10, retryDelay: 100 });
   };
   let url = `http://127.0.0.1:${port}`;
   if (!(await ready(url))) {
