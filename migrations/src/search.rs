@@ -3,7 +3,7 @@
 //! be lost on the way there.
 
 use sea_orm_migration::prelude::*;
-use sea_orm_migration::schema::{big_integer, big_pk_auto, blob};
+use sea_orm_migration::schema::{big_integer, big_pk_auto, blob, boolean};
 
 use crate::migration_name;
 
@@ -12,7 +12,7 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(Initial)]
+        vec![Box::new(Initial), Box::new(Replay)]
     }
 }
 
@@ -36,5 +36,23 @@ impl MigrationTrait for Initial {
                     .to_owned(),
             )
             .await
+    }
+}
+
+migration_name!(Replay, "m0002_search_replay");
+
+/// While an index is rebuilt, the changes that arrive are kept after the
+/// live index has them (`applied`), until the rebuilt one has them too
+/// (`replayed`); only then may they go.
+#[async_trait::async_trait]
+impl MigrationTrait for Replay {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        // One column a statement: SQLite adds no more at once.
+        for column in ["applied", "replayed"] {
+            manager
+                .alter_table(Table::alter().table("search_queue").add_column(boolean(column).default(false)).to_owned())
+                .await?;
+        }
+        Ok(())
     }
 }

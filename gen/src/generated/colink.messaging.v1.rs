@@ -370,6 +370,48 @@ pub struct BatchGetMessagesResponse {
     #[prost(message, repeated, tag = "1")]
     pub messages: ::prost::alloc::vec::Vec<Message>,
 }
+/// ExportMessages.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ExportMessagesRequest {
+    /// 1..=1000, default 500.
+    #[prost(int32, tag = "1")]
+    pub page_size: i32,
+    /// From a previous response.
+    #[prost(string, tag = "2")]
+    pub page_token: ::prost::alloc::string::String,
+}
+/// ExportMessages result.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ExportMessagesResponse {
+    /// The messages, in id order.
+    #[prost(message, repeated, tag = "1")]
+    pub messages: ::prost::alloc::vec::Vec<ExportedMessage>,
+    /// Empty on the last page.
+    #[prost(string, tag = "2")]
+    pub next_page_token: ::prost::alloc::string::String,
+}
+/// A message as it is now, with what a search index keeps of it.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ExportedMessage {
+    /// The message.
+    #[prost(string, tag = "1")]
+    pub message_id: ::prost::alloc::string::String,
+    /// Its conversation.
+    #[prost(string, tag = "2")]
+    pub channel_id: ::prost::alloc::string::String,
+    /// Who sent it.
+    #[prost(string, tag = "3")]
+    pub sender_id: ::prost::alloc::string::String,
+    /// For a reply: its thread (the root message's id); empty otherwise.
+    #[prost(string, tag = "4")]
+    pub thread_id: ::prost::alloc::string::String,
+    /// The text as it is now.
+    #[prost(string, tag = "5")]
+    pub text: ::prost::alloc::string::String,
+    /// It has attached files.
+    #[prost(bool, tag = "6")]
+    pub has_files: bool,
+}
 /// ListMessages.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct ListMessagesRequest {
@@ -965,6 +1007,40 @@ pub mod messaging_service_client {
                 );
             self.inner.unary(req, path, codec).await
         }
+        /// Every message that is neither deleted nor recalled, in id order (the
+        /// order they were sent in), a page at a time: what a search index is
+        /// rebuilt from. Admins only; no REST path.
+        /// Errors: INVALID_ARGUMENT naming `page_size` or `page_token`;
+        /// PERMISSION_DENIED.
+        pub async fn export_messages(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ExportMessagesRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ExportMessagesResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = crate::codec::ProtoCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/colink.messaging.v1.MessagingService/ExportMessages",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new(
+                        "colink.messaging.v1.MessagingService",
+                        "ExportMessages",
+                    ),
+                );
+            self.inner.unary(req, path, codec).await
+        }
         /// A page of a conversation's messages, newest first by default.
         pub async fn list_messages(
             &mut self,
@@ -1471,6 +1547,18 @@ pub mod messaging_service_server {
             tonic::Response<super::BatchGetMessagesResponse>,
             tonic::Status,
         >;
+        /// Every message that is neither deleted nor recalled, in id order (the
+        /// order they were sent in), a page at a time: what a search index is
+        /// rebuilt from. Admins only; no REST path.
+        /// Errors: INVALID_ARGUMENT naming `page_size` or `page_token`;
+        /// PERMISSION_DENIED.
+        async fn export_messages(
+            &self,
+            request: tonic::Request<super::ExportMessagesRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ExportMessagesResponse>,
+            tonic::Status,
+        >;
         /// A page of a conversation's messages, newest first by default.
         async fn list_messages(
             &self,
@@ -1806,6 +1894,52 @@ pub mod messaging_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = BatchGetMessagesSvc(inner);
+                        let codec = crate::codec::ProtoCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/colink.messaging.v1.MessagingService/ExportMessages" => {
+                    #[allow(non_camel_case_types)]
+                    struct ExportMessagesSvc<T: MessagingService>(pub Arc<T>);
+                    impl<
+                        T: MessagingService,
+                    > tonic::server::UnaryService<super::ExportMessagesRequest>
+                    for ExportMessagesSvc<T> {
+                        type Response = super::ExportMessagesResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ExportMessagesRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as MessagingService>::export_messages(&inner, request)
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ExportMessagesSvc(inner);
                         let codec = crate::codec::ProtoCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(

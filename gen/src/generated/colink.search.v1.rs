@@ -292,6 +292,51 @@ pub struct SearchUsersResponse {
     #[prost(string, tag = "3")]
     pub next_page_token: ::prost::alloc::string::String,
 }
+/// A rebuild of the indices.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct Reindex {
+    /// Where it is.
+    #[prost(enumeration = "ReindexState", tag = "1")]
+    pub state: i32,
+    /// Messages read from the messaging service so far.
+    #[prost(int64, tag = "2")]
+    pub messages: i64,
+    /// People read from the users service so far.
+    #[prost(int64, tag = "3")]
+    pub users: i64,
+    /// Changes that arrived while it ran, applied to the new index so far.
+    #[prost(int64, tag = "4")]
+    pub changes_replayed: i64,
+    /// When it started.
+    #[prost(message, optional, tag = "5")]
+    pub start_time: ::core::option::Option<::prost_types::Timestamp>,
+    /// When it ended; unset while it runs.
+    #[prost(message, optional, tag = "6")]
+    pub end_time: ::core::option::Option<::prost_types::Timestamp>,
+    /// Why it failed.
+    #[prost(string, tag = "7")]
+    pub error: ::prost::alloc::string::String,
+}
+/// StartReindex.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct StartReindexRequest {}
+/// StartReindex result.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct StartReindexResponse {
+    /// The rebuild started, or the one already running.
+    #[prost(message, optional, tag = "1")]
+    pub reindex: ::core::option::Option<Reindex>,
+}
+/// GetReindex.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct GetReindexRequest {}
+/// GetReindex result.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct GetReindexResponse {
+    /// The running or last rebuild; state UNSPECIFIED when there was none.
+    #[prost(message, optional, tag = "1")]
+    pub reindex: ::core::option::Option<Reindex>,
+}
 /// How results are ordered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
 #[repr(i32)]
@@ -325,6 +370,43 @@ impl SearchOrder {
             "SEARCH_ORDER_RELEVANCE" => Some(Self::Relevance),
             "SEARCH_ORDER_NEWEST" => Some(Self::Newest),
             "SEARCH_ORDER_OLDEST" => Some(Self::Oldest),
+            _ => None,
+        }
+    }
+}
+/// Where a rebuild of the indices is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
+#[repr(i32)]
+pub enum ReindexState {
+    /// No rebuild has run on this node since it started.
+    Unspecified = 0,
+    /// Filling the new index.
+    Running = 1,
+    /// The new index replaced the old one.
+    Succeeded = 2,
+    /// Stopped; the old index stays in use (see `error`).
+    Failed = 3,
+}
+impl ReindexState {
+    /// String value of the enum field names used in the ProtoBuf definition.
+    ///
+    /// The values are not transformed in any way and thus are considered stable
+    /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+    pub fn as_str_name(&self) -> &'static str {
+        match self {
+            Self::Unspecified => "REINDEX_STATE_UNSPECIFIED",
+            Self::Running => "REINDEX_STATE_RUNNING",
+            Self::Succeeded => "REINDEX_STATE_SUCCEEDED",
+            Self::Failed => "REINDEX_STATE_FAILED",
+        }
+    }
+    /// Creates an enum from field names used in the ProtoBuf definition.
+    pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+        match value {
+            "REINDEX_STATE_UNSPECIFIED" => Some(Self::Unspecified),
+            "REINDEX_STATE_RUNNING" => Some(Self::Running),
+            "REINDEX_STATE_SUCCEEDED" => Some(Self::Succeeded),
+            "REINDEX_STATE_FAILED" => Some(Self::Failed),
             _ => None,
         }
     }
@@ -505,6 +587,67 @@ pub mod search_service_client {
                 );
             self.inner.unary(req, path, codec).await
         }
+        /// Rebuilds the search indices from the services that own the data: a new
+        /// index is filled beside the live one from the messaging and users
+        /// services, the changes that arrived meanwhile are applied to it, and it
+        /// replaces the live one at once (searches go on meanwhile, on the old
+        /// one). Nothing sent, edited or removed while it runs is lost. The work
+        /// runs on the node that answers, in the background, and reads on behalf
+        /// of the admin who started it, so it must end within that admin's access
+        /// token's lifetime. Starting while a rebuild runs returns that rebuild.
+        /// Admins only. Errors: PERMISSION_DENIED.
+        pub async fn start_reindex(
+            &mut self,
+            request: impl tonic::IntoRequest<super::StartReindexRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::StartReindexResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = crate::codec::ProtoCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/colink.search.v1.SearchService/StartReindex",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new("colink.search.v1.SearchService", "StartReindex"),
+                );
+            self.inner.unary(req, path, codec).await
+        }
+        /// The rebuild running on the node that answers, or the last one it ran.
+        /// Admins only. Errors: PERMISSION_DENIED.
+        pub async fn get_reindex(
+            &mut self,
+            request: impl tonic::IntoRequest<super::GetReindexRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::GetReindexResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = crate::codec::ProtoCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/colink.search.v1.SearchService/GetReindex",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("colink.search.v1.SearchService", "GetReindex"));
+            self.inner.unary(req, path, codec).await
+        }
     }
 }
 /// Generated server implementations.
@@ -554,6 +697,31 @@ pub mod search_service_server {
             request: tonic::Request<super::SearchUsersRequest>,
         ) -> std::result::Result<
             tonic::Response<super::SearchUsersResponse>,
+            tonic::Status,
+        >;
+        /// Rebuilds the search indices from the services that own the data: a new
+        /// index is filled beside the live one from the messaging and users
+        /// services, the changes that arrived meanwhile are applied to it, and it
+        /// replaces the live one at once (searches go on meanwhile, on the old
+        /// one). Nothing sent, edited or removed while it runs is lost. The work
+        /// runs on the node that answers, in the background, and reads on behalf
+        /// of the admin who started it, so it must end within that admin's access
+        /// token's lifetime. Starting while a rebuild runs returns that rebuild.
+        /// Admins only. Errors: PERMISSION_DENIED.
+        async fn start_reindex(
+            &self,
+            request: tonic::Request<super::StartReindexRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::StartReindexResponse>,
+            tonic::Status,
+        >;
+        /// The rebuild running on the node that answers, or the last one it ran.
+        /// Admins only. Errors: PERMISSION_DENIED.
+        async fn get_reindex(
+            &self,
+            request: tonic::Request<super::GetReindexRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::GetReindexResponse>,
             tonic::Status,
         >;
     }
@@ -756,6 +924,96 @@ pub mod search_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = SearchUsersSvc(inner);
+                        let codec = crate::codec::ProtoCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/colink.search.v1.SearchService/StartReindex" => {
+                    #[allow(non_camel_case_types)]
+                    struct StartReindexSvc<T: SearchService>(pub Arc<T>);
+                    impl<
+                        T: SearchService,
+                    > tonic::server::UnaryService<super::StartReindexRequest>
+                    for StartReindexSvc<T> {
+                        type Response = super::StartReindexResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::StartReindexRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as SearchService>::start_reindex(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = StartReindexSvc(inner);
+                        let codec = crate::codec::ProtoCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/colink.search.v1.SearchService/GetReindex" => {
+                    #[allow(non_camel_case_types)]
+                    struct GetReindexSvc<T: SearchService>(pub Arc<T>);
+                    impl<
+                        T: SearchService,
+                    > tonic::server::UnaryService<super::GetReindexRequest>
+                    for GetReindexSvc<T> {
+                        type Response = super::GetReindexResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::GetReindexRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as SearchService>::get_reindex(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = GetReindexSvc(inner);
                         let codec = crate::codec::ProtoCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(

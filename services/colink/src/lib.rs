@@ -6,6 +6,7 @@
 mod batched_io;
 pub mod bench;
 mod files;
+pub mod search_cli;
 mod webapp;
 
 use std::net::SocketAddr;

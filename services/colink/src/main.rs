@@ -22,8 +22,8 @@ struct Cli {
 enum Command {
     /// Serve the selected services (all by default) until SIGTERM or Ctrl-C.
     Serve {
-        /// Comma-separated services to host: auth, users, channels, messaging, realtime, presence, admin
-        /// (or "all").
+        /// Comma-separated services to host: auth, users, channels, messaging, realtime, presence, files, search,
+        /// admin (or "all").
         #[arg(long)]
         services: Option<String>,
         /// Listen address, e.g. 0.0.0.0:7700.
@@ -58,6 +58,25 @@ enum Command {
         #[arg(long)]
         markdown: Option<PathBuf>,
     },
+    /// Look after the search indices of a running node.
+    Search {
+        #[command(subcommand)]
+        command: SearchCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum SearchCommand {
+    /// Rebuild the search indices from the messaging and users services while the node serves, and
+    /// wait until the rebuilt index is live.
+    Reindex {
+        /// The node's gRPC address.
+        #[arg(long, default_value = "http://127.0.0.1:7700")]
+        server: String,
+        /// An admin's access token (from Login).
+        #[arg(long, env = "COLINK_TOKEN", hide_env_values = true)]
+        token: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -69,6 +88,7 @@ fn main() -> ExitCode {
         Command::Bench { scenarios, size, postgres, markdown } => {
             return bench(scenarios, size, postgres.clone(), markdown.clone());
         }
+        Command::Search { command: SearchCommand::Reindex { server, token } } => return reindex(server, token),
     };
     // Flags win over the environment, which wins over the file.
     if let Some(services) = services {
@@ -100,7 +120,7 @@ fn main() -> ExitCode {
             Command::Serve { .. } => serve(config).await,
             Command::Migrate { .. } => colink::migrate(&config).await,
             // Handled before any configuration is read.
-            Command::Bench { .. } => Ok(()),
+            Command::Bench { .. } | Command::Search { .. } => Ok(()),
         }
     });
     match result {
@@ -147,6 +167,23 @@ fn bench(scenarios: &str, size: &str, postgres: Option<String>, markdown: Option
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("colink bench: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn reindex(server: &str, token: &str) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("colink search reindex: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(colink::search_cli::reindex(server, token)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("colink search reindex: {err}");
             ExitCode::FAILURE
         }
     }

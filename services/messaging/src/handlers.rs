@@ -45,6 +45,14 @@ impl MessagingRpc for MessagingService {
         Ok(Response::new(pb::BatchGetMessagesResponse { messages }))
     }
 
+    async fn export_messages(
+        &self,
+        request: Request<pb::ExportMessagesRequest>,
+    ) -> Result<Response<pb::ExportMessagesResponse>, Status> {
+        let caller = caller(&request)?;
+        Ok(Response::new(self.export(caller, request.get_ref()).await?))
+    }
+
     async fn list_messages(
         &self,
         request: Request<pb::ListMessagesRequest>,

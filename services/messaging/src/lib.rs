@@ -802,6 +802,43 @@ impl MessagingService {
         self.decorate(caller, ordered).await
     }
 
+    /// A page of every message neither deleted nor recalled, in id order:
+    /// what a search index is rebuilt from. Admins only.
+    async fn export(&self, caller: &Caller, req: &pb::ExportMessagesRequest) -> Result<pb::ExportMessagesResponse> {
+        if caller.role != Role::Admin {
+            return Err(Error::denied("only admins can export messages"));
+        }
+        let mut v = Violations::default();
+        let page = v.page(req.page_size, &req.page_token, 500, 1000);
+        let after = page.after.as_deref().map(|raw| v.check(parse_id("page_token", raw))).unwrap_or(None);
+        v.finish()?;
+        let mut query = message::Entity::find()
+            .filter(message::Column::DeletedAt.is_null())
+            .filter(message::Column::Recalled.eq(false));
+        if let Some(after) = after {
+            query = query.filter(message::Column::MessageId.gt(after));
+        }
+        let rows = query.order_by_asc(message::Column::MessageId).limit(page.limit + 1).all(&self.db.reader).await?;
+        let more = rows.len() as u64 > page.limit;
+        let messages: Vec<pb::ExportedMessage> = rows
+            .into_iter()
+            .take(page.limit as usize)
+            .map(|m| pb::ExportedMessage {
+                has_files: !m.file_ids.is_empty(),
+                thread_id: m.thread_id.unwrap_or_default(),
+                message_id: m.message_id,
+                channel_id: m.channel_id,
+                sender_id: m.sender_id,
+                text: m.text,
+            })
+            .collect();
+        let next_page_token = match messages.last() {
+            Some(last) if more => encode_page_token(&last.message_id),
+            _ => String::new(),
+        };
+        Ok(pb::ExportMessagesResponse { messages, next_page_token })
+    }
+
     async fn decorate(&self, caller: &Caller, mut messages: Vec<pb::Message>) -> Result<Vec<pb::Message>> {
         let ids: Vec<String> = messages.iter().map(|m| m.message_id.clone()).collect();
         let mut summaries = threads::store::summaries(&self.db.reader, &ids).await?;

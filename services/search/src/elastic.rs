@@ -18,7 +18,7 @@
 
 use elasticsearch::http::request::JsonBody;
 use elasticsearch::http::transport::Transport;
-use elasticsearch::indices::{IndicesCreateParts, IndicesExistsAliasParts};
+use elasticsearch::indices::{IndicesCreateParts, IndicesDeleteParts, IndicesExistsAliasParts, IndicesGetAliasParts};
 use elasticsearch::{BulkParts, Elasticsearch, SearchParts};
 use serde_json::{Value, json};
 
@@ -35,6 +35,16 @@ const USERS: &str = "users";
 pub struct ElasticIndex {
     client: Elasticsearch,
     prefix: String,
+    /// The indices of a rebuild in progress.
+    building: tokio::sync::Mutex<Option<Vec<Swap>>>,
+}
+
+/// One alias moving from the index it names to a rebuilt one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Swap {
+    pub alias: String,
+    pub old: String,
+    pub new: String,
 }
 
 fn unavailable(err: impl std::fmt::Display) -> IndexError {
@@ -46,7 +56,11 @@ impl ElasticIndex {
     /// yet. `prefix` starts every index and alias name.
     pub async fn open(url: &str, prefix: &str) -> Result<Self, IndexError> {
         let transport = Transport::single_node(url).map_err(unavailable)?;
-        let index = Self { client: Elasticsearch::new(transport), prefix: prefix.to_string() };
+        let index = Self {
+            client: Elasticsearch::new(transport),
+            prefix: prefix.to_string(),
+            building: tokio::sync::Mutex::new(None),
+        };
         for kind in [MESSAGES, USERS] {
             index.ensure(kind).await?;
         }
@@ -72,28 +86,80 @@ impl ElasticIndex {
             return Ok(());
         }
         let name = format!("{alias}-1");
+        self.create(&name, kind, true).await?;
+        let actions = json!({ "actions": [ { "add": { "index": name, "alias": alias, "is_write_index": true } } ] });
+        self.update_aliases(actions).await
+    }
+
+    /// Creates an index of `kind`; one that exists is an error unless
+    /// `may_exist` (another node may have created it a moment before).
+    async fn create(&self, name: &str, kind: &str, may_exist: bool) -> Result<(), IndexError> {
         let created = self
             .client
             .indices()
-            .create(IndicesCreateParts::Index(&name))
+            .create(IndicesCreateParts::Index(name))
             .body(index_definition(kind))
             .send()
             .await
             .map_err(unavailable)?;
         let status = created.status_code();
         let answer: Value = created.json().await.map_err(unavailable)?;
-        // Another node may have created it a moment before.
         let taken = answer.pointer("/error/type").and_then(Value::as_str) == Some("resource_already_exists_exception");
-        if !status.is_success() && !taken {
+        let created = status.is_success() || (taken && may_exist);
+        if !created {
             return Err(IndexError::Failed(format!("creating {name}: {answer}")));
         }
-        let actions = json!({ "actions": [ { "add": { "index": name, "alias": alias, "is_write_index": true } } ] });
-        let swapped = self.client.indices().update_aliases().body(actions).send().await.map_err(unavailable)?;
-        if !swapped.status_code().is_success() {
-            let answer = swapped.text().await.unwrap_or_default();
-            return Err(IndexError::Failed(format!("pointing {alias} at {name}: {answer}")));
+        Ok(())
+    }
+
+    /// Deletes indices; ones that do not exist are no error.
+    async fn delete(&self, names: &[&str]) -> Result<(), IndexError> {
+        let response = self
+            .client
+            .indices()
+            .delete(IndicesDeleteParts::Index(names))
+            .ignore_unavailable(true)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        if !response.status_code().is_success() {
+            let answer = response.text().await.unwrap_or_default();
+            return Err(IndexError::Failed(format!("deleting {names:?}: {answer}")));
         }
         Ok(())
+    }
+
+    async fn update_aliases(&self, actions: Value) -> Result<(), IndexError> {
+        let response =
+            self.client.indices().update_aliases().body(actions.clone()).send().await.map_err(unavailable)?;
+        if !response.status_code().is_success() {
+            let answer = response.text().await.unwrap_or_default();
+            return Err(IndexError::Failed(format!("changing aliases {actions}: {answer}")));
+        }
+        Ok(())
+    }
+
+    /// The index an alias names now.
+    async fn target(&self, alias: &str) -> Result<String, IndexError> {
+        let response =
+            self.client.indices().get_alias(IndicesGetAliasParts::Name(&[alias])).send().await.map_err(unavailable)?;
+        let answer: Value = response.json().await.map_err(unavailable)?;
+        alias_target(&answer, alias)
+    }
+
+    async fn bulk(&self, changes: &[Change], messages: &str, users: &str) -> Result<(), IndexError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let lines = bulk_lines(changes, messages, users);
+        let body: Vec<JsonBody<Value>> = lines.into_iter().map(JsonBody::from).collect();
+        let response = self.client.bulk(BulkParts::None).body(body).send().await.map_err(unavailable)?;
+        let status = response.status_code();
+        let answer: Value = response.json().await.map_err(unavailable)?;
+        if !status.is_success() {
+            return Err(IndexError::Failed(format!("bulk: {answer}")));
+        }
+        bulk_outcome(&answer)
     }
 
     async fn search(&self, kind: &str, body: Value) -> Result<Value, IndexError> {
@@ -112,18 +178,46 @@ impl ElasticIndex {
 #[async_trait::async_trait]
 impl SearchIndex for ElasticIndex {
     async fn apply(&self, changes: Vec<Change>) -> Result<(), IndexError> {
-        if changes.is_empty() {
-            return Ok(());
+        self.bulk(&changes, &self.alias(MESSAGES), &self.alias(USERS)).await
+    }
+
+    async fn begin_rebuild(&self) -> Result<(), IndexError> {
+        self.abandon_rebuild().await?;
+        let mut swaps = Vec::new();
+        for kind in [MESSAGES, USERS] {
+            let alias = self.alias(kind);
+            let old = self.target(&alias).await?;
+            let new = next_generation(&old, &alias);
+            // Left by a rebuild a stop interrupted.
+            self.delete(&[&new]).await?;
+            self.create(&new, kind, false).await?;
+            swaps.push(Swap { alias, old, new });
         }
-        let lines = bulk_lines(&changes, &self.alias(MESSAGES), &self.alias(USERS));
-        let body: Vec<JsonBody<Value>> = lines.into_iter().map(JsonBody::from).collect();
-        let response = self.client.bulk(BulkParts::None).body(body).send().await.map_err(unavailable)?;
-        let status = response.status_code();
-        let answer: Value = response.json().await.map_err(unavailable)?;
-        if !status.is_success() {
-            return Err(IndexError::Failed(format!("bulk: {answer}")));
-        }
-        bulk_outcome(&answer)
+        *self.building.lock().await = Some(swaps);
+        Ok(())
+    }
+
+    async fn apply_rebuilt(&self, changes: Vec<Change>) -> Result<(), IndexError> {
+        let building = self.building.lock().await.clone();
+        let Some([messages, users]) = building.as_deref() else {
+            return Err(IndexError::Failed("no rebuild is in progress".into()));
+        };
+        self.bulk(&changes, &messages.new, &users.new).await
+    }
+
+    async fn finish_rebuild(&self) -> Result<(), IndexError> {
+        let Some(swaps) = self.building.lock().await.take() else {
+            return Err(IndexError::Failed("no rebuild is in progress".into()));
+        };
+        self.update_aliases(swap_actions(&swaps)).await?;
+        let old: Vec<&str> = swaps.iter().map(|s| s.old.as_str()).collect();
+        self.delete(&old).await
+    }
+
+    async fn abandon_rebuild(&self) -> Result<(), IndexError> {
+        let Some(swaps) = self.building.lock().await.take() else { return Ok(()) };
+        let new: Vec<&str> = swaps.iter().map(|s| s.new.as_str()).collect();
+        self.delete(&new).await
     }
 
     async fn search_messages(&self, search: MessageSearch) -> Result<Found, IndexError> {
@@ -135,6 +229,41 @@ impl SearchIndex for ElasticIndex {
         let answer = self.search(USERS, user_query(&search)).await?;
         read_hits(&answer, Order::Relevance)
     }
+}
+
+/// The index a get-alias answer (`{ "<index>": { "aliases": { "<alias>":
+/// {...} } } }`) names for `alias`: its write index when it names several.
+pub fn alias_target(answer: &Value, alias: &str) -> Result<String, IndexError> {
+    let indices = answer.as_object().ok_or_else(|| IndexError::Failed(format!("alias {alias}: {answer}")))?;
+    let mut named: Vec<(&String, bool)> = indices
+        .iter()
+        .filter_map(|(index, body)| {
+            let entry = body.pointer(&format!("/aliases/{alias}"))?;
+            Some((index, entry.get("is_write_index").and_then(Value::as_bool).unwrap_or(false)))
+        })
+        .collect();
+    named.sort_by_key(|(_, writes)| !writes);
+    named
+        .first()
+        .map(|(index, _)| (*index).clone())
+        .ok_or_else(|| IndexError::Failed(format!("alias {alias}: {answer}")))
+}
+
+/// The name of the generation after `index` (`<alias>-<n>`).
+pub fn next_generation(index: &str, alias: &str) -> String {
+    let number = index.strip_prefix(alias).and_then(|n| n.strip_prefix('-')).and_then(|n| n.parse::<u64>().ok());
+    format!("{alias}-{}", number.unwrap_or(0) + 1)
+}
+
+/// One alias change moving every alias to its rebuilt index: searches see
+/// either all the old indices or all the new ones.
+pub fn swap_actions(swaps: &[Swap]) -> Value {
+    let mut actions = Vec::new();
+    for s in swaps {
+        actions.push(json!({ "remove": { "index": s.old, "alias": s.alias } }));
+        actions.push(json!({ "add": { "index": s.new, "alias": s.alias, "is_write_index": true } }));
+    }
+    json!({ "actions": actions })
 }
 
 /// The settings and explicit mapping of an index of `kind`.
@@ -507,6 +636,34 @@ mod tests {
         assert_eq!(filters, &json!(["cjk_width", "lowercase", "asciifolding", "colink_bigrams_indexed"]));
         let users = index_definition(USERS);
         assert_eq!(users["mappings"]["properties"]["username"]["analyzer"], "colink_indexed");
+    }
+
+    // A get-alias answer as documented; during a swap an alias may name two.
+    #[test]
+    fn a_rebuild_moves_every_alias_to_the_next_generation_at_once() {
+        let one = json!({ "colink-messages-3": { "aliases": { "colink-messages": {} } } });
+        assert_eq!(alias_target(&one, "colink-messages").expect("named"), "colink-messages-3");
+        let two = json!({
+            "colink-messages-3": { "aliases": { "colink-messages": { "is_write_index": false } } },
+            "colink-messages-4": { "aliases": { "colink-messages": { "is_write_index": true } } }
+        });
+        assert_eq!(alias_target(&two, "colink-messages").expect("named"), "colink-messages-4");
+        assert!(alias_target(&json!({}), "colink-messages").is_err());
+        assert_eq!(next_generation("colink-messages-3", "colink-messages"), "colink-messages-4");
+        assert_eq!(next_generation("something-else", "colink-messages"), "colink-messages-1");
+        let swaps = [
+            Swap { alias: "a-messages".into(), old: "a-messages-1".into(), new: "a-messages-2".into() },
+            Swap { alias: "a-users".into(), old: "a-users-4".into(), new: "a-users-5".into() },
+        ];
+        assert_eq!(
+            swap_actions(&swaps),
+            json!({ "actions": [
+                { "remove": { "index": "a-messages-1", "alias": "a-messages" } },
+                { "add": { "index": "a-messages-2", "alias": "a-messages", "is_write_index": true } },
+                { "remove": { "index": "a-users-4", "alias": "a-users" } },
+                { "add": { "index": "a-users-5", "alias": "a-users", "is_write_index": true } }
+            ] })
+        );
     }
 
     #[test]

@@ -4,9 +4,10 @@
 
 use std::cmp::Ordering;
 use std::collections::{HashMap, HashSet};
+use std::io::Write;
 use std::ops::Bound;
-use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
 
 use tantivy::collector::{Collector, SegmentCollector};
 use tantivy::columnar::Column;
@@ -98,8 +99,20 @@ fn user_schema() -> (Schema, UserFields) {
     (b.build(), fields)
 }
 
-/// Tantivy under a directory: one index for messages, one for people.
+/// Tantivy under a directory: one index for messages, one for people, in
+/// generations. The file `CURRENT` names the live generation (none means
+/// generation 0, whose indices lie in the directory itself); a rebuild
+/// fills the next generation in `g<N>` beside it, then writes `CURRENT`
+/// and removes the old one.
 pub struct EmbeddedIndex {
+    root: PathBuf,
+    live: RwLock<Generation>,
+    building: Mutex<Option<Generation>>,
+}
+
+#[derive(Clone)]
+struct Generation {
+    number: u64,
     inner: Arc<Inner>,
 }
 
@@ -141,33 +154,162 @@ fn failed(err: impl std::fmt::Display) -> IndexError {
     IndexError::Failed(err.to_string())
 }
 
-impl EmbeddedIndex {
-    /// Opens the indices under `dir`, creating them when there are none.
-    pub fn open(dir: &Path) -> Result<Self, IndexError> {
+/// The file naming the live generation.
+const CURRENT: &str = "CURRENT";
+
+fn part_names() -> [String; 2] {
+    [format!("messages-v{SCHEMA_VERSION}"), format!("users-v{SCHEMA_VERSION}")]
+}
+
+fn generation_dir(root: &Path, number: u64) -> PathBuf {
+    if number == 0 { root.to_path_buf() } else { root.join(format!("g{number}")) }
+}
+
+/// Removes a generation's indices; what cannot be removed now is removed
+/// when the index is next opened.
+fn remove_generation(root: &Path, number: u64) {
+    let dir = generation_dir(root, number);
+    let doomed: Vec<PathBuf> = if number == 0 { part_names().iter().map(|p| dir.join(p)).collect() } else { vec![dir] };
+    for path in doomed {
+        // A merge may still be finishing in it: try a few times.
+        let mut tries = 0;
+        while path.exists() && tries < 10 {
+            if std::fs::remove_dir_all(&path).is_err() {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            tries += 1;
+        }
+        if path.exists() {
+            tracing::warn!(path = %path.display(), "an old search index generation is left for the next start");
+        }
+    }
+}
+
+impl Inner {
+    fn open(dir: &Path) -> Result<Self, IndexError> {
         let (message_schema, message_fields) = message_schema();
         let (user_schema, user_fields) = user_schema();
-        let inner = Inner {
-            messages: Part::open(&dir.join(format!("messages-v{SCHEMA_VERSION}")), message_schema)?,
+        let [messages, users] = part_names();
+        Ok(Inner {
+            messages: Part::open(&dir.join(messages), message_schema)?,
             message_fields,
-            users: Part::open(&dir.join(format!("users-v{SCHEMA_VERSION}")), user_schema)?,
+            users: Part::open(&dir.join(users), user_schema)?,
             user_fields,
+        })
+    }
+}
+
+impl EmbeddedIndex {
+    /// Opens the live generation under `root`, creating it when there is
+    /// none, and removes any other (a rebuild a stop interrupted).
+    pub fn open(root: &Path) -> Result<Self, IndexError> {
+        std::fs::create_dir_all(root).map_err(|e| failed(format!("cannot create {}: {e}", root.display())))?;
+        let number = match std::fs::read_to_string(root.join(CURRENT)) {
+            Ok(text) => text.trim().parse::<u64>().map_err(|_| failed(format!("{CURRENT} holds {text:?}")))?,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(err) => return Err(failed(format!("cannot read {CURRENT}: {err}"))),
         };
-        Ok(Self { inner: Arc::new(inner) })
+        let entries = std::fs::read_dir(root).map_err(failed)?;
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let other = name.to_str().and_then(|n| n.strip_prefix('g')).and_then(|n| n.parse::<u64>().ok());
+            match other {
+                Some(other) if other != number => remove_generation(root, other),
+                _ => {}
+            }
+        }
+        if number != 0 {
+            remove_generation(root, 0);
+        }
+        let inner = Arc::new(Inner::open(&generation_dir(root, number))?);
+        Ok(Self {
+            root: root.to_path_buf(),
+            live: RwLock::new(Generation { number, inner }),
+            building: Mutex::new(None),
+        })
+    }
+
+    fn live(&self) -> Result<Arc<Inner>, IndexError> {
+        Ok(self.live.read().map_err(|_| failed("index poisoned"))?.inner.clone())
+    }
+
+    fn building(&self) -> Result<Generation, IndexError> {
+        let building = self.building.lock().map_err(|_| failed("index poisoned"))?;
+        building.clone().ok_or_else(|| failed("no rebuild is in progress"))
     }
 
     async fn blocking<T: Send + 'static>(
         &self,
         work: impl FnOnce(&Inner) -> Result<T, IndexError> + Send + 'static,
     ) -> Result<T, IndexError> {
-        let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || work(&inner)).await.map_err(failed)?
+        on_inner(self.live()?, work).await
     }
+
+    /// Points `CURRENT` at a generation, durably and in one step.
+    fn write_current(&self, number: u64) -> Result<(), IndexError> {
+        let staged = self.root.join(format!("{CURRENT}.new"));
+        let mut file = std::fs::File::create(&staged).map_err(failed)?;
+        file.write_all(number.to_string().as_bytes()).map_err(failed)?;
+        file.sync_all().map_err(failed)?;
+        std::fs::rename(&staged, self.root.join(CURRENT)).map_err(failed)?;
+        std::fs::File::open(&self.root).and_then(|dir| dir.sync_all()).map_err(failed)
+    }
+}
+
+async fn on_inner<T: Send + 'static>(
+    inner: Arc<Inner>,
+    work: impl FnOnce(&Inner) -> Result<T, IndexError> + Send + 'static,
+) -> Result<T, IndexError> {
+    tokio::task::spawn_blocking(move || work(&inner)).await.map_err(failed)?
 }
 
 #[async_trait::async_trait]
 impl SearchIndex for EmbeddedIndex {
     async fn apply(&self, changes: Vec<Change>) -> Result<(), IndexError> {
         self.blocking(move |inner| inner.apply(changes)).await
+    }
+
+    async fn begin_rebuild(&self) -> Result<(), IndexError> {
+        self.abandon_rebuild().await?;
+        let number = self.live.read().map_err(|_| failed("index poisoned"))?.number + 1;
+        let root = self.root.clone();
+        let inner = tokio::task::spawn_blocking(move || {
+            remove_generation(&root, number);
+            Inner::open(&generation_dir(&root, number))
+        })
+        .await
+        .map_err(failed)??;
+        *self.building.lock().map_err(|_| failed("index poisoned"))? =
+            Some(Generation { number, inner: Arc::new(inner) });
+        Ok(())
+    }
+
+    async fn apply_rebuilt(&self, changes: Vec<Change>) -> Result<(), IndexError> {
+        on_inner(self.building()?.inner, move |inner| inner.apply(changes)).await
+    }
+
+    async fn finish_rebuild(&self) -> Result<(), IndexError> {
+        let next = self.building()?;
+        self.write_current(next.number)?;
+        let old = {
+            let mut live = self.live.write().map_err(|_| failed("index poisoned"))?;
+            std::mem::replace(&mut *live, next)
+        };
+        *self.building.lock().map_err(|_| failed("index poisoned"))? = None;
+        let root = self.root.clone();
+        let number = old.number;
+        drop(old);
+        tokio::task::spawn_blocking(move || remove_generation(&root, number)).await.map_err(failed)
+    }
+
+    async fn abandon_rebuild(&self) -> Result<(), IndexError> {
+        let Some(dropped) = self.building.lock().map_err(|_| failed("index poisoned"))?.take() else {
+            return Ok(());
+        };
+        let root = self.root.clone();
+        let number = dropped.number;
+        drop(dropped);
+        tokio::task::spawn_blocking(move || remove_generation(&root, number)).await.map_err(failed)
     }
 
     async fn search_messages(&self, search: MessageSearch) -> Result<Found, IndexError> {

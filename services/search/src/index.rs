@@ -150,12 +150,25 @@ pub struct Found {
     pub stats: Option<PinnedStats>,
 }
 
-/// A full-text index of messages (and, later, files and users).
+/// A full-text index of messages and people.
+///
+/// An index can be rebuilt while it serves: a new generation is filled
+/// beside the live one, then takes its place in one step.
 #[async_trait::async_trait]
 pub trait SearchIndex: Send + Sync + 'static {
     /// Applies changes in order and makes them durable and searchable.
     /// Applying the same changes again changes nothing.
     async fn apply(&self, changes: Vec<Change>) -> Result<(), IndexError>;
+    /// Starts a new, empty generation beside the live one; an unfinished
+    /// one is dropped first.
+    async fn begin_rebuild(&self) -> Result<(), IndexError>;
+    /// Applies changes to the generation being built, as `apply` does.
+    async fn apply_rebuilt(&self, changes: Vec<Change>) -> Result<(), IndexError>;
+    /// Makes the generation being built the live one, atomically for
+    /// searches, and removes the old one.
+    async fn finish_rebuild(&self) -> Result<(), IndexError>;
+    /// Drops the generation being built; the live one stays.
+    async fn abandon_rebuild(&self) -> Result<(), IndexError>;
     /// Candidates for a message search.
     async fn search_messages(&self, search: MessageSearch) -> Result<Found, IndexError>;
     /// Candidates for a search of people, best first.

@@ -10,7 +10,8 @@
 //! - `index`: the `SearchIndex` trait; `embedded`: Tantivy; `elastic`:
 //!   Elasticsearch/OpenSearch;
 //! - `queue`: from the event log into the index, durably;
-//! - `messages`: SearchMessages; `users`: SearchUsers.
+//! - `messages`: SearchMessages; `users`: SearchUsers;
+//! - `reindex`: rebuilding the indices while they serve.
 
 pub mod analysis;
 pub mod elastic;
@@ -20,6 +21,7 @@ pub mod matcher;
 mod messages;
 pub mod query;
 pub mod queue;
+mod reindex;
 mod users;
 
 use std::path::Path;
@@ -61,6 +63,8 @@ pub(crate) struct Shared {
     channels: ChannelsServiceClient<GrpcChannel>,
     messaging: MessagingServiceClient<GrpcChannel>,
     users: UsersServiceClient<GrpcChannel>,
+    /// The running or last rebuild of the indices on this node.
+    reindex: std::sync::Mutex<pb::Reindex>,
 }
 
 /// Opens the index a configuration names: the embedded one under
@@ -82,6 +86,7 @@ impl SearchService {
                 channels: ChannelsServiceClient::new(peers.channels),
                 messaging: MessagingServiceClient::new(peers.messaging),
                 users: UsersServiceClient::new(peers.users),
+                reindex: std::sync::Mutex::new(pb::Reindex::default()),
             }),
         }
     }
@@ -129,5 +134,21 @@ impl SearchRpc for SearchService {
     ) -> Result<Response<pb::SearchUsersResponse>, Status> {
         let caller = caller(&request)?;
         Ok(Response::new(self.shared.search_users(caller, request.get_ref()).await?))
+    }
+
+    async fn start_reindex(
+        &self,
+        request: Request<pb::StartReindexRequest>,
+    ) -> Result<Response<pb::StartReindexResponse>, Status> {
+        let caller = caller(&request)?;
+        Ok(Response::new(pb::StartReindexResponse { reindex: Some(self.shared.start_reindex(caller)?) }))
+    }
+
+    async fn get_reindex(
+        &self,
+        request: Request<pb::GetReindexRequest>,
+    ) -> Result<Response<pb::GetReindexResponse>, Status> {
+        let caller = caller(&request)?;
+        Ok(Response::new(pb::GetReindexResponse { reindex: Some(self.shared.reindex_report(caller)?) }))
     }
 }

@@ -7,7 +7,7 @@
 //! in the same state.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
 use colink_proto::events::v1::Event;
@@ -15,15 +15,15 @@ use colink_proto::events::v1::event::Payload;
 use colink_runtime::db::Db;
 use colink_runtime::events::{EventError, EventHandler};
 use colink_runtime::ids::{micros_of, now_micros};
-use sea_orm::sea_query::{Expr, ExprTrait, Func, Query};
+use sea_orm::sea_query::{Condition, Expr, ExprTrait, Func, Query};
 use sea_orm::{ConnectionTrait, DbErr, FromQueryResult, StatementBuilder};
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Mutex, Notify, watch};
 
 use crate::index::{Change, MessageDoc, SearchIndex, UserDoc};
 
 const TABLE: &str = "search_queue";
 /// Changes applied in one index commit at most.
-const BATCH: u64 = 4096;
+pub(crate) const BATCH: u64 = 4096;
 /// The least time between two index commits while changes trickle in: a
 /// commit writes a segment (and later merges it), so fewer, larger ones
 /// cost the node far less, for a fraction of a second of lag.
@@ -37,6 +37,11 @@ pub struct Queue {
     /// The time from an event's commit to its change's index commit, of the
     /// last batch applied, in microseconds.
     lag: Arc<AtomicI64>,
+    /// Held while a batch goes into the live index, so that a rebuilt index
+    /// takes over between two batches.
+    applying: Arc<Mutex<()>>,
+    /// A rebuild runs: applied changes stay until it has them too.
+    retaining: Arc<AtomicBool>,
 }
 
 #[derive(FromQueryResult)]
@@ -51,9 +56,28 @@ struct Scalar {
     value: Option<i64>,
 }
 
+fn decode(rows: Vec<Row>) -> Vec<Change> {
+    let mut changes = Vec::with_capacity(rows.len());
+    for row in rows {
+        match serde_json::from_slice::<Change>(&row.change) {
+            Ok(change) => changes.push(change),
+            // Written by this code, so only a newer version's change can
+            // fail here: skipped rather than blocking the queue forever.
+            Err(err) => tracing::error!(id = row.id, error = %err, "unreadable search change skipped"),
+        }
+    }
+    changes
+}
+
 impl Queue {
     pub fn new(db: Db) -> Self {
-        Self { db, wake: Arc::new(Notify::new()), lag: Arc::new(AtomicI64::new(0)) }
+        Self {
+            db,
+            wake: Arc::new(Notify::new()),
+            lag: Arc::new(AtomicI64::new(0)),
+            applying: Arc::new(Mutex::new(())),
+            retaining: Arc::new(AtomicBool::new(false)),
+        }
     }
 
     /// Adds changes, each with the time of its event, durably (in one
@@ -74,11 +98,12 @@ impl Queue {
         Ok(())
     }
 
-    /// Changes waiting, oldest first.
-    async fn peek(&self) -> Result<Vec<Row>, DbErr> {
+    /// Up to a batch of the changes `wanted` picks, oldest first.
+    async fn peek(&self, wanted: Condition) -> Result<Vec<Row>, DbErr> {
         let query = Query::select()
             .columns(["id", "change", "event_time"])
             .from(TABLE)
+            .cond_where(wanted)
             .order_by("id", sea_orm::Order::Asc)
             .limit(BATCH)
             .to_owned();
@@ -86,15 +111,41 @@ impl Queue {
         Row::find_by_statement(StatementBuilder::build(&query, &backend)).all(&self.db.writer).await
     }
 
-    async fn remove_through(&self, id: i64) -> Result<(), DbErr> {
-        let delete = Query::delete().from_table(TABLE).and_where(Expr::col("id").lte(id)).to_owned();
-        self.db.writer.execute(&delete).await?;
+    /// Sets `flag` on these changes, and removes those that no index needs
+    /// any more. Exactly these ids: on PostgreSQL a change with a smaller id
+    /// may commit after a larger one was read.
+    async fn mark(&self, ids: &[i64], flag: &'static str) -> Result<(), DbErr> {
+        for chunk in ids.chunks(1_000) {
+            let chunk = chunk.to_vec();
+            if self.retaining.load(Ordering::SeqCst) {
+                let update = Query::update()
+                    .table(TABLE)
+                    .value(flag, true)
+                    .and_where(Expr::col("id").is_in(chunk.clone()))
+                    .to_owned();
+                self.db.writer.execute(&update).await?;
+                let done = Query::delete()
+                    .from_table(TABLE)
+                    .and_where(Expr::col("id").is_in(chunk))
+                    .and_where(Expr::col("applied").eq(true))
+                    .and_where(Expr::col("replayed").eq(true))
+                    .to_owned();
+                self.db.writer.execute(&done).await?;
+            } else {
+                let delete = Query::delete().from_table(TABLE).and_where(Expr::col("id").is_in(chunk)).to_owned();
+                self.db.writer.execute(&delete).await?;
+            }
+        }
         Ok(())
     }
 
-    /// How many changes wait.
+    /// How many changes wait for the live index.
     pub async fn depth(&self) -> Result<i64, DbErr> {
-        let query = Query::select().expr_as(Func::count(Expr::col("id")), "value").from(TABLE).to_owned();
+        let query = Query::select()
+            .expr_as(Func::count(Expr::col("id")), "value")
+            .from(TABLE)
+            .and_where(Expr::col("applied").eq(false))
+            .to_owned();
         let backend = self.db.writer.get_database_backend();
         let row = Scalar::find_by_statement(StatementBuilder::build(&query, &backend)).one(&self.db.writer).await?;
         Ok(row.and_then(|r| r.value).unwrap_or(0))
@@ -114,6 +165,10 @@ impl Queue {
     ) -> tokio::task::JoinHandle<()> {
         let queue = self.clone();
         tokio::spawn(async move {
+            // Kept for a rebuild this node no longer runs.
+            if let Err(err) = queue.stop_retaining().await {
+                tracing::warn!(error = %err, "could not clear changes kept for an interrupted rebuild");
+            }
             let mut backoff = Duration::from_millis(100);
             loop {
                 let started = tokio::time::Instant::now();
@@ -145,25 +200,79 @@ impl Queue {
         })
     }
 
-    /// Applies one batch; false when the queue was empty.
+    /// Applies one batch to the live index; false when none waited.
     async fn apply_batch(&self, index: &dyn SearchIndex) -> Result<bool, String> {
-        let rows = self.peek().await.map_err(|e| e.to_string())?;
-        let Some(last) = rows.last() else { return Ok(false) };
-        let last_id = last.id;
-        let oldest_event = rows.iter().map(|r| r.event_time).min().unwrap_or(0);
-        let mut changes = Vec::with_capacity(rows.len());
-        for row in rows {
-            match serde_json::from_slice::<Change>(&row.change) {
-                Ok(change) => changes.push(change),
-                // Written by this code, so only a newer version's change can
-                // fail here: skipped rather than blocking the queue forever.
-                Err(err) => tracing::error!(id = row.id, error = %err, "unreadable search change skipped"),
-            }
+        let _applying = self.applying.lock().await;
+        let rows = self.peek(Condition::all().add(Expr::col("applied").eq(false))).await.map_err(|e| e.to_string())?;
+        if rows.is_empty() {
+            return Ok(false);
         }
-        index.apply(changes).await.map_err(|e| e.to_string())?;
-        self.remove_through(last_id).await.map_err(|e| e.to_string())?;
+        let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+        let oldest_event = rows.iter().map(|r| r.event_time).min().unwrap_or(0);
+        index.apply(decode(rows)).await.map_err(|e| e.to_string())?;
+        self.mark(&ids, "applied").await.map_err(|e| e.to_string())?;
         self.lag.store(now_micros() - oldest_event, Ordering::Relaxed);
         Ok(true)
+    }
+
+    /// From now on, applied changes stay until `replay` has given them to
+    /// the index being rebuilt; every change waiting now will be replayed.
+    pub(crate) async fn start_retaining(&self) -> Result<(), DbErr> {
+        let _applying = self.applying.lock().await;
+        let reset = Query::update().table(TABLE).value("replayed", false).to_owned();
+        self.db.writer.execute(&reset).await?;
+        self.retaining.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Applies up to a batch of the changes kept to the index being
+    /// rebuilt; returns how many.
+    pub(crate) async fn replay(&self, index: &dyn SearchIndex) -> Result<usize, String> {
+        self.replay_where(index, Condition::all().add(Expr::col("replayed").eq(false))).await
+    }
+
+    async fn replay_where(&self, index: &dyn SearchIndex, wanted: Condition) -> Result<usize, String> {
+        let rows = self.peek(wanted).await.map_err(|e| e.to_string())?;
+        let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+        if !ids.is_empty() {
+            index.apply_rebuilt(decode(rows)).await.map_err(|e| e.to_string())?;
+            self.mark(&ids, "replayed").await.map_err(|e| e.to_string())?;
+        }
+        Ok(ids.len())
+    }
+
+    /// Makes the rebuilt index the live one between two batches of the
+    /// live indexer, once it has every change the live one has; returns
+    /// how many changes that took. Changes the live index does not have
+    /// yet need not wait: the live indexer applies them to the rebuilt
+    /// index next. So this ends however fast changes arrive.
+    pub(crate) async fn take_over(&self, index: &dyn SearchIndex) -> Result<usize, String> {
+        let _applying = self.applying.lock().await;
+        let missing = || Condition::all().add(Expr::col("applied").eq(true)).add(Expr::col("replayed").eq(false));
+        let mut replayed = 0;
+        loop {
+            let n = self.replay_where(index, missing()).await?;
+            replayed += n;
+            if n == 0 {
+                break;
+            }
+        }
+        index.finish_rebuild().await.map_err(|e| e.to_string())?;
+        self.forget_kept().await.map_err(|e| e.to_string())?;
+        Ok(replayed)
+    }
+
+    /// Ends retaining without a rebuilt index, and drops what was kept.
+    pub(crate) async fn stop_retaining(&self) -> Result<(), DbErr> {
+        let _applying = self.applying.lock().await;
+        self.forget_kept().await
+    }
+
+    async fn forget_kept(&self) -> Result<(), DbErr> {
+        self.retaining.store(false, Ordering::SeqCst);
+        let kept = Query::delete().from_table(TABLE).and_where(Expr::col("applied").eq(true)).to_owned();
+        self.db.writer.execute(&kept).await?;
+        Ok(())
     }
 }
 
@@ -235,5 +344,120 @@ impl EventHandler for UserIndexer {
 
     async fn handle_batch(&self, events: &[Event]) -> Result<(), EventError> {
         push_all(&self.0, events, user_change).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sea_orm::Database;
+    use sea_orm_migration::MigratorTrait;
+
+    use super::*;
+    use crate::embedded::EmbeddedIndex;
+    use crate::index::{MessageSearch, Order};
+    use crate::query::parse;
+
+    async fn queue() -> Queue {
+        let conn = Database::connect("sqlite::memory:").await.expect("opens");
+        colink_migrations::search::Migrator::up(&conn, None).await.expect("migrates");
+        Queue::new(Db { writer: conn.clone(), reader: conn })
+    }
+
+    fn temp_dir() -> std::path::PathBuf {
+        std::env::temp_dir().join(format!("colink-queue-test-{}", uuid::Uuid::now_v7().simple()))
+    }
+
+    fn message(id: &str, text: &str) -> (Change, i64) {
+        let doc = MessageDoc {
+            message_id: id.into(),
+            channel_id: "c".into(),
+            sender_id: "u".into(),
+            thread_id: String::new(),
+            text: text.into(),
+            has_file: false,
+        };
+        (Change::Message(doc), now_micros())
+    }
+
+    async fn found(index: &EmbeddedIndex, word: &str) -> Vec<String> {
+        let search = MessageSearch {
+            query: parse(word, true).expect("parses"),
+            channel_ids: vec!["c".into()],
+            sender_ids: Vec::new(),
+            thread_id: None,
+            has_file: false,
+            has_link: false,
+            is_thread: false,
+            after_ms: None,
+            before_ms: None,
+            order: Order::Oldest,
+            after_key: None,
+            limit: 10,
+            stats: None,
+        };
+        index.search_messages(search).await.expect("searches").hits.into_iter().map(|h| h.id).collect()
+    }
+
+    async fn rows(queue: &Queue) -> i64 {
+        let query = Query::select().expr_as(Func::count(Expr::col("id")), "value").from(TABLE).to_owned();
+        let backend = queue.db.writer.get_database_backend();
+        let row = Scalar::find_by_statement(StatementBuilder::build(&query, &backend)).one(&queue.db.writer).await;
+        row.expect("counts").and_then(|r| r.value).unwrap_or(0)
+    }
+
+    #[tokio::test]
+    async fn a_rebuilt_index_has_every_change_the_live_one_had_when_it_takes_over() {
+        let queue = queue().await;
+        let dir = temp_dir();
+        let index = EmbeddedIndex::open(&dir).expect("opens");
+        let [a, b, c] = [(); 3].map(|_| uuid::Uuid::now_v7().to_string());
+        queue.push(&[message(&a, "apple")]).await.expect("queues");
+        assert!(queue.apply_batch(&index).await.expect("applies"));
+
+        index.begin_rebuild().await.expect("begins");
+        queue.start_retaining().await.expect("retains");
+        // While the rebuild reads, `a` is edited and `b` sent, and the live
+        // index takes both; the rebuild read `a` before its edit.
+        queue.push(&[message(&a, "apricot"), message(&b, "banana")]).await.expect("queues");
+        assert!(queue.apply_batch(&index).await.expect("applies"));
+        assert_eq!(found(&index, "apricot").await, std::slice::from_ref(&a));
+        index.apply_rebuilt(vec![message(&a, "apple").0]).await.expect("applies to the rebuild");
+        // Sent just before the take-over: the live index does not have it yet.
+        queue.push(&[message(&c, "cherry")]).await.expect("queues");
+
+        assert_eq!(queue.take_over(&index).await.expect("takes over"), 2);
+        assert_eq!(found(&index, "apricot").await, std::slice::from_ref(&a));
+        assert!(found(&index, "apple").await.is_empty());
+        assert_eq!(found(&index, "banana").await, std::slice::from_ref(&b));
+        assert!(found(&index, "cherry").await.is_empty());
+        assert!(queue.apply_batch(&index).await.expect("applies"));
+        assert_eq!(found(&index, "cherry").await, std::slice::from_ref(&c));
+        assert_eq!(rows(&queue).await, 0, "nothing is kept once the rebuilt index is live");
+
+        drop(index);
+        let reopened = EmbeddedIndex::open(&dir).expect("reopens");
+        assert_eq!(found(&reopened, "apricot").await, [a]);
+        assert!(!dir.join("messages-v1").exists(), "the old generation is removed");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn an_abandoned_rebuild_leaves_the_live_index_and_keeps_nothing() {
+        let queue = queue().await;
+        let dir = temp_dir();
+        let index = EmbeddedIndex::open(&dir).expect("opens");
+        let a = uuid::Uuid::now_v7().to_string();
+        index.begin_rebuild().await.expect("begins");
+        queue.start_retaining().await.expect("retains");
+        queue.push(&[message(&a, "apple")]).await.expect("queues");
+        assert!(queue.apply_batch(&index).await.expect("applies"));
+        assert_eq!(rows(&queue).await, 1, "kept for the rebuild");
+        index.abandon_rebuild().await.expect("abandons");
+        queue.stop_retaining().await.expect("stops");
+        assert_eq!(rows(&queue).await, 0);
+        assert_eq!(found(&index, "apple").await, [a]);
+        assert!(!dir.join("g1").exists());
+        assert!(index.apply_rebuilt(Vec::new()).await.is_err(), "no rebuild to apply to");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -5,9 +5,12 @@ use std::time::Duration;
 
 use colink_proto::channels::v1::{ChannelKind, JoinChannelRequest, LeaveChannelRequest};
 use colink_proto::messaging::v1::{
-    DeleteMessageRequest, EditMessageRequest, Message, RecallMessageRequest, SendMessageRequest,
+    DeleteMessageRequest, EditMessageRequest, ExportMessagesRequest, Message, RecallMessageRequest, SendMessageRequest,
 };
-use colink_proto::search::v1::{SearchMessagesRequest, SearchMessagesResponse, SearchOrder, SearchUsersRequest};
+use colink_proto::search::v1::{
+    GetReindexRequest, ReindexState, SearchMessagesRequest, SearchMessagesResponse, SearchOrder, SearchUsersRequest,
+    StartReindexRequest,
+};
 use colink_proto::users::v1::{UpdateMeRequest, User};
 use tonic::Code;
 
@@ -363,6 +366,162 @@ async fn indexing_resumes_after_a_restart_and_loses_nothing() {
     let app = app.restart(|_| {}).await;
     let everything = SearchMessagesRequest { page_size: 100, ..query("persimmon") };
     found(&app, &ann, everything, 50).await;
+}
+
+/// Every id a query finds, page by page, once the index shows `expected`.
+async fn all_found(app: &TestApp, user: &TestUser, text: &str, expected: usize) -> Vec<String> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut ids = Vec::new();
+        let mut page_token = String::new();
+        loop {
+            let request =
+                SearchMessagesRequest { page_size: 100, page_token, order: SearchOrder::Oldest as i32, ..query(text) };
+            let page = search(app, user, request).await;
+            ids.extend(page.hits.into_iter().map(|h| h.message_id));
+            if page.next_page_token.is_empty() {
+                break;
+            }
+            page_token = page.next_page_token;
+        }
+        if ids.len() == expected || tokio::time::Instant::now() > deadline {
+            ids.sort();
+            return ids;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_reindex_while_traffic_flows_loses_nothing() {
+    let app = TestApp::spawn().await;
+    let root = app.register("root").await;
+    let ann = app.register("ann").await;
+    let room = app.create_channel(&ann, "room", ChannelKind::Public, &[&root]).await;
+    let mut live = Vec::new();
+    for i in 0..200 {
+        live.push(app.send(&ann, &room.channel_id, &format!("quince history {i}")).await.message_id);
+    }
+    // Outsiders may not start, follow or feed a rebuild.
+    assert_code(app.search().start_reindex(ann.req(StartReindexRequest {})).await, Code::PermissionDenied);
+    assert_code(app.search().get_reindex(ann.req(GetReindexRequest {})).await, Code::PermissionDenied);
+    let export = ExportMessagesRequest::default();
+    assert_code(app.messaging().export_messages(ann.req(export)).await, Code::PermissionDenied);
+    let before = app.search().get_reindex(root.req(GetReindexRequest {})).await.unwrap().into_inner().reindex;
+    assert_eq!(before.unwrap_or_default().state, ReindexState::Unspecified as i32);
+
+    // Sends, edits and deletions go on while the index is rebuilt.
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let traffic = async {
+        let mut sent = Vec::new();
+        let mut edited = Vec::new();
+        let mut deleted = Vec::new();
+        let mut during = 0;
+        let mut i = 0;
+        while i < 600 && !(done.load(std::sync::atomic::Ordering::SeqCst) && i >= 100) {
+            let m = app.send(&ann, &room.channel_id, &format!("quince traffic {i}")).await;
+            sent.push(m.message_id);
+            if !done.load(std::sync::atomic::Ordering::SeqCst) {
+                during += 1;
+            }
+            if i % 7 == 3 {
+                let message_id = sent.remove(0);
+                let edit = EditMessageRequest {
+                    message_id: message_id.clone(),
+                    text: format!("medlar {i}"),
+                    ..Default::default()
+                };
+                app.messaging().edit_message(ann.req(edit)).await.unwrap();
+                edited.push(message_id);
+            }
+            if i % 11 == 5 {
+                let message_id = sent.remove(0);
+                let delete = DeleteMessageRequest { message_id: message_id.clone(), ..Default::default() };
+                app.messaging().delete_message(ann.req(delete)).await.unwrap();
+                deleted.push(message_id);
+            }
+            i += 1;
+        }
+        (sent, edited, deleted, during)
+    };
+    let rebuild = async {
+        let started = app.search().start_reindex(root.req(StartReindexRequest {})).await.unwrap().into_inner();
+        assert_eq!(started.reindex.unwrap_or_default().state, ReindexState::Running as i32);
+        // Starting again while it runs returns the same rebuild.
+        let again = app.search().start_reindex(root.req(StartReindexRequest {})).await.unwrap().into_inner();
+        let again = again.reindex.unwrap_or_default();
+        assert!(again.state != ReindexState::Unspecified as i32, "{again:?}");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let report = app.search().get_reindex(root.req(GetReindexRequest {})).await.unwrap().into_inner();
+            let report = report.reindex.unwrap_or_default();
+            if report.state != ReindexState::Running as i32 || tokio::time::Instant::now() > deadline {
+                done.store(true, std::sync::atomic::Ordering::SeqCst);
+                return report;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let ((sent, edited, deleted, during), report) = tokio::join!(traffic, rebuild);
+    assert_eq!(report.state, ReindexState::Succeeded as i32, "{report:?}");
+    assert!(during > 0, "nothing was sent while the index was rebuilt");
+    assert!(report.messages >= 200 && report.users == 2, "{report:?}");
+    assert!(report.end_time.is_some());
+
+    let mut quinces: Vec<String> = live.iter().chain(&sent).cloned().collect();
+    quinces.sort();
+    let mut medlars = edited.clone();
+    medlars.sort();
+    assert_eq!(all_found(&app, &root, "quince", quinces.len()).await, quinces);
+    assert_eq!(all_found(&app, &root, "medlar", medlars.len()).await, medlars);
+    assert!(!deleted.is_empty());
+    // The rebuilt index is the one a restart opens, people included.
+    let app = app.restart(|_| {}).await;
+    assert_eq!(all_found(&app, &root, "quince", quinces.len()).await, quinces);
+    assert_eq!(people(&app, &root, "ann", 1).await, ["ann"]);
+    let current = std::fs::read_to_string(app.config().data_dir.join("search/CURRENT")).expect("a rebuilt generation");
+    assert_eq!(current, "1");
+}
+
+#[tokio::test]
+async fn the_export_pages_through_live_messages_in_id_order() {
+    let app = TestApp::spawn().await;
+    let root = app.register("root").await;
+    let room = app.create_channel(&root, "room", ChannelKind::Public, &[]).await;
+    let mut kept = Vec::new();
+    for i in 0..5 {
+        let m = app.send(&root, &room.channel_id, &format!("m{i}")).await;
+        if i == 2 {
+            let delete = DeleteMessageRequest { message_id: m.message_id, ..Default::default() };
+            app.messaging().delete_message(root.req(delete)).await.unwrap();
+        } else {
+            kept.push(m.message_id);
+        }
+    }
+    let mut seen = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let request = ExportMessagesRequest { page_size: 2, page_token };
+        let page = app.messaging().export_messages(root.req(request)).await.unwrap().into_inner();
+        assert!(page.messages.len() <= 2);
+        seen.extend(page.messages.into_iter().map(|m| (m.message_id, m.text)));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    let ids: Vec<String> = seen.iter().map(|(id, _)| id.clone()).collect();
+    assert_eq!(ids, kept);
+    assert_eq!(seen[0].1, "m0");
+    let bad = |request: ExportMessagesRequest| {
+        let mut client = app.messaging();
+        let request = root.req(request);
+        async move { client.export_messages(request).await }
+    };
+    assert_invalid(bad(ExportMessagesRequest { page_size: 1001, ..Default::default() }).await, "page_size");
+    assert_invalid(bad(ExportMessagesRequest { page_token: "%%%".into(), ..Default::default() }).await, "page_token");
+    let not_an_id = colink_runtime::ids::encode_page_token("not-an-id");
+    assert_invalid(bad(ExportMessagesRequest { page_token: not_an_id, ..Default::default() }).await, "page_token");
 }
 
 async fn people(app: &TestApp, user: &TestUser, text: &str, expected: usize) -> Vec<String> {

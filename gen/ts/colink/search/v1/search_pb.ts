@@ -40,7 +40,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file colink/search/v1/search.proto.
  */
 export const file_colink_search_v1_search: GenFile = /*@__PURE__*/
-  fileDesc("Ch1jb2xpbmsvc2VhcmNoL3YxL3NlYXJjaC5wcm90bxIQY29saW5rLnNlYXJjaC52MSJaCglIaWdobGlnaHQSDQoFZmllbGQYASABKAkSEQoJZnJhZ21lbnRzGAIgAygJEisKCGV4Y2VycHRzGAMgAygLMhkuY29saW5rLnNlYXJjaC52MS5FeGNlcnB0InUKB0V4Y2VycHQSDAoEdGV4dBgBIAEoCRIsCgdtYXRjaGVzGAIgAygLMhsuY29saW5rLnNlYXJjaC52MS5UZXh0UmFuZ2USFwoPdHJ1bmNhdGVkX3N0YXJ0GAMgASgIEhUKDXRydW5jYXRlZF9lbmQYBCABKAgiJwoJVGV4dFJhbmdlEg0KBXN0YXJ0GAEgASgFEgsKA2VuZBgCIAEoBSL1AQoQU2VhcmNoTWVzc2FnZUhpdBISCgptZXNzYWdlX2lkGAEgASgJEhIKCmNoYW5uZWxfaWQYAiABKAkSEQoJdGhyZWFkX2lkGAMgASgJEhEKCXNlbmRlcl9pZBgEIAEoCRIPCgdzbmlwcGV0GAUgASgJEi8KCmhpZ2hsaWdodHMYBiADKAsyGy5jb2xpbmsuc2VhcmNoLnYxLkhpZ2hsaWdodBIvCgtjcmVhdGVfdGltZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEQoJaGFzX2ZpbGVzGAggASgIEg0KBXNjb3JlGAkgASgCIp4CCg1TZWFyY2hGaWxlSGl0Eg8KB2ZpbGVfaWQYASABKAkSEAoIZmlsZW5hbWUYAiABKAkSEQoJbWltZV90eXBlGAMgASgJEiwKCWZpbGVfdHlwZRgEIAEoDjIZLmNvbGluay5maWxlcy52MS5GaWxlVHlwZRISCgpzaXplX2J5dGVzGAUgASgDEhAKCG93bmVyX2lkGAYgASgJEhIKCmNoYW5uZWxfaWQYByABKAkSLwoLY3JlYXRlX3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KCmhpZ2hsaWdodHMYCSADKAsyGy5jb2xpbmsuc2VhcmNoLnYxLkhpZ2hsaWdodBINCgVzY29yZRgKIAEoAiKxAQoNU2VhcmNoVXNlckhpdBIPCgd1c2VyX2lkGAEgASgJEhAKCHVzZXJuYW1lGAIgASgJEhQKDGRpc3BsYXlfbmFtZRgDIAEoCRISCgphdmF0YXJfdXJsGAQgASgJEhMKC2RlYWN0aXZhdGVkGAUgASgIEi8KCmhpZ2hsaWdodHMYBiADKAsyGy5jb2xpbmsuc2VhcmNoLnYxLkhpZ2hsaWdodBINCgVzY29yZRgHIAEoAiLgAgoVU2VhcmNoTWVzc2FnZXNSZXF1ZXN0Eg0KBXF1ZXJ5GAEgASgJEhIKCmNoYW5uZWxfaWQYAiABKAkSFAoMZnJvbV91c2VyX2lkGAMgASgJEioKBmJlZm9yZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKQoFYWZ0ZXIYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhAKCGhhc19maWxlGAYgASgIEhEKCXRocmVhZF9pZBgHIAEoCRIsCgVvcmRlchgIIAEoDjIdLmNvbGluay5zZWFyY2gudjEuU2VhcmNoT3JkZXISEQoJcGFnZV9zaXplGAkgASgFEhIKCnBhZ2VfdG9rZW4YCiABKAkSEAoIaGFzX2xpbmsYCyABKAgSEQoJaXNfdGhyZWFkGAwgASgIEgkKAXEYDSABKAkSDQoFbGltaXQYDiABKAUiewoWU2VhcmNoTWVzc2FnZXNSZXNwb25zZRIwCgRoaXRzGAEgAygLMiIuY29saW5rLnNlYXJjaC52MS5TZWFyY2hNZXNzYWdlSGl0EhYKDnRvdGFsX2VzdGltYXRlGAIgASgDEhcKD25leHRfcGFnZV90b2tlbhgDIAEoCSK9AgoSU2VhcmNoRmlsZXNSZXF1ZXN0Eg0KBXF1ZXJ5GAEgASgJEhIKCmNoYW5uZWxfaWQYAiABKAkSEAoIb3duZXJfaWQYAyABKAkSLAoJZmlsZV90eXBlGAQgASgOMhkuY29saW5rLmZpbGVzLnYxLkZpbGVUeXBlEioKBmJlZm9yZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKQoFYWZ0ZXIYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKBW9yZGVyGAcgASgOMh0uY29saW5rLnNlYXJjaC52MS5TZWFyY2hPcmRlchIRCglwYWdlX3NpemUYCCABKAUSEgoKcGFnZV90b2tlbhgJIAEoCRIJCgFxGAogASgJEg0KBWxpbWl0GAsgASgFInUKE1NlYXJjaEZpbGVzUmVzcG9uc2USLQoEaGl0cxgBIAMoCzIfLmNvbGluay5zZWFyY2gudjEuU2VhcmNoRmlsZUhpdBIWCg50b3RhbF9lc3RpbWF0ZRgCIAEoAxIXCg9uZXh0X3BhZ2VfdG9rZW4YAyABKAkigQEKElNlYXJjaFVzZXJzUmVxdWVzdBINCgVxdWVyeRgBIAEoCRIbChNpbmNsdWRlX2RlYWN0aXZhdGVkGAIgASgIEhEKCXBhZ2Vfc2l6ZRgDIAEoBRISCgpwYWdlX3Rva2VuGAQgASgJEgkKAXEYBSABKAkSDQoFbGltaXQYBiABKAUidQoTU2VhcmNoVXNlcnNSZXNwb25zZRItCgRoaXRzGAEgAygLMh8uY29saW5rLnNlYXJjaC52MS5TZWFyY2hVc2VySGl0EhYKDnRvdGFsX2VzdGltYXRlGAIgASgDEhcKD25leHRfcGFnZV90b2tlbhgDIAEoCSp5CgtTZWFyY2hPcmRlchIcChhTRUFSQ0hfT1JERVJfVU5TUEVDSUZJRUQQABIaChZTRUFSQ0hfT1JERVJfUkVMRVZBTkNFEAESFwoTU0VBUkNIX09SREVSX05FV0VTVBACEhcKE1NFQVJDSF9PUkRFUl9PTERFU1QQAzL+AgoNU2VhcmNoU2VydmljZRKAAQoOU2VhcmNoTWVzc2FnZXMSJy5jb2xpbmsuc2VhcmNoLnYxLlNlYXJjaE1lc3NhZ2VzUmVxdWVzdBooLmNvbGluay5zZWFyY2gudjEuU2VhcmNoTWVzc2FnZXNSZXNwb25zZSIbgtPkkwIVEhMvdjEvc2VhcmNoL21lc3NhZ2VzEnQKC1NlYXJjaEZpbGVzEiQuY29saW5rLnNlYXJjaC52MS5TZWFyY2hGaWxlc1JlcXVlc3QaJS5jb2xpbmsuc2VhcmNoLnYxLlNlYXJjaEZpbGVzUmVzcG9uc2UiGILT5JMCEhIQL3YxL3NlYXJjaC9maWxlcxJ0CgtTZWFyY2hVc2VycxIkLmNvbGluay5zZWFyY2gudjEuU2VhcmNoVXNlcnNSZXF1ZXN0GiUuY29saW5rLnNlYXJjaC52MS5TZWFyY2hVc2Vyc1Jlc3BvbnNlIhiC0+STAhISEC92MS9zZWFyY2gvdXNlcnNiBnByb3RvMw", [file_colink_files_v1_files, file_google_api_annotations, file_google_protobuf_timestamp]);
+  fileDesc("Ch1jb2xpbmsvc2VhcmNoL3YxL3NlYXJjaC5wcm90bxIQY29saW5rLnNlYXJjaC52MSJaCglIaWdobGlnaHQSDQoFZmllbGQYASABKAkSEQoJZnJhZ21lbnRzGAIgAygJEisKCGV4Y2VycHRzGAMgAygLMhkuY29saW5rLnNlYXJjaC52MS5FeGNlcnB0InUKB0V4Y2VycHQSDAoEdGV4dBgBIAEoCRIsCgdtYXRjaGVzGAIgAygLMhsuY29saW5rLnNlYXJjaC52MS5UZXh0UmFuZ2USFwoPdHJ1bmNhdGVkX3N0YXJ0GAMgASgIEhUKDXRydW5jYXRlZF9lbmQYBCABKAgiJwoJVGV4dFJhbmdlEg0KBXN0YXJ0GAEgASgFEgsKA2VuZBgCIAEoBSL1AQoQU2VhcmNoTWVzc2FnZUhpdBISCgptZXNzYWdlX2lkGAEgASgJEhIKCmNoYW5uZWxfaWQYAiABKAkSEQoJdGhyZWFkX2lkGAMgASgJEhEKCXNlbmRlcl9pZBgEIAEoCRIPCgdzbmlwcGV0GAUgASgJEi8KCmhpZ2hsaWdodHMYBiADKAsyGy5jb2xpbmsuc2VhcmNoLnYxLkhpZ2hsaWdodBIvCgtjcmVhdGVfdGltZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEQoJaGFzX2ZpbGVzGAggASgIEg0KBXNjb3JlGAkgASgCIp4CCg1TZWFyY2hGaWxlSGl0Eg8KB2ZpbGVfaWQYASABKAkSEAoIZmlsZW5hbWUYAiABKAkSEQoJbWltZV90eXBlGAMgASgJEiwKCWZpbGVfdHlwZRgEIAEoDjIZLmNvbGluay5maWxlcy52MS5GaWxlVHlwZRISCgpzaXplX2J5dGVzGAUgASgDEhAKCG93bmVyX2lkGAYgASgJEhIKCmNoYW5uZWxfaWQYByABKAkSLwoLY3JlYXRlX3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KCmhpZ2hsaWdodHMYCSADKAsyGy5jb2xpbmsuc2VhcmNoLnYxLkhpZ2hsaWdodBINCgVzY29yZRgKIAEoAiKxAQoNU2VhcmNoVXNlckhpdBIPCgd1c2VyX2lkGAEgASgJEhAKCHVzZXJuYW1lGAIgASgJEhQKDGRpc3BsYXlfbmFtZRgDIAEoCRISCgphdmF0YXJfdXJsGAQgASgJEhMKC2RlYWN0aXZhdGVkGAUgASgIEi8KCmhpZ2hsaWdodHMYBiADKAsyGy5jb2xpbmsuc2VhcmNoLnYxLkhpZ2hsaWdodBINCgVzY29yZRgHIAEoAiLgAgoVU2VhcmNoTWVzc2FnZXNSZXF1ZXN0Eg0KBXF1ZXJ5GAEgASgJEhIKCmNoYW5uZWxfaWQYAiABKAkSFAoMZnJvbV91c2VyX2lkGAMgASgJEioKBmJlZm9yZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKQoFYWZ0ZXIYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhAKCGhhc19maWxlGAYgASgIEhEKCXRocmVhZF9pZBgHIAEoCRIsCgVvcmRlchgIIAEoDjIdLmNvbGluay5zZWFyY2gudjEuU2VhcmNoT3JkZXISEQoJcGFnZV9zaXplGAkgASgFEhIKCnBhZ2VfdG9rZW4YCiABKAkSEAoIaGFzX2xpbmsYCyABKAgSEQoJaXNfdGhyZWFkGAwgASgIEgkKAXEYDSABKAkSDQoFbGltaXQYDiABKAUiewoWU2VhcmNoTWVzc2FnZXNSZXNwb25zZRIwCgRoaXRzGAEgAygLMiIuY29saW5rLnNlYXJjaC52MS5TZWFyY2hNZXNzYWdlSGl0EhYKDnRvdGFsX2VzdGltYXRlGAIgASgDEhcKD25leHRfcGFnZV90b2tlbhgDIAEoCSK9AgoSU2VhcmNoRmlsZXNSZXF1ZXN0Eg0KBXF1ZXJ5GAEgASgJEhIKCmNoYW5uZWxfaWQYAiABKAkSEAoIb3duZXJfaWQYAyABKAkSLAoJZmlsZV90eXBlGAQgASgOMhkuY29saW5rLmZpbGVzLnYxLkZpbGVUeXBlEioKBmJlZm9yZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKQoFYWZ0ZXIYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKBW9yZGVyGAcgASgOMh0uY29saW5rLnNlYXJjaC52MS5TZWFyY2hPcmRlchIRCglwYWdlX3NpemUYCCABKAUSEgoKcGFnZV90b2tlbhgJIAEoCRIJCgFxGAogASgJEg0KBWxpbWl0GAsgASgFInUKE1NlYXJjaEZpbGVzUmVzcG9uc2USLQoEaGl0cxgBIAMoCzIfLmNvbGluay5zZWFyY2gudjEuU2VhcmNoRmlsZUhpdBIWCg50b3RhbF9lc3RpbWF0ZRgCIAEoAxIXCg9uZXh0X3BhZ2VfdG9rZW4YAyABKAkigQEKElNlYXJjaFVzZXJzUmVxdWVzdBINCgVxdWVyeRgBIAEoCRIbChNpbmNsdWRlX2RlYWN0aXZhdGVkGAIgASgIEhEKCXBhZ2Vfc2l6ZRgDIAEoBRISCgpwYWdlX3Rva2VuGAQgASgJEgkKAXEYBSABKAkSDQoFbGltaXQYBiABKAUidQoTU2VhcmNoVXNlcnNSZXNwb25zZRItCgRoaXRzGAEgAygLMh8uY29saW5rLnNlYXJjaC52MS5TZWFyY2hVc2VySGl0EhYKDnRvdGFsX2VzdGltYXRlGAIgASgDEhcKD25leHRfcGFnZV90b2tlbhgDIAEoCSLgAQoHUmVpbmRleBItCgVzdGF0ZRgBIAEoDjIeLmNvbGluay5zZWFyY2gudjEuUmVpbmRleFN0YXRlEhAKCG1lc3NhZ2VzGAIgASgDEg0KBXVzZXJzGAMgASgDEhgKEGNoYW5nZXNfcmVwbGF5ZWQYBCABKAMSLgoKc3RhcnRfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kX3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg0KBWVycm9yGAcgASgJIhUKE1N0YXJ0UmVpbmRleFJlcXVlc3QiQgoUU3RhcnRSZWluZGV4UmVzcG9uc2USKgoHcmVpbmRleBgBIAEoCzIZLmNvbGluay5zZWFyY2gudjEuUmVpbmRleCITChFHZXRSZWluZGV4UmVxdWVzdCJAChJHZXRSZWluZGV4UmVzcG9uc2USKgoHcmVpbmRleBgBIAEoCzIZLmNvbGluay5zZWFyY2gudjEuUmVpbmRleCp5CgtTZWFyY2hPcmRlchIcChhTRUFSQ0hfT1JERVJfVU5TUEVDSUZJRUQQABIaChZTRUFSQ0hfT1JERVJfUkVMRVZBTkNFEAESFwoTU0VBUkNIX09SREVSX05FV0VTVBACEhcKE1NFQVJDSF9PUkRFUl9PTERFU1QQAyp/CgxSZWluZGV4U3RhdGUSHQoZUkVJTkRFWF9TVEFURV9VTlNQRUNJRklFRBAAEhkKFVJFSU5ERVhfU1RBVEVfUlVOTklORxABEhsKF1JFSU5ERVhfU1RBVEVfU1VDQ0VFREVEEAISGAoUUkVJTkRFWF9TVEFURV9GQUlMRUQQAzLxBAoNU2VhcmNoU2VydmljZRKAAQoOU2VhcmNoTWVzc2FnZXMSJy5jb2xpbmsuc2VhcmNoLnYxLlNlYXJjaE1lc3NhZ2VzUmVxdWVzdBooLmNvbGluay5zZWFyY2gudjEuU2VhcmNoTWVzc2FnZXNSZXNwb25zZSIbgtPkkwIVEhMvdjEvc2VhcmNoL21lc3NhZ2VzEnQKC1NlYXJjaEZpbGVzEiQuY29saW5rLnNlYXJjaC52MS5TZWFyY2hGaWxlc1JlcXVlc3QaJS5jb2xpbmsuc2VhcmNoLnYxLlNlYXJjaEZpbGVzUmVzcG9uc2UiGILT5JMCEhIQL3YxL3NlYXJjaC9maWxlcxJ0CgtTZWFyY2hVc2VycxIkLmNvbGluay5zZWFyY2gudjEuU2VhcmNoVXNlcnNSZXF1ZXN0GiUuY29saW5rLnNlYXJjaC52MS5TZWFyY2hVc2Vyc1Jlc3BvbnNlIhiC0+STAhISEC92MS9zZWFyY2gvdXNlcnMSfAoMU3RhcnRSZWluZGV4EiUuY29saW5rLnNlYXJjaC52MS5TdGFydFJlaW5kZXhSZXF1ZXN0GiYuY29saW5rLnNlYXJjaC52MS5TdGFydFJlaW5kZXhSZXNwb25zZSIdgtPkkwIXOgEqIhIvdjEvc2VhcmNoL3JlaW5kZXgScwoKR2V0UmVpbmRleBIjLmNvbGluay5zZWFyY2gudjEuR2V0UmVpbmRleFJlcXVlc3QaJC5jb2xpbmsuc2VhcmNoLnYxLkdldFJlaW5kZXhSZXNwb25zZSIagtPkkwIUEhIvdjEvc2VhcmNoL3JlaW5kZXhiBnByb3RvMw", [file_colink_files_v1_files, file_google_api_annotations, file_google_protobuf_timestamp]);
 
 /**
  * Matched text in one field of a hit.
@@ -756,6 +756,141 @@ export const SearchUsersResponseSchema: GenMessage<SearchUsersResponse> = /*@__P
   messageDesc(file_colink_search_v1_search, 11);
 
 /**
+ * A rebuild of the indices.
+ *
+ * @generated from message colink.search.v1.Reindex
+ */
+export type Reindex = Message<"colink.search.v1.Reindex"> & {
+  /**
+   * Where it is.
+   *
+   * @generated from field: colink.search.v1.ReindexState state = 1;
+   */
+  state: ReindexState;
+
+  /**
+   * Messages read from the messaging service so far.
+   *
+   * @generated from field: int64 messages = 2;
+   */
+  messages: bigint;
+
+  /**
+   * People read from the users service so far.
+   *
+   * @generated from field: int64 users = 3;
+   */
+  users: bigint;
+
+  /**
+   * Changes that arrived while it ran, applied to the new index so far.
+   *
+   * @generated from field: int64 changes_replayed = 4;
+   */
+  changesReplayed: bigint;
+
+  /**
+   * When it started.
+   *
+   * @generated from field: google.protobuf.Timestamp start_time = 5;
+   */
+  startTime?: Timestamp | undefined;
+
+  /**
+   * When it ended; unset while it runs.
+   *
+   * @generated from field: google.protobuf.Timestamp end_time = 6;
+   */
+  endTime?: Timestamp | undefined;
+
+  /**
+   * Why it failed.
+   *
+   * @generated from field: string error = 7;
+   */
+  error: string;
+};
+
+/**
+ * Describes the message colink.search.v1.Reindex.
+ * Use `create(ReindexSchema)` to create a new message.
+ */
+export const ReindexSchema: GenMessage<Reindex> = /*@__PURE__*/
+  messageDesc(file_colink_search_v1_search, 12);
+
+/**
+ * StartReindex.
+ *
+ * @generated from message colink.search.v1.StartReindexRequest
+ */
+export type StartReindexRequest = Message<"colink.search.v1.StartReindexRequest"> & {
+};
+
+/**
+ * Describes the message colink.search.v1.StartReindexRequest.
+ * Use `create(StartReindexRequestSchema)` to create a new message.
+ */
+export const StartReindexRequestSchema: GenMessage<StartReindexRequest> = /*@__PURE__*/
+  messageDesc(file_colink_search_v1_search, 13);
+
+/**
+ * StartReindex result.
+ *
+ * @generated from message colink.search.v1.StartReindexResponse
+ */
+export type StartReindexResponse = Message<"colink.search.v1.StartReindexResponse"> & {
+  /**
+   * The rebuild started, or the one already running.
+   *
+   * @generated from field: colink.search.v1.Reindex reindex = 1;
+   */
+  reindex?: Reindex | undefined;
+};
+
+/**
+ * Describes the message colink.search.v1.StartReindexResponse.
+ * Use `create(StartReindexResponseSchema)` to create a new message.
+ */
+export const StartReindexResponseSchema: GenMessage<StartReindexResponse> = /*@__PURE__*/
+  messageDesc(file_colink_search_v1_search, 14);
+
+/**
+ * GetReindex.
+ *
+ * @generated from message colink.search.v1.GetReindexRequest
+ */
+export type GetReindexRequest = Message<"colink.search.v1.GetReindexRequest"> & {
+};
+
+/**
+ * Describes the message colink.search.v1.GetReindexRequest.
+ * Use `create(GetReindexRequestSchema)` to create a new message.
+ */
+export const GetReindexRequestSchema: GenMessage<GetReindexRequest> = /*@__PURE__*/
+  messageDesc(file_colink_search_v1_search, 15);
+
+/**
+ * GetReindex result.
+ *
+ * @generated from message colink.search.v1.GetReindexResponse
+ */
+export type GetReindexResponse = Message<"colink.search.v1.GetReindexResponse"> & {
+  /**
+   * The running or last rebuild; state UNSPECIFIED when there was none.
+   *
+   * @generated from field: colink.search.v1.Reindex reindex = 1;
+   */
+  reindex?: Reindex | undefined;
+};
+
+/**
+ * Describes the message colink.search.v1.GetReindexResponse.
+ * Use `create(GetReindexResponseSchema)` to create a new message.
+ */
+export const GetReindexResponseSchema: GenMessage<GetReindexResponse> = /*@__PURE__*/
+  messageDesc(file_colink_search_v1_search, 16);
+
+/**
  * How results are ordered.
  *
  * @generated from enum colink.search.v1.SearchOrder
@@ -795,6 +930,47 @@ export enum SearchOrder {
  */
 export const SearchOrderSchema: GenEnum<SearchOrder> = /*@__PURE__*/
   enumDesc(file_colink_search_v1_search, 0);
+
+/**
+ * Where a rebuild of the indices is.
+ *
+ * @generated from enum colink.search.v1.ReindexState
+ */
+export enum ReindexState {
+  /**
+   * No rebuild has run on this node since it started.
+   *
+   * @generated from enum value: REINDEX_STATE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Filling the new index.
+   *
+   * @generated from enum value: REINDEX_STATE_RUNNING = 1;
+   */
+  RUNNING = 1,
+
+  /**
+   * The new index replaced the old one.
+   *
+   * @generated from enum value: REINDEX_STATE_SUCCEEDED = 2;
+   */
+  SUCCEEDED = 2,
+
+  /**
+   * Stopped; the old index stays in use (see `error`).
+   *
+   * @generated from enum value: REINDEX_STATE_FAILED = 3;
+   */
+  FAILED = 3,
+}
+
+/**
+ * Describes the enum colink.search.v1.ReindexState.
+ */
+export const ReindexStateSchema: GenEnum<ReindexState> = /*@__PURE__*/
+  enumDesc(file_colink_search_v1_search, 1);
 
 /**
  * Search. Every RPC needs a signed-in caller; results are visible to members
@@ -845,6 +1021,35 @@ export const SearchService: GenService<{
     methodKind: "unary";
     input: typeof SearchUsersRequestSchema;
     output: typeof SearchUsersResponseSchema;
+  },
+  /**
+   * Rebuilds the search indices from the services that own the data: a new
+   * index is filled beside the live one from the messaging and users
+   * services, the changes that arrived meanwhile are applied to it, and it
+   * replaces the live one at once (searches go on meanwhile, on the old
+   * one). Nothing sent, edited or removed while it runs is lost. The work
+   * runs on the node that answers, in the background, and reads on behalf
+   * of the admin who started it, so it must end within that admin's access
+   * token's lifetime. Starting while a rebuild runs returns that rebuild.
+   * Admins only. Errors: PERMISSION_DENIED.
+   *
+   * @generated from rpc colink.search.v1.SearchService.StartReindex
+   */
+  startReindex: {
+    methodKind: "unary";
+    input: typeof StartReindexRequestSchema;
+    output: typeof StartReindexResponseSchema;
+  },
+  /**
+   * The rebuild running on the node that answers, or the last one it ran.
+   * Admins only. Errors: PERMISSION_DENIED.
+   *
+   * @generated from rpc colink.search.v1.SearchService.GetReindex
+   */
+  getReindex: {
+    methodKind: "unary";
+    input: typeof GetReindexRequestSchema;
+    output: typeof GetReindexResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_colink_search_v1_search, 0);
