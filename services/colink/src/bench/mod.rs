@@ -291,6 +291,8 @@ pub(super) struct Report {
     indexed_per_s: Option<f64>,
     /// Search: the index's size on disk per message.
     index_bytes_per_message: Option<f64>,
+    /// Search: messages per second a rebuild of the index read and indexed.
+    reindexed_per_s: Option<f64>,
     /// Files: clamd scanning the same kind of bytes by itself.
     scan_alone_ms: Option<Percentiles>,
     scan_alone_per_s: Option<f64>,
@@ -358,6 +360,7 @@ impl Report {
             "index_lag_ms": self.index_lag_ms.map(|p| p.json()),
             "indexed_per_s": self.indexed_per_s.map(round),
             "index_bytes_per_message": self.index_bytes_per_message.map(round),
+            "reindexed_per_s": self.reindexed_per_s.map(round),
             "server_cpu_s": round(self.server_cpu_s),
             "node_cpu_us_per_delivery": self.cpu_per_delivery_us.map(|c| round(c.0)),
             "generator_cpu_us_per_delivery": self.cpu_per_delivery_us.map(|c| round(c.1)),
@@ -400,6 +403,9 @@ fn print_report(r: &Report) {
     }
     if let Some(bytes) = r.index_bytes_per_message {
         println!("  index size           {bytes:.0} bytes per message");
+    }
+    if let Some(per_s) = r.reindexed_per_s {
+        println!("  rebuilt              {per_s:.0} messages/s");
     }
     if let Some(lag) = &r.index_lag_ms {
         println!("  send→searchable ms   {}", p(lag));
@@ -742,6 +748,9 @@ fn markdown(results: &[Report], options: &Options) -> String {
         }
         if let Some(bytes) = r.index_bytes_per_message {
             other.push(format!("index {bytes:.0} bytes per message"));
+        }
+        if let Some(per_s) = r.reindexed_per_s {
+            other.push(format!("rebuilt at {per_s:.0} messages/s"));
         }
         if let Some(p) = &r.index_lag_ms {
             other.push(format!("send→searchable p50 {:.0} / p99 {:.0} ms", p.p50, p.p99));

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use colink_proto::messaging::v1::SendMessageRequest;
 use colink_proto::messaging::v1::messaging_service_client::MessagingServiceClient;
-use colink_proto::search::v1::SearchMessagesRequest;
 use colink_proto::search::v1::search_service_client::SearchServiceClient;
+use colink_proto::search::v1::{GetReindexRequest, Reindex, ReindexState, SearchMessagesRequest, StartReindexRequest};
 use colink_runtime::clients::with_token;
 use colink_runtime::ids::now_micros;
 use colink_search::embedded::EmbeddedIndex;
@@ -250,7 +250,46 @@ pub(super) async fn through_node(
     report.search_ms = Some(Percentiles::of_micros(alone));
     report.search_concurrent_ms = Some((concurrency, Percentiles::of_micros(together)));
     report.index_bytes_per_message = Some(size_on_disk(&data_dir.join("search")) as f64 / report.sends.max(1) as f64);
+
+    // A rebuild of the whole index from the services, by the admin (the
+    // first account the node registered), and the corpus found after it.
+    let admin = admin_among(pool, users).await?;
+    let _line = progress.show("rebuilding the index", 0);
+    let started = Instant::now();
+    let rebuilt = reindex(pool, &admin, Duration::from_secs(shape.max_secs)).await?;
+    report.reindexed_per_s = Some(rebuilt.messages as f64 / started.elapsed().as_secs_f64());
+    wait_found(pool, reader, marker, Duration::from_secs(10)).await?;
     Ok(())
+}
+
+/// The user among `users` whom the node made its admin.
+async fn admin_among(pool: &Pool, users: &[User]) -> Result<User, BenchError> {
+    let mut client = SearchServiceClient::new(pool.pick());
+    for user in users {
+        if client.get_reindex(with_token(&user.token, GetReindexRequest {})).await.is_ok() {
+            return Ok(user.clone());
+        }
+    }
+    Err(BenchError::Server("no admin among the registered users".into()))
+}
+
+/// Rebuilds the index and waits for the rebuilt one to be live.
+async fn reindex(pool: &Pool, admin: &User, within: Duration) -> Result<Reindex, BenchError> {
+    let mut client = SearchServiceClient::new(pool.pick());
+    client.start_reindex(with_token(&admin.token, StartReindexRequest {})).await?;
+    let deadline = Instant::now() + within;
+    loop {
+        let report = client.get_reindex(with_token(&admin.token, GetReindexRequest {})).await?.into_inner();
+        let report = report.reindex.unwrap_or_default();
+        match ReindexState::try_from(report.state) {
+            Ok(ReindexState::Succeeded) => return Ok(report),
+            Ok(ReindexState::Failed) => {
+                return Err(BenchError::Server(format!("the rebuild failed: {}", report.error)));
+            }
+            _ if Instant::now() > deadline => return Err(BenchError::Server("the rebuild did not end in time".into())),
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
 }
 
 /// Typical searches by `reader` from `concurrency` clients for `secs`
