@@ -73,7 +73,9 @@ pub mod event {
         #[prost(message, tag = "24")]
         PresenceUpdated(super::PresenceChanged),
         /// file.uploaded (confirmed, waiting for its scan), file.scanned,
-        /// file.deleted, file.expired
+        /// file.updated (name, description or access), file.shared,
+        /// file.unshared, file.attached (to a message), file.detached (its
+        /// message was deleted or recalled), file.deleted, file.expired
         #[prost(message, tag = "25")]
         FileChanged(super::FileChanged),
         /// user.updated: the display name changed (the fields are as after it).
@@ -106,6 +108,32 @@ pub struct FileChanged {
     /// For an infected file: what the scanner found.
     #[prost(string, tag = "7")]
     pub signature: ::prost::alloc::string::String,
+    /// Its name.
+    #[prost(string, tag = "8")]
+    pub filename: ::prost::alloc::string::String,
+    /// Its description.
+    #[prost(string, tag = "9")]
+    pub description: ::prost::alloc::string::String,
+    /// Its kind: "image", "video", "audio", "document" or "other".
+    #[prost(string, tag = "10")]
+    pub file_type: ::prost::alloc::string::String,
+    /// Who may see it: "private", "channel" or "workspace".
+    #[prost(string, tag = "11")]
+    pub access: ::prost::alloc::string::String,
+    /// When the upload started.
+    #[prost(message, optional, tag = "12")]
+    pub create_time: ::core::option::Option<::prost_types::Timestamp>,
+    /// The conversations where it is attached to a message, after the change.
+    #[prost(string, repeated, tag = "13")]
+    pub attached_channel_ids: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// The users it is shared with, after the change (shares that expire stay
+    /// listed until a later change).
+    #[prost(string, repeated, tag = "14")]
+    pub shared_with_user_ids: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// Where it is in its life after the change: "pending_upload", "ready",
+    /// "deleted" or "expired".
+    #[prost(string, tag = "15")]
+    pub state: ::prost::alloc::string::String,
 }
 /// A reaction was added or removed.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]

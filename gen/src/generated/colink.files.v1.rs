@@ -510,6 +510,53 @@ pub struct CheckAttachmentsResponse {
     #[prost(message, repeated, tag = "1")]
     pub files: ::prost::alloc::vec::Vec<File>,
 }
+/// BatchGetFiles.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct BatchGetFilesRequest {
+    /// 1..=100 file ids.
+    #[prost(string, repeated, tag = "1")]
+    pub file_ids: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+}
+/// BatchGetFiles result.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct BatchGetFilesResponse {
+    /// The files the caller can see, in the order asked.
+    #[prost(message, repeated, tag = "1")]
+    pub files: ::prost::alloc::vec::Vec<File>,
+}
+/// ExportFiles.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ExportFilesRequest {
+    /// 1..=1000, default 500.
+    #[prost(int32, tag = "1")]
+    pub page_size: i32,
+    /// From a previous response.
+    #[prost(string, tag = "2")]
+    pub page_token: ::prost::alloc::string::String,
+}
+/// ExportFiles result.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ExportFilesResponse {
+    /// The files, in id order.
+    #[prost(message, repeated, tag = "1")]
+    pub files: ::prost::alloc::vec::Vec<ExportedFile>,
+    /// Empty on the last page.
+    #[prost(string, tag = "2")]
+    pub next_page_token: ::prost::alloc::string::String,
+}
+/// A file with who may see it besides its owner and channel.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ExportedFile {
+    /// The file.
+    #[prost(message, optional, tag = "1")]
+    pub file: ::core::option::Option<File>,
+    /// The conversations where it is attached to a message.
+    #[prost(string, repeated, tag = "2")]
+    pub attached_channel_ids: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// The users it is shared with (unexpired shares).
+    #[prost(string, repeated, tag = "3")]
+    pub shared_with_user_ids: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+}
 /// RevokeFileShare.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct RevokeFileShareRequest {
@@ -1277,6 +1324,66 @@ pub mod files_service_client {
                 );
             self.inner.unary(req, path, codec).await
         }
+        /// The files among `file_ids` that the caller can see and download now
+        /// (confirmed, not deleted or expired, and CLEAN or UNSCANNED), in the
+        /// order asked; the others are left out. For services that keep file ids,
+        /// such as search, to show the files as they are now. No REST path.
+        /// Errors: INVALID_ARGUMENT naming `file_ids`.
+        pub async fn batch_get_files(
+            &mut self,
+            request: impl tonic::IntoRequest<super::BatchGetFilesRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::BatchGetFilesResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = crate::codec::ProtoCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/colink.files.v1.FilesService/BatchGetFiles",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new("colink.files.v1.FilesService", "BatchGetFiles"),
+                );
+            self.inner.unary(req, path, codec).await
+        }
+        /// Every confirmed file that is neither deleted nor expired, in id order, a
+        /// page at a time, with where it is attached and whom it is shared with:
+        /// what a search index is rebuilt from. Admins only; no REST path.
+        /// Errors: INVALID_ARGUMENT naming `page_size` or `page_token`;
+        /// PERMISSION_DENIED.
+        pub async fn export_files(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ExportFilesRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ExportFilesResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = crate::codec::ProtoCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/colink.files.v1.FilesService/ExportFiles",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("colink.files.v1.FilesService", "ExportFiles"));
+            self.inner.unary(req, path, codec).await
+        }
         /// Revokes a share. The owner, an admin, or the recipient (to remove it from
         /// their list). Revoking a share that does not exist changes nothing.
         pub async fn revoke_file_share(
@@ -1479,6 +1586,30 @@ pub mod files_service_server {
             request: tonic::Request<super::CheckAttachmentsRequest>,
         ) -> std::result::Result<
             tonic::Response<super::CheckAttachmentsResponse>,
+            tonic::Status,
+        >;
+        /// The files among `file_ids` that the caller can see and download now
+        /// (confirmed, not deleted or expired, and CLEAN or UNSCANNED), in the
+        /// order asked; the others are left out. For services that keep file ids,
+        /// such as search, to show the files as they are now. No REST path.
+        /// Errors: INVALID_ARGUMENT naming `file_ids`.
+        async fn batch_get_files(
+            &self,
+            request: tonic::Request<super::BatchGetFilesRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::BatchGetFilesResponse>,
+            tonic::Status,
+        >;
+        /// Every confirmed file that is neither deleted nor expired, in id order, a
+        /// page at a time, with where it is attached and whom it is shared with:
+        /// what a search index is rebuilt from. Admins only; no REST path.
+        /// Errors: INVALID_ARGUMENT naming `page_size` or `page_token`;
+        /// PERMISSION_DENIED.
+        async fn export_files(
+            &self,
+            request: tonic::Request<super::ExportFilesRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ExportFilesResponse>,
             tonic::Status,
         >;
         /// Revokes a share. The owner, an admin, or the recipient (to remove it from
@@ -2193,6 +2324,96 @@ pub mod files_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = CheckAttachmentsSvc(inner);
+                        let codec = crate::codec::ProtoCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/colink.files.v1.FilesService/BatchGetFiles" => {
+                    #[allow(non_camel_case_types)]
+                    struct BatchGetFilesSvc<T: FilesService>(pub Arc<T>);
+                    impl<
+                        T: FilesService,
+                    > tonic::server::UnaryService<super::BatchGetFilesRequest>
+                    for BatchGetFilesSvc<T> {
+                        type Response = super::BatchGetFilesResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::BatchGetFilesRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as FilesService>::batch_get_files(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = BatchGetFilesSvc(inner);
+                        let codec = crate::codec::ProtoCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/colink.files.v1.FilesService/ExportFiles" => {
+                    #[allow(non_camel_case_types)]
+                    struct ExportFilesSvc<T: FilesService>(pub Arc<T>);
+                    impl<
+                        T: FilesService,
+                    > tonic::server::UnaryService<super::ExportFilesRequest>
+                    for ExportFilesSvc<T> {
+                        type Response = super::ExportFilesResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ExportFilesRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as FilesService>::export_files(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ExportFilesSvc(inner);
                         let codec = crate::codec::ProtoCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(

@@ -316,6 +316,9 @@ pub struct Reindex {
     /// Why it failed.
     #[prost(string, tag = "7")]
     pub error: ::prost::alloc::string::String,
+    /// Files read from the files service so far.
+    #[prost(int64, tag = "8")]
+    pub files: i64,
 }
 /// StartReindex.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
@@ -588,7 +591,7 @@ pub mod search_service_client {
             self.inner.unary(req, path, codec).await
         }
         /// Rebuilds the search indices from the services that own the data: a new
-        /// index is filled beside the live one from the messaging and users
+        /// index is filled beside the live one from the messaging, users and files
         /// services, the changes that arrived meanwhile are applied to it, and it
         /// replaces the live one at once (searches go on meanwhile, on the old
         /// one). Nothing sent, edited or removed while it runs is lost. The work
@@ -700,7 +703,7 @@ pub mod search_service_server {
             tonic::Status,
         >;
         /// Rebuilds the search indices from the services that own the data: a new
-        /// index is filled beside the live one from the messaging and users
+        /// index is filled beside the live one from the messaging, users and files
         /// services, the changes that arrived meanwhile are applied to it, and it
         /// replaces the live one at once (searches go on meanwhile, on the old
         /// one). Nothing sent, edited or removed while it runs is lost. The work

@@ -266,10 +266,12 @@ impl Node {
                             channels: peers.channel("channels"),
                             messaging: peers.channel("messaging"),
                             users: peers.channel("users"),
+                            files: peers.channel("files"),
                         },
                     );
                     event_log.subscribe(MESSAGE_EVENTS, "search.messages", svc.message_indexer());
                     event_log.subscribe(USER_EVENTS, "search.users", svc.user_indexer());
+                    event_log.subscribe(FILE_EVENTS, "search.files", svc.file_indexer());
                     background.push(svc.start_indexer(shutdown_rx.clone()));
                     routes.add_service(svc.into_server());
                     <colink_proto::search::v1::search_service_server::SearchServiceServer<SearchService> as NamedService>::NAME

@@ -56,7 +56,7 @@ fn progress(report: &Reindex) -> String {
         _ => "not started",
     };
     format!(
-        "{state}: {} messages, {} people, {} changes made meanwhile",
-        report.messages, report.users, report.changes_replayed
+        "{state}: {} messages, {} people, {} files, {} changes made meanwhile",
+        report.messages, report.users, report.files, report.changes_replayed
     )
 }

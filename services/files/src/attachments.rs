@@ -12,9 +12,10 @@ use colink_runtime::events::{EventError, EventHandler};
 use colink_runtime::ids::{now_micros, parse_id, parse_id_list};
 use colink_runtime::{Caller, Error, Result};
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Query};
-use sea_orm::{ConnectionTrait, FromQueryResult, StatementBuilder};
+use sea_orm::{ConnectionTrait, EntityTrait, FromQueryResult, StatementBuilder, TransactionTrait};
 
 use crate::Shared;
+use crate::store::file;
 
 /// Files one message may carry (the messaging service's limit too).
 const MAX_FILES: usize = 10;
@@ -59,20 +60,39 @@ impl Shared {
 
     /// The conversations a file is attached to a message in.
     pub(crate) async fn attached_in(&self, file_id: &str) -> Result<Vec<String>> {
-        #[derive(FromQueryResult)]
-        struct Row {
-            channel_id: String,
-        }
-        let query = Query::select()
-            .distinct()
-            .column("channel_id")
-            .from(TABLE)
-            .and_where(Expr::col("file_id").eq(file_id))
-            .to_owned();
-        let backend = self.db.reader.get_database_backend();
-        let rows = Row::find_by_statement(StatementBuilder::build(&query, &backend)).all(&self.db.reader).await?;
-        Ok(rows.into_iter().map(|r| r.channel_id).collect())
+        channels_of(&self.db.reader, file_id).await
     }
+}
+
+/// The conversations a file is attached to a message in, as `conn` sees them.
+pub(crate) async fn channels_of<C: ConnectionTrait>(conn: &C, file_id: &str) -> Result<Vec<String>> {
+    #[derive(FromQueryResult)]
+    struct Row {
+        channel_id: String,
+    }
+    let query = Query::select()
+        .distinct()
+        .column("channel_id")
+        .from(TABLE)
+        .and_where(Expr::col("file_id").eq(file_id))
+        .order_by("channel_id", sea_orm::Order::Asc)
+        .to_owned();
+    let backend = conn.get_database_backend();
+    let rows = Row::find_by_statement(StatementBuilder::build(&query, &backend)).all(conn).await?;
+    Ok(rows.into_iter().map(|r| r.channel_id).collect())
+}
+
+/// The files of a message's attachment rows.
+async fn files_of<C: ConnectionTrait>(conn: &C, message_id: &str) -> Result<Vec<String>> {
+    #[derive(FromQueryResult)]
+    struct Row {
+        file_id: String,
+    }
+    let query =
+        Query::select().column("file_id").from(TABLE).and_where(Expr::col("message_id").eq(message_id)).to_owned();
+    let backend = conn.get_database_backend();
+    let rows = Row::find_by_statement(StatementBuilder::build(&query, &backend)).all(conn).await?;
+    Ok(rows.into_iter().map(|r| r.file_id).collect())
 }
 
 /// Keeps `file_attachments` from `message.events`: a new message with
@@ -90,8 +110,10 @@ fn failed(err: impl std::fmt::Display) -> EventError {
 impl EventHandler for AttachmentRecorder {
     async fn handle(&self, event: &Event) -> Result<(), EventError> {
         let Some(Payload::MessageChanged(m)) = &event.payload else { return Ok(()) };
-        let db = &self.shared.db.writer;
-        match event.r#type.as_str() {
+        let shared = &self.shared;
+        let txn = shared.db.writer.begin().await.map_err(failed)?;
+        // The files whose conversations change, told in `file.*` events.
+        let (kind, changed) = match event.r#type.as_str() {
             "message.created" if !m.file_ids.is_empty() => {
                 let mut insert = Query::insert();
                 insert.into_table(TABLE).columns(["file_id", "message_id", "channel_id", "created_at"]);
@@ -104,16 +126,29 @@ impl EventHandler for AttachmentRecorder {
                     ]);
                 }
                 insert.on_conflict(OnConflict::columns(["file_id", "message_id"]).do_nothing().to_owned());
-                db.execute(&insert).await.map_err(failed)?;
+                let added = txn.execute(&insert).await.map_err(failed)?.rows_affected();
+                ("file.attached", if added > 0 { m.file_ids.clone() } else { Vec::new() })
             }
             "message.deleted" | "message.recalled" => {
+                let attached = files_of(&txn, &m.message_id).await.map_err(failed)?;
                 let delete = Query::delete()
                     .from_table(TABLE)
                     .and_where(Expr::col("message_id").eq(m.message_id.as_str()))
                     .to_owned();
-                db.execute(&delete).await.map_err(failed)?;
+                txn.execute(&delete).await.map_err(failed)?;
+                ("file.detached", attached)
             }
-            _ => {}
+            _ => return Ok(()),
+        };
+        for file_id in &changed {
+            let found = file::Entity::find_by_id(file_id.clone()).one(&txn).await.map_err(failed)?;
+            if let Some(found) = found {
+                shared.event(&txn, kind, &event.actor_id, &found).await.map_err(failed)?;
+            }
+        }
+        txn.commit().await.map_err(failed)?;
+        if !changed.is_empty() {
+            shared.outbox.notify();
         }
         Ok(())
     }

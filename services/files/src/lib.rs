@@ -6,6 +6,7 @@
 mod attachments;
 pub mod blobs;
 pub mod clamd;
+mod export;
 pub mod objects;
 mod quota;
 mod retention;
@@ -208,8 +209,16 @@ impl Shared {
         }
     }
 
-    /// Writes a `file.*` event in the change's transaction.
-    async fn event<C: ConnectionTrait>(&self, conn: &C, kind: &str, actor: &str, f: &file::Model) -> Result<()> {
+    /// Writes a `file.*` event in the change's transaction, with the file
+    /// as it is after the change, who may see it included (the search index
+    /// keeps that).
+    pub(crate) async fn event<C: ConnectionTrait>(
+        &self,
+        conn: &C,
+        kind: &str,
+        actor: &str,
+        f: &file::Model,
+    ) -> Result<()> {
         let payload = Payload::FileChanged(FileChanged {
             file_id: f.file_id.clone(),
             owner_id: f.owner_id.clone(),
@@ -218,6 +227,14 @@ impl Shared {
             mime_type: f.mime_type.clone(),
             scan_status: scan_status_name(f.scan_status).into(),
             signature: f.scan_signature.clone(),
+            filename: f.filename.clone(),
+            description: f.description.clone(),
+            file_type: short_name(pb::FileType::try_from(f.file_type).map(|t| t.as_str_name()), "FILE_TYPE_"),
+            access: short_name(pb::FileAccess::try_from(f.access).map(|a| a.as_str_name()), "FILE_ACCESS_"),
+            create_time: Some(timestamp(f.created_at)),
+            attached_channel_ids: attachments::channels_of(conn, &f.file_id).await?,
+            shared_with_user_ids: shares::recipients(conn, &f.file_id).await?,
+            state: short_name(pb::FileState::try_from(f.state).map(|s| s.as_str_name()), "FILE_STATE_"),
         });
         events::enqueue(conn, FILE_EVENTS, &f.file_id, &events::event(kind, actor, payload)).await?;
         Ok(())
@@ -507,6 +524,12 @@ fn downloadable(f: &file::Model, require_scan: bool) -> Result<()> {
     }
 }
 
+/// An enum value's name without its prefix, in lower case, as events
+/// carry it ("FILE_TYPE_IMAGE" is "image"); empty for an unknown value.
+fn short_name<E>(name: std::result::Result<&str, E>, prefix: &str) -> String {
+    name.map(|n| n.trim_start_matches(prefix).to_ascii_lowercase()).unwrap_or_default()
+}
+
 pub(crate) fn scan_status_name(status: i32) -> &'static str {
     match pb::ScanStatus::try_from(status) {
         Ok(pb::ScanStatus::Clean) => "clean",
@@ -669,6 +692,22 @@ impl FilesRpc for FilesService {
     ) -> Result<Response<pb::CheckAttachmentsResponse>, Status> {
         let caller = caller(&request)?;
         Ok(Response::new(self.shared.check_attachments(caller, request.get_ref()).await?))
+    }
+
+    async fn batch_get_files(
+        &self,
+        request: Request<pb::BatchGetFilesRequest>,
+    ) -> Result<Response<pb::BatchGetFilesResponse>, Status> {
+        let caller = caller(&request)?;
+        Ok(Response::new(self.shared.batch_get_files(caller, request.get_ref()).await?))
+    }
+
+    async fn export_files(
+        &self,
+        request: Request<pb::ExportFilesRequest>,
+    ) -> Result<Response<pb::ExportFilesResponse>, Status> {
+        let caller = caller(&request)?;
+        Ok(Response::new(self.shared.export_files(caller, request.get_ref()).await?))
     }
 
     async fn revoke_file_share(

@@ -9,7 +9,9 @@ use colink_runtime::error::Violations;
 use colink_runtime::ids::{check_text, micros_of, now_micros, opt_timestamp, parse_id, timestamp};
 use colink_runtime::{Caller, Error, Result, Role};
 use sea_orm::sea_query::OnConflict;
-use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set};
+use sea_orm::{
+    ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
+};
 use tonic::Code;
 
 use crate::store::{file, share};
@@ -24,6 +26,18 @@ fn share_proto(s: &share::Model) -> pb::FileShare {
         create_time: Some(timestamp(s.created_at)),
         expire_time: opt_timestamp(s.expires_at),
     }
+}
+
+/// The users a file is shared with now (unexpired shares), as `conn` sees
+/// them.
+pub(crate) async fn recipients<C: ConnectionTrait>(conn: &C, file_id: &str) -> Result<Vec<String>> {
+    let rows = share::Entity::find()
+        .filter(share::Column::FileId.eq(file_id))
+        .filter(Condition::any().add(share::Column::ExpiresAt.is_null()).add(share::Column::ExpiresAt.gt(now_micros())))
+        .order_by_asc(share::Column::UserId)
+        .all(conn)
+        .await?;
+    Ok(rows.into_iter().map(|s| s.user_id).collect())
 }
 
 impl Shared {
@@ -96,8 +110,12 @@ impl Shared {
             }
         }
         change.updated_at = Set(now_micros());
-        file::Entity::update(change).exec(&self.db.writer).await?;
-        Ok(pb::UpdateFileResponse { file: Some(self.file_proto(&self.find(&found.file_id).await?).await?) })
+        let txn = self.db.writer.begin().await?;
+        let updated = file::Entity::update(change).exec(&txn).await?;
+        self.event(&txn, "file.updated", &caller.user_id, &updated).await?;
+        txn.commit().await?;
+        self.outbox.notify();
+        Ok(pb::UpdateFileResponse { file: Some(self.file_proto(&updated).await?) })
     }
 
     pub(crate) async fn share_file(
@@ -154,10 +172,14 @@ impl Shared {
                 share::Column::ExpiresAt,
             ])
             .to_owned();
+        let txn = self.db.writer.begin().await?;
         share::Entity::insert(share::ActiveModel::from(row.clone()))
             .on_conflict(upsert)
-            .exec_without_returning(&self.db.writer)
+            .exec_without_returning(&txn)
             .await?;
+        self.event(&txn, "file.shared", &caller.user_id, &found).await?;
+        txn.commit().await?;
+        self.outbox.notify();
         Ok(pb::ShareFileResponse { share: Some(share_proto(&row)) })
     }
 
@@ -216,11 +238,20 @@ impl Shared {
             self.visible(caller, &req.file_id).await?;
             return Err(Error::denied("only the owner, an admin or the recipient can revoke a share"));
         }
+        let txn = self.db.writer.begin().await?;
         let deleted = share::Entity::delete_many()
             .filter(share::Column::FileId.eq(&found.file_id))
             .filter(share::Column::UserId.eq(&user_id))
-            .exec(&self.db.writer)
+            .exec(&txn)
             .await?;
-        Ok(pb::RevokeFileShareResponse { revoked: deleted.rows_affected > 0 })
+        let revoked = deleted.rows_affected > 0;
+        if revoked {
+            self.event(&txn, "file.unshared", &caller.user_id, &found).await?;
+        }
+        txn.commit().await?;
+        if revoked {
+            self.outbox.notify();
+        }
+        Ok(pb::RevokeFileShareResponse { revoked })
     }
 }

@@ -23,13 +23,24 @@ use elasticsearch::{BulkParts, Elasticsearch, SearchParts};
 use serde_json::{Value, json};
 
 use crate::index::{
-    Change, Found, Hit, IndexError, MessageSearch, Order, SearchIndex, SortKey, UserSearch, has_link, id_bits,
+    Change, FileSearch, Found, Hit, IndexError, MessageSearch, Order, SearchIndex, SortKey, UserSearch, has_link,
+    id_bits,
 };
 use crate::query::Clause;
 
-/// The two kinds of document and their aliases.
+/// The kinds of document, each with an alias of its own.
 const MESSAGES: &str = "messages";
 const USERS: &str = "users";
+const FILES: &str = "files";
+const KINDS: [&str; 3] = [MESSAGES, USERS, FILES];
+
+/// The index (or alias) each kind of document is written to.
+#[derive(Debug, Clone, Copy)]
+pub struct Targets<'a> {
+    pub messages: &'a str,
+    pub users: &'a str,
+    pub files: &'a str,
+}
 
 /// An Elasticsearch or OpenSearch cluster.
 pub struct ElasticIndex {
@@ -61,7 +72,7 @@ impl ElasticIndex {
             prefix: prefix.to_string(),
             building: tokio::sync::Mutex::new(None),
         };
-        for kind in [MESSAGES, USERS] {
+        for kind in KINDS {
             index.ensure(kind).await?;
         }
         Ok(index)
@@ -147,11 +158,11 @@ impl ElasticIndex {
         alias_target(&answer, alias)
     }
 
-    async fn bulk(&self, changes: &[Change], messages: &str, users: &str) -> Result<(), IndexError> {
+    async fn bulk(&self, changes: &[Change], targets: Targets<'_>) -> Result<(), IndexError> {
         if changes.is_empty() {
             return Ok(());
         }
-        let lines = bulk_lines(changes, messages, users);
+        let lines = bulk_lines(changes, targets);
         let body: Vec<JsonBody<Value>> = lines.into_iter().map(JsonBody::from).collect();
         let response = self.client.bulk(BulkParts::None).body(body).send().await.map_err(unavailable)?;
         let status = response.status_code();
@@ -178,13 +189,14 @@ impl ElasticIndex {
 #[async_trait::async_trait]
 impl SearchIndex for ElasticIndex {
     async fn apply(&self, changes: Vec<Change>) -> Result<(), IndexError> {
-        self.bulk(&changes, &self.alias(MESSAGES), &self.alias(USERS)).await
+        let (messages, users, files) = (self.alias(MESSAGES), self.alias(USERS), self.alias(FILES));
+        self.bulk(&changes, Targets { messages: &messages, users: &users, files: &files }).await
     }
 
     async fn begin_rebuild(&self) -> Result<(), IndexError> {
         self.abandon_rebuild().await?;
         let mut swaps = Vec::new();
-        for kind in [MESSAGES, USERS] {
+        for kind in KINDS {
             let alias = self.alias(kind);
             let old = self.target(&alias).await?;
             let new = next_generation(&old, &alias);
@@ -199,10 +211,10 @@ impl SearchIndex for ElasticIndex {
 
     async fn apply_rebuilt(&self, changes: Vec<Change>) -> Result<(), IndexError> {
         let building = self.building.lock().await.clone();
-        let Some([messages, users]) = building.as_deref() else {
+        let Some([messages, users, files]) = building.as_deref() else {
             return Err(IndexError::Failed("no rebuild is in progress".into()));
         };
-        self.bulk(&changes, &messages.new, &users.new).await
+        self.bulk(&changes, Targets { messages: &messages.new, users: &users.new, files: &files.new }).await
     }
 
     async fn finish_rebuild(&self) -> Result<(), IndexError> {
@@ -228,6 +240,11 @@ impl SearchIndex for ElasticIndex {
     async fn search_users(&self, search: UserSearch) -> Result<Found, IndexError> {
         let answer = self.search(USERS, user_query(&search)).await?;
         read_hits(&answer, Order::Relevance)
+    }
+
+    async fn search_files(&self, search: FileSearch) -> Result<Found, IndexError> {
+        let answer = self.search(FILES, file_query(&search)).await?;
+        read_hits(&answer, search.order)
     }
 }
 
@@ -293,6 +310,17 @@ pub fn index_definition(kind: &str) -> Value {
             "username": text,
             "display_name": text
         })
+    } else if kind == FILES {
+        json!({
+            "id": { "type": "keyword" },
+            "created_ms": { "type": "long" },
+            "owner": { "type": "keyword" },
+            "kind": { "type": "keyword" },
+            "scope": { "type": "keyword" },
+            "channel": { "type": "keyword" },
+            "filename": text,
+            "description": text
+        })
     } else {
         json!({
             "id": { "type": "keyword" },
@@ -311,7 +339,8 @@ pub fn index_definition(kind: &str) -> Value {
 }
 
 /// The lines of a bulk request: an action, then the document for writes.
-pub fn bulk_lines(changes: &[Change], messages: &str, users: &str) -> Vec<Value> {
+pub fn bulk_lines(changes: &[Change], targets: Targets<'_>) -> Vec<Value> {
+    let Targets { messages, users, files } = targets;
     let mut lines = Vec::with_capacity(changes.len() * 2);
     for change in changes {
         match change {
@@ -342,6 +371,20 @@ pub fn bulk_lines(changes: &[Change], messages: &str, users: &str) -> Vec<Value>
                 lines.push(json!({ "index": { "_index": users, "_id": u.user_id } }));
                 lines.push(json!({ "id": u.user_id, "username": u.username, "display_name": u.display_name }));
             }
+            Change::File(f) => {
+                lines.push(json!({ "index": { "_index": files, "_id": f.file_id } }));
+                lines.push(json!({
+                    "id": f.file_id,
+                    "created_ms": sent_ms(&f.file_id),
+                    "owner": f.owner_id,
+                    "kind": f.file_type,
+                    "scope": f.scopes,
+                    "channel": f.channels,
+                    "filename": f.filename,
+                    "description": f.description
+                }));
+            }
+            Change::RemoveFile(id) => lines.push(json!({ "delete": { "_index": files, "_id": id } })),
         }
     }
     lines
@@ -397,36 +440,84 @@ pub fn message_query(s: &MessageSearch) -> Value {
             filter.push(json!({ "term": { "flags": flag } }));
         }
     }
-    if s.after_ms.is_some() || s.before_ms.is_some() {
-        let mut range = serde_json::Map::new();
-        if let Some(ms) = s.after_ms {
-            range.insert("gte".into(), json!(ms));
-        }
-        if let Some(ms) = s.before_ms {
-            range.insert("lt".into(), json!(ms));
-        }
+    if let Some(range) = ms_range(s.after_ms, s.before_ms) {
         filter.push(json!({ "range": { "sent_ms": range } }));
     }
-    let sort = match s.order {
-        Order::Relevance => json!([{ "_score": "desc" }, { "id": "desc" }]),
-        Order::Newest => json!([{ "id": "desc" }]),
-        Order::Oldest => json!([{ "id": "asc" }]),
-    };
     let mut body = json!({
         "query": { "bool": { "must": must, "must_not": must_not, "filter": filter } },
-        "sort": sort,
+        "sort": sort_of(s.order),
         "size": s.limit,
         "track_total_hits": true,
         "_source": false
     });
     if let Some(after) = &s.after_key {
-        let id = uuid::Uuid::from_u128(after.id).to_string();
-        body["search_after"] = match s.order {
-            Order::Relevance => json!([after.score, id]),
-            _ => json!([id]),
-        };
+        body["search_after"] = search_after(s.order, after);
     }
     body
+}
+
+/// The search body of a file search: every clause in the name or the
+/// description, among the files of the caller's scopes.
+pub fn file_query(s: &FileSearch) -> Value {
+    let either =
+        |c: &Clause| json!({ "bool": { "should": [clause_query("filename", c), clause_query("description", c)] } });
+    let must: Vec<Value> = s.query.must.iter().map(either).collect();
+    let must_not: Vec<Value> = s.query.must_not.iter().map(either).collect();
+    let mut filter = vec![json!({ "terms": { "scope": s.scopes } })];
+    for group in &s.channel_groups {
+        filter.push(json!({ "terms": { "channel": group } }));
+    }
+    for owner in &s.owner_ids {
+        filter.push(json!({ "term": { "owner": owner } }));
+    }
+    if let Some(kind) = &s.file_type {
+        filter.push(json!({ "term": { "kind": kind } }));
+    }
+    if let Some(range) = ms_range(s.after_ms, s.before_ms) {
+        filter.push(json!({ "range": { "created_ms": range } }));
+    }
+    let mut body = json!({
+        "query": { "bool": { "must": must, "must_not": must_not, "filter": filter } },
+        "sort": sort_of(s.order),
+        "size": s.limit,
+        "track_total_hits": true,
+        "_source": false
+    });
+    if let Some(after) = &s.after_key {
+        body["search_after"] = search_after(s.order, after);
+    }
+    body
+}
+
+/// A range from `after_ms` (included) to `before_ms` (excluded).
+fn ms_range(after_ms: Option<u64>, before_ms: Option<u64>) -> Option<Value> {
+    if after_ms.is_none() && before_ms.is_none() {
+        return None;
+    }
+    let mut range = serde_json::Map::new();
+    if let Some(ms) = after_ms {
+        range.insert("gte".into(), json!(ms));
+    }
+    if let Some(ms) = before_ms {
+        range.insert("lt".into(), json!(ms));
+    }
+    Some(Value::Object(range))
+}
+
+fn sort_of(order: Order) -> Value {
+    match order {
+        Order::Relevance => json!([{ "_score": "desc" }, { "id": "desc" }]),
+        Order::Newest => json!([{ "id": "desc" }]),
+        Order::Oldest => json!([{ "id": "asc" }]),
+    }
+}
+
+fn search_after(order: Order, after: &SortKey) -> Value {
+    let id = uuid::Uuid::from_u128(after.id).to_string();
+    match order {
+        Order::Relevance => json!([after.score, id]),
+        _ => json!([id]),
+    }
 }
 
 /// The search body of a search of people: every clause in either name, a
@@ -494,7 +585,7 @@ pub fn read_hits(answer: &Value, order: Order) -> Result<Found, IndexError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::index::{MessageDoc, UserDoc};
+    use crate::index::{FileDoc, MessageDoc, UserDoc};
     use crate::query::parse;
 
     const ID: &str = "019ad5a0-0000-7000-8000-000000000001";
@@ -566,8 +657,19 @@ mod tests {
             }),
             Change::RemoveMessage("m2".into()),
             Change::User(UserDoc { user_id: "u1".into(), username: "ann".into(), display_name: "Ann".into() }),
+            Change::File(FileDoc {
+                file_id: ID.into(),
+                owner_id: "u1".into(),
+                filename: "Q3 budget.xlsx".into(),
+                description: String::new(),
+                file_type: "document".into(),
+                scopes: vec!["u:u1".into(), "c:c1".into()],
+                channels: vec!["c1".into()],
+            }),
+            Change::RemoveFile("f2".into()),
         ];
-        let lines = bulk_lines(&changes, "colink-messages", "colink-users");
+        let targets = Targets { messages: "colink-messages", users: "colink-users", files: "colink-files" };
+        let lines = bulk_lines(&changes, targets);
         assert_eq!(
             lines,
             vec![
@@ -579,6 +681,12 @@ mod tests {
                 json!({ "delete": { "_index": "colink-messages", "_id": "m2" } }),
                 json!({ "index": { "_index": "colink-users", "_id": "u1" } }),
                 json!({ "id": "u1", "username": "ann", "display_name": "Ann" }),
+                json!({ "index": { "_index": "colink-files", "_id": ID } }),
+                json!({
+                    "id": ID, "created_ms": 0x019a_d5a0_0000_u64, "owner": "u1", "kind": "document",
+                    "scope": ["u:u1", "c:c1"], "channel": ["c1"], "filename": "Q3 budget.xlsx", "description": ""
+                }),
+                json!({ "delete": { "_index": "colink-files", "_id": "f2" } }),
             ]
         );
     }
@@ -664,6 +772,49 @@ mod tests {
                 { "add": { "index": "a-users-5", "alias": "a-users", "is_write_index": true } }
             ] })
         );
+    }
+
+    #[test]
+    fn a_file_search_matches_name_or_description_within_the_callers_scopes() {
+        let s = FileSearch {
+            query: parse("budget -draft", true).expect("parses"),
+            scopes: vec!["u:ann".into(), "c:c1".into(), "w".into()],
+            channel_groups: vec![vec!["c1".into()]],
+            owner_ids: vec!["bob".into()],
+            file_type: Some("document".into()),
+            after_ms: None,
+            before_ms: Some(2_000),
+            order: Order::Newest,
+            after_key: Some(SortKey { score: 0.0, id: id_bits(ID) }),
+            limit: 11,
+        };
+        let body = file_query(&s);
+        let either = |field_query: Value, other: Value| json!({ "bool": { "should": [field_query, other] } });
+        assert_eq!(
+            body["query"]["bool"]["must"],
+            json!([either(
+                json!({ "match": { "filename": { "query": "budget" } } }),
+                json!({ "match": { "description": { "query": "budget" } } })
+            )])
+        );
+        assert_eq!(
+            body["query"]["bool"]["must_not"][0]["bool"]["should"][1],
+            json!({ "match": { "description": { "query": "draft" } } })
+        );
+        assert_eq!(
+            body["query"]["bool"]["filter"],
+            json!([
+                { "terms": { "scope": ["u:ann", "c:c1", "w"] } },
+                { "terms": { "channel": ["c1"] } },
+                { "term": { "owner": "bob" } },
+                { "term": { "kind": "document" } },
+                { "range": { "created_ms": { "lt": 2000 } } }
+            ])
+        );
+        assert_eq!((body["sort"].clone(), body["search_after"].clone()), (json!([{ "id": "desc" }]), json!([ID])));
+        let files = index_definition(FILES);
+        assert_eq!(files["mappings"]["properties"]["scope"], json!({ "type": "keyword" }));
+        assert_eq!(files["mappings"]["properties"]["filename"]["analyzer"], "colink_indexed");
     }
 
     #[test]

@@ -23,8 +23,8 @@ use tantivy::{
 
 use crate::analysis::{ANALYZER, index_analyzer};
 use crate::index::{
-    Change, Found, Hit, IndexError, MessageDoc, MessageSearch, Order, PinnedStats, SearchIndex, SortKey, UserDoc,
-    UserSearch, id_bits, ms_bound,
+    Change, FileDoc, FileSearch, Found, Hit, IndexError, MessageDoc, MessageSearch, Order, PinnedStats, SearchIndex,
+    SortKey, UserDoc, UserSearch, id_bits, ms_bound,
 };
 use crate::query::Clause;
 
@@ -99,7 +99,37 @@ fn user_schema() -> (Schema, UserFields) {
     (b.build(), fields)
 }
 
-/// Tantivy under a directory: one index for messages, one for people, in
+/// The fields of the files index.
+#[derive(Clone, Copy)]
+struct FileFields {
+    id: Field,
+    key_hi: Field,
+    key_lo: Field,
+    owner: Field,
+    kind: Field,
+    scope: Field,
+    channel: Field,
+    filename: Field,
+    description: Field,
+}
+
+fn file_schema() -> (Schema, FileFields) {
+    let mut b = Schema::builder();
+    let fields = FileFields {
+        id: b.add_text_field("id", STRING),
+        key_hi: b.add_u64_field("key_hi", INDEXED | FAST),
+        key_lo: b.add_u64_field("key_lo", FAST),
+        owner: b.add_text_field("owner", STRING),
+        kind: b.add_text_field("kind", STRING),
+        scope: b.add_text_field("scope", STRING),
+        channel: b.add_text_field("channel", STRING),
+        filename: b.add_text_field("filename", analyzed()),
+        description: b.add_text_field("description", analyzed()),
+    };
+    (b.build(), fields)
+}
+
+/// Tantivy under a directory: one index for messages, one for files, one for people, in
 /// generations. The file `CURRENT` names the live generation (none means
 /// generation 0, whose indices lie in the directory itself); a rebuild
 /// fills the next generation in `g<N>` beside it, then writes `CURRENT`
@@ -121,6 +151,8 @@ struct Inner {
     message_fields: MessageFields,
     users: Part,
     user_fields: UserFields,
+    files: Part,
+    file_fields: FileFields,
 }
 
 /// One Tantivy index, its writer and its reader.
@@ -157,8 +189,8 @@ fn failed(err: impl std::fmt::Display) -> IndexError {
 /// The file naming the live generation.
 const CURRENT: &str = "CURRENT";
 
-fn part_names() -> [String; 2] {
-    [format!("messages-v{SCHEMA_VERSION}"), format!("users-v{SCHEMA_VERSION}")]
+fn part_names() -> [String; 3] {
+    [format!("messages-v{SCHEMA_VERSION}"), format!("users-v{SCHEMA_VERSION}"), format!("files-v{SCHEMA_VERSION}")]
 }
 
 fn generation_dir(root: &Path, number: u64) -> PathBuf {
@@ -189,12 +221,15 @@ impl Inner {
     fn open(dir: &Path) -> Result<Self, IndexError> {
         let (message_schema, message_fields) = message_schema();
         let (user_schema, user_fields) = user_schema();
-        let [messages, users] = part_names();
+        let (file_schema, file_fields) = file_schema();
+        let [messages, users, files] = part_names();
         Ok(Inner {
             messages: Part::open(&dir.join(messages), message_schema)?,
             message_fields,
             users: Part::open(&dir.join(users), user_schema)?,
             user_fields,
+            files: Part::open(&dir.join(files), file_schema)?,
+            file_fields,
         })
     }
 }
@@ -319,42 +354,89 @@ impl SearchIndex for EmbeddedIndex {
     async fn search_users(&self, search: UserSearch) -> Result<Found, IndexError> {
         self.blocking(move |inner| inner.search_users(&search)).await
     }
+
+    async fn search_files(&self, search: FileSearch) -> Result<Found, IndexError> {
+        self.blocking(move |inner| inner.search_files(&search)).await
+    }
 }
 
 impl Inner {
     fn apply(&self, changes: Vec<Change>) -> Result<(), IndexError> {
-        let (messages, users): (Vec<Change>, Vec<Change>) =
-            changes.into_iter().partition(|c| !matches!(c, Change::User(_)));
-        let (mf, uf) = (self.message_fields, self.user_fields);
-        if !messages.is_empty() {
-            self.messages.write(|writer| {
-                for change in messages {
-                    match change {
-                        Change::Message(doc) => {
-                            writer.delete_term(Term::from_field_text(mf.id, &doc.message_id));
-                            writer.add_document(message_document(&mf, &doc)).map_err(failed)?;
-                        }
-                        Change::RemoveMessage(id) => {
-                            writer.delete_term(Term::from_field_text(mf.id, &id));
-                        }
-                        Change::User(_) => {}
-                    }
-                }
-                Ok(())
-            })?;
+        let (mut messages, mut users, mut files) = (Vec::new(), Vec::new(), Vec::new());
+        for change in changes {
+            match change {
+                Change::Message(_) | Change::RemoveMessage(_) => messages.push(change),
+                Change::User(_) => users.push(change),
+                Change::File(_) | Change::RemoveFile(_) => files.push(change),
+            }
         }
-        if !users.is_empty() {
-            self.users.write(|writer| {
-                for change in users {
-                    if let Change::User(doc) = change {
-                        writer.delete_term(Term::from_field_text(uf.id, &doc.user_id));
-                        writer.add_document(user_document(&uf, &doc)).map_err(failed)?;
+        let (mf, uf, ff) = (self.message_fields, self.user_fields, self.file_fields);
+        for (part, batch) in [(&self.messages, messages), (&self.users, users), (&self.files, files)] {
+            if batch.is_empty() {
+                continue;
+            }
+            part.write(|writer| {
+                for change in batch {
+                    let (id, field, document) = match change {
+                        Change::Message(doc) => (doc.message_id.clone(), mf.id, Some(message_document(&mf, &doc))),
+                        Change::RemoveMessage(id) => (id, mf.id, None),
+                        Change::User(doc) => (doc.user_id.clone(), uf.id, Some(user_document(&uf, &doc))),
+                        Change::File(doc) => (doc.file_id.clone(), ff.id, Some(file_document(&ff, &doc))),
+                        Change::RemoveFile(id) => (id, ff.id, None),
+                    };
+                    writer.delete_term(Term::from_field_text(field, &id));
+                    if let Some(document) = document {
+                        writer.add_document(document).map_err(failed)?;
                     }
                 }
                 Ok(())
             })?;
         }
         Ok(())
+    }
+
+    fn search_files(&self, search: &FileSearch) -> Result<Found, IndexError> {
+        let f = self.file_fields;
+        let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+        for clause in &search.query.must {
+            let either: Vec<(Occur, Box<dyn Query>)> = vec![
+                (Occur::Should, text_query(f.filename, clause)?),
+                (Occur::Should, text_query(f.description, clause)?),
+            ];
+            clauses.push((Occur::Must, Box::new(BooleanQuery::new(either))));
+        }
+        for clause in &search.query.must_not {
+            for field in [f.filename, f.description] {
+                clauses.push((Occur::MustNot, text_query(field, clause)?));
+            }
+        }
+        let filter =
+            |q: Box<dyn Query>| -> (Occur, Box<dyn Query>) { (Occur::Must, Box::new(ConstScoreQuery::new(q, 0.0))) };
+        if search.query.must.is_empty() {
+            clauses.push(filter(Box::new(AllQuery)));
+        }
+        let scopes = search.scopes.iter().map(|s| Term::from_field_text(f.scope, s));
+        clauses.push(filter(Box::new(TermSetQuery::new(scopes))));
+        let exact = |field: Field, value: &str| -> Box<dyn Query> {
+            Box::new(TermQuery::new(Term::from_field_text(field, value), IndexRecordOption::Basic))
+        };
+        for group in &search.channel_groups {
+            let any = group.iter().map(|c| Term::from_field_text(f.channel, c));
+            clauses.push(filter(Box::new(TermSetQuery::new(any))));
+        }
+        for owner in &search.owner_ids {
+            clauses.push(filter(exact(f.owner, owner)));
+        }
+        if let Some(kind) = &search.file_type {
+            clauses.push(filter(exact(f.kind, kind)));
+        }
+        if let Some(range) = time_range(f.key_hi, search.after_ms, search.before_ms) {
+            clauses.push(filter(range));
+        }
+        let searcher = self.files.reader.searcher();
+        let collector = TopAfter { order: search.order, after: search.after_key, limit: search.limit, channels: None };
+        let (hits, total) = searcher.search(&BooleanQuery::new(clauses), &collector).map_err(failed)?;
+        Ok(Found { hits: to_hits(hits), total, stats: None })
     }
 
     fn search_messages(&self, search: &MessageSearch) -> Result<Found, IndexError> {
@@ -441,6 +523,25 @@ fn user_document(f: &UserFields, doc: &UserDoc) -> TantivyDocument {
     d
 }
 
+fn file_document(f: &FileFields, doc: &FileDoc) -> TantivyDocument {
+    let bits = id_bits(&doc.file_id);
+    let mut d = TantivyDocument::default();
+    d.add_text(f.id, &doc.file_id);
+    d.add_u64(f.key_hi, (bits >> 64) as u64);
+    d.add_u64(f.key_lo, bits as u64);
+    d.add_text(f.owner, &doc.owner_id);
+    d.add_text(f.kind, &doc.file_type);
+    for scope in &doc.scopes {
+        d.add_text(f.scope, scope);
+    }
+    for channel in &doc.channels {
+        d.add_text(f.channel, channel);
+    }
+    d.add_text(f.filename, &doc.filename);
+    d.add_text(f.description, &doc.description);
+    d
+}
+
 fn message_document(f: &MessageFields, doc: &MessageDoc) -> TantivyDocument {
     let bits = id_bits(&doc.message_id);
     let mut d = TantivyDocument::default();
@@ -492,14 +593,21 @@ fn message_query(f: &MessageFields, s: &MessageSearch) -> Result<BooleanQuery, I
             clauses.push(filter(exact(f.flags, flag)));
         }
     }
-    if s.after_ms.is_some() || s.before_ms.is_some() {
-        let lower =
-            s.after_ms.map_or(Bound::Unbounded, |ms| Bound::Included(Term::from_field_u64(f.key_hi, ms_bound(ms))));
-        let upper =
-            s.before_ms.map_or(Bound::Unbounded, |ms| Bound::Excluded(Term::from_field_u64(f.key_hi, ms_bound(ms))));
-        clauses.push(filter(Box::new(RangeQuery::new(lower, upper))));
+    if let Some(range) = time_range(f.key_hi, s.after_ms, s.before_ms) {
+        clauses.push(filter(range));
     }
     Ok(BooleanQuery::new(clauses))
+}
+
+/// Ids made from `after_ms` up to before `before_ms`, by their time half;
+/// None when neither is given.
+fn time_range(key_hi: Field, after_ms: Option<u64>, before_ms: Option<u64>) -> Option<Box<dyn Query>> {
+    if after_ms.is_none() && before_ms.is_none() {
+        return None;
+    }
+    let lower = after_ms.map_or(Bound::Unbounded, |ms| Bound::Included(Term::from_field_u64(key_hi, ms_bound(ms))));
+    let upper = before_ms.map_or(Bound::Unbounded, |ms| Bound::Excluded(Term::from_field_u64(key_hi, ms_bound(ms))));
+    Some(Box::new(RangeQuery::new(lower, upper)))
 }
 
 fn text_query(field: Field, clause: &Clause) -> Result<Box<dyn Query>, IndexError> {

@@ -49,6 +49,83 @@ pub struct UserDoc {
     pub display_name: String,
 }
 
+/// A file as the index keeps it: its names, and who may see it, to narrow
+/// a search before each hit is checked with the files service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileDoc {
+    pub file_id: String,
+    pub owner_id: String,
+    pub filename: String,
+    pub description: String,
+    /// "image", "video", "audio", "document" or "other".
+    pub file_type: String,
+    /// Who may see it: `u:<user>` for its owner and the users it is shared
+    /// with, `c:<conversation>` for the members of its channel (when shared
+    /// with the channel) and of conversations where it is attached, `w`
+    /// for every non-guest (when shared with the workspace).
+    pub scopes: Vec<String>,
+    /// The conversations it belongs to: the one it was uploaded to and
+    /// those where it is attached.
+    pub channels: Vec<String>,
+}
+
+/// What the files service says of a file, in the words its events use.
+pub struct FileFacts<'a> {
+    pub file_id: &'a str,
+    pub owner_id: &'a str,
+    /// Empty for none.
+    pub channel_id: &'a str,
+    /// "private", "channel" or "workspace".
+    pub access: &'a str,
+    pub filename: &'a str,
+    pub description: &'a str,
+    pub file_type: &'a str,
+    pub attached_channel_ids: &'a [String],
+    pub shared_with_user_ids: &'a [String],
+}
+
+impl FileDoc {
+    pub fn from_facts(f: FileFacts<'_>) -> Self {
+        let mut scopes = vec![format!("u:{}", f.owner_id)];
+        scopes.extend(f.shared_with_user_ids.iter().map(|u| format!("u:{u}")));
+        if f.access == "channel" && !f.channel_id.is_empty() {
+            scopes.push(format!("c:{}", f.channel_id));
+        }
+        scopes.extend(f.attached_channel_ids.iter().map(|c| format!("c:{c}")));
+        if f.access == "workspace" {
+            scopes.push("w".into());
+        }
+        scopes.sort();
+        scopes.dedup();
+        let mut channels: Vec<String> = f.attached_channel_ids.to_vec();
+        if !f.channel_id.is_empty() {
+            channels.push(f.channel_id.to_string());
+        }
+        channels.sort();
+        channels.dedup();
+        Self {
+            file_id: f.file_id.to_string(),
+            owner_id: f.owner_id.to_string(),
+            filename: f.filename.to_string(),
+            description: f.description.to_string(),
+            file_type: f.file_type.to_string(),
+            scopes,
+            channels,
+        }
+    }
+
+    /// The scope terms a caller's search covers: their own, their
+    /// conversations', and the workspace's unless they are a guest.
+    pub fn scopes_of(user_id: &str, channel_ids: &[String], guest: bool) -> Vec<String> {
+        let mut scopes = vec![format!("u:{user_id}")];
+        scopes.extend(channel_ids.iter().map(|c| format!("c:{c}")));
+        if !guest {
+            scopes.push("w".into());
+        }
+        scopes
+    }
+}
+
 /// A change to the index.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Change {
@@ -58,6 +135,10 @@ pub enum Change {
     RemoveMessage(String),
     /// Adds the person, or replaces what the index had of them.
     User(UserDoc),
+    /// Adds the file, or replaces what the index had of it.
+    File(FileDoc),
+    /// Removes the file; nothing when it is not there.
+    RemoveFile(String),
 }
 
 /// How hits are ordered.
@@ -141,6 +222,27 @@ pub struct UserSearch {
     pub limit: usize,
 }
 
+/// What to look for among files.
+#[derive(Debug, Clone)]
+pub struct FileSearch {
+    /// Every clause matches the name or the description.
+    pub query: Parsed,
+    /// Files with any of these scopes (the caller's); never empty.
+    pub scopes: Vec<String>,
+    /// Each group must have one of the file's conversations.
+    pub channel_groups: Vec<Vec<String>>,
+    /// Every one must be the owner: two different ones find nothing.
+    pub owner_ids: Vec<String>,
+    pub file_type: Option<String>,
+    /// Uploaded at or after, in milliseconds since the epoch.
+    pub after_ms: Option<u64>,
+    /// Uploaded before, in milliseconds since the epoch.
+    pub before_ms: Option<u64>,
+    pub order: Order,
+    pub after_key: Option<SortKey>,
+    pub limit: usize,
+}
+
 /// Candidates in order, and how many documents match in all.
 #[derive(Debug, Clone, Default)]
 pub struct Found {
@@ -150,7 +252,7 @@ pub struct Found {
     pub stats: Option<PinnedStats>,
 }
 
-/// A full-text index of messages and people.
+/// A full-text index of messages, files and people.
 ///
 /// An index can be rebuilt while it serves: a new generation is filled
 /// beside the live one, then takes its place in one step.
@@ -173,6 +275,8 @@ pub trait SearchIndex: Send + Sync + 'static {
     async fn search_messages(&self, search: MessageSearch) -> Result<Found, IndexError>;
     /// Candidates for a search of people, best first.
     async fn search_users(&self, search: UserSearch) -> Result<Found, IndexError>;
+    /// Candidates for a file search.
+    async fn search_files(&self, search: FileSearch) -> Result<Found, IndexError>;
 }
 
 /// The 128 bits of a UUID, 0 for anything else.

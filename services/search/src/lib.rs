@@ -1,5 +1,5 @@
 //! The search service (colink.search.v1): full-text search over messages,
-//! embedded (Tantivy) or on Elasticsearch/OpenSearch, never showing anyone
+//! files and people, embedded (Tantivy) or on Elasticsearch/OpenSearch, never showing anyone
 //! what they may not see.
 //!
 //! - `analysis`: how text becomes terms, for the index, queries and
@@ -10,24 +10,28 @@
 //! - `index`: the `SearchIndex` trait; `embedded`: Tantivy; `elastic`:
 //!   Elasticsearch/OpenSearch;
 //! - `queue`: from the event log into the index, durably;
-//! - `messages`: SearchMessages; `users`: SearchUsers;
+//! - `messages`: SearchMessages; `files`: SearchFiles; `users`: SearchUsers;
+//! - `request`: what the three have in common in checking a request;
 //! - `reindex`: rebuilding the indices while they serve.
 
 pub mod analysis;
 pub mod elastic;
 pub mod embedded;
+mod files;
 pub mod index;
 pub mod matcher;
 mod messages;
 pub mod query;
 pub mod queue;
 mod reindex;
+mod request;
 mod users;
 
 use std::path::Path;
 use std::sync::Arc;
 
 use colink_proto::channels::v1::channels_service_client::ChannelsServiceClient;
+use colink_proto::files::v1::files_service_client::FilesServiceClient;
 use colink_proto::messaging::v1::messaging_service_client::MessagingServiceClient;
 use colink_proto::search::v1 as pb;
 use colink_proto::search::v1::search_service_server::{SearchService as SearchRpc, SearchServiceServer};
@@ -42,13 +46,14 @@ use tonic::{Request, Response, Status};
 use crate::elastic::ElasticIndex;
 use crate::embedded::EmbeddedIndex;
 use crate::index::{IndexError, SearchIndex};
-use crate::queue::{MessageIndexer, Queue, UserIndexer};
+use crate::queue::{FileIndexer, MessageIndexer, Queue, UserIndexer};
 
 /// The services search asks at query time.
 pub struct Peers {
     pub channels: GrpcChannel,
     pub messaging: GrpcChannel,
     pub users: GrpcChannel,
+    pub files: GrpcChannel,
 }
 
 /// The search service.
@@ -63,6 +68,7 @@ pub(crate) struct Shared {
     channels: ChannelsServiceClient<GrpcChannel>,
     messaging: MessagingServiceClient<GrpcChannel>,
     users: UsersServiceClient<GrpcChannel>,
+    files: FilesServiceClient<GrpcChannel>,
     /// The running or last rebuild of the indices on this node.
     reindex: std::sync::Mutex<pb::Reindex>,
 }
@@ -86,6 +92,7 @@ impl SearchService {
                 channels: ChannelsServiceClient::new(peers.channels),
                 messaging: MessagingServiceClient::new(peers.messaging),
                 users: UsersServiceClient::new(peers.users),
+                files: FilesServiceClient::new(peers.files),
                 reindex: std::sync::Mutex::new(pb::Reindex::default()),
             }),
         }
@@ -94,6 +101,12 @@ impl SearchService {
     /// The consumer of `message.events` that queues messages for indexing.
     pub fn message_indexer(&self) -> Arc<dyn EventHandler> {
         Arc::new(MessageIndexer(self.shared.queue.clone()))
+    }
+
+    /// The consumer of `file.events` that queues files' names and who may
+    /// see them.
+    pub fn file_indexer(&self) -> Arc<dyn EventHandler> {
+        Arc::new(FileIndexer(self.shared.queue.clone()))
     }
 
     /// The consumer of `user.events` that queues people's names.
@@ -123,9 +136,10 @@ impl SearchRpc for SearchService {
 
     async fn search_files(
         &self,
-        _request: Request<pb::SearchFilesRequest>,
+        request: Request<pb::SearchFilesRequest>,
     ) -> Result<Response<pb::SearchFilesResponse>, Status> {
-        Err(Status::unimplemented("searching files is not available yet"))
+        let caller = caller(&request)?;
+        Ok(Response::new(self.shared.search_files(caller, request.get_ref()).await?))
     }
 
     async fn search_users(

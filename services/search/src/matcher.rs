@@ -92,6 +92,23 @@ pub fn check(text: &str, field: &str, query: &Parsed) -> Option<Option<Highlight
     analyzed.satisfies(query).then(|| analyzed.highlight(field, query))
 }
 
+/// Whether every clause of `query` matches in one of `fields` (name, text)
+/// and no negated one in any, and the highlights of each field that has a
+/// match if so.
+pub fn check_fields(fields: &[(&str, &str)], query: &Parsed) -> Option<Vec<Highlight>> {
+    let mut analyzer = index_analyzer();
+    let analyzed: Vec<(&str, Analyzed)> =
+        fields.iter().map(|(name, text)| (*name, Analyzed::new(&mut analyzer, text))).collect();
+    let anywhere = |clause: &Clause| {
+        let one = Parsed { must: vec![clause.clone()], ..Parsed::default() };
+        analyzed.iter().any(|(_, a)| a.satisfies(&one))
+    };
+    if !query.must.iter().all(anywhere) || query.must_not.iter().any(anywhere) {
+        return None;
+    }
+    Some(analyzed.iter().filter_map(|(name, a)| a.highlight(name, query)).collect())
+}
+
 /// Excerpts around the matches (byte ranges, sorted and disjoint).
 fn excerpts(text: &str, matches: &[(usize, usize)]) -> Vec<Excerpt> {
     let mut out = Vec::new();

@@ -8,11 +8,11 @@ use std::hash::{Hash, Hasher};
 
 use colink_proto::channels::v1::{Channel, GetChannelRequest, ListMyChannelsRequest};
 use colink_proto::messaging::v1::{BatchGetMessagesRequest, Message};
-use colink_proto::search::v1::{SearchMessageHit, SearchMessagesRequest, SearchMessagesResponse, SearchOrder};
+use colink_proto::search::v1::{SearchMessageHit, SearchMessagesRequest, SearchMessagesResponse};
 use colink_proto::users::v1::BatchGetUsersRequest;
 use colink_runtime::clients::call_on_behalf;
 use colink_runtime::error::Violations;
-use colink_runtime::ids::{check_text, decode_page_token, encode_page_token, micros_of, now_micros, parse_optional_id};
+use colink_runtime::ids::{check_text, encode_page_token, micros_of, now_micros, parse_optional_id};
 use colink_runtime::{Caller, Error, Result};
 use prost::Message as _;
 use serde::{Deserialize, Serialize};
@@ -21,6 +21,7 @@ use crate::Shared;
 use crate::index::{MessageSearch, Order, PinnedStats, SortKey, has_link};
 use crate::matcher;
 use crate::query::{self, Parsed};
+use crate::request;
 
 /// Hits one search pages through at most.
 const MAX_HITS: u64 = 1_000;
@@ -76,21 +77,11 @@ impl Shared {
         let mine = self.my_channels(caller).await?;
         let mut channel_ids: Vec<String> = mine.iter().map(|c| c.channel_id.clone()).collect();
         if let Some(wanted) = &asked.channel_id {
-            if !channel_ids.contains(wanted) {
-                // NOT_FOUND when the caller cannot see it at all, else denied.
-                let request = GetChannelRequest { channel_id: wanted.clone() };
-                call_on_behalf(&self.channels, caller, request, |mut c, r| async move { c.get_channel(r).await })
-                    .await?;
-                return Err(Error::denied(format!("you are not a member of channel {wanted}")));
-            }
+            self.require_member(caller, &mine, wanted).await?;
             channel_ids.retain(|c| c == wanted);
         }
         for name in &asked.parsed.filters.in_channels {
-            let named: HashSet<&str> =
-                mine.iter().filter(|c| c.name.to_lowercase() == *name).map(|c| c.channel_id.as_str()).collect();
-            if named.is_empty() {
-                return Err(Error::invalid("query", format!("in:#{name}: you are in no channel of that name")));
-            }
+            let named = named_channels(&mine, name)?;
             channel_ids.retain(|c| named.contains(c.as_str()));
         }
         if channel_ids.is_empty() {
@@ -182,8 +173,20 @@ impl Shared {
         })
     }
 
+    /// Nothing when the caller is in conversation `wanted` (one of `mine`);
+    /// else NOT_FOUND when they cannot see it at all, PERMISSION_DENIED when
+    /// they can.
+    pub(crate) async fn require_member(&self, caller: &Caller, mine: &[Channel], wanted: &str) -> Result<()> {
+        if mine.iter().any(|c| c.channel_id == wanted) {
+            return Ok(());
+        }
+        let request = GetChannelRequest { channel_id: wanted.to_string() };
+        call_on_behalf(&self.channels, caller, request, |mut c, r| async move { c.get_channel(r).await }).await?;
+        Err(Error::denied(format!("you are not a member of channel {wanted}")))
+    }
+
     /// Every conversation the caller is in, archived ones too.
-    async fn my_channels(&self, caller: &Caller) -> Result<Vec<Channel>> {
+    pub(crate) async fn my_channels(&self, caller: &Caller) -> Result<Vec<Channel>> {
         let mut all = Vec::new();
         let mut page_token = String::new();
         loop {
@@ -201,7 +204,7 @@ impl Shared {
     }
 
     /// The ids of users named in `from:` filters.
-    async fn user_ids(&self, caller: &Caller, usernames: &[String]) -> Result<Vec<String>> {
+    pub(crate) async fn user_ids(&self, caller: &Caller, usernames: &[String]) -> Result<Vec<String>> {
         if usernames.is_empty() {
             return Ok(Vec::new());
         }
@@ -233,6 +236,17 @@ impl Shared {
     }
 }
 
+/// The ids of the caller's conversations an `in:#name` filter names;
+/// INVALID_ARGUMENT on `query` when there is none.
+pub(crate) fn named_channels<'a>(mine: &'a [Channel], name: &str) -> Result<HashSet<&'a str>> {
+    let named: HashSet<&str> =
+        mine.iter().filter(|c| c.name.to_lowercase() == *name).map(|c| c.channel_id.as_str()).collect();
+    if named.is_empty() {
+        return Err(Error::invalid("query", format!("in:#{name}: you are in no channel of that name")));
+    }
+    Ok(named)
+}
+
 /// The hit as shown, when the message as it is now still passes the search.
 fn verify(asked: &Asked, search: &MessageSearch, m: &Message, key: SortKey) -> Option<SearchMessageHit> {
     if m.deleted || m.recalled || !search.channel_ids.contains(&m.channel_id) {
@@ -260,46 +274,20 @@ fn verify(asked: &Asked, search: &MessageSearch, m: &Message, key: SortKey) -> O
     })
 }
 
-fn ms(micros: i64) -> u64 {
+pub(crate) fn ms(micros: i64) -> u64 {
     u64::try_from(micros.div_euclid(1_000)).unwrap_or(0)
 }
 
 /// Checks a request and parses its query.
 fn validate(req: &SearchMessagesRequest) -> Result<Asked> {
     let mut v = Violations::default();
-    let raw = match (req.query.is_empty(), req.q.is_empty()) {
-        (false, false) if req.query != req.q => {
-            v.add("q", "give the query as query or as q, not both");
-            ""
-        }
-        (true, false) => req.q.as_str(),
-        _ => req.query.as_str(),
-    };
-    let query_field = if req.query.is_empty() && !req.q.is_empty() { "q" } else { "query" };
+    let (raw, query_field) = request::query_text(&mut v, &req.query, &req.q);
     v.check(check_text(query_field, raw, 1, 500));
-    let size = match (req.page_size, req.limit) {
-        (0, limit) => limit,
-        (size, 0) => size,
-        (size, limit) if size == limit => size,
-        _ => {
-            v.add("limit", "give the page size as page_size or as limit, not both");
-            0
-        }
-    };
-    let size_field = if req.page_size == 0 && req.limit != 0 { "limit" } else { "page_size" };
-    let page_size = v.check(colink_runtime::ids::page_size(size_field, size, 50, 100)).unwrap_or(50);
+    let page_size = request::page_size(&mut v, req.page_size, req.limit);
     let channel_id = v.check(parse_optional_id("channel_id", &req.channel_id)).flatten();
     let from_user_id = v.check(parse_optional_id("from_user_id", &req.from_user_id)).flatten();
     let thread_id = v.check(parse_optional_id("thread_id", &req.thread_id)).flatten();
-    let order = match SearchOrder::try_from(req.order) {
-        Ok(SearchOrder::Unspecified | SearchOrder::Relevance) => Order::Relevance,
-        Ok(SearchOrder::Newest) => Order::Newest,
-        Ok(SearchOrder::Oldest) => Order::Oldest,
-        Err(_) => {
-            v.add("order", "is not a known order");
-            Order::Relevance
-        }
-    };
+    let order = request::order(&mut v, req.order);
     let mut parsed = match query::parse(raw, true) {
         Ok(parsed) => parsed,
         Err(err) => {
@@ -322,20 +310,7 @@ fn validate(req: &SearchMessagesRequest) -> Result<Asked> {
         v.add(query_field, "has no words or filters to search by");
     }
     let fingerprint = fingerprint(req);
-    let token = match v.check(decode_page_token("page_token", &req.page_token)).flatten() {
-        None => None,
-        Some(raw) => match serde_json::from_str::<Token>(&raw) {
-            Ok(token) if token.fingerprint == fingerprint => Some(token),
-            Ok(_) => {
-                v.add("page_token", "belongs to a different search; start again without it");
-                None
-            }
-            Err(_) => {
-                v.add("page_token", "is not a valid page token");
-                None
-            }
-        },
-    };
+    let token = request::page_token(&mut v, &req.page_token, |t: &Token| t.fingerprint == fingerprint);
     v.finish()?;
     let as_of_ms = token.as_ref().map_or_else(|| ms(now_micros()), |t| t.as_of_ms);
     Ok(Asked {

@@ -19,7 +19,7 @@ use sea_orm::sea_query::{Condition, Expr, ExprTrait, Func, Query};
 use sea_orm::{ConnectionTrait, DbErr, FromQueryResult, StatementBuilder};
 use tokio::sync::{Mutex, Notify, watch};
 
-use crate::index::{Change, MessageDoc, SearchIndex, UserDoc};
+use crate::index::{Change, FileDoc, FileFacts, MessageDoc, SearchIndex, UserDoc};
 
 const TABLE: &str = "search_queue";
 /// Changes applied in one index commit at most.
@@ -318,6 +318,41 @@ impl EventHandler for MessageIndexer {
 
     async fn handle_batch(&self, events: &[Event]) -> Result<(), EventError> {
         push_all(&self.0, events, message_change).await
+    }
+}
+
+/// Consumes `file.events` into the queue: a file is searchable while it is
+/// confirmed, not gone, and clean (or unscanned where nothing scans), each
+/// event carrying who may see it then.
+pub struct FileIndexer(pub Queue);
+
+fn file_change(event: &Event) -> Option<Change> {
+    let Some(Payload::FileChanged(f)) = &event.payload else { return None };
+    let showable = f.state == "ready" && matches!(f.scan_status.as_str(), "clean" | "unscanned");
+    if !showable {
+        return Some(Change::RemoveFile(f.file_id.clone()));
+    }
+    Some(Change::File(FileDoc::from_facts(FileFacts {
+        file_id: &f.file_id,
+        owner_id: &f.owner_id,
+        channel_id: &f.channel_id,
+        access: &f.access,
+        filename: &f.filename,
+        description: &f.description,
+        file_type: &f.file_type,
+        attached_channel_ids: &f.attached_channel_ids,
+        shared_with_user_ids: &f.shared_with_user_ids,
+    })))
+}
+
+#[async_trait::async_trait]
+impl EventHandler for FileIndexer {
+    async fn handle(&self, event: &Event) -> Result<(), EventError> {
+        push_all(&self.0, std::slice::from_ref(event), file_change).await
+    }
+
+    async fn handle_batch(&self, events: &[Event]) -> Result<(), EventError> {
+        push_all(&self.0, events, file_change).await
     }
 }
 

@@ -5,8 +5,8 @@
 //! 1. a new, empty generation of the index is started beside the live one;
 //! 2. from then on the queue keeps every change, also after the live index
 //!    has it, and every change still waiting is kept too;
-//! 3. every message and person is read from the messaging and users
-//!    services, as they are now, into the new generation;
+//! 3. every message, person and file is read from the messaging, users and
+//!    files services, as they are now, into the new generation;
 //! 4. the kept changes are applied to it in their order, so whatever
 //!    changed while it was read ends as it is now;
 //! 5. between two batches of the live indexer, the last kept changes are
@@ -17,6 +17,7 @@
 
 use std::sync::Arc;
 
+use colink_proto::files::v1::{ExportFilesRequest, ExportedFile, FileAccess, FileType, ScanStatus};
 use colink_proto::messaging::v1::ExportMessagesRequest;
 use colink_proto::search::v1::{Reindex, ReindexState};
 use colink_proto::users::v1::ListUsersRequest;
@@ -25,17 +26,21 @@ use colink_runtime::ids::{now_micros, timestamp};
 use colink_runtime::{Caller, Error, Result, Role};
 
 use crate::Shared;
-use crate::index::{Change, MessageDoc, UserDoc};
+use crate::files::kind_name;
+use crate::index::{Change, FileDoc, FileFacts, MessageDoc, UserDoc};
 
 /// Messages read from the messaging service at a time.
 const MESSAGE_PAGE: i32 = 1_000;
 /// People read from the users service at a time (its largest page).
 const USER_PAGE: i32 = 100;
+/// Files read from the files service at a time.
+const FILE_PAGE: i32 = 500;
 
 /// What a rebuild step counts.
 enum Counted {
     Messages(usize),
     Users(usize),
+    Files(usize),
     Replayed(usize),
 }
 
@@ -138,6 +143,20 @@ impl Shared {
             }
             token = page.next_page_token;
         }
+        let mut token = String::new();
+        loop {
+            let request = ExportFilesRequest { page_size: FILE_PAGE, page_token: token };
+            let page = call_on_behalf(&self.files, caller, request, |mut c, r| async move { c.export_files(r).await })
+                .await
+                .map_err(|s| format!("reading files: {}", s.message()))?;
+            self.count(Counted::Files(page.files.len()));
+            let changes: Vec<Change> = page.files.iter().filter_map(file_change).collect();
+            index.apply_rebuilt(changes).await.map_err(|e| e.to_string())?;
+            if page.next_page_token.is_empty() {
+                break;
+            }
+            token = page.next_page_token;
+        }
         // Catch up outside the live indexer's way; the last few go in the
         // take-over.
         while self.queue.replay(index).await.inspect(|n| self.count(Counted::Replayed(*n)))?
@@ -153,6 +172,7 @@ impl Shared {
             match counted {
                 Counted::Messages(n) => report.messages += n as i64,
                 Counted::Users(n) => report.users += n as i64,
+                Counted::Files(n) => report.files += n as i64,
                 Counted::Replayed(n) => report.changes_replayed += n as i64,
             }
         }
@@ -170,6 +190,27 @@ impl Shared {
             }
         }
     }
+}
+
+/// A file as the export gives it, when it may be found.
+fn file_change(exported: &ExportedFile) -> Option<Change> {
+    let f = exported.file.as_ref()?;
+    let showable = matches!(ScanStatus::try_from(f.scan_status), Ok(ScanStatus::Clean | ScanStatus::Unscanned));
+    if !showable {
+        return None;
+    }
+    let access = FileAccess::try_from(f.access).map(|a| a.as_str_name()).unwrap_or_default();
+    Some(Change::File(FileDoc::from_facts(FileFacts {
+        file_id: &f.file_id,
+        owner_id: &f.owner_id,
+        channel_id: &f.channel_id,
+        access: &access.trim_start_matches("FILE_ACCESS_").to_ascii_lowercase(),
+        filename: &f.filename,
+        description: &f.description,
+        file_type: &kind_name(FileType::try_from(f.file_type).unwrap_or_default()),
+        attached_channel_ids: &exported.attached_channel_ids,
+        shared_with_user_ids: &exported.shared_with_user_ids,
+    })))
 }
 
 fn admin_only(caller: &Caller) -> Result<()> {

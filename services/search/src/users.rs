@@ -10,18 +10,15 @@ use colink_proto::search::v1::{SearchUserHit, SearchUsersRequest, SearchUsersRes
 use colink_proto::users::v1::{BatchGetUsersRequest, User};
 use colink_runtime::clients::call_on_behalf;
 use colink_runtime::error::Violations;
-use colink_runtime::ids::{check_text, decode_page_token, encode_page_token};
+use colink_runtime::ids::{check_text, encode_page_token};
 use colink_runtime::{Caller, Error, Result, Role};
 use serde::{Deserialize, Serialize};
-use tantivy::tokenizer::TextAnalyzer;
 
 use crate::Shared;
-use crate::analysis::index_analyzer;
 use crate::index::{SortKey, UserSearch};
-use crate::matcher::Analyzed;
+use crate::matcher;
 use crate::query::{self, Clause, Parsed};
-
-const MAX_ROUNDS: usize = 5;
+use crate::request;
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Token {
@@ -33,78 +30,44 @@ struct Token {
 impl Shared {
     pub(crate) async fn search_users(&self, caller: &Caller, req: &SearchUsersRequest) -> Result<SearchUsersResponse> {
         let mut v = Violations::default();
-        let (raw, field) = match (req.query.is_empty(), req.q.is_empty()) {
-            (false, false) if req.query != req.q => {
-                v.add("q", "give the query as query or as q, not both");
-                ("", "query")
-            }
-            (true, false) => (req.q.as_str(), "q"),
-            _ => (req.query.as_str(), "query"),
-        };
+        let (raw, field) = request::query_text(&mut v, &req.query, &req.q);
         let raw = raw.trim_start().trim_start_matches('@');
         v.check(check_text(field, raw, 1, 100));
-        let size = if req.page_size == 0 { req.limit } else { req.page_size };
-        if req.page_size != 0 && req.limit != 0 && req.page_size != req.limit {
-            v.add("limit", "give the page size as page_size or as limit, not both");
-        }
-        let size_field = if req.page_size == 0 && req.limit != 0 { "limit" } else { "page_size" };
-        let page_size = v.check(colink_runtime::ids::page_size(size_field, size, 50, 100)).unwrap_or(50) as usize;
+        let page_size = request::page_size(&mut v, req.page_size, req.limit) as usize;
         let parsed = query::parse(raw, false).unwrap_or_default();
         if v.is_empty() && parsed.must.is_empty() {
             v.add(field, "has no letters or digits to search by");
         }
-        let token = match v.check(decode_page_token("page_token", &req.page_token)).flatten() {
-            None => None,
-            Some(text) => match serde_json::from_str::<Token>(&text) {
-                Ok(t) if t.query == raw && t.include_deactivated == req.include_deactivated => Some(t),
-                Ok(_) => {
-                    v.add("page_token", "belongs to a different search; start again without it");
-                    None
-                }
-                Err(_) => {
-                    v.add("page_token", "is not a valid page token");
-                    None
-                }
-            },
-        };
+        let token = request::page_token(&mut v, &req.page_token, |t: &Token| {
+            t.query == raw && t.include_deactivated == req.include_deactivated
+        });
         v.finish()?;
         if req.include_deactivated && caller.role != Role::Admin {
             return Err(Error::denied("only admins may find deactivated accounts"));
         }
         let user_ids = if caller.role == Role::Guest { Some(self.people_met(caller).await?) } else { None };
-        let mut search =
-            UserSearch { query: parsed.clone(), user_ids, after_key: token.as_ref().map(|t| t.after), limit: 0 };
-        let wanted = page_size + 1;
-        let mut analyzer = index_analyzer();
-        let mut hits: Vec<(SearchUserHit, SortKey)> = Vec::new();
-        let mut total = 0;
-        for round in 0..MAX_ROUNDS {
-            search.limit = wanted - hits.len() + 10;
-            let found = self.index.search_users(search.clone()).await.map_err(|e| Error::Unavailable(e.to_string()))?;
-            if round == 0 {
-                total = found.total;
-            }
-            let exhausted = found.hits.len() < search.limit;
-            let Some(last) = found.hits.last() else { break };
-            search.after_key = Some(last.key);
-            let ids: Vec<String> = found.hits.iter().map(|h| h.id.clone()).collect();
-            let current = self.current_users(caller, &ids).await?;
-            for hit in found.hits {
-                let Some(user) = current.get(&hit.id) else { continue };
-                if user.deactivated && !req.include_deactivated {
-                    continue;
+        let search = UserSearch { query: parsed.clone(), user_ids, after_key: None, limit: 0 };
+        let open = as_typed(&parsed);
+        let (mut hits, total) = request::gather(
+            page_size + 1,
+            token.as_ref().map(|t| t.after),
+            |after_key, limit| self.index.search_users(UserSearch { after_key, limit, ..search.clone() }),
+            |found| {
+                let open = &open;
+                async move {
+                    let ids: Vec<String> = found.iter().map(|h| h.id.clone()).collect();
+                    let current = self.current_users(caller, &ids).await?;
+                    Ok(found
+                        .into_iter()
+                        .filter_map(|hit| {
+                            let user = current.get(&hit.id).filter(|u| req.include_deactivated || !u.deactivated)?;
+                            verify(open, user, hit.key.score).map(|shown| (shown, hit.key))
+                        })
+                        .collect())
                 }
-                if let Some(shown) = verify(&mut analyzer, &parsed, user, hit.key.score) {
-                    hits.push((shown, hit.key));
-                    if hits.len() == wanted {
-                        break;
-                    }
-                }
-            }
-            if hits.len() == wanted || exhausted {
-                break;
-            }
-        }
+            },
+        )
+        .await?;
         let more = hits.len() > page_size;
         hits.truncate(page_size);
         let next_page_token = match (more, hits.last()) {
@@ -178,27 +141,18 @@ impl Shared {
     }
 }
 
-/// The hit as shown, when the person's names now still match.
-fn verify(analyzer: &mut TextAnalyzer, parsed: &Parsed, user: &User, score: f32) -> Option<SearchUserHit> {
-    let open = as_typed(parsed);
-    let username = Analyzed::new(analyzer, &user.username);
-    let display_name = Analyzed::new(analyzer, &user.display_name);
-    let each = |clause: &Clause| {
-        let one = Parsed { must: vec![clause.clone()], ..Parsed::default() };
-        username.satisfies(&one) || display_name.satisfies(&one)
-    };
-    if !open.must.iter().all(each) || open.must_not.iter().any(each) {
-        return None;
-    }
+/// The hit as shown, when the person's names now still match (`open`: the
+/// query as typed so far).
+fn verify(open: &Parsed, user: &User, score: f32) -> Option<SearchUserHit> {
     let highlights =
-        [username.highlight("username", &open), display_name.highlight("display_name", &open)].into_iter().flatten();
+        matcher::check_fields(&[("username", &user.username), ("display_name", &user.display_name)], open)?;
     Some(SearchUserHit {
         user_id: user.user_id.clone(),
         username: user.username.clone(),
         display_name: user.display_name.clone(),
         avatar_url: user.avatar_url.clone(),
         deactivated: user.deactivated,
-        highlights: highlights.collect(),
+        highlights,
         score,
     })
 }

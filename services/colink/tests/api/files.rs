@@ -29,13 +29,13 @@ use crate::servers::{S3_ACCESS_KEY, S3_SECRET_KEY, Server, eventually, free_port
 use colink_files::testing::{SERIAL, photo};
 
 /// The 68-byte EICAR test file: harmless, and reported by every scanner.
-const EICAR: &str = r"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*";
+pub(crate) const EICAR: &str = r"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*";
 
 fn clamd_url() -> String {
     std::env::var("COLINK_TEST_CLAMD").expect("COLINK_TEST_CLAMD names a clamd (see .ci/start-clamd)")
 }
 
-async fn scanned_app() -> TestApp {
+pub(crate) async fn scanned_app() -> TestApp {
     let clamd = clamd_url();
     TestApp::spawn_with(move |c| c.files.scanner.clamd = clamd).await
 }
@@ -82,7 +82,7 @@ async fn download_url(app: &TestApp, user: &TestUser, file_id: &str) -> Result<S
     app.files().get_download_url(user.req(request)).await.map(|r| r.into_inner().url)
 }
 
-async fn scan_result(app: &TestApp, user: &TestUser, file_id: &str) -> File {
+pub(crate) async fn scan_result(app: &TestApp, user: &TestUser, file_id: &str) -> File {
     eventually(Duration::from_secs(20), "the scan", || async {
         let file = get_file(app, user, file_id).await.unwrap();
         (file.scan_status != ScanStatus::Pending as i32).then_some(file)

@@ -26,6 +26,7 @@ mod presence_live;
 mod reactions;
 mod realtime;
 mod search;
+mod search_files;
 mod threads;
 mod unread;
 mod unread_model;

@@ -8,8 +8,8 @@ use colink_proto::messaging::v1::{
     DeleteMessageRequest, EditMessageRequest, ExportMessagesRequest, Message, RecallMessageRequest, SendMessageRequest,
 };
 use colink_proto::search::v1::{
-    GetReindexRequest, ReindexState, SearchMessagesRequest, SearchMessagesResponse, SearchOrder, SearchUsersRequest,
-    StartReindexRequest,
+    GetReindexRequest, ReindexState, SearchFilesRequest, SearchMessagesRequest, SearchMessagesResponse, SearchOrder,
+    SearchUsersRequest, StartReindexRequest,
 };
 use colink_proto::users::v1::{UpdateMeRequest, User};
 use tonic::Code;
@@ -402,6 +402,9 @@ async fn a_reindex_while_traffic_flows_loses_nothing() {
     for i in 0..200 {
         live.push(app.send(&ann, &room.channel_id, &format!("quince history {i}")).await.message_id);
     }
+    let bytes = b"quince jam\n";
+    let request = crate::files::upload_request("quince-jam.txt", "text/plain", bytes, &room.channel_id);
+    let jam = crate::files::upload(&app, &ann, request, bytes).await;
     // Outsiders may not start, follow or feed a rebuild.
     assert_code(app.search().start_reindex(ann.req(StartReindexRequest {})).await, Code::PermissionDenied);
     assert_code(app.search().get_reindex(ann.req(GetReindexRequest {})).await, Code::PermissionDenied);
@@ -465,7 +468,7 @@ async fn a_reindex_while_traffic_flows_loses_nothing() {
     let ((sent, edited, deleted, during), report) = tokio::join!(traffic, rebuild);
     assert_eq!(report.state, ReindexState::Succeeded as i32, "{report:?}");
     assert!(during > 0, "nothing was sent while the index was rebuilt");
-    assert!(report.messages >= 200 && report.users == 2, "{report:?}");
+    assert!(report.messages >= 200 && report.users == 2 && report.files == 1, "{report:?}");
     assert!(report.end_time.is_some());
 
     let mut quinces: Vec<String> = live.iter().chain(&sent).cloned().collect();
@@ -479,6 +482,9 @@ async fn a_reindex_while_traffic_flows_loses_nothing() {
     let app = app.restart(|_| {}).await;
     assert_eq!(all_found(&app, &root, "quince", quinces.len()).await, quinces);
     assert_eq!(people(&app, &root, "ann", 1).await, ["ann"]);
+    let files = SearchFilesRequest { query: "quince".into(), ..Default::default() };
+    let files = app.search().search_files(ann.req(files)).await.unwrap().into_inner().hits;
+    assert_eq!(files.iter().map(|f| f.file_id.as_str()).collect::<Vec<_>>(), [jam.file_id.as_str()]);
     let current = std::fs::read_to_string(app.config().data_dir.join("search/CURRENT")).expect("a rebuilt generation");
     assert_eq!(current, "1");
 }

@@ -25,7 +25,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file colink/events/v1/events.proto.
  */
 export const file_colink_events_v1_events: GenFile = /*@__PURE__*/
-  fileDesc("Ch1jb2xpbmsvZXZlbnRzL3YxL2V2ZW50cy5wcm90bxIQY29saW5rLmV2ZW50cy52MSKTCQoFRXZlbnQSEAoIZXZlbnRfaWQYASABKAkSDAoEdHlwZRgCIAEoCRIuCgpvY2N1cl90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIQCghhY3Rvcl9pZBgEIAEoCRI1Cgx1c2VyX2NyZWF0ZWQYCiABKAsyHS5jb2xpbmsuZXZlbnRzLnYxLlVzZXJDcmVhdGVkSAASOwoPY2hhbm5lbF9jcmVhdGVkGAsgASgLMiAuY29saW5rLmV2ZW50cy52MS5DaGFubmVsQ2hhbmdlZEgAEjsKD2NoYW5uZWxfdXBkYXRlZBgMIAEoCzIgLmNvbGluay5ldmVudHMudjEuQ2hhbm5lbENoYW5nZWRIABI8ChBjaGFubmVsX2FyY2hpdmVkGA0gASgLMiAuY29saW5rLmV2ZW50cy52MS5DaGFubmVsQ2hhbmdlZEgAEj4KEmNoYW5uZWxfdW5hcmNoaXZlZBgOIAEoCzIgLmNvbGluay5ldmVudHMudjEuQ2hhbm5lbENoYW5nZWRIABI8Cg1tZW1iZXJfam9pbmVkGA8gASgLMiMuY29saW5rLmV2ZW50cy52MS5NZW1iZXJzaGlwQ2hhbmdlZEgAEjoKC21lbWJlcl9sZWZ0GBAgASgLMiMuY29saW5rLmV2ZW50cy52MS5NZW1iZXJzaGlwQ2hhbmdlZEgAEkIKE21lbWJlcl9yb2xlX2NoYW5nZWQYESABKAsyIy5jb2xpbmsuZXZlbnRzLnYxLk1lbWJlcnNoaXBDaGFuZ2VkSAASOwoPbWVzc2FnZV9jaGFuZ2VkGBIgASgLMiAuY29saW5rLmV2ZW50cy52MS5NZXNzYWdlQ2hhbmdlZEgAEj8KEW1lc3NhZ2VfbW9kZXJhdGVkGBMgASgLMiIuY29saW5rLmV2ZW50cy52MS5NZXNzYWdlTW9kZXJhdGVkSAASPQoQcmVhY3Rpb25fY2hhbmdlZBgUIAEoCzIhLmNvbGluay5ldmVudHMudjEuUmVhY3Rpb25DaGFuZ2VkSAASOQoOdGhyZWFkX2NoYW5nZWQYFSABKAsyHy5jb2xpbmsuZXZlbnRzLnYxLlRocmVhZENoYW5nZWRIABJJChptZW1iZXJfcHJlZmVyZW5jZXNfY2hhbmdlZBgWIAEoCzIjLmNvbGluay5ldmVudHMudjEuTWVtYmVyc2hpcENoYW5nZWRIABJAChJyZWFkX3N0YXRlX2NoYW5nZWQYFyABKAsyIi5jb2xpbmsuZXZlbnRzLnYxLlJlYWRTdGF0ZUNoYW5nZWRIABI9ChBwcmVzZW5jZV91cGRhdGVkGBggASgLMiEuY29saW5rLmV2ZW50cy52MS5QcmVzZW5jZUNoYW5nZWRIABI1CgxmaWxlX2NoYW5nZWQYGSABKAsyHS5jb2xpbmsuZXZlbnRzLnYxLkZpbGVDaGFuZ2VkSAASNQoMdXNlcl91cGRhdGVkGBogASgLMh0uY29saW5rLmV2ZW50cy52MS5Vc2VyQ3JlYXRlZEgAQgkKB3BheWxvYWQikwEKC0ZpbGVDaGFuZ2VkEg8KB2ZpbGVfaWQYASABKAkSEAoIb3duZXJfaWQYAiABKAkSEgoKY2hhbm5lbF9pZBgDIAEoCRISCgpzaXplX2J5dGVzGAQgASgDEhEKCW1pbWVfdHlwZRgFIAEoCRITCgtzY2FuX3N0YXR1cxgGIAEoCRIRCglzaWduYXR1cmUYByABKAkigQEKD1JlYWN0aW9uQ2hhbmdlZBISCgptZXNzYWdlX2lkGAEgASgJEhIKCmNoYW5uZWxfaWQYAiABKAkSDwoHdXNlcl9pZBgDIAEoCRINCgVlbW9qaRgEIAEoCRIZChFtZXNzYWdlX3NlbmRlcl9pZBgFIAEoCRILCgNzZXEYBiABKAMihgEKDVRocmVhZENoYW5nZWQSEQoJdGhyZWFkX2lkGAEgASgJEhIKCmNoYW5uZWxfaWQYAiABKAkSDwoHdXNlcl9pZBgDIAEoCRIYChByZXBseV9tZXNzYWdlX2lkGAQgASgJEgsKA3NlcRgFIAEoAxIWCg5yb290X3NlbmRlcl9pZBgGIAEoCSJGCgtVc2VyQ3JlYXRlZBIPCgd1c2VyX2lkGAEgASgJEhAKCHVzZXJuYW1lGAIgASgJEhQKDGRpc3BsYXlfbmFtZRgDIAEoCSJACg5DaGFubmVsQ2hhbmdlZBISCgpjaGFubmVsX2lkGAEgASgJEgwKBG5hbWUYAiABKAkSDAoEa2luZBgDIAEoCSJpChFNZW1iZXJzaGlwQ2hhbmdlZBISCgpjaGFubmVsX2lkGAEgASgJEg8KB3VzZXJfaWQYAiABKAkSDAoEcm9sZRgDIAEoCRISCgpieV91c2VyX2lkGAQgASgJEg0KBW11dGVkGAUgASgIIsEBCg5NZXNzYWdlQ2hhbmdlZBISCgptZXNzYWdlX2lkGAEgASgJEhIKCmNoYW5uZWxfaWQYAiABKAkSEQoJc2VuZGVyX2lkGAMgASgJEgsKA3NlcRgEIAEoAxIMCgR0ZXh0GAUgASgJEhEKCXRocmVhZF9pZBgGIAEoCRIaChJtZW50aW9uZWRfdXNlcl9pZHMYByADKAkSGAoQbWVudGlvbnNfY2hhbm5lbBgIIAEoCBIQCghmaWxlX2lkcxgJIAMoCSKEAQoQTWVzc2FnZU1vZGVyYXRlZBIVCg1tb2RlcmF0aW9uX2lkGAEgASgJEhIKCm1lc3NhZ2VfaWQYAiABKAkSEgoKY2hhbm5lbF9pZBgDIAEoCRIRCglzZW5kZXJfaWQYBCABKAkSDgoGYWN0aW9uGAUgASgJEg4KBnJlYXNvbhgGIAEoCSJhChBSZWFkU3RhdGVDaGFuZ2VkEhIKCmNoYW5uZWxfaWQYASABKAkSEQoJdGhyZWFkX2lkGAIgASgJEg8KB3VzZXJfaWQYAyABKAkSFQoNbGFzdF9yZWFkX3NlcRgEIAEoAyJJCg9QcmVzZW5jZUNoYW5nZWQSDwoHdXNlcl9pZBgBIAEoCRIOCgZzdGF0dXMYAiABKAkSFQoNY3VzdG9tX3N0YXR1cxgDIAEoCWIGcHJvdG8z", [file_google_protobuf_timestamp]);
+  fileDesc("Ch1jb2xpbmsvZXZlbnRzL3YxL2V2ZW50cy5wcm90bxIQY29saW5rLmV2ZW50cy52MSKTCQoFRXZlbnQSEAoIZXZlbnRfaWQYASABKAkSDAoEdHlwZRgCIAEoCRIuCgpvY2N1cl90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIQCghhY3Rvcl9pZBgEIAEoCRI1Cgx1c2VyX2NyZWF0ZWQYCiABKAsyHS5jb2xpbmsuZXZlbnRzLnYxLlVzZXJDcmVhdGVkSAASOwoPY2hhbm5lbF9jcmVhdGVkGAsgASgLMiAuY29saW5rLmV2ZW50cy52MS5DaGFubmVsQ2hhbmdlZEgAEjsKD2NoYW5uZWxfdXBkYXRlZBgMIAEoCzIgLmNvbGluay5ldmVudHMudjEuQ2hhbm5lbENoYW5nZWRIABI8ChBjaGFubmVsX2FyY2hpdmVkGA0gASgLMiAuY29saW5rLmV2ZW50cy52MS5DaGFubmVsQ2hhbmdlZEgAEj4KEmNoYW5uZWxfdW5hcmNoaXZlZBgOIAEoCzIgLmNvbGluay5ldmVudHMudjEuQ2hhbm5lbENoYW5nZWRIABI8Cg1tZW1iZXJfam9pbmVkGA8gASgLMiMuY29saW5rLmV2ZW50cy52MS5NZW1iZXJzaGlwQ2hhbmdlZEgAEjoKC21lbWJlcl9sZWZ0GBAgASgLMiMuY29saW5rLmV2ZW50cy52MS5NZW1iZXJzaGlwQ2hhbmdlZEgAEkIKE21lbWJlcl9yb2xlX2NoYW5nZWQYESABKAsyIy5jb2xpbmsuZXZlbnRzLnYxLk1lbWJlcnNoaXBDaGFuZ2VkSAASOwoPbWVzc2FnZV9jaGFuZ2VkGBIgASgLMiAuY29saW5rLmV2ZW50cy52MS5NZXNzYWdlQ2hhbmdlZEgAEj8KEW1lc3NhZ2VfbW9kZXJhdGVkGBMgASgLMiIuY29saW5rLmV2ZW50cy52MS5NZXNzYWdlTW9kZXJhdGVkSAASPQoQcmVhY3Rpb25fY2hhbmdlZBgUIAEoCzIhLmNvbGluay5ldmVudHMudjEuUmVhY3Rpb25DaGFuZ2VkSAASOQoOdGhyZWFkX2NoYW5nZWQYFSABKAsyHy5jb2xpbmsuZXZlbnRzLnYxLlRocmVhZENoYW5nZWRIABJJChptZW1iZXJfcHJlZmVyZW5jZXNfY2hhbmdlZBgWIAEoCzIjLmNvbGluay5ldmVudHMudjEuTWVtYmVyc2hpcENoYW5nZWRIABJAChJyZWFkX3N0YXRlX2NoYW5nZWQYFyABKAsyIi5jb2xpbmsuZXZlbnRzLnYxLlJlYWRTdGF0ZUNoYW5nZWRIABI9ChBwcmVzZW5jZV91cGRhdGVkGBggASgLMiEuY29saW5rLmV2ZW50cy52MS5QcmVzZW5jZUNoYW5nZWRIABI1CgxmaWxlX2NoYW5nZWQYGSABKAsyHS5jb2xpbmsuZXZlbnRzLnYxLkZpbGVDaGFuZ2VkSAASNQoMdXNlcl91cGRhdGVkGBogASgLMh0uY29saW5rLmV2ZW50cy52MS5Vc2VyQ3JlYXRlZEgAQgkKB3BheWxvYWQi2QIKC0ZpbGVDaGFuZ2VkEg8KB2ZpbGVfaWQYASABKAkSEAoIb3duZXJfaWQYAiABKAkSEgoKY2hhbm5lbF9pZBgDIAEoCRISCgpzaXplX2J5dGVzGAQgASgDEhEKCW1pbWVfdHlwZRgFIAEoCRITCgtzY2FuX3N0YXR1cxgGIAEoCRIRCglzaWduYXR1cmUYByABKAkSEAoIZmlsZW5hbWUYCCABKAkSEwoLZGVzY3JpcHRpb24YCSABKAkSEQoJZmlsZV90eXBlGAogASgJEg4KBmFjY2VzcxgLIAEoCRIvCgtjcmVhdGVfdGltZRgMIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASHAoUYXR0YWNoZWRfY2hhbm5lbF9pZHMYDSADKAkSHAoUc2hhcmVkX3dpdGhfdXNlcl9pZHMYDiADKAkSDQoFc3RhdGUYDyABKAkigQEKD1JlYWN0aW9uQ2hhbmdlZBISCgptZXNzYWdlX2lkGAEgASgJEhIKCmNoYW5uZWxfaWQYAiABKAkSDwoHdXNlcl9pZBgDIAEoCRINCgVlbW9qaRgEIAEoCRIZChFtZXNzYWdlX3NlbmRlcl9pZBgFIAEoCRILCgNzZXEYBiABKAMihgEKDVRocmVhZENoYW5nZWQSEQoJdGhyZWFkX2lkGAEgASgJEhIKCmNoYW5uZWxfaWQYAiABKAkSDwoHdXNlcl9pZBgDIAEoCRIYChByZXBseV9tZXNzYWdlX2lkGAQgASgJEgsKA3NlcRgFIAEoAxIWCg5yb290X3NlbmRlcl9pZBgGIAEoCSJGCgtVc2VyQ3JlYXRlZBIPCgd1c2VyX2lkGAEgASgJEhAKCHVzZXJuYW1lGAIgASgJEhQKDGRpc3BsYXlfbmFtZRgDIAEoCSJACg5DaGFubmVsQ2hhbmdlZBISCgpjaGFubmVsX2lkGAEgASgJEgwKBG5hbWUYAiABKAkSDAoEa2luZBgDIAEoCSJpChFNZW1iZXJzaGlwQ2hhbmdlZBISCgpjaGFubmVsX2lkGAEgASgJEg8KB3VzZXJfaWQYAiABKAkSDAoEcm9sZRgDIAEoCRISCgpieV91c2VyX2lkGAQgASgJEg0KBW11dGVkGAUgASgIIsEBCg5NZXNzYWdlQ2hhbmdlZBISCgptZXNzYWdlX2lkGAEgASgJEhIKCmNoYW5uZWxfaWQYAiABKAkSEQoJc2VuZGVyX2lkGAMgASgJEgsKA3NlcRgEIAEoAxIMCgR0ZXh0GAUgASgJEhEKCXRocmVhZF9pZBgGIAEoCRIaChJtZW50aW9uZWRfdXNlcl9pZHMYByADKAkSGAoQbWVudGlvbnNfY2hhbm5lbBgIIAEoCBIQCghmaWxlX2lkcxgJIAMoCSKEAQoQTWVzc2FnZU1vZGVyYXRlZBIVCg1tb2RlcmF0aW9uX2lkGAEgASgJEhIKCm1lc3NhZ2VfaWQYAiABKAkSEgoKY2hhbm5lbF9pZBgDIAEoCRIRCglzZW5kZXJfaWQYBCABKAkSDgoGYWN0aW9uGAUgASgJEg4KBnJlYXNvbhgGIAEoCSJhChBSZWFkU3RhdGVDaGFuZ2VkEhIKCmNoYW5uZWxfaWQYASABKAkSEQoJdGhyZWFkX2lkGAIgASgJEg8KB3VzZXJfaWQYAyABKAkSFQoNbGFzdF9yZWFkX3NlcRgEIAEoAyJJCg9QcmVzZW5jZUNoYW5nZWQSDwoHdXNlcl9pZBgBIAEoCRIOCgZzdGF0dXMYAiABKAkSFQoNY3VzdG9tX3N0YXR1cxgDIAEoCWIGcHJvdG8z", [file_google_protobuf_timestamp]);
 
 /**
  * One domain event.
@@ -190,7 +190,9 @@ export type Event = Message<"colink.events.v1.Event"> & {
   } | {
     /**
      * file.uploaded (confirmed, waiting for its scan), file.scanned,
-     * file.deleted, file.expired
+     * file.updated (name, description or access), file.shared,
+     * file.unshared, file.attached (to a message), file.detached (its
+     * message was deleted or recalled), file.deleted, file.expired
      *
      * @generated from field: colink.events.v1.FileChanged file_changed = 25;
      */
@@ -269,6 +271,64 @@ export type FileChanged = Message<"colink.events.v1.FileChanged"> & {
    * @generated from field: string signature = 7;
    */
   signature: string;
+
+  /**
+   * Its name.
+   *
+   * @generated from field: string filename = 8;
+   */
+  filename: string;
+
+  /**
+   * Its description.
+   *
+   * @generated from field: string description = 9;
+   */
+  description: string;
+
+  /**
+   * Its kind: "image", "video", "audio", "document" or "other".
+   *
+   * @generated from field: string file_type = 10;
+   */
+  fileType: string;
+
+  /**
+   * Who may see it: "private", "channel" or "workspace".
+   *
+   * @generated from field: string access = 11;
+   */
+  access: string;
+
+  /**
+   * When the upload started.
+   *
+   * @generated from field: google.protobuf.Timestamp create_time = 12;
+   */
+  createTime?: Timestamp | undefined;
+
+  /**
+   * The conversations where it is attached to a message, after the change.
+   *
+   * @generated from field: repeated string attached_channel_ids = 13;
+   */
+  attachedChannelIds: string[];
+
+  /**
+   * The users it is shared with, after the change (shares that expire stay
+   * listed until a later change).
+   *
+   * @generated from field: repeated string shared_with_user_ids = 14;
+   */
+  sharedWithUserIds: string[];
+
+  /**
+   * Where it is in its life after the change: "pending_upload", "ready",
+   * "deleted" or "expired".
+   *
+   * @generated from field: string state = 15;
+   */
+  state: string;
 };
 
 /**
