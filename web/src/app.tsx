@@ -3,7 +3,7 @@ import type { ComponentChildren, TargetedEvent } from "preact";
 import { SecondFactorMethod } from "../../gen/ts/colink/auth/v1/auth_pb";
 import { type File as StoredFile, ScanStatus, ThumbnailSize } from "../../gen/ts/colink/files/v1/files_pb";
 import type { Message } from "../../gen/ts/colink/messaging/v1/messaging_pb";
-import type { Excerpt, SearchMessageHit } from "../../gen/ts/colink/search/v1/search_pb";
+import type { Excerpt, SearchFileHit, SearchMessageHit } from "../../gen/ts/colink/search/v1/search_pb";
 import { auth, describe } from "./api";
 import { Badges } from "./badges";
 import { begin, end, scheduleRenewal, session, type Session } from "./session";
@@ -196,7 +196,7 @@ function Workspace({ me, onSignOut }: { me: Session; onSignOut: () => void }) {
             }
           }}
         >
-          <input name="q" type="search" aria-label="Search messages" placeholder="Search messages" />
+          <input name="q" type="search" aria-label="Search messages and files" placeholder="Search messages and files" />
         </form>
         <ul>
           {list.map(({ channel }) => {
@@ -1087,7 +1087,7 @@ function Browse({ store, onClose }: { store: Store; onClose: () => void }) {
   );
 }
 
-/** The messages a query finds, a page at a time; a hit opens its conversation. */
+/** The messages a query finds, a page at a time; a hit opens its conversation. Below them, the files it finds. */
 function SearchResults({ store, query, onClose }: { store: Store; query: string; onClose: () => void }) {
   const { error, run } = useAction();
   const [hits, setHits] = useState<SearchMessageHit[]>([]);
@@ -1141,7 +1141,73 @@ function SearchResults({ store, query, onClose }: { store: Store; query: string;
           More results
         </button>
       )}
+      <FileResults store={store} query={query} />
     </Dialog>
+  );
+}
+
+/** The files a query finds, a page at a time; a hit downloads the file. */
+function FileResults({ store, query }: { store: Store; query: string }) {
+  const { error, run } = useAction();
+  const [hits, setHits] = useState<SearchFileHit[] | undefined>(undefined);
+  const [next, setNext] = useState("");
+  // Filters of messages (has:file, is:thread, ...) mean nothing for files.
+  const [unfit, setUnfit] = useState(false);
+  const more = (token: string) =>
+    store
+      .searchFiles(query, token)
+      .then((page) => {
+        setHits((shown) => (token && shown ? [...shown, ...page.hits] : page.hits));
+        setNext(page.next);
+      })
+      .catch(() => setUnfit(true));
+  useEffect(() => void more(""), [query]);
+  if (unfit || hits === undefined || hits.length === 0) {
+    return null;
+  }
+  const download = (hit: SearchFileHit) =>
+    run(async () => {
+      const link = document.createElement("a");
+      link.href = await store.downloadUrl(hit.fileId, ThumbnailSize.UNSPECIFIED, true);
+      link.download = hit.filename;
+      link.click();
+    });
+  const where = (hit: SearchFileHit) => {
+    const c = hit.channelId ? store.conversations.get(hit.channelId) : undefined;
+    return c ? ` · ${c.channel.name ? `#${c.channel.name}` : store.title(c.channel)}` : "";
+  };
+  return (
+    <section aria-labelledby="files-found">
+      <h3 id="files-found">Files</h3>
+      <ErrorNote error={error} />
+      <ul class="hits" aria-label="Files found">
+        {hits.map((hit) => {
+          const name = hit.highlights.find((h) => h.field === "filename")?.excerpts[0];
+          const about = hit.highlights.find((h) => h.field === "description")?.excerpts[0];
+          return (
+            <li key={hit.fileId}>
+              <button type="button" class="hit" onClick={() => download(hit)}>
+                <span class="text">{name ? <Marked excerpt={name} /> : hit.filename}</span>
+                <span class="meta">
+                  {store.names.get(hit.ownerId) ?? "someone"}
+                  {where(hit)} · {formatSize(Number(hit.sizeBytes))} · download
+                </span>
+                {about && (
+                  <span class="text">
+                    <Marked excerpt={about} />
+                  </span>
+                )}
+              </button>
+            </li>
+          );
+        })}
+      </ul>
+      {next && (
+        <button type="button" onClick={() => void more(next)}>
+          More files
+        </button>
+      )}
+    </section>
   );
 }
 

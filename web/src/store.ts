@@ -11,7 +11,7 @@ import { PresenceStatus } from "../../gen/ts/colink/presence/v1/presence_pb";
 import { ReactionGroupSchema } from "../../gen/ts/colink/reactions/v1/reactions_pb";
 import type { ServerFrame } from "../../gen/ts/colink/realtime/v1/realtime_pb";
 import { type File as StoredFile, ThumbnailSize } from "../../gen/ts/colink/files/v1/files_pb";
-import type { SearchMessageHit } from "../../gen/ts/colink/search/v1/search_pb";
+import type { SearchFileHit, SearchMessageHit } from "../../gen/ts/colink/search/v1/search_pb";
 import { channels, describe, files, isTransient, messaging, presence, reactions, realtime, search, users } from "./api";
 import { Badges } from "./badges";
 import { Cursors, insertInOrder } from "./cursor";
@@ -585,6 +585,13 @@ export class Store {
     const page = await search.searchMessages({ query, pageSize: 20, pageToken });
     await this.learnNames(page.hits.map((h) => h.senderId));
     return { hits: page.hits, total: page.totalEstimate, next: page.nextPageToken };
+  }
+
+  /** A page of the files a query finds among those the caller may see. */
+  async searchFiles(query: string, pageToken = ""): Promise<{ hits: SearchFileHit[]; next: string }> {
+    const page = await search.searchFiles({ query, pageSize: 10, pageToken });
+    await this.learnNames(page.hits.map((h) => h.ownerId));
+    return { hits: page.hits, next: page.nextPageToken };
   }
 
   /** Opens the conversation of a hit, and its thread when it is a reply. */

@@ -291,7 +291,7 @@ try {
 
   await step("bob searches: the match is marked, and the hit opens its conversation", async () => {
     await openChannel(bob, "random");
-    const box = bob.getByRole("search").getByLabel("Search messages");
+    const box = bob.getByRole("search").getByLabel("Search messages and files");
     const found = bob.getByRole("region", { name: "Search: review" });
     const hit = found.getByRole("button", { name: /for the review/ });
     // Indexing follows sending closely, not at once: ask again until found.
@@ -311,6 +311,21 @@ try {
     await bob.screenshot({ path: join(results, "search.png") });
     await hit.click();
     await bob.getByRole("region", { name: "#team" }).waitFor();
+  });
+
+  await step("bob finds alice's photo by its name and downloads it from the results", async () => {
+    const box = bob.getByRole("search").getByLabel("Search messages and files");
+    await box.fill("sunset");
+    await box.press("Enter");
+    const found = bob.getByRole("region", { name: "Search: sunset" });
+    const file = found.getByRole("list", { name: "Files found" }).getByRole("button", { name: /sunset\.png/ });
+    await file.waitFor({ timeout: 10_000 });
+    expect((await file.locator("mark").allTextContents()).join() === "sunset", "the match in the name is marked");
+    await accessible(bob, "files found");
+    await bob.screenshot({ path: join(results, "search-files.png") });
+    const [download] = await Promise.all([bob.waitForEvent("download"), file.click()]);
+    expect(download.suggestedFilename() === "sunset.png", `downloaded as ${download.suggestedFilename()}`);
+    await found.getByRole("button", { name: "Close" }).click();
   });
 
   await step("two-step sign-in: set up, then sign in with a code", async () => {
