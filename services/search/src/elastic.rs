@@ -443,17 +443,8 @@ pub fn message_query(s: &MessageSearch) -> Value {
     if let Some(range) = ms_range(s.after_ms, s.before_ms) {
         filter.push(json!({ "range": { "sent_ms": range } }));
     }
-    let mut body = json!({
-        "query": { "bool": { "must": must, "must_not": must_not, "filter": filter } },
-        "sort": sort_of(s.order),
-        "size": s.limit,
-        "track_total_hits": true,
-        "_source": false
-    });
-    if let Some(after) = &s.after_key {
-        body["search_after"] = search_after(s.order, after);
-    }
-    body
+    let page = Page { order: s.order, limit: s.limit, after: s.after_key };
+    search_body(json!({ "must": must, "must_not": must_not, "filter": filter }), page)
 }
 
 /// The search body of a file search: every clause in the name or the
@@ -476,15 +467,37 @@ pub fn file_query(s: &FileSearch) -> Value {
     if let Some(range) = ms_range(s.after_ms, s.before_ms) {
         filter.push(json!({ "range": { "created_ms": range } }));
     }
+    let page = Page { order: s.order, limit: s.limit, after: s.after_key };
+    search_body(json!({ "must": must, "must_not": must_not, "filter": filter }), page)
+}
+
+/// Where a page of hits starts and how it is ordered.
+struct Page {
+    order: Order,
+    limit: usize,
+    after: Option<SortKey>,
+}
+
+/// A search body: a bool query, sorted, ids only, continuing after `page.after`.
+fn search_body(bool_query: Value, page: Page) -> Value {
+    let sort = match page.order {
+        Order::Relevance => json!([{ "_score": "desc" }, { "id": "desc" }]),
+        Order::Newest => json!([{ "id": "desc" }]),
+        Order::Oldest => json!([{ "id": "asc" }]),
+    };
     let mut body = json!({
-        "query": { "bool": { "must": must, "must_not": must_not, "filter": filter } },
-        "sort": sort_of(s.order),
-        "size": s.limit,
+        "query": { "bool": bool_query },
+        "sort": sort,
+        "size": page.limit,
         "track_total_hits": true,
         "_source": false
     });
-    if let Some(after) = &s.after_key {
-        body["search_after"] = search_after(s.order, after);
+    if let Some(after) = &page.after {
+        let id = uuid::Uuid::from_u128(after.id).to_string();
+        body["search_after"] = match page.order {
+            Order::Relevance => json!([after.score, id]),
+            _ => json!([id]),
+        };
     }
     body
 }
@@ -502,22 +515,6 @@ fn ms_range(after_ms: Option<u64>, before_ms: Option<u64>) -> Option<Value> {
         range.insert("lt".into(), json!(ms));
     }
     Some(Value::Object(range))
-}
-
-fn sort_of(order: Order) -> Value {
-    match order {
-        Order::Relevance => json!([{ "_score": "desc" }, { "id": "desc" }]),
-        Order::Newest => json!([{ "id": "desc" }]),
-        Order::Oldest => json!([{ "id": "asc" }]),
-    }
-}
-
-fn search_after(order: Order, after: &SortKey) -> Value {
-    let id = uuid::Uuid::from_u128(after.id).to_string();
-    match order {
-        Order::Relevance => json!([after.score, id]),
-        _ => json!([id]),
-    }
 }
 
 /// The search body of a search of people: every clause in either name, a
@@ -548,17 +545,8 @@ pub fn user_query(s: &UserSearch) -> Value {
     if let Some(ids) = &s.user_ids {
         filter.push(json!({ "terms": { "id": ids } }));
     }
-    let mut body = json!({
-        "query": { "bool": { "must": must, "filter": filter } },
-        "sort": [{ "_score": "desc" }, { "id": "desc" }],
-        "size": s.limit,
-        "track_total_hits": true,
-        "_source": false
-    });
-    if let Some(after) = &s.after_key {
-        body["search_after"] = json!([after.score, uuid::Uuid::from_u128(after.id).to_string()]);
-    }
-    body
+    let page = Page { order: Order::Relevance, limit: s.limit, after: s.after_key };
+    search_body(json!({ "must": must, "filter": filter }), page)
 }
 
 /// The hits of a search answer, with the keys to continue after them.

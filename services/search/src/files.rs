@@ -5,7 +5,6 @@
 //! what the caller may see now, confirmed, and clean or unscanned.
 
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
 
 use colink_proto::files::v1::{BatchGetFilesRequest, File, FileType};
 use colink_proto::search::v1::{SearchFileHit, SearchFilesRequest, SearchFilesResponse};
@@ -13,7 +12,6 @@ use colink_runtime::clients::call_on_behalf;
 use colink_runtime::error::Violations;
 use colink_runtime::ids::{check_text, encode_page_token, micros_of, parse_optional_id};
 use colink_runtime::{Caller, Error, Result, Role};
-use prost::Message as _;
 use serde::{Deserialize, Serialize};
 
 use crate::Shared;
@@ -191,13 +189,7 @@ fn validate(req: &SearchFilesRequest) -> Result<Asked> {
     if filters.has_file || filters.has_link || filters.is_thread {
         v.add(query_field, "has:file, has:link and is:thread are filters of messages, not of files");
     }
-    let after_us = [req.after.as_ref().map(micros_of), filters.after].into_iter().flatten().max();
-    let before_us = [req.before.as_ref().map(micros_of), filters.before].into_iter().flatten().min();
-    if let (Some(after), Some(before)) = (req.after.as_ref(), req.before.as_ref())
-        && micros_of(after) >= micros_of(before)
-    {
-        v.add("after", "must be earlier than before");
-    }
+    let (after_us, before_us) = request::dates(&mut v, req.after.as_ref(), req.before.as_ref(), filters);
     let nothing_asked = parsed.is_empty() && channel_id.is_none() && owner_id.is_none() && file_type.is_none();
     if v.is_empty() && nothing_asked {
         v.add(query_field, "has no words or filters to search by");
@@ -210,15 +202,12 @@ fn validate(req: &SearchFilesRequest) -> Result<Asked> {
 
 /// Identifies a search across its pages: the request without its paging.
 fn fingerprint(req: &SearchFilesRequest) -> u64 {
-    let unpaged = SearchFilesRequest {
+    request::fingerprint(&SearchFilesRequest {
         page_token: String::new(),
         page_size: 0,
         limit: 0,
         query: if req.query.is_empty() { req.q.clone() } else { req.query.clone() },
         q: String::new(),
         ..req.clone()
-    };
-    let mut hasher = std::hash::DefaultHasher::new();
-    unpaged.encode_to_vec().hash(&mut hasher);
-    hasher.finish()
+    })
 }

@@ -4,7 +4,6 @@
 //! nothing deleted and no old text is ever returned.
 
 use std::collections::{HashMap, HashSet};
-use std::hash::{Hash, Hasher};
 
 use colink_proto::channels::v1::{Channel, GetChannelRequest, ListMyChannelsRequest};
 use colink_proto::messaging::v1::{BatchGetMessagesRequest, Message};
@@ -12,9 +11,8 @@ use colink_proto::search::v1::{SearchMessageHit, SearchMessagesRequest, SearchMe
 use colink_proto::users::v1::BatchGetUsersRequest;
 use colink_runtime::clients::call_on_behalf;
 use colink_runtime::error::Violations;
-use colink_runtime::ids::{check_text, encode_page_token, micros_of, now_micros, parse_optional_id};
+use colink_runtime::ids::{check_text, encode_page_token, now_micros, parse_optional_id};
 use colink_runtime::{Caller, Error, Result};
-use prost::Message as _;
 use serde::{Deserialize, Serialize};
 
 use crate::Shared;
@@ -298,13 +296,7 @@ fn validate(req: &SearchMessagesRequest) -> Result<Asked> {
     parsed.filters.has_file |= req.has_file;
     parsed.filters.has_link |= req.has_link;
     parsed.filters.is_thread |= req.is_thread;
-    let after_us = [req.after.as_ref().map(micros_of), parsed.filters.after].into_iter().flatten().max();
-    let before_us = [req.before.as_ref().map(micros_of), parsed.filters.before].into_iter().flatten().min();
-    if let (Some(after), Some(before)) = (req.after.as_ref(), req.before.as_ref())
-        && micros_of(after) >= micros_of(before)
-    {
-        v.add("after", "must be earlier than before");
-    }
+    let (after_us, before_us) = request::dates(&mut v, req.after.as_ref(), req.before.as_ref(), &parsed.filters);
     let nothing_asked = parsed.is_empty() && channel_id.is_none() && from_user_id.is_none() && thread_id.is_none();
     if v.is_empty() && nothing_asked {
         v.add(query_field, "has no words or filters to search by");
@@ -330,15 +322,12 @@ fn validate(req: &SearchMessagesRequest) -> Result<Asked> {
 
 /// Identifies a search across its pages: the request without its paging.
 fn fingerprint(req: &SearchMessagesRequest) -> u64 {
-    let unpaged = SearchMessagesRequest {
+    request::fingerprint(&SearchMessagesRequest {
         page_token: String::new(),
         page_size: 0,
         limit: 0,
         query: if req.query.is_empty() { req.q.clone() } else { req.query.clone() },
         q: String::new(),
         ..req.clone()
-    };
-    let mut hasher = std::hash::DefaultHasher::new();
-    unpaged.encode_to_vec().hash(&mut hasher);
-    hasher.finish()
+    })
 }

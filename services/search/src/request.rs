@@ -3,7 +3,9 @@
 
 use colink_proto::search::v1::SearchOrder;
 use colink_runtime::error::Violations;
-use colink_runtime::ids::decode_page_token;
+use std::hash::{Hash, Hasher};
+
+use colink_runtime::ids::{decode_page_token, micros_of};
 use colink_runtime::{Error, Result};
 use serde::de::DeserializeOwned;
 
@@ -107,4 +109,31 @@ where
         }
     }
     Ok((hits, total))
+}
+
+/// The dates a search keeps to, from the request's fields and the query's
+/// filters together (the later `after`, the earlier `before`), in
+/// microseconds; fields that contradict each other are named.
+pub(crate) fn dates(
+    v: &mut Violations,
+    after: Option<&prost_types::Timestamp>,
+    before: Option<&prost_types::Timestamp>,
+    filters: &crate::query::Filters,
+) -> (Option<i64>, Option<i64>) {
+    let after_us = [after.map(micros_of), filters.after].into_iter().flatten().max();
+    let before_us = [before.map(micros_of), filters.before].into_iter().flatten().min();
+    if let (Some(after), Some(before)) = (after, before)
+        && micros_of(after) >= micros_of(before)
+    {
+        v.add("after", "must be earlier than before");
+    }
+    (after_us, before_us)
+}
+
+/// Identifies a search across its pages: `unpaged` is the request with its
+/// paging fields cleared.
+pub(crate) fn fingerprint(unpaged: &impl prost::Message) -> u64 {
+    let mut hasher = std::hash::DefaultHasher::new();
+    unpaged.encode_to_vec().hash(&mut hasher);
+    hasher.finish()
 }

@@ -3,12 +3,14 @@
 // Elasticsearch) and the table `search_queue` (changes received and not yet
 // in an index).
 //
-// The indices are built only from events: `message.events` (created,
-// updated, deleted, recalled), `file.events` (scanned, deleted, expired)
-// and `user.events`. A consumer writes each change to `search_queue` before
-// acknowledging it, and the indexer applies the queue in order, so a
-// restart or an index outage delays indexing and loses nothing; applying a
-// change twice changes nothing. A new message is usually searchable within
+// The indices are built from events: `message.events` (created, updated,
+// deleted, recalled), `file.events` (every change, each with who may see
+// the file) and `user.events` (created, updated); and rebuilt, when an
+// admin asks, from the services that own the data (StartReindex). A
+// consumer writes each change to `search_queue` before acknowledging it,
+// and the indexer applies the queue in order, so a restart or an index
+// outage delays indexing and loses nothing; applying a change twice
+// changes nothing. A new message is usually searchable within
 // a second. This service emits no events.
 //
 // Visibility: every result is checked at query time against the services
