@@ -135,7 +135,9 @@ async fn events_reach_consumers_on_other_nodes_and_survive_a_broker_outage() {
 #[tokio::test]
 #[ignore = "needs the tansu broker: set COLINK_TEST_TANSU (the full suite does)"]
 async fn a_search_node_indexes_from_the_broker_through_an_outage_and_a_restart() {
-    use colink_proto::search::v1::SearchMessagesRequest;
+    use colink_proto::search::v1::{
+        GetReindexRequest, ReindexState, SearchFilesRequest, SearchMessagesRequest, StartReindexRequest,
+    };
     let broker = Server::kafka().await;
     let prefix = format!("t{}.", uuid::Uuid::now_v7().simple());
     let (core_port, search_port) = (free_port(), free_port());
@@ -153,13 +155,13 @@ async fn a_search_node_indexes_from_the_broker_through_an_outage_and_a_restart()
     let searcher = TestApp::spawn_with(|c| {
         c.listen = format!("127.0.0.1:{search_port}").parse().unwrap();
         c.services = vec!["search".into()];
-        for peer in ["auth", "users", "channels", "messaging"] {
+        for peer in ["auth", "users", "channels", "messaging", "files"] {
             c.peers.insert(peer.into(), core_uri.clone());
         }
         use_kafka(c, &broker, &prefix);
     })
     .await;
-    let ann = core.register("ann").await;
+    let ann = core.register("ann").await; // the first account: the admin
     let room = core.create_channel(&ann, "room", ChannelKind::Public, &[]).await;
     let count = |app: &TestApp, text: &'static str| {
         let request = ann.req(SearchMessagesRequest { query: text.into(), page_size: 100, ..Default::default() });
@@ -192,4 +194,29 @@ async fn a_search_node_indexes_from_the_broker_through_an_outage_and_a_restart()
         (count(&searcher, "quince").await == 12).then_some(())
     })
     .await;
+
+    // Files come through the broker too, and a rebuild on the search node
+    // reads everything from the core node.
+    let bytes = b"quince jam\n";
+    let request = crate::files::upload_request("quince-jam.txt", "text/plain", bytes, &room.channel_id);
+    crate::files::upload(&core, &ann, request, bytes).await;
+    let files = |app: &TestApp| {
+        let request = ann.req(SearchFilesRequest { query: "quince".into(), ..Default::default() });
+        let mut client = app.search();
+        async move { client.search_files(request).await.map(|r| r.into_inner().hits.len()).unwrap_or(0) }
+    };
+    eventually(Duration::from_secs(60), "the file searchable on the search node", || async {
+        (files(&searcher).await == 1).then_some(())
+    })
+    .await;
+    searcher.search().start_reindex(ann.req(StartReindexRequest {})).await.unwrap();
+    let report = eventually(Duration::from_secs(60), "the rebuild", || async {
+        let report = searcher.search().get_reindex(ann.req(GetReindexRequest {})).await.unwrap().into_inner();
+        report.reindex.filter(|r| r.state != ReindexState::Running as i32)
+    })
+    .await;
+    assert_eq!(report.state, ReindexState::Succeeded as i32, "{report:?}");
+    assert_eq!((report.messages, report.files), (12, 1));
+    assert_eq!(count(&searcher, "quince").await, 12);
+    assert_eq!(files(&searcher).await, 1);
 }

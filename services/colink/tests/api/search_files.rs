@@ -81,7 +81,7 @@ async fn files_are_found_by_name_and_description_by_those_who_may_see_them() {
     assert!(search(&app, &carol, query("notes")).await.hits.is_empty());
 
     // Attached to a message, a file reaches the conversation's members, and
-    // leaves with the message.
+    // leaves with the message (once the files service hears of it).
     assert!(search(&app, &bob, query("notes")).await.hits.is_empty());
     let send = SendMessageRequest {
         channel_id: open.channel_id.clone(),
@@ -93,7 +93,7 @@ async fn files_are_found_by_name_and_description_by_those_who_may_see_them() {
     assert_eq!(found(&app, &bob, query("notes"), 1).await, ["notes-2026.txt"]);
     let delete = DeleteMessageRequest { message_id: message.message_id, ..Default::default() };
     app.messaging().delete_message(ann.req(delete)).await.unwrap();
-    assert!(search(&app, &bob, query("notes")).await.hits.is_empty());
+    found(&app, &bob, query("notes"), 0).await;
 
     // Renamed and described: found by the name and words it has now.
     let update = UpdateFileRequest {
@@ -204,4 +204,50 @@ async fn an_infected_file_is_never_found() {
     crate::files::scan_result(&app, &mallory, &infected.file_id).await;
     crate::files::scan_result(&app, &mallory, &clean.file_id).await;
     assert_eq!(found(&app, &mallory, query("invoice"), 1).await, ["invoice-clean.txt"]);
+}
+
+#[tokio::test]
+async fn the_files_service_shows_search_only_what_the_caller_may_see() {
+    use colink_proto::files::v1::{BatchGetFilesRequest, ExportFilesRequest};
+    let app = TestApp::spawn().await;
+    let root = app.register("root").await;
+    let ann = app.register("ann").await;
+    let bob = app.register("bob").await;
+    let open = app.create_channel(&ann, "open", ChannelKind::Public, &[&bob]).await;
+    let shown = text_file(&app, &ann, "shown.txt", &open.channel_id).await;
+    let private = text_file(&app, &ann, "private.txt", "").await;
+    let unknown = "0190aaaa-0000-7000-8000-000000000000".to_string();
+    let asked = BatchGetFilesRequest { file_ids: vec![private.file_id.clone(), unknown, shown.file_id.clone()] };
+    let seen = app.files().batch_get_files(bob.req(asked.clone())).await.unwrap().into_inner().files;
+    assert_eq!(seen.iter().map(|f| f.file_id.as_str()).collect::<Vec<_>>(), [shown.file_id.as_str()]);
+    let seen = app.files().batch_get_files(ann.req(asked)).await.unwrap().into_inner().files;
+    assert_eq!(seen.iter().map(|f| f.filename.as_str()).collect::<Vec<_>>(), ["private.txt", "shown.txt"]);
+    let bad = |request: BatchGetFilesRequest| {
+        let mut client = app.files();
+        let request = bob.req(request);
+        async move { client.batch_get_files(request).await }
+    };
+    assert_invalid(bad(BatchGetFilesRequest::default()).await, "file_ids");
+    assert_invalid(bad(BatchGetFilesRequest { file_ids: vec!["x".into()] }).await, "file_ids[0]");
+    assert_invalid(bad(BatchGetFilesRequest { file_ids: vec![shown.file_id.clone(); 101] }).await, "file_ids");
+
+    // The export is the admins': every confirmed file, with who may see it.
+    assert_code(app.files().export_files(ann.req(ExportFilesRequest::default())).await, Code::PermissionDenied);
+    let first = ExportFilesRequest { page_size: 1, ..Default::default() };
+    let first = app.files().export_files(root.req(first)).await.unwrap().into_inner();
+    assert_eq!(first.files.len(), 1);
+    let next = ExportFilesRequest { page_size: 1, page_token: first.next_page_token };
+    let next = app.files().export_files(root.req(next)).await.unwrap().into_inner();
+    assert!(next.next_page_token.is_empty());
+    let exported: Vec<_> = first.files.iter().chain(&next.files).collect();
+    let names: Vec<&str> = exported.iter().filter_map(|e| e.file.as_ref()).map(|f| f.filename.as_str()).collect();
+    assert_eq!(names, ["shown.txt", "private.txt"]);
+    let export = |request: ExportFilesRequest| {
+        let mut client = app.files();
+        let request = root.req(request);
+        async move { client.export_files(request).await }
+    };
+    assert_invalid(export(ExportFilesRequest { page_size: 1001, ..Default::default() }).await, "page_size");
+    let not_an_id = colink_runtime::ids::encode_page_token("not-an-id");
+    assert_invalid(export(ExportFilesRequest { page_token: not_an_id, ..Default::default() }).await, "page_token");
 }
