@@ -279,5 +279,5 @@ try {
   throw err;
 } finally {
   await browser.close();
-  node.stop();
+  await node.stop();
 }

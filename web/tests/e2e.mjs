@@ -370,7 +370,7 @@ try {
   });
 } finally {
   await browser.close();
-  node.stop();
+  await node.stop();
   scanner.close();
 }
 if (failures > 0) {

@@ -19,6 +19,21 @@ const here = dirname(fileURLToPath(import.meta.url));
 const target = process.env.CARGO_TARGET_DIR ?? join(process.env.HOME ?? "/root", ".cache/colink/target");
 const browserPath = process.env.CHROMIUM ?? "/usr/bin/chromium";
 
+/** Sends SIGTERM and resolves once the process has exited; SIGKILL after 15 s. */
+function exited(child) {
+  if (child.exitCode !== null || child.signalCode !== null) {
+    return Promise.resolve();
+  }
+  return new Promise((resolve) => {
+    const deadline = setTimeout(() => child.kill("SIGKILL"), 15_000);
+    child.once("exit", () => {
+      clearTimeout(deadline);
+      resolve();
+    });
+    child.kill("SIGTERM");
+  });
+}
+
 export function freePort() {
   return new Promise((resolve, reject) => {
     const server = createServer();
@@ -48,17 +63,15 @@ export async function startNode({ envoy, env, build = "debug" } = {}) {
     env: { ...process.env, ...files, ...env },
   });
   const children = [node];
-  const stop = () => {
-    for (const child of children) {
-      child.kill("SIGTERM");
-    }
-    // The node may still be writing (its search index) while it stops:
-    // files appearing during removal are retried, not fatal.
+  // Stops both and waits until they have exited (a node writes its search
+  // index while it shuts down), then removes the data.
+  const stop = async () => {
+    await Promise.all(children.map((child) => exited(child)));
     rmSync(data, { recursive: true, force: true, maxRetries: 10, retryDelay: 100 });
   };
   let url = `http://127.0.0.1:${port}`;
   if (!(await ready(url))) {
-    stop();
+    await stop();
     throw new Error("colink serve did not start");
   }
   if (envoy) {
@@ -76,7 +89,7 @@ export async function startNode({ envoy, env, build = "debug" } = {}) {
     );
     url = `http://127.0.0.1:${envoyPort}`;
     if (!(await ready(`${url}/.well-known/jwks.json`))) {
-      stop();
+      await stop();
       throw new Error("envoy did not start");
     }
   }
