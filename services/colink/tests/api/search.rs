@@ -489,6 +489,24 @@ async fn a_reindex_while_traffic_flows_loses_nothing() {
     assert_eq!(current, "1");
 }
 
+/// `colink search reindex`, as the command runs it.
+#[tokio::test]
+async fn the_reindex_command_follows_a_rebuild_to_its_end() {
+    let app = TestApp::spawn().await;
+    let root = app.register("root").await;
+    let ann = app.register("ann").await;
+    let room = app.create_channel(&ann, "room", ChannelKind::Public, &[]).await;
+    app.send(&ann, &room.channel_id, "quince").await;
+    colink::search_cli::reindex(&app.uri(), root.token()).await.expect("the rebuild succeeds");
+    let report = app.search().get_reindex(root.req(GetReindexRequest {})).await.unwrap().into_inner();
+    let report = report.reindex.unwrap_or_default();
+    assert_eq!((report.state, report.messages, report.users), (ReindexState::Succeeded as i32, 1, 2));
+    let refused = colink::search_cli::reindex(&app.uri(), ann.token()).await.expect_err("not an admin");
+    assert!(refused.contains("only admins"), "{refused}");
+    let unreachable = colink::search_cli::reindex("http://127.0.0.1:1", root.token()).await.expect_err("no node");
+    assert!(unreachable.contains("cannot reach"), "{unreachable}");
+}
+
 #[tokio::test]
 async fn the_export_pages_through_live_messages_in_id_order() {
     let app = TestApp::spawn().await;
