@@ -19,6 +19,26 @@ pub struct TokenPair {
     pub token_type: ::prost::alloc::string::String,
 }
 /// Who signed in.
+/// SetAccountRole.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct SetAccountRoleRequest {
+    /// The account. Required.
+    #[prost(string, tag = "1")]
+    pub user_id: ::prost::alloc::string::String,
+    /// The new role. Required.
+    #[prost(enumeration = "Role", tag = "2")]
+    pub role: i32,
+    /// At most 1,000 characters; carried in the event for the audit log.
+    #[prost(string, tag = "3")]
+    pub reason: ::prost::alloc::string::String,
+}
+/// SetAccountRole result.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct SetAccountRoleResponse {
+    /// The account after the call.
+    #[prost(message, optional, tag = "1")]
+    pub account: ::core::option::Option<Account>,
+}
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct Account {
     /// UUIDv7.
@@ -676,6 +696,37 @@ pub mod auth_service_client {
                 .insert(GrpcMethod::new("colink.auth.v1.AuthService", "GetJwks"));
             self.inner.unary(req, path, codec).await
         }
+        /// Sets an account's workspace role; the admin service's SetUserRole
+        /// calls it. Admins only; no REST path. Tokens issued from then on (sign-in
+        /// and refresh) carry the new role. Setting the role an account has
+        /// changes nothing. Emits `user.role_changed`.
+        /// Errors: INVALID_ARGUMENT naming `user_id`, `role` or `reason`;
+        /// NOT_FOUND; FAILED_PRECONDITION for the caller's own account or the last
+        /// admin; PERMISSION_DENIED.
+        pub async fn set_account_role(
+            &mut self,
+            request: impl tonic::IntoRequest<super::SetAccountRoleRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::SetAccountRoleResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = crate::codec::ProtoCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/colink.auth.v1.AuthService/SetAccountRole",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("colink.auth.v1.AuthService", "SetAccountRole"));
+            self.inner.unary(req, path, codec).await
+        }
         /// Changes the caller's password; ends every other session.
         pub async fn change_password(
             &mut self,
@@ -1024,6 +1075,20 @@ pub mod auth_service_server {
             &self,
             request: tonic::Request<super::GetJwksRequest>,
         ) -> std::result::Result<tonic::Response<super::GetJwksResponse>, tonic::Status>;
+        /// Sets an account's workspace role; the admin service's SetUserRole
+        /// calls it. Admins only; no REST path. Tokens issued from then on (sign-in
+        /// and refresh) carry the new role. Setting the role an account has
+        /// changes nothing. Emits `user.role_changed`.
+        /// Errors: INVALID_ARGUMENT naming `user_id`, `role` or `reason`;
+        /// NOT_FOUND; FAILED_PRECONDITION for the caller's own account or the last
+        /// admin; PERMISSION_DENIED.
+        async fn set_account_role(
+            &self,
+            request: tonic::Request<super::SetAccountRoleRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::SetAccountRoleResponse>,
+            tonic::Status,
+        >;
         /// Changes the caller's password; ends every other session.
         async fn change_password(
             &self,
@@ -1445,6 +1510,51 @@ pub mod auth_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = GetJwksSvc(inner);
+                        let codec = crate::codec::ProtoCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/colink.auth.v1.AuthService/SetAccountRole" => {
+                    #[allow(non_camel_case_types)]
+                    struct SetAccountRoleSvc<T: AuthService>(pub Arc<T>);
+                    impl<
+                        T: AuthService,
+                    > tonic::server::UnaryService<super::SetAccountRoleRequest>
+                    for SetAccountRoleSvc<T> {
+                        type Response = super::SetAccountRoleResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::SetAccountRoleRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as AuthService>::set_account_role(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = SetAccountRoleSvc(inner);
                         let codec = crate::codec::ProtoCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(

@@ -17,7 +17,7 @@ pub struct Event {
     /// What happened.
     #[prost(
         oneof = "event::Payload",
-        tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26"
+        tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27"
     )]
     pub payload: ::core::option::Option<event::Payload>,
 }
@@ -81,7 +81,29 @@ pub mod event {
         /// user.updated: the display name changed (the fields are as after it).
         #[prost(message, tag = "26")]
         UserUpdated(super::UserCreated),
+        /// user.role_changed
+        #[prost(message, tag = "27")]
+        UserRoleChanged(super::UserRoleChanged),
     }
+}
+/// An admin changed an account's workspace role.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct UserRoleChanged {
+    /// The account.
+    #[prost(string, tag = "1")]
+    pub user_id: ::prost::alloc::string::String,
+    /// Its username.
+    #[prost(string, tag = "2")]
+    pub username: ::prost::alloc::string::String,
+    /// The role after the change: "admin", "moderator", "member" or "guest".
+    #[prost(string, tag = "3")]
+    pub role: ::prost::alloc::string::String,
+    /// The role before it.
+    #[prost(string, tag = "4")]
+    pub previous_role: ::prost::alloc::string::String,
+    /// Why, as the admin gave it.
+    #[prost(string, tag = "5")]
+    pub reason: ::prost::alloc::string::String,
 }
 /// A file's bytes or scan status changed.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]

@@ -59,6 +59,15 @@ fn entry_for(event: &Event) -> Option<Entry> {
                 u.user_id.clone(),
                 BTreeMap::from([("username", u.username.clone()), ("display_name", u.display_name.clone())]),
             ),
+            Payload::UserRoleChanged(r) => (
+                "user",
+                r.user_id.clone(),
+                BTreeMap::from([
+                    ("username", r.username.clone()),
+                    ("role", r.role.clone()),
+                    ("previous_role", r.previous_role.clone()),
+                ]),
+            ),
             Payload::ChannelCreated(c)
             | Payload::ChannelUpdated(c)
             | Payload::ChannelArchived(c)
@@ -122,6 +131,10 @@ fn entry_for(event: &Event) -> Option<Entry> {
             | Payload::PresenceUpdated(_) => return None,
         };
     let created_at = event.occur_time.as_ref().map_or_else(now_micros, micros_of);
+    let reason = match &event.payload {
+        Some(Payload::UserRoleChanged(r)) => r.reason.clone(),
+        _ => String::new(),
+    };
     Some(Entry {
         id: event.event_id.clone(),
         actor_id: event.actor_id.clone(),
@@ -129,7 +142,7 @@ fn entry_for(event: &Event) -> Option<Entry> {
         action: event.r#type.clone(),
         target_type,
         target_id,
-        reason: String::new(),
+        reason,
         metadata,
         created_at,
     })

@@ -11,6 +11,8 @@ use std::sync::Arc;
 
 use colink_proto::admin::v1 as pb;
 use colink_proto::admin::v1::admin_service_server::{AdminService as AdminRpc, AdminServiceServer};
+use colink_proto::auth::v1::auth_service_client::AuthServiceClient;
+use colink_proto::auth::v1::{Role as AccountRole, SetAccountRoleRequest};
 use colink_proto::events::v1::{MessageModerated, event::Payload};
 use colink_proto::messaging::v1::messaging_service_client::MessagingServiceClient;
 use colink_proto::messaging::v1::{DeleteMessageRequest, GetMessageRequest};
@@ -19,7 +21,8 @@ use colink_runtime::db::Db;
 use colink_runtime::error::{Page, Violations};
 use colink_runtime::events::{self, AUDIT_EVENTS, EventHandler, Outbox};
 use colink_runtime::ids::{
-    check_idempotency_key, check_text, encode_page_token, idempotency_key, micros_of, new_id, now_micros, timestamp,
+    check_idempotency_key, check_text, encode_page_token, idempotency_key, micros_of, new_id, now_micros, parse_id,
+    timestamp,
 };
 use colink_runtime::{Caller, Error, Result, Role, caller};
 use sea_orm::sea_query::{Expr, ExprTrait, LikeExpr};
@@ -34,11 +37,23 @@ pub struct AdminService {
     db: Db,
     outbox: Outbox,
     messaging: MessagingServiceClient<Channel>,
+    auth: AuthServiceClient<Channel>,
+}
+
+/// The services the admin service calls.
+pub struct Peers {
+    pub messaging: Channel,
+    pub auth: Channel,
 }
 
 impl AdminService {
-    pub fn new(db: Db, outbox: Outbox, messaging: Channel) -> Self {
-        Self { db, outbox, messaging: MessagingServiceClient::new(messaging) }
+    pub fn new(db: Db, outbox: Outbox, peers: Peers) -> Self {
+        Self {
+            db,
+            outbox,
+            messaging: MessagingServiceClient::new(peers.messaging),
+            auth: AuthServiceClient::new(peers.auth),
+        }
     }
 
     pub fn into_server(self) -> AdminServiceServer<Self> {
@@ -340,6 +355,46 @@ fn moderation_to_pb(m: moderation::Model) -> pb::ModerationRecord {
     }
 }
 
+impl AdminService {
+    /// Sets a workspace role through the auth service, which owns accounts;
+    /// its `user.role_changed` event becomes the audit entry.
+    async fn set_user_role(&self, caller: &Caller, req: &pb::SetUserRoleRequest) -> Result<pb::UserAccountState> {
+        let mut v = Violations::default();
+        v.check(parse_id("user_id", &req.user_id));
+        let role = match pb::UserRole::try_from(req.role) {
+            Ok(pb::UserRole::Admin) => AccountRole::Admin,
+            Ok(pb::UserRole::Moderator) => AccountRole::Moderator,
+            Ok(pb::UserRole::Member) => AccountRole::Member,
+            Ok(pb::UserRole::Guest) => AccountRole::Guest,
+            Ok(pb::UserRole::Unspecified) | Err(_) => {
+                v.add("role", "must be admin, moderator, member or guest");
+                AccountRole::Unspecified
+            }
+        };
+        v.check(check_text("reason", &req.reason, 0, 1000));
+        v.finish()?;
+        require_admin(caller)?;
+        let request =
+            SetAccountRoleRequest { user_id: req.user_id.clone(), role: role as i32, reason: req.reason.clone() };
+        let account =
+            call_on_behalf(&self.auth, caller, request, |mut c, r| async move { c.set_account_role(r).await })
+                .await?
+                .account
+                .unwrap_or_default();
+        Ok(pb::UserAccountState {
+            user_id: account.user_id,
+            role: match AccountRole::try_from(account.role) {
+                Ok(AccountRole::Admin) => pb::UserRole::Admin,
+                Ok(AccountRole::Moderator) => pb::UserRole::Moderator,
+                Ok(AccountRole::Member) => pb::UserRole::Member,
+                Ok(AccountRole::Guest) => pb::UserRole::Guest,
+                _ => pb::UserRole::Unspecified,
+            } as i32,
+            ..Default::default()
+        })
+    }
+}
+
 /// Part of the contract, not of this version.
 fn not_yet(what: &str) -> Status {
     Status::unimplemented(format!("{what} is not available in this version of Colink"))
@@ -394,9 +449,11 @@ impl AdminRpc for AdminService {
 
     async fn set_user_role(
         &self,
-        _: Request<pb::SetUserRoleRequest>,
+        request: Request<pb::SetUserRoleRequest>,
     ) -> Result<Response<pb::SetUserRoleResponse>, Status> {
-        Err(not_yet("changing workspace roles"))
+        let caller = caller(&request)?;
+        let state = AdminService::set_user_role(self, caller, request.get_ref()).await?;
+        Ok(Response::new(pb::SetUserRoleResponse { state: Some(state) }))
     }
 
     async fn report_message(

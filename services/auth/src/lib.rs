@@ -4,6 +4,7 @@
 
 mod domain;
 mod keys;
+mod roles;
 mod second_factor;
 mod store;
 mod throttle;
@@ -478,6 +479,14 @@ impl AuthRpc for AuthService {
 
     async fn get_jwks(&self, _request: Request<pb::GetJwksRequest>) -> Result<Response<pb::GetJwksResponse>, Status> {
         Ok(Response::new(pb::GetJwksResponse { keys: self.keys.jwks() }))
+    }
+
+    async fn set_account_role(
+        &self,
+        request: Request<pb::SetAccountRoleRequest>,
+    ) -> Result<Response<pb::SetAccountRoleResponse>, Status> {
+        let caller = caller(&request)?;
+        Ok(Response::new(AuthService::set_account_role(self, caller, request.get_ref()).await?))
     }
 
     async fn change_password(

@@ -3,13 +3,16 @@
 use std::time::Duration;
 
 use colink_proto::admin::v1::{
-    AuditLog, GetAuditLogRequest, ListAuditLogsRequest, ModerateMessageRequest, ModerationAction,
+    AuditLog, GetAuditLogRequest, ListAuditLogsRequest, ModerateMessageRequest, ModerationAction, SetUserRoleRequest,
+    UserRole,
 };
-use colink_proto::channels::v1::{ChannelKind, JoinChannelRequest};
+use colink_proto::auth::v1::RefreshRequest;
+use colink_proto::channels::v1::{ChannelKind, CreateChannelRequest, JoinChannelRequest};
 use colink_proto::messaging::v1::{DeleteMessageRequest, EditMessageRequest, GetMessageRequest};
+use colink_proto::search::v1::SearchUsersRequest;
 use tonic::Code;
 
-use crate::helpers::{TestApp, TestUser, assert_code};
+use crate::helpers::{TestApp, TestUser, assert_code, assert_invalid};
 use crate::servers::eventually;
 
 /// The audit entries matching `filter` once there are at least `count`.
@@ -192,4 +195,87 @@ async fn moderators_delete_messages_with_a_reason_on_record() {
     assert_eq!(moderated[0].actor_id, admin.user_id);
     assert_eq!(moderated[0].metadata["moderation_id"], record.moderation_id);
     assert!(entries.iter().any(|e| e.action == "message.deleted" && e.actor_id == admin.user_id));
+}
+
+/// The user with a fresh access token, which carries their role as it is now.
+async fn refreshed(app: &TestApp, user: &TestUser) -> TestUser {
+    let request = RefreshRequest { refresh_token: user.tokens.refresh_token.clone() };
+    let tokens = app.auth().refresh(request).await.unwrap().into_inner().tokens.unwrap();
+    TestUser { user_id: user.user_id.clone(), tokens }
+}
+
+#[tokio::test]
+async fn admins_set_roles_on_record_and_new_tokens_carry_them() {
+    let app = TestApp::spawn().await;
+    let root = app.register("root").await; // the first account: the admin
+    let ann = app.register("ann").await;
+    let gus = app.register("gus").await;
+    let set = |user: &TestUser, role: UserRole, reason: &str| SetUserRoleRequest {
+        user_id: user.user_id.clone(),
+        role: role as i32,
+        reason: reason.into(),
+    };
+    let admin = app.admin();
+    let call = |caller: &TestUser, request: SetUserRoleRequest| {
+        let (mut admin, request) = (admin.clone(), caller.req(request));
+        async move { admin.set_user_role(request).await }
+    };
+    // Bad input names its field; members may not; nothing changes.
+    assert_invalid(call(&root, SetUserRoleRequest { role: 99, ..set(&gus, UserRole::Guest, "") }).await, "role");
+    assert_invalid(call(&root, set(&gus, UserRole::Unspecified, "")).await, "role");
+    assert_invalid(
+        call(&root, SetUserRoleRequest { user_id: "x".into(), ..set(&gus, UserRole::Guest, "") }).await,
+        "user_id",
+    );
+    assert_invalid(call(&root, set(&gus, UserRole::Guest, &"why".repeat(400))).await, "reason");
+    assert_code(call(&ann, set(&gus, UserRole::Guest, "")).await, Code::PermissionDenied);
+    let nobody =
+        SetUserRoleRequest { user_id: "0190aaaa-0000-7000-8000-000000000000".into(), ..set(&gus, UserRole::Guest, "") };
+    assert_code(call(&root, nobody).await, Code::NotFound);
+    assert_code(call(&root, set(&root, UserRole::Member, "")).await, Code::FailedPrecondition);
+    let gus_before = refreshed(&app, &gus).await;
+    assert!(app.channels().create_channel(gus_before.req(channel_named("before"))).await.is_ok());
+
+    // Gus becomes a guest: tokens issued from now on say so.
+    let state = call(&root, set(&gus, UserRole::Guest, "a contractor")).await.unwrap().into_inner().state.unwrap();
+    assert_eq!((state.user_id.as_str(), state.role), (gus.user_id.as_str(), UserRole::Guest as i32));
+    // Asking again changes nothing and records nothing more.
+    call(&root, set(&gus, UserRole::Guest, "again")).await.unwrap();
+    let gus = refreshed(&app, &gus_before).await;
+    assert_code(app.channels().create_channel(gus.req(channel_named("after"))).await, Code::PermissionDenied);
+    // A guest finds only the people they share a conversation with.
+    let people = |user: &TestUser, text: &str| {
+        let (mut search, request) =
+            (app.search(), user.req(SearchUsersRequest { query: text.into(), ..Default::default() }));
+        async move { search.search_users(request).await.unwrap().into_inner().hits.len() }
+    };
+    eventually(Duration::from_secs(10), "ann findable by members", || async {
+        (people(&root, "ann").await == 1).then_some(())
+    })
+    .await;
+    assert_eq!(people(&gus, "ann").await, 0);
+    app.create_channel(&root, "shared", ChannelKind::Private, &[&ann, &gus]).await;
+    assert_eq!(people(&gus, "ann").await, 1);
+
+    let filter = ListAuditLogsRequest { action: "user.role_changed".into(), ..Default::default() };
+    let entries = audit_entries(&app, &root, filter, 1).await;
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    let entry = &entries[0];
+    assert_eq!((entry.actor_id.as_str(), entry.target_id.as_str()), (root.user_id.as_str(), gus.user_id.as_str()));
+    assert_eq!(entry.reason, "a contractor");
+    assert_eq!(entry.metadata.get("role").map(String::as_str), Some("guest"));
+    assert_eq!(entry.metadata.get("previous_role").map(String::as_str), Some("member"));
+
+    // The workspace keeps an admin: a token issued before its holder was
+    // demoted cannot take the role from the last one.
+    call(&root, set(&ann, UserRole::Admin, "a second admin")).await.unwrap();
+    let ann = refreshed(&app, &ann).await;
+    call(&ann, set(&root, UserRole::Member, "handing over")).await.unwrap();
+    assert_code(call(&root, set(&ann, UserRole::Member, "")).await, Code::FailedPrecondition);
+    let root = refreshed(&app, &root).await;
+    assert_code(call(&root, set(&ann, UserRole::Member, "")).await, Code::PermissionDenied);
+}
+
+fn channel_named(name: &str) -> CreateChannelRequest {
+    CreateChannelRequest { name: name.into(), kind: ChannelKind::Public as i32, ..Default::default() }
 }

@@ -251,3 +251,30 @@ async fn the_files_service_shows_search_only_what_the_caller_may_see() {
     let not_an_id = colink_runtime::ids::encode_page_token("not-an-id");
     assert_invalid(export(ExportFilesRequest { page_token: not_an_id, ..Default::default() }).await, "page_token");
 }
+
+#[tokio::test]
+async fn guests_find_no_file_shared_only_with_the_workspace() {
+    use colink_proto::admin::v1::{SetUserRoleRequest, UserRole};
+    use colink_proto::auth::v1::RefreshRequest;
+    let app = TestApp::spawn().await;
+    let root = app.register("root").await;
+    let ann = app.register("ann").await;
+    let gus = app.register("gus").await;
+    let open = app.create_channel(&ann, "open", ChannelKind::Public, &[&gus]).await;
+    let everyone = text_file(&app, &ann, "handbook.txt", "").await;
+    let update = UpdateFileRequest {
+        file_id: everyone.file_id.clone(),
+        file: Some(File { access: FileAccess::Workspace as i32, ..Default::default() }),
+        update_mask: Some(prost_types::FieldMask { paths: vec!["access".into()] }),
+    };
+    app.files().update_file(ann.req(update)).await.unwrap();
+    text_file(&app, &ann, "handbook-team.txt", &open.channel_id).await;
+    assert_eq!(found(&app, &gus, query("handbook"), 2).await.len(), 2);
+    let guest = SetUserRoleRequest { user_id: gus.user_id.clone(), role: UserRole::Guest as i32, ..Default::default() };
+    app.admin().set_user_role(root.req(guest)).await.unwrap();
+    let refresh = RefreshRequest { refresh_token: gus.tokens.refresh_token.clone() };
+    let tokens = app.auth().refresh(refresh).await.unwrap().into_inner().tokens.unwrap();
+    let gus = TestUser { user_id: gus.user_id.clone(), tokens };
+    // The channel's file, yes; the workspace's, no.
+    assert_eq!(found(&app, &gus, query("handbook"), 1).await, ["handbook-team.txt"]);
+}

@@ -25,7 +25,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file colink/auth/v1/auth.proto.
  */
 export const file_colink_auth_v1_auth: GenFile = /*@__PURE__*/
-  fileDesc("Chljb2xpbmsvYXV0aC92MS9hdXRoLnByb3RvEg5jb2xpbmsuYXV0aC52MSLHAQoJVG9rZW5QYWlyEhQKDGFjY2Vzc190b2tlbhgBIAEoCRI7ChdhY2Nlc3NfdG9rZW5fZXhwaXJlc19hdBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFQoNcmVmcmVzaF90b2tlbhgDIAEoCRI8ChhyZWZyZXNoX3Rva2VuX2V4cGlyZXNfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCnRva2VuX3R5cGUYBSABKAkixwEKB0FjY291bnQSDwoHdXNlcl9pZBgBIAEoCRIQCgh1c2VybmFtZRgCIAEoCRINCgVlbWFpbBgDIAEoCRIiCgRyb2xlGAQgASgOMhQuY29saW5rLmF1dGgudjEuUm9sZRIWCg5lbWFpbF92ZXJpZmllZBgFIAEoCBIdChVzZWNvbmRfZmFjdG9yX2VuYWJsZWQYBiABKAgSLwoLY3JlYXRlX3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIloKD1JlZ2lzdGVyUmVxdWVzdBIQCgh1c2VybmFtZRgBIAEoCRINCgVlbWFpbBgCIAEoCRIQCghwYXNzd29yZBgDIAEoCRIUCgxkaXNwbGF5X25hbWUYBCABKAkiZwoQUmVnaXN0ZXJSZXNwb25zZRIoCgdhY2NvdW50GAEgASgLMhcuY29saW5rLmF1dGgudjEuQWNjb3VudBIpCgZ0b2tlbnMYAiABKAsyGS5jb2xpbmsuYXV0aC52MS5Ub2tlblBhaXIiRAoMTG9naW5SZXF1ZXN0Eg0KBWxvZ2luGAEgASgJEhAKCHBhc3N3b3JkGAIgASgJEhMKC2RldmljZV9uYW1lGAMgASgJIrIBChVTZWNvbmRGYWN0b3JDaGFsbGVuZ2USFAoMY2hhbGxlbmdlX2lkGAEgASgJEjMKB21ldGhvZHMYAiADKA4yIi5jb2xpbmsuYXV0aC52MS5TZWNvbmRGYWN0b3JNZXRob2QSHQoVd2ViYXV0aG5fb3B0aW9uc19qc29uGAMgASgJEi8KC2V4cGlyZV90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKsAQoNTG9naW5SZXNwb25zZRIrCgZ0b2tlbnMYASABKAsyGS5jb2xpbmsuYXV0aC52MS5Ub2tlblBhaXJIABI6CgljaGFsbGVuZ2UYAiABKAsyJS5jb2xpbmsuYXV0aC52MS5TZWNvbmRGYWN0b3JDaGFsbGVuZ2VIABIoCgdhY2NvdW50GAMgASgLMhcuY29saW5rLmF1dGgudjEuQWNjb3VudEIICgZyZXN1bHQilAEKGVZlcmlmeVNlY29uZEZhY3RvclJlcXVlc3QSFAoMY2hhbGxlbmdlX2lkGAEgASgJEjIKBm1ldGhvZBgCIAEoDjIiLmNvbGluay5hdXRoLnYxLlNlY29uZEZhY3Rvck1ldGhvZBIMCgRjb2RlGAMgASgJEh8KF3dlYmF1dGhuX2Fzc2VydGlvbl9qc29uGAQgASgJInEKGlZlcmlmeVNlY29uZEZhY3RvclJlc3BvbnNlEikKBnRva2VucxgBIAEoCzIZLmNvbGluay5hdXRoLnYxLlRva2VuUGFpchIoCgdhY2NvdW50GAIgASgLMhcuY29saW5rLmF1dGgudjEuQWNjb3VudCInCg5SZWZyZXNoUmVxdWVzdBIVCg1yZWZyZXNoX3Rva2VuGAEgASgJIjwKD1JlZnJlc2hSZXNwb25zZRIpCgZ0b2tlbnMYASABKAsyGS5jb2xpbmsuYXV0aC52MS5Ub2tlblBhaXIiJQoNTG9nb3V0UmVxdWVzdBIUCgxhbGxfc2Vzc2lvbnMYASABKAgiKAoOTG9nb3V0UmVzcG9uc2USFgoOc2Vzc2lvbnNfZW5kZWQYASABKAUiEAoOR2V0Sndrc1JlcXVlc3QiUQoDSndrEgsKA2t0eRgBIAEoCRILCgNjcnYYAiABKAkSCQoBeBgDIAEoCRILCgNraWQYBCABKAkSCwoDYWxnGAUgASgJEgsKA3VzZRgGIAEoCSI0Cg9HZXRKd2tzUmVzcG9uc2USIQoEa2V5cxgBIAMoCzITLmNvbGluay5hdXRoLnYxLkp3ayJHChVDaGFuZ2VQYXNzd29yZFJlcXVlc3QSGAoQY3VycmVudF9wYXNzd29yZBgBIAEoCRIUCgxuZXdfcGFzc3dvcmQYAiABKAkiGAoWQ2hhbmdlUGFzc3dvcmRSZXNwb25zZSIVChNMaXN0U2Vzc2lvbnNSZXF1ZXN0IqgBCgdTZXNzaW9uEhIKCnNlc3Npb25faWQYASABKAkSEwoLZGV2aWNlX25hbWUYAiABKAkSLwoLY3JlYXRlX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjIKDmxhc3RfdXNlZF90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIPCgdjdXJyZW50GAUgASgIIkEKFExpc3RTZXNzaW9uc1Jlc3BvbnNlEikKCHNlc3Npb25zGAEgAygLMhcuY29saW5rLmF1dGgudjEuU2Vzc2lvbiIqChRSZXZva2VTZXNzaW9uUmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgJIhcKFVJldm9rZVNlc3Npb25SZXNwb25zZSITChFFbnJvbGxUb3RwUmVxdWVzdCI5ChJFbnJvbGxUb3RwUmVzcG9uc2USDgoGc2VjcmV0GAEgASgJEhMKC290cGF1dGhfdXJpGAIgASgJIiIKEkNvbmZpcm1Ub3RwUmVxdWVzdBIMCgRjb2RlGAEgASgJIi0KE0NvbmZpcm1Ub3RwUmVzcG9uc2USFgoOcmVjb3ZlcnlfY29kZXMYASADKAkiIgoSRGlzYWJsZVRvdHBSZXF1ZXN0EgwKBGNvZGUYASABKAkiFQoTRGlzYWJsZVRvdHBSZXNwb25zZSI+CiBCZWdpbldlYkF1dGhuUmVnaXN0cmF0aW9uUmVxdWVzdBIaChJhdXRoZW50aWNhdG9yX25hbWUYASABKAkiWwohQmVnaW5XZWJBdXRoblJlZ2lzdHJhdGlvblJlc3BvbnNlEhcKD3JlZ2lzdHJhdGlvbl9pZBgBIAEoCRIdChVjcmVhdGlvbl9vcHRpb25zX2pzb24YAiABKAkiVQohRmluaXNoV2ViQXV0aG5SZWdpc3RyYXRpb25SZXF1ZXN0EhcKD3JlZ2lzdHJhdGlvbl9pZBgBIAEoCRIXCg9jcmVkZW50aWFsX2pzb24YAiABKAkiOwoiRmluaXNoV2ViQXV0aG5SZWdpc3RyYXRpb25SZXNwb25zZRIVCg1jcmVkZW50aWFsX2lkGAEgASgJIiwKG1JlcXVlc3RQYXNzd29yZFJlc2V0UmVxdWVzdBINCgVlbWFpbBgBIAEoCSIeChxSZXF1ZXN0UGFzc3dvcmRSZXNldFJlc3BvbnNlIkkKFFJlc2V0UGFzc3dvcmRSZXF1ZXN0Eg0KBWVtYWlsGAEgASgJEgwKBGNvZGUYAiABKAkSFAoMbmV3X3Bhc3N3b3JkGAMgASgJIhcKFVJlc2V0UGFzc3dvcmRSZXNwb25zZSIiChJWZXJpZnlFbWFpbFJlcXVlc3QSDAoEY29kZRgBIAEoCSIVChNWZXJpZnlFbWFpbFJlc3BvbnNlKmEKBFJvbGUSFAoQUk9MRV9VTlNQRUNJRklFRBAAEg4KClJPTEVfQURNSU4QARISCg5ST0xFX01PREVSQVRPUhACEg8KC1JPTEVfTUVNQkVSEAMSDgoKUk9MRV9HVUVTVBAEKnwKElNlY29uZEZhY3Rvck1ldGhvZBIkCiBTRUNPTkRfRkFDVE9SX01FVEhPRF9VTlNQRUNJRklFRBAAEh0KGVNFQ09ORF9GQUNUT1JfTUVUSE9EX1RPVFAQARIhCh1TRUNPTkRfRkFDVE9SX01FVEhPRF9XRUJBVVRIThACMu8RCgtBdXRoU2VydmljZRJrCghSZWdpc3RlchIfLmNvbGluay5hdXRoLnYxLlJlZ2lzdGVyUmVxdWVzdBogLmNvbGluay5hdXRoLnYxLlJlZ2lzdGVyUmVzcG9uc2UiHILT5JMCFjoBKiIRL3YxL2F1dGgvcmVnaXN0ZXIScQoFTG9naW4SHC5jb2xpbmsuYXV0aC52MS5Mb2dpblJlcXVlc3QaHS5jb2xpbmsuYXV0aC52MS5Mb2dpblJlc3BvbnNlIiuC0+STAiU6ASpaEDoBKiILL2F1dGgvbG9naW4iDi92MS9hdXRoL2xvZ2luEqYBChJWZXJpZnlTZWNvbmRGYWN0b3ISKS5jb2xpbmsuYXV0aC52MS5WZXJpZnlTZWNvbmRGYWN0b3JSZXF1ZXN0GiouY29saW5rLmF1dGgudjEuVmVyaWZ5U2Vjb25kRmFjdG9yUmVzcG9uc2UiOYLT5JMCMzoBKloXOgEqIhIvYXV0aC9sb2dpbi92ZXJpZnkiFS92MS9hdXRoL2xvZ2luL3ZlcmlmeRJ7CgdSZWZyZXNoEh4uY29saW5rLmF1dGgudjEuUmVmcmVzaFJlcXVlc3QaHy5jb2xpbmsuYXV0aC52MS5SZWZyZXNoUmVzcG9uc2UiL4LT5JMCKToBKloSOgEqIg0vYXV0aC9yZWZyZXNoIhAvdjEvYXV0aC9yZWZyZXNoEnYKBkxvZ291dBIdLmNvbGluay5hdXRoLnYxLkxvZ291dFJlcXVlc3QaHi5jb2xpbmsuYXV0aC52MS5Mb2dvdXRSZXNwb25zZSItgtPkkwInOgEqWhE6ASoiDC9hdXRoL2xvZ291dCIPL3YxL2F1dGgvbG9nb3V0EnsKB0dldEp3a3MSHi5jb2xpbmsuYXV0aC52MS5HZXRKd2tzUmVxdWVzdBofLmNvbGluay5hdXRoLnYxLkdldEp3a3NSZXNwb25zZSIvgtPkkwIpWhgSFi8ud2VsbC1rbm93bi9qd2tzLmpzb24SDS92MS9hdXRoL2p3a3MSfQoOQ2hhbmdlUGFzc3dvcmQSJS5jb2xpbmsuYXV0aC52MS5DaGFuZ2VQYXNzd29yZFJlcXVlc3QaJi5jb2xpbmsuYXV0aC52MS5DaGFuZ2VQYXNzd29yZFJlc3BvbnNlIhyC0+STAhY6ASoiES92MS9hdXRoL3Bhc3N3b3JkEnQKDExpc3RTZXNzaW9ucxIjLmNvbGluay5hdXRoLnYxLkxpc3RTZXNzaW9uc1JlcXVlc3QaJC5jb2xpbmsuYXV0aC52MS5MaXN0U2Vzc2lvbnNSZXNwb25zZSIZgtPkkwITEhEvdjEvYXV0aC9zZXNzaW9ucxKEAQoNUmV2b2tlU2Vzc2lvbhIkLmNvbGluay5hdXRoLnYxLlJldm9rZVNlc3Npb25SZXF1ZXN0GiUuY29saW5rLmF1dGgudjEuUmV2b2tlU2Vzc2lvblJlc3BvbnNlIiaC0+STAiAqHi92MS9hdXRoL3Nlc3Npb25zL3tzZXNzaW9uX2lkfRJ0CgpFbnJvbGxUb3RwEiEuY29saW5rLmF1dGgudjEuRW5yb2xsVG90cFJlcXVlc3QaIi5jb2xpbmsuYXV0aC52MS5FbnJvbGxUb3RwUmVzcG9uc2UiH4LT5JMCGToBKiIUL3YxL2F1dGgvdG90cC9lbnJvbGwSeAoLQ29uZmlybVRvdHASIi5jb2xpbmsuYXV0aC52MS5Db25maXJtVG90cFJlcXVlc3QaIy5jb2xpbmsuYXV0aC52MS5Db25maXJtVG90cFJlc3BvbnNlIiCC0+STAho6ASoiFS92MS9hdXRoL3RvdHAvY29uZmlybRJ4CgtEaXNhYmxlVG90cBIiLmNvbGluay5hdXRoLnYxLkRpc2FibGVUb3RwUmVxdWVzdBojLmNvbGluay5hdXRoLnYxLkRpc2FibGVUb3RwUmVzcG9uc2UiIILT5JMCGjoBKiIVL3YxL2F1dGgvdG90cC9kaXNhYmxlEq0BChlCZWdpbldlYkF1dGhuUmVnaXN0cmF0aW9uEjAuY29saW5rLmF1dGgudjEuQmVnaW5XZWJBdXRoblJlZ2lzdHJhdGlvblJlcXVlc3QaMS5jb2xpbmsuYXV0aC52MS5CZWdpbldlYkF1dGhuUmVnaXN0cmF0aW9uUmVzcG9uc2UiK4LT5JMCJToBKiIgL3YxL2F1dGgvd2ViYXV0aG4vcmVnaXN0ZXIvYmVnaW4SsQEKGkZpbmlzaFdlYkF1dGhuUmVnaXN0cmF0aW9uEjEuY29saW5rLmF1dGgudjEuRmluaXNoV2ViQXV0aG5SZWdpc3RyYXRpb25SZXF1ZXN0GjIuY29saW5rLmF1dGgudjEuRmluaXNoV2ViQXV0aG5SZWdpc3RyYXRpb25SZXNwb25zZSIsgtPkkwImOgEqIiEvdjEvYXV0aC93ZWJhdXRobi9yZWdpc3Rlci9maW5pc2gSnQEKFFJlcXVlc3RQYXNzd29yZFJlc2V0EisuY29saW5rLmF1dGgudjEuUmVxdWVzdFBhc3N3b3JkUmVzZXRSZXF1ZXN0GiwuY29saW5rLmF1dGgudjEuUmVxdWVzdFBhc3N3b3JkUmVzZXRSZXNwb25zZSIqgtPkkwIkOgEqIh8vdjEvYXV0aC9wYXNzd29yZC9yZXNldC1yZXF1ZXN0EoABCg1SZXNldFBhc3N3b3JkEiQuY29saW5rLmF1dGgudjEuUmVzZXRQYXNzd29yZFJlcXVlc3QaJS5jb2xpbmsuYXV0aC52MS5SZXNldFBhc3N3b3JkUmVzcG9uc2UiIoLT5JMCHDoBKiIXL3YxL2F1dGgvcGFzc3dvcmQvcmVzZXQSeAoLVmVyaWZ5RW1haWwSIi5jb2xpbmsuYXV0aC52MS5WZXJpZnlFbWFpbFJlcXVlc3QaIy5jb2xpbmsuYXV0aC52MS5WZXJpZnlFbWFpbFJlc3BvbnNlIiCC0+STAho6ASoiFS92MS9hdXRoL3ZlcmlmeS1lbWFpbGIGcHJvdG8z", [file_google_api_annotations, file_google_protobuf_timestamp]);
+  fileDesc("Chljb2xpbmsvYXV0aC92MS9hdXRoLnByb3RvEg5jb2xpbmsuYXV0aC52MSLHAQoJVG9rZW5QYWlyEhQKDGFjY2Vzc190b2tlbhgBIAEoCRI7ChdhY2Nlc3NfdG9rZW5fZXhwaXJlc19hdBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFQoNcmVmcmVzaF90b2tlbhgDIAEoCRI8ChhyZWZyZXNoX3Rva2VuX2V4cGlyZXNfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCnRva2VuX3R5cGUYBSABKAkiXAoVU2V0QWNjb3VudFJvbGVSZXF1ZXN0Eg8KB3VzZXJfaWQYASABKAkSIgoEcm9sZRgCIAEoDjIULmNvbGluay5hdXRoLnYxLlJvbGUSDgoGcmVhc29uGAMgASgJIkIKFlNldEFjY291bnRSb2xlUmVzcG9uc2USKAoHYWNjb3VudBgBIAEoCzIXLmNvbGluay5hdXRoLnYxLkFjY291bnQixwEKB0FjY291bnQSDwoHdXNlcl9pZBgBIAEoCRIQCgh1c2VybmFtZRgCIAEoCRINCgVlbWFpbBgDIAEoCRIiCgRyb2xlGAQgASgOMhQuY29saW5rLmF1dGgudjEuUm9sZRIWCg5lbWFpbF92ZXJpZmllZBgFIAEoCBIdChVzZWNvbmRfZmFjdG9yX2VuYWJsZWQYBiABKAgSLwoLY3JlYXRlX3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIloKD1JlZ2lzdGVyUmVxdWVzdBIQCgh1c2VybmFtZRgBIAEoCRINCgVlbWFpbBgCIAEoCRIQCghwYXNzd29yZBgDIAEoCRIUCgxkaXNwbGF5X25hbWUYBCABKAkiZwoQUmVnaXN0ZXJSZXNwb25zZRIoCgdhY2NvdW50GAEgASgLMhcuY29saW5rLmF1dGgudjEuQWNjb3VudBIpCgZ0b2tlbnMYAiABKAsyGS5jb2xpbmsuYXV0aC52MS5Ub2tlblBhaXIiRAoMTG9naW5SZXF1ZXN0Eg0KBWxvZ2luGAEgASgJEhAKCHBhc3N3b3JkGAIgASgJEhMKC2RldmljZV9uYW1lGAMgASgJIrIBChVTZWNvbmRGYWN0b3JDaGFsbGVuZ2USFAoMY2hhbGxlbmdlX2lkGAEgASgJEjMKB21ldGhvZHMYAiADKA4yIi5jb2xpbmsuYXV0aC52MS5TZWNvbmRGYWN0b3JNZXRob2QSHQoVd2ViYXV0aG5fb3B0aW9uc19qc29uGAMgASgJEi8KC2V4cGlyZV90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKsAQoNTG9naW5SZXNwb25zZRIrCgZ0b2tlbnMYASABKAsyGS5jb2xpbmsuYXV0aC52MS5Ub2tlblBhaXJIABI6CgljaGFsbGVuZ2UYAiABKAsyJS5jb2xpbmsuYXV0aC52MS5TZWNvbmRGYWN0b3JDaGFsbGVuZ2VIABIoCgdhY2NvdW50GAMgASgLMhcuY29saW5rLmF1dGgudjEuQWNjb3VudEIICgZyZXN1bHQilAEKGVZlcmlmeVNlY29uZEZhY3RvclJlcXVlc3QSFAoMY2hhbGxlbmdlX2lkGAEgASgJEjIKBm1ldGhvZBgCIAEoDjIiLmNvbGluay5hdXRoLnYxLlNlY29uZEZhY3Rvck1ldGhvZBIMCgRjb2RlGAMgASgJEh8KF3dlYmF1dGhuX2Fzc2VydGlvbl9qc29uGAQgASgJInEKGlZlcmlmeVNlY29uZEZhY3RvclJlc3BvbnNlEikKBnRva2VucxgBIAEoCzIZLmNvbGluay5hdXRoLnYxLlRva2VuUGFpchIoCgdhY2NvdW50GAIgASgLMhcuY29saW5rLmF1dGgudjEuQWNjb3VudCInCg5SZWZyZXNoUmVxdWVzdBIVCg1yZWZyZXNoX3Rva2VuGAEgASgJIjwKD1JlZnJlc2hSZXNwb25zZRIpCgZ0b2tlbnMYASABKAsyGS5jb2xpbmsuYXV0aC52MS5Ub2tlblBhaXIiJQoNTG9nb3V0UmVxdWVzdBIUCgxhbGxfc2Vzc2lvbnMYASABKAgiKAoOTG9nb3V0UmVzcG9uc2USFgoOc2Vzc2lvbnNfZW5kZWQYASABKAUiEAoOR2V0Sndrc1JlcXVlc3QiUQoDSndrEgsKA2t0eRgBIAEoCRILCgNjcnYYAiABKAkSCQoBeBgDIAEoCRILCgNraWQYBCABKAkSCwoDYWxnGAUgASgJEgsKA3VzZRgGIAEoCSI0Cg9HZXRKd2tzUmVzcG9uc2USIQoEa2V5cxgBIAMoCzITLmNvbGluay5hdXRoLnYxLkp3ayJHChVDaGFuZ2VQYXNzd29yZFJlcXVlc3QSGAoQY3VycmVudF9wYXNzd29yZBgBIAEoCRIUCgxuZXdfcGFzc3dvcmQYAiABKAkiGAoWQ2hhbmdlUGFzc3dvcmRSZXNwb25zZSIVChNMaXN0U2Vzc2lvbnNSZXF1ZXN0IqgBCgdTZXNzaW9uEhIKCnNlc3Npb25faWQYASABKAkSEwoLZGV2aWNlX25hbWUYAiABKAkSLwoLY3JlYXRlX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjIKDmxhc3RfdXNlZF90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIPCgdjdXJyZW50GAUgASgIIkEKFExpc3RTZXNzaW9uc1Jlc3BvbnNlEikKCHNlc3Npb25zGAEgAygLMhcuY29saW5rLmF1dGgudjEuU2Vzc2lvbiIqChRSZXZva2VTZXNzaW9uUmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgJIhcKFVJldm9rZVNlc3Npb25SZXNwb25zZSITChFFbnJvbGxUb3RwUmVxdWVzdCI5ChJFbnJvbGxUb3RwUmVzcG9uc2USDgoGc2VjcmV0GAEgASgJEhMKC290cGF1dGhfdXJpGAIgASgJIiIKEkNvbmZpcm1Ub3RwUmVxdWVzdBIMCgRjb2RlGAEgASgJIi0KE0NvbmZpcm1Ub3RwUmVzcG9uc2USFgoOcmVjb3ZlcnlfY29kZXMYASADKAkiIgoSRGlzYWJsZVRvdHBSZXF1ZXN0EgwKBGNvZGUYASABKAkiFQoTRGlzYWJsZVRvdHBSZXNwb25zZSI+CiBCZWdpbldlYkF1dGhuUmVnaXN0cmF0aW9uUmVxdWVzdBIaChJhdXRoZW50aWNhdG9yX25hbWUYASABKAkiWwohQmVnaW5XZWJBdXRoblJlZ2lzdHJhdGlvblJlc3BvbnNlEhcKD3JlZ2lzdHJhdGlvbl9pZBgBIAEoCRIdChVjcmVhdGlvbl9vcHRpb25zX2pzb24YAiABKAkiVQohRmluaXNoV2ViQXV0aG5SZWdpc3RyYXRpb25SZXF1ZXN0EhcKD3JlZ2lzdHJhdGlvbl9pZBgBIAEoCRIXCg9jcmVkZW50aWFsX2pzb24YAiABKAkiOwoiRmluaXNoV2ViQXV0aG5SZWdpc3RyYXRpb25SZXNwb25zZRIVCg1jcmVkZW50aWFsX2lkGAEgASgJIiwKG1JlcXVlc3RQYXNzd29yZFJlc2V0UmVxdWVzdBINCgVlbWFpbBgBIAEoCSIeChxSZXF1ZXN0UGFzc3dvcmRSZXNldFJlc3BvbnNlIkkKFFJlc2V0UGFzc3dvcmRSZXF1ZXN0Eg0KBWVtYWlsGAEgASgJEgwKBGNvZGUYAiABKAkSFAoMbmV3X3Bhc3N3b3JkGAMgASgJIhcKFVJlc2V0UGFzc3dvcmRSZXNwb25zZSIiChJWZXJpZnlFbWFpbFJlcXVlc3QSDAoEY29kZRgBIAEoCSIVChNWZXJpZnlFbWFpbFJlc3BvbnNlKmEKBFJvbGUSFAoQUk9MRV9VTlNQRUNJRklFRBAAEg4KClJPTEVfQURNSU4QARISCg5ST0xFX01PREVSQVRPUhACEg8KC1JPTEVfTUVNQkVSEAMSDgoKUk9MRV9HVUVTVBAEKnwKElNlY29uZEZhY3Rvck1ldGhvZBIkCiBTRUNPTkRfRkFDVE9SX01FVEhPRF9VTlNQRUNJRklFRBAAEh0KGVNFQ09ORF9GQUNUT1JfTUVUSE9EX1RPVFAQARIhCh1TRUNPTkRfRkFDVE9SX01FVEhPRF9XRUJBVVRIThACMtASCgtBdXRoU2VydmljZRJrCghSZWdpc3RlchIfLmNvbGluay5hdXRoLnYxLlJlZ2lzdGVyUmVxdWVzdBogLmNvbGluay5hdXRoLnYxLlJlZ2lzdGVyUmVzcG9uc2UiHILT5JMCFjoBKiIRL3YxL2F1dGgvcmVnaXN0ZXIScQoFTG9naW4SHC5jb2xpbmsuYXV0aC52MS5Mb2dpblJlcXVlc3QaHS5jb2xpbmsuYXV0aC52MS5Mb2dpblJlc3BvbnNlIiuC0+STAiU6ASpaEDoBKiILL2F1dGgvbG9naW4iDi92MS9hdXRoL2xvZ2luEqYBChJWZXJpZnlTZWNvbmRGYWN0b3ISKS5jb2xpbmsuYXV0aC52MS5WZXJpZnlTZWNvbmRGYWN0b3JSZXF1ZXN0GiouY29saW5rLmF1dGgudjEuVmVyaWZ5U2Vjb25kRmFjdG9yUmVzcG9uc2UiOYLT5JMCMzoBKloXOgEqIhIvYXV0aC9sb2dpbi92ZXJpZnkiFS92MS9hdXRoL2xvZ2luL3ZlcmlmeRJ7CgdSZWZyZXNoEh4uY29saW5rLmF1dGgudjEuUmVmcmVzaFJlcXVlc3QaHy5jb2xpbmsuYXV0aC52MS5SZWZyZXNoUmVzcG9uc2UiL4LT5JMCKToBKloSOgEqIg0vYXV0aC9yZWZyZXNoIhAvdjEvYXV0aC9yZWZyZXNoEnYKBkxvZ291dBIdLmNvbGluay5hdXRoLnYxLkxvZ291dFJlcXVlc3QaHi5jb2xpbmsuYXV0aC52MS5Mb2dvdXRSZXNwb25zZSItgtPkkwInOgEqWhE6ASoiDC9hdXRoL2xvZ291dCIPL3YxL2F1dGgvbG9nb3V0EnsKB0dldEp3a3MSHi5jb2xpbmsuYXV0aC52MS5HZXRKd2tzUmVxdWVzdBofLmNvbGluay5hdXRoLnYxLkdldEp3a3NSZXNwb25zZSIvgtPkkwIpWhgSFi8ud2VsbC1rbm93bi9qd2tzLmpzb24SDS92MS9hdXRoL2p3a3MSXwoOU2V0QWNjb3VudFJvbGUSJS5jb2xpbmsuYXV0aC52MS5TZXRBY2NvdW50Um9sZVJlcXVlc3QaJi5jb2xpbmsuYXV0aC52MS5TZXRBY2NvdW50Um9sZVJlc3BvbnNlEn0KDkNoYW5nZVBhc3N3b3JkEiUuY29saW5rLmF1dGgudjEuQ2hhbmdlUGFzc3dvcmRSZXF1ZXN0GiYuY29saW5rLmF1dGgudjEuQ2hhbmdlUGFzc3dvcmRSZXNwb25zZSIcgtPkkwIWOgEqIhEvdjEvYXV0aC9wYXNzd29yZBJ0CgxMaXN0U2Vzc2lvbnMSIy5jb2xpbmsuYXV0aC52MS5MaXN0U2Vzc2lvbnNSZXF1ZXN0GiQuY29saW5rLmF1dGgudjEuTGlzdFNlc3Npb25zUmVzcG9uc2UiGYLT5JMCExIRL3YxL2F1dGgvc2Vzc2lvbnMShAEKDVJldm9rZVNlc3Npb24SJC5jb2xpbmsuYXV0aC52MS5SZXZva2VTZXNzaW9uUmVxdWVzdBolLmNvbGluay5hdXRoLnYxLlJldm9rZVNlc3Npb25SZXNwb25zZSImgtPkkwIgKh4vdjEvYXV0aC9zZXNzaW9ucy97c2Vzc2lvbl9pZH0SdAoKRW5yb2xsVG90cBIhLmNvbGluay5hdXRoLnYxLkVucm9sbFRvdHBSZXF1ZXN0GiIuY29saW5rLmF1dGgudjEuRW5yb2xsVG90cFJlc3BvbnNlIh+C0+STAhk6ASoiFC92MS9hdXRoL3RvdHAvZW5yb2xsEngKC0NvbmZpcm1Ub3RwEiIuY29saW5rLmF1dGgudjEuQ29uZmlybVRvdHBSZXF1ZXN0GiMuY29saW5rLmF1dGgudjEuQ29uZmlybVRvdHBSZXNwb25zZSIggtPkkwIaOgEqIhUvdjEvYXV0aC90b3RwL2NvbmZpcm0SeAoLRGlzYWJsZVRvdHASIi5jb2xpbmsuYXV0aC52MS5EaXNhYmxlVG90cFJlcXVlc3QaIy5jb2xpbmsuYXV0aC52MS5EaXNhYmxlVG90cFJlc3BvbnNlIiCC0+STAho6ASoiFS92MS9hdXRoL3RvdHAvZGlzYWJsZRKtAQoZQmVnaW5XZWJBdXRoblJlZ2lzdHJhdGlvbhIwLmNvbGluay5hdXRoLnYxLkJlZ2luV2ViQXV0aG5SZWdpc3RyYXRpb25SZXF1ZXN0GjEuY29saW5rLmF1dGgudjEuQmVnaW5XZWJBdXRoblJlZ2lzdHJhdGlvblJlc3BvbnNlIiuC0+STAiU6ASoiIC92MS9hdXRoL3dlYmF1dGhuL3JlZ2lzdGVyL2JlZ2luErEBChpGaW5pc2hXZWJBdXRoblJlZ2lzdHJhdGlvbhIxLmNvbGluay5hdXRoLnYxLkZpbmlzaFdlYkF1dGhuUmVnaXN0cmF0aW9uUmVxdWVzdBoyLmNvbGluay5hdXRoLnYxLkZpbmlzaFdlYkF1dGhuUmVnaXN0cmF0aW9uUmVzcG9uc2UiLILT5JMCJjoBKiIhL3YxL2F1dGgvd2ViYXV0aG4vcmVnaXN0ZXIvZmluaXNoEp0BChRSZXF1ZXN0UGFzc3dvcmRSZXNldBIrLmNvbGluay5hdXRoLnYxLlJlcXVlc3RQYXNzd29yZFJlc2V0UmVxdWVzdBosLmNvbGluay5hdXRoLnYxLlJlcXVlc3RQYXNzd29yZFJlc2V0UmVzcG9uc2UiKoLT5JMCJDoBKiIfL3YxL2F1dGgvcGFzc3dvcmQvcmVzZXQtcmVxdWVzdBKAAQoNUmVzZXRQYXNzd29yZBIkLmNvbGluay5hdXRoLnYxLlJlc2V0UGFzc3dvcmRSZXF1ZXN0GiUuY29saW5rLmF1dGgudjEuUmVzZXRQYXNzd29yZFJlc3BvbnNlIiKC0+STAhw6ASoiFy92MS9hdXRoL3Bhc3N3b3JkL3Jlc2V0EngKC1ZlcmlmeUVtYWlsEiIuY29saW5rLmF1dGgudjEuVmVyaWZ5RW1haWxSZXF1ZXN0GiMuY29saW5rLmF1dGgudjEuVmVyaWZ5RW1haWxSZXNwb25zZSIggtPkkwIaOgEqIhUvdjEvYXV0aC92ZXJpZnktZW1haWxiBnByb3RvMw", [file_google_api_annotations, file_google_protobuf_timestamp]);
 
 /**
  * The tokens handed to a signed-in client.
@@ -78,7 +78,62 @@ export const TokenPairSchema: GenMessage<TokenPair> = /*@__PURE__*/
 
 /**
  * Who signed in.
+ * SetAccountRole.
  *
+ * @generated from message colink.auth.v1.SetAccountRoleRequest
+ */
+export type SetAccountRoleRequest = Message<"colink.auth.v1.SetAccountRoleRequest"> & {
+  /**
+   * The account. Required.
+   *
+   * @generated from field: string user_id = 1;
+   */
+  userId: string;
+
+  /**
+   * The new role. Required.
+   *
+   * @generated from field: colink.auth.v1.Role role = 2;
+   */
+  role: Role;
+
+  /**
+   * At most 1,000 characters; carried in the event for the audit log.
+   *
+   * @generated from field: string reason = 3;
+   */
+  reason: string;
+};
+
+/**
+ * Describes the message colink.auth.v1.SetAccountRoleRequest.
+ * Use `create(SetAccountRoleRequestSchema)` to create a new message.
+ */
+export const SetAccountRoleRequestSchema: GenMessage<SetAccountRoleRequest> = /*@__PURE__*/
+  messageDesc(file_colink_auth_v1_auth, 1);
+
+/**
+ * SetAccountRole result.
+ *
+ * @generated from message colink.auth.v1.SetAccountRoleResponse
+ */
+export type SetAccountRoleResponse = Message<"colink.auth.v1.SetAccountRoleResponse"> & {
+  /**
+   * The account after the call.
+   *
+   * @generated from field: colink.auth.v1.Account account = 1;
+   */
+  account?: Account | undefined;
+};
+
+/**
+ * Describes the message colink.auth.v1.SetAccountRoleResponse.
+ * Use `create(SetAccountRoleResponseSchema)` to create a new message.
+ */
+export const SetAccountRoleResponseSchema: GenMessage<SetAccountRoleResponse> = /*@__PURE__*/
+  messageDesc(file_colink_auth_v1_auth, 2);
+
+/**
  * @generated from message colink.auth.v1.Account
  */
 export type Account = Message<"colink.auth.v1.Account"> & {
@@ -137,7 +192,7 @@ export type Account = Message<"colink.auth.v1.Account"> & {
  * Use `create(AccountSchema)` to create a new message.
  */
 export const AccountSchema: GenMessage<Account> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 1);
+  messageDesc(file_colink_auth_v1_auth, 3);
 
 /**
  * Register.
@@ -179,7 +234,7 @@ export type RegisterRequest = Message<"colink.auth.v1.RegisterRequest"> & {
  * Use `create(RegisterRequestSchema)` to create a new message.
  */
 export const RegisterRequestSchema: GenMessage<RegisterRequest> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 2);
+  messageDesc(file_colink_auth_v1_auth, 4);
 
 /**
  * Register result.
@@ -207,7 +262,7 @@ export type RegisterResponse = Message<"colink.auth.v1.RegisterResponse"> & {
  * Use `create(RegisterResponseSchema)` to create a new message.
  */
 export const RegisterResponseSchema: GenMessage<RegisterResponse> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 3);
+  messageDesc(file_colink_auth_v1_auth, 5);
 
 /**
  * Login.
@@ -242,7 +297,7 @@ export type LoginRequest = Message<"colink.auth.v1.LoginRequest"> & {
  * Use `create(LoginRequestSchema)` to create a new message.
  */
 export const LoginRequestSchema: GenMessage<LoginRequest> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 4);
+  messageDesc(file_colink_auth_v1_auth, 6);
 
 /**
  * A second factor is needed to finish signing in.
@@ -284,7 +339,7 @@ export type SecondFactorChallenge = Message<"colink.auth.v1.SecondFactorChalleng
  * Use `create(SecondFactorChallengeSchema)` to create a new message.
  */
 export const SecondFactorChallengeSchema: GenMessage<SecondFactorChallenge> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 5);
+  messageDesc(file_colink_auth_v1_auth, 7);
 
 /**
  * Login result: tokens, or a challenge.
@@ -328,7 +383,7 @@ export type LoginResponse = Message<"colink.auth.v1.LoginResponse"> & {
  * Use `create(LoginResponseSchema)` to create a new message.
  */
 export const LoginResponseSchema: GenMessage<LoginResponse> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 6);
+  messageDesc(file_colink_auth_v1_auth, 8);
 
 /**
  * VerifySecondFactor.
@@ -370,7 +425,7 @@ export type VerifySecondFactorRequest = Message<"colink.auth.v1.VerifySecondFact
  * Use `create(VerifySecondFactorRequestSchema)` to create a new message.
  */
 export const VerifySecondFactorRequestSchema: GenMessage<VerifySecondFactorRequest> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 7);
+  messageDesc(file_colink_auth_v1_auth, 9);
 
 /**
  * VerifySecondFactor result.
@@ -398,7 +453,7 @@ export type VerifySecondFactorResponse = Message<"colink.auth.v1.VerifySecondFac
  * Use `create(VerifySecondFactorResponseSchema)` to create a new message.
  */
 export const VerifySecondFactorResponseSchema: GenMessage<VerifySecondFactorResponse> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 8);
+  messageDesc(file_colink_auth_v1_auth, 10);
 
 /**
  * Refresh.
@@ -419,7 +474,7 @@ export type RefreshRequest = Message<"colink.auth.v1.RefreshRequest"> & {
  * Use `create(RefreshRequestSchema)` to create a new message.
  */
 export const RefreshRequestSchema: GenMessage<RefreshRequest> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 9);
+  messageDesc(file_colink_auth_v1_auth, 11);
 
 /**
  * Refresh result.
@@ -440,7 +495,7 @@ export type RefreshResponse = Message<"colink.auth.v1.RefreshResponse"> & {
  * Use `create(RefreshResponseSchema)` to create a new message.
  */
 export const RefreshResponseSchema: GenMessage<RefreshResponse> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 10);
+  messageDesc(file_colink_auth_v1_auth, 12);
 
 /**
  * Logout.
@@ -461,7 +516,7 @@ export type LogoutRequest = Message<"colink.auth.v1.LogoutRequest"> & {
  * Use `create(LogoutRequestSchema)` to create a new message.
  */
 export const LogoutRequestSchema: GenMessage<LogoutRequest> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 11);
+  messageDesc(file_colink_auth_v1_auth, 13);
 
 /**
  * Logout result.
@@ -482,7 +537,7 @@ export type LogoutResponse = Message<"colink.auth.v1.LogoutResponse"> & {
  * Use `create(LogoutResponseSchema)` to create a new message.
  */
 export const LogoutResponseSchema: GenMessage<LogoutResponse> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 12);
+  messageDesc(file_colink_auth_v1_auth, 14);
 
 /**
  * GetJwks.
@@ -497,7 +552,7 @@ export type GetJwksRequest = Message<"colink.auth.v1.GetJwksRequest"> & {
  * Use `create(GetJwksRequestSchema)` to create a new message.
  */
 export const GetJwksRequestSchema: GenMessage<GetJwksRequest> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 13);
+  messageDesc(file_colink_auth_v1_auth, 15);
 
 /**
  * One public key in JWK form (RFC 7517 / RFC 8037).
@@ -553,7 +608,7 @@ export type Jwk = Message<"colink.auth.v1.Jwk"> & {
  * Use `create(JwkSchema)` to create a new message.
  */
 export const JwkSchema: GenMessage<Jwk> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 14);
+  messageDesc(file_colink_auth_v1_auth, 16);
 
 /**
  * GetJwks result.
@@ -574,7 +629,7 @@ export type GetJwksResponse = Message<"colink.auth.v1.GetJwksResponse"> & {
  * Use `create(GetJwksResponseSchema)` to create a new message.
  */
 export const GetJwksResponseSchema: GenMessage<GetJwksResponse> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 15);
+  messageDesc(file_colink_auth_v1_auth, 17);
 
 /**
  * ChangePassword.
@@ -602,7 +657,7 @@ export type ChangePasswordRequest = Message<"colink.auth.v1.ChangePasswordReques
  * Use `create(ChangePasswordRequestSchema)` to create a new message.
  */
 export const ChangePasswordRequestSchema: GenMessage<ChangePasswordRequest> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 16);
+  messageDesc(file_colink_auth_v1_auth, 18);
 
 /**
  * ChangePassword result.
@@ -617,7 +672,7 @@ export type ChangePasswordResponse = Message<"colink.auth.v1.ChangePasswordRespo
  * Use `create(ChangePasswordResponseSchema)` to create a new message.
  */
 export const ChangePasswordResponseSchema: GenMessage<ChangePasswordResponse> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 17);
+  messageDesc(file_colink_auth_v1_auth, 19);
 
 /**
  * ListSessions.
@@ -632,7 +687,7 @@ export type ListSessionsRequest = Message<"colink.auth.v1.ListSessionsRequest"> 
  * Use `create(ListSessionsRequestSchema)` to create a new message.
  */
 export const ListSessionsRequestSchema: GenMessage<ListSessionsRequest> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 18);
+  messageDesc(file_colink_auth_v1_auth, 20);
 
 /**
  * A signed-in device.
@@ -681,7 +736,7 @@ export type Session = Message<"colink.auth.v1.Session"> & {
  * Use `create(SessionSchema)` to create a new message.
  */
 export const SessionSchema: GenMessage<Session> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 19);
+  messageDesc(file_colink_auth_v1_auth, 21);
 
 /**
  * ListSessions result.
@@ -702,7 +757,7 @@ export type ListSessionsResponse = Message<"colink.auth.v1.ListSessionsResponse"
  * Use `create(ListSessionsResponseSchema)` to create a new message.
  */
 export const ListSessionsResponseSchema: GenMessage<ListSessionsResponse> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 20);
+  messageDesc(file_colink_auth_v1_auth, 22);
 
 /**
  * RevokeSession.
@@ -723,7 +778,7 @@ export type RevokeSessionRequest = Message<"colink.auth.v1.RevokeSessionRequest"
  * Use `create(RevokeSessionRequestSchema)` to create a new message.
  */
 export const RevokeSessionRequestSchema: GenMessage<RevokeSessionRequest> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 21);
+  messageDesc(file_colink_auth_v1_auth, 23);
 
 /**
  * RevokeSession result.
@@ -738,7 +793,7 @@ export type RevokeSessionResponse = Message<"colink.auth.v1.RevokeSessionRespons
  * Use `create(RevokeSessionResponseSchema)` to create a new message.
  */
 export const RevokeSessionResponseSchema: GenMessage<RevokeSessionResponse> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 22);
+  messageDesc(file_colink_auth_v1_auth, 24);
 
 /**
  * EnrollTotp.
@@ -753,7 +808,7 @@ export type EnrollTotpRequest = Message<"colink.auth.v1.EnrollTotpRequest"> & {
  * Use `create(EnrollTotpRequestSchema)` to create a new message.
  */
 export const EnrollTotpRequestSchema: GenMessage<EnrollTotpRequest> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 23);
+  messageDesc(file_colink_auth_v1_auth, 25);
 
 /**
  * EnrollTotp result.
@@ -781,7 +836,7 @@ export type EnrollTotpResponse = Message<"colink.auth.v1.EnrollTotpResponse"> & 
  * Use `create(EnrollTotpResponseSchema)` to create a new message.
  */
 export const EnrollTotpResponseSchema: GenMessage<EnrollTotpResponse> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 24);
+  messageDesc(file_colink_auth_v1_auth, 26);
 
 /**
  * ConfirmTotp.
@@ -802,7 +857,7 @@ export type ConfirmTotpRequest = Message<"colink.auth.v1.ConfirmTotpRequest"> & 
  * Use `create(ConfirmTotpRequestSchema)` to create a new message.
  */
 export const ConfirmTotpRequestSchema: GenMessage<ConfirmTotpRequest> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 25);
+  messageDesc(file_colink_auth_v1_auth, 27);
 
 /**
  * ConfirmTotp result.
@@ -823,7 +878,7 @@ export type ConfirmTotpResponse = Message<"colink.auth.v1.ConfirmTotpResponse"> 
  * Use `create(ConfirmTotpResponseSchema)` to create a new message.
  */
 export const ConfirmTotpResponseSchema: GenMessage<ConfirmTotpResponse> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 26);
+  messageDesc(file_colink_auth_v1_auth, 28);
 
 /**
  * DisableTotp.
@@ -844,7 +899,7 @@ export type DisableTotpRequest = Message<"colink.auth.v1.DisableTotpRequest"> & 
  * Use `create(DisableTotpRequestSchema)` to create a new message.
  */
 export const DisableTotpRequestSchema: GenMessage<DisableTotpRequest> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 27);
+  messageDesc(file_colink_auth_v1_auth, 29);
 
 /**
  * DisableTotp result.
@@ -859,7 +914,7 @@ export type DisableTotpResponse = Message<"colink.auth.v1.DisableTotpResponse"> 
  * Use `create(DisableTotpResponseSchema)` to create a new message.
  */
 export const DisableTotpResponseSchema: GenMessage<DisableTotpResponse> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 28);
+  messageDesc(file_colink_auth_v1_auth, 30);
 
 /**
  * BeginWebAuthnRegistration.
@@ -880,7 +935,7 @@ export type BeginWebAuthnRegistrationRequest = Message<"colink.auth.v1.BeginWebA
  * Use `create(BeginWebAuthnRegistrationRequestSchema)` to create a new message.
  */
 export const BeginWebAuthnRegistrationRequestSchema: GenMessage<BeginWebAuthnRegistrationRequest> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 29);
+  messageDesc(file_colink_auth_v1_auth, 31);
 
 /**
  * BeginWebAuthnRegistration result.
@@ -908,7 +963,7 @@ export type BeginWebAuthnRegistrationResponse = Message<"colink.auth.v1.BeginWeb
  * Use `create(BeginWebAuthnRegistrationResponseSchema)` to create a new message.
  */
 export const BeginWebAuthnRegistrationResponseSchema: GenMessage<BeginWebAuthnRegistrationResponse> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 30);
+  messageDesc(file_colink_auth_v1_auth, 32);
 
 /**
  * FinishWebAuthnRegistration.
@@ -936,7 +991,7 @@ export type FinishWebAuthnRegistrationRequest = Message<"colink.auth.v1.FinishWe
  * Use `create(FinishWebAuthnRegistrationRequestSchema)` to create a new message.
  */
 export const FinishWebAuthnRegistrationRequestSchema: GenMessage<FinishWebAuthnRegistrationRequest> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 31);
+  messageDesc(file_colink_auth_v1_auth, 33);
 
 /**
  * FinishWebAuthnRegistration result.
@@ -957,7 +1012,7 @@ export type FinishWebAuthnRegistrationResponse = Message<"colink.auth.v1.FinishW
  * Use `create(FinishWebAuthnRegistrationResponseSchema)` to create a new message.
  */
 export const FinishWebAuthnRegistrationResponseSchema: GenMessage<FinishWebAuthnRegistrationResponse> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 32);
+  messageDesc(file_colink_auth_v1_auth, 34);
 
 /**
  * RequestPasswordReset.
@@ -978,7 +1033,7 @@ export type RequestPasswordResetRequest = Message<"colink.auth.v1.RequestPasswor
  * Use `create(RequestPasswordResetRequestSchema)` to create a new message.
  */
 export const RequestPasswordResetRequestSchema: GenMessage<RequestPasswordResetRequest> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 33);
+  messageDesc(file_colink_auth_v1_auth, 35);
 
 /**
  * RequestPasswordReset result.
@@ -993,7 +1048,7 @@ export type RequestPasswordResetResponse = Message<"colink.auth.v1.RequestPasswo
  * Use `create(RequestPasswordResetResponseSchema)` to create a new message.
  */
 export const RequestPasswordResetResponseSchema: GenMessage<RequestPasswordResetResponse> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 34);
+  messageDesc(file_colink_auth_v1_auth, 36);
 
 /**
  * ResetPassword.
@@ -1028,7 +1083,7 @@ export type ResetPasswordRequest = Message<"colink.auth.v1.ResetPasswordRequest"
  * Use `create(ResetPasswordRequestSchema)` to create a new message.
  */
 export const ResetPasswordRequestSchema: GenMessage<ResetPasswordRequest> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 35);
+  messageDesc(file_colink_auth_v1_auth, 37);
 
 /**
  * ResetPassword result.
@@ -1043,7 +1098,7 @@ export type ResetPasswordResponse = Message<"colink.auth.v1.ResetPasswordRespons
  * Use `create(ResetPasswordResponseSchema)` to create a new message.
  */
 export const ResetPasswordResponseSchema: GenMessage<ResetPasswordResponse> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 36);
+  messageDesc(file_colink_auth_v1_auth, 38);
 
 /**
  * VerifyEmail.
@@ -1064,7 +1119,7 @@ export type VerifyEmailRequest = Message<"colink.auth.v1.VerifyEmailRequest"> & 
  * Use `create(VerifyEmailRequestSchema)` to create a new message.
  */
 export const VerifyEmailRequestSchema: GenMessage<VerifyEmailRequest> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 37);
+  messageDesc(file_colink_auth_v1_auth, 39);
 
 /**
  * VerifyEmail result.
@@ -1079,7 +1134,7 @@ export type VerifyEmailResponse = Message<"colink.auth.v1.VerifyEmailResponse"> 
  * Use `create(VerifyEmailResponseSchema)` to create a new message.
  */
 export const VerifyEmailResponseSchema: GenMessage<VerifyEmailResponse> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 38);
+  messageDesc(file_colink_auth_v1_auth, 40);
 
 /**
  * Workspace role of an account; the same names appear in access tokens.
@@ -1237,6 +1292,22 @@ export const AuthService: GenService<{
     methodKind: "unary";
     input: typeof GetJwksRequestSchema;
     output: typeof GetJwksResponseSchema;
+  },
+  /**
+   * Sets an account's workspace role; the admin service's SetUserRole
+   * calls it. Admins only; no REST path. Tokens issued from then on (sign-in
+   * and refresh) carry the new role. Setting the role an account has
+   * changes nothing. Emits `user.role_changed`.
+   * Errors: INVALID_ARGUMENT naming `user_id`, `role` or `reason`;
+   * NOT_FOUND; FAILED_PRECONDITION for the caller's own account or the last
+   * admin; PERMISSION_DENIED.
+   *
+   * @generated from rpc colink.auth.v1.AuthService.SetAccountRole
+   */
+  setAccountRole: {
+    methodKind: "unary";
+    input: typeof SetAccountRoleRequestSchema;
+    output: typeof SetAccountRoleResponseSchema;
   },
   /**
    * Changes the caller's password; ends every other session.

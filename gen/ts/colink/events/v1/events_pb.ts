@@ -25,7 +25,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file colink/events/v1/events.proto.
  */
 export const file_colink_events_v1_events: GenFile = /*@__PURE__*/
-  fileDesc("Ch1jb2xpbmsvZXZlbnRzL3YxL2V2ZW50cy5wcm90bxIQY29saW5rLmV2ZW50cy52MSKTCQoFRXZlbnQSEAoIZXZlbnRfaWQYASABKAkSDAoEdHlwZRgCIAEoCRIuCgpvY2N1cl90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIQCghhY3Rvcl9pZBgEIAEoCRI1Cgx1c2VyX2NyZWF0ZWQYCiABKAsyHS5jb2xpbmsuZXZlbnRzLnYxLlVzZXJDcmVhdGVkSAASOwoPY2hhbm5lbF9jcmVhdGVkGAsgASgLMiAuY29saW5rLmV2ZW50cy52MS5DaGFubmVsQ2hhbmdlZEgAEjsKD2NoYW5uZWxfdXBkYXRlZBgMIAEoCzIgLmNvbGluay5ldmVudHMudjEuQ2hhbm5lbENoYW5nZWRIABI8ChBjaGFubmVsX2FyY2hpdmVkGA0gASgLMiAuY29saW5rLmV2ZW50cy52MS5DaGFubmVsQ2hhbmdlZEgAEj4KEmNoYW5uZWxfdW5hcmNoaXZlZBgOIAEoCzIgLmNvbGluay5ldmVudHMudjEuQ2hhbm5lbENoYW5nZWRIABI8Cg1tZW1iZXJfam9pbmVkGA8gASgLMiMuY29saW5rLmV2ZW50cy52MS5NZW1iZXJzaGlwQ2hhbmdlZEgAEjoKC21lbWJlcl9sZWZ0GBAgASgLMiMuY29saW5rLmV2ZW50cy52MS5NZW1iZXJzaGlwQ2hhbmdlZEgAEkIKE21lbWJlcl9yb2xlX2NoYW5nZWQYESABKAsyIy5jb2xpbmsuZXZlbnRzLnYxLk1lbWJlcnNoaXBDaGFuZ2VkSAASOwoPbWVzc2FnZV9jaGFuZ2VkGBIgASgLMiAuY29saW5rLmV2ZW50cy52MS5NZXNzYWdlQ2hhbmdlZEgAEj8KEW1lc3NhZ2VfbW9kZXJhdGVkGBMgASgLMiIuY29saW5rLmV2ZW50cy52MS5NZXNzYWdlTW9kZXJhdGVkSAASPQoQcmVhY3Rpb25fY2hhbmdlZBgUIAEoCzIhLmNvbGluay5ldmVudHMudjEuUmVhY3Rpb25DaGFuZ2VkSAASOQoOdGhyZWFkX2NoYW5nZWQYFSABKAsyHy5jb2xpbmsuZXZlbnRzLnYxLlRocmVhZENoYW5nZWRIABJJChptZW1iZXJfcHJlZmVyZW5jZXNfY2hhbmdlZBgWIAEoCzIjLmNvbGluay5ldmVudHMudjEuTWVtYmVyc2hpcENoYW5nZWRIABJAChJyZWFkX3N0YXRlX2NoYW5nZWQYFyABKAsyIi5jb2xpbmsuZXZlbnRzLnYxLlJlYWRTdGF0ZUNoYW5nZWRIABI9ChBwcmVzZW5jZV91cGRhdGVkGBggASgLMiEuY29saW5rLmV2ZW50cy52MS5QcmVzZW5jZUNoYW5nZWRIABI1CgxmaWxlX2NoYW5nZWQYGSABKAsyHS5jb2xpbmsuZXZlbnRzLnYxLkZpbGVDaGFuZ2VkSAASNQoMdXNlcl91cGRhdGVkGBogASgLMh0uY29saW5rLmV2ZW50cy52MS5Vc2VyQ3JlYXRlZEgAQgkKB3BheWxvYWQi2QIKC0ZpbGVDaGFuZ2VkEg8KB2ZpbGVfaWQYASABKAkSEAoIb3duZXJfaWQYAiABKAkSEgoKY2hhbm5lbF9pZBgDIAEoCRISCgpzaXplX2J5dGVzGAQgASgDEhEKCW1pbWVfdHlwZRgFIAEoCRITCgtzY2FuX3N0YXR1cxgGIAEoCRIRCglzaWduYXR1cmUYByABKAkSEAoIZmlsZW5hbWUYCCABKAkSEwoLZGVzY3JpcHRpb24YCSABKAkSEQoJZmlsZV90eXBlGAogASgJEg4KBmFjY2VzcxgLIAEoCRIvCgtjcmVhdGVfdGltZRgMIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASHAoUYXR0YWNoZWRfY2hhbm5lbF9pZHMYDSADKAkSHAoUc2hhcmVkX3dpdGhfdXNlcl9pZHMYDiADKAkSDQoFc3RhdGUYDyABKAkigQEKD1JlYWN0aW9uQ2hhbmdlZBISCgptZXNzYWdlX2lkGAEgASgJEhIKCmNoYW5uZWxfaWQYAiABKAkSDwoHdXNlcl9pZBgDIAEoCRINCgVlbW9qaRgEIAEoCRIZChFtZXNzYWdlX3NlbmRlcl9pZBgFIAEoCRILCgNzZXEYBiABKAMihgEKDVRocmVhZENoYW5nZWQSEQoJdGhyZWFkX2lkGAEgASgJEhIKCmNoYW5uZWxfaWQYAiABKAkSDwoHdXNlcl9pZBgDIAEoCRIYChByZXBseV9tZXNzYWdlX2lkGAQgASgJEgsKA3NlcRgFIAEoAxIWCg5yb290X3NlbmRlcl9pZBgGIAEoCSJGCgtVc2VyQ3JlYXRlZBIPCgd1c2VyX2lkGAEgASgJEhAKCHVzZXJuYW1lGAIgASgJEhQKDGRpc3BsYXlfbmFtZRgDIAEoCSJACg5DaGFubmVsQ2hhbmdlZBISCgpjaGFubmVsX2lkGAEgASgJEgwKBG5hbWUYAiABKAkSDAoEa2luZBgDIAEoCSJpChFNZW1iZXJzaGlwQ2hhbmdlZBISCgpjaGFubmVsX2lkGAEgASgJEg8KB3VzZXJfaWQYAiABKAkSDAoEcm9sZRgDIAEoCRISCgpieV91c2VyX2lkGAQgASgJEg0KBW11dGVkGAUgASgIIsEBCg5NZXNzYWdlQ2hhbmdlZBISCgptZXNzYWdlX2lkGAEgASgJEhIKCmNoYW5uZWxfaWQYAiABKAkSEQoJc2VuZGVyX2lkGAMgASgJEgsKA3NlcRgEIAEoAxIMCgR0ZXh0GAUgASgJEhEKCXRocmVhZF9pZBgGIAEoCRIaChJtZW50aW9uZWRfdXNlcl9pZHMYByADKAkSGAoQbWVudGlvbnNfY2hhbm5lbBgIIAEoCBIQCghmaWxlX2lkcxgJIAMoCSKEAQoQTWVzc2FnZU1vZGVyYXRlZBIVCg1tb2RlcmF0aW9uX2lkGAEgASgJEhIKCm1lc3NhZ2VfaWQYAiABKAkSEgoKY2hhbm5lbF9pZBgDIAEoCRIRCglzZW5kZXJfaWQYBCABKAkSDgoGYWN0aW9uGAUgASgJEg4KBnJlYXNvbhgGIAEoCSJhChBSZWFkU3RhdGVDaGFuZ2VkEhIKCmNoYW5uZWxfaWQYASABKAkSEQoJdGhyZWFkX2lkGAIgASgJEg8KB3VzZXJfaWQYAyABKAkSFQoNbGFzdF9yZWFkX3NlcRgEIAEoAyJJCg9QcmVzZW5jZUNoYW5nZWQSDwoHdXNlcl9pZBgBIAEoCRIOCgZzdGF0dXMYAiABKAkSFQoNY3VzdG9tX3N0YXR1cxgDIAEoCWIGcHJvdG8z", [file_google_protobuf_timestamp]);
+  fileDesc("Ch1jb2xpbmsvZXZlbnRzL3YxL2V2ZW50cy5wcm90bxIQY29saW5rLmV2ZW50cy52MSLTCQoFRXZlbnQSEAoIZXZlbnRfaWQYASABKAkSDAoEdHlwZRgCIAEoCRIuCgpvY2N1cl90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIQCghhY3Rvcl9pZBgEIAEoCRI1Cgx1c2VyX2NyZWF0ZWQYCiABKAsyHS5jb2xpbmsuZXZlbnRzLnYxLlVzZXJDcmVhdGVkSAASOwoPY2hhbm5lbF9jcmVhdGVkGAsgASgLMiAuY29saW5rLmV2ZW50cy52MS5DaGFubmVsQ2hhbmdlZEgAEjsKD2NoYW5uZWxfdXBkYXRlZBgMIAEoCzIgLmNvbGluay5ldmVudHMudjEuQ2hhbm5lbENoYW5nZWRIABI8ChBjaGFubmVsX2FyY2hpdmVkGA0gASgLMiAuY29saW5rLmV2ZW50cy52MS5DaGFubmVsQ2hhbmdlZEgAEj4KEmNoYW5uZWxfdW5hcmNoaXZlZBgOIAEoCzIgLmNvbGluay5ldmVudHMudjEuQ2hhbm5lbENoYW5nZWRIABI8Cg1tZW1iZXJfam9pbmVkGA8gASgLMiMuY29saW5rLmV2ZW50cy52MS5NZW1iZXJzaGlwQ2hhbmdlZEgAEjoKC21lbWJlcl9sZWZ0GBAgASgLMiMuY29saW5rLmV2ZW50cy52MS5NZW1iZXJzaGlwQ2hhbmdlZEgAEkIKE21lbWJlcl9yb2xlX2NoYW5nZWQYESABKAsyIy5jb2xpbmsuZXZlbnRzLnYxLk1lbWJlcnNoaXBDaGFuZ2VkSAASOwoPbWVzc2FnZV9jaGFuZ2VkGBIgASgLMiAuY29saW5rLmV2ZW50cy52MS5NZXNzYWdlQ2hhbmdlZEgAEj8KEW1lc3NhZ2VfbW9kZXJhdGVkGBMgASgLMiIuY29saW5rLmV2ZW50cy52MS5NZXNzYWdlTW9kZXJhdGVkSAASPQoQcmVhY3Rpb25fY2hhbmdlZBgUIAEoCzIhLmNvbGluay5ldmVudHMudjEuUmVhY3Rpb25DaGFuZ2VkSAASOQoOdGhyZWFkX2NoYW5nZWQYFSABKAsyHy5jb2xpbmsuZXZlbnRzLnYxLlRocmVhZENoYW5nZWRIABJJChptZW1iZXJfcHJlZmVyZW5jZXNfY2hhbmdlZBgWIAEoCzIjLmNvbGluay5ldmVudHMudjEuTWVtYmVyc2hpcENoYW5nZWRIABJAChJyZWFkX3N0YXRlX2NoYW5nZWQYFyABKAsyIi5jb2xpbmsuZXZlbnRzLnYxLlJlYWRTdGF0ZUNoYW5nZWRIABI9ChBwcmVzZW5jZV91cGRhdGVkGBggASgLMiEuY29saW5rLmV2ZW50cy52MS5QcmVzZW5jZUNoYW5nZWRIABI1CgxmaWxlX2NoYW5nZWQYGSABKAsyHS5jb2xpbmsuZXZlbnRzLnYxLkZpbGVDaGFuZ2VkSAASNQoMdXNlcl91cGRhdGVkGBogASgLMh0uY29saW5rLmV2ZW50cy52MS5Vc2VyQ3JlYXRlZEgAEj4KEXVzZXJfcm9sZV9jaGFuZ2VkGBsgASgLMiEuY29saW5rLmV2ZW50cy52MS5Vc2VyUm9sZUNoYW5nZWRIAEIJCgdwYXlsb2FkImkKD1VzZXJSb2xlQ2hhbmdlZBIPCgd1c2VyX2lkGAEgASgJEhAKCHVzZXJuYW1lGAIgASgJEgwKBHJvbGUYAyABKAkSFQoNcHJldmlvdXNfcm9sZRgEIAEoCRIOCgZyZWFzb24YBSABKAki2QIKC0ZpbGVDaGFuZ2VkEg8KB2ZpbGVfaWQYASABKAkSEAoIb3duZXJfaWQYAiABKAkSEgoKY2hhbm5lbF9pZBgDIAEoCRISCgpzaXplX2J5dGVzGAQgASgDEhEKCW1pbWVfdHlwZRgFIAEoCRITCgtzY2FuX3N0YXR1cxgGIAEoCRIRCglzaWduYXR1cmUYByABKAkSEAoIZmlsZW5hbWUYCCABKAkSEwoLZGVzY3JpcHRpb24YCSABKAkSEQoJZmlsZV90eXBlGAogASgJEg4KBmFjY2VzcxgLIAEoCRIvCgtjcmVhdGVfdGltZRgMIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASHAoUYXR0YWNoZWRfY2hhbm5lbF9pZHMYDSADKAkSHAoUc2hhcmVkX3dpdGhfdXNlcl9pZHMYDiADKAkSDQoFc3RhdGUYDyABKAkigQEKD1JlYWN0aW9uQ2hhbmdlZBISCgptZXNzYWdlX2lkGAEgASgJEhIKCmNoYW5uZWxfaWQYAiABKAkSDwoHdXNlcl9pZBgDIAEoCRINCgVlbW9qaRgEIAEoCRIZChFtZXNzYWdlX3NlbmRlcl9pZBgFIAEoCRILCgNzZXEYBiABKAMihgEKDVRocmVhZENoYW5nZWQSEQoJdGhyZWFkX2lkGAEgASgJEhIKCmNoYW5uZWxfaWQYAiABKAkSDwoHdXNlcl9pZBgDIAEoCRIYChByZXBseV9tZXNzYWdlX2lkGAQgASgJEgsKA3NlcRgFIAEoAxIWCg5yb290X3NlbmRlcl9pZBgGIAEoCSJGCgtVc2VyQ3JlYXRlZBIPCgd1c2VyX2lkGAEgASgJEhAKCHVzZXJuYW1lGAIgASgJEhQKDGRpc3BsYXlfbmFtZRgDIAEoCSJACg5DaGFubmVsQ2hhbmdlZBISCgpjaGFubmVsX2lkGAEgASgJEgwKBG5hbWUYAiABKAkSDAoEa2luZBgDIAEoCSJpChFNZW1iZXJzaGlwQ2hhbmdlZBISCgpjaGFubmVsX2lkGAEgASgJEg8KB3VzZXJfaWQYAiABKAkSDAoEcm9sZRgDIAEoCRISCgpieV91c2VyX2lkGAQgASgJEg0KBW11dGVkGAUgASgIIsEBCg5NZXNzYWdlQ2hhbmdlZBISCgptZXNzYWdlX2lkGAEgASgJEhIKCmNoYW5uZWxfaWQYAiABKAkSEQoJc2VuZGVyX2lkGAMgASgJEgsKA3NlcRgEIAEoAxIMCgR0ZXh0GAUgASgJEhEKCXRocmVhZF9pZBgGIAEoCRIaChJtZW50aW9uZWRfdXNlcl9pZHMYByADKAkSGAoQbWVudGlvbnNfY2hhbm5lbBgIIAEoCBIQCghmaWxlX2lkcxgJIAMoCSKEAQoQTWVzc2FnZU1vZGVyYXRlZBIVCg1tb2RlcmF0aW9uX2lkGAEgASgJEhIKCm1lc3NhZ2VfaWQYAiABKAkSEgoKY2hhbm5lbF9pZBgDIAEoCRIRCglzZW5kZXJfaWQYBCABKAkSDgoGYWN0aW9uGAUgASgJEg4KBnJlYXNvbhgGIAEoCSJhChBSZWFkU3RhdGVDaGFuZ2VkEhIKCmNoYW5uZWxfaWQYASABKAkSEQoJdGhyZWFkX2lkGAIgASgJEg8KB3VzZXJfaWQYAyABKAkSFQoNbGFzdF9yZWFkX3NlcRgEIAEoAyJJCg9QcmVzZW5jZUNoYW5nZWQSDwoHdXNlcl9pZBgBIAEoCRIOCgZzdGF0dXMYAiABKAkSFQoNY3VzdG9tX3N0YXR1cxgDIAEoCWIGcHJvdG8z", [file_google_protobuf_timestamp]);
 
 /**
  * One domain event.
@@ -206,6 +206,14 @@ export type Event = Message<"colink.events.v1.Event"> & {
      */
     value: UserCreated;
     case: "userUpdated";
+  } | {
+    /**
+     * user.role_changed
+     *
+     * @generated from field: colink.events.v1.UserRoleChanged user_role_changed = 27;
+     */
+    value: UserRoleChanged;
+    case: "userRoleChanged";
   } | { case: undefined; value?: undefined };
 };
 
@@ -215,6 +223,55 @@ export type Event = Message<"colink.events.v1.Event"> & {
  */
 export const EventSchema: GenMessage<Event> = /*@__PURE__*/
   messageDesc(file_colink_events_v1_events, 0);
+
+/**
+ * An admin changed an account's workspace role.
+ *
+ * @generated from message colink.events.v1.UserRoleChanged
+ */
+export type UserRoleChanged = Message<"colink.events.v1.UserRoleChanged"> & {
+  /**
+   * The account.
+   *
+   * @generated from field: string user_id = 1;
+   */
+  userId: string;
+
+  /**
+   * Its username.
+   *
+   * @generated from field: string username = 2;
+   */
+  username: string;
+
+  /**
+   * The role after the change: "admin", "moderator", "member" or "guest".
+   *
+   * @generated from field: string role = 3;
+   */
+  role: string;
+
+  /**
+   * The role before it.
+   *
+   * @generated from field: string previous_role = 4;
+   */
+  previousRole: string;
+
+  /**
+   * Why, as the admin gave it.
+   *
+   * @generated from field: string reason = 5;
+   */
+  reason: string;
+};
+
+/**
+ * Describes the message colink.events.v1.UserRoleChanged.
+ * Use `create(UserRoleChangedSchema)` to create a new message.
+ */
+export const UserRoleChangedSchema: GenMessage<UserRoleChanged> = /*@__PURE__*/
+  messageDesc(file_colink_events_v1_events, 1);
 
 /**
  * A file's bytes or scan status changed.
@@ -336,7 +393,7 @@ export type FileChanged = Message<"colink.events.v1.FileChanged"> & {
  * Use `create(FileChangedSchema)` to create a new message.
  */
 export const FileChangedSchema: GenMessage<FileChanged> = /*@__PURE__*/
-  messageDesc(file_colink_events_v1_events, 1);
+  messageDesc(file_colink_events_v1_events, 2);
 
 /**
  * A reaction was added or removed.
@@ -392,7 +449,7 @@ export type ReactionChanged = Message<"colink.events.v1.ReactionChanged"> & {
  * Use `create(ReactionChangedSchema)` to create a new message.
  */
 export const ReactionChangedSchema: GenMessage<ReactionChanged> = /*@__PURE__*/
-  messageDesc(file_colink_events_v1_events, 2);
+  messageDesc(file_colink_events_v1_events, 3);
 
 /**
  * A thread got a reply or a follower changed.
@@ -448,7 +505,7 @@ export type ThreadChanged = Message<"colink.events.v1.ThreadChanged"> & {
  * Use `create(ThreadChangedSchema)` to create a new message.
  */
 export const ThreadChangedSchema: GenMessage<ThreadChanged> = /*@__PURE__*/
-  messageDesc(file_colink_events_v1_events, 3);
+  messageDesc(file_colink_events_v1_events, 4);
 
 /**
  * A new account.
@@ -483,7 +540,7 @@ export type UserCreated = Message<"colink.events.v1.UserCreated"> & {
  * Use `create(UserCreatedSchema)` to create a new message.
  */
 export const UserCreatedSchema: GenMessage<UserCreated> = /*@__PURE__*/
-  messageDesc(file_colink_events_v1_events, 4);
+  messageDesc(file_colink_events_v1_events, 5);
 
 /**
  * A channel was created or changed.
@@ -518,7 +575,7 @@ export type ChannelChanged = Message<"colink.events.v1.ChannelChanged"> & {
  * Use `create(ChannelChangedSchema)` to create a new message.
  */
 export const ChannelChangedSchema: GenMessage<ChannelChanged> = /*@__PURE__*/
-  messageDesc(file_colink_events_v1_events, 5);
+  messageDesc(file_colink_events_v1_events, 6);
 
 /**
  * A membership was created, removed or changed.
@@ -568,7 +625,7 @@ export type MembershipChanged = Message<"colink.events.v1.MembershipChanged"> & 
  * Use `create(MembershipChangedSchema)` to create a new message.
  */
 export const MembershipChangedSchema: GenMessage<MembershipChanged> = /*@__PURE__*/
-  messageDesc(file_colink_events_v1_events, 6);
+  messageDesc(file_colink_events_v1_events, 7);
 
 /**
  * A message changed.
@@ -646,7 +703,7 @@ export type MessageChanged = Message<"colink.events.v1.MessageChanged"> & {
  * Use `create(MessageChangedSchema)` to create a new message.
  */
 export const MessageChangedSchema: GenMessage<MessageChanged> = /*@__PURE__*/
-  messageDesc(file_colink_events_v1_events, 7);
+  messageDesc(file_colink_events_v1_events, 8);
 
 /**
  * A moderator acted on a message.
@@ -702,7 +759,7 @@ export type MessageModerated = Message<"colink.events.v1.MessageModerated"> & {
  * Use `create(MessageModeratedSchema)` to create a new message.
  */
 export const MessageModeratedSchema: GenMessage<MessageModerated> = /*@__PURE__*/
-  messageDesc(file_colink_events_v1_events, 8);
+  messageDesc(file_colink_events_v1_events, 9);
 
 /**
  * A member read further in a conversation or a thread (on any device).
@@ -744,7 +801,7 @@ export type ReadStateChanged = Message<"colink.events.v1.ReadStateChanged"> & {
  * Use `create(ReadStateChangedSchema)` to create a new message.
  */
 export const ReadStateChangedSchema: GenMessage<ReadStateChanged> = /*@__PURE__*/
-  messageDesc(file_colink_events_v1_events, 9);
+  messageDesc(file_colink_events_v1_events, 10);
 
 /**
  * A user's presence as others see it changed.
@@ -779,5 +836,5 @@ export type PresenceChanged = Message<"colink.events.v1.PresenceChanged"> & {
  * Use `create(PresenceChangedSchema)` to create a new message.
  */
 export const PresenceChangedSchema: GenMessage<PresenceChanged> = /*@__PURE__*/
-  messageDesc(file_colink_events_v1_events, 10);
+  messageDesc(file_colink_events_v1_events, 11);
 
