@@ -451,6 +451,9 @@ fn not_yet(what: &str) -> Status {
 #[tonic::async_trait]
 impl AuthRpc for AuthService {
     async fn register(&self, request: Request<pb::RegisterRequest>) -> Result<Response<pb::RegisterResponse>, Status> {
+        let address = client_address(&request, self.config.trust_forwarded_for);
+        let limit = self.config.registrations_per_address_per_hour;
+        self.throttle.registration(address.as_deref(), limit).await?;
         Ok(Response::new(AuthService::register(self, request.into_inner()).await?))
     }
 

@@ -123,6 +123,9 @@ pub struct AuthConfig {
     /// by that address instead of the proxy's. Never set it on a node that
     /// clients reach directly: they could claim any address.
     pub trust_forwarded_for: bool,
+    /// Accounts one client address may register per hour; 0 turns the
+    /// limit off.
+    pub registrations_per_address_per_hour: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -363,6 +366,7 @@ impl Default for AuthConfig {
             argon2_iterations: 2,
             argon2_parallelism: 1,
             trust_forwarded_for: false,
+            registrations_per_address_per_hour: 20,
         }
     }
 }

@@ -34,6 +34,8 @@ impl Server {
             .env("COLINK_REALTIME__MAX_STREAMS_PER_USER", "1000")
             .env("COLINK_AUTH__ARGON2_MEMORY_KIB", "64")
             .env("COLINK_AUTH__ARGON2_ITERATIONS", "1")
+            // The load generator registers thousands of accounts from here.
+            .env("COLINK_AUTH__REGISTRATIONS_PER_ADDRESS_PER_HOUR", "0")
             .env("COLINK_LOG__LEVEL", "warn")
             // The files scenario uploads hundreds of MiB per user.
             .env("COLINK_FILES__DEFAULT_QUOTA_BYTES", (1_i64 << 40).to_string())

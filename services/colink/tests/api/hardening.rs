@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use colink_proto::auth::v1::{LoginRequest, LoginResponse};
+use colink_proto::auth::v1::{LoginRequest, LoginResponse, RegisterRequest};
 use colink_proto::channels::v1::{
     AddMembersRequest, ChannelKind, CreateChannelRequest, GetChannelRequest, OpenDirectMessageRequest,
     RemoveMemberRequest,
@@ -329,6 +329,33 @@ async fn password_guessing_from_one_address_is_slowed_across_accounts() {
 }
 
 #[tokio::test]
+async fn one_address_registers_a_bounded_number_of_accounts_an_hour() {
+    let app = TestApp::spawn_with(|c| {
+        c.auth.registrations_per_address_per_hour = 3;
+        c.auth.trust_forwarded_for = true;
+    })
+    .await;
+    let register = |name: &str, address: &str| {
+        let mut request = tonic::Request::new(RegisterRequest {
+            username: name.into(),
+            email: format!("{name}@example.com"),
+            password: "correct horse battery".into(),
+            display_name: String::new(),
+        });
+        request.metadata_mut().insert("x-forwarded-for", address.parse().unwrap());
+        let mut auth = app.auth();
+        async move { auth.register(request).await }
+    };
+    for name in ["one", "two", "three"] {
+        register(name, "203.0.113.7").await.unwrap();
+    }
+    let held = assert_code(register("four", "203.0.113.7").await, Code::ResourceExhausted);
+    assert!(retry_after(&held) > Duration::ZERO);
+    // Nothing was created: the name is still free, from another address.
+    register("four", "198.51.100.1").await.unwrap();
+}
+
+#[tokio::test]
 #[ignore = "needs redis-server on the PATH and COLINK_TEST_REDIS set (the full suite does)"]
 async fn login_throttling_is_shared_by_nodes_through_redis() {
     std::env::var("COLINK_TEST_REDIS").expect("COLINK_TEST_REDIS");
@@ -350,7 +377,11 @@ async fn a_login_burst_leaves_memory_bounded() {
     // Default Argon2 cost (19 MiB a hash). Every login comes from an address
     // of its own (the node trusts X-Forwarded-For here) and no account fails
     // five times, so no attempt is throttled and every one is hashed.
-    let node = ChildNode::start(&[("COLINK_AUTH__TRUST_FORWARDED_FOR", "true")]).await;
+    let node = ChildNode::start(&[
+        ("COLINK_AUTH__TRUST_FORWARDED_FOR", "true"),
+        ("COLINK_AUTH__REGISTRATIONS_PER_ADDRESS_PER_HOUR", "0"),
+    ])
+    .await;
     let idle = node.rss_kib();
     let users: Vec<String> = (0..125).map(|i| format!("user{i}")).collect();
     for name in &users {
