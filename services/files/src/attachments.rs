@@ -110,11 +110,17 @@ fn failed(err: impl std::fmt::Display) -> EventError {
 impl EventHandler for AttachmentRecorder {
     async fn handle(&self, event: &Event) -> Result<(), EventError> {
         let Some(Payload::MessageChanged(m)) = &event.payload else { return Ok(()) };
+        // Nearly every message has no files (the event lists those of a
+        // deleted or recalled message too): those cost nothing here.
+        let relevant = matches!(event.r#type.as_str(), "message.created" | "message.deleted" | "message.recalled");
+        if !relevant || m.file_ids.is_empty() {
+            return Ok(());
+        }
         let shared = &self.shared;
         let txn = shared.db.writer.begin().await.map_err(failed)?;
         // The files whose conversations change, told in `file.*` events.
         let (kind, changed) = match event.r#type.as_str() {
-            "message.created" if !m.file_ids.is_empty() => {
+            "message.created" => {
                 let mut insert = Query::insert();
                 insert.into_table(TABLE).columns(["file_id", "message_id", "channel_id", "created_at"]);
                 for file_id in &m.file_ids {
