@@ -13,6 +13,11 @@ pub mod codec;
 
 pub use generated::colink::*;
 
+/// Google API types Colink's contracts use (`google.api.HttpBody`).
+pub mod google_api {
+    pub use super::generated::google::api::HttpBody;
+}
+
 /// The FileDescriptorSet of every Colink proto and its imports, with source
 /// info, for server reflection and Envoy's gRPC-JSON transcoder.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!("../colink.binpb");

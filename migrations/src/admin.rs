@@ -1,16 +1,16 @@
 //! Tables of the admin service.
 
 use sea_orm_migration::prelude::*;
-use sea_orm_migration::schema::{big_integer, integer, string_len, string_len_null, text};
+use sea_orm_migration::schema::{big_integer, big_integer_null, integer, string_len, string_len_null, text};
 
-use crate::{index, migration_name, outbox_table, unique_index};
+use crate::{idempotency_keys_table, index, migration_name, outbox_table, unique_index};
 
 pub struct Migrator;
 
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(Initial)]
+        vec![Box::new(Initial), Box::new(IdempotencyKeys), Box::new(AuditChain)]
     }
 }
 
@@ -70,5 +70,52 @@ impl MigrationTrait for Initial {
             ))
             .await?;
         manager.create_table(outbox_table()).await
+    }
+}
+
+migration_name!(IdempotencyKeys, "m0002_admin_idempotency_keys");
+
+#[async_trait::async_trait]
+impl MigrationTrait for IdempotencyKeys {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager.create_table(idempotency_keys_table()).await
+    }
+}
+
+migration_name!(AuditChain, "m0003_admin_audit_chain");
+
+#[async_trait::async_trait]
+impl MigrationTrait for AuditChain {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        // Entries written before the chain have no position; the admin
+        // service chains them when it starts.
+        let columns = [
+            big_integer_null("chain_position"),
+            string_len("previous_hash", 64).default("").to_owned(),
+            string_len("entry_hash", 64).default("").to_owned(),
+        ];
+        for mut column in columns {
+            manager.alter_table(Table::alter().table("audit_logs").add_column(&mut column).to_owned()).await?;
+        }
+        manager.create_index(unique_index("audit_logs_by_position", "audit_logs", &["chain_position"])).await?;
+        // The chain's newest link, one row: every append locks it, so that
+        // appends on any node form one chain.
+        manager
+            .create_table(
+                Table::create()
+                    .table("audit_chain_head")
+                    .if_not_exists()
+                    .col(integer("chain_id").primary_key())
+                    .col(big_integer("position"))
+                    .col(string_len("hash", 64))
+                    .to_owned(),
+            )
+            .await?;
+        let genesis = Query::insert()
+            .into_table("audit_chain_head")
+            .columns(["chain_id", "position", "hash"])
+            .values_panic([1.into(), 0i64.into(), "".into()])
+            .to_owned();
+        manager.exec_stmt(genesis).await
     }
 }

@@ -10,7 +10,7 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(Initial), Box::new(SecondFactors)]
+        vec![Box::new(Initial), Box::new(SecondFactors), Box::new(AccountStatus)]
     }
 }
 
@@ -128,5 +128,23 @@ impl MigrationTrait for SecondFactors {
                     .to_owned(),
             )
             .await
+    }
+}
+
+migration_name!(AccountStatus, "m0003_auth_account_status");
+
+#[async_trait::async_trait]
+impl MigrationTrait for AccountStatus {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        // One column a statement: SQLite alters no more at a time.
+        let columns = [
+            big_integer_null("deactivated_at"),
+            string_len("deactivated_by", 36).default("").to_owned(),
+            string_len("deactivation_reason", 1000).default("").to_owned(),
+        ];
+        for mut column in columns {
+            manager.alter_table(Table::alter().table("credentials").add_column(&mut column).to_owned()).await?;
+        }
+        Ok(())
     }
 }

@@ -181,6 +181,15 @@ pub struct AuditLog {
     /// When it happened.
     #[prost(message, optional, tag = "11")]
     pub create_time: ::core::option::Option<::prost_types::Timestamp>,
+    /// Its place in the audit chain, from 1.
+    #[prost(int64, tag = "12")]
+    pub chain_position: i64,
+    /// The hash of the entry before it (empty for the first).
+    #[prost(string, tag = "13")]
+    pub previous_hash: ::prost::alloc::string::String,
+    /// SHA-256 of this entry and `previous_hash`, in hex.
+    #[prost(string, tag = "14")]
+    pub hash: ::prost::alloc::string::String,
 }
 /// How long a conversation's messages are kept.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -528,6 +537,46 @@ pub struct ListAuditLogsResponse {
     /// Empty at the end.
     #[prost(string, tag = "2")]
     pub next_page_token: ::prost::alloc::string::String,
+}
+/// VerifyAuditChain.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct VerifyAuditChainRequest {}
+/// VerifyAuditChain result.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct VerifyAuditChainResponse {
+    /// Every link holds.
+    #[prost(bool, tag = "1")]
+    pub intact: bool,
+    /// Entries checked.
+    #[prost(int64, tag = "2")]
+    pub entries_checked: i64,
+    /// The first entry whose link is broken; empty when intact, or when what
+    /// is missing are the newest entries.
+    #[prost(string, tag = "3")]
+    pub first_broken_audit_log_id: ::prost::alloc::string::String,
+    /// The place in the chain (from 1) of the first broken link; 0 when intact.
+    #[prost(int64, tag = "4")]
+    pub first_broken_position: i64,
+    /// What is wrong there, in words.
+    #[prost(string, tag = "5")]
+    pub problem: ::prost::alloc::string::String,
+    /// The hash of the newest entry. Kept somewhere else, it shows later that
+    /// the chain was not rewritten as a whole.
+    #[prost(string, tag = "6")]
+    pub head_hash: ::prost::alloc::string::String,
+    /// The place of the newest entry.
+    #[prost(int64, tag = "7")]
+    pub head_position: i64,
+}
+/// ExportAuditLogs.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ExportAuditLogsRequest {
+    /// Entries at or after this time; unset for the first.
+    #[prost(message, optional, tag = "1")]
+    pub start_time: ::core::option::Option<::prost_types::Timestamp>,
+    /// Entries before this time; unset for up to now.
+    #[prost(message, optional, tag = "2")]
+    pub end_time: ::core::option::Option<::prost_types::Timestamp>,
 }
 /// GetAuditLog.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -1322,6 +1371,72 @@ pub mod admin_service_client {
                 .insert(GrpcMethod::new("colink.admin.v1.AdminService", "GetAuditLog"));
             self.inner.unary(req, path, codec).await
         }
+        /// Checks the audit log's hash chain from its first entry to its newest:
+        /// each entry carries the hash of the one before it, so an entry edited,
+        /// removed or inserted in the database afterwards breaks the chain there.
+        /// Names the first broken link. Admins only.
+        pub async fn verify_audit_chain(
+            &mut self,
+            request: impl tonic::IntoRequest<super::VerifyAuditChainRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::VerifyAuditChainResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = crate::codec::ProtoCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/colink.admin.v1.AdminService/VerifyAuditChain",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new("colink.admin.v1.AdminService", "VerifyAuditChain"),
+                );
+            self.inner.unary(req, path, codec).await
+        }
+        /// The audit log entries of a time range, oldest first, as JSON Lines
+        /// (`application/x-ndjson`, one entry an object a line, with its place in
+        /// the chain and its hashes), streamed in chunks. Admins only.
+        /// Errors: INVALID_ARGUMENT naming `start_time` or `end_time`.
+        /// buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
+        /// (HttpBody is what makes the REST answer a plain download.)
+        pub async fn export_audit_logs(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ExportAuditLogsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<
+                tonic::codec::Streaming<
+                    super::super::super::super::google::api::HttpBody,
+                >,
+            >,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = crate::codec::ProtoCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/colink.admin.v1.AdminService/ExportAuditLogs",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new("colink.admin.v1.AdminService", "ExportAuditLogs"),
+                );
+            self.inner.server_streaming(req, path, codec).await
+        }
         /// The message retention that applies to a channel (its own policy, or the
         /// workspace default), or the workspace default itself. Any signed-in user
         /// for the workspace default; members of the channel, moderators and
@@ -1672,6 +1787,39 @@ pub mod admin_service_server {
             request: tonic::Request<super::GetAuditLogRequest>,
         ) -> std::result::Result<
             tonic::Response<super::GetAuditLogResponse>,
+            tonic::Status,
+        >;
+        /// Checks the audit log's hash chain from its first entry to its newest:
+        /// each entry carries the hash of the one before it, so an entry edited,
+        /// removed or inserted in the database afterwards breaks the chain there.
+        /// Names the first broken link. Admins only.
+        async fn verify_audit_chain(
+            &self,
+            request: tonic::Request<super::VerifyAuditChainRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::VerifyAuditChainResponse>,
+            tonic::Status,
+        >;
+        /// Server streaming response type for the ExportAuditLogs method.
+        type ExportAuditLogsStream: tonic::codegen::tokio_stream::Stream<
+                Item = std::result::Result<
+                    super::super::super::super::google::api::HttpBody,
+                    tonic::Status,
+                >,
+            >
+            + std::marker::Send
+            + 'static;
+        /// The audit log entries of a time range, oldest first, as JSON Lines
+        /// (`application/x-ndjson`, one entry an object a line, with its place in
+        /// the chain and its hashes), streamed in chunks. Admins only.
+        /// Errors: INVALID_ARGUMENT naming `start_time` or `end_time`.
+        /// buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
+        /// (HttpBody is what makes the REST answer a plain download.)
+        async fn export_audit_logs(
+            &self,
+            request: tonic::Request<super::ExportAuditLogsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<Self::ExportAuditLogsStream>,
             tonic::Status,
         >;
         /// The message retention that applies to a channel (its own policy, or the
@@ -2394,6 +2542,100 @@ pub mod admin_service_server {
                                 max_encoding_message_size,
                             );
                         let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/colink.admin.v1.AdminService/VerifyAuditChain" => {
+                    #[allow(non_camel_case_types)]
+                    struct VerifyAuditChainSvc<T: AdminService>(pub Arc<T>);
+                    impl<
+                        T: AdminService,
+                    > tonic::server::UnaryService<super::VerifyAuditChainRequest>
+                    for VerifyAuditChainSvc<T> {
+                        type Response = super::VerifyAuditChainResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::VerifyAuditChainRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as AdminService>::verify_audit_chain(&inner, request)
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = VerifyAuditChainSvc(inner);
+                        let codec = crate::codec::ProtoCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/colink.admin.v1.AdminService/ExportAuditLogs" => {
+                    #[allow(non_camel_case_types)]
+                    struct ExportAuditLogsSvc<T: AdminService>(pub Arc<T>);
+                    impl<
+                        T: AdminService,
+                    > tonic::server::ServerStreamingService<
+                        super::ExportAuditLogsRequest,
+                    > for ExportAuditLogsSvc<T> {
+                        type Response = super::super::super::super::google::api::HttpBody;
+                        type ResponseStream = T::ExportAuditLogsStream;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::ResponseStream>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ExportAuditLogsRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as AdminService>::export_audit_logs(&inner, request)
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ExportAuditLogsSvc(inner);
+                        let codec = crate::codec::ProtoCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.server_streaming(method, req).await;
                         Ok(res)
                     };
                     Box::pin(fut)

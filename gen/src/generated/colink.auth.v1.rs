@@ -18,7 +18,6 @@ pub struct TokenPair {
     #[prost(string, tag = "5")]
     pub token_type: ::prost::alloc::string::String,
 }
-/// Who signed in.
 /// SetAccountRole.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct SetAccountRoleRequest {
@@ -39,6 +38,7 @@ pub struct SetAccountRoleResponse {
     #[prost(message, optional, tag = "1")]
     pub account: ::core::option::Option<Account>,
 }
+/// Who signed in.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct Account {
     /// UUIDv7.
@@ -62,7 +62,49 @@ pub struct Account {
     /// When the account was created.
     #[prost(message, optional, tag = "7")]
     pub create_time: ::core::option::Option<::prost_types::Timestamp>,
+    /// The account cannot sign in.
+    #[prost(bool, tag = "8")]
+    pub deactivated: bool,
+    /// When it was deactivated; unset when active.
+    #[prost(message, optional, tag = "9")]
+    pub deactivate_time: ::core::option::Option<::prost_types::Timestamp>,
+    /// Who deactivated it; empty when active.
+    #[prost(string, tag = "10")]
+    pub deactivated_by_id: ::prost::alloc::string::String,
+    /// Why; empty when active.
+    #[prost(string, tag = "11")]
+    pub deactivation_reason: ::prost::alloc::string::String,
 }
+/// SetAccountStatus.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct SetAccountStatusRequest {
+    /// The account. Required.
+    #[prost(string, tag = "1")]
+    pub user_id: ::prost::alloc::string::String,
+    /// True to deactivate, false to reactivate.
+    #[prost(bool, tag = "2")]
+    pub deactivated: bool,
+    /// 1..=1,000 characters; carried in the event for the audit log.
+    #[prost(string, tag = "3")]
+    pub reason: ::prost::alloc::string::String,
+}
+/// SetAccountStatus result.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct SetAccountStatusResponse {
+    /// The account after the call.
+    #[prost(message, optional, tag = "1")]
+    pub account: ::core::option::Option<Account>,
+}
+/// CheckSession.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct CheckSessionRequest {
+    /// An access token whose signature the calling node has checked.
+    #[prost(string, tag = "1")]
+    pub access_token: ::prost::alloc::string::String,
+}
+/// CheckSession result: the session is live.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct CheckSessionResponse {}
 /// Register.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct RegisterRequest {
@@ -727,6 +769,71 @@ pub mod auth_service_client {
                 .insert(GrpcMethod::new("colink.auth.v1.AuthService", "SetAccountRole"));
             self.inner.unary(req, path, codec).await
         }
+        /// Deactivates or reactivates an account; the admin service's
+        /// DeactivateUser and ReactivateUser call it. Admins only; no REST path.
+        /// Deactivating ends every session of the account at once, on every node
+        /// (their access tokens stop working and their streams close). Setting
+        /// the status an account has changes nothing. Emits `user.deactivated` or
+        /// `user.reactivated`.
+        /// Errors: INVALID_ARGUMENT naming `user_id` or `reason`; NOT_FOUND;
+        /// FAILED_PRECONDITION for the caller's own account or the last active
+        /// admin; PERMISSION_DENIED.
+        pub async fn set_account_status(
+            &mut self,
+            request: impl tonic::IntoRequest<super::SetAccountStatusRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::SetAccountStatusResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = crate::codec::ProtoCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/colink.auth.v1.AuthService/SetAccountStatus",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new("colink.auth.v1.AuthService", "SetAccountStatus"),
+                );
+            self.inner.unary(req, path, codec).await
+        }
+        /// Whether the session of an access token is still live: not signed out,
+        /// revoked or ended by a password change, and its account not
+        /// deactivated. Nodes ask once per new token and remember the answer
+        /// until the auth service announces that the session ended. Needs no
+        /// other token; no REST path.
+        /// Errors: UNAUTHENTICATED for a bad token or an ended session.
+        pub async fn check_session(
+            &mut self,
+            request: impl tonic::IntoRequest<super::CheckSessionRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::CheckSessionResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = crate::codec::ProtoCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/colink.auth.v1.AuthService/CheckSession",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("colink.auth.v1.AuthService", "CheckSession"));
+            self.inner.unary(req, path, codec).await
+        }
         /// Changes the caller's password; ends every other session.
         pub async fn change_password(
             &mut self,
@@ -1087,6 +1194,35 @@ pub mod auth_service_server {
             request: tonic::Request<super::SetAccountRoleRequest>,
         ) -> std::result::Result<
             tonic::Response<super::SetAccountRoleResponse>,
+            tonic::Status,
+        >;
+        /// Deactivates or reactivates an account; the admin service's
+        /// DeactivateUser and ReactivateUser call it. Admins only; no REST path.
+        /// Deactivating ends every session of the account at once, on every node
+        /// (their access tokens stop working and their streams close). Setting
+        /// the status an account has changes nothing. Emits `user.deactivated` or
+        /// `user.reactivated`.
+        /// Errors: INVALID_ARGUMENT naming `user_id` or `reason`; NOT_FOUND;
+        /// FAILED_PRECONDITION for the caller's own account or the last active
+        /// admin; PERMISSION_DENIED.
+        async fn set_account_status(
+            &self,
+            request: tonic::Request<super::SetAccountStatusRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::SetAccountStatusResponse>,
+            tonic::Status,
+        >;
+        /// Whether the session of an access token is still live: not signed out,
+        /// revoked or ended by a password change, and its account not
+        /// deactivated. Nodes ask once per new token and remember the answer
+        /// until the auth service announces that the session ended. Needs no
+        /// other token; no REST path.
+        /// Errors: UNAUTHENTICATED for a bad token or an ended session.
+        async fn check_session(
+            &self,
+            request: tonic::Request<super::CheckSessionRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::CheckSessionResponse>,
             tonic::Status,
         >;
         /// Changes the caller's password; ends every other session.
@@ -1555,6 +1691,97 @@ pub mod auth_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = SetAccountRoleSvc(inner);
+                        let codec = crate::codec::ProtoCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/colink.auth.v1.AuthService/SetAccountStatus" => {
+                    #[allow(non_camel_case_types)]
+                    struct SetAccountStatusSvc<T: AuthService>(pub Arc<T>);
+                    impl<
+                        T: AuthService,
+                    > tonic::server::UnaryService<super::SetAccountStatusRequest>
+                    for SetAccountStatusSvc<T> {
+                        type Response = super::SetAccountStatusResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::SetAccountStatusRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as AuthService>::set_account_status(&inner, request)
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = SetAccountStatusSvc(inner);
+                        let codec = crate::codec::ProtoCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/colink.auth.v1.AuthService/CheckSession" => {
+                    #[allow(non_camel_case_types)]
+                    struct CheckSessionSvc<T: AuthService>(pub Arc<T>);
+                    impl<
+                        T: AuthService,
+                    > tonic::server::UnaryService<super::CheckSessionRequest>
+                    for CheckSessionSvc<T> {
+                        type Response = super::CheckSessionResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::CheckSessionRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as AuthService>::check_session(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = CheckSessionSvc(inner);
                         let codec = crate::codec::ProtoCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(

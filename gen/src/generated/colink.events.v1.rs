@@ -14,10 +14,17 @@ pub struct Event {
     /// Who made the change; empty for the system.
     #[prost(string, tag = "4")]
     pub actor_id: ::prost::alloc::string::String,
+    /// The id of the request that made the change (`x-request-id`), empty
+    /// for the system.
+    #[prost(string, tag = "5")]
+    pub request_id: ::prost::alloc::string::String,
+    /// The client address that request came from, when known.
+    #[prost(string, tag = "6")]
+    pub client_ip: ::prost::alloc::string::String,
     /// What happened.
     #[prost(
         oneof = "event::Payload",
-        tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27"
+        tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28"
     )]
     pub payload: ::core::option::Option<event::Payload>,
 }
@@ -84,6 +91,9 @@ pub mod event {
         /// user.role_changed
         #[prost(message, tag = "27")]
         UserRoleChanged(super::UserRoleChanged),
+        /// user.deactivated, user.reactivated
+        #[prost(message, tag = "28")]
+        UserStatusChanged(super::UserStatusChanged),
     }
 }
 /// An admin changed an account's workspace role.
@@ -103,6 +113,22 @@ pub struct UserRoleChanged {
     pub previous_role: ::prost::alloc::string::String,
     /// Why, as the admin gave it.
     #[prost(string, tag = "5")]
+    pub reason: ::prost::alloc::string::String,
+}
+/// An admin deactivated or reactivated an account.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct UserStatusChanged {
+    /// The account.
+    #[prost(string, tag = "1")]
+    pub user_id: ::prost::alloc::string::String,
+    /// Its username.
+    #[prost(string, tag = "2")]
+    pub username: ::prost::alloc::string::String,
+    /// Whether it is deactivated after the change.
+    #[prost(bool, tag = "3")]
+    pub deactivated: bool,
+    /// Why, as the admin gave it.
+    #[prost(string, tag = "4")]
     pub reason: ::prost::alloc::string::String,
 }
 /// A file's bytes or scan status changed.

@@ -11,8 +11,9 @@ use colink_proto::events::v1::{Event, event::Payload};
 use colink_runtime::db::Db;
 use colink_runtime::events::{EventError, EventHandler};
 use colink_runtime::ids::{micros_of, now_micros, timestamp};
-use sea_orm::{ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, Set};
+use sea_orm::{ColumnTrait, DatabaseTransaction, DbErr, EntityTrait, QueryFilter, TransactionTrait};
 
+use crate::chain;
 use crate::store::{audit_log, moderation};
 
 /// One entry before it is stored.
@@ -25,27 +26,32 @@ pub(crate) struct Entry {
     pub target_id: String,
     pub reason: String,
     pub metadata: BTreeMap<&'static str, String>,
+    pub request_id: String,
+    pub client_ip: String,
     pub created_at: i64,
 }
 
-/// Stores an entry; storing one with the same id again changes nothing.
-pub(crate) async fn record<C: ConnectionTrait>(conn: &C, entry: Entry) -> Result<(), DbErr> {
+/// Stores an entry at the head of the audit chain, inside `txn`; storing
+/// one with the same id again changes nothing.
+pub(crate) async fn record(txn: &DatabaseTransaction, entry: Entry) -> Result<(), DbErr> {
     let metadata = serde_json::to_string(&entry.metadata).map_err(|e| DbErr::Custom(e.to_string()))?;
-    let row = audit_log::ActiveModel {
-        audit_log_id: Set(entry.id),
-        actor_id: Set(entry.actor_id),
-        actor_role: Set(entry.actor_role),
-        action: Set(entry.action),
-        target_type: Set(entry.target_type.to_string()),
-        target_id: Set(entry.target_id),
-        reason: Set(entry.reason),
-        metadata: Set(metadata),
-        request_id: Set(String::new()),
-        client_ip: Set(String::new()),
-        created_at: Set(entry.created_at),
+    let row = audit_log::Model {
+        audit_log_id: entry.id,
+        actor_id: entry.actor_id,
+        actor_role: entry.actor_role,
+        action: entry.action,
+        target_type: entry.target_type.to_string(),
+        target_id: entry.target_id,
+        reason: entry.reason,
+        metadata,
+        request_id: entry.request_id.chars().take(64).collect(),
+        client_ip: entry.client_ip.chars().take(64).collect(),
+        created_at: entry.created_at,
+        chain_position: None,
+        previous_hash: String::new(),
+        entry_hash: String::new(),
     };
-    audit_log::Entity::insert(row).on_conflict_do_nothing_on([audit_log::Column::AuditLogId]).exec(conn).await?;
-    Ok(())
+    chain::append(txn, row).await
 }
 
 /// The audit entry an event makes, if it is one the audit log keeps. New
@@ -68,6 +74,9 @@ fn entry_for(event: &Event) -> Option<Entry> {
                     ("previous_role", r.previous_role.clone()),
                 ]),
             ),
+            Payload::UserStatusChanged(u) => {
+                ("user", u.user_id.clone(), BTreeMap::from([("username", u.username.clone())]))
+            }
             Payload::ChannelCreated(c)
             | Payload::ChannelUpdated(c)
             | Payload::ChannelArchived(c)
@@ -133,6 +142,7 @@ fn entry_for(event: &Event) -> Option<Entry> {
     let created_at = event.occur_time.as_ref().map_or_else(now_micros, micros_of);
     let reason = match &event.payload {
         Some(Payload::UserRoleChanged(r)) => r.reason.clone(),
+        Some(Payload::UserStatusChanged(u)) => u.reason.clone(),
         _ => String::new(),
     };
     Some(Entry {
@@ -144,6 +154,8 @@ fn entry_for(event: &Event) -> Option<Entry> {
         target_id,
         reason,
         metadata,
+        request_id: event.request_id.clone(),
+        client_ip: event.client_ip.clone(),
         created_at,
     })
 }
@@ -172,7 +184,9 @@ impl EventHandler for AuditRecorder {
                 return Ok(());
             }
         }
-        record(&self.db.writer, entry).await.map_err(failed)
+        let txn = self.db.writer.begin().await.map_err(failed)?;
+        record(&txn, entry).await.map_err(failed)?;
+        txn.commit().await.map_err(failed)
     }
 }
 
@@ -197,6 +211,9 @@ pub(crate) fn to_pb(row: audit_log::Model) -> pb::AuditLog {
         request_id: row.request_id,
         client_ip: row.client_ip,
         create_time: Some(timestamp(row.created_at)),
+        chain_position: row.chain_position.unwrap_or_default(),
+        previous_hash: row.previous_hash,
+        hash: row.entry_hash,
     }
 }
 

@@ -1,9 +1,11 @@
 //! The admin service: the audit log, fed by every service's domain events,
-//! and moderation of messages. Account administration, reports, sanctions
-//! and retention are part of the contract but not of this version; those
-//! RPCs answer UNIMPLEMENTED.
+//! moderation of messages, and account administration (roles,
+//! deactivation) through the auth service. Reports, sanctions and retention
+//! are part of the contract but not of this version; those RPCs answer
+//! UNIMPLEMENTED.
 
 mod audit;
+mod chain;
 mod store;
 
 use std::collections::BTreeMap;
@@ -12,18 +14,21 @@ use std::sync::Arc;
 use colink_proto::admin::v1 as pb;
 use colink_proto::admin::v1::admin_service_server::{AdminService as AdminRpc, AdminServiceServer};
 use colink_proto::auth::v1::auth_service_client::AuthServiceClient;
-use colink_proto::auth::v1::{Role as AccountRole, SetAccountRoleRequest};
+use colink_proto::auth::v1::{Account, Role as AccountRole, SetAccountRoleRequest, SetAccountStatusRequest};
 use colink_proto::events::v1::{MessageModerated, event::Payload};
+use colink_proto::google_api::HttpBody;
 use colink_proto::messaging::v1::messaging_service_client::MessagingServiceClient;
 use colink_proto::messaging::v1::{DeleteMessageRequest, GetMessageRequest};
 use colink_runtime::clients::call_on_behalf;
 use colink_runtime::db::Db;
 use colink_runtime::error::{Page, Violations};
 use colink_runtime::events::{self, AUDIT_EVENTS, EventHandler, Outbox};
+use colink_runtime::idempotency::{Keys, key_of};
 use colink_runtime::ids::{
     check_idempotency_key, check_text, encode_page_token, idempotency_key, micros_of, new_id, now_micros, parse_id,
     timestamp,
 };
+use colink_runtime::request_context::RequestContext;
 use colink_runtime::{Caller, Error, Result, Role, caller};
 use sea_orm::sea_query::{Expr, ExprTrait, LikeExpr};
 use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait};
@@ -33,11 +38,15 @@ use tonic::{Request, Response, Status};
 use crate::audit::Entry;
 use crate::store::{audit_log, moderation};
 
+/// The chunks of an audit export.
+type AuditExport = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<HttpBody, Status>> + Send + 'static>>;
+
 pub struct AdminService {
     db: Db,
     outbox: Outbox,
     messaging: MessagingServiceClient<Channel>,
     auth: AuthServiceClient<Channel>,
+    keys: Keys,
 }
 
 /// The services the admin service calls.
@@ -47,12 +56,23 @@ pub struct Peers {
 }
 
 impl AdminService {
+    /// Also chains, in the background, audit entries written before the
+    /// chain existed.
     pub fn new(db: Db, outbox: Outbox, peers: Peers) -> Self {
+        let sealing = db.clone();
+        tokio::spawn(async move {
+            match chain::seal_unchained(&sealing).await {
+                Ok(0) => {}
+                Ok(sealed) => tracing::info!(sealed, "audit entries from before the chain are chained"),
+                Err(err) => tracing::error!(error = %err, "cannot chain earlier audit entries"),
+            }
+        });
         Self {
-            db,
             outbox,
             messaging: MessagingServiceClient::new(peers.messaging),
             auth: AuthServiceClient::new(peers.auth),
+            keys: Keys::new(db.clone()),
+            db,
         }
     }
 
@@ -136,6 +156,46 @@ impl AdminService {
             String::new()
         };
         Ok(pb::ListAuditLogsResponse { audit_logs: rows.into_iter().map(audit::to_pb).collect(), next_page_token })
+    }
+
+    async fn verify_audit_chain(&self, caller: &Caller) -> Result<pb::VerifyAuditChainResponse> {
+        require_admin(caller)?;
+        Ok(chain::verify(&self.db.reader).await?)
+    }
+
+    /// Streams the entries of a time range as JSON Lines, a page a chunk.
+    fn export_audit_logs(&self, caller: &Caller, req: &pb::ExportAuditLogsRequest) -> Result<AuditExport> {
+        let start = req.start_time.as_ref().map(micros_of);
+        let end = req.end_time.as_ref().map(micros_of);
+        if let (Some(start), Some(end)) = (start, end)
+            && start >= end
+        {
+            return Err(Error::invalid("end_time", "must be after start_time"));
+        }
+        require_admin(caller)?;
+        let (tx, rx) = tokio::sync::mpsc::channel(2);
+        let db = self.db.clone();
+        tokio::spawn(async move {
+            let mut after = 0;
+            loop {
+                let rows = match chain::page(&db.reader, start, end, after).await {
+                    Ok(rows) if rows.is_empty() => return,
+                    Ok(rows) => rows,
+                    Err(err) => {
+                        let _ = tx.send(Err(Status::from(Error::from(err)))).await;
+                        return;
+                    }
+                };
+                after = rows.last().and_then(|r| r.chain_position).unwrap_or(i64::MAX);
+                let data: String = rows.iter().map(chain::json_line).collect();
+                let chunk =
+                    HttpBody { content_type: "application/x-ndjson".into(), data: data.into(), extensions: vec![] };
+                if tx.send(Ok(chunk)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
     }
 
     async fn get_audit_log(&self, caller: &Caller, raw_id: &str) -> Result<pb::AuditLog> {
@@ -227,6 +287,7 @@ impl AdminService {
                 reason: record.reason.clone(),
             }),
         );
+        let context = RequestContext::current().unwrap_or_default();
         let entry = Entry {
             id: event.event_id.clone(),
             actor_id: caller.user_id.clone(),
@@ -241,6 +302,8 @@ impl AdminService {
                 ("channel_id", record.channel_id.clone()),
                 ("sender_id", record.sender_id.clone()),
             ]),
+            request_id: context.request_id.to_string(),
+            client_ip: context.client_ip.to_string(),
             created_at: now,
         };
         let txn = self.db.writer.begin().await?;
@@ -381,17 +444,49 @@ impl AdminService {
                 .await?
                 .account
                 .unwrap_or_default();
-        Ok(pb::UserAccountState {
-            user_id: account.user_id,
-            role: match AccountRole::try_from(account.role) {
-                Ok(AccountRole::Admin) => pb::UserRole::Admin,
-                Ok(AccountRole::Moderator) => pb::UserRole::Moderator,
-                Ok(AccountRole::Member) => pb::UserRole::Member,
-                Ok(AccountRole::Guest) => pb::UserRole::Guest,
-                _ => pb::UserRole::Unspecified,
-            } as i32,
-            ..Default::default()
-        })
+        Ok(account_state(account))
+    }
+
+    /// Deactivates or reactivates an account through the auth service, which
+    /// ends its sessions everywhere; its `user.deactivated` or
+    /// `user.reactivated` event becomes the audit entry.
+    async fn set_user_status(
+        &self,
+        caller: &Caller,
+        user_id: &str,
+        reason: &str,
+        deactivated: bool,
+    ) -> Result<pb::UserAccountState> {
+        let mut v = Violations::default();
+        v.check(parse_id("user_id", user_id));
+        v.check(check_text("reason", reason, 1, 1000));
+        v.finish()?;
+        require_admin(caller)?;
+        let request = SetAccountStatusRequest { user_id: user_id.to_string(), deactivated, reason: reason.to_string() };
+        let account =
+            call_on_behalf(&self.auth, caller, request, |mut c, r| async move { c.set_account_status(r).await })
+                .await?
+                .account
+                .unwrap_or_default();
+        Ok(account_state(account))
+    }
+}
+
+/// An account as the admin service shows it.
+fn account_state(account: Account) -> pb::UserAccountState {
+    pb::UserAccountState {
+        user_id: account.user_id,
+        role: match AccountRole::try_from(account.role) {
+            Ok(AccountRole::Admin) => pb::UserRole::Admin,
+            Ok(AccountRole::Moderator) => pb::UserRole::Moderator,
+            Ok(AccountRole::Member) => pb::UserRole::Member,
+            Ok(AccountRole::Guest) => pb::UserRole::Guest,
+            _ => pb::UserRole::Unspecified,
+        } as i32,
+        deactivated: account.deactivated,
+        deactivate_time: account.deactivate_time,
+        deactivated_by_id: account.deactivated_by_id,
+        deactivation_reason: account.deactivation_reason,
     }
 }
 
@@ -419,6 +514,24 @@ impl AdminRpc for AdminService {
         Ok(Response::new(pb::GetAuditLogResponse { audit_log: Some(audit_log) }))
     }
 
+    async fn verify_audit_chain(
+        &self,
+        request: Request<pb::VerifyAuditChainRequest>,
+    ) -> Result<Response<pb::VerifyAuditChainResponse>, Status> {
+        let caller = caller(&request)?;
+        Ok(Response::new(AdminService::verify_audit_chain(self, caller).await?))
+    }
+
+    type ExportAuditLogsStream = AuditExport;
+
+    async fn export_audit_logs(
+        &self,
+        request: Request<pb::ExportAuditLogsRequest>,
+    ) -> Result<Response<AuditExport>, Status> {
+        let caller = caller(&request)?;
+        Ok(Response::new(AdminService::export_audit_logs(self, caller, request.get_ref())?))
+    }
+
     async fn moderate_message(
         &self,
         request: Request<pb::ModerateMessageRequest>,
@@ -435,16 +548,36 @@ impl AdminRpc for AdminService {
 
     async fn deactivate_user(
         &self,
-        _: Request<pb::DeactivateUserRequest>,
+        request: Request<pb::DeactivateUserRequest>,
     ) -> Result<Response<pb::DeactivateUserResponse>, Status> {
-        Err(not_yet("deactivating accounts"))
+        let caller = caller(&request)?;
+        let key = key_of(&request, &request.get_ref().idempotency_key).map_err(Error::from)?;
+        let mut asked = request.get_ref().clone();
+        asked.idempotency_key.clear();
+        let state = self
+            .keys
+            .once(&caller.user_id, key, "DeactivateUser", &asked, || {
+                self.set_user_status(caller, &asked.user_id, &asked.reason, true)
+            })
+            .await?;
+        Ok(Response::new(pb::DeactivateUserResponse { state: Some(state) }))
     }
 
     async fn reactivate_user(
         &self,
-        _: Request<pb::ReactivateUserRequest>,
+        request: Request<pb::ReactivateUserRequest>,
     ) -> Result<Response<pb::ReactivateUserResponse>, Status> {
-        Err(not_yet("reactivating accounts"))
+        let caller = caller(&request)?;
+        let key = key_of(&request, &request.get_ref().idempotency_key).map_err(Error::from)?;
+        let mut asked = request.get_ref().clone();
+        asked.idempotency_key.clear();
+        let state = self
+            .keys
+            .once(&caller.user_id, key, "ReactivateUser", &asked, || {
+                self.set_user_status(caller, &asked.user_id, &asked.reason, false)
+            })
+            .await?;
+        Ok(Response::new(pb::ReactivateUserResponse { state: Some(state) }))
     }
 
     async fn set_user_role(

@@ -19,6 +19,29 @@ pub mod audit_log {
         pub request_id: String,
         pub client_ip: String,
         pub created_at: i64,
+        /// Place in the hash chain, from 1; NULL until chained.
+        pub chain_position: Option<i64>,
+        pub previous_hash: String,
+        pub entry_hash: String,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod audit_chain_head {
+    use sea_orm::entity::prelude::*;
+
+    /// The audit chain's newest link.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "audit_chain_head")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub chain_id: i32,
+        pub position: i64,
+        pub hash: String,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -6,7 +6,7 @@ use colink_runtime::db::Db;
 use colink_runtime::ids::now_micros;
 use colink_runtime::token::encode_public_key;
 use colink_runtime::{Error, Result};
-use ed25519_dalek::SigningKey;
+use ed25519_dalek::{SigningKey, VerifyingKey};
 use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, Set};
 use sha2::{Digest, Sha256};
 
@@ -65,6 +65,11 @@ impl Keys {
     pub fn current(&self) -> (&str, &SigningKey) {
         let (kid, key) = &self.active[0];
         (kid, key)
+    }
+
+    /// The public key of an unretired key.
+    pub fn verifying(&self, kid: &str) -> Option<VerifyingKey> {
+        self.active.iter().find(|(id, _)| id == kid).map(|(_, key)| key.verifying_key())
     }
 
     /// The public keys as JWKs.

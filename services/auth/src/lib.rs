@@ -6,6 +6,8 @@ mod domain;
 mod keys;
 mod roles;
 mod second_factor;
+mod sessions;
+mod status;
 mod store;
 mod throttle;
 pub mod totp;
@@ -25,6 +27,8 @@ use colink_runtime::ephemeral::Ephemeral;
 use colink_runtime::error::duplicate_as;
 use colink_runtime::events::{self, Outbox, USER_EVENTS};
 use colink_runtime::ids::{new_id, now_micros, timestamp};
+use colink_runtime::pubsub::PubSub;
+use colink_runtime::request_context::RequestContext;
 use colink_runtime::token::{self, Claims};
 use colink_runtime::{Error, Result, caller};
 use sea_orm::sea_query::Expr;
@@ -37,6 +41,7 @@ use tonic::{Code, Request, Response, Status};
 
 use crate::domain::{PasswordHashing, check_password, hash_refresh_token, new_refresh_token, validate_registration};
 use crate::keys::Keys;
+use crate::sessions::Which;
 use crate::store::{credential, refresh_token, session};
 use crate::throttle::LoginThrottle;
 
@@ -59,17 +64,20 @@ pub struct AuthService {
     /// user" takes as long as "wrong password".
     decoy_hash: Arc<str>,
     throttle: LoginThrottle,
+    /// Where ended sessions are announced to every node.
+    pubsub: Arc<dyn PubSub>,
+}
+
+/// The shared backends the auth service uses besides its database.
+pub struct Backends {
+    pub ephemeral: Arc<dyn Ephemeral>,
+    pub pubsub: Arc<dyn PubSub>,
 }
 
 impl AuthService {
     /// Loads (or creates) the signing keys.
-    pub async fn new(
-        db: Db,
-        outbox: Outbox,
-        config: AuthConfig,
-        users: Channel,
-        ephemeral: Arc<dyn Ephemeral>,
-    ) -> Result<Self> {
+    pub async fn new(db: Db, outbox: Outbox, config: AuthConfig, users: Channel, backends: Backends) -> Result<Self> {
+        let Backends { ephemeral, pubsub } = backends;
         let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(MAX_HASHING_THREADS);
         let hashing = PasswordHashing::new(&config, workers).map_err(Error::internal)?;
         let keys = Keys::load_or_create(&db).await?;
@@ -83,6 +91,7 @@ impl AuthService {
             users: UsersServiceClient::new(users),
             decoy_hash: decoy_hash.into(),
             throttle: LoginThrottle::new(ephemeral),
+            pubsub,
         })
     }
 
@@ -181,6 +190,9 @@ impl AuthService {
             deactivated: Set(false),
             created_at: Set(now),
             updated_at: Set(now),
+            deactivated_at: Set(None),
+            deactivated_by: Set(String::new()),
+            deactivation_reason: Set(String::new()),
         }
         .insert(&txn)
         .await
@@ -329,12 +341,9 @@ impl AuthService {
         if spent.rows_affected != 1 {
             // A rotated token came back: it was stolen or replayed. End the
             // session so neither party can continue with it.
-            session::Entity::update_many()
-                .col_expr(session::Column::RevokedAt, Expr::value(now))
-                .filter(session::Column::SessionId.eq(&session.session_id))
-                .exec(&txn)
-                .await?;
+            let ended = self.end_sessions(&txn, &session.user_id, Which::Only(&session.session_id)).await?;
             txn.commit().await?;
+            self.announce_ended(&ended).await;
             tracing::warn!(session_id = %session.session_id, user_id = %session.user_id, "refresh token reuse; session revoked");
             return Err(Error::Unauthenticated("refresh token was already used; the session has been revoked".into()));
         }
@@ -354,18 +363,11 @@ impl AuthService {
         Ok(pb::RefreshResponse { tokens: Some(tokens) })
     }
 
-    async fn revoke_sessions(&self, user_id: &str, only: Option<&str>, except: Option<&str>) -> Result<u64> {
-        let mut update = session::Entity::update_many()
-            .col_expr(session::Column::RevokedAt, Expr::value(now_micros()))
-            .filter(session::Column::UserId.eq(user_id))
-            .filter(session::Column::RevokedAt.is_null());
-        if let Some(id) = only {
-            update = update.filter(session::Column::SessionId.eq(id));
-        }
-        if let Some(id) = except {
-            update = update.filter(session::Column::SessionId.ne(id));
-        }
-        Ok(update.exec(&self.db.writer).await?.rows_affected)
+    /// Ends sessions of a user and announces it; returns how many ended.
+    async fn revoke_sessions(&self, user_id: &str, which: Which<'_>) -> Result<usize> {
+        let ended = self.end_sessions(&self.db.writer, user_id, which).await?;
+        self.announce_ended(&ended).await;
+        Ok(ended.len())
     }
 
     async fn change_password(&self, user_id: &str, session_id: &str, req: pb::ChangePasswordRequest) -> Result<()> {
@@ -389,7 +391,7 @@ impl AuthService {
             .filter(credential::Column::UserId.eq(user_id))
             .exec(&self.db.writer)
             .await?;
-        self.revoke_sessions(user_id, None, Some(session_id)).await?;
+        self.revoke_sessions(user_id, Which::AllBut(session_id)).await?;
         Ok(())
     }
 
@@ -439,6 +441,10 @@ fn to_account(c: &credential::Model, second_factor_enabled: bool) -> pb::Account
         email_verified: c.email_verified,
         second_factor_enabled,
         create_time: Some(timestamp(c.created_at)),
+        deactivated: c.deactivated,
+        deactivate_time: c.deactivated_at.filter(|_| c.deactivated).map(timestamp),
+        deactivated_by_id: if c.deactivated { c.deactivated_by.clone() } else { String::new() },
+        deactivation_reason: if c.deactivated { c.deactivation_reason.clone() } else { String::new() },
     }
 }
 
@@ -451,14 +457,14 @@ fn not_yet(what: &str) -> Status {
 #[tonic::async_trait]
 impl AuthRpc for AuthService {
     async fn register(&self, request: Request<pb::RegisterRequest>) -> Result<Response<pb::RegisterResponse>, Status> {
-        let address = client_address(&request, self.config.trust_forwarded_for);
+        let address = client_address();
         let limit = self.config.registrations_per_address_per_hour;
         self.throttle.registration(address.as_deref(), limit).await?;
         Ok(Response::new(AuthService::register(self, request.into_inner()).await?))
     }
 
     async fn login(&self, request: Request<pb::LoginRequest>) -> Result<Response<pb::LoginResponse>, Status> {
-        let address = client_address(&request, self.config.trust_forwarded_for);
+        let address = client_address();
         Ok(Response::new(AuthService::login(self, request.into_inner(), address).await?))
     }
 
@@ -475,8 +481,8 @@ impl AuthRpc for AuthService {
 
     async fn logout(&self, request: Request<pb::LogoutRequest>) -> Result<Response<pb::LogoutResponse>, Status> {
         let caller = caller(&request)?;
-        let only = (!request.get_ref().all_sessions).then_some(caller.session_id.as_str());
-        let ended = self.revoke_sessions(&caller.user_id, only, None).await?;
+        let which = if request.get_ref().all_sessions { Which::All } else { Which::Only(&caller.session_id) };
+        let ended = self.revoke_sessions(&caller.user_id, which).await?;
         Ok(Response::new(pb::LogoutResponse { sessions_ended: i32::try_from(ended).unwrap_or(i32::MAX) }))
     }
 
@@ -490,6 +496,22 @@ impl AuthRpc for AuthService {
     ) -> Result<Response<pb::SetAccountRoleResponse>, Status> {
         let caller = caller(&request)?;
         Ok(Response::new(AuthService::set_account_role(self, caller, request.get_ref()).await?))
+    }
+
+    async fn set_account_status(
+        &self,
+        request: Request<pb::SetAccountStatusRequest>,
+    ) -> Result<Response<pb::SetAccountStatusResponse>, Status> {
+        let caller = caller(&request)?;
+        Ok(Response::new(AuthService::set_account_status(self, caller, request.get_ref()).await?))
+    }
+
+    async fn check_session(
+        &self,
+        request: Request<pb::CheckSessionRequest>,
+    ) -> Result<Response<pb::CheckSessionResponse>, Status> {
+        AuthService::check_session(self, &request.get_ref().access_token).await?;
+        Ok(Response::new(pb::CheckSessionResponse {}))
     }
 
     async fn change_password(
@@ -516,7 +538,7 @@ impl AuthRpc for AuthService {
         let caller = caller(&request)?;
         let session_id =
             colink_runtime::ids::parse_id("session_id", &request.get_ref().session_id).map_err(Error::from)?;
-        if self.revoke_sessions(&caller.user_id, Some(&session_id), None).await? == 0 {
+        if self.revoke_sessions(&caller.user_id, Which::Only(&session_id)).await? == 0 {
             return Err(Error::not_found("no such active session").into());
         }
         Ok(Response::new(pb::RevokeSessionResponse {}))
@@ -583,14 +605,8 @@ impl AuthRpc for AuthService {
     }
 }
 
-/// The address a request came from: the peer, or behind a trusted proxy,
-/// the address that proxy saw (the last `X-Forwarded-For` entry).
-fn client_address<T>(request: &Request<T>, trust_forwarded_for: bool) -> Option<String> {
-    if trust_forwarded_for
-        && let Some(forwarded) = request.metadata().get("x-forwarded-for").and_then(|v| v.to_str().ok())
-        && let Some(last) = forwarded.rsplit(',').next().map(str::trim).filter(|a| !a.is_empty())
-    {
-        return Some(last.to_string());
-    }
-    request.remote_addr().map(|a| a.ip().to_string())
+/// The address the request being handled came from (see
+/// `RequestContext`: the peer's, or behind a trusted proxy the one it saw).
+fn client_address() -> Option<String> {
+    RequestContext::current().map(|c| c.client_ip.to_string()).filter(|ip| !ip.is_empty())
 }

@@ -7,7 +7,9 @@ use colink_runtime::error::Violations;
 use colink_runtime::events::{self, USER_EVENTS};
 use colink_runtime::ids::{check_text, now_micros, parse_id};
 use colink_runtime::{Caller, Error, Result, Role};
-use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, Set, TransactionTrait};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, Set, TransactionTrait,
+};
 
 use crate::store::credential;
 use crate::{AuthService, role_name, to_account};
@@ -48,16 +50,8 @@ impl AuthService {
         if account.deactivated {
             return Err(Error::precondition("the account is deactivated"));
         }
-        if account.role == pb::Role::Admin as i32 {
-            let other_admins = credential::Entity::find()
-                .filter(credential::Column::Role.eq(pb::Role::Admin as i32))
-                .filter(credential::Column::Deactivated.eq(false))
-                .filter(credential::Column::UserId.ne(account.user_id.as_str()))
-                .count(&txn)
-                .await?;
-            if other_admins == 0 {
-                return Err(Error::precondition("the workspace would have no admin left"));
-            }
+        if is_last_active_admin(&txn, &account).await? {
+            return Err(Error::precondition("the workspace would have no admin left"));
         }
         let previous_role = role_name(account.role);
         let mut change: credential::ActiveModel = account.into();
@@ -82,4 +76,19 @@ impl AuthService {
         tracing::info!(user_id = %account.user_id, role = role_name(account.role), by = %caller.user_id, "role changed");
         Ok(pb::SetAccountRoleResponse { account: Some(to_account(&account, second_factor)) })
     }
+}
+
+/// Whether the account is an active admin and no other is: then it must
+/// stay one.
+pub(crate) async fn is_last_active_admin<C: ConnectionTrait>(conn: &C, account: &credential::Model) -> Result<bool> {
+    if account.role != pb::Role::Admin as i32 || account.deactivated {
+        return Ok(false);
+    }
+    let others = credential::Entity::find()
+        .filter(credential::Column::Role.eq(pb::Role::Admin as i32))
+        .filter(credential::Column::Deactivated.eq(false))
+        .filter(credential::Column::UserId.ne(account.user_id.as_str()))
+        .count(conn)
+        .await?;
+    Ok(others == 0)
 }

@@ -16,6 +16,9 @@ pub mod credential {
         pub deactivated: bool,
         pub created_at: i64,
         pub updated_at: i64,
+        pub deactivated_at: Option<i64>,
+        pub deactivated_by: String,
+        pub deactivation_reason: String,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -7,6 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use colink_migrations::MigratorTrait;
+use colink_proto::auth::v1::auth_service_client::AuthServiceClient;
+use colink_proto::auth::v1::{CheckSessionRequest, RegisterRequest};
 use colink_proto::messaging::v1::channel_event::Kind;
 use colink_proto::messaging::v1::{ChannelEvent, Message};
 use colink_proto::realtime::v1::{ServerFrame, server_frame::Frame as ServerFrameKind};
@@ -55,14 +57,17 @@ fn token_check(c: &mut Criterion) {
     group.bench_function("signature", |b| {
         b.iter(|| token::verify(std::hint::black_box(&token), &public, ISSUER, now));
     });
+    // A node with a real auth service: the first use of a token on a node
+    // checks its session there (one CheckSession call); later uses are
+    // remembered until the session ends.
     let rt = runtime();
-    let verifier = rt.block_on(async {
-        // The key is known up front, so no call reaches this address.
-        let auth = tonic::transport::Endpoint::from_static("http://127.0.0.1:9").connect_lazy();
-        let verifier = TokenVerifier::new(ISSUER.into(), auth);
-        verifier.preload("k1", public).await;
-        verifier
-    });
+    let (node, _data, token) = rt.block_on(auth_node());
+    let auth_channel = || {
+        tonic::transport::Endpoint::from_shared(format!("http://{}", node.addr()))
+            .unwrap_or_else(|e| panic!("node address: {e}"))
+            .connect_lazy()
+    };
+    let verifier = TokenVerifier::new("colink".into(), auth_channel());
     group.bench_function("remembered", |b| {
         b.to_async(&rt).iter(|| async {
             if verifier.verify(std::hint::black_box(&token)).await.is_err() {
@@ -70,7 +75,48 @@ fn token_check(c: &mut Criterion) {
             }
         });
     });
+    let auth = AuthServiceClient::new(auth_channel());
+    group.bench_function("session_check_first_use", |b| {
+        b.to_async(&rt).iter(|| {
+            let mut auth = auth.clone();
+            let request = CheckSessionRequest { access_token: token.clone() };
+            async move {
+                if auth.check_session(request).await.is_err() {
+                    panic!("the bench session was refused");
+                }
+            }
+        });
+    });
     group.finish();
+    if let Err(err) = rt.block_on(node.shutdown()) {
+        eprintln!("the bench node did not stop cleanly: {err}");
+    }
+}
+
+/// A node on SQLite in a temporary directory, and an access token of an
+/// account registered on it.
+async fn auth_node() -> (colink::Node, tempfile::TempDir, String) {
+    let data = tempfile::TempDir::new().unwrap_or_else(|e| panic!("temp dir: {e}"));
+    let mut config = colink_runtime::config::Config {
+        listen: "127.0.0.1:0".parse().unwrap_or_else(|e| panic!("address: {e}")),
+        data_dir: data.path().to_path_buf(),
+        ..Default::default()
+    };
+    config.auth.argon2_memory_kib = 64;
+    config.auth.argon2_iterations = 1;
+    let node = colink::Node::start(config).await.unwrap_or_else(|e| panic!("node: {e}"));
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{}", node.addr()))
+        .unwrap_or_else(|e| panic!("node address: {e}"));
+    let mut auth = AuthServiceClient::new(endpoint.connect_lazy());
+    let request = RegisterRequest {
+        username: "bench".into(),
+        email: "bench@example.com".into(),
+        password: "correct horse battery".into(),
+        display_name: String::new(),
+    };
+    let registered = auth.register(request).await.unwrap_or_else(|e| panic!("register: {e}")).into_inner();
+    let token = registered.tokens.map(|t| t.access_token).unwrap_or_default();
+    (node, data, token)
 }
 
 fn seq_and_insert(c: &mut Criterion) {

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use colink_admin::AdminService;
-use colink_auth::AuthService;
+use colink_auth::{AuthService, Backends as AuthBackends};
 use colink_channels::ChannelsService;
 use colink_files::FilesService;
 use colink_messaging::{MessagingService, Reactions, SendLimit, Threads};
@@ -121,10 +121,10 @@ impl Node {
             Arc::new(redis)
         };
         let verifier = Arc::new(TokenVerifier::new(config.auth.issuer.clone(), peers.channel("auth")));
+        let mut background = vec![tokio::spawn(verifier.clone().listen(pubsub.clone(), shutdown_rx.clone()))];
 
         let (health, health_service) = tonic_health::server::health_reporter();
         let mut routes = RoutesBuilder::default();
-        let mut background = Vec::new();
         let mut serving = Vec::new();
         let mut blobs = None;
         for service in config.hosted_services() {
@@ -134,11 +134,11 @@ impl Node {
                     let (outbox, relay) =
                         events::spawn_relay(service, db.clone(), event_log.clone(), shutdown_rx.clone());
                     background.push(relay);
-                    let svc =
-                        AuthService::new(db, outbox, config.auth.clone(), peers.channel("users"), ephemeral.clone())
-                            .await
-                            .map_err(|e| NodeError::Start { service, message: e.to_string() })?
-                            .into_server();
+                    let backends = AuthBackends { ephemeral: ephemeral.clone(), pubsub: pubsub.clone() };
+                    let svc = AuthService::new(db, outbox, config.auth.clone(), peers.channel("users"), backends)
+                        .await
+                        .map_err(|e| NodeError::Start { service, message: e.to_string() })?
+                        .into_server();
                     routes.add_service(svc);
                     <colink_proto::auth::v1::auth_service_server::AuthServiceServer<AuthService> as NamedService>::NAME
                 }
@@ -303,7 +303,7 @@ impl Node {
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
             .layer(webapp::WebAppLayer::new(blobs))
             .layer(tonic_web::GrpcWebLayer::new())
-            .layer(AuthLayer::new(verifier))
+            .layer(AuthLayer::new(verifier, config.auth.trust_forwarded_for))
             .add_routes(routes.routes())
             .serve_with_incoming_shutdown(incoming(listener), async move {
                 let _ = stop.wait_for(|stopping| *stopping).await;

@@ -106,7 +106,7 @@ impl RealtimeService {
         let (last_tx, last_rx) = oneshot::channel();
         let session = Session::new(self.shared.clone(), caller, tx, last_tx, slot);
         let last = futures_util::stream::once(last_rx).filter_map(Result::ok);
-        Ok((session, Box::pin(ReceiverStream::new(rx).chain(last).map(Ok))))
+        Ok((session, Box::pin(ReceiverStream::new(rx).map(Ok).chain(last))))
     }
 
     fn connect(&self, request: Request<Streaming<pb::ConnectRequest>>) -> Result<Response<FrameStream>, Status> {

@@ -24,7 +24,7 @@ use colink_runtime::ids::{micros_of, now_micros, parse_id, timestamp};
 use colink_runtime::pubsub::{self, channel_topic, user_topic};
 use prost::Message as _;
 use tokio::sync::mpsc::error::TrySendError;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_stream::{StreamExt, StreamMap};
@@ -42,6 +42,9 @@ pub enum End {
     Gone,
     /// Tell the client to reconnect with its cursors.
     Resume(&'static str),
+    /// The session behind the stream's token ended (signed out, revoked,
+    /// deactivated): the stream ends with UNAUTHENTICATED.
+    SessionEnded,
 }
 
 type Flow = Result<(), End>;
@@ -69,14 +72,17 @@ pub struct Session {
     shared: Arc<Shared>,
     user_id: String,
     token: Arc<str>,
+    session_id: String,
     expires_at: i64,
+    /// Sessions the node learns have ended.
+    ended_sessions: broadcast::Receiver<Arc<str>>,
     all_channels: bool,
     subs: HashMap<String, Subscription>,
     live: StreamMap<String, BroadcastStream<Bytes>>,
     user_feed: Option<BroadcastStream<Bytes>>,
     out: mpsc::Sender<Outgoing>,
     /// The stream's last frame, delivered after everything queued in `out`.
-    last_word: Option<oneshot::Sender<Outgoing>>,
+    last_word: Option<oneshot::Sender<Result<Outgoing, Status>>>,
     /// The user's unread counts, on a stream that follows all their
     /// conversations.
     unread: Option<Unread>,
@@ -126,14 +132,17 @@ impl Session {
         shared: Arc<Shared>,
         caller: Caller,
         out: mpsc::Sender<Outgoing>,
-        last_word: oneshot::Sender<Outgoing>,
+        last_word: oneshot::Sender<Result<Outgoing, Status>>,
         slot: StreamSlot,
     ) -> Self {
+        let ended_sessions = shared.verifier.ended_sessions();
         Self {
             shared,
             user_id: caller.user_id,
             token: caller.token,
+            session_id: caller.session_id,
             expires_at: caller.expires_at,
+            ended_sessions,
             all_channels: false,
             subs: HashMap::new(),
             live: StreamMap::new(),
@@ -188,6 +197,7 @@ impl Session {
                 Some((channel_id, item)) = self.live.next(), if !self.live.is_empty() => self.on_live(channel_id, item).await,
                 item = next_feed(&mut self.user_feed) => self.on_user_feed(item).await,
                 _ = sleep_until(self.acks_due) => Box::pin(self.record_acks()).await,
+                ended = self.ended_sessions.recv() => Box::pin(self.on_session_ended(ended)).await,
                 _ = expiry.as_mut() => Err(End::Resume("token_expired")),
                 _ = shutdown.as_mut() => Err(End::Resume("shutdown")),
                 _ = client_gone.as_mut() => Err(End::Gone),
@@ -203,7 +213,18 @@ impl Session {
     /// Ends the stream: a client that is still there is told to reconnect
     /// and resume from the cursors it has reached.
     fn finish(&mut self, end: End) {
-        let End::Resume(reason) = end else { return };
+        let reason = match end {
+            End::Gone => return,
+            End::Resume(reason) => reason,
+            End::SessionEnded => {
+                if let Some(last_word) = self.last_word.take() {
+                    let _ = last_word.send(Err(Status::unauthenticated(
+                        "the session has ended (signed out, revoked, or the account was deactivated)",
+                    )));
+                }
+                return;
+            }
+        };
         let cursors = self
             .subs
             .iter()
@@ -211,7 +232,7 @@ impl Session {
             .collect();
         let last = Outgoing::frame(Frame::ResumeRequired(pb::ResumeRequiredFrame { reason: reason.into(), cursors }));
         if let Some(last_word) = self.last_word.take() {
-            let _ = last_word.send(last);
+            let _ = last_word.send(Ok(last));
         }
     }
 
@@ -241,6 +262,21 @@ impl Session {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(End::Gone),
             Err(_) => Err(End::Resume("slow_consumer")),
+        }
+    }
+
+    /// A session ended somewhere. If it is this stream's, or if the node's
+    /// notices went too fast to follow, the stream's token is checked again.
+    async fn on_session_ended(&mut self, ended: Result<Arc<str>, broadcast::error::RecvError>) -> Flow {
+        match ended {
+            Ok(session_id) if *session_id != *self.session_id => Ok(()),
+            Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => match self.shared.verifier.verify(&self.token).await
+            {
+                Err(status) if status.code() == Code::Unauthenticated => Err(End::SessionEnded),
+                _ => Ok(()),
+            },
+            // Only a node going away drops the sender.
+            Err(broadcast::error::RecvError::Closed) => Err(End::Resume("shutdown")),
         }
     }
 
@@ -288,6 +324,7 @@ impl Session {
             Some(ClientFrame::Reauthenticate(frame)) => match self.shared.verifier.verify(&frame.access_token).await {
                 Ok(caller) if caller.user_id == self.user_id => {
                     self.token = caller.token;
+                    self.session_id = caller.session_id;
                     self.expires_at = caller.expires_at;
                     Ok(())
                 }

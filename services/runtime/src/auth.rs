@@ -1,20 +1,32 @@
 //! Who is calling: one tower layer checks the bearer token of every request
 //! (except the few public RPCs) and puts a `Caller` into the request's
 //! extensions; handlers read it with `caller(&request)`.
+//!
+//! A token is checked twice the first time a node sees it: its signature
+//! here, and its session with the auth service (`CheckSession`), so that a
+//! signed-out, revoked or deactivated session stops working at once. The
+//! answer is remembered until the token expires, or until the auth service
+//! announces on pub/sub that the session ended: then every node forgets it
+//! and tells the session's open streams.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use colink_proto::auth::v1::GetJwksRequest;
+use bytes::Bytes;
 use colink_proto::auth::v1::auth_service_client::AuthServiceClient;
+use colink_proto::auth::v1::{CheckSessionRequest, GetJwksRequest};
 use ed25519_dalek::VerifyingKey;
 use futures_util::future::BoxFuture;
-use tokio::sync::{Mutex, RwLock};
-use tonic::Status;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::{Mutex, RwLock, broadcast, watch};
 use tonic::transport::Channel;
+use tonic::{Code, Status};
 
+use crate::clients::retry_idempotent;
+use crate::pubsub::{Frame, PubSub, SESSIONS_ENDED_TOPIC};
+use crate::request_context::{REQUEST_ID_HEADER, RequestContext};
 use crate::token::{self, Claims, TokenError};
 
 /// RPCs that need no token: signing up and in, key discovery, health and reflection.
@@ -24,6 +36,7 @@ const PUBLIC_PATHS: &[&str] = &[
     "/colink.auth.v1.AuthService/VerifySecondFactor",
     "/colink.auth.v1.AuthService/Refresh",
     "/colink.auth.v1.AuthService/GetJwks",
+    "/colink.auth.v1.AuthService/CheckSession",
     "/colink.auth.v1.AuthService/RequestPasswordReset",
     "/colink.auth.v1.AuthService/ResetPassword",
 ];
@@ -88,13 +101,42 @@ pub struct TokenVerifier {
     keys: RwLock<HashMap<String, VerifyingKey>>,
     auth: AuthServiceClient<Channel>,
     last_fetch: Mutex<Option<Instant>>,
-    /// Tokens already verified, until they expire. A client sends the same
-    /// token with every call, and each call otherwise pays a signature check.
-    verified: std::sync::Mutex<HashMap<Arc<str>, Caller>>,
+    /// What the node knows of tokens and sessions; one lock, so that an
+    /// answer to `CheckSession` cannot be remembered after the announcement
+    /// that its session ended.
+    known: std::sync::Mutex<Known>,
+    /// Sessions announced as ended, for the streams they hold open.
+    ended: broadcast::Sender<Arc<str>>,
 }
 
-/// Verified tokens remembered at most; beyond this the memory starts over.
+#[derive(Default)]
+struct Known {
+    /// Tokens already checked, until they expire: a client sends the same
+    /// token with every call, and each call would otherwise pay a signature
+    /// check and a round trip to the auth service.
+    tokens: HashMap<Arc<str>, Verdict>,
+    /// Sessions announced as ended, and until when (seconds) that is kept:
+    /// long enough to outlast any `CheckSession` answer still on its way.
+    ended: HashMap<Arc<str>, i64>,
+}
+
+#[derive(Clone)]
+enum Verdict {
+    Live(Caller),
+    /// The session ended; kept so that a client retrying with the token
+    /// does not send each retry on to the auth service.
+    Ended {
+        expires_at: i64,
+    },
+}
+
+/// Checked tokens remembered at most; beyond this the memory starts over.
 const VERIFIED_CAPACITY: usize = 16_384;
+/// How long an announcement that a session ended is kept (seconds).
+const ENDED_KEPT_SECS: i64 = 600;
+/// Ended-session announcements that open streams may lag behind.
+const ENDED_BACKLOG: usize = 1024;
+const SESSION_ENDED: &str = "the session has ended (signed out, revoked, or the account was deactivated)";
 
 impl TokenVerifier {
     pub fn new(issuer: String, auth: Channel) -> Self {
@@ -103,7 +145,65 @@ impl TokenVerifier {
             keys: RwLock::new(HashMap::new()),
             auth: AuthServiceClient::new(auth),
             last_fetch: Mutex::new(None),
-            verified: std::sync::Mutex::new(HashMap::new()),
+            known: std::sync::Mutex::new(Known::default()),
+            ended: broadcast::channel(ENDED_BACKLOG).0,
+        }
+    }
+
+    /// Follows the auth service's announcements of ended sessions until
+    /// `shutdown`. After a gap in pub/sub (a lost broker connection, a
+    /// receiver that fell behind) every remembered token is checked again.
+    pub async fn listen(self: Arc<Self>, pubsub: Arc<dyn PubSub>, mut shutdown: watch::Receiver<bool>) {
+        let mut announcements = pubsub.subscribe(SESSIONS_ENDED_TOPIC).await;
+        loop {
+            let received = tokio::select! {
+                received = announcements.recv() => received,
+                _ = shutdown.wait_for(|stopping| *stopping) => break,
+            };
+            match received {
+                Ok(bytes) => match Frame::decode(bytes) {
+                    Some(Frame::Event(body)) => self.sessions_ended(&body),
+                    Some(Frame::Resync) => self.forget_live(),
+                    _ => {}
+                },
+                Err(RecvError::Lagged(_)) => self.forget_live(),
+                Err(RecvError::Closed) => break,
+            }
+        }
+        drop(announcements);
+        pubsub.release(SESSIONS_ENDED_TOPIC);
+    }
+
+    /// Announcements of ended sessions, by session id, for open streams.
+    /// A receiver that lags must check its token again.
+    pub fn ended_sessions(&self) -> broadcast::Receiver<Arc<str>> {
+        self.ended.subscribe()
+    }
+
+    /// Applies an announcement: session ids, one per line.
+    fn sessions_ended(&self, body: &Bytes) {
+        let now = crate::ids::now_micros() / 1_000_000;
+        let ids: Vec<Arc<str>> =
+            String::from_utf8_lossy(body).lines().filter(|l| !l.is_empty()).map(Arc::from).collect();
+        if let Ok(mut known) = self.known.lock() {
+            known.ended.retain(|_, until| *until > now);
+            for id in &ids {
+                known.ended.insert(id.clone(), now + ENDED_KEPT_SECS);
+            }
+            known.tokens.retain(|_, verdict| match verdict {
+                Verdict::Live(caller) => !ids.iter().any(|id| **id == *caller.session_id),
+                Verdict::Ended { .. } => true,
+            });
+        }
+        for id in ids {
+            let _ = self.ended.send(id);
+        }
+    }
+
+    /// Forgets which tokens were live, so that each is checked again.
+    fn forget_live(&self) {
+        if let Ok(mut known) = self.known.lock() {
+            known.tokens.retain(|_, verdict| matches!(verdict, Verdict::Ended { .. }));
         }
     }
 
@@ -112,11 +212,13 @@ impl TokenVerifier {
         self.keys.write().await.insert(kid.to_string(), key);
     }
 
-    /// Verifies a bearer token and returns its caller.
+    /// Verifies a bearer token and its session, and returns its caller.
     pub async fn verify(&self, token: &str) -> Result<Caller, Status> {
         let now = crate::ids::now_micros() / 1_000_000;
-        if let Some(caller) = self.remembered(token, now) {
-            return Ok(caller);
+        match self.remembered(token, now) {
+            Some(Verdict::Live(caller)) => return Ok(caller),
+            Some(Verdict::Ended { .. }) => return Err(Status::unauthenticated(SESSION_ENDED)),
+            None => {}
         }
         let kid = token::key_id(token).map_err(reject)?;
         // Bind first: a guard in the match scrutinee would be held across
@@ -128,19 +230,58 @@ impl TokenVerifier {
         };
         let claims = token::verify(token, &key, &self.issuer, now).map_err(reject)?;
         let caller = caller_from(claims, token)?;
-        if let Ok(mut verified) = self.verified.lock() {
-            if verified.len() >= VERIFIED_CAPACITY {
-                verified.clear();
-            }
-            verified.insert(caller.token.clone(), caller.clone());
+        let live = self.announced_ended(&caller.session_id, now).is_none() && self.session_is_live(token).await?;
+        let verdict =
+            if live { Verdict::Live(caller.clone()) } else { Verdict::Ended { expires_at: caller.expires_at } };
+        let verdict = self.remember(caller.token.clone(), &caller.session_id, verdict, now);
+        match verdict {
+            Verdict::Live(_) => Ok(caller),
+            Verdict::Ended { .. } => Err(Status::unauthenticated(SESSION_ENDED)),
         }
-        Ok(caller)
     }
 
-    /// A token verified before that has not expired since.
-    fn remembered(&self, token: &str, now: i64) -> Option<Caller> {
-        let verified = self.verified.lock().ok()?;
-        verified.get(token).filter(|caller| caller.expires_at > now).cloned()
+    /// A token checked before that has not expired since.
+    fn remembered(&self, token: &str, now: i64) -> Option<Verdict> {
+        let known = self.known.lock().ok()?;
+        known.tokens.get(token).filter(|verdict| verdict.expires_at() > now).cloned()
+    }
+
+    fn announced_ended(&self, session_id: &str, now: i64) -> Option<i64> {
+        let known = self.known.lock().ok()?;
+        known.ended.get(session_id).copied().filter(|until| *until > now)
+    }
+
+    /// Remembers a verdict, unless the session was announced as ended while
+    /// it was being reached: then that is what is remembered and returned.
+    fn remember(&self, token: Arc<str>, session_id: &str, verdict: Verdict, now: i64) -> Verdict {
+        let Ok(mut known) = self.known.lock() else { return verdict };
+        let verdict = match verdict {
+            Verdict::Live(caller) if known.ended.get(session_id).is_some_and(|until| *until > now) => {
+                Verdict::Ended { expires_at: caller.expires_at }
+            }
+            other => other,
+        };
+        if known.tokens.len() >= VERIFIED_CAPACITY {
+            known.tokens.clear();
+        }
+        known.tokens.insert(token, verdict.clone());
+        verdict
+    }
+
+    /// Asks the auth service whether the token's session is live. Fails
+    /// closed: a node that cannot ask refuses the token (UNAVAILABLE).
+    async fn session_is_live(&self, token: &str) -> Result<bool, Status> {
+        let asked = retry_idempotent(|| {
+            let mut auth = self.auth.clone();
+            let request = CheckSessionRequest { access_token: token.to_string() };
+            async move { auth.check_session(request).await }
+        })
+        .await;
+        match asked {
+            Ok(_) => Ok(true),
+            Err(status) if status.code() == Code::Unauthenticated => Ok(false),
+            Err(status) => Err(Status::unavailable(format!("cannot check the session: {}", status.message()))),
+        }
     }
 
     async fn refetch(&self, kid: &str) -> Result<VerifyingKey, Status> {
@@ -170,10 +311,19 @@ impl TokenVerifier {
         let found = fresh.get(kid).copied();
         *self.keys.write().await = fresh;
         // Keys may have been withdrawn: verify every token again.
-        if let Ok(mut verified) = self.verified.lock() {
-            verified.clear();
+        if let Ok(mut known) = self.known.lock() {
+            known.tokens.clear();
         }
         found.ok_or_else(|| reject(TokenError::UnknownKey(kid.into())))
+    }
+}
+
+impl Verdict {
+    fn expires_at(&self) -> i64 {
+        match self {
+            Verdict::Live(caller) => caller.expires_at,
+            Verdict::Ended { expires_at } => *expires_at,
+        }
     }
 }
 
@@ -202,15 +352,17 @@ pub fn bearer(value: Option<&str>) -> Result<&str, Status> {
     }
 }
 
-/// The tower layer that authenticates every non-public RPC.
+/// The tower layer that authenticates every non-public RPC, and runs each
+/// request in its `RequestContext` (echoing the request id in the answer).
 #[derive(Clone)]
 pub struct AuthLayer {
     verifier: Arc<TokenVerifier>,
+    trust_forwarded_for: bool,
 }
 
 impl AuthLayer {
-    pub fn new(verifier: Arc<TokenVerifier>) -> Self {
-        Self { verifier }
+    pub fn new(verifier: Arc<TokenVerifier>, trust_forwarded_for: bool) -> Self {
+        Self { verifier, trust_forwarded_for }
     }
 }
 
@@ -218,7 +370,7 @@ impl<S> tower::Layer<S> for AuthLayer {
     type Service = Authenticate<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Authenticate { inner, verifier: self.verifier.clone() }
+        Authenticate { inner, verifier: self.verifier.clone(), trust_forwarded_for: self.trust_forwarded_for }
     }
 }
 
@@ -226,6 +378,7 @@ impl<S> tower::Layer<S> for AuthLayer {
 pub struct Authenticate<S> {
     inner: S,
     verifier: Arc<TokenVerifier>,
+    trust_forwarded_for: bool,
 }
 
 type HttpRequest = http::Request<tonic::body::Body>;
@@ -248,24 +401,33 @@ where
         // Take the service that was polled ready and leave a fresh clone behind.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
+        let context = RequestContext::of(&request, self.trust_forwarded_for);
+        let request_id = http::HeaderValue::from_str(&context.request_id).ok();
         let path = request.uri().path();
-        if PUBLIC_PATHS.contains(&path) || PUBLIC_PREFIXES.iter().any(|p| path.starts_with(p)) {
-            return Box::pin(inner.call(request));
-        }
+        let public = PUBLIC_PATHS.contains(&path) || PUBLIC_PREFIXES.iter().any(|p| path.starts_with(p));
         let verifier = self.verifier.clone();
-        Box::pin(async move {
-            let header = request.headers().get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-            let verified = match bearer(header) {
-                Ok(token) => verifier.verify(token).await,
-                Err(status) => Err(status),
-            };
-            match verified {
-                Ok(caller) => {
-                    request.extensions_mut().insert(caller);
-                    inner.call(request).await
+        let handled = async move {
+            if !public {
+                let header = request.headers().get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+                let verified = match bearer(header) {
+                    Ok(token) => verifier.verify(token).await,
+                    Err(status) => Err(status),
+                };
+                match verified {
+                    Ok(caller) => {
+                        request.extensions_mut().insert(caller);
+                    }
+                    Err(status) => return Ok(status.into_http()),
                 }
-                Err(status) => Ok(status.into_http()),
             }
+            inner.call(request).await
+        };
+        Box::pin(async move {
+            let mut response = context.scope(handled).await?;
+            if let Some(id) = request_id {
+                response.headers_mut().insert(REQUEST_ID_HEADER, id);
+            }
+            Ok(response)
         })
     }
 }
@@ -285,19 +447,43 @@ mod tests {
         }
     }
 
+    fn verifier() -> TokenVerifier {
+        TokenVerifier::new("colink".into(), tonic::transport::Endpoint::from_static("http://[::1]:1").connect_lazy())
+    }
+
+    fn live_user(verdict: Option<Verdict>) -> Option<String> {
+        match verdict {
+            Some(Verdict::Live(caller)) => Some(caller.user_id),
+            _ => None,
+        }
+    }
+
     #[tokio::test]
     async fn remembered_tokens_stop_counting_when_they_expire() {
-        let verifier = TokenVerifier::new(
-            "colink".into(),
-            tonic::transport::Endpoint::from_static("http://[::1]:1").connect_lazy(),
-        );
+        let verifier = verifier();
         let now = 1_000;
-        if let Ok(mut verified) = verifier.verified.lock() {
-            verified.insert(Arc::from("live"), caller("live", now + 60));
-            verified.insert(Arc::from("stale"), caller("stale", now));
+        for (token, expires_at) in [("live", now + 60), ("stale", now)] {
+            verifier.remember(Arc::from(token), "s", Verdict::Live(caller(token, expires_at)), now);
         }
-        assert_eq!(verifier.remembered("live", now).map(|c| c.user_id), Some("u".to_string()));
+        assert_eq!(live_user(verifier.remembered("live", now)), Some("u".to_string()));
         assert!(verifier.remembered("stale", now).is_none());
         assert!(verifier.remembered("unknown", now).is_none());
+    }
+
+    #[tokio::test]
+    async fn an_ended_session_is_forgotten_and_never_remembered_again() {
+        let verifier = verifier();
+        let now = crate::ids::now_micros() / 1_000_000;
+        let mut streams = verifier.ended_sessions();
+        verifier.remember(Arc::from("t1"), "s", Verdict::Live(caller("t1", now + 60)), now);
+        verifier.sessions_ended(&Bytes::from_static(b"other\ns"));
+        assert!(verifier.remembered("t1", now).is_none(), "forgotten");
+        assert_eq!(streams.recv().await.unwrap().as_ref(), "other");
+        assert_eq!(streams.recv().await.unwrap().as_ref(), "s", "streams are told");
+        // An answer that left the auth service before the session ended
+        // arrives late: the announcement wins.
+        let late = verifier.remember(Arc::from("t2"), "s", Verdict::Live(caller("t2", now + 60)), now);
+        assert!(matches!(late, Verdict::Ended { .. }));
+        assert!(matches!(verifier.remembered("t2", now), Some(Verdict::Ended { .. })));
     }
 }

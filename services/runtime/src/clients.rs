@@ -75,12 +75,14 @@ pub fn on_behalf_of<T>(caller: &Caller, message: T) -> tonic::Request<T> {
     with_token(&caller.token, message)
 }
 
-/// A request carrying a bearer token.
+/// A request carrying a bearer token, and the id and client address of the
+/// request being handled, if any.
 pub fn with_token<T>(token: &str, message: T) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
     if let Ok(value) = format!("Bearer {token}").parse() {
         request.metadata_mut().insert("authorization", value);
     }
+    crate::request_context::forward(&mut request);
     request
 }
 

@@ -119,9 +119,13 @@ pub struct AuthConfig {
     pub argon2_iterations: u32,
     pub argon2_parallelism: u32,
     /// Behind a proxy that appends the client's address to
-    /// `X-Forwarded-For` (Envoy with `use_remote_address`), throttle logins
-    /// by that address instead of the proxy's. Never set it on a node that
-    /// clients reach directly: they could claim any address.
+    /// `X-Forwarded-For` (Envoy with `use_remote_address`), take that
+    /// address as the client's (for login and registration limits, domain
+    /// events and the audit log) instead of the proxy's. Never set it on a
+    /// node that clients reach directly: they could claim any address.
+    /// The header is always believed from this host itself (the node's own
+    /// calls between services, a proxy beside it), so on a multi-node
+    /// deployment set it on every node behind the proxy.
     pub trust_forwarded_for: bool,
     /// Accounts one client address may register per hour; 0 turns the
     /// limit off.

@@ -164,11 +164,14 @@ impl EventLog for InProcessEventLog {
 
 /// Builds an event envelope.
 pub fn event(kind: &str, actor_id: &str, payload: colink_proto::events::v1::event::Payload) -> Event {
+    let context = crate::request_context::RequestContext::current().unwrap_or_default();
     Event {
         event_id: crate::ids::new_id(),
         r#type: kind.to_string(),
         occur_time: Some(crate::ids::timestamp(now_micros())),
         actor_id: actor_id.to_string(),
+        request_id: context.request_id.to_string(),
+        client_ip: context.client_ip.to_string(),
         payload: Some(payload),
     }
 }

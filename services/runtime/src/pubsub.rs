@@ -26,6 +26,11 @@ pub fn user_topic(user_id: &str) -> String {
 /// unblocked someone: a `Frame::Event` with each of the two user ids.
 pub const BLOCKS_TOPIC: &str = "users.blocks";
 
+/// Topic on which the auth service announces ended sessions (signed out,
+/// revoked, ended by a password change or a deactivation): a
+/// `Frame::Event` of session ids, one per line.
+pub const SESSIONS_ENDED_TOPIC: &str = "auth.sessions_ended";
+
 /// What travels on a channel or user topic: a one-byte tag, then the
 /// encoded protobuf. Sequenced conversation events and ephemeral typing
 /// notices share a topic, so a node needs one subscription per channel.

@@ -16,10 +16,10 @@ use colink_runtime::events::{self, EventError, EventHandler, Outbox, USER_EVENTS
 use colink_runtime::ids::{check_text, encode_page_token, now_micros, parse_id, parse_id_list, timestamp};
 use colink_runtime::pubsub::{BLOCKS_TOPIC, Frame, PubSub, user_topic};
 use colink_runtime::{Caller, Error, Result, Role, caller};
-use sea_orm::sea_query::{ExprTrait, OnConflict};
+use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder, QuerySelect, Set,
-    TransactionTrait,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder, QuerySelect,
+    Set, TransactionTrait,
 };
 use tonic::{Request, Response, Status};
 
@@ -52,7 +52,7 @@ impl UsersService {
 
     /// The consumer of `user.events` that creates profiles.
     pub fn profile_creator(&self) -> Arc<dyn EventHandler> {
-        Arc::new(ProfileCreator { db: self.db.clone() })
+        Arc::new(ProfileRecorder { db: self.db.clone() })
     }
 
     async fn profile(&self, user_id: &str) -> Result<profile::Model> {
@@ -431,38 +431,57 @@ fn to_settings(s: &settings::Model) -> pb::Settings {
     }
 }
 
-/// Creates a profile for every new account, once per event.
-struct ProfileCreator {
+/// Creates a profile for every new account, and marks it deactivated or
+/// active again as an admin decides; once per event.
+struct ProfileRecorder {
     db: Db,
 }
 
 #[async_trait::async_trait]
-impl EventHandler for ProfileCreator {
+impl EventHandler for ProfileRecorder {
     async fn handle(&self, event: &Event) -> std::result::Result<(), EventError> {
-        let Some(Payload::UserCreated(created)) = &event.payload else { return Ok(()) };
         let apply = async {
             let txn = self.db.writer.begin().await?;
             if mark_processed(&txn, &event.event_id).await? {
-                let now = now_micros();
-                let row = profile::ActiveModel {
-                    user_id: Set(created.user_id.clone()),
-                    username: Set(created.username.clone()),
-                    display_name: Set(created.display_name.clone()),
-                    avatar_url: Set(String::new()),
-                    bio: Set(String::new()),
-                    status_text: Set(String::new()),
-                    status_emoji: Set(String::new()),
-                    time_zone: Set(String::new()),
-                    deactivated: Set(false),
-                    created_at: Set(now),
-                    updated_at: Set(now),
-                };
-                profile::Entity::insert(row).on_conflict_do_nothing_on([profile::Column::UserId]).exec(&txn).await?;
+                match &event.payload {
+                    Some(Payload::UserCreated(created)) => create_profile(&txn, created).await?,
+                    Some(Payload::UserStatusChanged(status)) => {
+                        profile::Entity::update_many()
+                            .col_expr(profile::Column::Deactivated, Expr::value(status.deactivated))
+                            .col_expr(profile::Column::UpdatedAt, Expr::value(now_micros()))
+                            .filter(profile::Column::UserId.eq(&status.user_id))
+                            .exec(&txn)
+                            .await?;
+                    }
+                    _ => {}
+                }
             }
             txn.commit().await
         };
         apply.await.map_err(|e: sea_orm::DbErr| EventError::Consumer(e.to_string()))
     }
+}
+
+async fn create_profile<C: ConnectionTrait>(
+    conn: &C,
+    created: &UserCreated,
+) -> std::result::Result<(), sea_orm::DbErr> {
+    let now = now_micros();
+    let row = profile::ActiveModel {
+        user_id: Set(created.user_id.clone()),
+        username: Set(created.username.clone()),
+        display_name: Set(created.display_name.clone()),
+        avatar_url: Set(String::new()),
+        bio: Set(String::new()),
+        status_text: Set(String::new()),
+        status_emoji: Set(String::new()),
+        time_zone: Set(String::new()),
+        deactivated: Set(false),
+        created_at: Set(now),
+        updated_at: Set(now),
+    };
+    profile::Entity::insert(row).on_conflict_do_nothing_on([profile::Column::UserId]).exec(conn).await?;
+    Ok(())
 }
 
 #[tonic::async_trait]

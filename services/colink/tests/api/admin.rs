@@ -3,13 +3,14 @@
 use std::time::Duration;
 
 use colink_proto::admin::v1::{
-    AuditLog, GetAuditLogRequest, ListAuditLogsRequest, ModerateMessageRequest, ModerationAction, SetUserRoleRequest,
-    UserRole,
+    AuditLog, DeactivateUserRequest, GetAuditLogRequest, ListAuditLogsRequest, ModerateMessageRequest,
+    ModerationAction, ReactivateUserRequest, SetUserRoleRequest, UserRole,
 };
-use colink_proto::auth::v1::RefreshRequest;
+use colink_proto::auth::v1::{LoginRequest, RefreshRequest, login_response};
 use colink_proto::channels::v1::{ChannelKind, CreateChannelRequest, JoinChannelRequest};
 use colink_proto::messaging::v1::{DeleteMessageRequest, EditMessageRequest, GetMessageRequest};
 use colink_proto::search::v1::SearchUsersRequest;
+use colink_proto::users::v1::{GetMeRequest, GetUserRequest};
 use tonic::Code;
 
 use crate::helpers::{TestApp, TestUser, assert_code, assert_invalid};
@@ -276,6 +277,192 @@ async fn admins_set_roles_on_record_and_new_tokens_carry_them() {
     assert_code(call(&root, set(&ann, UserRole::Member, "")).await, Code::PermissionDenied);
 }
 
+#[tokio::test]
+async fn deactivation_ends_sessions_and_streams_at_once_and_reactivation_lets_back_in() {
+    let app = TestApp::spawn().await;
+    let root = app.register("root").await;
+    let ann = app.register("ann").await;
+    let dan = app.register("dan").await;
+    let room = app.create_channel(&root, "team", ChannelKind::Private, &[&ann, &dan]).await;
+    let said = app.send(&dan, &room.channel_id, "before I go").await;
+    let mut dans_stream = app.subscribe(&dan, &room.channel_id, None).await;
+    let deactivate = |user: &TestUser, reason: &str, key: &str| DeactivateUserRequest {
+        user_id: user.user_id.clone(),
+        reason: reason.into(),
+        idempotency_key: key.into(),
+    };
+    let admin = app.admin();
+    let call = |caller: &TestUser, request: DeactivateUserRequest| {
+        let (mut admin, request) = (admin.clone(), caller.req(request));
+        async move { admin.deactivate_user(request).await }
+    };
+
+    // Bad input names its field; members may not; nobody deactivates
+    // themselves; nothing changes.
+    assert_invalid(call(&root, deactivate(&dan, "", "")).await, "reason");
+    assert_invalid(call(&root, deactivate(&dan, &"why".repeat(400), "")).await, "reason");
+    assert_invalid(
+        call(&root, DeactivateUserRequest { user_id: "x".into(), ..deactivate(&dan, "r", "") }).await,
+        "user_id",
+    );
+    assert_invalid(call(&root, deactivate(&dan, "r", "bad\nkey")).await, "idempotency_key");
+    assert_code(call(&ann, deactivate(&dan, "r", "")).await, Code::PermissionDenied);
+    assert_code(call(&root, deactivate(&root, "r", "")).await, Code::FailedPrecondition);
+    let nobody =
+        DeactivateUserRequest { user_id: "0190aaaa-0000-7000-8000-000000000000".into(), ..deactivate(&dan, "r", "") };
+    assert_code(call(&root, nobody).await, Code::NotFound);
+    app.users().get_me(dan.req(GetMeRequest {})).await.unwrap();
+
+    let state = call(&root, deactivate(&dan, "left the company", "off-1")).await.unwrap().into_inner().state.unwrap();
+    assert!(state.deactivated);
+    assert_eq!(
+        (state.deactivated_by_id.as_str(), state.deactivation_reason.as_str()),
+        (root.user_id.as_str(), "left the company")
+    );
+    assert!(state.deactivate_time.is_some());
+    // At once: the access token, the refresh token, the open stream and
+    // signing in all stop.
+    assert_code(app.users().get_me(dan.req(GetMeRequest {})).await, Code::Unauthenticated);
+    crate::helpers::assert_ends_unauthenticated(&mut dans_stream).await;
+    let refresh = RefreshRequest { refresh_token: dan.tokens.refresh_token.clone() };
+    assert!(app.auth().refresh(refresh).await.is_err());
+    let login =
+        || LoginRequest { login: "dan".into(), password: "correct horse battery".into(), device_name: String::new() };
+    assert_code(app.auth().login(login()).await, Code::PermissionDenied);
+    // The same key again answers the same, and writes nothing new.
+    let again = call(&root, deactivate(&dan, "left the company", "off-1")).await.unwrap().into_inner().state.unwrap();
+    assert_eq!(again, state);
+    assert_code(call(&root, deactivate(&dan, "another reason", "off-1")).await, Code::InvalidArgument);
+    // Their messages stay, and they show as deactivated.
+    let kept = GetMessageRequest { message_id: said.message_id.clone() };
+    assert_eq!(
+        app.messaging().get_message(ann.req(kept)).await.unwrap().into_inner().message.unwrap().text,
+        "before I go"
+    );
+    eventually(Duration::from_secs(10), "the profile shows the deactivation", || async {
+        let user = app.users().get_user(ann.req(GetUserRequest { user_id: dan.user_id.clone() })).await.unwrap();
+        user.into_inner().user.unwrap().deactivated.then_some(())
+    })
+    .await;
+
+    // Reactivated, dan signs in again.
+    let back = ReactivateUserRequest {
+        user_id: dan.user_id.clone(),
+        reason: "came back".into(),
+        idempotency_key: String::new(),
+    };
+    assert_invalid(
+        app.admin().reactivate_user(root.req(ReactivateUserRequest { reason: String::new(), ..back.clone() })).await,
+        "reason",
+    );
+    assert_code(app.admin().reactivate_user(ann.req(back.clone())).await, Code::PermissionDenied);
+    let state = app.admin().reactivate_user(root.req(back)).await.unwrap().into_inner().state.unwrap();
+    assert!(!state.deactivated && state.deactivation_reason.is_empty() && state.deactivate_time.is_none());
+    let signed_in = app.auth().login(login()).await.unwrap().into_inner();
+    let Some(login_response::Result::Tokens(tokens)) = signed_in.result else { panic!("tokens") };
+    let dan = TestUser { user_id: dan.user_id.clone(), tokens };
+    app.users().get_me(dan.req(GetMeRequest {})).await.unwrap();
+    // A retry of the first deactivation is answered from its key: it does
+    // not deactivate dan again.
+    call(&root, deactivate(&dan, "left the company", "off-1")).await.unwrap();
+    app.users().get_me(dan.req(GetMeRequest {})).await.unwrap();
+
+    let filter = ListAuditLogsRequest { target_id: dan.user_id.clone(), action: "user.*".into(), ..Default::default() };
+    let entries = audit_entries(&app, &root, filter, 3).await;
+    let on_record: Vec<(&str, &str)> = entries.iter().map(|e| (e.action.as_str(), e.reason.as_str())).collect();
+    assert!(on_record.contains(&("user.deactivated", "left the company")), "{on_record:?}");
+    assert!(on_record.contains(&("user.reactivated", "came back")), "{on_record:?}");
+    assert_eq!(entries.iter().filter(|e| e.action == "user.deactivated").count(), 1, "one deactivation on record");
+}
+
 fn channel_named(name: &str) -> CreateChannelRequest {
     CreateChannelRequest { name: name.into(), kind: ChannelKind::Public as i32, ..Default::default() }
+}
+
+#[tokio::test]
+async fn the_audit_chain_names_an_edited_or_removed_entry_and_exports_as_json_lines() {
+    use colink_proto::admin::v1::{ExportAuditLogsRequest, VerifyAuditChainRequest};
+    use sea_orm::ConnectionTrait;
+
+    let app = TestApp::spawn().await;
+    let root = app.register("root").await;
+    let ann = app.register("ann").await;
+    // A role change made with a request id, from an address a proxy on
+    // this host vouches for: both reach the entry, two services away.
+    let mut request = root.req(SetUserRoleRequest {
+        user_id: ann.user_id.clone(),
+        role: UserRole::Moderator as i32,
+        reason: "helps".into(),
+    });
+    request.metadata_mut().insert("x-request-id", "req-role-1".parse().unwrap());
+    request.metadata_mut().insert("x-forwarded-for", "203.0.113.5".parse().unwrap());
+    app.admin().set_user_role(request).await.unwrap();
+    let filter = ListAuditLogsRequest { action: "user.*".into(), ..Default::default() };
+    let entries = audit_entries(&app, &root, filter, 3).await;
+    let changed = entries.iter().find(|e| e.action == "user.role_changed").unwrap();
+    assert_eq!((changed.request_id.as_str(), changed.client_ip.as_str()), ("req-role-1", "203.0.113.5"));
+    let created = entries.iter().find(|e| e.action == "user.created").unwrap();
+    assert_eq!(created.client_ip, "127.0.0.1");
+    assert_eq!(created.request_id.len(), 36, "a request id made by the node");
+
+    let verify = || {
+        let (mut admin, request) = (app.admin(), root.req(VerifyAuditChainRequest {}));
+        async move { admin.verify_audit_chain(request).await.unwrap().into_inner() }
+    };
+    let report = verify().await;
+    assert!(report.intact, "{report:?}");
+    assert_eq!(report.entries_checked, 3);
+    assert_eq!((report.head_position, report.head_hash.len()), (3, 64));
+    assert_code(app.admin().verify_audit_chain(ann.req(VerifyAuditChainRequest {})).await, Code::PermissionDenied);
+
+    // The export: one JSON object a line, oldest first, linked by hashes.
+    let export = |request: ExportAuditLogsRequest| {
+        let (mut admin, request) = (app.admin(), root.req(request));
+        async move {
+            let mut stream = admin.export_audit_logs(request).await?.into_inner();
+            let mut text = Vec::new();
+            while let Some(chunk) = stream.message().await? {
+                assert_eq!(chunk.content_type, "application/x-ndjson");
+                text.extend(chunk.data);
+            }
+            Ok::<_, tonic::Status>(String::from_utf8(text).unwrap())
+        }
+    };
+    let text = export(ExportAuditLogsRequest::default()).await.unwrap();
+    let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 3);
+    assert_eq!(lines[0]["previous_hash"], "");
+    for pair in lines.windows(2) {
+        assert_eq!(pair[1]["previous_hash"], pair[0]["hash"]);
+        assert_eq!(pair[1]["chain_position"].as_i64(), pair[0]["chain_position"].as_i64().map(|p| p + 1));
+    }
+    assert_eq!(lines[2]["hash"], report.head_hash.as_str());
+    let later = prost_types::Timestamp { seconds: 4_000_000_000, nanos: 0 };
+    let none = ExportAuditLogsRequest { start_time: Some(later), end_time: None };
+    assert_eq!(export(none).await.unwrap(), "");
+    let backwards =
+        ExportAuditLogsRequest { start_time: Some(later), end_time: Some(prost_types::Timestamp::default()) };
+    assert_invalid(export(backwards).await, "end_time");
+    assert_code(
+        app.admin().export_audit_logs(ann.req(ExportAuditLogsRequest::default())).await,
+        Code::PermissionDenied,
+    );
+
+    // Someone with the database edits the second entry: the chain names it.
+    let config = app.config();
+    let db = colink_runtime::db::connect(&config.database, &config.data_dir, "admin").await.unwrap();
+    let second = lines[1]["audit_log_id"].as_str().unwrap().to_string();
+    let edit = format!("UPDATE audit_logs SET reason = 'nothing happened' WHERE audit_log_id = '{second}'");
+    db.writer.execute_unprepared(&edit).await.unwrap();
+    let report = verify().await;
+    assert!(!report.intact);
+    assert_eq!((report.first_broken_audit_log_id.as_str(), report.first_broken_position), (second.as_str(), 2));
+    assert!(report.problem.contains("changed"), "{}", report.problem);
+
+    // Removing it instead breaks the link at the same place.
+    db.writer.execute_unprepared(&format!("DELETE FROM audit_logs WHERE audit_log_id = '{second}'")).await.unwrap();
+    let report = verify().await;
+    assert_eq!((report.intact, report.first_broken_position), (false, 2));
+    assert_eq!(report.first_broken_audit_log_id, lines[2]["audit_log_id"].as_str().unwrap());
+    assert!(report.problem.contains("missing"), "{}", report.problem);
 }

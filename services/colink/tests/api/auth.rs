@@ -2,6 +2,7 @@ use colink_proto::auth::v1::{
     ChangePasswordRequest, GetJwksRequest, ListSessionsRequest, LoginRequest, LogoutRequest, RefreshRequest,
     RegisterRequest, Role, login_response,
 };
+use colink_proto::realtime::v1::SubscribeRequest;
 use colink_proto::users::v1::GetMeRequest;
 use colink_runtime::clients::with_token;
 use tonic::Code;
@@ -97,11 +98,20 @@ async fn logout_ends_the_session_and_its_refresh_token() {
     assert_eq!(sessions.len(), 2);
     assert_eq!(sessions.iter().filter(|s| s.current).count(), 1);
 
+    let other_device = with_token(&other.access_token, GetMeRequest {});
+    app.users().get_me(other_device).await.unwrap();
+    let mut stream = app.realtime().subscribe(alice.req(SubscribeRequest::default())).await.unwrap().into_inner();
+
+    app.users().get_me(alice.req(GetMeRequest {})).await.unwrap();
     let ended = app.auth().logout(alice.req(LogoutRequest { all_sessions: false })).await.unwrap().into_inner();
     assert_eq!(ended.sessions_ended, 1);
     let refresh = RefreshRequest { refresh_token: alice.tokens.refresh_token.clone() };
     assert_code(app.auth().refresh(refresh).await, Code::Unauthenticated);
+    // Its access token stops at once, not when it expires, and so do its streams.
+    assert_code(app.users().get_me(alice.req(GetMeRequest {})).await, Code::Unauthenticated);
+    crate::helpers::assert_ends_unauthenticated(&mut stream).await;
     // The other device is still signed in.
+    app.users().get_me(with_token(&other.access_token, GetMeRequest {})).await.unwrap();
     assert!(app.auth().refresh(RefreshRequest { refresh_token: other.refresh_token }).await.is_ok());
 }
 
@@ -117,7 +127,11 @@ async fn changing_the_password_ends_other_sessions() {
         current_password: "correct horse battery".into(),
         new_password: "a new password".into(),
     };
+    app.users().get_me(with_token(&other.access_token, GetMeRequest {})).await.unwrap();
     app.auth().change_password(alice.req(change)).await.unwrap();
+    let other_device = with_token(&other.access_token, GetMeRequest {});
+    assert_code(app.users().get_me(other_device).await, Code::Unauthenticated);
+    app.users().get_me(alice.req(GetMeRequest {})).await.unwrap();
     assert_code(app.auth().login(login("alice", "correct horse battery")).await, Code::Unauthenticated);
     assert!(app.auth().login(login("alice", "a new password")).await.is_ok());
     assert_code(app.auth().refresh(RefreshRequest { refresh_token: other.refresh_token }).await, Code::Unauthenticated);

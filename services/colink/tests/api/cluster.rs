@@ -93,3 +93,52 @@ async fn total_unread(stream: &mut impl crate::helpers::FrameSource) -> i64 {
         }
     }
 }
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL and Redis: set COLINK_TEST_POSTGRES and COLINK_TEST_REDIS (the full suite does)"]
+async fn a_session_ended_on_one_node_stops_on_the_other_within_a_second() {
+    use colink_proto::auth::v1::LogoutRequest;
+    use colink_proto::users::v1::GetMeRequest;
+    use tonic::Code;
+
+    let (a, b) = two_nodes().await;
+    let alice = a.register("alice").await;
+    let room = a.create_channel(&alice, "mine", ChannelKind::Private, &[]).await;
+    // Node B has checked the token and remembers it; Alice streams there.
+    b.users().get_me(alice.req(GetMeRequest {})).await.unwrap();
+    let mut on_b = b.subscribe(&alice, &room.channel_id, None).await;
+
+    a.auth().logout(alice.req(LogoutRequest { all_sessions: false })).await.unwrap();
+    let started = std::time::Instant::now();
+    crate::helpers::assert_ends_unauthenticated(&mut on_b).await;
+    loop {
+        match b.users().get_me(alice.req(GetMeRequest {})).await {
+            Err(status) if status.code() == Code::Unauthenticated => break,
+            _ if started.elapsed() > std::time::Duration::from_secs(1) => panic!("node b still takes the token"),
+            _ => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
+        }
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL and Redis: set COLINK_TEST_POSTGRES and COLINK_TEST_REDIS (the full suite does)"]
+async fn audit_entries_recorded_on_two_nodes_at_once_form_one_intact_chain() {
+    use colink_proto::admin::v1::{ListAuditLogsRequest, VerifyAuditChainRequest};
+
+    let (a, b) = two_nodes().await;
+    let root = a.register("root").await;
+    // Both nodes consume events and append entries at the same time.
+    async fn make(app: &TestApp, root: &crate::helpers::TestUser, prefix: &str) {
+        for i in 0..8 {
+            let user = app.register(&format!("{prefix}{i}")).await;
+            app.create_channel(root, &format!("{prefix}-room-{i}"), ChannelKind::Private, &[&user]).await;
+        }
+    }
+    tokio::join!(make(&a, &root, "ann"), make(&b, &root, "bob"));
+    // At least 17 accounts and 16 channels, with their memberships.
+    crate::admin::audit_entries(&a, &root, ListAuditLogsRequest::default(), 33).await;
+    let report = b.admin().verify_audit_chain(root.req(VerifyAuditChainRequest {})).await.unwrap().into_inner();
+    assert!(report.intact, "{report:?}");
+    assert!(report.entries_checked >= 33, "{report:?}");
+    assert_eq!(report.head_position, report.entries_checked);
+}

@@ -291,6 +291,23 @@ pub async fn events(stream: &mut impl FrameSource, n: usize) -> Vec<ChannelEvent
     out
 }
 
+/// Asserts the stream ends with UNAUTHENTICATED within a second, skipping
+/// frames sent before.
+pub async fn assert_ends_unauthenticated(stream: &mut Streaming<SubscribeResponse>) {
+    let ended = tokio::time::timeout(Duration::from_secs(1), async {
+        loop {
+            match stream.message().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => panic!("the stream ended without an error"),
+                Err(status) => return status,
+            }
+        }
+    })
+    .await
+    .expect("the stream ends within a second");
+    assert_eq!(ended.code(), Code::Unauthenticated, "{ended:?}");
+}
+
 /// Asserts no conversation event arrives for a short while.
 pub async fn assert_quiet(stream: &mut impl FrameSource) {
     let waited = tokio::time::timeout(Duration::from_millis(300), async {

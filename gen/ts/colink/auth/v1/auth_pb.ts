@@ -25,7 +25,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file colink/auth/v1/auth.proto.
  */
 export const file_colink_auth_v1_auth: GenFile = /*@__PURE__*/
-  fileDesc("Chljb2xpbmsvYXV0aC92MS9hdXRoLnByb3RvEg5jb2xpbmsuYXV0aC52MSLHAQoJVG9rZW5QYWlyEhQKDGFjY2Vzc190b2tlbhgBIAEoCRI7ChdhY2Nlc3NfdG9rZW5fZXhwaXJlc19hdBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFQoNcmVmcmVzaF90b2tlbhgDIAEoCRI8ChhyZWZyZXNoX3Rva2VuX2V4cGlyZXNfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCnRva2VuX3R5cGUYBSABKAkiXAoVU2V0QWNjb3VudFJvbGVSZXF1ZXN0Eg8KB3VzZXJfaWQYASABKAkSIgoEcm9sZRgCIAEoDjIULmNvbGluay5hdXRoLnYxLlJvbGUSDgoGcmVhc29uGAMgASgJIkIKFlNldEFjY291bnRSb2xlUmVzcG9uc2USKAoHYWNjb3VudBgBIAEoCzIXLmNvbGluay5hdXRoLnYxLkFjY291bnQixwEKB0FjY291bnQSDwoHdXNlcl9pZBgBIAEoCRIQCgh1c2VybmFtZRgCIAEoCRINCgVlbWFpbBgDIAEoCRIiCgRyb2xlGAQgASgOMhQuY29saW5rLmF1dGgudjEuUm9sZRIWCg5lbWFpbF92ZXJpZmllZBgFIAEoCBIdChVzZWNvbmRfZmFjdG9yX2VuYWJsZWQYBiABKAgSLwoLY3JlYXRlX3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIloKD1JlZ2lzdGVyUmVxdWVzdBIQCgh1c2VybmFtZRgBIAEoCRINCgVlbWFpbBgCIAEoCRIQCghwYXNzd29yZBgDIAEoCRIUCgxkaXNwbGF5X25hbWUYBCABKAkiZwoQUmVnaXN0ZXJSZXNwb25zZRIoCgdhY2NvdW50GAEgASgLMhcuY29saW5rLmF1dGgudjEuQWNjb3VudBIpCgZ0b2tlbnMYAiABKAsyGS5jb2xpbmsuYXV0aC52MS5Ub2tlblBhaXIiRAoMTG9naW5SZXF1ZXN0Eg0KBWxvZ2luGAEgASgJEhAKCHBhc3N3b3JkGAIgASgJEhMKC2RldmljZV9uYW1lGAMgASgJIrIBChVTZWNvbmRGYWN0b3JDaGFsbGVuZ2USFAoMY2hhbGxlbmdlX2lkGAEgASgJEjMKB21ldGhvZHMYAiADKA4yIi5jb2xpbmsuYXV0aC52MS5TZWNvbmRGYWN0b3JNZXRob2QSHQoVd2ViYXV0aG5fb3B0aW9uc19qc29uGAMgASgJEi8KC2V4cGlyZV90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKsAQoNTG9naW5SZXNwb25zZRIrCgZ0b2tlbnMYASABKAsyGS5jb2xpbmsuYXV0aC52MS5Ub2tlblBhaXJIABI6CgljaGFsbGVuZ2UYAiABKAsyJS5jb2xpbmsuYXV0aC52MS5TZWNvbmRGYWN0b3JDaGFsbGVuZ2VIABIoCgdhY2NvdW50GAMgASgLMhcuY29saW5rLmF1dGgudjEuQWNjb3VudEIICgZyZXN1bHQilAEKGVZlcmlmeVNlY29uZEZhY3RvclJlcXVlc3QSFAoMY2hhbGxlbmdlX2lkGAEgASgJEjIKBm1ldGhvZBgCIAEoDjIiLmNvbGluay5hdXRoLnYxLlNlY29uZEZhY3Rvck1ldGhvZBIMCgRjb2RlGAMgASgJEh8KF3dlYmF1dGhuX2Fzc2VydGlvbl9qc29uGAQgASgJInEKGlZlcmlmeVNlY29uZEZhY3RvclJlc3BvbnNlEikKBnRva2VucxgBIAEoCzIZLmNvbGluay5hdXRoLnYxLlRva2VuUGFpchIoCgdhY2NvdW50GAIgASgLMhcuY29saW5rLmF1dGgudjEuQWNjb3VudCInCg5SZWZyZXNoUmVxdWVzdBIVCg1yZWZyZXNoX3Rva2VuGAEgASgJIjwKD1JlZnJlc2hSZXNwb25zZRIpCgZ0b2tlbnMYASABKAsyGS5jb2xpbmsuYXV0aC52MS5Ub2tlblBhaXIiJQoNTG9nb3V0UmVxdWVzdBIUCgxhbGxfc2Vzc2lvbnMYASABKAgiKAoOTG9nb3V0UmVzcG9uc2USFgoOc2Vzc2lvbnNfZW5kZWQYASABKAUiEAoOR2V0Sndrc1JlcXVlc3QiUQoDSndrEgsKA2t0eRgBIAEoCRILCgNjcnYYAiABKAkSCQoBeBgDIAEoCRILCgNraWQYBCABKAkSCwoDYWxnGAUgASgJEgsKA3VzZRgGIAEoCSI0Cg9HZXRKd2tzUmVzcG9uc2USIQoEa2V5cxgBIAMoCzITLmNvbGluay5hdXRoLnYxLkp3ayJHChVDaGFuZ2VQYXNzd29yZFJlcXVlc3QSGAoQY3VycmVudF9wYXNzd29yZBgBIAEoCRIUCgxuZXdfcGFzc3dvcmQYAiABKAkiGAoWQ2hhbmdlUGFzc3dvcmRSZXNwb25zZSIVChNMaXN0U2Vzc2lvbnNSZXF1ZXN0IqgBCgdTZXNzaW9uEhIKCnNlc3Npb25faWQYASABKAkSEwoLZGV2aWNlX25hbWUYAiABKAkSLwoLY3JlYXRlX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjIKDmxhc3RfdXNlZF90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIPCgdjdXJyZW50GAUgASgIIkEKFExpc3RTZXNzaW9uc1Jlc3BvbnNlEikKCHNlc3Npb25zGAEgAygLMhcuY29saW5rLmF1dGgudjEuU2Vzc2lvbiIqChRSZXZva2VTZXNzaW9uUmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgJIhcKFVJldm9rZVNlc3Npb25SZXNwb25zZSITChFFbnJvbGxUb3RwUmVxdWVzdCI5ChJFbnJvbGxUb3RwUmVzcG9uc2USDgoGc2VjcmV0GAEgASgJEhMKC290cGF1dGhfdXJpGAIgASgJIiIKEkNvbmZpcm1Ub3RwUmVxdWVzdBIMCgRjb2RlGAEgASgJIi0KE0NvbmZpcm1Ub3RwUmVzcG9uc2USFgoOcmVjb3ZlcnlfY29kZXMYASADKAkiIgoSRGlzYWJsZVRvdHBSZXF1ZXN0EgwKBGNvZGUYASABKAkiFQoTRGlzYWJsZVRvdHBSZXNwb25zZSI+CiBCZWdpbldlYkF1dGhuUmVnaXN0cmF0aW9uUmVxdWVzdBIaChJhdXRoZW50aWNhdG9yX25hbWUYASABKAkiWwohQmVnaW5XZWJBdXRoblJlZ2lzdHJhdGlvblJlc3BvbnNlEhcKD3JlZ2lzdHJhdGlvbl9pZBgBIAEoCRIdChVjcmVhdGlvbl9vcHRpb25zX2pzb24YAiABKAkiVQohRmluaXNoV2ViQXV0aG5SZWdpc3RyYXRpb25SZXF1ZXN0EhcKD3JlZ2lzdHJhdGlvbl9pZBgBIAEoCRIXCg9jcmVkZW50aWFsX2pzb24YAiABKAkiOwoiRmluaXNoV2ViQXV0aG5SZWdpc3RyYXRpb25SZXNwb25zZRIVCg1jcmVkZW50aWFsX2lkGAEgASgJIiwKG1JlcXVlc3RQYXNzd29yZFJlc2V0UmVxdWVzdBINCgVlbWFpbBgBIAEoCSIeChxSZXF1ZXN0UGFzc3dvcmRSZXNldFJlc3BvbnNlIkkKFFJlc2V0UGFzc3dvcmRSZXF1ZXN0Eg0KBWVtYWlsGAEgASgJEgwKBGNvZGUYAiABKAkSFAoMbmV3X3Bhc3N3b3JkGAMgASgJIhcKFVJlc2V0UGFzc3dvcmRSZXNwb25zZSIiChJWZXJpZnlFbWFpbFJlcXVlc3QSDAoEY29kZRgBIAEoCSIVChNWZXJpZnlFbWFpbFJlc3BvbnNlKmEKBFJvbGUSFAoQUk9MRV9VTlNQRUNJRklFRBAAEg4KClJPTEVfQURNSU4QARISCg5ST0xFX01PREVSQVRPUhACEg8KC1JPTEVfTUVNQkVSEAMSDgoKUk9MRV9HVUVTVBAEKnwKElNlY29uZEZhY3Rvck1ldGhvZBIkCiBTRUNPTkRfRkFDVE9SX01FVEhPRF9VTlNQRUNJRklFRBAAEh0KGVNFQ09ORF9GQUNUT1JfTUVUSE9EX1RPVFAQARIhCh1TRUNPTkRfRkFDVE9SX01FVEhPRF9XRUJBVVRIThACMtASCgtBdXRoU2VydmljZRJrCghSZWdpc3RlchIfLmNvbGluay5hdXRoLnYxLlJlZ2lzdGVyUmVxdWVzdBogLmNvbGluay5hdXRoLnYxLlJlZ2lzdGVyUmVzcG9uc2UiHILT5JMCFjoBKiIRL3YxL2F1dGgvcmVnaXN0ZXIScQoFTG9naW4SHC5jb2xpbmsuYXV0aC52MS5Mb2dpblJlcXVlc3QaHS5jb2xpbmsuYXV0aC52MS5Mb2dpblJlc3BvbnNlIiuC0+STAiU6ASpaEDoBKiILL2F1dGgvbG9naW4iDi92MS9hdXRoL2xvZ2luEqYBChJWZXJpZnlTZWNvbmRGYWN0b3ISKS5jb2xpbmsuYXV0aC52MS5WZXJpZnlTZWNvbmRGYWN0b3JSZXF1ZXN0GiouY29saW5rLmF1dGgudjEuVmVyaWZ5U2Vjb25kRmFjdG9yUmVzcG9uc2UiOYLT5JMCMzoBKloXOgEqIhIvYXV0aC9sb2dpbi92ZXJpZnkiFS92MS9hdXRoL2xvZ2luL3ZlcmlmeRJ7CgdSZWZyZXNoEh4uY29saW5rLmF1dGgudjEuUmVmcmVzaFJlcXVlc3QaHy5jb2xpbmsuYXV0aC52MS5SZWZyZXNoUmVzcG9uc2UiL4LT5JMCKToBKloSOgEqIg0vYXV0aC9yZWZyZXNoIhAvdjEvYXV0aC9yZWZyZXNoEnYKBkxvZ291dBIdLmNvbGluay5hdXRoLnYxLkxvZ291dFJlcXVlc3QaHi5jb2xpbmsuYXV0aC52MS5Mb2dvdXRSZXNwb25zZSItgtPkkwInOgEqWhE6ASoiDC9hdXRoL2xvZ291dCIPL3YxL2F1dGgvbG9nb3V0EnsKB0dldEp3a3MSHi5jb2xpbmsuYXV0aC52MS5HZXRKd2tzUmVxdWVzdBofLmNvbGluay5hdXRoLnYxLkdldEp3a3NSZXNwb25zZSIvgtPkkwIpWhgSFi8ud2VsbC1rbm93bi9qd2tzLmpzb24SDS92MS9hdXRoL2p3a3MSXwoOU2V0QWNjb3VudFJvbGUSJS5jb2xpbmsuYXV0aC52MS5TZXRBY2NvdW50Um9sZVJlcXVlc3QaJi5jb2xpbmsuYXV0aC52MS5TZXRBY2NvdW50Um9sZVJlc3BvbnNlEn0KDkNoYW5nZVBhc3N3b3JkEiUuY29saW5rLmF1dGgudjEuQ2hhbmdlUGFzc3dvcmRSZXF1ZXN0GiYuY29saW5rLmF1dGgudjEuQ2hhbmdlUGFzc3dvcmRSZXNwb25zZSIcgtPkkwIWOgEqIhEvdjEvYXV0aC9wYXNzd29yZBJ0CgxMaXN0U2Vzc2lvbnMSIy5jb2xpbmsuYXV0aC52MS5MaXN0U2Vzc2lvbnNSZXF1ZXN0GiQuY29saW5rLmF1dGgudjEuTGlzdFNlc3Npb25zUmVzcG9uc2UiGYLT5JMCExIRL3YxL2F1dGgvc2Vzc2lvbnMShAEKDVJldm9rZVNlc3Npb24SJC5jb2xpbmsuYXV0aC52MS5SZXZva2VTZXNzaW9uUmVxdWVzdBolLmNvbGluay5hdXRoLnYxLlJldm9rZVNlc3Npb25SZXNwb25zZSImgtPkkwIgKh4vdjEvYXV0aC9zZXNzaW9ucy97c2Vzc2lvbl9pZH0SdAoKRW5yb2xsVG90cBIhLmNvbGluay5hdXRoLnYxLkVucm9sbFRvdHBSZXF1ZXN0GiIuY29saW5rLmF1dGgudjEuRW5yb2xsVG90cFJlc3BvbnNlIh+C0+STAhk6ASoiFC92MS9hdXRoL3RvdHAvZW5yb2xsEngKC0NvbmZpcm1Ub3RwEiIuY29saW5rLmF1dGgudjEuQ29uZmlybVRvdHBSZXF1ZXN0GiMuY29saW5rLmF1dGgudjEuQ29uZmlybVRvdHBSZXNwb25zZSIggtPkkwIaOgEqIhUvdjEvYXV0aC90b3RwL2NvbmZpcm0SeAoLRGlzYWJsZVRvdHASIi5jb2xpbmsuYXV0aC52MS5EaXNhYmxlVG90cFJlcXVlc3QaIy5jb2xpbmsuYXV0aC52MS5EaXNhYmxlVG90cFJlc3BvbnNlIiCC0+STAho6ASoiFS92MS9hdXRoL3RvdHAvZGlzYWJsZRKtAQoZQmVnaW5XZWJBdXRoblJlZ2lzdHJhdGlvbhIwLmNvbGluay5hdXRoLnYxLkJlZ2luV2ViQXV0aG5SZWdpc3RyYXRpb25SZXF1ZXN0GjEuY29saW5rLmF1dGgudjEuQmVnaW5XZWJBdXRoblJlZ2lzdHJhdGlvblJlc3BvbnNlIiuC0+STAiU6ASoiIC92MS9hdXRoL3dlYmF1dGhuL3JlZ2lzdGVyL2JlZ2luErEBChpGaW5pc2hXZWJBdXRoblJlZ2lzdHJhdGlvbhIxLmNvbGluay5hdXRoLnYxLkZpbmlzaFdlYkF1dGhuUmVnaXN0cmF0aW9uUmVxdWVzdBoyLmNvbGluay5hdXRoLnYxLkZpbmlzaFdlYkF1dGhuUmVnaXN0cmF0aW9uUmVzcG9uc2UiLILT5JMCJjoBKiIhL3YxL2F1dGgvd2ViYXV0aG4vcmVnaXN0ZXIvZmluaXNoEp0BChRSZXF1ZXN0UGFzc3dvcmRSZXNldBIrLmNvbGluay5hdXRoLnYxLlJlcXVlc3RQYXNzd29yZFJlc2V0UmVxdWVzdBosLmNvbGluay5hdXRoLnYxLlJlcXVlc3RQYXNzd29yZFJlc2V0UmVzcG9uc2UiKoLT5JMCJDoBKiIfL3YxL2F1dGgvcGFzc3dvcmQvcmVzZXQtcmVxdWVzdBKAAQoNUmVzZXRQYXNzd29yZBIkLmNvbGluay5hdXRoLnYxLlJlc2V0UGFzc3dvcmRSZXF1ZXN0GiUuY29saW5rLmF1dGgudjEuUmVzZXRQYXNzd29yZFJlc3BvbnNlIiKC0+STAhw6ASoiFy92MS9hdXRoL3Bhc3N3b3JkL3Jlc2V0EngKC1ZlcmlmeUVtYWlsEiIuY29saW5rLmF1dGgudjEuVmVyaWZ5RW1haWxSZXF1ZXN0GiMuY29saW5rLmF1dGgudjEuVmVyaWZ5RW1haWxSZXNwb25zZSIggtPkkwIaOgEqIhUvdjEvYXV0aC92ZXJpZnktZW1haWxiBnByb3RvMw", [file_google_api_annotations, file_google_protobuf_timestamp]);
+  fileDesc("Chljb2xpbmsvYXV0aC92MS9hdXRoLnByb3RvEg5jb2xpbmsuYXV0aC52MSLHAQoJVG9rZW5QYWlyEhQKDGFjY2Vzc190b2tlbhgBIAEoCRI7ChdhY2Nlc3NfdG9rZW5fZXhwaXJlc19hdBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFQoNcmVmcmVzaF90b2tlbhgDIAEoCRI8ChhyZWZyZXNoX3Rva2VuX2V4cGlyZXNfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCnRva2VuX3R5cGUYBSABKAkiXAoVU2V0QWNjb3VudFJvbGVSZXF1ZXN0Eg8KB3VzZXJfaWQYASABKAkSIgoEcm9sZRgCIAEoDjIULmNvbGluay5hdXRoLnYxLlJvbGUSDgoGcmVhc29uGAMgASgJIkIKFlNldEFjY291bnRSb2xlUmVzcG9uc2USKAoHYWNjb3VudBgBIAEoCzIXLmNvbGluay5hdXRoLnYxLkFjY291bnQiyQIKB0FjY291bnQSDwoHdXNlcl9pZBgBIAEoCRIQCgh1c2VybmFtZRgCIAEoCRINCgVlbWFpbBgDIAEoCRIiCgRyb2xlGAQgASgOMhQuY29saW5rLmF1dGgudjEuUm9sZRIWCg5lbWFpbF92ZXJpZmllZBgFIAEoCBIdChVzZWNvbmRfZmFjdG9yX2VuYWJsZWQYBiABKAgSLwoLY3JlYXRlX3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhMKC2RlYWN0aXZhdGVkGAggASgIEjMKD2RlYWN0aXZhdGVfdGltZRgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASGQoRZGVhY3RpdmF0ZWRfYnlfaWQYCiABKAkSGwoTZGVhY3RpdmF0aW9uX3JlYXNvbhgLIAEoCSJPChdTZXRBY2NvdW50U3RhdHVzUmVxdWVzdBIPCgd1c2VyX2lkGAEgASgJEhMKC2RlYWN0aXZhdGVkGAIgASgIEg4KBnJlYXNvbhgDIAEoCSJEChhTZXRBY2NvdW50U3RhdHVzUmVzcG9uc2USKAoHYWNjb3VudBgBIAEoCzIXLmNvbGluay5hdXRoLnYxLkFjY291bnQiKwoTQ2hlY2tTZXNzaW9uUmVxdWVzdBIUCgxhY2Nlc3NfdG9rZW4YASABKAkiFgoUQ2hlY2tTZXNzaW9uUmVzcG9uc2UiWgoPUmVnaXN0ZXJSZXF1ZXN0EhAKCHVzZXJuYW1lGAEgASgJEg0KBWVtYWlsGAIgASgJEhAKCHBhc3N3b3JkGAMgASgJEhQKDGRpc3BsYXlfbmFtZRgEIAEoCSJnChBSZWdpc3RlclJlc3BvbnNlEigKB2FjY291bnQYASABKAsyFy5jb2xpbmsuYXV0aC52MS5BY2NvdW50EikKBnRva2VucxgCIAEoCzIZLmNvbGluay5hdXRoLnYxLlRva2VuUGFpciJECgxMb2dpblJlcXVlc3QSDQoFbG9naW4YASABKAkSEAoIcGFzc3dvcmQYAiABKAkSEwoLZGV2aWNlX25hbWUYAyABKAkisgEKFVNlY29uZEZhY3RvckNoYWxsZW5nZRIUCgxjaGFsbGVuZ2VfaWQYASABKAkSMwoHbWV0aG9kcxgCIAMoDjIiLmNvbGluay5hdXRoLnYxLlNlY29uZEZhY3Rvck1ldGhvZBIdChV3ZWJhdXRobl9vcHRpb25zX2pzb24YAyABKAkSLwoLZXhwaXJlX3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIqwBCg1Mb2dpblJlc3BvbnNlEisKBnRva2VucxgBIAEoCzIZLmNvbGluay5hdXRoLnYxLlRva2VuUGFpckgAEjoKCWNoYWxsZW5nZRgCIAEoCzIlLmNvbGluay5hdXRoLnYxLlNlY29uZEZhY3RvckNoYWxsZW5nZUgAEigKB2FjY291bnQYAyABKAsyFy5jb2xpbmsuYXV0aC52MS5BY2NvdW50QggKBnJlc3VsdCKUAQoZVmVyaWZ5U2Vjb25kRmFjdG9yUmVxdWVzdBIUCgxjaGFsbGVuZ2VfaWQYASABKAkSMgoGbWV0aG9kGAIgASgOMiIuY29saW5rLmF1dGgudjEuU2Vjb25kRmFjdG9yTWV0aG9kEgwKBGNvZGUYAyABKAkSHwoXd2ViYXV0aG5fYXNzZXJ0aW9uX2pzb24YBCABKAkicQoaVmVyaWZ5U2Vjb25kRmFjdG9yUmVzcG9uc2USKQoGdG9rZW5zGAEgASgLMhkuY29saW5rLmF1dGgudjEuVG9rZW5QYWlyEigKB2FjY291bnQYAiABKAsyFy5jb2xpbmsuYXV0aC52MS5BY2NvdW50IicKDlJlZnJlc2hSZXF1ZXN0EhUKDXJlZnJlc2hfdG9rZW4YASABKAkiPAoPUmVmcmVzaFJlc3BvbnNlEikKBnRva2VucxgBIAEoCzIZLmNvbGluay5hdXRoLnYxLlRva2VuUGFpciIlCg1Mb2dvdXRSZXF1ZXN0EhQKDGFsbF9zZXNzaW9ucxgBIAEoCCIoCg5Mb2dvdXRSZXNwb25zZRIWCg5zZXNzaW9uc19lbmRlZBgBIAEoBSIQCg5HZXRKd2tzUmVxdWVzdCJRCgNKd2sSCwoDa3R5GAEgASgJEgsKA2NydhgCIAEoCRIJCgF4GAMgASgJEgsKA2tpZBgEIAEoCRILCgNhbGcYBSABKAkSCwoDdXNlGAYgASgJIjQKD0dldEp3a3NSZXNwb25zZRIhCgRrZXlzGAEgAygLMhMuY29saW5rLmF1dGgudjEuSndrIkcKFUNoYW5nZVBhc3N3b3JkUmVxdWVzdBIYChBjdXJyZW50X3Bhc3N3b3JkGAEgASgJEhQKDG5ld19wYXNzd29yZBgCIAEoCSIYChZDaGFuZ2VQYXNzd29yZFJlc3BvbnNlIhUKE0xpc3RTZXNzaW9uc1JlcXVlc3QiqAEKB1Nlc3Npb24SEgoKc2Vzc2lvbl9pZBgBIAEoCRITCgtkZXZpY2VfbmFtZRgCIAEoCRIvCgtjcmVhdGVfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMgoObGFzdF91c2VkX3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg8KB2N1cnJlbnQYBSABKAgiQQoUTGlzdFNlc3Npb25zUmVzcG9uc2USKQoIc2Vzc2lvbnMYASADKAsyFy5jb2xpbmsuYXV0aC52MS5TZXNzaW9uIioKFFJldm9rZVNlc3Npb25SZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkiFwoVUmV2b2tlU2Vzc2lvblJlc3BvbnNlIhMKEUVucm9sbFRvdHBSZXF1ZXN0IjkKEkVucm9sbFRvdHBSZXNwb25zZRIOCgZzZWNyZXQYASABKAkSEwoLb3RwYXV0aF91cmkYAiABKAkiIgoSQ29uZmlybVRvdHBSZXF1ZXN0EgwKBGNvZGUYASABKAkiLQoTQ29uZmlybVRvdHBSZXNwb25zZRIWCg5yZWNvdmVyeV9jb2RlcxgBIAMoCSIiChJEaXNhYmxlVG90cFJlcXVlc3QSDAoEY29kZRgBIAEoCSIVChNEaXNhYmxlVG90cFJlc3BvbnNlIj4KIEJlZ2luV2ViQXV0aG5SZWdpc3RyYXRpb25SZXF1ZXN0EhoKEmF1dGhlbnRpY2F0b3JfbmFtZRgBIAEoCSJbCiFCZWdpbldlYkF1dGhuUmVnaXN0cmF0aW9uUmVzcG9uc2USFwoPcmVnaXN0cmF0aW9uX2lkGAEgASgJEh0KFWNyZWF0aW9uX29wdGlvbnNfanNvbhgCIAEoCSJVCiFGaW5pc2hXZWJBdXRoblJlZ2lzdHJhdGlvblJlcXVlc3QSFwoPcmVnaXN0cmF0aW9uX2lkGAEgASgJEhcKD2NyZWRlbnRpYWxfanNvbhgCIAEoCSI7CiJGaW5pc2hXZWJBdXRoblJlZ2lzdHJhdGlvblJlc3BvbnNlEhUKDWNyZWRlbnRpYWxfaWQYASABKAkiLAobUmVxdWVzdFBhc3N3b3JkUmVzZXRSZXF1ZXN0Eg0KBWVtYWlsGAEgASgJIh4KHFJlcXVlc3RQYXNzd29yZFJlc2V0UmVzcG9uc2UiSQoUUmVzZXRQYXNzd29yZFJlcXVlc3QSDQoFZW1haWwYASABKAkSDAoEY29kZRgCIAEoCRIUCgxuZXdfcGFzc3dvcmQYAyABKAkiFwoVUmVzZXRQYXNzd29yZFJlc3BvbnNlIiIKElZlcmlmeUVtYWlsUmVxdWVzdBIMCgRjb2RlGAEgASgJIhUKE1ZlcmlmeUVtYWlsUmVzcG9uc2UqYQoEUm9sZRIUChBST0xFX1VOU1BFQ0lGSUVEEAASDgoKUk9MRV9BRE1JThABEhIKDlJPTEVfTU9ERVJBVE9SEAISDwoLUk9MRV9NRU1CRVIQAxIOCgpST0xFX0dVRVNUEAQqfAoSU2Vjb25kRmFjdG9yTWV0aG9kEiQKIFNFQ09ORF9GQUNUT1JfTUVUSE9EX1VOU1BFQ0lGSUVEEAASHQoZU0VDT05EX0ZBQ1RPUl9NRVRIT0RfVE9UUBABEiEKHVNFQ09ORF9GQUNUT1JfTUVUSE9EX1dFQkFVVEhOEAIykhQKC0F1dGhTZXJ2aWNlEmsKCFJlZ2lzdGVyEh8uY29saW5rLmF1dGgudjEuUmVnaXN0ZXJSZXF1ZXN0GiAuY29saW5rLmF1dGgudjEuUmVnaXN0ZXJSZXNwb25zZSIcgtPkkwIWOgEqIhEvdjEvYXV0aC9yZWdpc3RlchJxCgVMb2dpbhIcLmNvbGluay5hdXRoLnYxLkxvZ2luUmVxdWVzdBodLmNvbGluay5hdXRoLnYxLkxvZ2luUmVzcG9uc2UiK4LT5JMCJToBKloQOgEqIgsvYXV0aC9sb2dpbiIOL3YxL2F1dGgvbG9naW4SpgEKElZlcmlmeVNlY29uZEZhY3RvchIpLmNvbGluay5hdXRoLnYxLlZlcmlmeVNlY29uZEZhY3RvclJlcXVlc3QaKi5jb2xpbmsuYXV0aC52MS5WZXJpZnlTZWNvbmRGYWN0b3JSZXNwb25zZSI5gtPkkwIzOgEqWhc6ASoiEi9hdXRoL2xvZ2luL3ZlcmlmeSIVL3YxL2F1dGgvbG9naW4vdmVyaWZ5EnsKB1JlZnJlc2gSHi5jb2xpbmsuYXV0aC52MS5SZWZyZXNoUmVxdWVzdBofLmNvbGluay5hdXRoLnYxLlJlZnJlc2hSZXNwb25zZSIvgtPkkwIpOgEqWhI6ASoiDS9hdXRoL3JlZnJlc2giEC92MS9hdXRoL3JlZnJlc2gSdgoGTG9nb3V0Eh0uY29saW5rLmF1dGgudjEuTG9nb3V0UmVxdWVzdBoeLmNvbGluay5hdXRoLnYxLkxvZ291dFJlc3BvbnNlIi2C0+STAic6ASpaEToBKiIML2F1dGgvbG9nb3V0Ig8vdjEvYXV0aC9sb2dvdXQSewoHR2V0SndrcxIeLmNvbGluay5hdXRoLnYxLkdldEp3a3NSZXF1ZXN0Gh8uY29saW5rLmF1dGgudjEuR2V0Sndrc1Jlc3BvbnNlIi+C0+STAilaGBIWLy53ZWxsLWtub3duL2p3a3MuanNvbhINL3YxL2F1dGgvandrcxJfCg5TZXRBY2NvdW50Um9sZRIlLmNvbGluay5hdXRoLnYxLlNldEFjY291bnRSb2xlUmVxdWVzdBomLmNvbGluay5hdXRoLnYxLlNldEFjY291bnRSb2xlUmVzcG9uc2USZQoQU2V0QWNjb3VudFN0YXR1cxInLmNvbGluay5hdXRoLnYxLlNldEFjY291bnRTdGF0dXNSZXF1ZXN0GiguY29saW5rLmF1dGgudjEuU2V0QWNjb3VudFN0YXR1c1Jlc3BvbnNlElkKDENoZWNrU2Vzc2lvbhIjLmNvbGluay5hdXRoLnYxLkNoZWNrU2Vzc2lvblJlcXVlc3QaJC5jb2xpbmsuYXV0aC52MS5DaGVja1Nlc3Npb25SZXNwb25zZRJ9Cg5DaGFuZ2VQYXNzd29yZBIlLmNvbGluay5hdXRoLnYxLkNoYW5nZVBhc3N3b3JkUmVxdWVzdBomLmNvbGluay5hdXRoLnYxLkNoYW5nZVBhc3N3b3JkUmVzcG9uc2UiHILT5JMCFjoBKiIRL3YxL2F1dGgvcGFzc3dvcmQSdAoMTGlzdFNlc3Npb25zEiMuY29saW5rLmF1dGgudjEuTGlzdFNlc3Npb25zUmVxdWVzdBokLmNvbGluay5hdXRoLnYxLkxpc3RTZXNzaW9uc1Jlc3BvbnNlIhmC0+STAhMSES92MS9hdXRoL3Nlc3Npb25zEoQBCg1SZXZva2VTZXNzaW9uEiQuY29saW5rLmF1dGgudjEuUmV2b2tlU2Vzc2lvblJlcXVlc3QaJS5jb2xpbmsuYXV0aC52MS5SZXZva2VTZXNzaW9uUmVzcG9uc2UiJoLT5JMCICoeL3YxL2F1dGgvc2Vzc2lvbnMve3Nlc3Npb25faWR9EnQKCkVucm9sbFRvdHASIS5jb2xpbmsuYXV0aC52MS5FbnJvbGxUb3RwUmVxdWVzdBoiLmNvbGluay5hdXRoLnYxLkVucm9sbFRvdHBSZXNwb25zZSIfgtPkkwIZOgEqIhQvdjEvYXV0aC90b3RwL2Vucm9sbBJ4CgtDb25maXJtVG90cBIiLmNvbGluay5hdXRoLnYxLkNvbmZpcm1Ub3RwUmVxdWVzdBojLmNvbGluay5hdXRoLnYxLkNvbmZpcm1Ub3RwUmVzcG9uc2UiIILT5JMCGjoBKiIVL3YxL2F1dGgvdG90cC9jb25maXJtEngKC0Rpc2FibGVUb3RwEiIuY29saW5rLmF1dGgudjEuRGlzYWJsZVRvdHBSZXF1ZXN0GiMuY29saW5rLmF1dGgudjEuRGlzYWJsZVRvdHBSZXNwb25zZSIggtPkkwIaOgEqIhUvdjEvYXV0aC90b3RwL2Rpc2FibGUSrQEKGUJlZ2luV2ViQXV0aG5SZWdpc3RyYXRpb24SMC5jb2xpbmsuYXV0aC52MS5CZWdpbldlYkF1dGhuUmVnaXN0cmF0aW9uUmVxdWVzdBoxLmNvbGluay5hdXRoLnYxLkJlZ2luV2ViQXV0aG5SZWdpc3RyYXRpb25SZXNwb25zZSIrgtPkkwIlOgEqIiAvdjEvYXV0aC93ZWJhdXRobi9yZWdpc3Rlci9iZWdpbhKxAQoaRmluaXNoV2ViQXV0aG5SZWdpc3RyYXRpb24SMS5jb2xpbmsuYXV0aC52MS5GaW5pc2hXZWJBdXRoblJlZ2lzdHJhdGlvblJlcXVlc3QaMi5jb2xpbmsuYXV0aC52MS5GaW5pc2hXZWJBdXRoblJlZ2lzdHJhdGlvblJlc3BvbnNlIiyC0+STAiY6ASoiIS92MS9hdXRoL3dlYmF1dGhuL3JlZ2lzdGVyL2ZpbmlzaBKdAQoUUmVxdWVzdFBhc3N3b3JkUmVzZXQSKy5jb2xpbmsuYXV0aC52MS5SZXF1ZXN0UGFzc3dvcmRSZXNldFJlcXVlc3QaLC5jb2xpbmsuYXV0aC52MS5SZXF1ZXN0UGFzc3dvcmRSZXNldFJlc3BvbnNlIiqC0+STAiQ6ASoiHy92MS9hdXRoL3Bhc3N3b3JkL3Jlc2V0LXJlcXVlc3QSgAEKDVJlc2V0UGFzc3dvcmQSJC5jb2xpbmsuYXV0aC52MS5SZXNldFBhc3N3b3JkUmVxdWVzdBolLmNvbGluay5hdXRoLnYxLlJlc2V0UGFzc3dvcmRSZXNwb25zZSIigtPkkwIcOgEqIhcvdjEvYXV0aC9wYXNzd29yZC9yZXNldBJ4CgtWZXJpZnlFbWFpbBIiLmNvbGluay5hdXRoLnYxLlZlcmlmeUVtYWlsUmVxdWVzdBojLmNvbGluay5hdXRoLnYxLlZlcmlmeUVtYWlsUmVzcG9uc2UiIILT5JMCGjoBKiIVL3YxL2F1dGgvdmVyaWZ5LWVtYWlsYgZwcm90bzM", [file_google_api_annotations, file_google_protobuf_timestamp]);
 
 /**
  * The tokens handed to a signed-in client.
@@ -77,7 +77,6 @@ export const TokenPairSchema: GenMessage<TokenPair> = /*@__PURE__*/
   messageDesc(file_colink_auth_v1_auth, 0);
 
 /**
- * Who signed in.
  * SetAccountRole.
  *
  * @generated from message colink.auth.v1.SetAccountRoleRequest
@@ -134,6 +133,8 @@ export const SetAccountRoleResponseSchema: GenMessage<SetAccountRoleResponse> = 
   messageDesc(file_colink_auth_v1_auth, 2);
 
 /**
+ * Who signed in.
+ *
  * @generated from message colink.auth.v1.Account
  */
 export type Account = Message<"colink.auth.v1.Account"> & {
@@ -185,6 +186,34 @@ export type Account = Message<"colink.auth.v1.Account"> & {
    * @generated from field: google.protobuf.Timestamp create_time = 7;
    */
   createTime?: Timestamp | undefined;
+
+  /**
+   * The account cannot sign in.
+   *
+   * @generated from field: bool deactivated = 8;
+   */
+  deactivated: boolean;
+
+  /**
+   * When it was deactivated; unset when active.
+   *
+   * @generated from field: google.protobuf.Timestamp deactivate_time = 9;
+   */
+  deactivateTime?: Timestamp | undefined;
+
+  /**
+   * Who deactivated it; empty when active.
+   *
+   * @generated from field: string deactivated_by_id = 10;
+   */
+  deactivatedById: string;
+
+  /**
+   * Why; empty when active.
+   *
+   * @generated from field: string deactivation_reason = 11;
+   */
+  deactivationReason: string;
 };
 
 /**
@@ -193,6 +222,98 @@ export type Account = Message<"colink.auth.v1.Account"> & {
  */
 export const AccountSchema: GenMessage<Account> = /*@__PURE__*/
   messageDesc(file_colink_auth_v1_auth, 3);
+
+/**
+ * SetAccountStatus.
+ *
+ * @generated from message colink.auth.v1.SetAccountStatusRequest
+ */
+export type SetAccountStatusRequest = Message<"colink.auth.v1.SetAccountStatusRequest"> & {
+  /**
+   * The account. Required.
+   *
+   * @generated from field: string user_id = 1;
+   */
+  userId: string;
+
+  /**
+   * True to deactivate, false to reactivate.
+   *
+   * @generated from field: bool deactivated = 2;
+   */
+  deactivated: boolean;
+
+  /**
+   * 1..=1,000 characters; carried in the event for the audit log.
+   *
+   * @generated from field: string reason = 3;
+   */
+  reason: string;
+};
+
+/**
+ * Describes the message colink.auth.v1.SetAccountStatusRequest.
+ * Use `create(SetAccountStatusRequestSchema)` to create a new message.
+ */
+export const SetAccountStatusRequestSchema: GenMessage<SetAccountStatusRequest> = /*@__PURE__*/
+  messageDesc(file_colink_auth_v1_auth, 4);
+
+/**
+ * SetAccountStatus result.
+ *
+ * @generated from message colink.auth.v1.SetAccountStatusResponse
+ */
+export type SetAccountStatusResponse = Message<"colink.auth.v1.SetAccountStatusResponse"> & {
+  /**
+   * The account after the call.
+   *
+   * @generated from field: colink.auth.v1.Account account = 1;
+   */
+  account?: Account | undefined;
+};
+
+/**
+ * Describes the message colink.auth.v1.SetAccountStatusResponse.
+ * Use `create(SetAccountStatusResponseSchema)` to create a new message.
+ */
+export const SetAccountStatusResponseSchema: GenMessage<SetAccountStatusResponse> = /*@__PURE__*/
+  messageDesc(file_colink_auth_v1_auth, 5);
+
+/**
+ * CheckSession.
+ *
+ * @generated from message colink.auth.v1.CheckSessionRequest
+ */
+export type CheckSessionRequest = Message<"colink.auth.v1.CheckSessionRequest"> & {
+  /**
+   * An access token whose signature the calling node has checked.
+   *
+   * @generated from field: string access_token = 1;
+   */
+  accessToken: string;
+};
+
+/**
+ * Describes the message colink.auth.v1.CheckSessionRequest.
+ * Use `create(CheckSessionRequestSchema)` to create a new message.
+ */
+export const CheckSessionRequestSchema: GenMessage<CheckSessionRequest> = /*@__PURE__*/
+  messageDesc(file_colink_auth_v1_auth, 6);
+
+/**
+ * CheckSession result: the session is live.
+ *
+ * @generated from message colink.auth.v1.CheckSessionResponse
+ */
+export type CheckSessionResponse = Message<"colink.auth.v1.CheckSessionResponse"> & {
+};
+
+/**
+ * Describes the message colink.auth.v1.CheckSessionResponse.
+ * Use `create(CheckSessionResponseSchema)` to create a new message.
+ */
+export const CheckSessionResponseSchema: GenMessage<CheckSessionResponse> = /*@__PURE__*/
+  messageDesc(file_colink_auth_v1_auth, 7);
 
 /**
  * Register.
@@ -234,7 +355,7 @@ export type RegisterRequest = Message<"colink.auth.v1.RegisterRequest"> & {
  * Use `create(RegisterRequestSchema)` to create a new message.
  */
 export const RegisterRequestSchema: GenMessage<RegisterRequest> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 4);
+  messageDesc(file_colink_auth_v1_auth, 8);
 
 /**
  * Register result.
@@ -262,7 +383,7 @@ export type RegisterResponse = Message<"colink.auth.v1.RegisterResponse"> & {
  * Use `create(RegisterResponseSchema)` to create a new message.
  */
 export const RegisterResponseSchema: GenMessage<RegisterResponse> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 5);
+  messageDesc(file_colink_auth_v1_auth, 9);
 
 /**
  * Login.
@@ -297,7 +418,7 @@ export type LoginRequest = Message<"colink.auth.v1.LoginRequest"> & {
  * Use `create(LoginRequestSchema)` to create a new message.
  */
 export const LoginRequestSchema: GenMessage<LoginRequest> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 6);
+  messageDesc(file_colink_auth_v1_auth, 10);
 
 /**
  * A second factor is needed to finish signing in.
@@ -339,7 +460,7 @@ export type SecondFactorChallenge = Message<"colink.auth.v1.SecondFactorChalleng
  * Use `create(SecondFactorChallengeSchema)` to create a new message.
  */
 export const SecondFactorChallengeSchema: GenMessage<SecondFactorChallenge> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 7);
+  messageDesc(file_colink_auth_v1_auth, 11);
 
 /**
  * Login result: tokens, or a challenge.
@@ -383,7 +504,7 @@ export type LoginResponse = Message<"colink.auth.v1.LoginResponse"> & {
  * Use `create(LoginResponseSchema)` to create a new message.
  */
 export const LoginResponseSchema: GenMessage<LoginResponse> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 8);
+  messageDesc(file_colink_auth_v1_auth, 12);
 
 /**
  * VerifySecondFactor.
@@ -425,7 +546,7 @@ export type VerifySecondFactorRequest = Message<"colink.auth.v1.VerifySecondFact
  * Use `create(VerifySecondFactorRequestSchema)` to create a new message.
  */
 export const VerifySecondFactorRequestSchema: GenMessage<VerifySecondFactorRequest> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 9);
+  messageDesc(file_colink_auth_v1_auth, 13);
 
 /**
  * VerifySecondFactor result.
@@ -453,7 +574,7 @@ export type VerifySecondFactorResponse = Message<"colink.auth.v1.VerifySecondFac
  * Use `create(VerifySecondFactorResponseSchema)` to create a new message.
  */
 export const VerifySecondFactorResponseSchema: GenMessage<VerifySecondFactorResponse> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 10);
+  messageDesc(file_colink_auth_v1_auth, 14);
 
 /**
  * Refresh.
@@ -474,7 +595,7 @@ export type RefreshRequest = Message<"colink.auth.v1.RefreshRequest"> & {
  * Use `create(RefreshRequestSchema)` to create a new message.
  */
 export const RefreshRequestSchema: GenMessage<RefreshRequest> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 11);
+  messageDesc(file_colink_auth_v1_auth, 15);
 
 /**
  * Refresh result.
@@ -495,7 +616,7 @@ export type RefreshResponse = Message<"colink.auth.v1.RefreshResponse"> & {
  * Use `create(RefreshResponseSchema)` to create a new message.
  */
 export const RefreshResponseSchema: GenMessage<RefreshResponse> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 12);
+  messageDesc(file_colink_auth_v1_auth, 16);
 
 /**
  * Logout.
@@ -516,7 +637,7 @@ export type LogoutRequest = Message<"colink.auth.v1.LogoutRequest"> & {
  * Use `create(LogoutRequestSchema)` to create a new message.
  */
 export const LogoutRequestSchema: GenMessage<LogoutRequest> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 13);
+  messageDesc(file_colink_auth_v1_auth, 17);
 
 /**
  * Logout result.
@@ -537,7 +658,7 @@ export type LogoutResponse = Message<"colink.auth.v1.LogoutResponse"> & {
  * Use `create(LogoutResponseSchema)` to create a new message.
  */
 export const LogoutResponseSchema: GenMessage<LogoutResponse> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 14);
+  messageDesc(file_colink_auth_v1_auth, 18);
 
 /**
  * GetJwks.
@@ -552,7 +673,7 @@ export type GetJwksRequest = Message<"colink.auth.v1.GetJwksRequest"> & {
  * Use `create(GetJwksRequestSchema)` to create a new message.
  */
 export const GetJwksRequestSchema: GenMessage<GetJwksRequest> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 15);
+  messageDesc(file_colink_auth_v1_auth, 19);
 
 /**
  * One public key in JWK form (RFC 7517 / RFC 8037).
@@ -608,7 +729,7 @@ export type Jwk = Message<"colink.auth.v1.Jwk"> & {
  * Use `create(JwkSchema)` to create a new message.
  */
 export const JwkSchema: GenMessage<Jwk> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 16);
+  messageDesc(file_colink_auth_v1_auth, 20);
 
 /**
  * GetJwks result.
@@ -629,7 +750,7 @@ export type GetJwksResponse = Message<"colink.auth.v1.GetJwksResponse"> & {
  * Use `create(GetJwksResponseSchema)` to create a new message.
  */
 export const GetJwksResponseSchema: GenMessage<GetJwksResponse> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 17);
+  messageDesc(file_colink_auth_v1_auth, 21);
 
 /**
  * ChangePassword.
@@ -657,7 +778,7 @@ export type ChangePasswordRequest = Message<"colink.auth.v1.ChangePasswordReques
  * Use `create(ChangePasswordRequestSchema)` to create a new message.
  */
 export const ChangePasswordRequestSchema: GenMessage<ChangePasswordRequest> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 18);
+  messageDesc(file_colink_auth_v1_auth, 22);
 
 /**
  * ChangePassword result.
@@ -672,7 +793,7 @@ export type ChangePasswordResponse = Message<"colink.auth.v1.ChangePasswordRespo
  * Use `create(ChangePasswordResponseSchema)` to create a new message.
  */
 export const ChangePasswordResponseSchema: GenMessage<ChangePasswordResponse> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 19);
+  messageDesc(file_colink_auth_v1_auth, 23);
 
 /**
  * ListSessions.
@@ -687,7 +808,7 @@ export type ListSessionsRequest = Message<"colink.auth.v1.ListSessionsRequest"> 
  * Use `create(ListSessionsRequestSchema)` to create a new message.
  */
 export const ListSessionsRequestSchema: GenMessage<ListSessionsRequest> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 20);
+  messageDesc(file_colink_auth_v1_auth, 24);
 
 /**
  * A signed-in device.
@@ -736,7 +857,7 @@ export type Session = Message<"colink.auth.v1.Session"> & {
  * Use `create(SessionSchema)` to create a new message.
  */
 export const SessionSchema: GenMessage<Session> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 21);
+  messageDesc(file_colink_auth_v1_auth, 25);
 
 /**
  * ListSessions result.
@@ -757,7 +878,7 @@ export type ListSessionsResponse = Message<"colink.auth.v1.ListSessionsResponse"
  * Use `create(ListSessionsResponseSchema)` to create a new message.
  */
 export const ListSessionsResponseSchema: GenMessage<ListSessionsResponse> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 22);
+  messageDesc(file_colink_auth_v1_auth, 26);
 
 /**
  * RevokeSession.
@@ -778,7 +899,7 @@ export type RevokeSessionRequest = Message<"colink.auth.v1.RevokeSessionRequest"
  * Use `create(RevokeSessionRequestSchema)` to create a new message.
  */
 export const RevokeSessionRequestSchema: GenMessage<RevokeSessionRequest> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 23);
+  messageDesc(file_colink_auth_v1_auth, 27);
 
 /**
  * RevokeSession result.
@@ -793,7 +914,7 @@ export type RevokeSessionResponse = Message<"colink.auth.v1.RevokeSessionRespons
  * Use `create(RevokeSessionResponseSchema)` to create a new message.
  */
 export const RevokeSessionResponseSchema: GenMessage<RevokeSessionResponse> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 24);
+  messageDesc(file_colink_auth_v1_auth, 28);
 
 /**
  * EnrollTotp.
@@ -808,7 +929,7 @@ export type EnrollTotpRequest = Message<"colink.auth.v1.EnrollTotpRequest"> & {
  * Use `create(EnrollTotpRequestSchema)` to create a new message.
  */
 export const EnrollTotpRequestSchema: GenMessage<EnrollTotpRequest> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 25);
+  messageDesc(file_colink_auth_v1_auth, 29);
 
 /**
  * EnrollTotp result.
@@ -836,7 +957,7 @@ export type EnrollTotpResponse = Message<"colink.auth.v1.EnrollTotpResponse"> & 
  * Use `create(EnrollTotpResponseSchema)` to create a new message.
  */
 export const EnrollTotpResponseSchema: GenMessage<EnrollTotpResponse> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 26);
+  messageDesc(file_colink_auth_v1_auth, 30);
 
 /**
  * ConfirmTotp.
@@ -857,7 +978,7 @@ export type ConfirmTotpRequest = Message<"colink.auth.v1.ConfirmTotpRequest"> & 
  * Use `create(ConfirmTotpRequestSchema)` to create a new message.
  */
 export const ConfirmTotpRequestSchema: GenMessage<ConfirmTotpRequest> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 27);
+  messageDesc(file_colink_auth_v1_auth, 31);
 
 /**
  * ConfirmTotp result.
@@ -878,7 +999,7 @@ export type ConfirmTotpResponse = Message<"colink.auth.v1.ConfirmTotpResponse"> 
  * Use `create(ConfirmTotpResponseSchema)` to create a new message.
  */
 export const ConfirmTotpResponseSchema: GenMessage<ConfirmTotpResponse> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 28);
+  messageDesc(file_colink_auth_v1_auth, 32);
 
 /**
  * DisableTotp.
@@ -899,7 +1020,7 @@ export type DisableTotpRequest = Message<"colink.auth.v1.DisableTotpRequest"> & 
  * Use `create(DisableTotpRequestSchema)` to create a new message.
  */
 export const DisableTotpRequestSchema: GenMessage<DisableTotpRequest> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 29);
+  messageDesc(file_colink_auth_v1_auth, 33);
 
 /**
  * DisableTotp result.
@@ -914,7 +1035,7 @@ export type DisableTotpResponse = Message<"colink.auth.v1.DisableTotpResponse"> 
  * Use `create(DisableTotpResponseSchema)` to create a new message.
  */
 export const DisableTotpResponseSchema: GenMessage<DisableTotpResponse> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 30);
+  messageDesc(file_colink_auth_v1_auth, 34);
 
 /**
  * BeginWebAuthnRegistration.
@@ -935,7 +1056,7 @@ export type BeginWebAuthnRegistrationRequest = Message<"colink.auth.v1.BeginWebA
  * Use `create(BeginWebAuthnRegistrationRequestSchema)` to create a new message.
  */
 export const BeginWebAuthnRegistrationRequestSchema: GenMessage<BeginWebAuthnRegistrationRequest> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 31);
+  messageDesc(file_colink_auth_v1_auth, 35);
 
 /**
  * BeginWebAuthnRegistration result.
@@ -963,7 +1084,7 @@ export type BeginWebAuthnRegistrationResponse = Message<"colink.auth.v1.BeginWeb
  * Use `create(BeginWebAuthnRegistrationResponseSchema)` to create a new message.
  */
 export const BeginWebAuthnRegistrationResponseSchema: GenMessage<BeginWebAuthnRegistrationResponse> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 32);
+  messageDesc(file_colink_auth_v1_auth, 36);
 
 /**
  * FinishWebAuthnRegistration.
@@ -991,7 +1112,7 @@ export type FinishWebAuthnRegistrationRequest = Message<"colink.auth.v1.FinishWe
  * Use `create(FinishWebAuthnRegistrationRequestSchema)` to create a new message.
  */
 export const FinishWebAuthnRegistrationRequestSchema: GenMessage<FinishWebAuthnRegistrationRequest> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 33);
+  messageDesc(file_colink_auth_v1_auth, 37);
 
 /**
  * FinishWebAuthnRegistration result.
@@ -1012,7 +1133,7 @@ export type FinishWebAuthnRegistrationResponse = Message<"colink.auth.v1.FinishW
  * Use `create(FinishWebAuthnRegistrationResponseSchema)` to create a new message.
  */
 export const FinishWebAuthnRegistrationResponseSchema: GenMessage<FinishWebAuthnRegistrationResponse> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 34);
+  messageDesc(file_colink_auth_v1_auth, 38);
 
 /**
  * RequestPasswordReset.
@@ -1033,7 +1154,7 @@ export type RequestPasswordResetRequest = Message<"colink.auth.v1.RequestPasswor
  * Use `create(RequestPasswordResetRequestSchema)` to create a new message.
  */
 export const RequestPasswordResetRequestSchema: GenMessage<RequestPasswordResetRequest> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 35);
+  messageDesc(file_colink_auth_v1_auth, 39);
 
 /**
  * RequestPasswordReset result.
@@ -1048,7 +1169,7 @@ export type RequestPasswordResetResponse = Message<"colink.auth.v1.RequestPasswo
  * Use `create(RequestPasswordResetResponseSchema)` to create a new message.
  */
 export const RequestPasswordResetResponseSchema: GenMessage<RequestPasswordResetResponse> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 36);
+  messageDesc(file_colink_auth_v1_auth, 40);
 
 /**
  * ResetPassword.
@@ -1083,7 +1204,7 @@ export type ResetPasswordRequest = Message<"colink.auth.v1.ResetPasswordRequest"
  * Use `create(ResetPasswordRequestSchema)` to create a new message.
  */
 export const ResetPasswordRequestSchema: GenMessage<ResetPasswordRequest> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 37);
+  messageDesc(file_colink_auth_v1_auth, 41);
 
 /**
  * ResetPassword result.
@@ -1098,7 +1219,7 @@ export type ResetPasswordResponse = Message<"colink.auth.v1.ResetPasswordRespons
  * Use `create(ResetPasswordResponseSchema)` to create a new message.
  */
 export const ResetPasswordResponseSchema: GenMessage<ResetPasswordResponse> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 38);
+  messageDesc(file_colink_auth_v1_auth, 42);
 
 /**
  * VerifyEmail.
@@ -1119,7 +1240,7 @@ export type VerifyEmailRequest = Message<"colink.auth.v1.VerifyEmailRequest"> & 
  * Use `create(VerifyEmailRequestSchema)` to create a new message.
  */
 export const VerifyEmailRequestSchema: GenMessage<VerifyEmailRequest> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 39);
+  messageDesc(file_colink_auth_v1_auth, 43);
 
 /**
  * VerifyEmail result.
@@ -1134,7 +1255,7 @@ export type VerifyEmailResponse = Message<"colink.auth.v1.VerifyEmailResponse"> 
  * Use `create(VerifyEmailResponseSchema)` to create a new message.
  */
 export const VerifyEmailResponseSchema: GenMessage<VerifyEmailResponse> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 40);
+  messageDesc(file_colink_auth_v1_auth, 44);
 
 /**
  * Workspace role of an account; the same names appear in access tokens.
@@ -1308,6 +1429,39 @@ export const AuthService: GenService<{
     methodKind: "unary";
     input: typeof SetAccountRoleRequestSchema;
     output: typeof SetAccountRoleResponseSchema;
+  },
+  /**
+   * Deactivates or reactivates an account; the admin service's
+   * DeactivateUser and ReactivateUser call it. Admins only; no REST path.
+   * Deactivating ends every session of the account at once, on every node
+   * (their access tokens stop working and their streams close). Setting
+   * the status an account has changes nothing. Emits `user.deactivated` or
+   * `user.reactivated`.
+   * Errors: INVALID_ARGUMENT naming `user_id` or `reason`; NOT_FOUND;
+   * FAILED_PRECONDITION for the caller's own account or the last active
+   * admin; PERMISSION_DENIED.
+   *
+   * @generated from rpc colink.auth.v1.AuthService.SetAccountStatus
+   */
+  setAccountStatus: {
+    methodKind: "unary";
+    input: typeof SetAccountStatusRequestSchema;
+    output: typeof SetAccountStatusResponseSchema;
+  },
+  /**
+   * Whether the session of an access token is still live: not signed out,
+   * revoked or ended by a password change, and its account not
+   * deactivated. Nodes ask once per new token and remember the answer
+   * until the auth service announces that the session ended. Needs no
+   * other token; no REST path.
+   * Errors: UNAUTHENTICATED for a bad token or an ended session.
+   *
+   * @generated from rpc colink.auth.v1.AuthService.CheckSession
+   */
+  checkSession: {
+    methodKind: "unary";
+    input: typeof CheckSessionRequestSchema;
+    output: typeof CheckSessionResponseSchema;
   },
   /**
    * Changes the caller's password; ends every other session.

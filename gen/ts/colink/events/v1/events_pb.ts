@@ -25,7 +25,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file colink/events/v1/events.proto.
  */
 export const file_colink_events_v1_events: GenFile = /*@__PURE__*/
-  fileDesc("Ch1jb2xpbmsvZXZlbnRzL3YxL2V2ZW50cy5wcm90bxIQY29saW5rLmV2ZW50cy52MSLTCQoFRXZlbnQSEAoIZXZlbnRfaWQYASABKAkSDAoEdHlwZRgCIAEoCRIuCgpvY2N1cl90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIQCghhY3Rvcl9pZBgEIAEoCRI1Cgx1c2VyX2NyZWF0ZWQYCiABKAsyHS5jb2xpbmsuZXZlbnRzLnYxLlVzZXJDcmVhdGVkSAASOwoPY2hhbm5lbF9jcmVhdGVkGAsgASgLMiAuY29saW5rLmV2ZW50cy52MS5DaGFubmVsQ2hhbmdlZEgAEjsKD2NoYW5uZWxfdXBkYXRlZBgMIAEoCzIgLmNvbGluay5ldmVudHMudjEuQ2hhbm5lbENoYW5nZWRIABI8ChBjaGFubmVsX2FyY2hpdmVkGA0gASgLMiAuY29saW5rLmV2ZW50cy52MS5DaGFubmVsQ2hhbmdlZEgAEj4KEmNoYW5uZWxfdW5hcmNoaXZlZBgOIAEoCzIgLmNvbGluay5ldmVudHMudjEuQ2hhbm5lbENoYW5nZWRIABI8Cg1tZW1iZXJfam9pbmVkGA8gASgLMiMuY29saW5rLmV2ZW50cy52MS5NZW1iZXJzaGlwQ2hhbmdlZEgAEjoKC21lbWJlcl9sZWZ0GBAgASgLMiMuY29saW5rLmV2ZW50cy52MS5NZW1iZXJzaGlwQ2hhbmdlZEgAEkIKE21lbWJlcl9yb2xlX2NoYW5nZWQYESABKAsyIy5jb2xpbmsuZXZlbnRzLnYxLk1lbWJlcnNoaXBDaGFuZ2VkSAASOwoPbWVzc2FnZV9jaGFuZ2VkGBIgASgLMiAuY29saW5rLmV2ZW50cy52MS5NZXNzYWdlQ2hhbmdlZEgAEj8KEW1lc3NhZ2VfbW9kZXJhdGVkGBMgASgLMiIuY29saW5rLmV2ZW50cy52MS5NZXNzYWdlTW9kZXJhdGVkSAASPQoQcmVhY3Rpb25fY2hhbmdlZBgUIAEoCzIhLmNvbGluay5ldmVudHMudjEuUmVhY3Rpb25DaGFuZ2VkSAASOQoOdGhyZWFkX2NoYW5nZWQYFSABKAsyHy5jb2xpbmsuZXZlbnRzLnYxLlRocmVhZENoYW5nZWRIABJJChptZW1iZXJfcHJlZmVyZW5jZXNfY2hhbmdlZBgWIAEoCzIjLmNvbGluay5ldmVudHMudjEuTWVtYmVyc2hpcENoYW5nZWRIABJAChJyZWFkX3N0YXRlX2NoYW5nZWQYFyABKAsyIi5jb2xpbmsuZXZlbnRzLnYxLlJlYWRTdGF0ZUNoYW5nZWRIABI9ChBwcmVzZW5jZV91cGRhdGVkGBggASgLMiEuY29saW5rLmV2ZW50cy52MS5QcmVzZW5jZUNoYW5nZWRIABI1CgxmaWxlX2NoYW5nZWQYGSABKAsyHS5jb2xpbmsuZXZlbnRzLnYxLkZpbGVDaGFuZ2VkSAASNQoMdXNlcl91cGRhdGVkGBogASgLMh0uY29saW5rLmV2ZW50cy52MS5Vc2VyQ3JlYXRlZEgAEj4KEXVzZXJfcm9sZV9jaGFuZ2VkGBsgASgLMiEuY29saW5rLmV2ZW50cy52MS5Vc2VyUm9sZUNoYW5nZWRIAEIJCgdwYXlsb2FkImkKD1VzZXJSb2xlQ2hhbmdlZBIPCgd1c2VyX2lkGAEgASgJEhAKCHVzZXJuYW1lGAIgASgJEgwKBHJvbGUYAyABKAkSFQoNcHJldmlvdXNfcm9sZRgEIAEoCRIOCgZyZWFzb24YBSABKAki2QIKC0ZpbGVDaGFuZ2VkEg8KB2ZpbGVfaWQYASABKAkSEAoIb3duZXJfaWQYAiABKAkSEgoKY2hhbm5lbF9pZBgDIAEoCRISCgpzaXplX2J5dGVzGAQgASgDEhEKCW1pbWVfdHlwZRgFIAEoCRITCgtzY2FuX3N0YXR1cxgGIAEoCRIRCglzaWduYXR1cmUYByABKAkSEAoIZmlsZW5hbWUYCCABKAkSEwoLZGVzY3JpcHRpb24YCSABKAkSEQoJZmlsZV90eXBlGAogASgJEg4KBmFjY2VzcxgLIAEoCRIvCgtjcmVhdGVfdGltZRgMIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASHAoUYXR0YWNoZWRfY2hhbm5lbF9pZHMYDSADKAkSHAoUc2hhcmVkX3dpdGhfdXNlcl9pZHMYDiADKAkSDQoFc3RhdGUYDyABKAkigQEKD1JlYWN0aW9uQ2hhbmdlZBISCgptZXNzYWdlX2lkGAEgASgJEhIKCmNoYW5uZWxfaWQYAiABKAkSDwoHdXNlcl9pZBgDIAEoCRINCgVlbW9qaRgEIAEoCRIZChFtZXNzYWdlX3NlbmRlcl9pZBgFIAEoCRILCgNzZXEYBiABKAMihgEKDVRocmVhZENoYW5nZWQSEQoJdGhyZWFkX2lkGAEgASgJEhIKCmNoYW5uZWxfaWQYAiABKAkSDwoHdXNlcl9pZBgDIAEoCRIYChByZXBseV9tZXNzYWdlX2lkGAQgASgJEgsKA3NlcRgFIAEoAxIWCg5yb290X3NlbmRlcl9pZBgGIAEoCSJGCgtVc2VyQ3JlYXRlZBIPCgd1c2VyX2lkGAEgASgJEhAKCHVzZXJuYW1lGAIgASgJEhQKDGRpc3BsYXlfbmFtZRgDIAEoCSJACg5DaGFubmVsQ2hhbmdlZBISCgpjaGFubmVsX2lkGAEgASgJEgwKBG5hbWUYAiABKAkSDAoEa2luZBgDIAEoCSJpChFNZW1iZXJzaGlwQ2hhbmdlZBISCgpjaGFubmVsX2lkGAEgASgJEg8KB3VzZXJfaWQYAiABKAkSDAoEcm9sZRgDIAEoCRISCgpieV91c2VyX2lkGAQgASgJEg0KBW11dGVkGAUgASgIIsEBCg5NZXNzYWdlQ2hhbmdlZBISCgptZXNzYWdlX2lkGAEgASgJEhIKCmNoYW5uZWxfaWQYAiABKAkSEQoJc2VuZGVyX2lkGAMgASgJEgsKA3NlcRgEIAEoAxIMCgR0ZXh0GAUgASgJEhEKCXRocmVhZF9pZBgGIAEoCRIaChJtZW50aW9uZWRfdXNlcl9pZHMYByADKAkSGAoQbWVudGlvbnNfY2hhbm5lbBgIIAEoCBIQCghmaWxlX2lkcxgJIAMoCSKEAQoQTWVzc2FnZU1vZGVyYXRlZBIVCg1tb2RlcmF0aW9uX2lkGAEgASgJEhIKCm1lc3NhZ2VfaWQYAiABKAkSEgoKY2hhbm5lbF9pZBgDIAEoCRIRCglzZW5kZXJfaWQYBCABKAkSDgoGYWN0aW9uGAUgASgJEg4KBnJlYXNvbhgGIAEoCSJhChBSZWFkU3RhdGVDaGFuZ2VkEhIKCmNoYW5uZWxfaWQYASABKAkSEQoJdGhyZWFkX2lkGAIgASgJEg8KB3VzZXJfaWQYAyABKAkSFQoNbGFzdF9yZWFkX3NlcRgEIAEoAyJJCg9QcmVzZW5jZUNoYW5nZWQSDwoHdXNlcl9pZBgBIAEoCRIOCgZzdGF0dXMYAiABKAkSFQoNY3VzdG9tX3N0YXR1cxgDIAEoCWIGcHJvdG8z", [file_google_protobuf_timestamp]);
+  fileDesc("Ch1jb2xpbmsvZXZlbnRzL3YxL2V2ZW50cy5wcm90bxIQY29saW5rLmV2ZW50cy52MSK+CgoFRXZlbnQSEAoIZXZlbnRfaWQYASABKAkSDAoEdHlwZRgCIAEoCRIuCgpvY2N1cl90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIQCghhY3Rvcl9pZBgEIAEoCRISCgpyZXF1ZXN0X2lkGAUgASgJEhEKCWNsaWVudF9pcBgGIAEoCRI1Cgx1c2VyX2NyZWF0ZWQYCiABKAsyHS5jb2xpbmsuZXZlbnRzLnYxLlVzZXJDcmVhdGVkSAASOwoPY2hhbm5lbF9jcmVhdGVkGAsgASgLMiAuY29saW5rLmV2ZW50cy52MS5DaGFubmVsQ2hhbmdlZEgAEjsKD2NoYW5uZWxfdXBkYXRlZBgMIAEoCzIgLmNvbGluay5ldmVudHMudjEuQ2hhbm5lbENoYW5nZWRIABI8ChBjaGFubmVsX2FyY2hpdmVkGA0gASgLMiAuY29saW5rLmV2ZW50cy52MS5DaGFubmVsQ2hhbmdlZEgAEj4KEmNoYW5uZWxfdW5hcmNoaXZlZBgOIAEoCzIgLmNvbGluay5ldmVudHMudjEuQ2hhbm5lbENoYW5nZWRIABI8Cg1tZW1iZXJfam9pbmVkGA8gASgLMiMuY29saW5rLmV2ZW50cy52MS5NZW1iZXJzaGlwQ2hhbmdlZEgAEjoKC21lbWJlcl9sZWZ0GBAgASgLMiMuY29saW5rLmV2ZW50cy52MS5NZW1iZXJzaGlwQ2hhbmdlZEgAEkIKE21lbWJlcl9yb2xlX2NoYW5nZWQYESABKAsyIy5jb2xpbmsuZXZlbnRzLnYxLk1lbWJlcnNoaXBDaGFuZ2VkSAASOwoPbWVzc2FnZV9jaGFuZ2VkGBIgASgLMiAuY29saW5rLmV2ZW50cy52MS5NZXNzYWdlQ2hhbmdlZEgAEj8KEW1lc3NhZ2VfbW9kZXJhdGVkGBMgASgLMiIuY29saW5rLmV2ZW50cy52MS5NZXNzYWdlTW9kZXJhdGVkSAASPQoQcmVhY3Rpb25fY2hhbmdlZBgUIAEoCzIhLmNvbGluay5ldmVudHMudjEuUmVhY3Rpb25DaGFuZ2VkSAASOQoOdGhyZWFkX2NoYW5nZWQYFSABKAsyHy5jb2xpbmsuZXZlbnRzLnYxLlRocmVhZENoYW5nZWRIABJJChptZW1iZXJfcHJlZmVyZW5jZXNfY2hhbmdlZBgWIAEoCzIjLmNvbGluay5ldmVudHMudjEuTWVtYmVyc2hpcENoYW5nZWRIABJAChJyZWFkX3N0YXRlX2NoYW5nZWQYFyABKAsyIi5jb2xpbmsuZXZlbnRzLnYxLlJlYWRTdGF0ZUNoYW5nZWRIABI9ChBwcmVzZW5jZV91cGRhdGVkGBggASgLMiEuY29saW5rLmV2ZW50cy52MS5QcmVzZW5jZUNoYW5nZWRIABI1CgxmaWxlX2NoYW5nZWQYGSABKAsyHS5jb2xpbmsuZXZlbnRzLnYxLkZpbGVDaGFuZ2VkSAASNQoMdXNlcl91cGRhdGVkGBogASgLMh0uY29saW5rLmV2ZW50cy52MS5Vc2VyQ3JlYXRlZEgAEj4KEXVzZXJfcm9sZV9jaGFuZ2VkGBsgASgLMiEuY29saW5rLmV2ZW50cy52MS5Vc2VyUm9sZUNoYW5nZWRIABJCChN1c2VyX3N0YXR1c19jaGFuZ2VkGBwgASgLMiMuY29saW5rLmV2ZW50cy52MS5Vc2VyU3RhdHVzQ2hhbmdlZEgAQgkKB3BheWxvYWQiaQoPVXNlclJvbGVDaGFuZ2VkEg8KB3VzZXJfaWQYASABKAkSEAoIdXNlcm5hbWUYAiABKAkSDAoEcm9sZRgDIAEoCRIVCg1wcmV2aW91c19yb2xlGAQgASgJEg4KBnJlYXNvbhgFIAEoCSJbChFVc2VyU3RhdHVzQ2hhbmdlZBIPCgd1c2VyX2lkGAEgASgJEhAKCHVzZXJuYW1lGAIgASgJEhMKC2RlYWN0aXZhdGVkGAMgASgIEg4KBnJlYXNvbhgEIAEoCSLZAgoLRmlsZUNoYW5nZWQSDwoHZmlsZV9pZBgBIAEoCRIQCghvd25lcl9pZBgCIAEoCRISCgpjaGFubmVsX2lkGAMgASgJEhIKCnNpemVfYnl0ZXMYBCABKAMSEQoJbWltZV90eXBlGAUgASgJEhMKC3NjYW5fc3RhdHVzGAYgASgJEhEKCXNpZ25hdHVyZRgHIAEoCRIQCghmaWxlbmFtZRgIIAEoCRITCgtkZXNjcmlwdGlvbhgJIAEoCRIRCglmaWxlX3R5cGUYCiABKAkSDgoGYWNjZXNzGAsgASgJEi8KC2NyZWF0ZV90aW1lGAwgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIcChRhdHRhY2hlZF9jaGFubmVsX2lkcxgNIAMoCRIcChRzaGFyZWRfd2l0aF91c2VyX2lkcxgOIAMoCRINCgVzdGF0ZRgPIAEoCSKBAQoPUmVhY3Rpb25DaGFuZ2VkEhIKCm1lc3NhZ2VfaWQYASABKAkSEgoKY2hhbm5lbF9pZBgCIAEoCRIPCgd1c2VyX2lkGAMgASgJEg0KBWVtb2ppGAQgASgJEhkKEW1lc3NhZ2Vfc2VuZGVyX2lkGAUgASgJEgsKA3NlcRgGIAEoAyKGAQoNVGhyZWFkQ2hhbmdlZBIRCgl0aHJlYWRfaWQYASABKAkSEgoKY2hhbm5lbF9pZBgCIAEoCRIPCgd1c2VyX2lkGAMgASgJEhgKEHJlcGx5X21lc3NhZ2VfaWQYBCABKAkSCwoDc2VxGAUgASgDEhYKDnJvb3Rfc2VuZGVyX2lkGAYgASgJIkYKC1VzZXJDcmVhdGVkEg8KB3VzZXJfaWQYASABKAkSEAoIdXNlcm5hbWUYAiABKAkSFAoMZGlzcGxheV9uYW1lGAMgASgJIkAKDkNoYW5uZWxDaGFuZ2VkEhIKCmNoYW5uZWxfaWQYASABKAkSDAoEbmFtZRgCIAEoCRIMCgRraW5kGAMgASgJImkKEU1lbWJlcnNoaXBDaGFuZ2VkEhIKCmNoYW5uZWxfaWQYASABKAkSDwoHdXNlcl9pZBgCIAEoCRIMCgRyb2xlGAMgASgJEhIKCmJ5X3VzZXJfaWQYBCABKAkSDQoFbXV0ZWQYBSABKAgiwQEKDk1lc3NhZ2VDaGFuZ2VkEhIKCm1lc3NhZ2VfaWQYASABKAkSEgoKY2hhbm5lbF9pZBgCIAEoCRIRCglzZW5kZXJfaWQYAyABKAkSCwoDc2VxGAQgASgDEgwKBHRleHQYBSABKAkSEQoJdGhyZWFkX2lkGAYgASgJEhoKEm1lbnRpb25lZF91c2VyX2lkcxgHIAMoCRIYChBtZW50aW9uc19jaGFubmVsGAggASgIEhAKCGZpbGVfaWRzGAkgAygJIoQBChBNZXNzYWdlTW9kZXJhdGVkEhUKDW1vZGVyYXRpb25faWQYASABKAkSEgoKbWVzc2FnZV9pZBgCIAEoCRISCgpjaGFubmVsX2lkGAMgASgJEhEKCXNlbmRlcl9pZBgEIAEoCRIOCgZhY3Rpb24YBSABKAkSDgoGcmVhc29uGAYgASgJImEKEFJlYWRTdGF0ZUNoYW5nZWQSEgoKY2hhbm5lbF9pZBgBIAEoCRIRCgl0aHJlYWRfaWQYAiABKAkSDwoHdXNlcl9pZBgDIAEoCRIVCg1sYXN0X3JlYWRfc2VxGAQgASgDIkkKD1ByZXNlbmNlQ2hhbmdlZBIPCgd1c2VyX2lkGAEgASgJEg4KBnN0YXR1cxgCIAEoCRIVCg1jdXN0b21fc3RhdHVzGAMgASgJYgZwcm90bzM", [file_google_protobuf_timestamp]);
 
 /**
  * One domain event.
@@ -60,6 +60,21 @@ export type Event = Message<"colink.events.v1.Event"> & {
    * @generated from field: string actor_id = 4;
    */
   actorId: string;
+
+  /**
+   * The id of the request that made the change (`x-request-id`), empty
+   * for the system.
+   *
+   * @generated from field: string request_id = 5;
+   */
+  requestId: string;
+
+  /**
+   * The client address that request came from, when known.
+   *
+   * @generated from field: string client_ip = 6;
+   */
+  clientIp: string;
 
   /**
    * What happened.
@@ -214,6 +229,14 @@ export type Event = Message<"colink.events.v1.Event"> & {
      */
     value: UserRoleChanged;
     case: "userRoleChanged";
+  } | {
+    /**
+     * user.deactivated, user.reactivated
+     *
+     * @generated from field: colink.events.v1.UserStatusChanged user_status_changed = 28;
+     */
+    value: UserStatusChanged;
+    case: "userStatusChanged";
   } | { case: undefined; value?: undefined };
 };
 
@@ -272,6 +295,48 @@ export type UserRoleChanged = Message<"colink.events.v1.UserRoleChanged"> & {
  */
 export const UserRoleChangedSchema: GenMessage<UserRoleChanged> = /*@__PURE__*/
   messageDesc(file_colink_events_v1_events, 1);
+
+/**
+ * An admin deactivated or reactivated an account.
+ *
+ * @generated from message colink.events.v1.UserStatusChanged
+ */
+export type UserStatusChanged = Message<"colink.events.v1.UserStatusChanged"> & {
+  /**
+   * The account.
+   *
+   * @generated from field: string user_id = 1;
+   */
+  userId: string;
+
+  /**
+   * Its username.
+   *
+   * @generated from field: string username = 2;
+   */
+  username: string;
+
+  /**
+   * Whether it is deactivated after the change.
+   *
+   * @generated from field: bool deactivated = 3;
+   */
+  deactivated: boolean;
+
+  /**
+   * Why, as the admin gave it.
+   *
+   * @generated from field: string reason = 4;
+   */
+  reason: string;
+};
+
+/**
+ * Describes the message colink.events.v1.UserStatusChanged.
+ * Use `create(UserStatusChangedSchema)` to create a new message.
+ */
+export const UserStatusChangedSchema: GenMessage<UserStatusChanged> = /*@__PURE__*/
+  messageDesc(file_colink_events_v1_events, 2);
 
 /**
  * A file's bytes or scan status changed.
@@ -393,7 +458,7 @@ export type FileChanged = Message<"colink.events.v1.FileChanged"> & {
  * Use `create(FileChangedSchema)` to create a new message.
  */
 export const FileChangedSchema: GenMessage<FileChanged> = /*@__PURE__*/
-  messageDesc(file_colink_events_v1_events, 2);
+  messageDesc(file_colink_events_v1_events, 3);
 
 /**
  * A reaction was added or removed.
@@ -449,7 +514,7 @@ export type ReactionChanged = Message<"colink.events.v1.ReactionChanged"> & {
  * Use `create(ReactionChangedSchema)` to create a new message.
  */
 export const ReactionChangedSchema: GenMessage<ReactionChanged> = /*@__PURE__*/
-  messageDesc(file_colink_events_v1_events, 3);
+  messageDesc(file_colink_events_v1_events, 4);
 
 /**
  * A thread got a reply or a follower changed.
@@ -505,7 +570,7 @@ export type ThreadChanged = Message<"colink.events.v1.ThreadChanged"> & {
  * Use `create(ThreadChangedSchema)` to create a new message.
  */
 export const ThreadChangedSchema: GenMessage<ThreadChanged> = /*@__PURE__*/
-  messageDesc(file_colink_events_v1_events, 4);
+  messageDesc(file_colink_events_v1_events, 5);
 
 /**
  * A new account.
@@ -540,7 +605,7 @@ export type UserCreated = Message<"colink.events.v1.UserCreated"> & {
  * Use `create(UserCreatedSchema)` to create a new message.
  */
 export const UserCreatedSchema: GenMessage<UserCreated> = /*@__PURE__*/
-  messageDesc(file_colink_events_v1_events, 5);
+  messageDesc(file_colink_events_v1_events, 6);
 
 /**
  * A channel was created or changed.
@@ -575,7 +640,7 @@ export type ChannelChanged = Message<"colink.events.v1.ChannelChanged"> & {
  * Use `create(ChannelChangedSchema)` to create a new message.
  */
 export const ChannelChangedSchema: GenMessage<ChannelChanged> = /*@__PURE__*/
-  messageDesc(file_colink_events_v1_events, 6);
+  messageDesc(file_colink_events_v1_events, 7);
 
 /**
  * A membership was created, removed or changed.
@@ -625,7 +690,7 @@ export type MembershipChanged = Message<"colink.events.v1.MembershipChanged"> & 
  * Use `create(MembershipChangedSchema)` to create a new message.
  */
 export const MembershipChangedSchema: GenMessage<MembershipChanged> = /*@__PURE__*/
-  messageDesc(file_colink_events_v1_events, 7);
+  messageDesc(file_colink_events_v1_events, 8);
 
 /**
  * A message changed.
@@ -703,7 +768,7 @@ export type MessageChanged = Message<"colink.events.v1.MessageChanged"> & {
  * Use `create(MessageChangedSchema)` to create a new message.
  */
 export const MessageChangedSchema: GenMessage<MessageChanged> = /*@__PURE__*/
-  messageDesc(file_colink_events_v1_events, 8);
+  messageDesc(file_colink_events_v1_events, 9);
 
 /**
  * A moderator acted on a message.
@@ -759,7 +824,7 @@ export type MessageModerated = Message<"colink.events.v1.MessageModerated"> & {
  * Use `create(MessageModeratedSchema)` to create a new message.
  */
 export const MessageModeratedSchema: GenMessage<MessageModerated> = /*@__PURE__*/
-  messageDesc(file_colink_events_v1_events, 9);
+  messageDesc(file_colink_events_v1_events, 10);
 
 /**
  * A member read further in a conversation or a thread (on any device).
@@ -801,7 +866,7 @@ export type ReadStateChanged = Message<"colink.events.v1.ReadStateChanged"> & {
  * Use `create(ReadStateChangedSchema)` to create a new message.
  */
 export const ReadStateChangedSchema: GenMessage<ReadStateChanged> = /*@__PURE__*/
-  messageDesc(file_colink_events_v1_events, 10);
+  messageDesc(file_colink_events_v1_events, 11);
 
 /**
  * A user's presence as others see it changed.
@@ -836,5 +901,5 @@ export type PresenceChanged = Message<"colink.events.v1.PresenceChanged"> & {
  * Use `create(PresenceChangedSchema)` to create a new message.
  */
 export const PresenceChangedSchema: GenMessage<PresenceChanged> = /*@__PURE__*/
-  messageDesc(file_colink_events_v1_events, 11);
+  messageDesc(file_colink_events_v1_events, 12);
 
