@@ -472,6 +472,40 @@ impl AdminService {
     }
 }
 
+/// What DeactivateUser and ReactivateUser ask, alike.
+#[derive(Clone, PartialEq, prost::Message)]
+struct StatusAsk {
+    #[prost(string, tag = "1")]
+    user_id: String,
+    #[prost(string, tag = "2")]
+    reason: String,
+    #[prost(string, tag = "3")]
+    idempotency_key: String,
+}
+
+impl AdminService {
+    /// Deactivates or reactivates once per idempotency key (the body's, or
+    /// the `Idempotency-Key` header).
+    async fn set_user_status_once<T>(
+        &self,
+        request: &Request<T>,
+        method: &str,
+        mut asked: StatusAsk,
+        deactivated: bool,
+    ) -> Result<pb::UserAccountState, Status> {
+        let caller = caller(request)?;
+        let key = key_of(request, &asked.idempotency_key).map_err(Error::from)?;
+        asked.idempotency_key.clear();
+        let answer = self
+            .keys
+            .once(&caller.user_id, key, method, &asked, || {
+                self.set_user_status(caller, &asked.user_id, &asked.reason, deactivated)
+            })
+            .await?;
+        Ok(answer)
+    }
+}
+
 /// An account as the admin service shows it.
 fn account_state(account: Account) -> pb::UserAccountState {
     pb::UserAccountState {
@@ -550,16 +584,12 @@ impl AdminRpc for AdminService {
         &self,
         request: Request<pb::DeactivateUserRequest>,
     ) -> Result<Response<pb::DeactivateUserResponse>, Status> {
-        let caller = caller(&request)?;
-        let key = key_of(&request, &request.get_ref().idempotency_key).map_err(Error::from)?;
-        let mut asked = request.get_ref().clone();
-        asked.idempotency_key.clear();
-        let state = self
-            .keys
-            .once(&caller.user_id, key, "DeactivateUser", &asked, || {
-                self.set_user_status(caller, &asked.user_id, &asked.reason, true)
-            })
-            .await?;
+        let asked = |r: &pb::DeactivateUserRequest| StatusAsk {
+            user_id: r.user_id.clone(),
+            reason: r.reason.clone(),
+            idempotency_key: r.idempotency_key.clone(),
+        };
+        let state = self.set_user_status_once(&request, "DeactivateUser", asked(request.get_ref()), true).await?;
         Ok(Response::new(pb::DeactivateUserResponse { state: Some(state) }))
     }
 
@@ -567,16 +597,12 @@ impl AdminRpc for AdminService {
         &self,
         request: Request<pb::ReactivateUserRequest>,
     ) -> Result<Response<pb::ReactivateUserResponse>, Status> {
-        let caller = caller(&request)?;
-        let key = key_of(&request, &request.get_ref().idempotency_key).map_err(Error::from)?;
-        let mut asked = request.get_ref().clone();
-        asked.idempotency_key.clear();
-        let state = self
-            .keys
-            .once(&caller.user_id, key, "ReactivateUser", &asked, || {
-                self.set_user_status(caller, &asked.user_id, &asked.reason, false)
-            })
-            .await?;
+        let asked = |r: &pb::ReactivateUserRequest| StatusAsk {
+            user_id: r.user_id.clone(),
+            reason: r.reason.clone(),
+            idempotency_key: r.idempotency_key.clone(),
+        };
+        let state = self.set_user_status_once(&request, "ReactivateUser", asked(request.get_ref()), false).await?;
         Ok(Response::new(pb::ReactivateUserResponse { state: Some(state) }))
     }
 
