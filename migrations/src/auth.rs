@@ -1,7 +1,7 @@
 //! Tables of the auth service.
 
 use sea_orm_migration::prelude::*;
-use sea_orm_migration::schema::{big_integer, big_integer_null, blob, boolean, integer, string, string_len};
+use sea_orm_migration::schema::{big_integer, big_integer_null, blob, boolean, integer, string, string_len, text};
 
 use crate::{index, migration_name, outbox_table};
 
@@ -10,7 +10,7 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(Initial), Box::new(SecondFactors), Box::new(AccountStatus)]
+        vec![Box::new(Initial), Box::new(SecondFactors), Box::new(AccountStatus), Box::new(Mail)]
     }
 }
 
@@ -146,5 +146,50 @@ impl MigrationTrait for AccountStatus {
             manager.alter_table(Table::alter().table("credentials").add_column(&mut column).to_owned()).await?;
         }
         Ok(())
+    }
+}
+
+migration_name!(Mail, "m0004_auth_mail");
+
+#[async_trait::async_trait]
+impl MigrationTrait for Mail {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        // Codes mailed for a password reset or an email verification, kept
+        // as their SHA-256 only.
+        manager
+            .create_table(
+                Table::create()
+                    .table("mail_codes")
+                    .if_not_exists()
+                    .col(string_len("code_hash", 64).primary_key())
+                    .col(string_len("user_id", 36))
+                    .col(string_len("purpose", 16))
+                    .col(string_len("email", 254))
+                    .col(big_integer("created_at"))
+                    .col(big_integer("expires_at"))
+                    .col(big_integer_null("used_at"))
+                    .to_owned(),
+            )
+            .await?;
+        manager.create_index(index("mail_codes_by_user", "mail_codes", &["user_id", "purpose"])).await?;
+        // Mail waiting to be sent, written in the transaction that asks for
+        // it; the body is blanked once the server took it.
+        manager
+            .create_table(
+                Table::create()
+                    .table("mail_outbox")
+                    .if_not_exists()
+                    .col(string_len("mail_id", 36).primary_key())
+                    .col(string_len("recipient", 254))
+                    .col(string_len("subject", 200))
+                    .col(text("body"))
+                    .col(integer("attempts"))
+                    .col(big_integer("next_attempt_at"))
+                    .col(big_integer("created_at"))
+                    .col(big_integer_null("sent_at"))
+                    .to_owned(),
+            )
+            .await?;
+        manager.create_index(index("mail_outbox_due", "mail_outbox", &["sent_at", "next_attempt_at"])).await
     }
 }

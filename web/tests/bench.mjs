@@ -172,7 +172,12 @@ const ms = (v) => `${v.toFixed(0)} ms`;
 
 const node = await startNode({
   build: "release",
-  env: { COLINK_EPHEMERAL__SENDS_PER_MINUTE: "0", COLINK_LOG__LEVEL: "warn" },
+  env: {
+    COLINK_EPHEMERAL__SENDS_PER_MINUTE: "0",
+    COLINK_EPHEMERAL__MUTATIONS_PER_MINUTE: "0",
+    COLINK_EPHEMERAL__ANONYMOUS_PER_ADDRESS_PER_MINUTE: "0",
+    COLINK_LOG__LEVEL: "warn",
+  },
 });
 const browser = await launchBrowser();
 /** The page being measured, photographed if a step fails. */

@@ -428,6 +428,12 @@ pub struct VerifyEmailRequest {
 /// VerifyEmail result.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct VerifyEmailResponse {}
+/// RequestEmailVerification.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RequestEmailVerificationRequest {}
+/// RequestEmailVerification result.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RequestEmailVerificationResponse {}
 /// Workspace role of an account; the same names appear in access tokens.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
 #[repr(i32)]
@@ -1045,7 +1051,10 @@ pub mod auth_service_client {
             self.inner.unary(req, path, codec).await
         }
         /// Sends a password-reset code to the account's email, if the account exists.
-        /// Always succeeds, so it does not reveal which emails are registered.
+        /// Always succeeds, so it does not reveal which emails are registered. The
+        /// code works once, for an hour; at most 5 are mailed to an account an hour.
+        /// Errors: INVALID_ARGUMENT naming `email`; FAILED_PRECONDITION when the
+        /// workspace sends no mail; RESOURCE_EXHAUSTED past the per-address limit.
         pub async fn request_password_reset(
             &mut self,
             request: impl tonic::IntoRequest<super::RequestPasswordResetRequest>,
@@ -1072,7 +1081,10 @@ pub mod auth_service_client {
                 );
             self.inner.unary(req, path, codec).await
         }
-        /// Sets a new password with a reset code; ends every session.
+        /// Sets a new password with a reset code; ends every session, and counts
+        /// the email as verified.
+        /// Errors: INVALID_ARGUMENT naming `code` (wrong, used or expired),
+        /// `email` or `new_password` (see the password policy).
         pub async fn reset_password(
             &mut self,
             request: impl tonic::IntoRequest<super::ResetPasswordRequest>,
@@ -1098,6 +1110,7 @@ pub mod auth_service_client {
             self.inner.unary(req, path, codec).await
         }
         /// Confirms the account's email with the code that was mailed to it.
+        /// Errors: INVALID_ARGUMENT naming `code` (wrong, used or expired).
         pub async fn verify_email(
             &mut self,
             request: impl tonic::IntoRequest<super::VerifyEmailRequest>,
@@ -1120,6 +1133,40 @@ pub mod auth_service_client {
             let mut req = request.into_request();
             req.extensions_mut()
                 .insert(GrpcMethod::new("colink.auth.v1.AuthService", "VerifyEmail"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// Mails a new verification code to the caller's email (one is mailed at
+        /// registration too); a verified email changes nothing. At most 5 an hour
+        /// per account.
+        /// Errors: FAILED_PRECONDITION when the workspace sends no mail;
+        /// RESOURCE_EXHAUSTED past the limits.
+        pub async fn request_email_verification(
+            &mut self,
+            request: impl tonic::IntoRequest<super::RequestEmailVerificationRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::RequestEmailVerificationResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = crate::codec::ProtoCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/colink.auth.v1.AuthService/RequestEmailVerification",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new(
+                        "colink.auth.v1.AuthService",
+                        "RequestEmailVerification",
+                    ),
+                );
             self.inner.unary(req, path, codec).await
         }
     }
@@ -1290,7 +1337,10 @@ pub mod auth_service_server {
             tonic::Status,
         >;
         /// Sends a password-reset code to the account's email, if the account exists.
-        /// Always succeeds, so it does not reveal which emails are registered.
+        /// Always succeeds, so it does not reveal which emails are registered. The
+        /// code works once, for an hour; at most 5 are mailed to an account an hour.
+        /// Errors: INVALID_ARGUMENT naming `email`; FAILED_PRECONDITION when the
+        /// workspace sends no mail; RESOURCE_EXHAUSTED past the per-address limit.
         async fn request_password_reset(
             &self,
             request: tonic::Request<super::RequestPasswordResetRequest>,
@@ -1298,7 +1348,10 @@ pub mod auth_service_server {
             tonic::Response<super::RequestPasswordResetResponse>,
             tonic::Status,
         >;
-        /// Sets a new password with a reset code; ends every session.
+        /// Sets a new password with a reset code; ends every session, and counts
+        /// the email as verified.
+        /// Errors: INVALID_ARGUMENT naming `code` (wrong, used or expired),
+        /// `email` or `new_password` (see the password policy).
         async fn reset_password(
             &self,
             request: tonic::Request<super::ResetPasswordRequest>,
@@ -1307,11 +1360,24 @@ pub mod auth_service_server {
             tonic::Status,
         >;
         /// Confirms the account's email with the code that was mailed to it.
+        /// Errors: INVALID_ARGUMENT naming `code` (wrong, used or expired).
         async fn verify_email(
             &self,
             request: tonic::Request<super::VerifyEmailRequest>,
         ) -> std::result::Result<
             tonic::Response<super::VerifyEmailResponse>,
+            tonic::Status,
+        >;
+        /// Mails a new verification code to the caller's email (one is mailed at
+        /// registration too); a verified email changes nothing. At most 5 an hour
+        /// per account.
+        /// Errors: FAILED_PRECONDITION when the workspace sends no mail;
+        /// RESOURCE_EXHAUSTED past the limits.
+        async fn request_email_verification(
+            &self,
+            request: tonic::Request<super::RequestEmailVerificationRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::RequestEmailVerificationResponse>,
             tonic::Status,
         >;
     }
@@ -2292,6 +2358,57 @@ pub mod auth_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = VerifyEmailSvc(inner);
+                        let codec = crate::codec::ProtoCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/colink.auth.v1.AuthService/RequestEmailVerification" => {
+                    #[allow(non_camel_case_types)]
+                    struct RequestEmailVerificationSvc<T: AuthService>(pub Arc<T>);
+                    impl<
+                        T: AuthService,
+                    > tonic::server::UnaryService<super::RequestEmailVerificationRequest>
+                    for RequestEmailVerificationSvc<T> {
+                        type Response = super::RequestEmailVerificationResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<
+                                super::RequestEmailVerificationRequest,
+                            >,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as AuthService>::request_email_verification(
+                                        &inner,
+                                        request,
+                                    )
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = RequestEmailVerificationSvc(inner);
                         let codec = crate::codec::ProtoCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(

@@ -1,7 +1,8 @@
 //! Account rules: what a valid username, email and password are, and how
 //! passwords and refresh tokens are hashed. Free of gRPC.
 
-use std::sync::{Arc, Mutex};
+use std::collections::HashSet;
+use std::sync::{Arc, LazyLock, Mutex};
 
 use argon2::password_hash::{self, Output, ParamsString, PasswordHash, Salt, SaltString};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
@@ -35,6 +36,11 @@ pub fn validate_registration(
     let username = v.check(normalize_username(username));
     let email = v.check(normalize_email(email));
     v.check(check_password("password", password));
+    let lowered = password.to_lowercase();
+    let own_names = [username.as_deref(), email.as_deref(), email.as_deref().and_then(|e| e.split('@').next())];
+    if own_names.into_iter().flatten().any(|name| name == lowered) {
+        v.add("password", "must not be the username or the email address");
+    }
     let display_name = display_name.trim();
     if !display_name.is_empty() {
         v.check(check_text("display_name", display_name, 1, 64));
@@ -86,10 +92,21 @@ pub fn normalize_email(raw: &str) -> Result<String, FieldError> {
     if valid { Ok(email) } else { Err(FieldError::new("email", "must be a valid email address")) }
 }
 
+/// Passwords too common to accept, lowercased; the list and its source are
+/// in `data/common-passwords.txt`.
+static COMMON_PASSWORDS: LazyLock<HashSet<&'static str>> = LazyLock::new(|| {
+    include_str!("../data/common-passwords.txt").lines().filter(|l| !l.is_empty() && !l.starts_with('#')).collect()
+});
+
+/// The password policy: 8 to 128 characters, and not one of the common
+/// passwords that guessing tries first (whatever its letters' case).
 pub fn check_password(field: &str, password: &str) -> Result<(), FieldError> {
     let len = password.chars().count();
     if !(MIN_PASSWORD..=MAX_PASSWORD).contains(&len) {
         return Err(FieldError::new(field, format!("must be {MIN_PASSWORD} to {MAX_PASSWORD} characters long")));
+    }
+    if COMMON_PASSWORDS.contains(password.to_lowercase().as_str()) {
+        return Err(FieldError::new(field, "is one of the most common passwords; choose another"));
     }
     Ok(())
 }
@@ -252,6 +269,21 @@ pub fn hash_refresh_token(token: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn common_passwords_and_the_account_s_own_names_are_refused() {
+        assert!(COMMON_PASSWORDS.len() > 15_000);
+        for common in ["password", "PassWord1", "iloveyou", "qwertyuiop", "12345678"] {
+            let refused = check_password("password", common).unwrap_err();
+            assert!(format!("{refused:?}").contains("common"), "{common}: {refused:?}");
+        }
+        assert!(check_password("password", "short").is_err());
+        check_password("password", "correct horse battery").unwrap();
+        for own in ["gretchen.m", "GRETCHEN.M@example.com", "gretchen.m@example.com"] {
+            let refused = validate_registration("gretchen.m", "gretchen.m@example.com", own, "").err().unwrap();
+            assert!(format!("{refused:?}").contains("username or the email"), "{own}: {refused:?}");
+        }
+    }
 
     #[test]
     fn usernames_are_lowercased_and_checked() {

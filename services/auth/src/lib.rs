@@ -4,6 +4,8 @@
 
 mod domain;
 mod keys;
+mod mail;
+mod recovery;
 mod roles;
 mod second_factor;
 mod sessions;
@@ -66,6 +68,8 @@ pub struct AuthService {
     throttle: LoginThrottle,
     /// Where ended sessions are announced to every node.
     pubsub: Arc<dyn PubSub>,
+    /// Sends the outbox's mail; `None` when the workspace sends no mail.
+    mailer: Option<Arc<mail::Mailer>>,
 }
 
 /// The shared backends the auth service uses besides its database.
@@ -82,6 +86,10 @@ impl AuthService {
         let hashing = PasswordHashing::new(&config, workers).map_err(Error::internal)?;
         let keys = Keys::load_or_create(&db).await?;
         let decoy_hash = hashing.hash("decoy password for unknown logins".into()).await.map_err(Error::internal)?;
+        let mailer = mail::Mailer::new(&config.mail).map_err(Error::internal)?;
+        if let Some(mailer) = &mailer {
+            tokio::spawn(mailer.clone().relay(db.clone()));
+        }
         Ok(Self {
             db,
             outbox,
@@ -92,6 +100,7 @@ impl AuthService {
             decoy_hash: decoy_hash.into(),
             throttle: LoginThrottle::new(ephemeral),
             pubsub,
+            mailer,
         })
     }
 
@@ -208,7 +217,11 @@ impl AuthService {
             }),
         );
         events::enqueue(&txn, USER_EVENTS, &account.user_id, &event).await?;
+        let mailing = self.queue_verification(&txn, &account).await?;
         txn.commit().await?;
+        if let (true, Some(mailer)) = (mailing, &self.mailer) {
+            mailer.wake();
+        }
         // Let the profile exist before the client's next call; if the event
         // log is slow the profile follows shortly after.
         if !self.profile_exists(&account.user_id, &tokens.access_token).await {
@@ -448,8 +461,8 @@ fn to_account(c: &credential::Model, second_factor_enabled: bool) -> pb::Account
     }
 }
 
-/// WebAuthn needs an attestation verifier and the mailed codes a mail
-/// transport; until Colink has them these RPCs say so plainly.
+/// WebAuthn needs an attestation verifier; until Colink has one these RPCs
+/// say so plainly.
 fn not_yet(what: &str) -> Status {
     Status::unimplemented(format!("{what} is not available in this version of Colink"))
 }
@@ -459,7 +472,7 @@ impl AuthRpc for AuthService {
     async fn register(&self, request: Request<pb::RegisterRequest>) -> Result<Response<pb::RegisterResponse>, Status> {
         let address = client_address();
         let limit = self.config.registrations_per_address_per_hour;
-        self.throttle.registration(address.as_deref(), limit).await?;
+        self.throttle.per_address_hourly("register", address.as_deref(), limit).await?;
         Ok(Response::new(AuthService::register(self, request.into_inner()).await?))
     }
 
@@ -585,28 +598,41 @@ impl AuthRpc for AuthService {
 
     async fn request_password_reset(
         &self,
-        _request: Request<pb::RequestPasswordResetRequest>,
+        request: Request<pb::RequestPasswordResetRequest>,
     ) -> Result<Response<pb::RequestPasswordResetResponse>, Status> {
-        Err(not_yet("password reset by email"))
+        AuthService::request_password_reset(self, request.get_ref()).await?;
+        Ok(Response::new(pb::RequestPasswordResetResponse {}))
     }
 
     async fn reset_password(
         &self,
-        _request: Request<pb::ResetPasswordRequest>,
+        request: Request<pb::ResetPasswordRequest>,
     ) -> Result<Response<pb::ResetPasswordResponse>, Status> {
-        Err(not_yet("password reset by email"))
+        AuthService::reset_password(self, request.into_inner()).await?;
+        Ok(Response::new(pb::ResetPasswordResponse {}))
     }
 
     async fn verify_email(
         &self,
-        _request: Request<pb::VerifyEmailRequest>,
+        request: Request<pb::VerifyEmailRequest>,
     ) -> Result<Response<pb::VerifyEmailResponse>, Status> {
-        Err(not_yet("email verification"))
+        let caller = caller(&request)?;
+        AuthService::verify_email(self, caller, &request.get_ref().code).await?;
+        Ok(Response::new(pb::VerifyEmailResponse {}))
+    }
+
+    async fn request_email_verification(
+        &self,
+        request: Request<pb::RequestEmailVerificationRequest>,
+    ) -> Result<Response<pb::RequestEmailVerificationResponse>, Status> {
+        let caller = caller(&request)?;
+        AuthService::request_email_verification(self, caller).await?;
+        Ok(Response::new(pb::RequestEmailVerificationResponse {}))
     }
 }
 
 /// The address the request being handled came from (see
 /// `RequestContext`: the peer's, or behind a trusted proxy the one it saw).
-fn client_address() -> Option<String> {
+pub(crate) fn client_address() -> Option<String> {
     RequestContext::current().map(|c| c.client_ip.to_string()).filter(|ip| !ip.is_empty())
 }

@@ -8,8 +8,9 @@
 //! Unknown logins are counted under the name that was tried, exactly like
 //! known ones, so the answers never tell whether an account exists.
 //!
-//! Registrations are counted per client address: past the hourly limit an
-//! address must wait, so one client cannot mint accounts by the thousand.
+//! Registrations and mail requests (password resets, verifications) are
+//! counted per client address: past the hourly limit an address must wait,
+//! so one client cannot mint accounts or send mail by the thousand.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -111,29 +112,38 @@ impl LoginThrottle {
     }
 }
 
-/// Registrations are counted in windows of this length.
-const REGISTRATION_WINDOW: Duration = Duration::from_secs(60 * 60);
+/// Registrations and mail requests are counted in windows of this length.
+const HOURLY: Duration = Duration::from_secs(60 * 60);
 
 impl LoginThrottle {
-    /// Counts a registration from `address`, and refuses it with
-    /// RESOURCE_EXHAUSTED past `per_hour` in the window (0: no limit).
-    /// When the store cannot be reached, registrations go through.
-    pub async fn registration(&self, address: Option<&str>, per_hour: u32) -> Result<(), Error> {
+    /// Counts a request of a kind ("register", "mail") from `address`, and
+    /// refuses it with RESOURCE_EXHAUSTED past `per_hour` in the window (0:
+    /// no limit). When the store cannot be reached, requests go through.
+    pub async fn per_address_hourly(&self, kind: &str, address: Option<&str>, per_hour: u32) -> Result<(), Error> {
         let Some(address) = address.filter(|_| per_hour > 0) else { return Ok(()) };
-        let count = match self.store.hit(&format!("register:address:{address}"), REGISTRATION_WINDOW).await {
-            Ok(count) => count,
-            Err(err) => {
-                tracing::warn!(error = %err, "registration not counted");
-                return Ok(());
-            }
-        };
-        if count > u64::from(per_hour) {
-            return Err(Error::Throttled {
-                message: format!("at most {per_hour} accounts an hour may be registered from one address; try later"),
-                retry_after: REGISTRATION_WINDOW,
-            });
+        if self.counted(&format!("{kind}:address:{address}"), HOURLY, u64::from(per_hour)).await {
+            return Ok(());
         }
-        Ok(())
+        let what = match kind {
+            "register" => "accounts may be registered",
+            _ => "mails may be asked for",
+        };
+        Err(Error::Throttled {
+            message: format!("at most {per_hour} {what} from one address in an hour; try later"),
+            retry_after: HOURLY,
+        })
+    }
+
+    /// Counts one more under `key` in a window; false past `max`. When the
+    /// store cannot be reached, it counts nothing and says true.
+    pub async fn counted(&self, key: &str, window: Duration, max: u64) -> bool {
+        match self.store.hit(key, window).await {
+            Ok(count) => count <= max,
+            Err(err) => {
+                tracing::warn!(error = %err, key, "request not counted");
+                true
+            }
+        }
     }
 }
 

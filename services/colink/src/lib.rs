@@ -33,6 +33,7 @@ use colink_runtime::events::{
     self, CHANNEL_EVENTS, EventLog, FILE_EVENTS, InProcessEventLog, KafkaEventLog, MESSAGE_EVENTS, REACTION_EVENTS,
     TOPICS, USER_EVENTS,
 };
+use colink_runtime::limits::RequestLimits;
 use colink_runtime::pubsub::{MemoryPubSub, PubSub, RedisPubSub};
 use colink_search::SearchService;
 use colink_users::UsersService;
@@ -121,6 +122,11 @@ impl Node {
             Arc::new(redis)
         };
         let verifier = Arc::new(TokenVerifier::new(config.auth.issuer.clone(), peers.channel("auth")));
+        let limits = Arc::new(RequestLimits::new(
+            ephemeral.clone(),
+            config.ephemeral.mutations_per_minute,
+            config.ephemeral.anonymous_per_address_per_minute,
+        ));
         let mut background = vec![tokio::spawn(verifier.clone().listen(pubsub.clone(), shutdown_rx.clone()))];
 
         let (health, health_service) = tonic_health::server::health_reporter();
@@ -303,7 +309,7 @@ impl Node {
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
             .layer(webapp::WebAppLayer::new(blobs))
             .layer(tonic_web::GrpcWebLayer::new())
-            .layer(AuthLayer::new(verifier, config.auth.trust_forwarded_for))
+            .layer(AuthLayer::new(verifier, limits, config.auth.trust_forwarded_for))
             .add_routes(routes.routes())
             .serve_with_incoming_shutdown(incoming(listener), async move {
                 let _ = stop.wait_for(|stopping| *stopping).await;

@@ -25,6 +25,7 @@ use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 use crate::clients::retry_idempotent;
+use crate::limits::RequestLimits;
 use crate::pubsub::{Frame, PubSub, SESSIONS_ENDED_TOPIC};
 use crate::request_context::{REQUEST_ID_HEADER, RequestContext};
 use crate::token::{self, Claims, TokenError};
@@ -352,17 +353,19 @@ pub fn bearer(value: Option<&str>) -> Result<&str, Status> {
     }
 }
 
-/// The tower layer that authenticates every non-public RPC, and runs each
-/// request in its `RequestContext` (echoing the request id in the answer).
+/// The tower layer that authenticates every non-public RPC, holds each call
+/// to its budget (see `limits`), and runs it in its `RequestContext`
+/// (echoing the request id in the answer).
 #[derive(Clone)]
 pub struct AuthLayer {
     verifier: Arc<TokenVerifier>,
+    limits: Arc<RequestLimits>,
     trust_forwarded_for: bool,
 }
 
 impl AuthLayer {
-    pub fn new(verifier: Arc<TokenVerifier>, trust_forwarded_for: bool) -> Self {
-        Self { verifier, trust_forwarded_for }
+    pub fn new(verifier: Arc<TokenVerifier>, limits: Arc<RequestLimits>, trust_forwarded_for: bool) -> Self {
+        Self { verifier, limits, trust_forwarded_for }
     }
 }
 
@@ -370,15 +373,14 @@ impl<S> tower::Layer<S> for AuthLayer {
     type Service = Authenticate<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Authenticate { inner, verifier: self.verifier.clone(), trust_forwarded_for: self.trust_forwarded_for }
+        Authenticate { inner, layer: self.clone() }
     }
 }
 
 #[derive(Clone)]
 pub struct Authenticate<S> {
     inner: S,
-    verifier: Arc<TokenVerifier>,
-    trust_forwarded_for: bool,
+    layer: AuthLayer,
 }
 
 type HttpRequest = http::Request<tonic::body::Body>;
@@ -401,26 +403,37 @@ where
         // Take the service that was polled ready and leave a fresh clone behind.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let context = RequestContext::of(&request, self.trust_forwarded_for);
+        let context = RequestContext::of(&request, self.layer.trust_forwarded_for);
         let request_id = http::HeaderValue::from_str(&context.request_id).ok();
-        let path = request.uri().path();
-        let public = PUBLIC_PATHS.contains(&path) || PUBLIC_PREFIXES.iter().any(|p| path.starts_with(p));
-        let verifier = self.verifier.clone();
+        let client_ip = context.client_ip.clone();
+        let path = request.uri().path().to_string();
+        let layer = self.layer.clone();
         let handled = async move {
-            if !public {
+            if PUBLIC_PREFIXES.iter().any(|p| path.starts_with(p)) {
+                return inner.call(request).await;
+            }
+            let checked = if PUBLIC_PATHS.contains(&path.as_str()) {
+                layer.limits.anonymous(&path, &client_ip).await
+            } else {
                 let header = request.headers().get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
                 let verified = match bearer(header) {
-                    Ok(token) => verifier.verify(token).await,
+                    Ok(token) => layer.verifier.verify(token).await,
                     Err(status) => Err(status),
                 };
                 match verified {
                     Ok(caller) => {
+                        let spent = layer.limits.signed_in(&path, &caller.user_id).await;
                         request.extensions_mut().insert(caller);
+                        spent
                     }
-                    Err(status) => return Ok(status.into_http()),
+                    // A refused token counts as a call without one.
+                    Err(refused) => Err(layer.limits.anonymous(&path, &client_ip).await.err().unwrap_or(refused)),
                 }
+            };
+            match checked {
+                Ok(()) => inner.call(request).await,
+                Err(status) => Ok(status.into_http()),
             }
-            inner.call(request).await
         };
         Box::pin(async move {
             let mut response = context.scope(handled).await?;

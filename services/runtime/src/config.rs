@@ -104,6 +104,12 @@ pub struct EphemeralConfig {
     pub url: String,
     /// Sends one user may make per minute; 0 turns the limit off.
     pub sends_per_minute: u32,
+    /// Other calls that change something one user may make per minute; 0
+    /// turns the limit off.
+    pub mutations_per_minute: u32,
+    /// Calls without a valid token (signing up and in, refreshing) one
+    /// client address may make per minute; 0 turns the limit off.
+    pub anonymous_per_address_per_minute: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -130,6 +136,30 @@ pub struct AuthConfig {
     /// Accounts one client address may register per hour; 0 turns the
     /// limit off.
     pub registrations_per_address_per_hour: u32,
+    /// Mail for password resets and email verification.
+    pub mail: MailConfig,
+}
+
+/// How the auth service sends mail. Without `url`, password reset and email
+/// verification are off (FAILED_PRECONDITION).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MailConfig {
+    /// The SMTP server: `smtp://host:25` (plain), `smtp://host:587?tls=required`
+    /// (STARTTLS) or `smtps://host:465`; credentials as
+    /// `smtp://user:password@host:587?tls=required`.
+    pub url: String,
+    /// The sender, e.g. `Colink <colink@example.com>`.
+    pub from: String,
+    /// Mails asked for from one client address per hour (resets and
+    /// verifications together); 0 turns the limit off.
+    pub requests_per_address_per_hour: u32,
+}
+
+impl Default for MailConfig {
+    fn default() -> Self {
+        Self { url: String::new(), from: "Colink <colink@localhost>".into(), requests_per_address_per_hour: 20 }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -350,7 +380,12 @@ impl Default for DatabaseConfig {
 impl Default for EphemeralConfig {
     fn default() -> Self {
         // The seeds' per-user API budget is 1,000 requests a minute.
-        Self { url: String::new(), sends_per_minute: 1_000 }
+        Self {
+            url: String::new(),
+            sends_per_minute: 1_000,
+            mutations_per_minute: 1_000,
+            anonymous_per_address_per_minute: 100,
+        }
     }
 }
 
@@ -371,6 +406,7 @@ impl Default for AuthConfig {
             argon2_parallelism: 1,
             trust_forwarded_for: false,
             registrations_per_address_per_hour: 20,
+            mail: MailConfig::default(),
         }
     }
 }

@@ -12,6 +12,7 @@ pub mod error;
 pub mod events;
 pub mod idempotency;
 pub mod ids;
+pub mod limits;
 pub mod pubsub;
 pub mod request_context;
 pub mod telemetry;

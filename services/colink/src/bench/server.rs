@@ -30,6 +30,8 @@ impl Server {
             .args(["serve", "--listen", addr, "--data-dir"])
             .arg(data_dir)
             .env("COLINK_EPHEMERAL__SENDS_PER_MINUTE", "0")
+            .env("COLINK_EPHEMERAL__MUTATIONS_PER_MINUTE", "0")
+            .env("COLINK_EPHEMERAL__ANONYMOUS_PER_ADDRESS_PER_MINUTE", "0")
             // The idle scenario opens up to 100 streams per user.
             .env("COLINK_REALTIME__MAX_STREAMS_PER_USER", "1000")
             .env("COLINK_AUTH__ARGON2_MEMORY_KIB", "64")

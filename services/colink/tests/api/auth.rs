@@ -230,3 +230,85 @@ async fn totp_turns_sign_in_into_two_steps() {
     let after = app.auth().login(login("alice", "correct horse battery")).await.unwrap().into_inner();
     assert!(matches!(after.result, Some(login_response::Result::Tokens(_))));
 }
+
+/// The code in the newest mail to `to` whose subject has `subject`, once
+/// it has arrived; mails counted in `seen` are skipped.
+async fn mailed_code(smtp: &crate::servers::Server, seen: &mut usize, to: &str, subject: &str) -> String {
+    let mail = crate::servers::eventually(std::time::Duration::from_secs(20), "a mail", || async {
+        let mails = smtp.mails();
+        (mails.len() > *seen).then(|| mails[*seen].clone())
+    })
+    .await;
+    *seen += 1;
+    assert!(mail.contains(&format!("To: {to}")), "{mail}");
+    assert!(mail.contains(subject), "{mail}");
+    let line = mail.lines().find(|l| l.contains(" code: ")).unwrap_or_else(|| panic!("no code in {mail}"));
+    line.rsplit(' ').next().unwrap().trim().to_string()
+}
+
+#[tokio::test]
+#[ignore = "needs aiosmtpd: set COLINK_TEST_AIOSMTPD (the full suite does)"]
+async fn password_resets_and_email_verification_go_through_a_real_mail_server() {
+    use colink_proto::auth::v1::{
+        RequestEmailVerificationRequest, RequestPasswordResetRequest, ResetPasswordRequest, VerifyEmailRequest,
+    };
+
+    let smtp = crate::servers::Server::smtp().await;
+    let url = format!("smtp://127.0.0.1:{}", smtp.port);
+    let app = TestApp::spawn_with(|c| {
+        c.auth.mail.url = url;
+        c.auth.mail.from = "Colink <colink@example.com>".into();
+        c.auth.mail.requests_per_address_per_hour = 6;
+    })
+    .await;
+    let mut seen = 0;
+    let alice = app.register("alice").await;
+
+    // Registration mails a verification code; a wrong one names the field.
+    let code = mailed_code(&smtp, &mut seen, "alice@example.com", "Confirm your email").await;
+    let verify = |code: &str| alice.req(VerifyEmailRequest { code: code.into() });
+    crate::helpers::assert_invalid(app.auth().verify_email(verify("not-the-code")).await, "code");
+    app.auth().verify_email(verify(&code)).await.unwrap();
+    crate::helpers::assert_invalid(app.auth().verify_email(verify(&code)).await, "code");
+    let signed_in = app.auth().login(login("alice", "correct horse battery")).await.unwrap().into_inner();
+    assert!(signed_in.account.unwrap().email_verified);
+    let Some(login_response::Result::Tokens(other)) = signed_in.result else { panic!("tokens") };
+    app.users().get_me(with_token(&other.access_token, GetMeRequest {})).await.unwrap();
+    // A verified email needs no new code.
+    app.auth().request_email_verification(alice.req(RequestEmailVerificationRequest {})).await.unwrap();
+
+    // Asking for a reset answers alike for unknown addresses, and mails
+    // only the account's owner.
+    let ask = |email: &str| RequestPasswordResetRequest { email: email.into() };
+    app.auth().request_password_reset(ask("nobody@example.com")).await.unwrap();
+    crate::helpers::assert_invalid(app.auth().request_password_reset(ask("not an address")).await, "email");
+    app.auth().request_password_reset(ask("ALICE@example.com")).await.unwrap();
+    let code = mailed_code(&smtp, &mut seen, "alice@example.com", "Reset your Colink password").await;
+    let reset = |code: &str, password: &str| ResetPasswordRequest {
+        email: "alice@example.com".into(),
+        code: code.into(),
+        new_password: password.into(),
+    };
+    crate::helpers::assert_invalid(app.auth().reset_password(reset("wrong", "a fresh passphrase")).await, "code");
+    crate::helpers::assert_invalid(app.auth().reset_password(reset(&code, "password1")).await, "new_password");
+    app.auth().reset_password(reset(&code, "a fresh passphrase")).await.unwrap();
+    // Spent; the old password and every session are gone.
+    crate::helpers::assert_invalid(app.auth().reset_password(reset(&code, "another passphrase")).await, "code");
+    assert_code(app.auth().login(login("alice", "correct horse battery")).await, Code::Unauthenticated);
+    app.auth().login(login("alice", "a fresh passphrase")).await.unwrap();
+    assert_code(app.users().get_me(with_token(&other.access_token, GetMeRequest {})).await, Code::Unauthenticated);
+    let refresh = RefreshRequest { refresh_token: alice.tokens.refresh_token.clone() };
+    assert_code(app.auth().refresh(refresh).await, Code::Unauthenticated);
+    assert_eq!(smtp.mails().len(), seen, "nobody@example.com got nothing");
+
+    // One address asks for a bounded number of mails an hour: 6 here, two
+    // asked above and four more; the seventh is refused.
+    for _ in 0..4 {
+        app.auth().request_password_reset(ask("nobody@example.com")).await.unwrap();
+    }
+    assert_code(app.auth().request_password_reset(ask("nobody@example.com")).await, Code::ResourceExhausted);
+
+    // A workspace without mail says so.
+    let quiet = TestApp::spawn().await;
+    assert_code(quiet.auth().request_password_reset(ask("alice@example.com")).await, Code::FailedPrecondition);
+}

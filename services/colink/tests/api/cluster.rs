@@ -142,3 +142,44 @@ async fn audit_entries_recorded_on_two_nodes_at_once_form_one_intact_chain() {
     assert!(report.entries_checked >= 33, "{report:?}");
     assert_eq!(report.head_position, report.entries_checked);
 }
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL and Redis: set COLINK_TEST_POSTGRES and COLINK_TEST_REDIS (the full suite does)"]
+async fn changes_are_budgeted_per_user_across_nodes_through_redis() {
+    use colink_proto::users::v1::{GetMeRequest, UpdateMeRequest, User};
+
+    // Counters are keyed by user id, so the shared Redis needs no cleaning.
+    let database = fresh_postgres(&server("COLINK_TEST_POSTGRES")).await;
+    let redis = server("COLINK_TEST_REDIS");
+    let node = |database: String, redis: String| {
+        TestApp::spawn_with(move |c| {
+            c.database.url = database;
+            c.pubsub.url = redis.clone();
+            c.ephemeral.url = redis;
+            c.ephemeral.mutations_per_minute = 4;
+        })
+    };
+    let (first, second) = (node(database.clone(), redis.clone()).await, node(database, redis).await);
+    let alice = first.register("alice").await;
+    let bob = second.register("bob").await;
+    let rename = |name: &str| UpdateMeRequest {
+        user: Some(User { display_name: name.into(), ..Default::default() }),
+        update_mask: Some(prost_types::FieldMask { paths: vec!["display_name".into()] }),
+    };
+    for i in 0..2 {
+        first.users().update_me(alice.req(rename(&format!("a{i}")))).await.unwrap();
+        second.users().update_me(alice.req(rename(&format!("b{i}")))).await.unwrap();
+    }
+    let held = crate::helpers::assert_code(
+        second.users().update_me(alice.req(rename("over"))).await,
+        tonic::Code::ResourceExhausted,
+    );
+    assert!(crate::hardening::retry_after(&held) > std::time::Duration::ZERO);
+    crate::helpers::assert_code(
+        first.users().update_me(alice.req(rename("over"))).await,
+        tonic::Code::ResourceExhausted,
+    );
+    // Reading goes on, and other people have budgets of their own.
+    first.users().get_me(alice.req(GetMeRequest {})).await.unwrap();
+    first.users().update_me(bob.req(rename("bob"))).await.unwrap();
+}

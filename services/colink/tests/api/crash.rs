@@ -106,6 +106,8 @@ async fn killed_nodes_lose_nothing_acknowledged_and_clients_resume_without_gaps(
         ("COLINK_AUTH__ARGON2_ITERATIONS".to_string(), "1".to_string()),
         // Every test registers from this machine's address, into one Redis.
         ("COLINK_AUTH__REGISTRATIONS_PER_ADDRESS_PER_HOUR".to_string(), "0".to_string()),
+        ("COLINK_EPHEMERAL__ANONYMOUS_PER_ADDRESS_PER_MINUTE".to_string(), "0".to_string()),
+        ("COLINK_EPHEMERAL__MUTATIONS_PER_MINUTE".to_string(), "0".to_string()),
     ];
     for peer in ["auth", "users", "channels", "messaging", "presence", "admin"] {
         shared.push((format!("COLINK_PEERS__{}", peer.to_uppercase()), core_url.clone()));

@@ -291,7 +291,7 @@ async fn login(app: &TestApp, login: &str, password: &str) -> Result<LoginRespon
     app.auth().login(request).await.map(tonic::Response::into_inner)
 }
 
-fn retry_after(status: &Status) -> Duration {
+pub fn retry_after(status: &Status) -> Duration {
     use tonic_types::StatusExt;
     status.get_details_retry_info().and_then(|r| r.retry_delay).expect("retry information")
 }
@@ -370,6 +370,37 @@ async fn login_throttling_is_shared_by_nodes_through_redis() {
     assert!(retry_after(&held) > Duration::ZERO);
 }
 
+#[tokio::test]
+async fn calls_without_a_token_are_budgeted_per_address() {
+    let app = TestApp::spawn_with(|c| {
+        c.ephemeral.anonymous_per_address_per_minute = 3;
+        c.auth.trust_forwarded_for = true;
+    })
+    .await;
+    let alice = app.register("alice").await;
+    let from = |address: &str, login: LoginRequest| {
+        let mut request = tonic::Request::new(login);
+        request.metadata_mut().insert("x-forwarded-for", address.parse().unwrap());
+        request
+    };
+    let attempt =
+        || LoginRequest { login: "alice".into(), password: "correct horse battery".into(), device_name: String::new() };
+    // The registration above came from this host's own address.
+    for _ in 0..3 {
+        app.auth().login(from("198.51.100.9", attempt())).await.unwrap();
+    }
+    let held = assert_code(app.auth().login(from("198.51.100.9", attempt())).await, Code::ResourceExhausted);
+    assert!(retry_after(&held) > Duration::ZERO);
+    // A refused token counts too; another address and signed-in calls do not.
+    let mut forged = with_token("not-a-token", colink_proto::users::v1::GetMeRequest {});
+    forged.metadata_mut().insert("x-forwarded-for", "198.51.100.9".parse().unwrap());
+    assert_code(app.users().get_me(forged).await, Code::ResourceExhausted);
+    app.auth().login(from("198.51.100.10", attempt())).await.unwrap();
+    let mut signed_in = alice.req(colink_proto::users::v1::GetMeRequest {});
+    signed_in.metadata_mut().insert("x-forwarded-for", "198.51.100.9".parse().unwrap());
+    app.users().get_me(signed_in).await.unwrap();
+}
+
 // ---- 11. password hashing memory -----------------------------------------
 
 #[tokio::test]
@@ -380,6 +411,8 @@ async fn a_login_burst_leaves_memory_bounded() {
     let node = ChildNode::start(&[
         ("COLINK_AUTH__TRUST_FORWARDED_FOR", "true"),
         ("COLINK_AUTH__REGISTRATIONS_PER_ADDRESS_PER_HOUR", "0"),
+        ("COLINK_EPHEMERAL__ANONYMOUS_PER_ADDRESS_PER_MINUTE", "0"),
+        ("COLINK_EPHEMERAL__MUTATIONS_PER_MINUTE", "0"),
     ])
     .await;
     let idle = node.rss_kib();

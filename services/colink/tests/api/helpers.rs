@@ -108,6 +108,8 @@ impl TestApp {
         // Tests register many accounts from this machine's address, some
         // into one shared Redis; the limit's own test sets it.
         config.auth.registrations_per_address_per_hour = 0;
+        config.ephemeral.anonymous_per_address_per_minute = 0;
+        config.ephemeral.mutations_per_minute = 0;
         adjust(&mut config);
         let node = Node::start_with_clock(config.clone(), clock).await.expect("node starts");
         let channel_uri = format!("http://{}", node.addr());

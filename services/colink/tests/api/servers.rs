@@ -89,6 +89,47 @@ impl Server {
         server
     }
 
+    /// An SMTP server (aiosmtpd) that keeps what it receives in a fresh
+    /// Maildir; read it with [`Server::mails`].
+    pub async fn smtp() -> Self {
+        let program = std::env::var("COLINK_TEST_AIOSMTPD").expect("COLINK_TEST_AIOSMTPD names the aiosmtpd program");
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("colink-smtp-{port}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        let args = [
+            "--nosetuid",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--class",
+            "aiosmtpd.handlers.Mailbox",
+            &dir.display().to_string(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let mut server = Self::start(program, args, port).await;
+        server.dir = Some(dir);
+        server
+    }
+
+    /// The mails an SMTP server received, whole, oldest first.
+    pub fn mails(&self) -> Vec<String> {
+        let Some(dir) = &self.dir else { return vec![] };
+        let mut files: Vec<(std::time::SystemTime, String)> = std::fs::read_dir(dir.join("new"))
+            .map(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .filter_map(|e| {
+                        let modified = e.metadata().ok()?.modified().ok()?;
+                        Some((modified, std::fs::read_to_string(e.path()).ok()?))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        files.sort();
+        files.into_iter().map(|(_, mail)| mail).collect()
+    }
+
     async fn start(program: String, args: Vec<String>, port: u16) -> Self {
         let mut server = Self { program, args, child: None, port, dir: None };
         server.run().await;
