@@ -1,15 +1,17 @@
 //! Direct messages and group DMs: the same people always get the same conversation.
 
+use std::collections::HashSet;
+
 use colink_proto::channels::v1 as pb;
 use colink_proto::channels::v1::{ChannelKind, MemberRole};
 use colink_runtime::clients::deny_if_blocked;
 use colink_runtime::error::{Violations, is_unique_violation};
 use colink_runtime::ids::{new_id, now_micros, parse_id_list};
-use colink_runtime::{Caller, Error, Result};
-use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, Set, TransactionTrait};
+use colink_runtime::{Caller, Error, Result, Role};
+use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QuerySelect, Set, TransactionTrait};
 
 use crate::rules::dm_key;
-use crate::store::channel;
+use crate::store::{channel, member};
 use crate::{ChannelsService, MAX_DM_OTHERS};
 
 impl ChannelsService {
@@ -40,6 +42,9 @@ impl ChannelsService {
                 channel: Some(self.to_proto(&self.db.reader, existing, membership.as_ref()).await?),
                 created: false,
             });
+        }
+        if caller.role == Role::Guest {
+            self.require_shared_channels(caller, &others).await?;
         }
         let users = self.require_users(caller, "user_ids", &others).await?;
         // A new conversation needs everyone's consent to be contacted.
@@ -89,5 +94,39 @@ impl ChannelsService {
         txn.commit().await?;
         self.published().await;
         Ok(pb::OpenDirectMessageResponse { channel: Some(channel), created: true })
+    }
+
+    /// A guest may start a conversation only with people they meet in a
+    /// channel they were added to.
+    async fn require_shared_channels(&self, caller: &Caller, others: &[String]) -> Result<()> {
+        let mine: Vec<String> = member::Entity::find()
+            .select_only()
+            .column(member::Column::ChannelId)
+            .filter(member::Column::UserId.eq(&caller.user_id))
+            .into_tuple()
+            .all(&self.db.reader)
+            .await?;
+        let channels: Vec<String> = channel::Entity::find()
+            .select_only()
+            .column(channel::Column::ChannelId)
+            .filter(channel::Column::ChannelId.is_in(mine))
+            .filter(channel::Column::Kind.is_in([ChannelKind::Public as i32, ChannelKind::Private as i32]))
+            .into_tuple()
+            .all(&self.db.reader)
+            .await?;
+        let met: HashSet<String> = member::Entity::find()
+            .select_only()
+            .column(member::Column::UserId)
+            .filter(member::Column::ChannelId.is_in(channels))
+            .filter(member::Column::UserId.is_in(others.iter().map(String::as_str)))
+            .into_tuple::<String>()
+            .all(&self.db.reader)
+            .await?
+            .into_iter()
+            .collect();
+        if others.iter().any(|other| !met.contains(other)) {
+            return Err(Error::denied("guests can message only people in the channels they were added to"));
+        }
+        Ok(())
     }
 }

@@ -258,5 +258,33 @@ fn publish_to_all(
     bytes
 }
 
-criterion_group!(hot_paths, token_check, seq_and_insert, fan_out);
+/// What one password sign-in costs in CPU: an Argon2id check at the
+/// default cost (19 MiB, 2 passes, 1 lane), which is nearly all of a login;
+/// one core does 1 / this many a second.
+fn password_check(c: &mut Criterion) {
+    use argon2::{Algorithm, Argon2, Params, Version};
+    let defaults = colink_runtime::config::AuthConfig::default();
+    let params = Params::new(defaults.argon2_memory_kib, defaults.argon2_iterations, defaults.argon2_parallelism, None)
+        .unwrap_or_else(|e| panic!("argon2 parameters: {e}"));
+    let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
+    let mut stored = [0_u8; 32];
+    let mut work = [0_u8; 32];
+    if let Err(err) = argon2.hash_password_into(b"correct horse battery", b"sixteen byte salt", &mut stored) {
+        panic!("hash: {err}");
+    }
+    let mut group = c.benchmark_group("password_check");
+    group.sample_size(20);
+    group.bench_function("argon2id_default_cost", |b| {
+        b.iter(|| {
+            if argon2.hash_password_into(b"correct horse battery", b"sixteen byte salt", &mut work).is_err()
+                || work != stored
+            {
+                panic!("the password did not check");
+            }
+        });
+    });
+    group.finish();
+}
+
+criterion_group!(hot_paths, token_check, seq_and_insert, fan_out, password_check);
 criterion_main!(hot_paths);

@@ -193,3 +193,54 @@ async fn public_channels_are_readable_by_all_but_writable_by_members() {
     let post = SendMessageRequest { channel_id: general.channel_id.clone(), text: "hi".into(), ..Default::default() };
     assert_code(app.messaging().send_message(eve.req(post)).await, Code::PermissionDenied);
 }
+
+#[tokio::test]
+async fn guests_reach_only_the_channels_they_were_added_to_and_the_people_in_them() {
+    use colink_proto::admin::v1::{SetUserRoleRequest, UserRole};
+    use colink_proto::auth::v1::RefreshRequest;
+    use colink_proto::channels::v1::{
+        BrowseChannelsRequest, CreateChannelRequest, GetChannelRequest, JoinChannelRequest, OpenDirectMessageRequest,
+    };
+
+    let app = TestApp::spawn().await;
+    let root = app.register("root").await;
+    let mia = app.register("mia").await;
+    let stranger = app.register("stranger").await;
+    let gus = app.register("gus").await;
+    let guest =
+        SetUserRoleRequest { user_id: gus.user_id.clone(), role: UserRole::Guest as i32, reason: "vendor".into() };
+    app.admin().set_user_role(root.req(guest)).await.unwrap();
+    let refresh = RefreshRequest { refresh_token: gus.tokens.refresh_token.clone() };
+    let tokens = app.auth().refresh(refresh).await.unwrap().into_inner().tokens.unwrap();
+    let gus = crate::helpers::TestUser { user_id: gus.user_id.clone(), tokens };
+    let project = app.create_channel(&root, "project", ChannelKind::Private, &[&mia, &gus]).await;
+    let lobby = app.create_channel(&root, "lobby", ChannelKind::Public, &[&stranger]).await;
+
+    // Where they were added, guests take part.
+    app.send(&gus, &project.channel_id, "hello from the vendor").await;
+    let dm = |with: &crate::helpers::TestUser| OpenDirectMessageRequest {
+        user_ids: vec![with.user_id.clone()],
+        ..Default::default()
+    };
+    app.channels().open_direct_message(gus.req(dm(&mia))).await.unwrap();
+    // Nothing else: no new channels, no browsing or joining public ones, no
+    // messages to people they never met.
+    let create = CreateChannelRequest { name: "side".into(), kind: ChannelKind::Public as i32, ..Default::default() };
+    assert_code(app.channels().create_channel(gus.req(create)).await, Code::PermissionDenied);
+    assert_code(
+        app.channels().browse_channels(gus.req(BrowseChannelsRequest::default())).await,
+        Code::PermissionDenied,
+    );
+    let join = JoinChannelRequest { channel_id: lobby.channel_id.clone(), ..Default::default() };
+    assert!(app.channels().join_channel(gus.req(join)).await.is_err());
+    let look = GetChannelRequest { channel_id: lobby.channel_id.clone() };
+    assert!(app.channels().get_channel(gus.req(look)).await.is_err());
+    assert_code(app.channels().open_direct_message(gus.req(dm(&stranger))).await, Code::PermissionDenied);
+    let group = OpenDirectMessageRequest {
+        user_ids: vec![mia.user_id.clone(), stranger.user_id.clone()],
+        ..Default::default()
+    };
+    assert_code(app.channels().open_direct_message(gus.req(group)).await, Code::PermissionDenied);
+    // Members still reach the guest.
+    app.channels().open_direct_message(stranger.req(dm(&gus))).await.unwrap();
+}
