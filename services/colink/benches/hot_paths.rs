@@ -62,6 +62,8 @@ fn token_check(c: &mut Criterion) {
     // remembered until the session ends.
     let rt = runtime();
     let (node, _data, token) = rt.block_on(auth_node());
+    // Channels spawn their connection task on the runtime.
+    let _entered = rt.enter();
     let auth_channel = || {
         tonic::transport::Endpoint::from_shared(format!("http://{}", node.addr()))
             .unwrap_or_else(|e| panic!("node address: {e}"))
