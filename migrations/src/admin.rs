@@ -10,7 +10,7 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(Initial), Box::new(IdempotencyKeys), Box::new(AuditChain)]
+        vec![Box::new(Initial), Box::new(IdempotencyKeys), Box::new(AuditChain), Box::new(Reports)]
     }
 }
 
@@ -117,5 +117,41 @@ impl MigrationTrait for AuditChain {
             .values_panic([1.into(), 0i64.into(), "".into()])
             .to_owned();
         manager.exec_stmt(genesis).await
+    }
+}
+
+migration_name!(Reports, "m0004_admin_reports");
+
+#[async_trait::async_trait]
+impl MigrationTrait for Reports {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table("message_reports")
+                    .if_not_exists()
+                    .col(string_len("report_id", 36).primary_key())
+                    .col(string_len("message_id", 36))
+                    .col(string_len("channel_id", 36))
+                    .col(string_len("reported_user_id", 36))
+                    .col(string_len("reporter_id", 36))
+                    .col(integer("reason"))
+                    .col(string_len("details", 1000))
+                    .col(text("message_text_snapshot"))
+                    .col(integer("status"))
+                    // "<reporter>:<message>" while open, NULL once resolved: one
+                    // open report per reporter and message.
+                    .col(string_len_null("open_key", 80).unique_key())
+                    .col(string_len("resolution_note", 1000))
+                    .col(string_len("resolved_by", 36))
+                    .col(string_len("moderation_id", 36))
+                    .col(big_integer("created_at"))
+                    .col(big_integer_null("resolved_at"))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(index("message_reports_queue", "message_reports", &["status", "created_at", "report_id"]))
+            .await
     }
 }

@@ -1,11 +1,12 @@
 //! The admin service: the audit log, fed by every service's domain events,
-//! moderation of messages, and account administration (roles,
-//! deactivation) through the auth service. Reports, sanctions and retention
-//! are part of the contract but not of this version; those RPCs answer
-//! UNIMPLEMENTED.
+//! moderation of messages, reports feeding a moderation queue, and account
+//! administration (roles, deactivation) through the auth service. Sanctions
+//! and retention are part of the contract but not of this version; those
+//! RPCs answer UNIMPLEMENTED.
 
 mod audit;
 mod chain;
+mod reports;
 mod store;
 
 use std::collections::BTreeMap;
@@ -36,7 +37,7 @@ use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 use crate::audit::Entry;
-use crate::store::{audit_log, moderation};
+use crate::store::{audit_log, moderation, report};
 
 /// The chunks of an audit export.
 type AuditExport = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<HttpBody, Status>> + Send + 'static>>;
@@ -109,12 +110,7 @@ impl AdminService {
             v.add("end_time", "must be after start_time");
         }
         let Page { limit, after } = v.page(req.page_size, &req.page_token, 50, 100);
-        let cursor = after.as_deref().map(|token| {
-            token.split_once(':').and_then(|(at, id)| Some((at.parse::<i64>().ok()?, id.to_string()))).ok_or(())
-        });
-        if let Some(Err(())) = cursor {
-            v.add("page_token", "is not a valid page token");
-        }
+        let cursor = time_cursor(&mut v, after.as_deref());
         v.finish()?;
 
         let mut query = audit_log::Entity::find();
@@ -138,7 +134,7 @@ impl AdminService {
         if let Some(end) = end {
             query = query.filter(audit_log::Column::CreatedAt.lt(end));
         }
-        if let Some(Ok((at, id))) = cursor {
+        if let Some((at, id)) = cursor {
             query = query.filter(Condition::any().add(audit_log::Column::CreatedAt.lt(at)).add(
                 Condition::all().add(audit_log::Column::CreatedAt.eq(at)).add(audit_log::Column::AuditLogId.lt(id)),
             ));
@@ -149,12 +145,7 @@ impl AdminService {
             .limit(limit + 1)
             .all(&self.db.reader)
             .await?;
-        let next_page_token = if rows.len() as u64 > limit {
-            rows.truncate(limit as usize);
-            rows.last().map(|r| encode_page_token(&format!("{}:{}", r.created_at, r.audit_log_id))).unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let next_page_token = page_end(&mut rows, limit, |r| (r.created_at, r.audit_log_id.as_str()));
         Ok(pb::ListAuditLogsResponse { audit_logs: rows.into_iter().map(audit::to_pb).collect(), next_page_token })
     }
 
@@ -237,11 +228,15 @@ impl AdminService {
             }
         };
         v.check(check_text("reason", req.reason.trim(), 1, 1000));
-        if !req.report_id.is_empty() {
-            v.add("report_id", "reports are not available in this version of Colink");
-        }
+        let report_id = v.optional_id("report_id", &req.report_id);
         let key = v.check(check_idempotency_key("idempotency_key", key)).flatten();
         v.finish()?;
+        if let Some(report_id) = &report_id {
+            let about = report::Entity::find_by_id(report_id.clone()).one(&self.db.reader).await?;
+            if about.is_none_or(|r| r.message_id != message_id) {
+                return Err(Error::invalid("report_id", "must name a report about this message"));
+            }
+        }
 
         if let Some(key) = &key
             && let Some(done) = moderation_by_key(&self.db.reader, &caller.user_id, key, &message_id).await?
@@ -271,7 +266,7 @@ impl AdminService {
             action: action as i32,
             reason: req.reason.trim().to_string(),
             actor_id: caller.user_id.clone(),
-            report_id: String::new(),
+            report_id: report_id.unwrap_or_default(),
             idempotency_key: key,
             created_at: now,
         };
@@ -354,6 +349,26 @@ async fn moderation_by_key<C: sea_orm::ConnectionTrait>(
         .filter(moderation::Column::MessageId.eq(message_id))
         .one(conn)
         .await?)
+}
+
+/// Reads a page token of the form `<micros>:<id>`, naming a bad one.
+fn time_cursor(v: &mut Violations, token: Option<&str>) -> Option<(i64, String)> {
+    let token = token?;
+    let cursor = token.split_once(':').and_then(|(at, id)| Some((at.parse::<i64>().ok()?, id.to_string())));
+    if cursor.is_none() {
+        v.add("page_token", "is not a valid page token");
+    }
+    cursor
+}
+
+/// Cuts `rows` (fetched one longer than `limit`) to the page, and returns
+/// the token of the next page, empty at the end.
+fn page_end<T>(rows: &mut Vec<T>, limit: u64, key: impl Fn(&T) -> (i64, &str)) -> String {
+    if rows.len() as u64 <= limit {
+        return String::new();
+    }
+    rows.truncate(limit as usize);
+    rows.last().map(key).map(|(at, id)| encode_page_token(&format!("{at}:{id}"))).unwrap_or_default()
 }
 
 fn require_admin(caller: &Caller) -> Result<()> {
@@ -617,27 +632,51 @@ impl AdminRpc for AdminService {
 
     async fn report_message(
         &self,
-        _: Request<pb::ReportMessageRequest>,
+        request: Request<pb::ReportMessageRequest>,
     ) -> Result<Response<pb::ReportMessageResponse>, Status> {
-        Err(not_yet("reporting messages"))
+        let caller = caller(&request)?;
+        let key = key_of(&request, &request.get_ref().idempotency_key).map_err(Error::from)?;
+        let asked = pb::ReportMessageRequest { idempotency_key: String::new(), ..request.get_ref().clone() };
+        let report = self
+            .keys
+            .once(&caller.user_id, key, "ReportMessage", &asked, || async {
+                Ok(pb::ReportMessageResponse { report: Some(self.report_message(caller, &asked).await?) })
+            })
+            .await?;
+        Ok(Response::new(report))
     }
 
     async fn list_reports(
         &self,
-        _: Request<pb::ListReportsRequest>,
+        request: Request<pb::ListReportsRequest>,
     ) -> Result<Response<pb::ListReportsResponse>, Status> {
-        Err(not_yet("reports"))
+        let caller = caller(&request)?;
+        Ok(Response::new(AdminService::list_reports(self, caller, request.get_ref()).await?))
     }
 
-    async fn get_report(&self, _: Request<pb::GetReportRequest>) -> Result<Response<pb::GetReportResponse>, Status> {
-        Err(not_yet("reports"))
+    async fn get_report(
+        &self,
+        request: Request<pb::GetReportRequest>,
+    ) -> Result<Response<pb::GetReportResponse>, Status> {
+        let caller = caller(&request)?;
+        let report = AdminService::get_report(self, caller, &request.get_ref().report_id).await?;
+        Ok(Response::new(pb::GetReportResponse { report: Some(report) }))
     }
 
     async fn resolve_report(
         &self,
-        _: Request<pb::ResolveReportRequest>,
+        request: Request<pb::ResolveReportRequest>,
     ) -> Result<Response<pb::ResolveReportResponse>, Status> {
-        Err(not_yet("reports"))
+        let caller = caller(&request)?;
+        let key = key_of(&request, &request.get_ref().idempotency_key).map_err(Error::from)?;
+        let asked = pb::ResolveReportRequest { idempotency_key: String::new(), ..request.get_ref().clone() };
+        let resolved = self
+            .keys
+            .once(&caller.user_id, key, "ResolveReport", &asked, || async {
+                Ok(pb::ResolveReportResponse { report: Some(self.resolve_report(caller, &asked).await?) })
+            })
+            .await?;
+        Ok(Response::new(resolved))
     }
 
     async fn create_sanction(

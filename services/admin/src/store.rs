@@ -74,3 +74,37 @@ pub mod moderation {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+pub mod report {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "message_reports")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub report_id: String,
+        pub message_id: String,
+        pub channel_id: String,
+        pub reported_user_id: String,
+        pub reporter_id: String,
+        /// A `ReportReason` value.
+        pub reason: i32,
+        pub details: String,
+        pub message_text_snapshot: String,
+        /// A `ReportStatus` value.
+        pub status: i32,
+        /// Set while open, so that a reporter has one open report a message.
+        pub open_key: Option<String>,
+        pub resolution_note: String,
+        pub resolved_by: String,
+        /// The moderation applied on resolving; empty for none.
+        pub moderation_id: String,
+        pub created_at: i64,
+        pub resolved_at: Option<i64>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

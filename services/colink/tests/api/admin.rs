@@ -466,3 +466,104 @@ async fn the_audit_chain_names_an_edited_or_removed_entry_and_exports_as_json_li
     assert_eq!(report.first_broken_audit_log_id, lines[2]["audit_log_id"].as_str().unwrap());
     assert!(report.problem.contains("missing"), "{}", report.problem);
 }
+
+#[tokio::test]
+async fn reports_wait_in_a_queue_until_a_moderator_acts_on_them() {
+    use colink_proto::admin::v1::{
+        GetReportRequest, ListReportsRequest, ReportMessageRequest, ReportReason, ReportStatus, ResolveReportRequest,
+    };
+
+    let app = TestApp::spawn().await;
+    let root = app.register("root").await;
+    let mia = app.register("mia").await;
+    let ann = app.register("ann").await;
+    let bob = app.register("bob").await;
+    let carl = app.register("carl").await;
+    let moderator =
+        SetUserRoleRequest { user_id: mia.user_id.clone(), role: UserRole::Moderator as i32, reason: "mods".into() };
+    app.admin().set_user_role(root.req(moderator)).await.unwrap();
+    let mia = refreshed(&app, &mia).await;
+    // Moderators act through the messaging service, which lets them reach
+    // only conversations they belong to: mia is in this one.
+    let room = app.create_channel(&root, "room", ChannelKind::Private, &[&ann, &bob, &mia]).await;
+    let spam = app.send(&bob, &room.channel_id, "buy cheap pills").await;
+    let report = |reason: ReportReason, details: &str, key: &str| ReportMessageRequest {
+        message_id: spam.message_id.clone(),
+        reason: reason as i32,
+        details: details.into(),
+        idempotency_key: key.into(),
+    };
+    let admin = app.admin();
+    let file = |user: &TestUser, request: ReportMessageRequest| {
+        let (mut admin, request) = (admin.clone(), user.req(request));
+        async move { admin.report_message(request).await.map(|r| r.into_inner().report.unwrap()) }
+    };
+
+    // Bad input names its field; outsiders cannot report what they cannot
+    // read; nobody reports their own message.
+    assert_invalid(file(&ann, report(ReportReason::Unspecified, "", "")).await, "reason");
+    assert_invalid(file(&ann, report(ReportReason::Other, "", "")).await, "details");
+    assert_invalid(file(&ann, report(ReportReason::Spam, &"x".repeat(1001), "")).await, "details");
+    assert_code(file(&carl, report(ReportReason::Spam, "", "")).await, Code::NotFound);
+    assert_code(file(&bob, report(ReportReason::Spam, "", "")).await, Code::FailedPrecondition);
+
+    let filed = file(&ann, report(ReportReason::Spam, "again and again", "r-1")).await.unwrap();
+    assert_eq!((filed.status, filed.reported_user_id.as_str()), (ReportStatus::Open as i32, bob.user_id.as_str()));
+    assert!(filed.message_text_snapshot.is_empty(), "the reporter does not get the snapshot");
+    assert_eq!(file(&ann, report(ReportReason::Spam, "again and again", "r-1")).await.unwrap(), filed, "a retry");
+    assert_code(file(&ann, report(ReportReason::Hate, "", "")).await, Code::AlreadyExists);
+
+    // The queue is the moderators'.
+    let queue = |user: &TestUser, status: ReportStatus| {
+        let (mut admin, request) =
+            (app.admin(), user.req(ListReportsRequest { status: status as i32, ..Default::default() }));
+        async move { admin.list_reports(request).await.map(|r| r.into_inner().reports) }
+    };
+    assert_code(queue(&ann, ReportStatus::Open).await, Code::PermissionDenied);
+    let open = queue(&mia, ReportStatus::Open).await.unwrap();
+    assert_eq!(open.len(), 1);
+    assert_eq!(open[0].message_text_snapshot, "buy cheap pills");
+    let get = |user: &TestUser| {
+        let (mut admin, request) = (app.admin(), user.req(GetReportRequest { report_id: filed.report_id.clone() }));
+        async move { admin.get_report(request).await.map(|r| r.into_inner().report.unwrap()) }
+    };
+    assert!(get(&ann).await.unwrap().message_text_snapshot.is_empty());
+    assert_code(get(&carl).await, Code::NotFound);
+
+    // Resolving: bad input first, then acting on it deletes the message.
+    let resolve = |status: ReportStatus, action: ModerationAction, note: &str| ResolveReportRequest {
+        report_id: filed.report_id.clone(),
+        resolution: status as i32,
+        action: action as i32,
+        note: note.into(),
+        idempotency_key: String::new(),
+    };
+    let close = |user: &TestUser, request: ResolveReportRequest| {
+        let (mut admin, request) = (app.admin(), user.req(request));
+        async move { admin.resolve_report(request).await.map(|r| r.into_inner().report.unwrap()) }
+    };
+    assert_invalid(close(&mia, resolve(ReportStatus::Open, ModerationAction::Unspecified, "")).await, "resolution");
+    assert_invalid(close(&mia, resolve(ReportStatus::Dismissed, ModerationAction::Delete, "x")).await, "action");
+    assert_invalid(close(&mia, resolve(ReportStatus::Actioned, ModerationAction::Delete, "")).await, "note");
+    assert_code(
+        close(&ann, resolve(ReportStatus::Dismissed, ModerationAction::Unspecified, "")).await,
+        Code::PermissionDenied,
+    );
+    let done = close(&mia, resolve(ReportStatus::Actioned, ModerationAction::Delete, "spam")).await.unwrap();
+    assert_eq!((done.status, done.resolved_by_id.as_str()), (ReportStatus::Actioned as i32, mia.user_id.as_str()));
+    let moderation = done.moderation.unwrap();
+    assert_eq!((moderation.report_id.as_str(), moderation.reason.as_str()), (filed.report_id.as_str(), "spam"));
+    let gone = app.messaging().get_message(ann.req(GetMessageRequest { message_id: spam.message_id.clone() })).await;
+    assert!(gone.map(|m| m.into_inner().message.unwrap().deleted).unwrap_or(true), "the message is deleted");
+    assert_code(
+        close(&mia, resolve(ReportStatus::Dismissed, ModerationAction::Unspecified, "")).await,
+        Code::FailedPrecondition,
+    );
+    assert!(queue(&mia, ReportStatus::Open).await.unwrap().is_empty());
+    assert_eq!(queue(&root, ReportStatus::Actioned).await.unwrap().len(), 1);
+    let entries =
+        audit_entries(&app, &root, ListAuditLogsRequest { action: "report.*".into(), ..Default::default() }, 2).await;
+    let mut kinds = actions(&entries);
+    kinds.sort();
+    assert_eq!(kinds, ["report.created", "report.resolved"]);
+}
