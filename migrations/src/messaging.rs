@@ -21,6 +21,7 @@ impl MigratorTrait for Migrator {
             Box::new(ReadStatesByUser),
             Box::new(MessageFiles),
             Box::new(SettledAttachments),
+            Box::new(Retention),
         ]
     }
 }
@@ -383,6 +384,76 @@ impl MigrationTrait for SettledAttachments {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         manager
             .alter_table(Table::alter().table("message_files").add_column(boolean("settled").default(false)).to_owned())
+            .await
+    }
+}
+
+migration_name!(Retention, "m0009_messaging_retention");
+
+/// When a message passed its conversation's retention, and how far each
+/// conversation has expired, so the next run starts after it.
+#[async_trait::async_trait]
+impl MigrationTrait for Retention {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(Table::alter().table("messages").add_column(big_integer_null("expired_at")).to_owned())
+            .await?;
+        manager
+            .alter_table(
+                Table::alter()
+                    .table("channel_heads")
+                    .add_column(big_integer("expired_through_seq").default(0))
+                    .to_owned(),
+            )
+            .await?;
+        // The workspace default has the empty channel id.
+        manager
+            .create_table(
+                Table::create()
+                    .table("message_retention_policies")
+                    .if_not_exists()
+                    .col(string_len("channel_id", 36).primary_key())
+                    .col(integer("retention_days"))
+                    .col(string_len("updated_by", 36))
+                    .col(big_integer("updated_at"))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table("message_retention_runs")
+                    .if_not_exists()
+                    .col(string_len("run_id", 36).primary_key())
+                    .col(integer("trigger"))
+                    .col(boolean("dry_run"))
+                    .col(integer("state"))
+                    .col(string_len("started_by", 36))
+                    // "running" while the run is, NULL after: one run at a time.
+                    .col(string_len_null("running_key", 16).unique_key())
+                    .col(big_integer("started_at"))
+                    .col(big_integer("heartbeat_at"))
+                    .col(big_integer_null("finished_at"))
+                    .col(big_integer("message_count"))
+                    .col(big_integer("channel_count"))
+                    .col(text("error"))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table("message_retention_run_channels")
+                    .if_not_exists()
+                    .col(string_len("run_id", 36))
+                    .col(string_len("channel_id", 36))
+                    .col(integer("retention_days"))
+                    .col(big_integer("message_count"))
+                    .col(big_integer("oldest_at"))
+                    .col(big_integer("newest_at"))
+                    .primary_key(Index::create().col("run_id").col("channel_id"))
+                    .to_owned(),
+            )
             .await
     }
 }

@@ -81,3 +81,27 @@ export function insertInOrder(list: bigint[], seq: bigint): void {
   }
   list.splice(at, 0, seq);
 }
+
+/** Messages by sequence, in a list and by thread, as a conversation keeps them. */
+export interface Sequenced<M> {
+  messages: Map<bigint, M>;
+  order: bigint[];
+  threads: Map<string, Map<bigint, M>>;
+}
+
+/** Drops every message up to a sequence: what retention deleted. */
+export function dropThrough<M>(c: Sequenced<M>, throughSeq: bigint): void {
+  for (const seq of c.order) {
+    if (seq <= throughSeq) {
+      c.messages.delete(seq);
+    }
+  }
+  c.order = c.order.filter((seq) => seq > throughSeq);
+  for (const replies of c.threads.values()) {
+    for (const seq of [...replies.keys()]) {
+      if (seq <= throughSeq) {
+        replies.delete(seq);
+      }
+    }
+  }
+}

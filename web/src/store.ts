@@ -14,7 +14,7 @@ import { type File as StoredFile, ThumbnailSize } from "../../gen/ts/colink/file
 import type { SearchFileHit, SearchMessageHit } from "../../gen/ts/colink/search/v1/search_pb";
 import { channels, describe, files, isTransient, messaging, presence, reactions, realtime, search, users } from "./api";
 import { Badges } from "./badges";
-import { Cursors, insertInOrder } from "./cursor";
+import { Cursors, dropThrough, insertInOrder } from "./cursor";
 import { Outbox, type Outgoing } from "./outbox";
 import { upload } from "./uploads";
 
@@ -815,6 +815,12 @@ export class Store {
         this.refreshFile(changed.fileId);
         break;
       }
+      case "messagesExpired":
+        if (c) {
+          dropThrough(c, kind.value.throughSeq);
+          c.shown = undefined;
+        }
+        break;
       case "memberJoined":
       case "memberLeft":
         this.members.delete(event.channelId);

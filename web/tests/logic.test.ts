@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { Badges } from "../src/badges.ts";
-import { Cursor, Cursors, insertInOrder } from "../src/cursor.ts";
+import { Cursor, Cursors, dropThrough, insertInOrder } from "../src/cursor.ts";
 import { MAX_ATTEMPTS, Outbox, type Outgoing, type Sender } from "../src/outbox.ts";
 import { type Uploader, formatSize, sendableHeaders, upload } from "../src/uploads.ts";
 import { Heights, anchorAt, rowAt, scrollFor, slice } from "../src/virtual.ts";
@@ -301,4 +301,28 @@ test("a message with files keeps them through its retries", async () => {
     ["f1", "f2"],
     ["f1", "f2"],
   ]);
+});
+
+test("retention drops every message up to its sequence, replies included", () => {
+  const c = {
+    messages: new Map([
+      [3n, "a"],
+      [5n, "b"],
+      [9n, "c"],
+    ]),
+    order: [3n, 5n, 9n],
+    threads: new Map([
+      [
+        "t",
+        new Map([
+          [4n, "r1"],
+          [10n, "r2"],
+        ]),
+      ],
+    ]),
+  };
+  dropThrough(c, 5n);
+  assert.deepEqual(c.order, [9n]);
+  assert.deepEqual([...c.messages.keys()], [9n]);
+  assert.deepEqual([...(c.threads.get("t")?.keys() ?? [])], [10n]);
 });

@@ -24,7 +24,7 @@ pub struct Event {
     /// What happened.
     #[prost(
         oneof = "event::Payload",
-        tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28"
+        tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31"
     )]
     pub payload: ::core::option::Option<event::Payload>,
 }
@@ -94,7 +94,30 @@ pub mod event {
         /// user.deactivated, user.reactivated
         #[prost(message, tag = "28")]
         UserStatusChanged(super::UserStatusChanged),
+        /// messages.expired: a retention run expired messages of a conversation.
+        #[prost(message, tag = "29")]
+        MessagesExpired(super::MessagesExpired),
+        /// retention.policy_updated: a workspace or channel message retention
+        /// policy was set or removed.
+        #[prost(message, tag = "30")]
+        RetentionPolicyUpdated(super::RetentionPolicyChanged),
+        /// retention.run_finished: a message retention run ended.
+        #[prost(message, tag = "31")]
+        RetentionRunFinished(super::RetentionRunFinished),
     }
+}
+/// Messages of one conversation that passed its retention.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct MessagesExpired {
+    /// The conversation.
+    #[prost(string, tag = "1")]
+    pub channel_id: ::prost::alloc::string::String,
+    /// The messages that were still live (deleted ones were already gone).
+    #[prost(string, repeated, tag = "2")]
+    pub message_ids: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// Its log holds nothing up to this sequence any more.
+    #[prost(int64, tag = "3")]
+    pub through_seq: i64,
 }
 /// An admin changed an account's workspace role.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -355,4 +378,46 @@ pub struct PresenceChanged {
     /// Their custom status, if any.
     #[prost(string, tag = "3")]
     pub custom_status: ::prost::alloc::string::String,
+}
+/// A message retention policy changed.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RetentionPolicyChanged {
+    /// The channel; empty for the workspace default.
+    #[prost(string, tag = "1")]
+    pub channel_id: ::prost::alloc::string::String,
+    /// Days after sending, 0 for forever, after the change; -1 when the
+    /// channel's own policy was removed.
+    #[prost(int32, tag = "2")]
+    pub retention_days: i32,
+    /// Before the change; -1 when the channel had none of its own.
+    #[prost(int32, tag = "3")]
+    pub previous_days: i32,
+}
+/// A message retention run ended.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RetentionRunFinished {
+    /// The run.
+    #[prost(string, tag = "1")]
+    pub run_id: ::prost::alloc::string::String,
+    /// "schedule" or "manual".
+    #[prost(string, tag = "2")]
+    pub trigger: ::prost::alloc::string::String,
+    /// It only counted.
+    #[prost(bool, tag = "3")]
+    pub dry_run: bool,
+    /// "succeeded" or "failed".
+    #[prost(string, tag = "4")]
+    pub state: ::prost::alloc::string::String,
+    /// Messages it deleted (or would have).
+    #[prost(int64, tag = "5")]
+    pub message_count: i64,
+    /// Conversations they were in.
+    #[prost(int64, tag = "6")]
+    pub channel_count: i64,
+    /// How long it took.
+    #[prost(int64, tag = "7")]
+    pub elapsed_ms: i64,
+    /// Why it failed; empty otherwise.
+    #[prost(string, tag = "8")]
+    pub error: ::prost::alloc::string::String,
 }

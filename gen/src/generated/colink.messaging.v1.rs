@@ -138,7 +138,7 @@ pub struct ChannelEvent {
     /// What changed.
     #[prost(
         oneof = "channel_event::Kind",
-        tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24"
+        tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25"
     )]
     pub kind: ::core::option::Option<channel_event::Kind>,
 }
@@ -196,7 +196,25 @@ pub mod channel_event {
         /// found infected (or could not be scanned) and is no longer attached.
         #[prost(message, tag = "24")]
         AttachmentChanged(super::AttachmentChanged),
+        /// Messages passed the conversation's retention and are gone, with the
+        /// log up to `through_seq`: a client drops what it shows of them.
+        #[prost(message, tag = "25")]
+        MessagesExpired(super::MessagesExpired),
     }
+}
+/// Messages of a conversation that passed its retention.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct MessagesExpired {
+    /// Every message with this sequence or a lower one is gone, as is the
+    /// log up to here.
+    #[prost(int64, tag = "1")]
+    pub through_seq: i64,
+    /// Messages sent before this time expired.
+    #[prost(message, optional, tag = "2")]
+    pub cutoff_time: ::core::option::Option<::prost_types::Timestamp>,
+    /// How many expired with this event.
+    #[prost(int64, tag = "3")]
+    pub message_count: i64,
 }
 /// The scan result of a file attached to a message.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]

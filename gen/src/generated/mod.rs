@@ -50,6 +50,11 @@ pub mod colink {
             include!("colink.realtime.v1.rs");
         }
     }
+    pub mod retention {
+        pub mod v1 {
+            include!("colink.retention.v1.rs");
+        }
+    }
     pub mod search {
         pub mod v1 {
             include!("colink.search.v1.rs");

@@ -102,6 +102,28 @@ fn entry_for(event: &Event) -> Option<Entry> {
             ),
             // Written by the admin service itself, with the moderation.
             Payload::MessageModerated(_) => return None,
+            // A run's deletions are audited once, when it finishes.
+            Payload::MessagesExpired(_) => return None,
+            Payload::RetentionPolicyUpdated(p) => (
+                "retention_policy",
+                if p.channel_id.is_empty() { "workspace".to_string() } else { p.channel_id.clone() },
+                BTreeMap::from([
+                    ("retention_days", p.retention_days.to_string()),
+                    ("previous_days", p.previous_days.to_string()),
+                ]),
+            ),
+            Payload::RetentionRunFinished(r) => (
+                "retention_run",
+                r.run_id.clone(),
+                BTreeMap::from([
+                    ("trigger", r.trigger.clone()),
+                    ("dry_run", r.dry_run.to_string()),
+                    ("state", r.state.clone()),
+                    ("message_count", r.message_count.to_string()),
+                    ("channel_count", r.channel_count.to_string()),
+                    ("elapsed_ms", r.elapsed_ms.to_string()),
+                ]),
+            ),
             // Kept only for moderated messages; see `AuditRecorder::handle`.
             Payload::ReactionChanged(r) => (
                 "message",
@@ -143,6 +165,7 @@ fn entry_for(event: &Event) -> Option<Entry> {
     let reason = match &event.payload {
         Some(Payload::UserRoleChanged(r)) => r.reason.clone(),
         Some(Payload::UserStatusChanged(u)) => u.reason.clone(),
+        Some(Payload::RetentionRunFinished(r)) => r.error.clone(),
         _ => String::new(),
     };
     Some(Entry {

@@ -1,8 +1,9 @@
 //! The admin service: the audit log, fed by every service's domain events,
 //! moderation of messages, reports feeding a moderation queue, and account
 //! administration (roles, deactivation) through the auth service. Sanctions
-//! and retention are part of the contract but not of this version; those
-//! RPCs answer UNIMPLEMENTED.
+//! and setting file retention here are part of the contract but not of
+//! this version; those RPCs answer UNIMPLEMENTED. Message retention is
+//! served by the messaging service (colink.retention.v1).
 
 mod audit;
 mod chain;
@@ -700,45 +701,17 @@ impl AdminRpc for AdminService {
         Err(not_yet("sanctions"))
     }
 
-    async fn get_message_retention_policy(
-        &self,
-        _: Request<pb::GetMessageRetentionPolicyRequest>,
-    ) -> Result<Response<pb::GetMessageRetentionPolicyResponse>, Status> {
-        Err(not_yet("retention policies"))
-    }
-
-    async fn set_message_retention_policy(
-        &self,
-        _: Request<pb::SetMessageRetentionPolicyRequest>,
-    ) -> Result<Response<pb::SetMessageRetentionPolicyResponse>, Status> {
-        Err(not_yet("retention policies"))
-    }
-
-    async fn list_message_retention_policies(
-        &self,
-        _: Request<pb::ListMessageRetentionPoliciesRequest>,
-    ) -> Result<Response<pb::ListMessageRetentionPoliciesResponse>, Status> {
-        Err(not_yet("retention policies"))
-    }
-
-    async fn delete_message_retention_policy(
-        &self,
-        _: Request<pb::DeleteMessageRetentionPolicyRequest>,
-    ) -> Result<Response<pb::DeleteMessageRetentionPolicyResponse>, Status> {
-        Err(not_yet("retention policies"))
-    }
-
     async fn list_file_retention_policies(
         &self,
         _: Request<pb::ListFileRetentionPoliciesRequest>,
     ) -> Result<Response<pb::ListFileRetentionPoliciesResponse>, Status> {
-        Err(not_yet("retention policies"))
+        Err(not_yet("file retention policies set here (files.retention in the configuration sets them)"))
     }
 
     async fn set_file_retention_policy(
         &self,
         _: Request<pb::SetFileRetentionPolicyRequest>,
     ) -> Result<Response<pb::SetFileRetentionPolicyResponse>, Status> {
-        Err(not_yet("retention policies"))
+        Err(not_yet("file retention policies set here (files.retention in the configuration sets them)"))
     }
 }

@@ -17,10 +17,11 @@ use colink_admin::AdminService;
 use colink_auth::{AuthService, Backends as AuthBackends};
 use colink_channels::ChannelsService;
 use colink_files::FilesService;
-use colink_messaging::{MessagingService, Reactions, SendLimit, Threads};
+use colink_messaging::{MessagingService, Reactions, Retention, SendLimit, Threads};
 use colink_migrations::MigratorTrait;
 use colink_presence::PresenceService;
 use colink_proto::reactions::v1::reactions_service_server::ReactionsServiceServer;
+use colink_proto::retention::v1::retention_service_server::RetentionServiceServer;
 use colink_proto::threads::v1::threads_service_server::ThreadsServiceServer;
 use colink_realtime::{RealtimeServer, RealtimeService};
 use colink_runtime::auth::{AuthLayer, TokenVerifier};
@@ -184,15 +185,20 @@ impl Node {
                             files: peers.channel("files"),
                         },
                         limit,
-                    );
+                    )
+                    .with_clock(clock.clone());
                     event_log.subscribe(CHANNEL_EVENTS, "messaging.channel-log", svc.membership_recorder());
                     event_log.subscribe(FILE_EVENTS, "messaging.attachments", svc.attachment_watcher());
-                    let (messages, threads, reactions) = svc.into_servers();
+                    let (messages, threads, reactions, retention) = svc.into_servers();
+                    let every = Duration::from_secs(config.messaging.retention_every_secs);
+                    background.push(retention.schedule(every, shutdown_rx.clone()));
                     routes.add_service(messages);
                     routes.add_service(threads);
                     routes.add_service(reactions);
+                    routes.add_service(retention.into_server());
                     serving.push(<ThreadsServiceServer<Threads> as NamedService>::NAME);
                     serving.push(<ReactionsServiceServer<Reactions> as NamedService>::NAME);
+                    serving.push(<RetentionServiceServer<Retention> as NamedService>::NAME);
                     <colink_proto::messaging::v1::messaging_service_server::MessagingServiceServer<MessagingService> as NamedService>::NAME
                 }
                 "files" => {

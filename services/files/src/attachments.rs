@@ -82,14 +82,17 @@ pub(crate) async fn channels_of<C: ConnectionTrait>(conn: &C, file_id: &str) -> 
     Ok(rows.into_iter().map(|r| r.channel_id).collect())
 }
 
-/// The files of a message's attachment rows.
-async fn files_of<C: ConnectionTrait>(conn: &C, message_id: &str) -> Result<Vec<String>> {
+/// The files of some messages' attachment rows.
+async fn files_of<C: ConnectionTrait>(conn: &C, message_ids: &[String]) -> Result<Vec<String>> {
     #[derive(FromQueryResult)]
     struct Row {
         file_id: String,
     }
-    let query =
-        Query::select().column("file_id").from(TABLE).and_where(Expr::col("message_id").eq(message_id)).to_owned();
+    let query = Query::select()
+        .column("file_id")
+        .from(TABLE)
+        .and_where(Expr::col("message_id").is_in(message_ids.iter().map(String::as_str)))
+        .to_owned();
     let backend = conn.get_database_backend();
     let rows = Row::find_by_statement(StatementBuilder::build(&query, &backend)).all(conn).await?;
     Ok(rows.into_iter().map(|r| r.file_id).collect())
@@ -109,18 +112,28 @@ fn failed(err: impl std::fmt::Display) -> EventError {
 #[async_trait::async_trait]
 impl EventHandler for AttachmentRecorder {
     async fn handle(&self, event: &Event) -> Result<(), EventError> {
-        let Some(Payload::MessageChanged(m)) = &event.payload else { return Ok(()) };
         // Nearly every message has no files (the event lists those of a
         // deleted or recalled message too): those cost nothing here.
-        let relevant = matches!(event.r#type.as_str(), "message.created" | "message.deleted" | "message.recalled");
-        if !relevant || m.file_ids.is_empty() {
-            return Ok(());
-        }
+        let removed: &[String] = match &event.payload {
+            Some(Payload::MessageChanged(m))
+                if m.file_ids.is_empty()
+                    || !matches!(event.r#type.as_str(), "message.created" | "message.deleted" | "message.recalled") =>
+            {
+                return Ok(());
+            }
+            Some(Payload::MessageChanged(m)) if event.r#type != "message.created" => {
+                std::slice::from_ref(&m.message_id)
+            }
+            Some(Payload::MessageChanged(_)) => &[],
+            // Retention lists the expired messages, not their files.
+            Some(Payload::MessagesExpired(expired)) if !expired.message_ids.is_empty() => &expired.message_ids,
+            _ => return Ok(()),
+        };
         let shared = &self.shared;
         let txn = shared.db.writer.begin().await.map_err(failed)?;
         // The files whose conversations change, told in `file.*` events.
-        let (kind, changed) = match event.r#type.as_str() {
-            "message.created" => {
+        let (kind, changed) = match &event.payload {
+            Some(Payload::MessageChanged(m)) if removed.is_empty() => {
                 let mut insert = Query::insert();
                 insert.into_table(TABLE).columns(["file_id", "message_id", "channel_id", "created_at"]);
                 for file_id in &m.file_ids {
@@ -135,16 +148,20 @@ impl EventHandler for AttachmentRecorder {
                 let added = txn.execute(&insert).await.map_err(failed)?.rows_affected();
                 ("file.attached", if added > 0 { m.file_ids.clone() } else { Vec::new() })
             }
-            "message.deleted" | "message.recalled" => {
-                let attached = files_of(&txn, &m.message_id).await.map_err(failed)?;
-                let delete = Query::delete()
-                    .from_table(TABLE)
-                    .and_where(Expr::col("message_id").eq(m.message_id.as_str()))
-                    .to_owned();
-                txn.execute(&delete).await.map_err(failed)?;
+            _ => {
+                let mut attached = Vec::new();
+                for chunk in removed.chunks(500) {
+                    attached.extend(files_of(&txn, chunk).await.map_err(failed)?);
+                    let delete = Query::delete()
+                        .from_table(TABLE)
+                        .and_where(Expr::col("message_id").is_in(chunk.iter().map(String::as_str)))
+                        .to_owned();
+                    txn.execute(&delete).await.map_err(failed)?;
+                }
+                attached.sort_unstable();
+                attached.dedup();
                 ("file.detached", attached)
             }
-            _ => return Ok(()),
         };
         for file_id in &changed {
             let found = file::Entity::find_by_id(file_id.clone()).one(&txn).await.map_err(failed)?;

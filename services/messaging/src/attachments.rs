@@ -22,7 +22,7 @@ use sea_orm::{
 use crate::log;
 use crate::store::message;
 
-const TABLE: &str = "message_files";
+pub(crate) const TABLE: &str = "message_files";
 
 /// One file on one new message.
 pub(crate) struct Attached {
@@ -251,6 +251,7 @@ mod tests {
             mentioned_ids: String::new(),
             mentions_channel: false,
             mentions_here: false,
+            expired_at: None,
         };
         message::ActiveModel::from(row).insert(&db.writer).await.expect("stores the message");
         let attached =

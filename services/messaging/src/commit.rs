@@ -376,6 +376,7 @@ fn model(m: &NewMessage, message_id: String, seq: i64, ordinal: Option<i64>, now
         mentioned_ids: m.mentions.user_ids.join(","),
         mentions_channel: m.mentions.channel,
         mentions_here: m.mentions.here,
+        expired_at: None,
     }
 }
 

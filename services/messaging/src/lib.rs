@@ -9,16 +9,19 @@ mod blocks;
 pub mod commit;
 mod consumer;
 mod emoji;
+mod expire;
 mod handlers;
 mod log;
 mod mentions;
 mod reactions;
 mod read_states;
+mod retention;
 mod store;
 mod threads;
 mod unread;
 
 pub use reactions::Reactions;
+pub use retention::Retention;
 pub use threads::Threads;
 
 use std::collections::HashMap;
@@ -37,6 +40,7 @@ use colink_proto::reactions::v1::reactions_service_server::ReactionsServiceServe
 use colink_proto::threads::v1::threads_service_server::ThreadsServiceServer;
 use colink_proto::users::v1::users_service_client::UsersServiceClient;
 use colink_runtime::clients::{call_on_behalf, deny_if_blocked, on_behalf_of};
+use colink_runtime::clock::{Clock, SystemClock};
 use colink_runtime::db::Db;
 use colink_runtime::ephemeral::{Ephemeral, within_budget};
 use colink_runtime::error::{Page, Violations};
@@ -81,6 +85,8 @@ pub struct MessagingService {
     blocks: blocks::BlockCache,
     remembered: Arc<AccessCache>,
     keys: Keys,
+    /// What retention takes for now.
+    clock: Arc<dyn Clock>,
 }
 
 /// The services messaging calls.
@@ -192,19 +198,28 @@ impl MessagingService {
             blocks,
             remembered,
             keys: Keys::new(db_for_keys),
+            clock: Arc::new(SystemClock),
         }
     }
 
-    /// The three gRPC services served from this store: messages, threads
-    /// and reactions.
+    /// Retention goes by `clock` instead of the system's.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The gRPC services served from this store: messages, threads,
+    /// reactions, and retention (which also runs on a schedule).
     pub fn into_servers(
         self,
-    ) -> (MessagingServiceServer<Self>, ThreadsServiceServer<Threads>, ReactionsServiceServer<Reactions>) {
+    ) -> (MessagingServiceServer<Self>, ThreadsServiceServer<Threads>, ReactionsServiceServer<Reactions>, Retention)
+    {
         let shared = Arc::new(self);
         (
             MessagingServiceServer::from_arc(shared.clone()),
             Threads(shared.clone()).into_server(),
-            Reactions(shared).into_server(),
+            Reactions(shared.clone()).into_server(),
+            Retention(shared),
         )
     }
 
@@ -253,6 +268,8 @@ impl MessagingService {
         message::Entity::find_by_id(message_id.to_string())
             .one(&self.db.reader)
             .await?
+            // An expired message is gone, as if it had never been.
+            .filter(|m| m.expired_at.is_none())
             .ok_or_else(|| Error::not_found(format!("message {message_id} not found")))
     }
 
@@ -715,7 +732,9 @@ impl MessagingService {
             SeqCursor::parse(&mut v, token.as_deref(), "", direction == pb::Direction::Forward, req.anchor_seq);
         v.finish()?;
         self.member_access(caller, &channel_id).await?;
-        let mut query = message::Entity::find().filter(message::Column::ChannelId.eq(&channel_id));
+        let mut query = message::Entity::find()
+            .filter(message::Column::ChannelId.eq(&channel_id))
+            .filter(message::Column::ExpiredAt.is_null());
         query = match &thread_id {
             Some(thread) => query.filter(message::Column::ThreadId.eq(thread)),
             None => query.filter(
@@ -772,8 +791,11 @@ impl MessagingService {
         }
         let ids = parse_id_list(&mut v, "message_ids", &req.message_ids);
         v.finish()?;
-        let found =
-            message::Entity::find().filter(message::Column::MessageId.is_in(ids.clone())).all(&self.db.reader).await?;
+        let found = message::Entity::find()
+            .filter(message::Column::MessageId.is_in(ids.clone()))
+            .filter(message::Column::ExpiredAt.is_null())
+            .all(&self.db.reader)
+            .await?;
         // Each conversation asked about once, several at a time.
         let mut distinct: Vec<String> = found.iter().map(|m| m.channel_id.clone()).collect();
         distinct.sort_unstable();
@@ -884,6 +906,8 @@ impl MessagingService {
             .iter()
             .map(|row| pb::ChannelEvent::decode(row.payload.as_slice()).map_err(Error::internal))
             .collect::<Result<Vec<_>>>()?;
+        let mut events = events;
+        self.redact_removed(&mut events).await?;
         Ok(pb::ListChannelEventsResponse { events, head_seq })
     }
 }

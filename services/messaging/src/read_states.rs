@@ -109,7 +109,30 @@ pub async fn advance<C: ConnectionTrait>(
     seq: i64,
     ordinal: i64,
 ) -> Result<bool, DbErr> {
-    let moved = read_state::Entity::update_many()
+    let moved = move_forward(seq, ordinal)
+        .filter(read_state::Column::ChannelId.eq(channel_id))
+        .filter(read_state::Column::UserId.eq(user_id))
+        .filter(read_state::Column::LastReadSeq.lt(seq))
+        .exec(conn)
+        .await?;
+    Ok(moved.rows_affected > 0)
+}
+
+/// Moves every member's read position in a conversation forward to `seq`,
+/// past messages that are gone.
+pub async fn advance_everyone<C: ConnectionTrait>(conn: &C, channel_id: &str, seq: i64) -> Result<(), DbErr> {
+    let ordinal = ordinal_at(conn, channel_id, seq).await?;
+    move_forward(seq, ordinal)
+        .filter(read_state::Column::ChannelId.eq(channel_id))
+        .filter(read_state::Column::LastReadSeq.lt(seq))
+        .exec(conn)
+        .await?;
+    Ok(())
+}
+
+/// The update that puts a read position at `seq`, delivery at least there.
+fn move_forward(seq: i64, ordinal: i64) -> sea_orm::UpdateMany<read_state::Entity> {
+    read_state::Entity::update_many()
         .col_expr(read_state::Column::LastReadSeq, Expr::val(seq))
         .col_expr(read_state::Column::ReadOrdinal, Expr::val(ordinal))
         .col_expr(read_state::Column::UpdatedAt, Expr::val(now_micros()))
@@ -119,12 +142,6 @@ pub async fn advance<C: ConnectionTrait>(
                 .finally(Expr::col(read_state::Column::DeliveredSeq))
                 .into(),
         )
-        .filter(read_state::Column::ChannelId.eq(channel_id))
-        .filter(read_state::Column::UserId.eq(user_id))
-        .filter(read_state::Column::LastReadSeq.lt(seq))
-        .exec(conn)
-        .await?;
-    Ok(moved.rows_affected > 0)
 }
 
 /// Marks a conversation read up to `seq` for a member, creating the row of

@@ -31,6 +31,9 @@ pub mod message {
         pub mentioned_ids: String,
         pub mentions_channel: bool,
         pub mentions_here: bool,
+        /// When it passed its conversation's retention; it is then gone
+        /// from history.
+        pub expired_at: Option<i64>,
     }
 
     impl Model {
@@ -99,6 +102,8 @@ pub mod channel_head {
         pub last_seq: i64,
         /// Main-flow messages ever posted.
         pub message_count: i64,
+        /// Retention expired the conversation up to here.
+        pub expired_through_seq: i64,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -358,6 +363,81 @@ pub mod removed_message {
         pub channel_id: String,
         #[sea_orm(primary_key, auto_increment = false)]
         pub seq: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod retention_policy {
+    //! How long a conversation's messages are kept; the workspace default
+    //! has the empty channel id.
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "message_retention_policies")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub channel_id: String,
+        pub retention_days: i32,
+        pub updated_by: String,
+        pub updated_at: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod retention_run {
+    //! One retention run and its totals.
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "message_retention_runs")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub run_id: String,
+        pub trigger: i32,
+        pub dry_run: bool,
+        pub state: i32,
+        pub started_by: String,
+        /// "running" while it runs, so that only one does.
+        pub running_key: Option<String>,
+        pub started_at: i64,
+        /// Moved on as the run goes; a running run whose heartbeat stopped
+        /// lost its node.
+        pub heartbeat_at: i64,
+        pub finished_at: Option<i64>,
+        pub message_count: i64,
+        pub channel_count: i64,
+        pub error: String,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod retention_run_channel {
+    //! What one run deleted in one conversation.
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "message_retention_run_channels")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub run_id: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub channel_id: String,
+        pub retention_days: i32,
+        pub message_count: i64,
+        pub oldest_at: i64,
+        pub newest_at: i64,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -303,7 +303,9 @@ impl ThreadsRpc for Threads {
         v.finish()?;
         let query = sea_orm::QueryFilter::filter(
             message::Entity::find(),
-            sea_orm::ColumnTrait::eq(&message::Column::ThreadId, &found.thread_id),
+            sea_orm::Condition::all()
+                .add(sea_orm::ColumnTrait::eq(&message::Column::ThreadId, &found.thread_id))
+                .add(sea_orm::ColumnTrait::is_null(&message::Column::ExpiredAt)),
         );
         let page = self.0.seq_page(query, &cursor, limit).await?;
         let replies = self.0.replies(caller, page.rows.iter().map(to_proto).collect()).await?;

@@ -201,6 +201,14 @@ impl Unread {
             Some(Kind::ThreadUpdated(t)) if t.root_sender_id == me && !self.threads.contains_key(&t.thread_id) => {
                 delta.recount_threads.push(t.thread_id.clone());
             }
+            // Read positions moved past what expired: counts start again.
+            Some(Kind::MessagesExpired(_)) => {
+                if self.channels.contains_key(channel_id) {
+                    delta.recount_channels.push(channel_id.to_string());
+                }
+                let threads = self.threads.values().filter(|t| t.channel_id == channel_id);
+                delta.recount_threads.extend(threads.map(|t| t.thread_id.clone()));
+            }
             Some(Kind::MemberJoined(m)) if m.user_id == me => delta.recount_channels.push(channel_id.to_string()),
             Some(Kind::MemberLeft(m)) if m.user_id == me => {
                 if self.channels.remove(channel_id).is_some() {

@@ -43,6 +43,7 @@ pub struct Config {
     pub ephemeral: EphemeralConfig,
     pub auth: AuthConfig,
     pub realtime: RealtimeConfig,
+    pub messaging: MessagingConfig,
     pub files: FilesConfig,
     pub search: SearchConfig,
     /// Where to reach services this node does not host, e.g.
@@ -159,6 +160,20 @@ pub struct MailConfig {
 impl Default for MailConfig {
     fn default() -> Self {
         Self { url: String::new(), from: "Colink <colink@localhost>".into(), requests_per_address_per_hour: 20 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MessagingConfig {
+    /// How often message retention runs by itself; the policies (set with
+    /// colink.retention.v1) say what it deletes.
+    pub retention_every_secs: u64,
+}
+
+impl Default for MessagingConfig {
+    fn default() -> Self {
+        Self { retention_every_secs: 86_400 }
     }
 }
 
@@ -356,6 +371,7 @@ impl Default for Config {
             ephemeral: EphemeralConfig::default(),
             auth: AuthConfig::default(),
             realtime: RealtimeConfig::default(),
+            messaging: MessagingConfig::default(),
             files: FilesConfig::default(),
             search: SearchConfig::default(),
             peers: BTreeMap::new(),
@@ -510,6 +526,9 @@ impl Config {
         }
         if self.realtime.max_channels_per_stream == 0 {
             problems.push("realtime.max_channels_per_stream: must be at least 1".into());
+        }
+        if self.messaging.retention_every_secs == 0 {
+            problems.push("messaging.retention_every_secs: must be at least 1".into());
         }
         problems.extend(self.files.problems());
         problems.extend(self.search.problems());

@@ -283,8 +283,13 @@ fn event_time(event: &Event) -> i64 {
 
 /// Queues what a batch of events changes, in one statement; at most 1,000
 /// rows a statement, within both engines' limits on bound parameters.
-async fn push_all(queue: &Queue, events: &[Event], change: fn(&Event) -> Option<Change>) -> Result<(), EventError> {
-    let changes: Vec<(Change, i64)> = events.iter().filter_map(|e| change(e).map(|c| (c, event_time(e)))).collect();
+async fn push_all<I: IntoIterator<Item = Change>>(
+    queue: &Queue,
+    events: &[Event],
+    change: fn(&Event) -> I,
+) -> Result<(), EventError> {
+    let changes: Vec<(Change, i64)> =
+        events.iter().flat_map(|e| change(e).into_iter().map(move |c| (c, event_time(e)))).collect();
     for chunk in changes.chunks(1_000) {
         queue.push(chunk).await.map_err(|e| EventError::Consumer(e.to_string()))?;
     }
@@ -294,9 +299,12 @@ async fn push_all(queue: &Queue, events: &[Event], change: fn(&Event) -> Option<
 /// Consumes `message.events` into the queue.
 pub struct MessageIndexer(pub Queue);
 
-fn message_change(event: &Event) -> Option<Change> {
-    let Some(Payload::MessageChanged(m)) = &event.payload else { return None };
-    match event.r#type.as_str() {
+fn message_change(event: &Event) -> Vec<Change> {
+    if let Some(Payload::MessagesExpired(expired)) = &event.payload {
+        return expired.message_ids.iter().map(|id| Change::RemoveMessage(id.clone())).collect();
+    }
+    let Some(Payload::MessageChanged(m)) = &event.payload else { return Vec::new() };
+    let change = match event.r#type.as_str() {
         "message.created" | "message.updated" => Some(Change::Message(MessageDoc {
             message_id: m.message_id.clone(),
             channel_id: m.channel_id.clone(),
@@ -307,7 +315,8 @@ fn message_change(event: &Event) -> Option<Change> {
         })),
         "message.deleted" | "message.recalled" => Some(Change::RemoveMessage(m.message_id.clone())),
         _ => None,
-    }
+    };
+    change.into_iter().collect()
 }
 
 #[async_trait::async_trait]

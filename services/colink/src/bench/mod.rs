@@ -10,6 +10,7 @@ mod files;
 mod frames;
 pub mod http;
 mod load;
+mod retention;
 mod search;
 mod server;
 
@@ -53,6 +54,7 @@ pub const SCENARIOS: &[&str] = &[
     "files",
     "search-index",
     "search",
+    "retention",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -155,6 +157,20 @@ fn shape(scenario: &str, size: Size) -> Shape {
                 .and_then(|n| n.parse().ok())
                 .unwrap_or(pick(2_000, 1_000_000) as u64),
             max_secs: 1_200,
+            ..base
+        },
+        // A corpus in 100 channels deleted by one run, while 10 other
+        // channels send 500 messages a second.
+        "retention" => Shape {
+            channels: pick(5, 100),
+            members: 4,
+            senders: 32,
+            rate: 500,
+            messages: std::env::var("BENCH_RETENTION_MESSAGES")
+                .ok()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(pick(2_000, 1_000_000) as u64),
+            max_secs: 1_800,
             ..base
         },
         _ => base,
@@ -296,6 +312,11 @@ pub(super) struct Report {
     /// Files: clamd scanning the same kind of bytes by itself.
     scan_alone_ms: Option<Percentiles>,
     scan_alone_per_s: Option<f64>,
+    /// Retention: send acknowledgements with no run going (`ack_ms` is
+    /// during the run).
+    ack_baseline_ms: Option<Percentiles>,
+    /// Retention: messages the run deleted, and the seconds it took.
+    retention: Option<(u64, f64)>,
     server_cpu_s: f64,
     /// CPU microseconds per delivery while messages flowed: the node's and
     /// the load generator's, so that a reader can tell which ran out.
@@ -361,6 +382,9 @@ impl Report {
             "indexed_per_s": self.indexed_per_s.map(round),
             "index_bytes_per_message": self.index_bytes_per_message.map(round),
             "reindexed_per_s": self.reindexed_per_s.map(round),
+            "ack_baseline_ms": self.ack_baseline_ms.map(|p| p.json()),
+            "retention_deleted": self.retention.map(|r| r.0),
+            "retention_s": self.retention.map(|r| round(r.1)),
             "server_cpu_s": round(self.server_cpu_s),
             "node_cpu_us_per_delivery": self.cpu_per_delivery_us.map(|c| round(c.0)),
             "generator_cpu_us_per_delivery": self.cpu_per_delivery_us.map(|c| round(c.1)),
@@ -416,6 +440,15 @@ fn print_report(r: &Report) {
     if let Some((n, search)) = &r.search_concurrent_ms {
         println!("  … {n} at a time ms   {}", p(search));
     }
+    if let Some((deleted, secs)) = r.retention {
+        println!(
+            "  retention run        {deleted} messages deleted in {secs:.1} s ({:.0}/s)",
+            deleted as f64 / secs.max(1e-9)
+        );
+    }
+    if let Some(baseline) = &r.ack_baseline_ms {
+        println!("  ack with no run ms   {}", p(baseline));
+    }
     println!("  server CPU           {:.1} s, peak RSS {:.0} MiB", r.server_cpu_s, r.server_peak_rss_mib);
     if let Some((node, generator)) = r.cpu_per_delivery_us {
         println!("  CPU per delivery     node {node:.2} µs, load generator {generator:.2} µs");
@@ -442,7 +475,7 @@ async fn run_one(scenario: &str, size: Size, postgres: Option<&str>) -> Result<R
     let progress = Progress::default();
 
     // Unread at scale puts the same users in every channel.
-    let shared = scenario == "unread-at-scale" || scenario == "search";
+    let shared = matches!(scenario, "unread-at-scale" | "search" | "retention");
     let user_count = if shared { shape.members } else { shape.channels * shape.members };
     let users = {
         let _line = progress.show("registering users", user_count as u64);
@@ -477,6 +510,10 @@ async fn run_one(scenario: &str, size: Size, postgres: Option<&str>) -> Result<R
         "unread-at-scale" => conversation::unread_at_scale(&pool, &users, &shape, &progress, &mut report).await?,
         "files" => files::uploads(&pool, &users, &shape, &progress, &mut report).await?,
         "search" => search::through_node(&pool, &users, &shape, &progress, &mut report, &data).await?,
+        "retention" => {
+            let url = database_url.as_deref();
+            retention::run_over_corpus(&pool, &users, &shape, &progress, &mut report, &data, url).await?
+        }
         _ => traffic(&pool, &users, &owners, &channel_ids, &shape, &progress, &mut report).await?,
     }
     report.server_cpu_s = server.cpu_seconds() - cpu_before;
@@ -761,6 +798,14 @@ fn markdown(results: &[Report], options: &Options) -> String {
         if let Some((n, p)) = &r.search_concurrent_ms {
             other.push(format!("{n} at a time: p50 {:.2} / p95 {:.2} / p99 {:.2} ms", p.p50, p.p95, p.p99));
         }
+        if let (Some((deleted, secs)), Some(p)) = (r.retention, &r.ack_baseline_ms) {
+            other.push(format!(
+                "run deleted {deleted} messages in {secs:.1} s ({:.0}/s); 500 sends/s alongside: ack p99 {:.2} ms, {:.2} ms with no run",
+                deleted as f64 / secs.max(1e-9),
+                r.ack_ms.p99,
+                p.p99
+            ));
+        }
         out.push_str(&format!(
             "| {} | {} | {} | {:.0} | {:.0} | {:.2} / {:.2} / {:.2} | {:.2} | {} | {} | {} | {:.1} | {:.0} | {} |\n",
             r.scenario,
@@ -811,6 +856,10 @@ fn goal(r: &Report) -> String {
             "search p95 ≤ 50 ms and p99 ≤ 100 ms in 500 channels; searchable p99 ≤ 1 s at 1,000 msg/s",
             r.search_ms.is_some_and(|p| p.p95 <= 50.0 && p.p99 <= 100.0)
                 && r.index_lag_ms.is_some_and(|p| p.p99 <= 1_000.0),
+        ),
+        "retention" => (
+            "run time and send ack p99 alongside reported",
+            r.retention.is_some_and(|(deleted, _)| deleted == r.sends) && r.send_failures == 0,
         ),
         _ => ("", false),
     };

@@ -48,14 +48,14 @@ impl Numbers {
 
 /// Words with the frequencies of a natural language: the r-th most common
 /// is used about 1/r as often (Zipf).
-struct Vocabulary {
+pub(super) struct Vocabulary {
     words: Vec<String>,
     /// Cumulative weights, for sampling by rank.
     cumulative: Vec<f64>,
 }
 
 impl Vocabulary {
-    fn new(size: usize) -> Self {
+    pub(super) fn new(size: usize) -> Self {
         const SYLLABLES: &[&str] = &[
             "ka", "lo", "mi", "ren", "tas", "vo", "pe", "dri", "sun", "ga", "tol", "bre", "nu", "sha", "ki", "mor",
             "al", "ze", "fin", "qua", "ro", "lit", "ve", "pan", "ost", "del", "ju", "wen", "cor", "ti",
@@ -263,7 +263,7 @@ pub(super) async fn through_node(
 }
 
 /// The user among `users` whom the node made its admin.
-async fn admin_among(pool: &Pool, users: &[User]) -> Result<User, BenchError> {
+pub(super) async fn admin_among(pool: &Pool, users: &[User]) -> Result<User, BenchError> {
     let mut client = SearchServiceClient::new(pool.pick());
     for user in users {
         if client.get_reindex(with_token(&user.token, GetReindexRequest {})).await.is_ok() {
@@ -347,7 +347,7 @@ async fn wait_found(pool: &Pool, reader: &User, word: &str, within: Duration) ->
 
 /// Watches marked messages become searchable.
 #[derive(Default)]
-struct LagWatch {
+pub(super) struct LagWatch {
     pool: Option<Pool>,
     reader: Option<User>,
     lags: Mutex<Vec<u32>>,
@@ -376,7 +376,7 @@ impl LagWatch {
 /// Sends sentences of the vocabulary round-robin over the channels. With a
 /// watch, one message in 20 also carries a word of its own, which the watch
 /// follows from the message's acknowledgement.
-async fn send_texts(
+pub(super) async fn send_texts(
     pool: &Pool,
     owners: &[User],
     channel_ids: &[String],

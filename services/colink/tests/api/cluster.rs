@@ -7,7 +7,7 @@ use colink_proto::messaging::v1::channel_event::Kind;
 
 use crate::helpers::{TestApp, event, fresh_postgres};
 
-fn server(variable: &str) -> String {
+pub(crate) fn server(variable: &str) -> String {
     std::env::var(variable).unwrap_or_else(|_| panic!("{variable} must name the server this test runs against"))
 }
 

@@ -17,6 +17,7 @@ use colink_proto::reactions::v1::reactions_service_client::ReactionsServiceClien
 use colink_proto::realtime::v1::realtime_service_client::RealtimeServiceClient;
 use colink_proto::realtime::v1::server_frame::Frame;
 use colink_proto::realtime::v1::{ChannelCursor, ServerFrame, SubscribeRequest, SubscribeResponse};
+use colink_proto::retention::v1::retention_service_client::RetentionServiceClient;
 use colink_proto::search::v1::search_service_client::SearchServiceClient;
 use colink_proto::threads::v1::threads_service_client::ThreadsServiceClient;
 use colink_proto::users::v1::users_service_client::UsersServiceClient;
@@ -179,6 +180,10 @@ impl TestApp {
 
     pub fn admin(&self) -> AdminServiceClient<GrpcChannel> {
         AdminServiceClient::new(self.channel.clone())
+    }
+
+    pub fn retention(&self) -> RetentionServiceClient<GrpcChannel> {
+        RetentionServiceClient::new(self.channel.clone())
     }
 
     pub fn search(&self) -> SearchServiceClient<GrpcChannel> {

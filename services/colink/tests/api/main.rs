@@ -25,6 +25,7 @@ mod presence;
 mod presence_live;
 mod reactions;
 mod realtime;
+mod retention;
 mod search;
 mod search_files;
 mod threads;

@@ -119,9 +119,15 @@ pub async fn record_removal<C: ConnectionTrait>(txn: &C, reply: &message::Model)
         .filter(thread::Column::ThreadId.eq(thread_id))
         .exec(txn)
         .await?;
-    let theirs = live_replies(thread_id).filter(message::Column::SenderId.eq(&reply.sender_id));
+    recount_participant(txn, thread_id, &reply.sender_id).await
+}
+
+/// Counts one author's live replies in a thread again; one with none left
+/// no longer participates.
+async fn recount_participant<C: ConnectionTrait>(txn: &C, thread_id: &str, user_id: &str) -> Result<(), DbErr> {
+    let theirs = live_replies(thread_id).filter(message::Column::SenderId.eq(user_id));
     let latest = theirs.clone().order_by_desc(message::Column::Seq).one(txn).await?;
-    let key = (thread_id.clone(), reply.sender_id.clone());
+    let key = (thread_id.to_string(), user_id.to_string());
     match latest {
         Some(latest) => {
             let count = i32::try_from(theirs.count(txn).await?).unwrap_or(i32::MAX);
@@ -139,6 +145,32 @@ pub async fn record_removal<C: ConnectionTrait>(txn: &C, reply: &message::Model)
         }
     }
     Ok(())
+}
+
+/// Counts a thread's replies again after many of them went at once: its
+/// count, its newest live reply, and each author's participation.
+pub async fn recount<C: ConnectionTrait>(txn: &C, thread_id: &str) -> Result<(), DbErr> {
+    let newest = live_replies(thread_id).order_by_desc(message::Column::Seq).one(txn).await?;
+    let count = i32::try_from(live_replies(thread_id).count(txn).await?).unwrap_or(i32::MAX);
+    thread::Entity::update_many()
+        .col_expr(thread::Column::ReplyCount, Expr::val(count))
+        .col_expr(thread::Column::LastReplyId, Expr::val(newest.as_ref().map(|m| m.message_id.clone())))
+        .col_expr(thread::Column::LastReplySeq, Expr::val(newest.as_ref().map_or(0, |m| m.seq)))
+        .col_expr(thread::Column::LastReplyAt, Expr::val(newest.as_ref().map(|m| m.created_at)))
+        .filter(thread::Column::ThreadId.eq(thread_id))
+        .exec(txn)
+        .await?;
+    let participants =
+        thread_participant::Entity::find().filter(thread_participant::Column::ThreadId.eq(thread_id)).all(txn).await?;
+    for participant in participants {
+        recount_participant(txn, thread_id, &participant.user_id).await?;
+    }
+    Ok(())
+}
+
+/// Whether the thread has a summary row.
+pub async fn exists<C: ConnectionTrait>(conn: &C, thread_id: &str) -> Result<bool, DbErr> {
+    Ok(thread::Entity::find_by_id(thread_id.to_string()).one(conn).await?.is_some())
 }
 
 fn live_replies(thread_id: &str) -> sea_orm::Select<message::Entity> {

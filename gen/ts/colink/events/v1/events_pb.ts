@@ -25,7 +25,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file colink/events/v1/events.proto.
  */
 export const file_colink_events_v1_events: GenFile = /*@__PURE__*/
-  fileDesc("Ch1jb2xpbmsvZXZlbnRzL3YxL2V2ZW50cy5wcm90bxIQY29saW5rLmV2ZW50cy52MSK+CgoFRXZlbnQSEAoIZXZlbnRfaWQYASABKAkSDAoEdHlwZRgCIAEoCRIuCgpvY2N1cl90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIQCghhY3Rvcl9pZBgEIAEoCRISCgpyZXF1ZXN0X2lkGAUgASgJEhEKCWNsaWVudF9pcBgGIAEoCRI1Cgx1c2VyX2NyZWF0ZWQYCiABKAsyHS5jb2xpbmsuZXZlbnRzLnYxLlVzZXJDcmVhdGVkSAASOwoPY2hhbm5lbF9jcmVhdGVkGAsgASgLMiAuY29saW5rLmV2ZW50cy52MS5DaGFubmVsQ2hhbmdlZEgAEjsKD2NoYW5uZWxfdXBkYXRlZBgMIAEoCzIgLmNvbGluay5ldmVudHMudjEuQ2hhbm5lbENoYW5nZWRIABI8ChBjaGFubmVsX2FyY2hpdmVkGA0gASgLMiAuY29saW5rLmV2ZW50cy52MS5DaGFubmVsQ2hhbmdlZEgAEj4KEmNoYW5uZWxfdW5hcmNoaXZlZBgOIAEoCzIgLmNvbGluay5ldmVudHMudjEuQ2hhbm5lbENoYW5nZWRIABI8Cg1tZW1iZXJfam9pbmVkGA8gASgLMiMuY29saW5rLmV2ZW50cy52MS5NZW1iZXJzaGlwQ2hhbmdlZEgAEjoKC21lbWJlcl9sZWZ0GBAgASgLMiMuY29saW5rLmV2ZW50cy52MS5NZW1iZXJzaGlwQ2hhbmdlZEgAEkIKE21lbWJlcl9yb2xlX2NoYW5nZWQYESABKAsyIy5jb2xpbmsuZXZlbnRzLnYxLk1lbWJlcnNoaXBDaGFuZ2VkSAASOwoPbWVzc2FnZV9jaGFuZ2VkGBIgASgLMiAuY29saW5rLmV2ZW50cy52MS5NZXNzYWdlQ2hhbmdlZEgAEj8KEW1lc3NhZ2VfbW9kZXJhdGVkGBMgASgLMiIuY29saW5rLmV2ZW50cy52MS5NZXNzYWdlTW9kZXJhdGVkSAASPQoQcmVhY3Rpb25fY2hhbmdlZBgUIAEoCzIhLmNvbGluay5ldmVudHMudjEuUmVhY3Rpb25DaGFuZ2VkSAASOQoOdGhyZWFkX2NoYW5nZWQYFSABKAsyHy5jb2xpbmsuZXZlbnRzLnYxLlRocmVhZENoYW5nZWRIABJJChptZW1iZXJfcHJlZmVyZW5jZXNfY2hhbmdlZBgWIAEoCzIjLmNvbGluay5ldmVudHMudjEuTWVtYmVyc2hpcENoYW5nZWRIABJAChJyZWFkX3N0YXRlX2NoYW5nZWQYFyABKAsyIi5jb2xpbmsuZXZlbnRzLnYxLlJlYWRTdGF0ZUNoYW5nZWRIABI9ChBwcmVzZW5jZV91cGRhdGVkGBggASgLMiEuY29saW5rLmV2ZW50cy52MS5QcmVzZW5jZUNoYW5nZWRIABI1CgxmaWxlX2NoYW5nZWQYGSABKAsyHS5jb2xpbmsuZXZlbnRzLnYxLkZpbGVDaGFuZ2VkSAASNQoMdXNlcl91cGRhdGVkGBogASgLMh0uY29saW5rLmV2ZW50cy52MS5Vc2VyQ3JlYXRlZEgAEj4KEXVzZXJfcm9sZV9jaGFuZ2VkGBsgASgLMiEuY29saW5rLmV2ZW50cy52MS5Vc2VyUm9sZUNoYW5nZWRIABJCChN1c2VyX3N0YXR1c19jaGFuZ2VkGBwgASgLMiMuY29saW5rLmV2ZW50cy52MS5Vc2VyU3RhdHVzQ2hhbmdlZEgAQgkKB3BheWxvYWQiaQoPVXNlclJvbGVDaGFuZ2VkEg8KB3VzZXJfaWQYASABKAkSEAoIdXNlcm5hbWUYAiABKAkSDAoEcm9sZRgDIAEoCRIVCg1wcmV2aW91c19yb2xlGAQgASgJEg4KBnJlYXNvbhgFIAEoCSJbChFVc2VyU3RhdHVzQ2hhbmdlZBIPCgd1c2VyX2lkGAEgASgJEhAKCHVzZXJuYW1lGAIgASgJEhMKC2RlYWN0aXZhdGVkGAMgASgIEg4KBnJlYXNvbhgEIAEoCSLZAgoLRmlsZUNoYW5nZWQSDwoHZmlsZV9pZBgBIAEoCRIQCghvd25lcl9pZBgCIAEoCRISCgpjaGFubmVsX2lkGAMgASgJEhIKCnNpemVfYnl0ZXMYBCABKAMSEQoJbWltZV90eXBlGAUgASgJEhMKC3NjYW5fc3RhdHVzGAYgASgJEhEKCXNpZ25hdHVyZRgHIAEoCRIQCghmaWxlbmFtZRgIIAEoCRITCgtkZXNjcmlwdGlvbhgJIAEoCRIRCglmaWxlX3R5cGUYCiABKAkSDgoGYWNjZXNzGAsgASgJEi8KC2NyZWF0ZV90aW1lGAwgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIcChRhdHRhY2hlZF9jaGFubmVsX2lkcxgNIAMoCRIcChRzaGFyZWRfd2l0aF91c2VyX2lkcxgOIAMoCRINCgVzdGF0ZRgPIAEoCSKBAQoPUmVhY3Rpb25DaGFuZ2VkEhIKCm1lc3NhZ2VfaWQYASABKAkSEgoKY2hhbm5lbF9pZBgCIAEoCRIPCgd1c2VyX2lkGAMgASgJEg0KBWVtb2ppGAQgASgJEhkKEW1lc3NhZ2Vfc2VuZGVyX2lkGAUgASgJEgsKA3NlcRgGIAEoAyKGAQoNVGhyZWFkQ2hhbmdlZBIRCgl0aHJlYWRfaWQYASABKAkSEgoKY2hhbm5lbF9pZBgCIAEoCRIPCgd1c2VyX2lkGAMgASgJEhgKEHJlcGx5X21lc3NhZ2VfaWQYBCABKAkSCwoDc2VxGAUgASgDEhYKDnJvb3Rfc2VuZGVyX2lkGAYgASgJIkYKC1VzZXJDcmVhdGVkEg8KB3VzZXJfaWQYASABKAkSEAoIdXNlcm5hbWUYAiABKAkSFAoMZGlzcGxheV9uYW1lGAMgASgJIkAKDkNoYW5uZWxDaGFuZ2VkEhIKCmNoYW5uZWxfaWQYASABKAkSDAoEbmFtZRgCIAEoCRIMCgRraW5kGAMgASgJImkKEU1lbWJlcnNoaXBDaGFuZ2VkEhIKCmNoYW5uZWxfaWQYASABKAkSDwoHdXNlcl9pZBgCIAEoCRIMCgRyb2xlGAMgASgJEhIKCmJ5X3VzZXJfaWQYBCABKAkSDQoFbXV0ZWQYBSABKAgiwQEKDk1lc3NhZ2VDaGFuZ2VkEhIKCm1lc3NhZ2VfaWQYASABKAkSEgoKY2hhbm5lbF9pZBgCIAEoCRIRCglzZW5kZXJfaWQYAyABKAkSCwoDc2VxGAQgASgDEgwKBHRleHQYBSABKAkSEQoJdGhyZWFkX2lkGAYgASgJEhoKEm1lbnRpb25lZF91c2VyX2lkcxgHIAMoCRIYChBtZW50aW9uc19jaGFubmVsGAggASgIEhAKCGZpbGVfaWRzGAkgAygJIoQBChBNZXNzYWdlTW9kZXJhdGVkEhUKDW1vZGVyYXRpb25faWQYASABKAkSEgoKbWVzc2FnZV9pZBgCIAEoCRISCgpjaGFubmVsX2lkGAMgASgJEhEKCXNlbmRlcl9pZBgEIAEoCRIOCgZhY3Rpb24YBSABKAkSDgoGcmVhc29uGAYgASgJImEKEFJlYWRTdGF0ZUNoYW5nZWQSEgoKY2hhbm5lbF9pZBgBIAEoCRIRCgl0aHJlYWRfaWQYAiABKAkSDwoHdXNlcl9pZBgDIAEoCRIVCg1sYXN0X3JlYWRfc2VxGAQgASgDIkkKD1ByZXNlbmNlQ2hhbmdlZBIPCgd1c2VyX2lkGAEgASgJEg4KBnN0YXR1cxgCIAEoCRIVCg1jdXN0b21fc3RhdHVzGAMgASgJYgZwcm90bzM", [file_google_protobuf_timestamp]);
+  fileDesc("Ch1jb2xpbmsvZXZlbnRzL3YxL2V2ZW50cy5wcm90bxIQY29saW5rLmV2ZW50cy52MSKVDAoFRXZlbnQSEAoIZXZlbnRfaWQYASABKAkSDAoEdHlwZRgCIAEoCRIuCgpvY2N1cl90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIQCghhY3Rvcl9pZBgEIAEoCRISCgpyZXF1ZXN0X2lkGAUgASgJEhEKCWNsaWVudF9pcBgGIAEoCRI1Cgx1c2VyX2NyZWF0ZWQYCiABKAsyHS5jb2xpbmsuZXZlbnRzLnYxLlVzZXJDcmVhdGVkSAASOwoPY2hhbm5lbF9jcmVhdGVkGAsgASgLMiAuY29saW5rLmV2ZW50cy52MS5DaGFubmVsQ2hhbmdlZEgAEjsKD2NoYW5uZWxfdXBkYXRlZBgMIAEoCzIgLmNvbGluay5ldmVudHMudjEuQ2hhbm5lbENoYW5nZWRIABI8ChBjaGFubmVsX2FyY2hpdmVkGA0gASgLMiAuY29saW5rLmV2ZW50cy52MS5DaGFubmVsQ2hhbmdlZEgAEj4KEmNoYW5uZWxfdW5hcmNoaXZlZBgOIAEoCzIgLmNvbGluay5ldmVudHMudjEuQ2hhbm5lbENoYW5nZWRIABI8Cg1tZW1iZXJfam9pbmVkGA8gASgLMiMuY29saW5rLmV2ZW50cy52MS5NZW1iZXJzaGlwQ2hhbmdlZEgAEjoKC21lbWJlcl9sZWZ0GBAgASgLMiMuY29saW5rLmV2ZW50cy52MS5NZW1iZXJzaGlwQ2hhbmdlZEgAEkIKE21lbWJlcl9yb2xlX2NoYW5nZWQYESABKAsyIy5jb2xpbmsuZXZlbnRzLnYxLk1lbWJlcnNoaXBDaGFuZ2VkSAASOwoPbWVzc2FnZV9jaGFuZ2VkGBIgASgLMiAuY29saW5rLmV2ZW50cy52MS5NZXNzYWdlQ2hhbmdlZEgAEj8KEW1lc3NhZ2VfbW9kZXJhdGVkGBMgASgLMiIuY29saW5rLmV2ZW50cy52MS5NZXNzYWdlTW9kZXJhdGVkSAASPQoQcmVhY3Rpb25fY2hhbmdlZBgUIAEoCzIhLmNvbGluay5ldmVudHMudjEuUmVhY3Rpb25DaGFuZ2VkSAASOQoOdGhyZWFkX2NoYW5nZWQYFSABKAsyHy5jb2xpbmsuZXZlbnRzLnYxLlRocmVhZENoYW5nZWRIABJJChptZW1iZXJfcHJlZmVyZW5jZXNfY2hhbmdlZBgWIAEoCzIjLmNvbGluay5ldmVudHMudjEuTWVtYmVyc2hpcENoYW5nZWRIABJAChJyZWFkX3N0YXRlX2NoYW5nZWQYFyABKAsyIi5jb2xpbmsuZXZlbnRzLnYxLlJlYWRTdGF0ZUNoYW5nZWRIABI9ChBwcmVzZW5jZV91cGRhdGVkGBggASgLMiEuY29saW5rLmV2ZW50cy52MS5QcmVzZW5jZUNoYW5nZWRIABI1CgxmaWxlX2NoYW5nZWQYGSABKAsyHS5jb2xpbmsuZXZlbnRzLnYxLkZpbGVDaGFuZ2VkSAASNQoMdXNlcl91cGRhdGVkGBogASgLMh0uY29saW5rLmV2ZW50cy52MS5Vc2VyQ3JlYXRlZEgAEj4KEXVzZXJfcm9sZV9jaGFuZ2VkGBsgASgLMiEuY29saW5rLmV2ZW50cy52MS5Vc2VyUm9sZUNoYW5nZWRIABJCChN1c2VyX3N0YXR1c19jaGFuZ2VkGBwgASgLMiMuY29saW5rLmV2ZW50cy52MS5Vc2VyU3RhdHVzQ2hhbmdlZEgAEj0KEG1lc3NhZ2VzX2V4cGlyZWQYHSABKAsyIS5jb2xpbmsuZXZlbnRzLnYxLk1lc3NhZ2VzRXhwaXJlZEgAEkwKGHJldGVudGlvbl9wb2xpY3lfdXBkYXRlZBgeIAEoCzIoLmNvbGluay5ldmVudHMudjEuUmV0ZW50aW9uUG9saWN5Q2hhbmdlZEgAEkgKFnJldGVudGlvbl9ydW5fZmluaXNoZWQYHyABKAsyJi5jb2xpbmsuZXZlbnRzLnYxLlJldGVudGlvblJ1bkZpbmlzaGVkSABCCQoHcGF5bG9hZCJPCg9NZXNzYWdlc0V4cGlyZWQSEgoKY2hhbm5lbF9pZBgBIAEoCRITCgttZXNzYWdlX2lkcxgCIAMoCRITCgt0aHJvdWdoX3NlcRgDIAEoAyJpCg9Vc2VyUm9sZUNoYW5nZWQSDwoHdXNlcl9pZBgBIAEoCRIQCgh1c2VybmFtZRgCIAEoCRIMCgRyb2xlGAMgASgJEhUKDXByZXZpb3VzX3JvbGUYBCABKAkSDgoGcmVhc29uGAUgASgJIlsKEVVzZXJTdGF0dXNDaGFuZ2VkEg8KB3VzZXJfaWQYASABKAkSEAoIdXNlcm5hbWUYAiABKAkSEwoLZGVhY3RpdmF0ZWQYAyABKAgSDgoGcmVhc29uGAQgASgJItkCCgtGaWxlQ2hhbmdlZBIPCgdmaWxlX2lkGAEgASgJEhAKCG93bmVyX2lkGAIgASgJEhIKCmNoYW5uZWxfaWQYAyABKAkSEgoKc2l6ZV9ieXRlcxgEIAEoAxIRCgltaW1lX3R5cGUYBSABKAkSEwoLc2Nhbl9zdGF0dXMYBiABKAkSEQoJc2lnbmF0dXJlGAcgASgJEhAKCGZpbGVuYW1lGAggASgJEhMKC2Rlc2NyaXB0aW9uGAkgASgJEhEKCWZpbGVfdHlwZRgKIAEoCRIOCgZhY2Nlc3MYCyABKAkSLwoLY3JlYXRlX3RpbWUYDCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhwKFGF0dGFjaGVkX2NoYW5uZWxfaWRzGA0gAygJEhwKFHNoYXJlZF93aXRoX3VzZXJfaWRzGA4gAygJEg0KBXN0YXRlGA8gASgJIoEBCg9SZWFjdGlvbkNoYW5nZWQSEgoKbWVzc2FnZV9pZBgBIAEoCRISCgpjaGFubmVsX2lkGAIgASgJEg8KB3VzZXJfaWQYAyABKAkSDQoFZW1vamkYBCABKAkSGQoRbWVzc2FnZV9zZW5kZXJfaWQYBSABKAkSCwoDc2VxGAYgASgDIoYBCg1UaHJlYWRDaGFuZ2VkEhEKCXRocmVhZF9pZBgBIAEoCRISCgpjaGFubmVsX2lkGAIgASgJEg8KB3VzZXJfaWQYAyABKAkSGAoQcmVwbHlfbWVzc2FnZV9pZBgEIAEoCRILCgNzZXEYBSABKAMSFgoOcm9vdF9zZW5kZXJfaWQYBiABKAkiRgoLVXNlckNyZWF0ZWQSDwoHdXNlcl9pZBgBIAEoCRIQCgh1c2VybmFtZRgCIAEoCRIUCgxkaXNwbGF5X25hbWUYAyABKAkiQAoOQ2hhbm5lbENoYW5nZWQSEgoKY2hhbm5lbF9pZBgBIAEoCRIMCgRuYW1lGAIgASgJEgwKBGtpbmQYAyABKAkiaQoRTWVtYmVyc2hpcENoYW5nZWQSEgoKY2hhbm5lbF9pZBgBIAEoCRIPCgd1c2VyX2lkGAIgASgJEgwKBHJvbGUYAyABKAkSEgoKYnlfdXNlcl9pZBgEIAEoCRINCgVtdXRlZBgFIAEoCCLBAQoOTWVzc2FnZUNoYW5nZWQSEgoKbWVzc2FnZV9pZBgBIAEoCRISCgpjaGFubmVsX2lkGAIgASgJEhEKCXNlbmRlcl9pZBgDIAEoCRILCgNzZXEYBCABKAMSDAoEdGV4dBgFIAEoCRIRCgl0aHJlYWRfaWQYBiABKAkSGgoSbWVudGlvbmVkX3VzZXJfaWRzGAcgAygJEhgKEG1lbnRpb25zX2NoYW5uZWwYCCABKAgSEAoIZmlsZV9pZHMYCSADKAkihAEKEE1lc3NhZ2VNb2RlcmF0ZWQSFQoNbW9kZXJhdGlvbl9pZBgBIAEoCRISCgptZXNzYWdlX2lkGAIgASgJEhIKCmNoYW5uZWxfaWQYAyABKAkSEQoJc2VuZGVyX2lkGAQgASgJEg4KBmFjdGlvbhgFIAEoCRIOCgZyZWFzb24YBiABKAkiYQoQUmVhZFN0YXRlQ2hhbmdlZBISCgpjaGFubmVsX2lkGAEgASgJEhEKCXRocmVhZF9pZBgCIAEoCRIPCgd1c2VyX2lkGAMgASgJEhUKDWxhc3RfcmVhZF9zZXEYBCABKAMiSQoPUHJlc2VuY2VDaGFuZ2VkEg8KB3VzZXJfaWQYASABKAkSDgoGc3RhdHVzGAIgASgJEhUKDWN1c3RvbV9zdGF0dXMYAyABKAkiWwoWUmV0ZW50aW9uUG9saWN5Q2hhbmdlZBISCgpjaGFubmVsX2lkGAEgASgJEhYKDnJldGVudGlvbl9kYXlzGAIgASgFEhUKDXByZXZpb3VzX2RheXMYAyABKAUiqAEKFFJldGVudGlvblJ1bkZpbmlzaGVkEg4KBnJ1bl9pZBgBIAEoCRIPCgd0cmlnZ2VyGAIgASgJEg8KB2RyeV9ydW4YAyABKAgSDQoFc3RhdGUYBCABKAkSFQoNbWVzc2FnZV9jb3VudBgFIAEoAxIVCg1jaGFubmVsX2NvdW50GAYgASgDEhIKCmVsYXBzZWRfbXMYByABKAMSDQoFZXJyb3IYCCABKAliBnByb3RvMw", [file_google_protobuf_timestamp]);
 
 /**
  * One domain event.
@@ -237,6 +237,31 @@ export type Event = Message<"colink.events.v1.Event"> & {
      */
     value: UserStatusChanged;
     case: "userStatusChanged";
+  } | {
+    /**
+     * messages.expired: a retention run expired messages of a conversation.
+     *
+     * @generated from field: colink.events.v1.MessagesExpired messages_expired = 29;
+     */
+    value: MessagesExpired;
+    case: "messagesExpired";
+  } | {
+    /**
+     * retention.policy_updated: a workspace or channel message retention
+     * policy was set or removed.
+     *
+     * @generated from field: colink.events.v1.RetentionPolicyChanged retention_policy_updated = 30;
+     */
+    value: RetentionPolicyChanged;
+    case: "retentionPolicyUpdated";
+  } | {
+    /**
+     * retention.run_finished: a message retention run ended.
+     *
+     * @generated from field: colink.events.v1.RetentionRunFinished retention_run_finished = 31;
+     */
+    value: RetentionRunFinished;
+    case: "retentionRunFinished";
   } | { case: undefined; value?: undefined };
 };
 
@@ -246,6 +271,41 @@ export type Event = Message<"colink.events.v1.Event"> & {
  */
 export const EventSchema: GenMessage<Event> = /*@__PURE__*/
   messageDesc(file_colink_events_v1_events, 0);
+
+/**
+ * Messages of one conversation that passed its retention.
+ *
+ * @generated from message colink.events.v1.MessagesExpired
+ */
+export type MessagesExpired = Message<"colink.events.v1.MessagesExpired"> & {
+  /**
+   * The conversation.
+   *
+   * @generated from field: string channel_id = 1;
+   */
+  channelId: string;
+
+  /**
+   * The messages that were still live (deleted ones were already gone).
+   *
+   * @generated from field: repeated string message_ids = 2;
+   */
+  messageIds: string[];
+
+  /**
+   * Its log holds nothing up to this sequence any more.
+   *
+   * @generated from field: int64 through_seq = 3;
+   */
+  throughSeq: bigint;
+};
+
+/**
+ * Describes the message colink.events.v1.MessagesExpired.
+ * Use `create(MessagesExpiredSchema)` to create a new message.
+ */
+export const MessagesExpiredSchema: GenMessage<MessagesExpired> = /*@__PURE__*/
+  messageDesc(file_colink_events_v1_events, 1);
 
 /**
  * An admin changed an account's workspace role.
@@ -294,7 +354,7 @@ export type UserRoleChanged = Message<"colink.events.v1.UserRoleChanged"> & {
  * Use `create(UserRoleChangedSchema)` to create a new message.
  */
 export const UserRoleChangedSchema: GenMessage<UserRoleChanged> = /*@__PURE__*/
-  messageDesc(file_colink_events_v1_events, 1);
+  messageDesc(file_colink_events_v1_events, 2);
 
 /**
  * An admin deactivated or reactivated an account.
@@ -336,7 +396,7 @@ export type UserStatusChanged = Message<"colink.events.v1.UserStatusChanged"> & 
  * Use `create(UserStatusChangedSchema)` to create a new message.
  */
 export const UserStatusChangedSchema: GenMessage<UserStatusChanged> = /*@__PURE__*/
-  messageDesc(file_colink_events_v1_events, 2);
+  messageDesc(file_colink_events_v1_events, 3);
 
 /**
  * A file's bytes or scan status changed.
@@ -458,7 +518,7 @@ export type FileChanged = Message<"colink.events.v1.FileChanged"> & {
  * Use `create(FileChangedSchema)` to create a new message.
  */
 export const FileChangedSchema: GenMessage<FileChanged> = /*@__PURE__*/
-  messageDesc(file_colink_events_v1_events, 3);
+  messageDesc(file_colink_events_v1_events, 4);
 
 /**
  * A reaction was added or removed.
@@ -514,7 +574,7 @@ export type ReactionChanged = Message<"colink.events.v1.ReactionChanged"> & {
  * Use `create(ReactionChangedSchema)` to create a new message.
  */
 export const ReactionChangedSchema: GenMessage<ReactionChanged> = /*@__PURE__*/
-  messageDesc(file_colink_events_v1_events, 4);
+  messageDesc(file_colink_events_v1_events, 5);
 
 /**
  * A thread got a reply or a follower changed.
@@ -570,7 +630,7 @@ export type ThreadChanged = Message<"colink.events.v1.ThreadChanged"> & {
  * Use `create(ThreadChangedSchema)` to create a new message.
  */
 export const ThreadChangedSchema: GenMessage<ThreadChanged> = /*@__PURE__*/
-  messageDesc(file_colink_events_v1_events, 5);
+  messageDesc(file_colink_events_v1_events, 6);
 
 /**
  * A new account.
@@ -605,7 +665,7 @@ export type UserCreated = Message<"colink.events.v1.UserCreated"> & {
  * Use `create(UserCreatedSchema)` to create a new message.
  */
 export const UserCreatedSchema: GenMessage<UserCreated> = /*@__PURE__*/
-  messageDesc(file_colink_events_v1_events, 6);
+  messageDesc(file_colink_events_v1_events, 7);
 
 /**
  * A channel was created or changed.
@@ -640,7 +700,7 @@ export type ChannelChanged = Message<"colink.events.v1.ChannelChanged"> & {
  * Use `create(ChannelChangedSchema)` to create a new message.
  */
 export const ChannelChangedSchema: GenMessage<ChannelChanged> = /*@__PURE__*/
-  messageDesc(file_colink_events_v1_events, 7);
+  messageDesc(file_colink_events_v1_events, 8);
 
 /**
  * A membership was created, removed or changed.
@@ -690,7 +750,7 @@ export type MembershipChanged = Message<"colink.events.v1.MembershipChanged"> & 
  * Use `create(MembershipChangedSchema)` to create a new message.
  */
 export const MembershipChangedSchema: GenMessage<MembershipChanged> = /*@__PURE__*/
-  messageDesc(file_colink_events_v1_events, 8);
+  messageDesc(file_colink_events_v1_events, 9);
 
 /**
  * A message changed.
@@ -768,7 +828,7 @@ export type MessageChanged = Message<"colink.events.v1.MessageChanged"> & {
  * Use `create(MessageChangedSchema)` to create a new message.
  */
 export const MessageChangedSchema: GenMessage<MessageChanged> = /*@__PURE__*/
-  messageDesc(file_colink_events_v1_events, 9);
+  messageDesc(file_colink_events_v1_events, 10);
 
 /**
  * A moderator acted on a message.
@@ -824,7 +884,7 @@ export type MessageModerated = Message<"colink.events.v1.MessageModerated"> & {
  * Use `create(MessageModeratedSchema)` to create a new message.
  */
 export const MessageModeratedSchema: GenMessage<MessageModerated> = /*@__PURE__*/
-  messageDesc(file_colink_events_v1_events, 10);
+  messageDesc(file_colink_events_v1_events, 11);
 
 /**
  * A member read further in a conversation or a thread (on any device).
@@ -866,7 +926,7 @@ export type ReadStateChanged = Message<"colink.events.v1.ReadStateChanged"> & {
  * Use `create(ReadStateChangedSchema)` to create a new message.
  */
 export const ReadStateChangedSchema: GenMessage<ReadStateChanged> = /*@__PURE__*/
-  messageDesc(file_colink_events_v1_events, 11);
+  messageDesc(file_colink_events_v1_events, 12);
 
 /**
  * A user's presence as others see it changed.
@@ -901,5 +961,111 @@ export type PresenceChanged = Message<"colink.events.v1.PresenceChanged"> & {
  * Use `create(PresenceChangedSchema)` to create a new message.
  */
 export const PresenceChangedSchema: GenMessage<PresenceChanged> = /*@__PURE__*/
-  messageDesc(file_colink_events_v1_events, 12);
+  messageDesc(file_colink_events_v1_events, 13);
+
+/**
+ * A message retention policy changed.
+ *
+ * @generated from message colink.events.v1.RetentionPolicyChanged
+ */
+export type RetentionPolicyChanged = Message<"colink.events.v1.RetentionPolicyChanged"> & {
+  /**
+   * The channel; empty for the workspace default.
+   *
+   * @generated from field: string channel_id = 1;
+   */
+  channelId: string;
+
+  /**
+   * Days after sending, 0 for forever, after the change; -1 when the
+   * channel's own policy was removed.
+   *
+   * @generated from field: int32 retention_days = 2;
+   */
+  retentionDays: number;
+
+  /**
+   * Before the change; -1 when the channel had none of its own.
+   *
+   * @generated from field: int32 previous_days = 3;
+   */
+  previousDays: number;
+};
+
+/**
+ * Describes the message colink.events.v1.RetentionPolicyChanged.
+ * Use `create(RetentionPolicyChangedSchema)` to create a new message.
+ */
+export const RetentionPolicyChangedSchema: GenMessage<RetentionPolicyChanged> = /*@__PURE__*/
+  messageDesc(file_colink_events_v1_events, 14);
+
+/**
+ * A message retention run ended.
+ *
+ * @generated from message colink.events.v1.RetentionRunFinished
+ */
+export type RetentionRunFinished = Message<"colink.events.v1.RetentionRunFinished"> & {
+  /**
+   * The run.
+   *
+   * @generated from field: string run_id = 1;
+   */
+  runId: string;
+
+  /**
+   * "schedule" or "manual".
+   *
+   * @generated from field: string trigger = 2;
+   */
+  trigger: string;
+
+  /**
+   * It only counted.
+   *
+   * @generated from field: bool dry_run = 3;
+   */
+  dryRun: boolean;
+
+  /**
+   * "succeeded" or "failed".
+   *
+   * @generated from field: string state = 4;
+   */
+  state: string;
+
+  /**
+   * Messages it deleted (or would have).
+   *
+   * @generated from field: int64 message_count = 5;
+   */
+  messageCount: bigint;
+
+  /**
+   * Conversations they were in.
+   *
+   * @generated from field: int64 channel_count = 6;
+   */
+  channelCount: bigint;
+
+  /**
+   * How long it took.
+   *
+   * @generated from field: int64 elapsed_ms = 7;
+   */
+  elapsedMs: bigint;
+
+  /**
+   * Why it failed; empty otherwise.
+   *
+   * @generated from field: string error = 8;
+   */
+  error: string;
+};
+
+/**
+ * Describes the message colink.events.v1.RetentionRunFinished.
+ * Use `create(RetentionRunFinishedSchema)` to create a new message.
+ */
+export const RetentionRunFinishedSchema: GenMessage<RetentionRunFinished> = /*@__PURE__*/
+  messageDesc(file_colink_events_v1_events, 15);
 
