@@ -22,6 +22,7 @@ impl MigratorTrait for Migrator {
             Box::new(MessageFiles),
             Box::new(SettledAttachments),
             Box::new(Retention),
+            Box::new(HiddenMessages),
         ]
     }
 }
@@ -455,5 +456,16 @@ impl MigrationTrait for Retention {
                     .to_owned(),
             )
             .await
+    }
+}
+
+migration_name!(HiddenMessages, "m0010_messaging_hidden_messages");
+
+/// When a moderator hid a message from everyone but its sender, moderators
+/// and admins.
+#[async_trait::async_trait]
+impl MigrationTrait for HiddenMessages {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager.alter_table(Table::alter().table("messages").add_column(big_integer_null("hidden_at")).to_owned()).await
     }
 }

@@ -399,7 +399,8 @@ function MessageList({ store, channelId, messages }: { store: Store; channelId: 
 const QUICK_EMOJI = ["👍", "❤️", "😂", "🎉", "👀"];
 
 function MessageRow({ store, m, inThread }: { store: Store; m: Message; inThread?: boolean }) {
-  const gone = m.deleted || m.recalled;
+  const withheld = m.hidden && m.text === "" && m.fileIds.length === 0;
+  const gone = m.deleted || m.recalled || withheld;
   const mine = m.senderId === store.userId;
   const [editing, setEditing] = useState(false);
   const [picking, setPicking] = useState(false);
@@ -420,8 +421,15 @@ function MessageRow({ store, m, inThread }: { store: Store; m: Message; inThread
         />
       ) : (
         <span class={gone ? "text gone" : "text"}>
-          {m.deleted ? "This message was deleted." : m.recalled ? "This message was recalled." : m.text}
+          {m.deleted
+            ? "This message was deleted."
+            : m.recalled
+              ? "This message was recalled."
+              : withheld
+                ? "This message was hidden by a moderator."
+                : m.text}
           {m.editTime && !gone && <small class="edited"> (edited)</small>}
+          {m.hidden && !withheld && <small class="hidden"> · Hidden by a moderator</small>}
           {m.pinned && !gone && <small class="pinned"> · Pinned</small>}
         </span>
       )}

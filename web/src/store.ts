@@ -773,6 +773,20 @@ export class Store {
         }
         break;
       }
+      case "messageHidden":
+        // Its sender still sees it; everyone else sees where it was.
+        for (const m of c ? find(c, kind.value.messageId) : []) {
+          m.hidden = true;
+          if (m.senderId !== this.userId) {
+            m.text = "";
+            m.fileIds = [];
+            m.reactions = [];
+          }
+        }
+        break;
+      case "messageRestored":
+        this.replace(kind.value);
+        break;
       case "messagePinned":
       case "messageUnpinned":
         for (const m of c ? find(c, kind.value.messageId) : []) {

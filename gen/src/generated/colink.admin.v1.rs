@@ -302,6 +302,29 @@ pub struct ModerateMessageResponse {
     #[prost(message, optional, tag = "1")]
     pub moderation: ::core::option::Option<ModerationRecord>,
 }
+/// GetMessageContext.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct GetMessageContextRequest {
+    /// The message. Required.
+    #[prost(string, tag = "1")]
+    pub message_id: ::prost::alloc::string::String,
+    /// Messages before it: 0..=50, default 0.
+    #[prost(int32, tag = "2")]
+    pub before: i32,
+    /// Messages after it: 0..=50, default 0.
+    #[prost(int32, tag = "3")]
+    pub after: i32,
+}
+/// GetMessageContext result.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct GetMessageContextResponse {
+    /// The messages in order, the asked one among them.
+    #[prost(message, repeated, tag = "1")]
+    pub messages: ::prost::alloc::vec::Vec<super::super::messaging::v1::Message>,
+    /// The caller is not in the conversation: this read was audited.
+    #[prost(bool, tag = "2")]
+    pub audited: bool,
+}
 /// ReportMessage.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct ReportMessageRequest {
@@ -655,12 +678,12 @@ impl UserRole {
 pub enum ModerationAction {
     /// Not set; INVALID_ARGUMENT naming `action`.
     Unspecified = 0,
-    /// Deletes the message for everyone; the content stays in the moderation
-    /// record until retention removes it.
+    /// Deletes the message for everyone, for good; a report about it keeps
+    /// the text it had.
     Delete = 1,
     /// Hides the message from everyone but its sender, moderators and admins.
     Hide = 2,
-    /// Undoes HIDE or DELETE.
+    /// Undoes HIDE.
     Restore = 3,
     /// Leaves the message as it is and sends its sender a warning notification.
     Warn = 4,
@@ -988,14 +1011,15 @@ pub mod admin_service_client {
                 .insert(GrpcMethod::new("colink.admin.v1.AdminService", "SetUserRole"));
             self.inner.unary(req, path, codec).await
         }
-        /// Deletes, hides, restores or warns about a message. Moderators and
-        /// admins; a moderator cannot act on an admin's message. Applying the state
-        /// a message is already in (hiding a hidden message) changes nothing and
-        /// returns the earlier record.
+        /// Deletes, hides, restores or warns about a message, in any conversation:
+        /// private channels and direct messages included. Moderators and admins.
+        /// Applying the state a message is already in (hiding a hidden message)
+        /// changes nothing. Acting in a conversation the caller is not in is noted
+        /// in the audit entry.
         /// Errors: INVALID_ARGUMENT naming `action`, `reason` or `report_id`;
         /// NOT_FOUND for an unknown message; FAILED_PRECONDITION for RESTORE of a
-        /// message that is neither hidden nor deleted, or whose content retention
-        /// has already removed.
+        /// message that is not hidden (deleting is for good), or for hiding a
+        /// deleted message.
         pub async fn moderate_message(
             &mut self,
             request: impl tonic::IntoRequest<super::ModerateMessageRequest>,
@@ -1019,6 +1043,39 @@ pub mod admin_service_client {
             req.extensions_mut()
                 .insert(
                     GrpcMethod::new("colink.admin.v1.AdminService", "ModerateMessage"),
+                );
+            self.inner.unary(req, path, codec).await
+        }
+        /// A message and the messages around it, as moderators see them (hidden
+        /// ones with their text), in any conversation: private channels and direct
+        /// messages included, so that a report can be judged in context.
+        /// Moderators and admins. Every read of a conversation the caller is not
+        /// in is audited ("moderation.private_read").
+        /// Errors: INVALID_ARGUMENT naming `message_id`, `before` or `after`;
+        /// NOT_FOUND.
+        pub async fn get_message_context(
+            &mut self,
+            request: impl tonic::IntoRequest<super::GetMessageContextRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::GetMessageContextResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = crate::codec::ProtoCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/colink.admin.v1.AdminService/GetMessageContext",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new("colink.admin.v1.AdminService", "GetMessageContext"),
                 );
             self.inner.unary(req, path, codec).await
         }
@@ -1459,19 +1516,34 @@ pub mod admin_service_server {
             tonic::Response<super::SetUserRoleResponse>,
             tonic::Status,
         >;
-        /// Deletes, hides, restores or warns about a message. Moderators and
-        /// admins; a moderator cannot act on an admin's message. Applying the state
-        /// a message is already in (hiding a hidden message) changes nothing and
-        /// returns the earlier record.
+        /// Deletes, hides, restores or warns about a message, in any conversation:
+        /// private channels and direct messages included. Moderators and admins.
+        /// Applying the state a message is already in (hiding a hidden message)
+        /// changes nothing. Acting in a conversation the caller is not in is noted
+        /// in the audit entry.
         /// Errors: INVALID_ARGUMENT naming `action`, `reason` or `report_id`;
         /// NOT_FOUND for an unknown message; FAILED_PRECONDITION for RESTORE of a
-        /// message that is neither hidden nor deleted, or whose content retention
-        /// has already removed.
+        /// message that is not hidden (deleting is for good), or for hiding a
+        /// deleted message.
         async fn moderate_message(
             &self,
             request: tonic::Request<super::ModerateMessageRequest>,
         ) -> std::result::Result<
             tonic::Response<super::ModerateMessageResponse>,
+            tonic::Status,
+        >;
+        /// A message and the messages around it, as moderators see them (hidden
+        /// ones with their text), in any conversation: private channels and direct
+        /// messages included, so that a report can be judged in context.
+        /// Moderators and admins. Every read of a conversation the caller is not
+        /// in is audited ("moderation.private_read").
+        /// Errors: INVALID_ARGUMENT naming `message_id`, `before` or `after`;
+        /// NOT_FOUND.
+        async fn get_message_context(
+            &self,
+            request: tonic::Request<super::GetMessageContextRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::GetMessageContextResponse>,
             tonic::Status,
         >;
         /// Reports a message to the moderators. Any user who can read the message
@@ -1864,6 +1936,52 @@ pub mod admin_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = ModerateMessageSvc(inner);
+                        let codec = crate::codec::ProtoCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/colink.admin.v1.AdminService/GetMessageContext" => {
+                    #[allow(non_camel_case_types)]
+                    struct GetMessageContextSvc<T: AdminService>(pub Arc<T>);
+                    impl<
+                        T: AdminService,
+                    > tonic::server::UnaryService<super::GetMessageContextRequest>
+                    for GetMessageContextSvc<T> {
+                        type Response = super::GetMessageContextResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::GetMessageContextRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as AdminService>::get_message_context(&inner, request)
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = GetMessageContextSvc(inner);
                         let codec = crate::codec::ProtoCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(

@@ -60,6 +60,10 @@ pub struct Message {
     /// Who the text mentions, as resolved when it was sent or last edited.
     #[prost(message, optional, tag = "18")]
     pub mentions: ::core::option::Option<MessageMentions>,
+    /// Hidden by a moderator: it keeps its place, but only its sender,
+    /// moderators and admins see its text, files and reactions.
+    #[prost(bool, tag = "19")]
+    pub hidden: bool,
 }
 /// The mentions of a message. `@username` mentions a member of the
 /// conversation (a non-member is not mentioned); `@channel` and `@all`
@@ -138,7 +142,7 @@ pub struct ChannelEvent {
     /// What changed.
     #[prost(
         oneof = "channel_event::Kind",
-        tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25"
+        tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27"
     )]
     pub kind: ::core::option::Option<channel_event::Kind>,
 }
@@ -200,6 +204,12 @@ pub mod channel_event {
         /// log up to `through_seq`: a client drops what it shows of them.
         #[prost(message, tag = "25")]
         MessagesExpired(super::MessagesExpired),
+        /// A moderator hid a message: clients show it without its text.
+        #[prost(message, tag = "26")]
+        MessageHidden(super::MessageDeleted),
+        /// A moderator showed a hidden message again.
+        #[prost(message, tag = "27")]
+        MessageRestored(super::Message),
     }
 }
 /// Messages of a conversation that passed its retention.
@@ -407,6 +417,53 @@ pub struct ExportMessagesResponse {
     /// Empty on the last page.
     #[prost(string, tag = "2")]
     pub next_page_token: ::prost::alloc::string::String,
+}
+/// ApplyModeration.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ApplyModerationRequest {
+    /// The message. Required.
+    #[prost(string, tag = "1")]
+    pub message_id: ::prost::alloc::string::String,
+    /// What to do. Required.
+    #[prost(enumeration = "ModerationEffect", tag = "2")]
+    pub effect: i32,
+}
+/// ApplyModeration result.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ApplyModerationResponse {
+    /// The message after the action, as moderators see it.
+    #[prost(message, optional, tag = "1")]
+    pub message: ::core::option::Option<Message>,
+    /// The caller is a member of the message's conversation.
+    #[prost(bool, tag = "2")]
+    pub caller_is_member: bool,
+    /// The action changed the message (false when it was already so, and
+    /// for NONE).
+    #[prost(bool, tag = "3")]
+    pub changed: bool,
+}
+/// ReadForModeration.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ReadForModerationRequest {
+    /// The message. Required.
+    #[prost(string, tag = "1")]
+    pub message_id: ::prost::alloc::string::String,
+    /// Messages before it: 0..=50.
+    #[prost(int32, tag = "2")]
+    pub before: i32,
+    /// Messages after it: 0..=50.
+    #[prost(int32, tag = "3")]
+    pub after: i32,
+}
+/// ReadForModeration result.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ReadForModerationResponse {
+    /// The messages in order, the asked one among them.
+    #[prost(message, repeated, tag = "1")]
+    pub messages: ::prost::alloc::vec::Vec<Message>,
+    /// The caller is a member of the conversation.
+    #[prost(bool, tag = "2")]
+    pub caller_is_member: bool,
 }
 /// A message as it is now, with what a search index keeps of it.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -846,6 +903,47 @@ impl Direction {
             "DIRECTION_UNSPECIFIED" => Some(Self::Unspecified),
             "DIRECTION_BACKWARD" => Some(Self::Backward),
             "DIRECTION_FORWARD" => Some(Self::Forward),
+            _ => None,
+        }
+    }
+}
+/// What a moderator does to a message (see ApplyModeration).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
+#[repr(i32)]
+pub enum ModerationEffect {
+    /// Not set; INVALID_ARGUMENT naming `effect`.
+    Unspecified = 0,
+    /// Only read it.
+    None = 1,
+    /// Hide it from everyone but its sender, moderators and admins.
+    Hide = 2,
+    /// Show a hidden message again.
+    Restore = 3,
+    /// Delete it for good.
+    Delete = 4,
+}
+impl ModerationEffect {
+    /// String value of the enum field names used in the ProtoBuf definition.
+    ///
+    /// The values are not transformed in any way and thus are considered stable
+    /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+    pub fn as_str_name(&self) -> &'static str {
+        match self {
+            Self::Unspecified => "MODERATION_EFFECT_UNSPECIFIED",
+            Self::None => "MODERATION_EFFECT_NONE",
+            Self::Hide => "MODERATION_EFFECT_HIDE",
+            Self::Restore => "MODERATION_EFFECT_RESTORE",
+            Self::Delete => "MODERATION_EFFECT_DELETE",
+        }
+    }
+    /// Creates an enum from field names used in the ProtoBuf definition.
+    pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+        match value {
+            "MODERATION_EFFECT_UNSPECIFIED" => Some(Self::Unspecified),
+            "MODERATION_EFFECT_NONE" => Some(Self::None),
+            "MODERATION_EFFECT_HIDE" => Some(Self::Hide),
+            "MODERATION_EFFECT_RESTORE" => Some(Self::Restore),
+            "MODERATION_EFFECT_DELETE" => Some(Self::Delete),
             _ => None,
         }
     }
@@ -1488,6 +1586,82 @@ pub mod messaging_service_client {
                 );
             self.inner.unary(req, path, codec).await
         }
+        /// A workspace moderator's or admin's action on a message in any
+        /// conversation, private channels and direct messages included: HIDE
+        /// hides it from everyone but its sender, moderators and admins (it keeps
+        /// its place, without its text); RESTORE shows a hidden message again;
+        /// DELETE deletes it for good; NONE only reads it. Answers the message as
+        /// moderators see it and whether the caller is in its conversation.
+        /// AdminService.ModerateMessage calls it. Moderators and admins; no REST
+        /// path. Applying the state a message is in changes nothing.
+        /// Errors: INVALID_ARGUMENT naming `message_id` or `effect`; NOT_FOUND;
+        /// FAILED_PRECONDITION for HIDE or RESTORE of a deleted or recalled
+        /// message, or RESTORE of one that is not hidden; PERMISSION_DENIED.
+        pub async fn apply_moderation(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ApplyModerationRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ApplyModerationResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = crate::codec::ProtoCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/colink.messaging.v1.MessagingService/ApplyModeration",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new(
+                        "colink.messaging.v1.MessagingService",
+                        "ApplyModeration",
+                    ),
+                );
+            self.inner.unary(req, path, codec).await
+        }
+        /// A message and the messages around it in its conversation's main flow
+        /// (or its thread, for a reply), as moderators see them, in any
+        /// conversation. AdminService.GetMessageContext calls it and audits reads
+        /// of conversations the caller is not in. Moderators and admins; no REST
+        /// path.
+        /// Errors: INVALID_ARGUMENT naming `message_id`, `before` or `after`;
+        /// NOT_FOUND; PERMISSION_DENIED.
+        pub async fn read_for_moderation(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ReadForModerationRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ReadForModerationResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = crate::codec::ProtoCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/colink.messaging.v1.MessagingService/ReadForModeration",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new(
+                        "colink.messaging.v1.MessagingService",
+                        "ReadForModeration",
+                    ),
+                );
+            self.inner.unary(req, path, codec).await
+        }
         /// The channel's event log after a sequence, oldest first: what a client
         /// missed while away. Realtime gateways replay from here.
         pub async fn list_channel_events(
@@ -1702,6 +1876,38 @@ pub mod messaging_service_server {
             request: tonic::Request<super::ListMentionsRequest>,
         ) -> std::result::Result<
             tonic::Response<super::ListMentionsResponse>,
+            tonic::Status,
+        >;
+        /// A workspace moderator's or admin's action on a message in any
+        /// conversation, private channels and direct messages included: HIDE
+        /// hides it from everyone but its sender, moderators and admins (it keeps
+        /// its place, without its text); RESTORE shows a hidden message again;
+        /// DELETE deletes it for good; NONE only reads it. Answers the message as
+        /// moderators see it and whether the caller is in its conversation.
+        /// AdminService.ModerateMessage calls it. Moderators and admins; no REST
+        /// path. Applying the state a message is in changes nothing.
+        /// Errors: INVALID_ARGUMENT naming `message_id` or `effect`; NOT_FOUND;
+        /// FAILED_PRECONDITION for HIDE or RESTORE of a deleted or recalled
+        /// message, or RESTORE of one that is not hidden; PERMISSION_DENIED.
+        async fn apply_moderation(
+            &self,
+            request: tonic::Request<super::ApplyModerationRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ApplyModerationResponse>,
+            tonic::Status,
+        >;
+        /// A message and the messages around it in its conversation's main flow
+        /// (or its thread, for a reply), as moderators see them, in any
+        /// conversation. AdminService.GetMessageContext calls it and audits reads
+        /// of conversations the caller is not in. Moderators and admins; no REST
+        /// path.
+        /// Errors: INVALID_ARGUMENT naming `message_id`, `before` or `after`;
+        /// NOT_FOUND; PERMISSION_DENIED.
+        async fn read_for_moderation(
+            &self,
+            request: tonic::Request<super::ReadForModerationRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ReadForModerationResponse>,
             tonic::Status,
         >;
         /// The channel's event log after a sequence, oldest first: what a client
@@ -2602,6 +2808,101 @@ pub mod messaging_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = ListMentionsSvc(inner);
+                        let codec = crate::codec::ProtoCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/colink.messaging.v1.MessagingService/ApplyModeration" => {
+                    #[allow(non_camel_case_types)]
+                    struct ApplyModerationSvc<T: MessagingService>(pub Arc<T>);
+                    impl<
+                        T: MessagingService,
+                    > tonic::server::UnaryService<super::ApplyModerationRequest>
+                    for ApplyModerationSvc<T> {
+                        type Response = super::ApplyModerationResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ApplyModerationRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as MessagingService>::apply_moderation(&inner, request)
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ApplyModerationSvc(inner);
+                        let codec = crate::codec::ProtoCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/colink.messaging.v1.MessagingService/ReadForModeration" => {
+                    #[allow(non_camel_case_types)]
+                    struct ReadForModerationSvc<T: MessagingService>(pub Arc<T>);
+                    impl<
+                        T: MessagingService,
+                    > tonic::server::UnaryService<super::ReadForModerationRequest>
+                    for ReadForModerationSvc<T> {
+                        type Response = super::ReadForModerationResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ReadForModerationRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as MessagingService>::read_for_moderation(
+                                        &inner,
+                                        request,
+                                    )
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ReadForModerationSvc(inner);
                         let codec = crate::codec::ProtoCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(

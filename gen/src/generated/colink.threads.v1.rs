@@ -95,6 +95,10 @@ pub struct Reply {
     /// Its reactions for the caller, as in colink.messaging.v1.Message.
     #[prost(message, repeated, tag = "12")]
     pub reactions: ::prost::alloc::vec::Vec<super::super::reactions::v1::ReactionGroup>,
+    /// Hidden by a moderator: only its sender, moderators and admins see its
+    /// text, files and reactions.
+    #[prost(bool, tag = "13")]
+    pub hidden: bool,
 }
 /// A summary of the parent message of a thread.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]

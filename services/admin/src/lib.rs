@@ -20,7 +20,7 @@ use colink_proto::auth::v1::{Account, Role as AccountRole, SetAccountRoleRequest
 use colink_proto::events::v1::{MessageModerated, event::Payload};
 use colink_proto::google_api::HttpBody;
 use colink_proto::messaging::v1::messaging_service_client::MessagingServiceClient;
-use colink_proto::messaging::v1::{DeleteMessageRequest, GetMessageRequest};
+use colink_proto::messaging::v1::{ApplyModerationRequest, ModerationEffect, ReadForModerationRequest};
 use colink_runtime::clients::call_on_behalf;
 use colink_runtime::db::Db;
 use colink_runtime::error::{Page, Violations};
@@ -215,20 +215,18 @@ impl AdminService {
         let mut v = Violations::default();
         let message_id = v.id("message_id", &req.message_id);
         let action = pb::ModerationAction::try_from(req.action).unwrap_or(pb::ModerationAction::Unspecified);
-        let action_name = match action {
-            pb::ModerationAction::Delete => "delete",
-            pb::ModerationAction::Warn => "warn",
-            // Turned away as UNIMPLEMENTED before this point.
-            pb::ModerationAction::Hide | pb::ModerationAction::Restore => {
-                v.add("action", "must be DELETE or WARN in this version of Colink");
-                ""
-            }
+        let (action_name, effect) = match action {
+            pb::ModerationAction::Delete => ("delete", ModerationEffect::Delete),
+            pb::ModerationAction::Hide => ("hide", ModerationEffect::Hide),
+            pb::ModerationAction::Restore => ("restore", ModerationEffect::Restore),
+            pb::ModerationAction::Warn => ("warn", ModerationEffect::None),
             pb::ModerationAction::Unspecified => {
                 v.add("action", "must be DELETE, HIDE, RESTORE or WARN");
-                ""
+                ("", ModerationEffect::Unspecified)
             }
         };
-        v.check(check_text("reason", req.reason.trim(), 1, 1000));
+        let needed = if action == pb::ModerationAction::Restore { 0 } else { 1 };
+        v.check(check_text("reason", req.reason.trim(), needed, 1000));
         let report_id = v.optional_id("report_id", &req.report_id);
         let key = v.check(check_idempotency_key("idempotency_key", key)).flatten();
         v.finish()?;
@@ -245,17 +243,23 @@ impl AdminService {
             return repeated(done, action, req.reason.trim());
         }
 
-        let request = GetMessageRequest { message_id: message_id.clone() };
-        let message =
-            call_on_behalf(&self.messaging, caller, request, |mut c, r| async move { c.get_message(r).await })
-                .await?
-                .message
-                .ok_or_else(|| Error::internal("messaging answered without a message"))?;
-        if action == pb::ModerationAction::Delete {
-            // Deleting is idempotent in messaging, so a retry is safe.
-            let request = DeleteMessageRequest { message_id: message_id.clone(), ..Default::default() };
-            call_on_behalf(&self.messaging, caller, request, |mut c, r| async move { c.delete_message(r).await })
+        // Messaging applies it in any conversation, one the moderator is not
+        // in included; applying it twice changes nothing.
+        let request = ApplyModerationRequest { message_id: message_id.clone(), effect: effect as i32 };
+        let applied =
+            call_on_behalf(&self.messaging, caller, request, |mut c, r| async move { c.apply_moderation(r).await })
                 .await?;
+        let message = applied.message.ok_or_else(|| Error::internal("messaging answered without a message"))?;
+        if !applied.changed && action != pb::ModerationAction::Warn {
+            let earlier = moderation::Entity::find()
+                .filter(moderation::Column::MessageId.eq(&message_id))
+                .filter(moderation::Column::Action.eq(action as i32))
+                .order_by_desc(moderation::Column::CreatedAt)
+                .one(&self.db.reader)
+                .await?;
+            if let Some(earlier) = earlier {
+                return Ok(moderation_to_pb(earlier));
+            }
         }
 
         let now = now_micros();
@@ -292,12 +296,7 @@ impl AdminService {
             target_type: "message",
             target_id: record.message_id.clone(),
             reason: record.reason.clone(),
-            metadata: BTreeMap::from([
-                ("moderation_id", record.moderation_id.clone()),
-                ("moderation_action", action_name.to_string()),
-                ("channel_id", record.channel_id.clone()),
-                ("sender_id", record.sender_id.clone()),
-            ]),
+            metadata: moderation_metadata(&record, action_name, applied.caller_is_member),
             request_id: context.request_id.to_string(),
             client_ip: context.client_ip.to_string(),
             created_at: now,
@@ -323,6 +322,69 @@ impl AdminService {
         self.outbox.notify();
         Ok(moderation_to_pb(record))
     }
+}
+
+impl AdminService {
+    /// A message in its context as moderators see it; reading a
+    /// conversation the caller is not in is audited before it is answered.
+    async fn get_message_context(
+        &self,
+        caller: &Caller,
+        req: &pb::GetMessageContextRequest,
+    ) -> Result<pb::GetMessageContextResponse> {
+        if !matches!(caller.role, Role::Admin | Role::Moderator) {
+            return Err(Error::denied("only workspace admins and moderators can read messages for moderation"));
+        }
+        let request =
+            ReadForModerationRequest { message_id: req.message_id.clone(), before: req.before, after: req.after };
+        let read =
+            call_on_behalf(&self.messaging, caller, request, |mut c, r| async move { c.read_for_moderation(r).await })
+                .await?;
+        let audited = !read.caller_is_member;
+        if audited {
+            let asked = read.messages.iter().find(|m| m.message_id == req.message_id);
+            let context = RequestContext::current().unwrap_or_default();
+            let entry = Entry {
+                id: new_id(),
+                actor_id: caller.user_id.clone(),
+                actor_role: caller.role.as_str().to_string(),
+                action: "moderation.private_read".into(),
+                target_type: "message",
+                target_id: req.message_id.clone(),
+                reason: String::new(),
+                metadata: BTreeMap::from([
+                    ("channel_id", asked.map(|m| m.channel_id.clone()).unwrap_or_default()),
+                    ("sender_id", asked.map(|m| m.sender_id.clone()).unwrap_or_default()),
+                    ("messages_read", read.messages.len().to_string()),
+                ]),
+                request_id: context.request_id.to_string(),
+                client_ip: context.client_ip.to_string(),
+                created_at: now_micros(),
+            };
+            let txn = self.db.writer.begin().await?;
+            audit::record(&txn, entry).await?;
+            txn.commit().await?;
+        }
+        Ok(pb::GetMessageContextResponse { messages: read.messages, audited })
+    }
+}
+
+/// What an audit entry of a moderation says besides its reason.
+fn moderation_metadata(
+    record: &moderation::Model,
+    action_name: &str,
+    caller_is_member: bool,
+) -> BTreeMap<&'static str, String> {
+    let mut metadata = BTreeMap::from([
+        ("moderation_id", record.moderation_id.clone()),
+        ("moderation_action", action_name.to_string()),
+        ("channel_id", record.channel_id.clone()),
+        ("sender_id", record.sender_id.clone()),
+    ]);
+    if !caller_is_member {
+        metadata.insert("outside_conversation", "true".into());
+    }
+    metadata
 }
 
 /// The answer to a retried moderation: the record it made, if the retry
@@ -587,13 +649,17 @@ impl AdminRpc for AdminService {
         request: Request<pb::ModerateMessageRequest>,
     ) -> Result<Response<pb::ModerateMessageResponse>, Status> {
         let caller = caller(&request)?;
-        let action = request.get_ref().action;
-        if action == pb::ModerationAction::Hide as i32 || action == pb::ModerationAction::Restore as i32 {
-            return Err(not_yet("hiding and restoring messages"));
-        }
         let key = idempotency_key(&request.get_ref().idempotency_key, &request);
         let moderation = AdminService::moderate_message(self, caller, request.get_ref(), &key).await?;
         Ok(Response::new(pb::ModerateMessageResponse { moderation: Some(moderation) }))
+    }
+
+    async fn get_message_context(
+        &self,
+        request: Request<pb::GetMessageContextRequest>,
+    ) -> Result<Response<pb::GetMessageContextResponse>, Status> {
+        let caller = caller(&request)?;
+        Ok(Response::new(AdminService::get_message_context(self, caller, request.get_ref()).await?))
     }
 
     async fn deactivate_user(

@@ -252,6 +252,7 @@ mod tests {
             mentions_channel: false,
             mentions_here: false,
             expired_at: None,
+            hidden_at: None,
         };
         message::ActiveModel::from(row).insert(&db.writer).await.expect("stores the message");
         let attached =

@@ -377,6 +377,7 @@ fn model(m: &NewMessage, message_id: String, seq: i64, ordinal: Option<i64>, now
         mentions_channel: m.mentions.channel,
         mentions_here: m.mentions.here,
         expired_at: None,
+        hidden_at: None,
     }
 }
 

@@ -10,9 +10,9 @@ use std::collections::{BTreeSet, HashMap};
 use colink_proto::events::v1::{MessagesExpired as ExpiredEvent, event::Payload};
 use colink_proto::messaging::v1 as pb;
 use colink_proto::messaging::v1::channel_event::Kind;
-use colink_runtime::Result;
 use colink_runtime::events::{self, MESSAGE_EVENTS};
 use colink_runtime::ids::{now_micros, timestamp};
+use colink_runtime::{Caller, Result};
 use prost::Message as _;
 use sea_orm::sea_query::{Expr, Query};
 use sea_orm::{
@@ -22,7 +22,7 @@ use sea_orm::{
 use crate::store::{
     broadcast, channel_event, channel_head, mention, message, message_edit, reaction, reaction_count, removed_message,
 };
-use crate::{MessagingService, log, read_states, threads, to_proto};
+use crate::{MessagingService, log, read_states, sees_hidden, threads, to_proto, withheld};
 
 /// Messages expired in one transaction: small enough that sends to the
 /// conversation wait only briefly for its head row.
@@ -191,9 +191,10 @@ impl MessagingService {
         Ok(())
     }
 
-    /// Shows, in a page read from the log, the messages deleted, recalled or
-    /// expired since as they are now: without their text.
-    pub(crate) async fn redact_removed(&self, events: &mut [pb::ChannelEvent]) -> Result<()> {
+    /// Shows, in a page read from the log, the messages deleted, recalled,
+    /// expired or hidden since as they are now: without their text (a
+    /// hidden one keeps it for those who may see it).
+    pub(crate) async fn redact_removed(&self, caller: &Caller, events: &mut [pb::ChannelEvent]) -> Result<()> {
         let carried: Vec<String> = events
             .iter()
             .filter_map(|e| match &e.kind {
@@ -206,12 +207,13 @@ impl MessagingService {
         if carried.is_empty() {
             return Ok(());
         }
-        let removed: HashMap<String, message::Model> = message::Entity::find()
+        let changed: HashMap<String, message::Model> = message::Entity::find()
             .filter(message::Column::MessageId.is_in(carried))
             .filter(
                 sea_orm::Condition::any()
                     .add(message::Column::DeletedAt.is_not_null())
-                    .add(message::Column::Recalled.eq(true)),
+                    .add(message::Column::Recalled.eq(true))
+                    .add(message::Column::HiddenAt.is_not_null()),
             )
             .all(&self.db.reader)
             .await?
@@ -219,9 +221,14 @@ impl MessagingService {
             .map(|m| (m.message_id.clone(), m))
             .collect();
         for event in events {
-            if let Some(Kind::MessageCreated(m) | Kind::MessageEdited(m)) = &mut event.kind
-                && let Some(now) = removed.get(&m.message_id)
-            {
+            let Some(Kind::MessageCreated(m) | Kind::MessageEdited(m)) = &mut event.kind else { continue };
+            let Some(now) = changed.get(&m.message_id) else { continue };
+            if now.is_live() {
+                if !sees_hidden(caller, &now.sender_id) {
+                    withheld(m);
+                    m.hidden = true;
+                }
+            } else {
                 *m = to_proto(now);
             }
         }

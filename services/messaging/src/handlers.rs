@@ -53,6 +53,22 @@ impl MessagingRpc for MessagingService {
         Ok(Response::new(self.export(caller, request.get_ref()).await?))
     }
 
+    async fn apply_moderation(
+        &self,
+        request: Request<pb::ApplyModerationRequest>,
+    ) -> Result<Response<pb::ApplyModerationResponse>, Status> {
+        let caller = caller(&request)?;
+        Ok(Response::new(MessagingService::apply_moderation(self, caller, request.get_ref()).await?))
+    }
+
+    async fn read_for_moderation(
+        &self,
+        request: Request<pb::ReadForModerationRequest>,
+    ) -> Result<Response<pb::ReadForModerationResponse>, Status> {
+        let caller = caller(&request)?;
+        Ok(Response::new(MessagingService::read_for_moderation(self, caller, request.get_ref()).await?))
+    }
+
     async fn list_messages(
         &self,
         request: Request<pb::ListMessagesRequest>,

@@ -13,6 +13,7 @@ mod expire;
 mod handlers;
 mod log;
 mod mentions;
+mod moderation;
 mod reactions;
 mod read_states;
 mod retention;
@@ -527,9 +528,20 @@ impl MessagingService {
         if writes_content {
             self.require_unblocked(caller, &access).await?;
         }
+        self.commit_change(&caller.user_id, &found.message_id, apply).await
+    }
+
+    /// Applies a change to a message, with its log entry and domain event,
+    /// in one transaction; `apply` says what changed, or nothing.
+    async fn commit_change(
+        &self,
+        actor_id: &str,
+        message_id: &str,
+        apply: impl FnOnce(&mut message::ActiveModel, &message::Model, i64) -> Result<Option<(Kind, &'static str)>>,
+    ) -> Result<pb::Message> {
         let txn = self.db.writer.begin().await?;
         // Re-read inside the transaction: the change must apply to the latest version.
-        let current = message::Entity::find_by_id(found.message_id.clone())
+        let current = message::Entity::find_by_id(message_id.to_string())
             .one(&txn)
             .await?
             .ok_or_else(|| Error::not_found("message not found"))?;
@@ -543,7 +555,7 @@ impl MessagingService {
                 message_id: Set(current.message_id.clone()),
                 version: Set(current.version),
                 text: Set(current.text.clone()),
-                editor_id: Set(caller.user_id.clone()),
+                editor_id: Set(actor_id.to_string()),
                 edited_at: Set(now),
                 ..Default::default()
             }
@@ -556,6 +568,8 @@ impl MessagingService {
             Kind::MessageEdited(_) => Kind::MessageEdited(to_proto(&updated)),
             Kind::MessageDeleted(_) => Kind::MessageDeleted(deletion(&current)),
             Kind::MessageRecalled(_) => Kind::MessageRecalled(deletion(&current)),
+            Kind::MessageHidden(_) => Kind::MessageHidden(deletion(&current)),
+            Kind::MessageRestored(_) => Kind::MessageRestored(to_proto(&updated)),
             other => other,
         };
         if matches!(name, "message.updated" | "message.deleted" | "message.recalled") {
@@ -570,14 +584,14 @@ impl MessagingService {
             .exec_without_returning(&txn)
             .await?;
         }
-        let event = log::append(&txn, &updated.channel_id, &caller.user_id, kind).await?;
-        self.domain_event(&txn, name, &updated, event.seq, &caller.user_id).await?;
+        let event = log::append(&txn, &updated.channel_id, actor_id, kind).await?;
+        self.domain_event(&txn, name, &updated, event.seq, actor_id).await?;
         let mut appended = vec![event];
         // A reply that is gone no longer counts in its thread.
         if let Some(thread_id) = updated.thread_id.as_deref().filter(|_| removed) {
             threads::store::record_removal(&txn, &updated).await?;
             let summary = threads::store::summary(&txn, thread_id).await?;
-            appended.push(log::append(&txn, &updated.channel_id, &caller.user_id, Kind::ThreadUpdated(summary)).await?);
+            appended.push(log::append(&txn, &updated.channel_id, actor_id, Kind::ThreadUpdated(summary)).await?);
         }
         txn.commit().await?;
         self.publish(&appended).await;
@@ -643,16 +657,7 @@ impl MessagingService {
                     Err(Error::denied("only the sender or a channel admin can delete a message"))
                 }
             },
-            |model, current, now| {
-                if current.deleted_at.is_some() {
-                    return Ok(None);
-                }
-                model.deleted_at = Set(Some(now));
-                model.text = Set(String::new());
-                model.pinned_at = Set(None);
-                model.pinned_by = Set(None);
-                Ok(Some((Kind::MessageDeleted(pb::MessageDeleted::default()), "message.deleted")))
-            },
+            deletion_of,
         )
         .await
     }
@@ -870,6 +875,9 @@ impl MessagingService {
             if !m.deleted && !m.recalled {
                 m.reactions = groups.remove(&m.message_id).unwrap_or_default();
             }
+            if m.hidden && !sees_hidden(caller, &m.sender_id) {
+                withheld(m);
+            }
         }
         Ok(messages)
     }
@@ -907,7 +915,7 @@ impl MessagingService {
             .map(|row| pb::ChannelEvent::decode(row.payload.as_slice()).map_err(Error::internal))
             .collect::<Result<Vec<_>>>()?;
         let mut events = events;
-        self.redact_removed(&mut events).await?;
+        self.redact_removed(caller, &mut events).await?;
         Ok(pb::ListChannelEventsResponse { events, head_seq })
     }
 }
@@ -997,6 +1005,23 @@ fn message_changed(m: &message::Model, seq: i64) -> Payload {
     })
 }
 
+/// Deletes a message: it keeps its place without its text. Deleting twice
+/// changes nothing.
+fn deletion_of(
+    model: &mut message::ActiveModel,
+    current: &message::Model,
+    now: i64,
+) -> Result<Option<(Kind, &'static str)>> {
+    if current.deleted_at.is_some() {
+        return Ok(None);
+    }
+    model.deleted_at = Set(Some(now));
+    model.text = Set(String::new());
+    model.pinned_at = Set(None);
+    model.pinned_by = Set(None);
+    Ok(Some((Kind::MessageDeleted(pb::MessageDeleted::default()), "message.deleted")))
+}
+
 /// What a deletion or recall event says of the message that was removed.
 fn deletion(m: &message::Model) -> pb::MessageDeleted {
     pb::MessageDeleted {
@@ -1033,7 +1058,23 @@ fn to_proto(m: &message::Model) -> pb::Message {
             channel: m.mentions_channel,
             here: m.mentions_here,
         }),
+        hidden: m.hidden_at.is_some(),
     }
+}
+
+/// Whether a caller sees a hidden message as it is: its sender, moderators
+/// and admins do.
+fn sees_hidden(caller: &Caller, sender_id: &str) -> bool {
+    matches!(caller.role, Role::Admin | Role::Moderator) || caller.user_id == sender_id
+}
+
+/// A hidden message as everyone else sees it: in its place, without what
+/// it says.
+fn withheld(m: &mut pb::Message) {
+    m.text.clear();
+    m.file_ids.clear();
+    m.reactions.clear();
+    m.mentions = None;
 }
 
 /// The channels service refused to show the conversation to the caller.

@@ -34,6 +34,9 @@ pub mod message {
         /// When it passed its conversation's retention; it is then gone
         /// from history.
         pub expired_at: Option<i64>,
+        /// When a moderator hid it; its text then shows only to its
+        /// sender, moderators and admins.
+        pub hidden_at: Option<i64>,
     }
 
     impl Model {

@@ -105,10 +105,19 @@ impl MessagingService {
         let mut groups = reactions::store::groups(&self.db.reader, &ids, &caller.user_id).await?;
         Ok(messages
             .into_iter()
-            .map(|m| {
+            .map(|mut m| {
                 let gone = m.deleted || m.recalled;
+                let withheld = m.hidden && !crate::sees_hidden(caller, &m.sender_id);
+                if withheld {
+                    crate::withheld(&mut m);
+                }
                 pb::Reply {
-                    reactions: if gone { Vec::new() } else { groups.remove(&m.message_id).unwrap_or_default() },
+                    hidden: m.hidden,
+                    reactions: if gone || withheld {
+                        Vec::new()
+                    } else {
+                        groups.remove(&m.message_id).unwrap_or_default()
+                    },
                     message_id: m.message_id,
                     thread_id: m.thread_id,
                     channel_id: m.channel_id,

@@ -305,7 +305,7 @@ fn message_change(event: &Event) -> Vec<Change> {
     }
     let Some(Payload::MessageChanged(m)) = &event.payload else { return Vec::new() };
     let change = match event.r#type.as_str() {
-        "message.created" | "message.updated" => Some(Change::Message(MessageDoc {
+        "message.created" | "message.updated" | "message.restored" => Some(Change::Message(MessageDoc {
             message_id: m.message_id.clone(),
             channel_id: m.channel_id.clone(),
             sender_id: m.sender_id.clone(),
@@ -313,7 +313,7 @@ fn message_change(event: &Event) -> Vec<Change> {
             text: m.text.clone(),
             has_file: !m.file_ids.is_empty(),
         })),
-        "message.deleted" | "message.recalled" => Some(Change::RemoveMessage(m.message_id.clone())),
+        "message.deleted" | "message.recalled" | "message.hidden" => Some(Change::RemoveMessage(m.message_id.clone())),
         _ => None,
     };
     change.into_iter().collect()

@@ -20,6 +20,7 @@ mod hardening;
 mod idempotency;
 mod kafka;
 mod messaging;
+mod moderation;
 mod node;
 mod presence;
 mod presence_live;

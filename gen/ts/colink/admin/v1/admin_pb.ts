@@ -29,6 +29,8 @@ import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobu
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import type { FileType } from "../../files/v1/files_pb";
 import { file_colink_files_v1_files } from "../../files/v1/files_pb";
+import type { Message as Message$1 } from "../../messaging/v1/messaging_pb";
+import { file_colink_messaging_v1_messaging } from "../../messaging/v1/messaging_pb";
 import { file_google_api_annotations } from "../../../google/api/annotations_pb";
 import type { HttpBodySchema } from "../../../google/api/httpbody_pb";
 import { file_google_api_httpbody } from "../../../google/api/httpbody_pb";
@@ -40,7 +42,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file colink/admin/v1/admin.proto.
  */
 export const file_colink_admin_v1_admin: GenFile = /*@__PURE__*/
-  fileDesc("Chtjb2xpbmsvYWRtaW4vdjEvYWRtaW4ucHJvdG8SD2NvbGluay5hZG1pbi52MSLOAQoQVXNlckFjY291bnRTdGF0ZRIPCgd1c2VyX2lkGAEgASgJEicKBHJvbGUYAiABKA4yGS5jb2xpbmsuYWRtaW4udjEuVXNlclJvbGUSEwoLZGVhY3RpdmF0ZWQYAyABKAgSMwoPZGVhY3RpdmF0ZV90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIZChFkZWFjdGl2YXRlZF9ieV9pZBgFIAEoCRIbChNkZWFjdGl2YXRpb25fcmVhc29uGAYgASgJIv0BChBNb2RlcmF0aW9uUmVjb3JkEhUKDW1vZGVyYXRpb25faWQYASABKAkSEgoKbWVzc2FnZV9pZBgCIAEoCRISCgpjaGFubmVsX2lkGAMgASgJEhEKCXNlbmRlcl9pZBgEIAEoCRIxCgZhY3Rpb24YBSABKA4yIS5jb2xpbmsuYWRtaW4udjEuTW9kZXJhdGlvbkFjdGlvbhIOCgZyZWFzb24YBiABKAkSEAoIYWN0b3JfaWQYByABKAkSEQoJcmVwb3J0X2lkGAggASgJEi8KC2NyZWF0ZV90aW1lGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCLLAwoGUmVwb3J0EhEKCXJlcG9ydF9pZBgBIAEoCRISCgptZXNzYWdlX2lkGAIgASgJEhIKCmNoYW5uZWxfaWQYAyABKAkSGAoQcmVwb3J0ZWRfdXNlcl9pZBgEIAEoCRITCgtyZXBvcnRlcl9pZBgFIAEoCRItCgZyZWFzb24YBiABKA4yHS5jb2xpbmsuYWRtaW4udjEuUmVwb3J0UmVhc29uEg8KB2RldGFpbHMYByABKAkSHQoVbWVzc2FnZV90ZXh0X3NuYXBzaG90GAggASgJEi0KBnN0YXR1cxgJIAEoDjIdLmNvbGluay5hZG1pbi52MS5SZXBvcnRTdGF0dXMSFwoPcmVzb2x1dGlvbl9ub3RlGAogASgJEhYKDnJlc29sdmVkX2J5X2lkGAsgASgJEjUKCm1vZGVyYXRpb24YDCABKAsyIS5jb2xpbmsuYWRtaW4udjEuTW9kZXJhdGlvblJlY29yZBIvCgtjcmVhdGVfdGltZRgNIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMAoMcmVzb2x2ZV90aW1lGA4gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCLkAgoIU2FuY3Rpb24SEwoLc2FuY3Rpb25faWQYASABKAkSDwoHdXNlcl9pZBgCIAEoCRIrCgRraW5kGAMgASgOMh0uY29saW5rLmFkbWluLnYxLlNhbmN0aW9uS2luZBISCgpjaGFubmVsX2lkGAQgASgJEg4KBnJlYXNvbhgFIAEoCRIVCg1jcmVhdGVkX2J5X2lkGAYgASgJEi8KC2NyZWF0ZV90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtleHBpcmVfdGltZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLQoJbGlmdF90aW1lGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIUCgxsaWZ0ZWRfYnlfaWQYCiABKAkSEwoLbGlmdF9yZWFzb24YCyABKAkSDgoGYWN0aXZlGAwgASgIIqoDCghBdWRpdExvZxIUCgxhdWRpdF9sb2dfaWQYASABKAkSEAoIYWN0b3JfaWQYAiABKAkSLQoKYWN0b3Jfcm9sZRgDIAEoDjIZLmNvbGluay5hZG1pbi52MS5Vc2VyUm9sZRIOCgZhY3Rpb24YBCABKAkSEwoLdGFyZ2V0X3R5cGUYBSABKAkSEQoJdGFyZ2V0X2lkGAYgASgJEg4KBnJlYXNvbhgHIAEoCRI5CghtZXRhZGF0YRgIIAMoCzInLmNvbGluay5hZG1pbi52MS5BdWRpdExvZy5NZXRhZGF0YUVudHJ5EhIKCnJlcXVlc3RfaWQYCSABKAkSEQoJY2xpZW50X2lwGAogASgJEi8KC2NyZWF0ZV90aW1lGAsgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIWCg5jaGFpbl9wb3NpdGlvbhgMIAEoAxIVCg1wcmV2aW91c19oYXNoGA0gASgJEgwKBGhhc2gYDiABKAkaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIrgBChNGaWxlUmV0ZW50aW9uUG9saWN5EiwKCWZpbGVfdHlwZRgBIAEoDjIZLmNvbGluay5maWxlcy52MS5GaWxlVHlwZRIWCg5yZXRlbnRpb25fZGF5cxgCIAEoBRITCgthdXRvX2RlbGV0ZRgDIAEoCBIVCg11cGRhdGVkX2J5X2lkGAQgASgJEi8KC3VwZGF0ZV90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJRChVEZWFjdGl2YXRlVXNlclJlcXVlc3QSDwoHdXNlcl9pZBgBIAEoCRIOCgZyZWFzb24YAiABKAkSFwoPaWRlbXBvdGVuY3lfa2V5GAMgASgJIkoKFkRlYWN0aXZhdGVVc2VyUmVzcG9uc2USMAoFc3RhdGUYASABKAsyIS5jb2xpbmsuYWRtaW4udjEuVXNlckFjY291bnRTdGF0ZSJRChVSZWFjdGl2YXRlVXNlclJlcXVlc3QSDwoHdXNlcl9pZBgBIAEoCRIOCgZyZWFzb24YAiABKAkSFwoPaWRlbXBvdGVuY3lfa2V5GAMgASgJIkoKFlJlYWN0aXZhdGVVc2VyUmVzcG9uc2USMAoFc3RhdGUYASABKAsyIS5jb2xpbmsuYWRtaW4udjEuVXNlckFjY291bnRTdGF0ZSJeChJTZXRVc2VyUm9sZVJlcXVlc3QSDwoHdXNlcl9pZBgBIAEoCRInCgRyb2xlGAIgASgOMhkuY29saW5rLmFkbWluLnYxLlVzZXJSb2xlEg4KBnJlYXNvbhgDIAEoCSJHChNTZXRVc2VyUm9sZVJlc3BvbnNlEjAKBXN0YXRlGAEgASgLMiEuY29saW5rLmFkbWluLnYxLlVzZXJBY2NvdW50U3RhdGUimwEKFk1vZGVyYXRlTWVzc2FnZVJlcXVlc3QSEgoKbWVzc2FnZV9pZBgBIAEoCRIxCgZhY3Rpb24YAiABKA4yIS5jb2xpbmsuYWRtaW4udjEuTW9kZXJhdGlvbkFjdGlvbhIOCgZyZWFzb24YAyABKAkSEQoJcmVwb3J0X2lkGAQgASgJEhcKD2lkZW1wb3RlbmN5X2tleRgFIAEoCSJQChdNb2RlcmF0ZU1lc3NhZ2VSZXNwb25zZRI1Cgptb2RlcmF0aW9uGAEgASgLMiEuY29saW5rLmFkbWluLnYxLk1vZGVyYXRpb25SZWNvcmQigwEKFFJlcG9ydE1lc3NhZ2VSZXF1ZXN0EhIKCm1lc3NhZ2VfaWQYASABKAkSLQoGcmVhc29uGAIgASgOMh0uY29saW5rLmFkbWluLnYxLlJlcG9ydFJlYXNvbhIPCgdkZXRhaWxzGAMgASgJEhcKD2lkZW1wb3RlbmN5X2tleRgEIAEoCSJAChVSZXBvcnRNZXNzYWdlUmVzcG9uc2USJwoGcmVwb3J0GAEgASgLMhcuY29saW5rLmFkbWluLnYxLlJlcG9ydCKsAQoSTGlzdFJlcG9ydHNSZXF1ZXN0Ei0KBnN0YXR1cxgBIAEoDjIdLmNvbGluay5hZG1pbi52MS5SZXBvcnRTdGF0dXMSEgoKY2hhbm5lbF9pZBgCIAEoCRIYChByZXBvcnRlZF91c2VyX2lkGAMgASgJEhIKCm1lc3NhZ2VfaWQYBCABKAkSEQoJcGFnZV9zaXplGAUgASgFEhIKCnBhZ2VfdG9rZW4YBiABKAkiWAoTTGlzdFJlcG9ydHNSZXNwb25zZRIoCgdyZXBvcnRzGAEgAygLMhcuY29saW5rLmFkbWluLnYxLlJlcG9ydBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiJQoQR2V0UmVwb3J0UmVxdWVzdBIRCglyZXBvcnRfaWQYASABKAkiPAoRR2V0UmVwb3J0UmVzcG9uc2USJwoGcmVwb3J0GAEgASgLMhcuY29saW5rLmFkbWluLnYxLlJlcG9ydCK2AQoUUmVzb2x2ZVJlcG9ydFJlcXVlc3QSEQoJcmVwb3J0X2lkGAEgASgJEjEKCnJlc29sdXRpb24YAiABKA4yHS5jb2xpbmsuYWRtaW4udjEuUmVwb3J0U3RhdHVzEjEKBmFjdGlvbhgDIAEoDjIhLmNvbGluay5hZG1pbi52MS5Nb2RlcmF0aW9uQWN0aW9uEgwKBG5vdGUYBCABKAkSFwoPaWRlbXBvdGVuY3lfa2V5GAUgASgJIkAKFVJlc29sdmVSZXBvcnRSZXNwb25zZRInCgZyZXBvcnQYASABKAsyFy5jb2xpbmsuYWRtaW4udjEuUmVwb3J0IsMBChVDcmVhdGVTYW5jdGlvblJlcXVlc3QSDwoHdXNlcl9pZBgBIAEoCRIrCgRraW5kGAIgASgOMh0uY29saW5rLmFkbWluLnYxLlNhbmN0aW9uS2luZBISCgpjaGFubmVsX2lkGAMgASgJEg4KBnJlYXNvbhgEIAEoCRIvCgtleHBpcmVfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFwoPaWRlbXBvdGVuY3lfa2V5GAYgASgJIkUKFkNyZWF0ZVNhbmN0aW9uUmVzcG9uc2USKwoIc2FuY3Rpb24YASABKAsyGS5jb2xpbmsuYWRtaW4udjEuU2FuY3Rpb24iqQEKFExpc3RTYW5jdGlvbnNSZXF1ZXN0Eg8KB3VzZXJfaWQYASABKAkSEgoKY2hhbm5lbF9pZBgCIAEoCRIrCgRraW5kGAMgASgOMh0uY29saW5rLmFkbWluLnYxLlNhbmN0aW9uS2luZBIYChBpbmNsdWRlX2luYWN0aXZlGAQgASgIEhEKCXBhZ2Vfc2l6ZRgFIAEoBRISCgpwYWdlX3Rva2VuGAYgASgJIl4KFUxpc3RTYW5jdGlvbnNSZXNwb25zZRIsCglzYW5jdGlvbnMYASADKAsyGS5jb2xpbmsuYWRtaW4udjEuU2FuY3Rpb24SFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIjoKE0xpZnRTYW5jdGlvblJlcXVlc3QSEwoLc2FuY3Rpb25faWQYASABKAkSDgoGcmVhc29uGAIgASgJIkMKFExpZnRTYW5jdGlvblJlc3BvbnNlEisKCHNhbmN0aW9uGAEgASgLMhkuY29saW5rLmFkbWluLnYxLlNhbmN0aW9uIuUBChRMaXN0QXVkaXRMb2dzUmVxdWVzdBIQCghhY3Rvcl9pZBgBIAEoCRIOCgZhY3Rpb24YAiABKAkSEwoLdGFyZ2V0X3R5cGUYAyABKAkSEQoJdGFyZ2V0X2lkGAQgASgJEi4KCnN0YXJ0X3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIRCglwYWdlX3NpemUYByABKAUSEgoKcGFnZV90b2tlbhgIIAEoCSJfChVMaXN0QXVkaXRMb2dzUmVzcG9uc2USLQoKYXVkaXRfbG9ncxgBIAMoCzIZLmNvbGluay5hZG1pbi52MS5BdWRpdExvZxIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiGQoXVmVyaWZ5QXVkaXRDaGFpblJlcXVlc3QiwAEKGFZlcmlmeUF1ZGl0Q2hhaW5SZXNwb25zZRIOCgZpbnRhY3QYASABKAgSFwoPZW50cmllc19jaGVja2VkGAIgASgDEiEKGWZpcnN0X2Jyb2tlbl9hdWRpdF9sb2dfaWQYAyABKAkSHQoVZmlyc3RfYnJva2VuX3Bvc2l0aW9uGAQgASgDEg8KB3Byb2JsZW0YBSABKAkSEQoJaGVhZF9oYXNoGAYgASgJEhUKDWhlYWRfcG9zaXRpb24YByABKAMidgoWRXhwb3J0QXVkaXRMb2dzUmVxdWVzdBIuCgpzdGFydF90aW1lGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCghlbmRfdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiKgoSR2V0QXVkaXRMb2dSZXF1ZXN0EhQKDGF1ZGl0X2xvZ19pZBgBIAEoCSJDChNHZXRBdWRpdExvZ1Jlc3BvbnNlEiwKCWF1ZGl0X2xvZxgBIAEoCzIZLmNvbGluay5hZG1pbi52MS5BdWRpdExvZyIiCiBMaXN0RmlsZVJldGVudGlvblBvbGljaWVzUmVxdWVzdCJbCiFMaXN0RmlsZVJldGVudGlvblBvbGljaWVzUmVzcG9uc2USNgoIcG9saWNpZXMYASADKAsyJC5jb2xpbmsuYWRtaW4udjEuRmlsZVJldGVudGlvblBvbGljeSJ6Ch1TZXRGaWxlUmV0ZW50aW9uUG9saWN5UmVxdWVzdBIsCglmaWxlX3R5cGUYASABKA4yGS5jb2xpbmsuZmlsZXMudjEuRmlsZVR5cGUSFgoOcmV0ZW50aW9uX2RheXMYAiABKAUSEwoLYXV0b19kZWxldGUYAyABKAgiVgoeU2V0RmlsZVJldGVudGlvblBvbGljeVJlc3BvbnNlEjQKBnBvbGljeRgBIAEoCzIkLmNvbGluay5hZG1pbi52MS5GaWxlUmV0ZW50aW9uUG9saWN5Kn4KCFVzZXJSb2xlEhkKFVVTRVJfUk9MRV9VTlNQRUNJRklFRBAAEhMKD1VTRVJfUk9MRV9BRE1JThABEhcKE1VTRVJfUk9MRV9NT0RFUkFUT1IQAhIUChBVU0VSX1JPTEVfTUVNQkVSEAMSEwoPVVNFUl9ST0xFX0dVRVNUEAQqqgEKEE1vZGVyYXRpb25BY3Rpb24SIQodTU9ERVJBVElPTl9BQ1RJT05fVU5TUEVDSUZJRUQQABIcChhNT0RFUkFUSU9OX0FDVElPTl9ERUxFVEUQARIaChZNT0RFUkFUSU9OX0FDVElPTl9ISURFEAISHQoZTU9ERVJBVElPTl9BQ1RJT05fUkVTVE9SRRADEhoKFk1PREVSQVRJT05fQUNUSU9OX1dBUk4QBCrSAQoMUmVwb3J0UmVhc29uEh0KGVJFUE9SVF9SRUFTT05fVU5TUEVDSUZJRUQQABIWChJSRVBPUlRfUkVBU09OX1NQQU0QARIcChhSRVBPUlRfUkVBU09OX0hBUkFTU01FTlQQAhIWChJSRVBPUlRfUkVBU09OX0hBVEUQAxIfChtSRVBPUlRfUkVBU09OX0lOQVBQUk9QUklBVEUQBBIbChdSRVBPUlRfUkVBU09OX01BTElDSU9VUxAFEhcKE1JFUE9SVF9SRUFTT05fT1RIRVIQBip+CgxSZXBvcnRTdGF0dXMSHQoZUkVQT1JUX1NUQVRVU19VTlNQRUNJRklFRBAAEhYKElJFUE9SVF9TVEFUVVNfT1BFThABEhoKFlJFUE9SVF9TVEFUVVNfQUNUSU9ORUQQAhIbChdSRVBPUlRfU1RBVFVTX0RJU01JU1NFRBADKlwKDFNhbmN0aW9uS2luZBIdChlTQU5DVElPTl9LSU5EX1VOU1BFQ0lGSUVEEAASFQoRU0FOQ1RJT05fS0lORF9CQU4QARIWChJTQU5DVElPTl9LSU5EX01VVEUQAjLsEgoMQWRtaW5TZXJ2aWNlEpIBCg5EZWFjdGl2YXRlVXNlchImLmNvbGluay5hZG1pbi52MS5EZWFjdGl2YXRlVXNlclJlcXVlc3QaJy5jb2xpbmsuYWRtaW4udjEuRGVhY3RpdmF0ZVVzZXJSZXNwb25zZSIvgtPkkwIpOgEqIiQvdjEvYWRtaW4vdXNlcnMve3VzZXJfaWR9L2RlYWN0aXZhdGUSkgEKDlJlYWN0aXZhdGVVc2VyEiYuY29saW5rLmFkbWluLnYxLlJlYWN0aXZhdGVVc2VyUmVxdWVzdBonLmNvbGluay5hZG1pbi52MS5SZWFjdGl2YXRlVXNlclJlc3BvbnNlIi+C0+STAik6ASoiJC92MS9hZG1pbi91c2Vycy97dXNlcl9pZH0vcmVhY3RpdmF0ZRKDAQoLU2V0VXNlclJvbGUSIy5jb2xpbmsuYWRtaW4udjEuU2V0VXNlclJvbGVSZXF1ZXN0GiQuY29saW5rLmFkbWluLnYxLlNldFVzZXJSb2xlUmVzcG9uc2UiKYLT5JMCIzoBKhoeL3YxL2FkbWluL3VzZXJzL3t1c2VyX2lkfS9yb2xlEpkBCg9Nb2RlcmF0ZU1lc3NhZ2USJy5jb2xpbmsuYWRtaW4udjEuTW9kZXJhdGVNZXNzYWdlUmVxdWVzdBooLmNvbGluay5hZG1pbi52MS5Nb2RlcmF0ZU1lc3NhZ2VSZXNwb25zZSIzgtPkkwItOgEqIigvdjEvYWRtaW4vbWVzc2FnZXMve21lc3NhZ2VfaWR9L21vZGVyYXRlEowBCg1SZXBvcnRNZXNzYWdlEiUuY29saW5rLmFkbWluLnYxLlJlcG9ydE1lc3NhZ2VSZXF1ZXN0GiYuY29saW5rLmFkbWluLnYxLlJlcG9ydE1lc3NhZ2VSZXNwb25zZSIsgtPkkwImOgEqIiEvdjEvbWVzc2FnZXMve21lc3NhZ2VfaWR9L3JlcG9ydHMScwoLTGlzdFJlcG9ydHMSIy5jb2xpbmsuYWRtaW4udjEuTGlzdFJlcG9ydHNSZXF1ZXN0GiQuY29saW5rLmFkbWluLnYxLkxpc3RSZXBvcnRzUmVzcG9uc2UiGYLT5JMCExIRL3YxL2FkbWluL3JlcG9ydHMSeQoJR2V0UmVwb3J0EiEuY29saW5rLmFkbWluLnYxLkdldFJlcG9ydFJlcXVlc3QaIi5jb2xpbmsuYWRtaW4udjEuR2V0UmVwb3J0UmVzcG9uc2UiJYLT5JMCHxIdL3YxL2FkbWluL3JlcG9ydHMve3JlcG9ydF9pZH0SkAEKDVJlc29sdmVSZXBvcnQSJS5jb2xpbmsuYWRtaW4udjEuUmVzb2x2ZVJlcG9ydFJlcXVlc3QaJi5jb2xpbmsuYWRtaW4udjEuUmVzb2x2ZVJlcG9ydFJlc3BvbnNlIjCC0+STAio6ASoiJS92MS9hZG1pbi9yZXBvcnRzL3tyZXBvcnRfaWR9L3Jlc29sdmUSkQEKDkNyZWF0ZVNhbmN0aW9uEiYuY29saW5rLmFkbWluLnYxLkNyZWF0ZVNhbmN0aW9uUmVxdWVzdBonLmNvbGluay5hZG1pbi52MS5DcmVhdGVTYW5jdGlvblJlc3BvbnNlIi6C0+STAig6ASoiIy92MS9hZG1pbi91c2Vycy97dXNlcl9pZH0vc2FuY3Rpb25zEnsKDUxpc3RTYW5jdGlvbnMSJS5jb2xpbmsuYWRtaW4udjEuTGlzdFNhbmN0aW9uc1JlcXVlc3QaJi5jb2xpbmsuYWRtaW4udjEuTGlzdFNhbmN0aW9uc1Jlc3BvbnNlIhuC0+STAhUSEy92MS9hZG1pbi9zYW5jdGlvbnMSjgEKDExpZnRTYW5jdGlvbhIkLmNvbGluay5hZG1pbi52MS5MaWZ0U2FuY3Rpb25SZXF1ZXN0GiUuY29saW5rLmFkbWluLnYxLkxpZnRTYW5jdGlvblJlc3BvbnNlIjGC0+STAis6ASoiJi92MS9hZG1pbi9zYW5jdGlvbnMve3NhbmN0aW9uX2lkfS9saWZ0EnwKDUxpc3RBdWRpdExvZ3MSJS5jb2xpbmsuYWRtaW4udjEuTGlzdEF1ZGl0TG9nc1JlcXVlc3QaJi5jb2xpbmsuYWRtaW4udjEuTGlzdEF1ZGl0TG9nc1Jlc3BvbnNlIhyC0+STAhYSFC92MS9hZG1pbi9hdWRpdC1sb2dzEoUBCgtHZXRBdWRpdExvZxIjLmNvbGluay5hZG1pbi52MS5HZXRBdWRpdExvZ1JlcXVlc3QaJC5jb2xpbmsuYWRtaW4udjEuR2V0QXVkaXRMb2dSZXNwb25zZSIrgtPkkwIlEiMvdjEvYWRtaW4vYXVkaXQtbG9ncy97YXVkaXRfbG9nX2lkfRKGAQoQVmVyaWZ5QXVkaXRDaGFpbhIoLmNvbGluay5hZG1pbi52MS5WZXJpZnlBdWRpdENoYWluUmVxdWVzdBopLmNvbGluay5hZG1pbi52MS5WZXJpZnlBdWRpdENoYWluUmVzcG9uc2UiHYLT5JMCFxIVL3YxL2FkbWluL2F1ZGl0LWNoYWluEncKD0V4cG9ydEF1ZGl0TG9ncxInLmNvbGluay5hZG1pbi52MS5FeHBvcnRBdWRpdExvZ3NSZXF1ZXN0GhQuZ29vZ2xlLmFwaS5IdHRwQm9keSIjgtPkkwIdEhsvdjEvYWRtaW4vYXVkaXQtbG9nczpleHBvcnQwARKlAQoZTGlzdEZpbGVSZXRlbnRpb25Qb2xpY2llcxIxLmNvbGluay5hZG1pbi52MS5MaXN0RmlsZVJldGVudGlvblBvbGljaWVzUmVxdWVzdBoyLmNvbGluay5hZG1pbi52MS5MaXN0RmlsZVJldGVudGlvblBvbGljaWVzUmVzcG9uc2UiIYLT5JMCGxIZL3YxL2FkbWluL3JldGVudGlvbi9maWxlcxKrAQoWU2V0RmlsZVJldGVudGlvblBvbGljeRIuLmNvbGluay5hZG1pbi52MS5TZXRGaWxlUmV0ZW50aW9uUG9saWN5UmVxdWVzdBovLmNvbGluay5hZG1pbi52MS5TZXRGaWxlUmV0ZW50aW9uUG9saWN5UmVzcG9uc2UiMILT5JMCKjoBKholL3YxL2FkbWluL3JldGVudGlvbi9maWxlcy97ZmlsZV90eXBlfWIGcHJvdG8z", [file_colink_files_v1_files, file_google_api_annotations, file_google_api_httpbody, file_google_protobuf_timestamp]);
+  fileDesc("Chtjb2xpbmsvYWRtaW4vdjEvYWRtaW4ucHJvdG8SD2NvbGluay5hZG1pbi52MSLOAQoQVXNlckFjY291bnRTdGF0ZRIPCgd1c2VyX2lkGAEgASgJEicKBHJvbGUYAiABKA4yGS5jb2xpbmsuYWRtaW4udjEuVXNlclJvbGUSEwoLZGVhY3RpdmF0ZWQYAyABKAgSMwoPZGVhY3RpdmF0ZV90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIZChFkZWFjdGl2YXRlZF9ieV9pZBgFIAEoCRIbChNkZWFjdGl2YXRpb25fcmVhc29uGAYgASgJIv0BChBNb2RlcmF0aW9uUmVjb3JkEhUKDW1vZGVyYXRpb25faWQYASABKAkSEgoKbWVzc2FnZV9pZBgCIAEoCRISCgpjaGFubmVsX2lkGAMgASgJEhEKCXNlbmRlcl9pZBgEIAEoCRIxCgZhY3Rpb24YBSABKA4yIS5jb2xpbmsuYWRtaW4udjEuTW9kZXJhdGlvbkFjdGlvbhIOCgZyZWFzb24YBiABKAkSEAoIYWN0b3JfaWQYByABKAkSEQoJcmVwb3J0X2lkGAggASgJEi8KC2NyZWF0ZV90aW1lGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCLLAwoGUmVwb3J0EhEKCXJlcG9ydF9pZBgBIAEoCRISCgptZXNzYWdlX2lkGAIgASgJEhIKCmNoYW5uZWxfaWQYAyABKAkSGAoQcmVwb3J0ZWRfdXNlcl9pZBgEIAEoCRITCgtyZXBvcnRlcl9pZBgFIAEoCRItCgZyZWFzb24YBiABKA4yHS5jb2xpbmsuYWRtaW4udjEuUmVwb3J0UmVhc29uEg8KB2RldGFpbHMYByABKAkSHQoVbWVzc2FnZV90ZXh0X3NuYXBzaG90GAggASgJEi0KBnN0YXR1cxgJIAEoDjIdLmNvbGluay5hZG1pbi52MS5SZXBvcnRTdGF0dXMSFwoPcmVzb2x1dGlvbl9ub3RlGAogASgJEhYKDnJlc29sdmVkX2J5X2lkGAsgASgJEjUKCm1vZGVyYXRpb24YDCABKAsyIS5jb2xpbmsuYWRtaW4udjEuTW9kZXJhdGlvblJlY29yZBIvCgtjcmVhdGVfdGltZRgNIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMAoMcmVzb2x2ZV90aW1lGA4gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCLkAgoIU2FuY3Rpb24SEwoLc2FuY3Rpb25faWQYASABKAkSDwoHdXNlcl9pZBgCIAEoCRIrCgRraW5kGAMgASgOMh0uY29saW5rLmFkbWluLnYxLlNhbmN0aW9uS2luZBISCgpjaGFubmVsX2lkGAQgASgJEg4KBnJlYXNvbhgFIAEoCRIVCg1jcmVhdGVkX2J5X2lkGAYgASgJEi8KC2NyZWF0ZV90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtleHBpcmVfdGltZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLQoJbGlmdF90aW1lGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIUCgxsaWZ0ZWRfYnlfaWQYCiABKAkSEwoLbGlmdF9yZWFzb24YCyABKAkSDgoGYWN0aXZlGAwgASgIIqoDCghBdWRpdExvZxIUCgxhdWRpdF9sb2dfaWQYASABKAkSEAoIYWN0b3JfaWQYAiABKAkSLQoKYWN0b3Jfcm9sZRgDIAEoDjIZLmNvbGluay5hZG1pbi52MS5Vc2VyUm9sZRIOCgZhY3Rpb24YBCABKAkSEwoLdGFyZ2V0X3R5cGUYBSABKAkSEQoJdGFyZ2V0X2lkGAYgASgJEg4KBnJlYXNvbhgHIAEoCRI5CghtZXRhZGF0YRgIIAMoCzInLmNvbGluay5hZG1pbi52MS5BdWRpdExvZy5NZXRhZGF0YUVudHJ5EhIKCnJlcXVlc3RfaWQYCSABKAkSEQoJY2xpZW50X2lwGAogASgJEi8KC2NyZWF0ZV90aW1lGAsgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIWCg5jaGFpbl9wb3NpdGlvbhgMIAEoAxIVCg1wcmV2aW91c19oYXNoGA0gASgJEgwKBGhhc2gYDiABKAkaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIrgBChNGaWxlUmV0ZW50aW9uUG9saWN5EiwKCWZpbGVfdHlwZRgBIAEoDjIZLmNvbGluay5maWxlcy52MS5GaWxlVHlwZRIWCg5yZXRlbnRpb25fZGF5cxgCIAEoBRITCgthdXRvX2RlbGV0ZRgDIAEoCBIVCg11cGRhdGVkX2J5X2lkGAQgASgJEi8KC3VwZGF0ZV90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJRChVEZWFjdGl2YXRlVXNlclJlcXVlc3QSDwoHdXNlcl9pZBgBIAEoCRIOCgZyZWFzb24YAiABKAkSFwoPaWRlbXBvdGVuY3lfa2V5GAMgASgJIkoKFkRlYWN0aXZhdGVVc2VyUmVzcG9uc2USMAoFc3RhdGUYASABKAsyIS5jb2xpbmsuYWRtaW4udjEuVXNlckFjY291bnRTdGF0ZSJRChVSZWFjdGl2YXRlVXNlclJlcXVlc3QSDwoHdXNlcl9pZBgBIAEoCRIOCgZyZWFzb24YAiABKAkSFwoPaWRlbXBvdGVuY3lfa2V5GAMgASgJIkoKFlJlYWN0aXZhdGVVc2VyUmVzcG9uc2USMAoFc3RhdGUYASABKAsyIS5jb2xpbmsuYWRtaW4udjEuVXNlckFjY291bnRTdGF0ZSJeChJTZXRVc2VyUm9sZVJlcXVlc3QSDwoHdXNlcl9pZBgBIAEoCRInCgRyb2xlGAIgASgOMhkuY29saW5rLmFkbWluLnYxLlVzZXJSb2xlEg4KBnJlYXNvbhgDIAEoCSJHChNTZXRVc2VyUm9sZVJlc3BvbnNlEjAKBXN0YXRlGAEgASgLMiEuY29saW5rLmFkbWluLnYxLlVzZXJBY2NvdW50U3RhdGUimwEKFk1vZGVyYXRlTWVzc2FnZVJlcXVlc3QSEgoKbWVzc2FnZV9pZBgBIAEoCRIxCgZhY3Rpb24YAiABKA4yIS5jb2xpbmsuYWRtaW4udjEuTW9kZXJhdGlvbkFjdGlvbhIOCgZyZWFzb24YAyABKAkSEQoJcmVwb3J0X2lkGAQgASgJEhcKD2lkZW1wb3RlbmN5X2tleRgFIAEoCSJQChdNb2RlcmF0ZU1lc3NhZ2VSZXNwb25zZRI1Cgptb2RlcmF0aW9uGAEgASgLMiEuY29saW5rLmFkbWluLnYxLk1vZGVyYXRpb25SZWNvcmQiTQoYR2V0TWVzc2FnZUNvbnRleHRSZXF1ZXN0EhIKCm1lc3NhZ2VfaWQYASABKAkSDgoGYmVmb3JlGAIgASgFEg0KBWFmdGVyGAMgASgFIlwKGUdldE1lc3NhZ2VDb250ZXh0UmVzcG9uc2USLgoIbWVzc2FnZXMYASADKAsyHC5jb2xpbmsubWVzc2FnaW5nLnYxLk1lc3NhZ2USDwoHYXVkaXRlZBgCIAEoCCKDAQoUUmVwb3J0TWVzc2FnZVJlcXVlc3QSEgoKbWVzc2FnZV9pZBgBIAEoCRItCgZyZWFzb24YAiABKA4yHS5jb2xpbmsuYWRtaW4udjEuUmVwb3J0UmVhc29uEg8KB2RldGFpbHMYAyABKAkSFwoPaWRlbXBvdGVuY3lfa2V5GAQgASgJIkAKFVJlcG9ydE1lc3NhZ2VSZXNwb25zZRInCgZyZXBvcnQYASABKAsyFy5jb2xpbmsuYWRtaW4udjEuUmVwb3J0IqwBChJMaXN0UmVwb3J0c1JlcXVlc3QSLQoGc3RhdHVzGAEgASgOMh0uY29saW5rLmFkbWluLnYxLlJlcG9ydFN0YXR1cxISCgpjaGFubmVsX2lkGAIgASgJEhgKEHJlcG9ydGVkX3VzZXJfaWQYAyABKAkSEgoKbWVzc2FnZV9pZBgEIAEoCRIRCglwYWdlX3NpemUYBSABKAUSEgoKcGFnZV90b2tlbhgGIAEoCSJYChNMaXN0UmVwb3J0c1Jlc3BvbnNlEigKB3JlcG9ydHMYASADKAsyFy5jb2xpbmsuYWRtaW4udjEuUmVwb3J0EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIlChBHZXRSZXBvcnRSZXF1ZXN0EhEKCXJlcG9ydF9pZBgBIAEoCSI8ChFHZXRSZXBvcnRSZXNwb25zZRInCgZyZXBvcnQYASABKAsyFy5jb2xpbmsuYWRtaW4udjEuUmVwb3J0IrYBChRSZXNvbHZlUmVwb3J0UmVxdWVzdBIRCglyZXBvcnRfaWQYASABKAkSMQoKcmVzb2x1dGlvbhgCIAEoDjIdLmNvbGluay5hZG1pbi52MS5SZXBvcnRTdGF0dXMSMQoGYWN0aW9uGAMgASgOMiEuY29saW5rLmFkbWluLnYxLk1vZGVyYXRpb25BY3Rpb24SDAoEbm90ZRgEIAEoCRIXCg9pZGVtcG90ZW5jeV9rZXkYBSABKAkiQAoVUmVzb2x2ZVJlcG9ydFJlc3BvbnNlEicKBnJlcG9ydBgBIAEoCzIXLmNvbGluay5hZG1pbi52MS5SZXBvcnQiwwEKFUNyZWF0ZVNhbmN0aW9uUmVxdWVzdBIPCgd1c2VyX2lkGAEgASgJEisKBGtpbmQYAiABKA4yHS5jb2xpbmsuYWRtaW4udjEuU2FuY3Rpb25LaW5kEhIKCmNoYW5uZWxfaWQYAyABKAkSDgoGcmVhc29uGAQgASgJEi8KC2V4cGlyZV90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIXCg9pZGVtcG90ZW5jeV9rZXkYBiABKAkiRQoWQ3JlYXRlU2FuY3Rpb25SZXNwb25zZRIrCghzYW5jdGlvbhgBIAEoCzIZLmNvbGluay5hZG1pbi52MS5TYW5jdGlvbiKpAQoUTGlzdFNhbmN0aW9uc1JlcXVlc3QSDwoHdXNlcl9pZBgBIAEoCRISCgpjaGFubmVsX2lkGAIgASgJEisKBGtpbmQYAyABKA4yHS5jb2xpbmsuYWRtaW4udjEuU2FuY3Rpb25LaW5kEhgKEGluY2x1ZGVfaW5hY3RpdmUYBCABKAgSEQoJcGFnZV9zaXplGAUgASgFEhIKCnBhZ2VfdG9rZW4YBiABKAkiXgoVTGlzdFNhbmN0aW9uc1Jlc3BvbnNlEiwKCXNhbmN0aW9ucxgBIAMoCzIZLmNvbGluay5hZG1pbi52MS5TYW5jdGlvbhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiOgoTTGlmdFNhbmN0aW9uUmVxdWVzdBITCgtzYW5jdGlvbl9pZBgBIAEoCRIOCgZyZWFzb24YAiABKAkiQwoUTGlmdFNhbmN0aW9uUmVzcG9uc2USKwoIc2FuY3Rpb24YASABKAsyGS5jb2xpbmsuYWRtaW4udjEuU2FuY3Rpb24i5QEKFExpc3RBdWRpdExvZ3NSZXF1ZXN0EhAKCGFjdG9yX2lkGAEgASgJEg4KBmFjdGlvbhgCIAEoCRITCgt0YXJnZXRfdHlwZRgDIAEoCRIRCgl0YXJnZXRfaWQYBCABKAkSLgoKc3RhcnRfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kX3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhEKCXBhZ2Vfc2l6ZRgHIAEoBRISCgpwYWdlX3Rva2VuGAggASgJIl8KFUxpc3RBdWRpdExvZ3NSZXNwb25zZRItCgphdWRpdF9sb2dzGAEgAygLMhkuY29saW5rLmFkbWluLnYxLkF1ZGl0TG9nEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIZChdWZXJpZnlBdWRpdENoYWluUmVxdWVzdCLAAQoYVmVyaWZ5QXVkaXRDaGFpblJlc3BvbnNlEg4KBmludGFjdBgBIAEoCBIXCg9lbnRyaWVzX2NoZWNrZWQYAiABKAMSIQoZZmlyc3RfYnJva2VuX2F1ZGl0X2xvZ19pZBgDIAEoCRIdChVmaXJzdF9icm9rZW5fcG9zaXRpb24YBCABKAMSDwoHcHJvYmxlbRgFIAEoCRIRCgloZWFkX2hhc2gYBiABKAkSFQoNaGVhZF9wb3NpdGlvbhgHIAEoAyJ2ChZFeHBvcnRBdWRpdExvZ3NSZXF1ZXN0Ei4KCnN0YXJ0X3RpbWUYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCIqChJHZXRBdWRpdExvZ1JlcXVlc3QSFAoMYXVkaXRfbG9nX2lkGAEgASgJIkMKE0dldEF1ZGl0TG9nUmVzcG9uc2USLAoJYXVkaXRfbG9nGAEgASgLMhkuY29saW5rLmFkbWluLnYxLkF1ZGl0TG9nIiIKIExpc3RGaWxlUmV0ZW50aW9uUG9saWNpZXNSZXF1ZXN0IlsKIUxpc3RGaWxlUmV0ZW50aW9uUG9saWNpZXNSZXNwb25zZRI2Cghwb2xpY2llcxgBIAMoCzIkLmNvbGluay5hZG1pbi52MS5GaWxlUmV0ZW50aW9uUG9saWN5InoKHVNldEZpbGVSZXRlbnRpb25Qb2xpY3lSZXF1ZXN0EiwKCWZpbGVfdHlwZRgBIAEoDjIZLmNvbGluay5maWxlcy52MS5GaWxlVHlwZRIWCg5yZXRlbnRpb25fZGF5cxgCIAEoBRITCgthdXRvX2RlbGV0ZRgDIAEoCCJWCh5TZXRGaWxlUmV0ZW50aW9uUG9saWN5UmVzcG9uc2USNAoGcG9saWN5GAEgASgLMiQuY29saW5rLmFkbWluLnYxLkZpbGVSZXRlbnRpb25Qb2xpY3kqfgoIVXNlclJvbGUSGQoVVVNFUl9ST0xFX1VOU1BFQ0lGSUVEEAASEwoPVVNFUl9ST0xFX0FETUlOEAESFwoTVVNFUl9ST0xFX01PREVSQVRPUhACEhQKEFVTRVJfUk9MRV9NRU1CRVIQAxITCg9VU0VSX1JPTEVfR1VFU1QQBCqqAQoQTW9kZXJhdGlvbkFjdGlvbhIhCh1NT0RFUkFUSU9OX0FDVElPTl9VTlNQRUNJRklFRBAAEhwKGE1PREVSQVRJT05fQUNUSU9OX0RFTEVURRABEhoKFk1PREVSQVRJT05fQUNUSU9OX0hJREUQAhIdChlNT0RFUkFUSU9OX0FDVElPTl9SRVNUT1JFEAMSGgoWTU9ERVJBVElPTl9BQ1RJT05fV0FSThAEKtIBCgxSZXBvcnRSZWFzb24SHQoZUkVQT1JUX1JFQVNPTl9VTlNQRUNJRklFRBAAEhYKElJFUE9SVF9SRUFTT05fU1BBTRABEhwKGFJFUE9SVF9SRUFTT05fSEFSQVNTTUVOVBACEhYKElJFUE9SVF9SRUFTT05fSEFURRADEh8KG1JFUE9SVF9SRUFTT05fSU5BUFBST1BSSUFURRAEEhsKF1JFUE9SVF9SRUFTT05fTUFMSUNJT1VTEAUSFwoTUkVQT1JUX1JFQVNPTl9PVEhFUhAGKn4KDFJlcG9ydFN0YXR1cxIdChlSRVBPUlRfU1RBVFVTX1VOU1BFQ0lGSUVEEAASFgoSUkVQT1JUX1NUQVRVU19PUEVOEAESGgoWUkVQT1JUX1NUQVRVU19BQ1RJT05FRBACEhsKF1JFUE9SVF9TVEFUVVNfRElTTUlTU0VEEAMqXAoMU2FuY3Rpb25LaW5kEh0KGVNBTkNUSU9OX0tJTkRfVU5TUEVDSUZJRUQQABIVChFTQU5DVElPTl9LSU5EX0JBThABEhYKElNBTkNUSU9OX0tJTkRfTVVURRACMooUCgxBZG1pblNlcnZpY2USkgEKDkRlYWN0aXZhdGVVc2VyEiYuY29saW5rLmFkbWluLnYxLkRlYWN0aXZhdGVVc2VyUmVxdWVzdBonLmNvbGluay5hZG1pbi52MS5EZWFjdGl2YXRlVXNlclJlc3BvbnNlIi+C0+STAik6ASoiJC92MS9hZG1pbi91c2Vycy97dXNlcl9pZH0vZGVhY3RpdmF0ZRKSAQoOUmVhY3RpdmF0ZVVzZXISJi5jb2xpbmsuYWRtaW4udjEuUmVhY3RpdmF0ZVVzZXJSZXF1ZXN0GicuY29saW5rLmFkbWluLnYxLlJlYWN0aXZhdGVVc2VyUmVzcG9uc2UiL4LT5JMCKToBKiIkL3YxL2FkbWluL3VzZXJzL3t1c2VyX2lkfS9yZWFjdGl2YXRlEoMBCgtTZXRVc2VyUm9sZRIjLmNvbGluay5hZG1pbi52MS5TZXRVc2VyUm9sZVJlcXVlc3QaJC5jb2xpbmsuYWRtaW4udjEuU2V0VXNlclJvbGVSZXNwb25zZSIpgtPkkwIjOgEqGh4vdjEvYWRtaW4vdXNlcnMve3VzZXJfaWR9L3JvbGUSmQEKD01vZGVyYXRlTWVzc2FnZRInLmNvbGluay5hZG1pbi52MS5Nb2RlcmF0ZU1lc3NhZ2VSZXF1ZXN0GiguY29saW5rLmFkbWluLnYxLk1vZGVyYXRlTWVzc2FnZVJlc3BvbnNlIjOC0+STAi06ASoiKC92MS9hZG1pbi9tZXNzYWdlcy97bWVzc2FnZV9pZH0vbW9kZXJhdGUSmwEKEUdldE1lc3NhZ2VDb250ZXh0EikuY29saW5rLmFkbWluLnYxLkdldE1lc3NhZ2VDb250ZXh0UmVxdWVzdBoqLmNvbGluay5hZG1pbi52MS5HZXRNZXNzYWdlQ29udGV4dFJlc3BvbnNlIi+C0+STAikSJy92MS9hZG1pbi9tZXNzYWdlcy97bWVzc2FnZV9pZH0vY29udGV4dBKMAQoNUmVwb3J0TWVzc2FnZRIlLmNvbGluay5hZG1pbi52MS5SZXBvcnRNZXNzYWdlUmVxdWVzdBomLmNvbGluay5hZG1pbi52MS5SZXBvcnRNZXNzYWdlUmVzcG9uc2UiLILT5JMCJjoBKiIhL3YxL21lc3NhZ2VzL3ttZXNzYWdlX2lkfS9yZXBvcnRzEnMKC0xpc3RSZXBvcnRzEiMuY29saW5rLmFkbWluLnYxLkxpc3RSZXBvcnRzUmVxdWVzdBokLmNvbGluay5hZG1pbi52MS5MaXN0UmVwb3J0c1Jlc3BvbnNlIhmC0+STAhMSES92MS9hZG1pbi9yZXBvcnRzEnkKCUdldFJlcG9ydBIhLmNvbGluay5hZG1pbi52MS5HZXRSZXBvcnRSZXF1ZXN0GiIuY29saW5rLmFkbWluLnYxLkdldFJlcG9ydFJlc3BvbnNlIiWC0+STAh8SHS92MS9hZG1pbi9yZXBvcnRzL3tyZXBvcnRfaWR9EpABCg1SZXNvbHZlUmVwb3J0EiUuY29saW5rLmFkbWluLnYxLlJlc29sdmVSZXBvcnRSZXF1ZXN0GiYuY29saW5rLmFkbWluLnYxLlJlc29sdmVSZXBvcnRSZXNwb25zZSIwgtPkkwIqOgEqIiUvdjEvYWRtaW4vcmVwb3J0cy97cmVwb3J0X2lkfS9yZXNvbHZlEpEBCg5DcmVhdGVTYW5jdGlvbhImLmNvbGluay5hZG1pbi52MS5DcmVhdGVTYW5jdGlvblJlcXVlc3QaJy5jb2xpbmsuYWRtaW4udjEuQ3JlYXRlU2FuY3Rpb25SZXNwb25zZSIugtPkkwIoOgEqIiMvdjEvYWRtaW4vdXNlcnMve3VzZXJfaWR9L3NhbmN0aW9ucxJ7Cg1MaXN0U2FuY3Rpb25zEiUuY29saW5rLmFkbWluLnYxLkxpc3RTYW5jdGlvbnNSZXF1ZXN0GiYuY29saW5rLmFkbWluLnYxLkxpc3RTYW5jdGlvbnNSZXNwb25zZSIbgtPkkwIVEhMvdjEvYWRtaW4vc2FuY3Rpb25zEo4BCgxMaWZ0U2FuY3Rpb24SJC5jb2xpbmsuYWRtaW4udjEuTGlmdFNhbmN0aW9uUmVxdWVzdBolLmNvbGluay5hZG1pbi52MS5MaWZ0U2FuY3Rpb25SZXNwb25zZSIxgtPkkwIrOgEqIiYvdjEvYWRtaW4vc2FuY3Rpb25zL3tzYW5jdGlvbl9pZH0vbGlmdBJ8Cg1MaXN0QXVkaXRMb2dzEiUuY29saW5rLmFkbWluLnYxLkxpc3RBdWRpdExvZ3NSZXF1ZXN0GiYuY29saW5rLmFkbWluLnYxLkxpc3RBdWRpdExvZ3NSZXNwb25zZSIcgtPkkwIWEhQvdjEvYWRtaW4vYXVkaXQtbG9ncxKFAQoLR2V0QXVkaXRMb2cSIy5jb2xpbmsuYWRtaW4udjEuR2V0QXVkaXRMb2dSZXF1ZXN0GiQuY29saW5rLmFkbWluLnYxLkdldEF1ZGl0TG9nUmVzcG9uc2UiK4LT5JMCJRIjL3YxL2FkbWluL2F1ZGl0LWxvZ3Mve2F1ZGl0X2xvZ19pZH0ShgEKEFZlcmlmeUF1ZGl0Q2hhaW4SKC5jb2xpbmsuYWRtaW4udjEuVmVyaWZ5QXVkaXRDaGFpblJlcXVlc3QaKS5jb2xpbmsuYWRtaW4udjEuVmVyaWZ5QXVkaXRDaGFpblJlc3BvbnNlIh2C0+STAhcSFS92MS9hZG1pbi9hdWRpdC1jaGFpbhJ3Cg9FeHBvcnRBdWRpdExvZ3MSJy5jb2xpbmsuYWRtaW4udjEuRXhwb3J0QXVkaXRMb2dzUmVxdWVzdBoULmdvb2dsZS5hcGkuSHR0cEJvZHkiI4LT5JMCHRIbL3YxL2FkbWluL2F1ZGl0LWxvZ3M6ZXhwb3J0MAESpQEKGUxpc3RGaWxlUmV0ZW50aW9uUG9saWNpZXMSMS5jb2xpbmsuYWRtaW4udjEuTGlzdEZpbGVSZXRlbnRpb25Qb2xpY2llc1JlcXVlc3QaMi5jb2xpbmsuYWRtaW4udjEuTGlzdEZpbGVSZXRlbnRpb25Qb2xpY2llc1Jlc3BvbnNlIiGC0+STAhsSGS92MS9hZG1pbi9yZXRlbnRpb24vZmlsZXMSqwEKFlNldEZpbGVSZXRlbnRpb25Qb2xpY3kSLi5jb2xpbmsuYWRtaW4udjEuU2V0RmlsZVJldGVudGlvblBvbGljeVJlcXVlc3QaLy5jb2xpbmsuYWRtaW4udjEuU2V0RmlsZVJldGVudGlvblBvbGljeVJlc3BvbnNlIjCC0+STAio6ASoaJS92MS9hZG1pbi9yZXRlbnRpb24vZmlsZXMve2ZpbGVfdHlwZX1iBnByb3RvMw", [file_colink_files_v1_files, file_colink_messaging_v1_messaging, file_google_api_annotations, file_google_api_httpbody, file_google_protobuf_timestamp]);
 
 /**
  * An account's administrative state.
@@ -795,6 +797,69 @@ export const ModerateMessageResponseSchema: GenMessage<ModerateMessageResponse> 
   messageDesc(file_colink_admin_v1_admin, 13);
 
 /**
+ * GetMessageContext.
+ *
+ * @generated from message colink.admin.v1.GetMessageContextRequest
+ */
+export type GetMessageContextRequest = Message<"colink.admin.v1.GetMessageContextRequest"> & {
+  /**
+   * The message. Required.
+   *
+   * @generated from field: string message_id = 1;
+   */
+  messageId: string;
+
+  /**
+   * Messages before it: 0..=50, default 0.
+   *
+   * @generated from field: int32 before = 2;
+   */
+  before: number;
+
+  /**
+   * Messages after it: 0..=50, default 0.
+   *
+   * @generated from field: int32 after = 3;
+   */
+  after: number;
+};
+
+/**
+ * Describes the message colink.admin.v1.GetMessageContextRequest.
+ * Use `create(GetMessageContextRequestSchema)` to create a new message.
+ */
+export const GetMessageContextRequestSchema: GenMessage<GetMessageContextRequest> = /*@__PURE__*/
+  messageDesc(file_colink_admin_v1_admin, 14);
+
+/**
+ * GetMessageContext result.
+ *
+ * @generated from message colink.admin.v1.GetMessageContextResponse
+ */
+export type GetMessageContextResponse = Message<"colink.admin.v1.GetMessageContextResponse"> & {
+  /**
+   * The messages in order, the asked one among them.
+   *
+   * @generated from field: repeated colink.messaging.v1.Message messages = 1;
+   */
+  messages: Message$1[];
+
+  /**
+   * The caller is not in the conversation: this read was audited.
+   *
+   * @generated from field: bool audited = 2;
+   */
+  audited: boolean;
+};
+
+/**
+ * Describes the message colink.admin.v1.GetMessageContextResponse.
+ * Use `create(GetMessageContextResponseSchema)` to create a new message.
+ */
+export const GetMessageContextResponseSchema: GenMessage<GetMessageContextResponse> = /*@__PURE__*/
+  messageDesc(file_colink_admin_v1_admin, 15);
+
+/**
  * ReportMessage.
  *
  * @generated from message colink.admin.v1.ReportMessageRequest
@@ -835,7 +900,7 @@ export type ReportMessageRequest = Message<"colink.admin.v1.ReportMessageRequest
  * Use `create(ReportMessageRequestSchema)` to create a new message.
  */
 export const ReportMessageRequestSchema: GenMessage<ReportMessageRequest> = /*@__PURE__*/
-  messageDesc(file_colink_admin_v1_admin, 14);
+  messageDesc(file_colink_admin_v1_admin, 16);
 
 /**
  * ReportMessage result.
@@ -856,7 +921,7 @@ export type ReportMessageResponse = Message<"colink.admin.v1.ReportMessageRespon
  * Use `create(ReportMessageResponseSchema)` to create a new message.
  */
 export const ReportMessageResponseSchema: GenMessage<ReportMessageResponse> = /*@__PURE__*/
-  messageDesc(file_colink_admin_v1_admin, 15);
+  messageDesc(file_colink_admin_v1_admin, 17);
 
 /**
  * ListReports.
@@ -912,7 +977,7 @@ export type ListReportsRequest = Message<"colink.admin.v1.ListReportsRequest"> &
  * Use `create(ListReportsRequestSchema)` to create a new message.
  */
 export const ListReportsRequestSchema: GenMessage<ListReportsRequest> = /*@__PURE__*/
-  messageDesc(file_colink_admin_v1_admin, 16);
+  messageDesc(file_colink_admin_v1_admin, 18);
 
 /**
  * ListReports result.
@@ -940,7 +1005,7 @@ export type ListReportsResponse = Message<"colink.admin.v1.ListReportsResponse">
  * Use `create(ListReportsResponseSchema)` to create a new message.
  */
 export const ListReportsResponseSchema: GenMessage<ListReportsResponse> = /*@__PURE__*/
-  messageDesc(file_colink_admin_v1_admin, 17);
+  messageDesc(file_colink_admin_v1_admin, 19);
 
 /**
  * GetReport.
@@ -961,7 +1026,7 @@ export type GetReportRequest = Message<"colink.admin.v1.GetReportRequest"> & {
  * Use `create(GetReportRequestSchema)` to create a new message.
  */
 export const GetReportRequestSchema: GenMessage<GetReportRequest> = /*@__PURE__*/
-  messageDesc(file_colink_admin_v1_admin, 18);
+  messageDesc(file_colink_admin_v1_admin, 20);
 
 /**
  * GetReport result.
@@ -982,7 +1047,7 @@ export type GetReportResponse = Message<"colink.admin.v1.GetReportResponse"> & {
  * Use `create(GetReportResponseSchema)` to create a new message.
  */
 export const GetReportResponseSchema: GenMessage<GetReportResponse> = /*@__PURE__*/
-  messageDesc(file_colink_admin_v1_admin, 19);
+  messageDesc(file_colink_admin_v1_admin, 21);
 
 /**
  * ResolveReport.
@@ -1034,7 +1099,7 @@ export type ResolveReportRequest = Message<"colink.admin.v1.ResolveReportRequest
  * Use `create(ResolveReportRequestSchema)` to create a new message.
  */
 export const ResolveReportRequestSchema: GenMessage<ResolveReportRequest> = /*@__PURE__*/
-  messageDesc(file_colink_admin_v1_admin, 20);
+  messageDesc(file_colink_admin_v1_admin, 22);
 
 /**
  * ResolveReport result.
@@ -1055,7 +1120,7 @@ export type ResolveReportResponse = Message<"colink.admin.v1.ResolveReportRespon
  * Use `create(ResolveReportResponseSchema)` to create a new message.
  */
 export const ResolveReportResponseSchema: GenMessage<ResolveReportResponse> = /*@__PURE__*/
-  messageDesc(file_colink_admin_v1_admin, 21);
+  messageDesc(file_colink_admin_v1_admin, 23);
 
 /**
  * CreateSanction.
@@ -1113,7 +1178,7 @@ export type CreateSanctionRequest = Message<"colink.admin.v1.CreateSanctionReque
  * Use `create(CreateSanctionRequestSchema)` to create a new message.
  */
 export const CreateSanctionRequestSchema: GenMessage<CreateSanctionRequest> = /*@__PURE__*/
-  messageDesc(file_colink_admin_v1_admin, 22);
+  messageDesc(file_colink_admin_v1_admin, 24);
 
 /**
  * CreateSanction result.
@@ -1134,7 +1199,7 @@ export type CreateSanctionResponse = Message<"colink.admin.v1.CreateSanctionResp
  * Use `create(CreateSanctionResponseSchema)` to create a new message.
  */
 export const CreateSanctionResponseSchema: GenMessage<CreateSanctionResponse> = /*@__PURE__*/
-  messageDesc(file_colink_admin_v1_admin, 23);
+  messageDesc(file_colink_admin_v1_admin, 25);
 
 /**
  * ListSanctions.
@@ -1191,7 +1256,7 @@ export type ListSanctionsRequest = Message<"colink.admin.v1.ListSanctionsRequest
  * Use `create(ListSanctionsRequestSchema)` to create a new message.
  */
 export const ListSanctionsRequestSchema: GenMessage<ListSanctionsRequest> = /*@__PURE__*/
-  messageDesc(file_colink_admin_v1_admin, 24);
+  messageDesc(file_colink_admin_v1_admin, 26);
 
 /**
  * ListSanctions result.
@@ -1219,7 +1284,7 @@ export type ListSanctionsResponse = Message<"colink.admin.v1.ListSanctionsRespon
  * Use `create(ListSanctionsResponseSchema)` to create a new message.
  */
 export const ListSanctionsResponseSchema: GenMessage<ListSanctionsResponse> = /*@__PURE__*/
-  messageDesc(file_colink_admin_v1_admin, 25);
+  messageDesc(file_colink_admin_v1_admin, 27);
 
 /**
  * LiftSanction.
@@ -1247,7 +1312,7 @@ export type LiftSanctionRequest = Message<"colink.admin.v1.LiftSanctionRequest">
  * Use `create(LiftSanctionRequestSchema)` to create a new message.
  */
 export const LiftSanctionRequestSchema: GenMessage<LiftSanctionRequest> = /*@__PURE__*/
-  messageDesc(file_colink_admin_v1_admin, 26);
+  messageDesc(file_colink_admin_v1_admin, 28);
 
 /**
  * LiftSanction result.
@@ -1268,7 +1333,7 @@ export type LiftSanctionResponse = Message<"colink.admin.v1.LiftSanctionResponse
  * Use `create(LiftSanctionResponseSchema)` to create a new message.
  */
 export const LiftSanctionResponseSchema: GenMessage<LiftSanctionResponse> = /*@__PURE__*/
-  messageDesc(file_colink_admin_v1_admin, 27);
+  messageDesc(file_colink_admin_v1_admin, 29);
 
 /**
  * ListAuditLogs.
@@ -1339,7 +1404,7 @@ export type ListAuditLogsRequest = Message<"colink.admin.v1.ListAuditLogsRequest
  * Use `create(ListAuditLogsRequestSchema)` to create a new message.
  */
 export const ListAuditLogsRequestSchema: GenMessage<ListAuditLogsRequest> = /*@__PURE__*/
-  messageDesc(file_colink_admin_v1_admin, 28);
+  messageDesc(file_colink_admin_v1_admin, 30);
 
 /**
  * ListAuditLogs result.
@@ -1367,7 +1432,7 @@ export type ListAuditLogsResponse = Message<"colink.admin.v1.ListAuditLogsRespon
  * Use `create(ListAuditLogsResponseSchema)` to create a new message.
  */
 export const ListAuditLogsResponseSchema: GenMessage<ListAuditLogsResponse> = /*@__PURE__*/
-  messageDesc(file_colink_admin_v1_admin, 29);
+  messageDesc(file_colink_admin_v1_admin, 31);
 
 /**
  * VerifyAuditChain.
@@ -1382,7 +1447,7 @@ export type VerifyAuditChainRequest = Message<"colink.admin.v1.VerifyAuditChainR
  * Use `create(VerifyAuditChainRequestSchema)` to create a new message.
  */
 export const VerifyAuditChainRequestSchema: GenMessage<VerifyAuditChainRequest> = /*@__PURE__*/
-  messageDesc(file_colink_admin_v1_admin, 30);
+  messageDesc(file_colink_admin_v1_admin, 32);
 
 /**
  * VerifyAuditChain result.
@@ -1447,7 +1512,7 @@ export type VerifyAuditChainResponse = Message<"colink.admin.v1.VerifyAuditChain
  * Use `create(VerifyAuditChainResponseSchema)` to create a new message.
  */
 export const VerifyAuditChainResponseSchema: GenMessage<VerifyAuditChainResponse> = /*@__PURE__*/
-  messageDesc(file_colink_admin_v1_admin, 31);
+  messageDesc(file_colink_admin_v1_admin, 33);
 
 /**
  * ExportAuditLogs.
@@ -1475,7 +1540,7 @@ export type ExportAuditLogsRequest = Message<"colink.admin.v1.ExportAuditLogsReq
  * Use `create(ExportAuditLogsRequestSchema)` to create a new message.
  */
 export const ExportAuditLogsRequestSchema: GenMessage<ExportAuditLogsRequest> = /*@__PURE__*/
-  messageDesc(file_colink_admin_v1_admin, 32);
+  messageDesc(file_colink_admin_v1_admin, 34);
 
 /**
  * GetAuditLog.
@@ -1496,7 +1561,7 @@ export type GetAuditLogRequest = Message<"colink.admin.v1.GetAuditLogRequest"> &
  * Use `create(GetAuditLogRequestSchema)` to create a new message.
  */
 export const GetAuditLogRequestSchema: GenMessage<GetAuditLogRequest> = /*@__PURE__*/
-  messageDesc(file_colink_admin_v1_admin, 33);
+  messageDesc(file_colink_admin_v1_admin, 35);
 
 /**
  * GetAuditLog result.
@@ -1517,7 +1582,7 @@ export type GetAuditLogResponse = Message<"colink.admin.v1.GetAuditLogResponse">
  * Use `create(GetAuditLogResponseSchema)` to create a new message.
  */
 export const GetAuditLogResponseSchema: GenMessage<GetAuditLogResponse> = /*@__PURE__*/
-  messageDesc(file_colink_admin_v1_admin, 34);
+  messageDesc(file_colink_admin_v1_admin, 36);
 
 /**
  * ListFileRetentionPolicies.
@@ -1532,7 +1597,7 @@ export type ListFileRetentionPoliciesRequest = Message<"colink.admin.v1.ListFile
  * Use `create(ListFileRetentionPoliciesRequestSchema)` to create a new message.
  */
 export const ListFileRetentionPoliciesRequestSchema: GenMessage<ListFileRetentionPoliciesRequest> = /*@__PURE__*/
-  messageDesc(file_colink_admin_v1_admin, 35);
+  messageDesc(file_colink_admin_v1_admin, 37);
 
 /**
  * ListFileRetentionPolicies result.
@@ -1554,7 +1619,7 @@ export type ListFileRetentionPoliciesResponse = Message<"colink.admin.v1.ListFil
  * Use `create(ListFileRetentionPoliciesResponseSchema)` to create a new message.
  */
 export const ListFileRetentionPoliciesResponseSchema: GenMessage<ListFileRetentionPoliciesResponse> = /*@__PURE__*/
-  messageDesc(file_colink_admin_v1_admin, 36);
+  messageDesc(file_colink_admin_v1_admin, 38);
 
 /**
  * SetFileRetentionPolicy.
@@ -1590,7 +1655,7 @@ export type SetFileRetentionPolicyRequest = Message<"colink.admin.v1.SetFileRete
  * Use `create(SetFileRetentionPolicyRequestSchema)` to create a new message.
  */
 export const SetFileRetentionPolicyRequestSchema: GenMessage<SetFileRetentionPolicyRequest> = /*@__PURE__*/
-  messageDesc(file_colink_admin_v1_admin, 37);
+  messageDesc(file_colink_admin_v1_admin, 39);
 
 /**
  * SetFileRetentionPolicy result.
@@ -1611,7 +1676,7 @@ export type SetFileRetentionPolicyResponse = Message<"colink.admin.v1.SetFileRet
  * Use `create(SetFileRetentionPolicyResponseSchema)` to create a new message.
  */
 export const SetFileRetentionPolicyResponseSchema: GenMessage<SetFileRetentionPolicyResponse> = /*@__PURE__*/
-  messageDesc(file_colink_admin_v1_admin, 38);
+  messageDesc(file_colink_admin_v1_admin, 40);
 
 /**
  * A workspace role; the same names and numbers as the auth service's Role.
@@ -1676,8 +1741,8 @@ export enum ModerationAction {
   UNSPECIFIED = 0,
 
   /**
-   * Deletes the message for everyone; the content stays in the moderation
-   * record until retention removes it.
+   * Deletes the message for everyone, for good; a report about it keeps
+   * the text it had.
    *
    * @generated from enum value: MODERATION_ACTION_DELETE = 1;
    */
@@ -1691,7 +1756,7 @@ export enum ModerationAction {
   HIDE = 2,
 
   /**
-   * Undoes HIDE or DELETE.
+   * Undoes HIDE.
    *
    * @generated from enum value: MODERATION_ACTION_RESTORE = 3;
    */
@@ -1903,14 +1968,15 @@ export const AdminService: GenService<{
     output: typeof SetUserRoleResponseSchema;
   },
   /**
-   * Deletes, hides, restores or warns about a message. Moderators and
-   * admins; a moderator cannot act on an admin's message. Applying the state
-   * a message is already in (hiding a hidden message) changes nothing and
-   * returns the earlier record.
+   * Deletes, hides, restores or warns about a message, in any conversation:
+   * private channels and direct messages included. Moderators and admins.
+   * Applying the state a message is already in (hiding a hidden message)
+   * changes nothing. Acting in a conversation the caller is not in is noted
+   * in the audit entry.
    * Errors: INVALID_ARGUMENT naming `action`, `reason` or `report_id`;
    * NOT_FOUND for an unknown message; FAILED_PRECONDITION for RESTORE of a
-   * message that is neither hidden nor deleted, or whose content retention
-   * has already removed.
+   * message that is not hidden (deleting is for good), or for hiding a
+   * deleted message.
    *
    * @generated from rpc colink.admin.v1.AdminService.ModerateMessage
    */
@@ -1918,6 +1984,22 @@ export const AdminService: GenService<{
     methodKind: "unary";
     input: typeof ModerateMessageRequestSchema;
     output: typeof ModerateMessageResponseSchema;
+  },
+  /**
+   * A message and the messages around it, as moderators see them (hidden
+   * ones with their text), in any conversation: private channels and direct
+   * messages included, so that a report can be judged in context.
+   * Moderators and admins. Every read of a conversation the caller is not
+   * in is audited ("moderation.private_read").
+   * Errors: INVALID_ARGUMENT naming `message_id`, `before` or `after`;
+   * NOT_FOUND.
+   *
+   * @generated from rpc colink.admin.v1.AdminService.GetMessageContext
+   */
+  getMessageContext: {
+    methodKind: "unary";
+    input: typeof GetMessageContextRequestSchema;
+    output: typeof GetMessageContextResponseSchema;
   },
   /**
    * Reports a message to the moderators. Any user who can read the message
