@@ -82,6 +82,38 @@ async function waitForText(page, text) {
 }
 
 /** The RFC 6238 code of a base32 secret for the 30-second step `step`. */
+/**
+ * Moderates a message as the user signed in on `page`, through the node's
+ * gRPC-Web endpoint: a ModerateMessageRequest encoded by hand (message id,
+ * action, reason), since the admin screens are not in this client.
+ */
+async function moderate(page, messageId, action, reason) {
+  const answer = await page.evaluate(
+    async ({ messageId, action, reason }) => {
+      const token = JSON.parse(sessionStorage.getItem("colink.session")).accessToken;
+      const utf8 = new TextEncoder();
+      const field = (tag, text) => {
+        const bytes = utf8.encode(text);
+        return [tag, bytes.length, ...bytes];
+      };
+      const body = [...field(0x0a, messageId), 0x10, action, ...(reason ? field(0x1a, reason) : [])];
+      const frame = new Uint8Array(5 + body.length);
+      new DataView(frame.buffer).setUint32(1, body.length);
+      frame.set(body, 5);
+      const response = await fetch("/colink.admin.v1.AdminService/ModerateMessage", {
+        method: "POST",
+        headers: { "content-type": "application/grpc-web+proto", "x-grpc-web": "1", authorization: `Bearer ${token}` },
+        body: frame,
+      });
+      const text = new TextDecoder().decode(new Uint8Array(await response.arrayBuffer()));
+      return { http: response.status, status: response.headers.get("grpc-status"), body: text };
+    },
+    { messageId, action, reason },
+  );
+  const ok = answer.http === 200 && (answer.status === "0" || /grpc-status:\s*0\b/.test(answer.body));
+  expect(ok, `the moderation was refused: ${JSON.stringify(answer)}`);
+}
+
 function totp(secret, step) {
   const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
   let bits = "";
@@ -198,6 +230,21 @@ try {
     expect(!(await texts(bob)).includes("oops, wrong channel"), "a recalled message is gone for everyone");
     await accessible(bob, "a thread");
     await bob.screenshot({ path: join(results, "thread-and-reaction.png") });
+  });
+
+  await step("a moderator hides a message: bob sees where it was, then the message again once restored", async () => {
+    await send(alice, "team", "a remark to hide");
+    await waitForText(bob, "a remark to hide");
+    const row = (page) => page.locator("[data-testid=messages] li", { hasText: "a remark to hide" }).first();
+    const id = await row(alice).getAttribute("data-key");
+    // alice, the first account, is the workspace admin.
+    await moderate(alice, id, 2, "off topic");
+    await waitForText(bob, "This message was hidden by a moderator.");
+    expect(!(await texts(bob)).includes("a remark to hide"), "a hidden message shows without its text");
+    await row(alice).getByText("· Hidden by a moderator").waitFor();
+    await bob.screenshot({ path: join(results, "hidden-message.png") });
+    await moderate(alice, id, 3, "");
+    await waitForText(bob, "a remark to hide");
   });
 
   await step("a photo is checked for viruses, then shown with its thumbnail and downloaded, on both sides", async () => {

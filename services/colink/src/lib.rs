@@ -250,6 +250,7 @@ impl Node {
                         peers.channel("channels"),
                         peers.channel("users"),
                     );
+                    event_log.subscribe(USER_EVENTS, "presence.deactivations", svc.deactivations());
                     routes.add_service(svc.into_server());
                     <colink_proto::presence::v1::presence_service_server::PresenceServiceServer<PresenceService> as NamedService>::NAME
                 }

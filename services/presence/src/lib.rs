@@ -25,7 +25,7 @@ use colink_runtime::ephemeral::{
     Ephemeral, EphemeralError, TYPING_TTL, last_seen_key, presence_key, typing_expires_at, typing_key,
 };
 use colink_runtime::error::Violations;
-use colink_runtime::events::{self, EventLog, PRESENCE_EVENTS};
+use colink_runtime::events::{self, EventError, EventHandler, EventLog, PRESENCE_EVENTS};
 use colink_runtime::ids::{check_text, micros_of, now_micros, parse_id, parse_id_list, timestamp};
 use colink_runtime::pubsub::{Frame, PubSub, channel_topic};
 use colink_runtime::{Caller, Error, Result, caller};
@@ -91,6 +91,12 @@ impl PresenceService {
             events,
             announced: Arc::default(),
         }
+    }
+
+    /// The consumer of `user.events` that takes deactivated accounts
+    /// offline.
+    pub fn deactivations(&self) -> Arc<dyn EventHandler> {
+        Arc::new(Deactivations { store: self.store.clone(), pubsub: self.pubsub.clone(), events: self.events.clone() })
     }
 
     /// Tells the people who share a conversation with the caller that their
@@ -424,35 +430,62 @@ async fn announce_departures(store: Arc<dyn Ephemeral>, pubsub: Arc<dyn PubSub>,
             let keys: Vec<String> = chunk.iter().map(|u| presence_key(u)).collect();
             let Ok(present) = store.get_many(&keys).await else { continue };
             for (user_id, value) in chunk.iter().zip(present) {
-                if value.is_some() {
-                    continue;
+                if value.is_none() {
+                    depart(store.as_ref(), pubsub.as_ref(), events.as_ref(), user_id).await;
                 }
-                // Announced once: whoever removes the user announces.
-                if store.set_remove(ANNOUNCED, user_id).await.is_err() {
-                    continue;
-                }
-                let Ok(values) = store.get_many(&[audience_key(user_id), last_seen_key(user_id)]).await else {
-                    continue;
-                };
-                let audience: Audience =
-                    values[0].as_ref().and_then(|b| serde_json::from_slice(b).ok()).unwrap_or_default();
-                let last_seen = values
-                    .get(1)
-                    .and_then(|v| v.as_ref())
-                    .and_then(|b| serde_json::from_slice::<Stored>(b).ok())
-                    .map(|s| s.last_seen);
-                let now = now_micros();
-                let presence = pb::Presence {
-                    user_id: user_id.clone(),
-                    status: pb::PresenceStatus::Offline as i32,
-                    last_seen_time: last_seen.map(timestamp),
-                    update_time: Some(timestamp(now)),
-                    ..Default::default()
-                };
-                record(events.as_ref(), &presence).await;
-                broadcast(pubsub.as_ref(), &audience, presence).await;
             }
         }
+    }
+}
+
+/// Announces once, to those who share a conversation with the user, that
+/// they are offline now.
+async fn depart(store: &dyn Ephemeral, pubsub: &dyn PubSub, events: &dyn EventLog, user_id: &str) {
+    // Announced once: whoever removes the user announces.
+    if store.set_remove(ANNOUNCED, user_id).await.is_err() {
+        return;
+    }
+    let Ok(values) = store.get_many(&[audience_key(user_id), last_seen_key(user_id)]).await else {
+        return;
+    };
+    let audience: Audience = values[0].as_ref().and_then(|b| serde_json::from_slice(b).ok()).unwrap_or_default();
+    let last_seen = values
+        .get(1)
+        .and_then(|v| v.as_ref())
+        .and_then(|b| serde_json::from_slice::<Stored>(b).ok())
+        .map(|s| s.last_seen);
+    let presence = pb::Presence {
+        user_id: user_id.to_string(),
+        status: pb::PresenceStatus::Offline as i32,
+        last_seen_time: last_seen.map(timestamp),
+        update_time: Some(timestamp(now_micros())),
+        ..Default::default()
+    };
+    record(events, &presence).await;
+    broadcast(pubsub, &audience, presence).await;
+}
+
+/// The consumer of `user.events` that takes a deactivated account offline
+/// at once, instead of when its last heartbeat runs out.
+pub struct Deactivations {
+    store: Arc<dyn Ephemeral>,
+    pubsub: Arc<dyn PubSub>,
+    events: Arc<dyn EventLog>,
+}
+
+#[async_trait::async_trait]
+impl EventHandler for Deactivations {
+    async fn handle(&self, event: &colink_proto::events::v1::Event) -> std::result::Result<(), EventError> {
+        let Some(Payload::UserStatusChanged(changed)) = &event.payload else { return Ok(()) };
+        if !changed.deactivated {
+            return Ok(());
+        }
+        self.store
+            .remove(&presence_key(&changed.user_id))
+            .await
+            .map_err(|e| EventError::Consumer(format!("cannot take {} offline: {}", changed.user_id, e.0)))?;
+        depart(self.store.as_ref(), self.pubsub.as_ref(), self.events.as_ref(), &changed.user_id).await;
+        Ok(())
     }
 }
 

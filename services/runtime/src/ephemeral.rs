@@ -28,6 +28,8 @@ pub struct EphemeralError(pub String);
 pub trait Ephemeral: Send + Sync + 'static {
     /// Sets a value that disappears after `ttl`.
     async fn put(&self, key: &str, value: Bytes, ttl: Duration) -> Result<(), EphemeralError>;
+    /// Removes a value before its time.
+    async fn remove(&self, key: &str) -> Result<(), EphemeralError>;
     /// The live values of `keys`, in order.
     async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Bytes>>, EphemeralError>;
     /// Adds or renews a member of an expiring set; each member expires
@@ -130,6 +132,12 @@ impl Ephemeral for MemoryEphemeral {
     async fn put(&self, key: &str, value: Bytes, ttl: Duration) -> Result<(), EphemeralError> {
         self.with(|s, now| {
             s.values.insert(key.to_string(), (value, expiry(now, ttl)));
+        })
+    }
+
+    async fn remove(&self, key: &str) -> Result<(), EphemeralError> {
+        self.with(|s, _| {
+            s.values.remove(key);
         })
     }
 

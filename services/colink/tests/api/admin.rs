@@ -9,6 +9,7 @@ use colink_proto::admin::v1::{
 use colink_proto::auth::v1::{LoginRequest, RefreshRequest, login_response};
 use colink_proto::channels::v1::{ChannelKind, CreateChannelRequest, JoinChannelRequest};
 use colink_proto::messaging::v1::{DeleteMessageRequest, EditMessageRequest, GetMessageRequest};
+use colink_proto::presence::v1::{GetPresenceRequest, HeartbeatRequest, PresenceStatus};
 use colink_proto::search::v1::SearchUsersRequest;
 use colink_proto::users::v1::{GetMeRequest, GetUserRequest};
 use tonic::Code;
@@ -282,6 +283,12 @@ async fn deactivation_ends_sessions_and_streams_at_once_and_reactivation_lets_ba
     let room = app.create_channel(&root, "team", ChannelKind::Private, &[&ann, &dan]).await;
     let said = app.send(&dan, &room.channel_id, "before I go").await;
     let mut dans_stream = app.subscribe(&dan, &room.channel_id, None).await;
+    app.presence().heartbeat(dan.req(HeartbeatRequest::default())).await.unwrap();
+    let dans_presence = || {
+        let (mut presence, request) = (app.presence(), ann.req(GetPresenceRequest { user_id: dan.user_id.clone() }));
+        async move { presence.get_presence(request).await.unwrap().into_inner().presence.unwrap().status }
+    };
+    assert_eq!(dans_presence().await, PresenceStatus::Online as i32);
     let deactivate = |user: &TestUser, reason: &str, key: &str| DeactivateUserRequest {
         user_id: user.user_id.clone(),
         reason: reason.into(),
@@ -329,6 +336,11 @@ async fn deactivation_ends_sessions_and_streams_at_once_and_reactivation_lets_ba
     let again = call(&root, deactivate(&dan, "left the company", "off-1")).await.unwrap().into_inner().state.unwrap();
     assert_eq!(again, state);
     assert_code(call(&root, deactivate(&dan, "another reason", "off-1")).await, Code::InvalidArgument);
+    // Offline at once, not when the last heartbeat runs out a minute later.
+    eventually(Duration::from_secs(5), "dan shows offline", || async {
+        (dans_presence().await == PresenceStatus::Offline as i32).then_some(())
+    })
+    .await;
     // Their messages stay, and they show as deactivated.
     let kept = GetMessageRequest { message_id: said.message_id.clone() };
     assert_eq!(

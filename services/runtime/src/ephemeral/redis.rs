@@ -62,6 +62,12 @@ impl Ephemeral for RedisEphemeral {
         self.run::<()>(&pipe).await
     }
 
+    async fn remove(&self, key: &str) -> Result<(), EphemeralError> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("DEL").arg(key).ignore();
+        self.run::<()>(&pipe).await
+    }
+
     async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Bytes>>, EphemeralError> {
         if keys.is_empty() {
             return Ok(Vec::new());
