@@ -10,7 +10,7 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(Initial), Box::new(IdempotencyKeys), Box::new(AuditChain), Box::new(Reports)]
+        vec![Box::new(Initial), Box::new(IdempotencyKeys), Box::new(AuditChain), Box::new(Reports), Box::new(Sanctions)]
     }
 }
 
@@ -153,5 +153,37 @@ impl MigrationTrait for Reports {
         manager
             .create_index(index("message_reports_queue", "message_reports", &["status", "created_at", "report_id"]))
             .await
+    }
+}
+
+migration_name!(Sanctions, "m0005_admin_sanctions");
+
+#[async_trait::async_trait]
+impl MigrationTrait for Sanctions {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table("user_sanctions")
+                    .if_not_exists()
+                    .col(string_len("sanction_id", 36).primary_key())
+                    .col(string_len("user_id", 36))
+                    .col(integer("kind"))
+                    .col(string_len("channel_id", 36))
+                    .col(string_len("reason", 1000))
+                    .col(string_len("created_by", 36))
+                    .col(big_integer("created_at"))
+                    .col(big_integer_null("expire_at"))
+                    .col(big_integer_null("lifted_at"))
+                    .col(string_len("lifted_by", 36))
+                    .col(string_len("lift_reason", 1000))
+                    // "<user>:<kind>:<channel>" while it may be in force, NULL
+                    // once lifted: one such sanction per scope.
+                    .col(string_len_null("active_key", 120).unique_key())
+                    .to_owned(),
+            )
+            .await?;
+        manager.create_index(index("user_sanctions_by_user", "user_sanctions", &["user_id", "created_at"])).await?;
+        manager.create_index(index("user_sanctions_by_time", "user_sanctions", &["created_at", "sanction_id"])).await
     }
 }

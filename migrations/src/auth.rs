@@ -10,7 +10,7 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(Initial), Box::new(SecondFactors), Box::new(AccountStatus), Box::new(Mail)]
+        vec![Box::new(Initial), Box::new(SecondFactors), Box::new(AccountStatus), Box::new(Mail), Box::new(Suspension)]
     }
 }
 
@@ -191,5 +191,22 @@ impl MigrationTrait for Mail {
             )
             .await?;
         manager.create_index(index("mail_outbox_due", "mail_outbox", &["sent_at", "next_attempt_at"])).await
+    }
+}
+
+migration_name!(Suspension, "m0005_auth_suspension");
+
+/// Until when an account is suspended (banned from the workspace).
+#[async_trait::async_trait]
+impl MigrationTrait for Suspension {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table("credentials")
+                    .add_column(sea_orm_migration::schema::big_integer_null("suspended_until"))
+                    .to_owned(),
+            )
+            .await
     }
 }

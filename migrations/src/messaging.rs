@@ -23,6 +23,7 @@ impl MigratorTrait for Migrator {
             Box::new(SettledAttachments),
             Box::new(Retention),
             Box::new(HiddenMessages),
+            Box::new(Mutes),
         ]
     }
 }
@@ -467,5 +468,26 @@ migration_name!(HiddenMessages, "m0010_messaging_hidden_messages");
 impl MigrationTrait for HiddenMessages {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         manager.alter_table(Table::alter().table("messages").add_column(big_integer_null("hidden_at")).to_owned()).await
+    }
+}
+
+migration_name!(Mutes, "m0011_messaging_mutes");
+
+/// Who may read but not post, as the admin service's sanctions say.
+#[async_trait::async_trait]
+impl MigrationTrait for Mutes {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table("mutes")
+                    .if_not_exists()
+                    .col(string_len("sanction_id", 36).primary_key())
+                    .col(string_len("user_id", 36))
+                    .col(string_len("channel_id", 36))
+                    .col(big_integer_null("expire_at"))
+                    .to_owned(),
+            )
+            .await
     }
 }

@@ -74,6 +74,40 @@ pub struct Account {
     /// Why; empty when active.
     #[prost(string, tag = "11")]
     pub deactivation_reason: ::prost::alloc::string::String,
+    /// Suspended (banned from the workspace) until then; unset when not.
+    #[prost(message, optional, tag = "12")]
+    pub suspended_until: ::core::option::Option<::prost_types::Timestamp>,
+}
+/// SetAccountSuspension.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct SetAccountSuspensionRequest {
+    /// The account. Required.
+    #[prost(string, tag = "1")]
+    pub user_id: ::prost::alloc::string::String,
+    /// Suspended until then (in the future); unset lifts the suspension.
+    #[prost(message, optional, tag = "2")]
+    pub suspended_until: ::core::option::Option<::prost_types::Timestamp>,
+}
+/// SetAccountSuspension result.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct SetAccountSuspensionResponse {
+    /// The account after the call.
+    #[prost(message, optional, tag = "1")]
+    pub account: ::core::option::Option<Account>,
+}
+/// GetAccount.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct GetAccountRequest {
+    /// The account. Required.
+    #[prost(string, tag = "1")]
+    pub user_id: ::prost::alloc::string::String,
+}
+/// GetAccount result.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct GetAccountResponse {
+    /// The account.
+    #[prost(message, optional, tag = "1")]
+    pub account: ::core::option::Option<Account>,
 }
 /// SetAccountStatus.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -840,6 +874,66 @@ pub mod auth_service_client {
                 .insert(GrpcMethod::new("colink.auth.v1.AuthService", "CheckSession"));
             self.inner.unary(req, path, codec).await
         }
+        /// Suspends an account until a time, or lifts its suspension: while
+        /// suspended it cannot sign in or refresh, and its sessions end at once on
+        /// every node (as for deactivation). AdminService's workspace bans call
+        /// it. Admins only; no REST path.
+        /// Errors: INVALID_ARGUMENT naming `user_id` or `suspended_until` (in the
+        /// past); NOT_FOUND; FAILED_PRECONDITION for the caller's own account or
+        /// an admin's; PERMISSION_DENIED.
+        pub async fn set_account_suspension(
+            &mut self,
+            request: impl tonic::IntoRequest<super::SetAccountSuspensionRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::SetAccountSuspensionResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = crate::codec::ProtoCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/colink.auth.v1.AuthService/SetAccountSuspension",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new("colink.auth.v1.AuthService", "SetAccountSuspension"),
+                );
+            self.inner.unary(req, path, codec).await
+        }
+        /// One account, for moderators and admins deciding on a sanction.
+        /// Moderators and admins; no REST path.
+        /// Errors: INVALID_ARGUMENT naming `user_id`; NOT_FOUND; PERMISSION_DENIED.
+        pub async fn get_account(
+            &mut self,
+            request: impl tonic::IntoRequest<super::GetAccountRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::GetAccountResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = crate::codec::ProtoCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/colink.auth.v1.AuthService/GetAccount",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("colink.auth.v1.AuthService", "GetAccount"));
+            self.inner.unary(req, path, codec).await
+        }
         /// Changes the caller's password; ends every other session.
         pub async fn change_password(
             &mut self,
@@ -1270,6 +1364,30 @@ pub mod auth_service_server {
             request: tonic::Request<super::CheckSessionRequest>,
         ) -> std::result::Result<
             tonic::Response<super::CheckSessionResponse>,
+            tonic::Status,
+        >;
+        /// Suspends an account until a time, or lifts its suspension: while
+        /// suspended it cannot sign in or refresh, and its sessions end at once on
+        /// every node (as for deactivation). AdminService's workspace bans call
+        /// it. Admins only; no REST path.
+        /// Errors: INVALID_ARGUMENT naming `user_id` or `suspended_until` (in the
+        /// past); NOT_FOUND; FAILED_PRECONDITION for the caller's own account or
+        /// an admin's; PERMISSION_DENIED.
+        async fn set_account_suspension(
+            &self,
+            request: tonic::Request<super::SetAccountSuspensionRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::SetAccountSuspensionResponse>,
+            tonic::Status,
+        >;
+        /// One account, for moderators and admins deciding on a sanction.
+        /// Moderators and admins; no REST path.
+        /// Errors: INVALID_ARGUMENT naming `user_id`; NOT_FOUND; PERMISSION_DENIED.
+        async fn get_account(
+            &self,
+            request: tonic::Request<super::GetAccountRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::GetAccountResponse>,
             tonic::Status,
         >;
         /// Changes the caller's password; ends every other session.
@@ -1848,6 +1966,97 @@ pub mod auth_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = CheckSessionSvc(inner);
+                        let codec = crate::codec::ProtoCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/colink.auth.v1.AuthService/SetAccountSuspension" => {
+                    #[allow(non_camel_case_types)]
+                    struct SetAccountSuspensionSvc<T: AuthService>(pub Arc<T>);
+                    impl<
+                        T: AuthService,
+                    > tonic::server::UnaryService<super::SetAccountSuspensionRequest>
+                    for SetAccountSuspensionSvc<T> {
+                        type Response = super::SetAccountSuspensionResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::SetAccountSuspensionRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as AuthService>::set_account_suspension(&inner, request)
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = SetAccountSuspensionSvc(inner);
+                        let codec = crate::codec::ProtoCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/colink.auth.v1.AuthService/GetAccount" => {
+                    #[allow(non_camel_case_types)]
+                    struct GetAccountSvc<T: AuthService>(pub Arc<T>);
+                    impl<
+                        T: AuthService,
+                    > tonic::server::UnaryService<super::GetAccountRequest>
+                    for GetAccountSvc<T> {
+                        type Response = super::GetAccountResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::GetAccountRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as AuthService>::get_account(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = GetAccountSvc(inner);
                         let codec = crate::codec::ProtoCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(

@@ -24,7 +24,7 @@ pub struct Event {
     /// What happened.
     #[prost(
         oneof = "event::Payload",
-        tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31"
+        tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32"
     )]
     pub payload: ::core::option::Option<event::Payload>,
 }
@@ -104,6 +104,9 @@ pub mod event {
         /// retention.run_finished: a message retention run ended.
         #[prost(message, tag = "31")]
         RetentionRunFinished(super::RetentionRunFinished),
+        /// user.sanctioned, user.sanction_lifted
+        #[prost(message, tag = "32")]
+        UserSanctionChanged(super::UserSanctionChanged),
     }
 }
 /// Messages of one conversation that passed its retention.
@@ -420,4 +423,29 @@ pub struct RetentionRunFinished {
     /// Why it failed; empty otherwise.
     #[prost(string, tag = "8")]
     pub error: ::prost::alloc::string::String,
+}
+/// A sanction of a user began or ended early.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct UserSanctionChanged {
+    /// The sanction.
+    #[prost(string, tag = "1")]
+    pub sanction_id: ::prost::alloc::string::String,
+    /// Who is sanctioned.
+    #[prost(string, tag = "2")]
+    pub user_id: ::prost::alloc::string::String,
+    /// "ban" or "mute".
+    #[prost(string, tag = "3")]
+    pub kind: ::prost::alloc::string::String,
+    /// The channel it applies in; empty for the whole workspace.
+    #[prost(string, tag = "4")]
+    pub channel_id: ::prost::alloc::string::String,
+    /// When it ends by itself (microseconds since the epoch); 0 for never.
+    #[prost(int64, tag = "5")]
+    pub expire_micros: i64,
+    /// In force after the change: false when it was lifted.
+    #[prost(bool, tag = "6")]
+    pub active: bool,
+    /// Why, as given.
+    #[prost(string, tag = "7")]
+    pub reason: ::prost::alloc::string::String,
 }

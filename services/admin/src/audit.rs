@@ -8,9 +8,11 @@ use std::collections::BTreeMap;
 
 use colink_proto::admin::v1 as pb;
 use colink_proto::events::v1::{Event, event::Payload};
+use colink_runtime::Caller;
 use colink_runtime::db::Db;
 use colink_runtime::events::{EventError, EventHandler};
-use colink_runtime::ids::{micros_of, now_micros, timestamp};
+use colink_runtime::ids::{micros_of, new_id, now_micros, timestamp};
+use colink_runtime::request_context::RequestContext;
 use sea_orm::{ColumnTrait, DatabaseTransaction, DbErr, EntityTrait, QueryFilter, TransactionTrait};
 
 use crate::chain;
@@ -29,6 +31,33 @@ pub(crate) struct Entry {
     pub request_id: String,
     pub client_ip: String,
     pub created_at: i64,
+}
+
+impl Entry {
+    /// An entry of something the caller is doing in the request being
+    /// handled: its id and client address are taken from the request.
+    pub(crate) fn by(
+        caller: &Caller,
+        action: &str,
+        target: (&'static str, &str),
+        reason: &str,
+        metadata: BTreeMap<&'static str, String>,
+    ) -> Self {
+        let context = RequestContext::current().unwrap_or_default();
+        Self {
+            id: new_id(),
+            actor_id: caller.user_id.clone(),
+            actor_role: caller.role.as_str().to_string(),
+            action: action.to_string(),
+            target_type: target.0,
+            target_id: target.1.to_string(),
+            reason: reason.to_string(),
+            metadata,
+            request_id: context.request_id.to_string(),
+            client_ip: context.client_ip.to_string(),
+            created_at: now_micros(),
+        }
+    }
 }
 
 /// Stores an entry at the head of the audit chain, inside `txn`; storing
@@ -100,8 +129,9 @@ fn entry_for(event: &Event) -> Option<Entry> {
                     ("seq", m.seq.to_string()),
                 ]),
             ),
-            // Written by the admin service itself, with the moderation.
-            Payload::MessageModerated(_) => return None,
+            // Written by the admin service itself, with the moderation or
+            // the sanction.
+            Payload::MessageModerated(_) | Payload::UserSanctionChanged(_) => return None,
             // A run's deletions are audited once, when it finishes.
             Payload::MessagesExpired(_) => return None,
             Payload::RetentionPolicyUpdated(p) => (

@@ -1,13 +1,15 @@
 //! The admin service: the audit log, fed by every service's domain events,
 //! moderation of messages, reports feeding a moderation queue, and account
-//! administration (roles, deactivation) through the auth service. Sanctions
-//! and setting file retention here are part of the contract but not of
-//! this version; those RPCs answer UNIMPLEMENTED. Message retention is
+//! administration (roles, deactivation) through the auth service,
+//! sanctions (mutes, workspace bans). Channel bans and setting file
+//! retention here are part of the contract but not of this version; those
+//! answer UNIMPLEMENTED. Message retention is
 //! served by the messaging service (colink.retention.v1).
 
 mod audit;
 mod chain;
 mod reports;
+mod sanctions;
 mod store;
 
 use std::collections::BTreeMap;
@@ -343,24 +345,12 @@ impl AdminService {
         let audited = !read.caller_is_member;
         if audited {
             let asked = read.messages.iter().find(|m| m.message_id == req.message_id);
-            let context = RequestContext::current().unwrap_or_default();
-            let entry = Entry {
-                id: new_id(),
-                actor_id: caller.user_id.clone(),
-                actor_role: caller.role.as_str().to_string(),
-                action: "moderation.private_read".into(),
-                target_type: "message",
-                target_id: req.message_id.clone(),
-                reason: String::new(),
-                metadata: BTreeMap::from([
-                    ("channel_id", asked.map(|m| m.channel_id.clone()).unwrap_or_default()),
-                    ("sender_id", asked.map(|m| m.sender_id.clone()).unwrap_or_default()),
-                    ("messages_read", read.messages.len().to_string()),
-                ]),
-                request_id: context.request_id.to_string(),
-                client_ip: context.client_ip.to_string(),
-                created_at: now_micros(),
-            };
+            let metadata = BTreeMap::from([
+                ("channel_id", asked.map(|m| m.channel_id.clone()).unwrap_or_default()),
+                ("sender_id", asked.map(|m| m.sender_id.clone()).unwrap_or_default()),
+                ("messages_read", read.messages.len().to_string()),
+            ]);
+            let entry = Entry::by(caller, "moderation.private_read", ("message", &req.message_id), "", metadata);
             let txn = self.db.writer.begin().await?;
             audit::record(&txn, entry).await?;
             txn.commit().await?;
@@ -748,23 +738,35 @@ impl AdminRpc for AdminService {
 
     async fn create_sanction(
         &self,
-        _: Request<pb::CreateSanctionRequest>,
+        request: Request<pb::CreateSanctionRequest>,
     ) -> Result<Response<pb::CreateSanctionResponse>, Status> {
-        Err(not_yet("sanctions"))
+        let caller = caller(&request)?;
+        let key = key_of(&request, &request.get_ref().idempotency_key).map_err(Error::from)?;
+        let asked = pb::CreateSanctionRequest { idempotency_key: String::new(), ..request.get_ref().clone() };
+        let created = self
+            .keys
+            .once(&caller.user_id, key, "CreateSanction", &asked, || async {
+                Ok(pb::CreateSanctionResponse { sanction: Some(self.create_sanction(caller, &asked).await?) })
+            })
+            .await?;
+        Ok(Response::new(created))
     }
 
     async fn list_sanctions(
         &self,
-        _: Request<pb::ListSanctionsRequest>,
+        request: Request<pb::ListSanctionsRequest>,
     ) -> Result<Response<pb::ListSanctionsResponse>, Status> {
-        Err(not_yet("sanctions"))
+        let caller = caller(&request)?;
+        Ok(Response::new(AdminService::list_sanctions(self, caller, request.get_ref()).await?))
     }
 
     async fn lift_sanction(
         &self,
-        _: Request<pb::LiftSanctionRequest>,
+        request: Request<pb::LiftSanctionRequest>,
     ) -> Result<Response<pb::LiftSanctionResponse>, Status> {
-        Err(not_yet("sanctions"))
+        let caller = caller(&request)?;
+        let sanction = AdminService::lift_sanction(self, caller, request.get_ref()).await?;
+        Ok(Response::new(pb::LiftSanctionResponse { sanction: Some(sanction) }))
     }
 
     async fn list_file_retention_policies(

@@ -11,7 +11,6 @@ use colink_proto::messaging::v1::GetMessageRequest;
 use colink_runtime::clients::call_on_behalf;
 use colink_runtime::error::{Page, Violations, duplicate_as};
 use colink_runtime::ids::{check_text, new_id, now_micros, parse_id, timestamp};
-use colink_runtime::request_context::RequestContext;
 use colink_runtime::{Caller, Error, Result, Role};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
@@ -262,22 +261,9 @@ fn report_entry(
     reason: &str,
     extra: BTreeMap<&'static str, impl Into<String>>,
 ) -> Entry {
-    let context = RequestContext::current().unwrap_or_default();
     let mut metadata: BTreeMap<&'static str, String> = extra.into_iter().map(|(k, v)| (k, v.into())).collect();
     metadata.insert("message_id", row.message_id.clone());
     metadata.insert("channel_id", row.channel_id.clone());
     metadata.insert("reported_user_id", row.reported_user_id.clone());
-    Entry {
-        id: new_id(),
-        actor_id: caller.user_id.clone(),
-        actor_role: caller.role.as_str().to_string(),
-        action: action.to_string(),
-        target_type: "report",
-        target_id: row.report_id.clone(),
-        reason: reason.to_string(),
-        metadata,
-        request_id: context.request_id.to_string(),
-        client_ip: context.client_ip.to_string(),
-        created_at: now_micros(),
-    }
+    Entry::by(caller, action, ("report", &row.report_id), reason, metadata)
 }

@@ -108,3 +108,41 @@ pub mod report {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+pub mod sanction {
+    //! A ban or mute of one user, in the workspace or one channel.
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "user_sanctions")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub sanction_id: String,
+        pub user_id: String,
+        pub kind: i32,
+        /// Empty for the whole workspace.
+        pub channel_id: String,
+        pub reason: String,
+        pub created_by: String,
+        pub created_at: i64,
+        /// NULL for permanent.
+        pub expire_at: Option<i64>,
+        pub lifted_at: Option<i64>,
+        pub lifted_by: String,
+        pub lift_reason: String,
+        /// Set while it may be in force; see the migration.
+        pub active_key: Option<String>,
+    }
+
+    impl Model {
+        /// In force at `now`: not lifted, not expired.
+        pub fn active(&self, now: i64) -> bool {
+            self.lifted_at.is_none() && self.expire_at.is_none_or(|at| at > now)
+        }
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

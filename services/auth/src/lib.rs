@@ -11,6 +11,7 @@ mod second_factor;
 mod sessions;
 mod status;
 mod store;
+mod suspension;
 mod throttle;
 pub mod totp;
 
@@ -202,6 +203,7 @@ impl AuthService {
             deactivated_at: Set(None),
             deactivated_by: Set(String::new()),
             deactivation_reason: Set(String::new()),
+            suspended_until: Set(None),
         }
         .insert(&txn)
         .await
@@ -308,8 +310,8 @@ impl AuthService {
                 return Err(Error::Unauthenticated("invalid login or password".into()));
             }
         };
-        if account.deactivated {
-            return Err(Error::denied("this account is deactivated"));
+        if let Some(barred) = account.barred(now_micros()) {
+            return Err(barred);
         }
         if self.second_factor_enabled(&self.db.reader, &account.user_id).await? {
             let challenge = self.challenge(&account.user_id, &req.device_name).await?;
@@ -363,8 +365,8 @@ impl AuthService {
         let Some(account) = credential::Entity::find_by_id(session.user_id.clone()).one(&txn).await? else {
             return Err(rejected());
         };
-        if account.deactivated {
-            return Err(Error::denied("this account is deactivated"));
+        if let Some(barred) = account.barred(now_micros()) {
+            return Err(barred);
         }
         session::Entity::update_many()
             .col_expr(session::Column::LastUsedAt, Expr::value(now))
@@ -458,6 +460,7 @@ fn to_account(c: &credential::Model, second_factor_enabled: bool) -> pb::Account
         deactivate_time: c.deactivated_at.filter(|_| c.deactivated).map(timestamp),
         deactivated_by_id: if c.deactivated { c.deactivated_by.clone() } else { String::new() },
         deactivation_reason: if c.deactivated { c.deactivation_reason.clone() } else { String::new() },
+        suspended_until: c.suspended_until.filter(|until| *until > now_micros()).map(timestamp),
     }
 }
 
@@ -517,6 +520,22 @@ impl AuthRpc for AuthService {
     ) -> Result<Response<pb::SetAccountStatusResponse>, Status> {
         let caller = caller(&request)?;
         Ok(Response::new(AuthService::set_account_status(self, caller, request.get_ref()).await?))
+    }
+
+    async fn set_account_suspension(
+        &self,
+        request: Request<pb::SetAccountSuspensionRequest>,
+    ) -> Result<Response<pb::SetAccountSuspensionResponse>, Status> {
+        let caller = caller(&request)?;
+        Ok(Response::new(AuthService::set_account_suspension(self, caller, request.get_ref()).await?))
+    }
+
+    async fn get_account(
+        &self,
+        request: Request<pb::GetAccountRequest>,
+    ) -> Result<Response<pb::GetAccountResponse>, Status> {
+        let caller = caller(&request)?;
+        Ok(Response::new(AuthService::get_account(self, caller, &request.get_ref().user_id).await?))
     }
 
     async fn check_session(

@@ -176,8 +176,8 @@ impl AuthService {
             return Err(Error::Unauthenticated("wrong code".into()));
         }
         let account = credential::Entity::find_by_id(challenge.user_id.clone()).one(&txn).await?.ok_or_else(spent)?;
-        if account.deactivated {
-            return Err(Error::denied("this account is deactivated"));
+        if let Some(barred) = account.barred(now) {
+            return Err(barred);
         }
         let mut used = challenge.clone().into_active_model();
         used.used_at = Set(Some(now));

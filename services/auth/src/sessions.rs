@@ -85,14 +85,15 @@ impl AuthService {
             .await?
             .filter(|s| s.user_id == claims.sub && s.revoked_at.is_none() && s.expires_at > now);
         let active = match live {
-            Some(_) => {
-                credential::Entity::find_by_id(claims.sub).one(&self.db.reader).await?.is_some_and(|c| !c.deactivated)
-            }
+            Some(_) => credential::Entity::find_by_id(claims.sub)
+                .one(&self.db.reader)
+                .await?
+                .is_some_and(|c| c.barred(now).is_none()),
             None => false,
         };
         if !active {
             return Err(Error::Unauthenticated(
-                "the session has ended (signed out, revoked, or the account was deactivated)".into(),
+                "the session has ended (signed out, revoked, or the account was deactivated or suspended)".into(),
             ));
         }
         Ok(())

@@ -19,6 +19,25 @@ pub mod credential {
         pub deactivated_at: Option<i64>,
         pub deactivated_by: String,
         pub deactivation_reason: String,
+        /// Suspended (banned from the workspace) until then.
+        pub suspended_until: Option<i64>,
+    }
+
+    impl Model {
+        /// Why the account may not sign in or keep a session now, if it
+        /// may not.
+        pub fn barred(&self, now: i64) -> Option<colink_runtime::Error> {
+            if self.deactivated {
+                return Some(colink_runtime::Error::denied("this account is deactivated"));
+            }
+            match self.suspended_until {
+                Some(until) if until > now => Some(colink_runtime::Error::denied(format!(
+                    "this account is suspended until {}",
+                    colink_runtime::ids::rfc3339(until)
+                ))),
+                _ => None,
+            }
+        }
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -189,6 +189,7 @@ impl Node {
                     .with_clock(clock.clone());
                     event_log.subscribe(CHANNEL_EVENTS, "messaging.channel-log", svc.membership_recorder());
                     event_log.subscribe(FILE_EVENTS, "messaging.attachments", svc.attachment_watcher());
+                    event_log.subscribe(USER_EVENTS, "messaging.mutes", svc.mute_recorder());
                     let (messages, threads, reactions, retention) = svc.into_servers();
                     let every = Duration::from_secs(config.messaging.retention_every_secs);
                     background.push(retention.schedule(every, shutdown_rx.clone()));

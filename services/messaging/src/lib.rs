@@ -14,6 +14,7 @@ mod handlers;
 mod log;
 mod mentions;
 mod moderation;
+mod mutes;
 mod reactions;
 mod read_states;
 mod retention;
@@ -88,6 +89,7 @@ pub struct MessagingService {
     keys: Keys,
     /// What retention takes for now.
     clock: Arc<dyn Clock>,
+    mutes: mutes::MuteList,
 }
 
 /// The services messaging calls.
@@ -183,6 +185,7 @@ impl MessagingService {
         let reaction_writer = reactions::writer::ReactionWriter::spawn(db.clone(), outbox.clone(), pubsub.clone());
         let blocks = blocks::BlockCache::new(pubsub.clone());
         let db_for_keys = db.clone();
+        let (db_for_mutes, pubsub_for_mutes) = (db.clone(), pubsub.clone());
         let remembered = Arc::new(AccessCache::new(ACCESS_TTL));
         tokio::spawn(forget_on_notice(pubsub.clone(), remembered.clone()));
         Self {
@@ -200,6 +203,7 @@ impl MessagingService {
             remembered,
             keys: Keys::new(db_for_keys),
             clock: Arc::new(SystemClock),
+            mutes: mutes::MuteList::new(db_for_mutes, pubsub_for_mutes),
         }
     }
 
@@ -232,6 +236,11 @@ impl MessagingService {
 
     fn announcer(&self) -> attachments::Announcer {
         attachments::Announcer { db: self.db.clone(), pubsub: self.pubsub.clone() }
+    }
+
+    /// The consumer of `user.events` that records mutes.
+    pub fn mute_recorder(&self) -> Arc<dyn EventHandler> {
+        Arc::new(mutes::MuteRecorder { db: self.db.clone(), pubsub: self.pubsub.clone() })
     }
 
     /// The consumer of `channel.events` that records membership and archive
@@ -476,7 +485,10 @@ impl MessagingService {
     /// In a direct message between two people, either may block the other,
     /// and then neither can write in it. Asked at every write, never
     /// remembered, so that a block takes effect at once.
+    /// PERMISSION_DENIED while the caller is muted there, or, in a direct
+    /// message, when either person blocks the other.
     async fn require_unblocked(&self, caller: &Caller, access: &Access) -> Result<()> {
+        self.mutes.require_unmuted(&caller.user_id, &access.channel.channel_id).await?;
         if access.channel.kind != ChannelKind::Direct as i32 {
             return Ok(());
         }

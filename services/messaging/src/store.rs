@@ -448,3 +448,25 @@ pub mod retention_run_channel {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+pub mod mute {
+    //! A mute of a user, in the workspace (empty channel id) or one
+    //! conversation, as the admin service announced it.
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "mutes")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub sanction_id: String,
+        pub user_id: String,
+        pub channel_id: String,
+        /// NULL for permanent.
+        pub expire_at: Option<i64>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

@@ -44,6 +44,28 @@ pub fn now_micros() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX)).unwrap_or(0)
 }
 
+/// A time as RFC 3339 in UTC to the second, as people read it in
+/// messages: "2026-12-01T10:41:00Z".
+pub fn rfc3339(micros: i64) -> String {
+    let (days, secs) = (micros.div_euclid(86_400_000_000), micros.rem_euclid(86_400_000_000) / 1_000_000);
+    let (year, month, day) = civil_date(days);
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", secs / 3600, secs % 3600 / 60, secs % 60)
+}
+
+/// The calendar date of a day counted from 1970-01-01 (Howard Hinnant's
+/// algorithm).
+pub fn civil_date(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(month <= 2), month, day)
+}
+
 /// A stored time as a protobuf timestamp.
 pub fn timestamp(micros: i64) -> prost_types::Timestamp {
     prost_types::Timestamp {
@@ -150,6 +172,15 @@ pub fn check_same_request(stored: Option<&str>, fingerprint: &str) -> Result<(),
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_read_as_rfc_3339() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        // 2026-12-01T10:41:07.5Z
+        assert_eq!(rfc3339(1_796_121_667_500_000), "2026-12-01T10:41:07Z");
+        assert_eq!(civil_date(-1), (1969, 12, 31));
+        assert_eq!(civil_date(19_782), (2024, 2, 29));
+    }
 
     #[test]
     fn ids_are_canonical_and_checked() {

@@ -874,16 +874,7 @@ fn goal(r: &Report) -> String {
 /// Today's date (UTC) as YYYY-MM-DD.
 fn today() -> String {
     let days = colink_runtime::ids::now_micros().div_euclid(86_400_000_000);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    let (year, month, day) = colink_runtime::ids::civil_date(days);
     format!("{year:04}-{month:02}-{day:02}")
 }
 

@@ -27,6 +27,7 @@ mod presence_live;
 mod reactions;
 mod realtime;
 mod retention;
+mod sanctions;
 mod search;
 mod search_files;
 mod threads;

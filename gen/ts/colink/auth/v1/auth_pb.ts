@@ -25,7 +25,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file colink/auth/v1/auth.proto.
  */
 export const file_colink_auth_v1_auth: GenFile = /*@__PURE__*/
-  fileDesc("Chljb2xpbmsvYXV0aC92MS9hdXRoLnByb3RvEg5jb2xpbmsuYXV0aC52MSLHAQoJVG9rZW5QYWlyEhQKDGFjY2Vzc190b2tlbhgBIAEoCRI7ChdhY2Nlc3NfdG9rZW5fZXhwaXJlc19hdBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFQoNcmVmcmVzaF90b2tlbhgDIAEoCRI8ChhyZWZyZXNoX3Rva2VuX2V4cGlyZXNfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCnRva2VuX3R5cGUYBSABKAkiXAoVU2V0QWNjb3VudFJvbGVSZXF1ZXN0Eg8KB3VzZXJfaWQYASABKAkSIgoEcm9sZRgCIAEoDjIULmNvbGluay5hdXRoLnYxLlJvbGUSDgoGcmVhc29uGAMgASgJIkIKFlNldEFjY291bnRSb2xlUmVzcG9uc2USKAoHYWNjb3VudBgBIAEoCzIXLmNvbGluay5hdXRoLnYxLkFjY291bnQiyQIKB0FjY291bnQSDwoHdXNlcl9pZBgBIAEoCRIQCgh1c2VybmFtZRgCIAEoCRINCgVlbWFpbBgDIAEoCRIiCgRyb2xlGAQgASgOMhQuY29saW5rLmF1dGgudjEuUm9sZRIWCg5lbWFpbF92ZXJpZmllZBgFIAEoCBIdChVzZWNvbmRfZmFjdG9yX2VuYWJsZWQYBiABKAgSLwoLY3JlYXRlX3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhMKC2RlYWN0aXZhdGVkGAggASgIEjMKD2RlYWN0aXZhdGVfdGltZRgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASGQoRZGVhY3RpdmF0ZWRfYnlfaWQYCiABKAkSGwoTZGVhY3RpdmF0aW9uX3JlYXNvbhgLIAEoCSJPChdTZXRBY2NvdW50U3RhdHVzUmVxdWVzdBIPCgd1c2VyX2lkGAEgASgJEhMKC2RlYWN0aXZhdGVkGAIgASgIEg4KBnJlYXNvbhgDIAEoCSJEChhTZXRBY2NvdW50U3RhdHVzUmVzcG9uc2USKAoHYWNjb3VudBgBIAEoCzIXLmNvbGluay5hdXRoLnYxLkFjY291bnQiKwoTQ2hlY2tTZXNzaW9uUmVxdWVzdBIUCgxhY2Nlc3NfdG9rZW4YASABKAkiFgoUQ2hlY2tTZXNzaW9uUmVzcG9uc2UiWgoPUmVnaXN0ZXJSZXF1ZXN0EhAKCHVzZXJuYW1lGAEgASgJEg0KBWVtYWlsGAIgASgJEhAKCHBhc3N3b3JkGAMgASgJEhQKDGRpc3BsYXlfbmFtZRgEIAEoCSJnChBSZWdpc3RlclJlc3BvbnNlEigKB2FjY291bnQYASABKAsyFy5jb2xpbmsuYXV0aC52MS5BY2NvdW50EikKBnRva2VucxgCIAEoCzIZLmNvbGluay5hdXRoLnYxLlRva2VuUGFpciJECgxMb2dpblJlcXVlc3QSDQoFbG9naW4YASABKAkSEAoIcGFzc3dvcmQYAiABKAkSEwoLZGV2aWNlX25hbWUYAyABKAkisgEKFVNlY29uZEZhY3RvckNoYWxsZW5nZRIUCgxjaGFsbGVuZ2VfaWQYASABKAkSMwoHbWV0aG9kcxgCIAMoDjIiLmNvbGluay5hdXRoLnYxLlNlY29uZEZhY3Rvck1ldGhvZBIdChV3ZWJhdXRobl9vcHRpb25zX2pzb24YAyABKAkSLwoLZXhwaXJlX3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIqwBCg1Mb2dpblJlc3BvbnNlEisKBnRva2VucxgBIAEoCzIZLmNvbGluay5hdXRoLnYxLlRva2VuUGFpckgAEjoKCWNoYWxsZW5nZRgCIAEoCzIlLmNvbGluay5hdXRoLnYxLlNlY29uZEZhY3RvckNoYWxsZW5nZUgAEigKB2FjY291bnQYAyABKAsyFy5jb2xpbmsuYXV0aC52MS5BY2NvdW50QggKBnJlc3VsdCKUAQoZVmVyaWZ5U2Vjb25kRmFjdG9yUmVxdWVzdBIUCgxjaGFsbGVuZ2VfaWQYASABKAkSMgoGbWV0aG9kGAIgASgOMiIuY29saW5rLmF1dGgudjEuU2Vjb25kRmFjdG9yTWV0aG9kEgwKBGNvZGUYAyABKAkSHwoXd2ViYXV0aG5fYXNzZXJ0aW9uX2pzb24YBCABKAkicQoaVmVyaWZ5U2Vjb25kRmFjdG9yUmVzcG9uc2USKQoGdG9rZW5zGAEgASgLMhkuY29saW5rLmF1dGgudjEuVG9rZW5QYWlyEigKB2FjY291bnQYAiABKAsyFy5jb2xpbmsuYXV0aC52MS5BY2NvdW50IicKDlJlZnJlc2hSZXF1ZXN0EhUKDXJlZnJlc2hfdG9rZW4YASABKAkiPAoPUmVmcmVzaFJlc3BvbnNlEikKBnRva2VucxgBIAEoCzIZLmNvbGluay5hdXRoLnYxLlRva2VuUGFpciIlCg1Mb2dvdXRSZXF1ZXN0EhQKDGFsbF9zZXNzaW9ucxgBIAEoCCIoCg5Mb2dvdXRSZXNwb25zZRIWCg5zZXNzaW9uc19lbmRlZBgBIAEoBSIQCg5HZXRKd2tzUmVxdWVzdCJRCgNKd2sSCwoDa3R5GAEgASgJEgsKA2NydhgCIAEoCRIJCgF4GAMgASgJEgsKA2tpZBgEIAEoCRILCgNhbGcYBSABKAkSCwoDdXNlGAYgASgJIjQKD0dldEp3a3NSZXNwb25zZRIhCgRrZXlzGAEgAygLMhMuY29saW5rLmF1dGgudjEuSndrIkcKFUNoYW5nZVBhc3N3b3JkUmVxdWVzdBIYChBjdXJyZW50X3Bhc3N3b3JkGAEgASgJEhQKDG5ld19wYXNzd29yZBgCIAEoCSIYChZDaGFuZ2VQYXNzd29yZFJlc3BvbnNlIhUKE0xpc3RTZXNzaW9uc1JlcXVlc3QiqAEKB1Nlc3Npb24SEgoKc2Vzc2lvbl9pZBgBIAEoCRITCgtkZXZpY2VfbmFtZRgCIAEoCRIvCgtjcmVhdGVfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMgoObGFzdF91c2VkX3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg8KB2N1cnJlbnQYBSABKAgiQQoUTGlzdFNlc3Npb25zUmVzcG9uc2USKQoIc2Vzc2lvbnMYASADKAsyFy5jb2xpbmsuYXV0aC52MS5TZXNzaW9uIioKFFJldm9rZVNlc3Npb25SZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkiFwoVUmV2b2tlU2Vzc2lvblJlc3BvbnNlIhMKEUVucm9sbFRvdHBSZXF1ZXN0IjkKEkVucm9sbFRvdHBSZXNwb25zZRIOCgZzZWNyZXQYASABKAkSEwoLb3RwYXV0aF91cmkYAiABKAkiIgoSQ29uZmlybVRvdHBSZXF1ZXN0EgwKBGNvZGUYASABKAkiLQoTQ29uZmlybVRvdHBSZXNwb25zZRIWCg5yZWNvdmVyeV9jb2RlcxgBIAMoCSIiChJEaXNhYmxlVG90cFJlcXVlc3QSDAoEY29kZRgBIAEoCSIVChNEaXNhYmxlVG90cFJlc3BvbnNlIj4KIEJlZ2luV2ViQXV0aG5SZWdpc3RyYXRpb25SZXF1ZXN0EhoKEmF1dGhlbnRpY2F0b3JfbmFtZRgBIAEoCSJbCiFCZWdpbldlYkF1dGhuUmVnaXN0cmF0aW9uUmVzcG9uc2USFwoPcmVnaXN0cmF0aW9uX2lkGAEgASgJEh0KFWNyZWF0aW9uX29wdGlvbnNfanNvbhgCIAEoCSJVCiFGaW5pc2hXZWJBdXRoblJlZ2lzdHJhdGlvblJlcXVlc3QSFwoPcmVnaXN0cmF0aW9uX2lkGAEgASgJEhcKD2NyZWRlbnRpYWxfanNvbhgCIAEoCSI7CiJGaW5pc2hXZWJBdXRoblJlZ2lzdHJhdGlvblJlc3BvbnNlEhUKDWNyZWRlbnRpYWxfaWQYASABKAkiLAobUmVxdWVzdFBhc3N3b3JkUmVzZXRSZXF1ZXN0Eg0KBWVtYWlsGAEgASgJIh4KHFJlcXVlc3RQYXNzd29yZFJlc2V0UmVzcG9uc2UiSQoUUmVzZXRQYXNzd29yZFJlcXVlc3QSDQoFZW1haWwYASABKAkSDAoEY29kZRgCIAEoCRIUCgxuZXdfcGFzc3dvcmQYAyABKAkiFwoVUmVzZXRQYXNzd29yZFJlc3BvbnNlIiIKElZlcmlmeUVtYWlsUmVxdWVzdBIMCgRjb2RlGAEgASgJIhUKE1ZlcmlmeUVtYWlsUmVzcG9uc2UiIQofUmVxdWVzdEVtYWlsVmVyaWZpY2F0aW9uUmVxdWVzdCIiCiBSZXF1ZXN0RW1haWxWZXJpZmljYXRpb25SZXNwb25zZSphCgRSb2xlEhQKEFJPTEVfVU5TUEVDSUZJRUQQABIOCgpST0xFX0FETUlOEAESEgoOUk9MRV9NT0RFUkFUT1IQAhIPCgtST0xFX01FTUJFUhADEg4KClJPTEVfR1VFU1QQBCp8ChJTZWNvbmRGYWN0b3JNZXRob2QSJAogU0VDT05EX0ZBQ1RPUl9NRVRIT0RfVU5TUEVDSUZJRUQQABIdChlTRUNPTkRfRkFDVE9SX01FVEhPRF9UT1RQEAESIQodU0VDT05EX0ZBQ1RPUl9NRVRIT0RfV0VCQVVUSE4QAjK8FQoLQXV0aFNlcnZpY2USawoIUmVnaXN0ZXISHy5jb2xpbmsuYXV0aC52MS5SZWdpc3RlclJlcXVlc3QaIC5jb2xpbmsuYXV0aC52MS5SZWdpc3RlclJlc3BvbnNlIhyC0+STAhY6ASoiES92MS9hdXRoL3JlZ2lzdGVyEnEKBUxvZ2luEhwuY29saW5rLmF1dGgudjEuTG9naW5SZXF1ZXN0Gh0uY29saW5rLmF1dGgudjEuTG9naW5SZXNwb25zZSIrgtPkkwIlOgEqWhA6ASoiCy9hdXRoL2xvZ2luIg4vdjEvYXV0aC9sb2dpbhKmAQoSVmVyaWZ5U2Vjb25kRmFjdG9yEikuY29saW5rLmF1dGgudjEuVmVyaWZ5U2Vjb25kRmFjdG9yUmVxdWVzdBoqLmNvbGluay5hdXRoLnYxLlZlcmlmeVNlY29uZEZhY3RvclJlc3BvbnNlIjmC0+STAjM6ASpaFzoBKiISL2F1dGgvbG9naW4vdmVyaWZ5IhUvdjEvYXV0aC9sb2dpbi92ZXJpZnkSewoHUmVmcmVzaBIeLmNvbGluay5hdXRoLnYxLlJlZnJlc2hSZXF1ZXN0Gh8uY29saW5rLmF1dGgudjEuUmVmcmVzaFJlc3BvbnNlIi+C0+STAik6ASpaEjoBKiINL2F1dGgvcmVmcmVzaCIQL3YxL2F1dGgvcmVmcmVzaBJ2CgZMb2dvdXQSHS5jb2xpbmsuYXV0aC52MS5Mb2dvdXRSZXF1ZXN0Gh4uY29saW5rLmF1dGgudjEuTG9nb3V0UmVzcG9uc2UiLYLT5JMCJzoBKloROgEqIgwvYXV0aC9sb2dvdXQiDy92MS9hdXRoL2xvZ291dBJ7CgdHZXRKd2tzEh4uY29saW5rLmF1dGgudjEuR2V0Sndrc1JlcXVlc3QaHy5jb2xpbmsuYXV0aC52MS5HZXRKd2tzUmVzcG9uc2UiL4LT5JMCKVoYEhYvLndlbGwta25vd24vandrcy5qc29uEg0vdjEvYXV0aC9qd2tzEl8KDlNldEFjY291bnRSb2xlEiUuY29saW5rLmF1dGgudjEuU2V0QWNjb3VudFJvbGVSZXF1ZXN0GiYuY29saW5rLmF1dGgudjEuU2V0QWNjb3VudFJvbGVSZXNwb25zZRJlChBTZXRBY2NvdW50U3RhdHVzEicuY29saW5rLmF1dGgudjEuU2V0QWNjb3VudFN0YXR1c1JlcXVlc3QaKC5jb2xpbmsuYXV0aC52MS5TZXRBY2NvdW50U3RhdHVzUmVzcG9uc2USWQoMQ2hlY2tTZXNzaW9uEiMuY29saW5rLmF1dGgudjEuQ2hlY2tTZXNzaW9uUmVxdWVzdBokLmNvbGluay5hdXRoLnYxLkNoZWNrU2Vzc2lvblJlc3BvbnNlEn0KDkNoYW5nZVBhc3N3b3JkEiUuY29saW5rLmF1dGgudjEuQ2hhbmdlUGFzc3dvcmRSZXF1ZXN0GiYuY29saW5rLmF1dGgudjEuQ2hhbmdlUGFzc3dvcmRSZXNwb25zZSIcgtPkkwIWOgEqIhEvdjEvYXV0aC9wYXNzd29yZBJ0CgxMaXN0U2Vzc2lvbnMSIy5jb2xpbmsuYXV0aC52MS5MaXN0U2Vzc2lvbnNSZXF1ZXN0GiQuY29saW5rLmF1dGgudjEuTGlzdFNlc3Npb25zUmVzcG9uc2UiGYLT5JMCExIRL3YxL2F1dGgvc2Vzc2lvbnMShAEKDVJldm9rZVNlc3Npb24SJC5jb2xpbmsuYXV0aC52MS5SZXZva2VTZXNzaW9uUmVxdWVzdBolLmNvbGluay5hdXRoLnYxLlJldm9rZVNlc3Npb25SZXNwb25zZSImgtPkkwIgKh4vdjEvYXV0aC9zZXNzaW9ucy97c2Vzc2lvbl9pZH0SdAoKRW5yb2xsVG90cBIhLmNvbGluay5hdXRoLnYxLkVucm9sbFRvdHBSZXF1ZXN0GiIuY29saW5rLmF1dGgudjEuRW5yb2xsVG90cFJlc3BvbnNlIh+C0+STAhk6ASoiFC92MS9hdXRoL3RvdHAvZW5yb2xsEngKC0NvbmZpcm1Ub3RwEiIuY29saW5rLmF1dGgudjEuQ29uZmlybVRvdHBSZXF1ZXN0GiMuY29saW5rLmF1dGgudjEuQ29uZmlybVRvdHBSZXNwb25zZSIggtPkkwIaOgEqIhUvdjEvYXV0aC90b3RwL2NvbmZpcm0SeAoLRGlzYWJsZVRvdHASIi5jb2xpbmsuYXV0aC52MS5EaXNhYmxlVG90cFJlcXVlc3QaIy5jb2xpbmsuYXV0aC52MS5EaXNhYmxlVG90cFJlc3BvbnNlIiCC0+STAho6ASoiFS92MS9hdXRoL3RvdHAvZGlzYWJsZRKtAQoZQmVnaW5XZWJBdXRoblJlZ2lzdHJhdGlvbhIwLmNvbGluay5hdXRoLnYxLkJlZ2luV2ViQXV0aG5SZWdpc3RyYXRpb25SZXF1ZXN0GjEuY29saW5rLmF1dGgudjEuQmVnaW5XZWJBdXRoblJlZ2lzdHJhdGlvblJlc3BvbnNlIiuC0+STAiU6ASoiIC92MS9hdXRoL3dlYmF1dGhuL3JlZ2lzdGVyL2JlZ2luErEBChpGaW5pc2hXZWJBdXRoblJlZ2lzdHJhdGlvbhIxLmNvbGluay5hdXRoLnYxLkZpbmlzaFdlYkF1dGhuUmVnaXN0cmF0aW9uUmVxdWVzdBoyLmNvbGluay5hdXRoLnYxLkZpbmlzaFdlYkF1dGhuUmVnaXN0cmF0aW9uUmVzcG9uc2UiLILT5JMCJjoBKiIhL3YxL2F1dGgvd2ViYXV0aG4vcmVnaXN0ZXIvZmluaXNoEp0BChRSZXF1ZXN0UGFzc3dvcmRSZXNldBIrLmNvbGluay5hdXRoLnYxLlJlcXVlc3RQYXNzd29yZFJlc2V0UmVxdWVzdBosLmNvbGluay5hdXRoLnYxLlJlcXVlc3RQYXNzd29yZFJlc2V0UmVzcG9uc2UiKoLT5JMCJDoBKiIfL3YxL2F1dGgvcGFzc3dvcmQvcmVzZXQtcmVxdWVzdBKAAQoNUmVzZXRQYXNzd29yZBIkLmNvbGluay5hdXRoLnYxLlJlc2V0UGFzc3dvcmRSZXF1ZXN0GiUuY29saW5rLmF1dGgudjEuUmVzZXRQYXNzd29yZFJlc3BvbnNlIiKC0+STAhw6ASoiFy92MS9hdXRoL3Bhc3N3b3JkL3Jlc2V0EngKC1ZlcmlmeUVtYWlsEiIuY29saW5rLmF1dGgudjEuVmVyaWZ5RW1haWxSZXF1ZXN0GiMuY29saW5rLmF1dGgudjEuVmVyaWZ5RW1haWxSZXNwb25zZSIggtPkkwIaOgEqIhUvdjEvYXV0aC92ZXJpZnktZW1haWwSpwEKGFJlcXVlc3RFbWFpbFZlcmlmaWNhdGlvbhIvLmNvbGluay5hdXRoLnYxLlJlcXVlc3RFbWFpbFZlcmlmaWNhdGlvblJlcXVlc3QaMC5jb2xpbmsuYXV0aC52MS5SZXF1ZXN0RW1haWxWZXJpZmljYXRpb25SZXNwb25zZSIogtPkkwIiOgEqIh0vdjEvYXV0aC92ZXJpZnktZW1haWwvcmVxdWVzdGIGcHJvdG8z", [file_google_api_annotations, file_google_protobuf_timestamp]);
+  fileDesc("Chljb2xpbmsvYXV0aC92MS9hdXRoLnByb3RvEg5jb2xpbmsuYXV0aC52MSLHAQoJVG9rZW5QYWlyEhQKDGFjY2Vzc190b2tlbhgBIAEoCRI7ChdhY2Nlc3NfdG9rZW5fZXhwaXJlc19hdBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFQoNcmVmcmVzaF90b2tlbhgDIAEoCRI8ChhyZWZyZXNoX3Rva2VuX2V4cGlyZXNfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCnRva2VuX3R5cGUYBSABKAkiXAoVU2V0QWNjb3VudFJvbGVSZXF1ZXN0Eg8KB3VzZXJfaWQYASABKAkSIgoEcm9sZRgCIAEoDjIULmNvbGluay5hdXRoLnYxLlJvbGUSDgoGcmVhc29uGAMgASgJIkIKFlNldEFjY291bnRSb2xlUmVzcG9uc2USKAoHYWNjb3VudBgBIAEoCzIXLmNvbGluay5hdXRoLnYxLkFjY291bnQi/gIKB0FjY291bnQSDwoHdXNlcl9pZBgBIAEoCRIQCgh1c2VybmFtZRgCIAEoCRINCgVlbWFpbBgDIAEoCRIiCgRyb2xlGAQgASgOMhQuY29saW5rLmF1dGgudjEuUm9sZRIWCg5lbWFpbF92ZXJpZmllZBgFIAEoCBIdChVzZWNvbmRfZmFjdG9yX2VuYWJsZWQYBiABKAgSLwoLY3JlYXRlX3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhMKC2RlYWN0aXZhdGVkGAggASgIEjMKD2RlYWN0aXZhdGVfdGltZRgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASGQoRZGVhY3RpdmF0ZWRfYnlfaWQYCiABKAkSGwoTZGVhY3RpdmF0aW9uX3JlYXNvbhgLIAEoCRIzCg9zdXNwZW5kZWRfdW50aWwYDCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wImMKG1NldEFjY291bnRTdXNwZW5zaW9uUmVxdWVzdBIPCgd1c2VyX2lkGAEgASgJEjMKD3N1c3BlbmRlZF91bnRpbBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiSAocU2V0QWNjb3VudFN1c3BlbnNpb25SZXNwb25zZRIoCgdhY2NvdW50GAEgASgLMhcuY29saW5rLmF1dGgudjEuQWNjb3VudCIkChFHZXRBY2NvdW50UmVxdWVzdBIPCgd1c2VyX2lkGAEgASgJIj4KEkdldEFjY291bnRSZXNwb25zZRIoCgdhY2NvdW50GAEgASgLMhcuY29saW5rLmF1dGgudjEuQWNjb3VudCJPChdTZXRBY2NvdW50U3RhdHVzUmVxdWVzdBIPCgd1c2VyX2lkGAEgASgJEhMKC2RlYWN0aXZhdGVkGAIgASgIEg4KBnJlYXNvbhgDIAEoCSJEChhTZXRBY2NvdW50U3RhdHVzUmVzcG9uc2USKAoHYWNjb3VudBgBIAEoCzIXLmNvbGluay5hdXRoLnYxLkFjY291bnQiKwoTQ2hlY2tTZXNzaW9uUmVxdWVzdBIUCgxhY2Nlc3NfdG9rZW4YASABKAkiFgoUQ2hlY2tTZXNzaW9uUmVzcG9uc2UiWgoPUmVnaXN0ZXJSZXF1ZXN0EhAKCHVzZXJuYW1lGAEgASgJEg0KBWVtYWlsGAIgASgJEhAKCHBhc3N3b3JkGAMgASgJEhQKDGRpc3BsYXlfbmFtZRgEIAEoCSJnChBSZWdpc3RlclJlc3BvbnNlEigKB2FjY291bnQYASABKAsyFy5jb2xpbmsuYXV0aC52MS5BY2NvdW50EikKBnRva2VucxgCIAEoCzIZLmNvbGluay5hdXRoLnYxLlRva2VuUGFpciJECgxMb2dpblJlcXVlc3QSDQoFbG9naW4YASABKAkSEAoIcGFzc3dvcmQYAiABKAkSEwoLZGV2aWNlX25hbWUYAyABKAkisgEKFVNlY29uZEZhY3RvckNoYWxsZW5nZRIUCgxjaGFsbGVuZ2VfaWQYASABKAkSMwoHbWV0aG9kcxgCIAMoDjIiLmNvbGluay5hdXRoLnYxLlNlY29uZEZhY3Rvck1ldGhvZBIdChV3ZWJhdXRobl9vcHRpb25zX2pzb24YAyABKAkSLwoLZXhwaXJlX3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIqwBCg1Mb2dpblJlc3BvbnNlEisKBnRva2VucxgBIAEoCzIZLmNvbGluay5hdXRoLnYxLlRva2VuUGFpckgAEjoKCWNoYWxsZW5nZRgCIAEoCzIlLmNvbGluay5hdXRoLnYxLlNlY29uZEZhY3RvckNoYWxsZW5nZUgAEigKB2FjY291bnQYAyABKAsyFy5jb2xpbmsuYXV0aC52MS5BY2NvdW50QggKBnJlc3VsdCKUAQoZVmVyaWZ5U2Vjb25kRmFjdG9yUmVxdWVzdBIUCgxjaGFsbGVuZ2VfaWQYASABKAkSMgoGbWV0aG9kGAIgASgOMiIuY29saW5rLmF1dGgudjEuU2Vjb25kRmFjdG9yTWV0aG9kEgwKBGNvZGUYAyABKAkSHwoXd2ViYXV0aG5fYXNzZXJ0aW9uX2pzb24YBCABKAkicQoaVmVyaWZ5U2Vjb25kRmFjdG9yUmVzcG9uc2USKQoGdG9rZW5zGAEgASgLMhkuY29saW5rLmF1dGgudjEuVG9rZW5QYWlyEigKB2FjY291bnQYAiABKAsyFy5jb2xpbmsuYXV0aC52MS5BY2NvdW50IicKDlJlZnJlc2hSZXF1ZXN0EhUKDXJlZnJlc2hfdG9rZW4YASABKAkiPAoPUmVmcmVzaFJlc3BvbnNlEikKBnRva2VucxgBIAEoCzIZLmNvbGluay5hdXRoLnYxLlRva2VuUGFpciIlCg1Mb2dvdXRSZXF1ZXN0EhQKDGFsbF9zZXNzaW9ucxgBIAEoCCIoCg5Mb2dvdXRSZXNwb25zZRIWCg5zZXNzaW9uc19lbmRlZBgBIAEoBSIQCg5HZXRKd2tzUmVxdWVzdCJRCgNKd2sSCwoDa3R5GAEgASgJEgsKA2NydhgCIAEoCRIJCgF4GAMgASgJEgsKA2tpZBgEIAEoCRILCgNhbGcYBSABKAkSCwoDdXNlGAYgASgJIjQKD0dldEp3a3NSZXNwb25zZRIhCgRrZXlzGAEgAygLMhMuY29saW5rLmF1dGgudjEuSndrIkcKFUNoYW5nZVBhc3N3b3JkUmVxdWVzdBIYChBjdXJyZW50X3Bhc3N3b3JkGAEgASgJEhQKDG5ld19wYXNzd29yZBgCIAEoCSIYChZDaGFuZ2VQYXNzd29yZFJlc3BvbnNlIhUKE0xpc3RTZXNzaW9uc1JlcXVlc3QiqAEKB1Nlc3Npb24SEgoKc2Vzc2lvbl9pZBgBIAEoCRITCgtkZXZpY2VfbmFtZRgCIAEoCRIvCgtjcmVhdGVfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMgoObGFzdF91c2VkX3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg8KB2N1cnJlbnQYBSABKAgiQQoUTGlzdFNlc3Npb25zUmVzcG9uc2USKQoIc2Vzc2lvbnMYASADKAsyFy5jb2xpbmsuYXV0aC52MS5TZXNzaW9uIioKFFJldm9rZVNlc3Npb25SZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkiFwoVUmV2b2tlU2Vzc2lvblJlc3BvbnNlIhMKEUVucm9sbFRvdHBSZXF1ZXN0IjkKEkVucm9sbFRvdHBSZXNwb25zZRIOCgZzZWNyZXQYASABKAkSEwoLb3RwYXV0aF91cmkYAiABKAkiIgoSQ29uZmlybVRvdHBSZXF1ZXN0EgwKBGNvZGUYASABKAkiLQoTQ29uZmlybVRvdHBSZXNwb25zZRIWCg5yZWNvdmVyeV9jb2RlcxgBIAMoCSIiChJEaXNhYmxlVG90cFJlcXVlc3QSDAoEY29kZRgBIAEoCSIVChNEaXNhYmxlVG90cFJlc3BvbnNlIj4KIEJlZ2luV2ViQXV0aG5SZWdpc3RyYXRpb25SZXF1ZXN0EhoKEmF1dGhlbnRpY2F0b3JfbmFtZRgBIAEoCSJbCiFCZWdpbldlYkF1dGhuUmVnaXN0cmF0aW9uUmVzcG9uc2USFwoPcmVnaXN0cmF0aW9uX2lkGAEgASgJEh0KFWNyZWF0aW9uX29wdGlvbnNfanNvbhgCIAEoCSJVCiFGaW5pc2hXZWJBdXRoblJlZ2lzdHJhdGlvblJlcXVlc3QSFwoPcmVnaXN0cmF0aW9uX2lkGAEgASgJEhcKD2NyZWRlbnRpYWxfanNvbhgCIAEoCSI7CiJGaW5pc2hXZWJBdXRoblJlZ2lzdHJhdGlvblJlc3BvbnNlEhUKDWNyZWRlbnRpYWxfaWQYASABKAkiLAobUmVxdWVzdFBhc3N3b3JkUmVzZXRSZXF1ZXN0Eg0KBWVtYWlsGAEgASgJIh4KHFJlcXVlc3RQYXNzd29yZFJlc2V0UmVzcG9uc2UiSQoUUmVzZXRQYXNzd29yZFJlcXVlc3QSDQoFZW1haWwYASABKAkSDAoEY29kZRgCIAEoCRIUCgxuZXdfcGFzc3dvcmQYAyABKAkiFwoVUmVzZXRQYXNzd29yZFJlc3BvbnNlIiIKElZlcmlmeUVtYWlsUmVxdWVzdBIMCgRjb2RlGAEgASgJIhUKE1ZlcmlmeUVtYWlsUmVzcG9uc2UiIQofUmVxdWVzdEVtYWlsVmVyaWZpY2F0aW9uUmVxdWVzdCIiCiBSZXF1ZXN0RW1haWxWZXJpZmljYXRpb25SZXNwb25zZSphCgRSb2xlEhQKEFJPTEVfVU5TUEVDSUZJRUQQABIOCgpST0xFX0FETUlOEAESEgoOUk9MRV9NT0RFUkFUT1IQAhIPCgtST0xFX01FTUJFUhADEg4KClJPTEVfR1VFU1QQBCp8ChJTZWNvbmRGYWN0b3JNZXRob2QSJAogU0VDT05EX0ZBQ1RPUl9NRVRIT0RfVU5TUEVDSUZJRUQQABIdChlTRUNPTkRfRkFDVE9SX01FVEhPRF9UT1RQEAESIQodU0VDT05EX0ZBQ1RPUl9NRVRIT0RfV0VCQVVUSE4QAjKEFwoLQXV0aFNlcnZpY2USawoIUmVnaXN0ZXISHy5jb2xpbmsuYXV0aC52MS5SZWdpc3RlclJlcXVlc3QaIC5jb2xpbmsuYXV0aC52MS5SZWdpc3RlclJlc3BvbnNlIhyC0+STAhY6ASoiES92MS9hdXRoL3JlZ2lzdGVyEnEKBUxvZ2luEhwuY29saW5rLmF1dGgudjEuTG9naW5SZXF1ZXN0Gh0uY29saW5rLmF1dGgudjEuTG9naW5SZXNwb25zZSIrgtPkkwIlOgEqWhA6ASoiCy9hdXRoL2xvZ2luIg4vdjEvYXV0aC9sb2dpbhKmAQoSVmVyaWZ5U2Vjb25kRmFjdG9yEikuY29saW5rLmF1dGgudjEuVmVyaWZ5U2Vjb25kRmFjdG9yUmVxdWVzdBoqLmNvbGluay5hdXRoLnYxLlZlcmlmeVNlY29uZEZhY3RvclJlc3BvbnNlIjmC0+STAjM6ASpaFzoBKiISL2F1dGgvbG9naW4vdmVyaWZ5IhUvdjEvYXV0aC9sb2dpbi92ZXJpZnkSewoHUmVmcmVzaBIeLmNvbGluay5hdXRoLnYxLlJlZnJlc2hSZXF1ZXN0Gh8uY29saW5rLmF1dGgudjEuUmVmcmVzaFJlc3BvbnNlIi+C0+STAik6ASpaEjoBKiINL2F1dGgvcmVmcmVzaCIQL3YxL2F1dGgvcmVmcmVzaBJ2CgZMb2dvdXQSHS5jb2xpbmsuYXV0aC52MS5Mb2dvdXRSZXF1ZXN0Gh4uY29saW5rLmF1dGgudjEuTG9nb3V0UmVzcG9uc2UiLYLT5JMCJzoBKloROgEqIgwvYXV0aC9sb2dvdXQiDy92MS9hdXRoL2xvZ291dBJ7CgdHZXRKd2tzEh4uY29saW5rLmF1dGgudjEuR2V0Sndrc1JlcXVlc3QaHy5jb2xpbmsuYXV0aC52MS5HZXRKd2tzUmVzcG9uc2UiL4LT5JMCKVoYEhYvLndlbGwta25vd24vandrcy5qc29uEg0vdjEvYXV0aC9qd2tzEl8KDlNldEFjY291bnRSb2xlEiUuY29saW5rLmF1dGgudjEuU2V0QWNjb3VudFJvbGVSZXF1ZXN0GiYuY29saW5rLmF1dGgudjEuU2V0QWNjb3VudFJvbGVSZXNwb25zZRJlChBTZXRBY2NvdW50U3RhdHVzEicuY29saW5rLmF1dGgudjEuU2V0QWNjb3VudFN0YXR1c1JlcXVlc3QaKC5jb2xpbmsuYXV0aC52MS5TZXRBY2NvdW50U3RhdHVzUmVzcG9uc2USWQoMQ2hlY2tTZXNzaW9uEiMuY29saW5rLmF1dGgudjEuQ2hlY2tTZXNzaW9uUmVxdWVzdBokLmNvbGluay5hdXRoLnYxLkNoZWNrU2Vzc2lvblJlc3BvbnNlEnEKFFNldEFjY291bnRTdXNwZW5zaW9uEisuY29saW5rLmF1dGgudjEuU2V0QWNjb3VudFN1c3BlbnNpb25SZXF1ZXN0GiwuY29saW5rLmF1dGgudjEuU2V0QWNjb3VudFN1c3BlbnNpb25SZXNwb25zZRJTCgpHZXRBY2NvdW50EiEuY29saW5rLmF1dGgudjEuR2V0QWNjb3VudFJlcXVlc3QaIi5jb2xpbmsuYXV0aC52MS5HZXRBY2NvdW50UmVzcG9uc2USfQoOQ2hhbmdlUGFzc3dvcmQSJS5jb2xpbmsuYXV0aC52MS5DaGFuZ2VQYXNzd29yZFJlcXVlc3QaJi5jb2xpbmsuYXV0aC52MS5DaGFuZ2VQYXNzd29yZFJlc3BvbnNlIhyC0+STAhY6ASoiES92MS9hdXRoL3Bhc3N3b3JkEnQKDExpc3RTZXNzaW9ucxIjLmNvbGluay5hdXRoLnYxLkxpc3RTZXNzaW9uc1JlcXVlc3QaJC5jb2xpbmsuYXV0aC52MS5MaXN0U2Vzc2lvbnNSZXNwb25zZSIZgtPkkwITEhEvdjEvYXV0aC9zZXNzaW9ucxKEAQoNUmV2b2tlU2Vzc2lvbhIkLmNvbGluay5hdXRoLnYxLlJldm9rZVNlc3Npb25SZXF1ZXN0GiUuY29saW5rLmF1dGgudjEuUmV2b2tlU2Vzc2lvblJlc3BvbnNlIiaC0+STAiAqHi92MS9hdXRoL3Nlc3Npb25zL3tzZXNzaW9uX2lkfRJ0CgpFbnJvbGxUb3RwEiEuY29saW5rLmF1dGgudjEuRW5yb2xsVG90cFJlcXVlc3QaIi5jb2xpbmsuYXV0aC52MS5FbnJvbGxUb3RwUmVzcG9uc2UiH4LT5JMCGToBKiIUL3YxL2F1dGgvdG90cC9lbnJvbGwSeAoLQ29uZmlybVRvdHASIi5jb2xpbmsuYXV0aC52MS5Db25maXJtVG90cFJlcXVlc3QaIy5jb2xpbmsuYXV0aC52MS5Db25maXJtVG90cFJlc3BvbnNlIiCC0+STAho6ASoiFS92MS9hdXRoL3RvdHAvY29uZmlybRJ4CgtEaXNhYmxlVG90cBIiLmNvbGluay5hdXRoLnYxLkRpc2FibGVUb3RwUmVxdWVzdBojLmNvbGluay5hdXRoLnYxLkRpc2FibGVUb3RwUmVzcG9uc2UiIILT5JMCGjoBKiIVL3YxL2F1dGgvdG90cC9kaXNhYmxlEq0BChlCZWdpbldlYkF1dGhuUmVnaXN0cmF0aW9uEjAuY29saW5rLmF1dGgudjEuQmVnaW5XZWJBdXRoblJlZ2lzdHJhdGlvblJlcXVlc3QaMS5jb2xpbmsuYXV0aC52MS5CZWdpbldlYkF1dGhuUmVnaXN0cmF0aW9uUmVzcG9uc2UiK4LT5JMCJToBKiIgL3YxL2F1dGgvd2ViYXV0aG4vcmVnaXN0ZXIvYmVnaW4SsQEKGkZpbmlzaFdlYkF1dGhuUmVnaXN0cmF0aW9uEjEuY29saW5rLmF1dGgudjEuRmluaXNoV2ViQXV0aG5SZWdpc3RyYXRpb25SZXF1ZXN0GjIuY29saW5rLmF1dGgudjEuRmluaXNoV2ViQXV0aG5SZWdpc3RyYXRpb25SZXNwb25zZSIsgtPkkwImOgEqIiEvdjEvYXV0aC93ZWJhdXRobi9yZWdpc3Rlci9maW5pc2gSnQEKFFJlcXVlc3RQYXNzd29yZFJlc2V0EisuY29saW5rLmF1dGgudjEuUmVxdWVzdFBhc3N3b3JkUmVzZXRSZXF1ZXN0GiwuY29saW5rLmF1dGgudjEuUmVxdWVzdFBhc3N3b3JkUmVzZXRSZXNwb25zZSIqgtPkkwIkOgEqIh8vdjEvYXV0aC9wYXNzd29yZC9yZXNldC1yZXF1ZXN0EoABCg1SZXNldFBhc3N3b3JkEiQuY29saW5rLmF1dGgudjEuUmVzZXRQYXNzd29yZFJlcXVlc3QaJS5jb2xpbmsuYXV0aC52MS5SZXNldFBhc3N3b3JkUmVzcG9uc2UiIoLT5JMCHDoBKiIXL3YxL2F1dGgvcGFzc3dvcmQvcmVzZXQSeAoLVmVyaWZ5RW1haWwSIi5jb2xpbmsuYXV0aC52MS5WZXJpZnlFbWFpbFJlcXVlc3QaIy5jb2xpbmsuYXV0aC52MS5WZXJpZnlFbWFpbFJlc3BvbnNlIiCC0+STAho6ASoiFS92MS9hdXRoL3ZlcmlmeS1lbWFpbBKnAQoYUmVxdWVzdEVtYWlsVmVyaWZpY2F0aW9uEi8uY29saW5rLmF1dGgudjEuUmVxdWVzdEVtYWlsVmVyaWZpY2F0aW9uUmVxdWVzdBowLmNvbGluay5hdXRoLnYxLlJlcXVlc3RFbWFpbFZlcmlmaWNhdGlvblJlc3BvbnNlIiiC0+STAiI6ASoiHS92MS9hdXRoL3ZlcmlmeS1lbWFpbC9yZXF1ZXN0YgZwcm90bzM", [file_google_api_annotations, file_google_protobuf_timestamp]);
 
 /**
  * The tokens handed to a signed-in client.
@@ -214,6 +214,13 @@ export type Account = Message<"colink.auth.v1.Account"> & {
    * @generated from field: string deactivation_reason = 11;
    */
   deactivationReason: string;
+
+  /**
+   * Suspended (banned from the workspace) until then; unset when not.
+   *
+   * @generated from field: google.protobuf.Timestamp suspended_until = 12;
+   */
+  suspendedUntil?: Timestamp | undefined;
 };
 
 /**
@@ -222,6 +229,97 @@ export type Account = Message<"colink.auth.v1.Account"> & {
  */
 export const AccountSchema: GenMessage<Account> = /*@__PURE__*/
   messageDesc(file_colink_auth_v1_auth, 3);
+
+/**
+ * SetAccountSuspension.
+ *
+ * @generated from message colink.auth.v1.SetAccountSuspensionRequest
+ */
+export type SetAccountSuspensionRequest = Message<"colink.auth.v1.SetAccountSuspensionRequest"> & {
+  /**
+   * The account. Required.
+   *
+   * @generated from field: string user_id = 1;
+   */
+  userId: string;
+
+  /**
+   * Suspended until then (in the future); unset lifts the suspension.
+   *
+   * @generated from field: google.protobuf.Timestamp suspended_until = 2;
+   */
+  suspendedUntil?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message colink.auth.v1.SetAccountSuspensionRequest.
+ * Use `create(SetAccountSuspensionRequestSchema)` to create a new message.
+ */
+export const SetAccountSuspensionRequestSchema: GenMessage<SetAccountSuspensionRequest> = /*@__PURE__*/
+  messageDesc(file_colink_auth_v1_auth, 4);
+
+/**
+ * SetAccountSuspension result.
+ *
+ * @generated from message colink.auth.v1.SetAccountSuspensionResponse
+ */
+export type SetAccountSuspensionResponse = Message<"colink.auth.v1.SetAccountSuspensionResponse"> & {
+  /**
+   * The account after the call.
+   *
+   * @generated from field: colink.auth.v1.Account account = 1;
+   */
+  account?: Account | undefined;
+};
+
+/**
+ * Describes the message colink.auth.v1.SetAccountSuspensionResponse.
+ * Use `create(SetAccountSuspensionResponseSchema)` to create a new message.
+ */
+export const SetAccountSuspensionResponseSchema: GenMessage<SetAccountSuspensionResponse> = /*@__PURE__*/
+  messageDesc(file_colink_auth_v1_auth, 5);
+
+/**
+ * GetAccount.
+ *
+ * @generated from message colink.auth.v1.GetAccountRequest
+ */
+export type GetAccountRequest = Message<"colink.auth.v1.GetAccountRequest"> & {
+  /**
+   * The account. Required.
+   *
+   * @generated from field: string user_id = 1;
+   */
+  userId: string;
+};
+
+/**
+ * Describes the message colink.auth.v1.GetAccountRequest.
+ * Use `create(GetAccountRequestSchema)` to create a new message.
+ */
+export const GetAccountRequestSchema: GenMessage<GetAccountRequest> = /*@__PURE__*/
+  messageDesc(file_colink_auth_v1_auth, 6);
+
+/**
+ * GetAccount result.
+ *
+ * @generated from message colink.auth.v1.GetAccountResponse
+ */
+export type GetAccountResponse = Message<"colink.auth.v1.GetAccountResponse"> & {
+  /**
+   * The account.
+   *
+   * @generated from field: colink.auth.v1.Account account = 1;
+   */
+  account?: Account | undefined;
+};
+
+/**
+ * Describes the message colink.auth.v1.GetAccountResponse.
+ * Use `create(GetAccountResponseSchema)` to create a new message.
+ */
+export const GetAccountResponseSchema: GenMessage<GetAccountResponse> = /*@__PURE__*/
+  messageDesc(file_colink_auth_v1_auth, 7);
 
 /**
  * SetAccountStatus.
@@ -256,7 +354,7 @@ export type SetAccountStatusRequest = Message<"colink.auth.v1.SetAccountStatusRe
  * Use `create(SetAccountStatusRequestSchema)` to create a new message.
  */
 export const SetAccountStatusRequestSchema: GenMessage<SetAccountStatusRequest> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 4);
+  messageDesc(file_colink_auth_v1_auth, 8);
 
 /**
  * SetAccountStatus result.
@@ -277,7 +375,7 @@ export type SetAccountStatusResponse = Message<"colink.auth.v1.SetAccountStatusR
  * Use `create(SetAccountStatusResponseSchema)` to create a new message.
  */
 export const SetAccountStatusResponseSchema: GenMessage<SetAccountStatusResponse> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 5);
+  messageDesc(file_colink_auth_v1_auth, 9);
 
 /**
  * CheckSession.
@@ -298,7 +396,7 @@ export type CheckSessionRequest = Message<"colink.auth.v1.CheckSessionRequest"> 
  * Use `create(CheckSessionRequestSchema)` to create a new message.
  */
 export const CheckSessionRequestSchema: GenMessage<CheckSessionRequest> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 6);
+  messageDesc(file_colink_auth_v1_auth, 10);
 
 /**
  * CheckSession result: the session is live.
@@ -313,7 +411,7 @@ export type CheckSessionResponse = Message<"colink.auth.v1.CheckSessionResponse"
  * Use `create(CheckSessionResponseSchema)` to create a new message.
  */
 export const CheckSessionResponseSchema: GenMessage<CheckSessionResponse> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 7);
+  messageDesc(file_colink_auth_v1_auth, 11);
 
 /**
  * Register.
@@ -355,7 +453,7 @@ export type RegisterRequest = Message<"colink.auth.v1.RegisterRequest"> & {
  * Use `create(RegisterRequestSchema)` to create a new message.
  */
 export const RegisterRequestSchema: GenMessage<RegisterRequest> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 8);
+  messageDesc(file_colink_auth_v1_auth, 12);
 
 /**
  * Register result.
@@ -383,7 +481,7 @@ export type RegisterResponse = Message<"colink.auth.v1.RegisterResponse"> & {
  * Use `create(RegisterResponseSchema)` to create a new message.
  */
 export const RegisterResponseSchema: GenMessage<RegisterResponse> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 9);
+  messageDesc(file_colink_auth_v1_auth, 13);
 
 /**
  * Login.
@@ -418,7 +516,7 @@ export type LoginRequest = Message<"colink.auth.v1.LoginRequest"> & {
  * Use `create(LoginRequestSchema)` to create a new message.
  */
 export const LoginRequestSchema: GenMessage<LoginRequest> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 10);
+  messageDesc(file_colink_auth_v1_auth, 14);
 
 /**
  * A second factor is needed to finish signing in.
@@ -460,7 +558,7 @@ export type SecondFactorChallenge = Message<"colink.auth.v1.SecondFactorChalleng
  * Use `create(SecondFactorChallengeSchema)` to create a new message.
  */
 export const SecondFactorChallengeSchema: GenMessage<SecondFactorChallenge> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 11);
+  messageDesc(file_colink_auth_v1_auth, 15);
 
 /**
  * Login result: tokens, or a challenge.
@@ -504,7 +602,7 @@ export type LoginResponse = Message<"colink.auth.v1.LoginResponse"> & {
  * Use `create(LoginResponseSchema)` to create a new message.
  */
 export const LoginResponseSchema: GenMessage<LoginResponse> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 12);
+  messageDesc(file_colink_auth_v1_auth, 16);
 
 /**
  * VerifySecondFactor.
@@ -546,7 +644,7 @@ export type VerifySecondFactorRequest = Message<"colink.auth.v1.VerifySecondFact
  * Use `create(VerifySecondFactorRequestSchema)` to create a new message.
  */
 export const VerifySecondFactorRequestSchema: GenMessage<VerifySecondFactorRequest> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 13);
+  messageDesc(file_colink_auth_v1_auth, 17);
 
 /**
  * VerifySecondFactor result.
@@ -574,7 +672,7 @@ export type VerifySecondFactorResponse = Message<"colink.auth.v1.VerifySecondFac
  * Use `create(VerifySecondFactorResponseSchema)` to create a new message.
  */
 export const VerifySecondFactorResponseSchema: GenMessage<VerifySecondFactorResponse> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 14);
+  messageDesc(file_colink_auth_v1_auth, 18);
 
 /**
  * Refresh.
@@ -595,7 +693,7 @@ export type RefreshRequest = Message<"colink.auth.v1.RefreshRequest"> & {
  * Use `create(RefreshRequestSchema)` to create a new message.
  */
 export const RefreshRequestSchema: GenMessage<RefreshRequest> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 15);
+  messageDesc(file_colink_auth_v1_auth, 19);
 
 /**
  * Refresh result.
@@ -616,7 +714,7 @@ export type RefreshResponse = Message<"colink.auth.v1.RefreshResponse"> & {
  * Use `create(RefreshResponseSchema)` to create a new message.
  */
 export const RefreshResponseSchema: GenMessage<RefreshResponse> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 16);
+  messageDesc(file_colink_auth_v1_auth, 20);
 
 /**
  * Logout.
@@ -637,7 +735,7 @@ export type LogoutRequest = Message<"colink.auth.v1.LogoutRequest"> & {
  * Use `create(LogoutRequestSchema)` to create a new message.
  */
 export const LogoutRequestSchema: GenMessage<LogoutRequest> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 17);
+  messageDesc(file_colink_auth_v1_auth, 21);
 
 /**
  * Logout result.
@@ -658,7 +756,7 @@ export type LogoutResponse = Message<"colink.auth.v1.LogoutResponse"> & {
  * Use `create(LogoutResponseSchema)` to create a new message.
  */
 export const LogoutResponseSchema: GenMessage<LogoutResponse> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 18);
+  messageDesc(file_colink_auth_v1_auth, 22);
 
 /**
  * GetJwks.
@@ -673,7 +771,7 @@ export type GetJwksRequest = Message<"colink.auth.v1.GetJwksRequest"> & {
  * Use `create(GetJwksRequestSchema)` to create a new message.
  */
 export const GetJwksRequestSchema: GenMessage<GetJwksRequest> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 19);
+  messageDesc(file_colink_auth_v1_auth, 23);
 
 /**
  * One public key in JWK form (RFC 7517 / RFC 8037).
@@ -729,7 +827,7 @@ export type Jwk = Message<"colink.auth.v1.Jwk"> & {
  * Use `create(JwkSchema)` to create a new message.
  */
 export const JwkSchema: GenMessage<Jwk> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 20);
+  messageDesc(file_colink_auth_v1_auth, 24);
 
 /**
  * GetJwks result.
@@ -750,7 +848,7 @@ export type GetJwksResponse = Message<"colink.auth.v1.GetJwksResponse"> & {
  * Use `create(GetJwksResponseSchema)` to create a new message.
  */
 export const GetJwksResponseSchema: GenMessage<GetJwksResponse> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 21);
+  messageDesc(file_colink_auth_v1_auth, 25);
 
 /**
  * ChangePassword.
@@ -778,7 +876,7 @@ export type ChangePasswordRequest = Message<"colink.auth.v1.ChangePasswordReques
  * Use `create(ChangePasswordRequestSchema)` to create a new message.
  */
 export const ChangePasswordRequestSchema: GenMessage<ChangePasswordRequest> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 22);
+  messageDesc(file_colink_auth_v1_auth, 26);
 
 /**
  * ChangePassword result.
@@ -793,7 +891,7 @@ export type ChangePasswordResponse = Message<"colink.auth.v1.ChangePasswordRespo
  * Use `create(ChangePasswordResponseSchema)` to create a new message.
  */
 export const ChangePasswordResponseSchema: GenMessage<ChangePasswordResponse> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 23);
+  messageDesc(file_colink_auth_v1_auth, 27);
 
 /**
  * ListSessions.
@@ -808,7 +906,7 @@ export type ListSessionsRequest = Message<"colink.auth.v1.ListSessionsRequest"> 
  * Use `create(ListSessionsRequestSchema)` to create a new message.
  */
 export const ListSessionsRequestSchema: GenMessage<ListSessionsRequest> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 24);
+  messageDesc(file_colink_auth_v1_auth, 28);
 
 /**
  * A signed-in device.
@@ -857,7 +955,7 @@ export type Session = Message<"colink.auth.v1.Session"> & {
  * Use `create(SessionSchema)` to create a new message.
  */
 export const SessionSchema: GenMessage<Session> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 25);
+  messageDesc(file_colink_auth_v1_auth, 29);
 
 /**
  * ListSessions result.
@@ -878,7 +976,7 @@ export type ListSessionsResponse = Message<"colink.auth.v1.ListSessionsResponse"
  * Use `create(ListSessionsResponseSchema)` to create a new message.
  */
 export const ListSessionsResponseSchema: GenMessage<ListSessionsResponse> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 26);
+  messageDesc(file_colink_auth_v1_auth, 30);
 
 /**
  * RevokeSession.
@@ -899,7 +997,7 @@ export type RevokeSessionRequest = Message<"colink.auth.v1.RevokeSessionRequest"
  * Use `create(RevokeSessionRequestSchema)` to create a new message.
  */
 export const RevokeSessionRequestSchema: GenMessage<RevokeSessionRequest> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 27);
+  messageDesc(file_colink_auth_v1_auth, 31);
 
 /**
  * RevokeSession result.
@@ -914,7 +1012,7 @@ export type RevokeSessionResponse = Message<"colink.auth.v1.RevokeSessionRespons
  * Use `create(RevokeSessionResponseSchema)` to create a new message.
  */
 export const RevokeSessionResponseSchema: GenMessage<RevokeSessionResponse> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 28);
+  messageDesc(file_colink_auth_v1_auth, 32);
 
 /**
  * EnrollTotp.
@@ -929,7 +1027,7 @@ export type EnrollTotpRequest = Message<"colink.auth.v1.EnrollTotpRequest"> & {
  * Use `create(EnrollTotpRequestSchema)` to create a new message.
  */
 export const EnrollTotpRequestSchema: GenMessage<EnrollTotpRequest> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 29);
+  messageDesc(file_colink_auth_v1_auth, 33);
 
 /**
  * EnrollTotp result.
@@ -957,7 +1055,7 @@ export type EnrollTotpResponse = Message<"colink.auth.v1.EnrollTotpResponse"> & 
  * Use `create(EnrollTotpResponseSchema)` to create a new message.
  */
 export const EnrollTotpResponseSchema: GenMessage<EnrollTotpResponse> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 30);
+  messageDesc(file_colink_auth_v1_auth, 34);
 
 /**
  * ConfirmTotp.
@@ -978,7 +1076,7 @@ export type ConfirmTotpRequest = Message<"colink.auth.v1.ConfirmTotpRequest"> & 
  * Use `create(ConfirmTotpRequestSchema)` to create a new message.
  */
 export const ConfirmTotpRequestSchema: GenMessage<ConfirmTotpRequest> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 31);
+  messageDesc(file_colink_auth_v1_auth, 35);
 
 /**
  * ConfirmTotp result.
@@ -999,7 +1097,7 @@ export type ConfirmTotpResponse = Message<"colink.auth.v1.ConfirmTotpResponse"> 
  * Use `create(ConfirmTotpResponseSchema)` to create a new message.
  */
 export const ConfirmTotpResponseSchema: GenMessage<ConfirmTotpResponse> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 32);
+  messageDesc(file_colink_auth_v1_auth, 36);
 
 /**
  * DisableTotp.
@@ -1020,7 +1118,7 @@ export type DisableTotpRequest = Message<"colink.auth.v1.DisableTotpRequest"> & 
  * Use `create(DisableTotpRequestSchema)` to create a new message.
  */
 export const DisableTotpRequestSchema: GenMessage<DisableTotpRequest> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 33);
+  messageDesc(file_colink_auth_v1_auth, 37);
 
 /**
  * DisableTotp result.
@@ -1035,7 +1133,7 @@ export type DisableTotpResponse = Message<"colink.auth.v1.DisableTotpResponse"> 
  * Use `create(DisableTotpResponseSchema)` to create a new message.
  */
 export const DisableTotpResponseSchema: GenMessage<DisableTotpResponse> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 34);
+  messageDesc(file_colink_auth_v1_auth, 38);
 
 /**
  * BeginWebAuthnRegistration.
@@ -1056,7 +1154,7 @@ export type BeginWebAuthnRegistrationRequest = Message<"colink.auth.v1.BeginWebA
  * Use `create(BeginWebAuthnRegistrationRequestSchema)` to create a new message.
  */
 export const BeginWebAuthnRegistrationRequestSchema: GenMessage<BeginWebAuthnRegistrationRequest> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 35);
+  messageDesc(file_colink_auth_v1_auth, 39);
 
 /**
  * BeginWebAuthnRegistration result.
@@ -1084,7 +1182,7 @@ export type BeginWebAuthnRegistrationResponse = Message<"colink.auth.v1.BeginWeb
  * Use `create(BeginWebAuthnRegistrationResponseSchema)` to create a new message.
  */
 export const BeginWebAuthnRegistrationResponseSchema: GenMessage<BeginWebAuthnRegistrationResponse> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 36);
+  messageDesc(file_colink_auth_v1_auth, 40);
 
 /**
  * FinishWebAuthnRegistration.
@@ -1112,7 +1210,7 @@ export type FinishWebAuthnRegistrationRequest = Message<"colink.auth.v1.FinishWe
  * Use `create(FinishWebAuthnRegistrationRequestSchema)` to create a new message.
  */
 export const FinishWebAuthnRegistrationRequestSchema: GenMessage<FinishWebAuthnRegistrationRequest> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 37);
+  messageDesc(file_colink_auth_v1_auth, 41);
 
 /**
  * FinishWebAuthnRegistration result.
@@ -1133,7 +1231,7 @@ export type FinishWebAuthnRegistrationResponse = Message<"colink.auth.v1.FinishW
  * Use `create(FinishWebAuthnRegistrationResponseSchema)` to create a new message.
  */
 export const FinishWebAuthnRegistrationResponseSchema: GenMessage<FinishWebAuthnRegistrationResponse> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 38);
+  messageDesc(file_colink_auth_v1_auth, 42);
 
 /**
  * RequestPasswordReset.
@@ -1154,7 +1252,7 @@ export type RequestPasswordResetRequest = Message<"colink.auth.v1.RequestPasswor
  * Use `create(RequestPasswordResetRequestSchema)` to create a new message.
  */
 export const RequestPasswordResetRequestSchema: GenMessage<RequestPasswordResetRequest> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 39);
+  messageDesc(file_colink_auth_v1_auth, 43);
 
 /**
  * RequestPasswordReset result.
@@ -1169,7 +1267,7 @@ export type RequestPasswordResetResponse = Message<"colink.auth.v1.RequestPasswo
  * Use `create(RequestPasswordResetResponseSchema)` to create a new message.
  */
 export const RequestPasswordResetResponseSchema: GenMessage<RequestPasswordResetResponse> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 40);
+  messageDesc(file_colink_auth_v1_auth, 44);
 
 /**
  * ResetPassword.
@@ -1204,7 +1302,7 @@ export type ResetPasswordRequest = Message<"colink.auth.v1.ResetPasswordRequest"
  * Use `create(ResetPasswordRequestSchema)` to create a new message.
  */
 export const ResetPasswordRequestSchema: GenMessage<ResetPasswordRequest> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 41);
+  messageDesc(file_colink_auth_v1_auth, 45);
 
 /**
  * ResetPassword result.
@@ -1219,7 +1317,7 @@ export type ResetPasswordResponse = Message<"colink.auth.v1.ResetPasswordRespons
  * Use `create(ResetPasswordResponseSchema)` to create a new message.
  */
 export const ResetPasswordResponseSchema: GenMessage<ResetPasswordResponse> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 42);
+  messageDesc(file_colink_auth_v1_auth, 46);
 
 /**
  * VerifyEmail.
@@ -1240,7 +1338,7 @@ export type VerifyEmailRequest = Message<"colink.auth.v1.VerifyEmailRequest"> & 
  * Use `create(VerifyEmailRequestSchema)` to create a new message.
  */
 export const VerifyEmailRequestSchema: GenMessage<VerifyEmailRequest> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 43);
+  messageDesc(file_colink_auth_v1_auth, 47);
 
 /**
  * VerifyEmail result.
@@ -1255,7 +1353,7 @@ export type VerifyEmailResponse = Message<"colink.auth.v1.VerifyEmailResponse"> 
  * Use `create(VerifyEmailResponseSchema)` to create a new message.
  */
 export const VerifyEmailResponseSchema: GenMessage<VerifyEmailResponse> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 44);
+  messageDesc(file_colink_auth_v1_auth, 48);
 
 /**
  * RequestEmailVerification.
@@ -1270,7 +1368,7 @@ export type RequestEmailVerificationRequest = Message<"colink.auth.v1.RequestEma
  * Use `create(RequestEmailVerificationRequestSchema)` to create a new message.
  */
 export const RequestEmailVerificationRequestSchema: GenMessage<RequestEmailVerificationRequest> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 45);
+  messageDesc(file_colink_auth_v1_auth, 49);
 
 /**
  * RequestEmailVerification result.
@@ -1285,7 +1383,7 @@ export type RequestEmailVerificationResponse = Message<"colink.auth.v1.RequestEm
  * Use `create(RequestEmailVerificationResponseSchema)` to create a new message.
  */
 export const RequestEmailVerificationResponseSchema: GenMessage<RequestEmailVerificationResponse> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 46);
+  messageDesc(file_colink_auth_v1_auth, 50);
 
 /**
  * Workspace role of an account; the same names appear in access tokens.
@@ -1492,6 +1590,34 @@ export const AuthService: GenService<{
     methodKind: "unary";
     input: typeof CheckSessionRequestSchema;
     output: typeof CheckSessionResponseSchema;
+  },
+  /**
+   * Suspends an account until a time, or lifts its suspension: while
+   * suspended it cannot sign in or refresh, and its sessions end at once on
+   * every node (as for deactivation). AdminService's workspace bans call
+   * it. Admins only; no REST path.
+   * Errors: INVALID_ARGUMENT naming `user_id` or `suspended_until` (in the
+   * past); NOT_FOUND; FAILED_PRECONDITION for the caller's own account or
+   * an admin's; PERMISSION_DENIED.
+   *
+   * @generated from rpc colink.auth.v1.AuthService.SetAccountSuspension
+   */
+  setAccountSuspension: {
+    methodKind: "unary";
+    input: typeof SetAccountSuspensionRequestSchema;
+    output: typeof SetAccountSuspensionResponseSchema;
+  },
+  /**
+   * One account, for moderators and admins deciding on a sanction.
+   * Moderators and admins; no REST path.
+   * Errors: INVALID_ARGUMENT naming `user_id`; NOT_FOUND; PERMISSION_DENIED.
+   *
+   * @generated from rpc colink.auth.v1.AuthService.GetAccount
+   */
+  getAccount: {
+    methodKind: "unary";
+    input: typeof GetAccountRequestSchema;
+    output: typeof GetAccountResponseSchema;
   },
   /**
    * Changes the caller's password; ends every other session.
