@@ -38,6 +38,9 @@ impl Server {
             .env("COLINK_AUTH__ARGON2_ITERATIONS", "1")
             // The load generator registers thousands of accounts from here.
             .env("COLINK_AUTH__REGISTRATIONS_PER_ADDRESS_PER_HOUR", "0")
+            // The users sign in once; the longest scenarios outlast a
+            // default access token.
+            .env("COLINK_AUTH__ACCESS_TOKEN_TTL_SECS", "86400")
             .env("COLINK_LOG__LEVEL", "warn")
             // The files scenario uploads hundreds of MiB per user.
             .env("COLINK_FILES__DEFAULT_QUOTA_BYTES", (1_i64 << 40).to_string())

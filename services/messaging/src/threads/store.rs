@@ -110,16 +110,22 @@ pub async fn created_by<C: ConnectionTrait>(conn: &C, reply: &message::Model) ->
 /// its newest live reply, and its author's participation.
 pub async fn record_removal<C: ConnectionTrait>(txn: &C, reply: &message::Model) -> Result<(), DbErr> {
     let Some(thread_id) = &reply.thread_id else { return Ok(()) };
+    settle(txn, thread_id, Expr::col(thread::Column::ReplyCount).sub(1)).await?;
+    recount_participant(txn, thread_id, &reply.sender_id).await
+}
+
+/// Sets a thread's reply count, and its last reply to its newest live one.
+async fn settle<C: ConnectionTrait>(txn: &C, thread_id: &str, count: Expr) -> Result<(), DbErr> {
     let newest = live_replies(thread_id).order_by_desc(message::Column::Seq).one(txn).await?;
     thread::Entity::update_many()
-        .col_expr(thread::Column::ReplyCount, Expr::col(thread::Column::ReplyCount).sub(1))
+        .col_expr(thread::Column::ReplyCount, count)
         .col_expr(thread::Column::LastReplyId, Expr::val(newest.as_ref().map(|m| m.message_id.clone())))
         .col_expr(thread::Column::LastReplySeq, Expr::val(newest.as_ref().map_or(0, |m| m.seq)))
         .col_expr(thread::Column::LastReplyAt, Expr::val(newest.as_ref().map(|m| m.created_at)))
         .filter(thread::Column::ThreadId.eq(thread_id))
         .exec(txn)
         .await?;
-    recount_participant(txn, thread_id, &reply.sender_id).await
+    Ok(())
 }
 
 /// Counts one author's live replies in a thread again; one with none left
@@ -150,16 +156,8 @@ async fn recount_participant<C: ConnectionTrait>(txn: &C, thread_id: &str, user_
 /// Counts a thread's replies again after many of them went at once: its
 /// count, its newest live reply, and each author's participation.
 pub async fn recount<C: ConnectionTrait>(txn: &C, thread_id: &str) -> Result<(), DbErr> {
-    let newest = live_replies(thread_id).order_by_desc(message::Column::Seq).one(txn).await?;
     let count = i32::try_from(live_replies(thread_id).count(txn).await?).unwrap_or(i32::MAX);
-    thread::Entity::update_many()
-        .col_expr(thread::Column::ReplyCount, Expr::val(count))
-        .col_expr(thread::Column::LastReplyId, Expr::val(newest.as_ref().map(|m| m.message_id.clone())))
-        .col_expr(thread::Column::LastReplySeq, Expr::val(newest.as_ref().map_or(0, |m| m.seq)))
-        .col_expr(thread::Column::LastReplyAt, Expr::val(newest.as_ref().map(|m| m.created_at)))
-        .filter(thread::Column::ThreadId.eq(thread_id))
-        .exec(txn)
-        .await?;
+    settle(txn, thread_id, Expr::val(count)).await?;
     let participants =
         thread_participant::Entity::find().filter(thread_participant::Column::ThreadId.eq(thread_id)).all(txn).await?;
     for participant in participants {
