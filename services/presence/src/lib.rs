@@ -7,12 +7,12 @@
 //! notices still reach live streams; both recover as soon as it returns.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use colink_proto::channels::v1::channels_service_client::ChannelsServiceClient;
-use colink_proto::channels::v1::{GetChannelRequest, ListMyChannelsRequest, MemberRole};
+use colink_proto::channels::v1::{Channel as Conversation, GetChannelRequest, ListMyChannelsRequest, MemberRole};
 use colink_proto::events::v1::PresenceChanged;
 use colink_proto::events::v1::event::Payload;
 use colink_proto::presence::v1 as pb;
@@ -96,7 +96,11 @@ impl PresenceService {
     /// The consumer of `user.events` that takes deactivated accounts
     /// offline.
     pub fn deactivations(&self) -> Arc<dyn EventHandler> {
-        Arc::new(Deactivations { store: self.store.clone(), pubsub: self.pubsub.clone(), events: self.events.clone() })
+        Arc::new(Deactivations {
+            store: self.store.clone(),
+            pubsub: self.pubsub.clone(),
+            events: Arc::downgrade(&self.events),
+        })
     }
 
     /// Tells the people who share a conversation with the caller that their
@@ -305,15 +309,14 @@ impl PresenceService {
         Ok(to_pb(&caller.user_id, stored, now))
     }
 
-    /// Whether the caller is a member of the channel; PERMISSION_DENIED or
-    /// NOT_FOUND from channels pass through for channels they cannot see.
-    async fn is_member(&self, caller: &Caller, channel_id: &str) -> Result<bool> {
+    /// The channel as the caller sees it; PERMISSION_DENIED or NOT_FOUND
+    /// from channels pass through for channels they cannot see.
+    async fn channel(&self, caller: &Caller, channel_id: &str) -> Result<Conversation> {
         let request = GetChannelRequest { channel_id: channel_id.to_string() };
-        let channel = call_on_behalf(&self.channels, caller, request, |mut c, r| async move { c.get_channel(r).await })
+        call_on_behalf(&self.channels, caller, request, |mut c, r| async move { c.get_channel(r).await })
             .await?
             .channel
-            .ok_or_else(|| Error::internal("channels answered without a channel"))?;
-        Ok(channel.viewer_role != MemberRole::Unspecified as i32)
+            .ok_or_else(|| Error::internal("channels answered without a channel"))
     }
 
     async fn start_typing(&self, caller: &Caller, req: &pb::StartTypingRequest) -> Result<prost_types::Timestamp> {
@@ -321,8 +324,12 @@ impl PresenceService {
         let channel_id = v.id("channel_id", &req.channel_id);
         v.optional_id("thread_id", &req.thread_id);
         v.finish()?;
-        if !self.is_member(caller, &channel_id).await? {
+        let channel = self.channel(caller, &channel_id).await?;
+        if channel.viewer_role == MemberRole::Unspecified as i32 {
             return Err(Error::denied("only members can type in a conversation"));
+        }
+        if channel.viewer_muted {
+            return Err(Error::denied("you are muted in this conversation"));
         }
         // The live notice does not need the store: typing keeps working
         // for streaming members while it is down.
@@ -347,7 +354,7 @@ impl PresenceService {
     async fn list_typing(&self, caller: &Caller, raw_channel_id: &str) -> Result<Vec<pb::TypingUser>> {
         let channel_id = parse_id("channel_id", raw_channel_id)?;
         // Seeing the channel is enough; the call fails for outsiders.
-        self.is_member(caller, &channel_id).await?;
+        self.channel(caller, &channel_id).await?;
         let members = self.store.set_members(&typing_key(&channel_id)).await.map_err(degraded)?;
         Ok(members
             .into_iter()
@@ -470,7 +477,9 @@ async fn depart(store: &dyn Ephemeral, pubsub: &dyn PubSub, events: &dyn EventLo
 pub struct Deactivations {
     store: Arc<dyn Ephemeral>,
     pubsub: Arc<dyn PubSub>,
-    events: Arc<dyn EventLog>,
+    /// Weak: the log holds this consumer, and a strong reference back would
+    /// keep the log, and every consumer's database pool, alive for ever.
+    events: Weak<dyn EventLog>,
 }
 
 #[async_trait::async_trait]
@@ -484,7 +493,10 @@ impl EventHandler for Deactivations {
             .remove(&presence_key(&changed.user_id))
             .await
             .map_err(|e| EventError::Consumer(format!("cannot take {} offline: {}", changed.user_id, e.0)))?;
-        depart(self.store.as_ref(), self.pubsub.as_ref(), self.events.as_ref(), &changed.user_id).await;
+        // Without the log the node is stopping: nobody is left to tell.
+        if let Some(events) = self.events.upgrade() {
+            depart(self.store.as_ref(), self.pubsub.as_ref(), events.as_ref(), &changed.user_id).await;
+        }
         Ok(())
     }
 }

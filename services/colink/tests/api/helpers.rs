@@ -81,6 +81,11 @@ impl TestApp {
         Self { node: None, channel, channel_uri: String::new(), config: None, _data: TempDir::new().expect("temp dir") }
     }
 
+    /// The database URL template the node was started with.
+    pub fn database_url(&self) -> String {
+        self.config.as_ref().map(|c| c.database.url.clone()).unwrap_or_default()
+    }
+
     pub async fn spawn() -> Self {
         Self::spawn_with(|_| {}).await
     }

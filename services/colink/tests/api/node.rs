@@ -163,3 +163,44 @@ async fn the_node_serves_the_web_client_next_to_grpc() {
     let jwks = app.auth().get_jwks(GetJwksRequest {}).await.unwrap();
     assert!(!jwks.into_inner().keys.is_empty());
 }
+
+/// A node whose runtime ends without a shutdown (a test that panics, a
+/// process that exits) leaves no PostgreSQL connection behind: a reference
+/// cycle among its consumers once kept every pool open until the server
+/// refused new clients.
+#[test]
+#[ignore = "needs PostgreSQL: set COLINK_TEST_POSTGRES (the full suite does)"]
+fn a_dropped_node_leaves_no_database_connection_open() {
+    use sea_orm::ConnectionTrait;
+
+    let server = std::env::var("COLINK_TEST_POSTGRES").expect("COLINK_TEST_POSTGRES");
+    let runtime = || tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let url = runtime().block_on(async {
+        let app = TestApp::spawn().await;
+        let ann = app.register("ann").await;
+        app.create_channel(&ann, "general", ChannelKind::Public, &[]).await;
+        app.database_url()
+    });
+    let prefix = url.rsplit('/').next().unwrap_or_default().replace("{service}", "");
+    assert!(prefix.starts_with("colink_test_"), "{url}");
+    runtime().block_on(async {
+        let admin = sea_orm::Database::connect(format!("{}/postgres", server.trim_end_matches('/')))
+            .await
+            .expect("PostgreSQL reachable");
+        let query = format!("SELECT count(*)::bigint FROM pg_stat_activity WHERE datname LIKE '{prefix}%'");
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let row = admin
+                .query_one_raw(sea_orm::Statement::from_string(sea_orm::DbBackend::Postgres, query.clone()))
+                .await
+                .expect("count connections")
+                .expect("a row");
+            let open: i64 = row.try_get_by_index(0).expect("a count");
+            if open == 0 {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{open} connections still open to {prefix}*");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    });
+}
