@@ -10,7 +10,7 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(Initial), Box::new(RequestFingerprints), Box::new(IdempotencyKeys)]
+        vec![Box::new(Initial), Box::new(RequestFingerprints), Box::new(IdempotencyKeys), Box::new(Restrictions)]
     }
 }
 
@@ -109,5 +109,31 @@ impl MigrationTrait for IdempotencyKeys {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         manager.create_table(crate::idempotency_keys_table()).await?;
         manager.create_index(crate::index("idempotency_keys_by_age", "idempotency_keys", &["created_at"])).await
+    }
+}
+
+migration_name!(Restrictions, "m0004_channels_member_restrictions");
+
+#[async_trait::async_trait]
+impl MigrationTrait for Restrictions {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table("member_restrictions")
+                    .if_not_exists()
+                    .col(string_len("user_id", 36))
+                    // Empty for the whole workspace.
+                    .col(string_len("channel_id", 36))
+                    // A `RestrictionKind` value.
+                    .col(integer("kind"))
+                    // NULL: for good.
+                    .col(big_integer_null("expire_at"))
+                    .col(big_integer("created_at"))
+                    .primary_key(Index::create().col("user_id").col("channel_id").col("kind"))
+                    .to_owned(),
+            )
+            .await?;
+        Ok(())
     }
 }

@@ -10,7 +10,7 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(Initial)]
+        vec![Box::new(Initial), Box::new(RetentionPolicies)]
     }
 }
 
@@ -144,6 +144,38 @@ impl MigrationTrait for Initial {
         manager.create_table(outbox_table()).await?;
         manager.create_table(processed_events_table()).await?;
         manager.create_table(idempotency_keys_table()).await?;
+        Ok(())
+    }
+}
+
+migration_name!(RetentionPolicies, "m0002_files_retention_policies");
+
+#[async_trait::async_trait]
+impl MigrationTrait for RetentionPolicies {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table("file_retention_policies")
+                    .if_not_exists()
+                    // A `FileType` value.
+                    .col(integer("file_type").primary_key())
+                    .col(integer("retention_days"))
+                    .col(boolean("auto_delete"))
+                    .col(string_len("updated_by", 36))
+                    .col(big_integer("updated_at"))
+                    .to_owned(),
+            )
+            .await?;
+        // Runs started by an admin, and dry runs, are reported too.
+        for (name, mut column) in [
+            ("dry_run", boolean("dry_run").default(false).to_owned()),
+            ("started_by", string_len("started_by", 36).default("").to_owned()),
+        ] {
+            if !manager.has_column("retention_runs", name).await? {
+                manager.alter_table(Table::alter().table("retention_runs").add_column(&mut column).to_owned()).await?;
+            }
+        }
         Ok(())
     }
 }

@@ -261,7 +261,7 @@ function Conversation({ store, channelId }: { store: Store; channelId: string })
   const messages = store.sorted(channelId);
   const latest = messages.at(-1);
   return (
-    <section class="messages" aria-label={store.title(c.channel)}>
+    <section class="messages" aria-label={store.title(c.channel)} data-channel-id={channelId}>
       <header class="title">
         <h2>{store.title(c.channel)}</h2>
         {c.channel.name && (
@@ -279,15 +279,27 @@ function Conversation({ store, channelId }: { store: Store; channelId: string })
         {typing(store.typists(channelId))}
         {seen(store, channelId, messages)}
       </p>
-      <Composer
-        label={`Message ${store.title(c.channel)}`}
-        onSend={(text, fileIds) => store.send(text, undefined, fileIds)}
-        onAttach={(file) => store.upload(file)}
-        onType={() => store.typingNow()}
-        suggest={(typed) => store.mentionable(channelId, typed)}
-      />
+      {c.channel.viewerMuted ? (
+        <p class="muted-notice" role="status">
+          {mutedNotice(c.channel.viewerMutedUntil?.seconds)}
+        </p>
+      ) : (
+        <Composer
+          label={`Message ${store.title(c.channel)}`}
+          onSend={(text, fileIds) => store.send(text, undefined, fileIds)}
+          onAttach={(file) => store.upload(file)}
+          onType={() => store.typingNow()}
+          suggest={(typed) => store.mentionable(channelId, typed)}
+        />
+      )}
     </section>
   );
+}
+
+/** Why the composer is missing: a moderator's mute, until when. */
+function mutedNotice(untilSeconds: bigint | undefined): string {
+  const until = untilSeconds === undefined ? "" : ` until ${new Date(Number(untilSeconds) * 1000).toLocaleString()}`;
+  return `A moderator muted you here${until}. You can still read the conversation.`;
 }
 
 /** A message row's height before it is measured, in pixels. */

@@ -83,35 +83,66 @@ async function waitForText(page, text) {
 
 /** The RFC 6238 code of a base32 secret for the 30-second step `step`. */
 /**
- * Moderates a message as the user signed in on `page`, through the node's
- * gRPC-Web endpoint: a ModerateMessageRequest encoded by hand (message id,
- * action, reason), since the admin screens are not in this client.
+ * Calls an AdminService method as the user signed in on `page`, through the
+ * node's gRPC-Web endpoint, with a request encoded by hand (the admin
+ * screens are not in this client); answers the response message's bytes.
+ * `fields` are [number, string] or [number, integer] pairs, in order.
  */
-async function moderate(page, messageId, action, reason) {
+async function callAdmin(page, method, fields) {
   const answer = await page.evaluate(
-    async ({ messageId, action, reason }) => {
+    async ({ method, fields }) => {
       const token = JSON.parse(sessionStorage.getItem("colink.session")).accessToken;
       const utf8 = new TextEncoder();
-      const field = (tag, text) => {
-        const bytes = utf8.encode(text);
-        return [tag, bytes.length, ...bytes];
-      };
-      const body = [...field(0x0a, messageId), 0x10, action, ...(reason ? field(0x1a, reason) : [])];
+      const body = fields.flatMap(([number, value]) => {
+        if (typeof value === "number") {
+          return [number << 3, value];
+        }
+        const bytes = utf8.encode(value);
+        return [(number << 3) | 2, bytes.length, ...bytes];
+      });
       const frame = new Uint8Array(5 + body.length);
       new DataView(frame.buffer).setUint32(1, body.length);
       frame.set(body, 5);
-      const response = await fetch("/colink.admin.v1.AdminService/ModerateMessage", {
+      const response = await fetch(`/colink.admin.v1.AdminService/${method}`, {
         method: "POST",
         headers: { "content-type": "application/grpc-web+proto", "x-grpc-web": "1", authorization: `Bearer ${token}` },
         body: frame,
       });
-      const text = new TextDecoder().decode(new Uint8Array(await response.arrayBuffer()));
-      return { http: response.status, status: response.headers.get("grpc-status"), body: text };
+      const bytes = new Uint8Array(await response.arrayBuffer());
+      const text = new TextDecoder().decode(bytes);
+      return { http: response.status, status: response.headers.get("grpc-status"), text, bytes: [...bytes] };
     },
-    { messageId, action, reason },
+    { method, fields },
   );
-  const ok = answer.http === 200 && (answer.status === "0" || /grpc-status:\s*0\b/.test(answer.body));
-  expect(ok, `the moderation was refused: ${JSON.stringify(answer)}`);
+  const ok = answer.http === 200 && (answer.status === "0" || /grpc-status:\s*0\b/.test(answer.text));
+  expect(ok, `${method} was refused: ${answer.text}`);
+  const length = Buffer.from(answer.bytes.slice(1, 5)).readUInt32BE(0);
+  return Buffer.from(answer.bytes.slice(5, 5 + length));
+}
+
+/** Moderates a message (ModerateMessageRequest: message id, action, reason). */
+async function moderate(page, messageId, action, reason) {
+  await callAdmin(page, "ModerateMessage", [[1, messageId], [2, action], ...(reason ? [[3, reason]] : [])]);
+}
+
+/** The first string field inside the first embedded message of `bytes`. */
+function innerId(bytes) {
+  let at = 0;
+  const varint = () => {
+    let value = 0;
+    for (let shift = 0; ; shift += 7) {
+      const byte = bytes[at++];
+      value |= (byte & 0x7f) << shift;
+      if (byte < 0x80) {
+        return value;
+      }
+    }
+  };
+  varint(); // the embedded message's tag
+  varint(); // its length
+  varint(); // the string's tag
+  const length = varint();
+  return bytes.subarray(at, at + length).toString("utf8");
 }
 
 function totp(secret, step) {
@@ -245,6 +276,26 @@ try {
     await bob.screenshot({ path: join(results, "hidden-message.png") });
     await moderate(alice, id, 3, "");
     await waitForText(bob, "a remark to hide");
+  });
+
+  await step("a moderator mutes bob in a channel: he reads but has no composer there until it is lifted", async () => {
+    const userId = await bob.evaluate(() => JSON.parse(sessionStorage.getItem("colink.session")).userId);
+    const channelId = await alice.getByRole("region", { name: "#team" }).getAttribute("data-channel-id");
+    // CreateSanctionRequest: user, kind 2 (mute), channel, reason.
+    const created = await callAdmin(alice, "CreateSanction", [[1, userId], [2, 2], [3, channelId], [4, "cool off"]]);
+    const sanctionId = innerId(created);
+    await bob.reload();
+    await openChannel(bob, "team");
+    const team = bob.getByRole("region", { name: "#team" });
+    await team.getByRole("status").getByText("A moderator muted you here").waitFor();
+    expect((await team.getByLabel("Message #team").count()) === 0, "a muted member has no composer");
+    await accessible(bob, "a muted channel");
+    await bob.screenshot({ path: join(results, "muted.png") });
+    await callAdmin(alice, "LiftSanction", [[1, sanctionId], [2, "apologised"]]);
+    await bob.reload();
+    await openChannel(bob, "team");
+    await send(bob, "team", "sorry, all");
+    await waitForText(alice, "sorry, all");
   });
 
   await step("a photo is checked for viruses, then shown with its thumbnail and downloaded, on both sides", async () => {

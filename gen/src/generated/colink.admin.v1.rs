@@ -191,27 +191,6 @@ pub struct AuditLog {
     #[prost(string, tag = "14")]
     pub hash: ::prost::alloc::string::String,
 }
-/// How long files of one type are kept.
-#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
-pub struct FileRetentionPolicy {
-    /// The file type.
-    #[prost(enumeration = "super::super::files::v1::FileType", tag = "1")]
-    pub file_type: i32,
-    /// Days after upload before a file expires; 0 keeps files forever (the
-    /// initial value).
-    #[prost(int32, tag = "2")]
-    pub retention_days: i32,
-    /// Delete expired files automatically; when false they are only marked
-    /// expired, which stops downloads, until an admin deletes them.
-    #[prost(bool, tag = "3")]
-    pub auto_delete: bool,
-    /// Who last changed it; empty for the initial value.
-    #[prost(string, tag = "4")]
-    pub updated_by_id: ::prost::alloc::string::String,
-    /// When it last changed.
-    #[prost(message, optional, tag = "5")]
-    pub update_time: ::core::option::Option<::prost_types::Timestamp>,
-}
 /// DeactivateUser.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct DeactivateUserRequest {
@@ -597,38 +576,6 @@ pub struct GetAuditLogResponse {
     /// The entry.
     #[prost(message, optional, tag = "1")]
     pub audit_log: ::core::option::Option<AuditLog>,
-}
-/// ListFileRetentionPolicies.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
-pub struct ListFileRetentionPoliciesRequest {}
-/// ListFileRetentionPolicies result.
-#[derive(Clone, PartialEq, ::prost::Message)]
-pub struct ListFileRetentionPoliciesResponse {
-    /// One per file type (image, video, audio, document, other), in that
-    /// order.
-    #[prost(message, repeated, tag = "1")]
-    pub policies: ::prost::alloc::vec::Vec<FileRetentionPolicy>,
-}
-/// SetFileRetentionPolicy.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
-pub struct SetFileRetentionPolicyRequest {
-    /// The file type; in the path as its enum name, e.g. FILE_TYPE_IMAGE.
-    /// Required.
-    #[prost(enumeration = "super::super::files::v1::FileType", tag = "1")]
-    pub file_type: i32,
-    /// 0 (keep forever) or 1..=36,500 days.
-    #[prost(int32, tag = "2")]
-    pub retention_days: i32,
-    /// Delete expired files automatically instead of only marking them.
-    #[prost(bool, tag = "3")]
-    pub auto_delete: bool,
-}
-/// SetFileRetentionPolicy result.
-#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
-pub struct SetFileRetentionPolicyResponse {
-    /// The policy as stored.
-    #[prost(message, optional, tag = "1")]
-    pub policy: ::core::option::Option<FileRetentionPolicy>,
 }
 /// A workspace role; the same names and numbers as the auth service's Role.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
@@ -1402,68 +1349,6 @@ pub mod admin_service_client {
                 );
             self.inner.server_streaming(req, path, codec).await
         }
-        /// The file retention policy of every file type. Admins only.
-        pub async fn list_file_retention_policies(
-            &mut self,
-            request: impl tonic::IntoRequest<super::ListFileRetentionPoliciesRequest>,
-        ) -> std::result::Result<
-            tonic::Response<super::ListFileRetentionPoliciesResponse>,
-            tonic::Status,
-        > {
-            self.inner
-                .ready()
-                .await
-                .map_err(|e| {
-                    tonic::Status::unknown(
-                        format!("Service was not ready: {}", e.into()),
-                    )
-                })?;
-            let codec = crate::codec::ProtoCodec::default();
-            let path = http::uri::PathAndQuery::from_static(
-                "/colink.admin.v1.AdminService/ListFileRetentionPolicies",
-            );
-            let mut req = request.into_request();
-            req.extensions_mut()
-                .insert(
-                    GrpcMethod::new(
-                        "colink.admin.v1.AdminService",
-                        "ListFileRetentionPolicies",
-                    ),
-                );
-            self.inner.unary(req, path, codec).await
-        }
-        /// Sets the retention policy of one file type. Admins only. A file's own
-        /// retention setting (FilesService.UpdateFileRetention) overrides it.
-        /// Errors: INVALID_ARGUMENT naming `file_type` or `retention_days`.
-        pub async fn set_file_retention_policy(
-            &mut self,
-            request: impl tonic::IntoRequest<super::SetFileRetentionPolicyRequest>,
-        ) -> std::result::Result<
-            tonic::Response<super::SetFileRetentionPolicyResponse>,
-            tonic::Status,
-        > {
-            self.inner
-                .ready()
-                .await
-                .map_err(|e| {
-                    tonic::Status::unknown(
-                        format!("Service was not ready: {}", e.into()),
-                    )
-                })?;
-            let codec = crate::codec::ProtoCodec::default();
-            let path = http::uri::PathAndQuery::from_static(
-                "/colink.admin.v1.AdminService/SetFileRetentionPolicy",
-            );
-            let mut req = request.into_request();
-            req.extensions_mut()
-                .insert(
-                    GrpcMethod::new(
-                        "colink.admin.v1.AdminService",
-                        "SetFileRetentionPolicy",
-                    ),
-                );
-            self.inner.unary(req, path, codec).await
-        }
     }
 }
 /// Generated server implementations.
@@ -1671,24 +1556,6 @@ pub mod admin_service_server {
             request: tonic::Request<super::ExportAuditLogsRequest>,
         ) -> std::result::Result<
             tonic::Response<Self::ExportAuditLogsStream>,
-            tonic::Status,
-        >;
-        /// The file retention policy of every file type. Admins only.
-        async fn list_file_retention_policies(
-            &self,
-            request: tonic::Request<super::ListFileRetentionPoliciesRequest>,
-        ) -> std::result::Result<
-            tonic::Response<super::ListFileRetentionPoliciesResponse>,
-            tonic::Status,
-        >;
-        /// Sets the retention policy of one file type. Admins only. A file's own
-        /// retention setting (FilesService.UpdateFileRetention) overrides it.
-        /// Errors: INVALID_ARGUMENT naming `file_type` or `retention_days`.
-        async fn set_file_retention_policy(
-            &self,
-            request: tonic::Request<super::SetFileRetentionPolicyRequest>,
-        ) -> std::result::Result<
-            tonic::Response<super::SetFileRetentionPolicyResponse>,
             tonic::Status,
         >;
     }
@@ -2492,107 +2359,6 @@ pub mod admin_service_server {
                                 max_encoding_message_size,
                             );
                         let res = grpc.server_streaming(method, req).await;
-                        Ok(res)
-                    };
-                    Box::pin(fut)
-                }
-                "/colink.admin.v1.AdminService/ListFileRetentionPolicies" => {
-                    #[allow(non_camel_case_types)]
-                    struct ListFileRetentionPoliciesSvc<T: AdminService>(pub Arc<T>);
-                    impl<
-                        T: AdminService,
-                    > tonic::server::UnaryService<
-                        super::ListFileRetentionPoliciesRequest,
-                    > for ListFileRetentionPoliciesSvc<T> {
-                        type Response = super::ListFileRetentionPoliciesResponse;
-                        type Future = BoxFuture<
-                            tonic::Response<Self::Response>,
-                            tonic::Status,
-                        >;
-                        fn call(
-                            &mut self,
-                            request: tonic::Request<
-                                super::ListFileRetentionPoliciesRequest,
-                            >,
-                        ) -> Self::Future {
-                            let inner = Arc::clone(&self.0);
-                            let fut = async move {
-                                <T as AdminService>::list_file_retention_policies(
-                                        &inner,
-                                        request,
-                                    )
-                                    .await
-                            };
-                            Box::pin(fut)
-                        }
-                    }
-                    let accept_compression_encodings = self.accept_compression_encodings;
-                    let send_compression_encodings = self.send_compression_encodings;
-                    let max_decoding_message_size = self.max_decoding_message_size;
-                    let max_encoding_message_size = self.max_encoding_message_size;
-                    let inner = self.inner.clone();
-                    let fut = async move {
-                        let method = ListFileRetentionPoliciesSvc(inner);
-                        let codec = crate::codec::ProtoCodec::default();
-                        let mut grpc = tonic::server::Grpc::new(codec)
-                            .apply_compression_config(
-                                accept_compression_encodings,
-                                send_compression_encodings,
-                            )
-                            .apply_max_message_size_config(
-                                max_decoding_message_size,
-                                max_encoding_message_size,
-                            );
-                        let res = grpc.unary(method, req).await;
-                        Ok(res)
-                    };
-                    Box::pin(fut)
-                }
-                "/colink.admin.v1.AdminService/SetFileRetentionPolicy" => {
-                    #[allow(non_camel_case_types)]
-                    struct SetFileRetentionPolicySvc<T: AdminService>(pub Arc<T>);
-                    impl<
-                        T: AdminService,
-                    > tonic::server::UnaryService<super::SetFileRetentionPolicyRequest>
-                    for SetFileRetentionPolicySvc<T> {
-                        type Response = super::SetFileRetentionPolicyResponse;
-                        type Future = BoxFuture<
-                            tonic::Response<Self::Response>,
-                            tonic::Status,
-                        >;
-                        fn call(
-                            &mut self,
-                            request: tonic::Request<super::SetFileRetentionPolicyRequest>,
-                        ) -> Self::Future {
-                            let inner = Arc::clone(&self.0);
-                            let fut = async move {
-                                <T as AdminService>::set_file_retention_policy(
-                                        &inner,
-                                        request,
-                                    )
-                                    .await
-                            };
-                            Box::pin(fut)
-                        }
-                    }
-                    let accept_compression_encodings = self.accept_compression_encodings;
-                    let send_compression_encodings = self.send_compression_encodings;
-                    let max_decoding_message_size = self.max_decoding_message_size;
-                    let max_encoding_message_size = self.max_encoding_message_size;
-                    let inner = self.inner.clone();
-                    let fut = async move {
-                        let method = SetFileRetentionPolicySvc(inner);
-                        let codec = crate::codec::ProtoCodec::default();
-                        let mut grpc = tonic::server::Grpc::new(codec)
-                            .apply_compression_config(
-                                accept_compression_encodings,
-                                send_compression_encodings,
-                            )
-                            .apply_max_message_size_config(
-                                max_decoding_message_size,
-                                max_encoding_message_size,
-                            );
-                        let res = grpc.unary(method, req).await;
                         Ok(res)
                     };
                     Box::pin(fut)

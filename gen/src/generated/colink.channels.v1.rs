@@ -42,6 +42,13 @@ pub struct Channel {
     /// The caller's own preferences; unset when the caller is not a member.
     #[prost(message, optional, tag = "13")]
     pub viewer_preferences: ::core::option::Option<ChannelPreferences>,
+    /// A moderator muted the caller here or in the whole workspace: they read
+    /// but may not post, react, upload or type. Only for members.
+    #[prost(bool, tag = "14")]
+    pub viewer_muted: bool,
+    /// When the caller's mute ends; unset while not muted or muted for good.
+    #[prost(message, optional, tag = "15")]
+    pub viewer_muted_until: ::core::option::Option<::prost_types::Timestamp>,
 }
 /// One member's own settings for a conversation.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
@@ -294,6 +301,36 @@ pub struct RemoveMemberRequest {
 /// RemoveMember result.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct RemoveMemberResponse {}
+/// SetMemberRestriction.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct SetMemberRestrictionRequest {
+    /// The user. Required.
+    #[prost(string, tag = "1")]
+    pub user_id: ::prost::alloc::string::String,
+    /// The channel; empty for the whole workspace (mutes only).
+    #[prost(string, tag = "2")]
+    pub channel_id: ::prost::alloc::string::String,
+    /// Required.
+    #[prost(enumeration = "RestrictionKind", tag = "3")]
+    pub kind: i32,
+    /// Until then (in the future); unset means for good.
+    #[prost(message, optional, tag = "4")]
+    pub expire_time: ::core::option::Option<::prost_types::Timestamp>,
+    /// Lifts the restriction of this kind and scope instead; lifting what is
+    /// not there succeeds.
+    #[prost(bool, tag = "5")]
+    pub lift: bool,
+    /// Checks the request (the channel exists and can take it) and changes nothing.
+    #[prost(bool, tag = "6")]
+    pub validate_only: bool,
+}
+/// SetMemberRestriction result.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct SetMemberRestrictionResponse {
+    /// A ban took the user out of the channel.
+    #[prost(bool, tag = "1")]
+    pub removed: bool,
+}
 /// ListMembers.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct ListMembersRequest {
@@ -569,6 +606,39 @@ impl MemberRole {
             "MEMBER_ROLE_OWNER" => Some(Self::Owner),
             "MEMBER_ROLE_ADMIN" => Some(Self::Admin),
             "MEMBER_ROLE_MEMBER" => Some(Self::Member),
+            _ => None,
+        }
+    }
+}
+/// What a moderator's restriction keeps a user from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
+#[repr(i32)]
+pub enum RestrictionKind {
+    /// Never stored.
+    Unspecified = 0,
+    /// Reads, but may not post, react, upload or type.
+    Mute = 1,
+    /// Removed from a channel and kept out of it.
+    Ban = 2,
+}
+impl RestrictionKind {
+    /// String value of the enum field names used in the ProtoBuf definition.
+    ///
+    /// The values are not transformed in any way and thus are considered stable
+    /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+    pub fn as_str_name(&self) -> &'static str {
+        match self {
+            Self::Unspecified => "RESTRICTION_KIND_UNSPECIFIED",
+            Self::Mute => "RESTRICTION_KIND_MUTE",
+            Self::Ban => "RESTRICTION_KIND_BAN",
+        }
+    }
+    /// Creates an enum from field names used in the ProtoBuf definition.
+    pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+        match value {
+            "RESTRICTION_KIND_UNSPECIFIED" => Some(Self::Unspecified),
+            "RESTRICTION_KIND_MUTE" => Some(Self::Mute),
+            "RESTRICTION_KIND_BAN" => Some(Self::Ban),
             _ => None,
         }
     }
@@ -1229,6 +1299,43 @@ pub mod channels_service_client {
                 );
             self.inner.unary(req, path, codec).await
         }
+        /// Puts a moderator's mute or ban on a user, or lifts it; AdminService's
+        /// sanctions call it. A ban removes the user from the channel at once and
+        /// keeps them out (no join, add or invitation) until it ends; a mute lets
+        /// them read but not post, react, upload or type (`Channel.viewer_muted`).
+        /// Moderators and admins; no REST path.
+        /// Errors: INVALID_ARGUMENT naming `user_id`, `channel_id`, `kind` or
+        /// `expire_time`; NOT_FOUND for the channel; FAILED_PRECONDITION for a
+        /// ban of the whole workspace or in a direct message; PERMISSION_DENIED.
+        pub async fn set_member_restriction(
+            &mut self,
+            request: impl tonic::IntoRequest<super::SetMemberRestrictionRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::SetMemberRestrictionResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = crate::codec::ProtoCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/colink.channels.v1.ChannelsService/SetMemberRestriction",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new(
+                        "colink.channels.v1.ChannelsService",
+                        "SetMemberRestriction",
+                    ),
+                );
+            self.inner.unary(req, path, codec).await
+        }
         /// The caller's own preferences for one conversation (mute, hide, star).
         pub async fn update_channel_preferences(
             &mut self,
@@ -1417,6 +1524,21 @@ pub mod channels_service_server {
             request: tonic::Request<super::RespondToInvitationRequest>,
         ) -> std::result::Result<
             tonic::Response<super::RespondToInvitationResponse>,
+            tonic::Status,
+        >;
+        /// Puts a moderator's mute or ban on a user, or lifts it; AdminService's
+        /// sanctions call it. A ban removes the user from the channel at once and
+        /// keeps them out (no join, add or invitation) until it ends; a mute lets
+        /// them read but not post, react, upload or type (`Channel.viewer_muted`).
+        /// Moderators and admins; no REST path.
+        /// Errors: INVALID_ARGUMENT naming `user_id`, `channel_id`, `kind` or
+        /// `expire_time`; NOT_FOUND for the channel; FAILED_PRECONDITION for a
+        /// ban of the whole workspace or in a direct message; PERMISSION_DENIED.
+        async fn set_member_restriction(
+            &self,
+            request: tonic::Request<super::SetMemberRestrictionRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::SetMemberRestrictionResponse>,
             tonic::Status,
         >;
         /// The caller's own preferences for one conversation (mute, hide, star).
@@ -2269,6 +2391,55 @@ pub mod channels_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = RespondToInvitationSvc(inner);
+                        let codec = crate::codec::ProtoCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/colink.channels.v1.ChannelsService/SetMemberRestriction" => {
+                    #[allow(non_camel_case_types)]
+                    struct SetMemberRestrictionSvc<T: ChannelsService>(pub Arc<T>);
+                    impl<
+                        T: ChannelsService,
+                    > tonic::server::UnaryService<super::SetMemberRestrictionRequest>
+                    for SetMemberRestrictionSvc<T> {
+                        type Response = super::SetMemberRestrictionResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::SetMemberRestrictionRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as ChannelsService>::set_member_restriction(
+                                        &inner,
+                                        request,
+                                    )
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = SetMemberRestrictionSvc(inner);
                         let codec = crate::codec::ProtoCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(

@@ -24,7 +24,7 @@ pub struct Event {
     /// What happened.
     #[prost(
         oneof = "event::Payload",
-        tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32"
+        tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 33"
     )]
     pub payload: ::core::option::Option<event::Payload>,
 }
@@ -101,12 +101,15 @@ pub mod event {
         /// policy was set or removed.
         #[prost(message, tag = "30")]
         RetentionPolicyUpdated(super::RetentionPolicyChanged),
-        /// retention.run_finished: a message retention run ended.
+        /// retention.run_finished: a message or file retention run ended.
         #[prost(message, tag = "31")]
         RetentionRunFinished(super::RetentionRunFinished),
         /// user.sanctioned, user.sanction_lifted
         #[prost(message, tag = "32")]
         UserSanctionChanged(super::UserSanctionChanged),
+        /// file_retention.policy_updated: a file type's retention policy was set.
+        #[prost(message, tag = "33")]
+        FileRetentionPolicyUpdated(super::FileRetentionPolicyChanged),
     }
 }
 /// Messages of one conversation that passed its retention.
@@ -423,6 +426,31 @@ pub struct RetentionRunFinished {
     /// Why it failed; empty otherwise.
     #[prost(string, tag = "8")]
     pub error: ::prost::alloc::string::String,
+    /// What it expired: "messages" (also when empty) or "files".
+    #[prost(string, tag = "9")]
+    pub subject: ::prost::alloc::string::String,
+    /// Files it expired (or would have).
+    #[prost(int64, tag = "10")]
+    pub file_count: i64,
+    /// Bytes of files it deleted from storage.
+    #[prost(int64, tag = "11")]
+    pub bytes_deleted: i64,
+}
+/// A file type's retention policy changed.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct FileRetentionPolicyChanged {
+    /// "image", "video", "audio", "document" or "other".
+    #[prost(string, tag = "1")]
+    pub file_type: ::prost::alloc::string::String,
+    /// Days after upload, 0 for forever, after the change.
+    #[prost(int32, tag = "2")]
+    pub retention_days: i32,
+    /// Before the change.
+    #[prost(int32, tag = "3")]
+    pub previous_days: i32,
+    /// Whether expired files' bytes are deleted, after the change.
+    #[prost(bool, tag = "4")]
+    pub auto_delete: bool,
 }
 /// A sanction of a user began or ended early.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]

@@ -406,6 +406,12 @@ pub struct RetentionRun {
     /// empty channel id.
     #[prost(message, repeated, tag = "6")]
     pub channels: ::prost::alloc::vec::Vec<ChannelRetention>,
+    /// It only counted: nothing expired.
+    #[prost(bool, tag = "7")]
+    pub dry_run: bool,
+    /// The admin who ran it; empty for the periodic runs.
+    #[prost(string, tag = "8")]
+    pub started_by_id: ::prost::alloc::string::String,
 }
 /// What one retention run expired in one channel.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -439,6 +445,76 @@ pub struct ListRetentionRunsResponse {
     /// Empty at the end.
     #[prost(string, tag = "2")]
     pub next_page_token: ::prost::alloc::string::String,
+}
+/// How long files of one type are kept.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct FileRetentionPolicy {
+    /// The file type.
+    #[prost(enumeration = "FileType", tag = "1")]
+    pub file_type: i32,
+    /// Days after upload before a file expires; 0 keeps files forever.
+    #[prost(int32, tag = "2")]
+    pub retention_days: i32,
+    /// Delete an expired file's bytes; otherwise it is only marked EXPIRED,
+    /// which stops downloads, for an admin to review.
+    #[prost(bool, tag = "3")]
+    pub auto_delete: bool,
+    /// Who last changed it; empty while the configuration's value holds.
+    #[prost(string, tag = "4")]
+    pub updated_by_id: ::prost::alloc::string::String,
+    /// When it last changed; unset while the configuration's value holds.
+    #[prost(message, optional, tag = "5")]
+    pub update_time: ::core::option::Option<::prost_types::Timestamp>,
+}
+/// ListFileRetentionPolicies.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ListFileRetentionPoliciesRequest {}
+/// ListFileRetentionPolicies result.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ListFileRetentionPoliciesResponse {
+    /// One per file type (image, video, audio, document, other), in that
+    /// order.
+    #[prost(message, repeated, tag = "1")]
+    pub policies: ::prost::alloc::vec::Vec<FileRetentionPolicy>,
+}
+/// SetFileRetentionPolicy.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct SetFileRetentionPolicyRequest {
+    /// The file type; in the path as its enum name, e.g. FILE_TYPE_IMAGE.
+    /// Required.
+    #[prost(enumeration = "FileType", tag = "1")]
+    pub file_type: i32,
+    /// 0 (keep forever) or 1..=36,500 days.
+    #[prost(int32, tag = "2")]
+    pub retention_days: i32,
+    /// Delete expired files' bytes instead of only marking them.
+    #[prost(bool, tag = "3")]
+    pub auto_delete: bool,
+}
+/// SetFileRetentionPolicy result.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct SetFileRetentionPolicyResponse {
+    /// The policy as stored.
+    #[prost(message, optional, tag = "1")]
+    pub policy: ::core::option::Option<FileRetentionPolicy>,
+}
+/// RunFileRetention.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RunFileRetentionRequest {
+    /// Only count what would expire.
+    #[prost(bool, tag = "1")]
+    pub dry_run: bool,
+    /// Up to 128 printable ASCII characters; a retry with the same key
+    /// answers the first run.
+    #[prost(string, tag = "2")]
+    pub idempotency_key: ::prost::alloc::string::String,
+}
+/// RunFileRetention result.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct RunFileRetentionResponse {
+    /// The run's report.
+    #[prost(message, optional, tag = "1")]
+    pub run: ::core::option::Option<RetentionRun>,
 }
 /// ShareFile.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -1232,6 +1308,102 @@ pub mod files_service_client {
                 );
             self.inner.unary(req, path, codec).await
         }
+        /// The retention policy of every file type as in force: set here, or
+        /// else from the node's configuration (`files.retention`). Admins only.
+        /// Errors: PERMISSION_DENIED.
+        pub async fn list_file_retention_policies(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ListFileRetentionPoliciesRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ListFileRetentionPoliciesResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = crate::codec::ProtoCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/colink.files.v1.FilesService/ListFileRetentionPolicies",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new(
+                        "colink.files.v1.FilesService",
+                        "ListFileRetentionPolicies",
+                    ),
+                );
+            self.inner.unary(req, path, codec).await
+        }
+        /// Sets the retention policy of one file type, on every node; audited.
+        /// A file's own setting (UpdateFileRetention) overrides it. Admins only.
+        /// Errors: INVALID_ARGUMENT naming `file_type` or `retention_days`;
+        /// PERMISSION_DENIED.
+        pub async fn set_file_retention_policy(
+            &mut self,
+            request: impl tonic::IntoRequest<super::SetFileRetentionPolicyRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::SetFileRetentionPolicyResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = crate::codec::ProtoCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/colink.files.v1.FilesService/SetFileRetentionPolicy",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new(
+                        "colink.files.v1.FilesService",
+                        "SetFileRetentionPolicy",
+                    ),
+                );
+            self.inner.unary(req, path, codec).await
+        }
+        /// Runs file retention now, or with `dry_run` only counts what it would
+        /// expire, and answers the run's report (also in ListRetentionRuns).
+        /// Admins only. A retry with the same idempotency key answers the first
+        /// run and starts none.
+        /// Errors: INVALID_ARGUMENT naming `idempotency_key`; PERMISSION_DENIED.
+        pub async fn run_file_retention(
+            &mut self,
+            request: impl tonic::IntoRequest<super::RunFileRetentionRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::RunFileRetentionResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = crate::codec::ProtoCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/colink.files.v1.FilesService/RunFileRetention",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new("colink.files.v1.FilesService", "RunFileRetention"),
+                );
+            self.inner.unary(req, path, codec).await
+        }
         /// Shares a file with one user, or changes an existing share's permission
         /// and expiry. Only the owner; the file must be confirmed and not INFECTED
         /// (FAILED_PRECONDITION). Guests can be shared with but cannot share.
@@ -1549,6 +1721,39 @@ pub mod files_service_server {
             request: tonic::Request<super::ListRetentionRunsRequest>,
         ) -> std::result::Result<
             tonic::Response<super::ListRetentionRunsResponse>,
+            tonic::Status,
+        >;
+        /// The retention policy of every file type as in force: set here, or
+        /// else from the node's configuration (`files.retention`). Admins only.
+        /// Errors: PERMISSION_DENIED.
+        async fn list_file_retention_policies(
+            &self,
+            request: tonic::Request<super::ListFileRetentionPoliciesRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ListFileRetentionPoliciesResponse>,
+            tonic::Status,
+        >;
+        /// Sets the retention policy of one file type, on every node; audited.
+        /// A file's own setting (UpdateFileRetention) overrides it. Admins only.
+        /// Errors: INVALID_ARGUMENT naming `file_type` or `retention_days`;
+        /// PERMISSION_DENIED.
+        async fn set_file_retention_policy(
+            &self,
+            request: tonic::Request<super::SetFileRetentionPolicyRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::SetFileRetentionPolicyResponse>,
+            tonic::Status,
+        >;
+        /// Runs file retention now, or with `dry_run` only counts what it would
+        /// expire, and answers the run's report (also in ListRetentionRuns).
+        /// Admins only. A retry with the same idempotency key answers the first
+        /// run and starts none.
+        /// Errors: INVALID_ARGUMENT naming `idempotency_key`; PERMISSION_DENIED.
+        async fn run_file_retention(
+            &self,
+            request: tonic::Request<super::RunFileRetentionRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::RunFileRetentionResponse>,
             tonic::Status,
         >;
         /// Shares a file with one user, or changes an existing share's permission
@@ -2188,6 +2393,153 @@ pub mod files_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = ListRetentionRunsSvc(inner);
+                        let codec = crate::codec::ProtoCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/colink.files.v1.FilesService/ListFileRetentionPolicies" => {
+                    #[allow(non_camel_case_types)]
+                    struct ListFileRetentionPoliciesSvc<T: FilesService>(pub Arc<T>);
+                    impl<
+                        T: FilesService,
+                    > tonic::server::UnaryService<
+                        super::ListFileRetentionPoliciesRequest,
+                    > for ListFileRetentionPoliciesSvc<T> {
+                        type Response = super::ListFileRetentionPoliciesResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<
+                                super::ListFileRetentionPoliciesRequest,
+                            >,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as FilesService>::list_file_retention_policies(
+                                        &inner,
+                                        request,
+                                    )
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ListFileRetentionPoliciesSvc(inner);
+                        let codec = crate::codec::ProtoCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/colink.files.v1.FilesService/SetFileRetentionPolicy" => {
+                    #[allow(non_camel_case_types)]
+                    struct SetFileRetentionPolicySvc<T: FilesService>(pub Arc<T>);
+                    impl<
+                        T: FilesService,
+                    > tonic::server::UnaryService<super::SetFileRetentionPolicyRequest>
+                    for SetFileRetentionPolicySvc<T> {
+                        type Response = super::SetFileRetentionPolicyResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::SetFileRetentionPolicyRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as FilesService>::set_file_retention_policy(
+                                        &inner,
+                                        request,
+                                    )
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = SetFileRetentionPolicySvc(inner);
+                        let codec = crate::codec::ProtoCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/colink.files.v1.FilesService/RunFileRetention" => {
+                    #[allow(non_camel_case_types)]
+                    struct RunFileRetentionSvc<T: FilesService>(pub Arc<T>);
+                    impl<
+                        T: FilesService,
+                    > tonic::server::UnaryService<super::RunFileRetentionRequest>
+                    for RunFileRetentionSvc<T> {
+                        type Response = super::RunFileRetentionResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::RunFileRetentionRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as FilesService>::run_file_retention(&inner, request)
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = RunFileRetentionSvc(inner);
                         let codec = crate::codec::ProtoCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(

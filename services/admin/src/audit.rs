@@ -142,16 +142,30 @@ fn entry_for(event: &Event) -> Option<Entry> {
                     ("previous_days", p.previous_days.to_string()),
                 ]),
             ),
-            Payload::RetentionRunFinished(r) => (
-                "retention_run",
-                r.run_id.clone(),
-                BTreeMap::from([
+            Payload::RetentionRunFinished(r) => {
+                let mut metadata = BTreeMap::from([
                     ("trigger", r.trigger.clone()),
                     ("dry_run", r.dry_run.to_string()),
                     ("state", r.state.clone()),
-                    ("message_count", r.message_count.to_string()),
                     ("channel_count", r.channel_count.to_string()),
                     ("elapsed_ms", r.elapsed_ms.to_string()),
+                ]);
+                if r.subject == "files" {
+                    metadata.insert("subject", r.subject.clone());
+                    metadata.insert("file_count", r.file_count.to_string());
+                    metadata.insert("bytes_deleted", r.bytes_deleted.to_string());
+                } else {
+                    metadata.insert("message_count", r.message_count.to_string());
+                }
+                ("retention_run", r.run_id.clone(), metadata)
+            }
+            Payload::FileRetentionPolicyUpdated(p) => (
+                "file_retention_policy",
+                p.file_type.clone(),
+                BTreeMap::from([
+                    ("retention_days", p.retention_days.to_string()),
+                    ("previous_days", p.previous_days.to_string()),
+                    ("auto_delete", p.auto_delete.to_string()),
                 ]),
             ),
             // Kept only for moderated messages; see `AuditRecorder::handle`.

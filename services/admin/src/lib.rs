@@ -19,6 +19,7 @@ use colink_proto::admin::v1 as pb;
 use colink_proto::admin::v1::admin_service_server::{AdminService as AdminRpc, AdminServiceServer};
 use colink_proto::auth::v1::auth_service_client::AuthServiceClient;
 use colink_proto::auth::v1::{Account, Role as AccountRole, SetAccountRoleRequest, SetAccountStatusRequest};
+use colink_proto::channels::v1::channels_service_client::ChannelsServiceClient;
 use colink_proto::events::v1::{MessageModerated, event::Payload};
 use colink_proto::google_api::HttpBody;
 use colink_proto::messaging::v1::messaging_service_client::MessagingServiceClient;
@@ -50,6 +51,7 @@ pub struct AdminService {
     outbox: Outbox,
     messaging: MessagingServiceClient<Channel>,
     auth: AuthServiceClient<Channel>,
+    channels: ChannelsServiceClient<Channel>,
     keys: Keys,
 }
 
@@ -57,6 +59,7 @@ pub struct AdminService {
 pub struct Peers {
     pub messaging: Channel,
     pub auth: Channel,
+    pub channels: Channel,
 }
 
 impl AdminService {
@@ -75,6 +78,7 @@ impl AdminService {
             outbox,
             messaging: MessagingServiceClient::new(peers.messaging),
             auth: AuthServiceClient::new(peers.auth),
+            channels: ChannelsServiceClient::new(peers.channels),
             keys: Keys::new(db.clone()),
             db,
         }
@@ -592,11 +596,6 @@ fn account_state(account: Account) -> pb::UserAccountState {
     }
 }
 
-/// Part of the contract, not of this version.
-fn not_yet(what: &str) -> Status {
-    Status::unimplemented(format!("{what} is not available in this version of Colink"))
-}
-
 #[tonic::async_trait]
 impl AdminRpc for AdminService {
     async fn list_audit_logs(
@@ -767,19 +766,5 @@ impl AdminRpc for AdminService {
         let caller = caller(&request)?;
         let sanction = AdminService::lift_sanction(self, caller, request.get_ref()).await?;
         Ok(Response::new(pb::LiftSanctionResponse { sanction: Some(sanction) }))
-    }
-
-    async fn list_file_retention_policies(
-        &self,
-        _: Request<pb::ListFileRetentionPoliciesRequest>,
-    ) -> Result<Response<pb::ListFileRetentionPoliciesResponse>, Status> {
-        Err(not_yet("file retention policies set here (files.retention in the configuration sets them)"))
-    }
-
-    async fn set_file_retention_policy(
-        &self,
-        _: Request<pb::SetFileRetentionPolicyRequest>,
-    ) -> Result<Response<pb::SetFileRetentionPolicyResponse>, Status> {
-        Err(not_yet("file retention policies set here (files.retention in the configuration sets them)"))
     }
 }

@@ -1,15 +1,18 @@
-//! Sanctions: a mute (the user reads but cannot post or react) or a ban,
-//! in the whole workspace or in one channel, until an expiry or for good.
-//! A workspace ban suspends the account in the auth service, which ends its
-//! sessions at once; mutes reach the messaging service as `user.sanctioned`
-//! events. Moderators may mute anyone but admins and ban from a channel;
-//! workspace bans and permanent sanctions need an admin. Everything is
-//! audited.
+//! Sanctions: a mute (the user reads but cannot post, react, upload or
+//! type) or a ban, in the whole workspace or in one channel, until an
+//! expiry or for good. A workspace ban suspends the account in the auth
+//! service, which ends its sessions at once. Mutes and channel bans are
+//! restrictions the channels service keeps (a channel ban takes the user
+//! out of the channel and keeps them out); mutes also reach the messaging
+//! service as `user.sanctioned` events. Moderators may mute anyone but
+//! admins and ban from a channel; workspace bans and permanent sanctions
+//! need an admin. Everything is audited.
 
 use std::collections::BTreeMap;
 
 use colink_proto::admin::v1 as pb;
 use colink_proto::auth::v1::{GetAccountRequest, Role as AccountRole, SetAccountSuspensionRequest};
+use colink_proto::channels::v1::{RestrictionKind, SetMemberRestrictionRequest};
 use colink_proto::events::v1::{UserSanctionChanged, event::Payload};
 use colink_runtime::clients::call_on_behalf;
 use colink_runtime::error::{Page, Violations, is_unique_violation};
@@ -62,6 +65,13 @@ fn require_may_sanction(caller: &Caller, kind: i32, channel_id: &str, expire_at:
     }
 }
 
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Restrict {
+    Apply,
+    Lift,
+    Check,
+}
+
 fn is_workspace_ban(row: &sanction::Model) -> bool {
     row.kind == pb::SanctionKind::Ban as i32 && row.channel_id.is_empty()
 }
@@ -90,33 +100,10 @@ impl AdminService {
         }
         v.finish()?;
         require_may_sanction(caller, kind as i32, &channel_id, expire_at)?;
-        if kind == pb::SanctionKind::Ban && !channel_id.is_empty() {
-            return Err(Error::Unimplemented("channel bans are not available in this version of Colink".into()));
-        }
         if user_id == caller.user_id {
             return Err(Error::precondition("you cannot sanction yourself"));
         }
-        let request = GetAccountRequest { user_id: user_id.clone() };
-        let account = call_on_behalf(&self.auth, caller, request, |mut c, r| async move { c.get_account(r).await })
-            .await?
-            .account
-            .ok_or_else(|| Error::internal("auth answered without an account"))?;
-        if account.role == AccountRole::Admin as i32 {
-            return Err(Error::precondition("admins cannot be sanctioned"));
-        }
         let active_key = format!("{user_id}:{}:{channel_id}", kind as i32);
-        // A sanction of the same scope that ran out no longer holds its key.
-        sanction::Entity::update_many()
-            .col_expr(sanction::Column::ActiveKey, Expr::val(Option::<String>::None))
-            .filter(sanction::Column::ActiveKey.eq(&active_key))
-            .filter(sanction::Column::ExpireAt.lte(now))
-            .exec(&self.db.writer)
-            .await?;
-        let held =
-            sanction::Entity::find().filter(sanction::Column::ActiveKey.eq(&active_key)).one(&self.db.reader).await?;
-        if held.is_some() {
-            return Err(Error::AlreadyExists("an active sanction of this kind and scope exists; lift it first".into()));
-        }
         let row = sanction::Model {
             sanction_id: new_id(),
             user_id: user_id.clone(),
@@ -129,12 +116,38 @@ impl AdminService {
             lifted_at: None,
             lifted_by: String::new(),
             lift_reason: String::new(),
-            active_key: Some(active_key),
+            active_key: Some(active_key.clone()),
         };
+        if !channel_id.is_empty() {
+            // The channel exists and can take this sanction, before anything changes.
+            self.restrict(caller, &row, Restrict::Check).await?;
+        }
+        let request = GetAccountRequest { user_id: user_id.clone() };
+        let account = call_on_behalf(&self.auth, caller, request, |mut c, r| async move { c.get_account(r).await })
+            .await?
+            .account
+            .ok_or_else(|| Error::internal("auth answered without an account"))?;
+        if account.role == AccountRole::Admin as i32 {
+            return Err(Error::precondition("admins cannot be sanctioned"));
+        }
+        // A sanction of the same scope that ran out no longer holds its key.
+        sanction::Entity::update_many()
+            .col_expr(sanction::Column::ActiveKey, Expr::val(Option::<String>::None))
+            .filter(sanction::Column::ActiveKey.eq(&active_key))
+            .filter(sanction::Column::ExpireAt.lte(now))
+            .exec(&self.db.writer)
+            .await?;
+        let held =
+            sanction::Entity::find().filter(sanction::Column::ActiveKey.eq(&active_key)).one(&self.db.reader).await?;
+        if held.is_some() {
+            return Err(Error::AlreadyExists("an active sanction of this kind and scope exists; lift it first".into()));
+        }
         if is_workspace_ban(&row) {
             // Permanent bans suspend until a date no one reaches.
             let until = expire_at.unwrap_or(now + 100 * MAX_MICROS);
             self.suspend(caller, &user_id, Some(until)).await?;
+        } else {
+            self.restrict(caller, &row, Restrict::Apply).await?;
         }
         let txn = self.db.writer.begin().await?;
         if let Err(err) = sanction::ActiveModel::from(row.clone()).insert(&txn).await {
@@ -149,6 +162,23 @@ impl AdminService {
         txn.commit().await?;
         self.outbox.notify();
         Ok(to_pb(&row, now))
+    }
+
+    /// Puts a mute or channel ban in force in the channels service, lifts
+    /// it, or only checks that its channel can take it.
+    async fn restrict(&self, caller: &Caller, row: &sanction::Model, what: Restrict) -> Result<()> {
+        let kind = if row.kind == pb::SanctionKind::Ban as i32 { RestrictionKind::Ban } else { RestrictionKind::Mute };
+        let request = SetMemberRestrictionRequest {
+            user_id: row.user_id.clone(),
+            channel_id: row.channel_id.clone(),
+            kind: kind as i32,
+            expire_time: row.expire_at.map(timestamp),
+            lift: what == Restrict::Lift,
+            validate_only: what == Restrict::Check,
+        };
+        call_on_behalf(&self.channels, caller, request, |mut c, r| async move { c.set_member_restriction(r).await })
+            .await?;
+        Ok(())
     }
 
     async fn suspend(&self, caller: &Caller, user_id: &str, until: Option<i64>) -> Result<()> {
@@ -263,6 +293,8 @@ impl AdminService {
         }
         if is_workspace_ban(&found) {
             self.suspend(caller, &found.user_id, None).await?;
+        } else {
+            self.restrict(caller, &found, Restrict::Lift).await?;
         }
         let lifted = sanction::Model {
             lifted_at: Some(now),

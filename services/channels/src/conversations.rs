@@ -199,6 +199,7 @@ impl ChannelsService {
         };
         let direct: Vec<String> = channels.values().filter(|c| is_direct(c)).map(|c| c.channel_id.clone()).collect();
         let mut participants = crate::participants(&self.db.reader, &direct).await?;
+        let mutes = self.mutes_of(&self.db.reader, &caller.user_id).await?;
         let mut out = Vec::with_capacity(memberships.len());
         for m in &memberships {
             let Some(c) = channels.remove(&m.channel_id) else { continue };
@@ -211,7 +212,8 @@ impl ChannelsService {
                 continue;
             }
             let people = participants.remove(&c.channel_id).unwrap_or_default();
-            out.push(crate::channel_proto(c, Some(m), people));
+            let mute = crate::restrictions::mute_in(&mutes, &c.channel_id);
+            out.push(crate::channel_proto(c, Some(m), people, mute));
         }
         let next_page_token = match (more, memberships.last()) {
             (true, Some(last)) => encode_page_token(&format!("{}:{}", last.joined_at, last.channel_id)),

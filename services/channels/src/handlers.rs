@@ -254,6 +254,14 @@ impl ChannelsRpc for ChannelsService {
         Ok(Response::new(response))
     }
 
+    async fn set_member_restriction(
+        &self,
+        request: Request<pb::SetMemberRestrictionRequest>,
+    ) -> Result<Response<pb::SetMemberRestrictionResponse>, Status> {
+        let caller = caller(&request)?.clone();
+        Ok(Response::new(self.set_restriction(&caller, request.get_ref()).await?))
+    }
+
     async fn update_channel_preferences(
         &self,
         request: Request<pb::UpdateChannelPreferencesRequest>,

@@ -47,6 +47,7 @@ impl ChannelsService {
         if self.membership(&self.db.reader, &channel_id, &invitee).await?.is_some() {
             return Err(Error::AlreadyExists("that user is already a member".into()));
         }
+        self.require_not_banned(&self.db.reader, &channel_id, &invitee, &caller.user_id).await?;
         self.require_users(caller, "invitee_id", std::slice::from_ref(&invitee)).await?;
         let now = now_micros();
         let row = invitation::ActiveModel {

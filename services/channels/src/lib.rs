@@ -8,6 +8,7 @@ mod direct;
 mod handlers;
 mod invitations;
 mod membership;
+mod restrictions;
 mod rules;
 mod store;
 
@@ -100,7 +101,11 @@ impl ChannelsService {
         } else {
             Vec::new()
         };
-        Ok(channel_proto(c, membership, participant_ids))
+        let mute = match membership {
+            Some(m) => restrictions::mute_in(&self.mutes_of(conn, &m.user_id).await?, &c.channel_id),
+            None => None,
+        };
+        Ok(channel_proto(c, membership, participant_ids, mute))
     }
 
     /// Checks that every id names an existing account.
@@ -130,6 +135,7 @@ impl ChannelsService {
         member_role: MemberRole,
         by: &str,
     ) -> Result<member::Model> {
+        self.require_not_banned(txn, channel_id, user_id, by).await?;
         let now = now_micros();
         let row = member::ActiveModel {
             channel_id: Set(channel_id.to_string()),
@@ -249,8 +255,14 @@ async fn participants<C: ConnectionTrait>(conn: &C, channel_ids: &[String]) -> R
     Ok(out)
 }
 
-/// A channel as the contract shows it to a viewer.
-fn channel_proto(c: channel::Model, membership: Option<&member::Model>, participant_ids: Vec<String>) -> pb::Channel {
+/// A channel as the contract shows it to a viewer, with the viewer's mute
+/// there if one holds.
+fn channel_proto(
+    c: channel::Model,
+    membership: Option<&member::Model>,
+    participant_ids: Vec<String>,
+    mute: Option<restrictions::Mute>,
+) -> pb::Channel {
     pb::Channel {
         channel_id: c.channel_id,
         kind: c.kind,
@@ -265,5 +277,7 @@ fn channel_proto(c: channel::Model, membership: Option<&member::Model>, particip
         update_time: Some(timestamp(c.updated_at)),
         viewer_role: membership.map_or(MemberRole::Unspecified as i32, |m| m.role),
         viewer_preferences: membership.map(to_preferences),
+        viewer_muted: mute.is_some(),
+        viewer_muted_until: mute.flatten().map(timestamp),
     }
 }

@@ -96,3 +96,35 @@ pub mod idempotency {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+pub mod restriction {
+    use sea_orm::entity::prelude::*;
+
+    /// A moderator's mute or ban of one user, in one channel or (mutes,
+    /// with an empty channel id) everywhere.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "member_restrictions")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub user_id: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub channel_id: String,
+        /// A `RestrictionKind` value.
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub kind: i32,
+        /// None: for good.
+        pub expire_at: Option<i64>,
+        pub created_at: i64,
+    }
+
+    impl Model {
+        pub fn in_force(&self, now: i64) -> bool {
+            self.expire_at.is_none_or(|at| at > now)
+        }
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

@@ -260,8 +260,11 @@ impl Node {
                     let (outbox, relay) =
                         events::spawn_relay(service, db.clone(), event_log.clone(), shutdown_rx.clone());
                     background.push(relay);
-                    let admin_peers =
-                        colink_admin::Peers { messaging: peers.channel("messaging"), auth: peers.channel("auth") };
+                    let admin_peers = colink_admin::Peers {
+                        messaging: peers.channel("messaging"),
+                        auth: peers.channel("auth"),
+                        channels: peers.channel("channels"),
+                    };
                     let svc = AdminService::new(db, outbox, admin_peers);
                     for topic in [USER_EVENTS, CHANNEL_EVENTS, MESSAGE_EVENTS, REACTION_EVENTS, FILE_EVENTS] {
                         event_log.subscribe(topic, "admin.audit", svc.audit_recorder());

@@ -209,6 +209,28 @@ impl Shared {
         }
     }
 
+    /// Refuses an upload into a conversation the caller may not post in:
+    /// one they are not a member of, or where a moderator muted them.
+    pub(crate) async fn require_may_post(&self, caller: &Caller, channel_id: &str) -> Result<()> {
+        let request = GetChannelRequest { channel_id: channel_id.to_string() };
+        let channel =
+            match call_on_behalf(&self.channels, caller, request, |mut c, r| async move { c.get_channel(r).await })
+                .await
+            {
+                Ok(answer) => answer.channel,
+                Err(status) if matches!(status.code(), Code::NotFound | Code::PermissionDenied) => None,
+                Err(status) => return Err(status.into()),
+            };
+        match channel {
+            Some(c) if c.viewer_role == MemberRole::Unspecified as i32 => {
+                Err(Error::denied("you are not a member of this conversation"))
+            }
+            Some(c) if c.viewer_muted => Err(Error::denied("you are muted in this conversation")),
+            Some(_) => Ok(()),
+            None => Err(Error::denied("you are not a member of this conversation")),
+        }
+    }
+
     /// Writes a `file.*` event in the change's transaction, with the file
     /// as it is after the change, who may see it included (the search index
     /// keeps that).
@@ -251,11 +273,12 @@ impl Shared {
         let with_thumbnails: Vec<&str> =
             rows.iter().filter(|f| thumbnails::may_have(f)).map(|f| f.file_id.as_str()).collect();
         let thumbnails = thumbnails::of(&self.db.reader, &with_thumbnails).await?;
+        let policies = self.policies().await?;
         let files = rows.iter().map(|f| {
             let mut file = to_proto(f);
             if let Some(retention) = file.retention.as_mut() {
-                retention.expire_time = retention::expires_at(f, &self.config.retention).map(timestamp);
-                retention.auto_delete = self.config.retention.auto_delete;
+                retention.expire_time = retention::expires_at(f, &policies).map(timestamp);
+                retention.auto_delete = policies.of(f.file_type).auto_delete;
             }
             file.thumbnails = thumbnails
                 .iter()
@@ -662,6 +685,37 @@ impl FilesRpc for FilesService {
     ) -> Result<Response<pb::ListRetentionRunsResponse>, Status> {
         let caller = caller(&request)?;
         Ok(Response::new(self.shared.list_retention_runs(caller, request.get_ref()).await?))
+    }
+
+    async fn list_file_retention_policies(
+        &self,
+        request: Request<pb::ListFileRetentionPoliciesRequest>,
+    ) -> Result<Response<pb::ListFileRetentionPoliciesResponse>, Status> {
+        let caller = caller(&request)?;
+        Ok(Response::new(self.shared.list_retention_policies(caller).await?))
+    }
+
+    async fn set_file_retention_policy(
+        &self,
+        request: Request<pb::SetFileRetentionPolicyRequest>,
+    ) -> Result<Response<pb::SetFileRetentionPolicyResponse>, Status> {
+        let caller = caller(&request)?;
+        Ok(Response::new(self.shared.set_retention_policy(caller, request.get_ref()).await?))
+    }
+
+    async fn run_file_retention(
+        &self,
+        request: Request<pb::RunFileRetentionRequest>,
+    ) -> Result<Response<pb::RunFileRetentionResponse>, Status> {
+        let caller = caller(&request)?;
+        let key = key_of(&request, &request.get_ref().idempotency_key).map_err(Error::from)?;
+        let asked = pb::RunFileRetentionRequest { idempotency_key: String::new(), ..request.get_ref().clone() };
+        let shared = &self.shared;
+        let answer = shared
+            .keys
+            .once(&caller.user_id, key, "RunFileRetention", &asked, || shared.run_retention_now(caller, &asked))
+            .await?;
+        Ok(Response::new(answer))
     }
 
     async fn share_file(

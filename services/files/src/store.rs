@@ -146,3 +146,26 @@ pub mod thumbnail {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+pub mod retention_policy {
+    use sea_orm::entity::prelude::*;
+
+    /// A file type's retention as an admin set it; the configuration's
+    /// holds for a type without a row.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "file_retention_policies")]
+    pub struct Model {
+        /// `FileType`.
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub file_type: i32,
+        pub retention_days: i32,
+        pub auto_delete: bool,
+        pub updated_by: String,
+        pub updated_at: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

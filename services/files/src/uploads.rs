@@ -107,10 +107,8 @@ pub(crate) async fn create(
     };
     v.finish()?;
     let mime = mime.unwrap_or_default();
-    if let Some(channel_id) = &channel_id
-        && !shared.is_member(caller, channel_id).await?
-    {
-        return Err(Error::denied("you are not a member of this conversation"));
+    if let Some(channel_id) = &channel_id {
+        shared.require_may_post(caller, channel_id).await?;
     }
     release_expired(shared, &caller.user_id).await?;
 

@@ -390,6 +390,8 @@ impl MessagingService {
             channel_count: run.channel_count,
             elapsed_ms: (now - run.started_at) / 1000,
             error,
+            subject: "messages".into(),
+            ..Default::default()
         };
         let event = events::event("retention.run_finished", &run.started_by, Payload::RetentionRunFinished(finished));
         events::enqueue(&txn, MESSAGE_EVENTS, "workspace", &event).await?;

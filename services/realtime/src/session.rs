@@ -59,10 +59,22 @@ const HEARTBEAT_EVERY: Duration = Duration::from_secs(20);
 /// How long acknowledgements gather before they are recorded.
 const ACK_DELAY: Duration = Duration::from_millis(250);
 
+/// How long the answer to "may the caller type here" is trusted.
+const TYPING_RECHECK: Duration = Duration::from_secs(10);
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum TypingRight {
+    Allowed,
+    NotMember,
+    Muted,
+}
+
 struct Subscription {
     last_seq: i64,
-    /// Whether the caller is a member (checked on first typing notice).
-    member: Option<bool>,
+    /// Whether the caller may type here, and when that was asked: on the
+    /// first typing notice, and again once `TYPING_RECHECK` has passed, so
+    /// that a mute or a removal stops the notices soon.
+    typing: Option<(TypingRight, tokio::time::Instant)>,
     /// The replay reached the caller leaving ("left" or "removed"), and
     /// the log has not been read since.
     leaving: Option<&'static str>,
@@ -549,7 +561,7 @@ impl Session {
         };
         let head = page.head_seq;
         let start = cursor.map_or(head, |seq| seq.min(head));
-        self.subs.insert(channel_id.clone(), Subscription { last_seq: start, member: None, leaving: None });
+        self.subs.insert(channel_id.clone(), Subscription { last_seq: start, typing: None, leaving: None });
         self.live.insert(channel_id.clone(), BroadcastStream::new(receiver));
         self.send(Frame::Subscribed(pb::SubscribedFrame { channel_id: channel_id.clone(), head_seq: head })).await?;
         let more = if let Some(seq) = cursor.filter(|&seq| seq > head) {
@@ -803,32 +815,46 @@ impl Session {
         let Ok(channel_id) = parse_id("channel_id", &raw_id) else {
             return self.error_frame(Code::InvalidArgument, "channel_id: must be a UUID", &raw_id).await;
         };
-        let member = match self.subs.get(&channel_id).map(|s| s.member) {
+        let now = tokio::time::Instant::now();
+        let right = match self.subs.get(&channel_id).map(|s| s.typing) {
             None => {
                 return self.error_frame(Code::FailedPrecondition, "subscribe to the channel first", &channel_id).await;
             }
-            Some(Some(member)) => member,
-            Some(None) => {
+            Some(Some((right, asked))) if now.duration_since(asked) < TYPING_RECHECK => right,
+            Some(_) => {
                 let request = GetChannelRequest { channel_id: channel_id.clone() };
-                let member = self
+                let channel = self
                     .shared
                     .channels
                     .clone()
                     .get_channel(with_token(&self.token, request))
                     .await
                     .ok()
-                    .and_then(|r| r.into_inner().channel)
-                    .is_some_and(|c| c.viewer_role != MemberRole::Unspecified as i32);
+                    .and_then(|r| r.into_inner().channel);
+                let right = match channel {
+                    Some(c) if c.viewer_role == MemberRole::Unspecified as i32 => TypingRight::NotMember,
+                    Some(c) if c.viewer_muted => TypingRight::Muted,
+                    Some(_) => TypingRight::Allowed,
+                    None => TypingRight::NotMember,
+                };
                 if let Some(sub) = self.subs.get_mut(&channel_id) {
-                    sub.member = Some(member);
+                    sub.typing = Some((right, now));
                 }
-                member
+                right
             }
         };
-        if !member {
-            return self
-                .error_frame(Code::PermissionDenied, "only members can type in a conversation", &channel_id)
-                .await;
+        match right {
+            TypingRight::Allowed => {}
+            TypingRight::NotMember => {
+                return self
+                    .error_frame(Code::PermissionDenied, "only members can type in a conversation", &channel_id)
+                    .await;
+            }
+            TypingRight::Muted => {
+                return self
+                    .error_frame(Code::PermissionDenied, "you are muted in this conversation", &channel_id)
+                    .await;
+            }
         }
         // Stored for ListTypingUsers; the live notice does not depend on it.
         let stored = if stopped {

@@ -11,9 +11,10 @@ use colink_proto::admin::v1::ListAuditLogsRequest;
 use colink_proto::channels::v1::ChannelKind;
 use colink_proto::files::v1::{
     ConfirmUploadRequest, CreateUploadUrlRequest, CreateUploadUrlResponse, DeleteFileRequest, File, FileAccess,
-    FileState, GetDownloadUrlRequest, GetFileRequest, GetQuotaRequest, ListFileSharesRequest, ListFilesRequest,
-    ListRetentionRunsRequest, RevokeFileShareRequest, ScanStatus, SetQuotaRequest, ShareFileRequest, SharePermission,
-    ThumbnailSize, UpdateFileRequest, UpdateFileRetentionRequest,
+    FileState, FileType, GetDownloadUrlRequest, GetFileRequest, GetQuotaRequest, ListFileRetentionPoliciesRequest,
+    ListFileSharesRequest, ListFilesRequest, ListRetentionRunsRequest, RevokeFileShareRequest, RunFileRetentionRequest,
+    ScanStatus, SetFileRetentionPolicyRequest, SetQuotaRequest, ShareFileRequest, SharePermission, ThumbnailSize,
+    UpdateFileRequest, UpdateFileRetentionRequest,
 };
 use colink_proto::messaging::v1::channel_event::Kind;
 use colink_proto::messaging::v1::{
@@ -730,6 +731,81 @@ async fn files_past_their_retention_expire_and_every_run_is_reported() {
         app.files().list_retention_runs(alice.req(ListRetentionRunsRequest::default())).await,
         Code::PermissionDenied,
     );
+}
+
+#[tokio::test]
+async fn admins_set_file_retention_per_type_and_run_it_on_demand_or_dry() {
+    let clock = Arc::new(ManualClock::starting_now());
+    let app = TestApp::spawn_with_clock(clock.clone(), |c| c.files.retention.image_days = 7).await;
+    let root = app.register("root").await;
+    let alice = app.register("alice").await;
+    let room = app.create_channel(&alice, "room", ChannelKind::Public, &[]).await;
+    let list = || ListFileRetentionPoliciesRequest {};
+
+    // What holds before anyone sets anything is the configuration's.
+    assert_code(app.files().list_file_retention_policies(alice.req(list())).await, Code::PermissionDenied);
+    let policies = app.files().list_file_retention_policies(root.req(list())).await.unwrap().into_inner().policies;
+    let types: Vec<i32> = policies.iter().map(|p| p.file_type).collect();
+    let expected = [FileType::Image, FileType::Video, FileType::Audio, FileType::Document, FileType::Other];
+    assert_eq!(types, expected.map(|t| t as i32));
+    assert_eq!((policies[0].retention_days, policies[3].retention_days), (7, 0));
+    assert!(policies.iter().all(|p| p.updated_by_id.is_empty() && p.update_time.is_none()));
+
+    // Admins set one type's policy; bad input names its field.
+    let documents =
+        SetFileRetentionPolicyRequest { file_type: FileType::Document as i32, retention_days: 30, auto_delete: true };
+    let set = |user: &TestUser, request: SetFileRetentionPolicyRequest| {
+        let (mut files, request) = (app.files(), user.req(request));
+        async move { files.set_file_retention_policy(request).await }
+    };
+    assert_code(set(&alice, documents).await, Code::PermissionDenied);
+    assert_invalid(set(&root, SetFileRetentionPolicyRequest { file_type: 0, ..documents }).await, "file_type");
+    let forever = SetFileRetentionPolicyRequest { retention_days: 40_000, ..documents };
+    assert_invalid(set(&root, forever).await, "retention_days");
+    let stored = set(&root, documents).await.unwrap().into_inner().policy.unwrap();
+    assert_eq!(
+        (stored.retention_days, stored.auto_delete, stored.updated_by_id.as_str()),
+        (30, true, root.user_id.as_str())
+    );
+    let policies = app.files().list_file_retention_policies(root.req(list())).await.unwrap().into_inner().policies;
+    assert_eq!(policies[3], stored);
+
+    // A document now says when it expires.
+    let notes =
+        upload(&app, &alice, upload_request("notes.txt", "text/plain", b"1234", &room.channel_id), b"1234").await;
+    let retention = notes.retention.unwrap();
+    assert!(retention.auto_delete && retention.expire_time.is_some(), "{retention:?}");
+
+    // A month later: a dry run counts it and changes nothing; a retry
+    // answers the same run; the real run expires it.
+    clock.advance(Duration::from_secs(31 * 24 * 3600));
+    let run = |dry_run: bool, key: &str| RunFileRetentionRequest { dry_run, idempotency_key: key.into() };
+    assert_code(app.files().run_file_retention(alice.req(run(true, ""))).await, Code::PermissionDenied);
+    let dry = app.files().run_file_retention(root.req(run(true, "dry-1"))).await.unwrap().into_inner().run.unwrap();
+    assert!(dry.dry_run && dry.started_by_id == root.user_id, "{dry:?}");
+    assert_eq!((dry.files_expired, dry.bytes_deleted), (1, 4));
+    assert_eq!(dry.channels.iter().map(|c| c.channel_id.as_str()).collect::<Vec<_>>(), [room.channel_id.as_str()]);
+    let again = app.files().run_file_retention(root.req(run(true, "dry-1"))).await.unwrap().into_inner().run.unwrap();
+    assert_eq!(again, dry);
+    assert_eq!(get_file(&app, &alice, &notes.file_id).await.unwrap().state, FileState::Ready as i32);
+    let real = app.files().run_file_retention(root.req(run(false, ""))).await.unwrap().into_inner().run.unwrap();
+    assert!(!real.dry_run && real.files_expired == 1, "{real:?}");
+    assert_code(get_file(&app, &alice, &notes.file_id).await, Code::NotFound);
+    assert_eq!(get_file(&app, &root, &notes.file_id).await.unwrap().state, FileState::Expired as i32);
+    let runs = app.files().list_retention_runs(root.req(ListRetentionRunsRequest::default())).await.unwrap();
+    let runs = runs.into_inner().runs;
+    assert_eq!(
+        runs.iter().map(|r| (r.run_id.as_str(), r.dry_run)).take(2).collect::<Vec<_>>(),
+        [(real.run_id.as_str(), false), (dry.run_id.as_str(), true)]
+    );
+
+    // The change and both runs are in the audit log.
+    let changed = ListAuditLogsRequest { action: "file_retention.*".into(), ..Default::default() };
+    let entries = crate::admin::audit_entries(&app, &root, changed, 1).await;
+    assert_eq!((entries[0].target_type.as_str(), entries[0].target_id.as_str()), ("file_retention_policy", "document"));
+    let finished = ListAuditLogsRequest { action: "retention.run_finished".into(), ..Default::default() };
+    let entries = crate::admin::audit_entries(&app, &root, finished, 2).await;
+    assert!(entries.iter().all(|e| e.metadata.get("subject").map(String::as_str) == Some("files")), "{entries:?}");
 }
 
 #[tokio::test]

@@ -1,6 +1,7 @@
 //! Sanctions through the real gRPC client: mutes in a channel or the
-//! workspace, workspace bans (suspension), who may impose them, and that
-//! they end when lifted.
+//! workspace (no posts, reactions, uploads or typing), channel bans,
+//! workspace bans (suspension), who may impose them, and that they end
+//! when lifted.
 
 use std::time::Duration;
 
@@ -9,15 +10,24 @@ use colink_proto::admin::v1::{
     SetUserRoleRequest, UserRole,
 };
 use colink_proto::auth::v1::{LoginRequest, RefreshRequest};
-use colink_proto::channels::v1::ChannelKind;
+use colink_proto::channels::v1::{
+    AddMembersRequest, ChannelKind, CreateInvitationRequest, GetChannelRequest, JoinChannelRequest,
+    ListMyChannelsRequest, OpenDirectMessageRequest, RestrictionKind, SetMemberRestrictionRequest,
+};
 use colink_proto::messaging::v1::SendMessageRequest;
+use colink_proto::presence::v1::StartTypingRequest;
 use colink_proto::reactions::v1::AddReactionRequest;
+use colink_proto::realtime::v1::connect_request::Frame as ClientFrame;
+use colink_proto::realtime::v1::server_frame::Frame;
+use colink_proto::realtime::v1::{ConnectRequest, TypingFrame};
 use colink_proto::users::v1::GetMeRequest;
 use colink_runtime::ids::{now_micros, timestamp};
 use tonic::Code;
 
 use crate::admin::audit_entries;
-use crate::helpers::{TestApp, TestUser, assert_code, assert_invalid};
+use crate::files::upload_request;
+use crate::helpers::{TestApp, TestUser, assert_code, assert_invalid, frame};
+use crate::realtime::{connect, cursor, subscribe, subscribed};
 use crate::servers::eventually;
 
 const HOUR_MICROS: i64 = 3_600_000_000;
@@ -90,7 +100,8 @@ async fn mutes_hold_in_their_scope_until_lifted_and_only_moderators_impose_them(
     assert_code(create(&mia, sanction(&ann, SanctionKind::Mute, "", None)).await, Code::PermissionDenied);
     assert_code(create(&mia, sanction(&root, SanctionKind::Mute, "", Some(1))).await, Code::FailedPrecondition);
     assert_code(create(&mia, sanction(&mia, SanctionKind::Mute, "", Some(1))).await, Code::FailedPrecondition);
-    assert_code(create(&mia, sanction(&ann, SanctionKind::Ban, &general, Some(1))).await, Code::Unimplemented);
+    let nowhere = uuid::Uuid::now_v7().to_string();
+    assert_code(create(&mia, sanction(&ann, SanctionKind::Mute, &nowhere, Some(1))).await, Code::NotFound);
 
     // Muted in one channel: ann reads, but cannot post or react there; she
     // still posts elsewhere.
@@ -103,6 +114,17 @@ async fn mutes_hold_in_their_scope_until_lifted_and_only_moderators_impose_them(
     let react = AddReactionRequest { message_id: said.message_id.clone(), emoji: "👍".into(), ..Default::default() };
     assert_code(app.reactions().add_reaction(ann.req(react.clone())).await, Code::PermissionDenied);
     sends(&app, &ann, &other, true).await;
+    // Nor upload or type there, and her client is told why.
+    let shown = channel(&app, &ann, &general).await;
+    assert!(shown.viewer_muted && shown.viewer_muted_until.is_some(), "{shown:?}");
+    assert!(!channel(&app, &ann, &other).await.viewer_muted);
+    let listed = app.channels().list_my_channels(ann.req(ListMyChannelsRequest::default())).await.unwrap();
+    let listed = listed.into_inner().channels;
+    assert!(listed.iter().all(|c| c.viewer_muted == (c.channel_id == general)), "{listed:?}");
+    let upload = app.files().create_upload_url(ann.req(upload_request("a.txt", "text/plain", b"hi", &general))).await;
+    assert!(assert_code(upload, Code::PermissionDenied).message().contains("muted"));
+    types(&app, &ann, &general, false).await;
+    types(&app, &ann, &other, true).await;
 
     // Everyone may see their own sanctions; moderators see all.
     let own = app.admin().list_sanctions(ann.req(ListSanctionsRequest::default())).await.unwrap().into_inner();
@@ -119,6 +141,8 @@ async fn mutes_hold_in_their_scope_until_lifted_and_only_moderators_impose_them(
     assert_eq!(lifted.lifted_by_id, mia.user_id);
     sends(&app, &ann, &general, true).await;
     app.reactions().add_reaction(ann.req(react)).await.unwrap();
+    assert!(!channel(&app, &ann, &general).await.viewer_muted);
+    types(&app, &ann, &general, true).await;
     assert_code(app.admin().lift_sanction(mia.req(lift)).await, Code::FailedPrecondition);
     let past = ListSanctionsRequest { include_inactive: true, ..Default::default() };
     assert_eq!(app.admin().list_sanctions(ann.req(past)).await.unwrap().into_inner().sanctions, [lifted]);
@@ -135,6 +159,145 @@ async fn mutes_hold_in_their_scope_until_lifted_and_only_moderators_impose_them(
     let entries =
         audit_entries(&app, &root, ListAuditLogsRequest { action: "sanction.*".into(), ..Default::default() }, 4).await;
     assert!(entries.iter().all(|e| e.actor_id == mia.user_id && e.target_type == "sanction"), "{entries:?}");
+}
+
+async fn channel(app: &TestApp, user: &TestUser, channel_id: &str) -> colink_proto::channels::v1::Channel {
+    let request = GetChannelRequest { channel_id: channel_id.into() };
+    app.channels().get_channel(user.req(request)).await.unwrap().into_inner().channel.unwrap()
+}
+
+/// Whether typing in `channel_id` goes through, by the RPC and on a stream.
+async fn types(app: &TestApp, user: &TestUser, channel_id: &str, allowed: bool) {
+    let request = StartTypingRequest { channel_id: channel_id.into(), ..Default::default() };
+    let answer = app.presence().start_typing(user.req(request)).await;
+    if allowed {
+        answer.unwrap();
+    } else {
+        assert!(assert_code(answer, Code::PermissionDenied).message().contains("muted"));
+    }
+    let (tx, mut rx) = connect(app, user).await;
+    tx.send(subscribe(vec![cursor(channel_id, None)], false)).await.unwrap();
+    subscribed(&mut rx).await;
+    let typing = TypingFrame { channel_id: channel_id.into(), stopped: false };
+    tx.send(ConnectRequest { frame: Some(ClientFrame::Typing(typing)) }).await.unwrap();
+    let refusal = tokio::time::timeout(Duration::from_millis(500), async {
+        loop {
+            if let Frame::Error(e) = frame(&mut rx).await {
+                return e;
+            }
+        }
+    })
+    .await;
+    match refusal {
+        Ok(e) => {
+            assert!(!allowed, "typing refused: {e:?}");
+            assert_eq!((e.code.as_str(), e.channel_id.as_str()), ("PERMISSION_DENIED", channel_id), "{e:?}");
+            assert!(e.message.contains("muted"), "{e:?}");
+        }
+        Err(_) => assert!(allowed, "typing was not refused"),
+    }
+}
+
+#[tokio::test]
+async fn a_channel_ban_takes_the_user_out_and_keeps_them_out_until_lifted() {
+    let app = TestApp::spawn().await;
+    let root = app.register("root").await;
+    let mia = moderator(&app, &root, "mia").await;
+    let ann = app.register("ann").await;
+    let bob = app.register("bob").await;
+    let ops = app.create_channel(&ann, "ops", ChannelKind::Private, &[&bob]).await.channel_id;
+    let general = app.create_channel(&ann, "general", ChannelKind::Public, &[]).await.channel_id;
+    let open = OpenDirectMessageRequest { user_ids: vec![bob.user_id.clone()], ..Default::default() };
+    let dm = app.channels().open_direct_message(ann.req(open)).await.unwrap().into_inner().channel.unwrap().channel_id;
+    let admin = app.admin();
+    let create = |request: CreateSanctionRequest| {
+        let (mut admin, request) = (admin.clone(), mia.req(request));
+        async move { admin.create_sanction(request).await.map(|r| r.into_inner().sanction.unwrap()) }
+    };
+
+    // Not in a DM, and not for a channel that does not exist.
+    assert_code(create(sanction(&bob, SanctionKind::Ban, &dm, Some(1))).await, Code::FailedPrecondition);
+    let nowhere = uuid::Uuid::now_v7().to_string();
+    assert_code(create(sanction(&bob, SanctionKind::Ban, &nowhere, Some(1))).await, Code::NotFound);
+
+    // A moderator who is not in the private channel bans bob from it: he
+    // is out at once, and nobody can bring him back while it holds.
+    let ban = create(sanction(&bob, SanctionKind::Ban, &ops, Some(1))).await.unwrap();
+    let mine = app.channels().list_my_channels(bob.req(ListMyChannelsRequest::default())).await.unwrap();
+    assert!(mine.into_inner().channels.iter().all(|c| c.channel_id != ops));
+    assert_code(
+        app.channels().get_channel(bob.req(GetChannelRequest { channel_id: ops.clone() })).await,
+        Code::NotFound,
+    );
+    let add = AddMembersRequest { channel_id: ops.clone(), user_ids: vec![bob.user_id.clone()], ..Default::default() };
+    let refused = assert_code(app.channels().add_members(ann.req(add.clone())).await, Code::FailedPrecondition);
+    assert!(refused.message().contains("banned"), "{refused:?}");
+    let invite = CreateInvitationRequest {
+        channel_id: ops.clone(),
+        invitee_id: bob.user_id.clone(),
+        ttl_hours: 0,
+        ..Default::default()
+    };
+    assert_code(app.channels().create_invitation(ann.req(invite)).await, Code::FailedPrecondition);
+    assert_eq!(channel(&app, &ann, &ops).await.member_count, 1);
+
+    // From a public channel: he cannot join it again.
+    let banned = create(sanction(&bob, SanctionKind::Ban, &general, Some(1))).await.unwrap();
+    let join = || JoinChannelRequest { channel_id: general.clone(), idempotency_key: String::new() };
+    let refused = assert_code(app.channels().join_channel(bob.req(join())).await, Code::PermissionDenied);
+    assert!(refused.message().contains("banned from this channel until"), "{refused:?}");
+
+    // Lifted: he may be added and may join.
+    for sanction in [ban, banned] {
+        let lift = LiftSanctionRequest { sanction_id: sanction.sanction_id, reason: "second chance".into() };
+        app.admin().lift_sanction(mia.req(lift)).await.unwrap();
+    }
+    app.channels().add_members(ann.req(add)).await.unwrap();
+    app.channels().join_channel(bob.req(join())).await.unwrap();
+    sends(&app, &bob, &ops, true).await;
+}
+
+#[tokio::test]
+async fn restrictions_are_set_by_moderators_only_and_bad_input_names_its_field() {
+    let app = TestApp::spawn().await;
+    let root = app.register("root").await;
+    let ann = app.register("ann").await;
+    let general = app.create_channel(&ann, "general", ChannelKind::Public, &[]).await.channel_id;
+    let good = SetMemberRestrictionRequest {
+        user_id: ann.user_id.clone(),
+        channel_id: general.clone(),
+        kind: RestrictionKind::Mute as i32,
+        expire_time: Some(timestamp(now_micros() + HOUR_MICROS)),
+        lift: false,
+        validate_only: false,
+    };
+    let set = |user: &TestUser, request: SetMemberRestrictionRequest| {
+        let (mut channels, request) = (app.channels(), user.req(request));
+        async move { channels.set_member_restriction(request).await }
+    };
+    assert_code(set(&ann, good.clone()).await, Code::PermissionDenied);
+    assert_invalid(set(&root, SetMemberRestrictionRequest { user_id: "x".into(), ..good.clone() }).await, "user_id");
+    assert_invalid(
+        set(&root, SetMemberRestrictionRequest { channel_id: "x".into(), ..good.clone() }).await,
+        "channel_id",
+    );
+    assert_invalid(set(&root, SetMemberRestrictionRequest { kind: 0, ..good.clone() }).await, "kind");
+    let past = SetMemberRestrictionRequest { expire_time: Some(timestamp(now_micros() - 1)), ..good.clone() };
+    assert_invalid(set(&root, past).await, "expire_time");
+    let everywhere =
+        SetMemberRestrictionRequest { channel_id: String::new(), kind: RestrictionKind::Ban as i32, ..good.clone() };
+    assert_code(set(&root, everywhere).await, Code::FailedPrecondition);
+    // Checking changes nothing; setting twice is the same as once; lifting
+    // what is not there succeeds.
+    set(&root, SetMemberRestrictionRequest { validate_only: true, ..good.clone() }).await.unwrap();
+    assert!(!channel(&app, &ann, &general).await.viewer_muted);
+    set(&root, good.clone()).await.unwrap();
+    set(&root, good.clone()).await.unwrap();
+    assert!(channel(&app, &ann, &general).await.viewer_muted);
+    let lift = SetMemberRestrictionRequest { lift: true, ..good };
+    set(&root, lift.clone()).await.unwrap();
+    set(&root, lift).await.unwrap();
+    assert!(!channel(&app, &ann, &general).await.viewer_muted);
 }
 
 #[tokio::test]

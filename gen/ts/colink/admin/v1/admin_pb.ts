@@ -27,8 +27,6 @@
 
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
-import type { FileType } from "../../files/v1/files_pb";
-import { file_colink_files_v1_files } from "../../files/v1/files_pb";
 import type { Message as Message$1 } from "../../messaging/v1/messaging_pb";
 import { file_colink_messaging_v1_messaging } from "../../messaging/v1/messaging_pb";
 import { file_google_api_annotations } from "../../../google/api/annotations_pb";
@@ -42,7 +40,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file colink/admin/v1/admin.proto.
  */
 export const file_colink_admin_v1_admin: GenFile = /*@__PURE__*/
-  fileDesc("Chtjb2xpbmsvYWRtaW4vdjEvYWRtaW4ucHJvdG8SD2NvbGluay5hZG1pbi52MSLOAQoQVXNlckFjY291bnRTdGF0ZRIPCgd1c2VyX2lkGAEgASgJEicKBHJvbGUYAiABKA4yGS5jb2xpbmsuYWRtaW4udjEuVXNlclJvbGUSEwoLZGVhY3RpdmF0ZWQYAyABKAgSMwoPZGVhY3RpdmF0ZV90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIZChFkZWFjdGl2YXRlZF9ieV9pZBgFIAEoCRIbChNkZWFjdGl2YXRpb25fcmVhc29uGAYgASgJIv0BChBNb2RlcmF0aW9uUmVjb3JkEhUKDW1vZGVyYXRpb25faWQYASABKAkSEgoKbWVzc2FnZV9pZBgCIAEoCRISCgpjaGFubmVsX2lkGAMgASgJEhEKCXNlbmRlcl9pZBgEIAEoCRIxCgZhY3Rpb24YBSABKA4yIS5jb2xpbmsuYWRtaW4udjEuTW9kZXJhdGlvbkFjdGlvbhIOCgZyZWFzb24YBiABKAkSEAoIYWN0b3JfaWQYByABKAkSEQoJcmVwb3J0X2lkGAggASgJEi8KC2NyZWF0ZV90aW1lGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCLLAwoGUmVwb3J0EhEKCXJlcG9ydF9pZBgBIAEoCRISCgptZXNzYWdlX2lkGAIgASgJEhIKCmNoYW5uZWxfaWQYAyABKAkSGAoQcmVwb3J0ZWRfdXNlcl9pZBgEIAEoCRITCgtyZXBvcnRlcl9pZBgFIAEoCRItCgZyZWFzb24YBiABKA4yHS5jb2xpbmsuYWRtaW4udjEuUmVwb3J0UmVhc29uEg8KB2RldGFpbHMYByABKAkSHQoVbWVzc2FnZV90ZXh0X3NuYXBzaG90GAggASgJEi0KBnN0YXR1cxgJIAEoDjIdLmNvbGluay5hZG1pbi52MS5SZXBvcnRTdGF0dXMSFwoPcmVzb2x1dGlvbl9ub3RlGAogASgJEhYKDnJlc29sdmVkX2J5X2lkGAsgASgJEjUKCm1vZGVyYXRpb24YDCABKAsyIS5jb2xpbmsuYWRtaW4udjEuTW9kZXJhdGlvblJlY29yZBIvCgtjcmVhdGVfdGltZRgNIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMAoMcmVzb2x2ZV90aW1lGA4gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCLkAgoIU2FuY3Rpb24SEwoLc2FuY3Rpb25faWQYASABKAkSDwoHdXNlcl9pZBgCIAEoCRIrCgRraW5kGAMgASgOMh0uY29saW5rLmFkbWluLnYxLlNhbmN0aW9uS2luZBISCgpjaGFubmVsX2lkGAQgASgJEg4KBnJlYXNvbhgFIAEoCRIVCg1jcmVhdGVkX2J5X2lkGAYgASgJEi8KC2NyZWF0ZV90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtleHBpcmVfdGltZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLQoJbGlmdF90aW1lGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIUCgxsaWZ0ZWRfYnlfaWQYCiABKAkSEwoLbGlmdF9yZWFzb24YCyABKAkSDgoGYWN0aXZlGAwgASgIIqoDCghBdWRpdExvZxIUCgxhdWRpdF9sb2dfaWQYASABKAkSEAoIYWN0b3JfaWQYAiABKAkSLQoKYWN0b3Jfcm9sZRgDIAEoDjIZLmNvbGluay5hZG1pbi52MS5Vc2VyUm9sZRIOCgZhY3Rpb24YBCABKAkSEwoLdGFyZ2V0X3R5cGUYBSABKAkSEQoJdGFyZ2V0X2lkGAYgASgJEg4KBnJlYXNvbhgHIAEoCRI5CghtZXRhZGF0YRgIIAMoCzInLmNvbGluay5hZG1pbi52MS5BdWRpdExvZy5NZXRhZGF0YUVudHJ5EhIKCnJlcXVlc3RfaWQYCSABKAkSEQoJY2xpZW50X2lwGAogASgJEi8KC2NyZWF0ZV90aW1lGAsgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIWCg5jaGFpbl9wb3NpdGlvbhgMIAEoAxIVCg1wcmV2aW91c19oYXNoGA0gASgJEgwKBGhhc2gYDiABKAkaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIrgBChNGaWxlUmV0ZW50aW9uUG9saWN5EiwKCWZpbGVfdHlwZRgBIAEoDjIZLmNvbGluay5maWxlcy52MS5GaWxlVHlwZRIWCg5yZXRlbnRpb25fZGF5cxgCIAEoBRITCgthdXRvX2RlbGV0ZRgDIAEoCBIVCg11cGRhdGVkX2J5X2lkGAQgASgJEi8KC3VwZGF0ZV90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJRChVEZWFjdGl2YXRlVXNlclJlcXVlc3QSDwoHdXNlcl9pZBgBIAEoCRIOCgZyZWFzb24YAiABKAkSFwoPaWRlbXBvdGVuY3lfa2V5GAMgASgJIkoKFkRlYWN0aXZhdGVVc2VyUmVzcG9uc2USMAoFc3RhdGUYASABKAsyIS5jb2xpbmsuYWRtaW4udjEuVXNlckFjY291bnRTdGF0ZSJRChVSZWFjdGl2YXRlVXNlclJlcXVlc3QSDwoHdXNlcl9pZBgBIAEoCRIOCgZyZWFzb24YAiABKAkSFwoPaWRlbXBvdGVuY3lfa2V5GAMgASgJIkoKFlJlYWN0aXZhdGVVc2VyUmVzcG9uc2USMAoFc3RhdGUYASABKAsyIS5jb2xpbmsuYWRtaW4udjEuVXNlckFjY291bnRTdGF0ZSJeChJTZXRVc2VyUm9sZVJlcXVlc3QSDwoHdXNlcl9pZBgBIAEoCRInCgRyb2xlGAIgASgOMhkuY29saW5rLmFkbWluLnYxLlVzZXJSb2xlEg4KBnJlYXNvbhgDIAEoCSJHChNTZXRVc2VyUm9sZVJlc3BvbnNlEjAKBXN0YXRlGAEgASgLMiEuY29saW5rLmFkbWluLnYxLlVzZXJBY2NvdW50U3RhdGUimwEKFk1vZGVyYXRlTWVzc2FnZVJlcXVlc3QSEgoKbWVzc2FnZV9pZBgBIAEoCRIxCgZhY3Rpb24YAiABKA4yIS5jb2xpbmsuYWRtaW4udjEuTW9kZXJhdGlvbkFjdGlvbhIOCgZyZWFzb24YAyABKAkSEQoJcmVwb3J0X2lkGAQgASgJEhcKD2lkZW1wb3RlbmN5X2tleRgFIAEoCSJQChdNb2RlcmF0ZU1lc3NhZ2VSZXNwb25zZRI1Cgptb2RlcmF0aW9uGAEgASgLMiEuY29saW5rLmFkbWluLnYxLk1vZGVyYXRpb25SZWNvcmQiTQoYR2V0TWVzc2FnZUNvbnRleHRSZXF1ZXN0EhIKCm1lc3NhZ2VfaWQYASABKAkSDgoGYmVmb3JlGAIgASgFEg0KBWFmdGVyGAMgASgFIlwKGUdldE1lc3NhZ2VDb250ZXh0UmVzcG9uc2USLgoIbWVzc2FnZXMYASADKAsyHC5jb2xpbmsubWVzc2FnaW5nLnYxLk1lc3NhZ2USDwoHYXVkaXRlZBgCIAEoCCKDAQoUUmVwb3J0TWVzc2FnZVJlcXVlc3QSEgoKbWVzc2FnZV9pZBgBIAEoCRItCgZyZWFzb24YAiABKA4yHS5jb2xpbmsuYWRtaW4udjEuUmVwb3J0UmVhc29uEg8KB2RldGFpbHMYAyABKAkSFwoPaWRlbXBvdGVuY3lfa2V5GAQgASgJIkAKFVJlcG9ydE1lc3NhZ2VSZXNwb25zZRInCgZyZXBvcnQYASABKAsyFy5jb2xpbmsuYWRtaW4udjEuUmVwb3J0IqwBChJMaXN0UmVwb3J0c1JlcXVlc3QSLQoGc3RhdHVzGAEgASgOMh0uY29saW5rLmFkbWluLnYxLlJlcG9ydFN0YXR1cxISCgpjaGFubmVsX2lkGAIgASgJEhgKEHJlcG9ydGVkX3VzZXJfaWQYAyABKAkSEgoKbWVzc2FnZV9pZBgEIAEoCRIRCglwYWdlX3NpemUYBSABKAUSEgoKcGFnZV90b2tlbhgGIAEoCSJYChNMaXN0UmVwb3J0c1Jlc3BvbnNlEigKB3JlcG9ydHMYASADKAsyFy5jb2xpbmsuYWRtaW4udjEuUmVwb3J0EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIlChBHZXRSZXBvcnRSZXF1ZXN0EhEKCXJlcG9ydF9pZBgBIAEoCSI8ChFHZXRSZXBvcnRSZXNwb25zZRInCgZyZXBvcnQYASABKAsyFy5jb2xpbmsuYWRtaW4udjEuUmVwb3J0IrYBChRSZXNvbHZlUmVwb3J0UmVxdWVzdBIRCglyZXBvcnRfaWQYASABKAkSMQoKcmVzb2x1dGlvbhgCIAEoDjIdLmNvbGluay5hZG1pbi52MS5SZXBvcnRTdGF0dXMSMQoGYWN0aW9uGAMgASgOMiEuY29saW5rLmFkbWluLnYxLk1vZGVyYXRpb25BY3Rpb24SDAoEbm90ZRgEIAEoCRIXCg9pZGVtcG90ZW5jeV9rZXkYBSABKAkiQAoVUmVzb2x2ZVJlcG9ydFJlc3BvbnNlEicKBnJlcG9ydBgBIAEoCzIXLmNvbGluay5hZG1pbi52MS5SZXBvcnQiwwEKFUNyZWF0ZVNhbmN0aW9uUmVxdWVzdBIPCgd1c2VyX2lkGAEgASgJEisKBGtpbmQYAiABKA4yHS5jb2xpbmsuYWRtaW4udjEuU2FuY3Rpb25LaW5kEhIKCmNoYW5uZWxfaWQYAyABKAkSDgoGcmVhc29uGAQgASgJEi8KC2V4cGlyZV90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIXCg9pZGVtcG90ZW5jeV9rZXkYBiABKAkiRQoWQ3JlYXRlU2FuY3Rpb25SZXNwb25zZRIrCghzYW5jdGlvbhgBIAEoCzIZLmNvbGluay5hZG1pbi52MS5TYW5jdGlvbiKpAQoUTGlzdFNhbmN0aW9uc1JlcXVlc3QSDwoHdXNlcl9pZBgBIAEoCRISCgpjaGFubmVsX2lkGAIgASgJEisKBGtpbmQYAyABKA4yHS5jb2xpbmsuYWRtaW4udjEuU2FuY3Rpb25LaW5kEhgKEGluY2x1ZGVfaW5hY3RpdmUYBCABKAgSEQoJcGFnZV9zaXplGAUgASgFEhIKCnBhZ2VfdG9rZW4YBiABKAkiXgoVTGlzdFNhbmN0aW9uc1Jlc3BvbnNlEiwKCXNhbmN0aW9ucxgBIAMoCzIZLmNvbGluay5hZG1pbi52MS5TYW5jdGlvbhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiOgoTTGlmdFNhbmN0aW9uUmVxdWVzdBITCgtzYW5jdGlvbl9pZBgBIAEoCRIOCgZyZWFzb24YAiABKAkiQwoUTGlmdFNhbmN0aW9uUmVzcG9uc2USKwoIc2FuY3Rpb24YASABKAsyGS5jb2xpbmsuYWRtaW4udjEuU2FuY3Rpb24i5QEKFExpc3RBdWRpdExvZ3NSZXF1ZXN0EhAKCGFjdG9yX2lkGAEgASgJEg4KBmFjdGlvbhgCIAEoCRITCgt0YXJnZXRfdHlwZRgDIAEoCRIRCgl0YXJnZXRfaWQYBCABKAkSLgoKc3RhcnRfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kX3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhEKCXBhZ2Vfc2l6ZRgHIAEoBRISCgpwYWdlX3Rva2VuGAggASgJIl8KFUxpc3RBdWRpdExvZ3NSZXNwb25zZRItCgphdWRpdF9sb2dzGAEgAygLMhkuY29saW5rLmFkbWluLnYxLkF1ZGl0TG9nEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIZChdWZXJpZnlBdWRpdENoYWluUmVxdWVzdCLAAQoYVmVyaWZ5QXVkaXRDaGFpblJlc3BvbnNlEg4KBmludGFjdBgBIAEoCBIXCg9lbnRyaWVzX2NoZWNrZWQYAiABKAMSIQoZZmlyc3RfYnJva2VuX2F1ZGl0X2xvZ19pZBgDIAEoCRIdChVmaXJzdF9icm9rZW5fcG9zaXRpb24YBCABKAMSDwoHcHJvYmxlbRgFIAEoCRIRCgloZWFkX2hhc2gYBiABKAkSFQoNaGVhZF9wb3NpdGlvbhgHIAEoAyJ2ChZFeHBvcnRBdWRpdExvZ3NSZXF1ZXN0Ei4KCnN0YXJ0X3RpbWUYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCIqChJHZXRBdWRpdExvZ1JlcXVlc3QSFAoMYXVkaXRfbG9nX2lkGAEgASgJIkMKE0dldEF1ZGl0TG9nUmVzcG9uc2USLAoJYXVkaXRfbG9nGAEgASgLMhkuY29saW5rLmFkbWluLnYxLkF1ZGl0TG9nIiIKIExpc3RGaWxlUmV0ZW50aW9uUG9saWNpZXNSZXF1ZXN0IlsKIUxpc3RGaWxlUmV0ZW50aW9uUG9saWNpZXNSZXNwb25zZRI2Cghwb2xpY2llcxgBIAMoCzIkLmNvbGluay5hZG1pbi52MS5GaWxlUmV0ZW50aW9uUG9saWN5InoKHVNldEZpbGVSZXRlbnRpb25Qb2xpY3lSZXF1ZXN0EiwKCWZpbGVfdHlwZRgBIAEoDjIZLmNvbGluay5maWxlcy52MS5GaWxlVHlwZRIWCg5yZXRlbnRpb25fZGF5cxgCIAEoBRITCgthdXRvX2RlbGV0ZRgDIAEoCCJWCh5TZXRGaWxlUmV0ZW50aW9uUG9saWN5UmVzcG9uc2USNAoGcG9saWN5GAEgASgLMiQuY29saW5rLmFkbWluLnYxLkZpbGVSZXRlbnRpb25Qb2xpY3kqfgoIVXNlclJvbGUSGQoVVVNFUl9ST0xFX1VOU1BFQ0lGSUVEEAASEwoPVVNFUl9ST0xFX0FETUlOEAESFwoTVVNFUl9ST0xFX01PREVSQVRPUhACEhQKEFVTRVJfUk9MRV9NRU1CRVIQAxITCg9VU0VSX1JPTEVfR1VFU1QQBCqqAQoQTW9kZXJhdGlvbkFjdGlvbhIhCh1NT0RFUkFUSU9OX0FDVElPTl9VTlNQRUNJRklFRBAAEhwKGE1PREVSQVRJT05fQUNUSU9OX0RFTEVURRABEhoKFk1PREVSQVRJT05fQUNUSU9OX0hJREUQAhIdChlNT0RFUkFUSU9OX0FDVElPTl9SRVNUT1JFEAMSGgoWTU9ERVJBVElPTl9BQ1RJT05fV0FSThAEKtIBCgxSZXBvcnRSZWFzb24SHQoZUkVQT1JUX1JFQVNPTl9VTlNQRUNJRklFRBAAEhYKElJFUE9SVF9SRUFTT05fU1BBTRABEhwKGFJFUE9SVF9SRUFTT05fSEFSQVNTTUVOVBACEhYKElJFUE9SVF9SRUFTT05fSEFURRADEh8KG1JFUE9SVF9SRUFTT05fSU5BUFBST1BSSUFURRAEEhsKF1JFUE9SVF9SRUFTT05fTUFMSUNJT1VTEAUSFwoTUkVQT1JUX1JFQVNPTl9PVEhFUhAGKn4KDFJlcG9ydFN0YXR1cxIdChlSRVBPUlRfU1RBVFVTX1VOU1BFQ0lGSUVEEAASFgoSUkVQT1JUX1NUQVRVU19PUEVOEAESGgoWUkVQT1JUX1NUQVRVU19BQ1RJT05FRBACEhsKF1JFUE9SVF9TVEFUVVNfRElTTUlTU0VEEAMqXAoMU2FuY3Rpb25LaW5kEh0KGVNBTkNUSU9OX0tJTkRfVU5TUEVDSUZJRUQQABIVChFTQU5DVElPTl9LSU5EX0JBThABEhYKElNBTkNUSU9OX0tJTkRfTVVURRACMooUCgxBZG1pblNlcnZpY2USkgEKDkRlYWN0aXZhdGVVc2VyEiYuY29saW5rLmFkbWluLnYxLkRlYWN0aXZhdGVVc2VyUmVxdWVzdBonLmNvbGluay5hZG1pbi52MS5EZWFjdGl2YXRlVXNlclJlc3BvbnNlIi+C0+STAik6ASoiJC92MS9hZG1pbi91c2Vycy97dXNlcl9pZH0vZGVhY3RpdmF0ZRKSAQoOUmVhY3RpdmF0ZVVzZXISJi5jb2xpbmsuYWRtaW4udjEuUmVhY3RpdmF0ZVVzZXJSZXF1ZXN0GicuY29saW5rLmFkbWluLnYxLlJlYWN0aXZhdGVVc2VyUmVzcG9uc2UiL4LT5JMCKToBKiIkL3YxL2FkbWluL3VzZXJzL3t1c2VyX2lkfS9yZWFjdGl2YXRlEoMBCgtTZXRVc2VyUm9sZRIjLmNvbGluay5hZG1pbi52MS5TZXRVc2VyUm9sZVJlcXVlc3QaJC5jb2xpbmsuYWRtaW4udjEuU2V0VXNlclJvbGVSZXNwb25zZSIpgtPkkwIjOgEqGh4vdjEvYWRtaW4vdXNlcnMve3VzZXJfaWR9L3JvbGUSmQEKD01vZGVyYXRlTWVzc2FnZRInLmNvbGluay5hZG1pbi52MS5Nb2RlcmF0ZU1lc3NhZ2VSZXF1ZXN0GiguY29saW5rLmFkbWluLnYxLk1vZGVyYXRlTWVzc2FnZVJlc3BvbnNlIjOC0+STAi06ASoiKC92MS9hZG1pbi9tZXNzYWdlcy97bWVzc2FnZV9pZH0vbW9kZXJhdGUSmwEKEUdldE1lc3NhZ2VDb250ZXh0EikuY29saW5rLmFkbWluLnYxLkdldE1lc3NhZ2VDb250ZXh0UmVxdWVzdBoqLmNvbGluay5hZG1pbi52MS5HZXRNZXNzYWdlQ29udGV4dFJlc3BvbnNlIi+C0+STAikSJy92MS9hZG1pbi9tZXNzYWdlcy97bWVzc2FnZV9pZH0vY29udGV4dBKMAQoNUmVwb3J0TWVzc2FnZRIlLmNvbGluay5hZG1pbi52MS5SZXBvcnRNZXNzYWdlUmVxdWVzdBomLmNvbGluay5hZG1pbi52MS5SZXBvcnRNZXNzYWdlUmVzcG9uc2UiLILT5JMCJjoBKiIhL3YxL21lc3NhZ2VzL3ttZXNzYWdlX2lkfS9yZXBvcnRzEnMKC0xpc3RSZXBvcnRzEiMuY29saW5rLmFkbWluLnYxLkxpc3RSZXBvcnRzUmVxdWVzdBokLmNvbGluay5hZG1pbi52MS5MaXN0UmVwb3J0c1Jlc3BvbnNlIhmC0+STAhMSES92MS9hZG1pbi9yZXBvcnRzEnkKCUdldFJlcG9ydBIhLmNvbGluay5hZG1pbi52MS5HZXRSZXBvcnRSZXF1ZXN0GiIuY29saW5rLmFkbWluLnYxLkdldFJlcG9ydFJlc3BvbnNlIiWC0+STAh8SHS92MS9hZG1pbi9yZXBvcnRzL3tyZXBvcnRfaWR9EpABCg1SZXNvbHZlUmVwb3J0EiUuY29saW5rLmFkbWluLnYxLlJlc29sdmVSZXBvcnRSZXF1ZXN0GiYuY29saW5rLmFkbWluLnYxLlJlc29sdmVSZXBvcnRSZXNwb25zZSIwgtPkkwIqOgEqIiUvdjEvYWRtaW4vcmVwb3J0cy97cmVwb3J0X2lkfS9yZXNvbHZlEpEBCg5DcmVhdGVTYW5jdGlvbhImLmNvbGluay5hZG1pbi52MS5DcmVhdGVTYW5jdGlvblJlcXVlc3QaJy5jb2xpbmsuYWRtaW4udjEuQ3JlYXRlU2FuY3Rpb25SZXNwb25zZSIugtPkkwIoOgEqIiMvdjEvYWRtaW4vdXNlcnMve3VzZXJfaWR9L3NhbmN0aW9ucxJ7Cg1MaXN0U2FuY3Rpb25zEiUuY29saW5rLmFkbWluLnYxLkxpc3RTYW5jdGlvbnNSZXF1ZXN0GiYuY29saW5rLmFkbWluLnYxLkxpc3RTYW5jdGlvbnNSZXNwb25zZSIbgtPkkwIVEhMvdjEvYWRtaW4vc2FuY3Rpb25zEo4BCgxMaWZ0U2FuY3Rpb24SJC5jb2xpbmsuYWRtaW4udjEuTGlmdFNhbmN0aW9uUmVxdWVzdBolLmNvbGluay5hZG1pbi52MS5MaWZ0U2FuY3Rpb25SZXNwb25zZSIxgtPkkwIrOgEqIiYvdjEvYWRtaW4vc2FuY3Rpb25zL3tzYW5jdGlvbl9pZH0vbGlmdBJ8Cg1MaXN0QXVkaXRMb2dzEiUuY29saW5rLmFkbWluLnYxLkxpc3RBdWRpdExvZ3NSZXF1ZXN0GiYuY29saW5rLmFkbWluLnYxLkxpc3RBdWRpdExvZ3NSZXNwb25zZSIcgtPkkwIWEhQvdjEvYWRtaW4vYXVkaXQtbG9ncxKFAQoLR2V0QXVkaXRMb2cSIy5jb2xpbmsuYWRtaW4udjEuR2V0QXVkaXRMb2dSZXF1ZXN0GiQuY29saW5rLmFkbWluLnYxLkdldEF1ZGl0TG9nUmVzcG9uc2UiK4LT5JMCJRIjL3YxL2FkbWluL2F1ZGl0LWxvZ3Mve2F1ZGl0X2xvZ19pZH0ShgEKEFZlcmlmeUF1ZGl0Q2hhaW4SKC5jb2xpbmsuYWRtaW4udjEuVmVyaWZ5QXVkaXRDaGFpblJlcXVlc3QaKS5jb2xpbmsuYWRtaW4udjEuVmVyaWZ5QXVkaXRDaGFpblJlc3BvbnNlIh2C0+STAhcSFS92MS9hZG1pbi9hdWRpdC1jaGFpbhJ3Cg9FeHBvcnRBdWRpdExvZ3MSJy5jb2xpbmsuYWRtaW4udjEuRXhwb3J0QXVkaXRMb2dzUmVxdWVzdBoULmdvb2dsZS5hcGkuSHR0cEJvZHkiI4LT5JMCHRIbL3YxL2FkbWluL2F1ZGl0LWxvZ3M6ZXhwb3J0MAESpQEKGUxpc3RGaWxlUmV0ZW50aW9uUG9saWNpZXMSMS5jb2xpbmsuYWRtaW4udjEuTGlzdEZpbGVSZXRlbnRpb25Qb2xpY2llc1JlcXVlc3QaMi5jb2xpbmsuYWRtaW4udjEuTGlzdEZpbGVSZXRlbnRpb25Qb2xpY2llc1Jlc3BvbnNlIiGC0+STAhsSGS92MS9hZG1pbi9yZXRlbnRpb24vZmlsZXMSqwEKFlNldEZpbGVSZXRlbnRpb25Qb2xpY3kSLi5jb2xpbmsuYWRtaW4udjEuU2V0RmlsZVJldGVudGlvblBvbGljeVJlcXVlc3QaLy5jb2xpbmsuYWRtaW4udjEuU2V0RmlsZVJldGVudGlvblBvbGljeVJlc3BvbnNlIjCC0+STAio6ASoaJS92MS9hZG1pbi9yZXRlbnRpb24vZmlsZXMve2ZpbGVfdHlwZX1iBnByb3RvMw", [file_colink_files_v1_files, file_colink_messaging_v1_messaging, file_google_api_annotations, file_google_api_httpbody, file_google_protobuf_timestamp]);
+  fileDesc("Chtjb2xpbmsvYWRtaW4vdjEvYWRtaW4ucHJvdG8SD2NvbGluay5hZG1pbi52MSLOAQoQVXNlckFjY291bnRTdGF0ZRIPCgd1c2VyX2lkGAEgASgJEicKBHJvbGUYAiABKA4yGS5jb2xpbmsuYWRtaW4udjEuVXNlclJvbGUSEwoLZGVhY3RpdmF0ZWQYAyABKAgSMwoPZGVhY3RpdmF0ZV90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIZChFkZWFjdGl2YXRlZF9ieV9pZBgFIAEoCRIbChNkZWFjdGl2YXRpb25fcmVhc29uGAYgASgJIv0BChBNb2RlcmF0aW9uUmVjb3JkEhUKDW1vZGVyYXRpb25faWQYASABKAkSEgoKbWVzc2FnZV9pZBgCIAEoCRISCgpjaGFubmVsX2lkGAMgASgJEhEKCXNlbmRlcl9pZBgEIAEoCRIxCgZhY3Rpb24YBSABKA4yIS5jb2xpbmsuYWRtaW4udjEuTW9kZXJhdGlvbkFjdGlvbhIOCgZyZWFzb24YBiABKAkSEAoIYWN0b3JfaWQYByABKAkSEQoJcmVwb3J0X2lkGAggASgJEi8KC2NyZWF0ZV90aW1lGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCLLAwoGUmVwb3J0EhEKCXJlcG9ydF9pZBgBIAEoCRISCgptZXNzYWdlX2lkGAIgASgJEhIKCmNoYW5uZWxfaWQYAyABKAkSGAoQcmVwb3J0ZWRfdXNlcl9pZBgEIAEoCRITCgtyZXBvcnRlcl9pZBgFIAEoCRItCgZyZWFzb24YBiABKA4yHS5jb2xpbmsuYWRtaW4udjEuUmVwb3J0UmVhc29uEg8KB2RldGFpbHMYByABKAkSHQoVbWVzc2FnZV90ZXh0X3NuYXBzaG90GAggASgJEi0KBnN0YXR1cxgJIAEoDjIdLmNvbGluay5hZG1pbi52MS5SZXBvcnRTdGF0dXMSFwoPcmVzb2x1dGlvbl9ub3RlGAogASgJEhYKDnJlc29sdmVkX2J5X2lkGAsgASgJEjUKCm1vZGVyYXRpb24YDCABKAsyIS5jb2xpbmsuYWRtaW4udjEuTW9kZXJhdGlvblJlY29yZBIvCgtjcmVhdGVfdGltZRgNIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMAoMcmVzb2x2ZV90aW1lGA4gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCLkAgoIU2FuY3Rpb24SEwoLc2FuY3Rpb25faWQYASABKAkSDwoHdXNlcl9pZBgCIAEoCRIrCgRraW5kGAMgASgOMh0uY29saW5rLmFkbWluLnYxLlNhbmN0aW9uS2luZBISCgpjaGFubmVsX2lkGAQgASgJEg4KBnJlYXNvbhgFIAEoCRIVCg1jcmVhdGVkX2J5X2lkGAYgASgJEi8KC2NyZWF0ZV90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtleHBpcmVfdGltZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLQoJbGlmdF90aW1lGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIUCgxsaWZ0ZWRfYnlfaWQYCiABKAkSEwoLbGlmdF9yZWFzb24YCyABKAkSDgoGYWN0aXZlGAwgASgIIqoDCghBdWRpdExvZxIUCgxhdWRpdF9sb2dfaWQYASABKAkSEAoIYWN0b3JfaWQYAiABKAkSLQoKYWN0b3Jfcm9sZRgDIAEoDjIZLmNvbGluay5hZG1pbi52MS5Vc2VyUm9sZRIOCgZhY3Rpb24YBCABKAkSEwoLdGFyZ2V0X3R5cGUYBSABKAkSEQoJdGFyZ2V0X2lkGAYgASgJEg4KBnJlYXNvbhgHIAEoCRI5CghtZXRhZGF0YRgIIAMoCzInLmNvbGluay5hZG1pbi52MS5BdWRpdExvZy5NZXRhZGF0YUVudHJ5EhIKCnJlcXVlc3RfaWQYCSABKAkSEQoJY2xpZW50X2lwGAogASgJEi8KC2NyZWF0ZV90aW1lGAsgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIWCg5jaGFpbl9wb3NpdGlvbhgMIAEoAxIVCg1wcmV2aW91c19oYXNoGA0gASgJEgwKBGhhc2gYDiABKAkaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIlEKFURlYWN0aXZhdGVVc2VyUmVxdWVzdBIPCgd1c2VyX2lkGAEgASgJEg4KBnJlYXNvbhgCIAEoCRIXCg9pZGVtcG90ZW5jeV9rZXkYAyABKAkiSgoWRGVhY3RpdmF0ZVVzZXJSZXNwb25zZRIwCgVzdGF0ZRgBIAEoCzIhLmNvbGluay5hZG1pbi52MS5Vc2VyQWNjb3VudFN0YXRlIlEKFVJlYWN0aXZhdGVVc2VyUmVxdWVzdBIPCgd1c2VyX2lkGAEgASgJEg4KBnJlYXNvbhgCIAEoCRIXCg9pZGVtcG90ZW5jeV9rZXkYAyABKAkiSgoWUmVhY3RpdmF0ZVVzZXJSZXNwb25zZRIwCgVzdGF0ZRgBIAEoCzIhLmNvbGluay5hZG1pbi52MS5Vc2VyQWNjb3VudFN0YXRlIl4KElNldFVzZXJSb2xlUmVxdWVzdBIPCgd1c2VyX2lkGAEgASgJEicKBHJvbGUYAiABKA4yGS5jb2xpbmsuYWRtaW4udjEuVXNlclJvbGUSDgoGcmVhc29uGAMgASgJIkcKE1NldFVzZXJSb2xlUmVzcG9uc2USMAoFc3RhdGUYASABKAsyIS5jb2xpbmsuYWRtaW4udjEuVXNlckFjY291bnRTdGF0ZSKbAQoWTW9kZXJhdGVNZXNzYWdlUmVxdWVzdBISCgptZXNzYWdlX2lkGAEgASgJEjEKBmFjdGlvbhgCIAEoDjIhLmNvbGluay5hZG1pbi52MS5Nb2RlcmF0aW9uQWN0aW9uEg4KBnJlYXNvbhgDIAEoCRIRCglyZXBvcnRfaWQYBCABKAkSFwoPaWRlbXBvdGVuY3lfa2V5GAUgASgJIlAKF01vZGVyYXRlTWVzc2FnZVJlc3BvbnNlEjUKCm1vZGVyYXRpb24YASABKAsyIS5jb2xpbmsuYWRtaW4udjEuTW9kZXJhdGlvblJlY29yZCJNChhHZXRNZXNzYWdlQ29udGV4dFJlcXVlc3QSEgoKbWVzc2FnZV9pZBgBIAEoCRIOCgZiZWZvcmUYAiABKAUSDQoFYWZ0ZXIYAyABKAUiXAoZR2V0TWVzc2FnZUNvbnRleHRSZXNwb25zZRIuCghtZXNzYWdlcxgBIAMoCzIcLmNvbGluay5tZXNzYWdpbmcudjEuTWVzc2FnZRIPCgdhdWRpdGVkGAIgASgIIoMBChRSZXBvcnRNZXNzYWdlUmVxdWVzdBISCgptZXNzYWdlX2lkGAEgASgJEi0KBnJlYXNvbhgCIAEoDjIdLmNvbGluay5hZG1pbi52MS5SZXBvcnRSZWFzb24SDwoHZGV0YWlscxgDIAEoCRIXCg9pZGVtcG90ZW5jeV9rZXkYBCABKAkiQAoVUmVwb3J0TWVzc2FnZVJlc3BvbnNlEicKBnJlcG9ydBgBIAEoCzIXLmNvbGluay5hZG1pbi52MS5SZXBvcnQirAEKEkxpc3RSZXBvcnRzUmVxdWVzdBItCgZzdGF0dXMYASABKA4yHS5jb2xpbmsuYWRtaW4udjEuUmVwb3J0U3RhdHVzEhIKCmNoYW5uZWxfaWQYAiABKAkSGAoQcmVwb3J0ZWRfdXNlcl9pZBgDIAEoCRISCgptZXNzYWdlX2lkGAQgASgJEhEKCXBhZ2Vfc2l6ZRgFIAEoBRISCgpwYWdlX3Rva2VuGAYgASgJIlgKE0xpc3RSZXBvcnRzUmVzcG9uc2USKAoHcmVwb3J0cxgBIAMoCzIXLmNvbGluay5hZG1pbi52MS5SZXBvcnQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIiUKEEdldFJlcG9ydFJlcXVlc3QSEQoJcmVwb3J0X2lkGAEgASgJIjwKEUdldFJlcG9ydFJlc3BvbnNlEicKBnJlcG9ydBgBIAEoCzIXLmNvbGluay5hZG1pbi52MS5SZXBvcnQitgEKFFJlc29sdmVSZXBvcnRSZXF1ZXN0EhEKCXJlcG9ydF9pZBgBIAEoCRIxCgpyZXNvbHV0aW9uGAIgASgOMh0uY29saW5rLmFkbWluLnYxLlJlcG9ydFN0YXR1cxIxCgZhY3Rpb24YAyABKA4yIS5jb2xpbmsuYWRtaW4udjEuTW9kZXJhdGlvbkFjdGlvbhIMCgRub3RlGAQgASgJEhcKD2lkZW1wb3RlbmN5X2tleRgFIAEoCSJAChVSZXNvbHZlUmVwb3J0UmVzcG9uc2USJwoGcmVwb3J0GAEgASgLMhcuY29saW5rLmFkbWluLnYxLlJlcG9ydCLDAQoVQ3JlYXRlU2FuY3Rpb25SZXF1ZXN0Eg8KB3VzZXJfaWQYASABKAkSKwoEa2luZBgCIAEoDjIdLmNvbGluay5hZG1pbi52MS5TYW5jdGlvbktpbmQSEgoKY2hhbm5lbF9pZBgDIAEoCRIOCgZyZWFzb24YBCABKAkSLwoLZXhwaXJlX3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhcKD2lkZW1wb3RlbmN5X2tleRgGIAEoCSJFChZDcmVhdGVTYW5jdGlvblJlc3BvbnNlEisKCHNhbmN0aW9uGAEgASgLMhkuY29saW5rLmFkbWluLnYxLlNhbmN0aW9uIqkBChRMaXN0U2FuY3Rpb25zUmVxdWVzdBIPCgd1c2VyX2lkGAEgASgJEhIKCmNoYW5uZWxfaWQYAiABKAkSKwoEa2luZBgDIAEoDjIdLmNvbGluay5hZG1pbi52MS5TYW5jdGlvbktpbmQSGAoQaW5jbHVkZV9pbmFjdGl2ZRgEIAEoCBIRCglwYWdlX3NpemUYBSABKAUSEgoKcGFnZV90b2tlbhgGIAEoCSJeChVMaXN0U2FuY3Rpb25zUmVzcG9uc2USLAoJc2FuY3Rpb25zGAEgAygLMhkuY29saW5rLmFkbWluLnYxLlNhbmN0aW9uEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSI6ChNMaWZ0U2FuY3Rpb25SZXF1ZXN0EhMKC3NhbmN0aW9uX2lkGAEgASgJEg4KBnJlYXNvbhgCIAEoCSJDChRMaWZ0U2FuY3Rpb25SZXNwb25zZRIrCghzYW5jdGlvbhgBIAEoCzIZLmNvbGluay5hZG1pbi52MS5TYW5jdGlvbiLlAQoUTGlzdEF1ZGl0TG9nc1JlcXVlc3QSEAoIYWN0b3JfaWQYASABKAkSDgoGYWN0aW9uGAIgASgJEhMKC3RhcmdldF90eXBlGAMgASgJEhEKCXRhcmdldF9pZBgEIAEoCRIuCgpzdGFydF90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCghlbmRfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEQoJcGFnZV9zaXplGAcgASgFEhIKCnBhZ2VfdG9rZW4YCCABKAkiXwoVTGlzdEF1ZGl0TG9nc1Jlc3BvbnNlEi0KCmF1ZGl0X2xvZ3MYASADKAsyGS5jb2xpbmsuYWRtaW4udjEuQXVkaXRMb2cSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIhkKF1ZlcmlmeUF1ZGl0Q2hhaW5SZXF1ZXN0IsABChhWZXJpZnlBdWRpdENoYWluUmVzcG9uc2USDgoGaW50YWN0GAEgASgIEhcKD2VudHJpZXNfY2hlY2tlZBgCIAEoAxIhChlmaXJzdF9icm9rZW5fYXVkaXRfbG9nX2lkGAMgASgJEh0KFWZpcnN0X2Jyb2tlbl9wb3NpdGlvbhgEIAEoAxIPCgdwcm9ibGVtGAUgASgJEhEKCWhlYWRfaGFzaBgGIAEoCRIVCg1oZWFkX3Bvc2l0aW9uGAcgASgDInYKFkV4cG9ydEF1ZGl0TG9nc1JlcXVlc3QSLgoKc3RhcnRfdGltZRgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kX3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIioKEkdldEF1ZGl0TG9nUmVxdWVzdBIUCgxhdWRpdF9sb2dfaWQYASABKAkiQwoTR2V0QXVkaXRMb2dSZXNwb25zZRIsCglhdWRpdF9sb2cYASABKAsyGS5jb2xpbmsuYWRtaW4udjEuQXVkaXRMb2cqfgoIVXNlclJvbGUSGQoVVVNFUl9ST0xFX1VOU1BFQ0lGSUVEEAASEwoPVVNFUl9ST0xFX0FETUlOEAESFwoTVVNFUl9ST0xFX01PREVSQVRPUhACEhQKEFVTRVJfUk9MRV9NRU1CRVIQAxITCg9VU0VSX1JPTEVfR1VFU1QQBCqqAQoQTW9kZXJhdGlvbkFjdGlvbhIhCh1NT0RFUkFUSU9OX0FDVElPTl9VTlNQRUNJRklFRBAAEhwKGE1PREVSQVRJT05fQUNUSU9OX0RFTEVURRABEhoKFk1PREVSQVRJT05fQUNUSU9OX0hJREUQAhIdChlNT0RFUkFUSU9OX0FDVElPTl9SRVNUT1JFEAMSGgoWTU9ERVJBVElPTl9BQ1RJT05fV0FSThAEKtIBCgxSZXBvcnRSZWFzb24SHQoZUkVQT1JUX1JFQVNPTl9VTlNQRUNJRklFRBAAEhYKElJFUE9SVF9SRUFTT05fU1BBTRABEhwKGFJFUE9SVF9SRUFTT05fSEFSQVNTTUVOVBACEhYKElJFUE9SVF9SRUFTT05fSEFURRADEh8KG1JFUE9SVF9SRUFTT05fSU5BUFBST1BSSUFURRAEEhsKF1JFUE9SVF9SRUFTT05fTUFMSUNJT1VTEAUSFwoTUkVQT1JUX1JFQVNPTl9PVEhFUhAGKn4KDFJlcG9ydFN0YXR1cxIdChlSRVBPUlRfU1RBVFVTX1VOU1BFQ0lGSUVEEAASFgoSUkVQT1JUX1NUQVRVU19PUEVOEAESGgoWUkVQT1JUX1NUQVRVU19BQ1RJT05FRBACEhsKF1JFUE9SVF9TVEFUVVNfRElTTUlTU0VEEAMqXAoMU2FuY3Rpb25LaW5kEh0KGVNBTkNUSU9OX0tJTkRfVU5TUEVDSUZJRUQQABIVChFTQU5DVElPTl9LSU5EX0JBThABEhYKElNBTkNUSU9OX0tJTkRfTVVURRACMrQRCgxBZG1pblNlcnZpY2USkgEKDkRlYWN0aXZhdGVVc2VyEiYuY29saW5rLmFkbWluLnYxLkRlYWN0aXZhdGVVc2VyUmVxdWVzdBonLmNvbGluay5hZG1pbi52MS5EZWFjdGl2YXRlVXNlclJlc3BvbnNlIi+C0+STAik6ASoiJC92MS9hZG1pbi91c2Vycy97dXNlcl9pZH0vZGVhY3RpdmF0ZRKSAQoOUmVhY3RpdmF0ZVVzZXISJi5jb2xpbmsuYWRtaW4udjEuUmVhY3RpdmF0ZVVzZXJSZXF1ZXN0GicuY29saW5rLmFkbWluLnYxLlJlYWN0aXZhdGVVc2VyUmVzcG9uc2UiL4LT5JMCKToBKiIkL3YxL2FkbWluL3VzZXJzL3t1c2VyX2lkfS9yZWFjdGl2YXRlEoMBCgtTZXRVc2VyUm9sZRIjLmNvbGluay5hZG1pbi52MS5TZXRVc2VyUm9sZVJlcXVlc3QaJC5jb2xpbmsuYWRtaW4udjEuU2V0VXNlclJvbGVSZXNwb25zZSIpgtPkkwIjOgEqGh4vdjEvYWRtaW4vdXNlcnMve3VzZXJfaWR9L3JvbGUSmQEKD01vZGVyYXRlTWVzc2FnZRInLmNvbGluay5hZG1pbi52MS5Nb2RlcmF0ZU1lc3NhZ2VSZXF1ZXN0GiguY29saW5rLmFkbWluLnYxLk1vZGVyYXRlTWVzc2FnZVJlc3BvbnNlIjOC0+STAi06ASoiKC92MS9hZG1pbi9tZXNzYWdlcy97bWVzc2FnZV9pZH0vbW9kZXJhdGUSmwEKEUdldE1lc3NhZ2VDb250ZXh0EikuY29saW5rLmFkbWluLnYxLkdldE1lc3NhZ2VDb250ZXh0UmVxdWVzdBoqLmNvbGluay5hZG1pbi52MS5HZXRNZXNzYWdlQ29udGV4dFJlc3BvbnNlIi+C0+STAikSJy92MS9hZG1pbi9tZXNzYWdlcy97bWVzc2FnZV9pZH0vY29udGV4dBKMAQoNUmVwb3J0TWVzc2FnZRIlLmNvbGluay5hZG1pbi52MS5SZXBvcnRNZXNzYWdlUmVxdWVzdBomLmNvbGluay5hZG1pbi52MS5SZXBvcnRNZXNzYWdlUmVzcG9uc2UiLILT5JMCJjoBKiIhL3YxL21lc3NhZ2VzL3ttZXNzYWdlX2lkfS9yZXBvcnRzEnMKC0xpc3RSZXBvcnRzEiMuY29saW5rLmFkbWluLnYxLkxpc3RSZXBvcnRzUmVxdWVzdBokLmNvbGluay5hZG1pbi52MS5MaXN0UmVwb3J0c1Jlc3BvbnNlIhmC0+STAhMSES92MS9hZG1pbi9yZXBvcnRzEnkKCUdldFJlcG9ydBIhLmNvbGluay5hZG1pbi52MS5HZXRSZXBvcnRSZXF1ZXN0GiIuY29saW5rLmFkbWluLnYxLkdldFJlcG9ydFJlc3BvbnNlIiWC0+STAh8SHS92MS9hZG1pbi9yZXBvcnRzL3tyZXBvcnRfaWR9EpABCg1SZXNvbHZlUmVwb3J0EiUuY29saW5rLmFkbWluLnYxLlJlc29sdmVSZXBvcnRSZXF1ZXN0GiYuY29saW5rLmFkbWluLnYxLlJlc29sdmVSZXBvcnRSZXNwb25zZSIwgtPkkwIqOgEqIiUvdjEvYWRtaW4vcmVwb3J0cy97cmVwb3J0X2lkfS9yZXNvbHZlEpEBCg5DcmVhdGVTYW5jdGlvbhImLmNvbGluay5hZG1pbi52MS5DcmVhdGVTYW5jdGlvblJlcXVlc3QaJy5jb2xpbmsuYWRtaW4udjEuQ3JlYXRlU2FuY3Rpb25SZXNwb25zZSIugtPkkwIoOgEqIiMvdjEvYWRtaW4vdXNlcnMve3VzZXJfaWR9L3NhbmN0aW9ucxJ7Cg1MaXN0U2FuY3Rpb25zEiUuY29saW5rLmFkbWluLnYxLkxpc3RTYW5jdGlvbnNSZXF1ZXN0GiYuY29saW5rLmFkbWluLnYxLkxpc3RTYW5jdGlvbnNSZXNwb25zZSIbgtPkkwIVEhMvdjEvYWRtaW4vc2FuY3Rpb25zEo4BCgxMaWZ0U2FuY3Rpb24SJC5jb2xpbmsuYWRtaW4udjEuTGlmdFNhbmN0aW9uUmVxdWVzdBolLmNvbGluay5hZG1pbi52MS5MaWZ0U2FuY3Rpb25SZXNwb25zZSIxgtPkkwIrOgEqIiYvdjEvYWRtaW4vc2FuY3Rpb25zL3tzYW5jdGlvbl9pZH0vbGlmdBJ8Cg1MaXN0QXVkaXRMb2dzEiUuY29saW5rLmFkbWluLnYxLkxpc3RBdWRpdExvZ3NSZXF1ZXN0GiYuY29saW5rLmFkbWluLnYxLkxpc3RBdWRpdExvZ3NSZXNwb25zZSIcgtPkkwIWEhQvdjEvYWRtaW4vYXVkaXQtbG9ncxKFAQoLR2V0QXVkaXRMb2cSIy5jb2xpbmsuYWRtaW4udjEuR2V0QXVkaXRMb2dSZXF1ZXN0GiQuY29saW5rLmFkbWluLnYxLkdldEF1ZGl0TG9nUmVzcG9uc2UiK4LT5JMCJRIjL3YxL2FkbWluL2F1ZGl0LWxvZ3Mve2F1ZGl0X2xvZ19pZH0ShgEKEFZlcmlmeUF1ZGl0Q2hhaW4SKC5jb2xpbmsuYWRtaW4udjEuVmVyaWZ5QXVkaXRDaGFpblJlcXVlc3QaKS5jb2xpbmsuYWRtaW4udjEuVmVyaWZ5QXVkaXRDaGFpblJlc3BvbnNlIh2C0+STAhcSFS92MS9hZG1pbi9hdWRpdC1jaGFpbhJ3Cg9FeHBvcnRBdWRpdExvZ3MSJy5jb2xpbmsuYWRtaW4udjEuRXhwb3J0QXVkaXRMb2dzUmVxdWVzdBoULmdvb2dsZS5hcGkuSHR0cEJvZHkiI4LT5JMCHRIbL3YxL2FkbWluL2F1ZGl0LWxvZ3M6ZXhwb3J0MAFiBnByb3RvMw", [file_colink_messaging_v1_messaging, file_google_api_annotations, file_google_api_httpbody, file_google_protobuf_timestamp]);
 
 /**
  * An account's administrative state.
@@ -504,57 +502,6 @@ export const AuditLogSchema: GenMessage<AuditLog> = /*@__PURE__*/
   messageDesc(file_colink_admin_v1_admin, 4);
 
 /**
- * How long files of one type are kept.
- *
- * @generated from message colink.admin.v1.FileRetentionPolicy
- */
-export type FileRetentionPolicy = Message<"colink.admin.v1.FileRetentionPolicy"> & {
-  /**
-   * The file type.
-   *
-   * @generated from field: colink.files.v1.FileType file_type = 1;
-   */
-  fileType: FileType;
-
-  /**
-   * Days after upload before a file expires; 0 keeps files forever (the
-   * initial value).
-   *
-   * @generated from field: int32 retention_days = 2;
-   */
-  retentionDays: number;
-
-  /**
-   * Delete expired files automatically; when false they are only marked
-   * expired, which stops downloads, until an admin deletes them.
-   *
-   * @generated from field: bool auto_delete = 3;
-   */
-  autoDelete: boolean;
-
-  /**
-   * Who last changed it; empty for the initial value.
-   *
-   * @generated from field: string updated_by_id = 4;
-   */
-  updatedById: string;
-
-  /**
-   * When it last changed.
-   *
-   * @generated from field: google.protobuf.Timestamp update_time = 5;
-   */
-  updateTime?: Timestamp | undefined;
-};
-
-/**
- * Describes the message colink.admin.v1.FileRetentionPolicy.
- * Use `create(FileRetentionPolicySchema)` to create a new message.
- */
-export const FileRetentionPolicySchema: GenMessage<FileRetentionPolicy> = /*@__PURE__*/
-  messageDesc(file_colink_admin_v1_admin, 5);
-
-/**
  * DeactivateUser.
  *
  * @generated from message colink.admin.v1.DeactivateUserRequest
@@ -588,7 +535,7 @@ export type DeactivateUserRequest = Message<"colink.admin.v1.DeactivateUserReque
  * Use `create(DeactivateUserRequestSchema)` to create a new message.
  */
 export const DeactivateUserRequestSchema: GenMessage<DeactivateUserRequest> = /*@__PURE__*/
-  messageDesc(file_colink_admin_v1_admin, 6);
+  messageDesc(file_colink_admin_v1_admin, 5);
 
 /**
  * DeactivateUser result.
@@ -609,7 +556,7 @@ export type DeactivateUserResponse = Message<"colink.admin.v1.DeactivateUserResp
  * Use `create(DeactivateUserResponseSchema)` to create a new message.
  */
 export const DeactivateUserResponseSchema: GenMessage<DeactivateUserResponse> = /*@__PURE__*/
-  messageDesc(file_colink_admin_v1_admin, 7);
+  messageDesc(file_colink_admin_v1_admin, 6);
 
 /**
  * ReactivateUser.
@@ -645,7 +592,7 @@ export type ReactivateUserRequest = Message<"colink.admin.v1.ReactivateUserReque
  * Use `create(ReactivateUserRequestSchema)` to create a new message.
  */
 export const ReactivateUserRequestSchema: GenMessage<ReactivateUserRequest> = /*@__PURE__*/
-  messageDesc(file_colink_admin_v1_admin, 8);
+  messageDesc(file_colink_admin_v1_admin, 7);
 
 /**
  * ReactivateUser result.
@@ -666,7 +613,7 @@ export type ReactivateUserResponse = Message<"colink.admin.v1.ReactivateUserResp
  * Use `create(ReactivateUserResponseSchema)` to create a new message.
  */
 export const ReactivateUserResponseSchema: GenMessage<ReactivateUserResponse> = /*@__PURE__*/
-  messageDesc(file_colink_admin_v1_admin, 9);
+  messageDesc(file_colink_admin_v1_admin, 8);
 
 /**
  * SetUserRole.
@@ -701,7 +648,7 @@ export type SetUserRoleRequest = Message<"colink.admin.v1.SetUserRoleRequest"> &
  * Use `create(SetUserRoleRequestSchema)` to create a new message.
  */
 export const SetUserRoleRequestSchema: GenMessage<SetUserRoleRequest> = /*@__PURE__*/
-  messageDesc(file_colink_admin_v1_admin, 10);
+  messageDesc(file_colink_admin_v1_admin, 9);
 
 /**
  * SetUserRole result.
@@ -722,7 +669,7 @@ export type SetUserRoleResponse = Message<"colink.admin.v1.SetUserRoleResponse">
  * Use `create(SetUserRoleResponseSchema)` to create a new message.
  */
 export const SetUserRoleResponseSchema: GenMessage<SetUserRoleResponse> = /*@__PURE__*/
-  messageDesc(file_colink_admin_v1_admin, 11);
+  messageDesc(file_colink_admin_v1_admin, 10);
 
 /**
  * ModerateMessage.
@@ -773,7 +720,7 @@ export type ModerateMessageRequest = Message<"colink.admin.v1.ModerateMessageReq
  * Use `create(ModerateMessageRequestSchema)` to create a new message.
  */
 export const ModerateMessageRequestSchema: GenMessage<ModerateMessageRequest> = /*@__PURE__*/
-  messageDesc(file_colink_admin_v1_admin, 12);
+  messageDesc(file_colink_admin_v1_admin, 11);
 
 /**
  * ModerateMessage result.
@@ -794,7 +741,7 @@ export type ModerateMessageResponse = Message<"colink.admin.v1.ModerateMessageRe
  * Use `create(ModerateMessageResponseSchema)` to create a new message.
  */
 export const ModerateMessageResponseSchema: GenMessage<ModerateMessageResponse> = /*@__PURE__*/
-  messageDesc(file_colink_admin_v1_admin, 13);
+  messageDesc(file_colink_admin_v1_admin, 12);
 
 /**
  * GetMessageContext.
@@ -829,7 +776,7 @@ export type GetMessageContextRequest = Message<"colink.admin.v1.GetMessageContex
  * Use `create(GetMessageContextRequestSchema)` to create a new message.
  */
 export const GetMessageContextRequestSchema: GenMessage<GetMessageContextRequest> = /*@__PURE__*/
-  messageDesc(file_colink_admin_v1_admin, 14);
+  messageDesc(file_colink_admin_v1_admin, 13);
 
 /**
  * GetMessageContext result.
@@ -857,7 +804,7 @@ export type GetMessageContextResponse = Message<"colink.admin.v1.GetMessageConte
  * Use `create(GetMessageContextResponseSchema)` to create a new message.
  */
 export const GetMessageContextResponseSchema: GenMessage<GetMessageContextResponse> = /*@__PURE__*/
-  messageDesc(file_colink_admin_v1_admin, 15);
+  messageDesc(file_colink_admin_v1_admin, 14);
 
 /**
  * ReportMessage.
@@ -900,7 +847,7 @@ export type ReportMessageRequest = Message<"colink.admin.v1.ReportMessageRequest
  * Use `create(ReportMessageRequestSchema)` to create a new message.
  */
 export const ReportMessageRequestSchema: GenMessage<ReportMessageRequest> = /*@__PURE__*/
-  messageDesc(file_colink_admin_v1_admin, 16);
+  messageDesc(file_colink_admin_v1_admin, 15);
 
 /**
  * ReportMessage result.
@@ -921,7 +868,7 @@ export type ReportMessageResponse = Message<"colink.admin.v1.ReportMessageRespon
  * Use `create(ReportMessageResponseSchema)` to create a new message.
  */
 export const ReportMessageResponseSchema: GenMessage<ReportMessageResponse> = /*@__PURE__*/
-  messageDesc(file_colink_admin_v1_admin, 17);
+  messageDesc(file_colink_admin_v1_admin, 16);
 
 /**
  * ListReports.
@@ -977,7 +924,7 @@ export type ListReportsRequest = Message<"colink.admin.v1.ListReportsRequest"> &
  * Use `create(ListReportsRequestSchema)` to create a new message.
  */
 export const ListReportsRequestSchema: GenMessage<ListReportsRequest> = /*@__PURE__*/
-  messageDesc(file_colink_admin_v1_admin, 18);
+  messageDesc(file_colink_admin_v1_admin, 17);
 
 /**
  * ListReports result.
@@ -1005,7 +952,7 @@ export type ListReportsResponse = Message<"colink.admin.v1.ListReportsResponse">
  * Use `create(ListReportsResponseSchema)` to create a new message.
  */
 export const ListReportsResponseSchema: GenMessage<ListReportsResponse> = /*@__PURE__*/
-  messageDesc(file_colink_admin_v1_admin, 19);
+  messageDesc(file_colink_admin_v1_admin, 18);
 
 /**
  * GetReport.
@@ -1026,7 +973,7 @@ export type GetReportRequest = Message<"colink.admin.v1.GetReportRequest"> & {
  * Use `create(GetReportRequestSchema)` to create a new message.
  */
 export const GetReportRequestSchema: GenMessage<GetReportRequest> = /*@__PURE__*/
-  messageDesc(file_colink_admin_v1_admin, 20);
+  messageDesc(file_colink_admin_v1_admin, 19);
 
 /**
  * GetReport result.
@@ -1047,7 +994,7 @@ export type GetReportResponse = Message<"colink.admin.v1.GetReportResponse"> & {
  * Use `create(GetReportResponseSchema)` to create a new message.
  */
 export const GetReportResponseSchema: GenMessage<GetReportResponse> = /*@__PURE__*/
-  messageDesc(file_colink_admin_v1_admin, 21);
+  messageDesc(file_colink_admin_v1_admin, 20);
 
 /**
  * ResolveReport.
@@ -1099,7 +1046,7 @@ export type ResolveReportRequest = Message<"colink.admin.v1.ResolveReportRequest
  * Use `create(ResolveReportRequestSchema)` to create a new message.
  */
 export const ResolveReportRequestSchema: GenMessage<ResolveReportRequest> = /*@__PURE__*/
-  messageDesc(file_colink_admin_v1_admin, 22);
+  messageDesc(file_colink_admin_v1_admin, 21);
 
 /**
  * ResolveReport result.
@@ -1120,7 +1067,7 @@ export type ResolveReportResponse = Message<"colink.admin.v1.ResolveReportRespon
  * Use `create(ResolveReportResponseSchema)` to create a new message.
  */
 export const ResolveReportResponseSchema: GenMessage<ResolveReportResponse> = /*@__PURE__*/
-  messageDesc(file_colink_admin_v1_admin, 23);
+  messageDesc(file_colink_admin_v1_admin, 22);
 
 /**
  * CreateSanction.
@@ -1178,7 +1125,7 @@ export type CreateSanctionRequest = Message<"colink.admin.v1.CreateSanctionReque
  * Use `create(CreateSanctionRequestSchema)` to create a new message.
  */
 export const CreateSanctionRequestSchema: GenMessage<CreateSanctionRequest> = /*@__PURE__*/
-  messageDesc(file_colink_admin_v1_admin, 24);
+  messageDesc(file_colink_admin_v1_admin, 23);
 
 /**
  * CreateSanction result.
@@ -1199,7 +1146,7 @@ export type CreateSanctionResponse = Message<"colink.admin.v1.CreateSanctionResp
  * Use `create(CreateSanctionResponseSchema)` to create a new message.
  */
 export const CreateSanctionResponseSchema: GenMessage<CreateSanctionResponse> = /*@__PURE__*/
-  messageDesc(file_colink_admin_v1_admin, 25);
+  messageDesc(file_colink_admin_v1_admin, 24);
 
 /**
  * ListSanctions.
@@ -1256,7 +1203,7 @@ export type ListSanctionsRequest = Message<"colink.admin.v1.ListSanctionsRequest
  * Use `create(ListSanctionsRequestSchema)` to create a new message.
  */
 export const ListSanctionsRequestSchema: GenMessage<ListSanctionsRequest> = /*@__PURE__*/
-  messageDesc(file_colink_admin_v1_admin, 26);
+  messageDesc(file_colink_admin_v1_admin, 25);
 
 /**
  * ListSanctions result.
@@ -1284,7 +1231,7 @@ export type ListSanctionsResponse = Message<"colink.admin.v1.ListSanctionsRespon
  * Use `create(ListSanctionsResponseSchema)` to create a new message.
  */
 export const ListSanctionsResponseSchema: GenMessage<ListSanctionsResponse> = /*@__PURE__*/
-  messageDesc(file_colink_admin_v1_admin, 27);
+  messageDesc(file_colink_admin_v1_admin, 26);
 
 /**
  * LiftSanction.
@@ -1312,7 +1259,7 @@ export type LiftSanctionRequest = Message<"colink.admin.v1.LiftSanctionRequest">
  * Use `create(LiftSanctionRequestSchema)` to create a new message.
  */
 export const LiftSanctionRequestSchema: GenMessage<LiftSanctionRequest> = /*@__PURE__*/
-  messageDesc(file_colink_admin_v1_admin, 28);
+  messageDesc(file_colink_admin_v1_admin, 27);
 
 /**
  * LiftSanction result.
@@ -1333,7 +1280,7 @@ export type LiftSanctionResponse = Message<"colink.admin.v1.LiftSanctionResponse
  * Use `create(LiftSanctionResponseSchema)` to create a new message.
  */
 export const LiftSanctionResponseSchema: GenMessage<LiftSanctionResponse> = /*@__PURE__*/
-  messageDesc(file_colink_admin_v1_admin, 29);
+  messageDesc(file_colink_admin_v1_admin, 28);
 
 /**
  * ListAuditLogs.
@@ -1404,7 +1351,7 @@ export type ListAuditLogsRequest = Message<"colink.admin.v1.ListAuditLogsRequest
  * Use `create(ListAuditLogsRequestSchema)` to create a new message.
  */
 export const ListAuditLogsRequestSchema: GenMessage<ListAuditLogsRequest> = /*@__PURE__*/
-  messageDesc(file_colink_admin_v1_admin, 30);
+  messageDesc(file_colink_admin_v1_admin, 29);
 
 /**
  * ListAuditLogs result.
@@ -1432,7 +1379,7 @@ export type ListAuditLogsResponse = Message<"colink.admin.v1.ListAuditLogsRespon
  * Use `create(ListAuditLogsResponseSchema)` to create a new message.
  */
 export const ListAuditLogsResponseSchema: GenMessage<ListAuditLogsResponse> = /*@__PURE__*/
-  messageDesc(file_colink_admin_v1_admin, 31);
+  messageDesc(file_colink_admin_v1_admin, 30);
 
 /**
  * VerifyAuditChain.
@@ -1447,7 +1394,7 @@ export type VerifyAuditChainRequest = Message<"colink.admin.v1.VerifyAuditChainR
  * Use `create(VerifyAuditChainRequestSchema)` to create a new message.
  */
 export const VerifyAuditChainRequestSchema: GenMessage<VerifyAuditChainRequest> = /*@__PURE__*/
-  messageDesc(file_colink_admin_v1_admin, 32);
+  messageDesc(file_colink_admin_v1_admin, 31);
 
 /**
  * VerifyAuditChain result.
@@ -1512,7 +1459,7 @@ export type VerifyAuditChainResponse = Message<"colink.admin.v1.VerifyAuditChain
  * Use `create(VerifyAuditChainResponseSchema)` to create a new message.
  */
 export const VerifyAuditChainResponseSchema: GenMessage<VerifyAuditChainResponse> = /*@__PURE__*/
-  messageDesc(file_colink_admin_v1_admin, 33);
+  messageDesc(file_colink_admin_v1_admin, 32);
 
 /**
  * ExportAuditLogs.
@@ -1540,7 +1487,7 @@ export type ExportAuditLogsRequest = Message<"colink.admin.v1.ExportAuditLogsReq
  * Use `create(ExportAuditLogsRequestSchema)` to create a new message.
  */
 export const ExportAuditLogsRequestSchema: GenMessage<ExportAuditLogsRequest> = /*@__PURE__*/
-  messageDesc(file_colink_admin_v1_admin, 34);
+  messageDesc(file_colink_admin_v1_admin, 33);
 
 /**
  * GetAuditLog.
@@ -1561,7 +1508,7 @@ export type GetAuditLogRequest = Message<"colink.admin.v1.GetAuditLogRequest"> &
  * Use `create(GetAuditLogRequestSchema)` to create a new message.
  */
 export const GetAuditLogRequestSchema: GenMessage<GetAuditLogRequest> = /*@__PURE__*/
-  messageDesc(file_colink_admin_v1_admin, 35);
+  messageDesc(file_colink_admin_v1_admin, 34);
 
 /**
  * GetAuditLog result.
@@ -1582,101 +1529,7 @@ export type GetAuditLogResponse = Message<"colink.admin.v1.GetAuditLogResponse">
  * Use `create(GetAuditLogResponseSchema)` to create a new message.
  */
 export const GetAuditLogResponseSchema: GenMessage<GetAuditLogResponse> = /*@__PURE__*/
-  messageDesc(file_colink_admin_v1_admin, 36);
-
-/**
- * ListFileRetentionPolicies.
- *
- * @generated from message colink.admin.v1.ListFileRetentionPoliciesRequest
- */
-export type ListFileRetentionPoliciesRequest = Message<"colink.admin.v1.ListFileRetentionPoliciesRequest"> & {
-};
-
-/**
- * Describes the message colink.admin.v1.ListFileRetentionPoliciesRequest.
- * Use `create(ListFileRetentionPoliciesRequestSchema)` to create a new message.
- */
-export const ListFileRetentionPoliciesRequestSchema: GenMessage<ListFileRetentionPoliciesRequest> = /*@__PURE__*/
-  messageDesc(file_colink_admin_v1_admin, 37);
-
-/**
- * ListFileRetentionPolicies result.
- *
- * @generated from message colink.admin.v1.ListFileRetentionPoliciesResponse
- */
-export type ListFileRetentionPoliciesResponse = Message<"colink.admin.v1.ListFileRetentionPoliciesResponse"> & {
-  /**
-   * One per file type (image, video, audio, document, other), in that
-   * order.
-   *
-   * @generated from field: repeated colink.admin.v1.FileRetentionPolicy policies = 1;
-   */
-  policies: FileRetentionPolicy[];
-};
-
-/**
- * Describes the message colink.admin.v1.ListFileRetentionPoliciesResponse.
- * Use `create(ListFileRetentionPoliciesResponseSchema)` to create a new message.
- */
-export const ListFileRetentionPoliciesResponseSchema: GenMessage<ListFileRetentionPoliciesResponse> = /*@__PURE__*/
-  messageDesc(file_colink_admin_v1_admin, 38);
-
-/**
- * SetFileRetentionPolicy.
- *
- * @generated from message colink.admin.v1.SetFileRetentionPolicyRequest
- */
-export type SetFileRetentionPolicyRequest = Message<"colink.admin.v1.SetFileRetentionPolicyRequest"> & {
-  /**
-   * The file type; in the path as its enum name, e.g. FILE_TYPE_IMAGE.
-   * Required.
-   *
-   * @generated from field: colink.files.v1.FileType file_type = 1;
-   */
-  fileType: FileType;
-
-  /**
-   * 0 (keep forever) or 1..=36,500 days.
-   *
-   * @generated from field: int32 retention_days = 2;
-   */
-  retentionDays: number;
-
-  /**
-   * Delete expired files automatically instead of only marking them.
-   *
-   * @generated from field: bool auto_delete = 3;
-   */
-  autoDelete: boolean;
-};
-
-/**
- * Describes the message colink.admin.v1.SetFileRetentionPolicyRequest.
- * Use `create(SetFileRetentionPolicyRequestSchema)` to create a new message.
- */
-export const SetFileRetentionPolicyRequestSchema: GenMessage<SetFileRetentionPolicyRequest> = /*@__PURE__*/
-  messageDesc(file_colink_admin_v1_admin, 39);
-
-/**
- * SetFileRetentionPolicy result.
- *
- * @generated from message colink.admin.v1.SetFileRetentionPolicyResponse
- */
-export type SetFileRetentionPolicyResponse = Message<"colink.admin.v1.SetFileRetentionPolicyResponse"> & {
-  /**
-   * The policy as stored.
-   *
-   * @generated from field: colink.admin.v1.FileRetentionPolicy policy = 1;
-   */
-  policy?: FileRetentionPolicy | undefined;
-};
-
-/**
- * Describes the message colink.admin.v1.SetFileRetentionPolicyResponse.
- * Use `create(SetFileRetentionPolicyResponseSchema)` to create a new message.
- */
-export const SetFileRetentionPolicyResponseSchema: GenMessage<SetFileRetentionPolicyResponse> = /*@__PURE__*/
-  messageDesc(file_colink_admin_v1_admin, 40);
+  messageDesc(file_colink_admin_v1_admin, 35);
 
 /**
  * A workspace role; the same names and numbers as the auth service's Role.
@@ -2140,28 +1993,6 @@ export const AdminService: GenService<{
     methodKind: "server_streaming";
     input: typeof ExportAuditLogsRequestSchema;
     output: typeof HttpBodySchema;
-  },
-  /**
-   * The file retention policy of every file type. Admins only.
-   *
-   * @generated from rpc colink.admin.v1.AdminService.ListFileRetentionPolicies
-   */
-  listFileRetentionPolicies: {
-    methodKind: "unary";
-    input: typeof ListFileRetentionPoliciesRequestSchema;
-    output: typeof ListFileRetentionPoliciesResponseSchema;
-  },
-  /**
-   * Sets the retention policy of one file type. Admins only. A file's own
-   * retention setting (FilesService.UpdateFileRetention) overrides it.
-   * Errors: INVALID_ARGUMENT naming `file_type` or `retention_days`.
-   *
-   * @generated from rpc colink.admin.v1.AdminService.SetFileRetentionPolicy
-   */
-  setFileRetentionPolicy: {
-    methodKind: "unary";
-    input: typeof SetFileRetentionPolicyRequestSchema;
-    output: typeof SetFileRetentionPolicyResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_colink_admin_v1_admin, 0);

@@ -22,7 +22,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file colink/channels/v1/channels.proto.
  */
 export const file_colink_channels_v1_channels: GenFile = /*@__PURE__*/
-  fileDesc("CiFjb2xpbmsvY2hhbm5lbHMvdjEvY2hhbm5lbHMucHJvdG8SEmNvbGluay5jaGFubmVscy52MSKuAwoHQ2hhbm5lbBISCgpjaGFubmVsX2lkGAEgASgJEi0KBGtpbmQYAiABKA4yHy5jb2xpbmsuY2hhbm5lbHMudjEuQ2hhbm5lbEtpbmQSDAoEbmFtZRgDIAEoCRINCgV0b3BpYxgEIAEoCRITCgtkZXNjcmlwdGlvbhgFIAEoCRISCgpjcmVhdG9yX2lkGAYgASgJEhAKCGFyY2hpdmVkGAcgASgIEhQKDG1lbWJlcl9jb3VudBgIIAEoBRIXCg9wYXJ0aWNpcGFudF9pZHMYCSADKAkSLwoLY3JlYXRlX3RpbWUYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC3VwZGF0ZV90aW1lGAsgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIzCgt2aWV3ZXJfcm9sZRgMIAEoDjIeLmNvbGluay5jaGFubmVscy52MS5NZW1iZXJSb2xlEkIKEnZpZXdlcl9wcmVmZXJlbmNlcxgNIAEoCzImLmNvbGluay5jaGFubmVscy52MS5DaGFubmVsUHJlZmVyZW5jZXMiRAoSQ2hhbm5lbFByZWZlcmVuY2VzEg0KBW11dGVkGAEgASgIEg4KBmhpZGRlbhgCIAEoCBIPCgdzdGFycmVkGAMgASgIInYKBk1lbWJlchIPCgd1c2VyX2lkGAEgASgJEiwKBHJvbGUYAiABKA4yHi5jb2xpbmsuY2hhbm5lbHMudjEuTWVtYmVyUm9sZRItCglqb2luX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIosCCgpJbnZpdGF0aW9uEhUKDWludml0YXRpb25faWQYASABKAkSEgoKY2hhbm5lbF9pZBgCIAEoCRIUCgxjaGFubmVsX25hbWUYAyABKAkSEgoKaW52aXRlcl9pZBgEIAEoCRISCgppbnZpdGVlX2lkGAUgASgJEjIKBXN0YXRlGAYgASgOMiMuY29saW5rLmNoYW5uZWxzLnYxLkludml0YXRpb25TdGF0ZRIvCgtjcmVhdGVfdGltZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLZXhwaXJlX3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIqQBChRDcmVhdGVDaGFubmVsUmVxdWVzdBIMCgRuYW1lGAEgASgJEi0KBGtpbmQYAiABKA4yHy5jb2xpbmsuY2hhbm5lbHMudjEuQ2hhbm5lbEtpbmQSDQoFdG9waWMYAyABKAkSEwoLZGVzY3JpcHRpb24YBCABKAkSEgoKbWVtYmVyX2lkcxgFIAMoCRIXCg9pZGVtcG90ZW5jeV9rZXkYBiABKAkiRQoVQ3JlYXRlQ2hhbm5lbFJlc3BvbnNlEiwKB2NoYW5uZWwYASABKAsyGy5jb2xpbmsuY2hhbm5lbHMudjEuQ2hhbm5lbCInChFHZXRDaGFubmVsUmVxdWVzdBISCgpjaGFubmVsX2lkGAEgASgJIkIKEkdldENoYW5uZWxSZXNwb25zZRIsCgdjaGFubmVsGAEgASgLMhsuY29saW5rLmNoYW5uZWxzLnYxLkNoYW5uZWwiogEKFFVwZGF0ZUNoYW5uZWxSZXF1ZXN0EhIKCmNoYW5uZWxfaWQYASABKAkSLAoHY2hhbm5lbBgCIAEoCzIbLmNvbGluay5jaGFubmVscy52MS5DaGFubmVsEi8KC3VwZGF0ZV9tYXNrGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFzaxIXCg9pZGVtcG90ZW5jeV9rZXkYBCABKAkiRQoVVXBkYXRlQ2hhbm5lbFJlc3BvbnNlEiwKB2NoYW5uZWwYASABKAsyGy5jb2xpbmsuY2hhbm5lbHMudjEuQ2hhbm5lbCKLAQoVTGlzdE15Q2hhbm5lbHNSZXF1ZXN0EjEKBmZpbHRlchgBIAEoDjIhLmNvbGluay5jaGFubmVscy52MS5DaGFubmVsRmlsdGVyEhgKEGluY2x1ZGVfYXJjaGl2ZWQYAiABKAgSEQoJcGFnZV9zaXplGAMgASgFEhIKCnBhZ2VfdG9rZW4YBCABKAkiYAoWTGlzdE15Q2hhbm5lbHNSZXNwb25zZRItCghjaGFubmVscxgBIAMoCzIbLmNvbGluay5jaGFubmVscy52MS5DaGFubmVsEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSJtChVCcm93c2VDaGFubmVsc1JlcXVlc3QSEwoLbmFtZV9wcmVmaXgYASABKAkSGAoQaW5jbHVkZV9hcmNoaXZlZBgCIAEoCBIRCglwYWdlX3NpemUYAyABKAUSEgoKcGFnZV90b2tlbhgEIAEoCSJgChZCcm93c2VDaGFubmVsc1Jlc3BvbnNlEi0KCGNoYW5uZWxzGAEgAygLMhsuY29saW5rLmNoYW5uZWxzLnYxLkNoYW5uZWwSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIkEKEkpvaW5DaGFubmVsUmVxdWVzdBISCgpjaGFubmVsX2lkGAEgASgJEhcKD2lkZW1wb3RlbmN5X2tleRgCIAEoCSJDChNKb2luQ2hhbm5lbFJlc3BvbnNlEiwKB2NoYW5uZWwYASABKAsyGy5jb2xpbmsuY2hhbm5lbHMudjEuQ2hhbm5lbCJCChNMZWF2ZUNoYW5uZWxSZXF1ZXN0EhIKCmNoYW5uZWxfaWQYASABKAkSFwoPaWRlbXBvdGVuY3lfa2V5GAIgASgJIhYKFExlYXZlQ2hhbm5lbFJlc3BvbnNlIoABChFBZGRNZW1iZXJzUmVxdWVzdBISCgpjaGFubmVsX2lkGAEgASgJEhAKCHVzZXJfaWRzGAIgAygJEiwKBHJvbGUYAyABKA4yHi5jb2xpbmsuY2hhbm5lbHMudjEuTWVtYmVyUm9sZRIXCg9pZGVtcG90ZW5jeV9rZXkYBCABKAkiPwoSQWRkTWVtYmVyc1Jlc3BvbnNlEikKBWFkZGVkGAEgAygLMhouY29saW5rLmNoYW5uZWxzLnYxLk1lbWJlciJTChNSZW1vdmVNZW1iZXJSZXF1ZXN0EhIKCmNoYW5uZWxfaWQYASABKAkSDwoHdXNlcl9pZBgCIAEoCRIXCg9pZGVtcG90ZW5jeV9rZXkYAyABKAkiFgoUUmVtb3ZlTWVtYmVyUmVzcG9uc2UiTwoSTGlzdE1lbWJlcnNSZXF1ZXN0EhIKCmNoYW5uZWxfaWQYASABKAkSEQoJcGFnZV9zaXplGAIgASgFEhIKCnBhZ2VfdG9rZW4YAyABKAkiWwoTTGlzdE1lbWJlcnNSZXNwb25zZRIrCgdtZW1iZXJzGAEgAygLMhouY29saW5rLmNoYW5uZWxzLnYxLk1lbWJlchIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkihQEKF1VwZGF0ZU1lbWJlclJvbGVSZXF1ZXN0EhIKCmNoYW5uZWxfaWQYASABKAkSDwoHdXNlcl9pZBgCIAEoCRIsCgRyb2xlGAMgASgOMh4uY29saW5rLmNoYW5uZWxzLnYxLk1lbWJlclJvbGUSFwoPaWRlbXBvdGVuY3lfa2V5GAQgASgJIkYKGFVwZGF0ZU1lbWJlclJvbGVSZXNwb25zZRIqCgZtZW1iZXIYASABKAsyGi5jb2xpbmsuY2hhbm5lbHMudjEuTWVtYmVyIkQKFUFyY2hpdmVDaGFubmVsUmVxdWVzdBISCgpjaGFubmVsX2lkGAEgASgJEhcKD2lkZW1wb3RlbmN5X2tleRgCIAEoCSJGChZBcmNoaXZlQ2hhbm5lbFJlc3BvbnNlEiwKB2NoYW5uZWwYASABKAsyGy5jb2xpbmsuY2hhbm5lbHMudjEuQ2hhbm5lbCJGChdVbmFyY2hpdmVDaGFubmVsUmVxdWVzdBISCgpjaGFubmVsX2lkGAEgASgJEhcKD2lkZW1wb3RlbmN5X2tleRgCIAEoCSJIChhVbmFyY2hpdmVDaGFubmVsUmVzcG9uc2USLAoHY2hhbm5lbBgBIAEoCzIbLmNvbGluay5jaGFubmVscy52MS5DaGFubmVsIkUKGE9wZW5EaXJlY3RNZXNzYWdlUmVxdWVzdBIQCgh1c2VyX2lkcxgBIAMoCRIXCg9pZGVtcG90ZW5jeV9rZXkYAiABKAkiWgoZT3BlbkRpcmVjdE1lc3NhZ2VSZXNwb25zZRIsCgdjaGFubmVsGAEgASgLMhsuY29saW5rLmNoYW5uZWxzLnYxLkNoYW5uZWwSDwoHY3JlYXRlZBgCIAEoCCJtChdDcmVhdGVJbnZpdGF0aW9uUmVxdWVzdBISCgpjaGFubmVsX2lkGAEgASgJEhIKCmludml0ZWVfaWQYAiABKAkSEQoJdHRsX2hvdXJzGAMgASgFEhcKD2lkZW1wb3RlbmN5X2tleRgEIAEoCSJOChhDcmVhdGVJbnZpdGF0aW9uUmVzcG9uc2USMgoKaW52aXRhdGlvbhgBIAEoCzIeLmNvbGluay5jaGFubmVscy52MS5JbnZpdGF0aW9uIkEKGExpc3RNeUludml0YXRpb25zUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCSJpChlMaXN0TXlJbnZpdGF0aW9uc1Jlc3BvbnNlEjMKC2ludml0YXRpb25zGAEgAygLMh4uY29saW5rLmNoYW5uZWxzLnYxLkludml0YXRpb24SFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIlwKGlJlc3BvbmRUb0ludml0YXRpb25SZXF1ZXN0EhUKDWludml0YXRpb25faWQYASABKAkSDgoGYWNjZXB0GAIgASgIEhcKD2lkZW1wb3RlbmN5X2tleRgDIAEoCSJRChtSZXNwb25kVG9JbnZpdGF0aW9uUmVzcG9uc2USMgoKaW52aXRhdGlvbhgBIAEoCzIeLmNvbGluay5jaGFubmVscy52MS5JbnZpdGF0aW9uIrwBCh9VcGRhdGVDaGFubmVsUHJlZmVyZW5jZXNSZXF1ZXN0EhIKCmNoYW5uZWxfaWQYASABKAkSOwoLcHJlZmVyZW5jZXMYAiABKAsyJi5jb2xpbmsuY2hhbm5lbHMudjEuQ2hhbm5lbFByZWZlcmVuY2VzEi8KC3VwZGF0ZV9tYXNrGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFzaxIXCg9pZGVtcG90ZW5jeV9rZXkYBCABKAkiXwogVXBkYXRlQ2hhbm5lbFByZWZlcmVuY2VzUmVzcG9uc2USOwoLcHJlZmVyZW5jZXMYASABKAsyJi5jb2xpbmsuY2hhbm5lbHMudjEuQ2hhbm5lbFByZWZlcmVuY2VzKpYBCgtDaGFubmVsS2luZBIcChhDSEFOTkVMX0tJTkRfVU5TUEVDSUZJRUQQABIXChNDSEFOTkVMX0tJTkRfUFVCTElDEAESGAoUQ0hBTk5FTF9LSU5EX1BSSVZBVEUQAhIXChNDSEFOTkVMX0tJTkRfRElSRUNUEAMSHQoZQ0hBTk5FTF9LSU5EX0dST1VQX0RJUkVDVBAEKm8KCk1lbWJlclJvbGUSGwoXTUVNQkVSX1JPTEVfVU5TUEVDSUZJRUQQABIVChFNRU1CRVJfUk9MRV9PV05FUhABEhUKEU1FTUJFUl9ST0xFX0FETUlOEAISFgoSTUVNQkVSX1JPTEVfTUVNQkVSEAMqrQEKD0ludml0YXRpb25TdGF0ZRIgChxJTlZJVEFUSU9OX1NUQVRFX1VOU1BFQ0lGSUVEEAASHAoYSU5WSVRBVElPTl9TVEFURV9QRU5ESU5HEAESHQoZSU5WSVRBVElPTl9TVEFURV9BQ0NFUFRFRBACEh0KGUlOVklUQVRJT05fU1RBVEVfREVDTElORUQQAxIcChhJTlZJVEFUSU9OX1NUQVRFX0VYUElSRUQQBCpwCg1DaGFubmVsRmlsdGVyEh4KGkNIQU5ORUxfRklMVEVSX1VOU1BFQ0lGSUVEEAASGwoXQ0hBTk5FTF9GSUxURVJfQ0hBTk5FTFMQARIiCh5DSEFOTkVMX0ZJTFRFUl9ESVJFQ1RfTUVTU0FHRVMQAjL8FAoPQ2hhbm5lbHNTZXJ2aWNlEn0KDUNyZWF0ZUNoYW5uZWwSKC5jb2xpbmsuY2hhbm5lbHMudjEuQ3JlYXRlQ2hhbm5lbFJlcXVlc3QaKS5jb2xpbmsuY2hhbm5lbHMudjEuQ3JlYXRlQ2hhbm5lbFJlc3BvbnNlIheC0+STAhE6ASoiDC92MS9jaGFubmVscxJ+CgpHZXRDaGFubmVsEiUuY29saW5rLmNoYW5uZWxzLnYxLkdldENoYW5uZWxSZXF1ZXN0GiYuY29saW5rLmNoYW5uZWxzLnYxLkdldENoYW5uZWxSZXNwb25zZSIhgtPkkwIbEhkvdjEvY2hhbm5lbHMve2NoYW5uZWxfaWR9EpABCg1VcGRhdGVDaGFubmVsEiguY29saW5rLmNoYW5uZWxzLnYxLlVwZGF0ZUNoYW5uZWxSZXF1ZXN0GikuY29saW5rLmNoYW5uZWxzLnYxLlVwZGF0ZUNoYW5uZWxSZXNwb25zZSIqgtPkkwIkOgdjaGFubmVsMhkvdjEvY2hhbm5lbHMve2NoYW5uZWxfaWR9En0KDkxpc3RNeUNoYW5uZWxzEikuY29saW5rLmNoYW5uZWxzLnYxLkxpc3RNeUNoYW5uZWxzUmVxdWVzdBoqLmNvbGluay5jaGFubmVscy52MS5MaXN0TXlDaGFubmVsc1Jlc3BvbnNlIhSC0+STAg4SDC92MS9jaGFubmVscxKEAQoOQnJvd3NlQ2hhbm5lbHMSKS5jb2xpbmsuY2hhbm5lbHMudjEuQnJvd3NlQ2hhbm5lbHNSZXF1ZXN0GiouY29saW5rLmNoYW5uZWxzLnYxLkJyb3dzZUNoYW5uZWxzUmVzcG9uc2UiG4LT5JMCFRITL3YxL2NoYW5uZWxzOmJyb3dzZRKJAQoLSm9pbkNoYW5uZWwSJi5jb2xpbmsuY2hhbm5lbHMudjEuSm9pbkNoYW5uZWxSZXF1ZXN0GicuY29saW5rLmNoYW5uZWxzLnYxLkpvaW5DaGFubmVsUmVzcG9uc2UiKYLT5JMCIzoBKiIeL3YxL2NoYW5uZWxzL3tjaGFubmVsX2lkfS9qb2luEo0BCgxMZWF2ZUNoYW5uZWwSJy5jb2xpbmsuY2hhbm5lbHMudjEuTGVhdmVDaGFubmVsUmVxdWVzdBooLmNvbGluay5jaGFubmVscy52MS5MZWF2ZUNoYW5uZWxSZXNwb25zZSIqgtPkkwIkOgEqIh8vdjEvY2hhbm5lbHMve2NoYW5uZWxfaWR9L2xlYXZlEokBCgpBZGRNZW1iZXJzEiUuY29saW5rLmNoYW5uZWxzLnYxLkFkZE1lbWJlcnNSZXF1ZXN0GiYuY29saW5rLmNoYW5uZWxzLnYxLkFkZE1lbWJlcnNSZXNwb25zZSIsgtPkkwImOgEqIiEvdjEvY2hhbm5lbHMve2NoYW5uZWxfaWR9L21lbWJlcnMSlgEKDFJlbW92ZU1lbWJlchInLmNvbGluay5jaGFubmVscy52MS5SZW1vdmVNZW1iZXJSZXF1ZXN0GiguY29saW5rLmNoYW5uZWxzLnYxLlJlbW92ZU1lbWJlclJlc3BvbnNlIjOC0+STAi0qKy92MS9jaGFubmVscy97Y2hhbm5lbF9pZH0vbWVtYmVycy97dXNlcl9pZH0SiQEKC0xpc3RNZW1iZXJzEiYuY29saW5rLmNoYW5uZWxzLnYxLkxpc3RNZW1iZXJzUmVxdWVzdBonLmNvbGluay5jaGFubmVscy52MS5MaXN0TWVtYmVyc1Jlc3BvbnNlIimC0+STAiMSIS92MS9jaGFubmVscy97Y2hhbm5lbF9pZH0vbWVtYmVycxKlAQoQVXBkYXRlTWVtYmVyUm9sZRIrLmNvbGluay5jaGFubmVscy52MS5VcGRhdGVNZW1iZXJSb2xlUmVxdWVzdBosLmNvbGluay5jaGFubmVscy52MS5VcGRhdGVNZW1iZXJSb2xlUmVzcG9uc2UiNoLT5JMCMDoBKjIrL3YxL2NoYW5uZWxzL3tjaGFubmVsX2lkfS9tZW1iZXJzL3t1c2VyX2lkfRKVAQoOQXJjaGl2ZUNoYW5uZWwSKS5jb2xpbmsuY2hhbm5lbHMudjEuQXJjaGl2ZUNoYW5uZWxSZXF1ZXN0GiouY29saW5rLmNoYW5uZWxzLnYxLkFyY2hpdmVDaGFubmVsUmVzcG9uc2UiLILT5JMCJjoBKiIhL3YxL2NoYW5uZWxzL3tjaGFubmVsX2lkfS9hcmNoaXZlEp0BChBVbmFyY2hpdmVDaGFubmVsEisuY29saW5rLmNoYW5uZWxzLnYxLlVuYXJjaGl2ZUNoYW5uZWxSZXF1ZXN0GiwuY29saW5rLmNoYW5uZWxzLnYxLlVuYXJjaGl2ZUNoYW5uZWxSZXNwb25zZSIugtPkkwIoOgEqIiMvdjEvY2hhbm5lbHMve2NoYW5uZWxfaWR9L3VuYXJjaGl2ZRKEAQoRT3BlbkRpcmVjdE1lc3NhZ2USLC5jb2xpbmsuY2hhbm5lbHMudjEuT3BlbkRpcmVjdE1lc3NhZ2VSZXF1ZXN0Gi0uY29saW5rLmNoYW5uZWxzLnYxLk9wZW5EaXJlY3RNZXNzYWdlUmVzcG9uc2UiEoLT5JMCDDoBKiIHL3YxL2RtcxKfAQoQQ3JlYXRlSW52aXRhdGlvbhIrLmNvbGluay5jaGFubmVscy52MS5DcmVhdGVJbnZpdGF0aW9uUmVxdWVzdBosLmNvbGluay5jaGFubmVscy52MS5DcmVhdGVJbnZpdGF0aW9uUmVzcG9uc2UiMILT5JMCKjoBKiIlL3YxL2NoYW5uZWxzL3tjaGFubmVsX2lkfS9pbnZpdGF0aW9ucxKJAQoRTGlzdE15SW52aXRhdGlvbnMSLC5jb2xpbmsuY2hhbm5lbHMudjEuTGlzdE15SW52aXRhdGlvbnNSZXF1ZXN0Gi0uY29saW5rLmNoYW5uZWxzLnYxLkxpc3RNeUludml0YXRpb25zUmVzcG9uc2UiF4LT5JMCERIPL3YxL2ludml0YXRpb25zEqoBChNSZXNwb25kVG9JbnZpdGF0aW9uEi4uY29saW5rLmNoYW5uZWxzLnYxLlJlc3BvbmRUb0ludml0YXRpb25SZXF1ZXN0Gi8uY29saW5rLmNoYW5uZWxzLnYxLlJlc3BvbmRUb0ludml0YXRpb25SZXNwb25zZSIygtPkkwIsOgEqIicvdjEvaW52aXRhdGlvbnMve2ludml0YXRpb25faWR9L3Jlc3BvbmQSwQEKGFVwZGF0ZUNoYW5uZWxQcmVmZXJlbmNlcxIzLmNvbGluay5jaGFubmVscy52MS5VcGRhdGVDaGFubmVsUHJlZmVyZW5jZXNSZXF1ZXN0GjQuY29saW5rLmNoYW5uZWxzLnYxLlVwZGF0ZUNoYW5uZWxQcmVmZXJlbmNlc1Jlc3BvbnNlIjqC0+STAjQ6C3ByZWZlcmVuY2VzMiUvdjEvY2hhbm5lbHMve2NoYW5uZWxfaWR9L3ByZWZlcmVuY2VzYgZwcm90bzM", [file_google_api_annotations, file_google_protobuf_field_mask, file_google_protobuf_timestamp]);
+  fileDesc("CiFjb2xpbmsvY2hhbm5lbHMvdjEvY2hhbm5lbHMucHJvdG8SEmNvbGluay5jaGFubmVscy52MSL8AwoHQ2hhbm5lbBISCgpjaGFubmVsX2lkGAEgASgJEi0KBGtpbmQYAiABKA4yHy5jb2xpbmsuY2hhbm5lbHMudjEuQ2hhbm5lbEtpbmQSDAoEbmFtZRgDIAEoCRINCgV0b3BpYxgEIAEoCRITCgtkZXNjcmlwdGlvbhgFIAEoCRISCgpjcmVhdG9yX2lkGAYgASgJEhAKCGFyY2hpdmVkGAcgASgIEhQKDG1lbWJlcl9jb3VudBgIIAEoBRIXCg9wYXJ0aWNpcGFudF9pZHMYCSADKAkSLwoLY3JlYXRlX3RpbWUYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC3VwZGF0ZV90aW1lGAsgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIzCgt2aWV3ZXJfcm9sZRgMIAEoDjIeLmNvbGluay5jaGFubmVscy52MS5NZW1iZXJSb2xlEkIKEnZpZXdlcl9wcmVmZXJlbmNlcxgNIAEoCzImLmNvbGluay5jaGFubmVscy52MS5DaGFubmVsUHJlZmVyZW5jZXMSFAoMdmlld2VyX211dGVkGA4gASgIEjYKEnZpZXdlcl9tdXRlZF91bnRpbBgPIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiRAoSQ2hhbm5lbFByZWZlcmVuY2VzEg0KBW11dGVkGAEgASgIEg4KBmhpZGRlbhgCIAEoCBIPCgdzdGFycmVkGAMgASgIInYKBk1lbWJlchIPCgd1c2VyX2lkGAEgASgJEiwKBHJvbGUYAiABKA4yHi5jb2xpbmsuY2hhbm5lbHMudjEuTWVtYmVyUm9sZRItCglqb2luX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIosCCgpJbnZpdGF0aW9uEhUKDWludml0YXRpb25faWQYASABKAkSEgoKY2hhbm5lbF9pZBgCIAEoCRIUCgxjaGFubmVsX25hbWUYAyABKAkSEgoKaW52aXRlcl9pZBgEIAEoCRISCgppbnZpdGVlX2lkGAUgASgJEjIKBXN0YXRlGAYgASgOMiMuY29saW5rLmNoYW5uZWxzLnYxLkludml0YXRpb25TdGF0ZRIvCgtjcmVhdGVfdGltZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLZXhwaXJlX3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIqQBChRDcmVhdGVDaGFubmVsUmVxdWVzdBIMCgRuYW1lGAEgASgJEi0KBGtpbmQYAiABKA4yHy5jb2xpbmsuY2hhbm5lbHMudjEuQ2hhbm5lbEtpbmQSDQoFdG9waWMYAyABKAkSEwoLZGVzY3JpcHRpb24YBCABKAkSEgoKbWVtYmVyX2lkcxgFIAMoCRIXCg9pZGVtcG90ZW5jeV9rZXkYBiABKAkiRQoVQ3JlYXRlQ2hhbm5lbFJlc3BvbnNlEiwKB2NoYW5uZWwYASABKAsyGy5jb2xpbmsuY2hhbm5lbHMudjEuQ2hhbm5lbCInChFHZXRDaGFubmVsUmVxdWVzdBISCgpjaGFubmVsX2lkGAEgASgJIkIKEkdldENoYW5uZWxSZXNwb25zZRIsCgdjaGFubmVsGAEgASgLMhsuY29saW5rLmNoYW5uZWxzLnYxLkNoYW5uZWwiogEKFFVwZGF0ZUNoYW5uZWxSZXF1ZXN0EhIKCmNoYW5uZWxfaWQYASABKAkSLAoHY2hhbm5lbBgCIAEoCzIbLmNvbGluay5jaGFubmVscy52MS5DaGFubmVsEi8KC3VwZGF0ZV9tYXNrGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFzaxIXCg9pZGVtcG90ZW5jeV9rZXkYBCABKAkiRQoVVXBkYXRlQ2hhbm5lbFJlc3BvbnNlEiwKB2NoYW5uZWwYASABKAsyGy5jb2xpbmsuY2hhbm5lbHMudjEuQ2hhbm5lbCKLAQoVTGlzdE15Q2hhbm5lbHNSZXF1ZXN0EjEKBmZpbHRlchgBIAEoDjIhLmNvbGluay5jaGFubmVscy52MS5DaGFubmVsRmlsdGVyEhgKEGluY2x1ZGVfYXJjaGl2ZWQYAiABKAgSEQoJcGFnZV9zaXplGAMgASgFEhIKCnBhZ2VfdG9rZW4YBCABKAkiYAoWTGlzdE15Q2hhbm5lbHNSZXNwb25zZRItCghjaGFubmVscxgBIAMoCzIbLmNvbGluay5jaGFubmVscy52MS5DaGFubmVsEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSJtChVCcm93c2VDaGFubmVsc1JlcXVlc3QSEwoLbmFtZV9wcmVmaXgYASABKAkSGAoQaW5jbHVkZV9hcmNoaXZlZBgCIAEoCBIRCglwYWdlX3NpemUYAyABKAUSEgoKcGFnZV90b2tlbhgEIAEoCSJgChZCcm93c2VDaGFubmVsc1Jlc3BvbnNlEi0KCGNoYW5uZWxzGAEgAygLMhsuY29saW5rLmNoYW5uZWxzLnYxLkNoYW5uZWwSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIkEKEkpvaW5DaGFubmVsUmVxdWVzdBISCgpjaGFubmVsX2lkGAEgASgJEhcKD2lkZW1wb3RlbmN5X2tleRgCIAEoCSJDChNKb2luQ2hhbm5lbFJlc3BvbnNlEiwKB2NoYW5uZWwYASABKAsyGy5jb2xpbmsuY2hhbm5lbHMudjEuQ2hhbm5lbCJCChNMZWF2ZUNoYW5uZWxSZXF1ZXN0EhIKCmNoYW5uZWxfaWQYASABKAkSFwoPaWRlbXBvdGVuY3lfa2V5GAIgASgJIhYKFExlYXZlQ2hhbm5lbFJlc3BvbnNlIoABChFBZGRNZW1iZXJzUmVxdWVzdBISCgpjaGFubmVsX2lkGAEgASgJEhAKCHVzZXJfaWRzGAIgAygJEiwKBHJvbGUYAyABKA4yHi5jb2xpbmsuY2hhbm5lbHMudjEuTWVtYmVyUm9sZRIXCg9pZGVtcG90ZW5jeV9rZXkYBCABKAkiPwoSQWRkTWVtYmVyc1Jlc3BvbnNlEikKBWFkZGVkGAEgAygLMhouY29saW5rLmNoYW5uZWxzLnYxLk1lbWJlciJTChNSZW1vdmVNZW1iZXJSZXF1ZXN0EhIKCmNoYW5uZWxfaWQYASABKAkSDwoHdXNlcl9pZBgCIAEoCRIXCg9pZGVtcG90ZW5jeV9rZXkYAyABKAkiFgoUUmVtb3ZlTWVtYmVyUmVzcG9uc2UiywEKG1NldE1lbWJlclJlc3RyaWN0aW9uUmVxdWVzdBIPCgd1c2VyX2lkGAEgASgJEhIKCmNoYW5uZWxfaWQYAiABKAkSMQoEa2luZBgDIAEoDjIjLmNvbGluay5jaGFubmVscy52MS5SZXN0cmljdGlvbktpbmQSLwoLZXhwaXJlX3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEgwKBGxpZnQYBSABKAgSFQoNdmFsaWRhdGVfb25seRgGIAEoCCIvChxTZXRNZW1iZXJSZXN0cmljdGlvblJlc3BvbnNlEg8KB3JlbW92ZWQYASABKAgiTwoSTGlzdE1lbWJlcnNSZXF1ZXN0EhIKCmNoYW5uZWxfaWQYASABKAkSEQoJcGFnZV9zaXplGAIgASgFEhIKCnBhZ2VfdG9rZW4YAyABKAkiWwoTTGlzdE1lbWJlcnNSZXNwb25zZRIrCgdtZW1iZXJzGAEgAygLMhouY29saW5rLmNoYW5uZWxzLnYxLk1lbWJlchIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkihQEKF1VwZGF0ZU1lbWJlclJvbGVSZXF1ZXN0EhIKCmNoYW5uZWxfaWQYASABKAkSDwoHdXNlcl9pZBgCIAEoCRIsCgRyb2xlGAMgASgOMh4uY29saW5rLmNoYW5uZWxzLnYxLk1lbWJlclJvbGUSFwoPaWRlbXBvdGVuY3lfa2V5GAQgASgJIkYKGFVwZGF0ZU1lbWJlclJvbGVSZXNwb25zZRIqCgZtZW1iZXIYASABKAsyGi5jb2xpbmsuY2hhbm5lbHMudjEuTWVtYmVyIkQKFUFyY2hpdmVDaGFubmVsUmVxdWVzdBISCgpjaGFubmVsX2lkGAEgASgJEhcKD2lkZW1wb3RlbmN5X2tleRgCIAEoCSJGChZBcmNoaXZlQ2hhbm5lbFJlc3BvbnNlEiwKB2NoYW5uZWwYASABKAsyGy5jb2xpbmsuY2hhbm5lbHMudjEuQ2hhbm5lbCJGChdVbmFyY2hpdmVDaGFubmVsUmVxdWVzdBISCgpjaGFubmVsX2lkGAEgASgJEhcKD2lkZW1wb3RlbmN5X2tleRgCIAEoCSJIChhVbmFyY2hpdmVDaGFubmVsUmVzcG9uc2USLAoHY2hhbm5lbBgBIAEoCzIbLmNvbGluay5jaGFubmVscy52MS5DaGFubmVsIkUKGE9wZW5EaXJlY3RNZXNzYWdlUmVxdWVzdBIQCgh1c2VyX2lkcxgBIAMoCRIXCg9pZGVtcG90ZW5jeV9rZXkYAiABKAkiWgoZT3BlbkRpcmVjdE1lc3NhZ2VSZXNwb25zZRIsCgdjaGFubmVsGAEgASgLMhsuY29saW5rLmNoYW5uZWxzLnYxLkNoYW5uZWwSDwoHY3JlYXRlZBgCIAEoCCJtChdDcmVhdGVJbnZpdGF0aW9uUmVxdWVzdBISCgpjaGFubmVsX2lkGAEgASgJEhIKCmludml0ZWVfaWQYAiABKAkSEQoJdHRsX2hvdXJzGAMgASgFEhcKD2lkZW1wb3RlbmN5X2tleRgEIAEoCSJOChhDcmVhdGVJbnZpdGF0aW9uUmVzcG9uc2USMgoKaW52aXRhdGlvbhgBIAEoCzIeLmNvbGluay5jaGFubmVscy52MS5JbnZpdGF0aW9uIkEKGExpc3RNeUludml0YXRpb25zUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCSJpChlMaXN0TXlJbnZpdGF0aW9uc1Jlc3BvbnNlEjMKC2ludml0YXRpb25zGAEgAygLMh4uY29saW5rLmNoYW5uZWxzLnYxLkludml0YXRpb24SFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIlwKGlJlc3BvbmRUb0ludml0YXRpb25SZXF1ZXN0EhUKDWludml0YXRpb25faWQYASABKAkSDgoGYWNjZXB0GAIgASgIEhcKD2lkZW1wb3RlbmN5X2tleRgDIAEoCSJRChtSZXNwb25kVG9JbnZpdGF0aW9uUmVzcG9uc2USMgoKaW52aXRhdGlvbhgBIAEoCzIeLmNvbGluay5jaGFubmVscy52MS5JbnZpdGF0aW9uIrwBCh9VcGRhdGVDaGFubmVsUHJlZmVyZW5jZXNSZXF1ZXN0EhIKCmNoYW5uZWxfaWQYASABKAkSOwoLcHJlZmVyZW5jZXMYAiABKAsyJi5jb2xpbmsuY2hhbm5lbHMudjEuQ2hhbm5lbFByZWZlcmVuY2VzEi8KC3VwZGF0ZV9tYXNrGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFzaxIXCg9pZGVtcG90ZW5jeV9rZXkYBCABKAkiXwogVXBkYXRlQ2hhbm5lbFByZWZlcmVuY2VzUmVzcG9uc2USOwoLcHJlZmVyZW5jZXMYASABKAsyJi5jb2xpbmsuY2hhbm5lbHMudjEuQ2hhbm5lbFByZWZlcmVuY2VzKpYBCgtDaGFubmVsS2luZBIcChhDSEFOTkVMX0tJTkRfVU5TUEVDSUZJRUQQABIXChNDSEFOTkVMX0tJTkRfUFVCTElDEAESGAoUQ0hBTk5FTF9LSU5EX1BSSVZBVEUQAhIXChNDSEFOTkVMX0tJTkRfRElSRUNUEAMSHQoZQ0hBTk5FTF9LSU5EX0dST1VQX0RJUkVDVBAEKm8KCk1lbWJlclJvbGUSGwoXTUVNQkVSX1JPTEVfVU5TUEVDSUZJRUQQABIVChFNRU1CRVJfUk9MRV9PV05FUhABEhUKEU1FTUJFUl9ST0xFX0FETUlOEAISFgoSTUVNQkVSX1JPTEVfTUVNQkVSEAMqaAoPUmVzdHJpY3Rpb25LaW5kEiAKHFJFU1RSSUNUSU9OX0tJTkRfVU5TUEVDSUZJRUQQABIZChVSRVNUUklDVElPTl9LSU5EX01VVEUQARIYChRSRVNUUklDVElPTl9LSU5EX0JBThACKq0BCg9JbnZpdGF0aW9uU3RhdGUSIAocSU5WSVRBVElPTl9TVEFURV9VTlNQRUNJRklFRBAAEhwKGElOVklUQVRJT05fU1RBVEVfUEVORElORxABEh0KGUlOVklUQVRJT05fU1RBVEVfQUNDRVBURUQQAhIdChlJTlZJVEFUSU9OX1NUQVRFX0RFQ0xJTkVEEAMSHAoYSU5WSVRBVElPTl9TVEFURV9FWFBJUkVEEAQqcAoNQ2hhbm5lbEZpbHRlchIeChpDSEFOTkVMX0ZJTFRFUl9VTlNQRUNJRklFRBAAEhsKF0NIQU5ORUxfRklMVEVSX0NIQU5ORUxTEAESIgoeQ0hBTk5FTF9GSUxURVJfRElSRUNUX01FU1NBR0VTEAIy9xUKD0NoYW5uZWxzU2VydmljZRJ9Cg1DcmVhdGVDaGFubmVsEiguY29saW5rLmNoYW5uZWxzLnYxLkNyZWF0ZUNoYW5uZWxSZXF1ZXN0GikuY29saW5rLmNoYW5uZWxzLnYxLkNyZWF0ZUNoYW5uZWxSZXNwb25zZSIXgtPkkwIROgEqIgwvdjEvY2hhbm5lbHMSfgoKR2V0Q2hhbm5lbBIlLmNvbGluay5jaGFubmVscy52MS5HZXRDaGFubmVsUmVxdWVzdBomLmNvbGluay5jaGFubmVscy52MS5HZXRDaGFubmVsUmVzcG9uc2UiIYLT5JMCGxIZL3YxL2NoYW5uZWxzL3tjaGFubmVsX2lkfRKQAQoNVXBkYXRlQ2hhbm5lbBIoLmNvbGluay5jaGFubmVscy52MS5VcGRhdGVDaGFubmVsUmVxdWVzdBopLmNvbGluay5jaGFubmVscy52MS5VcGRhdGVDaGFubmVsUmVzcG9uc2UiKoLT5JMCJDoHY2hhbm5lbDIZL3YxL2NoYW5uZWxzL3tjaGFubmVsX2lkfRJ9Cg5MaXN0TXlDaGFubmVscxIpLmNvbGluay5jaGFubmVscy52MS5MaXN0TXlDaGFubmVsc1JlcXVlc3QaKi5jb2xpbmsuY2hhbm5lbHMudjEuTGlzdE15Q2hhbm5lbHNSZXNwb25zZSIUgtPkkwIOEgwvdjEvY2hhbm5lbHMShAEKDkJyb3dzZUNoYW5uZWxzEikuY29saW5rLmNoYW5uZWxzLnYxLkJyb3dzZUNoYW5uZWxzUmVxdWVzdBoqLmNvbGluay5jaGFubmVscy52MS5Ccm93c2VDaGFubmVsc1Jlc3BvbnNlIhuC0+STAhUSEy92MS9jaGFubmVsczpicm93c2USiQEKC0pvaW5DaGFubmVsEiYuY29saW5rLmNoYW5uZWxzLnYxLkpvaW5DaGFubmVsUmVxdWVzdBonLmNvbGluay5jaGFubmVscy52MS5Kb2luQ2hhbm5lbFJlc3BvbnNlIimC0+STAiM6ASoiHi92MS9jaGFubmVscy97Y2hhbm5lbF9pZH0vam9pbhKNAQoMTGVhdmVDaGFubmVsEicuY29saW5rLmNoYW5uZWxzLnYxLkxlYXZlQ2hhbm5lbFJlcXVlc3QaKC5jb2xpbmsuY2hhbm5lbHMudjEuTGVhdmVDaGFubmVsUmVzcG9uc2UiKoLT5JMCJDoBKiIfL3YxL2NoYW5uZWxzL3tjaGFubmVsX2lkfS9sZWF2ZRKJAQoKQWRkTWVtYmVycxIlLmNvbGluay5jaGFubmVscy52MS5BZGRNZW1iZXJzUmVxdWVzdBomLmNvbGluay5jaGFubmVscy52MS5BZGRNZW1iZXJzUmVzcG9uc2UiLILT5JMCJjoBKiIhL3YxL2NoYW5uZWxzL3tjaGFubmVsX2lkfS9tZW1iZXJzEpYBCgxSZW1vdmVNZW1iZXISJy5jb2xpbmsuY2hhbm5lbHMudjEuUmVtb3ZlTWVtYmVyUmVxdWVzdBooLmNvbGluay5jaGFubmVscy52MS5SZW1vdmVNZW1iZXJSZXNwb25zZSIzgtPkkwItKisvdjEvY2hhbm5lbHMve2NoYW5uZWxfaWR9L21lbWJlcnMve3VzZXJfaWR9EokBCgtMaXN0TWVtYmVycxImLmNvbGluay5jaGFubmVscy52MS5MaXN0TWVtYmVyc1JlcXVlc3QaJy5jb2xpbmsuY2hhbm5lbHMudjEuTGlzdE1lbWJlcnNSZXNwb25zZSIpgtPkkwIjEiEvdjEvY2hhbm5lbHMve2NoYW5uZWxfaWR9L21lbWJlcnMSpQEKEFVwZGF0ZU1lbWJlclJvbGUSKy5jb2xpbmsuY2hhbm5lbHMudjEuVXBkYXRlTWVtYmVyUm9sZVJlcXVlc3QaLC5jb2xpbmsuY2hhbm5lbHMudjEuVXBkYXRlTWVtYmVyUm9sZVJlc3BvbnNlIjaC0+STAjA6ASoyKy92MS9jaGFubmVscy97Y2hhbm5lbF9pZH0vbWVtYmVycy97dXNlcl9pZH0SlQEKDkFyY2hpdmVDaGFubmVsEikuY29saW5rLmNoYW5uZWxzLnYxLkFyY2hpdmVDaGFubmVsUmVxdWVzdBoqLmNvbGluay5jaGFubmVscy52MS5BcmNoaXZlQ2hhbm5lbFJlc3BvbnNlIiyC0+STAiY6ASoiIS92MS9jaGFubmVscy97Y2hhbm5lbF9pZH0vYXJjaGl2ZRKdAQoQVW5hcmNoaXZlQ2hhbm5lbBIrLmNvbGluay5jaGFubmVscy52MS5VbmFyY2hpdmVDaGFubmVsUmVxdWVzdBosLmNvbGluay5jaGFubmVscy52MS5VbmFyY2hpdmVDaGFubmVsUmVzcG9uc2UiLoLT5JMCKDoBKiIjL3YxL2NoYW5uZWxzL3tjaGFubmVsX2lkfS91bmFyY2hpdmUShAEKEU9wZW5EaXJlY3RNZXNzYWdlEiwuY29saW5rLmNoYW5uZWxzLnYxLk9wZW5EaXJlY3RNZXNzYWdlUmVxdWVzdBotLmNvbGluay5jaGFubmVscy52MS5PcGVuRGlyZWN0TWVzc2FnZVJlc3BvbnNlIhKC0+STAgw6ASoiBy92MS9kbXMSnwEKEENyZWF0ZUludml0YXRpb24SKy5jb2xpbmsuY2hhbm5lbHMudjEuQ3JlYXRlSW52aXRhdGlvblJlcXVlc3QaLC5jb2xpbmsuY2hhbm5lbHMudjEuQ3JlYXRlSW52aXRhdGlvblJlc3BvbnNlIjCC0+STAio6ASoiJS92MS9jaGFubmVscy97Y2hhbm5lbF9pZH0vaW52aXRhdGlvbnMSiQEKEUxpc3RNeUludml0YXRpb25zEiwuY29saW5rLmNoYW5uZWxzLnYxLkxpc3RNeUludml0YXRpb25zUmVxdWVzdBotLmNvbGluay5jaGFubmVscy52MS5MaXN0TXlJbnZpdGF0aW9uc1Jlc3BvbnNlIheC0+STAhESDy92MS9pbnZpdGF0aW9ucxKqAQoTUmVzcG9uZFRvSW52aXRhdGlvbhIuLmNvbGluay5jaGFubmVscy52MS5SZXNwb25kVG9JbnZpdGF0aW9uUmVxdWVzdBovLmNvbGluay5jaGFubmVscy52MS5SZXNwb25kVG9JbnZpdGF0aW9uUmVzcG9uc2UiMoLT5JMCLDoBKiInL3YxL2ludml0YXRpb25zL3tpbnZpdGF0aW9uX2lkfS9yZXNwb25kEnkKFFNldE1lbWJlclJlc3RyaWN0aW9uEi8uY29saW5rLmNoYW5uZWxzLnYxLlNldE1lbWJlclJlc3RyaWN0aW9uUmVxdWVzdBowLmNvbGluay5jaGFubmVscy52MS5TZXRNZW1iZXJSZXN0cmljdGlvblJlc3BvbnNlEsEBChhVcGRhdGVDaGFubmVsUHJlZmVyZW5jZXMSMy5jb2xpbmsuY2hhbm5lbHMudjEuVXBkYXRlQ2hhbm5lbFByZWZlcmVuY2VzUmVxdWVzdBo0LmNvbGluay5jaGFubmVscy52MS5VcGRhdGVDaGFubmVsUHJlZmVyZW5jZXNSZXNwb25zZSI6gtPkkwI0OgtwcmVmZXJlbmNlczIlL3YxL2NoYW5uZWxzL3tjaGFubmVsX2lkfS9wcmVmZXJlbmNlc2IGcHJvdG8z", [file_google_api_annotations, file_google_protobuf_field_mask, file_google_protobuf_timestamp]);
 
 /**
  * A conversation.
@@ -121,6 +121,21 @@ export type Channel = Message<"colink.channels.v1.Channel"> & {
    * @generated from field: colink.channels.v1.ChannelPreferences viewer_preferences = 13;
    */
   viewerPreferences?: ChannelPreferences | undefined;
+
+  /**
+   * A moderator muted the caller here or in the whole workspace: they read
+   * but may not post, react, upload or type. Only for members.
+   *
+   * @generated from field: bool viewer_muted = 14;
+   */
+  viewerMuted: boolean;
+
+  /**
+   * When the caller's mute ends; unset while not muted or muted for good.
+   *
+   * @generated from field: google.protobuf.Timestamp viewer_muted_until = 15;
+   */
+  viewerMutedUntil?: Timestamp | undefined;
 };
 
 /**
@@ -808,6 +823,84 @@ export const RemoveMemberResponseSchema: GenMessage<RemoveMemberResponse> = /*@_
   messageDesc(file_colink_channels_v1_channels, 21);
 
 /**
+ * SetMemberRestriction.
+ *
+ * @generated from message colink.channels.v1.SetMemberRestrictionRequest
+ */
+export type SetMemberRestrictionRequest = Message<"colink.channels.v1.SetMemberRestrictionRequest"> & {
+  /**
+   * The user. Required.
+   *
+   * @generated from field: string user_id = 1;
+   */
+  userId: string;
+
+  /**
+   * The channel; empty for the whole workspace (mutes only).
+   *
+   * @generated from field: string channel_id = 2;
+   */
+  channelId: string;
+
+  /**
+   * Required.
+   *
+   * @generated from field: colink.channels.v1.RestrictionKind kind = 3;
+   */
+  kind: RestrictionKind;
+
+  /**
+   * Until then (in the future); unset means for good.
+   *
+   * @generated from field: google.protobuf.Timestamp expire_time = 4;
+   */
+  expireTime?: Timestamp | undefined;
+
+  /**
+   * Lifts the restriction of this kind and scope instead; lifting what is
+   * not there succeeds.
+   *
+   * @generated from field: bool lift = 5;
+   */
+  lift: boolean;
+
+  /**
+   * Checks the request (the channel exists and can take it) and changes nothing.
+   *
+   * @generated from field: bool validate_only = 6;
+   */
+  validateOnly: boolean;
+};
+
+/**
+ * Describes the message colink.channels.v1.SetMemberRestrictionRequest.
+ * Use `create(SetMemberRestrictionRequestSchema)` to create a new message.
+ */
+export const SetMemberRestrictionRequestSchema: GenMessage<SetMemberRestrictionRequest> = /*@__PURE__*/
+  messageDesc(file_colink_channels_v1_channels, 22);
+
+/**
+ * SetMemberRestriction result.
+ *
+ * @generated from message colink.channels.v1.SetMemberRestrictionResponse
+ */
+export type SetMemberRestrictionResponse = Message<"colink.channels.v1.SetMemberRestrictionResponse"> & {
+  /**
+   * A ban took the user out of the channel.
+   *
+   * @generated from field: bool removed = 1;
+   */
+  removed: boolean;
+};
+
+/**
+ * Describes the message colink.channels.v1.SetMemberRestrictionResponse.
+ * Use `create(SetMemberRestrictionResponseSchema)` to create a new message.
+ */
+export const SetMemberRestrictionResponseSchema: GenMessage<SetMemberRestrictionResponse> = /*@__PURE__*/
+  messageDesc(file_colink_channels_v1_channels, 23);
+
+/**
  * ListMembers.
  *
  * @generated from message colink.channels.v1.ListMembersRequest
@@ -840,7 +933,7 @@ export type ListMembersRequest = Message<"colink.channels.v1.ListMembersRequest"
  * Use `create(ListMembersRequestSchema)` to create a new message.
  */
 export const ListMembersRequestSchema: GenMessage<ListMembersRequest> = /*@__PURE__*/
-  messageDesc(file_colink_channels_v1_channels, 22);
+  messageDesc(file_colink_channels_v1_channels, 24);
 
 /**
  * ListMembers result.
@@ -868,7 +961,7 @@ export type ListMembersResponse = Message<"colink.channels.v1.ListMembersRespons
  * Use `create(ListMembersResponseSchema)` to create a new message.
  */
 export const ListMembersResponseSchema: GenMessage<ListMembersResponse> = /*@__PURE__*/
-  messageDesc(file_colink_channels_v1_channels, 23);
+  messageDesc(file_colink_channels_v1_channels, 25);
 
 /**
  * UpdateMemberRole.
@@ -912,7 +1005,7 @@ export type UpdateMemberRoleRequest = Message<"colink.channels.v1.UpdateMemberRo
  * Use `create(UpdateMemberRoleRequestSchema)` to create a new message.
  */
 export const UpdateMemberRoleRequestSchema: GenMessage<UpdateMemberRoleRequest> = /*@__PURE__*/
-  messageDesc(file_colink_channels_v1_channels, 24);
+  messageDesc(file_colink_channels_v1_channels, 26);
 
 /**
  * UpdateMemberRole result.
@@ -933,7 +1026,7 @@ export type UpdateMemberRoleResponse = Message<"colink.channels.v1.UpdateMemberR
  * Use `create(UpdateMemberRoleResponseSchema)` to create a new message.
  */
 export const UpdateMemberRoleResponseSchema: GenMessage<UpdateMemberRoleResponse> = /*@__PURE__*/
-  messageDesc(file_colink_channels_v1_channels, 25);
+  messageDesc(file_colink_channels_v1_channels, 27);
 
 /**
  * ArchiveChannel.
@@ -963,7 +1056,7 @@ export type ArchiveChannelRequest = Message<"colink.channels.v1.ArchiveChannelRe
  * Use `create(ArchiveChannelRequestSchema)` to create a new message.
  */
 export const ArchiveChannelRequestSchema: GenMessage<ArchiveChannelRequest> = /*@__PURE__*/
-  messageDesc(file_colink_channels_v1_channels, 26);
+  messageDesc(file_colink_channels_v1_channels, 28);
 
 /**
  * ArchiveChannel result.
@@ -984,7 +1077,7 @@ export type ArchiveChannelResponse = Message<"colink.channels.v1.ArchiveChannelR
  * Use `create(ArchiveChannelResponseSchema)` to create a new message.
  */
 export const ArchiveChannelResponseSchema: GenMessage<ArchiveChannelResponse> = /*@__PURE__*/
-  messageDesc(file_colink_channels_v1_channels, 27);
+  messageDesc(file_colink_channels_v1_channels, 29);
 
 /**
  * UnarchiveChannel.
@@ -1014,7 +1107,7 @@ export type UnarchiveChannelRequest = Message<"colink.channels.v1.UnarchiveChann
  * Use `create(UnarchiveChannelRequestSchema)` to create a new message.
  */
 export const UnarchiveChannelRequestSchema: GenMessage<UnarchiveChannelRequest> = /*@__PURE__*/
-  messageDesc(file_colink_channels_v1_channels, 28);
+  messageDesc(file_colink_channels_v1_channels, 30);
 
 /**
  * UnarchiveChannel result.
@@ -1035,7 +1128,7 @@ export type UnarchiveChannelResponse = Message<"colink.channels.v1.UnarchiveChan
  * Use `create(UnarchiveChannelResponseSchema)` to create a new message.
  */
 export const UnarchiveChannelResponseSchema: GenMessage<UnarchiveChannelResponse> = /*@__PURE__*/
-  messageDesc(file_colink_channels_v1_channels, 29);
+  messageDesc(file_colink_channels_v1_channels, 31);
 
 /**
  * OpenDirectMessage.
@@ -1066,7 +1159,7 @@ export type OpenDirectMessageRequest = Message<"colink.channels.v1.OpenDirectMes
  * Use `create(OpenDirectMessageRequestSchema)` to create a new message.
  */
 export const OpenDirectMessageRequestSchema: GenMessage<OpenDirectMessageRequest> = /*@__PURE__*/
-  messageDesc(file_colink_channels_v1_channels, 30);
+  messageDesc(file_colink_channels_v1_channels, 32);
 
 /**
  * OpenDirectMessage result.
@@ -1094,7 +1187,7 @@ export type OpenDirectMessageResponse = Message<"colink.channels.v1.OpenDirectMe
  * Use `create(OpenDirectMessageResponseSchema)` to create a new message.
  */
 export const OpenDirectMessageResponseSchema: GenMessage<OpenDirectMessageResponse> = /*@__PURE__*/
-  messageDesc(file_colink_channels_v1_channels, 31);
+  messageDesc(file_colink_channels_v1_channels, 33);
 
 /**
  * CreateInvitation.
@@ -1138,7 +1231,7 @@ export type CreateInvitationRequest = Message<"colink.channels.v1.CreateInvitati
  * Use `create(CreateInvitationRequestSchema)` to create a new message.
  */
 export const CreateInvitationRequestSchema: GenMessage<CreateInvitationRequest> = /*@__PURE__*/
-  messageDesc(file_colink_channels_v1_channels, 32);
+  messageDesc(file_colink_channels_v1_channels, 34);
 
 /**
  * CreateInvitation result.
@@ -1159,7 +1252,7 @@ export type CreateInvitationResponse = Message<"colink.channels.v1.CreateInvitat
  * Use `create(CreateInvitationResponseSchema)` to create a new message.
  */
 export const CreateInvitationResponseSchema: GenMessage<CreateInvitationResponse> = /*@__PURE__*/
-  messageDesc(file_colink_channels_v1_channels, 33);
+  messageDesc(file_colink_channels_v1_channels, 35);
 
 /**
  * ListMyInvitations.
@@ -1187,7 +1280,7 @@ export type ListMyInvitationsRequest = Message<"colink.channels.v1.ListMyInvitat
  * Use `create(ListMyInvitationsRequestSchema)` to create a new message.
  */
 export const ListMyInvitationsRequestSchema: GenMessage<ListMyInvitationsRequest> = /*@__PURE__*/
-  messageDesc(file_colink_channels_v1_channels, 34);
+  messageDesc(file_colink_channels_v1_channels, 36);
 
 /**
  * ListMyInvitations result.
@@ -1215,7 +1308,7 @@ export type ListMyInvitationsResponse = Message<"colink.channels.v1.ListMyInvita
  * Use `create(ListMyInvitationsResponseSchema)` to create a new message.
  */
 export const ListMyInvitationsResponseSchema: GenMessage<ListMyInvitationsResponse> = /*@__PURE__*/
-  messageDesc(file_colink_channels_v1_channels, 35);
+  messageDesc(file_colink_channels_v1_channels, 37);
 
 /**
  * RespondToInvitation.
@@ -1252,7 +1345,7 @@ export type RespondToInvitationRequest = Message<"colink.channels.v1.RespondToIn
  * Use `create(RespondToInvitationRequestSchema)` to create a new message.
  */
 export const RespondToInvitationRequestSchema: GenMessage<RespondToInvitationRequest> = /*@__PURE__*/
-  messageDesc(file_colink_channels_v1_channels, 36);
+  messageDesc(file_colink_channels_v1_channels, 38);
 
 /**
  * RespondToInvitation result.
@@ -1273,7 +1366,7 @@ export type RespondToInvitationResponse = Message<"colink.channels.v1.RespondToI
  * Use `create(RespondToInvitationResponseSchema)` to create a new message.
  */
 export const RespondToInvitationResponseSchema: GenMessage<RespondToInvitationResponse> = /*@__PURE__*/
-  messageDesc(file_colink_channels_v1_channels, 37);
+  messageDesc(file_colink_channels_v1_channels, 39);
 
 /**
  * UpdateChannelPreferences.
@@ -1317,7 +1410,7 @@ export type UpdateChannelPreferencesRequest = Message<"colink.channels.v1.Update
  * Use `create(UpdateChannelPreferencesRequestSchema)` to create a new message.
  */
 export const UpdateChannelPreferencesRequestSchema: GenMessage<UpdateChannelPreferencesRequest> = /*@__PURE__*/
-  messageDesc(file_colink_channels_v1_channels, 38);
+  messageDesc(file_colink_channels_v1_channels, 40);
 
 /**
  * UpdateChannelPreferences result.
@@ -1338,7 +1431,7 @@ export type UpdateChannelPreferencesResponse = Message<"colink.channels.v1.Updat
  * Use `create(UpdateChannelPreferencesResponseSchema)` to create a new message.
  */
 export const UpdateChannelPreferencesResponseSchema: GenMessage<UpdateChannelPreferencesResponse> = /*@__PURE__*/
-  messageDesc(file_colink_channels_v1_channels, 39);
+  messageDesc(file_colink_channels_v1_channels, 41);
 
 /**
  * What kind of conversation a channel is.
@@ -1430,6 +1523,40 @@ export const MemberRoleSchema: GenEnum<MemberRole> = /*@__PURE__*/
   enumDesc(file_colink_channels_v1_channels, 1);
 
 /**
+ * What a moderator's restriction keeps a user from.
+ *
+ * @generated from enum colink.channels.v1.RestrictionKind
+ */
+export enum RestrictionKind {
+  /**
+   * Never stored.
+   *
+   * @generated from enum value: RESTRICTION_KIND_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Reads, but may not post, react, upload or type.
+   *
+   * @generated from enum value: RESTRICTION_KIND_MUTE = 1;
+   */
+  MUTE = 1,
+
+  /**
+   * Removed from a channel and kept out of it.
+   *
+   * @generated from enum value: RESTRICTION_KIND_BAN = 2;
+   */
+  BAN = 2,
+}
+
+/**
+ * Describes the enum colink.channels.v1.RestrictionKind.
+ */
+export const RestrictionKindSchema: GenEnum<RestrictionKind> = /*@__PURE__*/
+  enumDesc(file_colink_channels_v1_channels, 2);
+
+/**
  * Invitation lifecycle.
  *
  * @generated from enum colink.channels.v1.InvitationState
@@ -1475,7 +1602,7 @@ export enum InvitationState {
  * Describes the enum colink.channels.v1.InvitationState.
  */
 export const InvitationStateSchema: GenEnum<InvitationState> = /*@__PURE__*/
-  enumDesc(file_colink_channels_v1_channels, 2);
+  enumDesc(file_colink_channels_v1_channels, 3);
 
 /**
  * Which conversations a listing returns.
@@ -1509,7 +1636,7 @@ export enum ChannelFilter {
  * Describes the enum colink.channels.v1.ChannelFilter.
  */
 export const ChannelFilterSchema: GenEnum<ChannelFilter> = /*@__PURE__*/
-  enumDesc(file_colink_channels_v1_channels, 3);
+  enumDesc(file_colink_channels_v1_channels, 4);
 
 /**
  * Channels, DMs and membership.
@@ -1695,6 +1822,23 @@ export const ChannelsService: GenService<{
     methodKind: "unary";
     input: typeof RespondToInvitationRequestSchema;
     output: typeof RespondToInvitationResponseSchema;
+  },
+  /**
+   * Puts a moderator's mute or ban on a user, or lifts it; AdminService's
+   * sanctions call it. A ban removes the user from the channel at once and
+   * keeps them out (no join, add or invitation) until it ends; a mute lets
+   * them read but not post, react, upload or type (`Channel.viewer_muted`).
+   * Moderators and admins; no REST path.
+   * Errors: INVALID_ARGUMENT naming `user_id`, `channel_id`, `kind` or
+   * `expire_time`; NOT_FOUND for the channel; FAILED_PRECONDITION for a
+   * ban of the whole workspace or in a direct message; PERMISSION_DENIED.
+   *
+   * @generated from rpc colink.channels.v1.ChannelsService.SetMemberRestriction
+   */
+  setMemberRestriction: {
+    methodKind: "unary";
+    input: typeof SetMemberRestrictionRequestSchema;
+    output: typeof SetMemberRestrictionResponseSchema;
   },
   /**
    * The caller's own preferences for one conversation (mute, hide, star).

@@ -34,7 +34,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file colink/files/v1/files.proto.
  */
 export const file_colink_files_v1_files: GenFile = /*@__PURE__*/
-  fileDesc("Chtjb2xpbmsvZmlsZXMvdjEvZmlsZXMucHJvdG8SD2NvbGluay5maWxlcy52MSLIBQoERmlsZRIPCgdmaWxlX2lkGAEgASgJEhAKCG93bmVyX2lkGAIgASgJEhIKCmNoYW5uZWxfaWQYAyABKAkSEAoIZmlsZW5hbWUYBCABKAkSEQoJbWltZV90eXBlGAUgASgJEiwKCWZpbGVfdHlwZRgGIAEoDjIZLmNvbGluay5maWxlcy52MS5GaWxlVHlwZRISCgpzaXplX2J5dGVzGAcgASgDEg4KBnNoYTI1NhgIIAEoCRITCgtkZXNjcmlwdGlvbhgJIAEoCRIrCgZhY2Nlc3MYCiABKA4yGy5jb2xpbmsuZmlsZXMudjEuRmlsZUFjY2VzcxIpCgVzdGF0ZRgLIAEoDjIaLmNvbGluay5maWxlcy52MS5GaWxlU3RhdGUSMAoLc2Nhbl9zdGF0dXMYDCABKA4yGy5jb2xpbmsuZmlsZXMudjEuU2NhblN0YXR1cxItCglzY2FuX3RpbWUYDSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg0KBXdpZHRoGA4gASgFEg4KBmhlaWdodBgPIAEoBRIuCgp0aHVtYm5haWxzGBAgAygLMhouY29saW5rLmZpbGVzLnYxLlRodW1ibmFpbBIxCglyZXRlbnRpb24YESABKAsyHi5jb2xpbmsuZmlsZXMudjEuRmlsZVJldGVudGlvbhIvCgtjcmVhdGVfdGltZRgSIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLdXBsb2FkX3RpbWUYEyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC3VwZGF0ZV90aW1lGBQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtkZWxldGVfdGltZRgVIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAifwoJVGh1bWJuYWlsEiwKBHNpemUYASABKA4yHi5jb2xpbmsuZmlsZXMudjEuVGh1bWJuYWlsU2l6ZRINCgV3aWR0aBgCIAEoBRIOCgZoZWlnaHQYAyABKAUSEQoJbWltZV90eXBlGAQgASgJEhIKCnNpemVfYnl0ZXMYBSABKAMigwEKDUZpbGVSZXRlbnRpb24SFgoOcmV0ZW50aW9uX2RheXMYASABKAUSFAoMa2VlcF9mb3JldmVyGAIgASgIEi8KC2V4cGlyZV90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBITCgthdXRvX2RlbGV0ZRgEIAEoCCLbAQoJRmlsZVNoYXJlEg8KB2ZpbGVfaWQYASABKAkSDwoHdXNlcl9pZBgCIAEoCRI0CgpwZXJtaXNzaW9uGAMgASgOMiAuY29saW5rLmZpbGVzLnYxLlNoYXJlUGVybWlzc2lvbhIUCgxzaGFyZWRfYnlfaWQYBCABKAkSLwoLY3JlYXRlX3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2V4cGlyZV90aW1lGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCK7AQoFUXVvdGESDwoHdXNlcl9pZBgBIAEoCRITCgtxdW90YV9ieXRlcxgCIAEoAxISCgp1c2VkX2J5dGVzGAMgASgDEhYKDnJlc2VydmVkX2J5dGVzGAQgASgDEhIKCmZpbGVfY291bnQYBSABKAMSGwoTbWF4X2ZpbGVfc2l6ZV9ieXRlcxgGIAEoAxIvCgt1cGRhdGVfdGltZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiuwEKFkNyZWF0ZVVwbG9hZFVybFJlcXVlc3QSEAoIZmlsZW5hbWUYASABKAkSEgoKc2l6ZV9ieXRlcxgCIAEoAxIRCgltaW1lX3R5cGUYAyABKAkSEgoKY2hhbm5lbF9pZBgEIAEoCRIOCgZzaGEyNTYYBSABKAkSKwoGYWNjZXNzGAYgASgOMhsuY29saW5rLmZpbGVzLnYxLkZpbGVBY2Nlc3MSFwoPaWRlbXBvdGVuY3lfa2V5GAcgASgJIqQCChdDcmVhdGVVcGxvYWRVcmxSZXNwb25zZRIjCgRmaWxlGAEgASgLMhUuY29saW5rLmZpbGVzLnYxLkZpbGUSEgoKdXBsb2FkX3VybBgCIAEoCRIVCg11cGxvYWRfbWV0aG9kGAMgASgJElMKDnVwbG9hZF9oZWFkZXJzGAQgAygLMjsuY29saW5rLmZpbGVzLnYxLkNyZWF0ZVVwbG9hZFVybFJlc3BvbnNlLlVwbG9hZEhlYWRlcnNFbnRyeRIuCgpleHBpcmVzX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBo0ChJVcGxvYWRIZWFkZXJzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASInChRDb25maXJtVXBsb2FkUmVxdWVzdBIPCgdmaWxlX2lkGAEgASgJIjwKFUNvbmZpcm1VcGxvYWRSZXNwb25zZRIjCgRmaWxlGAEgASgLMhUuY29saW5rLmZpbGVzLnYxLkZpbGUiIQoOR2V0RmlsZVJlcXVlc3QSDwoHZmlsZV9pZBgBIAEoCSI2Cg9HZXRGaWxlUmVzcG9uc2USIwoEZmlsZRgBIAEoCzIVLmNvbGluay5maWxlcy52MS5GaWxlInoKEVVwZGF0ZUZpbGVSZXF1ZXN0Eg8KB2ZpbGVfaWQYASABKAkSIwoEZmlsZRgCIAEoCzIVLmNvbGluay5maWxlcy52MS5GaWxlEi8KC3VwZGF0ZV9tYXNrGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFzayI5ChJVcGRhdGVGaWxlUmVzcG9uc2USIwoEZmlsZRgBIAEoCzIVLmNvbGluay5maWxlcy52MS5GaWxlIncKFUdldERvd25sb2FkVXJsUmVxdWVzdBIPCgdmaWxlX2lkGAEgASgJEjYKDnRodW1ibmFpbF9zaXplGAIgASgOMh4uY29saW5rLmZpbGVzLnYxLlRodW1ibmFpbFNpemUSFQoNYXNfYXR0YWNobWVudBgDIAEoCCKsAQoWR2V0RG93bmxvYWRVcmxSZXNwb25zZRILCgN1cmwYASABKAkSLgoKZXhwaXJlc19hdBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMAoLc2Nhbl9zdGF0dXMYAyABKA4yGy5jb2xpbmsuZmlsZXMudjEuU2NhblN0YXR1cxIQCghmaWxlbmFtZRgEIAEoCRIRCgltaW1lX3R5cGUYBSABKAkiJAoRRGVsZXRlRmlsZVJlcXVlc3QSDwoHZmlsZV9pZBgBIAEoCSI5ChJEZWxldGVGaWxlUmVzcG9uc2USIwoEZmlsZRgBIAEoCzIVLmNvbGluay5maWxlcy52MS5GaWxlIqUBChBMaXN0RmlsZXNSZXF1ZXN0EhIKCmNoYW5uZWxfaWQYASABKAkSEAoIb3duZXJfaWQYAiABKAkSFgoOc2hhcmVkX3dpdGhfbWUYAyABKAgSLAoJZmlsZV90eXBlGAQgASgOMhkuY29saW5rLmZpbGVzLnYxLkZpbGVUeXBlEhEKCXBhZ2Vfc2l6ZRgFIAEoBRISCgpwYWdlX3Rva2VuGAYgASgJIlIKEUxpc3RGaWxlc1Jlc3BvbnNlEiQKBWZpbGVzGAEgAygLMhUuY29saW5rLmZpbGVzLnYxLkZpbGUSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIiIKD0dldFF1b3RhUmVxdWVzdBIPCgd1c2VyX2lkGAEgASgJIjkKEEdldFF1b3RhUmVzcG9uc2USJQoFcXVvdGEYASABKAsyFi5jb2xpbmsuZmlsZXMudjEuUXVvdGEiNwoPU2V0UXVvdGFSZXF1ZXN0Eg8KB3VzZXJfaWQYASABKAkSEwoLcXVvdGFfYnl0ZXMYAiABKAMiOQoQU2V0UXVvdGFSZXNwb25zZRIlCgVxdW90YRgBIAEoCzIWLmNvbGluay5maWxlcy52MS5RdW90YSJbChpVcGRhdGVGaWxlUmV0ZW50aW9uUmVxdWVzdBIPCgdmaWxlX2lkGAEgASgJEhYKDnJldGVudGlvbl9kYXlzGAIgASgFEhQKDGtlZXBfZm9yZXZlchgDIAEoCCJCChtVcGRhdGVGaWxlUmV0ZW50aW9uUmVzcG9uc2USIwoEZmlsZRgBIAEoCzIVLmNvbGluay5maWxlcy52MS5GaWxlIuIBCgxSZXRlbnRpb25SdW4SDgoGcnVuX2lkGAEgASgJEi4KCnN0YXJ0X3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2ZpbmlzaF90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIVCg1maWxlc19leHBpcmVkGAQgASgDEhUKDWJ5dGVzX2RlbGV0ZWQYBSABKAMSMwoIY2hhbm5lbHMYBiADKAsyIS5jb2xpbmsuZmlsZXMudjEuQ2hhbm5lbFJldGVudGlvbiJUChBDaGFubmVsUmV0ZW50aW9uEhIKCmNoYW5uZWxfaWQYASABKAkSFQoNZmlsZXNfZXhwaXJlZBgCIAEoAxIVCg1ieXRlc19kZWxldGVkGAMgASgDIkEKGExpc3RSZXRlbnRpb25SdW5zUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCSJhChlMaXN0UmV0ZW50aW9uUnVuc1Jlc3BvbnNlEisKBHJ1bnMYASADKAsyHS5jb2xpbmsuZmlsZXMudjEuUmV0ZW50aW9uUnVuEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSK0AQoQU2hhcmVGaWxlUmVxdWVzdBIPCgdmaWxlX2lkGAEgASgJEg8KB3VzZXJfaWQYAiABKAkSNAoKcGVybWlzc2lvbhgDIAEoDjIgLmNvbGluay5maWxlcy52MS5TaGFyZVBlcm1pc3Npb24SLwoLZXhwaXJlX3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhcKD2lkZW1wb3RlbmN5X2tleRgFIAEoCSI+ChFTaGFyZUZpbGVSZXNwb25zZRIpCgVzaGFyZRgBIAEoCzIaLmNvbGluay5maWxlcy52MS5GaWxlU2hhcmUiaAoVTGlzdEZpbGVTaGFyZXNSZXF1ZXN0Eg8KB2ZpbGVfaWQYASABKAkSFwoPaW5jbHVkZV9leHBpcmVkGAIgASgIEhEKCXBhZ2Vfc2l6ZRgDIAEoBRISCgpwYWdlX3Rva2VuGAQgASgJIl0KFkxpc3RGaWxlU2hhcmVzUmVzcG9uc2USKgoGc2hhcmVzGAEgAygLMhouY29saW5rLmZpbGVzLnYxLkZpbGVTaGFyZRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiPwoXQ2hlY2tBdHRhY2htZW50c1JlcXVlc3QSEAoIZmlsZV9pZHMYASADKAkSEgoKY2hhbm5lbF9pZBgCIAEoCSJAChhDaGVja0F0dGFjaG1lbnRzUmVzcG9uc2USJAoFZmlsZXMYASADKAsyFS5jb2xpbmsuZmlsZXMudjEuRmlsZSIoChRCYXRjaEdldEZpbGVzUmVxdWVzdBIQCghmaWxlX2lkcxgBIAMoCSI9ChVCYXRjaEdldEZpbGVzUmVzcG9uc2USJAoFZmlsZXMYASADKAsyFS5jb2xpbmsuZmlsZXMudjEuRmlsZSI7ChJFeHBvcnRGaWxlc1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkiXAoTRXhwb3J0RmlsZXNSZXNwb25zZRIsCgVmaWxlcxgBIAMoCzIdLmNvbGluay5maWxlcy52MS5FeHBvcnRlZEZpbGUSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIm8KDEV4cG9ydGVkRmlsZRIjCgRmaWxlGAEgASgLMhUuY29saW5rLmZpbGVzLnYxLkZpbGUSHAoUYXR0YWNoZWRfY2hhbm5lbF9pZHMYAiADKAkSHAoUc2hhcmVkX3dpdGhfdXNlcl9pZHMYAyADKAkiOgoWUmV2b2tlRmlsZVNoYXJlUmVxdWVzdBIPCgdmaWxlX2lkGAEgASgJEg8KB3VzZXJfaWQYAiABKAkiKgoXUmV2b2tlRmlsZVNoYXJlUmVzcG9uc2USDwoHcmV2b2tlZBgBIAEoCCqMAQoJRmlsZVN0YXRlEhoKFkZJTEVfU1RBVEVfVU5TUEVDSUZJRUQQABIdChlGSUxFX1NUQVRFX1BFTkRJTkdfVVBMT0FEEAESFAoQRklMRV9TVEFURV9SRUFEWRACEhYKEkZJTEVfU1RBVEVfREVMRVRFRBADEhYKEkZJTEVfU1RBVEVfRVhQSVJFRBAEKqYBCgpTY2FuU3RhdHVzEhsKF1NDQU5fU1RBVFVTX1VOU1BFQ0lGSUVEEAASFwoTU0NBTl9TVEFUVVNfUEVORElORxABEhUKEVNDQU5fU1RBVFVTX0NMRUFOEAISGAoUU0NBTl9TVEFUVVNfSU5GRUNURUQQAxIZChVTQ0FOX1NUQVRVU19VTlNDQU5ORUQQBBIWChJTQ0FOX1NUQVRVU19GQUlMRUQQBSp2CgpGaWxlQWNjZXNzEhsKF0ZJTEVfQUNDRVNTX1VOU1BFQ0lGSUVEEAASFwoTRklMRV9BQ0NFU1NfUFJJVkFURRABEhcKE0ZJTEVfQUNDRVNTX0NIQU5ORUwQAhIZChVGSUxFX0FDQ0VTU19XT1JLU1BBQ0UQAyqRAQoIRmlsZVR5cGUSGQoVRklMRV9UWVBFX1VOU1BFQ0lGSUVEEAASEwoPRklMRV9UWVBFX0lNQUdFEAESEwoPRklMRV9UWVBFX1ZJREVPEAISEwoPRklMRV9UWVBFX0FVRElPEAMSFgoSRklMRV9UWVBFX0RPQ1VNRU5UEAQSEwoPRklMRV9UWVBFX09USEVSEAUqfgoNVGh1bWJuYWlsU2l6ZRIeChpUSFVNQk5BSUxfU0laRV9VTlNQRUNJRklFRBAAEhgKFFRIVU1CTkFJTF9TSVpFX1NNQUxMEAESGQoVVEhVTUJOQUlMX1NJWkVfTUVESVVNEAISGAoUVEhVTUJOQUlMX1NJWkVfTEFSR0UQAyptCg9TaGFyZVBlcm1pc3Npb24SIAocU0hBUkVfUEVSTUlTU0lPTl9VTlNQRUNJRklFRBAAEhkKFVNIQVJFX1BFUk1JU1NJT05fVklFVxABEh0KGVNIQVJFX1BFUk1JU1NJT05fRE9XTkxPQUQQAjKoEAoMRmlsZXNTZXJ2aWNlEoUBCg9DcmVhdGVVcGxvYWRVcmwSJy5jb2xpbmsuZmlsZXMudjEuQ3JlYXRlVXBsb2FkVXJsUmVxdWVzdBooLmNvbGluay5maWxlcy52MS5DcmVhdGVVcGxvYWRVcmxSZXNwb25zZSIfgtPkkwIZOgEqIhQvdjEvZmlsZXMvdXBsb2FkLXVybBKGAQoNQ29uZmlybVVwbG9hZBIlLmNvbGluay5maWxlcy52MS5Db25maXJtVXBsb2FkUmVxdWVzdBomLmNvbGluay5maWxlcy52MS5Db25maXJtVXBsb2FkUmVzcG9uc2UiJoLT5JMCIDoBKiIbL3YxL2ZpbGVzL3tmaWxlX2lkfS9jb25maXJtEmkKB0dldEZpbGUSHy5jb2xpbmsuZmlsZXMudjEuR2V0RmlsZVJlcXVlc3QaIC5jb2xpbmsuZmlsZXMudjEuR2V0RmlsZVJlc3BvbnNlIhuC0+STAhUSEy92MS9maWxlcy97ZmlsZV9pZH0SdQoKVXBkYXRlRmlsZRIiLmNvbGluay5maWxlcy52MS5VcGRhdGVGaWxlUmVxdWVzdBojLmNvbGluay5maWxlcy52MS5VcGRhdGVGaWxlUmVzcG9uc2UiHoLT5JMCGDoBKjITL3YxL2ZpbGVzL3tmaWxlX2lkfRKLAQoOR2V0RG93bmxvYWRVcmwSJi5jb2xpbmsuZmlsZXMudjEuR2V0RG93bmxvYWRVcmxSZXF1ZXN0GicuY29saW5rLmZpbGVzLnYxLkdldERvd25sb2FkVXJsUmVzcG9uc2UiKILT5JMCIhIgL3YxL2ZpbGVzL3tmaWxlX2lkfS9kb3dubG9hZC11cmwScgoKRGVsZXRlRmlsZRIiLmNvbGluay5maWxlcy52MS5EZWxldGVGaWxlUmVxdWVzdBojLmNvbGluay5maWxlcy52MS5EZWxldGVGaWxlUmVzcG9uc2UiG4LT5JMCFSoTL3YxL2ZpbGVzL3tmaWxlX2lkfRJlCglMaXN0RmlsZXMSIS5jb2xpbmsuZmlsZXMudjEuTGlzdEZpbGVzUmVxdWVzdBoiLmNvbGluay5maWxlcy52MS5MaXN0RmlsZXNSZXNwb25zZSIRgtPkkwILEgkvdjEvZmlsZXMSaAoIR2V0UXVvdGESIC5jb2xpbmsuZmlsZXMudjEuR2V0UXVvdGFSZXF1ZXN0GiEuY29saW5rLmZpbGVzLnYxLkdldFF1b3RhUmVzcG9uc2UiF4LT5JMCERIPL3YxL2ZpbGVzL3F1b3RhEmsKCFNldFF1b3RhEiAuY29saW5rLmZpbGVzLnYxLlNldFF1b3RhUmVxdWVzdBohLmNvbGluay5maWxlcy52MS5TZXRRdW90YVJlc3BvbnNlIhqC0+STAhQ6ASoaDy92MS9maWxlcy9xdW90YRKaAQoTVXBkYXRlRmlsZVJldGVudGlvbhIrLmNvbGluay5maWxlcy52MS5VcGRhdGVGaWxlUmV0ZW50aW9uUmVxdWVzdBosLmNvbGluay5maWxlcy52MS5VcGRhdGVGaWxlUmV0ZW50aW9uUmVzcG9uc2UiKILT5JMCIjoBKhodL3YxL2ZpbGVzL3tmaWxlX2lkfS9yZXRlbnRpb24SjAEKEUxpc3RSZXRlbnRpb25SdW5zEikuY29saW5rLmZpbGVzLnYxLkxpc3RSZXRlbnRpb25SdW5zUmVxdWVzdBoqLmNvbGluay5maWxlcy52MS5MaXN0UmV0ZW50aW9uUnVuc1Jlc3BvbnNlIiCC0+STAhoSGC92MS9maWxlcy9yZXRlbnRpb24tcnVucxJ5CglTaGFyZUZpbGUSIS5jb2xpbmsuZmlsZXMudjEuU2hhcmVGaWxlUmVxdWVzdBoiLmNvbGluay5maWxlcy52MS5TaGFyZUZpbGVSZXNwb25zZSIlgtPkkwIfOgEqIhovdjEvZmlsZXMve2ZpbGVfaWR9L3NoYXJlcxKFAQoOTGlzdEZpbGVTaGFyZXMSJi5jb2xpbmsuZmlsZXMudjEuTGlzdEZpbGVTaGFyZXNSZXF1ZXN0GicuY29saW5rLmZpbGVzLnYxLkxpc3RGaWxlU2hhcmVzUmVzcG9uc2UiIoLT5JMCHBIaL3YxL2ZpbGVzL3tmaWxlX2lkfS9zaGFyZXMSZwoQQ2hlY2tBdHRhY2htZW50cxIoLmNvbGluay5maWxlcy52MS5DaGVja0F0dGFjaG1lbnRzUmVxdWVzdBopLmNvbGluay5maWxlcy52MS5DaGVja0F0dGFjaG1lbnRzUmVzcG9uc2USXgoNQmF0Y2hHZXRGaWxlcxIlLmNvbGluay5maWxlcy52MS5CYXRjaEdldEZpbGVzUmVxdWVzdBomLmNvbGluay5maWxlcy52MS5CYXRjaEdldEZpbGVzUmVzcG9uc2USWAoLRXhwb3J0RmlsZXMSIy5jb2xpbmsuZmlsZXMudjEuRXhwb3J0RmlsZXNSZXF1ZXN0GiQuY29saW5rLmZpbGVzLnYxLkV4cG9ydEZpbGVzUmVzcG9uc2USkgEKD1Jldm9rZUZpbGVTaGFyZRInLmNvbGluay5maWxlcy52MS5SZXZva2VGaWxlU2hhcmVSZXF1ZXN0GiguY29saW5rLmZpbGVzLnYxLlJldm9rZUZpbGVTaGFyZVJlc3BvbnNlIiyC0+STAiYqJC92MS9maWxlcy97ZmlsZV9pZH0vc2hhcmVzL3t1c2VyX2lkfWIGcHJvdG8z", [file_google_api_annotations, file_google_protobuf_field_mask, file_google_protobuf_timestamp]);
+  fileDesc("Chtjb2xpbmsvZmlsZXMvdjEvZmlsZXMucHJvdG8SD2NvbGluay5maWxlcy52MSLIBQoERmlsZRIPCgdmaWxlX2lkGAEgASgJEhAKCG93bmVyX2lkGAIgASgJEhIKCmNoYW5uZWxfaWQYAyABKAkSEAoIZmlsZW5hbWUYBCABKAkSEQoJbWltZV90eXBlGAUgASgJEiwKCWZpbGVfdHlwZRgGIAEoDjIZLmNvbGluay5maWxlcy52MS5GaWxlVHlwZRISCgpzaXplX2J5dGVzGAcgASgDEg4KBnNoYTI1NhgIIAEoCRITCgtkZXNjcmlwdGlvbhgJIAEoCRIrCgZhY2Nlc3MYCiABKA4yGy5jb2xpbmsuZmlsZXMudjEuRmlsZUFjY2VzcxIpCgVzdGF0ZRgLIAEoDjIaLmNvbGluay5maWxlcy52MS5GaWxlU3RhdGUSMAoLc2Nhbl9zdGF0dXMYDCABKA4yGy5jb2xpbmsuZmlsZXMudjEuU2NhblN0YXR1cxItCglzY2FuX3RpbWUYDSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg0KBXdpZHRoGA4gASgFEg4KBmhlaWdodBgPIAEoBRIuCgp0aHVtYm5haWxzGBAgAygLMhouY29saW5rLmZpbGVzLnYxLlRodW1ibmFpbBIxCglyZXRlbnRpb24YESABKAsyHi5jb2xpbmsuZmlsZXMudjEuRmlsZVJldGVudGlvbhIvCgtjcmVhdGVfdGltZRgSIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLdXBsb2FkX3RpbWUYEyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC3VwZGF0ZV90aW1lGBQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtkZWxldGVfdGltZRgVIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAifwoJVGh1bWJuYWlsEiwKBHNpemUYASABKA4yHi5jb2xpbmsuZmlsZXMudjEuVGh1bWJuYWlsU2l6ZRINCgV3aWR0aBgCIAEoBRIOCgZoZWlnaHQYAyABKAUSEQoJbWltZV90eXBlGAQgASgJEhIKCnNpemVfYnl0ZXMYBSABKAMigwEKDUZpbGVSZXRlbnRpb24SFgoOcmV0ZW50aW9uX2RheXMYASABKAUSFAoMa2VlcF9mb3JldmVyGAIgASgIEi8KC2V4cGlyZV90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBITCgthdXRvX2RlbGV0ZRgEIAEoCCLbAQoJRmlsZVNoYXJlEg8KB2ZpbGVfaWQYASABKAkSDwoHdXNlcl9pZBgCIAEoCRI0CgpwZXJtaXNzaW9uGAMgASgOMiAuY29saW5rLmZpbGVzLnYxLlNoYXJlUGVybWlzc2lvbhIUCgxzaGFyZWRfYnlfaWQYBCABKAkSLwoLY3JlYXRlX3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2V4cGlyZV90aW1lGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCK7AQoFUXVvdGESDwoHdXNlcl9pZBgBIAEoCRITCgtxdW90YV9ieXRlcxgCIAEoAxISCgp1c2VkX2J5dGVzGAMgASgDEhYKDnJlc2VydmVkX2J5dGVzGAQgASgDEhIKCmZpbGVfY291bnQYBSABKAMSGwoTbWF4X2ZpbGVfc2l6ZV9ieXRlcxgGIAEoAxIvCgt1cGRhdGVfdGltZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiuwEKFkNyZWF0ZVVwbG9hZFVybFJlcXVlc3QSEAoIZmlsZW5hbWUYASABKAkSEgoKc2l6ZV9ieXRlcxgCIAEoAxIRCgltaW1lX3R5cGUYAyABKAkSEgoKY2hhbm5lbF9pZBgEIAEoCRIOCgZzaGEyNTYYBSABKAkSKwoGYWNjZXNzGAYgASgOMhsuY29saW5rLmZpbGVzLnYxLkZpbGVBY2Nlc3MSFwoPaWRlbXBvdGVuY3lfa2V5GAcgASgJIqQCChdDcmVhdGVVcGxvYWRVcmxSZXNwb25zZRIjCgRmaWxlGAEgASgLMhUuY29saW5rLmZpbGVzLnYxLkZpbGUSEgoKdXBsb2FkX3VybBgCIAEoCRIVCg11cGxvYWRfbWV0aG9kGAMgASgJElMKDnVwbG9hZF9oZWFkZXJzGAQgAygLMjsuY29saW5rLmZpbGVzLnYxLkNyZWF0ZVVwbG9hZFVybFJlc3BvbnNlLlVwbG9hZEhlYWRlcnNFbnRyeRIuCgpleHBpcmVzX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBo0ChJVcGxvYWRIZWFkZXJzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASInChRDb25maXJtVXBsb2FkUmVxdWVzdBIPCgdmaWxlX2lkGAEgASgJIjwKFUNvbmZpcm1VcGxvYWRSZXNwb25zZRIjCgRmaWxlGAEgASgLMhUuY29saW5rLmZpbGVzLnYxLkZpbGUiIQoOR2V0RmlsZVJlcXVlc3QSDwoHZmlsZV9pZBgBIAEoCSI2Cg9HZXRGaWxlUmVzcG9uc2USIwoEZmlsZRgBIAEoCzIVLmNvbGluay5maWxlcy52MS5GaWxlInoKEVVwZGF0ZUZpbGVSZXF1ZXN0Eg8KB2ZpbGVfaWQYASABKAkSIwoEZmlsZRgCIAEoCzIVLmNvbGluay5maWxlcy52MS5GaWxlEi8KC3VwZGF0ZV9tYXNrGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFzayI5ChJVcGRhdGVGaWxlUmVzcG9uc2USIwoEZmlsZRgBIAEoCzIVLmNvbGluay5maWxlcy52MS5GaWxlIncKFUdldERvd25sb2FkVXJsUmVxdWVzdBIPCgdmaWxlX2lkGAEgASgJEjYKDnRodW1ibmFpbF9zaXplGAIgASgOMh4uY29saW5rLmZpbGVzLnYxLlRodW1ibmFpbFNpemUSFQoNYXNfYXR0YWNobWVudBgDIAEoCCKsAQoWR2V0RG93bmxvYWRVcmxSZXNwb25zZRILCgN1cmwYASABKAkSLgoKZXhwaXJlc19hdBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMAoLc2Nhbl9zdGF0dXMYAyABKA4yGy5jb2xpbmsuZmlsZXMudjEuU2NhblN0YXR1cxIQCghmaWxlbmFtZRgEIAEoCRIRCgltaW1lX3R5cGUYBSABKAkiJAoRRGVsZXRlRmlsZVJlcXVlc3QSDwoHZmlsZV9pZBgBIAEoCSI5ChJEZWxldGVGaWxlUmVzcG9uc2USIwoEZmlsZRgBIAEoCzIVLmNvbGluay5maWxlcy52MS5GaWxlIqUBChBMaXN0RmlsZXNSZXF1ZXN0EhIKCmNoYW5uZWxfaWQYASABKAkSEAoIb3duZXJfaWQYAiABKAkSFgoOc2hhcmVkX3dpdGhfbWUYAyABKAgSLAoJZmlsZV90eXBlGAQgASgOMhkuY29saW5rLmZpbGVzLnYxLkZpbGVUeXBlEhEKCXBhZ2Vfc2l6ZRgFIAEoBRISCgpwYWdlX3Rva2VuGAYgASgJIlIKEUxpc3RGaWxlc1Jlc3BvbnNlEiQKBWZpbGVzGAEgAygLMhUuY29saW5rLmZpbGVzLnYxLkZpbGUSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIiIKD0dldFF1b3RhUmVxdWVzdBIPCgd1c2VyX2lkGAEgASgJIjkKEEdldFF1b3RhUmVzcG9uc2USJQoFcXVvdGEYASABKAsyFi5jb2xpbmsuZmlsZXMudjEuUXVvdGEiNwoPU2V0UXVvdGFSZXF1ZXN0Eg8KB3VzZXJfaWQYASABKAkSEwoLcXVvdGFfYnl0ZXMYAiABKAMiOQoQU2V0UXVvdGFSZXNwb25zZRIlCgVxdW90YRgBIAEoCzIWLmNvbGluay5maWxlcy52MS5RdW90YSJbChpVcGRhdGVGaWxlUmV0ZW50aW9uUmVxdWVzdBIPCgdmaWxlX2lkGAEgASgJEhYKDnJldGVudGlvbl9kYXlzGAIgASgFEhQKDGtlZXBfZm9yZXZlchgDIAEoCCJCChtVcGRhdGVGaWxlUmV0ZW50aW9uUmVzcG9uc2USIwoEZmlsZRgBIAEoCzIVLmNvbGluay5maWxlcy52MS5GaWxlIooCCgxSZXRlbnRpb25SdW4SDgoGcnVuX2lkGAEgASgJEi4KCnN0YXJ0X3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2ZpbmlzaF90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIVCg1maWxlc19leHBpcmVkGAQgASgDEhUKDWJ5dGVzX2RlbGV0ZWQYBSABKAMSMwoIY2hhbm5lbHMYBiADKAsyIS5jb2xpbmsuZmlsZXMudjEuQ2hhbm5lbFJldGVudGlvbhIPCgdkcnlfcnVuGAcgASgIEhUKDXN0YXJ0ZWRfYnlfaWQYCCABKAkiVAoQQ2hhbm5lbFJldGVudGlvbhISCgpjaGFubmVsX2lkGAEgASgJEhUKDWZpbGVzX2V4cGlyZWQYAiABKAMSFQoNYnl0ZXNfZGVsZXRlZBgDIAEoAyJBChhMaXN0UmV0ZW50aW9uUnVuc1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkiYQoZTGlzdFJldGVudGlvblJ1bnNSZXNwb25zZRIrCgRydW5zGAEgAygLMh0uY29saW5rLmZpbGVzLnYxLlJldGVudGlvblJ1bhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiuAEKE0ZpbGVSZXRlbnRpb25Qb2xpY3kSLAoJZmlsZV90eXBlGAEgASgOMhkuY29saW5rLmZpbGVzLnYxLkZpbGVUeXBlEhYKDnJldGVudGlvbl9kYXlzGAIgASgFEhMKC2F1dG9fZGVsZXRlGAMgASgIEhUKDXVwZGF0ZWRfYnlfaWQYBCABKAkSLwoLdXBkYXRlX3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIiIKIExpc3RGaWxlUmV0ZW50aW9uUG9saWNpZXNSZXF1ZXN0IlsKIUxpc3RGaWxlUmV0ZW50aW9uUG9saWNpZXNSZXNwb25zZRI2Cghwb2xpY2llcxgBIAMoCzIkLmNvbGluay5maWxlcy52MS5GaWxlUmV0ZW50aW9uUG9saWN5InoKHVNldEZpbGVSZXRlbnRpb25Qb2xpY3lSZXF1ZXN0EiwKCWZpbGVfdHlwZRgBIAEoDjIZLmNvbGluay5maWxlcy52MS5GaWxlVHlwZRIWCg5yZXRlbnRpb25fZGF5cxgCIAEoBRITCgthdXRvX2RlbGV0ZRgDIAEoCCJWCh5TZXRGaWxlUmV0ZW50aW9uUG9saWN5UmVzcG9uc2USNAoGcG9saWN5GAEgASgLMiQuY29saW5rLmZpbGVzLnYxLkZpbGVSZXRlbnRpb25Qb2xpY3kiQwoXUnVuRmlsZVJldGVudGlvblJlcXVlc3QSDwoHZHJ5X3J1bhgBIAEoCBIXCg9pZGVtcG90ZW5jeV9rZXkYAiABKAkiRgoYUnVuRmlsZVJldGVudGlvblJlc3BvbnNlEioKA3J1bhgBIAEoCzIdLmNvbGluay5maWxlcy52MS5SZXRlbnRpb25SdW4itAEKEFNoYXJlRmlsZVJlcXVlc3QSDwoHZmlsZV9pZBgBIAEoCRIPCgd1c2VyX2lkGAIgASgJEjQKCnBlcm1pc3Npb24YAyABKA4yIC5jb2xpbmsuZmlsZXMudjEuU2hhcmVQZXJtaXNzaW9uEi8KC2V4cGlyZV90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIXCg9pZGVtcG90ZW5jeV9rZXkYBSABKAkiPgoRU2hhcmVGaWxlUmVzcG9uc2USKQoFc2hhcmUYASABKAsyGi5jb2xpbmsuZmlsZXMudjEuRmlsZVNoYXJlImgKFUxpc3RGaWxlU2hhcmVzUmVxdWVzdBIPCgdmaWxlX2lkGAEgASgJEhcKD2luY2x1ZGVfZXhwaXJlZBgCIAEoCBIRCglwYWdlX3NpemUYAyABKAUSEgoKcGFnZV90b2tlbhgEIAEoCSJdChZMaXN0RmlsZVNoYXJlc1Jlc3BvbnNlEioKBnNoYXJlcxgBIAMoCzIaLmNvbGluay5maWxlcy52MS5GaWxlU2hhcmUSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIj8KF0NoZWNrQXR0YWNobWVudHNSZXF1ZXN0EhAKCGZpbGVfaWRzGAEgAygJEhIKCmNoYW5uZWxfaWQYAiABKAkiQAoYQ2hlY2tBdHRhY2htZW50c1Jlc3BvbnNlEiQKBWZpbGVzGAEgAygLMhUuY29saW5rLmZpbGVzLnYxLkZpbGUiKAoUQmF0Y2hHZXRGaWxlc1JlcXVlc3QSEAoIZmlsZV9pZHMYASADKAkiPQoVQmF0Y2hHZXRGaWxlc1Jlc3BvbnNlEiQKBWZpbGVzGAEgAygLMhUuY29saW5rLmZpbGVzLnYxLkZpbGUiOwoSRXhwb3J0RmlsZXNSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoBRISCgpwYWdlX3Rva2VuGAIgASgJIlwKE0V4cG9ydEZpbGVzUmVzcG9uc2USLAoFZmlsZXMYASADKAsyHS5jb2xpbmsuZmlsZXMudjEuRXhwb3J0ZWRGaWxlEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSJvCgxFeHBvcnRlZEZpbGUSIwoEZmlsZRgBIAEoCzIVLmNvbGluay5maWxlcy52MS5GaWxlEhwKFGF0dGFjaGVkX2NoYW5uZWxfaWRzGAIgAygJEhwKFHNoYXJlZF93aXRoX3VzZXJfaWRzGAMgAygJIjoKFlJldm9rZUZpbGVTaGFyZVJlcXVlc3QSDwoHZmlsZV9pZBgBIAEoCRIPCgd1c2VyX2lkGAIgASgJIioKF1Jldm9rZUZpbGVTaGFyZVJlc3BvbnNlEg8KB3Jldm9rZWQYASABKAgqjAEKCUZpbGVTdGF0ZRIaChZGSUxFX1NUQVRFX1VOU1BFQ0lGSUVEEAASHQoZRklMRV9TVEFURV9QRU5ESU5HX1VQTE9BRBABEhQKEEZJTEVfU1RBVEVfUkVBRFkQAhIWChJGSUxFX1NUQVRFX0RFTEVURUQQAxIWChJGSUxFX1NUQVRFX0VYUElSRUQQBCqmAQoKU2NhblN0YXR1cxIbChdTQ0FOX1NUQVRVU19VTlNQRUNJRklFRBAAEhcKE1NDQU5fU1RBVFVTX1BFTkRJTkcQARIVChFTQ0FOX1NUQVRVU19DTEVBThACEhgKFFNDQU5fU1RBVFVTX0lORkVDVEVEEAMSGQoVU0NBTl9TVEFUVVNfVU5TQ0FOTkVEEAQSFgoSU0NBTl9TVEFUVVNfRkFJTEVEEAUqdgoKRmlsZUFjY2VzcxIbChdGSUxFX0FDQ0VTU19VTlNQRUNJRklFRBAAEhcKE0ZJTEVfQUNDRVNTX1BSSVZBVEUQARIXChNGSUxFX0FDQ0VTU19DSEFOTkVMEAISGQoVRklMRV9BQ0NFU1NfV09SS1NQQUNFEAMqkQEKCEZpbGVUeXBlEhkKFUZJTEVfVFlQRV9VTlNQRUNJRklFRBAAEhMKD0ZJTEVfVFlQRV9JTUFHRRABEhMKD0ZJTEVfVFlQRV9WSURFTxACEhMKD0ZJTEVfVFlQRV9BVURJTxADEhYKEkZJTEVfVFlQRV9ET0NVTUVOVBAEEhMKD0ZJTEVfVFlQRV9PVEhFUhAFKn4KDVRodW1ibmFpbFNpemUSHgoaVEhVTUJOQUlMX1NJWkVfVU5TUEVDSUZJRUQQABIYChRUSFVNQk5BSUxfU0laRV9TTUFMTBABEhkKFVRIVU1CTkFJTF9TSVpFX01FRElVTRACEhgKFFRIVU1CTkFJTF9TSVpFX0xBUkdFEAMqbQoPU2hhcmVQZXJtaXNzaW9uEiAKHFNIQVJFX1BFUk1JU1NJT05fVU5TUEVDSUZJRUQQABIZChVTSEFSRV9QRVJNSVNTSU9OX1ZJRVcQARIdChlTSEFSRV9QRVJNSVNTSU9OX0RPV05MT0FEEAIykxQKDEZpbGVzU2VydmljZRKFAQoPQ3JlYXRlVXBsb2FkVXJsEicuY29saW5rLmZpbGVzLnYxLkNyZWF0ZVVwbG9hZFVybFJlcXVlc3QaKC5jb2xpbmsuZmlsZXMudjEuQ3JlYXRlVXBsb2FkVXJsUmVzcG9uc2UiH4LT5JMCGToBKiIUL3YxL2ZpbGVzL3VwbG9hZC11cmwShgEKDUNvbmZpcm1VcGxvYWQSJS5jb2xpbmsuZmlsZXMudjEuQ29uZmlybVVwbG9hZFJlcXVlc3QaJi5jb2xpbmsuZmlsZXMudjEuQ29uZmlybVVwbG9hZFJlc3BvbnNlIiaC0+STAiA6ASoiGy92MS9maWxlcy97ZmlsZV9pZH0vY29uZmlybRJpCgdHZXRGaWxlEh8uY29saW5rLmZpbGVzLnYxLkdldEZpbGVSZXF1ZXN0GiAuY29saW5rLmZpbGVzLnYxLkdldEZpbGVSZXNwb25zZSIbgtPkkwIVEhMvdjEvZmlsZXMve2ZpbGVfaWR9EnUKClVwZGF0ZUZpbGUSIi5jb2xpbmsuZmlsZXMudjEuVXBkYXRlRmlsZVJlcXVlc3QaIy5jb2xpbmsuZmlsZXMudjEuVXBkYXRlRmlsZVJlc3BvbnNlIh6C0+STAhg6ASoyEy92MS9maWxlcy97ZmlsZV9pZH0SiwEKDkdldERvd25sb2FkVXJsEiYuY29saW5rLmZpbGVzLnYxLkdldERvd25sb2FkVXJsUmVxdWVzdBonLmNvbGluay5maWxlcy52MS5HZXREb3dubG9hZFVybFJlc3BvbnNlIiiC0+STAiISIC92MS9maWxlcy97ZmlsZV9pZH0vZG93bmxvYWQtdXJsEnIKCkRlbGV0ZUZpbGUSIi5jb2xpbmsuZmlsZXMudjEuRGVsZXRlRmlsZVJlcXVlc3QaIy5jb2xpbmsuZmlsZXMudjEuRGVsZXRlRmlsZVJlc3BvbnNlIhuC0+STAhUqEy92MS9maWxlcy97ZmlsZV9pZH0SZQoJTGlzdEZpbGVzEiEuY29saW5rLmZpbGVzLnYxLkxpc3RGaWxlc1JlcXVlc3QaIi5jb2xpbmsuZmlsZXMudjEuTGlzdEZpbGVzUmVzcG9uc2UiEYLT5JMCCxIJL3YxL2ZpbGVzEmgKCEdldFF1b3RhEiAuY29saW5rLmZpbGVzLnYxLkdldFF1b3RhUmVxdWVzdBohLmNvbGluay5maWxlcy52MS5HZXRRdW90YVJlc3BvbnNlIheC0+STAhESDy92MS9maWxlcy9xdW90YRJrCghTZXRRdW90YRIgLmNvbGluay5maWxlcy52MS5TZXRRdW90YVJlcXVlc3QaIS5jb2xpbmsuZmlsZXMudjEuU2V0UXVvdGFSZXNwb25zZSIagtPkkwIUOgEqGg8vdjEvZmlsZXMvcXVvdGESmgEKE1VwZGF0ZUZpbGVSZXRlbnRpb24SKy5jb2xpbmsuZmlsZXMudjEuVXBkYXRlRmlsZVJldGVudGlvblJlcXVlc3QaLC5jb2xpbmsuZmlsZXMudjEuVXBkYXRlRmlsZVJldGVudGlvblJlc3BvbnNlIiiC0+STAiI6ASoaHS92MS9maWxlcy97ZmlsZV9pZH0vcmV0ZW50aW9uEowBChFMaXN0UmV0ZW50aW9uUnVucxIpLmNvbGluay5maWxlcy52MS5MaXN0UmV0ZW50aW9uUnVuc1JlcXVlc3QaKi5jb2xpbmsuZmlsZXMudjEuTGlzdFJldGVudGlvblJ1bnNSZXNwb25zZSIggtPkkwIaEhgvdjEvZmlsZXMvcmV0ZW50aW9uLXJ1bnMSpQEKGUxpc3RGaWxlUmV0ZW50aW9uUG9saWNpZXMSMS5jb2xpbmsuZmlsZXMudjEuTGlzdEZpbGVSZXRlbnRpb25Qb2xpY2llc1JlcXVlc3QaMi5jb2xpbmsuZmlsZXMudjEuTGlzdEZpbGVSZXRlbnRpb25Qb2xpY2llc1Jlc3BvbnNlIiGC0+STAhsSGS92MS9hZG1pbi9yZXRlbnRpb24vZmlsZXMSqwEKFlNldEZpbGVSZXRlbnRpb25Qb2xpY3kSLi5jb2xpbmsuZmlsZXMudjEuU2V0RmlsZVJldGVudGlvblBvbGljeVJlcXVlc3QaLy5jb2xpbmsuZmlsZXMudjEuU2V0RmlsZVJldGVudGlvblBvbGljeVJlc3BvbnNlIjCC0+STAio6ASoaJS92MS9hZG1pbi9yZXRlbnRpb24vZmlsZXMve2ZpbGVfdHlwZX0SkgEKEFJ1bkZpbGVSZXRlbnRpb24SKC5jb2xpbmsuZmlsZXMudjEuUnVuRmlsZVJldGVudGlvblJlcXVlc3QaKS5jb2xpbmsuZmlsZXMudjEuUnVuRmlsZVJldGVudGlvblJlc3BvbnNlIimC0+STAiM6ASoiHi92MS9hZG1pbi9yZXRlbnRpb24vZmlsZXMvcnVucxJ5CglTaGFyZUZpbGUSIS5jb2xpbmsuZmlsZXMudjEuU2hhcmVGaWxlUmVxdWVzdBoiLmNvbGluay5maWxlcy52MS5TaGFyZUZpbGVSZXNwb25zZSIlgtPkkwIfOgEqIhovdjEvZmlsZXMve2ZpbGVfaWR9L3NoYXJlcxKFAQoOTGlzdEZpbGVTaGFyZXMSJi5jb2xpbmsuZmlsZXMudjEuTGlzdEZpbGVTaGFyZXNSZXF1ZXN0GicuY29saW5rLmZpbGVzLnYxLkxpc3RGaWxlU2hhcmVzUmVzcG9uc2UiIoLT5JMCHBIaL3YxL2ZpbGVzL3tmaWxlX2lkfS9zaGFyZXMSZwoQQ2hlY2tBdHRhY2htZW50cxIoLmNvbGluay5maWxlcy52MS5DaGVja0F0dGFjaG1lbnRzUmVxdWVzdBopLmNvbGluay5maWxlcy52MS5DaGVja0F0dGFjaG1lbnRzUmVzcG9uc2USXgoNQmF0Y2hHZXRGaWxlcxIlLmNvbGluay5maWxlcy52MS5CYXRjaEdldEZpbGVzUmVxdWVzdBomLmNvbGluay5maWxlcy52MS5CYXRjaEdldEZpbGVzUmVzcG9uc2USWAoLRXhwb3J0RmlsZXMSIy5jb2xpbmsuZmlsZXMudjEuRXhwb3J0RmlsZXNSZXF1ZXN0GiQuY29saW5rLmZpbGVzLnYxLkV4cG9ydEZpbGVzUmVzcG9uc2USkgEKD1Jldm9rZUZpbGVTaGFyZRInLmNvbGluay5maWxlcy52MS5SZXZva2VGaWxlU2hhcmVSZXF1ZXN0GiguY29saW5rLmZpbGVzLnYxLlJldm9rZUZpbGVTaGFyZVJlc3BvbnNlIiyC0+STAiYqJC92MS9maWxlcy97ZmlsZV9pZH0vc2hhcmVzL3t1c2VyX2lkfWIGcHJvdG8z", [file_google_api_annotations, file_google_protobuf_field_mask, file_google_protobuf_timestamp]);
 
 /**
  * A file's metadata.
@@ -1076,6 +1076,20 @@ export type RetentionRun = Message<"colink.files.v1.RetentionRun"> & {
    * @generated from field: repeated colink.files.v1.ChannelRetention channels = 6;
    */
   channels: ChannelRetention[];
+
+  /**
+   * It only counted: nothing expired.
+   *
+   * @generated from field: bool dry_run = 7;
+   */
+  dryRun: boolean;
+
+  /**
+   * The admin who ran it; empty for the periodic runs.
+   *
+   * @generated from field: string started_by_id = 8;
+   */
+  startedById: string;
 };
 
 /**
@@ -1177,6 +1191,200 @@ export const ListRetentionRunsResponseSchema: GenMessage<ListRetentionRunsRespon
   messageDesc(file_colink_files_v1_files, 28);
 
 /**
+ * How long files of one type are kept.
+ *
+ * @generated from message colink.files.v1.FileRetentionPolicy
+ */
+export type FileRetentionPolicy = Message<"colink.files.v1.FileRetentionPolicy"> & {
+  /**
+   * The file type.
+   *
+   * @generated from field: colink.files.v1.FileType file_type = 1;
+   */
+  fileType: FileType;
+
+  /**
+   * Days after upload before a file expires; 0 keeps files forever.
+   *
+   * @generated from field: int32 retention_days = 2;
+   */
+  retentionDays: number;
+
+  /**
+   * Delete an expired file's bytes; otherwise it is only marked EXPIRED,
+   * which stops downloads, for an admin to review.
+   *
+   * @generated from field: bool auto_delete = 3;
+   */
+  autoDelete: boolean;
+
+  /**
+   * Who last changed it; empty while the configuration's value holds.
+   *
+   * @generated from field: string updated_by_id = 4;
+   */
+  updatedById: string;
+
+  /**
+   * When it last changed; unset while the configuration's value holds.
+   *
+   * @generated from field: google.protobuf.Timestamp update_time = 5;
+   */
+  updateTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message colink.files.v1.FileRetentionPolicy.
+ * Use `create(FileRetentionPolicySchema)` to create a new message.
+ */
+export const FileRetentionPolicySchema: GenMessage<FileRetentionPolicy> = /*@__PURE__*/
+  messageDesc(file_colink_files_v1_files, 29);
+
+/**
+ * ListFileRetentionPolicies.
+ *
+ * @generated from message colink.files.v1.ListFileRetentionPoliciesRequest
+ */
+export type ListFileRetentionPoliciesRequest = Message<"colink.files.v1.ListFileRetentionPoliciesRequest"> & {
+};
+
+/**
+ * Describes the message colink.files.v1.ListFileRetentionPoliciesRequest.
+ * Use `create(ListFileRetentionPoliciesRequestSchema)` to create a new message.
+ */
+export const ListFileRetentionPoliciesRequestSchema: GenMessage<ListFileRetentionPoliciesRequest> = /*@__PURE__*/
+  messageDesc(file_colink_files_v1_files, 30);
+
+/**
+ * ListFileRetentionPolicies result.
+ *
+ * @generated from message colink.files.v1.ListFileRetentionPoliciesResponse
+ */
+export type ListFileRetentionPoliciesResponse = Message<"colink.files.v1.ListFileRetentionPoliciesResponse"> & {
+  /**
+   * One per file type (image, video, audio, document, other), in that
+   * order.
+   *
+   * @generated from field: repeated colink.files.v1.FileRetentionPolicy policies = 1;
+   */
+  policies: FileRetentionPolicy[];
+};
+
+/**
+ * Describes the message colink.files.v1.ListFileRetentionPoliciesResponse.
+ * Use `create(ListFileRetentionPoliciesResponseSchema)` to create a new message.
+ */
+export const ListFileRetentionPoliciesResponseSchema: GenMessage<ListFileRetentionPoliciesResponse> = /*@__PURE__*/
+  messageDesc(file_colink_files_v1_files, 31);
+
+/**
+ * SetFileRetentionPolicy.
+ *
+ * @generated from message colink.files.v1.SetFileRetentionPolicyRequest
+ */
+export type SetFileRetentionPolicyRequest = Message<"colink.files.v1.SetFileRetentionPolicyRequest"> & {
+  /**
+   * The file type; in the path as its enum name, e.g. FILE_TYPE_IMAGE.
+   * Required.
+   *
+   * @generated from field: colink.files.v1.FileType file_type = 1;
+   */
+  fileType: FileType;
+
+  /**
+   * 0 (keep forever) or 1..=36,500 days.
+   *
+   * @generated from field: int32 retention_days = 2;
+   */
+  retentionDays: number;
+
+  /**
+   * Delete expired files' bytes instead of only marking them.
+   *
+   * @generated from field: bool auto_delete = 3;
+   */
+  autoDelete: boolean;
+};
+
+/**
+ * Describes the message colink.files.v1.SetFileRetentionPolicyRequest.
+ * Use `create(SetFileRetentionPolicyRequestSchema)` to create a new message.
+ */
+export const SetFileRetentionPolicyRequestSchema: GenMessage<SetFileRetentionPolicyRequest> = /*@__PURE__*/
+  messageDesc(file_colink_files_v1_files, 32);
+
+/**
+ * SetFileRetentionPolicy result.
+ *
+ * @generated from message colink.files.v1.SetFileRetentionPolicyResponse
+ */
+export type SetFileRetentionPolicyResponse = Message<"colink.files.v1.SetFileRetentionPolicyResponse"> & {
+  /**
+   * The policy as stored.
+   *
+   * @generated from field: colink.files.v1.FileRetentionPolicy policy = 1;
+   */
+  policy?: FileRetentionPolicy | undefined;
+};
+
+/**
+ * Describes the message colink.files.v1.SetFileRetentionPolicyResponse.
+ * Use `create(SetFileRetentionPolicyResponseSchema)` to create a new message.
+ */
+export const SetFileRetentionPolicyResponseSchema: GenMessage<SetFileRetentionPolicyResponse> = /*@__PURE__*/
+  messageDesc(file_colink_files_v1_files, 33);
+
+/**
+ * RunFileRetention.
+ *
+ * @generated from message colink.files.v1.RunFileRetentionRequest
+ */
+export type RunFileRetentionRequest = Message<"colink.files.v1.RunFileRetentionRequest"> & {
+  /**
+   * Only count what would expire.
+   *
+   * @generated from field: bool dry_run = 1;
+   */
+  dryRun: boolean;
+
+  /**
+   * Up to 128 printable ASCII characters; a retry with the same key
+   * answers the first run.
+   *
+   * @generated from field: string idempotency_key = 2;
+   */
+  idempotencyKey: string;
+};
+
+/**
+ * Describes the message colink.files.v1.RunFileRetentionRequest.
+ * Use `create(RunFileRetentionRequestSchema)` to create a new message.
+ */
+export const RunFileRetentionRequestSchema: GenMessage<RunFileRetentionRequest> = /*@__PURE__*/
+  messageDesc(file_colink_files_v1_files, 34);
+
+/**
+ * RunFileRetention result.
+ *
+ * @generated from message colink.files.v1.RunFileRetentionResponse
+ */
+export type RunFileRetentionResponse = Message<"colink.files.v1.RunFileRetentionResponse"> & {
+  /**
+   * The run's report.
+   *
+   * @generated from field: colink.files.v1.RetentionRun run = 1;
+   */
+  run?: RetentionRun | undefined;
+};
+
+/**
+ * Describes the message colink.files.v1.RunFileRetentionResponse.
+ * Use `create(RunFileRetentionResponseSchema)` to create a new message.
+ */
+export const RunFileRetentionResponseSchema: GenMessage<RunFileRetentionResponse> = /*@__PURE__*/
+  messageDesc(file_colink_files_v1_files, 35);
+
+/**
  * ShareFile.
  *
  * @generated from message colink.files.v1.ShareFileRequest
@@ -1224,7 +1432,7 @@ export type ShareFileRequest = Message<"colink.files.v1.ShareFileRequest"> & {
  * Use `create(ShareFileRequestSchema)` to create a new message.
  */
 export const ShareFileRequestSchema: GenMessage<ShareFileRequest> = /*@__PURE__*/
-  messageDesc(file_colink_files_v1_files, 29);
+  messageDesc(file_colink_files_v1_files, 36);
 
 /**
  * ShareFile result.
@@ -1245,7 +1453,7 @@ export type ShareFileResponse = Message<"colink.files.v1.ShareFileResponse"> & {
  * Use `create(ShareFileResponseSchema)` to create a new message.
  */
 export const ShareFileResponseSchema: GenMessage<ShareFileResponse> = /*@__PURE__*/
-  messageDesc(file_colink_files_v1_files, 30);
+  messageDesc(file_colink_files_v1_files, 37);
 
 /**
  * ListFileShares.
@@ -1287,7 +1495,7 @@ export type ListFileSharesRequest = Message<"colink.files.v1.ListFileSharesReque
  * Use `create(ListFileSharesRequestSchema)` to create a new message.
  */
 export const ListFileSharesRequestSchema: GenMessage<ListFileSharesRequest> = /*@__PURE__*/
-  messageDesc(file_colink_files_v1_files, 31);
+  messageDesc(file_colink_files_v1_files, 38);
 
 /**
  * ListFileShares result.
@@ -1315,7 +1523,7 @@ export type ListFileSharesResponse = Message<"colink.files.v1.ListFileSharesResp
  * Use `create(ListFileSharesResponseSchema)` to create a new message.
  */
 export const ListFileSharesResponseSchema: GenMessage<ListFileSharesResponse> = /*@__PURE__*/
-  messageDesc(file_colink_files_v1_files, 32);
+  messageDesc(file_colink_files_v1_files, 39);
 
 /**
  * CheckAttachments.
@@ -1343,7 +1551,7 @@ export type CheckAttachmentsRequest = Message<"colink.files.v1.CheckAttachmentsR
  * Use `create(CheckAttachmentsRequestSchema)` to create a new message.
  */
 export const CheckAttachmentsRequestSchema: GenMessage<CheckAttachmentsRequest> = /*@__PURE__*/
-  messageDesc(file_colink_files_v1_files, 33);
+  messageDesc(file_colink_files_v1_files, 40);
 
 /**
  * CheckAttachments result.
@@ -1364,7 +1572,7 @@ export type CheckAttachmentsResponse = Message<"colink.files.v1.CheckAttachments
  * Use `create(CheckAttachmentsResponseSchema)` to create a new message.
  */
 export const CheckAttachmentsResponseSchema: GenMessage<CheckAttachmentsResponse> = /*@__PURE__*/
-  messageDesc(file_colink_files_v1_files, 34);
+  messageDesc(file_colink_files_v1_files, 41);
 
 /**
  * BatchGetFiles.
@@ -1385,7 +1593,7 @@ export type BatchGetFilesRequest = Message<"colink.files.v1.BatchGetFilesRequest
  * Use `create(BatchGetFilesRequestSchema)` to create a new message.
  */
 export const BatchGetFilesRequestSchema: GenMessage<BatchGetFilesRequest> = /*@__PURE__*/
-  messageDesc(file_colink_files_v1_files, 35);
+  messageDesc(file_colink_files_v1_files, 42);
 
 /**
  * BatchGetFiles result.
@@ -1406,7 +1614,7 @@ export type BatchGetFilesResponse = Message<"colink.files.v1.BatchGetFilesRespon
  * Use `create(BatchGetFilesResponseSchema)` to create a new message.
  */
 export const BatchGetFilesResponseSchema: GenMessage<BatchGetFilesResponse> = /*@__PURE__*/
-  messageDesc(file_colink_files_v1_files, 36);
+  messageDesc(file_colink_files_v1_files, 43);
 
 /**
  * ExportFiles.
@@ -1434,7 +1642,7 @@ export type ExportFilesRequest = Message<"colink.files.v1.ExportFilesRequest"> &
  * Use `create(ExportFilesRequestSchema)` to create a new message.
  */
 export const ExportFilesRequestSchema: GenMessage<ExportFilesRequest> = /*@__PURE__*/
-  messageDesc(file_colink_files_v1_files, 37);
+  messageDesc(file_colink_files_v1_files, 44);
 
 /**
  * ExportFiles result.
@@ -1462,7 +1670,7 @@ export type ExportFilesResponse = Message<"colink.files.v1.ExportFilesResponse">
  * Use `create(ExportFilesResponseSchema)` to create a new message.
  */
 export const ExportFilesResponseSchema: GenMessage<ExportFilesResponse> = /*@__PURE__*/
-  messageDesc(file_colink_files_v1_files, 38);
+  messageDesc(file_colink_files_v1_files, 45);
 
 /**
  * A file with who may see it besides its owner and channel.
@@ -1497,7 +1705,7 @@ export type ExportedFile = Message<"colink.files.v1.ExportedFile"> & {
  * Use `create(ExportedFileSchema)` to create a new message.
  */
 export const ExportedFileSchema: GenMessage<ExportedFile> = /*@__PURE__*/
-  messageDesc(file_colink_files_v1_files, 39);
+  messageDesc(file_colink_files_v1_files, 46);
 
 /**
  * RevokeFileShare.
@@ -1525,7 +1733,7 @@ export type RevokeFileShareRequest = Message<"colink.files.v1.RevokeFileShareReq
  * Use `create(RevokeFileShareRequestSchema)` to create a new message.
  */
 export const RevokeFileShareRequestSchema: GenMessage<RevokeFileShareRequest> = /*@__PURE__*/
-  messageDesc(file_colink_files_v1_files, 40);
+  messageDesc(file_colink_files_v1_files, 47);
 
 /**
  * RevokeFileShare result.
@@ -1546,7 +1754,7 @@ export type RevokeFileShareResponse = Message<"colink.files.v1.RevokeFileShareRe
  * Use `create(RevokeFileShareResponseSchema)` to create a new message.
  */
 export const RevokeFileShareResponseSchema: GenMessage<RevokeFileShareResponse> = /*@__PURE__*/
-  messageDesc(file_colink_files_v1_files, 41);
+  messageDesc(file_colink_files_v1_files, 48);
 
 /**
  * Where a file is in its life.
@@ -1988,6 +2196,45 @@ export const FilesService: GenService<{
     methodKind: "unary";
     input: typeof ListRetentionRunsRequestSchema;
     output: typeof ListRetentionRunsResponseSchema;
+  },
+  /**
+   * The retention policy of every file type as in force: set here, or
+   * else from the node's configuration (`files.retention`). Admins only.
+   * Errors: PERMISSION_DENIED.
+   *
+   * @generated from rpc colink.files.v1.FilesService.ListFileRetentionPolicies
+   */
+  listFileRetentionPolicies: {
+    methodKind: "unary";
+    input: typeof ListFileRetentionPoliciesRequestSchema;
+    output: typeof ListFileRetentionPoliciesResponseSchema;
+  },
+  /**
+   * Sets the retention policy of one file type, on every node; audited.
+   * A file's own setting (UpdateFileRetention) overrides it. Admins only.
+   * Errors: INVALID_ARGUMENT naming `file_type` or `retention_days`;
+   * PERMISSION_DENIED.
+   *
+   * @generated from rpc colink.files.v1.FilesService.SetFileRetentionPolicy
+   */
+  setFileRetentionPolicy: {
+    methodKind: "unary";
+    input: typeof SetFileRetentionPolicyRequestSchema;
+    output: typeof SetFileRetentionPolicyResponseSchema;
+  },
+  /**
+   * Runs file retention now, or with `dry_run` only counts what it would
+   * expire, and answers the run's report (also in ListRetentionRuns).
+   * Admins only. A retry with the same idempotency key answers the first
+   * run and starts none.
+   * Errors: INVALID_ARGUMENT naming `idempotency_key`; PERMISSION_DENIED.
+   *
+   * @generated from rpc colink.files.v1.FilesService.RunFileRetention
+   */
+  runFileRetention: {
+    methodKind: "unary";
+    input: typeof RunFileRetentionRequestSchema;
+    output: typeof RunFileRetentionResponseSchema;
   },
   /**
    * Shares a file with one user, or changes an existing share's permission
