@@ -324,7 +324,7 @@ async fn a_workspace_ban_suspends_the_account_at_once_until_lifted() {
 
 #[tokio::test]
 #[ignore = "needs PostgreSQL and Redis: set COLINK_TEST_POSTGRES and COLINK_TEST_REDIS (the full suite does)"]
-async fn a_mute_imposed_on_one_node_holds_on_another() {
+async fn a_mute_or_ban_imposed_on_one_node_holds_on_another() {
     let database = crate::helpers::fresh_postgres(&crate::cluster::server("COLINK_TEST_POSTGRES")).await;
     let redis = crate::cluster::server("COLINK_TEST_REDIS");
     let node = |database: String, redis: String| {
@@ -341,8 +341,18 @@ async fn a_mute_imposed_on_one_node_holds_on_another() {
     sends(&b, &ann, &general, true).await;
     let muted = a.admin().create_sanction(root.req(sanction(&ann, SanctionKind::Mute, "", Some(1)))).await.unwrap();
     sends(&b, &ann, &general, false).await;
+    types(&b, &ann, &general, false).await;
     let lift =
         LiftSanctionRequest { sanction_id: muted.into_inner().sanction.unwrap().sanction_id, reason: String::new() };
     a.admin().lift_sanction(root.req(lift)).await.unwrap();
     sends(&b, &ann, &general, true).await;
+    types(&b, &ann, &general, true).await;
+    // A channel ban imposed on one node keeps the user out on the other.
+    let banned = a.admin().create_sanction(root.req(sanction(&ann, SanctionKind::Ban, &general, Some(1)))).await;
+    let banned = banned.unwrap().into_inner().sanction.unwrap();
+    let join = || JoinChannelRequest { channel_id: general.clone(), idempotency_key: String::new() };
+    assert_code(b.channels().join_channel(ann.req(join())).await, Code::PermissionDenied);
+    let lift = LiftSanctionRequest { sanction_id: banned.sanction_id, reason: String::new() };
+    a.admin().lift_sanction(root.req(lift)).await.unwrap();
+    b.channels().join_channel(ann.req(join())).await.unwrap();
 }
