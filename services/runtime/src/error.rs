@@ -32,9 +32,6 @@ pub enum Error {
     /// A concurrent request got there first; retrying is safe.
     #[error("aborted: {0}")]
     Aborted(String),
-    /// Part of the contract that this version does not offer.
-    #[error("unimplemented: {0}")]
-    Unimplemented(String),
     /// A call to another service failed; its status passes through unchanged
     /// unless it is a server fault, which is masked.
     #[error("upstream call failed: {0}")]
@@ -88,7 +85,6 @@ impl From<Error> for Status {
             ),
             Error::Unavailable(m) => Status::unavailable(m),
             Error::Aborted(m) => Status::aborted(m),
-            Error::Unimplemented(m) => Status::unimplemented(m),
             Error::Upstream(status) => match status.code() {
                 Code::Internal | Code::Unknown | Code::DataLoss | Code::Unimplemented => {
                     tracing::error!(code = ?status.code(), message = status.message(), "upstream call failed");
