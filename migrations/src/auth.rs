@@ -10,7 +10,14 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(Initial), Box::new(SecondFactors), Box::new(AccountStatus), Box::new(Mail), Box::new(Suspension)]
+        vec![
+            Box::new(Initial),
+            Box::new(SecondFactors),
+            Box::new(AccountStatus),
+            Box::new(Mail),
+            Box::new(Suspension),
+            Box::new(SingleSignOn),
+        ]
     }
 }
 
@@ -208,5 +215,49 @@ impl MigrationTrait for Suspension {
                     .to_owned(),
             )
             .await
+    }
+}
+
+migration_name!(SingleSignOn, "m0006_auth_single_sign_on");
+
+#[async_trait::async_trait]
+impl MigrationTrait for SingleSignOn {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        // Which provider account is which Colink account: one link per
+        // issuer and subject.
+        manager
+            .create_table(
+                Table::create()
+                    .table("identity_links")
+                    .if_not_exists()
+                    .col(string_len("issuer", 512))
+                    .col(string_len("subject", 255))
+                    .col(string_len("user_id", 36))
+                    .col(big_integer("created_at"))
+                    .col(big_integer("last_sign_in_at"))
+                    .primary_key(Index::create().col("issuer").col("subject"))
+                    .to_owned(),
+            )
+            .await?;
+        manager.create_index(index("identity_links_by_user", "identity_links", &["user_id"])).await?;
+        // Sign-ins under way: what the provider hands back (the state, kept
+        // as its SHA-256) and what only Colink knows (nonce, PKCE verifier).
+        manager
+            .create_table(
+                Table::create()
+                    .table("sso_logins")
+                    .if_not_exists()
+                    .col(string_len("state_hash", 64).primary_key())
+                    .col(string_len("nonce", 64))
+                    .col(string_len("code_verifier", 128))
+                    .col(string_len("redirect_uri", 2048))
+                    .col(string_len("device_name", 128))
+                    .col(big_integer("created_at"))
+                    .col(big_integer("expires_at"))
+                    .col(big_integer_null("used_at"))
+                    .to_owned(),
+            )
+            .await?;
+        manager.create_index(index("sso_logins_by_expiry", "sso_logins", &["expires_at"])).await
     }
 }

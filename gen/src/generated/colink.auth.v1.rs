@@ -136,9 +136,87 @@ pub struct CheckSessionRequest {
     #[prost(string, tag = "1")]
     pub access_token: ::prost::alloc::string::String,
 }
-/// CheckSession result: the session is live.
+/// CheckSession result: the session is live, and whose it is (for the
+/// provider's access tokens, whose account only the auth service knows).
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct CheckSessionResponse {
+    /// The account's user id.
+    #[prost(string, tag = "1")]
+    pub user_id: ::prost::alloc::string::String,
+    /// The account's username.
+    #[prost(string, tag = "2")]
+    pub username: ::prost::alloc::string::String,
+    /// Workspace role: admin, moderator, member or guest.
+    #[prost(string, tag = "3")]
+    pub role: ::prost::alloc::string::String,
+    /// The session; provider tokens of one account share one.
+    #[prost(string, tag = "4")]
+    pub session_id: ::prost::alloc::string::String,
+}
+/// GetSignInOptions.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
-pub struct CheckSessionResponse {}
+pub struct GetSignInOptionsRequest {}
+/// GetSignInOptions result.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct GetSignInOptionsResponse {
+    /// Sign-in (and sign-up) with a password here.
+    #[prost(bool, tag = "1")]
+    pub password: bool,
+    /// Single sign-on with an OpenID provider.
+    #[prost(bool, tag = "2")]
+    pub single_sign_on: bool,
+    /// What to call the provider on a sign-in button.
+    #[prost(string, tag = "3")]
+    pub single_sign_on_name: ::prost::alloc::string::String,
+}
+/// BeginSingleSignOn.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct BeginSingleSignOnRequest {
+    /// Where the provider sends the person back; one of the configured
+    /// redirect URLs. Empty: the first of them.
+    #[prost(string, tag = "1")]
+    pub redirect_uri: ::prost::alloc::string::String,
+    /// Names the session that sign-in opens, at most 128 characters.
+    #[prost(string, tag = "2")]
+    pub device_name: ::prost::alloc::string::String,
+}
+/// BeginSingleSignOn result.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct BeginSingleSignOnResponse {
+    /// The provider's authorization URL, with client, scopes, state, nonce
+    /// and PKCE challenge.
+    #[prost(string, tag = "1")]
+    pub authorization_url: ::prost::alloc::string::String,
+    /// The state the provider hands back; FinishSingleSignOn takes it.
+    #[prost(string, tag = "2")]
+    pub state: ::prost::alloc::string::String,
+    /// Until when `state` can be finished.
+    #[prost(message, optional, tag = "3")]
+    pub expire_time: ::core::option::Option<::prost_types::Timestamp>,
+}
+/// FinishSingleSignOn.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct FinishSingleSignOnRequest {
+    /// From BeginSingleSignOnResponse, as the provider handed it back.
+    #[prost(string, tag = "1")]
+    pub state: ::prost::alloc::string::String,
+    /// The authorization code the provider handed back.
+    #[prost(string, tag = "2")]
+    pub code: ::prost::alloc::string::String,
+}
+/// FinishSingleSignOn result.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct FinishSingleSignOnResponse {
+    /// The account signed in.
+    #[prost(message, optional, tag = "1")]
+    pub account: ::core::option::Option<Account>,
+    /// Its new session's tokens.
+    #[prost(message, optional, tag = "2")]
+    pub tokens: ::core::option::Option<TokenPair>,
+    /// Whether this sign-in made the account.
+    #[prost(bool, tag = "3")]
+    pub created: bool,
+}
 /// Register.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct RegisterRequest {
@@ -700,6 +778,102 @@ pub mod auth_service_client {
             req.extensions_mut()
                 .insert(
                     GrpcMethod::new("colink.auth.v1.AuthService", "VerifySecondFactor"),
+                );
+            self.inner.unary(req, path, codec).await
+        }
+        /// How this workspace signs people in: passwords (the built-in accounts)
+        /// or single sign-on with an OpenID provider. No token needed.
+        pub async fn get_sign_in_options(
+            &mut self,
+            request: impl tonic::IntoRequest<super::GetSignInOptionsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::GetSignInOptionsResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = crate::codec::ProtoCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/colink.auth.v1.AuthService/GetSignInOptions",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new("colink.auth.v1.AuthService", "GetSignInOptions"),
+                );
+            self.inner.unary(req, path, codec).await
+        }
+        /// Starts a single sign-on: returns the provider's authorization URL
+        /// (authorization-code flow with PKCE) to send the person to. The provider
+        /// sends them back to `redirect_uri` with `code` and `state`, which
+        /// FinishSingleSignOn takes. No token needed.
+        /// Errors: FAILED_PRECONDITION when the workspace has no single sign-on;
+        /// INVALID_ARGUMENT naming `redirect_uri` (not one configured) or
+        /// `device_name`; UNAVAILABLE when the provider cannot be reached.
+        pub async fn begin_single_sign_on(
+            &mut self,
+            request: impl tonic::IntoRequest<super::BeginSingleSignOnRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::BeginSingleSignOnResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = crate::codec::ProtoCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/colink.auth.v1.AuthService/BeginSingleSignOn",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new("colink.auth.v1.AuthService", "BeginSingleSignOn"),
+                );
+            self.inner.unary(req, path, codec).await
+        }
+        /// Completes a single sign-on: exchanges the code at the provider, checks
+        /// its ID token, makes the account on first sign-in (its username, name,
+        /// email and workspace role from the configured claims; the role is
+        /// brought up to date at every sign-in), and opens a session. Each
+        /// `state` works once and for ten minutes. No token needed.
+        /// Errors: FAILED_PRECONDITION without single sign-on; INVALID_ARGUMENT
+        /// naming `state` (unknown, used or expired) or `code`; UNAUTHENTICATED
+        /// when the provider refuses the code or its ID token does not check out;
+        /// PERMISSION_DENIED for a deactivated or suspended account.
+        pub async fn finish_single_sign_on(
+            &mut self,
+            request: impl tonic::IntoRequest<super::FinishSingleSignOnRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::FinishSingleSignOnResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = crate::codec::ProtoCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/colink.auth.v1.AuthService/FinishSingleSignOn",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new("colink.auth.v1.AuthService", "FinishSingleSignOn"),
                 );
             self.inner.unary(req, path, codec).await
         }
@@ -1305,6 +1479,45 @@ pub mod auth_service_server {
             tonic::Response<super::VerifySecondFactorResponse>,
             tonic::Status,
         >;
+        /// How this workspace signs people in: passwords (the built-in accounts)
+        /// or single sign-on with an OpenID provider. No token needed.
+        async fn get_sign_in_options(
+            &self,
+            request: tonic::Request<super::GetSignInOptionsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::GetSignInOptionsResponse>,
+            tonic::Status,
+        >;
+        /// Starts a single sign-on: returns the provider's authorization URL
+        /// (authorization-code flow with PKCE) to send the person to. The provider
+        /// sends them back to `redirect_uri` with `code` and `state`, which
+        /// FinishSingleSignOn takes. No token needed.
+        /// Errors: FAILED_PRECONDITION when the workspace has no single sign-on;
+        /// INVALID_ARGUMENT naming `redirect_uri` (not one configured) or
+        /// `device_name`; UNAVAILABLE when the provider cannot be reached.
+        async fn begin_single_sign_on(
+            &self,
+            request: tonic::Request<super::BeginSingleSignOnRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::BeginSingleSignOnResponse>,
+            tonic::Status,
+        >;
+        /// Completes a single sign-on: exchanges the code at the provider, checks
+        /// its ID token, makes the account on first sign-in (its username, name,
+        /// email and workspace role from the configured claims; the role is
+        /// brought up to date at every sign-in), and opens a session. Each
+        /// `state` works once and for ten minutes. No token needed.
+        /// Errors: FAILED_PRECONDITION without single sign-on; INVALID_ARGUMENT
+        /// naming `state` (unknown, used or expired) or `code`; UNAUTHENTICATED
+        /// when the provider refuses the code or its ID token does not check out;
+        /// PERMISSION_DENIED for a deactivated or suspended account.
+        async fn finish_single_sign_on(
+            &self,
+            request: tonic::Request<super::FinishSingleSignOnRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::FinishSingleSignOnResponse>,
+            tonic::Status,
+        >;
         /// Exchanges a refresh token for a new pair. The presented token is spent;
         /// presenting it again revokes the session (UNAUTHENTICATED).
         async fn refresh(
@@ -1695,6 +1908,144 @@ pub mod auth_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = VerifySecondFactorSvc(inner);
+                        let codec = crate::codec::ProtoCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/colink.auth.v1.AuthService/GetSignInOptions" => {
+                    #[allow(non_camel_case_types)]
+                    struct GetSignInOptionsSvc<T: AuthService>(pub Arc<T>);
+                    impl<
+                        T: AuthService,
+                    > tonic::server::UnaryService<super::GetSignInOptionsRequest>
+                    for GetSignInOptionsSvc<T> {
+                        type Response = super::GetSignInOptionsResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::GetSignInOptionsRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as AuthService>::get_sign_in_options(&inner, request)
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = GetSignInOptionsSvc(inner);
+                        let codec = crate::codec::ProtoCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/colink.auth.v1.AuthService/BeginSingleSignOn" => {
+                    #[allow(non_camel_case_types)]
+                    struct BeginSingleSignOnSvc<T: AuthService>(pub Arc<T>);
+                    impl<
+                        T: AuthService,
+                    > tonic::server::UnaryService<super::BeginSingleSignOnRequest>
+                    for BeginSingleSignOnSvc<T> {
+                        type Response = super::BeginSingleSignOnResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::BeginSingleSignOnRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as AuthService>::begin_single_sign_on(&inner, request)
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = BeginSingleSignOnSvc(inner);
+                        let codec = crate::codec::ProtoCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/colink.auth.v1.AuthService/FinishSingleSignOn" => {
+                    #[allow(non_camel_case_types)]
+                    struct FinishSingleSignOnSvc<T: AuthService>(pub Arc<T>);
+                    impl<
+                        T: AuthService,
+                    > tonic::server::UnaryService<super::FinishSingleSignOnRequest>
+                    for FinishSingleSignOnSvc<T> {
+                        type Response = super::FinishSingleSignOnResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::FinishSingleSignOnRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as AuthService>::finish_single_sign_on(&inner, request)
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = FinishSingleSignOnSvc(inner);
                         let codec = crate::codec::ProtoCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(

@@ -4,9 +4,10 @@
 use colink_proto::auth::v1::Jwk;
 use colink_runtime::db::Db;
 use colink_runtime::ids::now_micros;
-use colink_runtime::token::encode_public_key;
+use colink_runtime::token::{decoding_key, encode_public_key, encoding_key};
 use colink_runtime::{Error, Result};
-use ed25519_dalek::{SigningKey, VerifyingKey};
+use ed25519_dalek::SigningKey;
+use jsonwebtoken::{DecodingKey, EncodingKey};
 use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, Set};
 use sha2::{Digest, Sha256};
 
@@ -15,7 +16,14 @@ use crate::store::signing_key;
 
 pub struct Keys {
     /// Newest first; never empty.
-    active: Vec<(String, SigningKey)>,
+    active: Vec<ActiveKey>,
+}
+
+struct ActiveKey {
+    kid: String,
+    key: SigningKey,
+    /// The same key, as tokens are signed with it.
+    signing: EncodingKey,
 }
 
 impl Keys {
@@ -43,7 +51,7 @@ impl Keys {
         Ok(Self { active })
     }
 
-    async fn load(db: &Db) -> Result<Vec<(String, SigningKey)>> {
+    async fn load(db: &Db) -> Result<Vec<ActiveKey>> {
         let rows = signing_key::Entity::find()
             .filter(signing_key::Column::RetiredAt.is_null())
             .order_by_desc(signing_key::Column::CreatedAt)
@@ -56,31 +64,33 @@ impl Keys {
                     .as_slice()
                     .try_into()
                     .map_err(|_| Error::internal(format!("signing key {} is corrupt", row.kid)))?;
-                Ok((row.kid, SigningKey::from_bytes(&secret)))
+                let key = SigningKey::from_bytes(&secret);
+                let signing = encoding_key(&key).map_err(Error::internal)?;
+                Ok(ActiveKey { kid: row.kid, key, signing })
             })
             .collect()
     }
 
     /// The key that signs new tokens.
-    pub fn current(&self) -> (&str, &SigningKey) {
-        let (kid, key) = &self.active[0];
-        (kid, key)
+    pub fn current(&self) -> (&str, &EncodingKey) {
+        let newest = &self.active[0];
+        (&newest.kid, &newest.signing)
     }
 
     /// The public key of an unretired key.
-    pub fn verifying(&self, kid: &str) -> Option<VerifyingKey> {
-        self.active.iter().find(|(id, _)| id == kid).map(|(_, key)| key.verifying_key())
+    pub fn verifying(&self, kid: &str) -> Option<DecodingKey> {
+        self.active.iter().find(|k| k.kid == kid).map(|k| decoding_key(&k.key.verifying_key()))
     }
 
     /// The public keys as JWKs.
     pub fn jwks(&self) -> Vec<Jwk> {
         self.active
             .iter()
-            .map(|(kid, key)| Jwk {
+            .map(|k| Jwk {
                 kty: "OKP".into(),
                 crv: "Ed25519".into(),
-                x: encode_public_key(&key.verifying_key()),
-                kid: kid.clone(),
+                x: encode_public_key(&k.key.verifying_key()),
+                kid: k.kid.clone(),
                 alg: "EdDSA".into(),
                 r#use: "sig".into(),
             })

@@ -9,6 +9,7 @@ mod recovery;
 mod roles;
 mod second_factor;
 mod sessions;
+mod sso;
 mod status;
 mod store;
 mod suspension;
@@ -30,6 +31,7 @@ use colink_runtime::ephemeral::Ephemeral;
 use colink_runtime::error::duplicate_as;
 use colink_runtime::events::{self, Outbox, USER_EVENTS};
 use colink_runtime::ids::{new_id, now_micros, timestamp};
+use colink_runtime::oidc::OpenIdProvider;
 use colink_runtime::pubsub::PubSub;
 use colink_runtime::request_context::RequestContext;
 use colink_runtime::token::{self, Claims};
@@ -71,18 +73,24 @@ pub struct AuthService {
     pubsub: Arc<dyn PubSub>,
     /// Sends the outbox's mail; `None` when the workspace sends no mail.
     mailer: Option<Arc<mail::Mailer>>,
+    /// The OpenID provider people sign in with; `None` for built-in
+    /// passwords.
+    provider: Option<Arc<OpenIdProvider>>,
 }
 
 /// The shared backends the auth service uses besides its database.
 pub struct Backends {
     pub ephemeral: Arc<dyn Ephemeral>,
     pub pubsub: Arc<dyn PubSub>,
+    /// With `[auth] mode = "oidc"`, the provider (shared with the node's
+    /// token checks).
+    pub provider: Option<Arc<OpenIdProvider>>,
 }
 
 impl AuthService {
     /// Loads (or creates) the signing keys.
     pub async fn new(db: Db, outbox: Outbox, config: AuthConfig, users: Channel, backends: Backends) -> Result<Self> {
-        let Backends { ephemeral, pubsub } = backends;
+        let Backends { ephemeral, pubsub, provider } = backends;
         let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(MAX_HASHING_THREADS);
         let hashing = PasswordHashing::new(&config, workers).map_err(Error::internal)?;
         let keys = Keys::load_or_create(&db).await?;
@@ -102,6 +110,7 @@ impl AuthService {
             throttle: LoginThrottle::new(ephemeral),
             pubsub,
             mailer,
+            provider,
         })
     }
 
@@ -173,7 +182,7 @@ impl AuthService {
         };
         let (kid, key) = self.keys.current();
         Ok(pb::TokenPair {
-            access_token: token::sign(&claims, kid, key),
+            access_token: token::sign(&claims, kid, key).map_err(Error::internal)?,
             access_token_expires_at: Some(timestamp(exp * 1_000_000)),
             refresh_token: refresh,
             refresh_token_expires_at: Some(timestamp(refresh_expires)),
@@ -182,43 +191,18 @@ impl AuthService {
     }
 
     async fn register(&self, req: pb::RegisterRequest) -> Result<pb::RegisterResponse> {
+        self.require_passwords()?;
         let new = validate_registration(&req.username, &req.email, &req.password, &req.display_name)
             .map_err(Error::InvalidArgument)?;
         self.ensure_available(&new.username, &new.email).await?;
         let password_hash = self.hash_password(new.password.clone()).await?;
-        let now = now_micros();
         let txn = self.db.writer.begin().await?;
-        // The first account of a workspace administers it.
-        let role = if credential::Entity::find().count(&txn).await? == 0 { pb::Role::Admin } else { pb::Role::Member };
-        let account = credential::ActiveModel {
-            user_id: Set(new_id()),
-            username: Set(new.username.clone()),
-            email: Set(new.email.clone()),
-            password_hash: Set(password_hash),
-            role: Set(role as i32),
-            email_verified: Set(false),
-            deactivated: Set(false),
-            created_at: Set(now),
-            updated_at: Set(now),
-            deactivated_at: Set(None),
-            deactivated_by: Set(String::new()),
-            deactivation_reason: Set(String::new()),
-            suspended_until: Set(None),
-        }
-        .insert(&txn)
-        .await
-        .map_err(duplicate_as("username or email is already taken"))?;
+        let role = if is_first_account(&txn).await? { pb::Role::Admin } else { pb::Role::Member };
+        let account =
+            NewAccount { username: new.username, email: new.email, password_hash, role, email_verified: false }
+                .insert(&txn, &new.display_name, "username or email is already taken")
+                .await?;
         let tokens = self.open_session(&txn, &account, "").await?;
-        let event = events::event(
-            "user.created",
-            &account.user_id,
-            Payload::UserCreated(UserCreated {
-                user_id: account.user_id.clone(),
-                username: account.username.clone(),
-                display_name: new.display_name,
-            }),
-        );
-        events::enqueue(&txn, USER_EVENTS, &account.user_id, &event).await?;
         let mailing = self.queue_verification(&txn, &account).await?;
         txn.commit().await?;
         if let (true, Some(mailer)) = (mailing, &self.mailer) {
@@ -279,6 +263,7 @@ impl AuthService {
     }
 
     async fn login(&self, req: pb::LoginRequest, address: Option<String>) -> Result<pb::LoginResponse> {
+        self.require_passwords()?;
         let login = req.login.trim().to_lowercase();
         let mut v = colink_runtime::error::Violations::default();
         if login.is_empty() {
@@ -301,10 +286,16 @@ impl AuthService {
         // login names one, else under what was typed.
         let throttled_as = found.as_ref().map_or(login.as_str(), |c| c.user_id.as_str());
         self.throttle.check(throttled_as, address.as_deref()).await?;
-        let stored = found.as_ref().map_or_else(|| self.decoy_hash.to_string(), |c| c.password_hash.clone());
+        // An account made by single sign-on has no password: it is
+        // checked against the decoy too, and never matches.
+        let has_password = found.as_ref().is_some_and(|c| !c.password_hash.is_empty());
+        let stored = match &found {
+            Some(c) if has_password => c.password_hash.clone(),
+            _ => self.decoy_hash.to_string(),
+        };
         let matches = self.password_matches(req.password, stored).await?;
         let account = match found {
-            Some(account) if matches => account,
+            Some(account) if matches && has_password => account,
             _ => {
                 self.throttle.failed(throttled_as, address.as_deref()).await;
                 return Err(Error::Unauthenticated("invalid login or password".into()));
@@ -386,6 +377,7 @@ impl AuthService {
     }
 
     async fn change_password(&self, user_id: &str, session_id: &str, req: pb::ChangePasswordRequest) -> Result<()> {
+        self.require_passwords()?;
         let mut v = colink_runtime::error::Violations::default();
         if req.current_password.is_empty() {
             v.add("current_password", "is required");
@@ -431,6 +423,65 @@ impl AuthService {
                 })
                 .collect(),
         })
+    }
+}
+
+/// Whether the workspace has no account yet: its first administers it.
+async fn is_first_account<C: sea_orm::ConnectionTrait>(txn: &C) -> Result<bool> {
+    Ok(credential::Entity::find().count(txn).await? == 0)
+}
+
+/// An account about to be made, by registration or single sign-on.
+struct NewAccount {
+    username: String,
+    email: String,
+    /// Empty for an account that signs in elsewhere only.
+    password_hash: String,
+    role: pb::Role,
+    email_verified: bool,
+}
+
+impl NewAccount {
+    /// Stores the account, with the `user.created` that makes its profile,
+    /// inside `txn`; ALREADY_EXISTS saying `taken` when the username or
+    /// email is.
+    async fn insert<C: sea_orm::ConnectionTrait>(
+        self,
+        txn: &C,
+        display_name: &str,
+        taken: &str,
+    ) -> Result<credential::Model> {
+        let now = now_micros();
+        let account = credential::ActiveModel {
+            user_id: Set(new_id()),
+            username: Set(self.username),
+            email: Set(self.email),
+            password_hash: Set(self.password_hash),
+            role: Set(self.role as i32),
+            email_verified: Set(self.email_verified),
+            deactivated: Set(false),
+            created_at: Set(now),
+            updated_at: Set(now),
+            deactivated_at: Set(None),
+            deactivated_by: Set(String::new()),
+            deactivation_reason: Set(String::new()),
+            suspended_until: Set(None),
+        }
+        .insert(txn)
+        .await
+        .map_err(duplicate_as(taken))?;
+        let display_name = if display_name.is_empty() { &account.username } else { display_name };
+        let event = events::event(
+            "user.created",
+            &account.user_id,
+            Payload::UserCreated(UserCreated {
+                user_id: account.user_id.clone(),
+                username: account.username.clone(),
+                display_name: display_name.chars().take(64).collect(),
+            }),
+        );
+        events::enqueue(txn, USER_EVENTS, &account.user_id, &event).await?;
+        Ok(account)
     }
 }
 
@@ -491,6 +542,27 @@ impl AuthRpc for AuthService {
         Ok(Response::new(AuthService::verify_second_factor(self, request.into_inner()).await?))
     }
 
+    async fn get_sign_in_options(
+        &self,
+        _request: Request<pb::GetSignInOptionsRequest>,
+    ) -> Result<Response<pb::GetSignInOptionsResponse>, Status> {
+        Ok(Response::new(self.sign_in_options()))
+    }
+
+    async fn begin_single_sign_on(
+        &self,
+        request: Request<pb::BeginSingleSignOnRequest>,
+    ) -> Result<Response<pb::BeginSingleSignOnResponse>, Status> {
+        Ok(Response::new(AuthService::begin_single_sign_on(self, request.get_ref()).await?))
+    }
+
+    async fn finish_single_sign_on(
+        &self,
+        request: Request<pb::FinishSingleSignOnRequest>,
+    ) -> Result<Response<pb::FinishSingleSignOnResponse>, Status> {
+        Ok(Response::new(AuthService::finish_single_sign_on(self, request.get_ref()).await?))
+    }
+
     async fn refresh(&self, request: Request<pb::RefreshRequest>) -> Result<Response<pb::RefreshResponse>, Status> {
         Ok(Response::new(AuthService::refresh(self, request.into_inner()).await?))
     }
@@ -542,8 +614,7 @@ impl AuthRpc for AuthService {
         &self,
         request: Request<pb::CheckSessionRequest>,
     ) -> Result<Response<pb::CheckSessionResponse>, Status> {
-        AuthService::check_session(self, &request.get_ref().access_token).await?;
-        Ok(Response::new(pb::CheckSessionResponse {}))
+        Ok(Response::new(AuthService::check_session(self, &request.get_ref().access_token).await?))
     }
 
     async fn change_password(

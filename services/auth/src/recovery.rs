@@ -29,6 +29,7 @@ const PER_ACCOUNT_PER_HOUR: u64 = 5;
 
 impl AuthService {
     pub(crate) async fn request_password_reset(&self, req: &pb::RequestPasswordResetRequest) -> Result<()> {
+        self.require_passwords()?;
         let email = normalize_email(&req.email).map_err(Error::from)?;
         let mailer = self.mailer()?;
         self.throttle
@@ -60,6 +61,7 @@ impl AuthService {
     }
 
     pub(crate) async fn reset_password(&self, req: pb::ResetPasswordRequest) -> Result<()> {
+        self.require_passwords()?;
         let mut v = Violations::default();
         let email = v.check(normalize_email(&req.email));
         if req.code.is_empty() {

@@ -29,6 +29,8 @@ impl AuthService {
     }
 
     pub(crate) async fn enroll_totp(&self, caller: &Caller) -> Result<pb::EnrollTotpResponse> {
+        // With single sign-on, the second factor is the provider's to ask.
+        self.require_passwords()?;
         if self.second_factor_enabled(&self.db.writer, &caller.user_id).await? {
             return Err(Error::precondition("TOTP is already enabled; disable it first to enrol a new device"));
         }

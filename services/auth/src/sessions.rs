@@ -7,6 +7,7 @@
 //! pub/sub.
 
 use bytes::Bytes;
+use colink_proto::auth::v1 as pb;
 use colink_runtime::ids::now_micros;
 use colink_runtime::pubsub::{Frame, SESSIONS_ENDED_TOPIC};
 use colink_runtime::token::{self, TokenError};
@@ -68,34 +69,43 @@ impl AuthService {
         self.pubsub.publish(SESSIONS_ENDED_TOPIC, Frame::Event(body).encode()).await;
     }
 
-    /// Whether the session of a token signed here is live, and its account
-    /// active.
-    pub(crate) async fn check_session(&self, access_token: &str) -> Result<()> {
+    /// Whether the session of a token is live, and its account active;
+    /// and whose it is. Tokens signed here name their session; the
+    /// provider's are for `check_provider_token`.
+    pub(crate) async fn check_session(&self, access_token: &str) -> Result<pb::CheckSessionResponse> {
         let refused = |why: &str| Error::Unauthenticated(format!("invalid access token: {why}"));
         if access_token.is_empty() {
             return Err(refused("access_token is required"));
         }
+        let issuer = token::peek(access_token).map(|seen| seen.iss).unwrap_or_default();
+        if self.provider.as_ref().is_some_and(|provider| provider.issuer() == issuer) {
+            return self.check_provider_token(access_token).await;
+        }
         let now = now_micros();
         let kid = token::key_id(access_token).map_err(|e| refused(&e.to_string()))?;
         let key = self.keys.verifying(&kid).ok_or_else(|| refused(&TokenError::UnknownKey(kid).to_string()))?;
-        let claims = token::verify(access_token, &key, &self.config.issuer, now / 1_000_000)
-            .map_err(|e| refused(&e.to_string()))?;
-        let live = session::Entity::find_by_id(claims.sid)
+        let claims = token::verify(access_token, &key, &self.config.issuer).map_err(|e| refused(&e.to_string()))?;
+        let live = session::Entity::find_by_id(claims.sid.clone())
             .one(&self.db.reader)
             .await?
             .filter(|s| s.user_id == claims.sub && s.revoked_at.is_none() && s.expires_at > now);
         let active = match live {
-            Some(_) => credential::Entity::find_by_id(claims.sub)
+            Some(_) => credential::Entity::find_by_id(claims.sub.clone())
                 .one(&self.db.reader)
                 .await?
-                .is_some_and(|c| c.barred(now).is_none()),
-            None => false,
+                .filter(|c| c.barred(now).is_none()),
+            None => None,
         };
-        if !active {
+        let Some(account) = active else {
             return Err(Error::Unauthenticated(
                 "the session has ended (signed out, revoked, or the account was deactivated or suspended)".into(),
             ));
-        }
-        Ok(())
+        };
+        Ok(pb::CheckSessionResponse {
+            user_id: account.user_id,
+            username: account.username,
+            role: crate::role_name(account.role).to_string(),
+            session_id: claims.sid,
+        })
     }
 }

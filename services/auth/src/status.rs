@@ -3,6 +3,7 @@
 
 use colink_proto::auth::v1 as pb;
 use colink_proto::events::v1::{UserStatusChanged, event::Payload};
+use colink_runtime::auth::provider_session_id;
 use colink_runtime::error::Violations;
 use colink_runtime::events::{self, USER_EVENTS};
 use colink_runtime::ids::{check_text, now_micros, parse_id};
@@ -52,7 +53,12 @@ impl AuthService {
             change.deactivation_reason = Set(req.reason.clone());
         }
         let account = change.update(&txn).await?;
-        let ended = if req.deactivated { self.end_sessions(&txn, &account.user_id, Which::All).await? } else { vec![] };
+        let mut ended =
+            if req.deactivated { self.end_sessions(&txn, &account.user_id, Which::All).await? } else { vec![] };
+        if req.deactivated {
+            // The provider's access tokens too, on every node.
+            ended.push(provider_session_id(&account.user_id));
+        }
         let kind = if req.deactivated { "user.deactivated" } else { "user.reactivated" };
         let event = events::event(
             kind,

@@ -216,3 +216,48 @@ pub mod mail_outbox {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+pub mod identity_link {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "identity_links")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub issuer: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub subject: String,
+        pub user_id: String,
+        pub created_at: i64,
+        pub last_sign_in_at: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod sso_login {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "sso_logins")]
+    pub struct Model {
+        /// SHA-256 of the state.
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub state_hash: String,
+        pub nonce: String,
+        pub code_verifier: String,
+        pub redirect_uri: String,
+        pub device_name: String,
+        pub created_at: i64,
+        pub expires_at: i64,
+        pub used_at: Option<i64>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

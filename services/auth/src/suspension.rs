@@ -3,6 +3,7 @@
 //! suspension ends by itself or when an admin lifts it.
 
 use colink_proto::auth::v1 as pb;
+use colink_runtime::auth::provider_session_id;
 use colink_runtime::error::Violations;
 use colink_runtime::ids::{micros_of, now_micros, parse_id};
 use colink_runtime::{Caller, Error, Result, Role};
@@ -44,7 +45,12 @@ impl AuthService {
         change.suspended_until = Set(until);
         change.updated_at = Set(now);
         let account = change.update(&txn).await?;
-        let ended = if until.is_some() { self.end_sessions(&txn, &account.user_id, Which::All).await? } else { vec![] };
+        let mut ended =
+            if until.is_some() { self.end_sessions(&txn, &account.user_id, Which::All).await? } else { vec![] };
+        if until.is_some() {
+            // The provider's access tokens too, on every node.
+            ended.push(provider_session_id(&account.user_id));
+        }
         let second_factor = self.second_factor_enabled(&txn, &account.user_id).await?;
         txn.commit().await?;
         self.announce_ended(&ended).await;

@@ -27,7 +27,7 @@ use colink_realtime::{RealtimeServer, RealtimeService};
 use colink_runtime::auth::{AuthLayer, TokenVerifier};
 use colink_runtime::clients::Peers;
 use colink_runtime::clock::{Clock, SystemClock};
-use colink_runtime::config::Config;
+use colink_runtime::config::{AuthMode, Config};
 use colink_runtime::db::{self, Db};
 use colink_runtime::ephemeral::{Ephemeral, MemoryEphemeral, RedisEphemeral};
 use colink_runtime::events::{
@@ -35,6 +35,7 @@ use colink_runtime::events::{
     TOPICS, USER_EVENTS,
 };
 use colink_runtime::limits::RequestLimits;
+use colink_runtime::oidc::OpenIdProvider;
 use colink_runtime::pubsub::{MemoryPubSub, PubSub, RedisPubSub};
 use colink_search::SearchService;
 use colink_users::UsersService;
@@ -122,7 +123,20 @@ impl Node {
                 .map_err(|e| NodeError::Start { service: "ephemeral", message: e.to_string() })?;
             Arc::new(redis)
         };
-        let verifier = Arc::new(TokenVerifier::new(config.auth.issuer.clone(), peers.channel("auth")));
+        // With single sign-on, one provider client per node: its keys serve
+        // the node's token checks and the auth service alike.
+        let provider = match config.auth.mode {
+            AuthMode::Builtin => None,
+            AuthMode::Oidc => Some(Arc::new(
+                OpenIdProvider::new(config.auth.oidc.clone())
+                    .map_err(|e| NodeError::Start { service: "auth", message: e.to_string() })?,
+            )),
+        };
+        let mut verifier = TokenVerifier::new(config.auth.issuer.clone(), peers.channel("auth"));
+        if let Some(provider) = &provider {
+            verifier = verifier.with_provider(provider.clone());
+        }
+        let verifier = Arc::new(verifier);
         let limits = Arc::new(RequestLimits::new(
             ephemeral.clone(),
             config.ephemeral.mutations_per_minute,
@@ -141,7 +155,11 @@ impl Node {
                     let (outbox, relay) =
                         events::spawn_relay(service, db.clone(), event_log.clone(), shutdown_rx.clone());
                     background.push(relay);
-                    let backends = AuthBackends { ephemeral: ephemeral.clone(), pubsub: pubsub.clone() };
+                    let backends = AuthBackends {
+                        ephemeral: ephemeral.clone(),
+                        pubsub: pubsub.clone(),
+                        provider: provider.clone(),
+                    };
                     let svc = AuthService::new(db, outbox, config.auth.clone(), peers.channel("users"), backends)
                         .await
                         .map_err(|e| NodeError::Start { service, message: e.to_string() })?

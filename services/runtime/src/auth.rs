@@ -8,6 +8,11 @@
 //! answer is remembered until the token expires, or until the auth service
 //! announces on pub/sub that the session ended: then every node forgets it
 //! and tells the session's open streams.
+//!
+//! Two kinds of token are accepted: Colink's own, and, with single sign-on,
+//! the OpenID provider's access tokens. A provider token is checked here
+//! against the provider's keys; `CheckSession` then names the account it
+//! belongs to (making it on first sight) and refuses a barred one.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,9 +21,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use colink_proto::auth::v1::auth_service_client::AuthServiceClient;
-use colink_proto::auth::v1::{CheckSessionRequest, GetJwksRequest};
-use ed25519_dalek::VerifyingKey;
+use colink_proto::auth::v1::{CheckSessionRequest, CheckSessionResponse, GetJwksRequest};
 use futures_util::future::BoxFuture;
+use jsonwebtoken::DecodingKey;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{Mutex, RwLock, broadcast, watch};
 use tonic::transport::Channel;
@@ -26,6 +31,7 @@ use tonic::{Code, Status};
 
 use crate::clients::retry_idempotent;
 use crate::limits::RequestLimits;
+use crate::oidc::OpenIdProvider;
 use crate::pubsub::{Frame, PubSub, SESSIONS_ENDED_TOPIC};
 use crate::request_context::{REQUEST_ID_HEADER, RequestContext};
 use crate::token::{self, Claims, TokenError};
@@ -40,6 +46,9 @@ const PUBLIC_PATHS: &[&str] = &[
     "/colink.auth.v1.AuthService/CheckSession",
     "/colink.auth.v1.AuthService/RequestPasswordReset",
     "/colink.auth.v1.AuthService/ResetPassword",
+    "/colink.auth.v1.AuthService/GetSignInOptions",
+    "/colink.auth.v1.AuthService/BeginSingleSignOn",
+    "/colink.auth.v1.AuthService/FinishSingleSignOn",
 ];
 const PUBLIC_PREFIXES: &[&str] = &["/grpc.health.v1.", "/grpc.reflection."];
 
@@ -99,7 +108,9 @@ pub fn caller<T>(request: &tonic::Request<T>) -> Result<&Caller, Status> {
 /// so key rotation needs no restart.
 pub struct TokenVerifier {
     issuer: String,
-    keys: RwLock<HashMap<String, VerifyingKey>>,
+    keys: RwLock<HashMap<String, DecodingKey>>,
+    /// The OpenID provider whose access tokens are accepted too.
+    provider: Option<Arc<OpenIdProvider>>,
     auth: AuthServiceClient<Channel>,
     last_fetch: Mutex<Option<Instant>>,
     /// What the node knows of tokens and sessions; one lock, so that an
@@ -135,6 +146,9 @@ enum Verdict {
 const VERIFIED_CAPACITY: usize = 16_384;
 /// How long an announcement that a session ended is kept (seconds).
 const ENDED_KEPT_SECS: i64 = 600;
+/// The same for the sessions of provider tokens, which come back when an
+/// account is reactivated: long enough for any answer on its way.
+const PROVIDER_ENDED_KEPT_SECS: i64 = 30;
 /// Ended-session announcements that open streams may lag behind.
 const ENDED_BACKLOG: usize = 1024;
 const SESSION_ENDED: &str = "the session has ended (signed out, revoked, or the account was deactivated)";
@@ -144,11 +158,18 @@ impl TokenVerifier {
         Self {
             issuer,
             keys: RwLock::new(HashMap::new()),
+            provider: None,
             auth: AuthServiceClient::new(auth),
             last_fetch: Mutex::new(None),
             known: std::sync::Mutex::new(Known::default()),
             ended: broadcast::channel(ENDED_BACKLOG).0,
         }
+    }
+
+    /// Accepts the access tokens of an OpenID provider as well.
+    pub fn with_provider(mut self, provider: Arc<OpenIdProvider>) -> Self {
+        self.provider = Some(provider);
+        self
     }
 
     /// Follows the auth service's announcements of ended sessions until
@@ -189,7 +210,8 @@ impl TokenVerifier {
         if let Ok(mut known) = self.known.lock() {
             known.ended.retain(|_, until| *until > now);
             for id in &ids {
-                known.ended.insert(id.clone(), now + ENDED_KEPT_SECS);
+                let kept = if is_provider_session(id) { PROVIDER_ENDED_KEPT_SECS } else { ENDED_KEPT_SECS };
+                known.ended.insert(id.clone(), now + kept);
             }
             known.tokens.retain(|_, verdict| match verdict {
                 Verdict::Live(caller) => !ids.iter().any(|id| **id == *caller.session_id),
@@ -209,7 +231,7 @@ impl TokenVerifier {
     }
 
     /// Adds a verifying key without fetching it from the auth service.
-    pub async fn preload(&self, kid: &str, key: VerifyingKey) {
+    pub async fn preload(&self, kid: &str, key: DecodingKey) {
         self.keys.write().await.insert(kid.to_string(), key);
     }
 
@@ -221,24 +243,44 @@ impl TokenVerifier {
             Some(Verdict::Ended { .. }) => return Err(Status::unauthenticated(SESSION_ENDED)),
             None => {}
         }
+        let checked = match &self.provider {
+            Some(provider) if token::peek(token).is_ok_and(|seen| seen.iss == provider.issuer()) => {
+                let expires_at = check_provider_token(provider, token).await?;
+                // Whose it is, the auth service says.
+                self.ask_session(token)
+                    .await?
+                    .map(|answer| provider_caller(answer, token, expires_at))
+                    .ok_or(expires_at)
+            }
+            _ => {
+                let caller = self.check_own_token(token).await?;
+                let live =
+                    self.announced_ended(&caller.session_id, now).is_none() && self.ask_session(token).await?.is_some();
+                if live { Ok(caller) } else { Err(caller.expires_at) }
+            }
+        };
+        let verdict = match checked {
+            Ok(caller) => self.remember(caller.token.clone(), &caller.session_id.clone(), Verdict::Live(caller), now),
+            Err(expires_at) => self.remember(Arc::from(token), "", Verdict::Ended { expires_at }, now),
+        };
+        match verdict {
+            Verdict::Live(caller) => Ok(caller),
+            Verdict::Ended { .. } => Err(Status::unauthenticated(SESSION_ENDED)),
+        }
+    }
+
+    /// A Colink token: signature, issuer and expiry.
+    async fn check_own_token(&self, token: &str) -> Result<Caller, Status> {
         let kid = token::key_id(token).map_err(reject)?;
         // Bind first: a guard in the match scrutinee would be held across
         // `refetch`, which takes the write lock.
-        let cached = self.keys.read().await.get(&kid).copied();
+        let cached = self.keys.read().await.get(&kid).cloned();
         let key = match cached {
             Some(key) => key,
             None => self.refetch(&kid).await?,
         };
-        let claims = token::verify(token, &key, &self.issuer, now).map_err(reject)?;
-        let caller = caller_from(claims, token)?;
-        let live = self.announced_ended(&caller.session_id, now).is_none() && self.session_is_live(token).await?;
-        let verdict =
-            if live { Verdict::Live(caller.clone()) } else { Verdict::Ended { expires_at: caller.expires_at } };
-        let verdict = self.remember(caller.token.clone(), &caller.session_id, verdict, now);
-        match verdict {
-            Verdict::Live(_) => Ok(caller),
-            Verdict::Ended { .. } => Err(Status::unauthenticated(SESSION_ENDED)),
-        }
+        let claims = token::verify(token, &key, &self.issuer).map_err(reject)?;
+        caller_from(claims, token)
     }
 
     /// A token checked before that has not expired since.
@@ -269,9 +311,10 @@ impl TokenVerifier {
         verdict
     }
 
-    /// Asks the auth service whether the token's session is live. Fails
-    /// closed: a node that cannot ask refuses the token (UNAVAILABLE).
-    async fn session_is_live(&self, token: &str) -> Result<bool, Status> {
+    /// Asks the auth service whether the token's session is live: its
+    /// answer when it is, `None` when it ended. Fails closed: a node that
+    /// cannot ask refuses the token (UNAVAILABLE).
+    async fn ask_session(&self, token: &str) -> Result<Option<CheckSessionResponse>, Status> {
         let asked = retry_idempotent(|| {
             let mut auth = self.auth.clone();
             let request = CheckSessionRequest { access_token: token.to_string() };
@@ -279,16 +322,16 @@ impl TokenVerifier {
         })
         .await;
         match asked {
-            Ok(_) => Ok(true),
-            Err(status) if status.code() == Code::Unauthenticated => Ok(false),
+            Ok(answer) => Ok(Some(answer.into_inner())),
+            Err(status) if status.code() == Code::Unauthenticated => Ok(None),
             Err(status) => Err(Status::unavailable(format!("cannot check the session: {}", status.message()))),
         }
     }
 
-    async fn refetch(&self, kid: &str) -> Result<VerifyingKey, Status> {
+    async fn refetch(&self, kid: &str) -> Result<DecodingKey, Status> {
         let mut last = self.last_fetch.lock().await;
         // Another request may have fetched while this one waited for the lock.
-        let cached = self.keys.read().await.get(kid).copied();
+        let cached = self.keys.read().await.get(kid).cloned();
         if let Some(key) = cached {
             return Ok(key);
         }
@@ -302,14 +345,14 @@ impl TokenVerifier {
             .await
             .map_err(|s| Status::unavailable(format!("cannot fetch token keys: {}", s.message())))?;
         *last = Some(Instant::now());
-        let fresh: HashMap<String, VerifyingKey> = response
+        let fresh: HashMap<String, DecodingKey> = response
             .into_inner()
             .keys
             .into_iter()
             .filter(|k| k.kty == "OKP" && k.crv == "Ed25519")
-            .filter_map(|k| token::decode_public_key(&k.x).map(|key| (k.kid, key)))
+            .filter_map(|k| token::decode_public_key(&k.x).map(|key| (k.kid, token::decoding_key(&key))))
             .collect();
-        let found = fresh.get(kid).copied();
+        let found = fresh.get(kid).cloned();
         *self.keys.write().await = fresh;
         // Keys may have been withdrawn: verify every token again.
         if let Ok(mut known) = self.known.lock() {
@@ -338,6 +381,45 @@ fn caller_from(claims: Claims, token: &str) -> Result<Caller, Status> {
         expires_at: claims.exp,
         token: Arc::from(token),
     })
+}
+
+/// A provider token's signature, issuer, audience, `exp` and `nbf`; its
+/// expiry.
+async fn check_provider_token(provider: &OpenIdProvider, token: &str) -> Result<i64, Status> {
+    #[derive(serde::Deserialize)]
+    struct Expiry {
+        exp: i64,
+    }
+    match provider.verify::<Expiry>(token, provider.config().audience()).await {
+        Ok(Expiry { exp }) => Ok(exp),
+        Err(crate::oidc::OidcError::Token(e)) => Err(reject(e)),
+        Err(other) => Err(Status::unavailable(other.to_string())),
+    }
+}
+
+/// The caller of a provider token, as the auth service names it.
+fn provider_caller(answer: CheckSessionResponse, token: &str, expires_at: i64) -> Caller {
+    Caller {
+        user_id: answer.user_id,
+        username: answer.username,
+        session_id: answer.session_id,
+        role: Role::parse(&answer.role).unwrap_or(Role::Guest),
+        expires_at,
+        token: Arc::from(token),
+    }
+}
+
+/// The session every provider token of an account belongs to: the auth
+/// service announces it as ended when the account is deactivated or
+/// suspended.
+pub fn provider_session_id(user_id: &str) -> String {
+    format!("{PROVIDER_SESSION_PREFIX}{user_id}")
+}
+
+const PROVIDER_SESSION_PREFIX: &str = "idp:";
+
+fn is_provider_session(session_id: &str) -> bool {
+    session_id.starts_with(PROVIDER_SESSION_PREFIX)
 }
 
 fn reject(err: TokenError) -> Status {

@@ -116,6 +116,9 @@ pub struct EphemeralConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
+    /// How people sign in: "builtin" (passwords kept here) or "oidc" (an
+    /// OpenID provider such as Keycloak, configured under `[auth.oidc]`).
+    pub mode: AuthMode,
     /// `iss` of issued tokens, checked on every token.
     pub issuer: String,
     pub access_token_ttl_secs: u64,
@@ -139,6 +142,114 @@ pub struct AuthConfig {
     pub registrations_per_address_per_hour: u32,
     /// Mail for password resets and email verification.
     pub mail: MailConfig,
+    /// The OpenID provider of `mode = "oidc"`.
+    pub oidc: OidcConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    Builtin,
+    Oidc,
+}
+
+/// Single sign-on with an OpenID provider (Keycloak, or any other): people
+/// sign in there with the authorization-code flow and PKCE, Colink makes
+/// their account on first sign-in, and the provider's own access tokens are
+/// accepted on every call.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OidcConfig {
+    /// The provider's issuer URL, e.g.
+    /// `https://sso.example.com/realms/acme`; its
+    /// `.well-known/openid-configuration` is read from there.
+    pub issuer: String,
+    /// The client Colink is registered as at the provider.
+    pub client_id: String,
+    /// The client's secret; empty for a public client (PKCE only).
+    pub client_secret: String,
+    /// Where the provider may send people back after signing in (the web
+    /// client's `/sso/callback`, or a native app's); each must be
+    /// registered at the provider. The first is the default.
+    pub redirect_urls: Vec<String>,
+    /// The `aud` a provider access token must carry to be accepted.
+    /// Empty: the client id.
+    pub audience: String,
+    /// Scopes asked for at sign-in.
+    pub scopes: String,
+    /// Claims that give an account its username, display name and email.
+    pub username_claim: String,
+    pub name_claim: String,
+    pub email_claim: String,
+    /// The claim holding the person's roles at the provider, as a dotted
+    /// path (Keycloak's realm roles: `realm_access.roles`); empty: roles
+    /// are not taken from the provider.
+    pub role_claim: String,
+    /// Provider roles that make a workspace admin, moderator or guest;
+    /// anyone else is a member.
+    pub admin_roles: Vec<String>,
+    pub moderator_roles: Vec<String>,
+    pub guest_roles: Vec<String>,
+    /// Clock skew tolerated on `exp` and `nbf`, in seconds.
+    pub leeway_secs: u64,
+    /// What the sign-in button calls the provider.
+    pub display_name: String,
+}
+
+impl Default for OidcConfig {
+    fn default() -> Self {
+        Self {
+            issuer: String::new(),
+            client_id: String::new(),
+            client_secret: String::new(),
+            redirect_urls: Vec::new(),
+            audience: String::new(),
+            scopes: "openid email profile".into(),
+            username_claim: "preferred_username".into(),
+            name_claim: "name".into(),
+            email_claim: "email".into(),
+            role_claim: String::new(),
+            admin_roles: Vec::new(),
+            moderator_roles: Vec::new(),
+            guest_roles: Vec::new(),
+            leeway_secs: 30,
+            display_name: "Single sign-on".into(),
+        }
+    }
+}
+
+impl OidcConfig {
+    /// The audience provider access tokens must name.
+    pub fn audience(&self) -> &str {
+        if self.audience.is_empty() { &self.client_id } else { &self.audience }
+    }
+
+    fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let is_url = |url: &str| url.starts_with("https://") || url.starts_with("http://");
+        if !is_url(&self.issuer) {
+            problems.push(format!("auth.oidc.issuer: {:?} is not an http(s) URL", self.issuer));
+        }
+        if self.client_id.is_empty() {
+            problems.push("auth.oidc.client_id: is required".into());
+        }
+        if self.redirect_urls.is_empty() {
+            problems.push("auth.oidc.redirect_urls: name at least one".into());
+        }
+        for url in self.redirect_urls.iter().filter(|url| !is_url(url)) {
+            problems.push(format!("auth.oidc.redirect_urls: {url:?} is not an http(s) URL"));
+        }
+        if !self.scopes.split_whitespace().any(|scope| scope == "openid") {
+            problems.push("auth.oidc.scopes: must include openid".into());
+        }
+        if self.username_claim.is_empty() {
+            problems.push("auth.oidc.username_claim: is required".into());
+        }
+        if self.leeway_secs > 300 {
+            problems.push("auth.oidc.leeway_secs: must be at most 300".into());
+        }
+        problems
+    }
 }
 
 /// How the auth service sends mail. Without `url`, password reset and email
@@ -414,6 +525,7 @@ impl Default for EventsConfig {
 impl Default for AuthConfig {
     fn default() -> Self {
         Self {
+            mode: AuthMode::Builtin,
             issuer: "colink".into(),
             access_token_ttl_secs: 15 * 60,
             refresh_token_ttl_secs: 30 * 24 * 3600,
@@ -423,6 +535,7 @@ impl Default for AuthConfig {
             trust_forwarded_for: false,
             registrations_per_address_per_hour: 20,
             mail: MailConfig::default(),
+            oidc: OidcConfig::default(),
         }
     }
 }
@@ -514,6 +627,9 @@ impl Config {
             || self.auth.argon2_parallelism == 0
         {
             problems.push("auth.argon2_*: invalid Argon2 parameters".into());
+        }
+        if self.auth.mode == AuthMode::Oidc {
+            problems.extend(self.auth.oidc.problems());
         }
         if self.realtime.stream_buffer < 16 {
             problems.push("realtime.stream_buffer: must be at least 16".into());
@@ -760,6 +876,29 @@ mod tests {
         assert_eq!(config.files.s3.region, "us-east-1");
         let err = Config::load(None, env(&[("COLINK_FILES__URL", "ftp://x")])).unwrap_err().to_string();
         assert!(err.contains("s3://<bucket>"), "{err}");
+    }
+
+    #[test]
+    fn single_sign_on_needs_a_provider_a_client_and_a_way_back() {
+        let err = Config::load(None, env(&[("COLINK_AUTH__MODE", "oidc")])).unwrap_err().to_string();
+        assert!(
+            err.contains("auth.oidc.issuer") && err.contains("client_id") && err.contains("redirect_urls"),
+            "{err}"
+        );
+        let config = Config::load(
+            None,
+            env(&[
+                ("COLINK_AUTH__MODE", "oidc"),
+                ("COLINK_AUTH__OIDC__ISSUER", "https://sso.example.com/realms/acme"),
+                ("COLINK_AUTH__OIDC__CLIENT_ID", "colink"),
+                ("COLINK_AUTH__OIDC__REDIRECT_URLS", "[\"https://chat.example.com/sso/callback\"]"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.auth.mode, AuthMode::Oidc);
+        assert_eq!(config.auth.oidc.audience(), "colink");
+        let err = Config::load(None, env(&[("COLINK_AUTH__MODE", "ldap")])).unwrap_err().to_string();
+        assert!(err.contains("ldap"), "{err}");
     }
 
     #[test]

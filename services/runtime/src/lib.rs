@@ -13,6 +13,7 @@ pub mod events;
 pub mod idempotency;
 pub mod ids;
 pub mod limits;
+pub mod oidc;
 pub mod pubsub;
 pub mod request_context;
 pub mod telemetry;

@@ -1,4 +1,5 @@
-//! Access tokens: compact JWTs signed with Ed25519 (`alg: EdDSA`).
+//! Colink's own access tokens: JWTs signed with Ed25519 (`alg: EdDSA`),
+//! made and checked with `jsonwebtoken`.
 //!
 //! The auth service signs; every node verifies with the public keys the auth
 //! service publishes as a JWKS. Only EdDSA is accepted, whatever the header
@@ -6,7 +7,10 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use ed25519_dalek::pkcs8::EncodePrivateKey;
+use ed25519_dalek::{SigningKey, VerifyingKey};
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
 /// What an access token says about its bearer.
@@ -27,13 +31,6 @@ pub struct Claims {
     pub exp: i64,
 }
 
-#[derive(Serialize, Deserialize)]
-struct Header {
-    alg: String,
-    typ: String,
-    kid: String,
-}
-
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum TokenError {
     #[error("malformed token")]
@@ -46,56 +43,87 @@ pub enum TokenError {
     Signature,
     #[error("token expired")]
     Expired,
+    #[error("token not valid yet")]
+    NotYetValid,
     #[error("token from another issuer")]
     Issuer,
+    #[error("token meant for another audience")]
+    Audience,
+    #[error("unusable signing key")]
+    Key,
+}
+
+impl From<jsonwebtoken::errors::Error> for TokenError {
+    fn from(err: jsonwebtoken::errors::Error) -> Self {
+        match err.kind() {
+            ErrorKind::InvalidSignature => TokenError::Signature,
+            ErrorKind::ExpiredSignature => TokenError::Expired,
+            ErrorKind::ImmatureSignature => TokenError::NotYetValid,
+            ErrorKind::InvalidIssuer => TokenError::Issuer,
+            ErrorKind::InvalidAudience => TokenError::Audience,
+            ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName | ErrorKind::MissingAlgorithm => {
+                TokenError::Algorithm
+            }
+            ErrorKind::InvalidKeyFormat | ErrorKind::InvalidEddsaKey | ErrorKind::InvalidEcdsaKey => TokenError::Key,
+            _ => TokenError::Malformed,
+        }
+    }
+}
+
+/// A signing key in the form `jsonwebtoken` signs with.
+pub fn encoding_key(key: &SigningKey) -> Result<EncodingKey, TokenError> {
+    let der = key.to_pkcs8_der().map_err(|_| TokenError::Key)?;
+    Ok(EncodingKey::from_ed_der(der.as_bytes()))
+}
+
+/// A public key in the form `jsonwebtoken` verifies with.
+pub fn decoding_key(key: &VerifyingKey) -> DecodingKey {
+    DecodingKey::from_ed_der(key.as_bytes())
 }
 
 /// Signs claims with a key identified by `kid`.
-pub fn sign(claims: &Claims, kid: &str, key: &SigningKey) -> String {
-    let header = Header { alg: "EdDSA".into(), typ: "JWT".into(), kid: kid.into() };
-    let mut token = String::with_capacity(256);
-    token.push_str(&URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header).unwrap_or_default()));
-    token.push('.');
-    token.push_str(&URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims).unwrap_or_default()));
-    let signature = key.sign(token.as_bytes());
-    token.push('.');
-    token.push_str(&URL_SAFE_NO_PAD.encode(signature.to_bytes()));
-    token
+pub fn sign(claims: &Claims, kid: &str, key: &EncodingKey) -> Result<String, TokenError> {
+    let mut header = Header::new(Algorithm::EdDSA);
+    header.kid = Some(kid.to_string());
+    Ok(jsonwebtoken::encode(&header, claims, key)?)
 }
 
-/// The key id a token names, before any verification.
+/// What a token's header and issuer say, before any verification: which
+/// keys, and whose, to check it with.
+pub struct Unverified {
+    pub alg: Algorithm,
+    pub kid: String,
+    pub iss: String,
+}
+
+#[derive(Deserialize)]
+struct IssuerOnly {
+    #[serde(default)]
+    iss: String,
+}
+
+pub fn peek(token: &str) -> Result<Unverified, TokenError> {
+    let data = jsonwebtoken::dangerous::insecure_decode::<IssuerOnly>(token).map_err(|_| TokenError::Malformed)?;
+    Ok(Unverified { alg: data.header.alg, kid: data.header.kid.unwrap_or_default(), iss: data.claims.iss })
+}
+
+/// The key id of a Colink token, before any verification.
 pub fn key_id(token: &str) -> Result<String, TokenError> {
-    let header_b64 = token.split('.').next().ok_or(TokenError::Malformed)?;
-    let header: Header =
-        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(header_b64).map_err(|_| TokenError::Malformed)?)
-            .map_err(|_| TokenError::Malformed)?;
-    if header.alg != "EdDSA" {
+    let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
+    if header.alg != Algorithm::EdDSA {
         return Err(TokenError::Algorithm);
     }
-    Ok(header.kid)
+    header.kid.ok_or(TokenError::Malformed)
 }
 
-/// Verifies signature, issuer and expiry (`now` in seconds).
-pub fn verify(token: &str, key: &VerifyingKey, issuer: &str, now: i64) -> Result<Claims, TokenError> {
-    let mut parts = token.split('.');
-    let (Some(header), Some(payload), Some(signature), None) = (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(TokenError::Malformed);
-    };
-    key_id(token)?;
-    let signature = URL_SAFE_NO_PAD.decode(signature).map_err(|_| TokenError::Malformed)?;
-    let signature = Signature::from_slice(&signature).map_err(|_| TokenError::Malformed)?;
-    let signed_len = header.len() + 1 + payload.len();
-    key.verify_strict(&token.as_bytes()[..signed_len], &signature).map_err(|_| TokenError::Signature)?;
-    let claims: Claims = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).map_err(|_| TokenError::Malformed)?)
-        .map_err(|_| TokenError::Malformed)?;
-    if claims.iss != issuer {
-        return Err(TokenError::Issuer);
-    }
-    if claims.exp <= now {
-        return Err(TokenError::Expired);
-    }
-    Ok(claims)
+/// Verifies signature, issuer and expiry of a Colink token.
+pub fn verify(token: &str, key: &DecodingKey, issuer: &str) -> Result<Claims, TokenError> {
+    let mut validation = Validation::new(Algorithm::EdDSA);
+    validation.set_issuer(&[issuer]);
+    validation.set_required_spec_claims(&["exp", "iss", "sub"]);
+    // Colink's nodes share a clock closely enough; its tokens end on time.
+    validation.leeway = 0;
+    Ok(jsonwebtoken::decode::<Claims>(token, key, &validation)?.claims)
 }
 
 /// Encodes a public key as the `x` of an OKP JWK.
@@ -117,6 +145,10 @@ mod tests {
         SigningKey::from_bytes(&[seed; 32])
     }
 
+    fn now() -> i64 {
+        crate::ids::now_micros() / 1_000_000
+    }
+
     fn claims(exp: i64) -> Claims {
         Claims {
             iss: "colink".into(),
@@ -129,30 +161,44 @@ mod tests {
         }
     }
 
+    fn signed(claims: &Claims, k: &SigningKey) -> String {
+        sign(claims, "k1", &encoding_key(k).unwrap()).unwrap()
+    }
+
     #[test]
     fn round_trip() {
         let k = key(1);
-        let token = sign(&claims(100), "k1", &k);
+        let exp = now() + 60;
+        let token = signed(&claims(exp), &k);
         assert_eq!(key_id(&token).unwrap(), "k1");
-        assert_eq!(verify(&token, &k.verifying_key(), "colink", 50).unwrap(), claims(100));
+        let public = decoding_key(&k.verifying_key());
+        assert_eq!(verify(&token, &public, "colink").unwrap(), claims(exp));
+        let seen = peek(&token).unwrap();
+        assert_eq!((seen.alg, seen.kid.as_str(), seen.iss.as_str()), (Algorithm::EdDSA, "k1", "colink"));
+        let published = decode_public_key(&encode_public_key(&k.verifying_key())).unwrap();
+        assert_eq!(verify(&token, &decoding_key(&published), "colink").unwrap(), claims(exp));
     }
 
     #[test]
     fn rejects_expired_foreign_and_tampered_tokens() {
         let k = key(1);
-        let token = sign(&claims(100), "k1", &k);
-        assert_eq!(verify(&token, &k.verifying_key(), "colink", 100), Err(TokenError::Expired));
-        assert_eq!(verify(&token, &k.verifying_key(), "other", 50), Err(TokenError::Issuer));
-        assert_eq!(verify(&token, &key(2).verifying_key(), "colink", 50), Err(TokenError::Signature));
+        let public = decoding_key(&k.verifying_key());
+        let expired = signed(&claims(now() - 1), &k);
+        assert_eq!(verify(&expired, &public, "colink"), Err(TokenError::Expired));
+        let token = signed(&claims(now() + 60), &k);
+        assert_eq!(verify(&token, &public, "other"), Err(TokenError::Issuer));
+        assert_eq!(verify(&token, &decoding_key(&key(2).verifying_key()), "colink"), Err(TokenError::Signature));
         let mut tampered = token.clone();
         tampered.insert(token.find('.').unwrap() + 3, 'A');
-        assert!(verify(&tampered, &k.verifying_key(), "colink", 50).is_err());
-        assert_eq!(verify("a.b", &k.verifying_key(), "colink", 50), Err(TokenError::Malformed));
+        assert!(verify(&tampered, &public, "colink").is_err());
+        assert_eq!(verify("a.b", &public, "colink"), Err(TokenError::Malformed));
     }
 
     #[test]
     fn rejects_other_algorithms() {
         let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT","kid":"k1"}"#);
+        assert!(key_id(&format!("{header}.e30.")).is_err());
+        let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT","kid":"k1"}"#);
         assert_eq!(key_id(&format!("{header}.e30.")), Err(TokenError::Algorithm));
     }
 }

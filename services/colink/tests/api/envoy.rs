@@ -549,6 +549,11 @@ async fn the_web_client_is_served_through_envoy_too() {
     // The app's own routes reach it; the REST namespaces keep their 404s.
     let (status, _, deep) = envoy.try_call("GET", "/channels/general", None, &[]).await.unwrap();
     assert!(status == 200 && deep.contains("<div id=\"app\">"), "{status} {deep}");
+    // So does the identity provider's way back, and the page asks how to sign in.
+    let (status, _, back) = envoy.try_call("GET", "/sso/callback?code=c&state=s", None, &[]).await.unwrap();
+    assert!(status == 200 && back.contains("<div id=\"app\">"), "{status} {back}");
+    let (status, options) = envoy.call("GET", "/v1/auth/sign-in-options", None, &[]).await;
+    assert_eq!((status, options["password"].as_bool()), (200, Some(true)), "{options}");
     let (status, rest) = envoy.call("GET", "/v1/nope", None, &[]).await;
     assert_eq!((status, rest["code"].as_i64()), (404, Some(5)), "{rest}");
     let (status, rest) = envoy.call("GET", "/auth/nope", None, &[]).await;

@@ -30,6 +30,7 @@ mod retention;
 mod sanctions;
 mod search;
 mod search_files;
+mod sso;
 mod threads;
 mod unread;
 mod unread_model;

@@ -1,7 +1,9 @@
 //! Backend servers a test starts for itself, so that it can freeze, kill and
 //! restart them without disturbing the other tests: a Kafka-protocol broker
 //! (tansu, from `COLINK_TEST_TANSU`), Redis (`redis-server` on the PATH) and
-//! an S3-protocol server over a folder (s3s-fs, from `COLINK_TEST_S3S`).
+//! an S3-protocol server over a folder (s3s-fs, from `COLINK_TEST_S3S`)
+//! and an OpenID provider (oidc-provider under Node.js, the script
+//! `COLINK_TEST_OIDC` names).
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -110,6 +112,37 @@ impl Server {
         let mut server = Self::start(program, args, port).await;
         server.dir = Some(dir);
         server
+    }
+
+    /// An OpenID provider standing in for Keycloak (see
+    /// `tests/oidc-provider/provider.mjs`), signing with keys of
+    /// `generation`, that lets the `colink` client send people back to
+    /// `redirect_uri`.
+    pub async fn oidc(generation: u32, redirect_uri: &str) -> Self {
+        let script = std::env::var("COLINK_TEST_OIDC").expect("COLINK_TEST_OIDC names the provider script");
+        let port = free_port();
+        let args = [
+            script.as_str(),
+            "--port",
+            &port.to_string(),
+            "--generation",
+            &generation.to_string(),
+            "--redirect-uri",
+            redirect_uri,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        Self::start("node".into(), args, port).await
+    }
+
+    /// Restarts an OpenID provider with keys of another generation: its
+    /// old keys are gone, as after a rotation.
+    pub async fn rotate_keys(&mut self, generation: u32) {
+        if let Some(at) = self.args.iter().position(|a| a == "--generation") {
+            self.args[at + 1] = generation.to_string();
+        }
+        self.restart().await;
     }
 
     /// The mails an SMTP server received, whole, oldest first.

@@ -1,6 +1,8 @@
-// Built-in identity: accounts' credentials, sessions, refresh tokens, second
-// factors and the token signing keys. Owns the tables `credentials`,
-// `sessions`, `refresh_tokens`, `signing_keys` and `second_factors`.
+// Identity: accounts' credentials, sessions, refresh tokens, second factors
+// and the token signing keys, and single sign-on with an OpenID provider
+// (Keycloak or another). Owns the tables `credentials`, `sessions`,
+// `refresh_tokens`, `signing_keys`, `second_factors`, `identity_links` and
+// `sso_logins`.
 //
 // Access tokens are short-lived EdDSA JWTs; every other service checks them
 // against the keys published by GetJwks. Refresh tokens are opaque and rotate
@@ -25,7 +27,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file colink/auth/v1/auth.proto.
  */
 export const file_colink_auth_v1_auth: GenFile = /*@__PURE__*/
-  fileDesc("Chljb2xpbmsvYXV0aC92MS9hdXRoLnByb3RvEg5jb2xpbmsuYXV0aC52MSLHAQoJVG9rZW5QYWlyEhQKDGFjY2Vzc190b2tlbhgBIAEoCRI7ChdhY2Nlc3NfdG9rZW5fZXhwaXJlc19hdBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFQoNcmVmcmVzaF90b2tlbhgDIAEoCRI8ChhyZWZyZXNoX3Rva2VuX2V4cGlyZXNfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCnRva2VuX3R5cGUYBSABKAkiXAoVU2V0QWNjb3VudFJvbGVSZXF1ZXN0Eg8KB3VzZXJfaWQYASABKAkSIgoEcm9sZRgCIAEoDjIULmNvbGluay5hdXRoLnYxLlJvbGUSDgoGcmVhc29uGAMgASgJIkIKFlNldEFjY291bnRSb2xlUmVzcG9uc2USKAoHYWNjb3VudBgBIAEoCzIXLmNvbGluay5hdXRoLnYxLkFjY291bnQi/gIKB0FjY291bnQSDwoHdXNlcl9pZBgBIAEoCRIQCgh1c2VybmFtZRgCIAEoCRINCgVlbWFpbBgDIAEoCRIiCgRyb2xlGAQgASgOMhQuY29saW5rLmF1dGgudjEuUm9sZRIWCg5lbWFpbF92ZXJpZmllZBgFIAEoCBIdChVzZWNvbmRfZmFjdG9yX2VuYWJsZWQYBiABKAgSLwoLY3JlYXRlX3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhMKC2RlYWN0aXZhdGVkGAggASgIEjMKD2RlYWN0aXZhdGVfdGltZRgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASGQoRZGVhY3RpdmF0ZWRfYnlfaWQYCiABKAkSGwoTZGVhY3RpdmF0aW9uX3JlYXNvbhgLIAEoCRIzCg9zdXNwZW5kZWRfdW50aWwYDCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wImMKG1NldEFjY291bnRTdXNwZW5zaW9uUmVxdWVzdBIPCgd1c2VyX2lkGAEgASgJEjMKD3N1c3BlbmRlZF91bnRpbBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiSAocU2V0QWNjb3VudFN1c3BlbnNpb25SZXNwb25zZRIoCgdhY2NvdW50GAEgASgLMhcuY29saW5rLmF1dGgudjEuQWNjb3VudCIkChFHZXRBY2NvdW50UmVxdWVzdBIPCgd1c2VyX2lkGAEgASgJIj4KEkdldEFjY291bnRSZXNwb25zZRIoCgdhY2NvdW50GAEgASgLMhcuY29saW5rLmF1dGgudjEuQWNjb3VudCJPChdTZXRBY2NvdW50U3RhdHVzUmVxdWVzdBIPCgd1c2VyX2lkGAEgASgJEhMKC2RlYWN0aXZhdGVkGAIgASgIEg4KBnJlYXNvbhgDIAEoCSJEChhTZXRBY2NvdW50U3RhdHVzUmVzcG9uc2USKAoHYWNjb3VudBgBIAEoCzIXLmNvbGluay5hdXRoLnYxLkFjY291bnQiKwoTQ2hlY2tTZXNzaW9uUmVxdWVzdBIUCgxhY2Nlc3NfdG9rZW4YASABKAkiFgoUQ2hlY2tTZXNzaW9uUmVzcG9uc2UiWgoPUmVnaXN0ZXJSZXF1ZXN0EhAKCHVzZXJuYW1lGAEgASgJEg0KBWVtYWlsGAIgASgJEhAKCHBhc3N3b3JkGAMgASgJEhQKDGRpc3BsYXlfbmFtZRgEIAEoCSJnChBSZWdpc3RlclJlc3BvbnNlEigKB2FjY291bnQYASABKAsyFy5jb2xpbmsuYXV0aC52MS5BY2NvdW50EikKBnRva2VucxgCIAEoCzIZLmNvbGluay5hdXRoLnYxLlRva2VuUGFpciJECgxMb2dpblJlcXVlc3QSDQoFbG9naW4YASABKAkSEAoIcGFzc3dvcmQYAiABKAkSEwoLZGV2aWNlX25hbWUYAyABKAkisgEKFVNlY29uZEZhY3RvckNoYWxsZW5nZRIUCgxjaGFsbGVuZ2VfaWQYASABKAkSMwoHbWV0aG9kcxgCIAMoDjIiLmNvbGluay5hdXRoLnYxLlNlY29uZEZhY3Rvck1ldGhvZBIdChV3ZWJhdXRobl9vcHRpb25zX2pzb24YAyABKAkSLwoLZXhwaXJlX3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIqwBCg1Mb2dpblJlc3BvbnNlEisKBnRva2VucxgBIAEoCzIZLmNvbGluay5hdXRoLnYxLlRva2VuUGFpckgAEjoKCWNoYWxsZW5nZRgCIAEoCzIlLmNvbGluay5hdXRoLnYxLlNlY29uZEZhY3RvckNoYWxsZW5nZUgAEigKB2FjY291bnQYAyABKAsyFy5jb2xpbmsuYXV0aC52MS5BY2NvdW50QggKBnJlc3VsdCKUAQoZVmVyaWZ5U2Vjb25kRmFjdG9yUmVxdWVzdBIUCgxjaGFsbGVuZ2VfaWQYASABKAkSMgoGbWV0aG9kGAIgASgOMiIuY29saW5rLmF1dGgudjEuU2Vjb25kRmFjdG9yTWV0aG9kEgwKBGNvZGUYAyABKAkSHwoXd2ViYXV0aG5fYXNzZXJ0aW9uX2pzb24YBCABKAkicQoaVmVyaWZ5U2Vjb25kRmFjdG9yUmVzcG9uc2USKQoGdG9rZW5zGAEgASgLMhkuY29saW5rLmF1dGgudjEuVG9rZW5QYWlyEigKB2FjY291bnQYAiABKAsyFy5jb2xpbmsuYXV0aC52MS5BY2NvdW50IicKDlJlZnJlc2hSZXF1ZXN0EhUKDXJlZnJlc2hfdG9rZW4YASABKAkiPAoPUmVmcmVzaFJlc3BvbnNlEikKBnRva2VucxgBIAEoCzIZLmNvbGluay5hdXRoLnYxLlRva2VuUGFpciIlCg1Mb2dvdXRSZXF1ZXN0EhQKDGFsbF9zZXNzaW9ucxgBIAEoCCIoCg5Mb2dvdXRSZXNwb25zZRIWCg5zZXNzaW9uc19lbmRlZBgBIAEoBSIQCg5HZXRKd2tzUmVxdWVzdCJRCgNKd2sSCwoDa3R5GAEgASgJEgsKA2NydhgCIAEoCRIJCgF4GAMgASgJEgsKA2tpZBgEIAEoCRILCgNhbGcYBSABKAkSCwoDdXNlGAYgASgJIjQKD0dldEp3a3NSZXNwb25zZRIhCgRrZXlzGAEgAygLMhMuY29saW5rLmF1dGgudjEuSndrIkcKFUNoYW5nZVBhc3N3b3JkUmVxdWVzdBIYChBjdXJyZW50X3Bhc3N3b3JkGAEgASgJEhQKDG5ld19wYXNzd29yZBgCIAEoCSIYChZDaGFuZ2VQYXNzd29yZFJlc3BvbnNlIhUKE0xpc3RTZXNzaW9uc1JlcXVlc3QiqAEKB1Nlc3Npb24SEgoKc2Vzc2lvbl9pZBgBIAEoCRITCgtkZXZpY2VfbmFtZRgCIAEoCRIvCgtjcmVhdGVfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMgoObGFzdF91c2VkX3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg8KB2N1cnJlbnQYBSABKAgiQQoUTGlzdFNlc3Npb25zUmVzcG9uc2USKQoIc2Vzc2lvbnMYASADKAsyFy5jb2xpbmsuYXV0aC52MS5TZXNzaW9uIioKFFJldm9rZVNlc3Npb25SZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkiFwoVUmV2b2tlU2Vzc2lvblJlc3BvbnNlIhMKEUVucm9sbFRvdHBSZXF1ZXN0IjkKEkVucm9sbFRvdHBSZXNwb25zZRIOCgZzZWNyZXQYASABKAkSEwoLb3RwYXV0aF91cmkYAiABKAkiIgoSQ29uZmlybVRvdHBSZXF1ZXN0EgwKBGNvZGUYASABKAkiLQoTQ29uZmlybVRvdHBSZXNwb25zZRIWCg5yZWNvdmVyeV9jb2RlcxgBIAMoCSIiChJEaXNhYmxlVG90cFJlcXVlc3QSDAoEY29kZRgBIAEoCSIVChNEaXNhYmxlVG90cFJlc3BvbnNlIj4KIEJlZ2luV2ViQXV0aG5SZWdpc3RyYXRpb25SZXF1ZXN0EhoKEmF1dGhlbnRpY2F0b3JfbmFtZRgBIAEoCSJbCiFCZWdpbldlYkF1dGhuUmVnaXN0cmF0aW9uUmVzcG9uc2USFwoPcmVnaXN0cmF0aW9uX2lkGAEgASgJEh0KFWNyZWF0aW9uX29wdGlvbnNfanNvbhgCIAEoCSJVCiFGaW5pc2hXZWJBdXRoblJlZ2lzdHJhdGlvblJlcXVlc3QSFwoPcmVnaXN0cmF0aW9uX2lkGAEgASgJEhcKD2NyZWRlbnRpYWxfanNvbhgCIAEoCSI7CiJGaW5pc2hXZWJBdXRoblJlZ2lzdHJhdGlvblJlc3BvbnNlEhUKDWNyZWRlbnRpYWxfaWQYASABKAkiLAobUmVxdWVzdFBhc3N3b3JkUmVzZXRSZXF1ZXN0Eg0KBWVtYWlsGAEgASgJIh4KHFJlcXVlc3RQYXNzd29yZFJlc2V0UmVzcG9uc2UiSQoUUmVzZXRQYXNzd29yZFJlcXVlc3QSDQoFZW1haWwYASABKAkSDAoEY29kZRgCIAEoCRIUCgxuZXdfcGFzc3dvcmQYAyABKAkiFwoVUmVzZXRQYXNzd29yZFJlc3BvbnNlIiIKElZlcmlmeUVtYWlsUmVxdWVzdBIMCgRjb2RlGAEgASgJIhUKE1ZlcmlmeUVtYWlsUmVzcG9uc2UiIQofUmVxdWVzdEVtYWlsVmVyaWZpY2F0aW9uUmVxdWVzdCIiCiBSZXF1ZXN0RW1haWxWZXJpZmljYXRpb25SZXNwb25zZSphCgRSb2xlEhQKEFJPTEVfVU5TUEVDSUZJRUQQABIOCgpST0xFX0FETUlOEAESEgoOUk9MRV9NT0RFUkFUT1IQAhIPCgtST0xFX01FTUJFUhADEg4KClJPTEVfR1VFU1QQBCp8ChJTZWNvbmRGYWN0b3JNZXRob2QSJAogU0VDT05EX0ZBQ1RPUl9NRVRIT0RfVU5TUEVDSUZJRUQQABIdChlTRUNPTkRfRkFDVE9SX01FVEhPRF9UT1RQEAESIQodU0VDT05EX0ZBQ1RPUl9NRVRIT0RfV0VCQVVUSE4QAjKEFwoLQXV0aFNlcnZpY2USawoIUmVnaXN0ZXISHy5jb2xpbmsuYXV0aC52MS5SZWdpc3RlclJlcXVlc3QaIC5jb2xpbmsuYXV0aC52MS5SZWdpc3RlclJlc3BvbnNlIhyC0+STAhY6ASoiES92MS9hdXRoL3JlZ2lzdGVyEnEKBUxvZ2luEhwuY29saW5rLmF1dGgudjEuTG9naW5SZXF1ZXN0Gh0uY29saW5rLmF1dGgudjEuTG9naW5SZXNwb25zZSIrgtPkkwIlOgEqWhA6ASoiCy9hdXRoL2xvZ2luIg4vdjEvYXV0aC9sb2dpbhKmAQoSVmVyaWZ5U2Vjb25kRmFjdG9yEikuY29saW5rLmF1dGgudjEuVmVyaWZ5U2Vjb25kRmFjdG9yUmVxdWVzdBoqLmNvbGluay5hdXRoLnYxLlZlcmlmeVNlY29uZEZhY3RvclJlc3BvbnNlIjmC0+STAjM6ASpaFzoBKiISL2F1dGgvbG9naW4vdmVyaWZ5IhUvdjEvYXV0aC9sb2dpbi92ZXJpZnkSewoHUmVmcmVzaBIeLmNvbGluay5hdXRoLnYxLlJlZnJlc2hSZXF1ZXN0Gh8uY29saW5rLmF1dGgudjEuUmVmcmVzaFJlc3BvbnNlIi+C0+STAik6ASpaEjoBKiINL2F1dGgvcmVmcmVzaCIQL3YxL2F1dGgvcmVmcmVzaBJ2CgZMb2dvdXQSHS5jb2xpbmsuYXV0aC52MS5Mb2dvdXRSZXF1ZXN0Gh4uY29saW5rLmF1dGgudjEuTG9nb3V0UmVzcG9uc2UiLYLT5JMCJzoBKloROgEqIgwvYXV0aC9sb2dvdXQiDy92MS9hdXRoL2xvZ291dBJ7CgdHZXRKd2tzEh4uY29saW5rLmF1dGgudjEuR2V0Sndrc1JlcXVlc3QaHy5jb2xpbmsuYXV0aC52MS5HZXRKd2tzUmVzcG9uc2UiL4LT5JMCKVoYEhYvLndlbGwta25vd24vandrcy5qc29uEg0vdjEvYXV0aC9qd2tzEl8KDlNldEFjY291bnRSb2xlEiUuY29saW5rLmF1dGgudjEuU2V0QWNjb3VudFJvbGVSZXF1ZXN0GiYuY29saW5rLmF1dGgudjEuU2V0QWNjb3VudFJvbGVSZXNwb25zZRJlChBTZXRBY2NvdW50U3RhdHVzEicuY29saW5rLmF1dGgudjEuU2V0QWNjb3VudFN0YXR1c1JlcXVlc3QaKC5jb2xpbmsuYXV0aC52MS5TZXRBY2NvdW50U3RhdHVzUmVzcG9uc2USWQoMQ2hlY2tTZXNzaW9uEiMuY29saW5rLmF1dGgudjEuQ2hlY2tTZXNzaW9uUmVxdWVzdBokLmNvbGluay5hdXRoLnYxLkNoZWNrU2Vzc2lvblJlc3BvbnNlEnEKFFNldEFjY291bnRTdXNwZW5zaW9uEisuY29saW5rLmF1dGgudjEuU2V0QWNjb3VudFN1c3BlbnNpb25SZXF1ZXN0GiwuY29saW5rLmF1dGgudjEuU2V0QWNjb3VudFN1c3BlbnNpb25SZXNwb25zZRJTCgpHZXRBY2NvdW50EiEuY29saW5rLmF1dGgudjEuR2V0QWNjb3VudFJlcXVlc3QaIi5jb2xpbmsuYXV0aC52MS5HZXRBY2NvdW50UmVzcG9uc2USfQoOQ2hhbmdlUGFzc3dvcmQSJS5jb2xpbmsuYXV0aC52MS5DaGFuZ2VQYXNzd29yZFJlcXVlc3QaJi5jb2xpbmsuYXV0aC52MS5DaGFuZ2VQYXNzd29yZFJlc3BvbnNlIhyC0+STAhY6ASoiES92MS9hdXRoL3Bhc3N3b3JkEnQKDExpc3RTZXNzaW9ucxIjLmNvbGluay5hdXRoLnYxLkxpc3RTZXNzaW9uc1JlcXVlc3QaJC5jb2xpbmsuYXV0aC52MS5MaXN0U2Vzc2lvbnNSZXNwb25zZSIZgtPkkwITEhEvdjEvYXV0aC9zZXNzaW9ucxKEAQoNUmV2b2tlU2Vzc2lvbhIkLmNvbGluay5hdXRoLnYxLlJldm9rZVNlc3Npb25SZXF1ZXN0GiUuY29saW5rLmF1dGgudjEuUmV2b2tlU2Vzc2lvblJlc3BvbnNlIiaC0+STAiAqHi92MS9hdXRoL3Nlc3Npb25zL3tzZXNzaW9uX2lkfRJ0CgpFbnJvbGxUb3RwEiEuY29saW5rLmF1dGgudjEuRW5yb2xsVG90cFJlcXVlc3QaIi5jb2xpbmsuYXV0aC52MS5FbnJvbGxUb3RwUmVzcG9uc2UiH4LT5JMCGToBKiIUL3YxL2F1dGgvdG90cC9lbnJvbGwSeAoLQ29uZmlybVRvdHASIi5jb2xpbmsuYXV0aC52MS5Db25maXJtVG90cFJlcXVlc3QaIy5jb2xpbmsuYXV0aC52MS5Db25maXJtVG90cFJlc3BvbnNlIiCC0+STAho6ASoiFS92MS9hdXRoL3RvdHAvY29uZmlybRJ4CgtEaXNhYmxlVG90cBIiLmNvbGluay5hdXRoLnYxLkRpc2FibGVUb3RwUmVxdWVzdBojLmNvbGluay5hdXRoLnYxLkRpc2FibGVUb3RwUmVzcG9uc2UiIILT5JMCGjoBKiIVL3YxL2F1dGgvdG90cC9kaXNhYmxlEq0BChlCZWdpbldlYkF1dGhuUmVnaXN0cmF0aW9uEjAuY29saW5rLmF1dGgudjEuQmVnaW5XZWJBdXRoblJlZ2lzdHJhdGlvblJlcXVlc3QaMS5jb2xpbmsuYXV0aC52MS5CZWdpbldlYkF1dGhuUmVnaXN0cmF0aW9uUmVzcG9uc2UiK4LT5JMCJToBKiIgL3YxL2F1dGgvd2ViYXV0aG4vcmVnaXN0ZXIvYmVnaW4SsQEKGkZpbmlzaFdlYkF1dGhuUmVnaXN0cmF0aW9uEjEuY29saW5rLmF1dGgudjEuRmluaXNoV2ViQXV0aG5SZWdpc3RyYXRpb25SZXF1ZXN0GjIuY29saW5rLmF1dGgudjEuRmluaXNoV2ViQXV0aG5SZWdpc3RyYXRpb25SZXNwb25zZSIsgtPkkwImOgEqIiEvdjEvYXV0aC93ZWJhdXRobi9yZWdpc3Rlci9maW5pc2gSnQEKFFJlcXVlc3RQYXNzd29yZFJlc2V0EisuY29saW5rLmF1dGgudjEuUmVxdWVzdFBhc3N3b3JkUmVzZXRSZXF1ZXN0GiwuY29saW5rLmF1dGgudjEuUmVxdWVzdFBhc3N3b3JkUmVzZXRSZXNwb25zZSIqgtPkkwIkOgEqIh8vdjEvYXV0aC9wYXNzd29yZC9yZXNldC1yZXF1ZXN0EoABCg1SZXNldFBhc3N3b3JkEiQuY29saW5rLmF1dGgudjEuUmVzZXRQYXNzd29yZFJlcXVlc3QaJS5jb2xpbmsuYXV0aC52MS5SZXNldFBhc3N3b3JkUmVzcG9uc2UiIoLT5JMCHDoBKiIXL3YxL2F1dGgvcGFzc3dvcmQvcmVzZXQSeAoLVmVyaWZ5RW1haWwSIi5jb2xpbmsuYXV0aC52MS5WZXJpZnlFbWFpbFJlcXVlc3QaIy5jb2xpbmsuYXV0aC52MS5WZXJpZnlFbWFpbFJlc3BvbnNlIiCC0+STAho6ASoiFS92MS9hdXRoL3ZlcmlmeS1lbWFpbBKnAQoYUmVxdWVzdEVtYWlsVmVyaWZpY2F0aW9uEi8uY29saW5rLmF1dGgudjEuUmVxdWVzdEVtYWlsVmVyaWZpY2F0aW9uUmVxdWVzdBowLmNvbGluay5hdXRoLnYxLlJlcXVlc3RFbWFpbFZlcmlmaWNhdGlvblJlc3BvbnNlIiiC0+STAiI6ASoiHS92MS9hdXRoL3ZlcmlmeS1lbWFpbC9yZXF1ZXN0YgZwcm90bzM", [file_google_api_annotations, file_google_protobuf_timestamp]);
+  fileDesc("Chljb2xpbmsvYXV0aC92MS9hdXRoLnByb3RvEg5jb2xpbmsuYXV0aC52MSLHAQoJVG9rZW5QYWlyEhQKDGFjY2Vzc190b2tlbhgBIAEoCRI7ChdhY2Nlc3NfdG9rZW5fZXhwaXJlc19hdBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFQoNcmVmcmVzaF90b2tlbhgDIAEoCRI8ChhyZWZyZXNoX3Rva2VuX2V4cGlyZXNfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCnRva2VuX3R5cGUYBSABKAkiXAoVU2V0QWNjb3VudFJvbGVSZXF1ZXN0Eg8KB3VzZXJfaWQYASABKAkSIgoEcm9sZRgCIAEoDjIULmNvbGluay5hdXRoLnYxLlJvbGUSDgoGcmVhc29uGAMgASgJIkIKFlNldEFjY291bnRSb2xlUmVzcG9uc2USKAoHYWNjb3VudBgBIAEoCzIXLmNvbGluay5hdXRoLnYxLkFjY291bnQi/gIKB0FjY291bnQSDwoHdXNlcl9pZBgBIAEoCRIQCgh1c2VybmFtZRgCIAEoCRINCgVlbWFpbBgDIAEoCRIiCgRyb2xlGAQgASgOMhQuY29saW5rLmF1dGgudjEuUm9sZRIWCg5lbWFpbF92ZXJpZmllZBgFIAEoCBIdChVzZWNvbmRfZmFjdG9yX2VuYWJsZWQYBiABKAgSLwoLY3JlYXRlX3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhMKC2RlYWN0aXZhdGVkGAggASgIEjMKD2RlYWN0aXZhdGVfdGltZRgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASGQoRZGVhY3RpdmF0ZWRfYnlfaWQYCiABKAkSGwoTZGVhY3RpdmF0aW9uX3JlYXNvbhgLIAEoCRIzCg9zdXNwZW5kZWRfdW50aWwYDCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wImMKG1NldEFjY291bnRTdXNwZW5zaW9uUmVxdWVzdBIPCgd1c2VyX2lkGAEgASgJEjMKD3N1c3BlbmRlZF91bnRpbBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiSAocU2V0QWNjb3VudFN1c3BlbnNpb25SZXNwb25zZRIoCgdhY2NvdW50GAEgASgLMhcuY29saW5rLmF1dGgudjEuQWNjb3VudCIkChFHZXRBY2NvdW50UmVxdWVzdBIPCgd1c2VyX2lkGAEgASgJIj4KEkdldEFjY291bnRSZXNwb25zZRIoCgdhY2NvdW50GAEgASgLMhcuY29saW5rLmF1dGgudjEuQWNjb3VudCJPChdTZXRBY2NvdW50U3RhdHVzUmVxdWVzdBIPCgd1c2VyX2lkGAEgASgJEhMKC2RlYWN0aXZhdGVkGAIgASgIEg4KBnJlYXNvbhgDIAEoCSJEChhTZXRBY2NvdW50U3RhdHVzUmVzcG9uc2USKAoHYWNjb3VudBgBIAEoCzIXLmNvbGluay5hdXRoLnYxLkFjY291bnQiKwoTQ2hlY2tTZXNzaW9uUmVxdWVzdBIUCgxhY2Nlc3NfdG9rZW4YASABKAkiWwoUQ2hlY2tTZXNzaW9uUmVzcG9uc2USDwoHdXNlcl9pZBgBIAEoCRIQCgh1c2VybmFtZRgCIAEoCRIMCgRyb2xlGAMgASgJEhIKCnNlc3Npb25faWQYBCABKAkiGQoXR2V0U2lnbkluT3B0aW9uc1JlcXVlc3QiYQoYR2V0U2lnbkluT3B0aW9uc1Jlc3BvbnNlEhAKCHBhc3N3b3JkGAEgASgIEhYKDnNpbmdsZV9zaWduX29uGAIgASgIEhsKE3NpbmdsZV9zaWduX29uX25hbWUYAyABKAkiRQoYQmVnaW5TaW5nbGVTaWduT25SZXF1ZXN0EhQKDHJlZGlyZWN0X3VyaRgBIAEoCRITCgtkZXZpY2VfbmFtZRgCIAEoCSJ2ChlCZWdpblNpbmdsZVNpZ25PblJlc3BvbnNlEhkKEWF1dGhvcml6YXRpb25fdXJsGAEgASgJEg0KBXN0YXRlGAIgASgJEi8KC2V4cGlyZV90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCI4ChlGaW5pc2hTaW5nbGVTaWduT25SZXF1ZXN0Eg0KBXN0YXRlGAEgASgJEgwKBGNvZGUYAiABKAkiggEKGkZpbmlzaFNpbmdsZVNpZ25PblJlc3BvbnNlEigKB2FjY291bnQYASABKAsyFy5jb2xpbmsuYXV0aC52MS5BY2NvdW50EikKBnRva2VucxgCIAEoCzIZLmNvbGluay5hdXRoLnYxLlRva2VuUGFpchIPCgdjcmVhdGVkGAMgASgIIloKD1JlZ2lzdGVyUmVxdWVzdBIQCgh1c2VybmFtZRgBIAEoCRINCgVlbWFpbBgCIAEoCRIQCghwYXNzd29yZBgDIAEoCRIUCgxkaXNwbGF5X25hbWUYBCABKAkiZwoQUmVnaXN0ZXJSZXNwb25zZRIoCgdhY2NvdW50GAEgASgLMhcuY29saW5rLmF1dGgudjEuQWNjb3VudBIpCgZ0b2tlbnMYAiABKAsyGS5jb2xpbmsuYXV0aC52MS5Ub2tlblBhaXIiRAoMTG9naW5SZXF1ZXN0Eg0KBWxvZ2luGAEgASgJEhAKCHBhc3N3b3JkGAIgASgJEhMKC2RldmljZV9uYW1lGAMgASgJIrIBChVTZWNvbmRGYWN0b3JDaGFsbGVuZ2USFAoMY2hhbGxlbmdlX2lkGAEgASgJEjMKB21ldGhvZHMYAiADKA4yIi5jb2xpbmsuYXV0aC52MS5TZWNvbmRGYWN0b3JNZXRob2QSHQoVd2ViYXV0aG5fb3B0aW9uc19qc29uGAMgASgJEi8KC2V4cGlyZV90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKsAQoNTG9naW5SZXNwb25zZRIrCgZ0b2tlbnMYASABKAsyGS5jb2xpbmsuYXV0aC52MS5Ub2tlblBhaXJIABI6CgljaGFsbGVuZ2UYAiABKAsyJS5jb2xpbmsuYXV0aC52MS5TZWNvbmRGYWN0b3JDaGFsbGVuZ2VIABIoCgdhY2NvdW50GAMgASgLMhcuY29saW5rLmF1dGgudjEuQWNjb3VudEIICgZyZXN1bHQilAEKGVZlcmlmeVNlY29uZEZhY3RvclJlcXVlc3QSFAoMY2hhbGxlbmdlX2lkGAEgASgJEjIKBm1ldGhvZBgCIAEoDjIiLmNvbGluay5hdXRoLnYxLlNlY29uZEZhY3Rvck1ldGhvZBIMCgRjb2RlGAMgASgJEh8KF3dlYmF1dGhuX2Fzc2VydGlvbl9qc29uGAQgASgJInEKGlZlcmlmeVNlY29uZEZhY3RvclJlc3BvbnNlEikKBnRva2VucxgBIAEoCzIZLmNvbGluay5hdXRoLnYxLlRva2VuUGFpchIoCgdhY2NvdW50GAIgASgLMhcuY29saW5rLmF1dGgudjEuQWNjb3VudCInCg5SZWZyZXNoUmVxdWVzdBIVCg1yZWZyZXNoX3Rva2VuGAEgASgJIjwKD1JlZnJlc2hSZXNwb25zZRIpCgZ0b2tlbnMYASABKAsyGS5jb2xpbmsuYXV0aC52MS5Ub2tlblBhaXIiJQoNTG9nb3V0UmVxdWVzdBIUCgxhbGxfc2Vzc2lvbnMYASABKAgiKAoOTG9nb3V0UmVzcG9uc2USFgoOc2Vzc2lvbnNfZW5kZWQYASABKAUiEAoOR2V0Sndrc1JlcXVlc3QiUQoDSndrEgsKA2t0eRgBIAEoCRILCgNjcnYYAiABKAkSCQoBeBgDIAEoCRILCgNraWQYBCABKAkSCwoDYWxnGAUgASgJEgsKA3VzZRgGIAEoCSI0Cg9HZXRKd2tzUmVzcG9uc2USIQoEa2V5cxgBIAMoCzITLmNvbGluay5hdXRoLnYxLkp3ayJHChVDaGFuZ2VQYXNzd29yZFJlcXVlc3QSGAoQY3VycmVudF9wYXNzd29yZBgBIAEoCRIUCgxuZXdfcGFzc3dvcmQYAiABKAkiGAoWQ2hhbmdlUGFzc3dvcmRSZXNwb25zZSIVChNMaXN0U2Vzc2lvbnNSZXF1ZXN0IqgBCgdTZXNzaW9uEhIKCnNlc3Npb25faWQYASABKAkSEwoLZGV2aWNlX25hbWUYAiABKAkSLwoLY3JlYXRlX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjIKDmxhc3RfdXNlZF90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIPCgdjdXJyZW50GAUgASgIIkEKFExpc3RTZXNzaW9uc1Jlc3BvbnNlEikKCHNlc3Npb25zGAEgAygLMhcuY29saW5rLmF1dGgudjEuU2Vzc2lvbiIqChRSZXZva2VTZXNzaW9uUmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgJIhcKFVJldm9rZVNlc3Npb25SZXNwb25zZSITChFFbnJvbGxUb3RwUmVxdWVzdCI5ChJFbnJvbGxUb3RwUmVzcG9uc2USDgoGc2VjcmV0GAEgASgJEhMKC290cGF1dGhfdXJpGAIgASgJIiIKEkNvbmZpcm1Ub3RwUmVxdWVzdBIMCgRjb2RlGAEgASgJIi0KE0NvbmZpcm1Ub3RwUmVzcG9uc2USFgoOcmVjb3ZlcnlfY29kZXMYASADKAkiIgoSRGlzYWJsZVRvdHBSZXF1ZXN0EgwKBGNvZGUYASABKAkiFQoTRGlzYWJsZVRvdHBSZXNwb25zZSI+CiBCZWdpbldlYkF1dGhuUmVnaXN0cmF0aW9uUmVxdWVzdBIaChJhdXRoZW50aWNhdG9yX25hbWUYASABKAkiWwohQmVnaW5XZWJBdXRoblJlZ2lzdHJhdGlvblJlc3BvbnNlEhcKD3JlZ2lzdHJhdGlvbl9pZBgBIAEoCRIdChVjcmVhdGlvbl9vcHRpb25zX2pzb24YAiABKAkiVQohRmluaXNoV2ViQXV0aG5SZWdpc3RyYXRpb25SZXF1ZXN0EhcKD3JlZ2lzdHJhdGlvbl9pZBgBIAEoCRIXCg9jcmVkZW50aWFsX2pzb24YAiABKAkiOwoiRmluaXNoV2ViQXV0aG5SZWdpc3RyYXRpb25SZXNwb25zZRIVCg1jcmVkZW50aWFsX2lkGAEgASgJIiwKG1JlcXVlc3RQYXNzd29yZFJlc2V0UmVxdWVzdBINCgVlbWFpbBgBIAEoCSIeChxSZXF1ZXN0UGFzc3dvcmRSZXNldFJlc3BvbnNlIkkKFFJlc2V0UGFzc3dvcmRSZXF1ZXN0Eg0KBWVtYWlsGAEgASgJEgwKBGNvZGUYAiABKAkSFAoMbmV3X3Bhc3N3b3JkGAMgASgJIhcKFVJlc2V0UGFzc3dvcmRSZXNwb25zZSIiChJWZXJpZnlFbWFpbFJlcXVlc3QSDAoEY29kZRgBIAEoCSIVChNWZXJpZnlFbWFpbFJlc3BvbnNlIiEKH1JlcXVlc3RFbWFpbFZlcmlmaWNhdGlvblJlcXVlc3QiIgogUmVxdWVzdEVtYWlsVmVyaWZpY2F0aW9uUmVzcG9uc2UqYQoEUm9sZRIUChBST0xFX1VOU1BFQ0lGSUVEEAASDgoKUk9MRV9BRE1JThABEhIKDlJPTEVfTU9ERVJBVE9SEAISDwoLUk9MRV9NRU1CRVIQAxIOCgpST0xFX0dVRVNUEAQqfAoSU2Vjb25kRmFjdG9yTWV0aG9kEiQKIFNFQ09ORF9GQUNUT1JfTUVUSE9EX1VOU1BFQ0lGSUVEEAASHQoZU0VDT05EX0ZBQ1RPUl9NRVRIT0RfVE9UUBABEiEKHVNFQ09ORF9GQUNUT1JfTUVUSE9EX1dFQkFVVEhOEAIyphoKC0F1dGhTZXJ2aWNlEmsKCFJlZ2lzdGVyEh8uY29saW5rLmF1dGgudjEuUmVnaXN0ZXJSZXF1ZXN0GiAuY29saW5rLmF1dGgudjEuUmVnaXN0ZXJSZXNwb25zZSIcgtPkkwIWOgEqIhEvdjEvYXV0aC9yZWdpc3RlchJxCgVMb2dpbhIcLmNvbGluay5hdXRoLnYxLkxvZ2luUmVxdWVzdBodLmNvbGluay5hdXRoLnYxLkxvZ2luUmVzcG9uc2UiK4LT5JMCJToBKloQOgEqIgsvYXV0aC9sb2dpbiIOL3YxL2F1dGgvbG9naW4SpgEKElZlcmlmeVNlY29uZEZhY3RvchIpLmNvbGluay5hdXRoLnYxLlZlcmlmeVNlY29uZEZhY3RvclJlcXVlc3QaKi5jb2xpbmsuYXV0aC52MS5WZXJpZnlTZWNvbmRGYWN0b3JSZXNwb25zZSI5gtPkkwIzOgEqWhc6ASoiEi9hdXRoL2xvZ2luL3ZlcmlmeSIVL3YxL2F1dGgvbG9naW4vdmVyaWZ5EocBChBHZXRTaWduSW5PcHRpb25zEicuY29saW5rLmF1dGgudjEuR2V0U2lnbkluT3B0aW9uc1JlcXVlc3QaKC5jb2xpbmsuYXV0aC52MS5HZXRTaWduSW5PcHRpb25zUmVzcG9uc2UiIILT5JMCGhIYL3YxL2F1dGgvc2lnbi1pbi1vcHRpb25zEocBChFCZWdpblNpbmdsZVNpZ25PbhIoLmNvbGluay5hdXRoLnYxLkJlZ2luU2luZ2xlU2lnbk9uUmVxdWVzdBopLmNvbGluay5hdXRoLnYxLkJlZ2luU2luZ2xlU2lnbk9uUmVzcG9uc2UiHYLT5JMCFzoBKiISL3YxL2F1dGgvc3NvL2JlZ2luEosBChJGaW5pc2hTaW5nbGVTaWduT24SKS5jb2xpbmsuYXV0aC52MS5GaW5pc2hTaW5nbGVTaWduT25SZXF1ZXN0GiouY29saW5rLmF1dGgudjEuRmluaXNoU2luZ2xlU2lnbk9uUmVzcG9uc2UiHoLT5JMCGDoBKiITL3YxL2F1dGgvc3NvL2ZpbmlzaBJ7CgdSZWZyZXNoEh4uY29saW5rLmF1dGgudjEuUmVmcmVzaFJlcXVlc3QaHy5jb2xpbmsuYXV0aC52MS5SZWZyZXNoUmVzcG9uc2UiL4LT5JMCKToBKloSOgEqIg0vYXV0aC9yZWZyZXNoIhAvdjEvYXV0aC9yZWZyZXNoEnYKBkxvZ291dBIdLmNvbGluay5hdXRoLnYxLkxvZ291dFJlcXVlc3QaHi5jb2xpbmsuYXV0aC52MS5Mb2dvdXRSZXNwb25zZSItgtPkkwInOgEqWhE6ASoiDC9hdXRoL2xvZ291dCIPL3YxL2F1dGgvbG9nb3V0EnsKB0dldEp3a3MSHi5jb2xpbmsuYXV0aC52MS5HZXRKd2tzUmVxdWVzdBofLmNvbGluay5hdXRoLnYxLkdldEp3a3NSZXNwb25zZSIvgtPkkwIpWhgSFi8ud2VsbC1rbm93bi9qd2tzLmpzb24SDS92MS9hdXRoL2p3a3MSXwoOU2V0QWNjb3VudFJvbGUSJS5jb2xpbmsuYXV0aC52MS5TZXRBY2NvdW50Um9sZVJlcXVlc3QaJi5jb2xpbmsuYXV0aC52MS5TZXRBY2NvdW50Um9sZVJlc3BvbnNlEmUKEFNldEFjY291bnRTdGF0dXMSJy5jb2xpbmsuYXV0aC52MS5TZXRBY2NvdW50U3RhdHVzUmVxdWVzdBooLmNvbGluay5hdXRoLnYxLlNldEFjY291bnRTdGF0dXNSZXNwb25zZRJZCgxDaGVja1Nlc3Npb24SIy5jb2xpbmsuYXV0aC52MS5DaGVja1Nlc3Npb25SZXF1ZXN0GiQuY29saW5rLmF1dGgudjEuQ2hlY2tTZXNzaW9uUmVzcG9uc2UScQoUU2V0QWNjb3VudFN1c3BlbnNpb24SKy5jb2xpbmsuYXV0aC52MS5TZXRBY2NvdW50U3VzcGVuc2lvblJlcXVlc3QaLC5jb2xpbmsuYXV0aC52MS5TZXRBY2NvdW50U3VzcGVuc2lvblJlc3BvbnNlElMKCkdldEFjY291bnQSIS5jb2xpbmsuYXV0aC52MS5HZXRBY2NvdW50UmVxdWVzdBoiLmNvbGluay5hdXRoLnYxLkdldEFjY291bnRSZXNwb25zZRJ9Cg5DaGFuZ2VQYXNzd29yZBIlLmNvbGluay5hdXRoLnYxLkNoYW5nZVBhc3N3b3JkUmVxdWVzdBomLmNvbGluay5hdXRoLnYxLkNoYW5nZVBhc3N3b3JkUmVzcG9uc2UiHILT5JMCFjoBKiIRL3YxL2F1dGgvcGFzc3dvcmQSdAoMTGlzdFNlc3Npb25zEiMuY29saW5rLmF1dGgudjEuTGlzdFNlc3Npb25zUmVxdWVzdBokLmNvbGluay5hdXRoLnYxLkxpc3RTZXNzaW9uc1Jlc3BvbnNlIhmC0+STAhMSES92MS9hdXRoL3Nlc3Npb25zEoQBCg1SZXZva2VTZXNzaW9uEiQuY29saW5rLmF1dGgudjEuUmV2b2tlU2Vzc2lvblJlcXVlc3QaJS5jb2xpbmsuYXV0aC52MS5SZXZva2VTZXNzaW9uUmVzcG9uc2UiJoLT5JMCICoeL3YxL2F1dGgvc2Vzc2lvbnMve3Nlc3Npb25faWR9EnQKCkVucm9sbFRvdHASIS5jb2xpbmsuYXV0aC52MS5FbnJvbGxUb3RwUmVxdWVzdBoiLmNvbGluay5hdXRoLnYxLkVucm9sbFRvdHBSZXNwb25zZSIfgtPkkwIZOgEqIhQvdjEvYXV0aC90b3RwL2Vucm9sbBJ4CgtDb25maXJtVG90cBIiLmNvbGluay5hdXRoLnYxLkNvbmZpcm1Ub3RwUmVxdWVzdBojLmNvbGluay5hdXRoLnYxLkNvbmZpcm1Ub3RwUmVzcG9uc2UiIILT5JMCGjoBKiIVL3YxL2F1dGgvdG90cC9jb25maXJtEngKC0Rpc2FibGVUb3RwEiIuY29saW5rLmF1dGgudjEuRGlzYWJsZVRvdHBSZXF1ZXN0GiMuY29saW5rLmF1dGgudjEuRGlzYWJsZVRvdHBSZXNwb25zZSIggtPkkwIaOgEqIhUvdjEvYXV0aC90b3RwL2Rpc2FibGUSrQEKGUJlZ2luV2ViQXV0aG5SZWdpc3RyYXRpb24SMC5jb2xpbmsuYXV0aC52MS5CZWdpbldlYkF1dGhuUmVnaXN0cmF0aW9uUmVxdWVzdBoxLmNvbGluay5hdXRoLnYxLkJlZ2luV2ViQXV0aG5SZWdpc3RyYXRpb25SZXNwb25zZSIrgtPkkwIlOgEqIiAvdjEvYXV0aC93ZWJhdXRobi9yZWdpc3Rlci9iZWdpbhKxAQoaRmluaXNoV2ViQXV0aG5SZWdpc3RyYXRpb24SMS5jb2xpbmsuYXV0aC52MS5GaW5pc2hXZWJBdXRoblJlZ2lzdHJhdGlvblJlcXVlc3QaMi5jb2xpbmsuYXV0aC52MS5GaW5pc2hXZWJBdXRoblJlZ2lzdHJhdGlvblJlc3BvbnNlIiyC0+STAiY6ASoiIS92MS9hdXRoL3dlYmF1dGhuL3JlZ2lzdGVyL2ZpbmlzaBKdAQoUUmVxdWVzdFBhc3N3b3JkUmVzZXQSKy5jb2xpbmsuYXV0aC52MS5SZXF1ZXN0UGFzc3dvcmRSZXNldFJlcXVlc3QaLC5jb2xpbmsuYXV0aC52MS5SZXF1ZXN0UGFzc3dvcmRSZXNldFJlc3BvbnNlIiqC0+STAiQ6ASoiHy92MS9hdXRoL3Bhc3N3b3JkL3Jlc2V0LXJlcXVlc3QSgAEKDVJlc2V0UGFzc3dvcmQSJC5jb2xpbmsuYXV0aC52MS5SZXNldFBhc3N3b3JkUmVxdWVzdBolLmNvbGluay5hdXRoLnYxLlJlc2V0UGFzc3dvcmRSZXNwb25zZSIigtPkkwIcOgEqIhcvdjEvYXV0aC9wYXNzd29yZC9yZXNldBJ4CgtWZXJpZnlFbWFpbBIiLmNvbGluay5hdXRoLnYxLlZlcmlmeUVtYWlsUmVxdWVzdBojLmNvbGluay5hdXRoLnYxLlZlcmlmeUVtYWlsUmVzcG9uc2UiIILT5JMCGjoBKiIVL3YxL2F1dGgvdmVyaWZ5LWVtYWlsEqcBChhSZXF1ZXN0RW1haWxWZXJpZmljYXRpb24SLy5jb2xpbmsuYXV0aC52MS5SZXF1ZXN0RW1haWxWZXJpZmljYXRpb25SZXF1ZXN0GjAuY29saW5rLmF1dGgudjEuUmVxdWVzdEVtYWlsVmVyaWZpY2F0aW9uUmVzcG9uc2UiKILT5JMCIjoBKiIdL3YxL2F1dGgvdmVyaWZ5LWVtYWlsL3JlcXVlc3RiBnByb3RvMw", [file_google_api_annotations, file_google_protobuf_timestamp]);
 
 /**
  * The tokens handed to a signed-in client.
@@ -399,11 +401,39 @@ export const CheckSessionRequestSchema: GenMessage<CheckSessionRequest> = /*@__P
   messageDesc(file_colink_auth_v1_auth, 10);
 
 /**
- * CheckSession result: the session is live.
+ * CheckSession result: the session is live, and whose it is (for the
+ * provider's access tokens, whose account only the auth service knows).
  *
  * @generated from message colink.auth.v1.CheckSessionResponse
  */
 export type CheckSessionResponse = Message<"colink.auth.v1.CheckSessionResponse"> & {
+  /**
+   * The account's user id.
+   *
+   * @generated from field: string user_id = 1;
+   */
+  userId: string;
+
+  /**
+   * The account's username.
+   *
+   * @generated from field: string username = 2;
+   */
+  username: string;
+
+  /**
+   * Workspace role: admin, moderator, member or guest.
+   *
+   * @generated from field: string role = 3;
+   */
+  role: string;
+
+  /**
+   * The session; provider tokens of one account share one.
+   *
+   * @generated from field: string session_id = 4;
+   */
+  sessionId: string;
 };
 
 /**
@@ -412,6 +442,184 @@ export type CheckSessionResponse = Message<"colink.auth.v1.CheckSessionResponse"
  */
 export const CheckSessionResponseSchema: GenMessage<CheckSessionResponse> = /*@__PURE__*/
   messageDesc(file_colink_auth_v1_auth, 11);
+
+/**
+ * GetSignInOptions.
+ *
+ * @generated from message colink.auth.v1.GetSignInOptionsRequest
+ */
+export type GetSignInOptionsRequest = Message<"colink.auth.v1.GetSignInOptionsRequest"> & {
+};
+
+/**
+ * Describes the message colink.auth.v1.GetSignInOptionsRequest.
+ * Use `create(GetSignInOptionsRequestSchema)` to create a new message.
+ */
+export const GetSignInOptionsRequestSchema: GenMessage<GetSignInOptionsRequest> = /*@__PURE__*/
+  messageDesc(file_colink_auth_v1_auth, 12);
+
+/**
+ * GetSignInOptions result.
+ *
+ * @generated from message colink.auth.v1.GetSignInOptionsResponse
+ */
+export type GetSignInOptionsResponse = Message<"colink.auth.v1.GetSignInOptionsResponse"> & {
+  /**
+   * Sign-in (and sign-up) with a password here.
+   *
+   * @generated from field: bool password = 1;
+   */
+  password: boolean;
+
+  /**
+   * Single sign-on with an OpenID provider.
+   *
+   * @generated from field: bool single_sign_on = 2;
+   */
+  singleSignOn: boolean;
+
+  /**
+   * What to call the provider on a sign-in button.
+   *
+   * @generated from field: string single_sign_on_name = 3;
+   */
+  singleSignOnName: string;
+};
+
+/**
+ * Describes the message colink.auth.v1.GetSignInOptionsResponse.
+ * Use `create(GetSignInOptionsResponseSchema)` to create a new message.
+ */
+export const GetSignInOptionsResponseSchema: GenMessage<GetSignInOptionsResponse> = /*@__PURE__*/
+  messageDesc(file_colink_auth_v1_auth, 13);
+
+/**
+ * BeginSingleSignOn.
+ *
+ * @generated from message colink.auth.v1.BeginSingleSignOnRequest
+ */
+export type BeginSingleSignOnRequest = Message<"colink.auth.v1.BeginSingleSignOnRequest"> & {
+  /**
+   * Where the provider sends the person back; one of the configured
+   * redirect URLs. Empty: the first of them.
+   *
+   * @generated from field: string redirect_uri = 1;
+   */
+  redirectUri: string;
+
+  /**
+   * Names the session that sign-in opens, at most 128 characters.
+   *
+   * @generated from field: string device_name = 2;
+   */
+  deviceName: string;
+};
+
+/**
+ * Describes the message colink.auth.v1.BeginSingleSignOnRequest.
+ * Use `create(BeginSingleSignOnRequestSchema)` to create a new message.
+ */
+export const BeginSingleSignOnRequestSchema: GenMessage<BeginSingleSignOnRequest> = /*@__PURE__*/
+  messageDesc(file_colink_auth_v1_auth, 14);
+
+/**
+ * BeginSingleSignOn result.
+ *
+ * @generated from message colink.auth.v1.BeginSingleSignOnResponse
+ */
+export type BeginSingleSignOnResponse = Message<"colink.auth.v1.BeginSingleSignOnResponse"> & {
+  /**
+   * The provider's authorization URL, with client, scopes, state, nonce
+   * and PKCE challenge.
+   *
+   * @generated from field: string authorization_url = 1;
+   */
+  authorizationUrl: string;
+
+  /**
+   * The state the provider hands back; FinishSingleSignOn takes it.
+   *
+   * @generated from field: string state = 2;
+   */
+  state: string;
+
+  /**
+   * Until when `state` can be finished.
+   *
+   * @generated from field: google.protobuf.Timestamp expire_time = 3;
+   */
+  expireTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message colink.auth.v1.BeginSingleSignOnResponse.
+ * Use `create(BeginSingleSignOnResponseSchema)` to create a new message.
+ */
+export const BeginSingleSignOnResponseSchema: GenMessage<BeginSingleSignOnResponse> = /*@__PURE__*/
+  messageDesc(file_colink_auth_v1_auth, 15);
+
+/**
+ * FinishSingleSignOn.
+ *
+ * @generated from message colink.auth.v1.FinishSingleSignOnRequest
+ */
+export type FinishSingleSignOnRequest = Message<"colink.auth.v1.FinishSingleSignOnRequest"> & {
+  /**
+   * From BeginSingleSignOnResponse, as the provider handed it back.
+   *
+   * @generated from field: string state = 1;
+   */
+  state: string;
+
+  /**
+   * The authorization code the provider handed back.
+   *
+   * @generated from field: string code = 2;
+   */
+  code: string;
+};
+
+/**
+ * Describes the message colink.auth.v1.FinishSingleSignOnRequest.
+ * Use `create(FinishSingleSignOnRequestSchema)` to create a new message.
+ */
+export const FinishSingleSignOnRequestSchema: GenMessage<FinishSingleSignOnRequest> = /*@__PURE__*/
+  messageDesc(file_colink_auth_v1_auth, 16);
+
+/**
+ * FinishSingleSignOn result.
+ *
+ * @generated from message colink.auth.v1.FinishSingleSignOnResponse
+ */
+export type FinishSingleSignOnResponse = Message<"colink.auth.v1.FinishSingleSignOnResponse"> & {
+  /**
+   * The account signed in.
+   *
+   * @generated from field: colink.auth.v1.Account account = 1;
+   */
+  account?: Account | undefined;
+
+  /**
+   * Its new session's tokens.
+   *
+   * @generated from field: colink.auth.v1.TokenPair tokens = 2;
+   */
+  tokens?: TokenPair | undefined;
+
+  /**
+   * Whether this sign-in made the account.
+   *
+   * @generated from field: bool created = 3;
+   */
+  created: boolean;
+};
+
+/**
+ * Describes the message colink.auth.v1.FinishSingleSignOnResponse.
+ * Use `create(FinishSingleSignOnResponseSchema)` to create a new message.
+ */
+export const FinishSingleSignOnResponseSchema: GenMessage<FinishSingleSignOnResponse> = /*@__PURE__*/
+  messageDesc(file_colink_auth_v1_auth, 17);
 
 /**
  * Register.
@@ -453,7 +661,7 @@ export type RegisterRequest = Message<"colink.auth.v1.RegisterRequest"> & {
  * Use `create(RegisterRequestSchema)` to create a new message.
  */
 export const RegisterRequestSchema: GenMessage<RegisterRequest> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 12);
+  messageDesc(file_colink_auth_v1_auth, 18);
 
 /**
  * Register result.
@@ -481,7 +689,7 @@ export type RegisterResponse = Message<"colink.auth.v1.RegisterResponse"> & {
  * Use `create(RegisterResponseSchema)` to create a new message.
  */
 export const RegisterResponseSchema: GenMessage<RegisterResponse> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 13);
+  messageDesc(file_colink_auth_v1_auth, 19);
 
 /**
  * Login.
@@ -516,7 +724,7 @@ export type LoginRequest = Message<"colink.auth.v1.LoginRequest"> & {
  * Use `create(LoginRequestSchema)` to create a new message.
  */
 export const LoginRequestSchema: GenMessage<LoginRequest> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 14);
+  messageDesc(file_colink_auth_v1_auth, 20);
 
 /**
  * A second factor is needed to finish signing in.
@@ -558,7 +766,7 @@ export type SecondFactorChallenge = Message<"colink.auth.v1.SecondFactorChalleng
  * Use `create(SecondFactorChallengeSchema)` to create a new message.
  */
 export const SecondFactorChallengeSchema: GenMessage<SecondFactorChallenge> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 15);
+  messageDesc(file_colink_auth_v1_auth, 21);
 
 /**
  * Login result: tokens, or a challenge.
@@ -602,7 +810,7 @@ export type LoginResponse = Message<"colink.auth.v1.LoginResponse"> & {
  * Use `create(LoginResponseSchema)` to create a new message.
  */
 export const LoginResponseSchema: GenMessage<LoginResponse> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 16);
+  messageDesc(file_colink_auth_v1_auth, 22);
 
 /**
  * VerifySecondFactor.
@@ -644,7 +852,7 @@ export type VerifySecondFactorRequest = Message<"colink.auth.v1.VerifySecondFact
  * Use `create(VerifySecondFactorRequestSchema)` to create a new message.
  */
 export const VerifySecondFactorRequestSchema: GenMessage<VerifySecondFactorRequest> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 17);
+  messageDesc(file_colink_auth_v1_auth, 23);
 
 /**
  * VerifySecondFactor result.
@@ -672,7 +880,7 @@ export type VerifySecondFactorResponse = Message<"colink.auth.v1.VerifySecondFac
  * Use `create(VerifySecondFactorResponseSchema)` to create a new message.
  */
 export const VerifySecondFactorResponseSchema: GenMessage<VerifySecondFactorResponse> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 18);
+  messageDesc(file_colink_auth_v1_auth, 24);
 
 /**
  * Refresh.
@@ -693,7 +901,7 @@ export type RefreshRequest = Message<"colink.auth.v1.RefreshRequest"> & {
  * Use `create(RefreshRequestSchema)` to create a new message.
  */
 export const RefreshRequestSchema: GenMessage<RefreshRequest> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 19);
+  messageDesc(file_colink_auth_v1_auth, 25);
 
 /**
  * Refresh result.
@@ -714,7 +922,7 @@ export type RefreshResponse = Message<"colink.auth.v1.RefreshResponse"> & {
  * Use `create(RefreshResponseSchema)` to create a new message.
  */
 export const RefreshResponseSchema: GenMessage<RefreshResponse> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 20);
+  messageDesc(file_colink_auth_v1_auth, 26);
 
 /**
  * Logout.
@@ -735,7 +943,7 @@ export type LogoutRequest = Message<"colink.auth.v1.LogoutRequest"> & {
  * Use `create(LogoutRequestSchema)` to create a new message.
  */
 export const LogoutRequestSchema: GenMessage<LogoutRequest> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 21);
+  messageDesc(file_colink_auth_v1_auth, 27);
 
 /**
  * Logout result.
@@ -756,7 +964,7 @@ export type LogoutResponse = Message<"colink.auth.v1.LogoutResponse"> & {
  * Use `create(LogoutResponseSchema)` to create a new message.
  */
 export const LogoutResponseSchema: GenMessage<LogoutResponse> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 22);
+  messageDesc(file_colink_auth_v1_auth, 28);
 
 /**
  * GetJwks.
@@ -771,7 +979,7 @@ export type GetJwksRequest = Message<"colink.auth.v1.GetJwksRequest"> & {
  * Use `create(GetJwksRequestSchema)` to create a new message.
  */
 export const GetJwksRequestSchema: GenMessage<GetJwksRequest> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 23);
+  messageDesc(file_colink_auth_v1_auth, 29);
 
 /**
  * One public key in JWK form (RFC 7517 / RFC 8037).
@@ -827,7 +1035,7 @@ export type Jwk = Message<"colink.auth.v1.Jwk"> & {
  * Use `create(JwkSchema)` to create a new message.
  */
 export const JwkSchema: GenMessage<Jwk> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 24);
+  messageDesc(file_colink_auth_v1_auth, 30);
 
 /**
  * GetJwks result.
@@ -848,7 +1056,7 @@ export type GetJwksResponse = Message<"colink.auth.v1.GetJwksResponse"> & {
  * Use `create(GetJwksResponseSchema)` to create a new message.
  */
 export const GetJwksResponseSchema: GenMessage<GetJwksResponse> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 25);
+  messageDesc(file_colink_auth_v1_auth, 31);
 
 /**
  * ChangePassword.
@@ -876,7 +1084,7 @@ export type ChangePasswordRequest = Message<"colink.auth.v1.ChangePasswordReques
  * Use `create(ChangePasswordRequestSchema)` to create a new message.
  */
 export const ChangePasswordRequestSchema: GenMessage<ChangePasswordRequest> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 26);
+  messageDesc(file_colink_auth_v1_auth, 32);
 
 /**
  * ChangePassword result.
@@ -891,7 +1099,7 @@ export type ChangePasswordResponse = Message<"colink.auth.v1.ChangePasswordRespo
  * Use `create(ChangePasswordResponseSchema)` to create a new message.
  */
 export const ChangePasswordResponseSchema: GenMessage<ChangePasswordResponse> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 27);
+  messageDesc(file_colink_auth_v1_auth, 33);
 
 /**
  * ListSessions.
@@ -906,7 +1114,7 @@ export type ListSessionsRequest = Message<"colink.auth.v1.ListSessionsRequest"> 
  * Use `create(ListSessionsRequestSchema)` to create a new message.
  */
 export const ListSessionsRequestSchema: GenMessage<ListSessionsRequest> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 28);
+  messageDesc(file_colink_auth_v1_auth, 34);
 
 /**
  * A signed-in device.
@@ -955,7 +1163,7 @@ export type Session = Message<"colink.auth.v1.Session"> & {
  * Use `create(SessionSchema)` to create a new message.
  */
 export const SessionSchema: GenMessage<Session> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 29);
+  messageDesc(file_colink_auth_v1_auth, 35);
 
 /**
  * ListSessions result.
@@ -976,7 +1184,7 @@ export type ListSessionsResponse = Message<"colink.auth.v1.ListSessionsResponse"
  * Use `create(ListSessionsResponseSchema)` to create a new message.
  */
 export const ListSessionsResponseSchema: GenMessage<ListSessionsResponse> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 30);
+  messageDesc(file_colink_auth_v1_auth, 36);
 
 /**
  * RevokeSession.
@@ -997,7 +1205,7 @@ export type RevokeSessionRequest = Message<"colink.auth.v1.RevokeSessionRequest"
  * Use `create(RevokeSessionRequestSchema)` to create a new message.
  */
 export const RevokeSessionRequestSchema: GenMessage<RevokeSessionRequest> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 31);
+  messageDesc(file_colink_auth_v1_auth, 37);
 
 /**
  * RevokeSession result.
@@ -1012,7 +1220,7 @@ export type RevokeSessionResponse = Message<"colink.auth.v1.RevokeSessionRespons
  * Use `create(RevokeSessionResponseSchema)` to create a new message.
  */
 export const RevokeSessionResponseSchema: GenMessage<RevokeSessionResponse> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 32);
+  messageDesc(file_colink_auth_v1_auth, 38);
 
 /**
  * EnrollTotp.
@@ -1027,7 +1235,7 @@ export type EnrollTotpRequest = Message<"colink.auth.v1.EnrollTotpRequest"> & {
  * Use `create(EnrollTotpRequestSchema)` to create a new message.
  */
 export const EnrollTotpRequestSchema: GenMessage<EnrollTotpRequest> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 33);
+  messageDesc(file_colink_auth_v1_auth, 39);
 
 /**
  * EnrollTotp result.
@@ -1055,7 +1263,7 @@ export type EnrollTotpResponse = Message<"colink.auth.v1.EnrollTotpResponse"> & 
  * Use `create(EnrollTotpResponseSchema)` to create a new message.
  */
 export const EnrollTotpResponseSchema: GenMessage<EnrollTotpResponse> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 34);
+  messageDesc(file_colink_auth_v1_auth, 40);
 
 /**
  * ConfirmTotp.
@@ -1076,7 +1284,7 @@ export type ConfirmTotpRequest = Message<"colink.auth.v1.ConfirmTotpRequest"> & 
  * Use `create(ConfirmTotpRequestSchema)` to create a new message.
  */
 export const ConfirmTotpRequestSchema: GenMessage<ConfirmTotpRequest> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 35);
+  messageDesc(file_colink_auth_v1_auth, 41);
 
 /**
  * ConfirmTotp result.
@@ -1097,7 +1305,7 @@ export type ConfirmTotpResponse = Message<"colink.auth.v1.ConfirmTotpResponse"> 
  * Use `create(ConfirmTotpResponseSchema)` to create a new message.
  */
 export const ConfirmTotpResponseSchema: GenMessage<ConfirmTotpResponse> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 36);
+  messageDesc(file_colink_auth_v1_auth, 42);
 
 /**
  * DisableTotp.
@@ -1118,7 +1326,7 @@ export type DisableTotpRequest = Message<"colink.auth.v1.DisableTotpRequest"> & 
  * Use `create(DisableTotpRequestSchema)` to create a new message.
  */
 export const DisableTotpRequestSchema: GenMessage<DisableTotpRequest> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 37);
+  messageDesc(file_colink_auth_v1_auth, 43);
 
 /**
  * DisableTotp result.
@@ -1133,7 +1341,7 @@ export type DisableTotpResponse = Message<"colink.auth.v1.DisableTotpResponse"> 
  * Use `create(DisableTotpResponseSchema)` to create a new message.
  */
 export const DisableTotpResponseSchema: GenMessage<DisableTotpResponse> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 38);
+  messageDesc(file_colink_auth_v1_auth, 44);
 
 /**
  * BeginWebAuthnRegistration.
@@ -1154,7 +1362,7 @@ export type BeginWebAuthnRegistrationRequest = Message<"colink.auth.v1.BeginWebA
  * Use `create(BeginWebAuthnRegistrationRequestSchema)` to create a new message.
  */
 export const BeginWebAuthnRegistrationRequestSchema: GenMessage<BeginWebAuthnRegistrationRequest> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 39);
+  messageDesc(file_colink_auth_v1_auth, 45);
 
 /**
  * BeginWebAuthnRegistration result.
@@ -1182,7 +1390,7 @@ export type BeginWebAuthnRegistrationResponse = Message<"colink.auth.v1.BeginWeb
  * Use `create(BeginWebAuthnRegistrationResponseSchema)` to create a new message.
  */
 export const BeginWebAuthnRegistrationResponseSchema: GenMessage<BeginWebAuthnRegistrationResponse> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 40);
+  messageDesc(file_colink_auth_v1_auth, 46);
 
 /**
  * FinishWebAuthnRegistration.
@@ -1210,7 +1418,7 @@ export type FinishWebAuthnRegistrationRequest = Message<"colink.auth.v1.FinishWe
  * Use `create(FinishWebAuthnRegistrationRequestSchema)` to create a new message.
  */
 export const FinishWebAuthnRegistrationRequestSchema: GenMessage<FinishWebAuthnRegistrationRequest> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 41);
+  messageDesc(file_colink_auth_v1_auth, 47);
 
 /**
  * FinishWebAuthnRegistration result.
@@ -1231,7 +1439,7 @@ export type FinishWebAuthnRegistrationResponse = Message<"colink.auth.v1.FinishW
  * Use `create(FinishWebAuthnRegistrationResponseSchema)` to create a new message.
  */
 export const FinishWebAuthnRegistrationResponseSchema: GenMessage<FinishWebAuthnRegistrationResponse> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 42);
+  messageDesc(file_colink_auth_v1_auth, 48);
 
 /**
  * RequestPasswordReset.
@@ -1252,7 +1460,7 @@ export type RequestPasswordResetRequest = Message<"colink.auth.v1.RequestPasswor
  * Use `create(RequestPasswordResetRequestSchema)` to create a new message.
  */
 export const RequestPasswordResetRequestSchema: GenMessage<RequestPasswordResetRequest> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 43);
+  messageDesc(file_colink_auth_v1_auth, 49);
 
 /**
  * RequestPasswordReset result.
@@ -1267,7 +1475,7 @@ export type RequestPasswordResetResponse = Message<"colink.auth.v1.RequestPasswo
  * Use `create(RequestPasswordResetResponseSchema)` to create a new message.
  */
 export const RequestPasswordResetResponseSchema: GenMessage<RequestPasswordResetResponse> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 44);
+  messageDesc(file_colink_auth_v1_auth, 50);
 
 /**
  * ResetPassword.
@@ -1302,7 +1510,7 @@ export type ResetPasswordRequest = Message<"colink.auth.v1.ResetPasswordRequest"
  * Use `create(ResetPasswordRequestSchema)` to create a new message.
  */
 export const ResetPasswordRequestSchema: GenMessage<ResetPasswordRequest> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 45);
+  messageDesc(file_colink_auth_v1_auth, 51);
 
 /**
  * ResetPassword result.
@@ -1317,7 +1525,7 @@ export type ResetPasswordResponse = Message<"colink.auth.v1.ResetPasswordRespons
  * Use `create(ResetPasswordResponseSchema)` to create a new message.
  */
 export const ResetPasswordResponseSchema: GenMessage<ResetPasswordResponse> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 46);
+  messageDesc(file_colink_auth_v1_auth, 52);
 
 /**
  * VerifyEmail.
@@ -1338,7 +1546,7 @@ export type VerifyEmailRequest = Message<"colink.auth.v1.VerifyEmailRequest"> & 
  * Use `create(VerifyEmailRequestSchema)` to create a new message.
  */
 export const VerifyEmailRequestSchema: GenMessage<VerifyEmailRequest> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 47);
+  messageDesc(file_colink_auth_v1_auth, 53);
 
 /**
  * VerifyEmail result.
@@ -1353,7 +1561,7 @@ export type VerifyEmailResponse = Message<"colink.auth.v1.VerifyEmailResponse"> 
  * Use `create(VerifyEmailResponseSchema)` to create a new message.
  */
 export const VerifyEmailResponseSchema: GenMessage<VerifyEmailResponse> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 48);
+  messageDesc(file_colink_auth_v1_auth, 54);
 
 /**
  * RequestEmailVerification.
@@ -1368,7 +1576,7 @@ export type RequestEmailVerificationRequest = Message<"colink.auth.v1.RequestEma
  * Use `create(RequestEmailVerificationRequestSchema)` to create a new message.
  */
 export const RequestEmailVerificationRequestSchema: GenMessage<RequestEmailVerificationRequest> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 49);
+  messageDesc(file_colink_auth_v1_auth, 55);
 
 /**
  * RequestEmailVerification result.
@@ -1383,7 +1591,7 @@ export type RequestEmailVerificationResponse = Message<"colink.auth.v1.RequestEm
  * Use `create(RequestEmailVerificationResponseSchema)` to create a new message.
  */
 export const RequestEmailVerificationResponseSchema: GenMessage<RequestEmailVerificationResponse> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 50);
+  messageDesc(file_colink_auth_v1_auth, 56);
 
 /**
  * Workspace role of an account; the same names appear in access tokens.
@@ -1508,6 +1716,51 @@ export const AuthService: GenService<{
     methodKind: "unary";
     input: typeof VerifySecondFactorRequestSchema;
     output: typeof VerifySecondFactorResponseSchema;
+  },
+  /**
+   * How this workspace signs people in: passwords (the built-in accounts)
+   * or single sign-on with an OpenID provider. No token needed.
+   *
+   * @generated from rpc colink.auth.v1.AuthService.GetSignInOptions
+   */
+  getSignInOptions: {
+    methodKind: "unary";
+    input: typeof GetSignInOptionsRequestSchema;
+    output: typeof GetSignInOptionsResponseSchema;
+  },
+  /**
+   * Starts a single sign-on: returns the provider's authorization URL
+   * (authorization-code flow with PKCE) to send the person to. The provider
+   * sends them back to `redirect_uri` with `code` and `state`, which
+   * FinishSingleSignOn takes. No token needed.
+   * Errors: FAILED_PRECONDITION when the workspace has no single sign-on;
+   * INVALID_ARGUMENT naming `redirect_uri` (not one configured) or
+   * `device_name`; UNAVAILABLE when the provider cannot be reached.
+   *
+   * @generated from rpc colink.auth.v1.AuthService.BeginSingleSignOn
+   */
+  beginSingleSignOn: {
+    methodKind: "unary";
+    input: typeof BeginSingleSignOnRequestSchema;
+    output: typeof BeginSingleSignOnResponseSchema;
+  },
+  /**
+   * Completes a single sign-on: exchanges the code at the provider, checks
+   * its ID token, makes the account on first sign-in (its username, name,
+   * email and workspace role from the configured claims; the role is
+   * brought up to date at every sign-in), and opens a session. Each
+   * `state` works once and for ten minutes. No token needed.
+   * Errors: FAILED_PRECONDITION without single sign-on; INVALID_ARGUMENT
+   * naming `state` (unknown, used or expired) or `code`; UNAUTHENTICATED
+   * when the provider refuses the code or its ID token does not check out;
+   * PERMISSION_DENIED for a deactivated or suspended account.
+   *
+   * @generated from rpc colink.auth.v1.AuthService.FinishSingleSignOn
+   */
+  finishSingleSignOn: {
+    methodKind: "unary";
+    input: typeof FinishSingleSignOnRequestSchema;
+    output: typeof FinishSingleSignOnResponseSchema;
   },
   /**
    * Exchanges a refresh token for a new pair. The presented token is spent;
