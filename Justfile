@@ -113,6 +113,8 @@ e2e: web
     cargo build -q -p colink
     cd web && E2E_CLAMD="$(../.ci/start-clamd)" node tests/e2e.mjs
     cd web && E2E_CLAMD="$(../.ci/start-clamd)" ENVOY="$(command -v envoy)" node tests/e2e.mjs
+    cd services/colink/tests/oidc-provider && npm ci --no-audit --no-fund --loglevel=error
+    cd web && node tests/sso.mjs
 
 # The web client's figures in Chromium against a fresh release node: first
 # load, time to interactive, scrolling back through 10,000 messages, memory

@@ -6,7 +6,15 @@ import type { Message } from "../../gen/ts/colink/messaging/v1/messaging_pb";
 import type { Excerpt, SearchFileHit, SearchMessageHit } from "../../gen/ts/colink/search/v1/search_pb";
 import { auth, describe } from "./api";
 import { Badges } from "./badges";
-import { begin, end, scheduleRenewal, session, type Session } from "./session";
+import {
+  begin,
+  end,
+  finishSingleSignOn,
+  scheduleRenewal,
+  session,
+  startSingleSignOn,
+  type Session,
+} from "./session";
 import { Store, type Suggestion } from "./store";
 import { type Draft, formatSize } from "./uploads";
 import { type Anchor, Heights, anchorAt, scrollFor, slice } from "./virtual";
@@ -47,11 +55,31 @@ function useStore(store: Store): number {
   return version;
 }
 
+/** How this workspace signs people in, as the node says. */
+interface SignInOptions {
+  password: boolean;
+  singleSignOn: string | undefined;
+}
+
 function SignIn({ onDone }: { onDone: (s: Session) => void }) {
   const [mode, setMode] = useState<"in" | "up">("in");
   const [challenge, setChallenge] = useState<string>();
   const [error, setError] = useState<string>();
   const [busy, setBusy] = useState(false);
+  const [options, setOptions] = useState<SignInOptions>({ password: true, singleSignOn: undefined });
+
+  useEffect(() => {
+    auth
+      .getSignInOptions({})
+      .then((o) => setOptions({ password: o.password, singleSignOn: o.singleSignOn ? o.singleSignOnName : undefined }))
+      .catch(() => undefined);
+    // Back from the identity provider: finish signing in.
+    setBusy(true);
+    finishSingleSignOn()
+      .then((done) => done && onDone(done))
+      .catch((err) => setError(err instanceof Error && !("code" in err) ? err.message : describe(err)))
+      .finally(() => setBusy(false));
+  }, []);
 
   const run = async (work: () => Promise<void>) => {
     setBusy(true);
@@ -99,6 +127,20 @@ function SignIn({ onDone }: { onDone: (s: Session) => void }) {
       }
     });
   };
+
+  if (!options.password) {
+    return (
+      <main class="auth">
+        <h1>Colink</h1>
+        <ErrorNote error={error} />
+        {options.singleSignOn && (
+          <button type="button" class="primary" disabled={busy} onClick={() => void run(startSingleSignOn)}>
+            Sign in with {options.singleSignOn}
+          </button>
+        )}
+      </main>
+    );
+  }
 
   return (
     <main class="auth">
@@ -165,6 +207,14 @@ function Workspace({ me, onSignOut }: { me: Session; onSignOut: () => void }) {
     return () => store.close();
   }, [store]);
   // The tab's title carries the unread total; setting it costs, so only on change.
+  // With single sign-on, second factors are the identity provider's.
+  const [passwords, setPasswords] = useState<boolean>();
+  useEffect(() => {
+    auth
+      .getSignInOptions({})
+      .then((o) => setPasswords(o.password))
+      .catch(() => undefined);
+  }, []);
   const title = `${store.badges.title()}Colink`;
   useEffect(() => {
     document.title = title;
@@ -233,9 +283,11 @@ function Workspace({ me, onSignOut }: { me: Session; onSignOut: () => void }) {
           <button type="button" onClick={() => setPanel("dm")}>
             New message
           </button>
-          <button type="button" onClick={() => setPanel("security")}>
-            Two-step sign-in
-          </button>
+          {passwords === true && (
+            <button type="button" onClick={() => setPanel("security")}>
+              Two-step sign-in
+            </button>
+          )}
         </div>
       </nav>
       <main class="conversation">

@@ -6,6 +6,10 @@ import type { Account, TokenPair } from "../../gen/ts/colink/auth/v1/auth_pb";
 import { auth, useToken } from "./api";
 
 const KEY = "colink.session";
+/** The single sign-on this tab started, until the provider sends it back. */
+const SSO_STATE_KEY = "colink.sso-state";
+/** Where the provider sends people back; the node serves the app there. */
+export const SSO_CALLBACK_PATH = "/sso/callback";
 /** Renew this long before the access token expires. */
 const RENEW_BEFORE_MS = 60_000;
 
@@ -83,4 +87,43 @@ export function scheduleRenewal(onLost?: () => void): void {
       onLost?.();
     }
   }, wait);
+}
+
+/** Sends the browser to the identity provider to sign in. */
+export async function startSingleSignOn(): Promise<void> {
+  const begun = await auth.beginSingleSignOn({
+    redirectUri: `${location.origin}${SSO_CALLBACK_PATH}`,
+    deviceName: "web",
+  });
+  sessionStorage.setItem(SSO_STATE_KEY, begun.state);
+  location.assign(begun.authorizationUrl);
+}
+
+/**
+ * Completes a single sign-on when the provider has sent the browser back
+ * here: undefined when this page is not such a return. Only a sign-in this
+ * tab started is completed, so another site cannot sign the tab in as
+ * someone else.
+ */
+export async function finishSingleSignOn(): Promise<Session | undefined> {
+  if (location.pathname !== SSO_CALLBACK_PATH) {
+    return undefined;
+  }
+  const query = new URLSearchParams(location.search);
+  const started = sessionStorage.getItem(SSO_STATE_KEY);
+  sessionStorage.removeItem(SSO_STATE_KEY);
+  history.replaceState(null, "", "/");
+  const refused = query.get("error_description") ?? query.get("error");
+  if (refused) {
+    throw new Error(`The identity provider did not sign you in: ${refused}`);
+  }
+  const state = query.get("state") ?? "";
+  if (!started || state !== started) {
+    throw new Error("This sign-in was not started here; please sign in again.");
+  }
+  const done = await auth.finishSingleSignOn({ state, code: query.get("code") ?? "" });
+  if (!done.account || !done.tokens) {
+    throw new Error("The sign-in did not complete; please sign in again.");
+  }
+  return begin(done.account, done.tokens);
 }

@@ -48,12 +48,13 @@ export function freePort() {
 /**
  * Starts a node with its data in a temporary directory, and Envoy in front
  * of it when `envoy` names Envoy's binary. `env` adds settings (COLINK_...);
- * `build` picks the default binary's build ("debug" or "release").
+ * `build` picks the default binary's build ("debug" or "release"), `port`
+ * the node's port (default: a free one).
  * Resolves to the URL a browser opens and a function that stops both.
  */
-export async function startNode({ envoy, env, build = "debug" } = {}) {
+export async function startNode({ envoy, env, build = "debug", port: chosen } = {}) {
   const bin = process.env.E2E_BINARY ?? join(target, build, "colink");
-  const port = await freePort();
+  const port = chosen ?? (await freePort());
   // Behind Envoy, file URLs name Envoy's listener, which forwards /blobs/.
   const envoyPort = envoy ? await freePort() : undefined;
   const files = envoyPort ? { COLINK_FILES__PUBLIC_URL: `http://127.0.0.1:${envoyPort}` } : {};
