@@ -17,6 +17,7 @@ impl MigratorTrait for Migrator {
             Box::new(Mail),
             Box::new(Suspension),
             Box::new(SingleSignOn),
+            Box::new(Passkeys),
         ]
     }
 }
@@ -259,5 +260,49 @@ impl MigrationTrait for SingleSignOn {
             )
             .await?;
         manager.create_index(index("sso_logins_by_expiry", "sso_logins", &["expires_at"])).await
+    }
+}
+
+migration_name!(Passkeys, "m0007_auth_passkeys");
+
+#[async_trait::async_trait]
+impl MigrationTrait for Passkeys {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        // Registered passkeys: the WebAuthn credential (public key, sign
+        // count, flags) as webauthn-rs keeps it, under its credential id.
+        manager
+            .create_table(
+                Table::create()
+                    .table("passkeys")
+                    .if_not_exists()
+                    .col(string_len("credential_id", 1400).primary_key())
+                    .col(string_len("user_id", 36))
+                    .col(string_len("name", 256))
+                    .col(text("credential"))
+                    .col(big_integer("created_at"))
+                    .col(big_integer_null("last_used_at"))
+                    .to_owned(),
+            )
+            .await?;
+        manager.create_index(index("passkeys_by_user", "passkeys", &["user_id", "created_at"])).await?;
+        // Registrations and sign-ins under way, with the challenge state,
+        // so that any node finishes what another began.
+        manager
+            .create_table(
+                Table::create()
+                    .table("passkey_ceremonies")
+                    .if_not_exists()
+                    .col(string_len("ceremony_id", 36).primary_key())
+                    .col(string_len("purpose", 16))
+                    .col(string_len("user_id", 36))
+                    .col(string_len("name", 256))
+                    .col(text("state"))
+                    .col(big_integer("expires_at"))
+                    .col(big_integer_null("used_at"))
+                    .col(string_len("credential_id", 1400))
+                    .to_owned(),
+            )
+            .await?;
+        manager.create_index(index("passkey_ceremonies_by_expiry", "passkey_ceremonies", &["expires_at"])).await
     }
 }

@@ -1,17 +1,19 @@
 import { useEffect, useLayoutEffect, useMemo, useRef, useState } from "preact/hooks";
 import type { ComponentChildren, TargetedEvent } from "preact";
-import { SecondFactorMethod } from "../../gen/ts/colink/auth/v1/auth_pb";
+import { type Passkey, SecondFactorMethod } from "../../gen/ts/colink/auth/v1/auth_pb";
 import { type File as StoredFile, ScanStatus, ThumbnailSize } from "../../gen/ts/colink/files/v1/files_pb";
 import type { Message } from "../../gen/ts/colink/messaging/v1/messaging_pb";
 import type { Excerpt, SearchFileHit, SearchMessageHit } from "../../gen/ts/colink/search/v1/search_pb";
 import { auth, describe } from "./api";
 import { Badges } from "./badges";
+import { createPasskey, passkeyTrouble, passkeysSupported, usePasskey } from "./passkeys";
 import {
   begin,
   end,
   finishSingleSignOn,
   scheduleRenewal,
   session,
+  signInWithPasskey,
   startSingleSignOn,
   type Session,
 } from "./session";
@@ -59,19 +61,32 @@ function useStore(store: Store): number {
 interface SignInOptions {
   password: boolean;
   singleSignOn: string | undefined;
+  passkeys: boolean;
+}
+
+/** A password sign-in's second step: its id, and the passkey options when a passkey may answer. */
+interface Challenge {
+  id: string;
+  passkeyOptions: string;
 }
 
 function SignIn({ onDone }: { onDone: (s: Session) => void }) {
   const [mode, setMode] = useState<"in" | "up">("in");
-  const [challenge, setChallenge] = useState<string>();
+  const [challenge, setChallenge] = useState<Challenge>();
   const [error, setError] = useState<string>();
   const [busy, setBusy] = useState(false);
-  const [options, setOptions] = useState<SignInOptions>({ password: true, singleSignOn: undefined });
+  const [options, setOptions] = useState<SignInOptions>({ password: true, singleSignOn: undefined, passkeys: false });
 
   useEffect(() => {
     auth
       .getSignInOptions({})
-      .then((o) => setOptions({ password: o.password, singleSignOn: o.singleSignOn ? o.singleSignOnName : undefined }))
+      .then((o) =>
+        setOptions({
+          password: o.password,
+          singleSignOn: o.singleSignOn ? o.singleSignOnName : undefined,
+          passkeys: o.passkeys && passkeysSupported(),
+        }),
+      )
       .catch(() => undefined);
     // Back from the identity provider: finish signing in.
     setBusy(true);
@@ -87,11 +102,24 @@ function SignIn({ onDone }: { onDone: (s: Session) => void }) {
     try {
       await work();
     } catch (err) {
-      setError(describe(err));
+      setError(say(err));
     } finally {
       setBusy(false);
     }
   };
+
+  const answerWithPasskey = (c: Challenge) =>
+    void run(async () => {
+      const assertion = await usePasskey(c.passkeyOptions);
+      const done = await auth.verifySecondFactor({
+        challengeId: c.id,
+        method: SecondFactorMethod.WEBAUTHN,
+        webauthnAssertionJson: assertion,
+      });
+      if (done.account && done.tokens) {
+        onDone(begin(done.account, done.tokens));
+      }
+    });
 
   const submit = (e: TargetedEvent<HTMLFormElement>) => {
     e.preventDefault();
@@ -100,7 +128,7 @@ function SignIn({ onDone }: { onDone: (s: Session) => void }) {
     void run(async () => {
       if (challenge) {
         const done = await auth.verifySecondFactor({
-          challengeId: challenge,
+          challengeId: challenge.id,
           method: SecondFactorMethod.TOTP,
           code: field("code"),
         });
@@ -122,7 +150,9 @@ function SignIn({ onDone }: { onDone: (s: Session) => void }) {
         if (answer.result.case === "tokens" && answer.account) {
           onDone(begin(answer.account, answer.result.value));
         } else if (answer.result.case === "challenge") {
-          setChallenge(answer.result.value.challengeId);
+          const { challengeId, methods, webauthnOptionsJson } = answer.result.value;
+          const byPasskey = methods.includes(SecondFactorMethod.WEBAUTHN) && passkeysSupported();
+          setChallenge({ id: challengeId, passkeyOptions: byPasskey ? webauthnOptionsJson : "" });
         }
       }
     });
@@ -187,6 +217,16 @@ function SignIn({ onDone }: { onDone: (s: Session) => void }) {
           {challenge ? "Verify" : mode === "in" ? "Sign in" : "Create account"}
         </button>
       </form>
+      {challenge?.passkeyOptions && (
+        <button type="button" disabled={busy} onClick={() => answerWithPasskey(challenge)}>
+          Use a passkey instead
+        </button>
+      )}
+      {!challenge && mode === "in" && options.passkeys && (
+        <button type="button" disabled={busy} onClick={() => void run(async () => onDone(await signInWithPasskey()))}>
+          Use a passkey
+        </button>
+      )}
       {!challenge && (
         <button class="link" type="button" onClick={() => setMode(mode === "in" ? "up" : "in")}>
           {mode === "in" ? "New here? Create an account" : "Have an account? Sign in"}
@@ -219,7 +259,7 @@ function Workspace({ me, onSignOut }: { me: Session; onSignOut: () => void }) {
   useEffect(() => {
     document.title = title;
   }, [title]);
-  const [panel, setPanel] = useState<"none" | "new" | "browse" | "dm" | "security" | "search">("none");
+  const [panel, setPanel] = useState<"none" | "new" | "browse" | "dm" | "security" | "passkeys" | "search">("none");
   const [query, setQuery] = useState("");
   const list = [...store.conversations.values()].sort((a, b) => store.title(a.channel).localeCompare(store.title(b.channel)));
   const open = store.openId ? store.conversations.get(store.openId) : undefined;
@@ -288,6 +328,11 @@ function Workspace({ me, onSignOut }: { me: Session; onSignOut: () => void }) {
               Two-step sign-in
             </button>
           )}
+          {passwords === true && (
+            <button type="button" onClick={() => setPanel("passkeys")}>
+              Passkeys
+            </button>
+          )}
         </div>
       </nav>
       <main class="conversation">
@@ -296,6 +341,7 @@ function Workspace({ me, onSignOut }: { me: Session; onSignOut: () => void }) {
         {panel === "browse" && <Browse store={store} onClose={() => setPanel("none")} />}
         {panel === "dm" && <NewDirect store={store} onClose={() => setPanel("none")} />}
         {panel === "security" && <TwoStep onClose={() => setPanel("none")} />}
+        {panel === "passkeys" && <Passkeys onClose={() => setPanel("none")} />}
         {panel === "search" && <SearchResults key={query} store={store} query={query} onClose={() => setPanel("none")} />}
         {open ? <Conversation store={store} channelId={open.channel.channelId} /> : <p class="hint">Pick a conversation.</p>}
       </main>
@@ -942,7 +988,7 @@ function Composer({
 
 /** A failure in words: the client's own errors as they are, the server's described. */
 function say(err: unknown): string {
-  return err instanceof Error && !("code" in err) ? err.message : describe(err);
+  return passkeyTrouble(err) ?? (err instanceof Error && !("code" in err) ? err.message : describe(err));
 }
 
 function useAction() {
@@ -1097,6 +1143,70 @@ function TwoStep({ onClose }: { onClose: () => void }) {
         })}>
           Set up an authenticator app
         </button>
+      )}
+      <ErrorNote error={error} />
+    </Dialog>
+  );
+}
+
+/** The person's passkeys: adds one made on this device, removes any. */
+function Passkeys({ onClose }: { onClose: () => void }) {
+  const { error, run } = useAction();
+  const [keys, setKeys] = useState<Passkey[]>();
+  const reload = async () => setKeys((await auth.listPasskeys({})).passkeys);
+  useEffect(() => run(reload), []);
+  const add = (e: TargetedEvent<HTMLFormElement>) => {
+    e.preventDefault();
+    const form = e.currentTarget;
+    const name = String(new FormData(form).get("name") ?? "");
+    run(async () => {
+      const begun = await auth.beginPasskeyRegistration({ name });
+      const credentialJson = await createPasskey(begun.creationOptionsJson);
+      await auth.finishPasskeyRegistration({ registrationId: begun.registrationId, credentialJson });
+      form.reset();
+      await reload();
+    });
+  };
+  const when = (t: Passkey["createTime"]) => (t ? new Date(Number(t.seconds) * 1000).toLocaleDateString() : "");
+  return (
+    <Dialog title="Passkeys" onClose={onClose}>
+      <p>A passkey signs you in with this device's screen lock or a security key, with no password to type.</p>
+      {keys && keys.length === 0 && <p class="hint">No passkeys yet.</p>}
+      {keys && keys.length > 0 && (
+        <ul aria-label="Your passkeys" class="passkeys">
+          {keys.map((k) => (
+            <li key={k.credentialId}>
+              <span>
+                <strong>{k.name}</strong> added {when(k.createTime)}
+                {k.lastUsedTime ? `, last used ${when(k.lastUsedTime)}` : ", not used yet"}
+              </span>
+              <button
+                type="button"
+                class="link"
+                aria-label={`Remove ${k.name}`}
+                onClick={() =>
+                  run(async () => {
+                    await auth.deletePasskey({ credentialId: k.credentialId });
+                    await reload();
+                  })
+                }
+              >
+                Remove
+              </button>
+            </li>
+          ))}
+        </ul>
+      )}
+      {passkeysSupported() ? (
+        <form onSubmit={add}>
+          <label>
+            Name for the new passkey
+            <input name="name" required maxLength={64} placeholder="Work laptop" />
+          </label>
+          <button type="submit">Add a passkey</button>
+        </form>
+      ) : (
+        <p class="hint">This browser cannot make passkeys.</p>
       )}
       <ErrorNote error={error} />
     </Dialog>

@@ -2,8 +2,10 @@
 // renewed with the refresh token a minute before the access token expires.
 
 import { timestampMs } from "@bufbuild/protobuf/wkt";
+import { Code, ConnectError } from "@connectrpc/connect";
 import type { Account, TokenPair } from "../../gen/ts/colink/auth/v1/auth_pb";
 import { auth, useToken } from "./api";
+import { usePasskey } from "./passkeys";
 
 const KEY = "colink.session";
 /** The single sign-on this tab started, until the provider sends it back. */
@@ -124,6 +126,23 @@ export async function finishSingleSignOn(): Promise<Session | undefined> {
   const done = await auth.finishSingleSignOn({ state, code: query.get("code") ?? "" });
   if (!done.account || !done.tokens) {
     throw new Error("The sign-in did not complete; please sign in again.");
+  }
+  return begin(done.account, done.tokens);
+}
+
+/** Signs in with a passkey this device holds: no username, no password. */
+export async function signInWithPasskey(): Promise<Session> {
+  const begun = await auth.beginPasskeySignIn({});
+  const answer = await usePasskey(begun.requestOptionsJson);
+  const done = await auth
+    .finishPasskeySignIn({ signInId: begun.signInId, credentialJson: answer, deviceName: "web" })
+    .catch((err: unknown) => {
+      // Say why the passkey was refused (unknown here, or its answer did not check out).
+      const refused = ConnectError.from(err);
+      throw refused.code === Code.Unauthenticated ? new Error(`That passkey did not sign you in: ${refused.rawMessage}.`) : err;
+    });
+  if (!done.account || !done.tokens) {
+    throw new Error("The sign-in did not complete; please try again.");
   }
   return begin(done.account, done.tokens);
 }

@@ -449,6 +449,64 @@ try {
     await carolContext.close();
   });
 
+  await step("passkeys: add one, sign in with it alone, answer the second step with it, remove it", async () => {
+    // A passkey belongs to a site's domain, so this page is on localhost
+    // (the node's default relying party), not on an IP address.
+    const url = node.url.replace("127.0.0.1", "localhost");
+    const doraContext = await browser.newContext();
+    const dora = await doraContext.newPage();
+    pages.dora = dora;
+    // Chromium's virtual authenticator: a platform authenticator that
+    // holds discoverable passkeys and verifies its user.
+    const cdp = await doraContext.newCDPSession(dora);
+    await cdp.send("WebAuthn.enable");
+    const { authenticatorId } = await cdp.send("WebAuthn.addVirtualAuthenticator", {
+      options: { protocol: "ctap2", transport: "internal", hasResidentKey: true, hasUserVerification: true, isUserVerified: true },
+    });
+    await signUp(dora, url, "dora");
+    await dora.getByRole("button", { name: "Passkeys" }).click();
+    const dialog = dora.getByRole("region", { name: "Passkeys" });
+    await dialog.getByText("No passkeys yet.").waitFor();
+    await dialog.getByLabel("Name for the new passkey").fill("This laptop");
+    await dialog.getByRole("button", { name: "Add a passkey" }).click();
+    await dialog.getByRole("list", { name: "Your passkeys" }).getByText("This laptop").waitFor();
+    await accessible(dora, "the passkeys dialog");
+    await dora.screenshot({ path: join(results, "passkeys.png") });
+    const { credentials } = await cdp.send("WebAuthn.getCredentials", { authenticatorId });
+    expect(credentials.length === 1 && credentials[0].isResidentCredential, "one discoverable passkey on the authenticator");
+
+    // Signed out, the passkey alone signs dora in: no username, no password.
+    await dora.getByRole("button", { name: "Sign out" }).click();
+    await dora.getByRole("button", { name: "Use a passkey", exact: true }).click();
+    await dora.getByRole("navigation", { name: "Conversations" }).getByText("dora").waitFor();
+
+    // With two-step sign-in on, the passkey answers the second step.
+    await dora.getByRole("button", { name: "Two-step sign-in" }).click();
+    await dora.getByRole("button", { name: "Set up an authenticator app" }).click();
+    const secret = await dora.getByLabel("Secret key").textContent();
+    await dora.getByLabel("The code it shows").fill(totp(secret, Math.floor(Date.now() / 30_000)));
+    await dora.getByRole("button", { name: "Turn on" }).click();
+    await dora.getByRole("list", { name: "Recovery codes" }).waitFor();
+    await dora.getByRole("button", { name: "Sign out" }).click();
+    await dora.getByLabel("Username or email").fill("dora");
+    await dora.getByLabel("Password").fill("correct horse battery");
+    await dora.getByRole("button", { name: "Sign in", exact: true }).click();
+    await dora.getByLabel("Code from your authenticator app").waitFor();
+    await dora.screenshot({ path: join(results, "passkey-second-step.png") });
+    await dora.getByRole("button", { name: "Use a passkey instead" }).click();
+    await dora.getByRole("navigation", { name: "Conversations" }).waitFor();
+
+    // Removed, it signs nobody in, and the page says why.
+    await dora.getByRole("button", { name: "Passkeys" }).click();
+    await dialog.getByRole("button", { name: "Remove This laptop" }).click();
+    await dialog.getByText("No passkeys yet.").waitFor();
+    await dora.getByRole("button", { name: "Sign out" }).click();
+    await dora.getByRole("button", { name: "Use a passkey", exact: true }).click();
+    await dora.getByRole("alert").getByText("not registered").waitFor();
+    await dora.screenshot({ path: join(results, "passkey-removed.png") });
+    await doraContext.close();
+  });
+
   await step("offline while 20 messages are sent: each arrives once, in order", async () => {
     await openChannel(alice, "team");
     // The list renders the rows near its viewport: make room for all twenty.

@@ -7,6 +7,7 @@ import { test } from "node:test";
 import { Badges } from "../src/badges.ts";
 import { Cursor, Cursors, dropThrough, insertInOrder } from "../src/cursor.ts";
 import { MAX_ATTEMPTS, Outbox, type Outgoing, type Sender } from "../src/outbox.ts";
+import { creationOptions, fromBase64Url, requestOptions, toBase64Url } from "../src/passkeys.ts";
 import { type Uploader, formatSize, sendableHeaders, upload } from "../src/uploads.ts";
 import { Heights, anchorAt, rowAt, scrollFor, slice } from "../src/virtual.ts";
 
@@ -325,4 +326,31 @@ test("retention drops every message up to its sequence, replies included", () =>
   assert.deepEqual(c.order, [9n]);
   assert.deepEqual([...c.messages.keys()], [9n]);
   assert.deepEqual([...(c.threads.get("t")?.keys() ?? [])], [10n]);
+});
+
+test("passkey options arrive as base64url JSON and reach the browser as bytes", () => {
+  const bytes = new Uint8Array([0, 1, 250, 251, 252, 253, 254, 255]);
+  assert.equal(toBase64Url(bytes), "AAH6-_z9_v8");
+  assert.deepEqual([...fromBase64Url("AAH6-_z9_v8")], [...bytes]);
+  assert.deepEqual([...fromBase64Url("AAH6-_z9_v8=")], [...bytes], "padding is tolerated");
+  assert.equal(toBase64Url(bytes.subarray(2, 4)), "-vs", "a view encodes only its own bytes");
+  const created = creationOptions(
+    JSON.stringify({
+      publicKey: {
+        rp: { id: "localhost", name: "Colink" },
+        user: { id: "AQID", name: "ada", displayName: "ada" },
+        challenge: "BAUG",
+        pubKeyCredParams: [{ type: "public-key", alg: -7 }],
+        excludeCredentials: [{ type: "public-key", id: "Bwg" }],
+        authenticatorSelection: { residentKey: "preferred", userVerification: "required" },
+      },
+    }),
+  );
+  assert.deepEqual([...new Uint8Array(created.user.id as ArrayBuffer)], [1, 2, 3]);
+  assert.deepEqual([...new Uint8Array(created.challenge as ArrayBuffer)], [4, 5, 6]);
+  assert.deepEqual([...new Uint8Array(created.excludeCredentials?.[0]?.id as ArrayBuffer)], [7, 8]);
+  assert.equal(created.authenticatorSelection?.residentKey, "preferred");
+  const request = requestOptions(JSON.stringify({ publicKey: { challenge: "CQo", allowCredentials: [] }, mediation: "conditional" }));
+  assert.deepEqual([...new Uint8Array(request.challenge as ArrayBuffer)], [9, 10]);
+  assert.deepEqual(request.allowCredentials, []);
 });

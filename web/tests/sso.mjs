@@ -54,6 +54,9 @@ try {
   if ((await page.getByLabel("Password").count()) !== 0) {
     throw new Error("a password form is shown although the workspace signs in with single sign-on");
   }
+  if ((await page.getByRole("button", { name: "Use a passkey" }).count()) !== 0) {
+    throw new Error("passkey sign-in is offered although the provider signs people in");
+  }
   await page.screenshot({ path: join(results, "sign-in.png") });
   await button.click();
   // The provider's own sign-in form.

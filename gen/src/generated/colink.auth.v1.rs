@@ -168,6 +168,13 @@ pub struct GetSignInOptionsResponse {
     /// What to call the provider on a sign-in button.
     #[prost(string, tag = "3")]
     pub single_sign_on_name: ::prost::alloc::string::String,
+    /// Sign-in with a passkey (BeginPasskeySignIn).
+    #[prost(bool, tag = "4")]
+    pub passkeys: bool,
+    /// The WebAuthn relying party id passkeys are made for: the site's
+    /// domain, which the page's origin must be on.
+    #[prost(string, tag = "5")]
+    pub passkey_rp_id: ::prost::alloc::string::String,
 }
 /// BeginSingleSignOn.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -265,7 +272,9 @@ pub struct SecondFactorChallenge {
     /// The factors the account can answer with.
     #[prost(enumeration = "SecondFactorMethod", repeated, tag = "2")]
     pub methods: ::prost::alloc::vec::Vec<i32>,
-    /// WebAuthn request options (JSON) when WebAuthn is among the methods.
+    /// When the account has passkeys: `{"publicKey":
+    /// PublicKeyCredentialRequestOptions}` for navigator.credentials.get(),
+    /// allowing just those passkeys.
     #[prost(string, tag = "3")]
     pub webauthn_options_json: ::prost::alloc::string::String,
     /// When the challenge expires.
@@ -307,7 +316,7 @@ pub struct VerifySecondFactorRequest {
     /// The TOTP code, for TOTP.
     #[prost(string, tag = "3")]
     pub code: ::prost::alloc::string::String,
-    /// The WebAuthn assertion (JSON), for WebAuthn.
+    /// For WebAuthn: the PublicKeyCredential in the WebAuthn JSON form.
     #[prost(string, tag = "4")]
     pub webauthn_assertion_json: ::prost::alloc::string::String,
 }
@@ -470,39 +479,121 @@ pub struct DisableTotpRequest {
 /// DisableTotp result.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct DisableTotpResponse {}
-/// BeginWebAuthnRegistration.
+/// BeginPasskeyRegistration.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
-pub struct BeginWebAuthnRegistrationRequest {
-    /// A name for the authenticator, 1..=64 characters.
+pub struct BeginPasskeyRegistrationRequest {
+    /// What the person calls this passkey ("Work laptop"), 1..=64 characters.
     #[prost(string, tag = "1")]
-    pub authenticator_name: ::prost::alloc::string::String,
+    pub name: ::prost::alloc::string::String,
 }
-/// BeginWebAuthnRegistration result.
+/// BeginPasskeyRegistration result.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
-pub struct BeginWebAuthnRegistrationResponse {
-    /// Registration id to pass to Finish.
+pub struct BeginPasskeyRegistrationResponse {
+    /// Pass to FinishPasskeyRegistration.
     #[prost(string, tag = "1")]
     pub registration_id: ::prost::alloc::string::String,
-    /// PublicKeyCredentialCreationOptions as JSON.
+    /// `{"publicKey": PublicKeyCredentialCreationOptions}` in the WebAuthn
+    /// JSON form (binary fields base64url).
     #[prost(string, tag = "2")]
     pub creation_options_json: ::prost::alloc::string::String,
+    /// Until when the registration can be finished.
+    #[prost(message, optional, tag = "3")]
+    pub expire_time: ::core::option::Option<::prost_types::Timestamp>,
 }
-/// FinishWebAuthnRegistration.
+/// FinishPasskeyRegistration.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
-pub struct FinishWebAuthnRegistrationRequest {
-    /// From Begin.
+pub struct FinishPasskeyRegistrationRequest {
+    /// From BeginPasskeyRegistration.
     #[prost(string, tag = "1")]
     pub registration_id: ::prost::alloc::string::String,
-    /// The authenticator's attestation response as JSON.
+    /// The new PublicKeyCredential in the WebAuthn JSON form (its toJSON()):
+    /// id, rawId, type, response.attestationObject, response.clientDataJSON.
     #[prost(string, tag = "2")]
     pub credential_json: ::prost::alloc::string::String,
 }
-/// FinishWebAuthnRegistration result.
+/// FinishPasskeyRegistration result.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
-pub struct FinishWebAuthnRegistrationResponse {
-    /// The stored credential's id.
+pub struct FinishPasskeyRegistrationResponse {
+    /// The stored passkey.
+    #[prost(message, optional, tag = "1")]
+    pub passkey: ::core::option::Option<Passkey>,
+}
+/// A passkey of an account.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct Passkey {
+    /// The WebAuthn credential id, base64url.
     #[prost(string, tag = "1")]
     pub credential_id: ::prost::alloc::string::String,
+    /// The person's name for it.
+    #[prost(string, tag = "2")]
+    pub name: ::prost::alloc::string::String,
+    /// When it was registered.
+    #[prost(message, optional, tag = "3")]
+    pub create_time: ::core::option::Option<::prost_types::Timestamp>,
+    /// When it last signed in; unset if never.
+    #[prost(message, optional, tag = "4")]
+    pub last_used_time: ::core::option::Option<::prost_types::Timestamp>,
+}
+/// ListPasskeys.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ListPasskeysRequest {}
+/// ListPasskeys result.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ListPasskeysResponse {
+    /// Newest first.
+    #[prost(message, repeated, tag = "1")]
+    pub passkeys: ::prost::alloc::vec::Vec<Passkey>,
+}
+/// DeletePasskey.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct DeletePasskeyRequest {
+    /// From ListPasskeys.
+    #[prost(string, tag = "1")]
+    pub credential_id: ::prost::alloc::string::String,
+}
+/// DeletePasskey result.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct DeletePasskeyResponse {}
+/// BeginPasskeySignIn.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct BeginPasskeySignInRequest {}
+/// BeginPasskeySignIn result.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct BeginPasskeySignInResponse {
+    /// Pass to FinishPasskeySignIn.
+    #[prost(string, tag = "1")]
+    pub sign_in_id: ::prost::alloc::string::String,
+    /// `{"publicKey": PublicKeyCredentialRequestOptions, "mediation": ...}` in
+    /// the WebAuthn JSON form; `allowCredentials` is empty.
+    #[prost(string, tag = "2")]
+    pub request_options_json: ::prost::alloc::string::String,
+    /// Until when the sign-in can be finished.
+    #[prost(message, optional, tag = "3")]
+    pub expire_time: ::core::option::Option<::prost_types::Timestamp>,
+}
+/// FinishPasskeySignIn.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct FinishPasskeySignInRequest {
+    /// From BeginPasskeySignIn.
+    #[prost(string, tag = "1")]
+    pub sign_in_id: ::prost::alloc::string::String,
+    /// The PublicKeyCredential in the WebAuthn JSON form: id, rawId, type,
+    /// response.authenticatorData, clientDataJSON, signature, userHandle.
+    #[prost(string, tag = "2")]
+    pub credential_json: ::prost::alloc::string::String,
+    /// Names the session, at most 128 characters.
+    #[prost(string, tag = "3")]
+    pub device_name: ::prost::alloc::string::String,
+}
+/// FinishPasskeySignIn result.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct FinishPasskeySignInResponse {
+    /// Signed in.
+    #[prost(message, optional, tag = "1")]
+    pub tokens: ::core::option::Option<TokenPair>,
+    /// The account.
+    #[prost(message, optional, tag = "2")]
+    pub account: ::core::option::Option<Account>,
 }
 /// RequestPasswordReset.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -595,7 +686,7 @@ pub enum SecondFactorMethod {
     Unspecified = 0,
     /// A 6-digit RFC 6238 code (30 s steps).
     Totp = 1,
-    /// A WebAuthn assertion.
+    /// A passkey's answer (a WebAuthn assertion), for accounts with passkeys.
     Webauthn = 2,
 }
 impl SecondFactorMethod {
@@ -729,7 +820,8 @@ pub mod auth_service_client {
             self.inner.unary(req, path, codec).await
         }
         /// Checks a password. Returns tokens, or a second-factor challenge when the
-        /// account has one enrolled. UNAUTHENTICATED on a wrong login or password
+        /// account has TOTP enrolled; the account's passkeys can answer it too
+        /// (`webauthn_options_json`). UNAUTHENTICATED on a wrong login or password
         /// (the message does not say which); PERMISSION_DENIED for a deactivated
         /// account; RESOURCE_EXHAUSTED with a google.rpc.RetryInfo while failed
         /// attempts for the account or the client address hold logins back.
@@ -1258,12 +1350,17 @@ pub mod auth_service_client {
                 .insert(GrpcMethod::new("colink.auth.v1.AuthService", "DisableTotp"));
             self.inner.unary(req, path, codec).await
         }
-        /// Starts registering a WebAuthn authenticator (security key, passkey).
-        pub async fn begin_web_authn_registration(
+        /// Starts registering a passkey (a WebAuthn credential: a phone, a
+        /// laptop's platform authenticator, a security key) for the caller. The
+        /// options go to navigator.credentials.create(); the registration can be
+        /// finished on any node for five minutes.
+        /// Errors: INVALID_ARGUMENT naming `name` (1..=64 characters);
+        /// FAILED_PRECONDITION with single sign-on, or with 20 passkeys already.
+        pub async fn begin_passkey_registration(
             &mut self,
-            request: impl tonic::IntoRequest<super::BeginWebAuthnRegistrationRequest>,
+            request: impl tonic::IntoRequest<super::BeginPasskeyRegistrationRequest>,
         ) -> std::result::Result<
-            tonic::Response<super::BeginWebAuthnRegistrationResponse>,
+            tonic::Response<super::BeginPasskeyRegistrationResponse>,
             tonic::Status,
         > {
             self.inner
@@ -1276,24 +1373,31 @@ pub mod auth_service_client {
                 })?;
             let codec = crate::codec::ProtoCodec::default();
             let path = http::uri::PathAndQuery::from_static(
-                "/colink.auth.v1.AuthService/BeginWebAuthnRegistration",
+                "/colink.auth.v1.AuthService/BeginPasskeyRegistration",
             );
             let mut req = request.into_request();
             req.extensions_mut()
                 .insert(
                     GrpcMethod::new(
                         "colink.auth.v1.AuthService",
-                        "BeginWebAuthnRegistration",
+                        "BeginPasskeyRegistration",
                     ),
                 );
             self.inner.unary(req, path, codec).await
         }
-        /// Finishes registering a WebAuthn authenticator.
-        pub async fn finish_web_authn_registration(
+        /// Checks the authenticator's answer and stores the passkey. Finishing
+        /// again with the same registration and credential answers the same
+        /// credential id and stores nothing more.
+        /// Errors: INVALID_ARGUMENT naming `registration_id` or `credential_json`
+        /// (malformed, or its signature, origin, challenge or user verification
+        /// does not check out); NOT_FOUND for another account's registration;
+        /// FAILED_PRECONDITION once expired or finished with another credential;
+        /// ALREADY_EXISTS when the credential is registered already.
+        pub async fn finish_passkey_registration(
             &mut self,
-            request: impl tonic::IntoRequest<super::FinishWebAuthnRegistrationRequest>,
+            request: impl tonic::IntoRequest<super::FinishPasskeyRegistrationRequest>,
         ) -> std::result::Result<
-            tonic::Response<super::FinishWebAuthnRegistrationResponse>,
+            tonic::Response<super::FinishPasskeyRegistrationResponse>,
             tonic::Status,
         > {
             self.inner
@@ -1306,15 +1410,131 @@ pub mod auth_service_client {
                 })?;
             let codec = crate::codec::ProtoCodec::default();
             let path = http::uri::PathAndQuery::from_static(
-                "/colink.auth.v1.AuthService/FinishWebAuthnRegistration",
+                "/colink.auth.v1.AuthService/FinishPasskeyRegistration",
             );
             let mut req = request.into_request();
             req.extensions_mut()
                 .insert(
                     GrpcMethod::new(
                         "colink.auth.v1.AuthService",
-                        "FinishWebAuthnRegistration",
+                        "FinishPasskeyRegistration",
                     ),
+                );
+            self.inner.unary(req, path, codec).await
+        }
+        /// The caller's passkeys, newest first.
+        pub async fn list_passkeys(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ListPasskeysRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ListPasskeysResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = crate::codec::ProtoCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/colink.auth.v1.AuthService/ListPasskeys",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("colink.auth.v1.AuthService", "ListPasskeys"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// Removes one of the caller's passkeys; it signs nobody in any more.
+        /// Errors: INVALID_ARGUMENT naming `credential_id`; NOT_FOUND when it is
+        /// not one of the caller's.
+        pub async fn delete_passkey(
+            &mut self,
+            request: impl tonic::IntoRequest<super::DeletePasskeyRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::DeletePasskeyResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = crate::codec::ProtoCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/colink.auth.v1.AuthService/DeletePasskey",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("colink.auth.v1.AuthService", "DeletePasskey"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// Starts signing in with a passkey, no username asked: the options go to
+        /// navigator.credentials.get(), and the authenticator offers the passkeys
+        /// it holds for this site. No token needed.
+        /// Errors: FAILED_PRECONDITION with single sign-on.
+        pub async fn begin_passkey_sign_in(
+            &mut self,
+            request: impl tonic::IntoRequest<super::BeginPasskeySignInRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::BeginPasskeySignInResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = crate::codec::ProtoCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/colink.auth.v1.AuthService/BeginPasskeySignIn",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new("colink.auth.v1.AuthService", "BeginPasskeySignIn"),
+                );
+            self.inner.unary(req, path, codec).await
+        }
+        /// Checks the passkey's answer and opens a session. A passkey verifies
+        /// its user itself, so no second factor is asked. Each sign-in can be
+        /// finished once, within five minutes. No token needed.
+        /// Errors: INVALID_ARGUMENT naming `sign_in_id` (also when unknown, spent
+        /// or expired), `credential_json` or `device_name`; UNAUTHENTICATED for a
+        /// passkey not registered here or an answer that does not check out;
+        /// PERMISSION_DENIED for a deactivated or suspended account;
+        /// RESOURCE_EXHAUSTED after too many failures for the account or address.
+        pub async fn finish_passkey_sign_in(
+            &mut self,
+            request: impl tonic::IntoRequest<super::FinishPasskeySignInRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::FinishPasskeySignInResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = crate::codec::ProtoCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/colink.auth.v1.AuthService/FinishPasskeySignIn",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new("colink.auth.v1.AuthService", "FinishPasskeySignIn"),
                 );
             self.inner.unary(req, path, codec).await
         }
@@ -1463,7 +1683,8 @@ pub mod auth_service_server {
             tonic::Status,
         >;
         /// Checks a password. Returns tokens, or a second-factor challenge when the
-        /// account has one enrolled. UNAUTHENTICATED on a wrong login or password
+        /// account has TOTP enrolled; the account's passkeys can answer it too
+        /// (`webauthn_options_json`). UNAUTHENTICATED on a wrong login or password
         /// (the message does not say which); PERMISSION_DENIED for a deactivated
         /// account; RESOURCE_EXHAUSTED with a google.rpc.RetryInfo while failed
         /// attempts for the account or the client address hold logins back.
@@ -1651,20 +1872,76 @@ pub mod auth_service_server {
             tonic::Response<super::DisableTotpResponse>,
             tonic::Status,
         >;
-        /// Starts registering a WebAuthn authenticator (security key, passkey).
-        async fn begin_web_authn_registration(
+        /// Starts registering a passkey (a WebAuthn credential: a phone, a
+        /// laptop's platform authenticator, a security key) for the caller. The
+        /// options go to navigator.credentials.create(); the registration can be
+        /// finished on any node for five minutes.
+        /// Errors: INVALID_ARGUMENT naming `name` (1..=64 characters);
+        /// FAILED_PRECONDITION with single sign-on, or with 20 passkeys already.
+        async fn begin_passkey_registration(
             &self,
-            request: tonic::Request<super::BeginWebAuthnRegistrationRequest>,
+            request: tonic::Request<super::BeginPasskeyRegistrationRequest>,
         ) -> std::result::Result<
-            tonic::Response<super::BeginWebAuthnRegistrationResponse>,
+            tonic::Response<super::BeginPasskeyRegistrationResponse>,
             tonic::Status,
         >;
-        /// Finishes registering a WebAuthn authenticator.
-        async fn finish_web_authn_registration(
+        /// Checks the authenticator's answer and stores the passkey. Finishing
+        /// again with the same registration and credential answers the same
+        /// credential id and stores nothing more.
+        /// Errors: INVALID_ARGUMENT naming `registration_id` or `credential_json`
+        /// (malformed, or its signature, origin, challenge or user verification
+        /// does not check out); NOT_FOUND for another account's registration;
+        /// FAILED_PRECONDITION once expired or finished with another credential;
+        /// ALREADY_EXISTS when the credential is registered already.
+        async fn finish_passkey_registration(
             &self,
-            request: tonic::Request<super::FinishWebAuthnRegistrationRequest>,
+            request: tonic::Request<super::FinishPasskeyRegistrationRequest>,
         ) -> std::result::Result<
-            tonic::Response<super::FinishWebAuthnRegistrationResponse>,
+            tonic::Response<super::FinishPasskeyRegistrationResponse>,
+            tonic::Status,
+        >;
+        /// The caller's passkeys, newest first.
+        async fn list_passkeys(
+            &self,
+            request: tonic::Request<super::ListPasskeysRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ListPasskeysResponse>,
+            tonic::Status,
+        >;
+        /// Removes one of the caller's passkeys; it signs nobody in any more.
+        /// Errors: INVALID_ARGUMENT naming `credential_id`; NOT_FOUND when it is
+        /// not one of the caller's.
+        async fn delete_passkey(
+            &self,
+            request: tonic::Request<super::DeletePasskeyRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::DeletePasskeyResponse>,
+            tonic::Status,
+        >;
+        /// Starts signing in with a passkey, no username asked: the options go to
+        /// navigator.credentials.get(), and the authenticator offers the passkeys
+        /// it holds for this site. No token needed.
+        /// Errors: FAILED_PRECONDITION with single sign-on.
+        async fn begin_passkey_sign_in(
+            &self,
+            request: tonic::Request<super::BeginPasskeySignInRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::BeginPasskeySignInResponse>,
+            tonic::Status,
+        >;
+        /// Checks the passkey's answer and opens a session. A passkey verifies
+        /// its user itself, so no second factor is asked. Each sign-in can be
+        /// finished once, within five minutes. No token needed.
+        /// Errors: INVALID_ARGUMENT naming `sign_in_id` (also when unknown, spent
+        /// or expired), `credential_json` or `device_name`; UNAUTHENTICATED for a
+        /// passkey not registered here or an answer that does not check out;
+        /// PERMISSION_DENIED for a deactivated or suspended account;
+        /// RESOURCE_EXHAUSTED after too many failures for the account or address.
+        async fn finish_passkey_sign_in(
+            &self,
+            request: tonic::Request<super::FinishPasskeySignInRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::FinishPasskeySignInResponse>,
             tonic::Status,
         >;
         /// Sends a password-reset code to the account's email, if the account exists.
@@ -2693,15 +2970,14 @@ pub mod auth_service_server {
                     };
                     Box::pin(fut)
                 }
-                "/colink.auth.v1.AuthService/BeginWebAuthnRegistration" => {
+                "/colink.auth.v1.AuthService/BeginPasskeyRegistration" => {
                     #[allow(non_camel_case_types)]
-                    struct BeginWebAuthnRegistrationSvc<T: AuthService>(pub Arc<T>);
+                    struct BeginPasskeyRegistrationSvc<T: AuthService>(pub Arc<T>);
                     impl<
                         T: AuthService,
-                    > tonic::server::UnaryService<
-                        super::BeginWebAuthnRegistrationRequest,
-                    > for BeginWebAuthnRegistrationSvc<T> {
-                        type Response = super::BeginWebAuthnRegistrationResponse;
+                    > tonic::server::UnaryService<super::BeginPasskeyRegistrationRequest>
+                    for BeginPasskeyRegistrationSvc<T> {
+                        type Response = super::BeginPasskeyRegistrationResponse;
                         type Future = BoxFuture<
                             tonic::Response<Self::Response>,
                             tonic::Status,
@@ -2709,12 +2985,12 @@ pub mod auth_service_server {
                         fn call(
                             &mut self,
                             request: tonic::Request<
-                                super::BeginWebAuthnRegistrationRequest,
+                                super::BeginPasskeyRegistrationRequest,
                             >,
                         ) -> Self::Future {
                             let inner = Arc::clone(&self.0);
                             let fut = async move {
-                                <T as AuthService>::begin_web_authn_registration(
+                                <T as AuthService>::begin_passkey_registration(
                                         &inner,
                                         request,
                                     )
@@ -2729,7 +3005,7 @@ pub mod auth_service_server {
                     let max_encoding_message_size = self.max_encoding_message_size;
                     let inner = self.inner.clone();
                     let fut = async move {
-                        let method = BeginWebAuthnRegistrationSvc(inner);
+                        let method = BeginPasskeyRegistrationSvc(inner);
                         let codec = crate::codec::ProtoCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
@@ -2745,15 +3021,15 @@ pub mod auth_service_server {
                     };
                     Box::pin(fut)
                 }
-                "/colink.auth.v1.AuthService/FinishWebAuthnRegistration" => {
+                "/colink.auth.v1.AuthService/FinishPasskeyRegistration" => {
                     #[allow(non_camel_case_types)]
-                    struct FinishWebAuthnRegistrationSvc<T: AuthService>(pub Arc<T>);
+                    struct FinishPasskeyRegistrationSvc<T: AuthService>(pub Arc<T>);
                     impl<
                         T: AuthService,
                     > tonic::server::UnaryService<
-                        super::FinishWebAuthnRegistrationRequest,
-                    > for FinishWebAuthnRegistrationSvc<T> {
-                        type Response = super::FinishWebAuthnRegistrationResponse;
+                        super::FinishPasskeyRegistrationRequest,
+                    > for FinishPasskeyRegistrationSvc<T> {
+                        type Response = super::FinishPasskeyRegistrationResponse;
                         type Future = BoxFuture<
                             tonic::Response<Self::Response>,
                             tonic::Status,
@@ -2761,12 +3037,12 @@ pub mod auth_service_server {
                         fn call(
                             &mut self,
                             request: tonic::Request<
-                                super::FinishWebAuthnRegistrationRequest,
+                                super::FinishPasskeyRegistrationRequest,
                             >,
                         ) -> Self::Future {
                             let inner = Arc::clone(&self.0);
                             let fut = async move {
-                                <T as AuthService>::finish_web_authn_registration(
+                                <T as AuthService>::finish_passkey_registration(
                                         &inner,
                                         request,
                                     )
@@ -2781,7 +3057,189 @@ pub mod auth_service_server {
                     let max_encoding_message_size = self.max_encoding_message_size;
                     let inner = self.inner.clone();
                     let fut = async move {
-                        let method = FinishWebAuthnRegistrationSvc(inner);
+                        let method = FinishPasskeyRegistrationSvc(inner);
+                        let codec = crate::codec::ProtoCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/colink.auth.v1.AuthService/ListPasskeys" => {
+                    #[allow(non_camel_case_types)]
+                    struct ListPasskeysSvc<T: AuthService>(pub Arc<T>);
+                    impl<
+                        T: AuthService,
+                    > tonic::server::UnaryService<super::ListPasskeysRequest>
+                    for ListPasskeysSvc<T> {
+                        type Response = super::ListPasskeysResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ListPasskeysRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as AuthService>::list_passkeys(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ListPasskeysSvc(inner);
+                        let codec = crate::codec::ProtoCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/colink.auth.v1.AuthService/DeletePasskey" => {
+                    #[allow(non_camel_case_types)]
+                    struct DeletePasskeySvc<T: AuthService>(pub Arc<T>);
+                    impl<
+                        T: AuthService,
+                    > tonic::server::UnaryService<super::DeletePasskeyRequest>
+                    for DeletePasskeySvc<T> {
+                        type Response = super::DeletePasskeyResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::DeletePasskeyRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as AuthService>::delete_passkey(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = DeletePasskeySvc(inner);
+                        let codec = crate::codec::ProtoCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/colink.auth.v1.AuthService/BeginPasskeySignIn" => {
+                    #[allow(non_camel_case_types)]
+                    struct BeginPasskeySignInSvc<T: AuthService>(pub Arc<T>);
+                    impl<
+                        T: AuthService,
+                    > tonic::server::UnaryService<super::BeginPasskeySignInRequest>
+                    for BeginPasskeySignInSvc<T> {
+                        type Response = super::BeginPasskeySignInResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::BeginPasskeySignInRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as AuthService>::begin_passkey_sign_in(&inner, request)
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = BeginPasskeySignInSvc(inner);
+                        let codec = crate::codec::ProtoCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/colink.auth.v1.AuthService/FinishPasskeySignIn" => {
+                    #[allow(non_camel_case_types)]
+                    struct FinishPasskeySignInSvc<T: AuthService>(pub Arc<T>);
+                    impl<
+                        T: AuthService,
+                    > tonic::server::UnaryService<super::FinishPasskeySignInRequest>
+                    for FinishPasskeySignInSvc<T> {
+                        type Response = super::FinishPasskeySignInResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::FinishPasskeySignInRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as AuthService>::finish_passkey_sign_in(&inner, request)
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = FinishPasskeySignInSvc(inner);
                         let codec = crate::codec::ProtoCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(

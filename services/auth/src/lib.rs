@@ -5,6 +5,7 @@
 mod domain;
 mod keys;
 mod mail;
+mod passkeys;
 mod recovery;
 mod roles;
 mod second_factor;
@@ -76,6 +77,8 @@ pub struct AuthService {
     /// The OpenID provider people sign in with; `None` for built-in
     /// passwords.
     provider: Option<Arc<OpenIdProvider>>,
+    /// The WebAuthn relying party passkeys are made for.
+    passkeys: webauthn_rs::Webauthn,
 }
 
 /// The shared backends the auth service uses besides its database.
@@ -93,6 +96,7 @@ impl AuthService {
         let Backends { ephemeral, pubsub, provider } = backends;
         let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(MAX_HASHING_THREADS);
         let hashing = PasswordHashing::new(&config, workers).map_err(Error::internal)?;
+        let passkeys = passkeys::relying_party(&config.passkeys).map_err(Error::internal)?;
         let keys = Keys::load_or_create(&db).await?;
         let decoy_hash = hashing.hash("decoy password for unknown logins".into()).await.map_err(Error::internal)?;
         let mailer = mail::Mailer::new(&config.mail).map_err(Error::internal)?;
@@ -111,6 +115,7 @@ impl AuthService {
             pubsub,
             mailer,
             provider,
+            passkeys,
         })
     }
 
@@ -515,12 +520,6 @@ fn to_account(c: &credential::Model, second_factor_enabled: bool) -> pb::Account
     }
 }
 
-/// WebAuthn needs an attestation verifier; until Colink has one these RPCs
-/// say so plainly.
-fn not_yet(what: &str) -> Status {
-    Status::unimplemented(format!("{what} is not available in this version of Colink"))
-}
-
 #[tonic::async_trait]
 impl AuthRpc for AuthService {
     async fn register(&self, request: Request<pb::RegisterRequest>) -> Result<Response<pb::RegisterResponse>, Status> {
@@ -672,18 +671,52 @@ impl AuthRpc for AuthService {
         Ok(Response::new(pb::DisableTotpResponse {}))
     }
 
-    async fn begin_web_authn_registration(
+    async fn begin_passkey_registration(
         &self,
-        _request: Request<pb::BeginWebAuthnRegistrationRequest>,
-    ) -> Result<Response<pb::BeginWebAuthnRegistrationResponse>, Status> {
-        Err(not_yet("WebAuthn"))
+        request: Request<pb::BeginPasskeyRegistrationRequest>,
+    ) -> Result<Response<pb::BeginPasskeyRegistrationResponse>, Status> {
+        let caller = caller(&request)?;
+        Ok(Response::new(AuthService::begin_passkey_registration(self, caller, request.get_ref()).await?))
     }
 
-    async fn finish_web_authn_registration(
+    async fn finish_passkey_registration(
         &self,
-        _request: Request<pb::FinishWebAuthnRegistrationRequest>,
-    ) -> Result<Response<pb::FinishWebAuthnRegistrationResponse>, Status> {
-        Err(not_yet("WebAuthn"))
+        request: Request<pb::FinishPasskeyRegistrationRequest>,
+    ) -> Result<Response<pb::FinishPasskeyRegistrationResponse>, Status> {
+        let caller = caller(&request)?;
+        Ok(Response::new(AuthService::finish_passkey_registration(self, caller, request.get_ref()).await?))
+    }
+
+    async fn list_passkeys(
+        &self,
+        request: Request<pb::ListPasskeysRequest>,
+    ) -> Result<Response<pb::ListPasskeysResponse>, Status> {
+        let caller = caller(&request)?;
+        Ok(Response::new(AuthService::list_passkeys(self, caller).await?))
+    }
+
+    async fn delete_passkey(
+        &self,
+        request: Request<pb::DeletePasskeyRequest>,
+    ) -> Result<Response<pb::DeletePasskeyResponse>, Status> {
+        let caller = caller(&request)?;
+        AuthService::delete_passkey(self, caller, &request.get_ref().credential_id).await?;
+        Ok(Response::new(pb::DeletePasskeyResponse {}))
+    }
+
+    async fn begin_passkey_sign_in(
+        &self,
+        _request: Request<pb::BeginPasskeySignInRequest>,
+    ) -> Result<Response<pb::BeginPasskeySignInResponse>, Status> {
+        Ok(Response::new(AuthService::begin_passkey_sign_in(self).await?))
+    }
+
+    async fn finish_passkey_sign_in(
+        &self,
+        request: Request<pb::FinishPasskeySignInRequest>,
+    ) -> Result<Response<pb::FinishPasskeySignInResponse>, Status> {
+        let address = client_address();
+        Ok(Response::new(AuthService::finish_passkey_sign_in(self, request.get_ref(), address.as_deref()).await?))
     }
 
     async fn request_password_reset(

@@ -1,6 +1,7 @@
 //! TOTP as a second factor: enrolment, confirmation with a first code,
 //! single-use recovery codes, and the login challenge that a password alone
-//! no longer completes once a factor is confirmed.
+//! no longer completes once a factor is confirmed. The account's passkeys
+//! can answer that challenge too.
 
 use colink_proto::auth::v1 as pb;
 use colink_runtime::ids::{new_id, now_micros, parse_id, timestamp};
@@ -132,10 +133,15 @@ impl AuthService {
         }
         .insert(&self.db.writer)
         .await?;
+        let mut methods = vec![pb::SecondFactorMethod::Totp as i32];
+        let passkey_options = self.second_factor_options(user_id, &row.challenge_id).await?;
+        if passkey_options.is_some() {
+            methods.push(pb::SecondFactorMethod::Webauthn as i32);
+        }
         Ok(pb::SecondFactorChallenge {
             challenge_id: row.challenge_id,
-            methods: vec![pb::SecondFactorMethod::Totp as i32],
-            webauthn_options_json: String::new(),
+            methods,
+            webauthn_options_json: passkey_options.unwrap_or_default(),
             expire_time: Some(timestamp(expires_at)),
         })
     }
@@ -145,16 +151,16 @@ impl AuthService {
         req: pb::VerifySecondFactorRequest,
     ) -> Result<pb::VerifySecondFactorResponse> {
         let challenge_id = parse_id("challenge_id", &req.challenge_id)?;
-        match pb::SecondFactorMethod::try_from(req.method) {
-            Ok(pb::SecondFactorMethod::Totp) => {}
-            Ok(pb::SecondFactorMethod::Webauthn) => {
-                return Err(Error::invalid("method", "no WebAuthn authenticator can be registered yet; use TOTP"));
+        let method = match pb::SecondFactorMethod::try_from(req.method) {
+            Ok(pb::SecondFactorMethod::Totp) if req.code.trim().is_empty() => {
+                return Err(Error::invalid("code", "is required"));
             }
-            _ => return Err(Error::invalid("method", "must be SECOND_FACTOR_METHOD_TOTP")),
-        }
-        if req.code.trim().is_empty() {
-            return Err(Error::invalid("code", "is required"));
-        }
+            Ok(pb::SecondFactorMethod::Webauthn) if req.webauthn_assertion_json.trim().is_empty() => {
+                return Err(Error::invalid("webauthn_assertion_json", "is required"));
+            }
+            Ok(method @ (pb::SecondFactorMethod::Totp | pb::SecondFactorMethod::Webauthn)) => method,
+            _ => return Err(Error::invalid("method", "must be SECOND_FACTOR_METHOD_TOTP or _WEBAUTHN")),
+        };
         let spent = || Error::Unauthenticated("this sign-in attempt has expired; sign in again".into());
         let now = now_micros();
         let txn = self.db.writer.begin().await?;
@@ -168,14 +174,26 @@ impl AuthService {
             .await?
             .filter(|f| f.confirmed_at.is_some())
             .ok_or_else(spent)?;
-        if !redeem(&txn, &factor, &req.code).await? {
+        let answered = match method {
+            pb::SecondFactorMethod::Webauthn => {
+                let answer = &req.webauthn_assertion_json;
+                self.second_factor_answered(&txn, &challenge.challenge_id, &challenge.user_id, answer).await?
+            }
+            _ => redeem(&txn, &factor, &req.code).await?,
+        };
+        if !answered {
             login_challenge::Entity::update_many()
                 .col_expr(login_challenge::Column::Attempts, Expr::col(login_challenge::Column::Attempts).add(1))
                 .filter(login_challenge::Column::ChallengeId.eq(&challenge.challenge_id))
                 .exec(&txn)
                 .await?;
             txn.commit().await?;
-            return Err(Error::Unauthenticated("wrong code".into()));
+            let wrong = if method == pb::SecondFactorMethod::Webauthn {
+                "the passkey's answer does not check out"
+            } else {
+                "wrong code"
+            };
+            return Err(Error::Unauthenticated(wrong.into()));
         }
         let account = credential::Entity::find_by_id(challenge.user_id.clone()).one(&txn).await?.ok_or_else(spent)?;
         if let Some(barred) = account.barred(now) {

@@ -58,6 +58,8 @@ impl AuthService {
             password: self.provider.is_none(),
             single_sign_on: self.provider.is_some(),
             single_sign_on_name: self.provider.as_ref().map(|p| p.config().display_name.clone()).unwrap_or_default(),
+            passkeys: self.provider.is_none(),
+            passkey_rp_id: if self.provider.is_none() { self.config.passkeys.rp_id.clone() } else { String::new() },
         }
     }
 

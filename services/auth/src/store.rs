@@ -261,3 +261,57 @@ pub mod sso_login {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+pub mod passkey {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "passkeys")]
+    pub struct Model {
+        /// The WebAuthn credential id, base64url.
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub credential_id: String,
+        pub user_id: String,
+        pub name: String,
+        /// The credential as webauthn-rs keeps it (JSON): public key, sign
+        /// count, backup flags.
+        pub credential: String,
+        pub created_at: i64,
+        pub last_used_at: Option<i64>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod passkey_ceremony {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "passkey_ceremonies")]
+    pub struct Model {
+        /// The registration's or sign-in's id; for the second step of a
+        /// password sign-in, the login challenge's.
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub ceremony_id: String,
+        /// One of `PURPOSE_*` in `passkeys.rs`.
+        pub purpose: String,
+        /// Whose; empty for a sign-in, whose user the passkey tells.
+        pub user_id: String,
+        /// A registration's passkey name.
+        pub name: String,
+        /// The challenge state as webauthn-rs keeps it (JSON).
+        pub state: String,
+        pub expires_at: i64,
+        pub used_at: Option<i64>,
+        /// The passkey a finished registration stored.
+        pub credential_id: String,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

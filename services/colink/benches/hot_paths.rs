@@ -1,14 +1,19 @@
 //! Micro-benchmarks of the three paths every message takes: checking the
 //! caller's token, taking a sequence number and storing the message, and
 //! fanning the stored event out to the streams that follow its channel.
-//! `colink bench` measures the whole node; these isolate the parts.
+//! `colink bench` measures the whole node; these isolate the parts. Two
+//! sign-in costs stand beside them: a password check, and a whole passkey
+//! sign-in.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use colink_migrations::MigratorTrait;
 use colink_proto::auth::v1::auth_service_client::AuthServiceClient;
-use colink_proto::auth::v1::{CheckSessionRequest, RegisterRequest};
+use colink_proto::auth::v1::{
+    BeginPasskeyRegistrationRequest, BeginPasskeySignInRequest, CheckSessionRequest, FinishPasskeyRegistrationRequest,
+    FinishPasskeySignInRequest, RegisterRequest,
+};
 use colink_proto::messaging::v1::channel_event::Kind;
 use colink_proto::messaging::v1::{ChannelEvent, Message};
 use colink_proto::realtime::v1::{ServerFrame, server_frame::Frame as ServerFrameKind};
@@ -24,6 +29,9 @@ use ed25519_dalek::SigningKey;
 use prost::Message as _;
 use prost::bytes::Bytes;
 use tokio::sync::broadcast::Receiver;
+
+#[path = "../tests/api/soft_authenticator.rs"]
+mod soft_authenticator;
 
 const ISSUER: &str = "colink-bench";
 
@@ -288,5 +296,59 @@ fn password_check(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(hot_paths, token_check, seq_and_insert, fan_out, password_check);
+/// A whole passkey sign-in through the gRPC client against a node on
+/// SQLite: BeginPasskeySignIn, the authenticator's P-256 signature, and
+/// FinishPasskeySignIn (the WebAuthn checks, the ceremony spent, the sign
+/// count and a new session stored).
+fn passkey_sign_in(c: &mut Criterion) {
+    let rt = runtime();
+    let (node, _data, token) = rt.block_on(auth_node());
+    let _entered = rt.enter();
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{}", node.addr()))
+        .unwrap_or_else(|e| panic!("node address: {e}"));
+    let auth = AuthServiceClient::new(endpoint.connect_lazy());
+    let mut authenticator = soft_authenticator::Authenticator::new("http://localhost:7700");
+    rt.block_on(async {
+        let mut auth = auth.clone();
+        let begin =
+            colink_runtime::clients::with_token(&token, BeginPasskeyRegistrationRequest { name: "bench".into() });
+        let begun = auth.begin_passkey_registration(begin).await.unwrap_or_else(|e| panic!("begin: {e}")).into_inner();
+        let credential_json =
+            authenticator.create(&begun.creation_options_json).unwrap_or_else(|e| panic!("create: {e}"));
+        let finish = FinishPasskeyRegistrationRequest { registration_id: begun.registration_id, credential_json };
+        if let Err(err) = auth.finish_passkey_registration(colink_runtime::clients::with_token(&token, finish)).await {
+            panic!("finish: {err}");
+        }
+    });
+    let authenticator = std::sync::Mutex::new(authenticator);
+    let mut group = c.benchmark_group("passkey_sign_in");
+    group.bench_function("begin_sign_finish", |b| {
+        b.to_async(&rt).iter(|| {
+            let mut auth = auth.clone();
+            let authenticator = &authenticator;
+            async move {
+                let begun = auth.begin_passkey_sign_in(BeginPasskeySignInRequest {}).await;
+                let begun = begun.unwrap_or_else(|e| panic!("begin: {e}")).into_inner();
+                let credential_json = match authenticator.lock() {
+                    Ok(mut authenticator) => authenticator.get(&begun.request_options_json),
+                    Err(_) => panic!("the authenticator was poisoned"),
+                };
+                let finish = FinishPasskeySignInRequest {
+                    sign_in_id: begun.sign_in_id,
+                    credential_json,
+                    device_name: String::new(),
+                };
+                if let Err(err) = auth.finish_passkey_sign_in(finish).await {
+                    panic!("the passkey sign-in was refused: {err}");
+                }
+            }
+        });
+    });
+    group.finish();
+    if let Err(err) = rt.block_on(node.shutdown()) {
+        eprintln!("the bench node did not stop cleanly: {err}");
+    }
+}
+
+criterion_group!(hot_paths, token_check, seq_and_insert, fan_out, password_check, passkey_sign_in);
 criterion_main!(hot_paths);

@@ -36,7 +36,8 @@ use crate::pubsub::{Frame, PubSub, SESSIONS_ENDED_TOPIC};
 use crate::request_context::{REQUEST_ID_HEADER, RequestContext};
 use crate::token::{self, Claims, TokenError};
 
-/// RPCs that need no token: signing up and in, key discovery, health and reflection.
+/// RPCs that need no token: signing up and in (passwords, single sign-on,
+/// passkeys), key discovery, health and reflection.
 const PUBLIC_PATHS: &[&str] = &[
     "/colink.auth.v1.AuthService/Register",
     "/colink.auth.v1.AuthService/Login",
@@ -49,6 +50,8 @@ const PUBLIC_PATHS: &[&str] = &[
     "/colink.auth.v1.AuthService/GetSignInOptions",
     "/colink.auth.v1.AuthService/BeginSingleSignOn",
     "/colink.auth.v1.AuthService/FinishSingleSignOn",
+    "/colink.auth.v1.AuthService/BeginPasskeySignIn",
+    "/colink.auth.v1.AuthService/FinishPasskeySignIn",
 ];
 const PUBLIC_PREFIXES: &[&str] = &["/grpc.health.v1.", "/grpc.reflection."];
 

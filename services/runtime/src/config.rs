@@ -144,6 +144,67 @@ pub struct AuthConfig {
     pub mail: MailConfig,
     /// The OpenID provider of `mode = "oidc"`.
     pub oidc: OidcConfig,
+    /// Passkeys (WebAuthn) of the built-in accounts.
+    pub passkeys: PasskeyConfig,
+}
+
+/// A passkey belongs to one site, the WebAuthn relying party: a domain
+/// (`rp_id`), and the origins on it that pages asking for passkeys are
+/// served from. Browsers refuse any other page.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PasskeyConfig {
+    /// The site's domain, e.g. `chat.example.com`, without scheme or port.
+    /// The default, `localhost`, suits a node tried out on this machine.
+    pub rp_id: String,
+    /// What authenticators show the site as.
+    pub rp_name: String,
+    /// The exact origins (`https://chat.example.com`) the web client is
+    /// served from, each on `rp_id` or a subdomain of it. Empty:
+    /// `https://<rp_id>`, or, for `localhost`, `http://localhost` on any
+    /// port.
+    pub origins: Vec<String>,
+}
+
+impl Default for PasskeyConfig {
+    fn default() -> Self {
+        Self { rp_id: "localhost".into(), rp_name: "Colink".into(), origins: Vec::new() }
+    }
+}
+
+impl PasskeyConfig {
+    /// The origins passkey pages may be on, and whether any port of them
+    /// will do.
+    pub fn allowed_origins(&self) -> (Vec<String>, bool) {
+        match (self.origins.is_empty(), self.rp_id == "localhost") {
+            (false, _) => (self.origins.clone(), false),
+            (true, true) => (vec!["http://localhost".into()], true),
+            (true, false) => (vec![format!("https://{}", self.rp_id)], false),
+        }
+    }
+
+    fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let id = &self.rp_id;
+        if id.is_empty() || id.contains(['/', ':', ' ']) || id.starts_with('.') || id.ends_with('.') {
+            problems.push(format!("auth.passkeys.rp_id: {id:?} is not a domain name (no scheme, port or path)"));
+        }
+        if self.rp_name.trim().is_empty() {
+            problems.push("auth.passkeys.rp_name: is required".into());
+        }
+        for origin in &self.origins {
+            let host = origin
+                .strip_prefix("https://")
+                .or_else(|| origin.strip_prefix("http://"))
+                .map(|rest| rest.split([':', '/']).next().unwrap_or_default());
+            match host {
+                Some(host) if host == id || host.ends_with(&format!(".{id}")) => {}
+                Some(_) => problems.push(format!("auth.passkeys.origins: {origin:?} is not on {id:?}")),
+                None => problems.push(format!("auth.passkeys.origins: {origin:?} is not an http(s) URL")),
+            }
+        }
+        problems
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -536,6 +597,7 @@ impl Default for AuthConfig {
             registrations_per_address_per_hour: 20,
             mail: MailConfig::default(),
             oidc: OidcConfig::default(),
+            passkeys: PasskeyConfig::default(),
         }
     }
 }
@@ -631,6 +693,7 @@ impl Config {
         if self.auth.mode == AuthMode::Oidc {
             problems.extend(self.auth.oidc.problems());
         }
+        problems.extend(self.auth.passkeys.problems());
         if self.realtime.stream_buffer < 16 {
             problems.push("realtime.stream_buffer: must be at least 16".into());
         }
@@ -899,6 +962,32 @@ mod tests {
         assert_eq!(config.auth.oidc.audience(), "colink");
         let err = Config::load(None, env(&[("COLINK_AUTH__MODE", "ldap")])).unwrap_err().to_string();
         assert!(err.contains("ldap"), "{err}");
+    }
+
+    #[test]
+    fn passkeys_belong_to_one_site_and_its_origins() {
+        let config = Config::load(None, env(&[])).unwrap();
+        assert_eq!(config.auth.passkeys.allowed_origins(), (vec!["http://localhost".to_string()], true));
+        let config = Config::load(None, env(&[("COLINK_AUTH__PASSKEYS__RP_ID", "chat.example.com")])).unwrap();
+        assert_eq!(config.auth.passkeys.allowed_origins(), (vec!["https://chat.example.com".to_string()], false));
+        let err = Config::load(
+            None,
+            env(&[
+                ("COLINK_AUTH__PASSKEYS__RP_ID", "example.com"),
+                (
+                    "COLINK_AUTH__PASSKEYS__ORIGINS",
+                    "[\"https://chat.example.com\", \"https://evil.test\", \"ftp://example.com\"]",
+                ),
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("\"https://evil.test\" is not on") && err.contains("ftp://example.com"), "{err}");
+        assert!(!err.contains("chat.example.com\" is not"), "{err}");
+        let err = Config::load(None, env(&[("COLINK_AUTH__PASSKEYS__RP_ID", "https://chat.example.com")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("auth.passkeys.rp_id"), "{err}");
     }
 
     #[test]

@@ -554,6 +554,12 @@ async fn the_web_client_is_served_through_envoy_too() {
     assert!(status == 200 && back.contains("<div id=\"app\">"), "{status} {back}");
     let (status, options) = envoy.call("GET", "/v1/auth/sign-in-options", None, &[]).await;
     assert_eq!((status, options["password"].as_bool()), (200, Some(true)), "{options}");
+    assert_eq!((options["passkeys"].as_bool(), options["passkeyRpId"].as_str()), (Some(true), Some("localhost")));
+    // A passkey sign-in begins over REST too, without a token.
+    let (status, begun) = envoy.call("POST", "/v1/auth/passkeys/sign-in/begin", Some(serde_json::json!({})), &[]).await;
+    let request: serde_json::Value =
+        serde_json::from_str(begun["requestOptionsJson"].as_str().unwrap_or("null")).unwrap();
+    assert!(status == 200 && begun["signInId"].is_string() && request["publicKey"]["challenge"].is_string(), "{begun}");
     let (status, rest) = envoy.call("GET", "/v1/nope", None, &[]).await;
     assert_eq!((status, rest["code"].as_i64()), (404, Some(5)), "{rest}");
     let (status, rest) = envoy.call("GET", "/auth/nope", None, &[]).await;

@@ -6,6 +6,7 @@
 
 mod helpers;
 mod servers;
+mod soft_authenticator;
 
 mod admin;
 mod auth;
@@ -22,6 +23,7 @@ mod kafka;
 mod messaging;
 mod moderation;
 mod node;
+mod passkeys;
 mod presence;
 mod presence_live;
 mod reactions;

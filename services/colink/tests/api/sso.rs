@@ -11,8 +11,9 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use colink_proto::admin::v1::DeactivateUserRequest;
 use colink_proto::auth::v1::{
-    BeginSingleSignOnRequest, EnrollTotpRequest, FinishSingleSignOnRequest, FinishSingleSignOnResponse,
-    GetAccountRequest, GetSignInOptionsRequest, LoginRequest, RegisterRequest, RequestPasswordResetRequest, Role,
+    BeginPasskeySignInRequest, BeginSingleSignOnRequest, EnrollTotpRequest, FinishSingleSignOnRequest,
+    FinishSingleSignOnResponse, GetAccountRequest, GetSignInOptionsRequest, LoginRequest, RegisterRequest,
+    RequestPasswordResetRequest, Role,
 };
 use colink_proto::users::v1::GetMeRequest;
 use colink_runtime::clients::with_token;
@@ -186,6 +187,10 @@ async fn people_sign_in_with_an_openid_provider_and_its_tokens_work_everywhere()
     assert_code(app.auth().login(login).await, Code::FailedPrecondition);
     let reset = RequestPasswordResetRequest { email: "ada@example.test".into() };
     assert_code(app.auth().request_password_reset(reset).await, Code::FailedPrecondition);
+    // Passkeys too are the provider's business.
+    assert!(!options.passkeys && options.passkey_rp_id.is_empty(), "{options:?}");
+    let passkey = app.auth().begin_passkey_sign_in(BeginPasskeySignInRequest {}).await;
+    assert_code(passkey, Code::FailedPrecondition);
 
     // Bad input names its field and changes nothing.
     let elsewhere =

@@ -1,8 +1,9 @@
 // Identity: accounts' credentials, sessions, refresh tokens, second factors
 // and the token signing keys, and single sign-on with an OpenID provider
-// (Keycloak or another). Owns the tables `credentials`, `sessions`,
-// `refresh_tokens`, `signing_keys`, `second_factors`, `identity_links` and
-// `sso_logins`.
+// (Keycloak or another), and passkeys (WebAuthn). Owns the tables
+// `credentials`, `sessions`, `refresh_tokens`, `signing_keys`,
+// `second_factors`, `identity_links`, `sso_logins`, `passkeys` and
+// `passkey_ceremonies`.
 //
 // Access tokens are short-lived EdDSA JWTs; every other service checks them
 // against the keys published by GetJwks. Refresh tokens are opaque and rotate
@@ -27,7 +28,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file colink/auth/v1/auth.proto.
  */
 export const file_colink_auth_v1_auth: GenFile = /*@__PURE__*/
-  fileDesc("Chljb2xpbmsvYXV0aC92MS9hdXRoLnByb3RvEg5jb2xpbmsuYXV0aC52MSLHAQoJVG9rZW5QYWlyEhQKDGFjY2Vzc190b2tlbhgBIAEoCRI7ChdhY2Nlc3NfdG9rZW5fZXhwaXJlc19hdBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFQoNcmVmcmVzaF90b2tlbhgDIAEoCRI8ChhyZWZyZXNoX3Rva2VuX2V4cGlyZXNfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCnRva2VuX3R5cGUYBSABKAkiXAoVU2V0QWNjb3VudFJvbGVSZXF1ZXN0Eg8KB3VzZXJfaWQYASABKAkSIgoEcm9sZRgCIAEoDjIULmNvbGluay5hdXRoLnYxLlJvbGUSDgoGcmVhc29uGAMgASgJIkIKFlNldEFjY291bnRSb2xlUmVzcG9uc2USKAoHYWNjb3VudBgBIAEoCzIXLmNvbGluay5hdXRoLnYxLkFjY291bnQi/gIKB0FjY291bnQSDwoHdXNlcl9pZBgBIAEoCRIQCgh1c2VybmFtZRgCIAEoCRINCgVlbWFpbBgDIAEoCRIiCgRyb2xlGAQgASgOMhQuY29saW5rLmF1dGgudjEuUm9sZRIWCg5lbWFpbF92ZXJpZmllZBgFIAEoCBIdChVzZWNvbmRfZmFjdG9yX2VuYWJsZWQYBiABKAgSLwoLY3JlYXRlX3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhMKC2RlYWN0aXZhdGVkGAggASgIEjMKD2RlYWN0aXZhdGVfdGltZRgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASGQoRZGVhY3RpdmF0ZWRfYnlfaWQYCiABKAkSGwoTZGVhY3RpdmF0aW9uX3JlYXNvbhgLIAEoCRIzCg9zdXNwZW5kZWRfdW50aWwYDCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wImMKG1NldEFjY291bnRTdXNwZW5zaW9uUmVxdWVzdBIPCgd1c2VyX2lkGAEgASgJEjMKD3N1c3BlbmRlZF91bnRpbBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiSAocU2V0QWNjb3VudFN1c3BlbnNpb25SZXNwb25zZRIoCgdhY2NvdW50GAEgASgLMhcuY29saW5rLmF1dGgudjEuQWNjb3VudCIkChFHZXRBY2NvdW50UmVxdWVzdBIPCgd1c2VyX2lkGAEgASgJIj4KEkdldEFjY291bnRSZXNwb25zZRIoCgdhY2NvdW50GAEgASgLMhcuY29saW5rLmF1dGgudjEuQWNjb3VudCJPChdTZXRBY2NvdW50U3RhdHVzUmVxdWVzdBIPCgd1c2VyX2lkGAEgASgJEhMKC2RlYWN0aXZhdGVkGAIgASgIEg4KBnJlYXNvbhgDIAEoCSJEChhTZXRBY2NvdW50U3RhdHVzUmVzcG9uc2USKAoHYWNjb3VudBgBIAEoCzIXLmNvbGluay5hdXRoLnYxLkFjY291bnQiKwoTQ2hlY2tTZXNzaW9uUmVxdWVzdBIUCgxhY2Nlc3NfdG9rZW4YASABKAkiWwoUQ2hlY2tTZXNzaW9uUmVzcG9uc2USDwoHdXNlcl9pZBgBIAEoCRIQCgh1c2VybmFtZRgCIAEoCRIMCgRyb2xlGAMgASgJEhIKCnNlc3Npb25faWQYBCABKAkiGQoXR2V0U2lnbkluT3B0aW9uc1JlcXVlc3QiYQoYR2V0U2lnbkluT3B0aW9uc1Jlc3BvbnNlEhAKCHBhc3N3b3JkGAEgASgIEhYKDnNpbmdsZV9zaWduX29uGAIgASgIEhsKE3NpbmdsZV9zaWduX29uX25hbWUYAyABKAkiRQoYQmVnaW5TaW5nbGVTaWduT25SZXF1ZXN0EhQKDHJlZGlyZWN0X3VyaRgBIAEoCRITCgtkZXZpY2VfbmFtZRgCIAEoCSJ2ChlCZWdpblNpbmdsZVNpZ25PblJlc3BvbnNlEhkKEWF1dGhvcml6YXRpb25fdXJsGAEgASgJEg0KBXN0YXRlGAIgASgJEi8KC2V4cGlyZV90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCI4ChlGaW5pc2hTaW5nbGVTaWduT25SZXF1ZXN0Eg0KBXN0YXRlGAEgASgJEgwKBGNvZGUYAiABKAkiggEKGkZpbmlzaFNpbmdsZVNpZ25PblJlc3BvbnNlEigKB2FjY291bnQYASABKAsyFy5jb2xpbmsuYXV0aC52MS5BY2NvdW50EikKBnRva2VucxgCIAEoCzIZLmNvbGluay5hdXRoLnYxLlRva2VuUGFpchIPCgdjcmVhdGVkGAMgASgIIloKD1JlZ2lzdGVyUmVxdWVzdBIQCgh1c2VybmFtZRgBIAEoCRINCgVlbWFpbBgCIAEoCRIQCghwYXNzd29yZBgDIAEoCRIUCgxkaXNwbGF5X25hbWUYBCABKAkiZwoQUmVnaXN0ZXJSZXNwb25zZRIoCgdhY2NvdW50GAEgASgLMhcuY29saW5rLmF1dGgudjEuQWNjb3VudBIpCgZ0b2tlbnMYAiABKAsyGS5jb2xpbmsuYXV0aC52MS5Ub2tlblBhaXIiRAoMTG9naW5SZXF1ZXN0Eg0KBWxvZ2luGAEgASgJEhAKCHBhc3N3b3JkGAIgASgJEhMKC2RldmljZV9uYW1lGAMgASgJIrIBChVTZWNvbmRGYWN0b3JDaGFsbGVuZ2USFAoMY2hhbGxlbmdlX2lkGAEgASgJEjMKB21ldGhvZHMYAiADKA4yIi5jb2xpbmsuYXV0aC52MS5TZWNvbmRGYWN0b3JNZXRob2QSHQoVd2ViYXV0aG5fb3B0aW9uc19qc29uGAMgASgJEi8KC2V4cGlyZV90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKsAQoNTG9naW5SZXNwb25zZRIrCgZ0b2tlbnMYASABKAsyGS5jb2xpbmsuYXV0aC52MS5Ub2tlblBhaXJIABI6CgljaGFsbGVuZ2UYAiABKAsyJS5jb2xpbmsuYXV0aC52MS5TZWNvbmRGYWN0b3JDaGFsbGVuZ2VIABIoCgdhY2NvdW50GAMgASgLMhcuY29saW5rLmF1dGgudjEuQWNjb3VudEIICgZyZXN1bHQilAEKGVZlcmlmeVNlY29uZEZhY3RvclJlcXVlc3QSFAoMY2hhbGxlbmdlX2lkGAEgASgJEjIKBm1ldGhvZBgCIAEoDjIiLmNvbGluay5hdXRoLnYxLlNlY29uZEZhY3Rvck1ldGhvZBIMCgRjb2RlGAMgASgJEh8KF3dlYmF1dGhuX2Fzc2VydGlvbl9qc29uGAQgASgJInEKGlZlcmlmeVNlY29uZEZhY3RvclJlc3BvbnNlEikKBnRva2VucxgBIAEoCzIZLmNvbGluay5hdXRoLnYxLlRva2VuUGFpchIoCgdhY2NvdW50GAIgASgLMhcuY29saW5rLmF1dGgudjEuQWNjb3VudCInCg5SZWZyZXNoUmVxdWVzdBIVCg1yZWZyZXNoX3Rva2VuGAEgASgJIjwKD1JlZnJlc2hSZXNwb25zZRIpCgZ0b2tlbnMYASABKAsyGS5jb2xpbmsuYXV0aC52MS5Ub2tlblBhaXIiJQoNTG9nb3V0UmVxdWVzdBIUCgxhbGxfc2Vzc2lvbnMYASABKAgiKAoOTG9nb3V0UmVzcG9uc2USFgoOc2Vzc2lvbnNfZW5kZWQYASABKAUiEAoOR2V0Sndrc1JlcXVlc3QiUQoDSndrEgsKA2t0eRgBIAEoCRILCgNjcnYYAiABKAkSCQoBeBgDIAEoCRILCgNraWQYBCABKAkSCwoDYWxnGAUgASgJEgsKA3VzZRgGIAEoCSI0Cg9HZXRKd2tzUmVzcG9uc2USIQoEa2V5cxgBIAMoCzITLmNvbGluay5hdXRoLnYxLkp3ayJHChVDaGFuZ2VQYXNzd29yZFJlcXVlc3QSGAoQY3VycmVudF9wYXNzd29yZBgBIAEoCRIUCgxuZXdfcGFzc3dvcmQYAiABKAkiGAoWQ2hhbmdlUGFzc3dvcmRSZXNwb25zZSIVChNMaXN0U2Vzc2lvbnNSZXF1ZXN0IqgBCgdTZXNzaW9uEhIKCnNlc3Npb25faWQYASABKAkSEwoLZGV2aWNlX25hbWUYAiABKAkSLwoLY3JlYXRlX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjIKDmxhc3RfdXNlZF90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIPCgdjdXJyZW50GAUgASgIIkEKFExpc3RTZXNzaW9uc1Jlc3BvbnNlEikKCHNlc3Npb25zGAEgAygLMhcuY29saW5rLmF1dGgudjEuU2Vzc2lvbiIqChRSZXZva2VTZXNzaW9uUmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgJIhcKFVJldm9rZVNlc3Npb25SZXNwb25zZSITChFFbnJvbGxUb3RwUmVxdWVzdCI5ChJFbnJvbGxUb3RwUmVzcG9uc2USDgoGc2VjcmV0GAEgASgJEhMKC290cGF1dGhfdXJpGAIgASgJIiIKEkNvbmZpcm1Ub3RwUmVxdWVzdBIMCgRjb2RlGAEgASgJIi0KE0NvbmZpcm1Ub3RwUmVzcG9uc2USFgoOcmVjb3ZlcnlfY29kZXMYASADKAkiIgoSRGlzYWJsZVRvdHBSZXF1ZXN0EgwKBGNvZGUYASABKAkiFQoTRGlzYWJsZVRvdHBSZXNwb25zZSI+CiBCZWdpbldlYkF1dGhuUmVnaXN0cmF0aW9uUmVxdWVzdBIaChJhdXRoZW50aWNhdG9yX25hbWUYASABKAkiWwohQmVnaW5XZWJBdXRoblJlZ2lzdHJhdGlvblJlc3BvbnNlEhcKD3JlZ2lzdHJhdGlvbl9pZBgBIAEoCRIdChVjcmVhdGlvbl9vcHRpb25zX2pzb24YAiABKAkiVQohRmluaXNoV2ViQXV0aG5SZWdpc3RyYXRpb25SZXF1ZXN0EhcKD3JlZ2lzdHJhdGlvbl9pZBgBIAEoCRIXCg9jcmVkZW50aWFsX2pzb24YAiABKAkiOwoiRmluaXNoV2ViQXV0aG5SZWdpc3RyYXRpb25SZXNwb25zZRIVCg1jcmVkZW50aWFsX2lkGAEgASgJIiwKG1JlcXVlc3RQYXNzd29yZFJlc2V0UmVxdWVzdBINCgVlbWFpbBgBIAEoCSIeChxSZXF1ZXN0UGFzc3dvcmRSZXNldFJlc3BvbnNlIkkKFFJlc2V0UGFzc3dvcmRSZXF1ZXN0Eg0KBWVtYWlsGAEgASgJEgwKBGNvZGUYAiABKAkSFAoMbmV3X3Bhc3N3b3JkGAMgASgJIhcKFVJlc2V0UGFzc3dvcmRSZXNwb25zZSIiChJWZXJpZnlFbWFpbFJlcXVlc3QSDAoEY29kZRgBIAEoCSIVChNWZXJpZnlFbWFpbFJlc3BvbnNlIiEKH1JlcXVlc3RFbWFpbFZlcmlmaWNhdGlvblJlcXVlc3QiIgogUmVxdWVzdEVtYWlsVmVyaWZpY2F0aW9uUmVzcG9uc2UqYQoEUm9sZRIUChBST0xFX1VOU1BFQ0lGSUVEEAASDgoKUk9MRV9BRE1JThABEhIKDlJPTEVfTU9ERVJBVE9SEAISDwoLUk9MRV9NRU1CRVIQAxIOCgpST0xFX0dVRVNUEAQqfAoSU2Vjb25kRmFjdG9yTWV0aG9kEiQKIFNFQ09ORF9GQUNUT1JfTUVUSE9EX1VOU1BFQ0lGSUVEEAASHQoZU0VDT05EX0ZBQ1RPUl9NRVRIT0RfVE9UUBABEiEKHVNFQ09ORF9GQUNUT1JfTUVUSE9EX1dFQkFVVEhOEAIyphoKC0F1dGhTZXJ2aWNlEmsKCFJlZ2lzdGVyEh8uY29saW5rLmF1dGgudjEuUmVnaXN0ZXJSZXF1ZXN0GiAuY29saW5rLmF1dGgudjEuUmVnaXN0ZXJSZXNwb25zZSIcgtPkkwIWOgEqIhEvdjEvYXV0aC9yZWdpc3RlchJxCgVMb2dpbhIcLmNvbGluay5hdXRoLnYxLkxvZ2luUmVxdWVzdBodLmNvbGluay5hdXRoLnYxLkxvZ2luUmVzcG9uc2UiK4LT5JMCJToBKloQOgEqIgsvYXV0aC9sb2dpbiIOL3YxL2F1dGgvbG9naW4SpgEKElZlcmlmeVNlY29uZEZhY3RvchIpLmNvbGluay5hdXRoLnYxLlZlcmlmeVNlY29uZEZhY3RvclJlcXVlc3QaKi5jb2xpbmsuYXV0aC52MS5WZXJpZnlTZWNvbmRGYWN0b3JSZXNwb25zZSI5gtPkkwIzOgEqWhc6ASoiEi9hdXRoL2xvZ2luL3ZlcmlmeSIVL3YxL2F1dGgvbG9naW4vdmVyaWZ5EocBChBHZXRTaWduSW5PcHRpb25zEicuY29saW5rLmF1dGgudjEuR2V0U2lnbkluT3B0aW9uc1JlcXVlc3QaKC5jb2xpbmsuYXV0aC52MS5HZXRTaWduSW5PcHRpb25zUmVzcG9uc2UiIILT5JMCGhIYL3YxL2F1dGgvc2lnbi1pbi1vcHRpb25zEocBChFCZWdpblNpbmdsZVNpZ25PbhIoLmNvbGluay5hdXRoLnYxLkJlZ2luU2luZ2xlU2lnbk9uUmVxdWVzdBopLmNvbGluay5hdXRoLnYxLkJlZ2luU2luZ2xlU2lnbk9uUmVzcG9uc2UiHYLT5JMCFzoBKiISL3YxL2F1dGgvc3NvL2JlZ2luEosBChJGaW5pc2hTaW5nbGVTaWduT24SKS5jb2xpbmsuYXV0aC52MS5GaW5pc2hTaW5nbGVTaWduT25SZXF1ZXN0GiouY29saW5rLmF1dGgudjEuRmluaXNoU2luZ2xlU2lnbk9uUmVzcG9uc2UiHoLT5JMCGDoBKiITL3YxL2F1dGgvc3NvL2ZpbmlzaBJ7CgdSZWZyZXNoEh4uY29saW5rLmF1dGgudjEuUmVmcmVzaFJlcXVlc3QaHy5jb2xpbmsuYXV0aC52MS5SZWZyZXNoUmVzcG9uc2UiL4LT5JMCKToBKloSOgEqIg0vYXV0aC9yZWZyZXNoIhAvdjEvYXV0aC9yZWZyZXNoEnYKBkxvZ291dBIdLmNvbGluay5hdXRoLnYxLkxvZ291dFJlcXVlc3QaHi5jb2xpbmsuYXV0aC52MS5Mb2dvdXRSZXNwb25zZSItgtPkkwInOgEqWhE6ASoiDC9hdXRoL2xvZ291dCIPL3YxL2F1dGgvbG9nb3V0EnsKB0dldEp3a3MSHi5jb2xpbmsuYXV0aC52MS5HZXRKd2tzUmVxdWVzdBofLmNvbGluay5hdXRoLnYxLkdldEp3a3NSZXNwb25zZSIvgtPkkwIpWhgSFi8ud2VsbC1rbm93bi9qd2tzLmpzb24SDS92MS9hdXRoL2p3a3MSXwoOU2V0QWNjb3VudFJvbGUSJS5jb2xpbmsuYXV0aC52MS5TZXRBY2NvdW50Um9sZVJlcXVlc3QaJi5jb2xpbmsuYXV0aC52MS5TZXRBY2NvdW50Um9sZVJlc3BvbnNlEmUKEFNldEFjY291bnRTdGF0dXMSJy5jb2xpbmsuYXV0aC52MS5TZXRBY2NvdW50U3RhdHVzUmVxdWVzdBooLmNvbGluay5hdXRoLnYxLlNldEFjY291bnRTdGF0dXNSZXNwb25zZRJZCgxDaGVja1Nlc3Npb24SIy5jb2xpbmsuYXV0aC52MS5DaGVja1Nlc3Npb25SZXF1ZXN0GiQuY29saW5rLmF1dGgudjEuQ2hlY2tTZXNzaW9uUmVzcG9uc2UScQoUU2V0QWNjb3VudFN1c3BlbnNpb24SKy5jb2xpbmsuYXV0aC52MS5TZXRBY2NvdW50U3VzcGVuc2lvblJlcXVlc3QaLC5jb2xpbmsuYXV0aC52MS5TZXRBY2NvdW50U3VzcGVuc2lvblJlc3BvbnNlElMKCkdldEFjY291bnQSIS5jb2xpbmsuYXV0aC52MS5HZXRBY2NvdW50UmVxdWVzdBoiLmNvbGluay5hdXRoLnYxLkdldEFjY291bnRSZXNwb25zZRJ9Cg5DaGFuZ2VQYXNzd29yZBIlLmNvbGluay5hdXRoLnYxLkNoYW5nZVBhc3N3b3JkUmVxdWVzdBomLmNvbGluay5hdXRoLnYxLkNoYW5nZVBhc3N3b3JkUmVzcG9uc2UiHILT5JMCFjoBKiIRL3YxL2F1dGgvcGFzc3dvcmQSdAoMTGlzdFNlc3Npb25zEiMuY29saW5rLmF1dGgudjEuTGlzdFNlc3Npb25zUmVxdWVzdBokLmNvbGluay5hdXRoLnYxLkxpc3RTZXNzaW9uc1Jlc3BvbnNlIhmC0+STAhMSES92MS9hdXRoL3Nlc3Npb25zEoQBCg1SZXZva2VTZXNzaW9uEiQuY29saW5rLmF1dGgudjEuUmV2b2tlU2Vzc2lvblJlcXVlc3QaJS5jb2xpbmsuYXV0aC52MS5SZXZva2VTZXNzaW9uUmVzcG9uc2UiJoLT5JMCICoeL3YxL2F1dGgvc2Vzc2lvbnMve3Nlc3Npb25faWR9EnQKCkVucm9sbFRvdHASIS5jb2xpbmsuYXV0aC52MS5FbnJvbGxUb3RwUmVxdWVzdBoiLmNvbGluay5hdXRoLnYxLkVucm9sbFRvdHBSZXNwb25zZSIfgtPkkwIZOgEqIhQvdjEvYXV0aC90b3RwL2Vucm9sbBJ4CgtDb25maXJtVG90cBIiLmNvbGluay5hdXRoLnYxLkNvbmZpcm1Ub3RwUmVxdWVzdBojLmNvbGluay5hdXRoLnYxLkNvbmZpcm1Ub3RwUmVzcG9uc2UiIILT5JMCGjoBKiIVL3YxL2F1dGgvdG90cC9jb25maXJtEngKC0Rpc2FibGVUb3RwEiIuY29saW5rLmF1dGgudjEuRGlzYWJsZVRvdHBSZXF1ZXN0GiMuY29saW5rLmF1dGgudjEuRGlzYWJsZVRvdHBSZXNwb25zZSIggtPkkwIaOgEqIhUvdjEvYXV0aC90b3RwL2Rpc2FibGUSrQEKGUJlZ2luV2ViQXV0aG5SZWdpc3RyYXRpb24SMC5jb2xpbmsuYXV0aC52MS5CZWdpbldlYkF1dGhuUmVnaXN0cmF0aW9uUmVxdWVzdBoxLmNvbGluay5hdXRoLnYxLkJlZ2luV2ViQXV0aG5SZWdpc3RyYXRpb25SZXNwb25zZSIrgtPkkwIlOgEqIiAvdjEvYXV0aC93ZWJhdXRobi9yZWdpc3Rlci9iZWdpbhKxAQoaRmluaXNoV2ViQXV0aG5SZWdpc3RyYXRpb24SMS5jb2xpbmsuYXV0aC52MS5GaW5pc2hXZWJBdXRoblJlZ2lzdHJhdGlvblJlcXVlc3QaMi5jb2xpbmsuYXV0aC52MS5GaW5pc2hXZWJBdXRoblJlZ2lzdHJhdGlvblJlc3BvbnNlIiyC0+STAiY6ASoiIS92MS9hdXRoL3dlYmF1dGhuL3JlZ2lzdGVyL2ZpbmlzaBKdAQoUUmVxdWVzdFBhc3N3b3JkUmVzZXQSKy5jb2xpbmsuYXV0aC52MS5SZXF1ZXN0UGFzc3dvcmRSZXNldFJlcXVlc3QaLC5jb2xpbmsuYXV0aC52MS5SZXF1ZXN0UGFzc3dvcmRSZXNldFJlc3BvbnNlIiqC0+STAiQ6ASoiHy92MS9hdXRoL3Bhc3N3b3JkL3Jlc2V0LXJlcXVlc3QSgAEKDVJlc2V0UGFzc3dvcmQSJC5jb2xpbmsuYXV0aC52MS5SZXNldFBhc3N3b3JkUmVxdWVzdBolLmNvbGluay5hdXRoLnYxLlJlc2V0UGFzc3dvcmRSZXNwb25zZSIigtPkkwIcOgEqIhcvdjEvYXV0aC9wYXNzd29yZC9yZXNldBJ4CgtWZXJpZnlFbWFpbBIiLmNvbGluay5hdXRoLnYxLlZlcmlmeUVtYWlsUmVxdWVzdBojLmNvbGluay5hdXRoLnYxLlZlcmlmeUVtYWlsUmVzcG9uc2UiIILT5JMCGjoBKiIVL3YxL2F1dGgvdmVyaWZ5LWVtYWlsEqcBChhSZXF1ZXN0RW1haWxWZXJpZmljYXRpb24SLy5jb2xpbmsuYXV0aC52MS5SZXF1ZXN0RW1haWxWZXJpZmljYXRpb25SZXF1ZXN0GjAuY29saW5rLmF1dGgudjEuUmVxdWVzdEVtYWlsVmVyaWZpY2F0aW9uUmVzcG9uc2UiKILT5JMCIjoBKiIdL3YxL2F1dGgvdmVyaWZ5LWVtYWlsL3JlcXVlc3RiBnByb3RvMw", [file_google_api_annotations, file_google_protobuf_timestamp]);
+  fileDesc("Chljb2xpbmsvYXV0aC92MS9hdXRoLnByb3RvEg5jb2xpbmsuYXV0aC52MSLHAQoJVG9rZW5QYWlyEhQKDGFjY2Vzc190b2tlbhgBIAEoCRI7ChdhY2Nlc3NfdG9rZW5fZXhwaXJlc19hdBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFQoNcmVmcmVzaF90b2tlbhgDIAEoCRI8ChhyZWZyZXNoX3Rva2VuX2V4cGlyZXNfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCnRva2VuX3R5cGUYBSABKAkiXAoVU2V0QWNjb3VudFJvbGVSZXF1ZXN0Eg8KB3VzZXJfaWQYASABKAkSIgoEcm9sZRgCIAEoDjIULmNvbGluay5hdXRoLnYxLlJvbGUSDgoGcmVhc29uGAMgASgJIkIKFlNldEFjY291bnRSb2xlUmVzcG9uc2USKAoHYWNjb3VudBgBIAEoCzIXLmNvbGluay5hdXRoLnYxLkFjY291bnQi/gIKB0FjY291bnQSDwoHdXNlcl9pZBgBIAEoCRIQCgh1c2VybmFtZRgCIAEoCRINCgVlbWFpbBgDIAEoCRIiCgRyb2xlGAQgASgOMhQuY29saW5rLmF1dGgudjEuUm9sZRIWCg5lbWFpbF92ZXJpZmllZBgFIAEoCBIdChVzZWNvbmRfZmFjdG9yX2VuYWJsZWQYBiABKAgSLwoLY3JlYXRlX3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhMKC2RlYWN0aXZhdGVkGAggASgIEjMKD2RlYWN0aXZhdGVfdGltZRgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASGQoRZGVhY3RpdmF0ZWRfYnlfaWQYCiABKAkSGwoTZGVhY3RpdmF0aW9uX3JlYXNvbhgLIAEoCRIzCg9zdXNwZW5kZWRfdW50aWwYDCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wImMKG1NldEFjY291bnRTdXNwZW5zaW9uUmVxdWVzdBIPCgd1c2VyX2lkGAEgASgJEjMKD3N1c3BlbmRlZF91bnRpbBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiSAocU2V0QWNjb3VudFN1c3BlbnNpb25SZXNwb25zZRIoCgdhY2NvdW50GAEgASgLMhcuY29saW5rLmF1dGgudjEuQWNjb3VudCIkChFHZXRBY2NvdW50UmVxdWVzdBIPCgd1c2VyX2lkGAEgASgJIj4KEkdldEFjY291bnRSZXNwb25zZRIoCgdhY2NvdW50GAEgASgLMhcuY29saW5rLmF1dGgudjEuQWNjb3VudCJPChdTZXRBY2NvdW50U3RhdHVzUmVxdWVzdBIPCgd1c2VyX2lkGAEgASgJEhMKC2RlYWN0aXZhdGVkGAIgASgIEg4KBnJlYXNvbhgDIAEoCSJEChhTZXRBY2NvdW50U3RhdHVzUmVzcG9uc2USKAoHYWNjb3VudBgBIAEoCzIXLmNvbGluay5hdXRoLnYxLkFjY291bnQiKwoTQ2hlY2tTZXNzaW9uUmVxdWVzdBIUCgxhY2Nlc3NfdG9rZW4YASABKAkiWwoUQ2hlY2tTZXNzaW9uUmVzcG9uc2USDwoHdXNlcl9pZBgBIAEoCRIQCgh1c2VybmFtZRgCIAEoCRIMCgRyb2xlGAMgASgJEhIKCnNlc3Npb25faWQYBCABKAkiGQoXR2V0U2lnbkluT3B0aW9uc1JlcXVlc3QiigEKGEdldFNpZ25Jbk9wdGlvbnNSZXNwb25zZRIQCghwYXNzd29yZBgBIAEoCBIWCg5zaW5nbGVfc2lnbl9vbhgCIAEoCBIbChNzaW5nbGVfc2lnbl9vbl9uYW1lGAMgASgJEhAKCHBhc3NrZXlzGAQgASgIEhUKDXBhc3NrZXlfcnBfaWQYBSABKAkiRQoYQmVnaW5TaW5nbGVTaWduT25SZXF1ZXN0EhQKDHJlZGlyZWN0X3VyaRgBIAEoCRITCgtkZXZpY2VfbmFtZRgCIAEoCSJ2ChlCZWdpblNpbmdsZVNpZ25PblJlc3BvbnNlEhkKEWF1dGhvcml6YXRpb25fdXJsGAEgASgJEg0KBXN0YXRlGAIgASgJEi8KC2V4cGlyZV90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCI4ChlGaW5pc2hTaW5nbGVTaWduT25SZXF1ZXN0Eg0KBXN0YXRlGAEgASgJEgwKBGNvZGUYAiABKAkiggEKGkZpbmlzaFNpbmdsZVNpZ25PblJlc3BvbnNlEigKB2FjY291bnQYASABKAsyFy5jb2xpbmsuYXV0aC52MS5BY2NvdW50EikKBnRva2VucxgCIAEoCzIZLmNvbGluay5hdXRoLnYxLlRva2VuUGFpchIPCgdjcmVhdGVkGAMgASgIIloKD1JlZ2lzdGVyUmVxdWVzdBIQCgh1c2VybmFtZRgBIAEoCRINCgVlbWFpbBgCIAEoCRIQCghwYXNzd29yZBgDIAEoCRIUCgxkaXNwbGF5X25hbWUYBCABKAkiZwoQUmVnaXN0ZXJSZXNwb25zZRIoCgdhY2NvdW50GAEgASgLMhcuY29saW5rLmF1dGgudjEuQWNjb3VudBIpCgZ0b2tlbnMYAiABKAsyGS5jb2xpbmsuYXV0aC52MS5Ub2tlblBhaXIiRAoMTG9naW5SZXF1ZXN0Eg0KBWxvZ2luGAEgASgJEhAKCHBhc3N3b3JkGAIgASgJEhMKC2RldmljZV9uYW1lGAMgASgJIrIBChVTZWNvbmRGYWN0b3JDaGFsbGVuZ2USFAoMY2hhbGxlbmdlX2lkGAEgASgJEjMKB21ldGhvZHMYAiADKA4yIi5jb2xpbmsuYXV0aC52MS5TZWNvbmRGYWN0b3JNZXRob2QSHQoVd2ViYXV0aG5fb3B0aW9uc19qc29uGAMgASgJEi8KC2V4cGlyZV90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKsAQoNTG9naW5SZXNwb25zZRIrCgZ0b2tlbnMYASABKAsyGS5jb2xpbmsuYXV0aC52MS5Ub2tlblBhaXJIABI6CgljaGFsbGVuZ2UYAiABKAsyJS5jb2xpbmsuYXV0aC52MS5TZWNvbmRGYWN0b3JDaGFsbGVuZ2VIABIoCgdhY2NvdW50GAMgASgLMhcuY29saW5rLmF1dGgudjEuQWNjb3VudEIICgZyZXN1bHQilAEKGVZlcmlmeVNlY29uZEZhY3RvclJlcXVlc3QSFAoMY2hhbGxlbmdlX2lkGAEgASgJEjIKBm1ldGhvZBgCIAEoDjIiLmNvbGluay5hdXRoLnYxLlNlY29uZEZhY3Rvck1ldGhvZBIMCgRjb2RlGAMgASgJEh8KF3dlYmF1dGhuX2Fzc2VydGlvbl9qc29uGAQgASgJInEKGlZlcmlmeVNlY29uZEZhY3RvclJlc3BvbnNlEikKBnRva2VucxgBIAEoCzIZLmNvbGluay5hdXRoLnYxLlRva2VuUGFpchIoCgdhY2NvdW50GAIgASgLMhcuY29saW5rLmF1dGgudjEuQWNjb3VudCInCg5SZWZyZXNoUmVxdWVzdBIVCg1yZWZyZXNoX3Rva2VuGAEgASgJIjwKD1JlZnJlc2hSZXNwb25zZRIpCgZ0b2tlbnMYASABKAsyGS5jb2xpbmsuYXV0aC52MS5Ub2tlblBhaXIiJQoNTG9nb3V0UmVxdWVzdBIUCgxhbGxfc2Vzc2lvbnMYASABKAgiKAoOTG9nb3V0UmVzcG9uc2USFgoOc2Vzc2lvbnNfZW5kZWQYASABKAUiEAoOR2V0Sndrc1JlcXVlc3QiUQoDSndrEgsKA2t0eRgBIAEoCRILCgNjcnYYAiABKAkSCQoBeBgDIAEoCRILCgNraWQYBCABKAkSCwoDYWxnGAUgASgJEgsKA3VzZRgGIAEoCSI0Cg9HZXRKd2tzUmVzcG9uc2USIQoEa2V5cxgBIAMoCzITLmNvbGluay5hdXRoLnYxLkp3ayJHChVDaGFuZ2VQYXNzd29yZFJlcXVlc3QSGAoQY3VycmVudF9wYXNzd29yZBgBIAEoCRIUCgxuZXdfcGFzc3dvcmQYAiABKAkiGAoWQ2hhbmdlUGFzc3dvcmRSZXNwb25zZSIVChNMaXN0U2Vzc2lvbnNSZXF1ZXN0IqgBCgdTZXNzaW9uEhIKCnNlc3Npb25faWQYASABKAkSEwoLZGV2aWNlX25hbWUYAiABKAkSLwoLY3JlYXRlX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjIKDmxhc3RfdXNlZF90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIPCgdjdXJyZW50GAUgASgIIkEKFExpc3RTZXNzaW9uc1Jlc3BvbnNlEikKCHNlc3Npb25zGAEgAygLMhcuY29saW5rLmF1dGgudjEuU2Vzc2lvbiIqChRSZXZva2VTZXNzaW9uUmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgJIhcKFVJldm9rZVNlc3Npb25SZXNwb25zZSITChFFbnJvbGxUb3RwUmVxdWVzdCI5ChJFbnJvbGxUb3RwUmVzcG9uc2USDgoGc2VjcmV0GAEgASgJEhMKC290cGF1dGhfdXJpGAIgASgJIiIKEkNvbmZpcm1Ub3RwUmVxdWVzdBIMCgRjb2RlGAEgASgJIi0KE0NvbmZpcm1Ub3RwUmVzcG9uc2USFgoOcmVjb3ZlcnlfY29kZXMYASADKAkiIgoSRGlzYWJsZVRvdHBSZXF1ZXN0EgwKBGNvZGUYASABKAkiFQoTRGlzYWJsZVRvdHBSZXNwb25zZSIvCh9CZWdpblBhc3NrZXlSZWdpc3RyYXRpb25SZXF1ZXN0EgwKBG5hbWUYASABKAkiiwEKIEJlZ2luUGFzc2tleVJlZ2lzdHJhdGlvblJlc3BvbnNlEhcKD3JlZ2lzdHJhdGlvbl9pZBgBIAEoCRIdChVjcmVhdGlvbl9vcHRpb25zX2pzb24YAiABKAkSLwoLZXhwaXJlX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIlQKIEZpbmlzaFBhc3NrZXlSZWdpc3RyYXRpb25SZXF1ZXN0EhcKD3JlZ2lzdHJhdGlvbl9pZBgBIAEoCRIXCg9jcmVkZW50aWFsX2pzb24YAiABKAkiTQohRmluaXNoUGFzc2tleVJlZ2lzdHJhdGlvblJlc3BvbnNlEigKB3Bhc3NrZXkYASABKAsyFy5jb2xpbmsuYXV0aC52MS5QYXNza2V5IpMBCgdQYXNza2V5EhUKDWNyZWRlbnRpYWxfaWQYASABKAkSDAoEbmFtZRgCIAEoCRIvCgtjcmVhdGVfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMgoObGFzdF91c2VkX3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIhUKE0xpc3RQYXNza2V5c1JlcXVlc3QiQQoUTGlzdFBhc3NrZXlzUmVzcG9uc2USKQoIcGFzc2tleXMYASADKAsyFy5jb2xpbmsuYXV0aC52MS5QYXNza2V5Ii0KFERlbGV0ZVBhc3NrZXlSZXF1ZXN0EhUKDWNyZWRlbnRpYWxfaWQYASABKAkiFwoVRGVsZXRlUGFzc2tleVJlc3BvbnNlIhsKGUJlZ2luUGFzc2tleVNpZ25JblJlcXVlc3QifwoaQmVnaW5QYXNza2V5U2lnbkluUmVzcG9uc2USEgoKc2lnbl9pbl9pZBgBIAEoCRIcChRyZXF1ZXN0X29wdGlvbnNfanNvbhgCIAEoCRIvCgtleHBpcmVfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiXgoaRmluaXNoUGFzc2tleVNpZ25JblJlcXVlc3QSEgoKc2lnbl9pbl9pZBgBIAEoCRIXCg9jcmVkZW50aWFsX2pzb24YAiABKAkSEwoLZGV2aWNlX25hbWUYAyABKAkicgobRmluaXNoUGFzc2tleVNpZ25JblJlc3BvbnNlEikKBnRva2VucxgBIAEoCzIZLmNvbGluay5hdXRoLnYxLlRva2VuUGFpchIoCgdhY2NvdW50GAIgASgLMhcuY29saW5rLmF1dGgudjEuQWNjb3VudCIsChtSZXF1ZXN0UGFzc3dvcmRSZXNldFJlcXVlc3QSDQoFZW1haWwYASABKAkiHgocUmVxdWVzdFBhc3N3b3JkUmVzZXRSZXNwb25zZSJJChRSZXNldFBhc3N3b3JkUmVxdWVzdBINCgVlbWFpbBgBIAEoCRIMCgRjb2RlGAIgASgJEhQKDG5ld19wYXNzd29yZBgDIAEoCSIXChVSZXNldFBhc3N3b3JkUmVzcG9uc2UiIgoSVmVyaWZ5RW1haWxSZXF1ZXN0EgwKBGNvZGUYASABKAkiFQoTVmVyaWZ5RW1haWxSZXNwb25zZSIhCh9SZXF1ZXN0RW1haWxWZXJpZmljYXRpb25SZXF1ZXN0IiIKIFJlcXVlc3RFbWFpbFZlcmlmaWNhdGlvblJlc3BvbnNlKmEKBFJvbGUSFAoQUk9MRV9VTlNQRUNJRklFRBAAEg4KClJPTEVfQURNSU4QARISCg5ST0xFX01PREVSQVRPUhACEg8KC1JPTEVfTUVNQkVSEAMSDgoKUk9MRV9HVUVTVBAEKnwKElNlY29uZEZhY3Rvck1ldGhvZBIkCiBTRUNPTkRfRkFDVE9SX01FVEhPRF9VTlNQRUNJRklFRBAAEh0KGVNFQ09ORF9GQUNUT1JfTUVUSE9EX1RPVFAQARIhCh1TRUNPTkRfRkFDVE9SX01FVEhPRF9XRUJBVVRIThACMtgeCgtBdXRoU2VydmljZRJrCghSZWdpc3RlchIfLmNvbGluay5hdXRoLnYxLlJlZ2lzdGVyUmVxdWVzdBogLmNvbGluay5hdXRoLnYxLlJlZ2lzdGVyUmVzcG9uc2UiHILT5JMCFjoBKiIRL3YxL2F1dGgvcmVnaXN0ZXIScQoFTG9naW4SHC5jb2xpbmsuYXV0aC52MS5Mb2dpblJlcXVlc3QaHS5jb2xpbmsuYXV0aC52MS5Mb2dpblJlc3BvbnNlIiuC0+STAiU6ASpaEDoBKiILL2F1dGgvbG9naW4iDi92MS9hdXRoL2xvZ2luEqYBChJWZXJpZnlTZWNvbmRGYWN0b3ISKS5jb2xpbmsuYXV0aC52MS5WZXJpZnlTZWNvbmRGYWN0b3JSZXF1ZXN0GiouY29saW5rLmF1dGgudjEuVmVyaWZ5U2Vjb25kRmFjdG9yUmVzcG9uc2UiOYLT5JMCMzoBKloXOgEqIhIvYXV0aC9sb2dpbi92ZXJpZnkiFS92MS9hdXRoL2xvZ2luL3ZlcmlmeRKHAQoQR2V0U2lnbkluT3B0aW9ucxInLmNvbGluay5hdXRoLnYxLkdldFNpZ25Jbk9wdGlvbnNSZXF1ZXN0GiguY29saW5rLmF1dGgudjEuR2V0U2lnbkluT3B0aW9uc1Jlc3BvbnNlIiCC0+STAhoSGC92MS9hdXRoL3NpZ24taW4tb3B0aW9ucxKHAQoRQmVnaW5TaW5nbGVTaWduT24SKC5jb2xpbmsuYXV0aC52MS5CZWdpblNpbmdsZVNpZ25PblJlcXVlc3QaKS5jb2xpbmsuYXV0aC52MS5CZWdpblNpbmdsZVNpZ25PblJlc3BvbnNlIh2C0+STAhc6ASoiEi92MS9hdXRoL3Nzby9iZWdpbhKLAQoSRmluaXNoU2luZ2xlU2lnbk9uEikuY29saW5rLmF1dGgudjEuRmluaXNoU2luZ2xlU2lnbk9uUmVxdWVzdBoqLmNvbGluay5hdXRoLnYxLkZpbmlzaFNpbmdsZVNpZ25PblJlc3BvbnNlIh6C0+STAhg6ASoiEy92MS9hdXRoL3Nzby9maW5pc2gSewoHUmVmcmVzaBIeLmNvbGluay5hdXRoLnYxLlJlZnJlc2hSZXF1ZXN0Gh8uY29saW5rLmF1dGgudjEuUmVmcmVzaFJlc3BvbnNlIi+C0+STAik6ASpaEjoBKiINL2F1dGgvcmVmcmVzaCIQL3YxL2F1dGgvcmVmcmVzaBJ2CgZMb2dvdXQSHS5jb2xpbmsuYXV0aC52MS5Mb2dvdXRSZXF1ZXN0Gh4uY29saW5rLmF1dGgudjEuTG9nb3V0UmVzcG9uc2UiLYLT5JMCJzoBKloROgEqIgwvYXV0aC9sb2dvdXQiDy92MS9hdXRoL2xvZ291dBJ7CgdHZXRKd2tzEh4uY29saW5rLmF1dGgudjEuR2V0Sndrc1JlcXVlc3QaHy5jb2xpbmsuYXV0aC52MS5HZXRKd2tzUmVzcG9uc2UiL4LT5JMCKVoYEhYvLndlbGwta25vd24vandrcy5qc29uEg0vdjEvYXV0aC9qd2tzEl8KDlNldEFjY291bnRSb2xlEiUuY29saW5rLmF1dGgudjEuU2V0QWNjb3VudFJvbGVSZXF1ZXN0GiYuY29saW5rLmF1dGgudjEuU2V0QWNjb3VudFJvbGVSZXNwb25zZRJlChBTZXRBY2NvdW50U3RhdHVzEicuY29saW5rLmF1dGgudjEuU2V0QWNjb3VudFN0YXR1c1JlcXVlc3QaKC5jb2xpbmsuYXV0aC52MS5TZXRBY2NvdW50U3RhdHVzUmVzcG9uc2USWQoMQ2hlY2tTZXNzaW9uEiMuY29saW5rLmF1dGgudjEuQ2hlY2tTZXNzaW9uUmVxdWVzdBokLmNvbGluay5hdXRoLnYxLkNoZWNrU2Vzc2lvblJlc3BvbnNlEnEKFFNldEFjY291bnRTdXNwZW5zaW9uEisuY29saW5rLmF1dGgudjEuU2V0QWNjb3VudFN1c3BlbnNpb25SZXF1ZXN0GiwuY29saW5rLmF1dGgudjEuU2V0QWNjb3VudFN1c3BlbnNpb25SZXNwb25zZRJTCgpHZXRBY2NvdW50EiEuY29saW5rLmF1dGgudjEuR2V0QWNjb3VudFJlcXVlc3QaIi5jb2xpbmsuYXV0aC52MS5HZXRBY2NvdW50UmVzcG9uc2USfQoOQ2hhbmdlUGFzc3dvcmQSJS5jb2xpbmsuYXV0aC52MS5DaGFuZ2VQYXNzd29yZFJlcXVlc3QaJi5jb2xpbmsuYXV0aC52MS5DaGFuZ2VQYXNzd29yZFJlc3BvbnNlIhyC0+STAhY6ASoiES92MS9hdXRoL3Bhc3N3b3JkEnQKDExpc3RTZXNzaW9ucxIjLmNvbGluay5hdXRoLnYxLkxpc3RTZXNzaW9uc1JlcXVlc3QaJC5jb2xpbmsuYXV0aC52MS5MaXN0U2Vzc2lvbnNSZXNwb25zZSIZgtPkkwITEhEvdjEvYXV0aC9zZXNzaW9ucxKEAQoNUmV2b2tlU2Vzc2lvbhIkLmNvbGluay5hdXRoLnYxLlJldm9rZVNlc3Npb25SZXF1ZXN0GiUuY29saW5rLmF1dGgudjEuUmV2b2tlU2Vzc2lvblJlc3BvbnNlIiaC0+STAiAqHi92MS9hdXRoL3Nlc3Npb25zL3tzZXNzaW9uX2lkfRJ0CgpFbnJvbGxUb3RwEiEuY29saW5rLmF1dGgudjEuRW5yb2xsVG90cFJlcXVlc3QaIi5jb2xpbmsuYXV0aC52MS5FbnJvbGxUb3RwUmVzcG9uc2UiH4LT5JMCGToBKiIUL3YxL2F1dGgvdG90cC9lbnJvbGwSeAoLQ29uZmlybVRvdHASIi5jb2xpbmsuYXV0aC52MS5Db25maXJtVG90cFJlcXVlc3QaIy5jb2xpbmsuYXV0aC52MS5Db25maXJtVG90cFJlc3BvbnNlIiCC0+STAho6ASoiFS92MS9hdXRoL3RvdHAvY29uZmlybRJ4CgtEaXNhYmxlVG90cBIiLmNvbGluay5hdXRoLnYxLkRpc2FibGVUb3RwUmVxdWVzdBojLmNvbGluay5hdXRoLnYxLkRpc2FibGVUb3RwUmVzcG9uc2UiIILT5JMCGjoBKiIVL3YxL2F1dGgvdG90cC9kaXNhYmxlEqoBChhCZWdpblBhc3NrZXlSZWdpc3RyYXRpb24SLy5jb2xpbmsuYXV0aC52MS5CZWdpblBhc3NrZXlSZWdpc3RyYXRpb25SZXF1ZXN0GjAuY29saW5rLmF1dGgudjEuQmVnaW5QYXNza2V5UmVnaXN0cmF0aW9uUmVzcG9uc2UiK4LT5JMCJToBKiIgL3YxL2F1dGgvcGFzc2tleXMvcmVnaXN0ZXIvYmVnaW4SrgEKGUZpbmlzaFBhc3NrZXlSZWdpc3RyYXRpb24SMC5jb2xpbmsuYXV0aC52MS5GaW5pc2hQYXNza2V5UmVnaXN0cmF0aW9uUmVxdWVzdBoxLmNvbGluay5hdXRoLnYxLkZpbmlzaFBhc3NrZXlSZWdpc3RyYXRpb25SZXNwb25zZSIsgtPkkwImOgEqIiEvdjEvYXV0aC9wYXNza2V5cy9yZWdpc3Rlci9maW5pc2gSdAoMTGlzdFBhc3NrZXlzEiMuY29saW5rLmF1dGgudjEuTGlzdFBhc3NrZXlzUmVxdWVzdBokLmNvbGluay5hdXRoLnYxLkxpc3RQYXNza2V5c1Jlc3BvbnNlIhmC0+STAhMSES92MS9hdXRoL3Bhc3NrZXlzEocBCg1EZWxldGVQYXNza2V5EiQuY29saW5rLmF1dGgudjEuRGVsZXRlUGFzc2tleVJlcXVlc3QaJS5jb2xpbmsuYXV0aC52MS5EZWxldGVQYXNza2V5UmVzcG9uc2UiKYLT5JMCIyohL3YxL2F1dGgvcGFzc2tleXMve2NyZWRlbnRpYWxfaWR9EpcBChJCZWdpblBhc3NrZXlTaWduSW4SKS5jb2xpbmsuYXV0aC52MS5CZWdpblBhc3NrZXlTaWduSW5SZXF1ZXN0GiouY29saW5rLmF1dGgudjEuQmVnaW5QYXNza2V5U2lnbkluUmVzcG9uc2UiKoLT5JMCJDoBKiIfL3YxL2F1dGgvcGFzc2tleXMvc2lnbi1pbi9iZWdpbhKbAQoTRmluaXNoUGFzc2tleVNpZ25JbhIqLmNvbGluay5hdXRoLnYxLkZpbmlzaFBhc3NrZXlTaWduSW5SZXF1ZXN0GisuY29saW5rLmF1dGgudjEuRmluaXNoUGFzc2tleVNpZ25JblJlc3BvbnNlIiuC0+STAiU6ASoiIC92MS9hdXRoL3Bhc3NrZXlzL3NpZ24taW4vZmluaXNoEp0BChRSZXF1ZXN0UGFzc3dvcmRSZXNldBIrLmNvbGluay5hdXRoLnYxLlJlcXVlc3RQYXNzd29yZFJlc2V0UmVxdWVzdBosLmNvbGluay5hdXRoLnYxLlJlcXVlc3RQYXNzd29yZFJlc2V0UmVzcG9uc2UiKoLT5JMCJDoBKiIfL3YxL2F1dGgvcGFzc3dvcmQvcmVzZXQtcmVxdWVzdBKAAQoNUmVzZXRQYXNzd29yZBIkLmNvbGluay5hdXRoLnYxLlJlc2V0UGFzc3dvcmRSZXF1ZXN0GiUuY29saW5rLmF1dGgudjEuUmVzZXRQYXNzd29yZFJlc3BvbnNlIiKC0+STAhw6ASoiFy92MS9hdXRoL3Bhc3N3b3JkL3Jlc2V0EngKC1ZlcmlmeUVtYWlsEiIuY29saW5rLmF1dGgudjEuVmVyaWZ5RW1haWxSZXF1ZXN0GiMuY29saW5rLmF1dGgudjEuVmVyaWZ5RW1haWxSZXNwb25zZSIggtPkkwIaOgEqIhUvdjEvYXV0aC92ZXJpZnktZW1haWwSpwEKGFJlcXVlc3RFbWFpbFZlcmlmaWNhdGlvbhIvLmNvbGluay5hdXRoLnYxLlJlcXVlc3RFbWFpbFZlcmlmaWNhdGlvblJlcXVlc3QaMC5jb2xpbmsuYXV0aC52MS5SZXF1ZXN0RW1haWxWZXJpZmljYXRpb25SZXNwb25zZSIogtPkkwIiOgEqIh0vdjEvYXV0aC92ZXJpZnktZW1haWwvcmVxdWVzdGIGcHJvdG8z", [file_google_api_annotations, file_google_protobuf_timestamp]);
 
 /**
  * The tokens handed to a signed-in client.
@@ -484,6 +485,21 @@ export type GetSignInOptionsResponse = Message<"colink.auth.v1.GetSignInOptionsR
    * @generated from field: string single_sign_on_name = 3;
    */
   singleSignOnName: string;
+
+  /**
+   * Sign-in with a passkey (BeginPasskeySignIn).
+   *
+   * @generated from field: bool passkeys = 4;
+   */
+  passkeys: boolean;
+
+  /**
+   * The WebAuthn relying party id passkeys are made for: the site's
+   * domain, which the page's origin must be on.
+   *
+   * @generated from field: string passkey_rp_id = 5;
+   */
+  passkeyRpId: string;
 };
 
 /**
@@ -747,7 +763,9 @@ export type SecondFactorChallenge = Message<"colink.auth.v1.SecondFactorChalleng
   methods: SecondFactorMethod[];
 
   /**
-   * WebAuthn request options (JSON) when WebAuthn is among the methods.
+   * When the account has passkeys: `{"publicKey":
+   * PublicKeyCredentialRequestOptions}` for navigator.credentials.get(),
+   * allowing just those passkeys.
    *
    * @generated from field: string webauthn_options_json = 3;
    */
@@ -840,7 +858,7 @@ export type VerifySecondFactorRequest = Message<"colink.auth.v1.VerifySecondFact
   code: string;
 
   /**
-   * The WebAuthn assertion (JSON), for WebAuthn.
+   * For WebAuthn: the PublicKeyCredential in the WebAuthn JSON form.
    *
    * @generated from field: string webauthn_assertion_json = 4;
    */
@@ -1344,69 +1362,78 @@ export const DisableTotpResponseSchema: GenMessage<DisableTotpResponse> = /*@__P
   messageDesc(file_colink_auth_v1_auth, 44);
 
 /**
- * BeginWebAuthnRegistration.
+ * BeginPasskeyRegistration.
  *
- * @generated from message colink.auth.v1.BeginWebAuthnRegistrationRequest
+ * @generated from message colink.auth.v1.BeginPasskeyRegistrationRequest
  */
-export type BeginWebAuthnRegistrationRequest = Message<"colink.auth.v1.BeginWebAuthnRegistrationRequest"> & {
+export type BeginPasskeyRegistrationRequest = Message<"colink.auth.v1.BeginPasskeyRegistrationRequest"> & {
   /**
-   * A name for the authenticator, 1..=64 characters.
+   * What the person calls this passkey ("Work laptop"), 1..=64 characters.
    *
-   * @generated from field: string authenticator_name = 1;
+   * @generated from field: string name = 1;
    */
-  authenticatorName: string;
+  name: string;
 };
 
 /**
- * Describes the message colink.auth.v1.BeginWebAuthnRegistrationRequest.
- * Use `create(BeginWebAuthnRegistrationRequestSchema)` to create a new message.
+ * Describes the message colink.auth.v1.BeginPasskeyRegistrationRequest.
+ * Use `create(BeginPasskeyRegistrationRequestSchema)` to create a new message.
  */
-export const BeginWebAuthnRegistrationRequestSchema: GenMessage<BeginWebAuthnRegistrationRequest> = /*@__PURE__*/
+export const BeginPasskeyRegistrationRequestSchema: GenMessage<BeginPasskeyRegistrationRequest> = /*@__PURE__*/
   messageDesc(file_colink_auth_v1_auth, 45);
 
 /**
- * BeginWebAuthnRegistration result.
+ * BeginPasskeyRegistration result.
  *
- * @generated from message colink.auth.v1.BeginWebAuthnRegistrationResponse
+ * @generated from message colink.auth.v1.BeginPasskeyRegistrationResponse
  */
-export type BeginWebAuthnRegistrationResponse = Message<"colink.auth.v1.BeginWebAuthnRegistrationResponse"> & {
+export type BeginPasskeyRegistrationResponse = Message<"colink.auth.v1.BeginPasskeyRegistrationResponse"> & {
   /**
-   * Registration id to pass to Finish.
+   * Pass to FinishPasskeyRegistration.
    *
    * @generated from field: string registration_id = 1;
    */
   registrationId: string;
 
   /**
-   * PublicKeyCredentialCreationOptions as JSON.
+   * `{"publicKey": PublicKeyCredentialCreationOptions}` in the WebAuthn
+   * JSON form (binary fields base64url).
    *
    * @generated from field: string creation_options_json = 2;
    */
   creationOptionsJson: string;
+
+  /**
+   * Until when the registration can be finished.
+   *
+   * @generated from field: google.protobuf.Timestamp expire_time = 3;
+   */
+  expireTime?: Timestamp | undefined;
 };
 
 /**
- * Describes the message colink.auth.v1.BeginWebAuthnRegistrationResponse.
- * Use `create(BeginWebAuthnRegistrationResponseSchema)` to create a new message.
+ * Describes the message colink.auth.v1.BeginPasskeyRegistrationResponse.
+ * Use `create(BeginPasskeyRegistrationResponseSchema)` to create a new message.
  */
-export const BeginWebAuthnRegistrationResponseSchema: GenMessage<BeginWebAuthnRegistrationResponse> = /*@__PURE__*/
+export const BeginPasskeyRegistrationResponseSchema: GenMessage<BeginPasskeyRegistrationResponse> = /*@__PURE__*/
   messageDesc(file_colink_auth_v1_auth, 46);
 
 /**
- * FinishWebAuthnRegistration.
+ * FinishPasskeyRegistration.
  *
- * @generated from message colink.auth.v1.FinishWebAuthnRegistrationRequest
+ * @generated from message colink.auth.v1.FinishPasskeyRegistrationRequest
  */
-export type FinishWebAuthnRegistrationRequest = Message<"colink.auth.v1.FinishWebAuthnRegistrationRequest"> & {
+export type FinishPasskeyRegistrationRequest = Message<"colink.auth.v1.FinishPasskeyRegistrationRequest"> & {
   /**
-   * From Begin.
+   * From BeginPasskeyRegistration.
    *
    * @generated from field: string registration_id = 1;
    */
   registrationId: string;
 
   /**
-   * The authenticator's attestation response as JSON.
+   * The new PublicKeyCredential in the WebAuthn JSON form (its toJSON()):
+   * id, rawId, type, response.attestationObject, response.clientDataJSON.
    *
    * @generated from field: string credential_json = 2;
    */
@@ -1414,20 +1441,119 @@ export type FinishWebAuthnRegistrationRequest = Message<"colink.auth.v1.FinishWe
 };
 
 /**
- * Describes the message colink.auth.v1.FinishWebAuthnRegistrationRequest.
- * Use `create(FinishWebAuthnRegistrationRequestSchema)` to create a new message.
+ * Describes the message colink.auth.v1.FinishPasskeyRegistrationRequest.
+ * Use `create(FinishPasskeyRegistrationRequestSchema)` to create a new message.
  */
-export const FinishWebAuthnRegistrationRequestSchema: GenMessage<FinishWebAuthnRegistrationRequest> = /*@__PURE__*/
+export const FinishPasskeyRegistrationRequestSchema: GenMessage<FinishPasskeyRegistrationRequest> = /*@__PURE__*/
   messageDesc(file_colink_auth_v1_auth, 47);
 
 /**
- * FinishWebAuthnRegistration result.
+ * FinishPasskeyRegistration result.
  *
- * @generated from message colink.auth.v1.FinishWebAuthnRegistrationResponse
+ * @generated from message colink.auth.v1.FinishPasskeyRegistrationResponse
  */
-export type FinishWebAuthnRegistrationResponse = Message<"colink.auth.v1.FinishWebAuthnRegistrationResponse"> & {
+export type FinishPasskeyRegistrationResponse = Message<"colink.auth.v1.FinishPasskeyRegistrationResponse"> & {
   /**
-   * The stored credential's id.
+   * The stored passkey.
+   *
+   * @generated from field: colink.auth.v1.Passkey passkey = 1;
+   */
+  passkey?: Passkey | undefined;
+};
+
+/**
+ * Describes the message colink.auth.v1.FinishPasskeyRegistrationResponse.
+ * Use `create(FinishPasskeyRegistrationResponseSchema)` to create a new message.
+ */
+export const FinishPasskeyRegistrationResponseSchema: GenMessage<FinishPasskeyRegistrationResponse> = /*@__PURE__*/
+  messageDesc(file_colink_auth_v1_auth, 48);
+
+/**
+ * A passkey of an account.
+ *
+ * @generated from message colink.auth.v1.Passkey
+ */
+export type Passkey = Message<"colink.auth.v1.Passkey"> & {
+  /**
+   * The WebAuthn credential id, base64url.
+   *
+   * @generated from field: string credential_id = 1;
+   */
+  credentialId: string;
+
+  /**
+   * The person's name for it.
+   *
+   * @generated from field: string name = 2;
+   */
+  name: string;
+
+  /**
+   * When it was registered.
+   *
+   * @generated from field: google.protobuf.Timestamp create_time = 3;
+   */
+  createTime?: Timestamp | undefined;
+
+  /**
+   * When it last signed in; unset if never.
+   *
+   * @generated from field: google.protobuf.Timestamp last_used_time = 4;
+   */
+  lastUsedTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message colink.auth.v1.Passkey.
+ * Use `create(PasskeySchema)` to create a new message.
+ */
+export const PasskeySchema: GenMessage<Passkey> = /*@__PURE__*/
+  messageDesc(file_colink_auth_v1_auth, 49);
+
+/**
+ * ListPasskeys.
+ *
+ * @generated from message colink.auth.v1.ListPasskeysRequest
+ */
+export type ListPasskeysRequest = Message<"colink.auth.v1.ListPasskeysRequest"> & {
+};
+
+/**
+ * Describes the message colink.auth.v1.ListPasskeysRequest.
+ * Use `create(ListPasskeysRequestSchema)` to create a new message.
+ */
+export const ListPasskeysRequestSchema: GenMessage<ListPasskeysRequest> = /*@__PURE__*/
+  messageDesc(file_colink_auth_v1_auth, 50);
+
+/**
+ * ListPasskeys result.
+ *
+ * @generated from message colink.auth.v1.ListPasskeysResponse
+ */
+export type ListPasskeysResponse = Message<"colink.auth.v1.ListPasskeysResponse"> & {
+  /**
+   * Newest first.
+   *
+   * @generated from field: repeated colink.auth.v1.Passkey passkeys = 1;
+   */
+  passkeys: Passkey[];
+};
+
+/**
+ * Describes the message colink.auth.v1.ListPasskeysResponse.
+ * Use `create(ListPasskeysResponseSchema)` to create a new message.
+ */
+export const ListPasskeysResponseSchema: GenMessage<ListPasskeysResponse> = /*@__PURE__*/
+  messageDesc(file_colink_auth_v1_auth, 51);
+
+/**
+ * DeletePasskey.
+ *
+ * @generated from message colink.auth.v1.DeletePasskeyRequest
+ */
+export type DeletePasskeyRequest = Message<"colink.auth.v1.DeletePasskeyRequest"> & {
+  /**
+   * From ListPasskeys.
    *
    * @generated from field: string credential_id = 1;
    */
@@ -1435,11 +1561,141 @@ export type FinishWebAuthnRegistrationResponse = Message<"colink.auth.v1.FinishW
 };
 
 /**
- * Describes the message colink.auth.v1.FinishWebAuthnRegistrationResponse.
- * Use `create(FinishWebAuthnRegistrationResponseSchema)` to create a new message.
+ * Describes the message colink.auth.v1.DeletePasskeyRequest.
+ * Use `create(DeletePasskeyRequestSchema)` to create a new message.
  */
-export const FinishWebAuthnRegistrationResponseSchema: GenMessage<FinishWebAuthnRegistrationResponse> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 48);
+export const DeletePasskeyRequestSchema: GenMessage<DeletePasskeyRequest> = /*@__PURE__*/
+  messageDesc(file_colink_auth_v1_auth, 52);
+
+/**
+ * DeletePasskey result.
+ *
+ * @generated from message colink.auth.v1.DeletePasskeyResponse
+ */
+export type DeletePasskeyResponse = Message<"colink.auth.v1.DeletePasskeyResponse"> & {
+};
+
+/**
+ * Describes the message colink.auth.v1.DeletePasskeyResponse.
+ * Use `create(DeletePasskeyResponseSchema)` to create a new message.
+ */
+export const DeletePasskeyResponseSchema: GenMessage<DeletePasskeyResponse> = /*@__PURE__*/
+  messageDesc(file_colink_auth_v1_auth, 53);
+
+/**
+ * BeginPasskeySignIn.
+ *
+ * @generated from message colink.auth.v1.BeginPasskeySignInRequest
+ */
+export type BeginPasskeySignInRequest = Message<"colink.auth.v1.BeginPasskeySignInRequest"> & {
+};
+
+/**
+ * Describes the message colink.auth.v1.BeginPasskeySignInRequest.
+ * Use `create(BeginPasskeySignInRequestSchema)` to create a new message.
+ */
+export const BeginPasskeySignInRequestSchema: GenMessage<BeginPasskeySignInRequest> = /*@__PURE__*/
+  messageDesc(file_colink_auth_v1_auth, 54);
+
+/**
+ * BeginPasskeySignIn result.
+ *
+ * @generated from message colink.auth.v1.BeginPasskeySignInResponse
+ */
+export type BeginPasskeySignInResponse = Message<"colink.auth.v1.BeginPasskeySignInResponse"> & {
+  /**
+   * Pass to FinishPasskeySignIn.
+   *
+   * @generated from field: string sign_in_id = 1;
+   */
+  signInId: string;
+
+  /**
+   * `{"publicKey": PublicKeyCredentialRequestOptions, "mediation": ...}` in
+   * the WebAuthn JSON form; `allowCredentials` is empty.
+   *
+   * @generated from field: string request_options_json = 2;
+   */
+  requestOptionsJson: string;
+
+  /**
+   * Until when the sign-in can be finished.
+   *
+   * @generated from field: google.protobuf.Timestamp expire_time = 3;
+   */
+  expireTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message colink.auth.v1.BeginPasskeySignInResponse.
+ * Use `create(BeginPasskeySignInResponseSchema)` to create a new message.
+ */
+export const BeginPasskeySignInResponseSchema: GenMessage<BeginPasskeySignInResponse> = /*@__PURE__*/
+  messageDesc(file_colink_auth_v1_auth, 55);
+
+/**
+ * FinishPasskeySignIn.
+ *
+ * @generated from message colink.auth.v1.FinishPasskeySignInRequest
+ */
+export type FinishPasskeySignInRequest = Message<"colink.auth.v1.FinishPasskeySignInRequest"> & {
+  /**
+   * From BeginPasskeySignIn.
+   *
+   * @generated from field: string sign_in_id = 1;
+   */
+  signInId: string;
+
+  /**
+   * The PublicKeyCredential in the WebAuthn JSON form: id, rawId, type,
+   * response.authenticatorData, clientDataJSON, signature, userHandle.
+   *
+   * @generated from field: string credential_json = 2;
+   */
+  credentialJson: string;
+
+  /**
+   * Names the session, at most 128 characters.
+   *
+   * @generated from field: string device_name = 3;
+   */
+  deviceName: string;
+};
+
+/**
+ * Describes the message colink.auth.v1.FinishPasskeySignInRequest.
+ * Use `create(FinishPasskeySignInRequestSchema)` to create a new message.
+ */
+export const FinishPasskeySignInRequestSchema: GenMessage<FinishPasskeySignInRequest> = /*@__PURE__*/
+  messageDesc(file_colink_auth_v1_auth, 56);
+
+/**
+ * FinishPasskeySignIn result.
+ *
+ * @generated from message colink.auth.v1.FinishPasskeySignInResponse
+ */
+export type FinishPasskeySignInResponse = Message<"colink.auth.v1.FinishPasskeySignInResponse"> & {
+  /**
+   * Signed in.
+   *
+   * @generated from field: colink.auth.v1.TokenPair tokens = 1;
+   */
+  tokens?: TokenPair | undefined;
+
+  /**
+   * The account.
+   *
+   * @generated from field: colink.auth.v1.Account account = 2;
+   */
+  account?: Account | undefined;
+};
+
+/**
+ * Describes the message colink.auth.v1.FinishPasskeySignInResponse.
+ * Use `create(FinishPasskeySignInResponseSchema)` to create a new message.
+ */
+export const FinishPasskeySignInResponseSchema: GenMessage<FinishPasskeySignInResponse> = /*@__PURE__*/
+  messageDesc(file_colink_auth_v1_auth, 57);
 
 /**
  * RequestPasswordReset.
@@ -1460,7 +1716,7 @@ export type RequestPasswordResetRequest = Message<"colink.auth.v1.RequestPasswor
  * Use `create(RequestPasswordResetRequestSchema)` to create a new message.
  */
 export const RequestPasswordResetRequestSchema: GenMessage<RequestPasswordResetRequest> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 49);
+  messageDesc(file_colink_auth_v1_auth, 58);
 
 /**
  * RequestPasswordReset result.
@@ -1475,7 +1731,7 @@ export type RequestPasswordResetResponse = Message<"colink.auth.v1.RequestPasswo
  * Use `create(RequestPasswordResetResponseSchema)` to create a new message.
  */
 export const RequestPasswordResetResponseSchema: GenMessage<RequestPasswordResetResponse> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 50);
+  messageDesc(file_colink_auth_v1_auth, 59);
 
 /**
  * ResetPassword.
@@ -1510,7 +1766,7 @@ export type ResetPasswordRequest = Message<"colink.auth.v1.ResetPasswordRequest"
  * Use `create(ResetPasswordRequestSchema)` to create a new message.
  */
 export const ResetPasswordRequestSchema: GenMessage<ResetPasswordRequest> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 51);
+  messageDesc(file_colink_auth_v1_auth, 60);
 
 /**
  * ResetPassword result.
@@ -1525,7 +1781,7 @@ export type ResetPasswordResponse = Message<"colink.auth.v1.ResetPasswordRespons
  * Use `create(ResetPasswordResponseSchema)` to create a new message.
  */
 export const ResetPasswordResponseSchema: GenMessage<ResetPasswordResponse> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 52);
+  messageDesc(file_colink_auth_v1_auth, 61);
 
 /**
  * VerifyEmail.
@@ -1546,7 +1802,7 @@ export type VerifyEmailRequest = Message<"colink.auth.v1.VerifyEmailRequest"> & 
  * Use `create(VerifyEmailRequestSchema)` to create a new message.
  */
 export const VerifyEmailRequestSchema: GenMessage<VerifyEmailRequest> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 53);
+  messageDesc(file_colink_auth_v1_auth, 62);
 
 /**
  * VerifyEmail result.
@@ -1561,7 +1817,7 @@ export type VerifyEmailResponse = Message<"colink.auth.v1.VerifyEmailResponse"> 
  * Use `create(VerifyEmailResponseSchema)` to create a new message.
  */
 export const VerifyEmailResponseSchema: GenMessage<VerifyEmailResponse> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 54);
+  messageDesc(file_colink_auth_v1_auth, 63);
 
 /**
  * RequestEmailVerification.
@@ -1576,7 +1832,7 @@ export type RequestEmailVerificationRequest = Message<"colink.auth.v1.RequestEma
  * Use `create(RequestEmailVerificationRequestSchema)` to create a new message.
  */
 export const RequestEmailVerificationRequestSchema: GenMessage<RequestEmailVerificationRequest> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 55);
+  messageDesc(file_colink_auth_v1_auth, 64);
 
 /**
  * RequestEmailVerification result.
@@ -1591,7 +1847,7 @@ export type RequestEmailVerificationResponse = Message<"colink.auth.v1.RequestEm
  * Use `create(RequestEmailVerificationResponseSchema)` to create a new message.
  */
 export const RequestEmailVerificationResponseSchema: GenMessage<RequestEmailVerificationResponse> = /*@__PURE__*/
-  messageDesc(file_colink_auth_v1_auth, 56);
+  messageDesc(file_colink_auth_v1_auth, 65);
 
 /**
  * Workspace role of an account; the same names appear in access tokens.
@@ -1662,7 +1918,7 @@ export enum SecondFactorMethod {
   TOTP = 1,
 
   /**
-   * A WebAuthn assertion.
+   * A passkey's answer (a WebAuthn assertion), for accounts with passkeys.
    *
    * @generated from enum value: SECOND_FACTOR_METHOD_WEBAUTHN = 2;
    */
@@ -1695,7 +1951,8 @@ export const AuthService: GenService<{
   },
   /**
    * Checks a password. Returns tokens, or a second-factor challenge when the
-   * account has one enrolled. UNAUTHENTICATED on a wrong login or password
+   * account has TOTP enrolled; the account's passkeys can answer it too
+   * (`webauthn_options_json`). UNAUTHENTICATED on a wrong login or password
    * (the message does not say which); PERMISSION_DENIED for a deactivated
    * account; RESOURCE_EXHAUSTED with a google.rpc.RetryInfo while failed
    * attempts for the account or the client address hold logins back.
@@ -1933,24 +2190,88 @@ export const AuthService: GenService<{
     output: typeof DisableTotpResponseSchema;
   },
   /**
-   * Starts registering a WebAuthn authenticator (security key, passkey).
+   * Starts registering a passkey (a WebAuthn credential: a phone, a
+   * laptop's platform authenticator, a security key) for the caller. The
+   * options go to navigator.credentials.create(); the registration can be
+   * finished on any node for five minutes.
+   * Errors: INVALID_ARGUMENT naming `name` (1..=64 characters);
+   * FAILED_PRECONDITION with single sign-on, or with 20 passkeys already.
    *
-   * @generated from rpc colink.auth.v1.AuthService.BeginWebAuthnRegistration
+   * @generated from rpc colink.auth.v1.AuthService.BeginPasskeyRegistration
    */
-  beginWebAuthnRegistration: {
+  beginPasskeyRegistration: {
     methodKind: "unary";
-    input: typeof BeginWebAuthnRegistrationRequestSchema;
-    output: typeof BeginWebAuthnRegistrationResponseSchema;
+    input: typeof BeginPasskeyRegistrationRequestSchema;
+    output: typeof BeginPasskeyRegistrationResponseSchema;
   },
   /**
-   * Finishes registering a WebAuthn authenticator.
+   * Checks the authenticator's answer and stores the passkey. Finishing
+   * again with the same registration and credential answers the same
+   * credential id and stores nothing more.
+   * Errors: INVALID_ARGUMENT naming `registration_id` or `credential_json`
+   * (malformed, or its signature, origin, challenge or user verification
+   * does not check out); NOT_FOUND for another account's registration;
+   * FAILED_PRECONDITION once expired or finished with another credential;
+   * ALREADY_EXISTS when the credential is registered already.
    *
-   * @generated from rpc colink.auth.v1.AuthService.FinishWebAuthnRegistration
+   * @generated from rpc colink.auth.v1.AuthService.FinishPasskeyRegistration
    */
-  finishWebAuthnRegistration: {
+  finishPasskeyRegistration: {
     methodKind: "unary";
-    input: typeof FinishWebAuthnRegistrationRequestSchema;
-    output: typeof FinishWebAuthnRegistrationResponseSchema;
+    input: typeof FinishPasskeyRegistrationRequestSchema;
+    output: typeof FinishPasskeyRegistrationResponseSchema;
+  },
+  /**
+   * The caller's passkeys, newest first.
+   *
+   * @generated from rpc colink.auth.v1.AuthService.ListPasskeys
+   */
+  listPasskeys: {
+    methodKind: "unary";
+    input: typeof ListPasskeysRequestSchema;
+    output: typeof ListPasskeysResponseSchema;
+  },
+  /**
+   * Removes one of the caller's passkeys; it signs nobody in any more.
+   * Errors: INVALID_ARGUMENT naming `credential_id`; NOT_FOUND when it is
+   * not one of the caller's.
+   *
+   * @generated from rpc colink.auth.v1.AuthService.DeletePasskey
+   */
+  deletePasskey: {
+    methodKind: "unary";
+    input: typeof DeletePasskeyRequestSchema;
+    output: typeof DeletePasskeyResponseSchema;
+  },
+  /**
+   * Starts signing in with a passkey, no username asked: the options go to
+   * navigator.credentials.get(), and the authenticator offers the passkeys
+   * it holds for this site. No token needed.
+   * Errors: FAILED_PRECONDITION with single sign-on.
+   *
+   * @generated from rpc colink.auth.v1.AuthService.BeginPasskeySignIn
+   */
+  beginPasskeySignIn: {
+    methodKind: "unary";
+    input: typeof BeginPasskeySignInRequestSchema;
+    output: typeof BeginPasskeySignInResponseSchema;
+  },
+  /**
+   * Checks the passkey's answer and opens a session. A passkey verifies
+   * its user itself, so no second factor is asked. Each sign-in can be
+   * finished once, within five minutes. No token needed.
+   * Errors: INVALID_ARGUMENT naming `sign_in_id` (also when unknown, spent
+   * or expired), `credential_json` or `device_name`; UNAUTHENTICATED for a
+   * passkey not registered here or an answer that does not check out;
+   * PERMISSION_DENIED for a deactivated or suspended account;
+   * RESOURCE_EXHAUSTED after too many failures for the account or address.
+   *
+   * @generated from rpc colink.auth.v1.AuthService.FinishPasskeySignIn
+   */
+  finishPasskeySignIn: {
+    methodKind: "unary";
+    input: typeof FinishPasskeySignInRequestSchema;
+    output: typeof FinishPasskeySignInResponseSchema;
   },
   /**
    * Sends a password-reset code to the account's email, if the account exists.
