@@ -34,7 +34,7 @@ const CEREMONY_TTL_MICROS: i64 = 5 * 60 * 1_000_000;
 /// Finished or expired ceremonies are deleted this long after expiry.
 const SWEEP_AFTER_MICROS: i64 = 3600 * 1_000_000;
 /// Passkeys one account may have.
-pub(crate) const MAX_PER_ACCOUNT: u64 = 20;
+const MAX_PER_ACCOUNT: usize = 20;
 const MAX_NAME_CHARS: usize = 64;
 /// Base64url of the longest credential id WebAuthn allows (1023 bytes).
 const MAX_CREDENTIAL_ID_CHARS: usize = 1364;
@@ -75,7 +75,7 @@ impl AuthService {
         }
         let owned =
             passkey::Entity::find().filter(passkey::Column::UserId.eq(&caller.user_id)).all(&self.db.reader).await?;
-        if owned.len() as u64 >= MAX_PER_ACCOUNT {
+        if owned.len() >= MAX_PER_ACCOUNT {
             return Err(Error::precondition("an account has at most 20 passkeys; delete one first"));
         }
         // The authenticator is told which passkeys it holds already, so it
@@ -109,9 +109,12 @@ impl AuthService {
         self.require_passwords()?;
         let mut v = Violations::default();
         let registration_id = v.id("registration_id", &req.registration_id);
-        let answer = v.check(parse_credential::<RegisterPublicKeyCredential>("credential_json", &req.credential_json));
+        let answer = parse_credential::<RegisterPublicKeyCredential>("credential_json", &req.credential_json);
+        if let Err(err) = &answer {
+            v.add(&err.field, err.description.clone());
+        }
         v.finish()?;
-        let Some(answer) = answer else { return Err(Error::internal("credential checked but missing")) };
+        let answer = answer?;
         let ceremony = passkey_ceremony::Entity::find_by_id(registration_id.clone())
             .one(&self.db.writer)
             .await?
@@ -218,12 +221,15 @@ impl AuthService {
         self.require_passwords()?;
         let mut v = Violations::default();
         let sign_in_id = v.id("sign_in_id", &req.sign_in_id);
-        let answer = v.check(parse_credential::<PublicKeyCredential>("credential_json", &req.credential_json));
+        let answer = parse_credential::<PublicKeyCredential>("credential_json", &req.credential_json);
+        if let Err(err) = &answer {
+            v.add(&err.field, err.description.clone());
+        }
         if req.device_name.chars().count() > 128 {
             v.add("device_name", "must be at most 128 characters long");
         }
         v.finish()?;
-        let Some(answer) = answer else { return Err(Error::internal("credential checked but missing")) };
+        let answer = answer?;
         let (user, credential_id) = self.passkeys.identify_discoverable_authentication(&answer).map_err(|_| {
             Error::invalid("credential_json", "names no account (response.userHandle): the passkey is not discoverable")
         })?;

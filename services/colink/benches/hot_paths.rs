@@ -114,6 +114,8 @@ async fn auth_node() -> (colink::Node, tempfile::TempDir, String) {
     };
     config.auth.argon2_memory_kib = 64;
     config.auth.argon2_iterations = 1;
+    // The benchmarks sign in far more often than one address may.
+    config.ephemeral.anonymous_per_address_per_minute = 0;
     let node = colink::Node::start(config).await.unwrap_or_else(|e| panic!("node: {e}"));
     let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{}", node.addr()))
         .unwrap_or_else(|e| panic!("node address: {e}"));

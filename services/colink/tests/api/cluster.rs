@@ -12,7 +12,7 @@ pub(crate) fn server(variable: &str) -> String {
 }
 
 /// Two nodes sharing a fresh PostgreSQL database and Redis.
-async fn two_nodes() -> (TestApp, TestApp) {
+pub(crate) async fn two_nodes() -> (TestApp, TestApp) {
     let database = fresh_postgres(&server("COLINK_TEST_POSTGRES")).await;
     let redis = server("COLINK_TEST_REDIS");
     let node = |database: String, redis: String| {

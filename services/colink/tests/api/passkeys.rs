@@ -18,8 +18,8 @@ use colink_runtime::clients::with_token;
 use serde_json::{Value, json};
 use tonic::Code;
 
-use crate::cluster::server;
-use crate::helpers::{TestApp, TestUser, assert_code, assert_invalid, fresh_postgres};
+use crate::cluster::two_nodes;
+use crate::helpers::{TestApp, TestUser, assert_code, assert_invalid};
 use crate::soft_authenticator::{Authenticator, decode};
 
 const ORIGIN: &str = "http://localhost:8080";
@@ -103,6 +103,10 @@ async fn people_register_passkeys_and_sign_in_with_them_alone() {
     let again =
         app.auth().finish_passkey_registration(ada.req(finish(&begun.registration_id, &registration_json))).await;
     assert_eq!(again.unwrap().into_inner().passkey.unwrap(), stored);
+    // Finished, it takes no other passkey.
+    let other = Authenticator::new("http://localhost:9999").create(&begun.creation_options_json).unwrap();
+    let refused = app.auth().finish_passkey_registration(ada.req(finish(&begun.registration_id, &other))).await;
+    assert_code(refused, Code::FailedPrecondition);
     let listed = app.auth().list_passkeys(ada.req(ListPasskeysRequest {})).await.unwrap().into_inner().passkeys;
     assert_eq!(listed, vec![stored.clone()]);
     assert!(app.auth().list_passkeys(bob.req(ListPasskeysRequest {})).await.unwrap().into_inner().passkeys.is_empty());
@@ -196,6 +200,14 @@ async fn people_register_passkeys_and_sign_in_with_them_alone() {
     assert_code(app.auth().delete_passkey(ada.req(delete(&stored.credential_id))).await, Code::NotFound);
     assert_code(sign_in(&app, &mut phone).await, Code::Unauthenticated);
     assert!(app.auth().list_passkeys(ada.req(ListPasskeysRequest {})).await.unwrap().into_inner().passkeys.is_empty());
+
+    // An account keeps at most 20.
+    for n in 0..20 {
+        let mut device = Authenticator::new(&format!("http://localhost:{}", 9000 + n));
+        register_passkey(&app, &carol, &mut device, &format!("Key {n}")).await;
+    }
+    let begin = BeginPasskeyRegistrationRequest { name: "One more".into() };
+    assert_code(app.auth().begin_passkey_registration(carol.req(begin)).await, Code::FailedPrecondition);
 }
 
 #[tokio::test]
@@ -259,17 +271,9 @@ async fn a_passkey_answers_the_second_step_of_a_password_sign_in() {
 }
 
 #[tokio::test]
-#[ignore = "needs PostgreSQL: set COLINK_TEST_POSTGRES (the full suite does)"]
+#[ignore = "needs PostgreSQL and Redis: set COLINK_TEST_POSTGRES and COLINK_TEST_REDIS (the full suite does)"]
 async fn passkey_ceremonies_finish_on_any_node() {
-    let database = fresh_postgres(&server("COLINK_TEST_POSTGRES")).await;
-    let redis = server("COLINK_TEST_REDIS");
-    let node = |database: String, redis: String| {
-        TestApp::spawn_with(move |c| {
-            c.database.url = database;
-            c.pubsub.url = redis;
-        })
-    };
-    let (a, b) = (node(database.clone(), redis.clone()).await, node(database, redis).await);
+    let (a, b) = two_nodes().await;
     let ada = a.register("ada").await;
     let mut phone = Authenticator::new(ORIGIN);
 
