@@ -184,6 +184,8 @@ async fn consume(
     mut topics_ready: watch::Receiver<bool>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let closing = CloseAside(Some(consumer));
+    let Some(consumer) = closing.0.as_ref() else { return };
     tokio::select! {
         ready = topics_ready.wait_for(|r| *r) => if ready.is_err() { return },
         _ = shutdown.wait_for(|s| *s) => return,
@@ -231,6 +233,23 @@ async fn consume(
         }
         if let Err(err) = consumer.commit_message(&message, CommitMode::Async) {
             tracing::warn!(%topic, error = %err, "cannot commit Kafka offset; the event may be applied again");
+        }
+    }
+}
+
+/// Drops a consumer on a thread of its own, however its task ends (returned,
+/// or dropped with the runtime). Dropping one leaves its group, and
+/// librdkafka waits for the broker to answer that, forever while the broker
+/// is down: on the runtime's thread, that would hang the node's shutdown.
+struct CloseAside(Option<StreamConsumer>);
+
+impl Drop for CloseAside {
+    fn drop(&mut self) {
+        if let Some(consumer) = self.0.take() {
+            let closing = std::thread::Builder::new().name("kafka-close".into()).spawn(move || drop(consumer));
+            if let Err(err) = closing {
+                tracing::warn!(error = %err, "cannot close the Kafka consumer aside; closing it here");
+            }
         }
     }
 }
