@@ -80,15 +80,15 @@ micro:
 test:
     cargo test --workspace
 
-# Regenerate gen/ (Rust and TypeScript stubs, the descriptor set) and the 405 routes of envoy/envoy.yaml from proto/. Needs no protoc; the TypeScript plugin comes from web/package-lock.json.
+# Regenerate gen/ (Rust and TypeScript stubs, the descriptor set) and the 405 routes of envoy/envoy.yaml from proto/, and envoy/envoy-kubernetes.yaml from envoy/envoy.yaml. Needs no protoc; the TypeScript plugin comes from web/package-lock.json.
 gen:
     cargo run -q -p colink-codegen
     [ -x web/node_modules/.bin/protoc-gen-es ] || (cd web && npm ci)
     buf generate
 
-# Fail if gen/ (or the 405 routes in envoy/envoy.yaml) is not what proto/ generates.
+# Fail if gen/ (or the 405 routes in envoy/envoy.yaml, or envoy/envoy-kubernetes.yaml) is not what proto/ and envoy/envoy.yaml generate.
 gen-check: gen
-    @test -z "$(git status --porcelain -- gen proto envoy)" || { git status --short -- gen proto envoy; echo "gen/ or envoy/envoy.yaml is stale: run 'just gen' and commit"; exit 1; }
+    @test -z "$(git status --porcelain -- gen proto envoy)" || { git status --short -- gen proto envoy; echo "gen/ or envoy/ is stale: run 'just gen' and commit"; exit 1; }
 
 # Formatting, clippy (warnings are errors) and buf lint.
 lint:

@@ -79,13 +79,14 @@ export async function startNode({ envoy, env, build = "debug", port: chosen } = 
     const repo = join(here, "..", "..");
     const config = readFileSync(join(repo, "envoy", "envoy.yaml"), "utf8")
       .replace("port_value: 8080", `port_value: ${envoyPort}`)
-      .replace("port_value: 7700", `port_value: ${port}`)
+      .replaceAll("port_value: 7700", `port_value: ${port}`)
       .replace("port_value: 9901", `port_value: ${await freePort()}`)
       .replace('"gen/colink.binpb"', JSON.stringify(join(repo, "gen", "colink.binpb")));
     writeFileSync(join(data, "envoy.yaml"), config);
     children.push(
+      // Its access log (stdout) would drown the test's own output.
       spawn(envoy, ["-c", join(data, "envoy.yaml"), "--log-level", "warn", "--use-dynamic-base-id"], {
-        stdio: ["ignore", "inherit", "inherit"],
+        stdio: ["ignore", "ignore", "inherit"],
       }),
     );
     url = `http://127.0.0.1:${envoyPort}`;

@@ -1,14 +1,15 @@
 //! Regenerates `gen/` from `proto/`: the Rust stubs (messages, clients and
 //! servers) and the binary FileDescriptorSet used by server reflection and by
-//! Envoy's gRPC-JSON transcoder; and, in envoy/envoy.yaml, the routes that
-//! answer 405 to a REST path called with the wrong method. Run from the
-//! workspace root (`just gen`).
+//! Envoy's gRPC-JSON transcoder; in envoy/envoy.yaml, the routes that answer
+//! 405 to a REST path called with the wrong method; and from that file,
+//! envoy/envoy-kubernetes.yaml. Run from the workspace root (`just gen`).
 
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+mod envoy_kubernetes;
 mod envoy_routes;
 
 const PROTO_ROOT: &str = "proto";
@@ -48,6 +49,7 @@ fn run() -> Result<usize, Box<dyn std::error::Error>> {
     let encoded = compiler.encode_file_descriptor_set();
     fs::write(DESCRIPTOR_OUT, &encoded)?;
     envoy_routes::write(&encoded)?;
+    envoy_kubernetes::write()?;
     let descriptors = compiler.file_descriptor_set();
 
     // Start from an empty directory so a removed proto leaves no stale file.

@@ -11,6 +11,7 @@ mod webapp;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use colink_admin::AdminService;
@@ -331,12 +332,14 @@ impl Node {
         routes.add_service(reflection().build_v1alpha().map_err(reflection_error)?);
 
         let mut stop = shutdown_rx.clone();
+        // What `/readyz` says: serving from here until shutdown begins.
+        let ready = Arc::new(AtomicBool::new(false));
         let server = Server::builder()
             .accept_http1(true)
             .tcp_nodelay(true)
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-            .layer(webapp::WebAppLayer::new(blobs))
+            .layer(webapp::WebAppLayer::new(blobs, ready.clone()))
             .layer(tonic_web::GrpcWebLayer::new())
             .layer(AuthLayer::new(verifier, limits, config.auth.trust_forwarded_for))
             .add_routes(routes.routes())
@@ -348,10 +351,12 @@ impl Node {
             health.set_service_status(*name, ServingStatus::Serving).await;
         }
         health.set_service_status("", ServingStatus::Serving).await;
+        ready.store(true, Ordering::Relaxed);
         // Readiness goes back to NOT_SERVING as soon as shutdown begins.
         let mut stopping = shutdown_rx;
         background.push(tokio::spawn(async move {
             let _ = stopping.wait_for(|s| *s).await;
+            ready.store(false, Ordering::Relaxed);
             for name in serving {
                 health.set_service_status(name, ServingStatus::NotServing).await;
             }

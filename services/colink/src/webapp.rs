@@ -3,9 +3,13 @@
 //! with a content hash in their name (under `/assets/`) are cached for a
 //! year; everything else is revalidated. A path that names no file gets the
 //! app's page, so that the app's own routes survive a reload. Paths under
-//! `/blobs/` are the local file store's signed URLs.
+//! `/blobs/` are the local file store's signed URLs. `/healthz` and
+//! `/readyz` answer plain HTTP probes (load balancers, kubelets) that do not
+//! speak gRPC health.
 
 use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -62,22 +66,41 @@ pub fn respond(method: &Method, path: &str) -> Response<Full<Bytes>> {
     response
 }
 
+/// `/healthz`: the process answers. `/readyz`: it also serves calls (it
+/// has started and is not shutting down).
+fn probe(path: &str, ready: &AtomicBool) -> Option<Response<Full<Bytes>>> {
+    let up = match path {
+        "/healthz" => true,
+        "/readyz" => ready.load(Ordering::Relaxed),
+        _ => return None,
+    };
+    let (code, body) = if up { (StatusCode::OK, "ok\n") } else { (StatusCode::SERVICE_UNAVAILABLE, "not ready\n") };
+    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *response.status_mut() = code;
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Some(response)
+}
+
 fn status(code: StatusCode) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::new()));
     *response.status_mut() = code;
     response
 }
 
-/// Puts the app, and the file store's URLs, in front of the node's gRPC
-/// services.
+/// Puts the app, the file store's URLs and the probes in front of the
+/// node's gRPC services.
 #[derive(Clone, Default)]
 pub struct WebAppLayer {
     blobs: Option<Blobs>,
+    ready: Arc<AtomicBool>,
 }
 
 impl WebAppLayer {
-    pub fn new(blobs: Option<Blobs>) -> Self {
-        Self { blobs }
+    /// `ready` is what `/readyz` reports.
+    pub fn new(blobs: Option<Blobs>, ready: Arc<AtomicBool>) -> Self {
+        Self { blobs, ready }
     }
 }
 
@@ -85,7 +108,7 @@ impl<S> tower::Layer<S> for WebAppLayer {
     type Service = WebApp<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        WebApp { inner, blobs: self.blobs.clone() }
+        WebApp { inner, blobs: self.blobs.clone(), ready: self.ready.clone() }
     }
 }
 
@@ -93,6 +116,7 @@ impl<S> tower::Layer<S> for WebAppLayer {
 pub struct WebApp<S> {
     inner: S,
     blobs: Option<Blobs>,
+    ready: Arc<AtomicBool>,
 }
 
 impl<S, B> tower::Service<Request<B>> for WebApp<S>
@@ -115,7 +139,9 @@ where
             return Box::pin(async move { Ok(blobs.serve(request).await.map(tonic::body::Body::new)) });
         }
         if request.method() == Method::GET || request.method() == Method::HEAD {
-            let response = respond(request.method(), request.uri().path()).map(tonic::body::Body::new);
+            let path = request.uri().path();
+            let response = probe(path, &self.ready).unwrap_or_else(|| respond(request.method(), path));
+            let response = response.map(tonic::body::Body::new);
             return Box::pin(std::future::ready(Ok(response)));
         }
         Box::pin(self.inner.call(request))
@@ -138,5 +164,15 @@ mod tests {
         let script = respond(&Method::GET, script.expect("the build has a script"));
         assert_eq!(script.headers()[header::CONTENT_TYPE], "text/javascript; charset=utf-8");
         assert_eq!(script.headers()[header::CACHE_CONTROL], "public, max-age=31536000, immutable");
+    }
+
+    #[test]
+    fn probes_say_whether_the_node_serves() {
+        let ready = AtomicBool::new(false);
+        assert_eq!(probe("/healthz", &ready).map(|r| r.status()), Some(StatusCode::OK));
+        assert_eq!(probe("/readyz", &ready).map(|r| r.status()), Some(StatusCode::SERVICE_UNAVAILABLE));
+        ready.store(true, Ordering::Relaxed);
+        assert_eq!(probe("/readyz", &ready).map(|r| r.status()), Some(StatusCode::OK));
+        assert!(probe("/channels/general", &ready).is_none());
     }
 }

@@ -61,7 +61,8 @@ pub struct Config {
 pub struct LogConfig {
     /// Filter such as "info" or "info,colink_messaging=debug".
     pub level: String,
-    /// "text" or "json".
+    /// "auto" (text on a terminal, JSON otherwise), "text" or "json". Text
+    /// is coloured only on a terminal (and not with `NO_COLOR` set).
     pub format: String,
 }
 
@@ -555,7 +556,7 @@ impl Default for Config {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        Self { level: "info".into(), format: "text".into() }
+        Self { level: "info".into(), format: "auto".into() }
     }
 }
 
@@ -630,8 +631,9 @@ impl Config {
         let mut problems = Vec::new();
         for (name, value) in env {
             let Some(rest) = name.strip_prefix("COLINK_") else { continue };
-            // COLINK_CONFIG names the file; COLINK_TEST_* belong to the test suite.
-            if rest == "CONFIG" || rest.starts_with("TEST_") {
+            // COLINK_CONFIG names the file; COLINK_TEST_* belong to the test
+            // suite; Kubernetes names the rest after a Service called colink.
+            if rest == "CONFIG" || rest.starts_with("TEST_") || is_service_link(rest, &value) {
                 continue;
             }
             let path: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
@@ -658,8 +660,8 @@ impl Config {
                 problems.push(format!("services: unknown service {name:?} (known: all, {})", SERVICES.join(", ")));
             }
         }
-        if !["text", "json"].contains(&self.log.format.as_str()) {
-            problems.push(format!("log.format: {:?} is neither \"text\" nor \"json\"", self.log.format));
+        if !["auto", "text", "json"].contains(&self.log.format.as_str()) {
+            problems.push(format!("log.format: {:?} is not \"auto\", \"text\" or \"json\"", self.log.format));
         }
         if self.log.level.parse::<tracing_subscriber::filter::Targets>().is_err() {
             problems.push(format!("log.level: {:?} is not a valid filter", self.log.level));
@@ -877,6 +879,40 @@ fn service_list<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Vec<String>, 
     })
 }
 
+/// Whether `COLINK_<rest>=value` is one of the variables Kubernetes gives
+/// every pod for each Service of its namespace (`enableServiceLinks`): a
+/// Service `colink` or `colink-realtime` yields `COLINK_SERVICE_HOST`,
+/// `COLINK_SERVICE_PORT_GRPC`, `COLINK_REALTIME_PORT_7700_TCP_ADDR` and the
+/// like. Name and value must both have Kubernetes' shape, so a mistyped
+/// setting is still refused.
+fn is_service_link(rest: &str, value: &str) -> bool {
+    let is_port = |v: &str| v.parse::<u16>().is_ok();
+    let is_ip = |v: &str| v.parse::<std::net::IpAddr>().is_ok();
+    let is_address = |v: &str| {
+        ["tcp://", "udp://", "sctp://"]
+            .iter()
+            .any(|scheme| v.strip_prefix(scheme).is_some_and(|a| a.parse::<std::net::SocketAddr>().is_ok()))
+    };
+    // Whatever precedes the tail is the rest of the Service's name.
+    let link = |tail: &[&str]| match tail {
+        ["SERVICE", "HOST"] => is_ip(value),
+        ["SERVICE", "PORT", ..] => is_port(value),
+        ["PORT"] => is_address(value),
+        ["PORT", number, protocol, rest @ ..] if is_port(number) && ["TCP", "UDP", "SCTP"].contains(protocol) => {
+            match rest {
+                [] => is_address(value),
+                ["PROTO"] => value.eq_ignore_ascii_case(protocol),
+                ["PORT"] => value == *number,
+                ["ADDR"] => is_ip(value),
+                _ => false,
+            }
+        }
+        _ => false,
+    };
+    let words: Vec<&str> = rest.split('_').collect();
+    (0..words.len()).any(|at| link(&words[at..]))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -988,6 +1024,38 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("auth.passkeys.rp_id"), "{err}");
+    }
+
+    #[test]
+    fn a_node_starts_among_kubernetes_service_links_yet_refuses_typos() {
+        let links = [
+            ("COLINK_SERVICE_HOST", "10.96.0.12"),
+            ("COLINK_SERVICE_PORT", "7700"),
+            ("COLINK_SERVICE_PORT_GRPC", "7700"),
+            ("COLINK_PORT", "tcp://10.96.0.12:7700"),
+            ("COLINK_PORT_7700_TCP", "tcp://10.96.0.12:7700"),
+            ("COLINK_PORT_7700_TCP_PROTO", "tcp"),
+            ("COLINK_PORT_7700_TCP_PORT", "7700"),
+            ("COLINK_PORT_7700_TCP_ADDR", "10.96.0.12"),
+            ("COLINK_REALTIME_SERVICE_HOST", "fd00::7"),
+            ("COLINK_REALTIME_SERVICE_PORT_GRPC_WEB", "8080"),
+            ("COLINK_REALTIME_PORT", "tcp://[fd00::7]:7700"),
+            ("COLINK_REALTIME_PORT_7700_TCP_ADDR", "fd00::7"),
+            ("COLINK_LISTEN", "0.0.0.0:7700"),
+        ];
+        let config = Config::load(None, env(&links)).unwrap();
+        assert_eq!(config.listen.port(), 7700);
+        for typo in [
+            ("COLINK_LISTEN_PORT", "7700"),
+            ("COLINK_SERVICE_HOST", "colink.internal"),
+            ("COLINK_PORT", "7700"),
+            ("COLINK_PORT_7700_TCP_ADDR", "tcp://10.96.0.12:7700"),
+            ("COLINK_SERVICE_HOSTS", "10.96.0.12"),
+        ] {
+            let err = Config::load(None, env(&[typo])).unwrap_err().to_string();
+            let key = typo.0.trim_start_matches("COLINK_").to_ascii_lowercase();
+            assert!(err.contains(&key), "{typo:?}: {err}");
+        }
     }
 
     #[test]

@@ -51,8 +51,10 @@ impl Envoy {
         let dir = tempfile::TempDir::new().unwrap();
         let path = dir.path().join("envoy.yaml");
         std::fs::write(&path, config).unwrap();
+        let access_log = std::fs::File::create(dir.path().join("access.log")).unwrap();
         let child = Command::new(binary)
             .args(["-c", path.to_str().unwrap(), "--log-level", "warn", "--use-dynamic-base-id"])
+            .stdout(access_log)
             .spawn()
             .expect("envoy starts");
         let envoy = Self { child, port, _dir: dir };
@@ -64,6 +66,12 @@ impl Envoy {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         panic!("envoy did not become ready");
+    }
+
+    /// The access log's entries so far, one JSON object per request.
+    fn access_log(&self) -> Vec<Value> {
+        let text = std::fs::read_to_string(self._dir.path().join("access.log")).unwrap_or_default();
+        text.lines().filter_map(|line| serde_json::from_str(line).ok()).collect()
     }
 
     /// A gRPC client of the node through Envoy.
@@ -552,7 +560,8 @@ async fn the_web_client_is_served_through_envoy_too() {
     // So does the identity provider's way back, and the page asks how to sign in.
     let (status, _, back) = envoy.try_call("GET", "/sso/callback?code=c&state=s", None, &[]).await.unwrap();
     assert!(status == 200 && back.contains("<div id=\"app\">"), "{status} {back}");
-    let (status, options) = envoy.call("GET", "/v1/auth/sign-in-options", None, &[]).await;
+    let (status, options) =
+        envoy.call("GET", "/v1/auth/sign-in-options", None, &[("x-request-id", "0b6c6a5e-access-log-test")]).await;
     assert_eq!((status, options["password"].as_bool()), (200, Some(true)), "{options}");
     assert_eq!((options["passkeys"].as_bool(), options["passkeyRpId"].as_str()), (Some(true), Some("localhost")));
     // A passkey sign-in begins over REST too, without a token.
@@ -564,6 +573,23 @@ async fn the_web_client_is_served_through_envoy_too() {
     assert_eq!((status, rest["code"].as_i64()), (404, Some(5)), "{rest}");
     let (status, rest) = envoy.call("GET", "/auth/nope", None, &[]).await;
     assert_eq!(status, 404, "{rest}");
+
+    // Each request is a JSON line in Envoy's access log, with the request
+    // id the node logs too. Envoy writes the log out every 10 s.
+    crate::servers::eventually(Duration::from_secs(20), "the access log entry", || async {
+        let entries = envoy.access_log();
+        let entry = entries.iter().find(|e| e["request_id"] == "0b6c6a5e-access-log-test")?.clone();
+        // The path the client asked for, and the call it became.
+        assert_eq!((entry["path"].as_str(), entry["status"].as_i64()), (Some("/v1/auth/sign-in-options"), Some(200)));
+        assert_eq!(entry["rpc"], "/colink.auth.v1.AuthService/GetSignInOptions", "{entry}");
+        assert!(
+            entry["duration_ms"].is_number() && entry["upstream"].as_str().is_some_and(|u| !u.is_empty()),
+            "{entry}"
+        );
+        assert!(entries.iter().any(|e| e["path"] == "/auth/nope" && e["status"] == 404), "{entries:?}");
+        Some(())
+    })
+    .await;
 }
 
 #[tokio::test]

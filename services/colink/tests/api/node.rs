@@ -159,6 +159,12 @@ async fn the_node_serves_the_web_client_next_to_grpc() {
     let head = http(&app, "HEAD", "/").await;
     assert!(head.starts_with("HTTP/1.1 200") && !head.contains("<div"), "{head}");
 
+    // Plain HTTP probes, for whatever does not speak gRPC health.
+    for probe in ["/healthz", "/readyz"] {
+        let answer = http(&app, "GET", probe).await;
+        assert!(answer.starts_with("HTTP/1.1 200") && answer.ends_with("ok\n"), "{answer}");
+    }
+
     // gRPC on the same port is untouched.
     let jwks = app.auth().get_jwks(GetJwksRequest {}).await.unwrap();
     assert!(!jwks.into_inner().keys.is_empty());
