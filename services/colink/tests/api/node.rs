@@ -210,3 +210,55 @@ fn a_dropped_node_leaves_no_database_connection_open() {
         }
     });
 }
+
+/// `colink serve` as Kubernetes runs it: among the variables Kubernetes
+/// gives a pod for a Service named colink, with its output going to a file
+/// (a log collector). It starts, its log is JSON lines with no colour codes,
+/// and it is ready until SIGTERM.
+#[tokio::test]
+async fn a_node_runs_as_a_pod_would_and_logs_json_to_a_file() {
+    use std::process::{Command, Stdio};
+
+    let data = tempfile::TempDir::new().unwrap();
+    let log_path = data.path().join("node.log");
+    let port = crate::servers::free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_colink"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .arg(data.path())
+        .env("COLINK_AUTH__ARGON2_MEMORY_KIB", "64")
+        .envs([
+            ("COLINK_SERVICE_HOST", "10.96.0.12"),
+            ("COLINK_SERVICE_PORT", "7700"),
+            ("COLINK_SERVICE_PORT_GRPC", "7700"),
+            ("COLINK_PORT", "tcp://10.96.0.12:7700"),
+            ("COLINK_PORT_7700_TCP", "tcp://10.96.0.12:7700"),
+            ("COLINK_PORT_7700_TCP_PROTO", "tcp"),
+            ("COLINK_PORT_7700_TCP_PORT", "7700"),
+            ("COLINK_PORT_7700_TCP_ADDR", "10.96.0.12"),
+        ])
+        .env_remove("NO_COLOR")
+        .stdout(std::fs::File::create(&log_path).unwrap())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let readyz = || async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut socket = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+        let request = "GET /readyz HTTP/1.1\r\nHost: colink\r\nConnection: close\r\n\r\n";
+        socket.write_all(request.as_bytes()).await.ok()?;
+        let mut answer = String::new();
+        socket.read_to_string(&mut answer).await.ok()?;
+        answer.starts_with("HTTP/1.1 200").then_some(())
+    };
+    crate::servers::eventually(std::time::Duration::from_secs(30), "the node to be ready", readyz).await;
+    let stopped = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(stopped.success());
+    assert!(child.wait().unwrap().success(), "the node stops cleanly on SIGTERM");
+
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(!log.contains('\u{1b}'), "no colour codes in a file: {log}");
+    let lines: Vec<serde_json::Value> =
+        log.lines().map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"))).collect();
+    let said = |what: &str| lines.iter().any(|l| l["fields"]["message"].as_str().is_some_and(|m| m.contains(what)));
+    assert!(said("listening") && said("shutting down"), "{log}");
+}
