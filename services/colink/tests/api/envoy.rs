@@ -39,11 +39,27 @@ fn repo() -> PathBuf {
 
 impl Envoy {
     async fn start(node: &TestApp) -> Self {
+        Self::start_before(&[node]).await
+    }
+
+    /// Envoy in front of `nodes`: all of them serve the `colink` cluster,
+    /// the first the realtime one.
+    async fn start_before(nodes: &[&TestApp]) -> Self {
         let binary = std::env::var("COLINK_TEST_ENVOY").expect("COLINK_TEST_ENVOY must name the envoy binary");
-        let node_port = node.uri().rsplit(':').next().unwrap().to_string();
+        let port_of = |node: &TestApp| node.uri().rsplit(':').next().unwrap().to_string();
+        let node_port = port_of(nodes[0]);
         let port = free_port();
-        let config = std::fs::read_to_string(repo().join("envoy/envoy.yaml"))
-            .unwrap()
+        let mut config = std::fs::read_to_string(repo().join("envoy/envoy.yaml")).unwrap();
+        let endpoint = "              - endpoint:\n                  address:\n                    \
+                        socket_address: { address: 127.0.0.1, port_value: 7700 }\n";
+        let core = config.find("        cluster_name: colink\n").unwrap();
+        let at = core + config[core..].find(endpoint).unwrap();
+        let endpoints: String = nodes
+            .iter()
+            .map(|node| endpoint.replace("port_value: 7700", &format!("port_value: {}", port_of(node))))
+            .collect();
+        config.replace_range(at..at + endpoint.len(), &endpoints);
+        let config = config
             .replace("port_value: 8080", &format!("port_value: {port}"))
             .replace("port_value: 7700", &format!("port_value: {node_port}"))
             .replace("port_value: 9901", &format!("port_value: {}", free_port()))
@@ -590,6 +606,25 @@ async fn the_web_client_is_served_through_envoy_too() {
         Some(())
     })
     .await;
+}
+
+#[tokio::test]
+#[ignore = "needs Envoy: set COLINK_TEST_ENVOY to its binary (the full suite does)"]
+async fn a_call_goes_to_another_node_when_one_is_gone() {
+    let mut gone = TestApp::spawn().await;
+    let staying = TestApp::spawn().await;
+    let envoy = Envoy::start_before(&[&gone, &staying]).await;
+    for _ in 0..4 {
+        assert_eq!(envoy.call("GET", "/v1/auth/sign-in-options", None, &[]).await.0, 200);
+    }
+    // One node stops: its connections close and its port refuses. Before
+    // health checks notice (seconds), Envoy still picks it for about half
+    // the calls, and sends each of those to the other node instead.
+    gone.node.take().unwrap().shutdown().await.unwrap();
+    for _ in 0..20 {
+        let (status, body) = envoy.call("GET", "/v1/auth/sign-in-options", None, &[]).await;
+        assert_eq!(status, 200, "{body}");
+    }
 }
 
 #[tokio::test]
