@@ -21,6 +21,10 @@ pub struct Event {
     /// The client address that request came from, when known.
     #[prost(string, tag = "6")]
     pub client_ip: ::prost::alloc::string::String,
+    /// The W3C trace context (`traceparent`) of the request that made the
+    /// change, when traces are exported: consumers continue its trace.
+    #[prost(string, tag = "7")]
+    pub traceparent: ::prost::alloc::string::String,
     /// What happened.
     #[prost(
         oneof = "event::Payload",

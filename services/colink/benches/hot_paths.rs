@@ -162,6 +162,7 @@ fn seq_and_insert(c: &mut Criterion) {
         scanning_file_ids: Vec::new(),
         idempotency_key: Some(new_id()),
         request_fingerprint: Some(new_id()),
+        origin: Default::default(),
     };
     let mut group = c.benchmark_group("seq_and_insert");
     group.sample_size(20).measurement_time(Duration::from_secs(10));

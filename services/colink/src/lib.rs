@@ -6,12 +6,13 @@
 mod batched_io;
 pub mod bench;
 mod files;
+mod readiness;
 pub mod search_cli;
 mod webapp;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use colink_admin::AdminService;
@@ -36,8 +37,10 @@ use colink_runtime::events::{
     TOPICS, USER_EVENTS,
 };
 use colink_runtime::limits::RequestLimits;
+use colink_runtime::metrics::Metrics;
 use colink_runtime::oidc::OpenIdProvider;
 use colink_runtime::pubsub::{MemoryPubSub, PubSub, RedisPubSub};
+use colink_runtime::stack;
 use colink_search::SearchService;
 use colink_users::UsersService;
 use tokio::net::TcpListener;
@@ -94,6 +97,8 @@ impl Node {
         let config = Arc::new(config);
         let (shutdown, shutdown_rx) = watch::channel(false);
         let peers = Peers::new(&config, addr)?;
+        let metrics =
+            Arc::new(Metrics::new(&[colink_proto::FILE_DESCRIPTOR_SET, tonic_health::pb::FILE_DESCRIPTOR_SET]));
         let pubsub: Arc<dyn PubSub> = if config.pubsub.url.is_empty() {
             Arc::new(MemoryPubSub::new(PUBSUB_CAPACITY))
         } else {
@@ -112,6 +117,7 @@ impl Node {
                 &events.topic_prefix,
                 events.partitions,
                 TOPICS,
+                metrics.clone(),
                 shutdown_rx.clone(),
             )
             .map_err(|e| NodeError::Start { service: "events", message: e.to_string() })?;
@@ -133,7 +139,8 @@ impl Node {
                     .map_err(|e| NodeError::Start { service: "auth", message: e.to_string() })?,
             )),
         };
-        let mut verifier = TokenVerifier::new(config.auth.issuer.clone(), peers.channel("auth"));
+        let mut verifier =
+            TokenVerifier::new(config.auth.issuer.clone(), peers.channel("auth")).with_metrics(metrics.clone());
         if let Some(provider) = &provider {
             verifier = verifier.with_provider(provider.clone());
         }
@@ -148,11 +155,13 @@ impl Node {
         let (health, health_service) = tonic_health::server::health_reporter();
         let mut routes = RoutesBuilder::default();
         let mut serving = Vec::new();
+        let mut databases = Vec::new();
         let mut blobs = None;
         for service in config.hosted_services() {
             let name = match service {
                 "auth" => {
                     let db = open_migrated::<colink_migrations::auth::Migrator>(&config, service).await?;
+                    databases.push((service, db.clone()));
                     let (outbox, relay) =
                         events::spawn_relay(service, db.clone(), event_log.clone(), shutdown_rx.clone());
                     background.push(relay);
@@ -170,6 +179,7 @@ impl Node {
                 }
                 "users" => {
                     let db = open_migrated::<colink_migrations::users::Migrator>(&config, service).await?;
+                    databases.push((service, db.clone()));
                     let (outbox, relay) =
                         events::spawn_relay(service, db.clone(), event_log.clone(), shutdown_rx.clone());
                     background.push(relay);
@@ -180,6 +190,7 @@ impl Node {
                 }
                 "channels" => {
                     let db = open_migrated::<colink_migrations::channels::Migrator>(&config, service).await?;
+                    databases.push((service, db.clone()));
                     let (outbox, relay) =
                         events::spawn_relay(service, db.clone(), event_log.clone(), shutdown_rx.clone());
                     background.push(relay);
@@ -188,6 +199,7 @@ impl Node {
                 }
                 "messaging" => {
                     let db = open_migrated::<colink_migrations::messaging::Migrator>(&config, service).await?;
+                    databases.push((service, db.clone()));
                     let (outbox, relay) =
                         events::spawn_relay(service, db.clone(), event_log.clone(), shutdown_rx.clone());
                     background.push(relay);
@@ -223,6 +235,7 @@ impl Node {
                 }
                 "files" => {
                     let db = open_migrated::<colink_migrations::files::Migrator>(&config, service).await?;
+                    databases.push((service, db.clone()));
                     let (outbox, relay) =
                         events::spawn_relay(service, db.clone(), event_log.clone(), shutdown_rx.clone());
                     background.push(relay);
@@ -257,6 +270,7 @@ impl Node {
                         },
                         verifier.clone(),
                         config.realtime.clone(),
+                        metrics.clone(),
                         shutdown_rx.clone(),
                     );
                     routes.add_service(svc.into_server());
@@ -276,6 +290,7 @@ impl Node {
                 }
                 "admin" => {
                     let db = open_migrated::<colink_migrations::admin::Migrator>(&config, service).await?;
+                    databases.push((service, db.clone()));
                     let (outbox, relay) =
                         events::spawn_relay(service, db.clone(), event_log.clone(), shutdown_rx.clone());
                     background.push(relay);
@@ -293,6 +308,7 @@ impl Node {
                 }
                 "search" => {
                     let db = open_migrated::<colink_migrations::search::Migrator>(&config, service).await?;
+                    databases.push((service, db.clone()));
                     let search = &config.search;
                     let index = colink_search::open_index(&search.url, &search.index_prefix, &config.data_dir)
                         .await
@@ -334,34 +350,44 @@ impl Node {
         let mut stop = shutdown_rx.clone();
         // What `/readyz` says: serving from here until shutdown begins.
         let ready = Arc::new(AtomicBool::new(false));
+        let admin = admin_listener(&config).await?;
+        let exposed = (config.metrics.enabled && admin.is_none()).then(|| metrics.clone());
+        let limits_of_calls = stack::Limits {
+            max_in_flight: config.server.max_in_flight,
+            request_timeout: Duration::from_millis(config.server.request_timeout_ms),
+        };
         let server = Server::builder()
             .accept_http1(true)
             .tcp_nodelay(true)
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-            .layer(webapp::WebAppLayer::new(blobs, ready.clone()))
+            .layer(stack::ContextLayer::new(config.auth.trust_forwarded_for))
+            .layer(stack::trace())
+            .layer(stack::cors(&config.server.cors_origins))
+            .layer(webapp::WebAppLayer::new(
+                blobs,
+                ready.clone(),
+                exposed,
+                colink_proto::auth::v1::auth_service_client::AuthServiceClient::new(peers.channel("auth")),
+            ))
             .layer(tonic_web::GrpcWebLayer::new())
-            .layer(AuthLayer::new(verifier, limits, config.auth.trust_forwarded_for))
+            .layer(stack::GuardLayer::new(metrics.clone(), &limits_of_calls))
+            .layer(AuthLayer::new(verifier, limits, metrics.clone()))
             .add_routes(routes.routes())
             .serve_with_incoming_shutdown(incoming(listener), async move {
                 let _ = stop.wait_for(|stopping| *stopping).await;
             });
         let server = tokio::spawn(async move { server.await.map_err(NodeError::from) });
-        for name in &serving {
-            health.set_service_status(*name, ServingStatus::Serving).await;
+        if let Some(admin) = admin {
+            let pages = webapp::WebAppLayer::admin(ready.clone(), metrics.clone());
+            background.push(serve_admin(admin, pages, shutdown_rx.clone()));
         }
-        health.set_service_status("", ServingStatus::Serving).await;
-        ready.store(true, Ordering::Relaxed);
-        // Readiness goes back to NOT_SERVING as soon as shutdown begins.
-        let mut stopping = shutdown_rx;
-        background.push(tokio::spawn(async move {
-            let _ = stopping.wait_for(|s| *s).await;
-            ready.store(false, Ordering::Relaxed);
-            for name in serving {
-                health.set_service_status(name, ServingStatus::NotServing).await;
-            }
-            health.set_service_status("", ServingStatus::NotServing).await;
-        }));
+        for (service, db) in &databases {
+            metrics.watch_database(service, db.clone());
+        }
+        let backends = readiness::Backends { databases, events: event_log.clone() };
+        let reporters = readiness::Reporters { health, services: serving, ready };
+        background.push(readiness::watch(backends, reporters, shutdown_rx).await);
         tracing::info!(%addr, services = ?config.hosted_services(), "colink node listening");
         Ok(Self { addr, shutdown, server, background, grace: Duration::from_secs(config.shutdown_grace_secs) })
     }
@@ -399,6 +425,41 @@ impl Node {
             Err(join) => Err(NodeError::Start { service: "node", message: join.to_string() }),
         }
     }
+}
+
+/// The admin listener (`metrics.listen`), when it is set and metrics are on.
+async fn admin_listener(config: &Config) -> Result<Option<TcpListener>, NodeError> {
+    if !config.metrics.enabled || config.metrics.listen.is_empty() {
+        return Ok(None);
+    }
+    let addr: SocketAddr = config
+        .metrics
+        .listen
+        .parse()
+        .map_err(|_| NodeError::Start { service: "metrics", message: "metrics.listen is not an address".into() })?;
+    let listener = TcpListener::bind(addr).await.map_err(|source| NodeError::Bind { addr, source })?;
+    Ok(Some(listener))
+}
+
+/// Serves the probes and the metrics on the admin listener until shutdown
+/// has finished with the main listener's calls.
+fn serve_admin(listener: TcpListener, pages: webapp::WebAppLayer, mut stop: watch::Receiver<bool>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(%addr, "metrics and probes listening");
+        }
+        let served = Server::builder()
+            .accept_http1(true)
+            .layer(pages)
+            .add_routes(RoutesBuilder::default().routes())
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+                let _ = stop.wait_for(|stopping| *stopping).await;
+            })
+            .await;
+        if let Err(err) = served {
+            tracing::warn!(error = %err, "the admin listener stopped");
+        }
+    })
 }
 
 /// Accepted connections with Nagle's algorithm off, their writes gathered

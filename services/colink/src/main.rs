@@ -107,7 +107,6 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    colink_runtime::telemetry::init(&config.log);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(err) => {
@@ -115,6 +114,8 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Inside the runtime: the trace exporter's connection lives there.
+    let telemetry = runtime.block_on(async { colink_runtime::telemetry::init(&config.log, &config.tracing) });
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve { .. } => serve(config).await,
@@ -123,6 +124,8 @@ fn main() -> ExitCode {
             Command::Bench { .. } | Command::Search { .. } => Ok(()),
         }
     });
+    // The runtime's workers still run: the last spans can reach the collector.
+    telemetry.shutdown();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -153,7 +156,9 @@ fn bench(scenarios: &str, size: &str, postgres: Option<String>, markdown: Option
         eprintln!("colink bench: --scenarios: unknown scenario {unknown:?} (known: {})", SCENARIOS.join(", "));
         return ExitCode::from(2);
     }
-    colink_runtime::telemetry::init(&colink_runtime::config::LogConfig { level: "warn".into(), format: "text".into() });
+    let log = colink_runtime::config::LogConfig { level: "warn".into(), format: "text".into() };
+    // Bench nodes export no traces.
+    colink_runtime::telemetry::init(&log, &Default::default()).shutdown();
     let command = std::env::args().collect::<Vec<_>>().join(" ");
     let options = Options { scenarios, size, postgres, markdown, command };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {

@@ -5,7 +5,11 @@
 //! app's page, so that the app's own routes survive a reload. Paths under
 //! `/blobs/` are the local file store's signed URLs. `/healthz` and
 //! `/readyz` answer plain HTTP probes (load balancers, kubelets) that do not
-//! speak gRPC health.
+//! speak gRPC health, and `/metrics` is the Prometheus exposition, unless
+//! it has a listener of its own (the admin listener, which serves only the
+//! probes and the metrics). `/.well-known/jwks.json` publishes the keys
+//! that verify access tokens, as JSON Web Keys, for a proxy that checks
+//! tokens before they reach a node.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -14,15 +18,20 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use colink_files::blobs::{Blobs, is_blob_path};
+use colink_proto::auth::v1::GetJwksRequest;
+use colink_proto::auth::v1::auth_service_client::AuthServiceClient;
+use colink_runtime::metrics::Metrics;
 use futures_util::future::BoxFuture;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
+use tonic::transport::Channel;
 
 mod embedded {
     include!(concat!(env!("OUT_DIR"), "/web_assets.rs"));
 }
 
 const INDEX: &str = "/index.html";
+const JWKS_PATH: &str = "/.well-known/jwks.json";
 const HASHED: &str = "/assets/";
 
 /// A built file by its path from the site root.
@@ -83,24 +92,73 @@ fn probe(path: &str, ready: &AtomicBool) -> Option<Response<Full<Bytes>>> {
     Some(response)
 }
 
+/// The verifying keys, from the auth service, as a JWK Set.
+async fn jwks(mut auth: AuthServiceClient<Channel>) -> Response<Full<Bytes>> {
+    let keys = match auth.get_jwks(GetJwksRequest::default()).await {
+        Ok(answer) => answer.into_inner().keys,
+        Err(refused) => {
+            tracing::warn!(error = %refused, "cannot publish the token keys");
+            return status(StatusCode::SERVICE_UNAVAILABLE);
+        }
+    };
+    let keys: Vec<serde_json::Value> = keys
+        .into_iter()
+        .map(
+            |k| serde_json::json!({ "kty": k.kty, "crv": k.crv, "x": k.x, "kid": k.kid, "alg": k.alg, "use": k.r#use }),
+        )
+        .collect();
+    let body = serde_json::json!({ "keys": keys }).to_string();
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/jwk-set+json"));
+    // Keys rotate: a proxy may keep them a few minutes.
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("max-age=300"));
+    response
+}
+
+async fn exposition(metrics: &Metrics) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(metrics.render().await)));
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(METRICS_TYPE));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
 fn status(code: StatusCode) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::new()));
     *response.status_mut() = code;
     response
 }
 
-/// Puts the app, the file store's URLs and the probes in front of the
-/// node's gRPC services.
-#[derive(Clone, Default)]
+/// The Prometheus text format's content type.
+const METRICS_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Puts the app, the file store's URLs, the probes and the metrics in front
+/// of the node's gRPC services.
+#[derive(Clone)]
 pub struct WebAppLayer {
     blobs: Option<Blobs>,
     ready: Arc<AtomicBool>,
+    metrics: Option<Arc<Metrics>>,
+    auth: Option<AuthServiceClient<Channel>>,
+    app: bool,
 }
 
 impl WebAppLayer {
-    /// `ready` is what `/readyz` reports.
-    pub fn new(blobs: Option<Blobs>, ready: Arc<AtomicBool>) -> Self {
-        Self { blobs, ready }
+    /// `ready` is what `/readyz` reports; `metrics`, when given, is served at
+    /// `/metrics`.
+    pub fn new(
+        blobs: Option<Blobs>,
+        ready: Arc<AtomicBool>,
+        metrics: Option<Arc<Metrics>>,
+        auth: AuthServiceClient<Channel>,
+    ) -> Self {
+        Self { blobs, ready, metrics, auth: Some(auth), app: true }
+    }
+
+    /// The admin listener's pages: the probes and the metrics, nothing else.
+    pub fn admin(ready: Arc<AtomicBool>, metrics: Arc<Metrics>) -> Self {
+        Self { blobs: None, ready, metrics: Some(metrics), auth: None, app: false }
     }
 }
 
@@ -108,15 +166,14 @@ impl<S> tower::Layer<S> for WebAppLayer {
     type Service = WebApp<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        WebApp { inner, blobs: self.blobs.clone(), ready: self.ready.clone() }
+        WebApp { inner, pages: self.clone() }
     }
 }
 
 #[derive(Clone)]
 pub struct WebApp<S> {
     inner: S,
-    blobs: Option<Blobs>,
-    ready: Arc<AtomicBool>,
+    pages: WebAppLayer,
 }
 
 impl<S, B> tower::Service<Request<B>> for WebApp<S>
@@ -135,14 +192,27 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        if let Some(blobs) = self.blobs.clone().filter(|_| is_blob_path(request.uri().path())) {
+        let pages = &self.pages;
+        if let Some(blobs) = pages.blobs.clone().filter(|_| is_blob_path(request.uri().path())) {
             return Box::pin(async move { Ok(blobs.serve(request).await.map(tonic::body::Body::new)) });
         }
         if request.method() == Method::GET || request.method() == Method::HEAD {
             let path = request.uri().path();
-            let response = probe(path, &self.ready).unwrap_or_else(|| respond(request.method(), path));
-            let response = response.map(tonic::body::Body::new);
-            return Box::pin(std::future::ready(Ok(response)));
+            if let Some(metrics) = pages.metrics.clone().filter(|_| path == "/metrics") {
+                return Box::pin(async move { Ok(exposition(&metrics).await.map(tonic::body::Body::new)) });
+            }
+            if let Some(auth) = pages.auth.clone().filter(|_| path == JWKS_PATH) {
+                return Box::pin(async move { Ok(jwks(auth).await.map(tonic::body::Body::new)) });
+            }
+            let response = match probe(path, &pages.ready) {
+                Some(response) => response,
+                None if pages.app => respond(request.method(), path),
+                None => status(StatusCode::NOT_FOUND),
+            };
+            return Box::pin(std::future::ready(Ok(response.map(tonic::body::Body::new))));
+        }
+        if !pages.app {
+            return Box::pin(std::future::ready(Ok(status(StatusCode::NOT_FOUND).map(tonic::body::Body::new))));
         }
         Box::pin(self.inner.call(request))
     }

@@ -48,6 +48,9 @@ pub struct NewMessage {
     pub idempotency_key: Option<String>,
     /// What the request asked for, kept with its idempotency key.
     pub request_fingerprint: Option<String>,
+    /// The request and trace that sent it, for its events: the writer
+    /// task builds them outside the request.
+    pub origin: events::Origin,
 }
 
 impl NewMessage {
@@ -171,7 +174,7 @@ impl Writer {
                 Kind::MessageCreated(created.clone()),
                 now,
             );
-            outgoing.push(domain_event(&stored));
+            outgoing.push(domain_event(&stored, &m.origin));
             appended.push(event);
             let mut thread_created = false;
             if let Some(reply) = &m.thread {
@@ -187,7 +190,7 @@ impl Writer {
                     Kind::ThreadUpdated(summary),
                     now,
                 ));
-                outgoing.push(thread_event(&stored, reply, thread_created));
+                outgoing.push(thread_event(&stored, reply, thread_created, &m.origin));
             }
             rows.push(stored);
             results.push(Stored::Created { message: Box::new(created), thread_created });
@@ -382,7 +385,7 @@ fn model(m: &NewMessage, message_id: String, seq: i64, ordinal: Option<i64>, now
 }
 
 /// `thread.created` for a thread's first reply, else `reply.created`.
-fn thread_event(m: &message::Model, reply: &ThreadReply, created: bool) -> events::NewEvent {
+fn thread_event(m: &message::Model, reply: &ThreadReply, created: bool, origin: &events::Origin) -> events::NewEvent {
     let kind = if created { "thread.created" } else { "reply.created" };
     let changed = ThreadChanged {
         thread_id: reply.root_id.clone(),
@@ -395,14 +398,14 @@ fn thread_event(m: &message::Model, reply: &ThreadReply, created: bool) -> event
     events::NewEvent {
         topic: THREAD_EVENTS,
         key: reply.root_id.clone(),
-        event: events::event(kind, &m.sender_id, Payload::ThreadChanged(changed)),
+        event: events::event_from(origin, kind, &m.sender_id, Payload::ThreadChanged(changed)),
     }
 }
 
-fn domain_event(m: &message::Model) -> events::NewEvent {
+fn domain_event(m: &message::Model, origin: &events::Origin) -> events::NewEvent {
     events::NewEvent {
         topic: MESSAGE_EVENTS,
         key: m.channel_id.clone(),
-        event: events::event("message.created", &m.sender_id, crate::message_changed(m, m.seq)),
+        event: events::event_from(origin, "message.created", &m.sender_id, crate::message_changed(m, m.seq)),
     }
 }

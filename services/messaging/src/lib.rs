@@ -377,6 +377,7 @@ impl MessagingService {
             scanning_file_ids: admitted.scanning_file_ids.clone(),
             idempotency_key: key.clone(),
             request_fingerprint: fingerprint.clone(),
+            origin: events::Origin::current(),
         };
         match self.writer.store(message).await? {
             Stored::Created { message, thread_created } => {

@@ -27,12 +27,12 @@ use colink_runtime::auth::TokenVerifier;
 use colink_runtime::config::RealtimeConfig;
 use colink_runtime::ephemeral::Ephemeral;
 use colink_runtime::error::Violations;
+use colink_runtime::metrics::Metrics;
 use colink_runtime::pubsub::PubSub;
 use colink_runtime::{Caller, caller};
 use futures_util::Stream;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_stream::StreamExt;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::codegen::{Body, BoxFuture, Service, StdError, http};
 use tonic::server::{Grpc, NamedService};
 use tonic::transport::Channel as GrpcChannel;
@@ -53,6 +53,7 @@ pub(crate) struct Shared {
     pub presence: PresenceServiceClient<GrpcChannel>,
     pub verifier: Arc<TokenVerifier>,
     pub config: RealtimeConfig,
+    pub metrics: Arc<Metrics>,
     pub shutdown: watch::Receiver<bool>,
 }
 
@@ -76,6 +77,7 @@ impl RealtimeService {
         peers: Peers,
         verifier: Arc<TokenVerifier>,
         config: RealtimeConfig,
+        metrics: Arc<Metrics>,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
         let shared = Shared {
@@ -87,6 +89,7 @@ impl RealtimeService {
             presence: PresenceServiceClient::new(peers.presence),
             verifier,
             config,
+            metrics,
             shutdown,
         };
         let streams = StreamCounts::new(shared.config.max_streams_per_user);
@@ -106,7 +109,8 @@ impl RealtimeService {
         let (last_tx, last_rx) = oneshot::channel();
         let session = Session::new(self.shared.clone(), caller, tx, last_tx, slot);
         let last = futures_util::stream::once(last_rx).filter_map(Result::ok);
-        Ok((session, Box::pin(ReceiverStream::new(rx).map(Ok).chain(last))))
+        let queued = Queued { frames: rx, metrics: self.shared.metrics.clone() };
+        Ok((session, Box::pin(queued.map(Ok).chain(last))))
     }
 
     fn connect(&self, request: Request<Streaming<pb::ConnectRequest>>) -> Result<Response<FrameStream>, Status> {
@@ -126,6 +130,33 @@ impl RealtimeService {
         let initial = pb::SubscribeFrame { cursors: request.cursors, all_channels: request.all_channels };
         tokio::spawn(session.run(None, Some(initial)));
         Ok(Response::new(frames))
+    }
+}
+
+/// A stream's buffer, counted in the node's fan-out queue metric: each
+/// frame taken out, and those left when the stream goes, leave the count.
+struct Queued {
+    frames: mpsc::Receiver<Outgoing>,
+    metrics: Arc<Metrics>,
+}
+
+impl Stream for Queued {
+    type Item = Outgoing;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Outgoing>> {
+        let polled = self.frames.poll_recv(cx);
+        if let Poll::Ready(Some(_)) = &polled {
+            self.metrics.streams.dequeued();
+        }
+        polled
+    }
+}
+
+impl Drop for Queued {
+    fn drop(&mut self) {
+        for _ in 0..self.frames.len() {
+            self.metrics.streams.dequeued();
+        }
     }
 }
 

@@ -242,6 +242,7 @@ impl Session {
             .iter()
             .map(|(id, s)| pb::ChannelCursor { channel_id: id.clone(), last_seq: Some(s.last_seq) })
             .collect();
+        self.shared.metrics.streams.resume_hint(reason);
         let last = Outgoing::frame(Frame::ResumeRequired(pb::ResumeRequiredFrame { reason: reason.into(), cursors }));
         if let Some(last_word) = self.last_word.take() {
             let _ = last_word.send(Ok(last));
@@ -255,7 +256,11 @@ impl Session {
     async fn send(&self, f: Frame) -> Flow {
         if matches!(f, Frame::Typing(_) | Frame::Presence(_)) {
             return match self.out.try_send(Outgoing::frame(f)) {
-                Ok(()) | Err(TrySendError::Full(_)) => Ok(()),
+                Ok(()) => {
+                    self.shared.metrics.streams.queued();
+                    Ok(())
+                }
+                Err(TrySendError::Full(_)) => Ok(()),
                 Err(TrySendError::Closed(_)) => Err(End::Gone),
             };
         }
@@ -265,13 +270,19 @@ impl Session {
     async fn queue(&self, out: Outgoing) -> Flow {
         // Most frames find room at once: no timer for those.
         let out = match self.out.try_send(out) {
-            Ok(()) => return Ok(()),
+            Ok(()) => {
+                self.shared.metrics.streams.queued();
+                return Ok(());
+            }
             Err(TrySendError::Closed(_)) => return Err(End::Gone),
             Err(TrySendError::Full(out)) => out,
         };
         let grace = Duration::from_millis(self.shared.config.slow_client_grace_ms);
         match tokio::time::timeout(grace, self.out.send(out)).await {
-            Ok(Ok(())) => Ok(()),
+            Ok(Ok(())) => {
+                self.shared.metrics.streams.queued();
+                Ok(())
+            }
             Ok(Err(_)) => Err(End::Gone),
             Err(_) => Err(End::Resume("slow_consumer")),
         }

@@ -31,9 +31,10 @@ use tonic::{Code, Status};
 
 use crate::clients::retry_idempotent;
 use crate::limits::RequestLimits;
+use crate::metrics::{Metrics, Refusal};
 use crate::oidc::OpenIdProvider;
 use crate::pubsub::{Frame, PubSub, SESSIONS_ENDED_TOPIC};
-use crate::request_context::{REQUEST_ID_HEADER, RequestContext};
+use crate::request_context::RequestContext;
 use crate::token::{self, Claims, TokenError};
 
 /// RPCs that need no token: signing up and in (passwords, single sign-on,
@@ -122,6 +123,7 @@ pub struct TokenVerifier {
     known: std::sync::Mutex<Known>,
     /// Sessions announced as ended, for the streams they hold open.
     ended: broadcast::Sender<Arc<str>>,
+    metrics: Option<Arc<Metrics>>,
 }
 
 #[derive(Default)]
@@ -166,7 +168,14 @@ impl TokenVerifier {
             last_fetch: Mutex::new(None),
             known: std::sync::Mutex::new(Known::default()),
             ended: broadcast::channel(ENDED_BACKLOG).0,
+            metrics: None,
         }
+    }
+
+    /// Counts how often a token's verdict was remembered.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Accepts the access tokens of an OpenID provider as well.
@@ -241,7 +250,11 @@ impl TokenVerifier {
     /// Verifies a bearer token and its session, and returns its caller.
     pub async fn verify(&self, token: &str) -> Result<Caller, Status> {
         let now = crate::ids::now_micros() / 1_000_000;
-        match self.remembered(token, now) {
+        let remembered = self.remembered(token, now);
+        if let Some(metrics) = &self.metrics {
+            metrics.token_cache_lookup(remembered.is_some());
+        }
+        match remembered {
             Some(Verdict::Live(caller)) => return Ok(caller),
             Some(Verdict::Ended { .. }) => return Err(Status::unauthenticated(SESSION_ENDED)),
             None => {}
@@ -438,19 +451,19 @@ pub fn bearer(value: Option<&str>) -> Result<&str, Status> {
     }
 }
 
-/// The tower layer that authenticates every non-public RPC, holds each call
-/// to its budget (see `limits`), and runs it in its `RequestContext`
-/// (echoing the request id in the answer).
+/// The tower layer that authenticates every non-public RPC and holds each
+/// call to its budget (see `limits`). It runs inside the request context
+/// (`stack::ContextLayer`), whose client address the budgets count by.
 #[derive(Clone)]
 pub struct AuthLayer {
     verifier: Arc<TokenVerifier>,
     limits: Arc<RequestLimits>,
-    trust_forwarded_for: bool,
+    metrics: Arc<Metrics>,
 }
 
 impl AuthLayer {
-    pub fn new(verifier: Arc<TokenVerifier>, limits: Arc<RequestLimits>, trust_forwarded_for: bool) -> Self {
-        Self { verifier, limits, trust_forwarded_for }
+    pub fn new(verifier: Arc<TokenVerifier>, limits: Arc<RequestLimits>, metrics: Arc<Metrics>) -> Self {
+        Self { verifier, limits, metrics }
     }
 }
 
@@ -488,17 +501,19 @@ where
         // Take the service that was polled ready and leave a fresh clone behind.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let context = RequestContext::of(&request, self.layer.trust_forwarded_for);
-        let request_id = http::HeaderValue::from_str(&context.request_id).ok();
-        let client_ip = context.client_ip.clone();
+        let client_ip = request.extensions().get::<RequestContext>().map(|c| c.client_ip.clone()).unwrap_or_default();
         let path = request.uri().path().to_string();
         let layer = self.layer.clone();
-        let handled = async move {
+        Box::pin(async move {
             if PUBLIC_PREFIXES.iter().any(|p| path.starts_with(p)) {
                 return inner.call(request).await;
             }
             let checked = if PUBLIC_PATHS.contains(&path.as_str()) {
-                layer.limits.anonymous(&path, &client_ip).await
+                layer
+                    .limits
+                    .anonymous(&path, &client_ip)
+                    .await
+                    .inspect_err(|_| layer.metrics.refused(Refusal::Anonymous))
             } else {
                 let header = request.headers().get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
                 let verified = match bearer(header) {
@@ -508,24 +523,26 @@ where
                 match verified {
                     Ok(caller) => {
                         let spent = layer.limits.signed_in(&path, &caller.user_id).await;
+                        if spent.is_err() {
+                            layer.metrics.refused(Refusal::SignedIn);
+                        }
                         request.extensions_mut().insert(caller);
                         spent
                     }
                     // A refused token counts as a call without one.
-                    Err(refused) => Err(layer.limits.anonymous(&path, &client_ip).await.err().unwrap_or(refused)),
+                    Err(refused) => match layer.limits.anonymous(&path, &client_ip).await {
+                        Ok(()) => Err(refused),
+                        Err(over) => {
+                            layer.metrics.refused(Refusal::Anonymous);
+                            Err(over)
+                        }
+                    },
                 }
             };
             match checked {
                 Ok(()) => inner.call(request).await,
                 Err(status) => Ok(status.into_http()),
             }
-        };
-        Box::pin(async move {
-            let mut response = context.scope(handled).await?;
-            if let Some(id) = request_id {
-                response.headers_mut().insert(REQUEST_ID_HEADER, id);
-            }
-            Ok(response)
         })
     }
 }

@@ -17,6 +17,11 @@ use crate::Error;
 use crate::auth::Caller;
 use crate::config::{Config, SERVICES};
 
+/// How a node's calls to its peers introduce themselves. A node admits
+/// such calls beside its limit for clients' calls (`stack::GuardLayer`): a
+/// call it has admitted must not fail on its own nested calls.
+pub const PEER_USER_AGENT: &str = "colink-peer";
+
 /// Channels to every service, local or remote.
 #[derive(Clone)]
 pub struct Peers {
@@ -47,6 +52,12 @@ impl Peers {
                 reason: e.to_string(),
             })?;
             let channel = endpoint
+                .user_agent(PEER_USER_AGENT)
+                .map_err(|e| PeerError {
+                    service: service.to_string(),
+                    address: address.clone(),
+                    reason: e.to_string(),
+                })?
                 .connect_timeout(Duration::from_secs(2))
                 .timeout(timeout)
                 .tcp_nodelay(true)

@@ -37,6 +37,9 @@ pub struct Config {
     #[serde(deserialize_with = "service_list")]
     pub services: Vec<String>,
     pub log: LogConfig,
+    pub server: ServerConfig,
+    pub metrics: MetricsConfig,
+    pub tracing: TracingConfig,
     pub database: DatabaseConfig,
     pub pubsub: PubSubConfig,
     pub events: EventsConfig,
@@ -64,6 +67,46 @@ pub struct LogConfig {
     /// "auto" (text on a terminal, JSON otherwise), "text" or "json". Text
     /// is coloured only on a terminal (and not with `NO_COLOR` set).
     pub format: String,
+}
+
+/// What the node holds every call to, and who may call it from a browser.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Calls handled at once; beyond, a call is answered UNAVAILABLE at once
+    /// (load shedding) rather than queued. Health checks are never refused.
+    pub max_in_flight: usize,
+    /// The longest a call's handler may run before the call ends with
+    /// DEADLINE_EXCEEDED; a shorter `grpc-timeout` from the client wins.
+    /// Streams only need to start within it.
+    pub request_timeout_ms: u64,
+    /// Browser origins (such as "https://chat.example.com", or "*") allowed
+    /// to call the node's gRPC-Web directly. Empty: same origin only.
+    pub cors_origins: Vec<String>,
+}
+
+/// The Prometheus endpoint.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    pub enabled: bool,
+    /// Empty: `/metrics` on the node's own listener. An address such as
+    /// "0.0.0.0:9464": a listener of its own (an admin port that a proxy in
+    /// front of the node never exposes), and none on the main one.
+    pub listen: String,
+}
+
+/// Trace export over OTLP (gRPC); off while `otlp_endpoint` is empty.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TracingConfig {
+    /// The collector, such as "http://otel-collector:4317".
+    pub otlp_endpoint: String,
+    /// The share of new traces kept, from 0 to 1; a caller's sampled trace
+    /// is always continued.
+    pub sample_ratio: f64,
+    /// The `service.name` the spans carry.
+    pub service_name: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -538,6 +581,9 @@ impl Default for Config {
             data_dir: PathBuf::from("colink-data"),
             services: vec!["all".into()],
             log: LogConfig::default(),
+            server: ServerConfig::default(),
+            metrics: MetricsConfig::default(),
+            tracing: TracingConfig::default(),
             database: DatabaseConfig::default(),
             pubsub: PubSubConfig::default(),
             events: EventsConfig::default(),
@@ -557,6 +603,24 @@ impl Default for Config {
 impl Default for LogConfig {
     fn default() -> Self {
         Self { level: "info".into(), format: "auto".into() }
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self { max_in_flight: 2_048, request_timeout_ms: 30_000, cors_origins: Vec::new() }
+    }
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self { enabled: true, listen: String::new() }
+    }
+}
+
+impl Default for TracingConfig {
+    fn default() -> Self {
+        Self { otlp_endpoint: String::new(), sample_ratio: 1.0, service_name: "colink".into() }
     }
 }
 
@@ -666,6 +730,7 @@ impl Config {
         if self.log.level.parse::<tracing_subscriber::filter::Targets>().is_err() {
             problems.push(format!("log.level: {:?} is not a valid filter", self.log.level));
         }
+        problems.extend(self.observability_problems());
         for (key, url) in [("pubsub.url", &self.pubsub.url), ("ephemeral.url", &self.ephemeral.url)] {
             if !(url.is_empty() || url.starts_with("redis://") || url.starts_with("rediss://")) {
                 problems.push(format!("{key}: {url:?} is neither empty nor a redis:// URL"));
@@ -715,6 +780,41 @@ impl Config {
         problems.extend(self.search.problems());
         if self.call_timeout_ms == 0 {
             problems.push("call_timeout_ms: must be at least 1".into());
+        }
+        problems
+    }
+
+    fn observability_problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.server.max_in_flight == 0 {
+            problems.push("server.max_in_flight: must be at least 1".into());
+        }
+        if self.server.request_timeout_ms < 100 {
+            problems.push("server.request_timeout_ms: must be at least 100".into());
+        }
+        for origin in &self.server.cors_origins {
+            let scheme = origin.starts_with("https://") || origin.starts_with("http://");
+            if origin != "*" && (!scheme || origin.ends_with('/') || http::HeaderValue::from_str(origin).is_err()) {
+                problems.push(format!(
+                    "server.cors_origins: {origin:?} is not an origin such as \"https://chat.example.com\" (or \"*\")"
+                ));
+            }
+        }
+        if !self.metrics.listen.is_empty() && self.metrics.listen.parse::<SocketAddr>().is_err() {
+            problems.push(format!(
+                "metrics.listen: {:?} is neither empty nor an address such as \"0.0.0.0:9464\"",
+                self.metrics.listen
+            ));
+        }
+        let endpoint = &self.tracing.otlp_endpoint;
+        if !(endpoint.is_empty() || endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+            problems.push(format!("tracing.otlp_endpoint: {endpoint:?} is neither empty nor an http(s):// URL"));
+        }
+        if !(0.0..=1.0).contains(&self.tracing.sample_ratio) {
+            problems.push("tracing.sample_ratio: must be within 0..=1".into());
+        }
+        if self.tracing.service_name.trim().is_empty() {
+            problems.push("tracing.service_name: must not be empty".into());
         }
         problems
     }

@@ -16,6 +16,7 @@ use prost::Message;
 use sea_orm::sea_query::{Expr, ExprTrait, Func, OnConflict, Query};
 use sea_orm::{ConnectionTrait, DbErr, FromQueryResult, StatementBuilder};
 use tokio::sync::{Notify, watch};
+use tracing::Instrument;
 
 use crate::db::Db;
 use crate::ids::now_micros;
@@ -87,6 +88,11 @@ pub trait EventLog: Send + Sync + 'static {
     }
     /// Starts delivering the topic's events to a consumer group.
     fn subscribe(&self, topic: &str, group: &str, handler: Arc<dyn EventHandler>);
+    /// Whether the log answers within `patience` (the in-process one
+    /// always does).
+    async fn reachable(&self, _patience: Duration) -> Result<(), EventError> {
+        Ok(())
+    }
 }
 
 /// One event on its way from an outbox to the log.
@@ -94,6 +100,9 @@ pub struct Outgoing {
     pub topic: String,
     pub key: String,
     pub payload: Bytes,
+    /// The trace context its consumers continue (the relay's span), empty
+    /// when traces are off.
+    pub traceparent: String,
 }
 
 /// The embedded event log: publishing hands the event to every consumer of
@@ -146,8 +155,12 @@ impl EventLog for InProcessEventLog {
                 Ok(handlers) => handlers,
                 Err(err) => return (0, Some(err)),
             };
+            // A batch is applied at once: its span continues the trace of
+            // its first event.
+            let parent = events.iter().find(|e| e.topic == *topic).map_or("", |e| e.traceparent.as_str());
+            let span = consumer_span(topic, parent);
             for handler in handlers {
-                if let Err(err) = handler.handle_batch(list).await {
+                if let Err(err) = handler.handle_batch(list).instrument(span.clone()).await {
                     return (0, Some(err));
                 }
             }
@@ -162,16 +175,59 @@ impl EventLog for InProcessEventLog {
     }
 }
 
-/// Builds an event envelope.
+/// The span of a consumer applying events of `topic`, in the trace that
+/// `traceparent` names (none when traces are off).
+pub fn consumer_span(topic: &str, traceparent: &str) -> tracing::Span {
+    if !crate::telemetry::exporting() {
+        return tracing::Span::none();
+    }
+    let span = tracing::info_span!("event.consume", topic, otel.kind = "consumer");
+    crate::telemetry::continue_trace_from(&span, traceparent);
+    span
+}
+
+/// Where a change came from: the request (id and client address) and the
+/// trace that made it. Taken in the handler when another task (a batch
+/// writer) builds the change's events.
+#[derive(Debug, Clone, Default)]
+pub struct Origin {
+    request_id: String,
+    client_ip: String,
+    traceparent: String,
+}
+
+impl Origin {
+    /// The request being handled, and its trace.
+    pub fn current() -> Self {
+        let context = crate::request_context::RequestContext::current().unwrap_or_default();
+        Self {
+            request_id: context.request_id.to_string(),
+            client_ip: context.client_ip.to_string(),
+            traceparent: crate::telemetry::current_traceparent(),
+        }
+    }
+}
+
+/// Builds an event envelope for a change the current request made.
 pub fn event(kind: &str, actor_id: &str, payload: colink_proto::events::v1::event::Payload) -> Event {
-    let context = crate::request_context::RequestContext::current().unwrap_or_default();
+    event_from(&Origin::current(), kind, actor_id, payload)
+}
+
+/// Builds an event envelope for a change `origin` made.
+pub fn event_from(
+    origin: &Origin,
+    kind: &str,
+    actor_id: &str,
+    payload: colink_proto::events::v1::event::Payload,
+) -> Event {
     Event {
         event_id: crate::ids::new_id(),
         r#type: kind.to_string(),
         occur_time: Some(crate::ids::timestamp(now_micros())),
         actor_id: actor_id.to_string(),
-        request_id: context.request_id.to_string(),
-        client_ip: context.client_ip.to_string(),
+        request_id: origin.request_id.clone(),
+        client_ip: origin.client_ip.clone(),
+        traceparent: origin.traceparent.clone(),
         payload: Some(payload),
     }
 }
@@ -328,6 +384,27 @@ pub fn spawn_relay(
     (outbox, task)
 }
 
+/// Opens a relay span per event that names a trace, and hands the span's
+/// context on to the event's consumers.
+fn relay_spans(batch: &mut [Outgoing]) -> Vec<tracing::Span> {
+    if !crate::telemetry::exporting() {
+        return Vec::new();
+    }
+    let mut spans = Vec::new();
+    for outgoing in batch {
+        let Ok(event) = Event::decode(outgoing.payload.clone()) else { continue };
+        if event.traceparent.is_empty() {
+            continue;
+        }
+        let span =
+            tracing::info_span!("outbox.relay", topic = %outgoing.topic, event = %event.r#type, otel.kind = "producer");
+        crate::telemetry::continue_trace_from(&span, &event.traceparent);
+        outgoing.traceparent = span.in_scope(crate::telemetry::current_traceparent);
+        spans.push(span);
+    }
+    spans
+}
+
 /// Publishes one batch in order; returns the last published id, or None when
 /// the outbox was empty.
 async fn relay_batch(db: &Db, log: &dyn EventLog) -> Result<Option<i64>, String> {
@@ -343,10 +420,18 @@ async fn relay_batch(db: &Db, log: &dyn EventLog) -> Result<Option<i64>, String>
         .await
         .map_err(|e| e.to_string())?;
     let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
-    let batch: Vec<Outgoing> = rows
+    let mut batch: Vec<Outgoing> = rows
         .into_iter()
-        .map(|r| Outgoing { topic: r.topic, key: r.event_key, payload: Bytes::from(r.payload) })
+        .map(|r| Outgoing {
+            topic: r.topic,
+            key: r.event_key,
+            payload: Bytes::from(r.payload),
+            traceparent: String::new(),
+        })
         .collect();
+    // With traces on, each event's relay is a span in the trace of the
+    // request that made it, open until the log accepts the event.
+    let _relay_spans = relay_spans(&mut batch);
     let (published, failure) = log.publish_batch(&batch).await;
     let failure = failure.map(|e| e.to_string());
     let last = published.checked_sub(1).and_then(|i| ids.get(i)).copied();

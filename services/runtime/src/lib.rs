@@ -13,9 +13,11 @@ pub mod events;
 pub mod idempotency;
 pub mod ids;
 pub mod limits;
+pub mod metrics;
 pub mod oidc;
 pub mod pubsub;
 pub mod request_context;
+pub mod stack;
 pub mod telemetry;
 pub mod token;
 

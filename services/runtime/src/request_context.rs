@@ -65,8 +65,10 @@ impl RequestContext {
     }
 }
 
-/// Adds the current request's id and client address to an outgoing call.
+/// Adds the current request's id, client address and trace context to an
+/// outgoing call.
 pub fn forward<T>(request: &mut tonic::Request<T>) {
+    crate::telemetry::inject(request.metadata_mut());
     let Some(context) = RequestContext::current() else { return };
     let metadata = request.metadata_mut();
     if let Ok(value) = context.request_id.parse() {

@@ -114,7 +114,21 @@ impl Envoy {
         body: Option<Value>,
         headers: &[(&str, &str)],
     ) -> std::io::Result<(u16, Vec<(String, String)>, String)> {
-        let mut socket = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await?;
+        self.try_call_from([127, 0, 0, 1], method, path, body, headers).await
+    }
+
+    /// The same from another client address (of 127.0.0.0/8).
+    async fn try_call_from(
+        &self,
+        source: [u8; 4],
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> std::io::Result<(u16, Vec<(String, String)>, String)> {
+        let client = tokio::net::TcpSocket::new_v4()?;
+        client.bind((std::net::Ipv4Addr::from(source), 0).into())?;
+        let mut socket = client.connect(([127, 0, 0, 1], self.port).into()).await?;
         let body = body.map(|b| b.to_string()).unwrap_or_default();
         let mut request = format!(
             "{method} {path} HTTP/1.1\r\nHost: colink\r\nConnection: close\r\nContent-Length: {}\r\n",
@@ -553,6 +567,41 @@ async fn throttled_logins_are_429_with_when_to_retry() {
         .and_then(|d| d.iter().find(|d| d["@type"] == "type.googleapis.com/google.rpc.RetryInfo"))
         .unwrap_or_else(|| panic!("retry information in {body}"));
     assert!(retry["retryDelay"].as_str().is_some_and(|d| d.ends_with('s')), "{body}");
+}
+
+/// Each client address has its own budget at the edge: the seeds' 100 a
+/// minute for the calls that sign in. One address over it gets 429
+/// (RESOURCE_EXHAUSTED) from Envoy itself, another still gets through.
+/// The nodes' metrics are never served at the edge.
+#[tokio::test]
+#[ignore = "needs Envoy: set COLINK_TEST_ENVOY to its binary (the full suite does)"]
+async fn each_client_address_has_its_own_budget_at_the_edge() {
+    let app = TestApp::spawn().await;
+    let envoy = Envoy::start(&app).await;
+    let verify = |source: [u8; 4]| {
+        let envoy = &envoy;
+        async move {
+            let body = json!({ "challengeId": "nonsense", "code": "123456" });
+            envoy.try_call_from(source, "POST", "/v1/auth/login/verify", Some(body), &[]).await.unwrap()
+        }
+    };
+    for _ in 0..100 {
+        let (status, _, body) = verify([127, 0, 0, 1]).await;
+        assert_eq!(status, 400, "the node's answer: {body}");
+    }
+    let (status, _, body) = verify([127, 0, 0, 1]).await;
+    assert_eq!(status, 429, "{body}");
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["code"], 8, "RESOURCE_EXHAUSTED: {body}");
+    assert_eq!(body["message"], "local_rate_limited", "Envoy's own answer: {body}");
+    let (status, _, _) = verify([127, 0, 0, 2]).await;
+    assert_eq!(status, 400, "another address has its own budget");
+    let (status, _) = envoy.call("GET", "/v1/users/me", None, &[]).await;
+    assert_eq!(status, 401, "other calls have a budget of their own");
+
+    assert_eq!(envoy.call("GET", "/metrics", None, &[]).await.0, 404);
+    let direct = crate::helpers::http("GET", &format!("{}/metrics", app.uri()), &[], b"").await;
+    assert_eq!(direct.status, 200, "the node itself serves them");
 }
 
 #[tokio::test]

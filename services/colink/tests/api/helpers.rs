@@ -33,7 +33,7 @@ pub const WAIT: Duration = Duration::from_secs(10);
 /// When set to a server URL such as `postgres://postgres@127.0.0.1:5432`,
 /// every test node keeps its tables in fresh PostgreSQL databases on that
 /// server instead of SQLite files: the same suite then covers both engines.
-const POSTGRES_ENV: &str = "COLINK_TEST_POSTGRES";
+pub const POSTGRES_ENV: &str = "COLINK_TEST_POSTGRES";
 
 /// Creates one empty database per service; returns the URL template.
 pub async fn fresh_postgres(server: &str) -> String {

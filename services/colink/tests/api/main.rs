@@ -23,6 +23,7 @@ mod kafka;
 mod messaging;
 mod moderation;
 mod node;
+mod operations;
 mod passkeys;
 mod presence;
 mod presence_live;

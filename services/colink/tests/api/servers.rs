@@ -3,7 +3,7 @@
 //! (tansu, from `COLINK_TEST_TANSU`), Redis (`redis-server` on the PATH) and
 //! an S3-protocol server over a folder (s3s-fs, from `COLINK_TEST_S3S`)
 //! and an OpenID provider (oidc-provider under Node.js, the script
-//! `COLINK_TEST_OIDC` names).
+//! `COLINK_TEST_OIDC` names), and Prometheus (`COLINK_TEST_PROMETHEUS`).
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -136,6 +136,32 @@ impl Server {
         Self::start("node".into(), args, port).await
     }
 
+    /// A Prometheus server (from `COLINK_TEST_PROMETHEUS`) scraping `target`
+    /// (host:port, `/metrics`) every second, keeping its data in a fresh
+    /// folder.
+    pub async fn prometheus(target: &str) -> Self {
+        let program =
+            std::env::var("COLINK_TEST_PROMETHEUS").expect("COLINK_TEST_PROMETHEUS names the prometheus binary");
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("colink-prometheus-{port}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = dir.join("prometheus.yml");
+        let scrape = format!(
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - job_name: colink\n    \
+             static_configs:\n      - targets: ['{target}']\n"
+        );
+        std::fs::write(&config, scrape).unwrap();
+        let args = vec![
+            format!("--config.file={}", config.display()),
+            format!("--storage.tsdb.path={}", dir.join("data").display()),
+            format!("--web.listen-address=127.0.0.1:{port}"),
+        ];
+        let mut server = Self::start(program, args, port).await;
+        server.dir = Some(dir);
+        server
+    }
+
     /// Restarts an OpenID provider with keys of another generation: its
     /// old keys are gone, as after a rotation.
     pub async fn rotate_keys(&mut self, generation: u32) {
@@ -228,3 +254,60 @@ impl Drop for Server {
 
 pub const S3_ACCESS_KEY: &str = "colink-test";
 pub const S3_SECRET_KEY: &str = "colink-test-secret";
+
+/// A TCP proxy in front of a server, which a test cuts (open connections
+/// dropped, new ones refused) and restores, as a network partition would.
+pub struct Proxy {
+    pub port: u16,
+    target: String,
+    cut: Option<tokio::sync::watch::Sender<bool>>,
+}
+
+impl Proxy {
+    pub async fn start(target: &str) -> Self {
+        let mut proxy = Self { port: free_port(), target: target.to_string(), cut: None };
+        proxy.restore().await;
+        proxy
+    }
+
+    pub fn cut(&mut self) {
+        if let Some(cut) = self.cut.take() {
+            let _ = cut.send(true);
+        }
+    }
+
+    /// Listens on the same port again.
+    pub async fn restore(&mut self) {
+        self.cut();
+        let listener = eventually(Duration::from_secs(10), "the proxy's port", || async {
+            tokio::net::TcpListener::bind(("127.0.0.1", self.port)).await.ok()
+        })
+        .await;
+        let (cut, mut stop) = tokio::sync::watch::channel(false);
+        let target = self.target.clone();
+        tokio::spawn(async move {
+            loop {
+                let accepted = tokio::select! {
+                    accepted = listener.accept() => accepted,
+                    _ = stop.wait_for(|cut| *cut) => return,
+                };
+                let Ok((mut client, _)) = accepted else { continue };
+                let (target, mut stop) = (target.clone(), stop.clone());
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(&target).await else { return };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = stop.wait_for(|cut| *cut) => {}
+                    }
+                });
+            }
+        });
+        self.cut = Some(cut);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.cut();
+    }
+}

@@ -7,26 +7,33 @@
 //! events rather than dropping them; handlers drop the repeats by event id.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
 use colink_proto::events::v1::Event;
 use prost::Message as _;
-use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::Message as _;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::message::{BorrowedMessage, Header, Headers as _, Message as _, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
+use rdkafka::statistics::Statistics;
+use rdkafka::{ClientConfig, ClientContext};
 use tokio::sync::watch;
+use tracing::Instrument;
 
 use super::{EventError, EventHandler, EventLog, Outgoing};
+use crate::metrics::{ConsumerLag, Metrics};
+use crate::telemetry::TRACEPARENT_HEADER;
 
 /// How long the producer keeps trying one event before the relay sees the
 /// failure and tries again later from the outbox.
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(15);
 const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// How often a consumer's client reports its lag.
+const STATISTICS_INTERVAL: Duration = Duration::from_secs(5);
 
 pub struct KafkaEventLog {
     brokers: String,
@@ -34,6 +41,7 @@ pub struct KafkaEventLog {
     producer: FutureProducer,
     topics_ready: watch::Receiver<bool>,
     shutdown: watch::Receiver<bool>,
+    metrics: Arc<Metrics>,
 }
 
 impl KafkaEventLog {
@@ -45,6 +53,7 @@ impl KafkaEventLog {
         prefix: &str,
         partitions: i32,
         topics: &[&str],
+        metrics: Arc<Metrics>,
         shutdown: watch::Receiver<bool>,
     ) -> Result<Self, EventError> {
         let brokers = url.strip_prefix("kafka://").unwrap_or(url).trim_end_matches('/').to_string();
@@ -62,7 +71,7 @@ impl KafkaEventLog {
         let names: Vec<String> = topics.iter().map(|t| format!("{prefix}{t}")).collect();
         let (ready_tx, topics_ready) = watch::channel(false);
         tokio::spawn(ensure_topics(admin, names, partitions, ready_tx, shutdown.clone()));
-        Ok(Self { brokers, prefix: prefix.to_string(), producer, topics_ready, shutdown })
+        Ok(Self { brokers, prefix: prefix.to_string(), producer, topics_ready, shutdown, metrics })
     }
 
     fn topic(&self, name: &str) -> String {
@@ -73,7 +82,8 @@ impl KafkaEventLog {
 #[async_trait::async_trait]
 impl EventLog for KafkaEventLog {
     async fn publish(&self, topic: &str, key: &str, payload: Bytes) -> Result<(), EventError> {
-        let outgoing = [Outgoing { topic: topic.to_string(), key: key.to_string(), payload }];
+        let traceparent = crate::telemetry::current_traceparent();
+        let outgoing = [Outgoing { topic: topic.to_string(), key: key.to_string(), payload, traceparent }];
         match self.publish_batch(&outgoing).await {
             (1, _) => Ok(()),
             (_, err) => Err(err.unwrap_or_else(|| EventError::Unavailable("event not acknowledged".into()))),
@@ -89,7 +99,11 @@ impl EventLog for KafkaEventLog {
         let topics: Vec<String> = events.iter().map(|e| self.topic(&e.topic)).collect();
         let mut pending = Vec::with_capacity(events.len());
         for (event, topic) in events.iter().zip(&topics) {
-            let record = FutureRecord::to(topic).key(event.key.as_str()).payload(event.payload.as_ref());
+            let mut record = FutureRecord::to(topic).key(event.key.as_str()).payload(event.payload.as_ref());
+            if !event.traceparent.is_empty() {
+                let header = Header { key: TRACEPARENT_HEADER, value: Some(event.traceparent.as_str()) };
+                record = record.headers(OwnedHeaders::new_with_capacity(1).insert(header));
+            }
             match self.producer.send_result(record) {
                 Ok(delivery) => pending.push(delivery),
                 // The local queue is full: send what was queued and come back.
@@ -112,19 +126,35 @@ impl EventLog for KafkaEventLog {
         (acknowledged, None)
     }
 
+    /// Asks a broker for the cluster's metadata (on a thread of its own:
+    /// librdkafka blocks while it waits).
+    async fn reachable(&self, patience: Duration) -> Result<(), EventError> {
+        let producer = self.producer.clone();
+        let asked = tokio::task::spawn_blocking(move || producer.client().fetch_metadata(None, patience).map(|_| ()));
+        match asked.await {
+            Ok(answer) => answer.map_err(unavailable),
+            Err(err) => Err(EventError::Unavailable(err.to_string())),
+        }
+    }
+
     fn subscribe(&self, topic: &str, group: &str, handler: Arc<dyn EventHandler>) {
         // A group per topic: a consumer of several topics rebalances each
         // on its own.
+        let group_id = format!("{}{group}.{topic}", self.prefix);
+        let lag = ConsumerLag { topic: topic.to_string(), group: group.to_string(), lag: Arc::new(AtomicI64::new(0)) };
+        self.metrics.watch_consumer(lag.clone());
+        let reporter = LagReporter { topic: self.topic(topic), lag: lag.lag };
         let consumer = ClientConfig::new()
             .set("bootstrap.servers", &self.brokers)
-            .set("group.id", format!("{}{group}.{topic}", self.prefix))
+            .set("group.id", group_id)
             .set("client.id", "colink")
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
             .set("session.timeout.ms", "10000")
             .set("heartbeat.interval.ms", "2000")
             .set("topic.metadata.refresh.interval.ms", "10000")
-            .create::<StreamConsumer>();
+            .set("statistics.interval.ms", STATISTICS_INTERVAL.as_millis().to_string())
+            .create_with_context::<_, StreamConsumer<LagReporter>>(reporter);
         let topic = self.topic(topic);
         match consumer {
             Ok(consumer) => {
@@ -177,8 +207,27 @@ async fn ensure_topics(
 /// Applies a topic's events in order. An event is committed only once its
 /// handler succeeded; a failing handler is retried, holding back the events
 /// behind it in the partition rather than skipping any.
+/// Keeps a consumer group's lag on its topic, from its client's statistics:
+/// the sum over the partitions it holds of the events between its position
+/// and the end.
+struct LagReporter {
+    topic: String,
+    lag: Arc<AtomicI64>,
+}
+
+impl ClientContext for LagReporter {
+    fn stats(&self, statistics: Statistics) {
+        let Some(topic) = statistics.topics.get(&self.topic) else { return };
+        // Partition -1 is librdkafka's own bookkeeping; -1 lag is unknown.
+        let lag: i64 = topic.partitions.iter().filter(|(id, _)| **id >= 0).map(|(_, p)| p.consumer_lag.max(0)).sum();
+        self.lag.store(lag, Ordering::Relaxed);
+    }
+}
+
+impl ConsumerContext for LagReporter {}
+
 async fn consume(
-    consumer: StreamConsumer,
+    consumer: StreamConsumer<LagReporter>,
     topic: String,
     handler: Arc<dyn EventHandler>,
     mut topics_ready: watch::Receiver<bool>,
@@ -211,8 +260,9 @@ async fn consume(
         };
         match Event::decode(message.payload().unwrap_or_default()) {
             Ok(event) => {
+                let span = super::consumer_span(&topic, traceparent_of(&message).unwrap_or(&event.traceparent));
                 let mut backoff = Duration::from_millis(100);
-                while let Err(err) = handler.handle(&event).await {
+                while let Err(err) = handler.handle(&event).instrument(span.clone()).await {
                     tracing::warn!(%topic, event_id = %event.event_id, error = %err, "event handler failed; retrying");
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
@@ -241,7 +291,7 @@ async fn consume(
 /// or dropped with the runtime). Dropping one leaves its group, and
 /// librdkafka waits for the broker to answer that, forever while the broker
 /// is down: on the runtime's thread, that would hang the node's shutdown.
-struct CloseAside(Option<StreamConsumer>);
+struct CloseAside(Option<StreamConsumer<LagReporter>>);
 
 impl Drop for CloseAside {
     fn drop(&mut self) {
@@ -252,6 +302,12 @@ impl Drop for CloseAside {
             }
         }
     }
+}
+
+/// The trace context a record carries in its headers.
+fn traceparent_of<'a>(message: &'a BorrowedMessage<'_>) -> Option<&'a str> {
+    let headers = message.headers()?;
+    headers.iter().find(|h| h.key == TRACEPARENT_HEADER).and_then(|h| h.value).and_then(|v| std::str::from_utf8(v).ok())
 }
 
 fn unavailable(err: KafkaError) -> EventError {
