@@ -54,8 +54,9 @@ pub fn write() -> Result<(), Box<dyn Error>> {
     Ok(())
 }
 
-/// Replaces `from`, which must occur exactly once, by `to`.
-fn replace_once(config: &mut String, from: &str, to: &str) -> Result<(), Box<dyn Error>> {
+/// Replaces `from`, which must occur exactly once in envoy/envoy.yaml's
+/// text, by `to`.
+pub(crate) fn replace_once(config: &mut String, from: &str, to: &str) -> Result<(), Box<dyn Error>> {
     match config.matches(from).count() {
         1 => {
             *config = config.replacen(from, to, 1);

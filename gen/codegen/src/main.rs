@@ -2,7 +2,7 @@
 //! servers) and the binary FileDescriptorSet used by server reflection and by
 //! Envoy's gRPC-JSON transcoder; in envoy/envoy.yaml, the routes that answer
 //! 405 to a REST path called with the wrong method; and from that file,
-//! envoy/envoy-kubernetes.yaml. Run from the workspace root (`just gen`).
+//! envoy/envoy-kubernetes.yaml and envoy/envoy-tls.yaml. Run from the workspace root (`just gen`).
 
 use std::fs;
 use std::io;
@@ -11,6 +11,7 @@ use std::process::ExitCode;
 
 mod envoy_kubernetes;
 mod envoy_routes;
+mod envoy_tls;
 
 const PROTO_ROOT: &str = "proto";
 const RUST_OUT: &str = "gen/src/generated";
@@ -50,6 +51,7 @@ fn run() -> Result<usize, Box<dyn std::error::Error>> {
     fs::write(DESCRIPTOR_OUT, &encoded)?;
     envoy_routes::write(&encoded)?;
     envoy_kubernetes::write()?;
+    envoy_tls::write()?;
     let descriptors = compiler.file_descriptor_set();
 
     // Start from an empty directory so a removed proto leaves no stale file.

@@ -45,35 +45,9 @@ impl Envoy {
     /// Envoy in front of `nodes`: all of them serve the `colink` cluster,
     /// the first the realtime one.
     async fn start_before(nodes: &[&TestApp]) -> Self {
-        let binary = std::env::var("COLINK_TEST_ENVOY").expect("COLINK_TEST_ENVOY must name the envoy binary");
-        let port_of = |node: &TestApp| node.uri().rsplit(':').next().unwrap().to_string();
-        let node_port = port_of(nodes[0]);
         let port = free_port();
-        let mut config = std::fs::read_to_string(repo().join("envoy/envoy.yaml")).unwrap();
-        let endpoint = "              - endpoint:\n                  address:\n                    \
-                        socket_address: { address: 127.0.0.1, port_value: 7700 }\n";
-        let core = config.find("        cluster_name: colink\n").unwrap();
-        let at = core + config[core..].find(endpoint).unwrap();
-        let endpoints: String = nodes
-            .iter()
-            .map(|node| endpoint.replace("port_value: 7700", &format!("port_value: {}", port_of(node))))
-            .collect();
-        config.replace_range(at..at + endpoint.len(), &endpoints);
-        let config = config
-            .replace("port_value: 8080", &format!("port_value: {port}"))
-            .replace("port_value: 7700", &format!("port_value: {node_port}"))
-            .replace("port_value: 9901", &format!("port_value: {}", free_port()))
-            .replace("\"gen/colink.binpb\"", &format!("{:?}", repo().join("gen/colink.binpb")));
-        let dir = tempfile::TempDir::new().unwrap();
-        let path = dir.path().join("envoy.yaml");
-        std::fs::write(&path, config).unwrap();
-        let access_log = std::fs::File::create(dir.path().join("access.log")).unwrap();
-        let child = Command::new(binary)
-            .args(["-c", path.to_str().unwrap(), "--log-level", "warn", "--use-dynamic-base-id"])
-            .stdout(access_log)
-            .spawn()
-            .expect("envoy starts");
-        let envoy = Self { child, port, _dir: dir };
+        let config = configure("envoy/envoy.yaml", nodes, "port_value: 8080", port);
+        let envoy = Self::run(config, port);
         // Ready when Envoy answers and sees the node healthy.
         for _ in 0..150 {
             if let Ok((200, _, _)) = envoy.try_call("GET", "/.well-known/jwks.json", None, &[]).await {
@@ -82,6 +56,24 @@ impl Envoy {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         panic!("envoy did not become ready");
+    }
+
+    fn run(config: String, port: u16) -> Self {
+        let binary = std::env::var("COLINK_TEST_ENVOY").expect("COLINK_TEST_ENVOY must name the envoy binary");
+        let dir = tempfile::TempDir::new().unwrap();
+        if config.contains("/etc/envoy/tls/") {
+            self_signed_certificate(dir.path());
+        }
+        let config = config.replace("/etc/envoy/tls/", &format!("{}/", dir.path().display()));
+        let path = dir.path().join("envoy.yaml");
+        std::fs::write(&path, config).unwrap();
+        let access_log = std::fs::File::create(dir.path().join("access.log")).unwrap();
+        let child = Command::new(binary)
+            .args(["-c", path.to_str().unwrap(), "--log-level", "warn", "--use-dynamic-base-id"])
+            .stdout(access_log)
+            .spawn()
+            .expect("envoy starts");
+        Self { child, port, _dir: dir }
     }
 
     /// The access log's entries so far, one JSON object per request.
@@ -169,6 +161,45 @@ impl Envoy {
         let body = if chunked { dechunk(rest) } else { rest.to_string() };
         Ok((status, headers, body))
     }
+}
+
+/// tls.crt and tls.key in `dir`: a certificate for localhost, as a TLS
+/// Secret would hold one.
+fn self_signed_certificate(dir: &Path) {
+    let made = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
+        .args(["-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost"])
+        .args(["-addext", "basicConstraints=critical,CA:FALSE", "-addext", "extendedKeyUsage=serverAuth"])
+        .arg("-keyout")
+        .arg(dir.join("tls.key"))
+        .arg("-out")
+        .arg(dir.join("tls.crt"))
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("openssl runs");
+    assert!(made.success(), "openssl made a certificate");
+}
+
+/// An Envoy configuration of the repository pointed at `nodes`, listening
+/// (where `listener` says) on `port`, with the descriptor set of the tree.
+fn configure(file: &str, nodes: &[&TestApp], listener: &str, port: u16) -> String {
+    let port_of = |node: &TestApp| node.uri().rsplit(':').next().unwrap().to_string();
+    let node_port = port_of(nodes[0]);
+    let mut config = std::fs::read_to_string(repo().join(file)).unwrap();
+    let endpoint = "              - endpoint:\n                  address:\n                    \
+                    socket_address: { address: 127.0.0.1, port_value: 7700 }\n";
+    let core = config.find("        cluster_name: colink\n").unwrap();
+    let at = core + config[core..].find(endpoint).unwrap();
+    let endpoints: String = nodes
+        .iter()
+        .map(|node| endpoint.replace("port_value: 7700", &format!("port_value: {}", port_of(node))))
+        .collect();
+    config.replace_range(at..at + endpoint.len(), &endpoints);
+    config
+        .replace(listener, &format!("port_value: {port}"))
+        .replace("port_value: 7700", &format!("port_value: {node_port}"))
+        .replace("port_value: 9901", &format!("port_value: {}", free_port()))
+        .replace("\"gen/colink.binpb\"", &format!("{:?}", repo().join("gen/colink.binpb")))
 }
 
 /// Whether `raw` holds a whole HTTP/1.1 response: its head, and a body as
@@ -818,4 +849,65 @@ async fn a_node_drains_under_load_and_no_client_sees_a_failed_call() {
     let distinct: BTreeSet<String> = seen.iter().cloned().collect();
     assert_eq!(distinct.len(), seen.len(), "no message twice");
     assert_eq!(distinct, acknowledged, "every acknowledged message, and only those");
+}
+
+/// envoy/envoy-tls.yaml: the edge over TLS, checking access tokens against
+/// the keys the node publishes before a call reaches it. Signing in needs
+/// no token; any other call without a valid one is refused by Envoy.
+#[tokio::test]
+#[ignore = "needs Envoy: set COLINK_TEST_ENVOY to its binary (the full suite does)"]
+async fn the_tls_edge_checks_tokens_before_calls_reach_a_node() {
+    let app = TestApp::spawn().await;
+    let port = free_port();
+    let config = configure("envoy/envoy-tls.yaml", &[&app], "port_value: 8443", port);
+    let envoy = Envoy::run(config, port);
+    let certificate = std::fs::read(envoy._dir.path().join("tls.crt")).unwrap();
+    let client = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&certificate).unwrap())
+        .resolve("localhost", ([127, 0, 0, 1], port).into())
+        .build()
+        .unwrap();
+    let url = |path: &str| format!("https://localhost:{port}{path}");
+    let registered = crate::servers::eventually(Duration::from_secs(20), "the TLS listener", || async {
+        let body = json!({ "username": "tess", "email": "tess@example.com", "password": "correct horse battery" });
+        let answer = client.post(url("/v1/auth/register")).json(&body).send().await.ok()?;
+        (answer.status() == 200).then_some(answer)
+    })
+    .await;
+    let tokens: Value = registered.json().await.unwrap();
+    let token = tokens["tokens"]["accessToken"].as_str().unwrap().to_string();
+
+    let me = |token: Option<String>| {
+        let request = client.get(url("/v1/users/me"));
+        let request = match token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        };
+        async move {
+            let answer = request.send().await.unwrap();
+            (answer.status().as_u16(), answer.text().await.unwrap())
+        }
+    };
+    let (status, body) = me(Some(token.clone())).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = me(None).await;
+    assert_eq!((status, body.contains("Jwt is missing")), (401, true), "Envoy refuses: {body}");
+    let mut forged = token.clone();
+    forged.replace_range(forged.len() - 4.., "AAAA");
+    let (status, body) = me(Some(forged)).await;
+    assert_eq!((status, body.contains("Jwt verification fails")), (401, true), "Envoy refuses: {body}");
+    // gRPC-Web from a browser needs the token just the same.
+    let grpc_web = client
+        .post(url("/colink.users.v1.UsersService/GetMe"))
+        .header("content-type", "application/grpc-web+proto")
+        .body(vec![0_u8; 5])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(grpc_web.status(), 401);
+    // What needs no token still gets through.
+    let options = client.get(url("/v1/auth/sign-in-options")).send().await.unwrap();
+    assert_eq!(options.status(), 200);
+    let page = client.get(url("/")).send().await.unwrap();
+    assert_eq!(page.status(), 200);
 }
