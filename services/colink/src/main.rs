@@ -57,6 +57,12 @@ enum Command {
         /// Write the results as a Markdown page to this file.
         #[arg(long)]
         markdown: Option<PathBuf>,
+        /// Export the nodes' traces over OTLP to this collector, to measure what tracing costs.
+        #[arg(long)]
+        traces: Option<String>,
+        /// The share of traces kept with --traces.
+        #[arg(long, default_value_t = 1.0)]
+        trace_sample_ratio: f64,
     },
     /// Look after the search indices of a running node.
     Search {
@@ -85,8 +91,13 @@ fn main() -> ExitCode {
     let (services, listen, data_dir) = match &cli.command {
         Command::Serve { services, listen, data_dir } => (services.clone(), listen.clone(), data_dir.clone()),
         Command::Migrate { services, data_dir } => (services.clone(), None, data_dir.clone()),
-        Command::Bench { scenarios, size, postgres, markdown } => {
-            return bench(scenarios, size, postgres.clone(), markdown.clone());
+        Command::Bench { scenarios, size, postgres, markdown, traces, trace_sample_ratio } => {
+            let traces = colink_runtime::config::TracingConfig {
+                otlp_endpoint: traces.clone().unwrap_or_default(),
+                sample_ratio: *trace_sample_ratio,
+                ..Default::default()
+            };
+            return bench(scenarios, size, postgres.clone(), markdown.clone(), &traces);
         }
         Command::Search { command: SearchCommand::Reindex { server, token } } => return reindex(server, token),
     };
@@ -136,7 +147,13 @@ fn main() -> ExitCode {
     }
 }
 
-fn bench(scenarios: &str, size: &str, postgres: Option<String>, markdown: Option<PathBuf>) -> ExitCode {
+fn bench(
+    scenarios: &str,
+    size: &str,
+    postgres: Option<String>,
+    markdown: Option<PathBuf>,
+    traces: &colink_runtime::config::TracingConfig,
+) -> ExitCode {
     use colink::bench::{Options, SCENARIOS, Size};
 
     let size = match size {
@@ -156,9 +173,10 @@ fn bench(scenarios: &str, size: &str, postgres: Option<String>, markdown: Option
         eprintln!("colink bench: --scenarios: unknown scenario {unknown:?} (known: {})", SCENARIOS.join(", "));
         return ExitCode::from(2);
     }
-    let log = colink_runtime::config::LogConfig { level: "warn".into(), format: "text".into() };
-    // Bench nodes export no traces.
-    colink_runtime::telemetry::init(&log, &Default::default()).shutdown();
+    if !(0.0..=1.0).contains(&traces.sample_ratio) {
+        eprintln!("colink bench: --trace-sample-ratio: must be within 0..=1");
+        return ExitCode::from(2);
+    }
     let command = std::env::args().collect::<Vec<_>>().join(" ");
     let options = Options { scenarios, size, postgres, markdown, command };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -168,7 +186,11 @@ fn bench(scenarios: &str, size: &str, postgres: Option<String>, markdown: Option
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(colink::bench::run(options)) {
+    let log = colink_runtime::config::LogConfig { level: "warn".into(), format: "text".into() };
+    let telemetry = runtime.block_on(async { colink_runtime::telemetry::init(&log, traces) });
+    let result = runtime.block_on(colink::bench::run(options));
+    telemetry.shutdown();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("colink bench: {err}");

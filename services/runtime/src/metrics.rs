@@ -66,7 +66,7 @@ const REFUSALS: [&str; 3] = ["anonymous", "signed_in", "overload"];
 
 /// A node's metrics. One per node: tests run several nodes in a process.
 pub struct Metrics {
-    methods: HashMap<&'static str, usize>,
+    methods: HashMap<String, usize>,
     rpcs: Vec<RpcSeries>,
     in_flight: AtomicI64,
     refusals: [AtomicU64; REFUSALS.len()],
@@ -78,8 +78,8 @@ pub struct Metrics {
 
 /// Counters of one RPC method (or of every unknown path together).
 struct RpcSeries {
-    service: &'static str,
-    method: &'static str,
+    service: Arc<str>,
+    method: String,
     streaming: bool,
     codes: [AtomicU64; CODES.len()],
     buckets: [AtomicU64; LATENCY_BUCKETS.len()],
@@ -124,21 +124,20 @@ impl Metrics {
             for file in set.file {
                 let package = file.package.unwrap_or_default();
                 for service in file.service {
-                    let service_name = format!("{package}.{}", service.name.unwrap_or_default());
-                    let service_name: &'static str = Box::leak(service_name.into_boxed_str());
+                    let service_name: Arc<str> = format!("{package}.{}", service.name.unwrap_or_default()).into();
                     for method in service.method {
-                        let name: &'static str = Box::leak(method.name.unwrap_or_default().into_boxed_str());
-                        let path: &'static str = Box::leak(format!("/{service_name}/{name}").into_boxed_str());
+                        let name = method.name.unwrap_or_default();
+                        let path = format!("/{service_name}/{name}");
                         let streaming =
                             method.client_streaming.unwrap_or(false) || method.server_streaming.unwrap_or(false);
                         if methods.insert(path, rpcs.len()).is_none() {
-                            rpcs.push(RpcSeries::new(service_name, name, streaming));
+                            rpcs.push(RpcSeries::new(service_name.clone(), name, streaming));
                         }
                     }
                 }
             }
         }
-        rpcs.push(RpcSeries::new("unknown", "unknown", false));
+        rpcs.push(RpcSeries::new("unknown".into(), "unknown".into(), false));
         Self {
             methods,
             rpcs,
@@ -252,8 +251,8 @@ impl Metrics {
                 let count = count.load(Ordering::Relaxed);
                 if count > 0 {
                     let labels = [
-                        ("grpc_service", series.service),
-                        ("grpc_method", series.method),
+                        ("grpc_service", &*series.service),
+                        ("grpc_method", series.method.as_str()),
                         ("grpc_code", code_name(*code)),
                     ];
                     sample(out, "colink_rpc_handled_total", &labels, count);
@@ -271,10 +270,11 @@ impl Metrics {
             for (bound, count) in LATENCY_BUCKETS.iter().zip(&series.buckets) {
                 cumulative += count.load(Ordering::Relaxed);
                 let le = bound.to_string();
-                let labels = [("grpc_service", series.service), ("grpc_method", series.method), ("le", le.as_str())];
+                let labels =
+                    [("grpc_service", &*series.service), ("grpc_method", series.method.as_str()), ("le", le.as_str())];
                 sample(out, "colink_rpc_duration_seconds_bucket", &labels, cumulative);
             }
-            let labels = [("grpc_service", series.service), ("grpc_method", series.method)];
+            let labels = [("grpc_service", &*series.service), ("grpc_method", series.method.as_str())];
             let count = series.count.load(Ordering::Relaxed);
             let inf = [labels[0], labels[1], ("le", "+Inf")];
             sample(out, "colink_rpc_duration_seconds_bucket", &inf, count);
@@ -287,7 +287,7 @@ impl Metrics {
     fn render_streams(&self, out: &mut String) {
         family(out, "colink_streams_open", "gauge", "Streaming calls open now, by method.");
         for series in self.rpcs.iter().filter(|s| s.streaming) {
-            let labels = [("grpc_service", series.service), ("grpc_method", series.method)];
+            let labels = [("grpc_service", &*series.service), ("grpc_method", series.method.as_str())];
             sample(out, "colink_streams_open", &labels, series.open_streams.load(Ordering::Relaxed));
         }
         family(
@@ -371,7 +371,7 @@ impl Metrics {
 }
 
 impl RpcSeries {
-    fn new(service: &'static str, method: &'static str, streaming: bool) -> Self {
+    fn new(service: Arc<str>, method: String, streaming: bool) -> Self {
         Self {
             service,
             method,

@@ -142,6 +142,17 @@ async fn metrics_count_calls_by_method_and_code_and_name_no_user() {
     assert!(!text.contains(&ann.user_id), "no user id in a label");
 }
 
+/// A registration: slow with costly password hashing, so a call that stays
+/// in flight for a while.
+fn registration(username: &str) -> RegisterRequest {
+    RegisterRequest {
+        username: username.into(),
+        password: "correct horse battery".into(),
+        email: format!("{username}@example.com"),
+        ..Default::default()
+    }
+}
+
 /// Past `server.max_in_flight`, calls are refused at once with UNAVAILABLE
 /// (and counted), while health checks still get their answer.
 #[tokio::test]
@@ -155,15 +166,7 @@ async fn calls_past_the_in_flight_limit_are_shed_and_health_still_answers() {
     .await;
     let calls = (0..12).map(|i| {
         let mut auth = app.auth();
-        async move {
-            let request = RegisterRequest {
-                username: format!("shed{i}"),
-                password: "correct horse battery".into(),
-                email: format!("shed{i}@example.com"),
-                ..Default::default()
-            };
-            auth.register(request).await
-        }
+        async move { auth.register(registration(&format!("shed{i}"))).await }
     });
     let health = async {
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -193,13 +196,7 @@ async fn a_call_past_its_deadline_ends_deadline_exceeded() {
         c.auth.argon2_iterations = 4;
     })
     .await;
-    let request = RegisterRequest {
-        username: "late".into(),
-        password: "correct horse battery".into(),
-        email: "late@example.com".into(),
-        ..Default::default()
-    };
-    let status = app.auth().register(request).await.unwrap_err();
+    let status = app.auth().register(registration("late")).await.unwrap_err();
     assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
     assert!(status.message().contains("did not finish within its deadline (100 ms)"), "{status:?}");
 }
