@@ -45,7 +45,8 @@ enum Command {
     /// Run benchmark scenarios against a fresh `colink serve` child process.
     Bench {
         /// Comma-separated scenarios (ingest, small-channels, fan-out, big-channel, idle, reconnect,
-        /// history) or "all".
+        /// history, reaction-storm, unread-at-scale, files, search-index, search, retention, room) or
+        /// "all".
         #[arg(long, default_value = "all")]
         scenarios: String,
         /// "smoke" (seconds; proves the tool and the paths) or "standard" (the published figures).
@@ -57,12 +58,17 @@ enum Command {
         /// Write the results as a Markdown page to this file.
         #[arg(long)]
         markdown: Option<PathBuf>,
-        /// Export the nodes' traces over OTLP to this collector, to measure what tracing costs.
+        /// Have the nodes export traces over OTLP, to measure what tracing costs: to a collector at
+        /// this URL, or to "sink", a collector in the bench's process that counts spans and keeps
+        /// none.
         #[arg(long)]
         traces: Option<String>,
-        /// The share of traces kept with --traces.
+        /// The share of new traces kept with --traces.
         #[arg(long, default_value_t = 1.0)]
         trace_sample_ratio: f64,
+        /// The room scenario's people: USERS,STREAMS,SENDERS[,RATE] (no RATE: as fast as answered).
+        #[arg(long, default_value = "50,10,5")]
+        room: colink::bench::Room,
     },
     /// Look after the search indices of a running node.
     Search {
@@ -91,13 +97,15 @@ fn main() -> ExitCode {
     let (services, listen, data_dir) = match &cli.command {
         Command::Serve { services, listen, data_dir } => (services.clone(), listen.clone(), data_dir.clone()),
         Command::Migrate { services, data_dir } => (services.clone(), None, data_dir.clone()),
-        Command::Bench { scenarios, size, postgres, markdown, traces, trace_sample_ratio } => {
-            let traces = colink_runtime::config::TracingConfig {
-                otlp_endpoint: traces.clone().unwrap_or_default(),
+        Command::Bench { scenarios, size, postgres, markdown, traces, trace_sample_ratio, room } => {
+            let traces = traces.as_ref().map(|target| colink::bench::Traces {
+                target: match target.as_str() {
+                    "sink" => colink::bench::TraceTarget::Sink,
+                    url => colink::bench::TraceTarget::Collector(url.to_string()),
+                },
                 sample_ratio: *trace_sample_ratio,
-                ..Default::default()
-            };
-            return bench(scenarios, size, postgres.clone(), markdown.clone(), &traces);
+            });
+            return bench(scenarios, size, postgres.clone(), markdown.clone(), traces, *room);
         }
         Command::Search { command: SearchCommand::Reindex { server, token } } => return reindex(server, token),
     };
@@ -152,7 +160,8 @@ fn bench(
     size: &str,
     postgres: Option<String>,
     markdown: Option<PathBuf>,
-    traces: &colink_runtime::config::TracingConfig,
+    traces: Option<colink::bench::Traces>,
+    room: colink::bench::Room,
 ) -> ExitCode {
     use colink::bench::{Options, SCENARIOS, Size};
 
@@ -173,12 +182,12 @@ fn bench(
         eprintln!("colink bench: --scenarios: unknown scenario {unknown:?} (known: {})", SCENARIOS.join(", "));
         return ExitCode::from(2);
     }
-    if !(0.0..=1.0).contains(&traces.sample_ratio) {
+    if traces.as_ref().is_some_and(|t| !(0.0..=1.0).contains(&t.sample_ratio)) {
         eprintln!("colink bench: --trace-sample-ratio: must be within 0..=1");
         return ExitCode::from(2);
     }
     let command = std::env::args().collect::<Vec<_>>().join(" ");
-    let options = Options { scenarios, size, postgres, markdown, command };
+    let options = Options { scenarios, size, postgres, markdown, command, room, traces };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(err) => {
@@ -186,11 +195,10 @@ fn bench(
             return ExitCode::FAILURE;
         }
     };
+    // The load generator logs warnings and exports no traces of its own.
     let log = colink_runtime::config::LogConfig { level: "warn".into(), format: "text".into() };
-    let telemetry = runtime.block_on(async { colink_runtime::telemetry::init(&log, traces) });
-    let result = runtime.block_on(colink::bench::run(options));
-    telemetry.shutdown();
-    match result {
+    runtime.block_on(async { colink_runtime::telemetry::init(&log, &Default::default()) }).shutdown();
+    match runtime.block_on(colink::bench::run(options)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("colink bench: {err}");

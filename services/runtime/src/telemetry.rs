@@ -66,9 +66,12 @@ pub fn init(log: &LogConfig, traces: &TracingConfig) -> Telemetry {
         tracing_subscriber::fmt::layer().with_target(true).with_ansi(colour).boxed()
     };
     let provider = if traces.otlp_endpoint.is_empty() { None } else { tracer_provider(traces) };
-    let otel = provider.as_ref().map(|provider| {
-        tracing_opentelemetry::layer().with_tracer(provider.tracer("colink")).with_filter(filter.clone())
-    });
+    // Spans are traced whatever the log level: a node that logs only
+    // warnings still exports every call's span.
+    let traced = Targets::new().with_default(tracing::Level::INFO);
+    let otel = provider
+        .as_ref()
+        .map(|provider| tracing_opentelemetry::layer().with_tracer(provider.tracer("colink")).with_filter(traced));
     let installed = tracing_subscriber::registry().with(logs.with_filter(filter)).with(otel).try_init().is_ok();
     if installed && provider.is_some() {
         EXPORTING.store(true, Ordering::Relaxed);

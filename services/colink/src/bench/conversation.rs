@@ -16,7 +16,7 @@ use colink_runtime::ids::now_micros;
 use futures_util::StreamExt;
 use futures_util::stream;
 
-use super::load::{self, Pool, Receiver, SendPlan, User, Watch};
+use super::load::{self, Pool, Receiver, SendPlan, Speakers, User, Watch};
 use super::server::CpuSample;
 use super::{BenchError, Percentiles, Progress, Report, Shape, open_receivers, tally};
 
@@ -193,7 +193,7 @@ pub async fn unread_at_scale(
         let _line = progress.show("sending", shape.messages);
         let deadline = Instant::now() + Duration::from_secs(shape.max_secs);
         let plan = SendPlan { senders: shape.senders, rate: shape.rate, first_id: 0, total: shape.messages, deadline };
-        load::send(pool, &owners, &channel_ids, plan, progress).await
+        load::send(pool, Speakers::Owners(&owners), &channel_ids, plan, progress).await
     };
     let send_secs = send_started.elapsed().as_secs_f64();
     done.store(true, Ordering::Relaxed);

@@ -265,25 +265,42 @@ pub struct SendPlan {
     pub deadline: Instant,
 }
 
+/// Who sends the messages of a plan.
+#[derive(Clone, Copy)]
+pub enum Speakers<'a> {
+    /// Each message's channel's owner, one per channel.
+    Owners(&'a [User]),
+    /// Each sending task is one of these people, whatever the channel, as
+    /// when several people talk in one room at once.
+    People(&'a [User]),
+}
+
 /// Sends `plan.total` messages (or what fits before the deadline), spread
-/// over the channels round-robin, each sent by the channel's owner.
+/// over the channels round-robin.
 pub async fn send(
     pool: &Pool,
-    owners: &[User],
+    speakers: Speakers<'_>,
     channel_ids: &[String],
     plan: SendPlan,
     progress: &super::Progress,
 ) -> Arc<Sent> {
     let first_id = plan.first_id;
-    let owners = Arc::new(owners.to_vec());
+    let (people, per_task) = match speakers {
+        Speakers::Owners(owners) => (owners, false),
+        Speakers::People(people) => (people, true),
+    };
+    let tokens: Arc<Vec<String>> = Arc::new(people.iter().map(|u| u.token.clone()).collect());
     let channel_ids = Arc::new(channel_ids.to_vec());
     let count = channel_ids.len();
+    let tasks = AtomicUsize::new(0);
     paced(plan, count, progress, || {
+        let task = tasks.fetch_add(1, Ordering::Relaxed);
         let messaging = MessagingServiceClient::new(pool.pick());
-        let (owners, channel_ids) = (owners.clone(), channel_ids.clone());
+        let (tokens, channel_ids) = (tokens.clone(), channel_ids.clone());
         move |n: u64| {
             let id = first_id + n;
             let c = (n % channel_ids.len() as u64) as usize;
+            let speaker = if per_task { task % tokens.len().max(1) } else { c };
             let sent_at = now_micros();
             let request = SendMessageRequest {
                 channel_id: channel_ids[c].clone(),
@@ -291,7 +308,7 @@ pub async fn send(
                 idempotency_key: format!("bench-{id}-{sent_at}"),
                 ..Default::default()
             };
-            let request = with_token(&owners[c].token, request);
+            let request = with_token(tokens.get(speaker).map_or("", String::as_str), request);
             let mut messaging = messaging.clone();
             async move { messaging.send_message(request).await.map(|_| (c, id)) }
         }

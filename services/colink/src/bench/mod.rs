@@ -13,6 +13,7 @@ mod load;
 mod retention;
 mod search;
 mod server;
+mod traces;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -21,8 +22,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use self::load::{Pool, Received, Receiver, SendPlan, User, Watch};
+use self::load::{Pool, Received, Receiver, SendPlan, Speakers, User, Watch};
 use self::server::{CpuSample, Server};
+pub use self::traces::{TraceTarget, Traces};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
@@ -55,7 +57,83 @@ pub const SCENARIOS: &[&str] = &[
     "search-index",
     "search",
     "retention",
+    "room",
 ];
+
+/// The `room` scenario: `users` people in one channel, `streams` of them
+/// streaming it, and `senders` of them talking at once, each with one
+/// request in flight, at `rate` messages a second in all (0: as fast as
+/// the acknowledgements come). Streamers and senders are the room's first
+/// people, so a sender with a stream sees its own messages, as in a client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Room {
+    pub users: usize,
+    pub streams: usize,
+    pub senders: usize,
+    pub rate: u32,
+}
+
+impl Default for Room {
+    fn default() -> Self {
+        Self { users: 50, streams: 10, senders: 5, rate: 0 }
+    }
+}
+
+impl std::str::FromStr for Room {
+    type Err = String;
+
+    /// `USERS,STREAMS,SENDERS[,RATE]`, e.g. `50,10,5` or `2000,1000,20,500`.
+    fn from_str(text: &str) -> Result<Self, String> {
+        let parts: Vec<&str> = text.split(',').map(str::trim).collect();
+        if !(3..=4).contains(&parts.len()) {
+            return Err(format!("expected USERS,STREAMS,SENDERS[,RATE], got {text:?}"));
+        }
+        let number = |i: usize, name: &str| -> Result<usize, String> {
+            parts
+                .get(i)
+                .map_or(Ok(0), |part| part.parse().map_err(|_| format!("{name} must be a whole number, got {part:?}")))
+        };
+        let rate = u32::try_from(number(3, "RATE")?).map_err(|_| "RATE is too large".to_string())?;
+        let room =
+            Room { users: number(0, "USERS")?, streams: number(1, "STREAMS")?, senders: number(2, "SENDERS")?, rate };
+        if room.users == 0 || room.senders == 0 {
+            return Err("USERS and SENDERS must be at least 1".into());
+        }
+        if room.users > 100_000 {
+            return Err("USERS must be at most 100000".into());
+        }
+        if room.streams > room.users || room.senders > room.users {
+            return Err("STREAMS and SENDERS are people of the room: each at most USERS".into());
+        }
+        Ok(room)
+    }
+}
+
+impl std::fmt::Display for Room {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} people, {} streaming, {} sending", self.users, self.streams, self.senders)?;
+        if self.rate > 0 { write!(f, " at {} msg/s", self.rate) } else { write!(f, " as fast as answered") }
+    }
+}
+
+impl Room {
+    fn shape(&self, size: Size) -> Shape {
+        let standard = size == Size::Standard;
+        // Every stream gets every message, and the load generator keeps
+        // what each one saw: bound the deliveries, not only the sends.
+        let full = if self.rate > 0 { u64::from(self.rate) * 30 } else { 300_000 };
+        let messages = full.min(10_000_000 / self.streams.max(1) as u64).max(100);
+        Shape {
+            channels: 1,
+            members: self.users,
+            streams_per_member: 0,
+            senders: self.senders,
+            rate: self.rate,
+            messages: if standard { messages } else { messages.min(200) },
+            max_secs: if standard { 30 } else { 10 },
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Size {
@@ -222,6 +300,10 @@ pub struct Options {
     pub markdown: Option<PathBuf>,
     /// The command line, recorded in the Markdown file.
     pub command: String,
+    /// Who the `room` scenario puts in its channel.
+    pub room: Room,
+    /// Have the node export traces while it is measured.
+    pub traces: Option<Traces>,
 }
 
 /// Runs the scenarios one after another, each against a fresh node.
@@ -248,7 +330,7 @@ pub async fn run(options: Options) -> Result<(), BenchError> {
                 report.elapsed_s = started.elapsed().as_secs_f64();
                 report
             } else {
-                run_one(scenario, options.size, *database).await?
+                run_one(scenario, &options, *database).await?
             };
             broken += report.lost + report.duplicated;
             print_report(&report);
@@ -317,6 +399,11 @@ pub(super) struct Report {
     ack_baseline_ms: Option<Percentiles>,
     /// Retention: messages the run deleted, and the seconds it took.
     retention: Option<(u64, f64)>,
+    /// Room: who was in it.
+    room: Option<Room>,
+    /// Traces: where they went, and what a sink of ours received (exports,
+    /// spans, bytes).
+    traces: Option<(String, Option<(u64, u64, u64)>)>,
     server_cpu_s: f64,
     /// CPU microseconds per delivery while messages flowed: the node's and
     /// the load generator's, so that a reader can tell which ran out.
@@ -385,6 +472,13 @@ impl Report {
             "ack_baseline_ms": self.ack_baseline_ms.map(|p| p.json()),
             "retention_deleted": self.retention.map(|r| r.0),
             "retention_s": self.retention.map(|r| round(r.1)),
+            "room": self.room.map(|r| json!({ "users": r.users, "streams": r.streams, "senders": r.senders, "rate": r.rate })),
+            "traces": self.traces.as_ref().map(|(target, received)| json!({
+                "target": target,
+                "exports": received.map(|r| r.0),
+                "spans": received.map(|r| r.1),
+                "span_bytes": received.map(|r| r.2),
+            })),
             "server_cpu_s": round(self.server_cpu_s),
             "node_cpu_us_per_delivery": self.cpu_per_delivery_us.map(|c| round(c.0)),
             "generator_cpu_us_per_delivery": self.cpu_per_delivery_us.map(|c| round(c.1)),
@@ -398,6 +492,12 @@ impl Report {
 fn print_report(r: &Report) {
     let p = |x: &Percentiles| format!("p50 {:.2}  p95 {:.2}  p99 {:.2}  max {:.2}", x.p50, x.p95, x.p99, x.max);
     println!("{} ({}, {})", r.scenario, r.size, r.database);
+    if let Some(room) = r.room {
+        println!("  room                 {room}");
+    }
+    if let Some(line) = traces_line(r) {
+        println!("  traces               {line}");
+    }
     println!("  streams              {}", r.streams);
     println!("  sends acknowledged   {} ({} failed), {:.0}/s", r.sends, r.send_failures, r.sends_per_s);
     println!("  ack latency ms       {}", p(&r.ack_ms));
@@ -456,8 +556,20 @@ fn print_report(r: &Report) {
     println!("  elapsed              {:.1} s", r.elapsed_s);
 }
 
-async fn run_one(scenario: &str, size: Size, postgres: Option<&str>) -> Result<Report, BenchError> {
-    let shape = shape(scenario, size);
+/// Where traces went in a run, and what reached the sink.
+fn traces_line(r: &Report) -> Option<String> {
+    let (target, received) = r.traces.as_ref()?;
+    Some(match received {
+        Some((exports, spans, bytes)) => {
+            format!("{target}: {spans} spans ({:.1} MiB) in {exports} exports", *bytes as f64 / (1024.0 * 1024.0))
+        }
+        None => target.clone(),
+    })
+}
+
+async fn run_one(scenario: &str, options: &Options, postgres: Option<&str>) -> Result<Report, BenchError> {
+    let size = options.size;
+    let shape = if scenario == "room" { options.room.shape(size) } else { shape(scenario, size) };
     let data = std::env::temp_dir().join(format!("colink-bench-{}", uuid::Uuid::now_v7().simple()));
     let prefix = format!("colink_bench_{}", uuid::Uuid::now_v7().simple());
     let database_url = match postgres {
@@ -468,7 +580,16 @@ async fn run_one(scenario: &str, size: Size, postgres: Option<&str>) -> Result<R
         .and_then(|l| l.local_addr())
         .map_err(|e| BenchError::Server(e.to_string()))?
         .port();
-    let server = Server::start(&format!("127.0.0.1:{port}"), &data, database_url.as_deref()).await?;
+    let sink = match options.traces.as_ref().map(|t| &t.target) {
+        Some(TraceTarget::Sink) => Some(traces::Sink::start().await?),
+        _ => None,
+    };
+    let exporting = options.traces.as_ref().map(|traces| match &traces.target {
+        TraceTarget::Collector(url) => (url.clone(), traces.sample_ratio),
+        TraceTarget::Sink => (sink.as_ref().map(|s| s.endpoint.clone()).unwrap_or_default(), traces.sample_ratio),
+    });
+    let addr = format!("127.0.0.1:{port}");
+    let server = Server::start(&addr, &data, database_url.as_deref(), exporting.as_ref()).await?;
     let started = Instant::now();
     let connections = (shape.channels * shape.members * shape.streams_per_member / 200).clamp(4, 512);
     let pool = Pool::new((0..connections).map(|_| server.connect()).collect::<Result<_, _>>()?, server.pid());
@@ -514,12 +635,32 @@ async fn run_one(scenario: &str, size: Size, postgres: Option<&str>) -> Result<R
             let url = database_url.as_deref();
             retention::run_over_corpus(&pool, &users, &shape, &progress, &mut report, &data, url).await?
         }
-        _ => traffic(&pool, &users, &owners, &channel_ids, &shape, &progress, &mut report).await?,
+        "room" => {
+            let room = options.room;
+            report.room = Some(room);
+            // The first people stream the room, and the first people talk.
+            let streams = Shape { members: room.streams, streams_per_member: usize::from(room.streams > 0), ..shape };
+            let talkers = Speakers::People(&users[..room.senders]);
+            traffic(&pool, &users, talkers, &channel_ids, &streams, &progress, &mut report).await?
+        }
+        _ => traffic(&pool, &users, Speakers::Owners(&owners), &channel_ids, &shape, &progress, &mut report).await?,
     }
     report.server_cpu_s = server.cpu_seconds() - cpu_before;
     report.server_peak_rss_mib = server.memory().1 as f64 / (1024.0 * 1024.0);
     report.elapsed_s = started.elapsed().as_secs_f64();
-    drop(server);
+    if let Some(traces) = &options.traces {
+        // The node exports its spans in batches: the last ones leave as it stops.
+        drop(pool);
+        server.stop(Duration::from_secs(30)).await;
+        let target = match &traces.target {
+            TraceTarget::Collector(url) => url.clone(),
+            TraceTarget::Sink => "a counting sink".into(),
+        };
+        let received = sink.as_ref().map(traces::Sink::totals);
+        report.traces = Some((format!("{:.0}% of traces to {target}", traces.sample_ratio * 100.0), received));
+    } else {
+        drop(server);
+    }
     let _ = std::fs::remove_dir_all(&data);
     let _ = std::fs::remove_dir_all(data.with_extension("s3"));
     if let Some(server) = postgres {
@@ -561,11 +702,12 @@ pub(super) async fn open_receivers(
     opened.into_iter().collect()
 }
 
-/// Scenarios 1 to 4: senders at a rate, every member streaming (or none).
+/// Scenarios 1 to 4 and the room: senders at a rate, every member
+/// streaming (or none).
 async fn traffic(
     pool: &Pool,
     users: &[User],
-    owners: &[User],
+    speakers: Speakers<'_>,
     channel_ids: &[String],
     shape: &Shape,
     progress: &Progress,
@@ -582,7 +724,7 @@ async fn traffic(
         let _line = progress.show("sending", shape.messages);
         let deadline = Instant::now() + Duration::from_secs(shape.max_secs);
         let plan = SendPlan { senders: shape.senders, rate: shape.rate, first_id: 0, total: shape.messages, deadline };
-        load::send(pool, owners, channel_ids, plan, progress).await
+        load::send(pool, speakers, channel_ids, plan, progress).await
     };
     let send_secs = send_started.elapsed().as_secs_f64();
     let delivered_until = drain(&receivers, &sent).await;
@@ -677,12 +819,12 @@ async fn reconnect(
     let channels = channel_ids.len() as u64;
     // One message each so that every client has a cursor, then all drop.
     let plan = |first_id, total| SendPlan { senders: shape.senders, rate: 0, first_id, total, deadline: far };
-    let warm_up = load::send(pool, owners, channel_ids, plan(0, channels), progress).await;
+    let warm_up = load::send(pool, Speakers::Owners(owners), channel_ids, plan(0, channels), progress).await;
     drain(&receivers, &warm_up).await;
     let seen: Vec<_> = receivers.into_iter().map(Receiver::close).collect();
     let missed = {
         let _line = progress.show("sending while disconnected", channels * MISSED);
-        load::send(pool, owners, channel_ids, plan(channels, channels * MISSED), progress).await
+        load::send(pool, Speakers::Owners(owners), channel_ids, plan(channels, channels * MISSED), progress).await
     };
     // Both batches count: each receiver must end with all of them, once.
     for (c, ids) in missed.ids_by_channel.iter().enumerate() {
@@ -712,7 +854,7 @@ async fn history(
         let _line = progress.show("filling the channel", shape.messages);
         let deadline = Instant::now() + Duration::from_secs(shape.max_secs);
         let plan = SendPlan { senders: shape.senders, rate: 0, first_id: 0, total: shape.messages, deadline };
-        load::send(pool, owners, channel_ids, plan, progress).await
+        load::send(pool, Speakers::Owners(owners), channel_ids, plan, progress).await
     };
     tally(report, &[], &sent, send_started.elapsed().as_secs_f64(), 1.0);
     let pages = (shape.messages / 50) as usize;
@@ -762,6 +904,10 @@ fn markdown(results: &[Report], options: &Options) -> String {
     );
     for r in results {
         let mut other = Vec::new();
+        if let Some(room) = r.room {
+            other.push(format!("{room}; ack p50 {:.2} ms", r.ack_ms.p50));
+        }
+        other.extend(traces_line(r));
         if let Some(s) = r.catch_up_s {
             other.push(format!("caught up in {s:.2} s"));
         }
@@ -857,6 +1003,18 @@ fn goal(r: &Report) -> String {
             r.search_ms.is_some_and(|p| p.p95 <= 50.0 && p.p99 <= 100.0)
                 && r.index_lag_ms.is_some_and(|p| p.p99 <= 1_000.0),
         ),
+        "room" => match r.room {
+            Some(Room { senders: 1, streams: 0, rate: 0, .. }) => {
+                ("one sender: ack p50 ≤ 0.6 ms, p99 ≤ 2 ms", r.ack_ms.p50 <= 0.6 && r.ack_ms.p99 <= 2.0)
+            }
+            Some(Room { users: 50, streams: 10, senders: 5, rate: 0 }) if postgres => {
+                ("≥ 5,000 sends/s, delivery p99 ≤ 10 ms", r.sends_per_s >= 5_000.0 && r.latency_ms.p99 <= 10.0)
+            }
+            Some(Room { users: 50, streams: 10, senders: 5, rate: 0 }) => {
+                ("≥ 8,000 sends/s, delivery p99 ≤ 10 ms", r.sends_per_s >= 8_000.0 && r.latency_ms.p99 <= 10.0)
+            }
+            _ => ("no goal at this size of room; figures reported", r.send_failures == 0),
+        },
         "retention" => (
             "run time and send ack p99 alongside reported",
             r.retention.is_some_and(|(deleted, _)| deleted == r.sends) && r.send_failures == 0,
@@ -905,5 +1063,27 @@ mod tests {
             }
         }
         assert!(shape("fan-out", Size::Standard).channels * shape("fan-out", Size::Standard).members == 10_000);
+    }
+
+    #[test]
+    fn a_room_is_read_from_its_numbers_and_checked() {
+        let room: Room = "2000, 1000, 20".parse().unwrap();
+        assert_eq!(room, Room { users: 2_000, streams: 1_000, senders: 20, rate: 0 });
+        assert_eq!("50,10,5,500".parse::<Room>().unwrap().rate, 500);
+        for (text, names) in [
+            ("50,10", "USERS,STREAMS,SENDERS"),
+            ("50,ten,5", "STREAMS"),
+            ("0,0,1", "USERS and SENDERS"),
+            ("5,10,1", "at most USERS"),
+            ("5,1,6", "at most USERS"),
+            ("50,10,5,-1", "RATE"),
+        ] {
+            let err = text.parse::<Room>().unwrap_err();
+            assert!(err.contains(names), "{text}: {err}");
+        }
+        // The deliveries a run keeps track of stay bounded.
+        let big = room.shape(Size::Standard);
+        assert!(big.messages * room.streams as u64 <= 10_000_000, "{big:?}");
+        assert_eq!(Room::default().shape(Size::Smoke).messages, 200);
     }
 }

@@ -22,8 +22,14 @@ pub struct Server {
 impl Server {
     /// Starts every service on `addr` with its data under `data_dir` (or in
     /// PostgreSQL when `database_url` is a template), the send limit off and
-    /// password hashing cheap: the load is chat, not sign-ups.
-    pub async fn start(addr: &str, data_dir: &Path, database_url: Option<&str>) -> Result<Self, BenchError> {
+    /// password hashing cheap: the load is chat, not sign-ups. With `traces`
+    /// (a collector's URL and the share of traces kept) it exports traces.
+    pub async fn start(
+        addr: &str,
+        data_dir: &Path,
+        database_url: Option<&str>,
+        traces: Option<&(String, f64)>,
+    ) -> Result<Self, BenchError> {
         let exe = std::env::current_exe().map_err(|e| BenchError::Server(e.to_string()))?;
         let mut command = Command::new(exe);
         command
@@ -49,6 +55,11 @@ impl Server {
         if let Some(url) = database_url {
             command.env("COLINK_DATABASE__URL", url);
         }
+        if let Some((endpoint, ratio)) = traces {
+            command
+                .env("COLINK_TRACING__OTLP_ENDPOINT", endpoint)
+                .env("COLINK_TRACING__SAMPLE_RATIO", ratio.to_string());
+        }
         if let Some(clamd) = super::files::clamd_url() {
             command.env("COLINK_FILES__SCANNER__CLAMD", clamd);
         }
@@ -60,6 +71,19 @@ impl Server {
         let server = Self { child, s3, addr: addr.to_string() };
         server.wait_ready().await?;
         Ok(server)
+    }
+
+    /// Stops the node the way an orchestrator does (SIGTERM), so that it
+    /// flushes what it holds, such as its last spans; it is killed if it
+    /// has not stopped within `patience`.
+    pub async fn stop(mut self, patience: Duration) {
+        let asked = Command::new("kill").args(["-TERM", &self.pid().to_string()]).status();
+        if asked.is_ok_and(|status| status.success()) {
+            let until = std::time::Instant::now() + patience;
+            while std::time::Instant::now() < until && matches!(self.child.try_wait(), Ok(None)) {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
     }
 
     pub fn pid(&self) -> u32 {

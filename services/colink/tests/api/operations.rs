@@ -383,7 +383,10 @@ async fn one_send_is_one_trace_from_the_client_to_the_event_consumers() {
             .add_service(service)
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(receiver)),
     );
-    let node = NodeProcess::start(&[("COLINK_TRACING__OTLP_ENDPOINT", endpoint.as_str())]).await;
+    // Tracing does not hang on the log level: this node logs only warnings.
+    let node =
+        NodeProcess::start(&[("COLINK_TRACING__OTLP_ENDPOINT", endpoint.as_str()), ("COLINK_LOG__LEVEL", "warn")])
+            .await;
     let app = TestApp::at(Endpoint::from_shared(node.uri()).unwrap().timeout(WAIT).connect_lazy());
     let ann = app.register("ann").await;
     let channel = app.create_channel(&ann, "traced", ChannelKind::Public, &[]).await;
