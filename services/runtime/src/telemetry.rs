@@ -69,9 +69,19 @@ pub fn init(log: &LogConfig, traces: &TracingConfig) -> Telemetry {
     // Spans are traced whatever the log level: a node that logs only
     // warnings still exports every call's span.
     let traced = Targets::new().with_default(tracing::Level::INFO);
-    let otel = provider
-        .as_ref()
-        .map(|provider| tracing_opentelemetry::layer().with_tracer(provider.tracer("colink")).with_filter(traced));
+    let otel = provider.as_ref().map(|provider| {
+        tracing_opentelemetry::layer()
+            .with_tracer(provider.tracer("colink"))
+            // A stream's span is entered each time its body is polled, once
+            // per delivered frame: keep entering a span free of clock reads
+            // and context switches. Trace context travels through the
+            // spans themselves (`current_traceparent`), not an active context.
+            .with_tracked_inactivity(false)
+            .with_context_activation(false)
+            .with_threads(false)
+            .with_location(false)
+            .with_filter(traced)
+    });
     let installed = tracing_subscriber::registry().with(logs.with_filter(filter)).with(otel).try_init().is_ok();
     if installed && provider.is_some() {
         EXPORTING.store(true, Ordering::Relaxed);
