@@ -401,9 +401,8 @@ pub(super) struct Report {
     retention: Option<(u64, f64)>,
     /// Room: who was in it.
     room: Option<Room>,
-    /// Traces: where they went, and what a sink of ours received (exports,
-    /// spans, bytes).
-    traces: Option<(String, Option<(u64, u64, u64)>)>,
+    /// Traces: where they went, and what a sink of ours received.
+    traces: Option<(String, Option<traces::Totals>)>,
     server_cpu_s: f64,
     /// CPU microseconds per delivery while messages flowed: the node's and
     /// the load generator's, so that a reader can tell which ran out.
@@ -475,9 +474,9 @@ impl Report {
             "room": self.room.map(|r| json!({ "users": r.users, "streams": r.streams, "senders": r.senders, "rate": r.rate })),
             "traces": self.traces.as_ref().map(|(target, received)| json!({
                 "target": target,
-                "exports": received.map(|r| r.0),
-                "spans": received.map(|r| r.1),
-                "span_bytes": received.map(|r| r.2),
+                "exports": received.map(|r| r.exports),
+                "spans": received.map(|r| r.spans),
+                "span_bytes": received.map(|r| r.bytes),
             })),
             "server_cpu_s": round(self.server_cpu_s),
             "node_cpu_us_per_delivery": self.cpu_per_delivery_us.map(|c| round(c.0)),
@@ -560,8 +559,9 @@ fn print_report(r: &Report) {
 fn traces_line(r: &Report) -> Option<String> {
     let (target, received) = r.traces.as_ref()?;
     Some(match received {
-        Some((exports, spans, bytes)) => {
-            format!("{target}: {spans} spans ({:.1} MiB) in {exports} exports", *bytes as f64 / (1024.0 * 1024.0))
+        Some(r) => {
+            let mib = r.bytes as f64 / (1024.0 * 1024.0);
+            format!("{target}: {} spans ({mib:.1} MiB) in {} exports", r.spans, r.exports)
         }
         None => target.clone(),
     })

@@ -59,6 +59,14 @@ pub struct Received {
     pub bytes: AtomicU64,
 }
 
+/// Exports, spans and the spans' bytes a sink received.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Totals {
+    pub exports: u64,
+    pub spans: u64,
+    pub bytes: u64,
+}
+
 /// A running sink; it stops when dropped.
 pub struct Sink {
     pub endpoint: String,
@@ -84,10 +92,14 @@ impl Sink {
         Ok(Self { endpoint, received, task })
     }
 
-    /// Exports, spans and the spans' bytes received so far.
-    pub fn totals(&self) -> (u64, u64, u64) {
+    /// What was received so far.
+    pub fn totals(&self) -> Totals {
         let r = &self.received;
-        (r.exports.load(Ordering::Relaxed), r.spans.load(Ordering::Relaxed), r.bytes.load(Ordering::Relaxed))
+        Totals {
+            exports: r.exports.load(Ordering::Relaxed),
+            spans: r.spans.load(Ordering::Relaxed),
+            bytes: r.bytes.load(Ordering::Relaxed),
+        }
     }
 }
 
