@@ -16,7 +16,8 @@ use colink_runtime::pubsub::{Frame, PubSub, channel_topic};
 use prost::Message as _;
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Query};
 use sea_orm::{
-    ActiveModelTrait, ConnectionTrait, DbErr, EntityTrait, FromQueryResult, Set, StatementBuilder, TransactionTrait,
+    ActiveModelTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, FromQueryResult, Set, Statement,
+    StatementBuilder, TransactionTrait,
 };
 
 use crate::log;
@@ -34,10 +35,11 @@ pub(crate) struct Attached {
     pub settled: bool,
 }
 
-/// Remembers the files of new messages.
-pub(crate) async fn record<C: ConnectionTrait>(conn: &C, attached: &[Attached]) -> Result<(), DbErr> {
+/// The statement that remembers the files of new messages; None when
+/// they have none.
+pub(crate) fn record(backend: DbBackend, attached: &[Attached]) -> Option<Statement> {
     if attached.is_empty() {
-        return Ok(());
+        return None;
     }
     let mut insert = Query::insert();
     insert.into_table(TABLE).columns(["file_id", "message_id", "channel_id", "settled"]);
@@ -50,8 +52,7 @@ pub(crate) async fn record<C: ConnectionTrait>(conn: &C, attached: &[Attached]) 
         ]);
     }
     insert.on_conflict(OnConflict::columns(["file_id", "message_id"]).do_nothing().to_owned());
-    conn.execute(&insert).await?;
-    Ok(())
+    Some(StatementBuilder::build(&insert, &backend))
 }
 
 /// How a file's scan ended, as a message carrying it sees it.
@@ -257,7 +258,8 @@ mod tests {
         message::ActiveModel::from(row).insert(&db.writer).await.expect("stores the message");
         let attached =
             Attached { file_id: file_id.into(), message_id: message_id.into(), channel_id: "general".into(), settled };
-        record(&db.writer, &[attached]).await.expect("records the file");
+        let statement = record(db.writer.get_database_backend(), &[attached]).expect("a statement for a file");
+        db.writer.execute_raw(statement).await.expect("records the file");
     }
 
     async fn announcements(db: &Db) -> u64 {

@@ -13,13 +13,15 @@ use colink_proto::events::v1::event::Payload;
 use colink_proto::messaging::v1 as pb;
 use colink_proto::messaging::v1::MessageMentions;
 use colink_proto::messaging::v1::channel_event::Kind;
-use colink_runtime::db::Db;
+use colink_runtime::db::{Db, execute_together};
 use colink_runtime::events::{self, MESSAGE_EVENTS, Outbox, THREAD_EVENTS};
 use colink_runtime::ids::{new_id, now_micros};
 use colink_runtime::pubsub::{Frame, PubSub, channel_topic};
 use prost::Message as _;
 use sea_orm::sea_query::{Expr, OnConflict, Query};
-use sea_orm::{ActiveModelTrait, ConnectionTrait, DbErr, EntityTrait, IntoActiveModel, Set, TransactionTrait};
+use sea_orm::{
+    ActiveModelTrait, ConnectionTrait, DbErr, EntityTrait, IntoActiveModel, QueryTrait, Set, TransactionTrait,
+};
 
 use crate::batches::{BatchWrite, Batches};
 use crate::log;
@@ -196,16 +198,22 @@ impl Writer {
             results.push(Stored::Created { message: Box::new(created), thread_created });
         }
         if !rows.is_empty() {
+            let backend = txn.get_database_backend();
             // Every column is written: `reset_all` marks them all as set.
             let rows = rows.into_iter().map(|m| m.into_active_model().reset_all());
-            message::Entity::insert_many(rows).exec_without_returning(&txn).await?;
+            let mut statements = vec![message::Entity::insert_many(rows).build(backend)];
             let entries = appended.iter().map(|e| log::row(e, now));
-            channel_event::Entity::insert_many(entries).exec_without_returning(&txn).await?;
-            events::enqueue_many(&txn, &outgoing).await?;
-            mention::Entity::insert_many(mentions).exec_without_returning(&txn).await?;
-            broadcast::Entity::insert_many(broadcasts).exec_without_returning(&txn).await?;
-            crate::attachments::record(&txn, &attached).await?;
-            read_states::advance_senders(&txn, &read_up_to).await?;
+            statements.push(channel_event::Entity::insert_many(entries).build(backend));
+            statements.extend(events::enqueue_statement(backend, &outgoing));
+            if !mentions.is_empty() {
+                statements.push(mention::Entity::insert_many(mentions).build(backend));
+            }
+            if !broadcasts.is_empty() {
+                statements.push(broadcast::Entity::insert_many(broadcasts).build(backend));
+            }
+            statements.extend(crate::attachments::record(backend, &attached));
+            statements.extend(read_states::advance_senders(backend, &read_up_to));
+            execute_together(&txn, statements).await?;
         }
         txn.commit().await?;
         for event in &appended {

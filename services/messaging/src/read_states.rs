@@ -74,12 +74,9 @@ pub async fn set_muted<C: ConnectionTrait>(
 /// Moves the read positions of senders forward to their messages, in one
 /// statement for a whole batch: `(channel, user) -> (seq, ordinal)`. Only
 /// members' rows move; none is created here.
-pub async fn advance_senders<C: ConnectionTrait>(
-    conn: &C,
-    positions: &BTreeMap<(String, String), (i64, i64)>,
-) -> Result<(), DbErr> {
+pub fn advance_senders(backend: DbBackend, positions: &BTreeMap<(String, String), (i64, i64)>) -> Option<Statement> {
     if positions.is_empty() {
-        return Ok(());
+        return None;
     }
     let rows = vec!["(?, ?, CAST(? AS BIGINT), CAST(? AS BIGINT))"; positions.len()].join(", ");
     let sql = format!(
@@ -94,9 +91,7 @@ pub async fn advance_senders<C: ConnectionTrait>(
         values.extend([channel_id.clone().into(), user_id.clone().into(), (*seq).into(), (*ordinal).into()]);
     }
     values.push(now_micros().into());
-    let q = Sql { backend: conn.get_database_backend() };
-    conn.execute_raw(q.statement(&sql, values)).await?;
-    Ok(())
+    Some(Sql { backend }.statement(&sql, values))
 }
 
 /// Moves a member's read position forward to `seq`, whose main-flow

@@ -249,10 +249,25 @@ pub async fn enqueue_many<C: ConnectionTrait>(conn: &C, events: &[NewEvent]) -> 
     insert_outbox(conn, events.iter().map(|e| (e.topic, e.key.as_str(), &e.event))).await
 }
 
+/// The statement `enqueue_many` runs, to run with others; None for no events.
+pub fn enqueue_statement(backend: sea_orm::DbBackend, events: &[NewEvent]) -> Option<sea_orm::Statement> {
+    outbox_insert(events.iter().map(|e| (e.topic, e.key.as_str(), &e.event)))
+        .map(|insert| StatementBuilder::build(&insert, &backend))
+}
+
 async fn insert_outbox<'a, C: ConnectionTrait>(
     conn: &C,
     events: impl IntoIterator<Item = (&'a str, &'a str, &'a Event)>,
 ) -> Result<(), DbErr> {
+    if let Some(insert) = outbox_insert(events) {
+        conn.execute(&insert).await?;
+    }
+    Ok(())
+}
+
+fn outbox_insert<'a>(
+    events: impl IntoIterator<Item = (&'a str, &'a str, &'a Event)>,
+) -> Option<sea_orm::sea_query::InsertStatement> {
     let now = now_micros();
     let mut insert = Query::insert();
     insert.into_table("outbox").columns(["topic", "event_key", "payload", "created_at"]);
@@ -261,10 +276,7 @@ async fn insert_outbox<'a, C: ConnectionTrait>(
         insert.values_panic([topic.into(), key.into(), event.encode_to_vec().into(), now.into()]);
         empty = false;
     }
-    if !empty {
-        conn.execute(&insert).await?;
-    }
-    Ok(())
+    (!empty).then_some(insert)
 }
 
 /// Records that a consumer applied an event; false if it already had. Call
@@ -288,10 +300,20 @@ struct OutboxRow {
     payload: Vec<u8>,
 }
 
+/// The least time from the start of one relay batch to the start of the
+/// next while events trickle in. Each batch costs a read, a call to every
+/// consumer (each with a transaction of its own) and a delete, so a lone
+/// sender's events would otherwise cost all of that each; a few
+/// milliseconds of gathering lets them share it. Live subscribers do not
+/// wait for the relay: they get a conversation's events at commit.
+const RELAY_SPACING: Duration = Duration::from_millis(5);
+
 /// A service's outbox: wake the relay after committing events.
 #[derive(Clone)]
 pub struct Outbox {
     wake: Arc<Notify>,
+    /// Wakes the relay without waiting out the spacing, for a flush.
+    hurry: Arc<Notify>,
     /// Last outbox id the relay published; a change wakes waiting flushes.
     published: watch::Receiver<i64>,
 }
@@ -315,6 +337,7 @@ impl Outbox {
             .await?;
         let Some(target) = row.and_then(|r| r.value) else { return Ok(true) };
         self.notify();
+        self.hurry.notify_one();
         let mut published = self.published.clone();
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
@@ -354,15 +377,24 @@ pub fn spawn_relay(
     mut shutdown: watch::Receiver<bool>,
 ) -> (Outbox, tokio::task::JoinHandle<()>) {
     let wake = Arc::new(Notify::new());
+    let hurry = Arc::new(Notify::new());
     let (published_tx, published_rx) = watch::channel(0_i64);
-    let outbox = Outbox { wake: wake.clone(), published: published_rx };
+    let outbox = Outbox { wake: wake.clone(), hurry: hurry.clone(), published: published_rx };
     let task = tokio::spawn(async move {
         let mut backoff = Duration::from_millis(50);
         loop {
+            let began = tokio::time::Instant::now();
             match relay_batch(&db, log.as_ref()).await {
                 Ok(Some(last_id)) => {
                     backoff = Duration::from_millis(50);
                     published_tx.send_replace(last_id);
+                    // Let the next events gather, unless a flush waits or
+                    // the node stops.
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(began + RELAY_SPACING) => {}
+                        _ = hurry.notified() => {}
+                        _ = shutdown.changed() => {}
+                    }
                     continue;
                 }
                 Ok(None) => backoff = Duration::from_millis(50),
@@ -414,9 +446,11 @@ async fn relay_batch(db: &Db, log: &dyn EventLog) -> Result<Option<i64>, String>
         .order_by("id", sea_orm::Order::Asc)
         .limit(256)
         .to_owned();
-    let backend = db.writer.get_database_backend();
+    // Read beside the writer: on SQLite the writer connection is the one
+    // the service's own transactions wait for.
+    let backend = db.reader.get_database_backend();
     let rows = OutboxRow::find_by_statement(StatementBuilder::build(&query, &backend))
-        .all(&db.writer)
+        .all(&db.reader)
         .await
         .map_err(|e| e.to_string())?;
     let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
