@@ -13,12 +13,19 @@ pub(crate) fn server(variable: &str) -> String {
 
 /// Two nodes sharing a fresh PostgreSQL database and Redis.
 pub(crate) async fn two_nodes() -> (TestApp, TestApp) {
+    two_nodes_with(|_| {}).await
+}
+
+/// Two nodes sharing a fresh PostgreSQL database and Redis, both with
+/// `adjust` applied to their configuration.
+pub(crate) async fn two_nodes_with(adjust: impl Fn(&mut colink_runtime::config::Config)) -> (TestApp, TestApp) {
     let database = fresh_postgres(&server("COLINK_TEST_POSTGRES")).await;
     let redis = server("COLINK_TEST_REDIS");
     let node = |database: String, redis: String| {
-        TestApp::spawn_with(move |c| {
+        TestApp::spawn_with(|c| {
             c.database.url = database;
             c.pubsub.url = redis;
+            adjust(c);
         })
     };
     (node(database.clone(), redis.clone()).await, node(database, redis).await)
