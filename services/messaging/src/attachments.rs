@@ -226,7 +226,7 @@ mod tests {
     async fn db() -> Db {
         let conn = Database::connect("sqlite::memory:").await.expect("opens");
         colink_migrations::messaging::Migrator::up(&conn, None).await.expect("migrates");
-        Db { writer: conn.clone(), reader: conn }
+        Db::new(conn.clone(), conn)
     }
 
     /// A message carrying `file_id`, as a send stores it.

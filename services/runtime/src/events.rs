@@ -7,6 +7,7 @@
 //! event more than once and drop repeats by event id (`mark_processed`).
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -14,7 +15,7 @@ use bytes::Bytes;
 use colink_proto::events::v1::Event;
 use prost::Message;
 use sea_orm::sea_query::{Expr, ExprTrait, Func, OnConflict, Query};
-use sea_orm::{ConnectionTrait, DbErr, FromQueryResult, StatementBuilder};
+use sea_orm::{ConnectionTrait, DbBackend, DbErr, FromQueryResult, StatementBuilder};
 use tokio::sync::{Notify, watch};
 use tracing::Instrument;
 
@@ -331,28 +332,33 @@ impl Outbox {
         struct Scalar {
             value: Option<i64>,
         }
+        let backend = db.writer.get_database_backend();
         let query = Query::select().expr_as(Func::max(Expr::col("id")), "value").from("outbox").to_owned();
-        let row = Scalar::find_by_statement(StatementBuilder::build(&query, &db.writer.get_database_backend()))
-            .one(&db.writer)
-            .await?;
+        let row = Scalar::find_by_statement(StatementBuilder::build(&query, &backend)).one(&db.writer).await?;
         let Some(target) = row.and_then(|r| r.value) else { return Ok(true) };
         self.notify();
         self.hurry.notify_one();
         let mut published = self.published.clone();
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            // Counting rows rather than comparing with the relay's last id:
-            // on PostgreSQL ids commit out of order, and another node's relay
-            // may have published these rows already.
-            let pending = Query::select()
-                .expr_as(Expr::col("id").count(), "value")
-                .from("outbox")
-                .and_where(Expr::col("id").lte(target))
-                .to_owned();
-            let left = Scalar::find_by_statement(StatementBuilder::build(&pending, &db.writer.get_database_backend()))
-                .one(&db.writer)
-                .await?;
-            if left.and_then(|r| r.value).unwrap_or(0) == 0 {
+            let done = if backend == DbBackend::Sqlite {
+                // One writer: ids commit in order, and the relay's mark says
+                // how far it has published (rows stay a while after that).
+                *published.borrow() >= target
+            } else {
+                // Counting rows rather than comparing with the relay's last
+                // id: on PostgreSQL ids commit out of order, and another
+                // node's relay may have published these rows already.
+                let pending = Query::select()
+                    .expr_as(Expr::col("id").count(), "value")
+                    .from("outbox")
+                    .and_where(Expr::col("id").lte(target))
+                    .to_owned();
+                let left =
+                    Scalar::find_by_statement(StatementBuilder::build(&pending, &backend)).one(&db.writer).await?;
+                left.and_then(|r| r.value).unwrap_or(0) == 0
+            };
+            if done {
                 return Ok(true);
             }
             let wait = tokio::time::timeout_at(deadline, async {
@@ -381,13 +387,17 @@ pub fn spawn_relay(
     let (published_tx, published_rx) = watch::channel(0_i64);
     let outbox = Outbox { wake: wake.clone(), hurry: hurry.clone(), published: published_rx };
     let task = tokio::spawn(async move {
+        let mut relay = Relay::new(db, log);
         let mut backoff = Duration::from_millis(50);
         loop {
             let began = tokio::time::Instant::now();
-            match relay_batch(&db, log.as_ref()).await {
+            match relay.publish_next().await {
                 Ok(Some(last_id)) => {
                     backoff = Duration::from_millis(50);
                     published_tx.send_replace(last_id);
+                    if let Err(err) = relay.tidy(false).await {
+                        tracing::warn!(service, error = %err, "published events not deleted from the outbox");
+                    }
                     // Let the next events gather, unless a flush waits or
                     // the node stops.
                     tokio::select! {
@@ -397,7 +407,12 @@ pub fn spawn_relay(
                     }
                     continue;
                 }
-                Ok(None) => backoff = Duration::from_millis(50),
+                Ok(None) => {
+                    backoff = Duration::from_millis(50);
+                    if let Err(err) = relay.tidy(true).await {
+                        tracing::warn!(service, error = %err, "published events not deleted from the outbox");
+                    }
+                }
                 Err(err) => {
                     tracing::warn!(service, error = %err, "outbox relay failed; retrying");
                     backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -414,6 +429,65 @@ pub fn spawn_relay(
         }
     });
     (outbox, task)
+}
+
+/// How long published rows may wait in a SQLite outbox while events keep
+/// coming. Deleting them is a transaction of its own on the one writer
+/// connection, which the service's sends wait for; done per relay batch it
+/// took a tenth of that connection's time under a lone sender.
+const TIDY_EVERY: Duration = Duration::from_millis(250);
+
+/// The relay's position in its outbox.
+struct Relay {
+    db: Db,
+    log: Arc<dyn EventLog>,
+    /// SQLite: rows are read past the published mark and deleted later in
+    /// bulk. PostgreSQL, where ids commit out of order and other nodes'
+    /// relays read the same table: each batch's rows are deleted at once.
+    deletes_later: bool,
+    published_through: i64,
+    deleted_through: i64,
+    tidied_at: tokio::time::Instant,
+}
+
+impl Relay {
+    fn new(db: Db, log: Arc<dyn EventLog>) -> Self {
+        let deletes_later = db.writer.get_database_backend() == DbBackend::Sqlite;
+        Self {
+            db,
+            log,
+            deletes_later,
+            published_through: 0,
+            deleted_through: 0,
+            tidied_at: tokio::time::Instant::now(),
+        }
+    }
+
+    /// Publishes the next batch; returns the last published id, or None
+    /// when nothing waited.
+    async fn publish_next(&mut self) -> Result<Option<i64>, String> {
+        let after = self.deletes_later.then_some(self.published_through);
+        let last = relay_batch(&self.db, self.log.as_ref(), after).await?;
+        if let Some(last) = last.filter(|_| self.deletes_later) {
+            self.published_through = last;
+            self.db.relayed.store(last, Ordering::Relaxed);
+        }
+        Ok(last)
+    }
+
+    /// Deletes the published rows that are still there, when the outbox
+    /// went quiet (`idle`) or they have waited long enough.
+    async fn tidy(&mut self, idle: bool) -> Result<(), String> {
+        if self.deleted_through >= self.published_through || !(idle || self.tidied_at.elapsed() >= TIDY_EVERY) {
+            return Ok(());
+        }
+        let through = self.published_through;
+        let delete = Query::delete().from_table("outbox").and_where(Expr::col("id").lte(through)).to_owned();
+        self.db.writer.execute(&delete).await.map_err(|e| e.to_string())?;
+        self.deleted_through = through;
+        self.tidied_at = tokio::time::Instant::now();
+        Ok(())
+    }
 }
 
 /// Opens a relay span per event that names a trace, and hands the span's
@@ -437,15 +511,19 @@ fn relay_spans(batch: &mut [Outgoing]) -> Vec<tracing::Span> {
     spans
 }
 
-/// Publishes one batch in order; returns the last published id, or None when
-/// the outbox was empty.
-async fn relay_batch(db: &Db, log: &dyn EventLog) -> Result<Option<i64>, String> {
-    let query = Query::select()
+/// Publishes one batch in order, of the rows past `after` if given; returns
+/// the last published id, or None when there was nothing to publish. Without
+/// `after`, the published rows are deleted at once.
+async fn relay_batch(db: &Db, log: &dyn EventLog, after: Option<i64>) -> Result<Option<i64>, String> {
+    let mut query = Query::select()
         .columns(["id", "topic", "event_key", "payload"])
         .from("outbox")
         .order_by("id", sea_orm::Order::Asc)
         .limit(256)
         .to_owned();
+    if let Some(after) = after {
+        query.and_where(Expr::col("id").gt(after));
+    }
     // Read beside the writer: on SQLite the writer connection is the one
     // the service's own transactions wait for.
     let backend = db.reader.get_database_backend();
@@ -469,7 +547,7 @@ async fn relay_batch(db: &Db, log: &dyn EventLog) -> Result<Option<i64>, String>
     let (published, failure) = log.publish_batch(&batch).await;
     let failure = failure.map(|e| e.to_string());
     let last = published.checked_sub(1).and_then(|i| ids.get(i)).copied();
-    if last.is_some() {
+    if last.is_some() && after.is_none() {
         // Exactly the rows sent: a lower id may have committed after the read.
         let sent = ids.iter().take(published).copied();
         let delete = Query::delete().from_table("outbox").and_where(Expr::col("id").is_in(sent)).to_owned();
@@ -478,5 +556,78 @@ async fn relay_batch(db: &Db, log: &dyn EventLog) -> Result<Option<i64>, String>
     match failure {
         Some(err) if last.is_none() => Err(err),
         _ => Ok(last),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use colink_proto::events::v1::UserCreated;
+    use colink_proto::events::v1::event::Payload;
+    use sea_orm::Database;
+
+    use super::*;
+
+    /// Keeps the ids of the events it is handed.
+    struct Recorder(Mutex<Vec<String>>);
+
+    #[async_trait::async_trait]
+    impl EventHandler for Recorder {
+        async fn handle(&self, event: &Event) -> Result<(), EventError> {
+            if let Ok(mut seen) = self.0.lock() {
+                seen.push(event.event_id.clone());
+            }
+            Ok(())
+        }
+    }
+
+    async fn outbox_rows(db: &Db) -> i64 {
+        let rows = db
+            .reader
+            .query_all_raw(sea_orm::Statement::from_string(DbBackend::Sqlite, "SELECT count(*) FROM outbox"))
+            .await
+            .expect("counts");
+        rows.first().and_then(|row| row.try_get_by_index::<i64>(0).ok()).unwrap_or(-1)
+    }
+
+    #[tokio::test]
+    async fn on_sqlite_each_event_is_published_once_and_deleted_when_the_outbox_goes_quiet() {
+        let conn = Database::connect("sqlite::memory:").await.expect("opens");
+        conn.execute_unprepared(
+            "CREATE TABLE outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL, \
+             event_key TEXT NOT NULL, payload BLOB NOT NULL, created_at INTEGER NOT NULL)",
+        )
+        .await
+        .expect("creates");
+        let db = Db::new(conn.clone(), conn);
+        let log = Arc::new(InProcessEventLog::default());
+        let recorder = Arc::new(Recorder(Mutex::new(Vec::new())));
+        log.subscribe(USER_EVENTS, "test", recorder.clone());
+        let (stop, stopped) = watch::channel(false);
+        let (outbox, relay) = spawn_relay("test", db.clone(), log, stopped);
+
+        let mut enqueued = Vec::new();
+        for round in 0..3 {
+            for _ in 0..4 {
+                let event = event("user.created", "u", Payload::UserCreated(UserCreated::default()));
+                enqueue(&db.writer, USER_EVENTS, "u", &event).await.expect("enqueues");
+                enqueued.push(event.event_id);
+            }
+            outbox.notify();
+            assert!(outbox.flush(&db, Duration::from_secs(5)).await.expect("flushes"), "round {round}");
+        }
+        let seen = recorder.0.lock().map(|seen| seen.clone()).unwrap_or_default();
+        assert_eq!(seen, enqueued, "every event once, in order");
+
+        // With nothing more to publish, the published rows go.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while outbox_rows(&db).await != 0 {
+            assert!(tokio::time::Instant::now() < deadline, "the outbox still holds published rows");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(db.relayed.load(Ordering::Relaxed), 12);
+        stop.send_replace(true);
+        relay.await.expect("the relay ends");
     }
 }

@@ -468,10 +468,13 @@ async fn outbox_backlog(db: &Db) -> Option<(i64, f64)> {
         events: i64,
         oldest: Option<i64>,
     }
+    // On SQLite published rows stay a while, to be deleted in bulk.
+    let relayed = db.relayed.load(Ordering::Relaxed);
     let query = Query::select()
         .expr_as(Expr::col("id").count(), "events")
         .expr_as(Func::min(Expr::col("created_at")), "oldest")
         .from("outbox")
+        .and_where(Expr::col("id").gt(relayed))
         .to_owned();
     let conn = &db.reader;
     let statement = StatementBuilder::build(&query, &conn.get_database_backend());

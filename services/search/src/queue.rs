@@ -404,7 +404,7 @@ mod tests {
     async fn queue() -> Queue {
         let conn = Database::connect("sqlite::memory:").await.expect("opens");
         colink_migrations::search::Migrator::up(&conn, None).await.expect("migrates");
-        Queue::new(Db { writer: conn.clone(), reader: conn })
+        Queue::new(Db::new(conn.clone(), conn))
     }
 
     fn temp_dir() -> std::path::PathBuf {
