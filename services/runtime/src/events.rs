@@ -432,9 +432,9 @@ pub fn spawn_relay(
 }
 
 /// How long published rows may wait in a SQLite outbox while events keep
-/// coming. Deleting them is a transaction of its own on the one writer
-/// connection, which the service's sends wait for; done per relay batch it
-/// took a tenth of that connection's time under a lone sender.
+/// coming. Deleting them is a transaction (and an fsync) of its own on the
+/// one writer connection, which the service's next write waits for: once per
+/// relay batch, that was once every few sends.
 const TIDY_EVERY: Duration = Duration::from_millis(250);
 
 /// The relay's position in its outbox.
