@@ -252,7 +252,7 @@ pub async fn enqueue_many<C: ConnectionTrait>(conn: &C, events: &[NewEvent]) -> 
 
 /// The statement `enqueue_many` runs, to run with others; None for no events.
 pub fn enqueue_statement(backend: sea_orm::DbBackend, events: &[NewEvent]) -> Option<sea_orm::Statement> {
-    outbox_insert(events.iter().map(|e| (e.topic, e.key.as_str(), &e.event)))
+    build_outbox_insert(events.iter().map(|e| (e.topic, e.key.as_str(), &e.event)))
         .map(|insert| StatementBuilder::build(&insert, &backend))
 }
 
@@ -260,13 +260,14 @@ async fn insert_outbox<'a, C: ConnectionTrait>(
     conn: &C,
     events: impl IntoIterator<Item = (&'a str, &'a str, &'a Event)>,
 ) -> Result<(), DbErr> {
-    if let Some(insert) = outbox_insert(events) {
+    if let Some(insert) = build_outbox_insert(events) {
         conn.execute(&insert).await?;
     }
     Ok(())
 }
 
-fn outbox_insert<'a>(
+/// The outbox insert of `events`, in order; None for no events.
+fn build_outbox_insert<'a>(
     events: impl IntoIterator<Item = (&'a str, &'a str, &'a Event)>,
 ) -> Option<sea_orm::sea_query::InsertStatement> {
     let now = now_micros();
