@@ -267,7 +267,10 @@ try {
     await send(alice, "team", "a remark to hide");
     await waitForText(bob, "a remark to hide");
     const row = (page) => page.locator("[data-testid=messages] li", { hasText: "a remark to hide" }).first();
-    const id = await row(alice).getAttribute("data-key");
+    // The confirmed row, which carries the message's id: bob may see the
+    // message before alice's own answer replaces her pending row.
+    const confirmed = alice.locator("[data-testid=messages] li[data-key]", { hasText: "a remark to hide" }).first();
+    const id = await confirmed.getAttribute("data-key");
     // alice, the first account, is the workspace admin.
     await moderate(alice, id, 2, "off topic");
     await waitForText(bob, "This message was hidden by a moderator.");
