@@ -9,6 +9,7 @@
 
 mod counts;
 mod limits;
+mod queue;
 mod session;
 pub mod wire;
 
@@ -16,6 +17,7 @@ use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use colink_proto::channels::v1::channels_service_client::ChannelsServiceClient;
 use colink_proto::messaging::v1::messaging_service_client::MessagingServiceClient;
@@ -31,8 +33,7 @@ use colink_runtime::metrics::Metrics;
 use colink_runtime::pubsub::PubSub;
 use colink_runtime::{Caller, caller};
 use futures_util::Stream;
-use tokio::sync::{mpsc, oneshot, watch};
-use tokio_stream::StreamExt;
+use tokio::sync::watch;
 use tonic::codegen::{Body, BoxFuture, Service, StdError, http};
 use tonic::server::{Grpc, NamedService};
 use tonic::transport::Channel as GrpcChannel;
@@ -40,6 +41,7 @@ use tonic::{Request, Response, Status, Streaming};
 use tower::service_fn;
 
 use crate::limits::StreamCounts;
+use crate::queue::{FrameQueue, SessionStream};
 use crate::session::{Session, validate_cursors};
 use crate::wire::{FrameCodec, Outgoing};
 
@@ -100,24 +102,32 @@ impl RealtimeService {
         RealtimeServer { service: Arc::new(self) }
     }
 
-    /// A session and the frames it produces: its bounded buffer, then its
-    /// last word (a resume hint), if it has one. Refused when the user
+    /// A session and the queue of frames it produces. Refused when the user
     /// already holds as many streams as a user may.
-    fn open(&self, caller: Caller) -> Result<(Session, FrameStream), Status> {
+    fn open(&self, caller: Caller) -> Result<(Session, Arc<FrameQueue>), Status> {
         let slot = self.streams.take(&caller.user_id)?;
-        let (tx, rx) = mpsc::channel(self.shared.config.stream_buffer);
-        let (last_tx, last_rx) = oneshot::channel();
-        let session = Session::new(self.shared.clone(), caller, tx, last_tx, slot);
-        let last = futures_util::stream::once(last_rx).filter_map(Result::ok);
-        let queued = Queued { frames: rx, metrics: self.shared.metrics.clone() };
-        Ok((session, Box::pin(queued.map(Ok).chain(last))))
+        let queue = Arc::new(FrameQueue::new(self.shared.config.stream_buffer));
+        let session = Session::new(self.shared.clone(), caller, queue.clone(), slot);
+        Ok((session, queue))
+    }
+
+    /// The response body that runs the session as the client reads.
+    fn stream(
+        &self,
+        session: Session,
+        queue: Arc<FrameQueue>,
+        client: Option<Streaming<pb::ConnectRequest>>,
+        initial: Option<pb::SubscribeFrame>,
+    ) -> Response<FrameStream> {
+        let run = Box::pin(session.run(client, initial));
+        let grace = Duration::from_millis(self.shared.config.slow_client_grace_ms);
+        Response::new(Box::pin(SessionStream::new(run, queue, grace, self.shared.metrics.clone())))
     }
 
     fn connect(&self, request: Request<Streaming<pb::ConnectRequest>>) -> Result<Response<FrameStream>, Status> {
         let caller = caller(&request)?.clone();
-        let (session, frames) = self.open(caller)?;
-        tokio::spawn(session.run(Some(request.into_inner()), None));
-        Ok(Response::new(frames))
+        let (session, queue) = self.open(caller)?;
+        Ok(self.stream(session, queue, Some(request.into_inner()), None))
     }
 
     fn subscribe(&self, request: Request<pb::SubscribeRequest>) -> Result<Response<FrameStream>, Status> {
@@ -126,37 +136,9 @@ impl RealtimeService {
         let mut v = Violations::default();
         validate_cursors(&request.cursors, self.shared.config.max_channels_per_stream, &mut v);
         v.finish()?;
-        let (session, frames) = self.open(caller)?;
+        let (session, queue) = self.open(caller)?;
         let initial = pb::SubscribeFrame { cursors: request.cursors, all_channels: request.all_channels };
-        tokio::spawn(session.run(None, Some(initial)));
-        Ok(Response::new(frames))
-    }
-}
-
-/// A stream's buffer, counted in the node's fan-out queue metric: each
-/// frame taken out, and those left when the stream goes, leave the count.
-struct Queued {
-    frames: mpsc::Receiver<Outgoing>,
-    metrics: Arc<Metrics>,
-}
-
-impl Stream for Queued {
-    type Item = Outgoing;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Outgoing>> {
-        let polled = self.frames.poll_recv(cx);
-        if let Poll::Ready(Some(_)) = &polled {
-            self.metrics.streams.dequeued();
-        }
-        polled
-    }
-}
-
-impl Drop for Queued {
-    fn drop(&mut self) {
-        for _ in 0..self.frames.len() {
-            self.metrics.streams.dequeued();
-        }
+        Ok(self.stream(session, queue, None, Some(initial)))
     }
 }
 

@@ -2,11 +2,13 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
 use colink_proto::channels::v1::{GetChannelRequest, ListMyChannelsRequest, MemberRole};
 use colink_proto::messaging::v1::channel_event::Kind;
+use colink_proto::messaging::v1::messaging_service_client::MessagingServiceClient;
 use colink_proto::messaging::v1::{
     ChannelEvent, GetUnreadCountsRequest, ListChannelEventsRequest, ListChannelEventsResponse, MarkDeliveredRequest,
     UnreadCounts,
@@ -23,16 +25,17 @@ use colink_runtime::error::Violations;
 use colink_runtime::ids::{micros_of, now_micros, parse_id, timestamp};
 use colink_runtime::pubsub::{self, channel_topic, user_topic};
 use prost::Message as _;
-use tokio::sync::mpsc::error::TrySendError;
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::broadcast;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_stream::{StreamExt, StreamMap};
+use tonic::transport::Channel as GrpcChannel;
 use tonic::{Code, Status, Streaming};
 
 use crate::Shared;
 use crate::counts::{Delta, Unread};
 use crate::limits::StreamSlot;
+use crate::queue::FrameQueue;
 use crate::wire::{EventHead, Outgoing};
 
 /// Why a session ends.
@@ -92,9 +95,7 @@ pub struct Session {
     subs: HashMap<String, Subscription>,
     live: StreamMap<String, BroadcastStream<Bytes>>,
     user_feed: Option<BroadcastStream<Bytes>>,
-    out: mpsc::Sender<Outgoing>,
-    /// The stream's last frame, delivered after everything queued in `out`.
-    last_word: Option<oneshot::Sender<Result<Outgoing, Status>>>,
+    out: Arc<FrameQueue>,
     /// The user's unread counts, on a stream that follows all their
     /// conversations.
     unread: Option<Unread>,
@@ -113,8 +114,16 @@ pub struct Session {
 }
 
 impl Drop for Session {
-    /// Lets go of the node's live topics that no other stream needs.
+    /// Lets go of the node's live topics that no other stream needs, and
+    /// records the positions acknowledged since the last record: the
+    /// session ends, or its client went away and took the stream with it.
     fn drop(&mut self) {
+        let acks = std::mem::take(&mut self.acks);
+        if !acks.is_empty()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(record_delivered(self.shared.messaging.clone(), self.token.clone(), acks));
+        }
         let channels: Vec<String> = self.live.keys().cloned().collect();
         self.live = StreamMap::new();
         for channel_id in channels {
@@ -140,13 +149,7 @@ pub fn validate_cursors(cursors: &[pb::ChannelCursor], max: usize, v: &mut Viola
 }
 
 impl Session {
-    pub fn new(
-        shared: Arc<Shared>,
-        caller: Caller,
-        out: mpsc::Sender<Outgoing>,
-        last_word: oneshot::Sender<Result<Outgoing, Status>>,
-        slot: StreamSlot,
-    ) -> Self {
+    pub fn new(shared: Arc<Shared>, caller: Caller, out: Arc<FrameQueue>, slot: StreamSlot) -> Self {
         let ended_sessions = shared.verifier.ended_sessions();
         Self {
             shared,
@@ -160,7 +163,6 @@ impl Session {
             live: StreamMap::new(),
             user_feed: None,
             out,
-            last_word: Some(last_word),
             unread: None,
             acks: HashMap::new(),
             acks_due: None,
@@ -181,8 +183,6 @@ impl Session {
         let mut shutdown = std::pin::pin!(async move {
             let _ = shutdown_signal.changed().await;
         });
-        let out = self.out.clone();
-        let mut client_gone = std::pin::pin!(async move { out.closed().await });
         let mut expires_at = self.expires_at;
         let mut expiry = std::pin::pin!(tokio::time::sleep_until(deadline_of(expires_at)));
         let mut end = match initial {
@@ -190,6 +190,10 @@ impl Session {
             None => None,
         };
         while end.is_none() {
+            if self.out.take_stalled() {
+                end = Some(End::Resume("slow_consumer"));
+                break;
+            }
             if self.expires_at != expires_at {
                 expires_at = self.expires_at;
                 expiry.as_mut().reset(deadline_of(expires_at));
@@ -212,11 +216,9 @@ impl Session {
                 ended = self.ended_sessions.recv() => Box::pin(self.on_session_ended(ended)).await,
                 _ = expiry.as_mut() => Err(End::Resume("token_expired")),
                 _ = shutdown.as_mut() => Err(End::Resume("shutdown")),
-                _ = client_gone.as_mut() => Err(End::Gone),
             };
             end = flow.err();
         }
-        Box::pin(self.record_acks()).await.ok();
         if let Some(end) = end {
             self.finish(end);
         }
@@ -229,11 +231,9 @@ impl Session {
             End::Gone => return,
             End::Resume(reason) => reason,
             End::SessionEnded => {
-                if let Some(last_word) = self.last_word.take() {
-                    let _ = last_word.send(Err(Status::unauthenticated(
-                        "the session has ended (signed out, revoked, or the account was deactivated)",
-                    )));
-                }
+                self.out.set_last_word(Err(Status::unauthenticated(
+                    "the session has ended (signed out, revoked, or the account was deactivated)",
+                )));
                 return;
             }
         };
@@ -244,46 +244,44 @@ impl Session {
             .collect();
         self.shared.metrics.streams.resume_hint(reason);
         let last = Outgoing::frame(Frame::ResumeRequired(pb::ResumeRequiredFrame { reason: reason.into(), cursors }));
-        if let Some(last_word) = self.last_word.take() {
-            let _ = last_word.send(Ok(last));
-        }
+        self.out.set_last_word(Ok(last));
     }
 
-    /// Queues a frame. A conversation frame waits for room for up to the
-    /// slow-client grace; a client that stays stuck that long is told to
-    /// resume from its cursors. Typing and presence notices are simply
-    /// dropped when the buffer is full.
+    /// Queues a frame. A conversation frame waits for room; if the client
+    /// took longer than the slow-client grace to make room, it is told to
+    /// resume from its cursors instead. Typing and presence notices are
+    /// simply dropped when the queue is full.
     async fn send(&self, f: Frame) -> Flow {
         if matches!(f, Frame::Typing(_) | Frame::Presence(_)) {
-            return match self.out.try_send(Outgoing::frame(f)) {
-                Ok(()) => {
-                    self.shared.metrics.streams.queued();
-                    Ok(())
-                }
-                Err(TrySendError::Full(_)) => Ok(()),
-                Err(TrySendError::Closed(_)) => Err(End::Gone),
-            };
+            if self.out.try_push(Outgoing::frame(f)).is_ok() {
+                self.shared.metrics.streams.queued();
+            }
+            return Ok(());
         }
         self.queue(Outgoing::frame(f)).await
     }
 
     async fn queue(&self, out: Outgoing) -> Flow {
-        // Most frames find room at once: no timer for those.
-        let out = match self.out.try_send(out) {
+        // Most frames find room at once: no clock read for those.
+        let out = match self.out.try_push(out) {
             Ok(()) => {
                 self.shared.metrics.streams.queued();
                 return Ok(());
             }
-            Err(TrySendError::Closed(_)) => return Err(End::Gone),
-            Err(TrySendError::Full(out)) => out,
+            Err(out) => out,
         };
-        let grace = Duration::from_millis(self.shared.config.slow_client_grace_ms);
-        match tokio::time::timeout(grace, self.out.send(out)).await {
-            Ok(Ok(())) => {
+        let full_since = tokio::time::Instant::now();
+        // The body polls the session again once it has taken every queued
+        // frame (see the `queue` module), so this wait needs no waker.
+        std::future::poll_fn(|_| if self.out.has_room() { Poll::Ready(()) } else { Poll::Pending }).await;
+        if full_since.elapsed() > Duration::from_millis(self.shared.config.slow_client_grace_ms) {
+            return Err(End::Resume("slow_consumer"));
+        }
+        match self.out.try_push(out) {
+            Ok(()) => {
                 self.shared.metrics.streams.queued();
                 Ok(())
             }
-            Ok(Err(_)) => Err(End::Gone),
             Err(_) => Err(End::Resume("slow_consumer")),
         }
     }
@@ -504,12 +502,7 @@ impl Session {
 
     async fn record_acks(&mut self) -> Flow {
         self.acks_due = None;
-        for (channel_id, seq) in std::mem::take(&mut self.acks) {
-            let request = with_token(&self.token, MarkDeliveredRequest { channel_id, seq });
-            if let Err(status) = self.shared.messaging.clone().mark_delivered(request).await {
-                tracing::debug!(%status, "delivered position not recorded");
-            }
-        }
+        record_delivered(self.shared.messaging.clone(), self.token.clone(), std::mem::take(&mut self.acks)).await;
         Ok(())
     }
 
@@ -899,6 +892,21 @@ fn code_name(code: Code) -> String {
         name.push(c.to_ascii_uppercase());
     }
     name
+}
+
+/// Records how far a stream delivered each channel. A failure is only
+/// logged: the client's next acknowledgement moves the position again.
+async fn record_delivered(
+    mut messaging: MessagingServiceClient<GrpcChannel>,
+    token: Arc<str>,
+    acks: HashMap<String, i64>,
+) {
+    for (channel_id, seq) in acks {
+        let request = with_token(&token, MarkDeliveredRequest { channel_id, seq });
+        if let Err(status) = messaging.mark_delivered(request).await {
+            tracing::debug!(%status, "delivered position not recorded");
+        }
+    }
 }
 
 fn upstream_end(status: Status) -> End {

@@ -404,8 +404,9 @@ pub struct RealtimeConfig {
     pub max_channels_per_stream: usize,
     /// Streams one user may hold open on one node at once.
     pub max_streams_per_user: usize,
-    /// How long a stream waits for a client that does not read before
-    /// telling it to reconnect and resume from its cursors.
+    /// How long a stream's full buffer may wait for the client to read:
+    /// a client that takes longer is told, when it reads again, to
+    /// reconnect and resume from its cursors.
     pub slow_client_grace_ms: u64,
 }
 
