@@ -405,7 +405,9 @@ pub(super) struct Report {
     traces: Option<(String, Option<traces::Totals>)>,
     server_cpu_s: f64,
     /// CPU microseconds per delivery while messages flowed: the node's and
-    /// the load generator's, so that a reader can tell which ran out.
+    /// the load generator's, so that a reader can tell which ran out. In
+    /// the reconnect storm, per event replayed, reopening the streams
+    /// included.
     cpu_per_delivery_us: Option<(f64, f64)>,
     server_peak_rss_mib: f64,
     elapsed_s: f64,
@@ -831,12 +833,16 @@ async fn reconnect(
         let (Ok(mut all), Ok(more)) = (warm_up.ids_by_channel[c].lock(), ids.lock()) else { continue };
         all.extend(more.iter().copied());
     }
+    // The resume's CPU, streams reopened included, per event replayed.
+    let delivered_before: u64 = seen.iter().map(|s| s.lock().map_or(0, |s| s.ids.len() as u64)).sum();
+    let cpu = CpuSample::take(pool.node_pid);
     let resumed_at = Instant::now();
     let receivers = open_receivers(pool, users, channel_ids, shape, Some(&seen), &Watch::Messages, progress).await?;
     let caught_up = drain(&receivers, &warm_up).await;
     let catch_up = caught_up.duration_since(resumed_at).as_secs_f64();
     report.catch_up_s = Some(catch_up);
     tally(report, &receivers, &warm_up, catch_up, catch_up);
+    report.cpu_per_delivery_us = cpu.per_delivery(pool.node_pid, report.deliveries.saturating_sub(delivered_before));
     Ok(())
 }
 
