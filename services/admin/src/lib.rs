@@ -24,6 +24,7 @@ use colink_proto::events::v1::{MessageModerated, event::Payload};
 use colink_proto::google_api::HttpBody;
 use colink_proto::messaging::v1::messaging_service_client::MessagingServiceClient;
 use colink_proto::messaging::v1::{ApplyModerationRequest, ModerationEffect, ReadForModerationRequest};
+use colink_runtime::clients::PeerChannel;
 use colink_runtime::clients::call_on_behalf;
 use colink_runtime::db::Db;
 use colink_runtime::error::{Page, Violations};
@@ -37,7 +38,6 @@ use colink_runtime::request_context::RequestContext;
 use colink_runtime::{Caller, Error, Result, Role, caller};
 use sea_orm::sea_query::{Expr, ExprTrait, LikeExpr};
 use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait};
-use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 use crate::audit::Entry;
@@ -49,17 +49,17 @@ type AuditExport = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<Http
 pub struct AdminService {
     db: Db,
     outbox: Outbox,
-    messaging: MessagingServiceClient<Channel>,
-    auth: AuthServiceClient<Channel>,
-    channels: ChannelsServiceClient<Channel>,
+    messaging: MessagingServiceClient<PeerChannel>,
+    auth: AuthServiceClient<PeerChannel>,
+    channels: ChannelsServiceClient<PeerChannel>,
     keys: Keys,
 }
 
 /// The services the admin service calls.
 pub struct Peers {
-    pub messaging: Channel,
-    pub auth: Channel,
-    pub channels: Channel,
+    pub messaging: PeerChannel,
+    pub auth: PeerChannel,
+    pub channels: PeerChannel,
 }
 
 impl AdminService {

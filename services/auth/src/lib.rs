@@ -25,6 +25,7 @@ use colink_proto::auth::v1::auth_service_server::{AuthService as AuthRpc, AuthSe
 use colink_proto::events::v1::{UserCreated, event::Payload};
 use colink_proto::users::v1::GetUserRequest;
 use colink_proto::users::v1::users_service_client::UsersServiceClient;
+use colink_runtime::clients::PeerChannel;
 use colink_runtime::clients::with_token;
 use colink_runtime::config::AuthConfig;
 use colink_runtime::db::Db;
@@ -42,7 +43,6 @@ use sea_orm::{
     ActiveModelTrait, ColumnTrait, Condition, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, Set,
     TransactionTrait,
 };
-use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status};
 
 use crate::domain::{PasswordHashing, check_password, hash_refresh_token, new_refresh_token, validate_registration};
@@ -65,7 +65,7 @@ pub struct AuthService {
     config: AuthConfig,
     hashing: PasswordHashing,
     keys: Keys,
-    users: UsersServiceClient<Channel>,
+    users: UsersServiceClient<PeerChannel>,
     /// A real hash to check unknown logins against, so that answering "no such
     /// user" takes as long as "wrong password".
     decoy_hash: Arc<str>,
@@ -92,7 +92,13 @@ pub struct Backends {
 
 impl AuthService {
     /// Loads (or creates) the signing keys.
-    pub async fn new(db: Db, outbox: Outbox, config: AuthConfig, users: Channel, backends: Backends) -> Result<Self> {
+    pub async fn new(
+        db: Db,
+        outbox: Outbox,
+        config: AuthConfig,
+        users: PeerChannel,
+        backends: Backends,
+    ) -> Result<Self> {
         let Backends { ephemeral, pubsub, provider } = backends;
         let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(MAX_HASHING_THREADS);
         let hashing = PasswordHashing::new(&config, workers).map_err(Error::internal)?;

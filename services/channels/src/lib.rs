@@ -20,6 +20,7 @@ use colink_proto::channels::v1::channels_service_server::ChannelsServiceServer;
 use colink_proto::events::v1::{ChannelChanged, MembershipChanged, event::Payload};
 use colink_proto::users::v1::users_service_client::UsersServiceClient;
 use colink_proto::users::v1::{BatchGetUsersRequest, User};
+use colink_runtime::clients::PeerChannel;
 use colink_runtime::clients::call_on_behalf;
 use colink_runtime::db::Db;
 use colink_runtime::events::{self, CHANNEL_EVENTS, Outbox};
@@ -29,7 +30,6 @@ use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder, Set,
 };
-use tonic::transport::Channel as GrpcChannel;
 
 use crate::rules::{can_view, is_direct, kind, kind_name, role_name};
 use crate::store::{channel, member};
@@ -42,12 +42,12 @@ const FLUSH_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 pub struct ChannelsService {
     db: Db,
     outbox: Outbox,
-    users: UsersServiceClient<GrpcChannel>,
+    users: UsersServiceClient<PeerChannel>,
     keys: Keys,
 }
 
 impl ChannelsService {
-    pub fn new(db: Db, outbox: Outbox, users: GrpcChannel) -> Self {
+    pub fn new(db: Db, outbox: Outbox, users: PeerChannel) -> Self {
         Self { keys: Keys::new(db.clone()), db, outbox, users: UsersServiceClient::new(users) }
     }
 

@@ -19,6 +19,7 @@ use colink_proto::messaging::v1::{ChannelEvent, Message};
 use colink_proto::realtime::v1::{ServerFrame, server_frame::Frame as ServerFrameKind};
 use colink_realtime::wire::{EventHead, Outgoing};
 use colink_runtime::auth::TokenVerifier;
+use colink_runtime::clients::PeerChannel;
 use colink_runtime::config::DatabaseConfig;
 use colink_runtime::events::{InProcessEventLog, spawn_relay};
 use colink_runtime::ids::{new_id, now_micros, timestamp};
@@ -77,7 +78,7 @@ fn token_check(c: &mut Criterion) {
             .unwrap_or_else(|e| panic!("node address: {e}"))
             .connect_lazy()
     };
-    let verifier = TokenVerifier::new("colink".into(), auth_channel());
+    let verifier = TokenVerifier::new("colink".into(), PeerChannel::remote(auth_channel()));
     group.bench_function("remembered", |b| {
         b.to_async(&rt).iter(|| async {
             if verifier.verify(std::hint::black_box(&token)).await.is_err() {

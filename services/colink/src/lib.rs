@@ -27,7 +27,7 @@ use colink_proto::retention::v1::retention_service_server::RetentionServiceServe
 use colink_proto::threads::v1::threads_service_server::ThreadsServiceServer;
 use colink_realtime::{RealtimeServer, RealtimeService};
 use colink_runtime::auth::{AuthLayer, TokenVerifier};
-use colink_runtime::clients::Peers;
+use colink_runtime::clients::{BoxError, LocalStack, Peers};
 use colink_runtime::clock::{Clock, SystemClock};
 use colink_runtime::config::{AuthMode, Config};
 use colink_runtime::db::{self, Db};
@@ -51,6 +51,8 @@ use tonic::server::NamedService;
 use tonic::service::RoutesBuilder;
 use tonic::transport::Server;
 use tonic_health::ServingStatus;
+use tower::ServiceBuilder;
+use tower::util::BoxCloneSyncService;
 
 use crate::batched_io::BatchedIo;
 
@@ -79,6 +81,9 @@ pub struct Node {
     server: JoinHandle<Result<(), NodeError>>,
     background: Vec<JoinHandle<()>>,
     grace: Duration,
+    /// The stack the node's calls to its own services go through. Its
+    /// services' peer channels hold it weakly; the node lets go of it last.
+    local: Arc<LocalStack>,
 }
 
 impl Node {
@@ -356,11 +361,7 @@ impl Node {
             max_in_flight: config.server.max_in_flight,
             request_timeout: Duration::from_millis(config.server.request_timeout_ms),
         };
-        let server = Server::builder()
-            .accept_http1(true)
-            .tcp_nodelay(true)
-            .http2_keepalive_interval(Some(Duration::from_secs(30)))
-            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        let layers = ServiceBuilder::new()
             .layer(stack::ContextLayer::new(config.auth.trust_forwarded_for))
             .layer(stack::trace())
             .layer(stack::cors(&config.server.cors_origins))
@@ -372,8 +373,17 @@ impl Node {
             ))
             .layer(tonic_web::GrpcWebLayer::new())
             .layer(stack::GuardLayer::new(metrics.clone(), &limits_of_calls))
-            .layer(AuthLayer::new(verifier, limits, metrics.clone()))
-            .add_routes(routes.routes())
+            .layer(AuthLayer::new(verifier, limits, metrics.clone()));
+        let routes = routes.routes();
+        let local = Arc::new(in_process(layers.clone().service(routes.clone())));
+        peers.local().set(&local);
+        let server = Server::builder()
+            .accept_http1(true)
+            .tcp_nodelay(true)
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            .layer(layers)
+            .add_routes(routes)
             .serve_with_incoming_shutdown(incoming(listener), async move {
                 let _ = stop.wait_for(|stopping| *stopping).await;
             });
@@ -389,7 +399,8 @@ impl Node {
         let reporters = readiness::Reporters { health, services: serving, ready };
         background.push(readiness::watch(backends, reporters, shutdown_rx).await);
         tracing::info!(%addr, services = ?config.hosted_services(), "colink node listening");
-        Ok(Self { addr, shutdown, server, background, grace: Duration::from_secs(config.shutdown_grace_secs) })
+        let grace = Duration::from_secs(config.shutdown_grace_secs);
+        Ok(Self { addr, shutdown, server, background, grace, local })
     }
 
     /// The address the node listens on.
@@ -401,11 +412,13 @@ impl Node {
     /// the outboxes, and waits (up to the grace period) for all of it.
     pub async fn shutdown(self) -> Result<(), NodeError> {
         let _ = self.shutdown.send(true);
+        let local = self.local;
         let all = async {
             let served = self.server.await;
             for task in self.background {
                 let _ = task.await;
             }
+            drop(local);
             served
         };
         match tokio::time::timeout(self.grace, all).await {
@@ -475,6 +488,23 @@ fn incoming(listener: TcpListener) -> impl tokio_stream::Stream<Item = std::io::
         }
         Ok(BatchedIo::new(stream))
     })
+}
+
+/// The node's stack as one service, for its own calls to the services it
+/// hosts.
+fn in_process<S, B>(stack: S) -> LocalStack
+where
+    S: tower::Service<http::Request<tonic::body::Body>, Response = http::Response<B>> + Clone + Send + Sync + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let stack = ServiceBuilder::new()
+        .map_response(|response: http::Response<B>| response.map(tonic::body::Body::new))
+        .map_err(Into::into)
+        .service(stack);
+    BoxCloneSyncService::new(stack)
 }
 
 /// With the in-process event log, an event reaches only consumers in the

@@ -20,11 +20,11 @@ use bytes::Bytes;
 use colink_files::blobs::{Blobs, is_blob_path};
 use colink_proto::auth::v1::GetJwksRequest;
 use colink_proto::auth::v1::auth_service_client::AuthServiceClient;
+use colink_runtime::clients::PeerChannel;
 use colink_runtime::metrics::Metrics;
 use futures_util::future::BoxFuture;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
-use tonic::transport::Channel;
 
 mod embedded {
     include!(concat!(env!("OUT_DIR"), "/web_assets.rs"));
@@ -93,7 +93,7 @@ fn probe(path: &str, ready: &AtomicBool) -> Option<Response<Full<Bytes>>> {
 }
 
 /// The verifying keys, from the auth service, as a JWK Set.
-async fn jwks(mut auth: AuthServiceClient<Channel>) -> Response<Full<Bytes>> {
+async fn jwks(mut auth: AuthServiceClient<PeerChannel>) -> Response<Full<Bytes>> {
     let keys = match auth.get_jwks(GetJwksRequest::default()).await {
         Ok(answer) => answer.into_inner().keys,
         Err(refused) => {
@@ -140,7 +140,7 @@ pub struct WebAppLayer {
     blobs: Option<Blobs>,
     ready: Arc<AtomicBool>,
     metrics: Option<Arc<Metrics>>,
-    auth: Option<AuthServiceClient<Channel>>,
+    auth: Option<AuthServiceClient<PeerChannel>>,
     app: bool,
 }
 
@@ -151,7 +151,7 @@ impl WebAppLayer {
         blobs: Option<Blobs>,
         ready: Arc<AtomicBool>,
         metrics: Option<Arc<Metrics>>,
-        auth: AuthServiceClient<Channel>,
+        auth: AuthServiceClient<PeerChannel>,
     ) -> Self {
         Self { blobs, ready, metrics, auth: Some(auth), app: true }
     }

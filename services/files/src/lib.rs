@@ -31,6 +31,7 @@ use colink_proto::events::v1::event::Payload;
 use colink_proto::files::v1 as pb;
 use colink_proto::files::v1::files_service_server::{FilesService as FilesRpc, FilesServiceServer};
 use colink_proto::users::v1::users_service_client::UsersServiceClient;
+use colink_runtime::clients::PeerChannel;
 use colink_runtime::clients::call_on_behalf;
 use colink_runtime::clock::Clock;
 use colink_runtime::config::FilesConfig;
@@ -44,7 +45,6 @@ use colink_runtime::{Caller, Error, Result, Role, caller};
 use prost::Message as _;
 use sea_orm::sea_query::{Expr, ExprTrait, Query};
 use sea_orm::{ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
-use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status};
 
 use crate::clamd::Clamd;
@@ -64,8 +64,8 @@ pub(crate) struct Shared {
     pubsub: Arc<dyn PubSub>,
     objects: Arc<dyn ObjectStore>,
     scanner: Option<Arc<Clamd>>,
-    channels: ChannelsServiceClient<Channel>,
-    users: UsersServiceClient<Channel>,
+    channels: ChannelsServiceClient<PeerChannel>,
+    users: UsersServiceClient<PeerChannel>,
     keys: Keys,
     config: FilesConfig,
     /// What retention reads the time from.
@@ -83,8 +83,8 @@ pub struct Backends {
 
 /// The services the files service calls.
 pub struct Peers {
-    pub channels: Channel,
-    pub users: Channel,
+    pub channels: PeerChannel,
+    pub users: PeerChannel,
 }
 
 /// How far a caller may go with a file it can see.

@@ -57,11 +57,11 @@ use colink_runtime::{Caller, Error, Result, Role};
 use futures_util::StreamExt;
 use prost::Message as _;
 
+use colink_runtime::clients::PeerChannel;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, DatabaseTransaction, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder,
     QuerySelect, Set, TransactionTrait,
 };
-use tonic::transport::Channel as GrpcChannel;
 
 use crate::access::{ACCESS_TOPIC, ACCESS_TTL, AccessCache};
 use crate::commit::{GroupCommit, NewMessage, Stored, ThreadReply};
@@ -76,10 +76,10 @@ pub struct MessagingService {
     db: Db,
     outbox: Outbox,
     pubsub: Arc<dyn PubSub>,
-    channels: ChannelsServiceClient<GrpcChannel>,
-    files: FilesServiceClient<GrpcChannel>,
-    users: UsersServiceClient<GrpcChannel>,
-    presence: PresenceServiceClient<GrpcChannel>,
+    channels: ChannelsServiceClient<PeerChannel>,
+    files: FilesServiceClient<PeerChannel>,
+    users: UsersServiceClient<PeerChannel>,
+    presence: PresenceServiceClient<PeerChannel>,
     limit: SendLimit,
     writer: GroupCommit,
     reaction_writer: reactions::writer::ReactionWriter,
@@ -94,10 +94,10 @@ pub struct MessagingService {
 
 /// The services messaging calls.
 pub struct Peers {
-    pub channels: GrpcChannel,
-    pub users: GrpcChannel,
-    pub presence: GrpcChannel,
-    pub files: GrpcChannel,
+    pub channels: PeerChannel,
+    pub users: PeerChannel,
+    pub presence: PeerChannel,
+    pub files: PeerChannel,
 }
 
 /// How many messages one user may send per minute, counted in ephemeral

@@ -20,6 +20,7 @@ use colink_proto::presence::v1::presence_service_server::{PresenceService as Pre
 use colink_proto::realtime::v1::TypingEvent;
 use colink_proto::users::v1::BatchGetUsersRequest;
 use colink_proto::users::v1::users_service_client::UsersServiceClient;
+use colink_runtime::clients::PeerChannel;
 use colink_runtime::clients::call_on_behalf;
 use colink_runtime::ephemeral::{
     Ephemeral, EphemeralError, TYPING_TTL, last_seen_key, presence_key, typing_expires_at, typing_key,
@@ -31,7 +32,6 @@ use colink_runtime::pubsub::{Frame, PubSub, channel_topic};
 use colink_runtime::{Caller, Error, Result, caller};
 use prost::Message as _;
 use serde::{Deserialize, Serialize};
-use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 /// How long presence lasts without a heartbeat (the seeds' 60 s).
@@ -67,8 +67,8 @@ struct Stored {
 pub struct PresenceService {
     store: Arc<dyn Ephemeral>,
     pubsub: Arc<dyn PubSub>,
-    channels: ChannelsServiceClient<Channel>,
-    users: UsersServiceClient<Channel>,
+    channels: ChannelsServiceClient<PeerChannel>,
+    users: UsersServiceClient<PeerChannel>,
     events: Arc<dyn EventLog>,
     /// When each user's presence was last announced from this node.
     announced: Arc<Mutex<HashMap<String, Instant>>>,
@@ -79,8 +79,8 @@ impl PresenceService {
         store: Arc<dyn Ephemeral>,
         pubsub: Arc<dyn PubSub>,
         events: Arc<dyn EventLog>,
-        channels: Channel,
-        users: Channel,
+        channels: PeerChannel,
+        users: PeerChannel,
     ) -> Self {
         tokio::spawn(announce_departures(store.clone(), pubsub.clone(), events.clone()));
         Self {

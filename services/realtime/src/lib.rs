@@ -26,6 +26,7 @@ use colink_proto::realtime::v1 as pb;
 use colink_proto::realtime::v1::realtime_service_server;
 use colink_proto::users::v1::users_service_client::UsersServiceClient;
 use colink_runtime::auth::TokenVerifier;
+use colink_runtime::clients::PeerChannel;
 use colink_runtime::config::RealtimeConfig;
 use colink_runtime::ephemeral::Ephemeral;
 use colink_runtime::error::Violations;
@@ -36,7 +37,6 @@ use futures_util::Stream;
 use tokio::sync::watch;
 use tonic::codegen::{Body, BoxFuture, Service, StdError, http};
 use tonic::server::{Grpc, NamedService};
-use tonic::transport::Channel as GrpcChannel;
 use tonic::{Request, Response, Status, Streaming};
 use tower::service_fn;
 
@@ -49,10 +49,10 @@ use crate::wire::{FrameCodec, Outgoing};
 pub(crate) struct Shared {
     pub pubsub: Arc<dyn PubSub>,
     pub ephemeral: Arc<dyn Ephemeral>,
-    pub messaging: MessagingServiceClient<GrpcChannel>,
-    pub channels: ChannelsServiceClient<GrpcChannel>,
-    pub users: UsersServiceClient<GrpcChannel>,
-    pub presence: PresenceServiceClient<GrpcChannel>,
+    pub messaging: MessagingServiceClient<PeerChannel>,
+    pub channels: ChannelsServiceClient<PeerChannel>,
+    pub users: UsersServiceClient<PeerChannel>,
+    pub presence: PresenceServiceClient<PeerChannel>,
     pub verifier: Arc<TokenVerifier>,
     pub config: RealtimeConfig,
     pub metrics: Arc<Metrics>,
@@ -61,10 +61,10 @@ pub(crate) struct Shared {
 
 /// The services the gateway calls on behalf of its streams.
 pub struct Peers {
-    pub messaging: GrpcChannel,
-    pub channels: GrpcChannel,
-    pub users: GrpcChannel,
-    pub presence: GrpcChannel,
+    pub messaging: PeerChannel,
+    pub channels: PeerChannel,
+    pub users: PeerChannel,
+    pub presence: PeerChannel,
 }
 
 pub struct RealtimeService {

@@ -19,6 +19,7 @@ use colink_proto::realtime::v1::connect_request::Frame as ClientFrame;
 use colink_proto::realtime::v1::server_frame::Frame;
 use colink_proto::users::v1::CheckBlockedRequest;
 use colink_runtime::Caller;
+use colink_runtime::clients::PeerChannel;
 use colink_runtime::clients::{retry_idempotent, with_token};
 use colink_runtime::ephemeral::{TYPING_TTL, typing_expires_at, typing_key};
 use colink_runtime::error::Violations;
@@ -29,7 +30,6 @@ use tokio::sync::broadcast;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_stream::{StreamExt, StreamMap};
-use tonic::transport::Channel as GrpcChannel;
 use tonic::{Code, Status, Streaming};
 
 use crate::Shared;
@@ -897,7 +897,7 @@ fn code_name(code: Code) -> String {
 /// Records how far a stream delivered each channel. A failure is only
 /// logged: the client's next acknowledgement moves the position again.
 async fn record_delivered(
-    mut messaging: MessagingServiceClient<GrpcChannel>,
+    mut messaging: MessagingServiceClient<PeerChannel>,
     token: Arc<str>,
     acks: HashMap<String, i64>,
 ) {

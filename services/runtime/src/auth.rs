@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use crate::clients::PeerChannel;
 use bytes::Bytes;
 use colink_proto::auth::v1::auth_service_client::AuthServiceClient;
 use colink_proto::auth::v1::{CheckSessionRequest, CheckSessionResponse, GetJwksRequest};
@@ -26,7 +27,6 @@ use futures_util::future::BoxFuture;
 use jsonwebtoken::DecodingKey;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{Mutex, RwLock, broadcast, watch};
-use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 use crate::clients::retry_idempotent;
@@ -115,7 +115,7 @@ pub struct TokenVerifier {
     keys: RwLock<HashMap<String, DecodingKey>>,
     /// The OpenID provider whose access tokens are accepted too.
     provider: Option<Arc<OpenIdProvider>>,
-    auth: AuthServiceClient<Channel>,
+    auth: AuthServiceClient<PeerChannel>,
     last_fetch: Mutex<Option<Instant>>,
     /// What the node knows of tokens and sessions; one lock, so that an
     /// answer to `CheckSession` cannot be remembered after the announcement
@@ -159,7 +159,7 @@ const ENDED_BACKLOG: usize = 1024;
 const SESSION_ENDED: &str = "the session has ended (signed out, revoked, or the account was deactivated)";
 
 impl TokenVerifier {
-    pub fn new(issuer: String, auth: Channel) -> Self {
+    pub fn new(issuer: String, auth: PeerChannel) -> Self {
         Self {
             issuer,
             keys: RwLock::new(HashMap::new()),
@@ -563,7 +563,10 @@ mod tests {
     }
 
     fn verifier() -> TokenVerifier {
-        TokenVerifier::new("colink".into(), tonic::transport::Endpoint::from_static("http://[::1]:1").connect_lazy())
+        TokenVerifier::new(
+            "colink".into(),
+            PeerChannel::remote(tonic::transport::Endpoint::from_static("http://[::1]:1").connect_lazy()),
+        )
     }
 
     fn live_user(verdict: Option<Verdict>) -> Option<String> {

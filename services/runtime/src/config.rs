@@ -50,8 +50,8 @@ pub struct Config {
     pub files: FilesConfig,
     pub search: SearchConfig,
     /// Where to reach services this node does not host, e.g.
-    /// `channels = "http://10.0.0.5:7700"`. Unlisted services are reached on
-    /// this node's own listener.
+    /// `channels = "http://10.0.0.5:7700"`. Unlisted services are this
+    /// node's own, called in process through its server stack.
     pub peers: BTreeMap<String, String>,
     /// Deadline of every call between services, in milliseconds.
     pub call_timeout_ms: u64,

@@ -37,10 +37,10 @@ use colink_proto::search::v1 as pb;
 use colink_proto::search::v1::search_service_server::{SearchService as SearchRpc, SearchServiceServer};
 use colink_proto::users::v1::users_service_client::UsersServiceClient;
 use colink_runtime::caller;
+use colink_runtime::clients::PeerChannel;
 use colink_runtime::db::Db;
 use colink_runtime::events::EventHandler;
 use tokio::sync::watch;
-use tonic::transport::Channel as GrpcChannel;
 use tonic::{Request, Response, Status};
 
 use crate::elastic::ElasticIndex;
@@ -50,10 +50,10 @@ use crate::queue::{FileIndexer, MessageIndexer, Queue, UserIndexer};
 
 /// The services search asks at query time.
 pub struct Peers {
-    pub channels: GrpcChannel,
-    pub messaging: GrpcChannel,
-    pub users: GrpcChannel,
-    pub files: GrpcChannel,
+    pub channels: PeerChannel,
+    pub messaging: PeerChannel,
+    pub users: PeerChannel,
+    pub files: PeerChannel,
 }
 
 /// The search service.
@@ -65,10 +65,10 @@ pub struct SearchService {
 pub(crate) struct Shared {
     index: Arc<dyn SearchIndex>,
     queue: Queue,
-    channels: ChannelsServiceClient<GrpcChannel>,
-    messaging: MessagingServiceClient<GrpcChannel>,
-    users: UsersServiceClient<GrpcChannel>,
-    files: FilesServiceClient<GrpcChannel>,
+    channels: ChannelsServiceClient<PeerChannel>,
+    messaging: MessagingServiceClient<PeerChannel>,
+    users: UsersServiceClient<PeerChannel>,
+    files: FilesServiceClient<PeerChannel>,
     /// The running or last rebuild of the indices on this node.
     reindex: std::sync::Mutex<pb::Reindex>,
 }
