@@ -114,7 +114,7 @@ impl Node {
         };
         let event_log: Arc<dyn EventLog> = if config.events.url.is_empty() {
             check_event_consumers(&config.hosted_services())?;
-            Arc::new(InProcessEventLog::default())
+            Arc::new(InProcessEventLog::gated())
         } else {
             let events = &config.events;
             let kafka = KafkaEventLog::connect(
@@ -340,6 +340,8 @@ impl Node {
             health.set_service_status(name, ServingStatus::NotServing).await;
             serving.push(name);
         }
+        // Events the relays found in the outboxes reach every consumer.
+        event_log.all_subscribed();
         // Both reflection versions: many deployed grpcurl builds only speak v1alpha.
         let reflection = || {
             tonic_reflection::server::Builder::configure()

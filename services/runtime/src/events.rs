@@ -94,6 +94,9 @@ pub trait EventLog: Send + Sync + 'static {
     async fn reachable(&self, _patience: Duration) -> Result<(), EventError> {
         Ok(())
     }
+    /// Every consumer this node hosts has subscribed. A log that keeps
+    /// events for consumers yet to come (Kafka) has nothing to do here.
+    fn all_subscribed(&self) {}
 }
 
 /// One event on its way from an outbox to the log.
@@ -108,12 +111,39 @@ pub struct Outgoing {
 
 /// The embedded event log: publishing hands the event to every consumer of
 /// the topic in this process and succeeds once they have all applied it.
-#[derive(Default)]
+///
+/// It keeps nothing, so an event published before its consumers subscribe
+/// would reach none of them. A node's relays start with its services, one
+/// by one, and find events a previous run left in the outboxes; a node's
+/// log is therefore [`InProcessEventLog::gated`]: publishing waits until
+/// the node has subscribed every consumer.
 pub struct InProcessEventLog {
     handlers: RwLock<HashMap<String, Vec<Arc<dyn EventHandler>>>>,
+    subscribed: watch::Sender<bool>,
+}
+
+impl Default for InProcessEventLog {
+    /// A log that publishes at once, to the consumers subscribed so far.
+    fn default() -> Self {
+        Self { handlers: RwLock::default(), subscribed: watch::Sender::new(true) }
+    }
 }
 
 impl InProcessEventLog {
+    /// A log that holds every publish until [`EventLog::all_subscribed`].
+    pub fn gated() -> Self {
+        Self { subscribed: watch::Sender::new(false), ..Self::default() }
+    }
+
+    async fn consumers_subscribed(&self) {
+        if *self.subscribed.borrow() {
+            return;
+        }
+        // The sender lives as long as the log, so the wait ends only when
+        // the gate opens.
+        let _ = self.subscribed.subscribe().wait_for(|subscribed| *subscribed).await;
+    }
+
     fn handlers(&self, topic: &str) -> Result<Vec<Arc<dyn EventHandler>>, EventError> {
         match self.handlers.read() {
             Ok(map) => Ok(map.get(topic).cloned().unwrap_or_default()),
@@ -125,6 +155,7 @@ impl InProcessEventLog {
 #[async_trait::async_trait]
 impl EventLog for InProcessEventLog {
     async fn publish(&self, topic: &str, _key: &str, payload: Bytes) -> Result<(), EventError> {
+        self.consumers_subscribed().await;
         let handlers = self.handlers(topic)?;
         if handlers.is_empty() {
             return Ok(());
@@ -140,6 +171,7 @@ impl EventLog for InProcessEventLog {
     /// order. All or nothing: on a failure the whole batch is published
     /// again, which consumers, idempotent by event id, take in their stride.
     async fn publish_batch(&self, events: &[Outgoing]) -> (usize, Option<EventError>) {
+        self.consumers_subscribed().await;
         let mut by_topic: Vec<(&str, Vec<Event>)> = Vec::new();
         for outgoing in events {
             let event = match Event::decode(outgoing.payload.clone()) {
@@ -173,6 +205,10 @@ impl EventLog for InProcessEventLog {
         if let Ok(mut map) = self.handlers.write() {
             map.entry(topic.to_string()).or_default().push(handler);
         }
+    }
+
+    fn all_subscribed(&self) {
+        self.subscribed.send_replace(true);
     }
 }
 
@@ -590,6 +626,26 @@ mod tests {
             .await
             .expect("counts");
         rows.first().and_then(|row| row.try_get_by_index::<i64>(0).ok()).unwrap_or(-1)
+    }
+
+    #[tokio::test]
+    async fn a_gated_log_holds_events_until_every_consumer_has_subscribed() {
+        let log = Arc::new(InProcessEventLog::gated());
+        let event = event("user.created", "u", Payload::UserCreated(UserCreated::default()));
+        let payload = Bytes::from(event.encode_to_vec());
+        let publishing = tokio::spawn({
+            let log = log.clone();
+            async move { log.publish(USER_EVENTS, "u", payload).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!publishing.is_finished(), "no consumer has subscribed yet");
+        // A relay at start finds an event before the consumers are wired.
+        let recorder = Arc::new(Recorder(Mutex::new(Vec::new())));
+        log.subscribe(USER_EVENTS, "test", recorder.clone());
+        log.all_subscribed();
+        publishing.await.expect("joins").expect("publishes");
+        let seen = recorder.0.lock().map(|seen| seen.clone()).unwrap_or_default();
+        assert_eq!(seen, [event.event_id], "the consumer subscribed after the publish began has it");
     }
 
     #[tokio::test]
